@@ -1,0 +1,20 @@
+//! Orion's database schema as sea-orm migrations, one file per migration.
+//!
+//! Every migration is written with sea-query's schema builder only, so the same files run on
+//! Postgres (cluster mode) and SQLite (embedded mode). `orion migrate` applies them, and
+//! every process that opens a store applies pending ones at start.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_spine;
+
+/// The ordered list of Orion's migrations.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_spine::Migration)]
+    }
+}

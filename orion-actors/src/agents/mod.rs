@@ -1,0 +1,126 @@
+//! Agents: one actix actor type, [`AgentActor`], parameterised by the [`Work`] it does.
+//!
+//! The actor reports `started`, does the work, and reports the outcome; the coordinators
+//! turn reports into status changes. Reports are queued with ids derived from (task,
+//! attempt, state), so a redelivered assignment cannot produce a second, different history.
+
+mod analyzer;
+
+pub use analyzer::AnalyzerWork;
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use async_trait::async_trait;
+use orion_bus::{AgentKind, Body, Bus, Envelope, Outcome, Queue, Task, TaskFailure, WorkReport};
+
+use crate::messages::{HandleError, Perform};
+
+/// What an agent needs besides the task.
+#[derive(Clone)]
+pub struct WorkContext {
+    pub node: String,
+}
+
+/// The work of one agent kind.
+#[async_trait]
+pub trait Work: Send + Sync + 'static {
+    /// Does the task; `Err` is the task's failure, with a stable code.
+    async fn perform(&self, task: &Task, ctx: &WorkContext) -> Result<serde_json::Value, TaskFailure>;
+}
+
+/// An agent kind whose capability is not built yet: fails each task with `not_implemented`.
+#[derive(Clone, Copy, Debug)]
+pub struct NotImplementedWork(pub AgentKind);
+
+#[async_trait]
+impl Work for NotImplementedWork {
+    async fn perform(&self, task: &Task, _: &WorkContext) -> Result<serde_json::Value, TaskFailure> {
+        Err(TaskFailure::new(
+            "not_implemented",
+            format!("the {} agent cannot do `{}` tasks yet", self.0, task.spec.kind),
+        ))
+    }
+}
+
+/// Identity and dependencies of one agent actor.
+#[derive(Clone)]
+pub struct Agent {
+    pub kind: AgentKind,
+    pub bus: Arc<dyn Bus>,
+    pub context: WorkContext,
+    pub work: Arc<dyn Work>,
+}
+
+/// An agent as an actor, restarted by its supervisor when it stops.
+pub struct AgentActor {
+    agent: Agent,
+}
+
+impl AgentActor {
+    pub fn new(agent: Agent) -> Self {
+        Self { agent }
+    }
+}
+
+impl Actor for AgentActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        tracing::info!(agent = %self.agent.kind, node = %self.agent.context.node, "agent started");
+    }
+}
+
+impl actix::Supervised for AgentActor {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!(agent = %self.agent.kind, node = %self.agent.context.node, "agent restarting");
+    }
+}
+
+impl Agent {
+    async fn report(&self, task: &Task, attempt: i32, outcome: Outcome) -> Result<(), HandleError> {
+        let state = match &outcome {
+            Outcome::Started => "started",
+            Outcome::Progress { .. } => "progress",
+            Outcome::Completed { .. } => "completed",
+            Outcome::Failed { .. } => "failed",
+        };
+        let report = WorkReport { task_id: task.id, agent: self.kind, attempt, outcome };
+        let envelope = Envelope::new(self.context.node.clone(), Body::Report(report));
+        let payload = envelope.encode(self.bus.config().max_message_bytes);
+        let payload = match payload {
+            Ok(p) => p,
+            // A result too large for the bus is the task's failure, reported as such.
+            Err(e) => {
+                let failure = TaskFailure::new("result_too_large", e.to_string());
+                let report = WorkReport { task_id: task.id, agent: self.kind, attempt, outcome: Outcome::Failed { failure } };
+                Envelope::new(self.context.node.clone(), Body::Report(report))
+                    .encode(self.bus.config().max_message_bytes)
+                    .map_err(|e| HandleError::Drop(e.to_string()))?
+            }
+        };
+        let id = format!("report-{}-{attempt}-{state}", task.id);
+        self.bus.enqueue_raw(Queue::Results, &id, payload).await.map_err(|e| HandleError::Retry(e.to_string()))
+    }
+
+    async fn run(self, assignment: orion_bus::Assignment) -> Result<(), HandleError> {
+        let task = assignment.task;
+        let attempt = assignment.attempt;
+        self.report(&task, attempt, Outcome::Started).await?;
+        let outcome = match self.work.perform(&task, &self.context).await {
+            Ok(result) => Outcome::Completed { result },
+            Err(failure) => Outcome::Failed { failure },
+        };
+        self.report(&task, attempt, outcome).await
+    }
+}
+
+impl Handler<Perform> for AgentActor {
+    type Result = ResponseFuture<Result<(), HandleError>>;
+
+    fn handle(&mut self, msg: Perform, _: &mut Self::Context) -> Self::Result {
+        let agent = self.agent.clone();
+        let span = tracing::info_span!("perform", agent = %agent.kind, task = %msg.0.task.id, attempt = msg.0.attempt);
+        Box::pin(tracing::Instrument::instrument(agent.run(msg.0), span))
+    }
+}

@@ -1,0 +1,168 @@
+//! The bridge between the bus and the actors: the one place envelopes become actor messages
+//! and deliveries are settled.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::Utc;
+use futures_util::StreamExt;
+use orion_bus::{AgentKind, Body, Bus, Delivery, Envelope, Heartbeat, Priority, Queue};
+
+use crate::agents::AgentActor;
+use crate::coordinator::Coordinator;
+use crate::messages::{HandleError, Perform, ReportArrived, TaskArrived};
+
+/// How often a node announces itself on `<p>.health.<node>`.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// Pause before asking the bus again for a queue it could not open.
+const CONSUME_RETRY: Duration = Duration::from_secs(1);
+/// Delay before a message whose handler failed for a passing reason is delivered again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Feeds the queues this node serves to its actors and publishes its heartbeat.
+pub struct BusBridge {
+    bus: Arc<dyn Bus>,
+    node: String,
+    coordinator: Option<Addr<Coordinator>>,
+    agents: HashMap<AgentKind, Addr<AgentActor>>,
+    concurrency: usize,
+    in_flight: Arc<AtomicU32>,
+}
+
+impl BusBridge {
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        node: String,
+        coordinator: Option<Addr<Coordinator>>,
+        agents: HashMap<AgentKind, Addr<AgentActor>>,
+        concurrency: usize,
+    ) -> Self {
+        Self { bus, node, coordinator, agents, concurrency: concurrency.max(1), in_flight: Arc::default() }
+    }
+
+    fn pump<F, Fut>(&self, ctx: &mut Context<Self>, queue: Queue, route: F)
+    where
+        F: Fn(Envelope) -> Fut + 'static,
+        Fut: Future<Output = Result<(), HandleError>> + 'static,
+    {
+        let bus = self.bus.clone();
+        let in_flight = self.in_flight.clone();
+        let concurrency = self.concurrency;
+        let fut = async move {
+            let deliveries = loop {
+                match bus.consume(queue).await {
+                    Ok(d) => break d,
+                    Err(e) => {
+                        tracing::warn!(?queue, error = %e, "cannot consume; retrying");
+                        tokio::time::sleep(CONSUME_RETRY).await;
+                    }
+                }
+            };
+            let route = &route;
+            let in_flight = &in_flight;
+            deliveries
+                .for_each_concurrent(concurrency, |delivery| async move {
+                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    let outcome = route(delivery.envelope.clone()).await;
+                    settle(&delivery, outcome).await;
+                    in_flight.fetch_sub(1, Ordering::Relaxed);
+                })
+                .await;
+        };
+        ctx.spawn(fut.into_actor(self));
+    }
+}
+
+async fn settle(delivery: &Delivery, outcome: Result<(), HandleError>) {
+    let settled = match outcome {
+        Ok(()) => delivery.ack().await,
+        Err(HandleError::Drop(reason)) => {
+            tracing::warn!(id = %delivery.envelope.id, %reason, "dropping a message that cannot be handled");
+            delivery.ack().await
+        }
+        Err(HandleError::Retry(reason)) => {
+            tracing::warn!(id = %delivery.envelope.id, attempt = delivery.attempt, %reason, "will retry a message");
+            delivery.nak(Some(RETRY_DELAY)).await
+        }
+    };
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, "could not settle a delivery; it will be redelivered");
+    }
+}
+
+fn unexpected(envelope: &Envelope) -> HandleError {
+    HandleError::Drop(format!("a `{}` message does not belong on this queue", envelope.type_name()))
+}
+
+fn mailbox(e: MailboxError) -> HandleError {
+    HandleError::Retry(format!("actor unavailable: {e}"))
+}
+
+impl Actor for BusBridge {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(coordinator) = self.coordinator.clone() {
+            let to_coordinator = coordinator.clone();
+            self.pump(ctx, Queue::Submitted, move |envelope| {
+                let coordinator = to_coordinator.clone();
+                async move {
+                    match envelope.body {
+                        Body::TaskSubmitted(task) => coordinator.send(TaskArrived(task)).await.map_err(mailbox)?,
+                        _ => Err(unexpected(&envelope)),
+                    }
+                }
+            });
+            self.pump(ctx, Queue::Results, move |envelope| {
+                let coordinator = coordinator.clone();
+                async move {
+                    match envelope.body {
+                        Body::Report(report) => coordinator.send(ReportArrived(report)).await.map_err(mailbox)?,
+                        _ => Err(unexpected(&envelope)),
+                    }
+                }
+            });
+        }
+        for (kind, agent) in self.agents.clone() {
+            self.pump(ctx, Queue::Work(kind, Priority::Normal), move |envelope| {
+                let agent = agent.clone();
+                async move {
+                    match envelope.body {
+                        Body::Assignment(assignment) if assignment.agent == kind => {
+                            agent.send(Perform(assignment)).await.map_err(mailbox)?
+                        }
+                        _ => Err(unexpected(&envelope)),
+                    }
+                }
+            });
+        }
+        ctx.run_interval(HEARTBEAT_INTERVAL, |bridge, ctx| {
+            let mut agents: Vec<AgentKind> = bridge.agents.keys().copied().collect();
+            if bridge.coordinator.is_some() {
+                agents.push(AgentKind::Coordinator);
+            }
+            agents.sort();
+            let heartbeat = Heartbeat {
+                node: bridge.node.clone(),
+                agents,
+                in_flight: bridge.in_flight.load(Ordering::Relaxed),
+                at: Utc::now(),
+            };
+            let envelope = Envelope::new(bridge.node.clone(), Body::Heartbeat(heartbeat));
+            let bus = bridge.bus.clone();
+            let subject = bus.subjects().health(&bridge.node);
+            ctx.spawn(
+                async move {
+                    if let Err(e) = bus.publish(&subject, &envelope).await {
+                        tracing::warn!(error = %e, "could not publish a heartbeat");
+                    }
+                }
+                .into_actor(bridge),
+            );
+        });
+    }
+}

@@ -1,0 +1,122 @@
+//! The coordinator: assigns submitted tasks to agent pools and moves tasks on agents' reports.
+//!
+//! Any number of coordinators may run; the store's version guard decides which one moves a
+//! task, and the loser's change is simply no longer applicable.
+
+use actix::prelude::*;
+use orion_bus::{Assignment, Body, Envelope, Outcome, Queue, Task, TaskStatus};
+use orion_services::lifecycle::{Change, Lifecycle};
+
+use crate::messages::{HandleError, ReportArrived, TaskArrived};
+
+/// How many queued tasks a starting coordinator re-queues at most.
+const RECONCILE_BATCH: u64 = 1000;
+
+pub struct Coordinator {
+    lifecycle: Lifecycle,
+}
+
+impl Coordinator {
+    pub fn new(lifecycle: Lifecycle) -> Self {
+        Self { lifecycle }
+    }
+}
+
+impl Actor for Coordinator {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        tracing::info!(node = self.lifecycle.node(), "coordinator started");
+        let lifecycle = self.lifecycle.clone();
+        // Tasks stored but never queued (the bus was down at submission) get queued now;
+        // the bus de-duplicates the ones that were.
+        ctx.spawn(
+            async move {
+                match lifecycle.store().tasks_in(&[TaskStatus::Queued], RECONCILE_BATCH).await {
+                    Ok(tasks) => {
+                        for task in tasks {
+                            if let Err(e) = lifecycle.enqueue_submitted(&task).await {
+                                tracing::warn!(task = %task.id, error = %e, "could not re-queue a task");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not reconcile queued tasks"),
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
+    let agent = task.spec.kind.agent();
+    let assigned = match task.status {
+        TaskStatus::Queued => {
+            let change = Change {
+                count_attempt: true,
+                data: serde_json::json!({ "agent": agent }),
+                ..Change::default()
+            };
+            lifecycle.advance(task.id, TaskStatus::Assigned, change).await?
+        }
+        _ => None,
+    };
+    // `None`: another coordinator moved it, or this one crashed between assigning and
+    // queueing. Re-queue if it is assigned: the message id makes that harmless.
+    let task = match assigned {
+        Some(task) => task,
+        None => {
+            let current = lifecycle.store().task(task.id).await?;
+            if current.status != TaskStatus::Assigned {
+                return Ok(());
+            }
+            current
+        }
+    };
+    let attempt = task.attempts;
+    let assignment = Assignment { agent, attempt, task: task.clone() };
+    let envelope = Envelope::new(lifecycle.node(), Body::Assignment(assignment));
+    let bus = lifecycle.bus();
+    let payload = envelope.encode(bus.config().max_message_bytes).map_err(|e| HandleError::Drop(e.to_string()))?;
+    bus.enqueue_raw(Queue::Work(agent, task.spec.priority), &format!("assign-{}-{attempt}", task.id), payload)
+        .await
+        .map_err(|e| HandleError::Retry(e.to_string()))
+}
+
+async fn apply_report(lifecycle: Lifecycle, report: orion_bus::WorkReport) -> Result<(), HandleError> {
+    let id = report.task_id;
+    match report.outcome {
+        Outcome::Started => {
+            lifecycle.advance(id, TaskStatus::Running, Change::default()).await?;
+        }
+        Outcome::Progress { message } => {
+            lifecycle.note(id, serde_json::json!({ "message": message })).await?;
+        }
+        Outcome::Completed { result } => {
+            // Reports may overtake each other between coordinators: a completion that finds
+            // the task still assigned records the start it implies first.
+            lifecycle.advance(id, TaskStatus::Running, Change::default()).await?;
+            lifecycle.advance(id, TaskStatus::Completed, Change::completed(result)).await?;
+        }
+        Outcome::Failed { failure } => {
+            lifecycle.advance(id, TaskStatus::Failed, Change::failed(failure)).await?;
+        }
+    }
+    Ok(())
+}
+
+impl Handler<TaskArrived> for Coordinator {
+    type Result = ResponseFuture<Result<(), HandleError>>;
+
+    fn handle(&mut self, msg: TaskArrived, _: &mut Self::Context) -> Self::Result {
+        Box::pin(assign(self.lifecycle.clone(), msg.0))
+    }
+}
+
+impl Handler<ReportArrived> for Coordinator {
+    type Result = ResponseFuture<Result<(), HandleError>>;
+
+    fn handle(&mut self, msg: ReportArrived, _: &mut Self::Context) -> Self::Result {
+        Box::pin(apply_report(self.lifecycle.clone(), msg.0))
+    }
+}

@@ -1,0 +1,21 @@
+//! Orion's actors: the coordinator, the agents, the bridge to the bus, and the node runtime
+//! that starts them.
+//!
+//! Every agent is an actix actor. The [`BusBridge`] is the only place where envelopes become
+//! actor messages and where deliveries are acknowledged: a message is acknowledged after its
+//! handler succeeded, rejected for redelivery when the handler failed for a passing reason,
+//! and acknowledged with a warning when it can never succeed. Agents never change a task's
+//! status themselves; they report to the coordinators, which move tasks through the
+//! [`orion_services::lifecycle::Lifecycle`].
+
+mod agents;
+mod bridge;
+mod coordinator;
+mod messages;
+mod node;
+
+pub use agents::{Agent, AgentActor, AnalyzerWork, NotImplementedWork, Work, WorkContext};
+pub use bridge::BusBridge;
+pub use coordinator::Coordinator;
+pub use messages::{HandleError, Perform, ReportArrived, TaskArrived};
+pub use node::{NodeConfig, NodeHandle, start_node};

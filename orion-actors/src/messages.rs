@@ -1,0 +1,48 @@
+//! The actor messages: imperative nouns with typed results.
+
+use actix::Message;
+use orion_bus::{Assignment, Task, WorkReport};
+use orion_services::lifecycle::LifecycleError;
+
+/// Why a handler did not finish its message, which decides what happens to the delivery.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// A passing failure (database or bus down): deliver the message again later.
+    #[error("retry later: {0}")]
+    Retry(String),
+    /// The message can never be handled: acknowledge it and log why.
+    #[error("dropped: {0}")]
+    Drop(String),
+}
+
+impl From<LifecycleError> for HandleError {
+    fn from(e: LifecycleError) -> Self {
+        use orion_services::store::StoreError;
+        match e {
+            LifecycleError::Store(StoreError::NotFound(id)) => HandleError::Drop(format!("task {id} is not stored")),
+            LifecycleError::Store(StoreError::Corrupt(why)) => HandleError::Drop(why),
+            other => HandleError::Retry(other.to_string()),
+        }
+    }
+}
+
+impl From<orion_services::store::StoreError> for HandleError {
+    fn from(e: orion_services::store::StoreError) -> Self {
+        LifecycleError::from(e).into()
+    }
+}
+
+/// A task was submitted: the coordinator assigns it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HandleError>")]
+pub struct TaskArrived(pub Task);
+
+/// An agent reported on an assignment: the coordinator moves the task.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HandleError>")]
+pub struct ReportArrived(pub WorkReport);
+
+/// An agent is to do an assignment.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HandleError>")]
+pub struct Perform(pub Assignment);

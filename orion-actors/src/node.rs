@@ -1,0 +1,65 @@
+//! The node runtime: starts the actors a node is configured for.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use orion_bus::AgentKind;
+use orion_services::code::CodeIntel;
+use orion_services::lifecycle::Lifecycle;
+
+use crate::agents::{Agent, AgentActor, AnalyzerWork, NotImplementedWork, Work, WorkContext};
+use crate::bridge::BusBridge;
+use crate::coordinator::Coordinator;
+
+/// What a node runs.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Unique among the cluster's nodes; appears in events and heartbeats.
+    pub name: String,
+    /// The roles this node takes; `coordinator` among them makes it a coordinator too.
+    pub agents: Vec<AgentKind>,
+    /// Deliveries handled at once per queue.
+    pub concurrency: usize,
+}
+
+/// The running actors of a node. Dropping it does not stop them; stopping the actix
+/// System does.
+pub struct NodeHandle {
+    pub bridge: Addr<BusBridge>,
+    pub coordinator: Option<Addr<Coordinator>>,
+    pub agents: HashMap<AgentKind, Addr<AgentActor>>,
+}
+
+/// Starts a node's actors on the current actix System. Each agent runs under
+/// `actix::Supervisor`, so it is restarted when it stops.
+pub fn start_node(lifecycle: Lifecycle, code: Arc<dyn CodeIntel>, config: NodeConfig) -> NodeHandle {
+    let coordinator = config
+        .agents
+        .contains(&AgentKind::Coordinator)
+        .then(|| Coordinator::new(lifecycle.clone()).start());
+    let mut agents = HashMap::new();
+    for &kind in config.agents.iter().filter(|k| **k != AgentKind::Coordinator) {
+        let work: Arc<dyn Work> = match kind {
+            AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
+            other => Arc::new(NotImplementedWork(other)),
+        };
+        let agent = Agent {
+            kind,
+            bus: lifecycle.bus().clone(),
+            context: WorkContext { node: config.name.clone() },
+            work,
+        };
+        agents.insert(kind, actix::Supervisor::start(move |_| AgentActor::new(agent)));
+    }
+    let bridge = BusBridge::new(
+        lifecycle.bus().clone(),
+        config.name.clone(),
+        coordinator.clone(),
+        agents.clone(),
+        config.concurrency,
+    )
+    .start();
+    tracing::info!(node = %config.name, agents = ?config.agents, "node started");
+    NodeHandle { bridge, coordinator, agents }
+}

@@ -1,0 +1,203 @@
+//! The `Bus` trait: what every transport promises.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+
+use crate::envelope::Envelope;
+use crate::error::BusError;
+use crate::protocol::{AgentKind, Priority};
+use crate::subjects::Subjects;
+
+/// A durable work queue: each message is handled by one consumer and redelivered until it
+/// is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Queue {
+    /// Tasks from the gateway to the coordinators.
+    Submitted,
+    /// Assignments to one agent pool, at a priority.
+    Work(AgentKind, Priority),
+    /// Agents' reports to the coordinators.
+    Results,
+}
+
+impl Queue {
+    /// The subject a message of this queue is published on.
+    pub fn subject(&self, subjects: &Subjects) -> String {
+        match *self {
+            Queue::Submitted => subjects.tasks_submitted(),
+            Queue::Work(agent, priority) => subjects.work(agent, priority),
+            Queue::Results => subjects.results(),
+        }
+    }
+
+    /// The subject filter of this queue's consumer: a work consumer takes every priority.
+    pub fn filter(&self, subjects: &Subjects) -> String {
+        match *self {
+            Queue::Work(agent, _) => subjects.work_of(agent),
+            other => other.subject(subjects),
+        }
+    }
+
+    /// The durable consumer's name: consumers of the same queue on any node share it.
+    pub fn consumer_name(&self) -> String {
+        match *self {
+            Queue::Submitted => "coordinators-submitted".to_owned(),
+            Queue::Work(agent, _) => format!("agents-{agent}"),
+            Queue::Results => "coordinators-results".to_owned(),
+        }
+    }
+}
+
+/// Timings and limits shared by both transports.
+#[derive(Clone, Debug)]
+pub struct BusConfig {
+    /// How long a delivered message may stay unacknowledged before it is redelivered.
+    pub ack_wait: Duration,
+    /// Deliveries after which a message is dead-lettered instead of delivered again.
+    pub max_deliver: u32,
+    /// The largest message accepted on encode and decode.
+    pub max_message_bytes: usize,
+    /// How long a message id is remembered for de-duplication.
+    pub duplicate_window: Duration,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+            max_message_bytes: 1024 * 1024,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Settles one delivery. Implemented by each transport.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    /// Done: never deliver again.
+    async fn ack(&self) -> Result<(), BusError>;
+    /// Not done: deliver again, after `delay` if given.
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError>;
+    /// Still working: restart the ack-wait clock.
+    async fn in_progress(&self) -> Result<(), BusError>;
+}
+
+/// One delivery of a queued message.
+pub struct Delivery {
+    pub envelope: Envelope,
+    /// 1 on first delivery; higher on redelivery.
+    pub attempt: u32,
+    acker: Box<dyn Acker>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery").field("envelope", &self.envelope).field("attempt", &self.attempt).finish()
+    }
+}
+
+impl Delivery {
+    pub fn new(envelope: Envelope, attempt: u32, acker: Box<dyn Acker>) -> Self {
+        Self { envelope, attempt, acker }
+    }
+
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+
+    pub async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError> {
+        self.acker.nak(delay).await
+    }
+
+    pub async fn in_progress(&self) -> Result<(), BusError> {
+        self.acker.in_progress().await
+    }
+}
+
+/// A message as it arrived, before decoding.
+#[derive(Clone, Debug)]
+pub struct RawMessage {
+    pub subject: String,
+    pub payload: Bytes,
+}
+
+pub type Deliveries = BoxStream<'static, Delivery>;
+pub type RawStream = BoxStream<'static, RawMessage>;
+pub type EnvelopeStream = BoxStream<'static, (String, Envelope)>;
+
+/// The body of a dead letter: the reason, where the message came from, how often it was
+/// delivered, and the original bytes (as text, lossily).
+pub fn dead_letter_body(reason: &str, subject: &str, attempts: u32, payload: &[u8]) -> Bytes {
+    let body = serde_json::json!({
+        "reason": reason,
+        "subject": subject,
+        "attempts": attempts,
+        "payload": String::from_utf8_lossy(payload),
+    });
+    Bytes::from(body.to_string())
+}
+
+/// A message transport with durable work queues and publish/subscribe.
+///
+/// The contract, which `tests/e2e/bus_contract.rs` checks on every transport:
+/// - a queued message goes to exactly one consumer of its queue and is redelivered after
+///   `ack_wait` (or at once on `nak`) until acknowledged;
+/// - messages with the same envelope id within the duplicate window are queued once;
+/// - a message that cannot be decoded, or that was delivered `max_deliver` times, is
+///   published to `<p>.dead.<subject>` with the reason and acknowledged, never retried
+///   forever and never dropped silently;
+/// - events and plain publications reach every live subscriber whose pattern matches.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    fn subjects(&self) -> &Subjects;
+
+    fn config(&self) -> &BusConfig;
+
+    /// Queues a message durably; returns once the transport holds it.
+    async fn enqueue(&self, queue: Queue, envelope: &Envelope) -> Result<(), BusError> {
+        let bytes = envelope.encode(self.config().max_message_bytes)?;
+        self.enqueue_raw(queue, &envelope.id.to_string(), bytes).await
+    }
+
+    /// Queues bytes as they are, de-duplicated by `message_id`; for bridges and tests that
+    /// must put what another process sent on a queue.
+    async fn enqueue_raw(&self, queue: Queue, message_id: &str, payload: Bytes) -> Result<(), BusError>;
+
+    /// Takes deliveries from a queue, competing with every other consumer of it.
+    async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError>;
+
+    /// Publishes a task event on `<p>.events.<task>.<type>`, durably where the transport
+    /// keeps events.
+    async fn publish_event(&self, envelope: &Envelope) -> Result<(), BusError>;
+
+    /// Publishes to live subscribers only (health, control).
+    async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), BusError>;
+
+    /// Every message on subjects matching `pattern` from now on, undecoded.
+    async fn subscribe_raw(&self, pattern: &str) -> Result<RawStream, BusError>;
+
+    /// Every decodable message on subjects matching `pattern` from now on.
+    async fn subscribe(&self, pattern: &str) -> Result<EnvelopeStream, BusError> {
+        let limit = self.config().max_message_bytes;
+        let raw = self.subscribe_raw(pattern).await?;
+        Ok(raw
+            .filter_map(move |m| async move {
+                match Envelope::decode(&m.payload, limit) {
+                    Ok(env) => Some((m.subject, env)),
+                    Err(e) => {
+                        tracing::warn!(subject = %m.subject, error = %e, "skipping an undecodable message");
+                        None
+                    }
+                }
+            })
+            .boxed())
+    }
+
+    /// Whether the transport can carry messages now.
+    async fn check(&self) -> Result<(), BusError>;
+}

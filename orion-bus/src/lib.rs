@@ -1,0 +1,28 @@
+//! Orion's wire: the protocol every process speaks, and the transports that carry it.
+//!
+//! This crate owns everything that crosses a process boundary: task, status and event
+//! types (with the one table of legal status transitions), the versioned [`Envelope`]
+//! every message travels in, the subject names under a configurable prefix, and the
+//! [`Bus`] trait with two transports — [`NatsBus`] (NATS JetStream work queues with
+//! explicit acknowledgement, a replayable events stream, core NATS for health and control)
+//! and [`InProcessBus`] (the same semantics inside one process, for the embedded mode).
+//!
+//! It knows nothing of actors, databases or HTTP, so a monitor or an agent in any language
+//! can be written from `docs/asyncapi.yaml` and this crate's documentation alone.
+
+mod bus;
+mod envelope;
+mod error;
+mod protocol;
+mod subjects;
+mod transport;
+
+pub use bus::{Acker, Bus, BusConfig, Deliveries, Delivery, EnvelopeStream, Queue, RawMessage, RawStream, dead_letter_body};
+pub use envelope::{Body, Envelope, SCHEMA_VERSION};
+pub use error::{BusError, BusErrorKind, ProtocolError};
+pub use protocol::{
+    AgentKind, Assignment, ControlCommand, EventType, Heartbeat, IllegalTransition, Outcome, Priority,
+    Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus, WorkReport,
+};
+pub use subjects::{StreamFamily, Subjects, subject_matches};
+pub use transport::{InProcessBus, NatsBus};

@@ -1,0 +1,390 @@
+//! Tasks, their states and the messages that move them.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ProtocolError;
+
+/// Declares a closed set of lower-case names with one spelling for serde, `Display` and
+/// `FromStr`, so the wire, the database and the CLI can never disagree.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident, $err:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        pub enum $name { $($(#[$vmeta])* #[serde(rename = $text)] $variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+
+        impl FromStr for $name {
+            type Err = ProtocolError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s { $($text => Ok($name::$variant),)+ other => Err(ProtocolError::$err(other.to_owned())) }
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// What a task asks for; each kind is served by one agent kind.
+    TaskKind, UnknownTaskKind {
+        Develop = "develop", Review = "review", Analyze = "analyze", Test = "test",
+        Design = "design", Ci = "ci", Release = "release",
+    }
+}
+
+named_enum! {
+    /// The roles of Orion's actors. Every kind but the coordinator serves work queues.
+    AgentKind, UnknownAgentKind {
+        Coordinator = "coordinator", Developer = "developer", Analyzer = "analyzer",
+        Testing = "testing", Devops = "devops", Architect = "architect",
+    }
+}
+
+named_enum! {
+    /// How urgently a task should be served under backlog.
+    Priority, UnknownPriority { Low = "low", Normal = "normal", High = "high", Urgent = "urgent" }
+}
+
+named_enum! {
+    /// Where a task is in its life. Legal moves are in [`TaskStatus::can_become`].
+    TaskStatus, UnknownStatus {
+        Queued = "queued", Assigned = "assigned", Running = "running",
+        AwaitingReview = "awaiting_review", AwaitingApproval = "awaiting_approval",
+        Completed = "completed", Failed = "failed", Cancelled = "cancelled",
+    }
+}
+
+named_enum! {
+    /// What an event in a task's log records: one per status, plus progress notes.
+    EventType, UnknownEventType {
+        Queued = "queued", Assigned = "assigned", Running = "running", Progress = "progress",
+        AwaitingReview = "awaiting_review", AwaitingApproval = "awaiting_approval",
+        Completed = "completed", Failed = "failed", Cancelled = "cancelled",
+    }
+}
+
+impl TaskKind {
+    /// The agent kind that serves this task kind.
+    pub fn agent(self) -> AgentKind {
+        match self {
+            TaskKind::Develop | TaskKind::Review => AgentKind::Developer,
+            TaskKind::Analyze => AgentKind::Analyzer,
+            TaskKind::Test => AgentKind::Testing,
+            TaskKind::Design => AgentKind::Architect,
+            TaskKind::Ci | TaskKind::Release => AgentKind::Devops,
+        }
+    }
+}
+
+impl AgentKind {
+    /// The agent kinds that serve work queues (all but the coordinator).
+    pub const WORKERS: &'static [AgentKind] = &[
+        AgentKind::Developer,
+        AgentKind::Analyzer,
+        AgentKind::Testing,
+        AgentKind::Devops,
+        AgentKind::Architect,
+    ];
+}
+
+impl Default for Priority {
+    fn default() -> Self {
+        Priority::Normal
+    }
+}
+
+/// A status change the state machine does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a task cannot go from `{from}` to `{to}`")]
+pub struct IllegalTransition {
+    pub from: TaskStatus,
+    pub to: TaskStatus,
+}
+
+impl TaskStatus {
+    /// The one table of legal transitions. Everything that moves a task asks here.
+    ///
+    /// `assigned|running → queued` is the retry path (a lease expired or an agent crashed);
+    /// `awaiting_review → running` is a reviewer asking for changes; `running ↔
+    /// awaiting_approval` is a budget pause.
+    pub fn can_become(self, to: TaskStatus) -> bool {
+        use TaskStatus::*;
+        matches!(
+            (self, to),
+            (Queued, Assigned | Failed | Cancelled)
+                | (Assigned, Running | Queued | Completed | Failed | Cancelled)
+                | (Running, AwaitingReview | AwaitingApproval | Completed | Failed | Cancelled | Queued)
+                | (AwaitingReview, Running | Completed | Failed | Cancelled)
+                | (AwaitingApproval, Running | Cancelled)
+        )
+    }
+
+    /// `Ok` when `self → to` is legal.
+    pub fn check(self, to: TaskStatus) -> Result<(), IllegalTransition> {
+        if self.can_become(to) { Ok(()) } else { Err(IllegalTransition { from: self, to }) }
+    }
+
+    /// A terminal status never changes again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+
+    /// The event recorded when a task enters this status.
+    pub fn event(self) -> EventType {
+        match self {
+            TaskStatus::Queued => EventType::Queued,
+            TaskStatus::Assigned => EventType::Assigned,
+            TaskStatus::Running => EventType::Running,
+            TaskStatus::AwaitingReview => EventType::AwaitingReview,
+            TaskStatus::AwaitingApproval => EventType::AwaitingApproval,
+            TaskStatus::Completed => EventType::Completed,
+            TaskStatus::Failed => EventType::Failed,
+            TaskStatus::Cancelled => EventType::Cancelled,
+        }
+    }
+}
+
+/// A task's identity: a UUIDv7, so ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(Uuid);
+
+impl TaskId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = ProtocolError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self).map_err(|_| ProtocolError::InvalidTaskId(s.to_owned()))
+    }
+}
+
+/// Limits on what a task may carry; beyond them a submission is refused, not truncated.
+pub mod limits {
+    pub const REPO_MAX_BYTES: usize = 4096;
+    pub const PROMPT_MAX_BYTES: usize = 64 * 1024;
+    pub const REF_MAX_BYTES: usize = 255;
+}
+
+/// What a submitter asks for, validated: a value of this type is always acceptable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub kind: TaskKind,
+    /// A local path or a URL of a git repository.
+    pub repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// The branch, tag or commit to work from; the repository's HEAD when absent.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default)]
+    pub priority: Priority,
+}
+
+impl TaskSpec {
+    /// Checks every field against the protocol's limits.
+    pub fn new(
+        kind: TaskKind,
+        repo: impl Into<String>,
+        prompt: Option<String>,
+        git_ref: Option<String>,
+        priority: Priority,
+    ) -> Result<Self, ProtocolError> {
+        let repo = repo.into();
+        let invalid = |field, reason: &str| ProtocolError::InvalidField { field, reason: reason.to_owned() };
+        if repo.trim().is_empty() {
+            return Err(invalid("repo", "must not be empty"));
+        }
+        if repo.len() > limits::REPO_MAX_BYTES || repo.contains('\0') {
+            return Err(invalid("repo", "must be at most 4096 bytes with no NUL"));
+        }
+        if prompt.as_ref().is_some_and(|p| p.len() > limits::PROMPT_MAX_BYTES) {
+            return Err(invalid("prompt", "must be at most 65536 bytes"));
+        }
+        if let Some(r) = &git_ref {
+            if r.is_empty() || r.len() > limits::REF_MAX_BYTES || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid("ref", "must be 1 to 255 characters without spaces"));
+            }
+        }
+        Ok(Self { kind, repo, prompt, git_ref, priority })
+    }
+}
+
+/// Why a task failed, with a stable machine-readable code.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub code: String,
+    pub message: String,
+}
+
+impl TaskFailure {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { code: code.into(), message: message.into() }
+    }
+}
+
+/// A task as stored and as shown to clients.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    #[serde(flatten)]
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
+    /// Optimistic-concurrency version: every stored change increments it.
+    pub version: i64,
+    /// How many times the task has been handed to an agent.
+    pub attempts: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskFailure>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One entry of a task's append-only log, as stored and as streamed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// Position in the global log; clients resume from it.
+    pub seq: i64,
+    pub task_id: TaskId,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// The coordinator hands a task to an agent pool.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub task: Task,
+    pub agent: AgentKind,
+    pub attempt: i32,
+}
+
+/// How a piece of work went, as an agent reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Outcome {
+    Started,
+    Progress { message: String },
+    Completed { result: serde_json::Value },
+    Failed { failure: TaskFailure },
+}
+
+/// An agent's report on an assignment, sent to the coordinators.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkReport {
+    pub task_id: TaskId,
+    pub agent: AgentKind,
+    pub attempt: i32,
+    pub outcome: Outcome,
+}
+
+/// A node's periodic sign of life.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    pub agents: Vec<AgentKind>,
+    pub in_flight: u32,
+    pub at: DateTime<Utc>,
+}
+
+/// An order to a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum ControlCommand {
+    Cancel { task_id: TaskId },
+    Drain,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_round_trips() {
+        for k in TaskKind::ALL {
+            assert_eq!(k.as_str().parse::<TaskKind>().unwrap(), *k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        for s in TaskStatus::ALL {
+            assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), *s);
+        }
+        assert_eq!("deploy".parse::<TaskKind>(), Err(ProtocolError::UnknownTaskKind("deploy".into())));
+    }
+
+    #[test]
+    fn terminal_states_are_final() {
+        for from in TaskStatus::ALL.iter().filter(|s| s.is_terminal()) {
+            for to in TaskStatus::ALL {
+                assert!(from.check(*to).is_err(), "{from} -> {to} must be illegal");
+            }
+        }
+    }
+
+    #[test]
+    fn the_happy_path_and_its_detours_are_legal() {
+        use TaskStatus::*;
+        let path = [Queued, Assigned, Running, AwaitingReview, Running, AwaitingApproval, Running, Completed];
+        for pair in path.windows(2) {
+            pair[0].check(pair[1]).unwrap();
+        }
+        assert_eq!(Queued.check(Running), Err(IllegalTransition { from: Queued, to: Running }));
+        assert!(Queued.check(Completed).is_err());
+        assert!(AwaitingApproval.check(Completed).is_err());
+    }
+
+    #[test]
+    fn spec_validation_names_the_field() {
+        let err = TaskSpec::new(TaskKind::Analyze, "  ", None, None, Priority::Normal).unwrap_err();
+        assert!(matches!(err, ProtocolError::InvalidField { field: "repo", .. }));
+        let err = TaskSpec::new(TaskKind::Analyze, ".", None, Some("a b".into()), Priority::Normal).unwrap_err();
+        assert!(matches!(err, ProtocolError::InvalidField { field: "ref", .. }));
+    }
+}

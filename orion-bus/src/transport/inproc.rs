@@ -1,0 +1,258 @@
+//! The in-process transport: the embedded mode's bus, with the same semantics as NATS.
+//!
+//! Messages are kept as encoded bytes and decoded on delivery, so size and schema checks,
+//! dead-lettering and redelivery behave exactly as on the NATS transport.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{Notify, broadcast};
+use tokio::time::Instant;
+
+use super::{Triage, triage};
+use crate::bus::{Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body};
+use crate::envelope::{Body, Envelope};
+use crate::error::{BusError, ProtocolError};
+use crate::subjects::{Subjects, subject_matches};
+
+/// How many published messages a slow subscriber may fall behind before it skips some.
+const TOPIC_CAPACITY: usize = 16 * 1024;
+
+/// A [`Bus`] inside one process.
+#[derive(Clone)]
+pub struct InProcessBus {
+    subjects: Subjects,
+    config: BusConfig,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    queues: Mutex<HashMap<String, QueueState>>,
+    topics: broadcast::Sender<RawMessage>,
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: VecDeque<Pending>,
+    in_flight: HashMap<u64, InFlight>,
+    next_token: u64,
+    notify: Arc<Notify>,
+}
+
+struct Pending {
+    subject: String,
+    payload: Bytes,
+    deliveries: u32,
+}
+
+struct InFlight {
+    message: Pending,
+    deadline: Instant,
+}
+
+impl InProcessBus {
+    pub fn new(subjects: Subjects, config: BusConfig) -> Self {
+        let (topics, _) = broadcast::channel(TOPIC_CAPACITY);
+        let inner = Inner { queues: Mutex::default(), topics, seen: Mutex::default() };
+        Self { subjects, config, inner: Arc::new(inner) }
+    }
+}
+
+impl Inner {
+    fn queues(&self) -> MutexGuard<'_, HashMap<String, QueueState>> {
+        // A poisoned lock means a panic while holding it; the maps stay consistent because
+        // every critical section is a handful of infallible collection operations.
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn broadcast(&self, subject: String, payload: Bytes) {
+        // No subscriber is not an error: publications reach live subscribers only.
+        let _ = self.topics.send(RawMessage { subject, payload });
+    }
+
+    /// Returns false when `id` was seen within `window`.
+    fn first_sighting(&self, id: &str, window: Duration) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        seen.retain(|_, at| now.duration_since(*at) < window);
+        if seen.contains_key(id) {
+            return false;
+        }
+        seen.insert(id.to_owned(), now);
+        true
+    }
+
+    /// Takes the next deliverable message of a queue, or says when to look again.
+    fn take(self: &Arc<Self>, key: &str, subjects: &Subjects, config: &BusConfig) -> Result<Delivery, Wait> {
+        let mut queues = self.queues();
+        let q = queues.entry(key.to_owned()).or_default();
+        let now = Instant::now();
+        let expired: Vec<u64> = q.in_flight.iter().filter(|(_, f)| f.deadline <= now).map(|(t, _)| *t).collect();
+        for token in expired {
+            if let Some(f) = q.in_flight.remove(&token) {
+                q.ready.push_front(f.message);
+            }
+        }
+        while let Some(mut message) = q.ready.pop_front() {
+            message.deliveries += 1;
+            let attempt = message.deliveries;
+            match triage(&message.payload, attempt, config) {
+                Triage::Deliver(envelope) => {
+                    let token = q.next_token;
+                    q.next_token += 1;
+                    q.in_flight.insert(token, InFlight { message, deadline: now + config.ack_wait });
+                    let acker = InProcessAcker { inner: self.clone(), key: key.to_owned(), token, ack_wait: config.ack_wait };
+                    return Ok(Delivery::new(envelope, attempt, Box::new(acker)));
+                }
+                Triage::Dead(reason) => {
+                    tracing::warn!(subject = %message.subject, %reason, "dead-lettering a message");
+                    let body = dead_letter_body(&reason, &message.subject, attempt, &message.payload);
+                    self.broadcast(subjects.dead(&message.subject), body);
+                }
+            }
+        }
+        Err(Wait { notify: q.notify.clone(), until: q.in_flight.values().map(|f| f.deadline).min() })
+    }
+
+    fn settle(&self, key: &str, token: u64, change: impl FnOnce(&mut QueueState, InFlight)) {
+        let mut queues = self.queues();
+        if let Some(q) = queues.get_mut(key) {
+            // A token that is gone was redelivered after its ack_wait: settling it is a no-op,
+            // as acknowledging a late message is on NATS.
+            if let Some(f) = q.in_flight.remove(&token) {
+                change(q, f);
+                q.notify.notify_one();
+            }
+        }
+    }
+}
+
+/// Nothing to deliver now: wait for a notification or until the earliest lease runs out.
+struct Wait {
+    notify: Arc<Notify>,
+    until: Option<Instant>,
+}
+
+struct InProcessAcker {
+    inner: Arc<Inner>,
+    key: String,
+    token: u64,
+    ack_wait: Duration,
+}
+
+#[async_trait]
+impl Acker for InProcessAcker {
+    async fn ack(&self) -> Result<(), BusError> {
+        self.inner.settle(&self.key, self.token, |_, _| {});
+        Ok(())
+    }
+
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError> {
+        let token = self.token;
+        self.inner.settle(&self.key, token, |q, mut f| match delay {
+            Some(d) => {
+                f.deadline = Instant::now() + d;
+                q.in_flight.insert(token, f);
+            }
+            None => q.ready.push_front(f.message),
+        });
+        Ok(())
+    }
+
+    async fn in_progress(&self) -> Result<(), BusError> {
+        let mut queues = self.inner.queues();
+        if let Some(f) = queues.get_mut(&self.key).and_then(|q| q.in_flight.get_mut(&self.token)) {
+            f.deadline = Instant::now() + self.ack_wait;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for InProcessBus {
+    fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    async fn enqueue_raw(&self, queue: Queue, message_id: &str, payload: Bytes) -> Result<(), BusError> {
+        if !self.inner.first_sighting(message_id, self.config.duplicate_window) {
+            return Ok(());
+        }
+        let subject = queue.subject(&self.subjects);
+        {
+            let mut queues = self.inner.queues();
+            let q = queues.entry(queue.consumer_name()).or_default();
+            q.ready.push_back(Pending { subject: subject.clone(), payload: payload.clone(), deliveries: 0 });
+            q.notify.notify_one();
+        }
+        self.inner.broadcast(subject, payload);
+        Ok(())
+    }
+
+    async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError> {
+        let state = (self.inner.clone(), queue.consumer_name(), self.subjects.clone(), self.config.clone());
+        Ok(futures_util::stream::unfold(state, |state| async move {
+            loop {
+                let (inner, key, subjects, config) = &state;
+                match inner.take(key, subjects, config) {
+                    Ok(delivery) => return Some((delivery, state)),
+                    Err(Wait { notify, until }) => match until {
+                        Some(deadline) => {
+                            tokio::select! {
+                                _ = notify.notified() => {}
+                                _ = tokio::time::sleep_until(deadline) => {}
+                            }
+                        }
+                        None => notify.notified().await,
+                    },
+                }
+            }
+        })
+        .boxed())
+    }
+
+    async fn publish_event(&self, envelope: &Envelope) -> Result<(), BusError> {
+        let Body::Event(event) = &envelope.body else {
+            return Err(ProtocolError::Malformed("publish_event takes a task.event".into()).into());
+        };
+        let subject = self.subjects.event(event.task_id, event.event_type);
+        self.publish(&subject, envelope).await
+    }
+
+    async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), BusError> {
+        let payload = envelope.encode(self.config.max_message_bytes)?;
+        self.inner.broadcast(subject.to_owned(), payload);
+        Ok(())
+    }
+
+    async fn subscribe_raw(&self, pattern: &str) -> Result<RawStream, BusError> {
+        let rx = self.inner.topics.subscribe();
+        let pattern = pattern.to_owned();
+        Ok(futures_util::stream::unfold((rx, pattern), |(mut rx, pattern)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(m) if subject_matches(&pattern, &m.subject) => return Some((m, (rx, pattern))),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, %pattern, "a slow subscriber skipped messages");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        })
+        .boxed())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,258 @@
+//! The NATS transport: JetStream work queues, a replayable events stream, core NATS for the rest.
+//!
+//! Streams, one per family of durable subjects (see [`StreamFamily`]):
+//! `<P>_TASKS`, `<P>_WORK` and `<P>_RESULTS` use work-queue retention (a message is removed
+//! once acknowledged) and de-duplicate by `Nats-Msg-Id` (the envelope id); `<P>_EVENTS` and
+//! `<P>_DEAD` keep messages by age, so monitors can replay them. Each queue has one durable
+//! pull consumer shared by every process that consumes it, so each message is handled once.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer::pull, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::{Triage, triage};
+use crate::bus::{Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body};
+use crate::envelope::{Body, Envelope};
+use crate::error::{BusError, ProtocolError};
+use crate::subjects::{StreamFamily, Subjects};
+
+/// How long events stay replayable on the server.
+const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long dead letters are kept for inspection.
+const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long a health check waits for the server to answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause after a consumer error before asking the server again.
+const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
+
+const FAMILIES: [StreamFamily; 5] =
+    [StreamFamily::Tasks, StreamFamily::Work, StreamFamily::Results, StreamFamily::Events, StreamFamily::Dead];
+
+/// A [`Bus`] on a NATS server with JetStream.
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    subjects: Subjects,
+    config: BusConfig,
+}
+
+impl NatsBus {
+    /// Connects and makes sure every stream exists (creating them is idempotent).
+    pub async fn connect(url: &str, subjects: Subjects, config: BusConfig) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("orion")
+            .connect(url)
+            .await
+            .map_err(|e| BusError::unavailable("connecting to NATS", e))?;
+        let js = jetstream::new(client.clone());
+        let bus = Self { client, js, subjects, config };
+        for family in FAMILIES {
+            bus.js
+                .get_or_create_stream(bus.stream_config(family))
+                .await
+                .map_err(|e| BusError::unavailable("creating a JetStream stream", e))?;
+        }
+        Ok(bus)
+    }
+
+    fn stream_config(&self, family: StreamFamily) -> stream::Config {
+        let (retention, max_age) = match family {
+            StreamFamily::Tasks | StreamFamily::Work | StreamFamily::Results => {
+                (stream::RetentionPolicy::WorkQueue, Duration::ZERO)
+            }
+            StreamFamily::Events => (stream::RetentionPolicy::Limits, EVENTS_MAX_AGE),
+            StreamFamily::Dead => (stream::RetentionPolicy::Limits, DEAD_MAX_AGE),
+        };
+        stream::Config {
+            name: self.subjects.stream(family),
+            subjects: vec![self.subjects.stream_subjects(family)],
+            retention,
+            max_age,
+            duplicate_window: self.config.duplicate_window,
+            ..Default::default()
+        }
+    }
+
+    /// Deletes this prefix's streams and everything in them; for tests and tenant removal.
+    pub async fn delete_streams(&self) -> Result<(), BusError> {
+        for family in FAMILIES {
+            self.js
+                .delete_stream(self.subjects.stream(family))
+                .await
+                .map_err(|e| BusError::unavailable("deleting a JetStream stream", e))?;
+        }
+        Ok(())
+    }
+
+    /// The underlying client, for callers that need plain NATS (monitors in tests).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    async fn publish_durable(&self, subject: String, message_id: &str, payload: Bytes) -> Result<(), BusError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+        self.js
+            .publish_with_headers(subject, headers, payload)
+            .await
+            .map_err(|e| BusError::unavailable("publishing to JetStream", e))?
+            .await
+            .map_err(|e| BusError::unavailable("awaiting a JetStream acknowledgement", e))?;
+        Ok(())
+    }
+}
+
+fn family_of(queue: Queue) -> StreamFamily {
+    match queue {
+        Queue::Submitted => StreamFamily::Tasks,
+        Queue::Work(..) => StreamFamily::Work,
+        Queue::Results => StreamFamily::Results,
+    }
+}
+
+struct NatsAcker {
+    message: jetstream::Message,
+}
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(&self) -> Result<(), BusError> {
+        // Wait for the server to confirm: an effect that follows an ack must not be repeated
+        // because the ack was lost on the way.
+        self.message.double_ack().await.map_err(|e| BusError::unavailable("acknowledging", e))
+    }
+
+    async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError> {
+        self.message.ack_with(AckKind::Nak(delay)).await.map_err(|e| BusError::unavailable("rejecting", e))
+    }
+
+    async fn in_progress(&self) -> Result<(), BusError> {
+        self.message.ack_with(AckKind::Progress).await.map_err(|e| BusError::unavailable("extending", e))
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    fn subjects(&self) -> &Subjects {
+        &self.subjects
+    }
+
+    fn config(&self) -> &BusConfig {
+        &self.config
+    }
+
+    async fn enqueue_raw(&self, queue: Queue, message_id: &str, payload: Bytes) -> Result<(), BusError> {
+        self.publish_durable(queue.subject(&self.subjects), message_id, payload).await
+    }
+
+    async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError> {
+        let stream = self
+            .js
+            .get_stream(self.subjects.stream(family_of(queue)))
+            .await
+            .map_err(|e| BusError::unavailable("looking up a stream", e))?;
+        let name = queue.consumer_name();
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: queue.filter(&self.subjects),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    // Redelivery is bounded by `triage`, which dead-letters with a reason.
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| BusError::unavailable("creating a consumer", e))?;
+        let messages = consumer.messages().await.map_err(|e| BusError::unavailable("pulling messages", e))?;
+        let bus = self.clone();
+        Ok(messages
+            .filter_map(move |next| {
+                let bus = bus.clone();
+                async move {
+                    let message = match next {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error; continuing");
+                            tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
+                            return None;
+                        }
+                    };
+                    let attempt = message.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+                    match triage(&message.payload, attempt, &bus.config) {
+                        Triage::Deliver(envelope) => Some(Delivery::new(envelope, attempt, Box::new(NatsAcker { message }))),
+                        Triage::Dead(reason) => {
+                            bus.dead_letter(&message, &reason, attempt).await;
+                            None
+                        }
+                    }
+                }
+            })
+            .boxed())
+    }
+
+    async fn publish_event(&self, envelope: &Envelope) -> Result<(), BusError> {
+        let Body::Event(event) = &envelope.body else {
+            return Err(ProtocolError::Malformed("publish_event takes a task.event".into()).into());
+        };
+        let subject = self.subjects.event(event.task_id, event.event_type);
+        let payload = envelope.encode(self.config.max_message_bytes)?;
+        self.publish_durable(subject, &envelope.id.to_string(), payload).await
+    }
+
+    async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), BusError> {
+        let payload = envelope.encode(self.config.max_message_bytes)?;
+        self.client
+            .publish(subject.to_owned(), payload)
+            .await
+            .map_err(|e| BusError::unavailable("publishing", e))
+    }
+
+    async fn subscribe_raw(&self, pattern: &str) -> Result<RawStream, BusError> {
+        let subscriber = self
+            .client
+            .subscribe(pattern.to_owned())
+            .await
+            .map_err(|e| BusError::unavailable("subscribing", e))?;
+        // Make sure the server has registered the interest before the caller relies on it.
+        self.client.flush().await.map_err(|e| BusError::unavailable("subscribing", e))?;
+        Ok(subscriber
+            .map(|m| RawMessage { subject: m.subject.to_string(), payload: m.payload })
+            .boxed())
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        match tokio::time::timeout(CHECK_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BusError::unavailable("checking the NATS connection", e)),
+            Err(elapsed) => Err(BusError::unavailable("checking the NATS connection", elapsed)),
+        }
+    }
+}
+
+impl NatsBus {
+    /// Publishes a dead letter and terminates the original; if the dead letter cannot be
+    /// written the original is left unacknowledged, so it is not lost.
+    async fn dead_letter(&self, message: &jetstream::Message, reason: &str, attempt: u32) {
+        let subject = message.subject.to_string();
+        tracing::warn!(%subject, %reason, "dead-lettering a message");
+        let body = dead_letter_body(reason, &subject, attempt, &message.payload);
+        let id = format!("dead-{subject}-{}", message.info().map(|i| i.stream_sequence).unwrap_or(0));
+        match self.publish_durable(self.subjects.dead(&subject), &id, body).await {
+            Ok(()) => {
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(error = %e, "could not terminate a dead-lettered message");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "could not write a dead letter; leaving the message for redelivery"),
+        }
+    }
+}

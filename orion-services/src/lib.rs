@@ -1,0 +1,11 @@
+//! Orion's adapters to the outside world, each behind a trait the actors depend on.
+//!
+//! - [`store`]: tasks, their event log and agent snapshots in Postgres or SQLite (sea-orm);
+//! - [`code`]: code intelligence over tree-sitter grammars;
+//! - [`lifecycle`]: the one place a task's status is changed, logged and announced.
+//!
+//! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
+
+pub mod code;
+pub mod lifecycle;
+pub mod store;

@@ -1,0 +1,140 @@
+//! Moving tasks: the one place that changes a task's status, records it and announces it.
+//!
+//! The store is the source of truth; the bus carries the news. A change is committed first
+//! (checked transition, version guard, event appended in one transaction) and then
+//! published on `<p>.events.<task>.<type>`. A publication that fails is logged, not
+//! retried: the event is in the log, and every reader of the stream can replay from it.
+
+use std::sync::Arc;
+
+use orion_bus::{Body, Bus, BusError, Envelope, EventType, Queue, Task, TaskEvent, TaskFailure, TaskId, TaskSpec, TaskStatus};
+
+use crate::store::{Store, StoreError, Transition};
+
+/// How many times a change is re-read and retried after losing a version race.
+const CONFLICT_RETRIES: usize = 5;
+
+/// A failure to submit or move a task.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+}
+
+/// What to record alongside a status change.
+#[derive(Clone, Debug, Default)]
+pub struct Change {
+    pub result: Option<serde_json::Value>,
+    pub error: Option<TaskFailure>,
+    pub count_attempt: bool,
+    pub data: serde_json::Value,
+}
+
+impl Change {
+    pub fn failed(failure: TaskFailure) -> Self {
+        let data = serde_json::json!({ "code": failure.code, "message": failure.message });
+        Self { error: Some(failure), data, ..Self::default() }
+    }
+
+    pub fn completed(result: serde_json::Value) -> Self {
+        Self { result: Some(result), ..Self::default() }
+    }
+}
+
+/// Submits, moves and annotates tasks for one node.
+#[derive(Clone)]
+pub struct Lifecycle {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    node: String,
+}
+
+impl Lifecycle {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, node: impl Into<String>) -> Self {
+        Self { store, bus, node: node.into() }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Stores a task and queues it for the coordinators. Returns the task and whether it
+    /// was created now (false: the idempotency key was used before).
+    pub async fn submit(&self, spec: TaskSpec, idempotency_key: Option<&str>) -> Result<(Task, bool), LifecycleError> {
+        let (task, event) = self.store.create_task(spec, idempotency_key, Some(&self.node)).await?;
+        let created = event.is_some();
+        if let Some(event) = event {
+            self.announce(event).await;
+        }
+        // Queued again on a repeated submission: the bus de-duplicates by task id, and a
+        // task whose first queueing failed gets a second chance.
+        if task.status == TaskStatus::Queued {
+            self.enqueue_submitted(&task).await?;
+        }
+        Ok((task, created))
+    }
+
+    /// Puts a queued task on the coordinators' queue; the message id is the task id and
+    /// attempt, so repeating this is harmless.
+    pub async fn enqueue_submitted(&self, task: &Task) -> Result<(), LifecycleError> {
+        let envelope = Envelope::new(self.node.clone(), Body::TaskSubmitted(task.clone()));
+        let payload = envelope.encode(self.bus.config().max_message_bytes).map_err(BusError::from)?;
+        let id = format!("submitted-{}-{}", task.id, task.attempts);
+        self.bus.enqueue_raw(Queue::Submitted, &id, payload).await?;
+        Ok(())
+    }
+
+    /// Moves a task to `to`, re-reading it after a lost version race. Returns `Ok(None)`
+    /// when the task is already where it cannot go to `to` from (for instance cancelled
+    /// meanwhile): the caller's news is stale, and that is not an error.
+    pub async fn advance(&self, id: TaskId, to: TaskStatus, change: Change) -> Result<Option<Task>, LifecycleError> {
+        let mut task = self.store.task(id).await?;
+        for _ in 0..CONFLICT_RETRIES {
+            if task.status.check(to).is_err() {
+                tracing::info!(task = %id, from = %task.status, %to, "transition no longer applies");
+                return Ok(None);
+            }
+            let mut transition = Transition::new(&task, to);
+            transition.result = change.result.clone();
+            transition.error = change.error.clone();
+            transition.count_attempt = change.count_attempt;
+            transition.data = change.data.clone();
+            transition.node = Some(self.node.clone());
+            match self.store.transition(transition).await {
+                Ok((moved, event)) => {
+                    self.announce(event).await;
+                    return Ok(Some(moved));
+                }
+                Err(StoreError::Conflict { .. }) | Err(StoreError::IllegalTransition(_)) => {
+                    task = self.store.task(id).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict { task: id, expected: task.version, actual: task.version + 1 }.into())
+    }
+
+    /// Records a progress note on a task.
+    pub async fn note(&self, id: TaskId, data: serde_json::Value) -> Result<TaskEvent, LifecycleError> {
+        let event = self.store.append_event(id, EventType::Progress, data, Some(&self.node)).await?;
+        self.announce(event.clone()).await;
+        Ok(event)
+    }
+
+    async fn announce(&self, event: TaskEvent) {
+        let envelope = Envelope::new(self.node.clone(), Body::Event(event));
+        if let Err(e) = self.bus.publish_event(&envelope).await {
+            tracing::warn!(error = %e, "could not publish an event; it stays in the task log");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! sea-orm entities, one module per table; the schema itself lives in `migrations/`.
+
+pub mod agent_snapshot;
+pub mod task;
+pub mod task_event;

@@ -1,0 +1,140 @@
+//! The store: tasks, their event log and agent snapshots, in Postgres or SQLite via sea-orm.
+//!
+//! One implementation, [`SqlStore`], serves both databases; the `Store` trait is what the
+//! actors and the gateway depend on. Every status change is one database transaction that
+//! checks the transition, compares the optimistic `version`, and appends to `task_events`,
+//! so two coordinators can never both move one task and the log never misses a change.
+
+mod entity;
+mod sql;
+
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use orion_bus::{AgentKind, EventType, IllegalTransition, Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus};
+use serde::{Deserialize, Serialize};
+
+/// A failure of a store operation.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("task {0} not found")]
+    NotFound(TaskId),
+    #[error("task {task} changed meanwhile (expected version {expected}, found {actual})")]
+    Conflict { task: TaskId, expected: i64, actual: i64 },
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sea_orm::DbErr),
+    #[error("stored data is not valid: {0}")]
+    Corrupt(String),
+}
+
+impl From<sea_orm::DbErr> for StoreError {
+    fn from(e: sea_orm::DbErr) -> Self {
+        StoreError::Unavailable(e)
+    }
+}
+
+/// A status change, applied only if the task is still at `expected_version`.
+#[derive(Clone, Debug)]
+pub struct Transition {
+    pub task: TaskId,
+    pub expected_version: i64,
+    pub to: TaskStatus,
+    /// Stored as the task's result (on completion).
+    pub result: Option<serde_json::Value>,
+    /// Stored as the task's error (on failure).
+    pub error: Option<TaskFailure>,
+    /// Count one more hand-over to an agent.
+    pub count_attempt: bool,
+    /// Extra detail for the event.
+    pub data: serde_json::Value,
+    pub node: Option<String>,
+}
+
+impl Transition {
+    pub fn new(task: &Task, to: TaskStatus) -> Self {
+        Self {
+            task: task.id,
+            expected_version: task.version,
+            to,
+            result: None,
+            error: None,
+            count_attempt: false,
+            data: serde_json::Value::Null,
+            node: None,
+        }
+    }
+}
+
+/// Which tasks to list, and where the previous page ended.
+#[derive(Clone, Debug, Default)]
+pub struct TaskQuery {
+    pub status: Option<TaskStatus>,
+    pub kind: Option<TaskKind>,
+    /// Tasks older than this one (ids are time-ordered); the first page when absent.
+    pub before: Option<TaskId>,
+    pub limit: u64,
+}
+
+/// One page of tasks, newest first.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskPage {
+    pub items: Vec<Task>,
+    /// Pass as `before` to get the next page; absent on the last page.
+    pub next_cursor: Option<TaskId>,
+}
+
+/// An agent's state, saved so a restarted agent resumes where it was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentSnapshot {
+    pub agent_id: String,
+    pub agent_kind: AgentKind,
+    pub node: String,
+    pub state: serde_json::Value,
+    pub version: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Durable state of tasks, events and agents.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a new task in `queued` with its first event. With an idempotency key that was
+    /// used before, returns the task stored then and `false`.
+    async fn create_task(
+        &self,
+        spec: TaskSpec,
+        idempotency_key: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<(Task, Option<TaskEvent>), StoreError>;
+
+    async fn task(&self, id: TaskId) -> Result<Task, StoreError>;
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
+
+    /// Applies a checked, version-guarded status change and appends its event.
+    async fn transition(&self, change: Transition) -> Result<(Task, TaskEvent), StoreError>;
+
+    /// Appends an event that changes no status (progress notes).
+    async fn append_event(
+        &self,
+        task: TaskId,
+        event_type: EventType,
+        data: serde_json::Value,
+        node: Option<&str>,
+    ) -> Result<TaskEvent, StoreError>;
+
+    /// Events after `after_seq`, oldest first, of one task or of all.
+    async fn events(&self, task: Option<TaskId>, after_seq: i64, limit: u64) -> Result<Vec<TaskEvent>, StoreError>;
+
+    /// Tasks in the given statuses, oldest first (for reconciliation after a restart).
+    async fn tasks_in(&self, statuses: &[TaskStatus], limit: u64) -> Result<Vec<Task>, StoreError>;
+
+    async fn save_snapshot(&self, snapshot: &AgentSnapshot) -> Result<(), StoreError>;
+
+    async fn snapshot(&self, agent_id: &str) -> Result<Option<AgentSnapshot>, StoreError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

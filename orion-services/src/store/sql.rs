@@ -1,0 +1,335 @@
+//! [`Store`] on sea-orm, for Postgres and SQLite alike.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use orion_bus::{EventType, Task, TaskEvent, TaskFailure, TaskId, TaskSpec, TaskStatus};
+use orion_migrations::{Migrator, MigratorTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+
+use super::entity::{agent_snapshot, task, task_event};
+use super::{AgentSnapshot, Store, StoreError, TaskPage, TaskQuery, Transition};
+
+/// How long a request waits for a pooled connection before the store reports unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest page a listing returns, whatever was asked.
+pub const MAX_PAGE: u64 = 500;
+
+/// The sea-orm store. Cheap to clone: it shares one connection pool.
+#[derive(Clone, Debug)]
+pub struct SqlStore {
+    db: DatabaseConnection,
+}
+
+impl SqlStore {
+    /// Connects to `url` (`postgres://…` or `sqlite://…?mode=rwc`) and applies pending
+    /// migrations.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let mut options = ConnectOptions::new(url.to_owned());
+        options.acquire_timeout(ACQUIRE_TIMEOUT).sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            // One writer at a time is SQLite's model; a single connection serialises
+            // transactions instead of failing them with "database is locked".
+            options.max_connections(1);
+        }
+        let db = Database::connect(options).await?;
+        Migrator::up(&db, None).await?;
+        Ok(Self { db })
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError> {
+    value.parse().map_err(|_| StoreError::Corrupt(format!("unknown {what} `{value}`")))
+}
+
+fn to_task(m: task::Model) -> Result<Task, StoreError> {
+    let error = match (m.error_code, m.error_message) {
+        (Some(code), message) => Some(TaskFailure { code, message: message.unwrap_or_default() }),
+        (None, _) => None,
+    };
+    Ok(Task {
+        id: TaskId::from_uuid(m.id),
+        spec: TaskSpec {
+            kind: parse(&m.kind, "task kind")?,
+            repo: m.repo,
+            prompt: m.prompt,
+            git_ref: m.git_ref,
+            priority: parse(&m.priority, "priority")?,
+        },
+        status: parse(&m.status, "status")?,
+        version: m.version,
+        attempts: m.attempts,
+        result: m.result,
+        error,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
+    Ok(TaskEvent {
+        seq: m.seq,
+        task_id: TaskId::from_uuid(m.task_id),
+        event_type: parse(&m.event_type, "event type")?,
+        status: m.status.as_deref().map(|s| parse(s, "status")).transpose()?,
+        data: m.data,
+        node: m.node,
+        at: m.at,
+    })
+}
+
+async fn insert_event(
+    db: &impl ConnectionTrait,
+    task: TaskId,
+    event_type: EventType,
+    status: Option<TaskStatus>,
+    data: serde_json::Value,
+    node: Option<&str>,
+) -> Result<TaskEvent, StoreError> {
+    let model = task_event::ActiveModel {
+        seq: NotSet,
+        task_id: Set(task.as_uuid()),
+        event_type: Set(event_type.as_str().to_owned()),
+        status: Set(status.map(|s| s.as_str().to_owned())),
+        data: Set(data),
+        node: Set(node.map(str::to_owned)),
+        at: Set(Utc::now()),
+    }
+    .insert(db)
+    .await?;
+    to_event(model)
+}
+
+impl SqlStore {
+    async fn find_by_key(&self, key: &str) -> Result<Option<Task>, StoreError> {
+        task::Entity::find()
+            .filter(task::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+            .map(to_task)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    async fn create_task(
+        &self,
+        spec: TaskSpec,
+        idempotency_key: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<(Task, Option<TaskEvent>), StoreError> {
+        if let Some(key) = idempotency_key {
+            if let Some(existing) = self.find_by_key(key).await? {
+                return Ok((existing, None));
+            }
+        }
+        let now = Utc::now();
+        let model = task::ActiveModel {
+            id: Set(TaskId::new().as_uuid()),
+            kind: Set(spec.kind.as_str().to_owned()),
+            repo: Set(spec.repo),
+            prompt: Set(spec.prompt),
+            git_ref: Set(spec.git_ref),
+            priority: Set(spec.priority.as_str().to_owned()),
+            status: Set(TaskStatus::Queued.as_str().to_owned()),
+            version: Set(1),
+            attempts: Set(0),
+            result: Set(None),
+            error_code: Set(None),
+            error_message: Set(None),
+            idempotency_key: Set(idempotency_key.map(str::to_owned)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        let txn = self.db.begin().await?;
+        let inserted = match model.insert(&txn).await {
+            Ok(m) => m,
+            Err(e) => {
+                drop(txn);
+                // A concurrent submission with the same key won the unique index.
+                if let Some(key) = idempotency_key {
+                    if let Some(existing) = self.find_by_key(key).await? {
+                        return Ok((existing, None));
+                    }
+                }
+                return Err(e.into());
+            }
+        };
+        let task = to_task(inserted)?;
+        let event = insert_event(&txn, task.id, EventType::Queued, Some(TaskStatus::Queued), serde_json::Value::Null, node)
+            .await?;
+        txn.commit().await?;
+        Ok((task, Some(event)))
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Task, StoreError> {
+        let model = task::Entity::find_by_id(id.as_uuid()).one(&self.db).await?;
+        to_task(model.ok_or(StoreError::NotFound(id))?)
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let mut select = task::Entity::find();
+        if let Some(status) = query.status {
+            select = select.filter(task::Column::Status.eq(status.as_str()));
+        }
+        if let Some(kind) = query.kind {
+            select = select.filter(task::Column::Kind.eq(kind.as_str()));
+        }
+        if let Some(before) = query.before {
+            select = select.filter(task::Column::Id.lt(before.as_uuid()));
+        }
+        let mut rows = select.order_by_desc(task::Column::Id).limit(limit + 1).all(&self.db).await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let items = rows.into_iter().map(to_task).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if more { items.last().map(|t| t.id) } else { None };
+        Ok(TaskPage { items, next_cursor })
+    }
+
+    async fn transition(&self, change: Transition) -> Result<(Task, TaskEvent), StoreError> {
+        let txn = self.db.begin().await?;
+        let current = task::Entity::find_by_id(change.task.as_uuid())
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::NotFound(change.task))?;
+        if current.version != change.expected_version {
+            return Err(StoreError::Conflict {
+                task: change.task,
+                expected: change.expected_version,
+                actual: current.version,
+            });
+        }
+        let from: TaskStatus = parse(&current.status, "status")?;
+        from.check(change.to)?;
+        let attempts = current.attempts + i32::from(change.count_attempt);
+        let mut active = current.into_active_model();
+        active.status = Set(change.to.as_str().to_owned());
+        active.version = Set(change.expected_version + 1);
+        active.attempts = Set(attempts);
+        active.updated_at = Set(Utc::now());
+        if let Some(result) = change.result {
+            active.result = Set(Some(result));
+        }
+        if let Some(error) = change.error {
+            active.error_code = Set(Some(error.code));
+            active.error_message = Set(Some(error.message));
+        }
+        // The version guard in the WHERE clause is the referee between concurrent writers:
+        // the row lock makes a second writer re-read the row and find the version moved on.
+        let id = change.task.as_uuid();
+        let outcome = task::Entity::update_many()
+            .set(active)
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Version.eq(change.expected_version))
+            .exec(&txn)
+            .await?;
+        if outcome.rows_affected != 1 {
+            return Err(StoreError::Conflict {
+                task: change.task,
+                expected: change.expected_version,
+                actual: change.expected_version + 1,
+            });
+        }
+        let updated = task::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound(change.task))?;
+        let event = insert_event(
+            &txn,
+            change.task,
+            change.to.event(),
+            Some(change.to),
+            change.data,
+            change.node.as_deref(),
+        )
+        .await?;
+        txn.commit().await?;
+        Ok((to_task(updated)?, event))
+    }
+
+    async fn append_event(
+        &self,
+        task: TaskId,
+        event_type: EventType,
+        data: serde_json::Value,
+        node: Option<&str>,
+    ) -> Result<TaskEvent, StoreError> {
+        if task::Entity::find_by_id(task.as_uuid()).one(&self.db).await?.is_none() {
+            return Err(StoreError::NotFound(task));
+        }
+        insert_event(&self.db, task, event_type, None, data, node).await
+    }
+
+    async fn events(&self, task: Option<TaskId>, after_seq: i64, limit: u64) -> Result<Vec<TaskEvent>, StoreError> {
+        let mut select = task_event::Entity::find().filter(task_event::Column::Seq.gt(after_seq));
+        if let Some(task) = task {
+            select = select.filter(task_event::Column::TaskId.eq(task.as_uuid()));
+        }
+        select
+            .order_by_asc(task_event::Column::Seq)
+            .limit(limit.clamp(1, 10 * MAX_PAGE))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_event)
+            .collect()
+    }
+
+    async fn tasks_in(&self, statuses: &[TaskStatus], limit: u64) -> Result<Vec<Task>, StoreError> {
+        task::Entity::find()
+            .filter(task::Column::Status.is_in(statuses.iter().map(|s| s.as_str())))
+            .order_by_asc(task::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_task)
+            .collect()
+    }
+
+    async fn save_snapshot(&self, snapshot: &AgentSnapshot) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        let existing = agent_snapshot::Entity::find_by_id(snapshot.agent_id.clone()).one(&txn).await?;
+        let model = agent_snapshot::ActiveModel {
+            agent_id: Set(snapshot.agent_id.clone()),
+            agent_kind: Set(snapshot.agent_kind.as_str().to_owned()),
+            node: Set(snapshot.node.clone()),
+            state: Set(snapshot.state.clone()),
+            version: Set(snapshot.version),
+            updated_at: Set(snapshot.updated_at),
+        };
+        if existing.is_some() {
+            model.update(&txn).await?;
+        } else {
+            model.insert(&txn).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, agent_id: &str) -> Result<Option<AgentSnapshot>, StoreError> {
+        let Some(m) = agent_snapshot::Entity::find_by_id(agent_id.to_owned()).one(&self.db).await? else {
+            return Ok(None);
+        };
+        Ok(Some(AgentSnapshot {
+            agent_id: m.agent_id,
+            agent_kind: parse(&m.agent_kind, "agent kind")?,
+            node: m.node,
+            state: m.state,
+            version: m.version,
+            updated_at: m.updated_at,
+        }))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db.ping().await.map_err(StoreError::from)
+    }
+}

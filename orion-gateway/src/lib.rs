@@ -1,1 +1,15 @@
-//! stub
+//! Orion's gateway: the REST API under `/v1`, the WebSocket event stream, health and the
+//! OpenAPI document.
+//!
+//! Thin by design: handlers parse and check input, then call the task lifecycle (which
+//! writes the store and publishes on the bus) or read the store, and answer. The gateway
+//! never talks to actors; agents on any node are reached through the bus only. Every error
+//! is `application/problem+json` with a stable `code` from one registry ([`ApiError`]).
+
+mod error;
+mod routes;
+mod startup;
+
+pub use error::ApiError;
+pub use actix_web::dev::Server;
+pub use startup::{AppState, GatewayConfig, run};

@@ -43,6 +43,16 @@ impl Change {
     }
 }
 
+/// The outcome of a submission.
+#[derive(Debug)]
+pub struct Submission {
+    pub task: Task,
+    /// False when the idempotency key was used before and `task` is the earlier one.
+    pub created: bool,
+    /// Set when the task is stored but could not be queued.
+    pub queue_error: Option<LifecycleError>,
+}
+
 /// Submits, moves and annotates tasks for one node.
 #[derive(Clone)]
 pub struct Lifecycle {
@@ -68,9 +78,12 @@ impl Lifecycle {
         &self.node
     }
 
-    /// Stores a task and queues it for the coordinators. Returns the task and whether it
-    /// was created now (false: the idempotency key was used before).
-    pub async fn submit(&self, spec: TaskSpec, idempotency_key: Option<&str>) -> Result<(Task, bool), LifecycleError> {
+    /// Stores a task and queues it for the coordinators.
+    ///
+    /// Storing is what must succeed; a failure to queue is returned beside the stored task,
+    /// so the caller can say that it is stored and the client can retry with the same
+    /// idempotency key (which queues it again) or leave it to a coordinator's reconciliation.
+    pub async fn submit(&self, spec: TaskSpec, idempotency_key: Option<&str>) -> Result<Submission, StoreError> {
         let (task, event) = self.store.create_task(spec, idempotency_key, Some(&self.node)).await?;
         let created = event.is_some();
         if let Some(event) = event {
@@ -78,10 +91,11 @@ impl Lifecycle {
         }
         // Queued again on a repeated submission: the bus de-duplicates by task id, and a
         // task whose first queueing failed gets a second chance.
-        if task.status == TaskStatus::Queued {
-            self.enqueue_submitted(&task).await?;
-        }
-        Ok((task, created))
+        let queue_error = match task.status {
+            TaskStatus::Queued => self.enqueue_submitted(&task).await.err(),
+            _ => None,
+        };
+        Ok(Submission { task, created, queue_error })
     }
 
     /// Puts a queued task on the coordinators' queue; the message id is the task id and

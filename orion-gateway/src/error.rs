@@ -1,0 +1,153 @@
+//! The one registry of API errors: each variant has a stable code and an HTTP status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use orion_bus::{ProtocolError, TaskId, TaskStatus};
+use orion_services::lifecycle::LifecycleError;
+use orion_services::store::StoreError;
+
+/// An error answered to a client as `application/problem+json`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    #[error("field `{0}` is required")]
+    MissingField(&'static str),
+    #[error("field `{field}` is invalid: {reason}")]
+    InvalidField { field: String, reason: String },
+    #[error("{0}")]
+    UnknownTaskKind(String),
+    #[error("query parameter `{name}` is invalid: {reason}")]
+    InvalidParameter { name: String, reason: String },
+    #[error("`{0}` is not a task id (a UUID)")]
+    InvalidTaskId(String),
+    #[error("task {0} does not exist")]
+    TaskNotFound(TaskId),
+    #[error("task is {0} and can no longer be cancelled")]
+    NotCancellable(TaskStatus),
+    #[error("no route for this method and path")]
+    RouteNotFound,
+    #[error("a service the gateway needs is unavailable: {0}")]
+    Unavailable(&'static str),
+    #[error("the task {0} is stored but could not be queued yet; retry with the same Idempotency-Key")]
+    NotQueued(TaskId),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The stable machine-readable code; clients switch on it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::MissingField(_) => "missing_field",
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::UnknownTaskKind(_) => "unknown_task_kind",
+            ApiError::InvalidParameter { .. } => "invalid_parameter",
+            ApiError::InvalidTaskId(_) => "invalid_task_id",
+            ApiError::TaskNotFound(_) => "task_not_found",
+            ApiError::NotCancellable(_) => "task_not_cancellable",
+            ApiError::RouteNotFound => "route_not_found",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::NotQueued(_) => "task_not_queued",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "Malformed JSON",
+            ApiError::PayloadTooLarge { .. } => "Payload too large",
+            ApiError::UnsupportedMediaType => "Unsupported media type",
+            ApiError::MissingField(_) => "Missing field",
+            ApiError::InvalidField { .. } => "Invalid field",
+            ApiError::UnknownTaskKind(_) => "Unknown task kind",
+            ApiError::InvalidParameter { .. } => "Invalid parameter",
+            ApiError::InvalidTaskId(_) => "Invalid task id",
+            ApiError::TaskNotFound(_) => "Task not found",
+            ApiError::NotCancellable(_) => "Task not cancellable",
+            ApiError::RouteNotFound => "Not found",
+            ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::NotQueued(_) => "Task not queued",
+            ApiError::Internal(_) => "Internal error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::InvalidParameter { .. } | ApiError::InvalidTaskId(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::MissingField(_) | ApiError::InvalidField { .. } | ApiError::UnknownTaskKind(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TaskNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::NotCancellable(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if let ApiError::Internal(cause) = self {
+            // The client sees the code only; the cause chain goes to the log.
+            tracing::error!(%cause, "internal error");
+        }
+        let body = serde_json::json!({
+            "type": format!("https://orion.dev/problems/{}", self.code()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.to_string(),
+            "code": self.code(),
+        });
+        HttpResponse::build(status).content_type("application/problem+json").body(body.to_string())
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::UnknownTaskKind(_) => ApiError::UnknownTaskKind(e.to_string()),
+            ProtocolError::InvalidField { field, reason } => ApiError::InvalidField { field: field.to_owned(), reason },
+            ProtocolError::InvalidTaskId(id) => ApiError::InvalidTaskId(id),
+            ProtocolError::UnknownPriority(_) => ApiError::InvalidField { field: "priority".into(), reason: e.to_string() },
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ApiError::TaskNotFound(id),
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "store unavailable");
+                ApiError::Unavailable("database")
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<LifecycleError> for ApiError {
+    fn from(e: LifecycleError) -> Self {
+        match e {
+            LifecycleError::Store(e) => e.into(),
+            LifecycleError::Bus(e) => {
+                tracing::warn!(error = %e, "bus unavailable");
+                ApiError::Unavailable("message bus")
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Routes, one module per resource.
+
+mod health;
+mod openapi;
+mod stream;
+mod tasks;
+
+use actix_web::web;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .service(
+            web::scope("/v1")
+                .route("/openapi.json", web::get().to(openapi::document))
+                .route("/tasks", web::post().to(tasks::submit))
+                .route("/tasks", web::get().to(tasks::list))
+                .route("/tasks/{id}", web::get().to(tasks::get))
+                .route("/tasks/{id}/events", web::get().to(tasks::events))
+                .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+                .route("/stream", web::get().to(stream::connect)),
+        );
+}

@@ -1,0 +1,155 @@
+//! `GET /v1/stream`: task events over a WebSocket.
+//!
+//! Query: `task` (one task's events only), `types` (comma-separated event types), `since`
+//! (an event `seq`: events after it are replayed from the store before live ones follow).
+//! The live subscription is opened before the replay is read, and live events at or below
+//! the last replayed `seq` are skipped, so nothing falls between replay and live and nothing
+//! is sent twice. A client that cannot keep up is closed with code 1008 ("slow consumer").
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_ws::{CloseCode, CloseReason, Message, Session};
+use futures_util::StreamExt;
+use orion_bus::{Body, EnvelopeStream, EventType, TaskEvent, TaskId};
+use orion_services::store::Store;
+use serde::Deserialize;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// A send that takes longer than this marks the client as too slow.
+const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the server pings an idle client.
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// Events read from the store per replay query.
+const REPLAY_BATCH: u64 = 500;
+
+#[derive(Debug, Deserialize)]
+pub struct StreamParams {
+    task: Option<String>,
+    since: Option<i64>,
+    types: Option<String>,
+}
+
+struct Filter {
+    task: Option<TaskId>,
+    types: Option<Vec<EventType>>,
+}
+
+impl Filter {
+    fn admits(&self, event: &TaskEvent) -> bool {
+        self.task.is_none_or(|t| t == event.task_id)
+            && self.types.as_ref().is_none_or(|types| types.contains(&event.event_type))
+    }
+}
+
+pub async fn connect(
+    req: HttpRequest,
+    payload: web::Payload,
+    params: web::Query<StreamParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let task = params
+        .task
+        .as_deref()
+        .map(|t| t.parse::<TaskId>().map_err(|_| ApiError::InvalidTaskId(t.to_owned())))
+        .transpose()?;
+    let types = params
+        .types
+        .as_deref()
+        .map(|list| {
+            list.split(',')
+                .map(|t| t.trim().parse::<EventType>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::InvalidParameter { name: "types".into(), reason: e.to_string() })
+        })
+        .transpose()?;
+    let bus = state.lifecycle.bus();
+    let pattern = match task {
+        Some(t) => bus.subjects().events_of(t),
+        None => bus.subjects().events_all(),
+    };
+    let live = bus.subscribe(&pattern).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot subscribe to events");
+        ApiError::Unavailable("message bus")
+    })?;
+    let (response, session, incoming) =
+        actix_ws::handle(&req, payload).map_err(|e| ApiError::InvalidParameter { name: "upgrade".into(), reason: e.to_string() })?;
+    let store = state.lifecycle.store().clone();
+    actix_web::rt::spawn(serve(session, incoming, live, store, Filter { task, types }, params.since));
+    Ok(response)
+}
+
+/// Why a session ended.
+enum End {
+    ClientGone,
+    TooSlow,
+    Failed(String),
+}
+
+async fn send(session: &mut Session, event: &TaskEvent) -> Result<(), End> {
+    let text = serde_json::to_string(event).map_err(|e| End::Failed(e.to_string()))?;
+    match tokio::time::timeout(SEND_TIMEOUT, session.text(text)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::ClientGone),
+        Err(_) => Err(End::TooSlow),
+    }
+}
+
+async fn replay(session: &mut Session, store: &dyn Store, filter: &Filter, since: i64) -> Result<i64, End> {
+    let mut last = since;
+    loop {
+        let batch = store.events(filter.task, last, REPLAY_BATCH).await.map_err(|e| End::Failed(e.to_string()))?;
+        let Some(tail) = batch.last() else { return Ok(last) };
+        last = tail.seq;
+        for event in batch.iter().filter(|e| filter.admits(e)) {
+            send(session, event).await?;
+        }
+    }
+}
+
+async fn serve(
+    mut session: Session,
+    mut incoming: actix_ws::MessageStream,
+    mut live: EnvelopeStream,
+    store: std::sync::Arc<dyn Store>,
+    filter: Filter,
+    since: Option<i64>,
+) {
+    let result: Result<(), End> = async {
+        let replayed_up_to = match since {
+            Some(since) => replay(&mut session, store.as_ref(), &filter, since).await?,
+            None => i64::MIN,
+        };
+        let mut ping = tokio::time::interval(PING_INTERVAL);
+        loop {
+            tokio::select! {
+                next = live.next() => {
+                    let Some((_, envelope)) = next else { return Err(End::Failed("event subscription ended".into())) };
+                    if let Body::Event(event) = envelope.body {
+                        if event.seq > replayed_up_to && filter.admits(&event) {
+                            send(&mut session, &event).await?;
+                        }
+                    }
+                }
+                message = incoming.next() => match message {
+                    Some(Ok(Message::Ping(bytes))) => session.pong(&bytes).await.map_err(|_| End::ClientGone)?,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(End::ClientGone),
+                    Some(Ok(_)) => {}
+                },
+                _ = ping.tick() => session.ping(b"").await.map_err(|_| End::ClientGone)?,
+            }
+        }
+    }
+    .await;
+    let reason = match result {
+        Ok(()) | Err(End::ClientGone) => None,
+        Err(End::TooSlow) => Some(CloseReason { code: CloseCode::Policy, description: Some("slow consumer".into()) }),
+        Err(End::Failed(why)) => {
+            tracing::warn!(%why, "closing an event stream");
+            Some(CloseReason { code: CloseCode::Error, description: Some("stream failed".into()) })
+        }
+    };
+    let _ = session.close(reason).await;
+}

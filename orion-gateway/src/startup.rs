@@ -1,0 +1,73 @@
+//! Building the HTTP server on a given listener (port 0 in tests).
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::{App, HttpServer, web};
+use orion_services::lifecycle::Lifecycle;
+
+use crate::error::ApiError;
+use crate::routes;
+
+/// Limits of the HTTP surface.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+    /// How many actix workers serve requests.
+    pub workers: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 256 * 1024, workers: 2 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub lifecycle: Lifecycle,
+    pub config: GatewayConfig,
+}
+
+fn json_error(limit: usize) -> impl Fn(JsonPayloadError, &actix_web::HttpRequest) -> actix_web::Error + Clone {
+    move |e, _| {
+        let api = match e {
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::PayloadTooLarge { limit }
+            }
+            JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+            JsonPayloadError::Deserialize(e) => ApiError::MalformedJson(e.to_string()),
+            other => ApiError::MalformedJson(other.to_string()),
+        };
+        api.into()
+    }
+}
+
+/// Starts serving on `listener`; the returned server runs until stopped.
+pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let limit = state.config.max_body_bytes;
+    let workers = state.config.workers.max(1);
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::JsonConfig::default().limit(limit).error_handler(json_error(limit)))
+            .app_data(web::PayloadConfig::default().limit(limit))
+            .app_data(web::PathConfig::default().error_handler(|e: PathError, _| {
+                ApiError::InvalidParameter { name: "path".into(), reason: e.to_string() }.into()
+            }))
+            .app_data(web::QueryConfig::default().error_handler(|e: QueryPayloadError, _| {
+                ApiError::InvalidParameter { name: "query".into(), reason: e.to_string() }.into()
+            }))
+            .wrap(actix_web::middleware::NormalizePath::trim())
+            .configure(routes::configure)
+            .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound) }))
+    })
+    .workers(workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

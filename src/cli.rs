@@ -1,0 +1,142 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use orion_bus::{AgentKind, Priority, TaskKind};
+
+use crate::commands;
+use crate::settings::Settings;
+use crate::telemetry;
+
+/// Orion: a distributed system of AI agents for software work.
+#[derive(Debug, Parser)]
+#[command(name = "orion", version, about, propagate_version = true)]
+pub struct Cli {
+    /// A TOML file layered over the embedded defaults (then ORION__SECTION__KEY env vars).
+    #[arg(long, global = true, env = "ORION_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: gateway, coordinator and all agents, on SQLite and an
+    /// in-process bus (embedded mode).
+    Up(UpArgs),
+    /// Do one task end to end in embedded mode, show its progress and print its result.
+    Run(RunArgs),
+    /// Run a cluster gateway (needs bus.url and database.url).
+    Gateway,
+    /// Run a cluster node with the given agents (needs bus.url and database.url).
+    Node(NodeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DataArgs),
+    /// Submit a task to a running gateway and print it.
+    Submit(SubmitArgs),
+    /// Print a gateway's live task events, one JSON line each.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Where the embedded mode keeps its SQLite database.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The gateway's address.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// What to do: develop, review, analyze, test, design, ci or release.
+    pub kind: TaskKind,
+    /// The repository: a local path (or a URL, where the agent supports it).
+    #[arg(long)]
+    pub repo: String,
+    /// What to do, in words (for develop, review, design).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// The branch, tag or commit to work from.
+    #[arg(long = "ref")]
+    pub git_ref: Option<String>,
+    #[arg(long, default_value = "normal")]
+    pub priority: Priority,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print the finished task as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Comma-separated roles: coordinator, developer, analyzer, testing, devops, architect.
+    #[arg(long, value_delimiter = ',')]
+    pub agents: Option<Vec<AgentKind>>,
+    /// This node's name (unique in the cluster).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+    /// The gateway's URL (default: client.url).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// A key that makes repeating this submission harmless.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Only this task's events.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Replay events after this sequence number first.
+    #[arg(long)]
+    pub since: Option<i64>,
+    /// The gateway's URL (default: client.url).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<usize>,
+}
+
+/// Parses the command line, runs the command, and returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Run(_) | Command::Submit(_) | Command::Watch(_));
+    telemetry::init(cli.log_json, quiet);
+    let result = Settings::load(cli.config.as_deref()).and_then(|settings| {
+        actix_rt::System::new().block_on(commands::dispatch(cli.command, settings))
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Commands that talk to a running gateway: `submit` and `watch`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+
+use crate::cli::{SubmitArgs, WatchArgs};
+use crate::settings::Settings;
+
+pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    let server = args.server.unwrap_or(settings.client.url);
+    let t = args.task;
+    let mut body = serde_json::json!({ "kind": t.kind, "repo": t.repo, "priority": t.priority });
+    if let Some(prompt) = t.prompt {
+        body["prompt"] = prompt.into();
+    }
+    if let Some(git_ref) = t.git_ref {
+        body["ref"] = git_ref.into();
+    }
+    let mut request = awc::Client::new().post(format!("{}/v1/tasks", server.trim_end_matches('/')));
+    if let Some(key) = &args.idempotency_key {
+        request = request.insert_header(("Idempotency-Key", key.as_str()));
+    }
+    let mut response = request
+        .send_json(&body)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("while submitting to {server}"))?;
+    let bytes = response.body().await.context("while reading the answer")?;
+    println!("{}", String::from_utf8_lossy(&bytes));
+    Ok(if response.status().is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    let server = args.server.unwrap_or(settings.client.url);
+    let mut url = format!("{}/v1/stream", server.trim_end_matches('/').replacen("http", "ws", 1));
+    let mut query = Vec::new();
+    if let Some(task) = &args.task {
+        query.push(format!("task={task}"));
+    }
+    if let Some(since) = args.since {
+        query.push(format!("since={since}"));
+    }
+    if !query.is_empty() {
+        url = format!("{url}?{}", query.join("&"));
+    }
+    let (_, mut frames) = awc::Client::new()
+        .ws(url.as_str())
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("while connecting to {url}"))?;
+    let mut seen = 0;
+    while let Some(frame) = frames.next().await {
+        match frame.context("while reading the stream")? {
+            awc::ws::Frame::Text(text) => {
+                println!("{}", String::from_utf8_lossy(&text));
+                seen += 1;
+                if args.count.is_some_and(|n| seen >= n) {
+                    break;
+                }
+            }
+            awc::ws::Frame::Close(reason) => {
+                eprintln!("stream closed: {reason:?}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

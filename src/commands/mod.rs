@@ -1,0 +1,22 @@
+//! One module per command; each takes its arguments and the loaded settings.
+
+mod client;
+mod run;
+mod serve;
+
+use std::process::ExitCode;
+
+use crate::cli::Command;
+use crate::settings::Settings;
+
+pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Up(args) => serve::up(args, settings).await,
+        Command::Run(args) => run::run(args, settings).await,
+        Command::Gateway => serve::gateway(settings).await,
+        Command::Node(args) => serve::node(args, settings).await,
+        Command::Migrate(args) => serve::migrate(args, settings).await,
+        Command::Submit(args) => client::submit(args, settings).await,
+        Command::Watch(args) => client::watch(args, settings).await,
+    }
+}

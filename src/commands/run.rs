@@ -1,0 +1,104 @@
+//! `orion run`: one task end to end in embedded mode.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use futures_util::StreamExt;
+use orion_bus::{Body, Task, TaskSpec, TaskStatus};
+use orion_services::code::RepoReport;
+
+use crate::app;
+use crate::cli::RunArgs;
+use crate::settings::Settings;
+
+/// How often the store is read while waiting, besides the events.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = args.data.data_dir {
+        settings.data_dir = dir;
+    }
+    let name = settings.node_name();
+    let services = app::connect(&settings, &name).await?;
+    let _node = app::start_node(&services, &settings, &name);
+    let lifecycle = &services.lifecycle;
+    let bus = lifecycle.bus();
+    let mut events = bus.subscribe(&bus.subjects().events_all()).await?;
+
+    // A local path is made absolute, so any node can find it whatever its working directory.
+    let repo = match Path::new(&args.task.repo).canonicalize() {
+        Ok(path) => path.to_string_lossy().into_owned(),
+        Err(_) => args.task.repo.clone(),
+    };
+    let t = args.task;
+    let spec = TaskSpec::new(t.kind, repo, t.prompt, t.git_ref, t.priority)?;
+    let submission = lifecycle.submit(spec, None).await.context("while submitting the task")?;
+    if let Some(e) = submission.queue_error {
+        return Err(e).context("while queueing the task");
+    }
+    let id = submission.task.id;
+    eprintln!("task {id}: {} {}", submission.task.spec.kind, submission.task.spec.repo);
+
+    let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let task = loop {
+        tokio::select! {
+            next = events.next() => {
+                if let Some((_, envelope)) = next {
+                    if let Body::Event(event) = envelope.body {
+                        if event.task_id == id {
+                            let detail = if event.data.is_null() { String::new() } else { format!(" {}", event.data) };
+                            eprintln!("  {} {}{detail}", event.at.format("%H:%M:%S%.3f"), event.event_type);
+                        }
+                    }
+                }
+            }
+            _ = poll.tick() => {}
+        }
+        let task = lifecycle.store().task(id).await?;
+        if task.status.is_terminal() || task.status == TaskStatus::AwaitingReview {
+            break task;
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&task)?);
+    } else {
+        print_summary(&task);
+    }
+    Ok(if matches!(task.status, TaskStatus::Completed | TaskStatus::AwaitingReview) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_summary(task: &Task) {
+    println!("task {} {}", task.id, task.status);
+    if let Some(error) = &task.error {
+        println!("{}: {}", error.code, error.message);
+    }
+    let Some(result) = &task.result else { return };
+    match serde_json::from_value::<RepoReport>(result.clone()) {
+        Ok(report) => print_report(&report),
+        Err(_) => println!("{}", serde_json::to_string_pretty(result).unwrap_or_default()),
+    }
+}
+
+fn print_report(report: &RepoReport) {
+    println!("{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}", "language", "files", "lines", "code", "comment", "blank", "functions");
+    for (language, t) in &report.totals {
+        let name = serde_json::to_value(language).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        println!(
+            "{name:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            t.files, t.lines, t.code, t.comment, t.blank, t.functions
+        );
+    }
+    println!("largest files:");
+    for f in report.files.iter().take(10) {
+        println!("  {:>7} lines {:>5} functions  {}", f.lines, f.functions, f.path);
+    }
+    if report.skipped > 0 {
+        println!("({} files skipped as unreadable)", report.skipped);
+    }
+}

@@ -1,0 +1,87 @@
+//! Long-running processes: `up`, `gateway`, `node`, and `migrate`.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use orion_services::store::SqlStore;
+
+use crate::app;
+use crate::cli::{DataArgs, NodeArgs, UpArgs};
+use crate::settings::Settings;
+
+fn apply_data_dir(settings: &mut Settings, data: DataArgs) {
+    if let Some(dir) = data.data_dir {
+        settings.data_dir = dir;
+    }
+}
+
+/// Cluster processes share state, so they refuse to start on the embedded defaults.
+fn require_cluster(settings: &Settings, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        settings.bus.url.is_some() && settings.database.url.is_some(),
+        "`orion {what}` is a cluster process: set bus.url and database.url \
+         (ORION__BUS__URL, ORION__DATABASE__URL or --config config/cluster.toml); \
+         for everything in one process use `orion up`"
+    );
+    Ok(())
+}
+
+async fn until_signal() -> anyhow::Result<()> {
+    let mut terminate = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())
+        .context("while installing the SIGTERM handler")?;
+    tokio::select! {
+        r = actix_rt::signal::ctrl_c() => r.context("while waiting for Ctrl-C")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    apply_data_dir(&mut settings, args.data);
+    if let Some(listen) = args.listen {
+        settings.server.listen = listen;
+    }
+    let embedded = app::start_embedded(&settings).await?;
+    let addr = embedded.gateway.addr;
+    let bus = if settings.bus.url.is_some() { "NATS" } else { "in-process bus" };
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), bus, "Orion is up");
+    println!("Orion listening on http://{addr} (data in {}; Ctrl-C stops)", settings.data_dir.display());
+    embedded.gateway.server.await.context("while serving")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
+    require_cluster(&settings, "gateway")?;
+    let name = format!("gateway-{}", settings.node_name());
+    let services = app::connect(&settings, &name).await?;
+    let gateway = app::start_gateway(&services, &settings)?;
+    tracing::info!(addr = %gateway.addr, node = %name, "gateway listening");
+    println!("gateway listening on http://{}", gateway.addr);
+    gateway.server.await.context("while serving")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    require_cluster(&settings, "node")?;
+    if let Some(agents) = args.agents {
+        settings.node.agents = agents;
+    }
+    if let Some(name) = args.name {
+        settings.node.name = Some(name);
+    }
+    let name = settings.node_name();
+    let services = app::connect(&settings, &name).await?;
+    let _node = app::start_node(&services, &settings, &name);
+    println!("node {name} running {:?}", settings.node.agents);
+    until_signal().await?;
+    tracing::info!(node = %name, "node stopping");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn migrate(args: DataArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    apply_data_dir(&mut settings, args);
+    let url = settings.database_url()?;
+    SqlStore::connect(&url).await.context("while migrating the database")?;
+    println!("database is up to date");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,119 @@
+//! Layered configuration: `config/default.toml` compiled in, then an optional file, then
+//! `ORION__SECTION__KEY` environment variables, into one typed [`Settings`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use orion_bus::{AgentKind, BusConfig};
+use serde::Deserialize;
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub bus: BusSettings,
+    pub node: NodeSettings,
+    pub client: ClientSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct BusSettings {
+    pub url: Option<String>,
+    pub prefix: String,
+    pub ack_wait_ms: u64,
+    pub max_deliver: u32,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct NodeSettings {
+    pub name: Option<String>,
+    pub agents: Vec<AgentKind>,
+    pub concurrency: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ClientSettings {
+    pub url: String,
+}
+
+impl Settings {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(file) = file {
+            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment.merge(Env::prefixed("ORION__").split("__"));
+        figment.extract().context("while reading the configuration")
+    }
+
+    /// The database URL: the configured one, or SQLite in the data directory.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.database.url {
+            return Ok(url.clone());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("while creating the data directory {}", self.data_dir.display()))?;
+        let dir = self.data_dir.canonicalize().context("while resolving the data directory")?;
+        Ok(format!("sqlite://{}?mode=rwc", dir.join("orion.db").display()))
+    }
+
+    pub fn bus_config(&self) -> BusConfig {
+        BusConfig {
+            ack_wait: Duration::from_millis(self.bus.ack_wait_ms),
+            max_deliver: self.bus.max_deliver,
+            max_message_bytes: self.bus.max_message_bytes,
+            ..BusConfig::default()
+        }
+    }
+
+    /// This process's node name: configured, or host name and process id.
+    pub fn node_name(&self) -> String {
+        self.node.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".to_owned());
+            format!("{host}-{}", std::process::id())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_config_file_loads() {
+        for file in ["config/default.toml", "config/cluster.toml", "config/test.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let settings = Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            assert!(!settings.node.agents.is_empty(), "{file}");
+        }
+        let cluster = Settings::load(Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml"))).unwrap();
+        assert_eq!(cluster.bus.url.as_deref(), Some("nats://127.0.0.1:4222"));
+    }
+}

@@ -121,7 +121,9 @@ impl Actor for BusBridge {
                 let coordinator = coordinator.clone();
                 async move {
                     match envelope.body {
-                        Body::Report(report) => coordinator.send(ReportArrived(report)).await.map_err(mailbox)?,
+                        Body::Report(report) => {
+                            coordinator.send(ReportArrived { report, node: envelope.node }).await.map_err(mailbox)?
+                        }
                         _ => Err(unexpected(&envelope)),
                     }
                 }

@@ -83,23 +83,35 @@ async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
         .map_err(|e| HandleError::Retry(e.to_string()))
 }
 
-async fn apply_report(lifecycle: Lifecycle, report: orion_bus::WorkReport) -> Result<(), HandleError> {
+async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), HandleError> {
+    let ReportArrived { report, node } = msg;
     let id = report.task_id;
+    // Events name the node whose agent did the work; the event's own `node` is the
+    // coordinator's that recorded it.
+    let by = |mut data: serde_json::Value| {
+        data["agent"] = report.agent.as_str().into();
+        data["agent_node"] = node.clone().into();
+        data
+    };
+    let started = || Change { data: by(serde_json::json!({})), ..Change::default() };
     match report.outcome {
         Outcome::Started => {
-            lifecycle.advance(id, TaskStatus::Running, Change::default()).await?;
+            lifecycle.advance(id, TaskStatus::Running, started()).await?;
         }
         Outcome::Progress { message } => {
-            lifecycle.note(id, serde_json::json!({ "message": message })).await?;
+            lifecycle.note(id, by(serde_json::json!({ "message": message }))).await?;
         }
         Outcome::Completed { result } => {
             // Reports may overtake each other between coordinators: a completion that finds
             // the task still assigned records the start it implies first.
-            lifecycle.advance(id, TaskStatus::Running, Change::default()).await?;
-            lifecycle.advance(id, TaskStatus::Completed, Change::completed(result)).await?;
+            lifecycle.advance(id, TaskStatus::Running, started()).await?;
+            let change = Change { data: by(serde_json::json!({})), ..Change::completed(result) };
+            lifecycle.advance(id, TaskStatus::Completed, change).await?;
         }
         Outcome::Failed { failure } => {
-            lifecycle.advance(id, TaskStatus::Failed, Change::failed(failure)).await?;
+            let mut change = Change::failed(failure);
+            change.data = by(change.data);
+            lifecycle.advance(id, TaskStatus::Failed, change).await?;
         }
     }
     Ok(())
@@ -117,6 +129,6 @@ impl Handler<ReportArrived> for Coordinator {
     type Result = ResponseFuture<Result<(), HandleError>>;
 
     fn handle(&mut self, msg: ReportArrived, _: &mut Self::Context) -> Self::Result {
-        Box::pin(apply_report(self.lifecycle.clone(), msg.0))
+        Box::pin(apply_report(self.lifecycle.clone(), msg))
     }
 }

@@ -40,7 +40,11 @@ pub struct TaskArrived(pub Task);
 /// An agent reported on an assignment: the coordinator moves the task.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
-pub struct ReportArrived(pub WorkReport);
+pub struct ReportArrived {
+    pub report: WorkReport,
+    /// The node whose agent sent the report.
+    pub node: String,
+}
 
 /// An agent is to do an assignment.
 #[derive(Debug, Message)]

@@ -1,1 +1,12 @@
+//! Orion's end-to-end and contract tests: one binary, one module per subject.
+//!
+//! Everything here talks to real services on loopback — NATS with JetStream, Postgres —
+//! which `scripts/services.sh` starts. Each test takes its own subject prefix, streams and
+//! database, so tests run in parallel without seeing each other.
 
+mod api;
+mod bus_contract;
+mod cluster;
+mod store;
+mod stream;
+mod support;

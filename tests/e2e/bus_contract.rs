@@ -1,0 +1,266 @@
+//! The `Bus` contract, one suite run against both transports.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use orion_bus::{
+    AgentKind, Body, Bus, BusConfig, ControlCommand, Envelope, EventType, InProcessBus, NatsBus, Priority,
+    ProtocolError, BusError, Queue, Subjects, TaskEvent, TaskId,
+};
+
+use crate::support::{nats_url, unique};
+
+const ACK_WAIT: Duration = Duration::from_millis(800);
+const MAX_DELIVER: u32 = 3;
+const LIMIT: usize = 64 * 1024;
+/// How long a test waits for something that must happen.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+fn config() -> BusConfig {
+    BusConfig { ack_wait: ACK_WAIT, max_deliver: MAX_DELIVER, max_message_bytes: LIMIT, ..BusConfig::default() }
+}
+
+/// A bus under test, and how to clean up after it.
+struct Harness {
+    bus: Arc<dyn Bus>,
+    nats: Option<NatsBus>,
+}
+
+impl Harness {
+    async fn in_process() -> Self {
+        let subjects = Subjects::new(unique("t")).unwrap();
+        Self { bus: Arc::new(InProcessBus::new(subjects, config())), nats: None }
+    }
+
+    async fn nats() -> Self {
+        let subjects = Subjects::new(unique("t")).unwrap();
+        let bus = NatsBus::connect(&nats_url(), subjects, config()).await.expect("NATS with JetStream is running");
+        Self { bus: Arc::new(bus.clone()), nats: Some(bus) }
+    }
+
+    async fn finish(self) {
+        if let Some(nats) = self.nats {
+            nats.delete_streams().await.expect("delete test streams");
+        }
+    }
+}
+
+fn message() -> Envelope {
+    Envelope::new("test-node", Body::Control(ControlCommand::Cancel { task_id: TaskId::new() }))
+}
+
+async fn next(deliveries: &mut orion_bus::Deliveries) -> orion_bus::Delivery {
+    tokio::time::timeout(DEADLINE, deliveries.next()).await.expect("a delivery in time").expect("stream open")
+}
+
+/// Asserts nothing is delivered within `window` (a bounded wait for an absence).
+async fn nothing_within(deliveries: &mut orion_bus::Deliveries, window: Duration) {
+    if let Ok(Some(d)) = tokio::time::timeout(window, deliveries.next()).await {
+        panic!("unexpected delivery of {} (attempt {})", d.envelope.id, d.attempt);
+    }
+}
+
+const WORK: Queue = Queue::Work(AgentKind::Analyzer, Priority::Normal);
+
+async fn each_message_goes_to_one_consumer(h: Harness) {
+    let mut a = h.bus.consume(WORK).await.unwrap();
+    let mut b = h.bus.consume(WORK).await.unwrap();
+    let sent: Vec<Envelope> = (0..12).map(|_| message()).collect();
+    for env in &sent {
+        h.bus.enqueue(WORK, env).await.unwrap();
+    }
+    let mut seen = HashSet::new();
+    while seen.len() < sent.len() {
+        let d = tokio::select! {
+            d = next(&mut a) => d,
+            d = next(&mut b) => d,
+        };
+        assert!(seen.insert(d.envelope.id), "{} delivered twice", d.envelope.id);
+        assert_eq!(d.attempt, 1);
+        d.ack().await.unwrap();
+    }
+    let expected: HashSet<_> = sent.iter().map(|e| e.id).collect();
+    assert_eq!(seen, expected);
+    // Acknowledged messages are gone: nothing comes back after the ack wait.
+    nothing_within(&mut a, ACK_WAIT * 2).await;
+    h.finish().await;
+}
+
+async fn an_unacknowledged_message_is_redelivered(h: Harness) {
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    let env = message();
+    h.bus.enqueue(WORK, &env).await.unwrap();
+    let first = next(&mut deliveries).await;
+    assert_eq!((first.envelope.id, first.attempt), (env.id, 1));
+    // Not acknowledged: after ack_wait it comes again.
+    let second = next(&mut deliveries).await;
+    assert_eq!((second.envelope.id, second.attempt), (env.id, 2));
+    assert_eq!(second.envelope, env, "the redelivered message is the same message");
+    second.ack().await.unwrap();
+    nothing_within(&mut deliveries, ACK_WAIT * 2).await;
+    h.finish().await;
+}
+
+async fn a_rejected_message_is_redelivered_at_once(h: Harness) {
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    let env = message();
+    h.bus.enqueue(WORK, &env).await.unwrap();
+    let first = next(&mut deliveries).await;
+    first.nak(None).await.unwrap();
+    let second = tokio::time::timeout(ACK_WAIT / 2, deliveries.next())
+        .await
+        .expect("a nak redelivers before the ack wait")
+        .unwrap();
+    assert_eq!((second.envelope.id, second.attempt), (env.id, 2));
+    second.ack().await.unwrap();
+    h.finish().await;
+}
+
+async fn in_progress_holds_a_message(h: Harness) {
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    h.bus.enqueue(WORK, &message()).await.unwrap();
+    let d = next(&mut deliveries).await;
+    // Working for three ack waits while signalling progress: no redelivery meanwhile.
+    for _ in 0..6 {
+        tokio::time::sleep(ACK_WAIT / 2).await;
+        d.in_progress().await.unwrap();
+    }
+    d.ack().await.unwrap();
+    nothing_within(&mut deliveries, ACK_WAIT * 2).await;
+    h.finish().await;
+}
+
+async fn duplicates_are_queued_once(h: Harness) {
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    let env = message();
+    h.bus.enqueue(WORK, &env).await.unwrap();
+    h.bus.enqueue(WORK, &env).await.unwrap();
+    let d = next(&mut deliveries).await;
+    d.ack().await.unwrap();
+    nothing_within(&mut deliveries, ACK_WAIT * 2).await;
+    h.finish().await;
+}
+
+/// The next dead letter, while the queue is being consumed (dead-lettering happens on the
+/// way to a consumer); a delivery meanwhile fails the test.
+async fn dead_letter(dead: &mut orion_bus::RawStream, deliveries: &mut orion_bus::Deliveries) -> serde_json::Value {
+    let wait = async {
+        tokio::select! {
+            m = dead.next() => m.expect("dead letters open"),
+            d = deliveries.next() => panic!("unexpected delivery {:?}", d.map(|d| d.envelope.id)),
+        }
+    };
+    let m = tokio::time::timeout(DEADLINE, wait).await.expect("a dead letter in time");
+    serde_json::from_slice(&m.payload).expect("dead letters are JSON")
+}
+
+async fn undecodable_messages_are_dead_lettered(h: Harness) {
+    let subjects = h.bus.subjects().clone();
+    let mut dead = h.bus.subscribe_raw(&subjects.dead_all()).await.unwrap();
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    h.bus.enqueue_raw(WORK, "garbage-1", Bytes::from_static(b"{not json")).await.unwrap();
+    let mut wrong_version = serde_json::to_value(message()).unwrap();
+    wrong_version["v"] = 99.into();
+    h.bus.enqueue_raw(WORK, "version-1", Bytes::from(wrong_version.to_string())).await.unwrap();
+    let first = dead_letter(&mut dead, &mut deliveries).await;
+    assert!(first["reason"].as_str().unwrap().starts_with("malformed message"), "{first}");
+    assert_eq!(first["subject"], WORK.subject(&subjects));
+    assert_eq!(first["payload"], "{not json");
+    let second = dead_letter(&mut dead, &mut deliveries).await;
+    assert_eq!(second["reason"], "unsupported schema version 99");
+    // Neither reached a consumer, and neither comes back.
+    nothing_within(&mut deliveries, ACK_WAIT * 2).await;
+    h.finish().await;
+}
+
+async fn poison_messages_are_dead_lettered_after_max_deliver(h: Harness) {
+    let subjects = h.bus.subjects().clone();
+    let mut dead = h.bus.subscribe_raw(&subjects.dead_all()).await.unwrap();
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    let env = message();
+    h.bus.enqueue(WORK, &env).await.unwrap();
+    for attempt in 1..=MAX_DELIVER {
+        let d = next(&mut deliveries).await;
+        assert_eq!((d.envelope.id, d.attempt), (env.id, attempt));
+        d.nak(None).await.unwrap();
+    }
+    let letter = dead_letter(&mut dead, &mut deliveries).await;
+    assert_eq!(letter["reason"], format!("delivered {MAX_DELIVER} times without acknowledgement (max_deliver = {MAX_DELIVER})"));
+    assert_eq!(letter["attempts"], MAX_DELIVER + 1);
+    nothing_within(&mut deliveries, ACK_WAIT * 2).await;
+    h.finish().await;
+}
+
+async fn take(s: &mut orion_bus::EnvelopeStream) -> (String, Envelope) {
+    tokio::time::timeout(DEADLINE, s.next()).await.expect("an event in time").unwrap()
+}
+
+fn event(task: TaskId, seq: i64) -> Envelope {
+    let event = TaskEvent {
+        seq,
+        task_id: task,
+        event_type: EventType::Progress,
+        status: None,
+        data: serde_json::json!({ "n": seq }),
+        node: Some("test-node".into()),
+        at: chrono::Utc::now(),
+    };
+    Envelope::new("test-node", Body::Event(event))
+}
+
+async fn events_reach_every_matching_subscriber(h: Harness) {
+    let subjects = h.bus.subjects().clone();
+    let (mine, other) = (TaskId::new(), TaskId::new());
+    let mut all = h.bus.subscribe(&subjects.events_all()).await.unwrap();
+    let mut only_mine = h.bus.subscribe(&subjects.events_of(mine)).await.unwrap();
+    h.bus.publish_event(&event(other, 1)).await.unwrap();
+    h.bus.publish_event(&event(mine, 2)).await.unwrap();
+    let (subject, first) = take(&mut all).await;
+    assert_eq!(subject, subjects.event(other, EventType::Progress));
+    assert_eq!(first.task_id, Some(other));
+    let (_, second) = take(&mut all).await;
+    assert_eq!(second.task_id, Some(mine));
+    let (subject, only) = take(&mut only_mine).await;
+    assert_eq!(subject, format!("{}.events.{mine}.progress", subjects.prefix()));
+    assert_eq!(only, second);
+    h.finish().await;
+}
+
+async fn oversized_messages_are_refused(h: Harness) {
+    let mut big = event(TaskId::new(), 1);
+    if let Body::Event(e) = &mut big.body {
+        e.data = serde_json::json!({ "blob": "x".repeat(LIMIT) });
+    }
+    let err = h.bus.enqueue(WORK, &big).await.unwrap_err();
+    assert!(matches!(err, BusError::Protocol(ProtocolError::TooLarge { .. })), "{err}");
+    let err = h.bus.publish_event(&big).await.unwrap_err();
+    assert!(matches!(err, BusError::Protocol(ProtocolError::TooLarge { .. })), "{err}");
+    h.finish().await;
+}
+
+/// Runs each contract case once per transport, as its own test.
+macro_rules! contract {
+    ($($case:ident),+ $(,)?) => {
+        mod in_process {
+            $(#[tokio::test] async fn $case() { super::$case(super::Harness::in_process().await).await })+
+        }
+        mod nats {
+            $(#[tokio::test] async fn $case() { super::$case(super::Harness::nats().await).await })+
+        }
+    };
+}
+
+contract!(
+    each_message_goes_to_one_consumer,
+    an_unacknowledged_message_is_redelivered,
+    a_rejected_message_is_redelivered_at_once,
+    in_progress_holds_a_message,
+    duplicates_are_queued_once,
+    undecodable_messages_are_dead_lettered,
+    poison_messages_are_dead_lettered_after_max_deliver,
+    events_reach_every_matching_subscriber,
+    oversized_messages_are_refused,
+);

@@ -1,0 +1,193 @@
+//! What the tests share: service addresses, fresh databases and prefixes, temporary
+//! repositories, the in-process app, and polling with a deadline.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use orion::settings::Settings;
+use sea_orm::{ConnectionTrait, Database};
+
+/// The NATS server the tests use (`ORION_TEST_NATS_URL` overrides).
+pub fn nats_url() -> String {
+    std::env::var("ORION_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The Postgres server the tests use, without a database (`ORION_TEST_POSTGRES_URL` overrides).
+pub fn postgres_server() -> String {
+    std::env::var("ORION_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A name no other test uses.
+pub fn unique(stem: &str) -> String {
+    format!("{stem}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh Postgres database, dropped by [`PgDatabase::drop_now`].
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> Self {
+        let name = unique("orion_test_");
+        let admin = Database::connect(format!("{}/postgres", postgres_server())).await.expect("connect to Postgres");
+        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create database");
+        Self { url: format!("{}/{name}", postgres_server()), name }
+    }
+
+    pub async fn drop_now(self) {
+        let admin = Database::connect(format!("{}/postgres", postgres_server())).await.expect("connect to Postgres");
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .await
+            .expect("drop database");
+    }
+}
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique("orion-test-"));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        Self(dir.canonicalize().expect("canonical temp dir"))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn sqlite_url(&self) -> String {
+        format!("sqlite://{}?mode=rwc", self.0.join("orion.db").display())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A small repository with known measures: see [`FIXTURE_RUST`] and [`FIXTURE_PYTHON`].
+pub fn fixture_repo() -> TempDir {
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::create_dir_all(dir.path().join("target")).unwrap();
+    std::fs::write(dir.path().join("src/lib.rs"), FIXTURE_RUST).unwrap();
+    std::fs::write(dir.path().join("tool.py"), FIXTURE_PYTHON).unwrap();
+    // Skipped by rule: build output and hidden folders.
+    std::fs::write(dir.path().join("target/gen.rs"), "fn generated() {}\n").unwrap();
+    std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+    std::fs::write(dir.path().join(".git/hook.py"), "def hook():\n    pass\n").unwrap();
+    dir
+}
+
+/// 8 lines: 5 code, 2 comment, 1 blank; 2 functions (one is a method).
+pub const FIXTURE_RUST: &str = "// A counter.\nstruct C(u32);\n\nimpl C {\n    /* bump */\n    fn bump(&mut self) { self.0 += 1; } // inline\n}\nfn main() {}\n";
+/// 7 lines: 5 code, 1 comment, 1 blank; 3 functions (one nested).
+pub const FIXTURE_PYTHON: &str = "# tool\ndef outer(x):\n    def inner(y):\n        return y\n\n    return inner(x)\ndef other(): pass\n";
+
+/// Settings for a test app: the embedded defaults with `config/test.toml` on top.
+pub fn test_settings() -> Settings {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/test.toml");
+    Settings::load(Some(&file)).expect("test settings load")
+}
+
+/// Polls `check` until it yields a value or `deadline` passes.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The whole app in this process: embedded mode on SQLite and the in-process bus.
+pub struct TestApp {
+    pub base: String,
+    pub client: awc::Client,
+    pub services: orion::app::Services,
+    pub node: orion_actors::NodeHandle,
+    pub data: TempDir,
+}
+
+impl TestApp {
+    /// Starts Orion as `orion up` does, on port 0, with a fresh data directory.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
+        let data = TempDir::new();
+        let mut settings = test_settings();
+        settings.data_dir = data.path().to_owned();
+        adjust(&mut settings);
+        let orion::app::Embedded { services, node, gateway } =
+            orion::app::start_embedded(&settings).await.expect("start embedded Orion");
+        let base = format!("http://{}", gateway.addr);
+        actix_rt::spawn(gateway.server);
+        Self { base, client: awc::Client::new(), services, node, data }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// GET and parse JSON, returning status and body.
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut response = self.client.get(self.url(path)).send().await.expect("GET");
+        let body = response.body().limit(16 * 1024 * 1024).await.expect("body");
+        (response.status().as_u16(), serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST JSON, returning status, content type and body.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, String, serde_json::Value) {
+        self.post_raw(path, "application/json", body.to_string().into_bytes()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String, serde_json::Value) {
+        let mut response = self
+            .client
+            .post(self.url(path))
+            .insert_header(("Content-Type", content_type))
+            .send_body(body)
+            .await
+            .expect("POST");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let bytes = response.body().await.expect("body");
+        (response.status().as_u16(), content_type, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Submits a task and returns its id.
+    pub async fn submit(&self, body: serde_json::Value) -> String {
+        let (status, _, task) = self.post_json("/v1/tasks", &body).await;
+        assert_eq!(status, 202, "submission answered {task}");
+        task["id"].as_str().expect("task id").to_owned()
+    }
+
+    /// Waits until the task reaches `status`, and returns it.
+    pub async fn wait_for(&self, id: &str, status: &str) -> serde_json::Value {
+        eventually(&format!("task {id} to be {status}"), Duration::from_secs(30), || async {
+            let (_, task) = self.get(&format!("/v1/tasks/{id}")).await;
+            (task["status"] == status).then_some(task)
+        })
+        .await
+    }
+}

@@ -22,8 +22,11 @@ pub struct Services {
 /// Connects to the configured database (migrating it) and bus.
 pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services> {
     let url = settings.database_url()?;
-    let store = SqlStore::connect(&url).await.context("while opening the database")?;
-    let subjects = Subjects::new(settings.bus.prefix.clone()).context("while reading bus.prefix")?;
+    let store = SqlStore::connect(&url)
+        .await
+        .context("while opening the database")?;
+    let subjects =
+        Subjects::new(settings.bus.prefix.clone()).context("while reading bus.prefix")?;
     let bus: Arc<dyn Bus> = match &settings.bus.url {
         Some(url) => Arc::new(
             NatsBus::connect(url, subjects, settings.bus_config())
@@ -32,7 +35,9 @@ pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services
         ),
         None => Arc::new(InProcessBus::new(subjects, settings.bus_config())),
     };
-    Ok(Services { lifecycle: Lifecycle::new(Arc::new(store), bus, node) })
+    Ok(Services {
+        lifecycle: Lifecycle::new(Arc::new(store), bus, node),
+    })
 }
 
 /// Starts the configured agents (and coordinator) on the current actix System.
@@ -42,7 +47,11 @@ pub fn start_node(services: &Services, settings: &Settings, name: &str) -> NodeH
         agents: settings.node.agents.clone(),
         concurrency: settings.node.concurrency,
     };
-    orion_actors::start_node(services.lifecycle.clone(), Arc::new(TreeSitterIntel), config)
+    orion_actors::start_node(
+        services.lifecycle.clone(),
+        Arc::new(TreeSitterIntel),
+        config,
+    )
 }
 
 /// A running gateway.
@@ -59,7 +68,10 @@ pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result
     let addr = listener.local_addr()?;
     let state = AppState {
         lifecycle: services.lifecycle.clone(),
-        config: GatewayConfig { max_body_bytes: settings.server.max_body_bytes, workers: settings.server.workers },
+        config: GatewayConfig {
+            max_body_bytes: settings.server.max_body_bytes,
+            workers: settings.server.workers,
+        },
     };
     let server = orion_gateway::run(listener, state).context("while starting the gateway")?;
     Ok(Gateway { addr, server })
@@ -77,5 +89,9 @@ pub async fn start_embedded(settings: &Settings) -> anyhow::Result<Embedded> {
     let services = connect(settings, &name).await?;
     let node = start_node(&services, settings, &name);
     let gateway = start_gateway(&services, settings)?;
-    Ok(Embedded { services, node, gateway })
+    Ok(Embedded {
+        services,
+        node,
+        gateway,
+    })
 }

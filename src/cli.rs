@@ -127,7 +127,10 @@ pub struct WatchArgs {
 /// Parses the command line, runs the command, and returns the process exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Run(_) | Command::Submit(_) | Command::Watch(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Run(_) | Command::Submit(_) | Command::Watch(_)
+    );
     telemetry::init(cli.log_json, quiet);
     let result = Settings::load(cli.config.as_deref()).and_then(|settings| {
         actix_rt::System::new().block_on(commands::dispatch(cli.command, settings))

@@ -62,7 +62,11 @@ impl Settings {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Toml::string(DEFAULT_TOML));
         if let Some(file) = file {
-            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+            anyhow::ensure!(
+                file.exists(),
+                "config file {} does not exist",
+                file.display()
+            );
             figment = figment.merge(Toml::file(file));
         }
         figment = figment.merge(Env::prefixed("ORION__").split("__"));
@@ -74,10 +78,20 @@ impl Settings {
         if let Some(url) = &self.database.url {
             return Ok(url.clone());
         }
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("while creating the data directory {}", self.data_dir.display()))?;
-        let dir = self.data_dir.canonicalize().context("while resolving the data directory")?;
-        Ok(format!("sqlite://{}?mode=rwc", dir.join("orion.db").display()))
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!(
+                "while creating the data directory {}",
+                self.data_dir.display()
+            )
+        })?;
+        let dir = self
+            .data_dir
+            .canonicalize()
+            .context("while resolving the data directory")?;
+        Ok(format!(
+            "sqlite://{}?mode=rwc",
+            dir.join("orion.db").display()
+        ))
     }
 
     pub fn bus_config(&self) -> BusConfig {
@@ -108,12 +122,19 @@ mod tests {
 
     #[test]
     fn every_shipped_config_file_loads() {
-        for file in ["config/default.toml", "config/cluster.toml", "config/test.toml"] {
+        for file in [
+            "config/default.toml",
+            "config/cluster.toml",
+            "config/test.toml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
             let settings = Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
             assert!(!settings.node.agents.is_empty(), "{file}");
         }
-        let cluster = Settings::load(Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml"))).unwrap();
+        let cluster = Settings::load(Some(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml"),
+        ))
+        .unwrap();
         assert_eq!(cluster.bus.url.as_deref(), Some("nats://127.0.0.1:4222"));
     }
 }

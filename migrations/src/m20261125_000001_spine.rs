@@ -70,8 +70,16 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Tasks::ErrorCode).string_len(64).null())
                     .col(ColumnDef::new(Tasks::ErrorMessage).text().null())
                     .col(ColumnDef::new(Tasks::IdempotencyKey).string_len(255).null())
-                    .col(ColumnDef::new(Tasks::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Tasks::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Tasks::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Tasks::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -102,13 +110,27 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(TaskEvents::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(TaskEvents::Seq).big_integer().not_null().auto_increment().primary_key())
+                    .col(
+                        ColumnDef::new(TaskEvents::Seq)
+                            .big_integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(TaskEvents::TaskId).uuid().not_null())
-                    .col(ColumnDef::new(TaskEvents::EventType).string_len(32).not_null())
+                    .col(
+                        ColumnDef::new(TaskEvents::EventType)
+                            .string_len(32)
+                            .not_null(),
+                    )
                     .col(ColumnDef::new(TaskEvents::Status).string_len(32).null())
                     .col(ColumnDef::new(TaskEvents::Data).json_binary().not_null())
                     .col(ColumnDef::new(TaskEvents::Node).string_len(255).null())
-                    .col(ColumnDef::new(TaskEvents::At).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(TaskEvents::At)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("task_events_task")
@@ -135,20 +157,51 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AgentSnapshots::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(AgentSnapshots::AgentId).string_len(255).not_null().primary_key())
-                    .col(ColumnDef::new(AgentSnapshots::AgentKind).string_len(32).not_null())
-                    .col(ColumnDef::new(AgentSnapshots::Node).string_len(255).not_null())
-                    .col(ColumnDef::new(AgentSnapshots::State).json_binary().not_null())
-                    .col(ColumnDef::new(AgentSnapshots::Version).big_integer().not_null())
-                    .col(ColumnDef::new(AgentSnapshots::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(AgentSnapshots::AgentId)
+                            .string_len(255)
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(AgentSnapshots::AgentKind)
+                            .string_len(32)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AgentSnapshots::Node)
+                            .string_len(255)
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AgentSnapshots::State)
+                            .json_binary()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AgentSnapshots::Version)
+                            .big_integer()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(AgentSnapshots::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(AgentSnapshots::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(TaskEvents::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(Tasks::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(AgentSnapshots::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(TaskEvents::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Tasks::Table).to_owned())
+            .await
     }
 }

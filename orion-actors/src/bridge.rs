@@ -41,7 +41,14 @@ impl BusBridge {
         agents: HashMap<AgentKind, Addr<AgentActor>>,
         concurrency: usize,
     ) -> Self {
-        Self { bus, node, coordinator, agents, concurrency: concurrency.max(1), in_flight: Arc::default() }
+        Self {
+            bus,
+            node,
+            coordinator,
+            agents,
+            concurrency: concurrency.max(1),
+            in_flight: Arc::default(),
+        }
     }
 
     fn pump<F, Fut>(&self, ctx: &mut Context<Self>, queue: Queue, route: F)
@@ -95,7 +102,10 @@ async fn settle(delivery: &Delivery, outcome: Result<(), HandleError>) {
 }
 
 fn unexpected(envelope: &Envelope) -> HandleError {
-    HandleError::Drop(format!("a `{}` message does not belong on this queue", envelope.type_name()))
+    HandleError::Drop(format!(
+        "a `{}` message does not belong on this queue",
+        envelope.type_name()
+    ))
 }
 
 fn mailbox(e: MailboxError) -> HandleError {
@@ -112,7 +122,9 @@ impl Actor for BusBridge {
                 let coordinator = to_coordinator.clone();
                 async move {
                     match envelope.body {
-                        Body::TaskSubmitted(task) => coordinator.send(TaskArrived(task)).await.map_err(mailbox)?,
+                        Body::TaskSubmitted(task) => {
+                            coordinator.send(TaskArrived(task)).await.map_err(mailbox)?
+                        }
                         _ => Err(unexpected(&envelope)),
                     }
                 }
@@ -121,9 +133,13 @@ impl Actor for BusBridge {
                 let coordinator = coordinator.clone();
                 async move {
                     match envelope.body {
-                        Body::Report(report) => {
-                            coordinator.send(ReportArrived { report, node: envelope.node }).await.map_err(mailbox)?
-                        }
+                        Body::Report(report) => coordinator
+                            .send(ReportArrived {
+                                report,
+                                node: envelope.node,
+                            })
+                            .await
+                            .map_err(mailbox)?,
                         _ => Err(unexpected(&envelope)),
                     }
                 }

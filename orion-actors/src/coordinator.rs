@@ -57,7 +57,9 @@ async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
                 data: serde_json::json!({ "agent": agent }),
                 ..Change::default()
             };
-            lifecycle.advance(task.id, TaskStatus::Assigned, change).await?
+            lifecycle
+                .advance(task.id, TaskStatus::Assigned, change)
+                .await?
         }
         _ => None,
     };
@@ -74,13 +76,23 @@ async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
         }
     };
     let attempt = task.attempts;
-    let assignment = Assignment { agent, attempt, task: task.clone() };
+    let assignment = Assignment {
+        agent,
+        attempt,
+        task: task.clone(),
+    };
     let envelope = Envelope::new(lifecycle.node(), Body::Assignment(assignment));
     let bus = lifecycle.bus();
-    let payload = envelope.encode(bus.config().max_message_bytes).map_err(|e| HandleError::Drop(e.to_string()))?;
-    bus.enqueue_raw(Queue::Work(agent, task.spec.priority), &format!("assign-{}-{attempt}", task.id), payload)
-        .await
-        .map_err(|e| HandleError::Retry(e.to_string()))
+    let payload = envelope
+        .encode(bus.config().max_message_bytes)
+        .map_err(|e| HandleError::Drop(e.to_string()))?;
+    bus.enqueue_raw(
+        Queue::Work(agent, task.spec.priority),
+        &format!("assign-{}-{attempt}", task.id),
+        payload,
+    )
+    .await
+    .map_err(|e| HandleError::Retry(e.to_string()))
 }
 
 async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), HandleError> {
@@ -93,19 +105,31 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
         data["agent_node"] = node.clone().into();
         data
     };
-    let started = || Change { data: by(serde_json::json!({})), ..Change::default() };
+    let started = || Change {
+        data: by(serde_json::json!({})),
+        ..Change::default()
+    };
     match report.outcome {
         Outcome::Started => {
-            lifecycle.advance(id, TaskStatus::Running, started()).await?;
+            lifecycle
+                .advance(id, TaskStatus::Running, started())
+                .await?;
         }
         Outcome::Progress { message } => {
-            lifecycle.note(id, by(serde_json::json!({ "message": message }))).await?;
+            lifecycle
+                .note(id, by(serde_json::json!({ "message": message })))
+                .await?;
         }
         Outcome::Completed { result } => {
             // Reports may overtake each other between coordinators: a completion that finds
             // the task still assigned records the start it implies first.
-            lifecycle.advance(id, TaskStatus::Running, started()).await?;
-            let change = Change { data: by(serde_json::json!({})), ..Change::completed(result) };
+            lifecycle
+                .advance(id, TaskStatus::Running, started())
+                .await?;
+            let change = Change {
+                data: by(serde_json::json!({})),
+                ..Change::completed(result)
+            };
             lifecycle.advance(id, TaskStatus::Completed, change).await?;
         }
         Outcome::Failed { failure } => {

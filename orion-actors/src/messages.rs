@@ -19,7 +19,9 @@ impl From<LifecycleError> for HandleError {
     fn from(e: LifecycleError) -> Self {
         use orion_services::store::StoreError;
         match e {
-            LifecycleError::Store(StoreError::NotFound(id)) => HandleError::Drop(format!("task {id} is not stored")),
+            LifecycleError::Store(StoreError::NotFound(id)) => {
+                HandleError::Drop(format!("task {id} is not stored"))
+            }
             LifecycleError::Store(StoreError::Corrupt(why)) => HandleError::Drop(why),
             other => HandleError::Retry(other.to_string()),
         }

@@ -33,13 +33,21 @@ pub struct NodeHandle {
 
 /// Starts a node's actors on the current actix System. Each agent runs under
 /// `actix::Supervisor`, so it is restarted when it stops.
-pub fn start_node(lifecycle: Lifecycle, code: Arc<dyn CodeIntel>, config: NodeConfig) -> NodeHandle {
+pub fn start_node(
+    lifecycle: Lifecycle,
+    code: Arc<dyn CodeIntel>,
+    config: NodeConfig,
+) -> NodeHandle {
     let coordinator = config
         .agents
         .contains(&AgentKind::Coordinator)
         .then(|| Coordinator::new(lifecycle.clone()).start());
     let mut agents = HashMap::new();
-    for &kind in config.agents.iter().filter(|k| **k != AgentKind::Coordinator) {
+    for &kind in config
+        .agents
+        .iter()
+        .filter(|k| **k != AgentKind::Coordinator)
+    {
         let work: Arc<dyn Work> = match kind {
             AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
             other => Arc::new(NotImplementedWork(other)),
@@ -47,10 +55,15 @@ pub fn start_node(lifecycle: Lifecycle, code: Arc<dyn CodeIntel>, config: NodeCo
         let agent = Agent {
             kind,
             bus: lifecycle.bus().clone(),
-            context: WorkContext { node: config.name.clone() },
+            context: WorkContext {
+                node: config.name.clone(),
+            },
             work,
         };
-        agents.insert(kind, actix::Supervisor::start(move |_| AgentActor::new(agent)));
+        agents.insert(
+            kind,
+            actix::Supervisor::start(move |_| AgentActor::new(agent)),
+        );
     }
     let bridge = BusBridge::new(
         lifecycle.bus().clone(),
@@ -61,5 +74,9 @@ pub fn start_node(lifecycle: Lifecycle, code: Arc<dyn CodeIntel>, config: NodeCo
     )
     .start();
     tracing::info!(node = %config.name, agents = ?config.agents, "node started");
-    NodeHandle { bridge, coordinator, agents }
+    NodeHandle {
+        bridge,
+        coordinator,
+        agents,
+    }
 }

@@ -97,13 +97,20 @@ pub struct Delivery {
 
 impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Delivery").field("envelope", &self.envelope).field("attempt", &self.attempt).finish()
+        f.debug_struct("Delivery")
+            .field("envelope", &self.envelope)
+            .field("attempt", &self.attempt)
+            .finish()
     }
 }
 
 impl Delivery {
     pub fn new(envelope: Envelope, attempt: u32, acker: Box<dyn Acker>) -> Self {
-        Self { envelope, attempt, acker }
+        Self {
+            envelope,
+            attempt,
+            acker,
+        }
     }
 
     pub async fn ack(&self) -> Result<(), BusError> {
@@ -161,12 +168,18 @@ pub trait Bus: Send + Sync + 'static {
     /// Queues a message durably; returns once the transport holds it.
     async fn enqueue(&self, queue: Queue, envelope: &Envelope) -> Result<(), BusError> {
         let bytes = envelope.encode(self.config().max_message_bytes)?;
-        self.enqueue_raw(queue, &envelope.id.to_string(), bytes).await
+        self.enqueue_raw(queue, &envelope.id.to_string(), bytes)
+            .await
     }
 
     /// Queues bytes as they are, de-duplicated by `message_id`; for bridges and tests that
     /// must put what another process sent on a queue.
-    async fn enqueue_raw(&self, queue: Queue, message_id: &str, payload: Bytes) -> Result<(), BusError>;
+    async fn enqueue_raw(
+        &self,
+        queue: Queue,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError>;
 
     /// Takes deliveries from a queue, competing with every other consumer of it.
     async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError>;

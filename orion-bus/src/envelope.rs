@@ -105,9 +105,13 @@ impl Envelope {
 
     /// Serialises, refusing a message larger than `limit` bytes.
     pub fn encode(&self, limit: usize) -> Result<Bytes, ProtocolError> {
-        let bytes = serde_json::to_vec(self).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(self).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         if bytes.len() > limit {
-            return Err(ProtocolError::TooLarge { size: bytes.len(), limit });
+            return Err(ProtocolError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
         }
         Ok(Bytes::from(bytes))
     }
@@ -116,7 +120,10 @@ impl Envelope {
     /// the reason given for a rejection is the most basic one that applies.
     pub fn decode(bytes: &[u8], limit: usize) -> Result<Self, ProtocolError> {
         if bytes.len() > limit {
-            return Err(ProtocolError::TooLarge { size: bytes.len(), limit });
+            return Err(ProtocolError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
         }
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
@@ -147,7 +154,12 @@ mod tests {
 
     #[test]
     fn round_trips_with_type_and_payload_on_the_wire() {
-        let env = Envelope::new("n1", Body::Control(ControlCommand::Cancel { task_id: TaskId::new() }));
+        let env = Envelope::new(
+            "n1",
+            Body::Control(ControlCommand::Cancel {
+                task_id: TaskId::new(),
+            }),
+        );
         let bytes = env.encode(LIMIT).unwrap();
         let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(json["type"], "node.control");
@@ -166,8 +178,17 @@ mod tests {
         json["type"] = "task.exploded".into();
         let err = Envelope::decode(&serde_json::to_vec(&json).unwrap(), LIMIT).unwrap_err();
         assert_eq!(err, ProtocolError::UnknownType("task.exploded".into()));
-        assert!(matches!(Envelope::decode(b"{not json", LIMIT), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(Envelope::decode(&[b' '; 2000], LIMIT), Err(ProtocolError::TooLarge { .. })));
-        assert!(matches!(env.encode(10), Err(ProtocolError::TooLarge { .. })));
+        assert!(matches!(
+            Envelope::decode(b"{not json", LIMIT),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            Envelope::decode(&[b' '; 2000], LIMIT),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            env.encode(10),
+            Err(ProtocolError::TooLarge { .. })
+        ));
     }
 }

@@ -6,9 +6,13 @@ use thiserror::Error;
 /// the transports write them into dead letters.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProtocolError {
-    #[error("unknown task kind `{0}`; expected one of develop, review, analyze, test, design, ci, release")]
+    #[error(
+        "unknown task kind `{0}`; expected one of develop, review, analyze, test, design, ci, release"
+    )]
     UnknownTaskKind(String),
-    #[error("unknown agent kind `{0}`; expected one of coordinator, developer, analyzer, testing, devops, architect")]
+    #[error(
+        "unknown agent kind `{0}`; expected one of coordinator, developer, analyzer, testing, devops, architect"
+    )]
     UnknownAgentKind(String),
     #[error("unknown priority `{0}`; expected one of low, normal, high, urgent")]
     UnknownPriority(String),
@@ -59,7 +63,10 @@ impl BusError {
         context: &'static str,
         source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
     ) -> Self {
-        Self::Unavailable { context, source: source.into() }
+        Self::Unavailable {
+            context,
+            source: source.into(),
+        }
     }
 
     pub fn kind(&self) -> BusErrorKind {

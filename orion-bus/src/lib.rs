@@ -17,12 +17,15 @@ mod protocol;
 mod subjects;
 mod transport;
 
-pub use bus::{Acker, Bus, BusConfig, Deliveries, Delivery, EnvelopeStream, Queue, RawMessage, RawStream, dead_letter_body};
+pub use bus::{
+    Acker, Bus, BusConfig, Deliveries, Delivery, EnvelopeStream, Queue, RawMessage, RawStream,
+    dead_letter_body,
+};
 pub use envelope::{Body, Envelope, SCHEMA_VERSION};
 pub use error::{BusError, BusErrorKind, ProtocolError};
 pub use protocol::{
-    AgentKind, Assignment, ControlCommand, EventType, Heartbeat, IllegalTransition, Outcome, Priority,
-    Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus, WorkReport,
+    AgentKind, Assignment, ControlCommand, EventType, Heartbeat, IllegalTransition, Outcome,
+    Priority, Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus, WorkReport,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
 pub use transport::{InProcessBus, NatsBus};

@@ -103,6 +103,8 @@ impl AgentKind {
     ];
 }
 
+// `named_enum!` derives one list for every enum, so the default is spelled out here.
+#[allow(clippy::derivable_impls)]
 impl Default for Priority {
     fn default() -> Self {
         Priority::Normal
@@ -129,7 +131,10 @@ impl TaskStatus {
             (self, to),
             (Queued, Assigned | Failed | Cancelled)
                 | (Assigned, Running | Queued | Completed | Failed | Cancelled)
-                | (Running, AwaitingReview | AwaitingApproval | Completed | Failed | Cancelled | Queued)
+                | (
+                    Running,
+                    AwaitingReview | AwaitingApproval | Completed | Failed | Cancelled | Queued
+                )
                 | (AwaitingReview, Running | Completed | Failed | Cancelled)
                 | (AwaitingApproval, Running | Cancelled)
         )
@@ -137,12 +142,19 @@ impl TaskStatus {
 
     /// `Ok` when `self → to` is legal.
     pub fn check(self, to: TaskStatus) -> Result<(), IllegalTransition> {
-        if self.can_become(to) { Ok(()) } else { Err(IllegalTransition { from: self, to }) }
+        if self.can_become(to) {
+            Ok(())
+        } else {
+            Err(IllegalTransition { from: self, to })
+        }
     }
 
     /// A terminal status never changes again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 
     /// The event recorded when a task enters this status.
@@ -195,7 +207,9 @@ impl fmt::Display for TaskId {
 impl FromStr for TaskId {
     type Err = ProtocolError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self).map_err(|_| ProtocolError::InvalidTaskId(s.to_owned()))
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| ProtocolError::InvalidTaskId(s.to_owned()))
     }
 }
 
@@ -231,22 +245,36 @@ impl TaskSpec {
         priority: Priority,
     ) -> Result<Self, ProtocolError> {
         let repo = repo.into();
-        let invalid = |field, reason: &str| ProtocolError::InvalidField { field, reason: reason.to_owned() };
+        let invalid = |field, reason: &str| ProtocolError::InvalidField {
+            field,
+            reason: reason.to_owned(),
+        };
         if repo.trim().is_empty() {
             return Err(invalid("repo", "must not be empty"));
         }
         if repo.len() > limits::REPO_MAX_BYTES || repo.contains('\0') {
             return Err(invalid("repo", "must be at most 4096 bytes with no NUL"));
         }
-        if prompt.as_ref().is_some_and(|p| p.len() > limits::PROMPT_MAX_BYTES) {
+        if prompt
+            .as_ref()
+            .is_some_and(|p| p.len() > limits::PROMPT_MAX_BYTES)
+        {
             return Err(invalid("prompt", "must be at most 65536 bytes"));
         }
-        if let Some(r) = &git_ref {
-            if r.is_empty() || r.len() > limits::REF_MAX_BYTES || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                return Err(invalid("ref", "must be 1 to 255 characters without spaces"));
-            }
+        if let Some(r) = &git_ref
+            && (r.is_empty()
+                || r.len() > limits::REF_MAX_BYTES
+                || r.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err(invalid("ref", "must be 1 to 255 characters without spaces"));
         }
-        Ok(Self { kind, repo, prompt, git_ref, priority })
+        Ok(Self {
+            kind,
+            repo,
+            prompt,
+            git_ref,
+            priority,
+        })
     }
 }
 
@@ -259,7 +287,10 @@ pub struct TaskFailure {
 
 impl TaskFailure {
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { code: code.into(), message: message.into() }
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -356,7 +387,10 @@ mod tests {
         for s in TaskStatus::ALL {
             assert_eq!(s.as_str().parse::<TaskStatus>().unwrap(), *s);
         }
-        assert_eq!("deploy".parse::<TaskKind>(), Err(ProtocolError::UnknownTaskKind("deploy".into())));
+        assert_eq!(
+            "deploy".parse::<TaskKind>(),
+            Err(ProtocolError::UnknownTaskKind("deploy".into()))
+        );
     }
 
     #[test]
@@ -371,11 +405,26 @@ mod tests {
     #[test]
     fn the_happy_path_and_its_detours_are_legal() {
         use TaskStatus::*;
-        let path = [Queued, Assigned, Running, AwaitingReview, Running, AwaitingApproval, Running, Completed];
+        let path = [
+            Queued,
+            Assigned,
+            Running,
+            AwaitingReview,
+            Running,
+            AwaitingApproval,
+            Running,
+            Completed,
+        ];
         for pair in path.windows(2) {
             pair[0].check(pair[1]).unwrap();
         }
-        assert_eq!(Queued.check(Running), Err(IllegalTransition { from: Queued, to: Running }));
+        assert_eq!(
+            Queued.check(Running),
+            Err(IllegalTransition {
+                from: Queued,
+                to: Running
+            })
+        );
         assert!(Queued.check(Completed).is_err());
         assert!(AwaitingApproval.check(Completed).is_err());
     }
@@ -383,8 +432,21 @@ mod tests {
     #[test]
     fn spec_validation_names_the_field() {
         let err = TaskSpec::new(TaskKind::Analyze, "  ", None, None, Priority::Normal).unwrap_err();
-        assert!(matches!(err, ProtocolError::InvalidField { field: "repo", .. }));
-        let err = TaskSpec::new(TaskKind::Analyze, ".", None, Some("a b".into()), Priority::Normal).unwrap_err();
-        assert!(matches!(err, ProtocolError::InvalidField { field: "ref", .. }));
+        assert!(matches!(
+            err,
+            ProtocolError::InvalidField { field: "repo", .. }
+        ));
+        let err = TaskSpec::new(
+            TaskKind::Analyze,
+            ".",
+            None,
+            Some("a b".into()),
+            Priority::Normal,
+        )
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            ProtocolError::InvalidField { field: "ref", .. }
+        ));
     }
 }

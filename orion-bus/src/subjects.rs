@@ -25,8 +25,14 @@ impl Subjects {
         let prefix = prefix.into();
         let valid = !prefix.is_empty()
             && prefix.len() <= 64
-            && prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if valid { Ok(Self { prefix }) } else { Err(ProtocolError::InvalidPrefix(prefix)) }
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if valid {
+            Ok(Self { prefix })
+        } else {
+            Err(ProtocolError::InvalidPrefix(prefix))
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -106,7 +112,10 @@ impl Subjects {
             StreamFamily::Events => "EVENTS",
             StreamFamily::Dead => "DEAD",
         };
-        format!("{}_{name}", self.prefix.to_ascii_uppercase().replace('-', "_"))
+        format!(
+            "{}_{name}",
+            self.prefix.to_ascii_uppercase().replace('-', "_")
+        )
     }
 
     /// The subjects a stream captures.
@@ -145,7 +154,10 @@ mod tests {
         assert!(subject_matches("o.events.>", "o.events.t1.queued"));
         assert!(!subject_matches("o.events.>", "o.events"));
         assert!(subject_matches("o.work.analyzer.*", "o.work.analyzer.high"));
-        assert!(!subject_matches("o.work.analyzer.*", "o.work.analyzer.high.x"));
+        assert!(!subject_matches(
+            "o.work.analyzer.*",
+            "o.work.analyzer.high.x"
+        ));
         assert!(!subject_matches("o.work.*", "o.results"));
     }
 
@@ -153,7 +165,10 @@ mod tests {
     fn names_are_prefixed_and_streams_are_valid() {
         let s = Subjects::new("t-1").unwrap();
         assert_eq!(s.stream(StreamFamily::Work), "T_1_WORK");
-        assert_eq!(s.dead("t-1.work.analyzer.low"), "t-1.dead.work.analyzer.low");
+        assert_eq!(
+            s.dead("t-1.work.analyzer.low"),
+            "t-1.dead.work.analyzer.low"
+        );
         assert!(Subjects::new("a.b").is_err());
         assert!(Subjects::new("").is_err());
     }

@@ -33,7 +33,9 @@ pub enum ApiError {
     RouteNotFound,
     #[error("a service the gateway needs is unavailable: {0}")]
     Unavailable(&'static str),
-    #[error("the task {0} is stored but could not be queued yet; retry with the same Idempotency-Key")]
+    #[error(
+        "the task {0} is stored but could not be queued yet; retry with the same Idempotency-Key"
+    )]
     NotQueued(TaskId),
     #[error("internal error")]
     Internal(String),
@@ -83,12 +85,12 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::MalformedJson(_) | ApiError::InvalidParameter { .. } | ApiError::InvalidTaskId(_) => {
-                StatusCode::BAD_REQUEST
-            }
-            ApiError::MissingField(_) | ApiError::InvalidField { .. } | ApiError::UnknownTaskKind(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::MalformedJson(_)
+            | ApiError::InvalidParameter { .. }
+            | ApiError::InvalidTaskId(_) => StatusCode::BAD_REQUEST,
+            ApiError::MissingField(_)
+            | ApiError::InvalidField { .. }
+            | ApiError::UnknownTaskKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TaskNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
@@ -111,7 +113,9 @@ impl ResponseError for ApiError {
             "detail": self.to_string(),
             "code": self.code(),
         });
-        HttpResponse::build(status).content_type("application/problem+json").body(body.to_string())
+        HttpResponse::build(status)
+            .content_type("application/problem+json")
+            .body(body.to_string())
     }
 }
 
@@ -119,9 +123,15 @@ impl From<ProtocolError> for ApiError {
     fn from(e: ProtocolError) -> Self {
         match e {
             ProtocolError::UnknownTaskKind(_) => ApiError::UnknownTaskKind(e.to_string()),
-            ProtocolError::InvalidField { field, reason } => ApiError::InvalidField { field: field.to_owned(), reason },
+            ProtocolError::InvalidField { field, reason } => ApiError::InvalidField {
+                field: field.to_owned(),
+                reason,
+            },
             ProtocolError::InvalidTaskId(id) => ApiError::InvalidTaskId(id),
-            ProtocolError::UnknownPriority(_) => ApiError::InvalidField { field: "priority".into(), reason: e.to_string() },
+            ProtocolError::UnknownPriority(_) => ApiError::InvalidField {
+                field: "priority".into(),
+                reason: e.to_string(),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -10,6 +10,6 @@ mod error;
 mod routes;
 mod startup;
 
-pub use error::ApiError;
 pub use actix_web::dev::Server;
+pub use error::ApiError;
 pub use startup::{AppState, GatewayConfig, run};

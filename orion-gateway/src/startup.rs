@@ -21,7 +21,10 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024, workers: 2 }
+        Self {
+            max_body_bytes: 256 * 1024,
+            workers: 2,
+        }
     }
 }
 
@@ -32,7 +35,9 @@ pub struct AppState {
     pub config: GatewayConfig,
 }
 
-fn json_error(limit: usize) -> impl Fn(JsonPayloadError, &actix_web::HttpRequest) -> actix_web::Error + Clone {
+fn json_error(
+    limit: usize,
+) -> impl Fn(JsonPayloadError, &actix_web::HttpRequest) -> actix_web::Error + Clone {
     move |e, _| {
         let api = match e {
             JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
@@ -54,17 +59,33 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(web::JsonConfig::default().limit(limit).error_handler(json_error(limit)))
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(limit)
+                    .error_handler(json_error(limit)),
+            )
             .app_data(web::PayloadConfig::default().limit(limit))
             .app_data(web::PathConfig::default().error_handler(|e: PathError, _| {
-                ApiError::InvalidParameter { name: "path".into(), reason: e.to_string() }.into()
+                ApiError::InvalidParameter {
+                    name: "path".into(),
+                    reason: e.to_string(),
+                }
+                .into()
             }))
-            .app_data(web::QueryConfig::default().error_handler(|e: QueryPayloadError, _| {
-                ApiError::InvalidParameter { name: "query".into(), reason: e.to_string() }.into()
-            }))
+            .app_data(
+                web::QueryConfig::default().error_handler(|e: QueryPayloadError, _| {
+                    ApiError::InvalidParameter {
+                        name: "query".into(),
+                        reason: e.to_string(),
+                    }
+                    .into()
+                }),
+            )
             .wrap(actix_web::middleware::NormalizePath::trim())
             .configure(routes::configure)
-            .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound) }))
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
+            }))
     })
     .workers(workers)
     .listen(listener)?

@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use orion_bus::{Body, Bus, BusError, Envelope, EventType, Queue, Task, TaskEvent, TaskFailure, TaskId, TaskSpec, TaskStatus};
+use orion_bus::{
+    Body, Bus, BusError, Envelope, EventType, Queue, Task, TaskEvent, TaskFailure, TaskId,
+    TaskSpec, TaskStatus,
+};
 
 use crate::store::{Store, StoreError, Transition};
 
@@ -35,11 +38,18 @@ pub struct Change {
 impl Change {
     pub fn failed(failure: TaskFailure) -> Self {
         let data = serde_json::json!({ "code": failure.code, "message": failure.message });
-        Self { error: Some(failure), data, ..Self::default() }
+        Self {
+            error: Some(failure),
+            data,
+            ..Self::default()
+        }
     }
 
     pub fn completed(result: serde_json::Value) -> Self {
-        Self { result: Some(result), ..Self::default() }
+        Self {
+            result: Some(result),
+            ..Self::default()
+        }
     }
 }
 
@@ -63,7 +73,11 @@ pub struct Lifecycle {
 
 impl Lifecycle {
     pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, node: impl Into<String>) -> Self {
-        Self { store, bus, node: node.into() }
+        Self {
+            store,
+            bus,
+            node: node.into(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -83,8 +97,15 @@ impl Lifecycle {
     /// Storing is what must succeed; a failure to queue is returned beside the stored task,
     /// so the caller can say that it is stored and the client can retry with the same
     /// idempotency key (which queues it again) or leave it to a coordinator's reconciliation.
-    pub async fn submit(&self, spec: TaskSpec, idempotency_key: Option<&str>) -> Result<Submission, StoreError> {
-        let (task, event) = self.store.create_task(spec, idempotency_key, Some(&self.node)).await?;
+    pub async fn submit(
+        &self,
+        spec: TaskSpec,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submission, StoreError> {
+        let (task, event) = self
+            .store
+            .create_task(spec, idempotency_key, Some(&self.node))
+            .await?;
         let created = event.is_some();
         if let Some(event) = event {
             self.announce(event).await;
@@ -95,14 +116,20 @@ impl Lifecycle {
             TaskStatus::Queued => self.enqueue_submitted(&task).await.err(),
             _ => None,
         };
-        Ok(Submission { task, created, queue_error })
+        Ok(Submission {
+            task,
+            created,
+            queue_error,
+        })
     }
 
     /// Puts a queued task on the coordinators' queue; the message id is the task id and
     /// attempt, so repeating this is harmless.
     pub async fn enqueue_submitted(&self, task: &Task) -> Result<(), LifecycleError> {
         let envelope = Envelope::new(self.node.clone(), Body::TaskSubmitted(task.clone()));
-        let payload = envelope.encode(self.bus.config().max_message_bytes).map_err(BusError::from)?;
+        let payload = envelope
+            .encode(self.bus.config().max_message_bytes)
+            .map_err(BusError::from)?;
         let id = format!("submitted-{}-{}", task.id, task.attempts);
         self.bus.enqueue_raw(Queue::Submitted, &id, payload).await?;
         Ok(())
@@ -111,7 +138,12 @@ impl Lifecycle {
     /// Moves a task to `to`, re-reading it after a lost version race. Returns `Ok(None)`
     /// when the task is already where it cannot go to `to` from (for instance cancelled
     /// meanwhile): the caller's news is stale, and that is not an error.
-    pub async fn advance(&self, id: TaskId, to: TaskStatus, change: Change) -> Result<Option<Task>, LifecycleError> {
+    pub async fn advance(
+        &self,
+        id: TaskId,
+        to: TaskStatus,
+        change: Change,
+    ) -> Result<Option<Task>, LifecycleError> {
         let mut task = self.store.task(id).await?;
         for _ in 0..CONFLICT_RETRIES {
             if task.status.check(to).is_err() {
@@ -135,12 +167,24 @@ impl Lifecycle {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(StoreError::Conflict { task: id, expected: task.version, actual: task.version + 1 }.into())
+        Err(StoreError::Conflict {
+            task: id,
+            expected: task.version,
+            actual: task.version + 1,
+        }
+        .into())
     }
 
     /// Records a progress note on a task.
-    pub async fn note(&self, id: TaskId, data: serde_json::Value) -> Result<TaskEvent, LifecycleError> {
-        let event = self.store.append_event(id, EventType::Progress, data, Some(&self.node)).await?;
+    pub async fn note(
+        &self,
+        id: TaskId,
+        data: serde_json::Value,
+    ) -> Result<TaskEvent, LifecycleError> {
+        let event = self
+            .store
+            .append_event(id, EventType::Progress, data, Some(&self.node))
+            .await?;
         self.announce(event.clone()).await;
         Ok(event)
     }

@@ -29,12 +29,19 @@ pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<Exit
         .with_context(|| format!("while submitting to {server}"))?;
     let bytes = response.body().await.context("while reading the answer")?;
     println!("{}", String::from_utf8_lossy(&bytes));
-    Ok(if response.status().is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if response.status().is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCode> {
     let server = args.server.unwrap_or(settings.client.url);
-    let mut url = format!("{}/v1/stream", server.trim_end_matches('/').replacen("http", "ws", 1));
+    let mut url = format!(
+        "{}/v1/stream",
+        server.trim_end_matches('/').replacen("http", "ws", 1)
+    );
     let mut query = Vec::new();
     if let Some(task) = &args.task {
         query.push(format!("task={task}"));

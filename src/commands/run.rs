@@ -34,25 +34,29 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
     };
     let t = args.task;
     let spec = TaskSpec::new(t.kind, repo, t.prompt, t.git_ref, t.priority)?;
-    let submission = lifecycle.submit(spec, None).await.context("while submitting the task")?;
+    let submission = lifecycle
+        .submit(spec, None)
+        .await
+        .context("while submitting the task")?;
     if let Some(e) = submission.queue_error {
         return Err(e).context("while queueing the task");
     }
     let id = submission.task.id;
-    eprintln!("task {id}: {} {}", submission.task.spec.kind, submission.task.spec.repo);
+    eprintln!(
+        "task {id}: {} {}",
+        submission.task.spec.kind, submission.task.spec.repo
+    );
 
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     let task = loop {
         tokio::select! {
             next = events.next() => {
-                if let Some((_, envelope)) = next {
-                    if let Body::Event(event) = envelope.body {
-                        if event.task_id == id {
+                if let Some((_, envelope)) = next
+                    && let Body::Event(event) = envelope.body
+                        && event.task_id == id {
                             let detail = if event.data.is_null() { String::new() } else { format!(" {}", event.data) };
                             eprintln!("  {} {}{detail}", event.at.format("%H:%M:%S%.3f"), event.event_type);
                         }
-                    }
-                }
             }
             _ = poll.tick() => {}
         }
@@ -66,11 +70,16 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
     } else {
         print_summary(&task);
     }
-    Ok(if matches!(task.status, TaskStatus::Completed | TaskStatus::AwaitingReview) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(
+        if matches!(
+            task.status,
+            TaskStatus::Completed | TaskStatus::AwaitingReview
+        ) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
 }
 
 fn print_summary(task: &Task) {
@@ -81,14 +90,23 @@ fn print_summary(task: &Task) {
     let Some(result) = &task.result else { return };
     match serde_json::from_value::<RepoReport>(result.clone()) {
         Ok(report) => print_report(&report),
-        Err(_) => println!("{}", serde_json::to_string_pretty(result).unwrap_or_default()),
+        Err(_) => println!(
+            "{}",
+            serde_json::to_string_pretty(result).unwrap_or_default()
+        ),
     }
 }
 
 fn print_report(report: &RepoReport) {
-    println!("{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}", "language", "files", "lines", "code", "comment", "blank", "functions");
+    println!(
+        "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "language", "files", "lines", "code", "comment", "blank", "functions"
+    );
     for (language, t) in &report.totals {
-        let name = serde_json::to_value(language).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let name = serde_json::to_value(language)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         println!(
             "{name:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
             t.files, t.lines, t.code, t.comment, t.blank, t.functions
@@ -96,7 +114,10 @@ fn print_report(report: &RepoReport) {
     }
     println!("largest files:");
     for f in report.files.iter().take(10) {
-        println!("  {:>7} lines {:>5} functions  {}", f.lines, f.functions, f.path);
+        println!(
+            "  {:>7} lines {:>5} functions  {}",
+            f.lines, f.functions, f.path
+        );
     }
     if report.skipped > 0 {
         println!("({} files skipped as unreadable)", report.skipped);

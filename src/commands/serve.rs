@@ -27,8 +27,9 @@ fn require_cluster(settings: &Settings, what: &str) -> anyhow::Result<()> {
 }
 
 async fn until_signal() -> anyhow::Result<()> {
-    let mut terminate = actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())
-        .context("while installing the SIGTERM handler")?;
+    let mut terminate =
+        actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())
+            .context("while installing the SIGTERM handler")?;
     tokio::select! {
         r = actix_rt::signal::ctrl_c() => r.context("while waiting for Ctrl-C")?,
         _ = terminate.recv() => {}
@@ -43,9 +44,16 @@ pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode
     }
     let embedded = app::start_embedded(&settings).await?;
     let addr = embedded.gateway.addr;
-    let bus = if settings.bus.url.is_some() { "NATS" } else { "in-process bus" };
+    let bus = if settings.bus.url.is_some() {
+        "NATS"
+    } else {
+        "in-process bus"
+    };
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), bus, "Orion is up");
-    println!("Orion listening on http://{addr} (data in {}; Ctrl-C stops)", settings.data_dir.display());
+    println!(
+        "Orion listening on http://{addr} (data in {}; Ctrl-C stops)",
+        settings.data_dir.display()
+    );
     embedded.gateway.server.await.context("while serving")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -81,7 +89,9 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
 pub async fn migrate(args: DataArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     apply_data_dir(&mut settings, args);
     let url = settings.database_url()?;
-    SqlStore::connect(&url).await.context("while migrating the database")?;
+    SqlStore::connect(&url)
+        .await
+        .context("while migrating the database")?;
     println!("database is up to date");
     Ok(ExitCode::SUCCESS)
 }

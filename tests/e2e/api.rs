@@ -13,50 +13,90 @@ fn repo_of(dir: &crate::support::TempDir) -> String {
 async fn an_analyze_task_completes_with_the_measures_of_its_repository() {
     let app = TestApp::spawn().await;
     let repo = fixture_repo();
-    let id = app.submit(json!({ "kind": "analyze", "repo": repo_of(&repo) })).await;
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo_of(&repo) }))
+        .await;
     let task = app.wait_for(&id, "completed").await;
     assert_eq!(task["attempts"], 1);
     let totals = &task["result"]["totals"];
-    assert_eq!(totals["rust"], json!({ "files": 1, "lines": 8, "code": 5, "comment": 2, "blank": 1, "functions": 2 }));
-    assert_eq!(totals["python"], json!({ "files": 1, "lines": 7, "code": 5, "comment": 1, "blank": 1, "functions": 3 }));
-    let files: Vec<&str> = task["result"]["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
-    assert_eq!(files, ["src/lib.rs", "tool.py"], "build output and hidden folders are skipped");
+    assert_eq!(
+        totals["rust"],
+        json!({ "files": 1, "lines": 8, "code": 5, "comment": 2, "blank": 1, "functions": 2 })
+    );
+    assert_eq!(
+        totals["python"],
+        json!({ "files": 1, "lines": 7, "code": 5, "comment": 1, "blank": 1, "functions": 3 })
+    );
+    let files: Vec<&str> = task["result"]["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        ["src/lib.rs", "tool.py"],
+        "build output and hidden folders are skipped"
+    );
 }
 
 #[actix_rt::test]
 async fn the_events_of_a_task_tell_its_story() {
     let app = TestApp::spawn().await;
     let repo = fixture_repo();
-    let id = app.submit(json!({ "kind": "analyze", "repo": repo_of(&repo), "priority": "high" })).await;
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo_of(&repo), "priority": "high" }))
+        .await;
     app.wait_for(&id, "completed").await;
     let (status, body) = app.get(&format!("/v1/tasks/{id}/events")).await;
     assert_eq!(status, 200);
     let events = body["items"].as_array().unwrap();
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["queued", "assigned", "running", "completed"]);
-    assert!(events.windows(2).all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64()));
+    assert!(
+        events
+            .windows(2)
+            .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64())
+    );
     assert_eq!(events[1]["data"]["agent"], "analyzer");
-    assert_eq!(events[2]["data"]["agent_node"], events[2]["node"], "one node did both in embedded mode");
+    assert_eq!(
+        events[2]["data"]["agent_node"], events[2]["node"],
+        "one node did both in embedded mode"
+    );
     let after = events[1]["seq"].as_i64().unwrap();
-    let (_, tail) = app.get(&format!("/v1/tasks/{id}/events?after={after}")).await;
+    let (_, tail) = app
+        .get(&format!("/v1/tasks/{id}/events?after={after}"))
+        .await;
     assert_eq!(tail["items"].as_array().unwrap(), &events[2..]);
 }
 
 #[actix_rt::test]
 async fn agents_not_built_yet_fail_their_tasks_clearly() {
     let app = TestApp::spawn().await;
-    let id = app.submit(json!({ "kind": "design", "repo": "/anywhere", "prompt": "a cache layer" })).await;
+    let id = app
+        .submit(json!({ "kind": "design", "repo": "/anywhere", "prompt": "a cache layer" }))
+        .await;
     let task = app.wait_for(&id, "failed").await;
-    assert_eq!(task["error"], json!({ "code": "not_implemented", "message": "the architect agent cannot do `design` tasks yet" }));
+    assert_eq!(
+        task["error"],
+        json!({ "code": "not_implemented", "message": "the architect agent cannot do `design` tasks yet" })
+    );
 }
 
 #[actix_rt::test]
 async fn a_missing_repository_fails_the_task_clearly() {
     let app = TestApp::spawn().await;
-    let id = app.submit(json!({ "kind": "analyze", "repo": "/no/such/repository" })).await;
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": "/no/such/repository" }))
+        .await;
     let task = app.wait_for(&id, "failed").await;
-    assert_eq!(task["error"], json!({ "code": "repo_not_found", "message": "repository path `/no/such/repository` does not exist" }));
-    let id = app.submit(json!({ "kind": "analyze", "repo": "https://example.invalid/x.git" })).await;
+    assert_eq!(
+        task["error"],
+        json!({ "code": "repo_not_found", "message": "repository path `/no/such/repository` does not exist" })
+    );
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": "https://example.invalid/x.git" }))
+        .await;
     let task = app.wait_for(&id, "failed").await;
     assert_eq!(task["error"]["code"], "repo_unsupported");
 }
@@ -67,7 +107,10 @@ async fn listing_filters_by_kind_and_status_and_pages_with_a_cursor() {
     let repo = fixture_repo();
     let mut analyze = Vec::new();
     for _ in 0..3 {
-        analyze.push(app.submit(json!({ "kind": "analyze", "repo": repo_of(&repo) })).await);
+        analyze.push(
+            app.submit(json!({ "kind": "analyze", "repo": repo_of(&repo) }))
+                .await,
+        );
     }
     let design = app.submit(json!({ "kind": "design", "repo": "/x" })).await;
     for id in &analyze {
@@ -78,17 +121,31 @@ async fn listing_filters_by_kind_and_status_and_pages_with_a_cursor() {
     let (status, first) = app.get("/v1/tasks?kind=analyze&limit=2").await;
     assert_eq!(status, 200);
     let ids = |page: &Value| -> Vec<String> {
-        page["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()).collect()
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
     };
-    assert_eq!(ids(&first), [analyze[2].clone(), analyze[1].clone()], "newest first");
+    assert_eq!(
+        ids(&first),
+        [analyze[2].clone(), analyze[1].clone()],
+        "newest first"
+    );
     let cursor = first["next_cursor"].as_str().unwrap();
-    let (_, second) = app.get(&format!("/v1/tasks?kind=analyze&limit=2&cursor={cursor}")).await;
+    let (_, second) = app
+        .get(&format!("/v1/tasks?kind=analyze&limit=2&cursor={cursor}"))
+        .await;
     assert_eq!(ids(&second), [analyze[0].clone()]);
     assert!(second["next_cursor"].is_null());
     let (_, failed) = app.get("/v1/tasks?status=failed").await;
     assert_eq!(ids(&failed), [design]);
     let (status, bad) = app.get("/v1/tasks?status=sleeping").await;
-    assert_eq!((status, bad["code"].as_str()), (400, Some("invalid_parameter")));
+    assert_eq!(
+        (status, bad["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
 }
 
 #[actix_rt::test]
@@ -97,10 +154,17 @@ async fn a_task_can_be_cancelled_until_it_ends() {
     let app = TestApp::spawn_with(|s| s.node.agents = vec![AgentKind::Coordinator]).await;
     let id = app.submit(json!({ "kind": "analyze", "repo": "/x" })).await;
     app.wait_for(&id, "assigned").await;
-    let (status, _, task) = app.post_json(&format!("/v1/tasks/{id}/cancel"), &json!({})).await;
+    let (status, _, task) = app
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
     assert_eq!((status, task["status"].as_str()), (200, Some("cancelled")));
-    let (status, content_type, problem) = app.post_json(&format!("/v1/tasks/{id}/cancel"), &json!({})).await;
-    assert_eq!((status, content_type.as_str()), (409, "application/problem+json"));
+    let (status, content_type, problem) = app
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, content_type.as_str()),
+        (409, "application/problem+json")
+    );
     assert_eq!(
         problem,
         json!({
@@ -113,7 +177,10 @@ async fn a_task_can_be_cancelled_until_it_ends() {
     );
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
     let last = events["items"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!((last["type"].as_str(), last["data"]["by"].as_str()), (Some("cancelled"), Some("api")));
+    assert_eq!(
+        (last["type"].as_str(), last["data"]["by"].as_str()),
+        (Some("cancelled"), Some("api"))
+    );
 }
 
 #[actix_rt::test]
@@ -154,18 +221,146 @@ fn problem(status: u16, code: &str, title: &str, detail: &str) -> Value {
 async fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
     let app = TestApp::spawn().await;
     let cases: Vec<(&str, &str, Vec<u8>, Value)> = vec![
-        ("malformed JSON", "application/json", b"{\"kind\": \"analyze\",".to_vec(), problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON: EOF while parsing a value at line 1 column 19")),
-        ("not an object", "application/json", b"[1, 2]".to_vec(), problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON: the body must be a JSON object")),
-        ("unknown kind", "application/json", br#"{"kind":"deploy","repo":"."}"#.to_vec(), problem(422, "unknown_task_kind", "Unknown task kind", "unknown task kind `deploy`; expected one of develop, review, analyze, test, design, ci, release")),
-        ("missing repo", "application/json", br#"{"kind":"analyze"}"#.to_vec(), problem(422, "missing_field", "Missing field", "field `repo` is required")),
-        ("missing kind", "application/json", br#"{"repo":"."}"#.to_vec(), problem(422, "missing_field", "Missing field", "field `kind` is required")),
-        ("empty repo", "application/json", br#"{"kind":"analyze","repo":"  "}"#.to_vec(), problem(422, "invalid_field", "Invalid field", "field `repo` is invalid: must not be empty")),
-        ("repo of the wrong type", "application/json", br#"{"kind":"analyze","repo":7}"#.to_vec(), problem(422, "invalid_field", "Invalid field", "field `repo` is invalid: must be a string")),
-        ("unknown field", "application/json", br#"{"kind":"analyze","repo":".","promt":"x"}"#.to_vec(), problem(422, "invalid_field", "Invalid field", "field `promt` is invalid: is not a field of a task")),
-        ("unknown priority", "application/json", br#"{"kind":"analyze","repo":".","priority":"asap"}"#.to_vec(), problem(422, "invalid_field", "Invalid field", "field `priority` is invalid: unknown priority `asap`; expected one of low, normal, high, urgent")),
-        ("oversized body", "application/json", format!(r#"{{"kind":"analyze","repo":".","prompt":"{}"}}"#, "x".repeat(300 * 1024)).into_bytes(), problem(413, "payload_too_large", "Payload too large", "the request body exceeds the limit of 262144 bytes")),
-        ("oversized prompt", "application/json", format!(r#"{{"kind":"analyze","repo":".","prompt":"{}"}}"#, "x".repeat(70 * 1024)).into_bytes(), problem(422, "invalid_field", "Invalid field", "field `prompt` is invalid: must be at most 65536 bytes")),
-        ("not JSON at all", "text/plain", b"analyze this".to_vec(), problem(415, "unsupported_media_type", "Unsupported media type", "the request body must be application/json")),
+        (
+            "malformed JSON",
+            "application/json",
+            b"{\"kind\": \"analyze\",".to_vec(),
+            problem(
+                400,
+                "malformed_json",
+                "Malformed JSON",
+                "the request body is not valid JSON: EOF while parsing a value at line 1 column 19",
+            ),
+        ),
+        (
+            "not an object",
+            "application/json",
+            b"[1, 2]".to_vec(),
+            problem(
+                400,
+                "malformed_json",
+                "Malformed JSON",
+                "the request body is not valid JSON: the body must be a JSON object",
+            ),
+        ),
+        (
+            "unknown kind",
+            "application/json",
+            br#"{"kind":"deploy","repo":"."}"#.to_vec(),
+            problem(
+                422,
+                "unknown_task_kind",
+                "Unknown task kind",
+                "unknown task kind `deploy`; expected one of develop, review, analyze, test, design, ci, release",
+            ),
+        ),
+        (
+            "missing repo",
+            "application/json",
+            br#"{"kind":"analyze"}"#.to_vec(),
+            problem(
+                422,
+                "missing_field",
+                "Missing field",
+                "field `repo` is required",
+            ),
+        ),
+        (
+            "missing kind",
+            "application/json",
+            br#"{"repo":"."}"#.to_vec(),
+            problem(
+                422,
+                "missing_field",
+                "Missing field",
+                "field `kind` is required",
+            ),
+        ),
+        (
+            "empty repo",
+            "application/json",
+            br#"{"kind":"analyze","repo":"  "}"#.to_vec(),
+            problem(
+                422,
+                "invalid_field",
+                "Invalid field",
+                "field `repo` is invalid: must not be empty",
+            ),
+        ),
+        (
+            "repo of the wrong type",
+            "application/json",
+            br#"{"kind":"analyze","repo":7}"#.to_vec(),
+            problem(
+                422,
+                "invalid_field",
+                "Invalid field",
+                "field `repo` is invalid: must be a string",
+            ),
+        ),
+        (
+            "unknown field",
+            "application/json",
+            br#"{"kind":"analyze","repo":".","promt":"x"}"#.to_vec(),
+            problem(
+                422,
+                "invalid_field",
+                "Invalid field",
+                "field `promt` is invalid: is not a field of a task",
+            ),
+        ),
+        (
+            "unknown priority",
+            "application/json",
+            br#"{"kind":"analyze","repo":".","priority":"asap"}"#.to_vec(),
+            problem(
+                422,
+                "invalid_field",
+                "Invalid field",
+                "field `priority` is invalid: unknown priority `asap`; expected one of low, normal, high, urgent",
+            ),
+        ),
+        (
+            "oversized body",
+            "application/json",
+            format!(
+                r#"{{"kind":"analyze","repo":".","prompt":"{}"}}"#,
+                "x".repeat(300 * 1024)
+            )
+            .into_bytes(),
+            problem(
+                413,
+                "payload_too_large",
+                "Payload too large",
+                "the request body exceeds the limit of 262144 bytes",
+            ),
+        ),
+        (
+            "oversized prompt",
+            "application/json",
+            format!(
+                r#"{{"kind":"analyze","repo":".","prompt":"{}"}}"#,
+                "x".repeat(70 * 1024)
+            )
+            .into_bytes(),
+            problem(
+                422,
+                "invalid_field",
+                "Invalid field",
+                "field `prompt` is invalid: must be at most 65536 bytes",
+            ),
+        ),
+        (
+            "not JSON at all",
+            "text/plain",
+            b"analyze this".to_vec(),
+            problem(
+                415,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "the request body must be application/json",
+            ),
+        ),
     ];
     for (what, content_type, body, expected) in cases {
         let (status, answered_type, answer) = app.post_raw("/v1/tasks", content_type, body).await;
@@ -175,15 +370,48 @@ async fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
     }
     let unknown = uuid::Uuid::now_v7();
     let (status, answer) = app.get(&format!("/v1/tasks/{unknown}")).await;
-    assert_eq!((status, answer), (404, problem(404, "task_not_found", "Task not found", &format!("task {unknown} does not exist"))));
+    assert_eq!(
+        (status, answer),
+        (
+            404,
+            problem(
+                404,
+                "task_not_found",
+                "Task not found",
+                &format!("task {unknown} does not exist")
+            )
+        )
+    );
     let (status, answer) = app.get(&format!("/v1/tasks/{unknown}/events")).await;
-    assert_eq!((status, answer["code"].as_str()), (404, Some("task_not_found")));
-    let (status, _, answer) = app.post_json(&format!("/v1/tasks/{unknown}/cancel"), &json!({})).await;
-    assert_eq!((status, answer["code"].as_str()), (404, Some("task_not_found")));
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("task_not_found"))
+    );
+    let (status, _, answer) = app
+        .post_json(&format!("/v1/tasks/{unknown}/cancel"), &json!({}))
+        .await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("task_not_found"))
+    );
     let (status, answer) = app.get("/v1/tasks/not-a-uuid").await;
-    assert_eq!((status, answer), (400, problem(400, "invalid_task_id", "Invalid task id", "`not-a-uuid` is not a task id (a UUID)")));
+    assert_eq!(
+        (status, answer),
+        (
+            400,
+            problem(
+                400,
+                "invalid_task_id",
+                "Invalid task id",
+                "`not-a-uuid` is not a task id (a UUID)"
+            )
+        )
+    );
     let (status, answer) = app.get("/v1/nothing-here").await;
-    assert_eq!((status, answer["code"].as_str()), (404, Some("route_not_found")));
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (404, Some("route_not_found"))
+    );
 
     // Nothing of it was stored.
     let (_, all) = app.get("/v1/tasks").await;
@@ -200,11 +428,25 @@ async fn health_readiness_and_the_openapi_document() {
     let (status, doc) = app.get("/v1/openapi.json").await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
-    let mut paths: Vec<&str> = doc["paths"].as_object().unwrap().keys().map(String::as_str).collect();
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
     paths.sort();
     assert_eq!(
         paths,
-        ["/healthz", "/readyz", "/v1/openapi.json", "/v1/stream", "/v1/tasks", "/v1/tasks/{id}", "/v1/tasks/{id}/cancel", "/v1/tasks/{id}/events"],
+        [
+            "/healthz",
+            "/readyz",
+            "/v1/openapi.json",
+            "/v1/stream",
+            "/v1/tasks",
+            "/v1/tasks/{id}",
+            "/v1/tasks/{id}/cancel",
+            "/v1/tasks/{id}/events"
+        ],
         "every route is documented"
     );
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use orion_bus::{
-    AgentKind, Body, Bus, BusConfig, ControlCommand, Envelope, EventType, InProcessBus, NatsBus, Priority,
-    ProtocolError, BusError, Queue, Subjects, TaskEvent, TaskId,
+    AgentKind, Body, Bus, BusConfig, BusError, ControlCommand, Envelope, EventType, InProcessBus,
+    NatsBus, Priority, ProtocolError, Queue, Subjects, TaskEvent, TaskId,
 };
 
 use crate::support::{nats_url, unique};
@@ -20,7 +20,12 @@ const LIMIT: usize = 64 * 1024;
 const DEADLINE: Duration = Duration::from_secs(15);
 
 fn config() -> BusConfig {
-    BusConfig { ack_wait: ACK_WAIT, max_deliver: MAX_DELIVER, max_message_bytes: LIMIT, ..BusConfig::default() }
+    BusConfig {
+        ack_wait: ACK_WAIT,
+        max_deliver: MAX_DELIVER,
+        max_message_bytes: LIMIT,
+        ..BusConfig::default()
+    }
 }
 
 /// A bus under test, and how to clean up after it.
@@ -32,13 +37,21 @@ struct Harness {
 impl Harness {
     async fn in_process() -> Self {
         let subjects = Subjects::new(unique("t")).unwrap();
-        Self { bus: Arc::new(InProcessBus::new(subjects, config())), nats: None }
+        Self {
+            bus: Arc::new(InProcessBus::new(subjects, config())),
+            nats: None,
+        }
     }
 
     async fn nats() -> Self {
         let subjects = Subjects::new(unique("t")).unwrap();
-        let bus = NatsBus::connect(&nats_url(), subjects, config()).await.expect("NATS with JetStream is running");
-        Self { bus: Arc::new(bus.clone()), nats: Some(bus) }
+        let bus = NatsBus::connect(&nats_url(), subjects, config())
+            .await
+            .expect("NATS with JetStream is running");
+        Self {
+            bus: Arc::new(bus.clone()),
+            nats: Some(bus),
+        }
     }
 
     async fn finish(self) {
@@ -49,17 +62,28 @@ impl Harness {
 }
 
 fn message() -> Envelope {
-    Envelope::new("test-node", Body::Control(ControlCommand::Cancel { task_id: TaskId::new() }))
+    Envelope::new(
+        "test-node",
+        Body::Control(ControlCommand::Cancel {
+            task_id: TaskId::new(),
+        }),
+    )
 }
 
 async fn next(deliveries: &mut orion_bus::Deliveries) -> orion_bus::Delivery {
-    tokio::time::timeout(DEADLINE, deliveries.next()).await.expect("a delivery in time").expect("stream open")
+    tokio::time::timeout(DEADLINE, deliveries.next())
+        .await
+        .expect("a delivery in time")
+        .expect("stream open")
 }
 
 /// Asserts nothing is delivered within `window` (a bounded wait for an absence).
 async fn nothing_within(deliveries: &mut orion_bus::Deliveries, window: Duration) {
     if let Ok(Some(d)) = tokio::time::timeout(window, deliveries.next()).await {
-        panic!("unexpected delivery of {} (attempt {})", d.envelope.id, d.attempt);
+        panic!(
+            "unexpected delivery of {} (attempt {})",
+            d.envelope.id, d.attempt
+        );
     }
 }
 
@@ -78,7 +102,11 @@ async fn each_message_goes_to_one_consumer(h: Harness) {
             d = next(&mut a) => d,
             d = next(&mut b) => d,
         };
-        assert!(seen.insert(d.envelope.id), "{} delivered twice", d.envelope.id);
+        assert!(
+            seen.insert(d.envelope.id),
+            "{} delivered twice",
+            d.envelope.id
+        );
         assert_eq!(d.attempt, 1);
         d.ack().await.unwrap();
     }
@@ -98,7 +126,10 @@ async fn an_unacknowledged_message_is_redelivered(h: Harness) {
     // Not acknowledged: after ack_wait it comes again.
     let second = next(&mut deliveries).await;
     assert_eq!((second.envelope.id, second.attempt), (env.id, 2));
-    assert_eq!(second.envelope, env, "the redelivered message is the same message");
+    assert_eq!(
+        second.envelope, env,
+        "the redelivered message is the same message"
+    );
     second.ack().await.unwrap();
     nothing_within(&mut deliveries, ACK_WAIT * 2).await;
     h.finish().await;
@@ -146,14 +177,19 @@ async fn duplicates_are_queued_once(h: Harness) {
 
 /// The next dead letter, while the queue is being consumed (dead-lettering happens on the
 /// way to a consumer); a delivery meanwhile fails the test.
-async fn dead_letter(dead: &mut orion_bus::RawStream, deliveries: &mut orion_bus::Deliveries) -> serde_json::Value {
+async fn dead_letter(
+    dead: &mut orion_bus::RawStream,
+    deliveries: &mut orion_bus::Deliveries,
+) -> serde_json::Value {
     let wait = async {
         tokio::select! {
             m = dead.next() => m.expect("dead letters open"),
             d = deliveries.next() => panic!("unexpected delivery {:?}", d.map(|d| d.envelope.id)),
         }
     };
-    let m = tokio::time::timeout(DEADLINE, wait).await.expect("a dead letter in time");
+    let m = tokio::time::timeout(DEADLINE, wait)
+        .await
+        .expect("a dead letter in time");
     serde_json::from_slice(&m.payload).expect("dead letters are JSON")
 }
 
@@ -161,12 +197,24 @@ async fn undecodable_messages_are_dead_lettered(h: Harness) {
     let subjects = h.bus.subjects().clone();
     let mut dead = h.bus.subscribe_raw(&subjects.dead_all()).await.unwrap();
     let mut deliveries = h.bus.consume(WORK).await.unwrap();
-    h.bus.enqueue_raw(WORK, "garbage-1", Bytes::from_static(b"{not json")).await.unwrap();
+    h.bus
+        .enqueue_raw(WORK, "garbage-1", Bytes::from_static(b"{not json"))
+        .await
+        .unwrap();
     let mut wrong_version = serde_json::to_value(message()).unwrap();
     wrong_version["v"] = 99.into();
-    h.bus.enqueue_raw(WORK, "version-1", Bytes::from(wrong_version.to_string())).await.unwrap();
+    h.bus
+        .enqueue_raw(WORK, "version-1", Bytes::from(wrong_version.to_string()))
+        .await
+        .unwrap();
     let first = dead_letter(&mut dead, &mut deliveries).await;
-    assert!(first["reason"].as_str().unwrap().starts_with("malformed message"), "{first}");
+    assert!(
+        first["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed message"),
+        "{first}"
+    );
     assert_eq!(first["subject"], WORK.subject(&subjects));
     assert_eq!(first["payload"], "{not json");
     let second = dead_letter(&mut dead, &mut deliveries).await;
@@ -188,14 +236,22 @@ async fn poison_messages_are_dead_lettered_after_max_deliver(h: Harness) {
         d.nak(None).await.unwrap();
     }
     let letter = dead_letter(&mut dead, &mut deliveries).await;
-    assert_eq!(letter["reason"], format!("delivered {MAX_DELIVER} times without acknowledgement (max_deliver = {MAX_DELIVER})"));
+    assert_eq!(
+        letter["reason"],
+        format!(
+            "delivered {MAX_DELIVER} times without acknowledgement (max_deliver = {MAX_DELIVER})"
+        )
+    );
     assert_eq!(letter["attempts"], MAX_DELIVER + 1);
     nothing_within(&mut deliveries, ACK_WAIT * 2).await;
     h.finish().await;
 }
 
 async fn take(s: &mut orion_bus::EnvelopeStream) -> (String, Envelope) {
-    tokio::time::timeout(DEADLINE, s.next()).await.expect("an event in time").unwrap()
+    tokio::time::timeout(DEADLINE, s.next())
+        .await
+        .expect("an event in time")
+        .unwrap()
 }
 
 fn event(task: TaskId, seq: i64) -> Envelope {
@@ -224,7 +280,10 @@ async fn events_reach_every_matching_subscriber(h: Harness) {
     let (_, second) = take(&mut all).await;
     assert_eq!(second.task_id, Some(mine));
     let (subject, only) = take(&mut only_mine).await;
-    assert_eq!(subject, format!("{}.events.{mine}.progress", subjects.prefix()));
+    assert_eq!(
+        subject,
+        format!("{}.events.{mine}.progress", subjects.prefix())
+    );
     assert_eq!(only, second);
     h.finish().await;
 }
@@ -235,9 +294,15 @@ async fn oversized_messages_are_refused(h: Harness) {
         e.data = serde_json::json!({ "blob": "x".repeat(LIMIT) });
     }
     let err = h.bus.enqueue(WORK, &big).await.unwrap_err();
-    assert!(matches!(err, BusError::Protocol(ProtocolError::TooLarge { .. })), "{err}");
+    assert!(
+        matches!(err, BusError::Protocol(ProtocolError::TooLarge { .. })),
+        "{err}"
+    );
     let err = h.bus.publish_event(&big).await.unwrap_err();
-    assert!(matches!(err, BusError::Protocol(ProtocolError::TooLarge { .. })), "{err}");
+    assert!(
+        matches!(err, BusError::Protocol(ProtocolError::TooLarge { .. })),
+        "{err}"
+    );
     h.finish().await;
 }
 

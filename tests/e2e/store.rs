@@ -17,17 +17,32 @@ impl Harness {
     async fn postgres() -> Self {
         let pg = PgDatabase::create().await;
         let store = SqlStore::connect(&pg.url).await.expect("migrate Postgres");
-        Self { store: Arc::new(store), pg: Some(pg), _dir: None }
+        Self {
+            store: Arc::new(store),
+            pg: Some(pg),
+            _dir: None,
+        }
     }
 
     async fn sqlite() -> Self {
         let dir = TempDir::new();
-        let store = SqlStore::connect(&dir.sqlite_url()).await.expect("migrate SQLite");
-        Self { store: Arc::new(store), pg: None, _dir: Some(dir) }
+        let store = SqlStore::connect(&dir.sqlite_url())
+            .await
+            .expect("migrate SQLite");
+        Self {
+            store: Arc::new(store),
+            pg: None,
+            _dir: Some(dir),
+        }
     }
 
     async fn finish(self) {
-        self.store.connection().clone().close().await.expect("close");
+        self.store
+            .connection()
+            .clone()
+            .close()
+            .await
+            .expect("close");
         if let Some(pg) = self.pg {
             pg.drop_now().await;
         }
@@ -39,70 +54,167 @@ fn spec(kind: TaskKind) -> TaskSpec {
 }
 
 async fn a_task_is_stored_with_its_first_event(h: Harness) {
-    let (task, event) = h.store.create_task(spec(TaskKind::Analyze), None, Some("n1")).await.unwrap();
-    assert_eq!((task.status, task.version, task.attempts), (TaskStatus::Queued, 1, 0));
+    let (task, event) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), None, Some("n1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (task.status, task.version, task.attempts),
+        (TaskStatus::Queued, 1, 0)
+    );
     let read = h.store.task(task.id).await.unwrap();
     assert_eq!(read.spec, spec(TaskKind::Analyze));
     assert_eq!(read.id, task.id);
     let event = event.expect("a new task has its queued event");
-    assert_eq!((event.event_type, event.status, event.node.as_deref()), (EventType::Queued, Some(TaskStatus::Queued), Some("n1")));
-    assert_eq!(h.store.events(Some(task.id), 0, 100).await.unwrap(), vec![event]);
+    assert_eq!(
+        (event.event_type, event.status, event.node.as_deref()),
+        (EventType::Queued, Some(TaskStatus::Queued), Some("n1"))
+    );
+    assert_eq!(
+        h.store.events(Some(task.id), 0, 100).await.unwrap(),
+        vec![event]
+    );
     h.finish().await;
 }
 
 async fn an_idempotency_key_returns_the_first_task(h: Harness) {
-    let (first, created) = h.store.create_task(spec(TaskKind::Analyze), Some("key-1"), None).await.unwrap();
+    let (first, created) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), Some("key-1"), None)
+        .await
+        .unwrap();
     assert!(created.is_some());
-    let (again, created) = h.store.create_task(spec(TaskKind::Develop), Some("key-1"), None).await.unwrap();
+    let (again, created) = h
+        .store
+        .create_task(spec(TaskKind::Develop), Some("key-1"), None)
+        .await
+        .unwrap();
     assert!(created.is_none());
     assert_eq!(again, first);
-    let page = h.store.list_tasks(&TaskQuery { limit: 10, ..TaskQuery::default() }).await.unwrap();
+    let page = h
+        .store
+        .list_tasks(&TaskQuery {
+            limit: 10,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(page.items.len(), 1);
     h.finish().await;
 }
 
 async fn a_transition_moves_the_version_and_logs_an_event(h: Harness) {
-    let (task, _) = h.store.create_task(spec(TaskKind::Analyze), None, None).await.unwrap();
+    let (task, _) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), None, None)
+        .await
+        .unwrap();
     let mut change = Transition::new(&task, TaskStatus::Assigned);
     change.count_attempt = true;
     change.data = serde_json::json!({ "agent": "analyzer" });
     let (moved, event) = h.store.transition(change).await.unwrap();
-    assert_eq!((moved.status, moved.version, moved.attempts), (TaskStatus::Assigned, 2, 1));
+    assert_eq!(
+        (moved.status, moved.version, moved.attempts),
+        (TaskStatus::Assigned, 2, 1)
+    );
     assert_eq!(event.data["agent"], "analyzer");
-    let running = h.store.transition(Transition::new(&moved, TaskStatus::Running)).await.unwrap().0;
+    let running = h
+        .store
+        .transition(Transition::new(&moved, TaskStatus::Running))
+        .await
+        .unwrap()
+        .0;
     let mut fail = Transition::new(&running, TaskStatus::Failed);
     fail.error = Some(TaskFailure::new("boom", "it broke"));
     let (failed, _) = h.store.transition(fail).await.unwrap();
     assert_eq!(failed.error, Some(TaskFailure::new("boom", "it broke")));
-    let types: Vec<_> = h.store.events(Some(task.id), 0, 100).await.unwrap().into_iter().map(|e| e.event_type).collect();
-    assert_eq!(types, [EventType::Queued, EventType::Assigned, EventType::Running, EventType::Failed]);
+    let types: Vec<_> = h
+        .store
+        .events(Some(task.id), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            EventType::Queued,
+            EventType::Assigned,
+            EventType::Running,
+            EventType::Failed
+        ]
+    );
     h.finish().await;
 }
 
 async fn a_stale_version_is_rejected_and_changes_nothing(h: Harness) {
-    let (task, _) = h.store.create_task(spec(TaskKind::Analyze), None, None).await.unwrap();
-    h.store.transition(Transition::new(&task, TaskStatus::Assigned)).await.unwrap();
+    let (task, _) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), None, None)
+        .await
+        .unwrap();
+    h.store
+        .transition(Transition::new(&task, TaskStatus::Assigned))
+        .await
+        .unwrap();
     // `task` is version 1; the stored one is version 2 now.
-    let err = h.store.transition(Transition::new(&task, TaskStatus::Cancelled)).await.unwrap_err();
-    assert!(matches!(err, StoreError::Conflict { expected: 1, actual: 2, .. }), "{err}");
+    let err = h
+        .store
+        .transition(Transition::new(&task, TaskStatus::Cancelled))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let stored = h.store.task(task.id).await.unwrap();
     assert_eq!((stored.status, stored.version), (TaskStatus::Assigned, 2));
-    assert_eq!(h.store.events(Some(task.id), 0, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        h.store.events(Some(task.id), 0, 100).await.unwrap().len(),
+        2
+    );
     h.finish().await;
 }
 
 async fn an_illegal_transition_is_rejected_and_changes_nothing(h: Harness) {
-    let (task, _) = h.store.create_task(spec(TaskKind::Analyze), None, None).await.unwrap();
-    let err = h.store.transition(Transition::new(&task, TaskStatus::Completed)).await.unwrap_err();
-    assert_eq!(err.to_string(), "a task cannot go from `queued` to `completed`");
+    let (task, _) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), None, None)
+        .await
+        .unwrap();
+    let err = h
+        .store
+        .transition(Transition::new(&task, TaskStatus::Completed))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "a task cannot go from `queued` to `completed`"
+    );
     let stored = h.store.task(task.id).await.unwrap();
     assert_eq!((stored.status, stored.version), (TaskStatus::Queued, 1));
-    assert_eq!(h.store.events(Some(task.id), 0, 100).await.unwrap().len(), 1);
+    assert_eq!(
+        h.store.events(Some(task.id), 0, 100).await.unwrap().len(),
+        1
+    );
     h.finish().await;
 }
 
 async fn concurrent_writers_cannot_both_move_a_task(h: Harness) {
-    let (task, _) = h.store.create_task(spec(TaskKind::Analyze), None, None).await.unwrap();
+    let (task, _) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), None, None)
+        .await
+        .unwrap();
     let attempts = (0..8).map(|_| {
         let store = h.store.clone();
         let change = Transition::new(&task, TaskStatus::Assigned);
@@ -119,17 +231,36 @@ async fn concurrent_writers_cannot_both_move_a_task(h: Harness) {
     assert_eq!(won, 1);
     let stored = h.store.task(task.id).await.unwrap();
     assert_eq!(stored.version, 2);
-    assert_eq!(h.store.events(Some(task.id), 0, 100).await.unwrap().len(), 2);
+    assert_eq!(
+        h.store.events(Some(task.id), 0, 100).await.unwrap().len(),
+        2
+    );
     h.finish().await;
 }
 
 async fn listing_filters_and_pages_newest_first(h: Harness) {
     let mut ids = Vec::new();
-    for kind in [TaskKind::Analyze, TaskKind::Develop, TaskKind::Analyze, TaskKind::Analyze, TaskKind::Design] {
-        ids.push(h.store.create_task(spec(kind), None, None).await.unwrap().0.id);
+    for kind in [
+        TaskKind::Analyze,
+        TaskKind::Develop,
+        TaskKind::Analyze,
+        TaskKind::Analyze,
+        TaskKind::Design,
+    ] {
+        ids.push(
+            h.store
+                .create_task(spec(kind), None, None)
+                .await
+                .unwrap()
+                .0
+                .id,
+        );
     }
     let mut seen = Vec::new();
-    let mut query = TaskQuery { limit: 2, ..TaskQuery::default() };
+    let mut query = TaskQuery {
+        limit: 2,
+        ..TaskQuery::default()
+    };
     loop {
         let page = h.store.list_tasks(&query).await.unwrap();
         assert!(page.items.len() <= 2);
@@ -143,14 +274,22 @@ async fn listing_filters_and_pages_newest_first(h: Harness) {
     assert_eq!(seen, ids, "every task once, newest first");
     let analyze = h
         .store
-        .list_tasks(&TaskQuery { kind: Some(TaskKind::Analyze), limit: 10, ..TaskQuery::default() })
+        .list_tasks(&TaskQuery {
+            kind: Some(TaskKind::Analyze),
+            limit: 10,
+            ..TaskQuery::default()
+        })
         .await
         .unwrap();
     assert_eq!(analyze.items.len(), 3);
     assert!(analyze.next_cursor.is_none());
     let queued = h
         .store
-        .list_tasks(&TaskQuery { status: Some(TaskStatus::Completed), limit: 10, ..TaskQuery::default() })
+        .list_tasks(&TaskQuery {
+            status: Some(TaskStatus::Completed),
+            limit: 10,
+            ..TaskQuery::default()
+        })
         .await
         .unwrap();
     assert!(queued.items.is_empty());
@@ -158,9 +297,26 @@ async fn listing_filters_and_pages_newest_first(h: Harness) {
 }
 
 async fn events_resume_after_a_sequence_number(h: Harness) {
-    let (a, _) = h.store.create_task(spec(TaskKind::Analyze), None, None).await.unwrap();
-    let (b, _) = h.store.create_task(spec(TaskKind::Analyze), None, None).await.unwrap();
-    let note = h.store.append_event(a.id, EventType::Progress, serde_json::json!({ "m": 1 }), None).await.unwrap();
+    let (a, _) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), None, None)
+        .await
+        .unwrap();
+    let (b, _) = h
+        .store
+        .create_task(spec(TaskKind::Analyze), None, None)
+        .await
+        .unwrap();
+    let note = h
+        .store
+        .append_event(
+            a.id,
+            EventType::Progress,
+            serde_json::json!({ "m": 1 }),
+            None,
+        )
+        .await
+        .unwrap();
     let all = h.store.events(None, 0, 100).await.unwrap();
     assert_eq!(all.len(), 3);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
@@ -169,7 +325,14 @@ async fn events_resume_after_a_sequence_number(h: Harness) {
     let only_a = h.store.events(Some(a.id), 0, 100).await.unwrap();
     assert_eq!(only_a.last(), Some(&note));
     assert!(only_a.iter().all(|e| e.task_id == a.id));
-    assert!(h.store.events(Some(b.id), 0, 100).await.unwrap().iter().all(|e| e.task_id == b.id));
+    assert!(
+        h.store
+            .events(Some(b.id), 0, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.task_id == b.id)
+    );
     h.finish().await;
 }
 
@@ -188,7 +351,10 @@ async fn snapshots_are_saved_and_replaced(h: Harness) {
     snap.version = 2;
     h.store.save_snapshot(&snap).await.unwrap();
     let read = h.store.snapshot("analyzer@n1").await.unwrap().unwrap();
-    assert_eq!((read.state, read.version), (serde_json::json!({ "done": 2 }), 2));
+    assert_eq!(
+        (read.state, read.version),
+        (serde_json::json!({ "done": 2 }), 2)
+    );
     h.finish().await;
 }
 

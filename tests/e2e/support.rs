@@ -17,7 +17,8 @@ pub fn nats_url() -> String {
 
 /// The Postgres server the tests use, without a database (`ORION_TEST_POSTGRES_URL` overrides).
 pub fn postgres_server() -> String {
-    std::env::var("ORION_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("ORION_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A name no other test uses.
@@ -34,15 +35,28 @@ pub struct PgDatabase {
 impl PgDatabase {
     pub async fn create() -> Self {
         let name = unique("orion_test_");
-        let admin = Database::connect(format!("{}/postgres", postgres_server())).await.expect("connect to Postgres");
-        admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create database");
-        Self { url: format!("{}/{name}", postgres_server()), name }
+        let admin = Database::connect(format!("{}/postgres", postgres_server()))
+            .await
+            .expect("connect to Postgres");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create database");
+        Self {
+            url: format!("{}/{name}", postgres_server()),
+            name,
+        }
     }
 
     pub async fn drop_now(self) {
-        let admin = Database::connect(format!("{}/postgres", postgres_server())).await.expect("connect to Postgres");
+        let admin = Database::connect(format!("{}/postgres", postgres_server()))
+            .await
+            .expect("connect to Postgres");
         admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name))
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
             .await
             .expect("drop database");
     }
@@ -109,7 +123,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < until, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -134,11 +151,22 @@ impl TestApp {
         let mut settings = test_settings();
         settings.data_dir = data.path().to_owned();
         adjust(&mut settings);
-        let orion::app::Embedded { services, node, gateway } =
-            orion::app::start_embedded(&settings).await.expect("start embedded Orion");
+        let orion::app::Embedded {
+            services,
+            node,
+            gateway,
+        } = orion::app::start_embedded(&settings)
+            .await
+            .expect("start embedded Orion");
         let base = format!("http://{}", gateway.addr);
         actix_rt::spawn(gateway.server);
-        Self { base, client: awc::Client::new(), services, node, data }
+        Self {
+            base,
+            client: awc::Client::new(),
+            services,
+            node,
+            data,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -149,15 +177,28 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let mut response = self.client.get(self.url(path)).send().await.expect("GET");
         let body = response.body().limit(16 * 1024 * 1024).await.expect("body");
-        (response.status().as_u16(), serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        (
+            response.status().as_u16(),
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// POST JSON, returning status, content type and body.
-    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> (u16, String, serde_json::Value) {
-        self.post_raw(path, "application/json", body.to_string().into_bytes()).await
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, String, serde_json::Value) {
+        self.post_raw(path, "application/json", body.to_string().into_bytes())
+            .await
     }
 
-    pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, String, serde_json::Value) {
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, String, serde_json::Value) {
         let mut response = self
             .client
             .post(self.url(path))
@@ -172,7 +213,11 @@ impl TestApp {
             .unwrap_or_default()
             .to_owned();
         let bytes = response.body().await.expect("body");
-        (response.status().as_u16(), content_type, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+        (
+            response.status().as_u16(),
+            content_type,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Submits a task and returns its id.
@@ -184,10 +229,14 @@ impl TestApp {
 
     /// Waits until the task reaches `status`, and returns it.
     pub async fn wait_for(&self, id: &str, status: &str) -> serde_json::Value {
-        eventually(&format!("task {id} to be {status}"), Duration::from_secs(30), || async {
-            let (_, task) = self.get(&format!("/v1/tasks/{id}")).await;
-            (task["status"] == status).then_some(task)
-        })
+        eventually(
+            &format!("task {id} to be {status}"),
+            Duration::from_secs(30),
+            || async {
+                let (_, task) = self.get(&format!("/v1/tasks/{id}")).await;
+                (task["status"] == status).then_some(task)
+            },
+        )
         .await
     }
 }

@@ -41,10 +41,16 @@ fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
 
 #[async_trait]
 impl Work for AnalyzerWork {
-    async fn perform(&self, task: &Task, _: &WorkContext) -> Result<serde_json::Value, TaskFailure> {
+    async fn perform(
+        &self,
+        task: &Task,
+        _: &WorkContext,
+    ) -> Result<serde_json::Value, TaskFailure> {
         let root = local_repository(task)?;
         let report = self.code.analyze(&root).await.map_err(|e| match e {
-            CodeError::NotFound(_) | CodeError::NotADirectory(_) => TaskFailure::new("repo_not_found", e.to_string()),
+            CodeError::NotFound(_) | CodeError::NotADirectory(_) => {
+                TaskFailure::new("repo_not_found", e.to_string())
+            }
             CodeError::Io(_) => TaskFailure::new("repo_unreadable", e.to_string()),
             CodeError::Interrupted(_) => TaskFailure::new("analysis_interrupted", e.to_string()),
         })?;

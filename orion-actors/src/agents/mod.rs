@@ -26,7 +26,11 @@ pub struct WorkContext {
 #[async_trait]
 pub trait Work: Send + Sync + 'static {
     /// Does the task; `Err` is the task's failure, with a stable code.
-    async fn perform(&self, task: &Task, ctx: &WorkContext) -> Result<serde_json::Value, TaskFailure>;
+    async fn perform(
+        &self,
+        task: &Task,
+        ctx: &WorkContext,
+    ) -> Result<serde_json::Value, TaskFailure>;
 }
 
 /// An agent kind whose capability is not built yet: fails each task with `not_implemented`.
@@ -35,10 +39,17 @@ pub struct NotImplementedWork(pub AgentKind);
 
 #[async_trait]
 impl Work for NotImplementedWork {
-    async fn perform(&self, task: &Task, _: &WorkContext) -> Result<serde_json::Value, TaskFailure> {
+    async fn perform(
+        &self,
+        task: &Task,
+        _: &WorkContext,
+    ) -> Result<serde_json::Value, TaskFailure> {
         Err(TaskFailure::new(
             "not_implemented",
-            format!("the {} agent cannot do `{}` tasks yet", self.0, task.spec.kind),
+            format!(
+                "the {} agent cannot do `{}` tasks yet",
+                self.0, task.spec.kind
+            ),
         ))
     }
 }
@@ -85,7 +96,12 @@ impl Agent {
             Outcome::Completed { .. } => "completed",
             Outcome::Failed { .. } => "failed",
         };
-        let report = WorkReport { task_id: task.id, agent: self.kind, attempt, outcome };
+        let report = WorkReport {
+            task_id: task.id,
+            agent: self.kind,
+            attempt,
+            outcome,
+        };
         let envelope = Envelope::new(self.context.node.clone(), Body::Report(report));
         let payload = envelope.encode(self.bus.config().max_message_bytes);
         let payload = match payload {
@@ -93,14 +109,22 @@ impl Agent {
             // A result too large for the bus is the task's failure, reported as such.
             Err(e) => {
                 let failure = TaskFailure::new("result_too_large", e.to_string());
-                let report = WorkReport { task_id: task.id, agent: self.kind, attempt, outcome: Outcome::Failed { failure } };
+                let report = WorkReport {
+                    task_id: task.id,
+                    agent: self.kind,
+                    attempt,
+                    outcome: Outcome::Failed { failure },
+                };
                 Envelope::new(self.context.node.clone(), Body::Report(report))
                     .encode(self.bus.config().max_message_bytes)
                     .map_err(|e| HandleError::Drop(e.to_string()))?
             }
         };
         let id = format!("report-{}-{attempt}-{state}", task.id);
-        self.bus.enqueue_raw(Queue::Results, &id, payload).await.map_err(|e| HandleError::Retry(e.to_string()))
+        self.bus
+            .enqueue_raw(Queue::Results, &id, payload)
+            .await
+            .map_err(|e| HandleError::Retry(e.to_string()))
     }
 
     async fn run(self, assignment: orion_bus::Assignment) -> Result<(), HandleError> {

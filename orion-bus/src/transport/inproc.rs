@@ -14,7 +14,9 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
 use super::{Triage, triage};
-use crate::bus::{Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body};
+use crate::bus::{
+    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body,
+};
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
 use crate::subjects::{Subjects, subject_matches};
@@ -58,8 +60,16 @@ struct InFlight {
 impl InProcessBus {
     pub fn new(subjects: Subjects, config: BusConfig) -> Self {
         let (topics, _) = broadcast::channel(TOPIC_CAPACITY);
-        let inner = Inner { queues: Mutex::default(), topics, seen: Mutex::default() };
-        Self { subjects, config, inner: Arc::new(inner) }
+        let inner = Inner {
+            queues: Mutex::default(),
+            topics,
+            seen: Mutex::default(),
+        };
+        Self {
+            subjects,
+            config,
+            inner: Arc::new(inner),
+        }
     }
 }
 
@@ -88,11 +98,21 @@ impl Inner {
     }
 
     /// Takes the next deliverable message of a queue, or says when to look again.
-    fn take(self: &Arc<Self>, key: &str, subjects: &Subjects, config: &BusConfig) -> Result<Delivery, Wait> {
+    fn take(
+        self: &Arc<Self>,
+        key: &str,
+        subjects: &Subjects,
+        config: &BusConfig,
+    ) -> Result<Delivery, Wait> {
         let mut queues = self.queues();
         let q = queues.entry(key.to_owned()).or_default();
         let now = Instant::now();
-        let expired: Vec<u64> = q.in_flight.iter().filter(|(_, f)| f.deadline <= now).map(|(t, _)| *t).collect();
+        let expired: Vec<u64> = q
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
         for token in expired {
             if let Some(f) = q.in_flight.remove(&token) {
                 q.ready.push_front(f.message);
@@ -105,18 +125,33 @@ impl Inner {
                 Triage::Deliver(envelope) => {
                     let token = q.next_token;
                     q.next_token += 1;
-                    q.in_flight.insert(token, InFlight { message, deadline: now + config.ack_wait });
-                    let acker = InProcessAcker { inner: self.clone(), key: key.to_owned(), token, ack_wait: config.ack_wait };
-                    return Ok(Delivery::new(envelope, attempt, Box::new(acker)));
+                    q.in_flight.insert(
+                        token,
+                        InFlight {
+                            message,
+                            deadline: now + config.ack_wait,
+                        },
+                    );
+                    let acker = InProcessAcker {
+                        inner: self.clone(),
+                        key: key.to_owned(),
+                        token,
+                        ack_wait: config.ack_wait,
+                    };
+                    return Ok(Delivery::new(*envelope, attempt, Box::new(acker)));
                 }
                 Triage::Dead(reason) => {
                     tracing::warn!(subject = %message.subject, %reason, "dead-lettering a message");
-                    let body = dead_letter_body(&reason, &message.subject, attempt, &message.payload);
+                    let body =
+                        dead_letter_body(&reason, &message.subject, attempt, &message.payload);
                     self.broadcast(subjects.dead(&message.subject), body);
                 }
             }
         }
-        Err(Wait { notify: q.notify.clone(), until: q.in_flight.values().map(|f| f.deadline).min() })
+        Err(Wait {
+            notify: q.notify.clone(),
+            until: q.in_flight.values().map(|f| f.deadline).min(),
+        })
     }
 
     fn settle(&self, key: &str, token: u64, change: impl FnOnce(&mut QueueState, InFlight)) {
@@ -166,7 +201,10 @@ impl Acker for InProcessAcker {
 
     async fn in_progress(&self) -> Result<(), BusError> {
         let mut queues = self.inner.queues();
-        if let Some(f) = queues.get_mut(&self.key).and_then(|q| q.in_flight.get_mut(&self.token)) {
+        if let Some(f) = queues
+            .get_mut(&self.key)
+            .and_then(|q| q.in_flight.get_mut(&self.token))
+        {
             f.deadline = Instant::now() + self.ack_wait;
         }
         Ok(())
@@ -183,15 +221,27 @@ impl Bus for InProcessBus {
         &self.config
     }
 
-    async fn enqueue_raw(&self, queue: Queue, message_id: &str, payload: Bytes) -> Result<(), BusError> {
-        if !self.inner.first_sighting(message_id, self.config.duplicate_window) {
+    async fn enqueue_raw(
+        &self,
+        queue: Queue,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        if !self
+            .inner
+            .first_sighting(message_id, self.config.duplicate_window)
+        {
             return Ok(());
         }
         let subject = queue.subject(&self.subjects);
         {
             let mut queues = self.inner.queues();
             let q = queues.entry(queue.consumer_name()).or_default();
-            q.ready.push_back(Pending { subject: subject.clone(), payload: payload.clone(), deliveries: 0 });
+            q.ready.push_back(Pending {
+                subject: subject.clone(),
+                payload: payload.clone(),
+                deliveries: 0,
+            });
             q.notify.notify_one();
         }
         self.inner.broadcast(subject, payload);
@@ -199,7 +249,12 @@ impl Bus for InProcessBus {
     }
 
     async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError> {
-        let state = (self.inner.clone(), queue.consumer_name(), self.subjects.clone(), self.config.clone());
+        let state = (
+            self.inner.clone(),
+            queue.consumer_name(),
+            self.subjects.clone(),
+            self.config.clone(),
+        );
         Ok(futures_util::stream::unfold(state, |state| async move {
             loop {
                 let (inner, key, subjects, config) = &state;

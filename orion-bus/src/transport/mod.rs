@@ -11,7 +11,7 @@ use crate::envelope::Envelope;
 
 /// What a transport does with a message it is about to deliver.
 enum Triage {
-    Deliver(Envelope),
+    Deliver(Box<Envelope>),
     /// Dead-letter it with this reason and acknowledge it.
     Dead(String),
 }
@@ -26,7 +26,7 @@ fn triage(payload: &[u8], attempt: u32, config: &BusConfig) -> Triage {
         ));
     }
     match Envelope::decode(payload, config.max_message_bytes) {
-        Ok(envelope) => Triage::Deliver(envelope),
+        Ok(envelope) => Triage::Deliver(Box::new(envelope)),
         Err(e) => Triage::Dead(e.to_string()),
     }
 }

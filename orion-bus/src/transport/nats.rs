@@ -15,7 +15,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::{Triage, triage};
-use crate::bus::{Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body};
+use crate::bus::{
+    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body,
+};
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
 use crate::subjects::{StreamFamily, Subjects};
@@ -29,8 +31,13 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a consumer error before asking the server again.
 const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
-const FAMILIES: [StreamFamily; 5] =
-    [StreamFamily::Tasks, StreamFamily::Work, StreamFamily::Results, StreamFamily::Events, StreamFamily::Dead];
+const FAMILIES: [StreamFamily; 5] = [
+    StreamFamily::Tasks,
+    StreamFamily::Work,
+    StreamFamily::Results,
+    StreamFamily::Events,
+    StreamFamily::Dead,
+];
 
 /// A [`Bus`] on a NATS server with JetStream.
 #[derive(Clone)]
@@ -43,14 +50,23 @@ pub struct NatsBus {
 
 impl NatsBus {
     /// Connects and makes sure every stream exists (creating them is idempotent).
-    pub async fn connect(url: &str, subjects: Subjects, config: BusConfig) -> Result<Self, BusError> {
+    pub async fn connect(
+        url: &str,
+        subjects: Subjects,
+        config: BusConfig,
+    ) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name("orion")
             .connect(url)
             .await
             .map_err(|e| BusError::unavailable("connecting to NATS", e))?;
         let js = jetstream::new(client.clone());
-        let bus = Self { client, js, subjects, config };
+        let bus = Self {
+            client,
+            js,
+            subjects,
+            config,
+        };
         for family in FAMILIES {
             bus.js
                 .get_or_create_stream(bus.stream_config(family))
@@ -94,7 +110,12 @@ impl NatsBus {
         &self.client
     }
 
-    async fn publish_durable(&self, subject: String, message_id: &str, payload: Bytes) -> Result<(), BusError> {
+    async fn publish_durable(
+        &self,
+        subject: String,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
         self.js
@@ -124,15 +145,24 @@ impl Acker for NatsAcker {
     async fn ack(&self) -> Result<(), BusError> {
         // Wait for the server to confirm: an effect that follows an ack must not be repeated
         // because the ack was lost on the way.
-        self.message.double_ack().await.map_err(|e| BusError::unavailable("acknowledging", e))
+        self.message
+            .double_ack()
+            .await
+            .map_err(|e| BusError::unavailable("acknowledging", e))
     }
 
     async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError> {
-        self.message.ack_with(AckKind::Nak(delay)).await.map_err(|e| BusError::unavailable("rejecting", e))
+        self.message
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(|e| BusError::unavailable("rejecting", e))
     }
 
     async fn in_progress(&self) -> Result<(), BusError> {
-        self.message.ack_with(AckKind::Progress).await.map_err(|e| BusError::unavailable("extending", e))
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(|e| BusError::unavailable("extending", e))
     }
 }
 
@@ -146,8 +176,14 @@ impl Bus for NatsBus {
         &self.config
     }
 
-    async fn enqueue_raw(&self, queue: Queue, message_id: &str, payload: Bytes) -> Result<(), BusError> {
-        self.publish_durable(queue.subject(&self.subjects), message_id, payload).await
+    async fn enqueue_raw(
+        &self,
+        queue: Queue,
+        message_id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.publish_durable(queue.subject(&self.subjects), message_id, payload)
+            .await
     }
 
     async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError> {
@@ -172,7 +208,10 @@ impl Bus for NatsBus {
             )
             .await
             .map_err(|e| BusError::unavailable("creating a consumer", e))?;
-        let messages = consumer.messages().await.map_err(|e| BusError::unavailable("pulling messages", e))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| BusError::unavailable("pulling messages", e))?;
         let bus = self.clone();
         Ok(messages
             .filter_map(move |next| {
@@ -186,9 +225,16 @@ impl Bus for NatsBus {
                             return None;
                         }
                     };
-                    let attempt = message.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+                    let attempt = message
+                        .info()
+                        .map(|i| i.delivered.max(1) as u32)
+                        .unwrap_or(1);
                     match triage(&message.payload, attempt, &bus.config) {
-                        Triage::Deliver(envelope) => Some(Delivery::new(envelope, attempt, Box::new(NatsAcker { message }))),
+                        Triage::Deliver(envelope) => Some(Delivery::new(
+                            *envelope,
+                            attempt,
+                            Box::new(NatsAcker { message }),
+                        )),
                         Triage::Dead(reason) => {
                             bus.dead_letter(&message, &reason, attempt).await;
                             None
@@ -205,7 +251,8 @@ impl Bus for NatsBus {
         };
         let subject = self.subjects.event(event.task_id, event.event_type);
         let payload = envelope.encode(self.config.max_message_bytes)?;
-        self.publish_durable(subject, &envelope.id.to_string(), payload).await
+        self.publish_durable(subject, &envelope.id.to_string(), payload)
+            .await
     }
 
     async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), BusError> {
@@ -223,9 +270,15 @@ impl Bus for NatsBus {
             .await
             .map_err(|e| BusError::unavailable("subscribing", e))?;
         // Make sure the server has registered the interest before the caller relies on it.
-        self.client.flush().await.map_err(|e| BusError::unavailable("subscribing", e))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BusError::unavailable("subscribing", e))?;
         Ok(subscriber
-            .map(|m| RawMessage { subject: m.subject.to_string(), payload: m.payload })
+            .map(|m| RawMessage {
+                subject: m.subject.to_string(),
+                payload: m.payload,
+            })
             .boxed())
     }
 
@@ -233,7 +286,10 @@ impl Bus for NatsBus {
         match tokio::time::timeout(CHECK_TIMEOUT, self.client.flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(BusError::unavailable("checking the NATS connection", e)),
-            Err(elapsed) => Err(BusError::unavailable("checking the NATS connection", elapsed)),
+            Err(elapsed) => Err(BusError::unavailable(
+                "checking the NATS connection",
+                elapsed,
+            )),
         }
     }
 }
@@ -245,14 +301,22 @@ impl NatsBus {
         let subject = message.subject.to_string();
         tracing::warn!(%subject, %reason, "dead-lettering a message");
         let body = dead_letter_body(reason, &subject, attempt, &message.payload);
-        let id = format!("dead-{subject}-{}", message.info().map(|i| i.stream_sequence).unwrap_or(0));
-        match self.publish_durable(self.subjects.dead(&subject), &id, body).await {
+        let id = format!(
+            "dead-{subject}-{}",
+            message.info().map(|i| i.stream_sequence).unwrap_or(0)
+        );
+        match self
+            .publish_durable(self.subjects.dead(&subject), &id, body)
+            .await
+        {
             Ok(()) => {
                 if let Err(e) = message.ack_with(AckKind::Term).await {
                     tracing::warn!(error = %e, "could not terminate a dead-lettered message");
                 }
             }
-            Err(e) => tracing::error!(error = %e, "could not write a dead letter; leaving the message for redelivery"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not write a dead letter; leaving the message for redelivery")
+            }
         }
     }
 }

@@ -18,5 +18,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     if state.lifecycle.bus().check().await.is_err() {
         return Err(ApiError::Unavailable("message bus"));
     }
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "checks": { "database": "ok", "bus": "ok" } })))
+    Ok(HttpResponse::Ok().json(
+        serde_json::json!({ "status": "ready", "checks": { "database": "ok", "bus": "ok" } }),
+    ))
 }

@@ -40,7 +40,10 @@ struct Filter {
 impl Filter {
     fn admits(&self, event: &TaskEvent) -> bool {
         self.task.is_none_or(|t| t == event.task_id)
-            && self.types.as_ref().is_none_or(|types| types.contains(&event.event_type))
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|types| types.contains(&event.event_type))
     }
 }
 
@@ -53,7 +56,10 @@ pub async fn connect(
     let task = params
         .task
         .as_deref()
-        .map(|t| t.parse::<TaskId>().map_err(|_| ApiError::InvalidTaskId(t.to_owned())))
+        .map(|t| {
+            t.parse::<TaskId>()
+                .map_err(|_| ApiError::InvalidTaskId(t.to_owned()))
+        })
         .transpose()?;
     let types = params
         .types
@@ -62,7 +68,10 @@ pub async fn connect(
             list.split(',')
                 .map(|t| t.trim().parse::<EventType>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ApiError::InvalidParameter { name: "types".into(), reason: e.to_string() })
+                .map_err(|e| ApiError::InvalidParameter {
+                    name: "types".into(),
+                    reason: e.to_string(),
+                })
         })
         .transpose()?;
     let bus = state.lifecycle.bus();
@@ -75,9 +84,19 @@ pub async fn connect(
         ApiError::Unavailable("message bus")
     })?;
     let (response, session, incoming) =
-        actix_ws::handle(&req, payload).map_err(|e| ApiError::InvalidParameter { name: "upgrade".into(), reason: e.to_string() })?;
+        actix_ws::handle(&req, payload).map_err(|e| ApiError::InvalidParameter {
+            name: "upgrade".into(),
+            reason: e.to_string(),
+        })?;
     let store = state.lifecycle.store().clone();
-    actix_web::rt::spawn(serve(session, incoming, live, store, Filter { task, types }, params.since));
+    actix_web::rt::spawn(serve(
+        session,
+        incoming,
+        live,
+        store,
+        Filter { task, types },
+        params.since,
+    ));
     Ok(response)
 }
 
@@ -97,11 +116,21 @@ async fn send(session: &mut Session, event: &TaskEvent) -> Result<(), End> {
     }
 }
 
-async fn replay(session: &mut Session, store: &dyn Store, filter: &Filter, since: i64) -> Result<i64, End> {
+async fn replay(
+    session: &mut Session,
+    store: &dyn Store,
+    filter: &Filter,
+    since: i64,
+) -> Result<i64, End> {
     let mut last = since;
     loop {
-        let batch = store.events(filter.task, last, REPLAY_BATCH).await.map_err(|e| End::Failed(e.to_string()))?;
-        let Some(tail) = batch.last() else { return Ok(last) };
+        let batch = store
+            .events(filter.task, last, REPLAY_BATCH)
+            .await
+            .map_err(|e| End::Failed(e.to_string()))?;
+        let Some(tail) = batch.last() else {
+            return Ok(last);
+        };
         last = tail.seq;
         for event in batch.iter().filter(|e| filter.admits(e)) {
             send(session, event).await?;
@@ -127,11 +156,10 @@ async fn serve(
             tokio::select! {
                 next = live.next() => {
                     let Some((_, envelope)) = next else { return Err(End::Failed("event subscription ended".into())) };
-                    if let Body::Event(event) = envelope.body {
-                        if event.seq > replayed_up_to && filter.admits(&event) {
+                    if let Body::Event(event) = envelope.body
+                        && event.seq > replayed_up_to && filter.admits(&event) {
                             send(&mut session, &event).await?;
                         }
-                    }
                 }
                 message = incoming.next() => match message {
                     Some(Ok(Message::Ping(bytes))) => session.pong(&bytes).await.map_err(|_| End::ClientGone)?,
@@ -145,10 +173,16 @@ async fn serve(
     .await;
     let reason = match result {
         Ok(()) | Err(End::ClientGone) => None,
-        Err(End::TooSlow) => Some(CloseReason { code: CloseCode::Policy, description: Some("slow consumer".into()) }),
+        Err(End::TooSlow) => Some(CloseReason {
+            code: CloseCode::Policy,
+            description: Some("slow consumer".into()),
+        }),
         Err(End::Failed(why)) => {
             tracing::warn!(%why, "closing an event stream");
-            Some(CloseReason { code: CloseCode::Error, description: Some("stream failed".into()) })
+            Some(CloseReason {
+                code: CloseCode::Error,
+                description: Some("stream failed".into()),
+            })
         }
     };
     let _ = session.close(reason).await;

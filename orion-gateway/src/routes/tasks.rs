@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use orion_bus::{Priority, TaskId, TaskKind, TaskSpec, TaskStatus};
 use orion_services::lifecycle::{Change, LifecycleError};
-use orion_services::store::{TaskQuery, StoreError};
+use orion_services::store::{StoreError, TaskQuery};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -15,33 +15,54 @@ const DEFAULT_PAGE: u64 = 50;
 const MAX_PAGE: u64 = 500;
 const SUBMIT_FIELDS: &[&str] = &["kind", "repo", "prompt", "ref", "priority"];
 
-fn string_field(body: &Map<String, Value>, field: &'static str) -> Result<Option<String>, ApiError> {
+fn string_field(
+    body: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<String>, ApiError> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::InvalidField { field: field.into(), reason: "must be a string".into() }),
+        Some(_) => Err(ApiError::InvalidField {
+            field: field.into(),
+            reason: "must be a string".into(),
+        }),
     }
 }
 
 /// Reads a submission field by field, so each problem is named precisely.
 fn parse_submission(body: Value) -> Result<TaskSpec, ApiError> {
     let Value::Object(body) = body else {
-        return Err(ApiError::MalformedJson("the body must be a JSON object".into()));
+        return Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ));
     };
     if let Some(unknown) = body.keys().find(|k| !SUBMIT_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::InvalidField { field: unknown.clone(), reason: "is not a field of a task".into() });
+        return Err(ApiError::InvalidField {
+            field: unknown.clone(),
+            reason: "is not a field of a task".into(),
+        });
     }
-    let kind: TaskKind = string_field(&body, "kind")?.ok_or(ApiError::MissingField("kind"))?.parse()?;
+    let kind: TaskKind = string_field(&body, "kind")?
+        .ok_or(ApiError::MissingField("kind"))?
+        .parse()?;
     let repo = string_field(&body, "repo")?.ok_or(ApiError::MissingField("repo"))?;
     let priority = match string_field(&body, "priority")? {
         Some(p) => p.parse::<Priority>()?,
         None => Priority::default(),
     };
-    Ok(TaskSpec::new(kind, repo, string_field(&body, "prompt")?, string_field(&body, "ref")?, priority)?)
+    Ok(TaskSpec::new(
+        kind,
+        repo,
+        string_field(&body, "prompt")?,
+        string_field(&body, "ref")?,
+        priority,
+    )?)
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
-    let Some(value) = req.headers().get("Idempotency-Key") else { return Ok(None) };
+    let Some(value) = req.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
     let invalid = || ApiError::InvalidParameter {
         name: "Idempotency-Key".into(),
         reason: "must be 1 to 255 visible ASCII characters".into(),
@@ -54,7 +75,8 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 fn task_id(raw: &str) -> Result<TaskId, ApiError> {
-    raw.parse::<TaskId>().map_err(|_| ApiError::InvalidTaskId(raw.to_owned()))
+    raw.parse::<TaskId>()
+        .map_err(|_| ApiError::InvalidTaskId(raw.to_owned()))
 }
 
 /// `POST /v1/tasks`: 202 with the new task; 200 with the earlier one for a repeated
@@ -73,11 +95,20 @@ pub async fn submit(
         tracing::warn!(task = %task.id, error = %e, "submitted task stored but not queued");
         return Err(ApiError::NotQueued(task.id));
     }
-    let mut response = if submission.created { HttpResponse::Accepted() } else { HttpResponse::Ok() };
-    Ok(response.insert_header(("Location", format!("/v1/tasks/{}", task.id))).json(task))
+    let mut response = if submission.created {
+        HttpResponse::Accepted()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(response
+        .insert_header(("Location", format!("/v1/tasks/{}", task.id)))
+        .json(task))
 }
 
-pub async fn get(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
     Ok(HttpResponse::Ok().json(state.lifecycle.store().task(id).await?))
 }
@@ -95,15 +126,26 @@ where
     T::Err: std::fmt::Display,
 {
     value
-        .map(|v| v.parse::<T>().map_err(|e| ApiError::InvalidParameter { name: name.into(), reason: e.to_string() }))
+        .map(|v| {
+            v.parse::<T>().map_err(|e| ApiError::InvalidParameter {
+                name: name.into(),
+                reason: e.to_string(),
+            })
+        })
         .transpose()
 }
 
 /// `GET /v1/tasks?status&kind&limit&cursor`: newest first; `next_cursor` continues.
-pub async fn list(params: web::Query<ListParams>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    params: web::Query<ListParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
-        return Err(ApiError::InvalidParameter { name: "limit".into(), reason: format!("must be 1 to {MAX_PAGE}") });
+        return Err(ApiError::InvalidParameter {
+            name: "limit".into(),
+            reason: format!("must be 1 to {MAX_PAGE}"),
+        });
     }
     let query = TaskQuery {
         status: param::<TaskStatus>("status", params.status.as_deref())?,
@@ -130,18 +172,28 @@ pub async fn events(
     let store = state.lifecycle.store();
     store.task(id).await?;
     let limit = params.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-    let items = store.events(Some(id), params.after.unwrap_or(0), limit).await?;
+    let items = store
+        .events(Some(id), params.after.unwrap_or(0), limit)
+        .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
 /// `POST /v1/tasks/{id}/cancel`: 200 with the cancelled task; 409 when it already ended.
-pub async fn cancel(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
     let lifecycle = &state.lifecycle;
-    let change = Change { data: serde_json::json!({ "by": "api" }), ..Change::default() };
+    let change = Change {
+        data: serde_json::json!({ "by": "api" }),
+        ..Change::default()
+    };
     match lifecycle.advance(id, TaskStatus::Cancelled, change).await {
         Ok(Some(task)) => Ok(HttpResponse::Ok().json(task)),
-        Ok(None) => Err(ApiError::NotCancellable(lifecycle.store().task(id).await?.status)),
+        Ok(None) => Err(ApiError::NotCancellable(
+            lifecycle.store().task(id).await?.status,
+        )),
         Err(LifecycleError::Store(StoreError::NotFound(id))) => Err(ApiError::TaskNotFound(id)),
         Err(e) => Err(e.into()),
     }

@@ -20,7 +20,10 @@ pub fn count(source: &[u8], comments: &[Range<usize>]) -> LineCounts {
     let mut next_comment = 0;
     let mut start = 0;
     while start < source.len() {
-        let end = source[start..].iter().position(|&b| b == b'\n').map_or(source.len(), |i| start + i);
+        let end = source[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(source.len(), |i| start + i);
         counts.total += 1;
         let mut has_text = false;
         let mut has_code = false;
@@ -61,6 +64,14 @@ mod tests {
         let c3 = 27..36;
         assert_eq!(&src[c3.clone()], b"/* c\n d */");
         let counts = count(src, &[c1, c2, c3]);
-        assert_eq!(counts, LineCounts { total: 6, code: 2, comment: 2, blank: 2 });
+        assert_eq!(
+            counts,
+            LineCounts {
+                total: 6,
+                code: 2,
+                comment: 2,
+                blank: 2
+            }
+        );
     }
 }

@@ -142,7 +142,9 @@ pub fn analyze_blocking(root: &Path) -> Result<RepoReport, CodeError> {
         return Err(CodeError::NotADirectory(root.to_owned()));
     }
     let sources = walk::source_files(root)?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(sources.len().max(1));
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(sources.len().max(1));
     let chunk = sources.len().div_ceil(workers).max(1);
     let results: Vec<Option<FileMetrics>> = std::thread::scope(|scope| {
         let handles: Vec<_> = sources
@@ -150,11 +152,16 @@ pub fn analyze_blocking(root: &Path) -> Result<RepoReport, CodeError> {
             .map(|part| {
                 scope.spawn(move || {
                     let mut parser = Parser::new();
-                    part.iter().map(|(path, lang)| measure_file(&mut parser, root, path, *lang)).collect::<Vec<_>>()
+                    part.iter()
+                        .map(|(path, lang)| measure_file(&mut parser, root, path, *lang))
+                        .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
     });
     let skipped = results.iter().filter(|r| r.is_none()).count() as u64;
     let mut files: Vec<FileMetrics> = results.into_iter().flatten().collect();
@@ -171,32 +178,51 @@ pub fn analyze_blocking(root: &Path) -> Result<RepoReport, CodeError> {
     files.sort_by(|a, b| b.lines.cmp(&a.lines).then_with(|| a.path.cmp(&b.path)));
     let files_truncated = files.len() > MAX_LISTED_FILES;
     files.truncate(MAX_LISTED_FILES);
-    Ok(RepoReport { totals, files, files_truncated, skipped })
+    Ok(RepoReport {
+        totals,
+        files,
+        files_truncated,
+        skipped,
+    })
 }
 
-fn measure_file(parser: &mut Parser, root: &Path, path: &Path, language: Language) -> Option<FileMetrics> {
+fn measure_file(
+    parser: &mut Parser,
+    root: &Path,
+    path: &Path,
+    language: Language,
+) -> Option<FileMetrics> {
     let source = std::fs::read(path).ok()?;
-    let relative = path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/");
+    let relative = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .replace('\\', "/");
     Some(measure_source(parser, relative, language, &source))
 }
 
 /// Measures one file's text.
-pub fn measure_source(parser: &mut Parser, path: String, language: Language, source: &[u8]) -> FileMetrics {
+pub fn measure_source(
+    parser: &mut Parser,
+    path: String,
+    language: Language,
+    source: &[u8],
+) -> FileMetrics {
     let mut comments = Vec::new();
     let mut functions = 0;
     let mut syntax_errors = true;
-    if parser.set_language(&language.grammar()).is_ok() {
-        if let Some(tree) = parser.parse(source, None) {
-            let root = tree.root_node();
-            syntax_errors = root.has_error();
-            visit(root, &mut |node| {
-                if language.is_comment(node.kind()) {
-                    comments.push(node.byte_range());
-                } else if language.is_function(node.kind()) {
-                    functions += 1;
-                }
-            });
-        }
+    if parser.set_language(&language.grammar()).is_ok()
+        && let Some(tree) = parser.parse(source, None)
+    {
+        let root = tree.root_node();
+        syntax_errors = root.has_error();
+        visit(root, &mut |node| {
+            if language.is_comment(node.kind()) {
+                comments.push(node.byte_range());
+            } else if language.is_function(node.kind()) {
+                functions += 1;
+            }
+        });
     }
     let lines = lines::count(source, &comments);
     FileMetrics {

@@ -12,7 +12,14 @@ use super::Language;
 /// Larger source files are treated as generated and skipped.
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
-const SKIPPED_DIRS: &[&str] = &["target", "node_modules", "__pycache__", "vendor", "dist", "build"];
+const SKIPPED_DIRS: &[&str] = &[
+    "target",
+    "node_modules",
+    "__pycache__",
+    "vendor",
+    "dist",
+    "build",
+];
 
 /// Every supported source file under `root`, in a stable order.
 pub fn source_files(root: &Path) -> std::io::Result<Vec<(PathBuf, Language)>> {
@@ -33,10 +40,10 @@ pub fn source_files(root: &Path) -> std::io::Result<Vec<(PathBuf, Language)>> {
                 }
             } else if kind.is_file() {
                 let path = entry.path();
-                if let Some(lang) = Language::of(&path) {
-                    if entry.metadata()?.len() <= MAX_FILE_BYTES {
-                        found.push((path, lang));
-                    }
+                if let Some(lang) = Language::of(&path)
+                    && entry.metadata()?.len() <= MAX_FILE_BYTES
+                {
+                    found.push((path, lang));
                 }
             }
         }

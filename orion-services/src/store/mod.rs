@@ -12,7 +12,10 @@ pub use sql::SqlStore;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use orion_bus::{AgentKind, EventType, IllegalTransition, Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus};
+use orion_bus::{
+    AgentKind, EventType, IllegalTransition, Task, TaskEvent, TaskFailure, TaskId, TaskKind,
+    TaskSpec, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 
 /// A failure of a store operation.
@@ -21,7 +24,11 @@ pub enum StoreError {
     #[error("task {0} not found")]
     NotFound(TaskId),
     #[error("task {task} changed meanwhile (expected version {expected}, found {actual})")]
-    Conflict { task: TaskId, expected: i64, actual: i64 },
+    Conflict {
+        task: TaskId,
+        expected: i64,
+        actual: i64,
+    },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     #[error("database unavailable: {0}")]
@@ -126,7 +133,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<TaskEvent, StoreError>;
 
     /// Events after `after_seq`, oldest first, of one task or of all.
-    async fn events(&self, task: Option<TaskId>, after_seq: i64, limit: u64) -> Result<Vec<TaskEvent>, StoreError>;
+    async fn events(
+        &self,
+        task: Option<TaskId>,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<TaskEvent>, StoreError>;
 
     /// Tasks in the given statuses, oldest first (for reconciliation after a restart).
     async fn tasks_in(&self, statuses: &[TaskStatus], limit: u64) -> Result<Vec<Task>, StoreError>;

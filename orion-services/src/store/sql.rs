@@ -8,8 +8,9 @@ use chrono::Utc;
 use orion_bus::{EventType, Task, TaskEvent, TaskFailure, TaskId, TaskSpec, TaskStatus};
 use orion_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set,
+    TransactionTrait,
 };
 
 use super::entity::{agent_snapshot, task, task_event};
@@ -48,12 +49,17 @@ impl SqlStore {
 }
 
 fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError> {
-    value.parse().map_err(|_| StoreError::Corrupt(format!("unknown {what} `{value}`")))
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("unknown {what} `{value}`")))
 }
 
 fn to_task(m: task::Model) -> Result<Task, StoreError> {
     let error = match (m.error_code, m.error_message) {
-        (Some(code), message) => Some(TaskFailure { code, message: message.unwrap_or_default() }),
+        (Some(code), message) => Some(TaskFailure {
+            code,
+            message: message.unwrap_or_default(),
+        }),
         (None, _) => None,
     };
     Ok(Task {
@@ -80,7 +86,11 @@ fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
         seq: m.seq,
         task_id: TaskId::from_uuid(m.task_id),
         event_type: parse(&m.event_type, "event type")?,
-        status: m.status.as_deref().map(|s| parse(s, "status")).transpose()?,
+        status: m
+            .status
+            .as_deref()
+            .map(|s| parse(s, "status"))
+            .transpose()?,
         data: m.data,
         node: m.node,
         at: m.at,
@@ -128,10 +138,10 @@ impl Store for SqlStore {
         idempotency_key: Option<&str>,
         node: Option<&str>,
     ) -> Result<(Task, Option<TaskEvent>), StoreError> {
-        if let Some(key) = idempotency_key {
-            if let Some(existing) = self.find_by_key(key).await? {
-                return Ok((existing, None));
-            }
+        if let Some(key) = idempotency_key
+            && let Some(existing) = self.find_by_key(key).await?
+        {
+            return Ok((existing, None));
         }
         let now = Utc::now();
         let model = task::ActiveModel {
@@ -157,17 +167,24 @@ impl Store for SqlStore {
             Err(e) => {
                 drop(txn);
                 // A concurrent submission with the same key won the unique index.
-                if let Some(key) = idempotency_key {
-                    if let Some(existing) = self.find_by_key(key).await? {
-                        return Ok((existing, None));
-                    }
+                if let Some(key) = idempotency_key
+                    && let Some(existing) = self.find_by_key(key).await?
+                {
+                    return Ok((existing, None));
                 }
                 return Err(e.into());
             }
         };
         let task = to_task(inserted)?;
-        let event = insert_event(&txn, task.id, EventType::Queued, Some(TaskStatus::Queued), serde_json::Value::Null, node)
-            .await?;
+        let event = insert_event(
+            &txn,
+            task.id,
+            EventType::Queued,
+            Some(TaskStatus::Queued),
+            serde_json::Value::Null,
+            node,
+        )
+        .await?;
         txn.commit().await?;
         Ok((task, Some(event)))
     }
@@ -189,11 +206,22 @@ impl Store for SqlStore {
         if let Some(before) = query.before {
             select = select.filter(task::Column::Id.lt(before.as_uuid()));
         }
-        let mut rows = select.order_by_desc(task::Column::Id).limit(limit + 1).all(&self.db).await?;
+        let mut rows = select
+            .order_by_desc(task::Column::Id)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
-        let items = rows.into_iter().map(to_task).collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if more { items.last().map(|t| t.id) } else { None };
+        let items = rows
+            .into_iter()
+            .map(to_task)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if more {
+            items.last().map(|t| t.id)
+        } else {
+            None
+        };
         Ok(TaskPage { items, next_cursor })
     }
 
@@ -241,7 +269,10 @@ impl Store for SqlStore {
                 actual: change.expected_version + 1,
             });
         }
-        let updated = task::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound(change.task))?;
+        let updated = task::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::NotFound(change.task))?;
         let event = insert_event(
             &txn,
             change.task,
@@ -262,13 +293,22 @@ impl Store for SqlStore {
         data: serde_json::Value,
         node: Option<&str>,
     ) -> Result<TaskEvent, StoreError> {
-        if task::Entity::find_by_id(task.as_uuid()).one(&self.db).await?.is_none() {
+        if task::Entity::find_by_id(task.as_uuid())
+            .one(&self.db)
+            .await?
+            .is_none()
+        {
             return Err(StoreError::NotFound(task));
         }
         insert_event(&self.db, task, event_type, None, data, node).await
     }
 
-    async fn events(&self, task: Option<TaskId>, after_seq: i64, limit: u64) -> Result<Vec<TaskEvent>, StoreError> {
+    async fn events(
+        &self,
+        task: Option<TaskId>,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<TaskEvent>, StoreError> {
         let mut select = task_event::Entity::find().filter(task_event::Column::Seq.gt(after_seq));
         if let Some(task) = task {
             select = select.filter(task_event::Column::TaskId.eq(task.as_uuid()));
@@ -297,7 +337,9 @@ impl Store for SqlStore {
 
     async fn save_snapshot(&self, snapshot: &AgentSnapshot) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;
-        let existing = agent_snapshot::Entity::find_by_id(snapshot.agent_id.clone()).one(&txn).await?;
+        let existing = agent_snapshot::Entity::find_by_id(snapshot.agent_id.clone())
+            .one(&txn)
+            .await?;
         let model = agent_snapshot::ActiveModel {
             agent_id: Set(snapshot.agent_id.clone()),
             agent_kind: Set(snapshot.agent_kind.as_str().to_owned()),
@@ -316,7 +358,10 @@ impl Store for SqlStore {
     }
 
     async fn snapshot(&self, agent_id: &str) -> Result<Option<AgentSnapshot>, StoreError> {
-        let Some(m) = agent_snapshot::Entity::find_by_id(agent_id.to_owned()).one(&self.db).await? else {
+        let Some(m) = agent_snapshot::Entity::find_by_id(agent_id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
             return Ok(None);
         };
         Ok(Some(AgentSnapshot {

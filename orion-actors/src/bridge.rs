@@ -59,6 +59,7 @@ impl BusBridge {
         let bus = self.bus.clone();
         let in_flight = self.in_flight.clone();
         let concurrency = self.concurrency;
+        let progress_every = bus.config().ack_wait / 3;
         let fut = async move {
             let deliveries = loop {
                 match bus.consume(queue).await {
@@ -74,13 +75,37 @@ impl BusBridge {
             deliveries
                 .for_each_concurrent(concurrency, |delivery| async move {
                     in_flight.fetch_add(1, Ordering::Relaxed);
-                    let outcome = route(delivery.envelope.clone()).await;
+                    let outcome =
+                        hold(&delivery, route(delivery.envelope.clone()), progress_every).await;
                     settle(&delivery, outcome).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                 })
                 .await;
         };
         ctx.spawn(fut.into_actor(self));
+    }
+}
+
+/// Runs a handler while telling the bus, every third of the ack wait, that the message is
+/// still being worked on, so long work is not redelivered to another node meanwhile.
+async fn hold<Fut>(delivery: &Delivery, work: Fut, every: Duration) -> Result<(), HandleError>
+where
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let mut work = std::pin::pin!(work);
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + every,
+        every.max(Duration::from_millis(10)),
+    );
+    loop {
+        tokio::select! {
+            outcome = &mut work => return outcome,
+            _ = ticks.tick() => {
+                if let Err(e) = delivery.in_progress().await {
+                    tracing::warn!(error = %e, "could not extend a delivery");
+                }
+            }
+        }
     }
 }
 

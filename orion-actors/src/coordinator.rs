@@ -105,6 +105,8 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
         data["agent_node"] = node.clone().into();
         data
     };
+    // Reports may overtake each other between coordinators: an outcome that finds the task
+    // still assigned records the start it implies first, so every story reads the same.
     let started = || Change {
         data: by(serde_json::json!({})),
         ..Change::default()
@@ -121,8 +123,6 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
                 .await?;
         }
         Outcome::Completed { result } => {
-            // Reports may overtake each other between coordinators: a completion that finds
-            // the task still assigned records the start it implies first.
             lifecycle
                 .advance(id, TaskStatus::Running, started())
                 .await?;
@@ -133,6 +133,9 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             lifecycle.advance(id, TaskStatus::Completed, change).await?;
         }
         Outcome::Failed { failure } => {
+            lifecycle
+                .advance(id, TaskStatus::Running, started())
+                .await?;
             let mut change = Change::failed(failure);
             change.data = by(change.data);
             lifecycle.advance(id, TaskStatus::Failed, change).await?;

@@ -130,7 +130,7 @@ impl TaskStatus {
         matches!(
             (self, to),
             (Queued, Assigned | Failed | Cancelled)
-                | (Assigned, Running | Queued | Completed | Failed | Cancelled)
+                | (Assigned, Running | Queued | Failed | Cancelled)
                 | (
                     Running,
                     AwaitingReview | AwaitingApproval | Completed | Failed | Cancelled | Queued

@@ -120,6 +120,9 @@ fn print_report(report: &RepoReport) {
         );
     }
     if report.skipped > 0 {
-        println!("({} files skipped as unreadable)", report.skipped);
+        println!(
+            "({} files skipped as too large or unreadable)",
+            report.skipped
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 mod api;
 mod bus_contract;
+mod cli;
 mod cluster;
 mod store;
 mod stream;

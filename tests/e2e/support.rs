@@ -94,7 +94,8 @@ pub fn fixture_repo() -> TempDir {
     std::fs::create_dir_all(dir.path().join("target")).unwrap();
     std::fs::write(dir.path().join("src/lib.rs"), FIXTURE_RUST).unwrap();
     std::fs::write(dir.path().join("tool.py"), FIXTURE_PYTHON).unwrap();
-    // Skipped by rule: build output and hidden folders.
+    // Skipped by rule: build output, hidden folders, and files over 1 MiB (counted as skipped).
+    std::fs::write(dir.path().join("generated.py"), "x = 1\n".repeat(200_000)).unwrap();
     std::fs::write(dir.path().join("target/gen.rs"), "fn generated() {}\n").unwrap();
     std::fs::create_dir_all(dir.path().join(".git")).unwrap();
     std::fs::write(dir.path().join(".git/hook.py"), "def hook():\n    pass\n").unwrap();

@@ -141,7 +141,7 @@ pub fn analyze_blocking(root: &Path) -> Result<RepoReport, CodeError> {
     if !root.is_dir() {
         return Err(CodeError::NotADirectory(root.to_owned()));
     }
-    let sources = walk::source_files(root)?;
+    let (sources, too_large) = walk::source_files(root)?;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(sources.len().max(1));
@@ -163,7 +163,7 @@ pub fn analyze_blocking(root: &Path) -> Result<RepoReport, CodeError> {
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     });
-    let skipped = results.iter().filter(|r| r.is_none()).count() as u64;
+    let skipped = too_large + results.iter().filter(|r| r.is_none()).count() as u64;
     let mut files: Vec<FileMetrics> = results.into_iter().flatten().collect();
     let mut totals = std::collections::BTreeMap::<Language, LanguageTotals>::new();
     for f in &files {

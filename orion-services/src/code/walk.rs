@@ -21,9 +21,11 @@ const SKIPPED_DIRS: &[&str] = &[
     "build",
 ];
 
-/// Every supported source file under `root`, in a stable order.
-pub fn source_files(root: &Path) -> std::io::Result<Vec<(PathBuf, Language)>> {
+/// The supported source files under `root`, in a stable order, and how many supported files
+/// were skipped as too large.
+pub fn source_files(root: &Path) -> std::io::Result<(Vec<(PathBuf, Language)>, u64)> {
     let mut found = Vec::new();
+    let mut too_large = 0;
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -40,14 +42,16 @@ pub fn source_files(root: &Path) -> std::io::Result<Vec<(PathBuf, Language)>> {
                 }
             } else if kind.is_file() {
                 let path = entry.path();
-                if let Some(lang) = Language::of(&path)
-                    && entry.metadata()?.len() <= MAX_FILE_BYTES
-                {
-                    found.push((path, lang));
+                if let Some(lang) = Language::of(&path) {
+                    if entry.metadata()?.len() <= MAX_FILE_BYTES {
+                        found.push((path, lang));
+                    } else {
+                        too_large += 1;
+                    }
                 }
             }
         }
     }
     found.sort();
-    Ok(found)
+    Ok((found, too_large))
 }

@@ -1,0 +1,147 @@
+//! The `orion` binary's one-shot and client commands, run as a user runs them.
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::support::{TempDir, TestApp, fixture_repo};
+
+fn orion(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run orion")
+}
+
+#[test]
+fn run_does_one_task_end_to_end_and_reports_it() {
+    let repo = fixture_repo();
+    let data = TempDir::new();
+    let data_dir = data.path().to_string_lossy().into_owned();
+    let out = orion(&[
+        "run",
+        "analyze",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--json",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let task: Value = serde_json::from_slice(&out.stdout).expect("--json prints the task");
+    assert_eq!(task["status"], "completed");
+    assert_eq!(task["result"]["totals"]["python"]["functions"], 3);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    for step in ["queued", "assigned", "running", "completed"] {
+        assert!(progress.contains(step), "progress shows {step}: {progress}");
+    }
+    assert!(
+        data.path().join("orion.db").exists(),
+        "the task is kept in the data directory"
+    );
+
+    // The summary form, and a failing task's exit code.
+    let out = orion(&[
+        "run",
+        "analyze",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--data-dir",
+        &data_dir,
+    ]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        summary
+            .lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                == ["rust", "1", "8", "5", "2", "1", "2"]),
+        "{summary}"
+    );
+    let out = orion(&[
+        "run",
+        "analyze",
+        "--repo",
+        "/no/such/dir",
+        "--data-dir",
+        &data_dir,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("repo_not_found"));
+}
+
+#[test]
+fn bad_arguments_are_refused_with_a_clear_message() {
+    let out = orion(&["run", "deploy", "--repo", "."]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task kind `deploy`"));
+    let out = orion(&["gateway"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("cluster process: set bus.url and database.url")
+    );
+    let out = orion(&["--help"]);
+    assert!(out.status.success());
+    for command in ["up", "run", "gateway", "node", "migrate", "submit", "watch"] {
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(command),
+            "--help lists {command}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn submit_and_watch_talk_to_a_running_gateway() {
+    let app = TestApp::spawn().await;
+    let repo = fixture_repo();
+    let base = app.base.clone();
+    let repo_path = repo.path().to_string_lossy().into_owned();
+    let submitted = tokio::task::spawn_blocking(move || {
+        orion(&[
+            "submit",
+            "analyze",
+            "--repo",
+            &repo_path,
+            "--server",
+            &base,
+            "--idempotency-key",
+            "cli-1",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(submitted.status.success());
+    let task: Value = serde_json::from_slice(&submitted.stdout).unwrap();
+    let id = task["id"].as_str().unwrap().to_owned();
+    app.wait_for(&id, "completed").await;
+
+    let base = app.base.clone();
+    let watched = tokio::task::spawn_blocking(move || {
+        orion(&[
+            "watch", "--task", &id, "--since", "0", "--count", "4", "--server", &base,
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        watched.status.success(),
+        "{}",
+        String::from_utf8_lossy(&watched.stderr)
+    );
+    let types: Vec<String> = String::from_utf8_lossy(&watched.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(types, ["queued", "assigned", "running", "completed"]);
+}

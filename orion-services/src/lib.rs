@@ -2,6 +2,7 @@
 //!
 //! - [`store`]: tasks, their event log and agent snapshots in Postgres or SQLite (sea-orm);
 //! - [`code`]: code intelligence over tree-sitter grammars;
+//! - [`vcs`]: version control over git2;
 //! - [`lifecycle`]: the one place a task's status is changed, logged and announced.
 //!
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
@@ -9,3 +10,4 @@
 pub mod code;
 pub mod lifecycle;
 pub mod store;
+pub mod vcs;

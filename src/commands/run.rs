@@ -98,31 +98,62 @@ fn print_summary(task: &Task) {
 }
 
 fn print_report(report: &RepoReport) {
+    let s = &report.summary;
     println!(
-        "{:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "language", "files", "lines", "code", "comment", "blank", "functions"
+        "{} files, {} lines ({} code), {} functions, average cyclomatic {:.2}, max {}, {} TODO/FIXME, debt {}h{:02}m",
+        s.files,
+        s.lines,
+        s.code,
+        s.functions,
+        s.average_cyclomatic,
+        s.max_cyclomatic,
+        s.todos,
+        s.debt_minutes / 60,
+        s.debt_minutes % 60
+    );
+    println!();
+    println!(
+        "{:<11} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>7}",
+        "language", "files", "lines", "code", "comment", "blank", "functions", "types", "imports"
     );
     for (language, t) in &report.totals {
-        let name = serde_json::to_value(language)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
         println!(
-            "{name:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
-            t.files, t.lines, t.code, t.comment, t.blank, t.functions
+            "{:<11} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>7}",
+            language.name(),
+            t.files,
+            t.lines,
+            t.code,
+            t.comment,
+            t.blank,
+            t.functions,
+            t.types,
+            t.imports
         );
     }
-    println!("largest files:");
-    for f in report.files.iter().take(10) {
-        println!(
-            "  {:>7} lines {:>5} functions  {}",
-            f.lines, f.functions, f.path
-        );
+    if !report.complex_functions.is_empty() {
+        println!();
+        println!("most complex functions (cyclomatic / cognitive / nesting):");
+        for f in report.complex_functions.iter().take(10) {
+            let m = &f.function;
+            println!(
+                "  {:>3} {:>4} {:>3}  {}:{} {}",
+                m.cyclomatic, m.cognitive, m.max_nesting, f.path, m.start_line, m.name
+            );
+        }
     }
-    if report.skipped > 0 {
-        println!(
-            "({} files skipped as too large or unreadable)",
-            report.skipped
-        );
+    if !report.hotspots.is_empty() {
+        println!();
+        println!("hotspots (cyclomatic × commits):");
+        for h in &report.hotspots {
+            println!(
+                "  {:>7} = {:>5} × {:<4} {}",
+                h.score, h.cyclomatic, h.churn, h.path
+            );
+        }
+    }
+    let skipped = report.skipped.total();
+    if skipped > 0 {
+        println!();
+        println!("{skipped} files skipped (too large, binary, generated, minified or unreadable)");
     }
 }

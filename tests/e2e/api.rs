@@ -21,11 +21,11 @@ async fn an_analyze_task_completes_with_the_measures_of_its_repository() {
     let totals = &task["result"]["totals"];
     assert_eq!(
         totals["rust"],
-        json!({ "files": 1, "lines": 8, "code": 5, "comment": 2, "blank": 1, "functions": 2 })
+        json!({ "files": 1, "lines": 8, "code": 5, "comment": 2, "blank": 1, "functions": 2, "types": 1, "imports": 0, "todos": 0 })
     );
     assert_eq!(
         totals["python"],
-        json!({ "files": 1, "lines": 7, "code": 5, "comment": 1, "blank": 1, "functions": 3 })
+        json!({ "files": 1, "lines": 7, "code": 5, "comment": 1, "blank": 1, "functions": 3, "types": 0, "imports": 0, "todos": 0 })
     );
     let files: Vec<&str> = task["result"]["files"]
         .as_array()

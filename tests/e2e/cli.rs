@@ -60,7 +60,7 @@ fn run_does_one_task_end_to_end_and_reports_it() {
         summary
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>()
-                == ["rust", "1", "8", "5", "2", "1", "2"]),
+                == ["rust", "1", "8", "5", "2", "1", "2", "1", "0"]),
         "{summary}"
     );
     let out = orion(&[

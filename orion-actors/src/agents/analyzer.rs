@@ -1,15 +1,16 @@
-//! The Analyzer: measures a repository with code intelligence.
+//! The Analyzer: measures a repository with code intelligence and weighs it with history.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use orion_bus::{Task, TaskFailure};
-use orion_services::code::{CodeError, CodeIntel};
+use orion_services::code::{CodeError, CodeIntel, MAX_LISTED_FILES};
+use orion_services::vcs;
 
 use super::{Work, WorkContext};
 
-/// `analyze` tasks: per-file and per-language line and function counts.
+/// `analyze` tasks: a report with totals, the most complex functions, hotspots and debt.
 pub struct AnalyzerWork {
     code: Arc<dyn CodeIntel>,
 }
@@ -21,22 +22,32 @@ impl AnalyzerWork {
 }
 
 /// The local directory a task's `repo` names, or why it names none this agent can read.
-fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
+pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
     let repo = task.spec.repo.trim();
     let path = repo.strip_prefix("file://").unwrap_or(repo);
     if path.contains("://") || path.starts_with("git@") {
         return Err(TaskFailure::new(
             "repo_unsupported",
-            format!("`{repo}` is a remote repository; the analyzer reads local paths only so far"),
+            format!("`{repo}` is a remote repository; agents read local paths only so far"),
         ));
     }
     if task.spec.git_ref.is_some() {
         return Err(TaskFailure::new(
             "ref_unsupported",
-            "the analyzer measures the working tree; analysing another ref is not supported yet",
+            "agents measure the working tree; working on another ref is not supported yet",
         ));
     }
     Ok(PathBuf::from(path))
+}
+
+pub(crate) fn code_failure(e: CodeError) -> TaskFailure {
+    match e {
+        CodeError::NotFound(_) | CodeError::NotADirectory(_) => {
+            TaskFailure::new("repo_not_found", e.to_string())
+        }
+        CodeError::Io(_) => TaskFailure::new("repo_unreadable", e.to_string()),
+        CodeError::Interrupted(_) => TaskFailure::new("analysis_interrupted", e.to_string()),
+    }
 }
 
 #[async_trait]
@@ -47,13 +58,16 @@ impl Work for AnalyzerWork {
         _: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure> {
         let root = local_repository(task)?;
-        let report = self.code.analyze(&root).await.map_err(|e| match e {
-            CodeError::NotFound(_) | CodeError::NotADirectory(_) => {
-                TaskFailure::new("repo_not_found", e.to_string())
-            }
-            CodeError::Io(_) => TaskFailure::new("repo_unreadable", e.to_string()),
-            CodeError::Interrupted(_) => TaskFailure::new("analysis_interrupted", e.to_string()),
-        })?;
+        let mut report = self.code.analyze(&root).await.map_err(code_failure)?;
+        // History is optional: a plain directory has no hotspots, and that is not a failure.
+        let history = tokio::task::spawn_blocking(move || vcs::churn(&root, vcs::CHURN_COMMITS))
+            .await
+            .map_err(|e| TaskFailure::new("analysis_interrupted", e.to_string()))?;
+        match history {
+            Ok(churn) => report.add_hotspots(&churn),
+            Err(e) => tracing::info!(task = %task.id, reason = %e, "no history for hotspots"),
+        }
+        report.trim_files(MAX_LISTED_FILES);
         serde_json::to_value(report).map_err(|e| TaskFailure::new("internal", e.to_string()))
     }
 }

@@ -1,0 +1,253 @@
+//! A repository's report: totals, the most complex functions, hotspots, technical debt.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::file::FileAnalysis;
+use super::function::FunctionMetrics;
+use super::language::Language;
+use super::walk::Skip;
+
+/// At most this many files are listed one by one in a stored report; totals cover all.
+pub const MAX_LISTED_FILES: usize = 2000;
+/// How many of the most complex functions a report names.
+const COMPLEX_FUNCTIONS: usize = 20;
+/// How many hotspots a report names.
+const HOTSPOTS: usize = 10;
+
+/// The technical-debt model, in minutes of remediation (a SQALE-style estimate, stated so it
+/// can be argued with): per function, 5 per point of cyclomatic complexity above 10, 5 per
+/// point of cognitive complexity above 15, 10 per nesting level above 4; 15 per TODO/FIXME.
+pub mod debt {
+    pub const CYCLOMATIC_THRESHOLD: u32 = 10;
+    pub const COGNITIVE_THRESHOLD: u32 = 15;
+    pub const NESTING_THRESHOLD: u32 = 4;
+
+    pub fn of_function(f: &super::FunctionMetrics) -> u64 {
+        u64::from(f.cyclomatic.saturating_sub(CYCLOMATIC_THRESHOLD)) * 5
+            + u64::from(f.cognitive.saturating_sub(COGNITIVE_THRESHOLD)) * 5
+            + u64::from(f.max_nesting.saturating_sub(NESTING_THRESHOLD)) * 10
+    }
+
+    pub const PER_TODO: u64 = 15;
+}
+
+/// Sums over the files of one language.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanguageTotals {
+    pub files: u64,
+    pub lines: u64,
+    pub code: u64,
+    pub comment: u64,
+    pub blank: u64,
+    pub functions: u64,
+    pub types: u64,
+    pub imports: u64,
+    pub todos: u64,
+}
+
+/// One file in a report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSummary {
+    pub path: String,
+    pub language: Language,
+    pub lines: u64,
+    pub code: u64,
+    pub comment: u64,
+    pub blank: u64,
+    pub functions: u64,
+    pub types: u64,
+    pub imports: u64,
+    pub todos: u64,
+    /// Sum of the cyclomatic complexity of its functions.
+    pub cyclomatic: u64,
+    pub max_cyclomatic: u32,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub syntax_errors: bool,
+}
+
+/// A function among the most complex.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComplexFunction {
+    pub path: String,
+    #[serde(flatten)]
+    pub function: FunctionMetrics,
+}
+
+/// A file that is both complex and often changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hotspot {
+    pub path: String,
+    /// Commits that touched the file.
+    pub churn: u32,
+    pub cyclomatic: u64,
+    /// `cyclomatic × churn`.
+    pub score: u64,
+}
+
+/// Files not measured, by reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkipCounts {
+    pub too_large: u64,
+    pub binary: u64,
+    pub generated: u64,
+    pub minified: u64,
+    pub unreadable: u64,
+}
+
+impl SkipCounts {
+    pub fn count(&mut self, skip: Skip) {
+        match skip {
+            Skip::TooLarge => self.too_large += 1,
+            Skip::Binary => self.binary += 1,
+            Skip::Generated => self.generated += 1,
+            Skip::Minified => self.minified += 1,
+            Skip::Unreadable => self.unreadable += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.too_large + self.binary + self.generated + self.minified + self.unreadable
+    }
+}
+
+/// The headline figures, the ones a trend follows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub lines: u64,
+    pub code: u64,
+    pub functions: u64,
+    pub todos: u64,
+    pub average_cyclomatic: f64,
+    pub max_cyclomatic: u32,
+    /// Functions above the cyclomatic threshold of the debt model.
+    pub complex_functions: u64,
+    /// Estimated remediation effort (see [`debt`]).
+    pub debt_minutes: u64,
+    pub files_with_syntax_errors: u64,
+}
+
+/// What an analysis found in a repository.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RepoReport {
+    pub summary: Summary,
+    pub totals: BTreeMap<Language, LanguageTotals>,
+    pub complex_functions: Vec<ComplexFunction>,
+    #[serde(default)]
+    pub hotspots: Vec<Hotspot>,
+    /// The largest files first.
+    pub files: Vec<FileSummary>,
+    /// Whether `files` was cut to [`MAX_LISTED_FILES`].
+    #[serde(default)]
+    pub files_truncated: bool,
+    pub skipped: SkipCounts,
+}
+
+impl RepoReport {
+    pub fn build(analyses: Vec<FileAnalysis>, skipped: SkipCounts) -> Self {
+        let mut totals = BTreeMap::<Language, LanguageTotals>::new();
+        let mut summary = Summary::default();
+        let mut all_functions: Vec<ComplexFunction> = Vec::new();
+        let mut cyclomatic_sum = 0u64;
+        let mut files = Vec::with_capacity(analyses.len());
+        for f in analyses {
+            let t = totals.entry(f.language).or_default();
+            t.files += 1;
+            t.lines += f.lines;
+            t.code += f.code;
+            t.comment += f.comment;
+            t.blank += f.blank;
+            t.functions += f.functions.len() as u64;
+            t.types += u64::from(f.types);
+            t.imports += f.imports.len() as u64;
+            t.todos += u64::from(f.todos);
+            summary.files += 1;
+            summary.lines += f.lines;
+            summary.code += f.code;
+            summary.functions += f.functions.len() as u64;
+            summary.todos += u64::from(f.todos);
+            summary.files_with_syntax_errors += u64::from(f.syntax_errors);
+            summary.debt_minutes += u64::from(f.todos) * debt::PER_TODO;
+            let mut file_cyclomatic = 0u64;
+            let mut file_max = 0;
+            for function in &f.functions {
+                file_cyclomatic += u64::from(function.cyclomatic);
+                file_max = file_max.max(function.cyclomatic);
+                summary.debt_minutes += debt::of_function(function);
+                summary.complex_functions +=
+                    u64::from(function.cyclomatic > debt::CYCLOMATIC_THRESHOLD);
+            }
+            cyclomatic_sum += file_cyclomatic;
+            summary.max_cyclomatic = summary.max_cyclomatic.max(file_max);
+            files.push(FileSummary {
+                path: f.path.clone(),
+                language: f.language,
+                lines: f.lines,
+                code: f.code,
+                comment: f.comment,
+                blank: f.blank,
+                functions: f.functions.len() as u64,
+                types: u64::from(f.types),
+                imports: f.imports.len() as u64,
+                todos: u64::from(f.todos),
+                cyclomatic: file_cyclomatic,
+                max_cyclomatic: file_max,
+                syntax_errors: f.syntax_errors,
+            });
+            all_functions.extend(f.functions.into_iter().map(|function| ComplexFunction {
+                path: f.path.clone(),
+                function,
+            }));
+        }
+        if summary.functions > 0 {
+            summary.average_cyclomatic =
+                (cyclomatic_sum as f64 / summary.functions as f64 * 100.0).round() / 100.0;
+        }
+        all_functions.sort_by(|a, b| {
+            (b.function.cyclomatic, b.function.cognitive)
+                .cmp(&(a.function.cyclomatic, a.function.cognitive))
+                .then_with(|| a.path.cmp(&b.path))
+                .then_with(|| a.function.start_line.cmp(&b.function.start_line))
+        });
+        all_functions.truncate(COMPLEX_FUNCTIONS);
+        files.sort_by(|a, b| b.lines.cmp(&a.lines).then_with(|| a.path.cmp(&b.path)));
+        RepoReport {
+            summary,
+            totals,
+            complex_functions: all_functions,
+            hotspots: Vec::new(),
+            files,
+            files_truncated: false,
+            skipped,
+        }
+    }
+
+    /// Ranks files by complexity × churn (commits per path, from version control).
+    pub fn add_hotspots(&mut self, churn: &HashMap<String, u32>) {
+        let mut hotspots: Vec<Hotspot> = self
+            .files
+            .iter()
+            .filter_map(|f| {
+                let churn = *churn.get(&f.path)?;
+                let score = f.cyclomatic * u64::from(churn);
+                (score > 0).then(|| Hotspot {
+                    path: f.path.clone(),
+                    churn,
+                    cyclomatic: f.cyclomatic,
+                    score,
+                })
+            })
+            .collect();
+        hotspots.sort_by(|a, b| b.score.cmp(&a.score).then_with(|| a.path.cmp(&b.path)));
+        hotspots.truncate(HOTSPOTS);
+        self.hotspots = hotspots;
+    }
+
+    /// Cuts the file list to what a stored report keeps.
+    pub fn trim_files(&mut self, keep: usize) {
+        self.files_truncated = self.files.len() > keep;
+        self.files.truncate(keep);
+    }
+}

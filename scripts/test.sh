@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
+# lizard is the reference the cyclomatic-complexity test compares with (a test tool only).
+if ! python3 -m lizard --version >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lizard==1.24.3
+fi
 exec cargo nextest run --workspace --no-fail-fast "$@"

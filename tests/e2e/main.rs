@@ -8,6 +8,7 @@ mod api;
 mod bus_contract;
 mod cli;
 mod cluster;
+mod code_intel;
 mod store;
 mod stream;
 mod support;

@@ -50,6 +50,9 @@ pub fn analyze(
         let root = tree.root_node();
         syntax_errors = root.has_error();
         visit(root, &mut |node| {
+            if !node.is_named() {
+                return; // keywords share kind names with nodes (`class`)
+            }
             let kind = node.kind();
             if language.is_comment(kind) {
                 comments.push(node.byte_range());

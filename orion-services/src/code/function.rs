@@ -77,7 +77,9 @@ impl Walker<'_> {
             }
             if role.nests && !else_if {
                 inner_nesting += 1;
-                inner_depth += 1;
+                if !self.language.is_catch(kind) {
+                    inner_depth += 1;
+                }
             } else if self.language.is_try(kind) {
                 inner_depth += 1;
             }

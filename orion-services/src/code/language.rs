@@ -207,6 +207,12 @@ impl Language {
         matches!(kind, "try_statement" | "try_with_resources_statement")
     }
 
+    /// `catch`/`except` clauses: they raise the cognitive nesting of their body, but sit at
+    /// the depth of their `try`'s body.
+    pub fn is_catch(self, kind: &str) -> bool {
+        matches!(kind, "catch_clause" | "except_clause")
+    }
+
     /// The `if` construct whose `else` branches are hybrid increments.
     pub fn is_if(self, kind: &str) -> bool {
         matches!(kind, "if_statement" | "if_expression")

@@ -11,6 +11,8 @@ mod function;
 pub mod language;
 mod lines;
 mod report;
+#[cfg(test)]
+mod tests;
 mod walk;
 
 use std::path::{Path, PathBuf};
@@ -72,6 +74,16 @@ pub fn analyze_blocking(root: &Path, threads: usize) -> Result<RepoReport, CodeE
     let mut skips = skipped;
     skips.too_large += too_large;
     Ok(RepoReport::build(files, skips))
+}
+
+/// Measures one file's text (a fresh parser; the engine reuses one per thread).
+pub fn analyze_file(path: &str, language: Language, source: &[u8]) -> FileAnalysis {
+    file::analyze(
+        &mut tree_sitter::Parser::new(),
+        path.to_owned(),
+        language,
+        source,
+    )
 }
 
 /// A directory that exists, or why not.

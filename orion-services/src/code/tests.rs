@@ -1,0 +1,204 @@
+//! Known values per language and metric, on small real snippets with the tricky parts:
+//! nested closures and functions, match/switch arms, boolean operator sequences,
+//! try/except, ternaries, lambdas, `else if` chains, syntax errors.
+
+use super::{FunctionMetrics, Language, analyze_file};
+
+/// (name, parameters, cyclomatic, cognitive, max nesting) of each function, in source order.
+fn measures(language: Language, source: &str) -> Vec<(String, u32, u32, u32, u32)> {
+    let file = analyze_file("snippet", language, source.as_bytes());
+    assert!(!file.syntax_errors, "snippet must parse cleanly");
+    file.functions
+        .into_iter()
+        .map(
+            |FunctionMetrics {
+                 name,
+                 parameters,
+                 cyclomatic,
+                 cognitive,
+                 max_nesting,
+                 ..
+             }| { (name, parameters, cyclomatic, cognitive, max_nesting) },
+        )
+        .collect()
+}
+
+fn m(
+    name: &str,
+    parameters: u32,
+    cyclomatic: u32,
+    cognitive: u32,
+    nesting: u32,
+) -> (String, u32, u32, u32, u32) {
+    (name.to_owned(), parameters, cyclomatic, cognitive, nesting)
+}
+
+#[test]
+fn python() {
+    let source = r#"
+def f(a, b=1, *args, **kw):
+    if a and b or c:
+        for x in args:
+            try:
+                pass
+            except ValueError:
+                return [y for y in x if y]
+    elif b:
+        g = lambda z: z if z else 0
+    else:
+        pass
+    def inner(q, /, *, r):
+        while q or r:
+            q -= 1
+    return 0
+"#;
+    assert_eq!(
+        measures(Language::Python, source),
+        [m("f", 4, 10, 13, 3), m("inner", 2, 3, 2, 1)]
+    );
+}
+
+#[test]
+fn rust() {
+    let source = r#"
+impl S {
+    fn g(&self, xs: &[u32], f: impl Fn(u32) -> bool) -> Option<u32> {
+        let v = xs.iter().map(|x| if *x > 0 && f(*x) { 1 } else { 0 }).sum::<u32>();
+        match v {
+            0 => None,
+            1 | 2 => Some(v?),
+            _ => loop {
+                if v > 3 { break Some(v) } else if v > 2 { return None } else { continue }
+            },
+        }
+    }
+}
+fn plain() {}
+"#;
+    assert_eq!(
+        measures(Language::Rust, source),
+        [m("g", 3, 10, 12, 3), m("plain", 0, 1, 0, 0)]
+    );
+}
+
+#[test]
+fn javascript() {
+    let source = r#"
+function h(a, {b}, ...rest) {
+  const k = (x) => x ?? 0;
+  switch (a) {
+    case 1: return b ? 1 : 2;
+    case 2: break;
+    default: break;
+  }
+  do { a-- } while (a > 0 || b);
+  try { k(a) } catch (e) { if (e) { throw e } }
+  return a && b && rest;
+}
+"#;
+    assert_eq!(
+        measures(Language::JavaScript, source),
+        [m("h", 3, 10, 9, 2), m("k", 1, 2, 1, 0)]
+    );
+}
+
+#[test]
+fn typescript_and_tsx() {
+    let source = r#"
+interface P { x: number }
+type Q = P | null;
+export function t(p: P, q?: Q): number {
+  for (const k of Object.keys(p)) { if (!q) { continue; } }
+  return q?.x ?? 0;
+}
+class C { m(): void {} }
+"#;
+    let file = analyze_file("a.ts", Language::TypeScript, source.as_bytes());
+    assert_eq!(file.types, 3);
+    assert_eq!(
+        measures(Language::TypeScript, source),
+        [m("t", 2, 4, 4, 2), m("m", 0, 1, 0, 0)]
+    );
+    let tsx = "const A = (x: boolean) => <div>{x ? 1 : 2}</div>;\n";
+    assert_eq!(measures(Language::Tsx, tsx), [m("A", 1, 2, 1, 1)]);
+}
+
+#[test]
+fn go() {
+    let source = r#"
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+type S struct{}
+
+func (s S) m(a, b int, c ...string) int {
+	for i := 0; i < a; i++ {
+		if i > b && c != nil {
+			fmt.Println(i)
+		}
+	}
+	switch {
+	case a > 0:
+		return 1
+	case b > 0:
+		return 2
+	default:
+	}
+	f := func() int { return 0 }
+	return f()
+}
+"#;
+    let file = analyze_file("m.go", Language::Go, source.as_bytes());
+    assert_eq!((file.types, file.imports.len()), (1, 2));
+    assert_eq!(
+        measures(Language::Go, source),
+        [m("m", 3, 6, 5, 2), m("<anonymous>", 0, 1, 0, 0)]
+    );
+}
+
+#[test]
+fn java() {
+    let source = r#"
+import java.util.List;
+class J {
+    J(int a) {}
+    int m(List<Integer> xs, int y) {
+        for (int x : xs) { if (x > y) { y = x; } else { y--; } }
+        Runnable r = () -> { while (y > 0 || y < -5) { } };
+        switch (y) { case 1: return 1; case 2: return 2; default: return y > 0 ? 1 : 0; }
+    }
+}
+"#;
+    let file = analyze_file("J.java", Language::Java, source.as_bytes());
+    assert_eq!((file.types, file.imports.len()), (1, 1));
+    assert_eq!(
+        measures(Language::Java, source),
+        [m("J", 1, 1, 0, 0), m("m", 2, 8, 10, 2)]
+    );
+}
+
+#[test]
+fn a_file_with_syntax_errors_is_measured_where_it_parsed_and_says_so() {
+    let source = "def ok(x):\n    if x:\n        return 1\n\ndef broken(:\n    pass\n";
+    let file = analyze_file("b.py", Language::Python, source.as_bytes());
+    assert!(file.syntax_errors);
+    let ok = file
+        .functions
+        .iter()
+        .find(|f| f.name == "ok")
+        .expect("the intact function is measured");
+    assert_eq!((ok.cyclomatic, ok.start_line, ok.end_line), (2, 1, 3));
+    assert_eq!(file.lines, 6);
+}
+
+#[test]
+fn todos_types_and_imports_are_counted() {
+    let source = "use std::fmt;\nmod inner;\n// TODO: split\nstruct A;\nenum B { X }\ntrait T {}\n/* FIXME */ fn f() {}\n";
+    let file = analyze_file("a.rs", Language::Rust, source.as_bytes());
+    assert_eq!((file.todos, file.types, file.imports.len()), (2, 3, 2));
+    assert_eq!(file.imports, ["use std::fmt;", "mod inner;"]);
+}

@@ -1,0 +1,167 @@
+//! Code intelligence against a reference: lizard's per-function cyclomatic complexity on a
+//! real body of code, the Python standard library of the machine's `python3`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use orion_services::code::{Language, Source, analyze_sources};
+
+/// Packages and modules of the standard library compared, a few thousand functions in all.
+const STDLIB_PARTS: &[&str] = &[
+    "json",
+    "email",
+    "http",
+    "logging",
+    "xml/dom",
+    "argparse.py",
+    "difflib.py",
+    "csv.py",
+    "configparser.py",
+    "textwrap.py",
+    "pathlib.py",
+    "inspect.py",
+    "tarfile.py",
+    "zipfile.py",
+    "ast.py",
+    "dataclasses.py",
+    "typing.py",
+    "subprocess.py",
+    "shutil.py",
+    "calendar.py",
+];
+
+fn stdlib() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['stdlib'])",
+        ])
+        .output()
+        .expect("python3 is installed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn python_files(root: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    for part in STDLIB_PARTS {
+        let path = root.join(part);
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap().flatten() {
+                let p = entry.path();
+                if p.extension().is_some_and(|e| e == "py") {
+                    files.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        } else if path.is_file() {
+            files.push(part.to_string());
+        }
+    }
+    files.sort();
+    files
+}
+
+/// lizard's verdicts: (file, start line) → cyclomatic complexity.
+fn lizard(root: &Path, files: &[String]) -> HashMap<(String, u32), u32> {
+    let out = Command::new("python3")
+        .arg("-m")
+        .arg("lizard")
+        .arg("--csv")
+        .args(files)
+        .current_dir(root)
+        .output()
+        .expect("run lizard");
+    assert!(
+        out.status.success() || !out.stdout.is_empty(),
+        "lizard failed (scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut verdicts = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // NLOC,CCN,tokens,params,length,"location","file","name","long name",start,end
+        let fields: Vec<&str> = line.split(',').collect();
+        let n = fields.len();
+        if n < 11 {
+            continue;
+        }
+        let (Ok(ccn), Ok(start)) = (fields[1].parse::<u32>(), fields[n - 2].parse::<u32>()) else {
+            continue;
+        };
+        let file = fields[6].trim_matches('"').to_owned();
+        verdicts.insert((file, start), ccn);
+    }
+    verdicts
+}
+
+#[test]
+fn cyclomatic_complexity_agrees_with_lizard_on_the_python_standard_library() {
+    let root = stdlib();
+    let files = python_files(&root);
+    assert!(
+        files.len() > 50,
+        "found only {} standard library files under {}",
+        files.len(),
+        root.display()
+    );
+    let expected = lizard(&root, &files);
+    assert!(
+        expected.len() > 2000,
+        "lizard measured only {} functions",
+        expected.len()
+    );
+
+    let sources: Vec<Source> = files
+        .iter()
+        .map(|f| Source {
+            path: f.clone(),
+            language: Language::Python,
+            bytes: std::fs::read(root.join(f)).unwrap(),
+        })
+        .collect();
+    let ours: HashMap<(String, u32), u32> = analyze_sources(&sources, 2)
+        .into_iter()
+        .flat_map(|file| {
+            let path = file.path.clone();
+            file.functions
+                .into_iter()
+                .map(move |f| ((path.clone(), f.start_line), f.cyclomatic))
+        })
+        .collect();
+
+    let mut matched = 0;
+    let mut agree = 0;
+    let mut disagreements = Vec::new();
+    for (key, lizard_ccn) in &expected {
+        if let Some(ccn) = ours.get(key) {
+            matched += 1;
+            if ccn == lizard_ccn {
+                agree += 1;
+            } else {
+                disagreements.push(format!(
+                    "{}:{} lizard {lizard_ccn} orion {ccn}",
+                    key.0, key.1
+                ));
+            }
+        }
+    }
+    disagreements.sort();
+    let coverage = matched as f64 / expected.len() as f64;
+    let agreement = agree as f64 / matched as f64;
+    eprintln!(
+        "lizard functions {}, matched {matched} ({:.1}%), agreement {:.2}%; first disagreements: {:#?}",
+        expected.len(),
+        coverage * 100.0,
+        agreement * 100.0,
+        &disagreements[..disagreements.len().min(15)]
+    );
+    assert!(
+        coverage >= 0.97,
+        "functions found by lizard and not by Orion: {:.1}%",
+        (1.0 - coverage) * 100.0
+    );
+    assert!(
+        agreement >= 0.98,
+        "agreement {:.2}% is under 98%",
+        agreement * 100.0
+    );
+}

@@ -40,6 +40,35 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print a gateway's live task events, one JSON line each.
     Watch(WatchArgs),
+    /// Measure Orion's speed against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Lines per second of the full analysis against a bare tree-sitter parse of the same
+    /// files (and against lizard, where it is installed).
+    Analyze(BenchAnalyzeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAnalyzeArgs {
+    /// The repository or directory to measure.
+    #[arg(long)]
+    pub repo: std::path::PathBuf,
+    /// Threads for the parallel measurement (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rounds per measurement; the fastest counts.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Skip the comparison with lizard even where it is installed.
+    #[arg(long)]
+    pub no_lizard: bool,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! One module per command; each takes its arguments and the loaded settings.
 
+mod bench;
 mod client;
 mod run;
 mod serve;
@@ -18,5 +19,6 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Migrate(args) => serve::migrate(args, settings).await,
         Command::Submit(args) => client::submit(args, settings).await,
         Command::Watch(args) => client::watch(args, settings).await,
+        Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
     }
 }

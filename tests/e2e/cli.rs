@@ -145,3 +145,47 @@ async fn submit_and_watch_talk_to_a_running_gateway() {
         .collect();
     assert_eq!(types, ["queued", "assigned", "running", "completed"]);
 }
+
+#[test]
+fn the_analysis_benchmark_runs_and_reports_its_baseline() {
+    let repo = fixture_repo();
+    let out = orion(&[
+        "bench",
+        "analyze",
+        "--repo",
+        &repo.path().to_string_lossy(),
+        "--rounds",
+        "1",
+        "--threads",
+        "2",
+        "--no-lizard",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            figures["files"].as_u64(),
+            figures["lines"].as_u64(),
+            figures["threads"].as_u64()
+        ),
+        (Some(2), Some(15), Some(2))
+    );
+    for key in [
+        "parse_1_thread_lines_per_s",
+        "analysis_1_thread_lines_per_s",
+        "analysis_n_threads_lines_per_s",
+        "analysis_vs_parse",
+        "thread_speedup",
+    ] {
+        assert!(
+            figures[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {figures}"
+        );
+    }
+    assert!(figures["lizard_lines_per_s"].is_null());
+}

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use tree_sitter::{Node, Parser};
 
-use super::function::{self, FunctionMetrics};
-use super::language::{Language, node_text};
+use super::function::{self, FunctionMetrics, Observer};
+use super::language::{Language, class_of, node_text};
 use super::lines;
 
 /// Everything measured in one source file.
@@ -31,50 +31,87 @@ pub struct FileAnalysis {
 
 const TODO_MARKERS: [&str; 4] = ["TODO", "FIXME", "HACK", "XXX"];
 
-/// Parses and measures one file. `parser` is reused between files of one thread.
+/// What the file-level pass collects besides functions.
+struct Collector<'t, 's> {
+    classes: &'static [super::language::KindClass],
+    source: &'s [u8],
+    comments: Vec<std::ops::Range<usize>>,
+    types: u32,
+    imports: Vec<String>,
+    todos: u32,
+    pending: Vec<Node<'t>>,
+}
+
+impl<'t> Observer<'t> for Collector<'t, '_> {
+    fn other(&mut self, node: Node<'t>) {
+        let class = class_of(self.classes, node);
+        if class.comment {
+            self.comments.push(node.byte_range());
+            let text = node_text(node, self.source);
+            self.todos += u32::from(TODO_MARKERS.iter().any(|m| text.contains(m)));
+        } else if class.is_type {
+            self.types += 1;
+        } else if class.import
+            && !(node.kind() == "mod_item" && node.child_by_field_name("body").is_some())
+        {
+            self.imports.push(
+                node_text(node, self.source)
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            );
+        }
+    }
+
+    fn nested_function(&mut self, node: Node<'t>) {
+        self.pending.push(node);
+    }
+}
+
+/// Parses and measures one file in one walk of its tree: outside functions the file-level
+/// pass looks at each node; inside, the function's walker does and reports back.
 pub fn analyze(
     parser: &mut Parser,
     path: String,
     language: Language,
     source: &[u8],
 ) -> FileAnalysis {
-    let mut comments = Vec::new();
     let mut functions = Vec::new();
-    let mut types = 0;
-    let mut imports = Vec::new();
-    let mut todos = 0;
     let mut syntax_errors = true;
-    if parser.set_language(&language.grammar()).is_ok()
-        && let Some(tree) = parser.parse(source, None)
-    {
+    let tree = parser
+        .set_language(&language.grammar())
+        .ok()
+        .and_then(|()| parser.parse(source, None));
+    let classes = language.classes();
+    let mut collector = Collector {
+        classes,
+        source,
+        comments: Vec::new(),
+        types: 0,
+        imports: Vec::new(),
+        todos: 0,
+        pending: Vec::new(),
+    };
+    if let Some(tree) = &tree {
         let root = tree.root_node();
         syntax_errors = root.has_error();
         visit(root, &mut |node| {
-            if !node.is_named() {
-                return; // keywords share kind names with nodes (`class`)
-            }
-            let kind = node.kind();
-            if language.is_comment(kind) {
-                comments.push(node.byte_range());
-                let text = node_text(node, source);
-                todos += u32::from(TODO_MARKERS.iter().any(|m| text.contains(m)));
-            } else if language.is_function(kind) {
-                functions.push(function::measure(language, node, source));
-            } else if language.is_type(kind) {
-                types += 1;
-            } else if language.is_import(kind)
-                && !(kind == "mod_item" && node.child_by_field_name("body").is_some())
-            {
-                imports.push(
-                    node_text(node, source)
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                );
+            if class_of(classes, node).function {
+                collector.pending.push(node);
+                false
+            } else {
+                collector.other(node);
+                true
             }
         });
+        while let Some(node) = collector.pending.pop() {
+            let metrics = function::measure(language, node, source, &mut collector);
+            functions.push((node.start_byte(), metrics));
+        }
     }
-    let counts = lines::count(source, &comments);
+    functions.sort_by_key(|(start, _)| *start);
+    collector.comments.sort_by_key(|r| r.start);
+    let counts = lines::count(source, &collector.comments);
     FileAnalysis {
         path,
         language,
@@ -82,20 +119,20 @@ pub fn analyze(
         code: counts.code,
         comment: counts.comment,
         blank: counts.blank,
-        functions,
-        types,
-        imports,
-        todos,
+        functions: functions.into_iter().map(|(_, m)| m).collect(),
+        types: collector.types,
+        imports: collector.imports,
+        todos: collector.todos,
         syntax_errors,
     }
 }
 
-/// Pre-order walk of every node, with a cursor (no recursion, so deep trees are safe).
-pub fn visit(root: Node<'_>, f: &mut impl FnMut(Node<'_>)) {
+/// Pre-order walk with a cursor (no recursion, so deep trees are safe); `f` returns whether
+/// to descend into the node.
+pub fn visit<'t>(root: Node<'t>, f: &mut impl FnMut(Node<'t>) -> bool) {
     let mut cursor = root.walk();
     loop {
-        f(cursor.node());
-        if cursor.goto_first_child() {
+        if f(cursor.node()) && cursor.goto_first_child() {
             continue;
         }
         loop {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tree_sitter::Node;
 
-use super::language::{Cognitive, Language, node_text};
+use super::language::{Cognitive, Language, class_of, node_text};
 
 /// Measures of one function.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,14 +18,28 @@ pub struct FunctionMetrics {
     pub max_nesting: u32,
 }
 
+/// Sees every node of a function's body that is not the function's own business (comments,
+/// types, imports) and every nested function, so one walk serves the file and the function.
+pub trait Observer<'t> {
+    fn other(&mut self, node: Node<'t>);
+    fn nested_function(&mut self, node: Node<'t>);
+}
+
 /// Measures the function at `node` (a node for which `language.is_function` holds).
-pub fn measure(language: Language, node: Node<'_>, source: &[u8]) -> FunctionMetrics {
+pub fn measure<'t>(
+    language: Language,
+    node: Node<'t>,
+    source: &[u8],
+    observer: &mut impl Observer<'t>,
+) -> FunctionMetrics {
     let mut walker = Walker {
         language,
+        classes: language.classes(),
         source,
         cyclomatic: 1,
         cognitive: 0,
         max_nesting: 0,
+        observer,
     };
     let mut cursor = node.walk();
     for child in node.children(&mut cursor) {
@@ -42,29 +56,34 @@ pub fn measure(language: Language, node: Node<'_>, source: &[u8]) -> FunctionMet
     }
 }
 
-struct Walker<'s> {
+struct Walker<'s, 'o, O> {
     language: Language,
+    classes: &'static [super::language::KindClass],
     source: &'s [u8],
     cyclomatic: u32,
     cognitive: u32,
     max_nesting: u32,
+    observer: &'o mut O,
 }
 
-impl Walker<'_> {
+impl<'t, O: Observer<'t>> Walker<'_, '_, O> {
     /// `nesting` is the cognitive nesting level; `depth` the structural nesting depth.
-    fn visit(&mut self, node: Node<'_>, nesting: u32, depth: u32) {
-        let kind = node.kind();
-        if self.language.is_function(kind) {
-            return; // measured as a function of its own
+    fn visit(&mut self, node: Node<'t>, nesting: u32, depth: u32) {
+        let class = class_of(self.classes, node);
+        if class.function {
+            // Measured as a function of its own.
+            self.observer.nested_function(node);
+            return;
         }
+        self.observer.other(node);
         let (mut inner_nesting, mut inner_depth) = (nesting, depth);
-        if self.language.is_inline_function(kind) {
+        if class.inline_function {
             inner_nesting += 1;
             inner_depth += 1;
         } else {
             let role = self.language.role(node, self.source);
             self.cyclomatic += role.cyclomatic;
-            let is_if = self.language.is_if(kind);
+            let is_if = class.is_if;
             let else_if = is_if && is_else_if(self.language, node);
             self.cognitive += match (else_if, role.cognitive) {
                 (true, _) => 1,
@@ -77,10 +96,10 @@ impl Walker<'_> {
             }
             if role.nests && !else_if {
                 inner_nesting += 1;
-                if !self.language.is_catch(kind) {
+                if !class.is_catch {
                     inner_depth += 1;
                 }
-            } else if self.language.is_try(kind) {
+            } else if class.is_try {
                 inner_depth += 1;
             }
         }

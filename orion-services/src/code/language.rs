@@ -28,6 +28,7 @@
 //! nesting structures (and `try`) in a function.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 use tree_sitter::{Language as Grammar, Node};
@@ -220,7 +221,20 @@ impl Language {
 
     /// How a node counts toward complexity (see the module documentation).
     pub fn role(self, node: Node<'_>, source: &[u8]) -> Role {
-        let kind = node.kind();
+        match class_of(self.classes(), node).role {
+            Some(role) => role,
+            None if node.kind() == "switch_label" => Role {
+                cyclomatic: u32::from(node_text(node, source).starts_with("case")),
+                cognitive: Cognitive::None,
+                nests: false,
+            },
+            None => self.logical(node, source),
+        }
+    }
+
+    /// The role of a kind, where the kind alone decides it; `None` where the node's text or
+    /// parent matters (boolean operators, Java's `case`/`default` labels).
+    fn static_role(self, kind: &str) -> Option<Role> {
         let decision = Role {
             cyclomatic: 1,
             cognitive: Cognitive::Structural,
@@ -236,7 +250,7 @@ impl Language {
             cognitive: Cognitive::Structural,
             nests: true,
         };
-        match (self, kind) {
+        Some(match (self, kind) {
             (_, "if_statement" | "if_expression") => decision,
             (Language::Python, "elif_clause") => Role {
                 cyclomatic: 1,
@@ -246,7 +260,7 @@ impl Language {
             (Language::Python, "conditional_expression") => decision,
             (Language::Python, "for_statement" | "while_statement" | "except_clause") => decision,
             (Language::Python, "finally_clause" | "for_in_clause" | "if_clause") => flat(1),
-            (Language::Python, "boolean_operator") => self.logical(node, source),
+            (Language::Python, "boolean_operator") => return None,
             (Language::Python, "match_statement") => nest_only,
             (Language::Rust, "while_expression" | "loop_expression" | "for_expression") => decision,
             (Language::Rust, "match_expression") => nest_only,
@@ -272,12 +286,10 @@ impl Language {
             ) => decision,
             (Language::Java, "catch_clause" | "ternary_expression") => decision,
             (Language::Java, "switch_expression") => nest_only,
-            (Language::Java, "switch_label") => {
-                flat(u32::from(node_text(node, source).starts_with("case")))
-            }
-            (_, "binary_expression") => self.logical(node, source),
+            (Language::Java, "switch_label") => return None,
+            (_, "binary_expression") => return None,
             _ => flat(0),
-        }
+        })
     }
 
     fn logical(self, node: Node<'_>, source: &[u8]) -> Role {
@@ -308,6 +320,84 @@ impl Language {
     }
 }
 
+/// What the analysis needs to know of one node kind, precomputed per grammar so the walk
+/// looks a kind up by id instead of comparing names.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KindClass {
+    pub named: bool,
+    pub comment: bool,
+    pub function: bool,
+    pub inline_function: bool,
+    pub is_type: bool,
+    pub import: bool,
+    pub is_if: bool,
+    pub is_try: bool,
+    pub is_catch: bool,
+    /// `None`: the node itself decides (see `static_role`).
+    pub role: Option<Role>,
+}
+
+impl KindClass {
+    /// What a kind outside the table is: `ERROR` and `MISSING` nodes count for nothing.
+    pub const OTHER: KindClass = KindClass {
+        named: true,
+        comment: false,
+        function: false,
+        inline_function: false,
+        is_type: false,
+        import: false,
+        is_if: false,
+        is_try: false,
+        is_catch: false,
+        role: Some(Role::NONE),
+    };
+}
+
+/// The class of a node's kind.
+pub fn class_of(classes: &[KindClass], node: Node<'_>) -> KindClass {
+    classes
+        .get(usize::from(node.kind_id()))
+        .copied()
+        .unwrap_or(KindClass::OTHER)
+}
+
+impl Language {
+    /// The kind table of this language, built once.
+    pub fn classes(self) -> &'static [KindClass] {
+        static TABLES: OnceLock<Vec<Vec<KindClass>>> = OnceLock::new();
+        let tables =
+            TABLES.get_or_init(|| Language::ALL.iter().map(|l| l.build_classes()).collect());
+        &tables[Language::ALL.iter().position(|l| *l == self).unwrap_or(0)]
+    }
+
+    fn build_classes(self) -> Vec<KindClass> {
+        let grammar = self.grammar();
+        (0..grammar.node_kind_count())
+            .map(|id| {
+                let id = id as u16;
+                let kind = grammar.node_kind_for_id(id).unwrap_or("");
+                let named = grammar.node_kind_is_named(id);
+                KindClass {
+                    named,
+                    comment: named && self.is_comment(kind),
+                    function: named && self.is_function(kind),
+                    inline_function: named && self.is_inline_function(kind),
+                    is_type: named && self.is_type(kind),
+                    import: named && self.is_import(kind),
+                    is_if: named && self.is_if(kind),
+                    is_try: named && self.is_try(kind),
+                    is_catch: named && self.is_catch(kind),
+                    role: if named {
+                        self.static_role(kind)
+                    } else {
+                        Some(Role::NONE)
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
 fn logical_operator<'a>(node: Node<'_>, source: &'a [u8]) -> Option<&'a str> {
     let op = node.child_by_field_name("operator")?;
     let text = std::str::from_utf8(&source[op.byte_range()]).ok()?;
@@ -319,7 +409,7 @@ pub fn node_text<'a>(node: Node<'_>, source: &'a [u8]) -> &'a str {
 }
 
 /// How one node counts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Role {
     /// Added to the cyclomatic complexity.
     pub cyclomatic: u32,
@@ -328,8 +418,17 @@ pub struct Role {
     pub nests: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl Role {
+    pub const NONE: Role = Role {
+        cyclomatic: 0,
+        cognitive: Cognitive::None,
+        nests: false,
+    };
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Cognitive {
+    #[default]
     None,
     /// +1 plus the nesting level.
     Structural,

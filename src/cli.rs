@@ -102,6 +102,9 @@ pub struct TaskArgs {
     pub git_ref: Option<String>,
     #[arg(long, default_value = "normal")]
     pub priority: Priority,
+    /// `<base>..<head>`: only what changed between two revisions (analyze scores the change).
+    #[arg(long)]
+    pub diff: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_spine;
+mod m20261125_000002_task_diff;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -15,6 +16,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_spine::Migration)]
+        vec![
+            Box::new(m20261125_000001_spine::Migration),
+            Box::new(m20261125_000002_task_diff::Migration),
+        ]
     }
 }

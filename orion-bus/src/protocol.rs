@@ -233,6 +233,10 @@ pub struct TaskSpec {
     pub git_ref: Option<String>,
     #[serde(default)]
     pub priority: Priority,
+    /// `<base>..<head>`: work on what changed between two revisions only (an `analyze`
+    /// task then scores the change, as a gate before a pull request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
 }
 
 impl TaskSpec {
@@ -274,7 +278,31 @@ impl TaskSpec {
             prompt,
             git_ref,
             priority,
+            diff: None,
         })
+    }
+
+    /// Restricts the task to the change `<base>..<head>`.
+    pub fn with_diff(mut self, diff: impl Into<String>) -> Result<Self, ProtocolError> {
+        let diff = diff.into();
+        let valid = diff.len() <= 2 * limits::REF_MAX_BYTES + 2
+            && diff.split_once("..").is_some_and(|(base, head)| {
+                let ok = |r: &str| !r.is_empty() && !r.starts_with('.') && !r.chars().any(|c| c.is_whitespace() || c.is_control());
+                ok(base) && ok(head)
+            });
+        if !valid {
+            return Err(ProtocolError::InvalidField {
+                field: "diff",
+                reason: "must be `<base>..<head>`, two revisions without spaces".to_owned(),
+            });
+        }
+        self.diff = Some(diff);
+        Ok(self)
+    }
+
+    /// The two revisions of `diff`.
+    pub fn diff_range(&self) -> Option<(&str, &str)> {
+        self.diff.as_deref().and_then(|d| d.split_once(".."))
     }
 }
 

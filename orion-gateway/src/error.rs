@@ -27,6 +27,8 @@ pub enum ApiError {
     InvalidTaskId(String),
     #[error("task {0} does not exist")]
     TaskNotFound(TaskId),
+    #[error("task {task} has no suggestion {index}")]
+    SuggestionNotFound { task: TaskId, index: usize },
     #[error("task is {0} and can no longer be cancelled")]
     NotCancellable(TaskStatus),
     #[error("no route for this method and path")]
@@ -54,6 +56,7 @@ impl ApiError {
             ApiError::InvalidParameter { .. } => "invalid_parameter",
             ApiError::InvalidTaskId(_) => "invalid_task_id",
             ApiError::TaskNotFound(_) => "task_not_found",
+            ApiError::SuggestionNotFound { .. } => "suggestion_not_found",
             ApiError::NotCancellable(_) => "task_not_cancellable",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::Unavailable(_) => "service_unavailable",
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::InvalidParameter { .. } => "Invalid parameter",
             ApiError::InvalidTaskId(_) => "Invalid task id",
             ApiError::TaskNotFound(_) => "Task not found",
+            ApiError::SuggestionNotFound { .. } => "Suggestion not found",
             ApiError::NotCancellable(_) => "Task not cancellable",
             ApiError::RouteNotFound => "Not found",
             ApiError::Unavailable(_) => "Service unavailable",
@@ -93,7 +97,9 @@ impl ResponseError for ApiError {
             | ApiError::UnknownTaskKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TaskNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::TaskNotFound(_) | ApiError::RouteNotFound | ApiError::SuggestionNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::NotCancellable(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -18,6 +18,9 @@ pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<Exit
     if let Some(git_ref) = t.git_ref {
         body["ref"] = git_ref.into();
     }
+    if let Some(diff) = t.diff {
+        body["diff"] = diff.into();
+    }
     let mut request = awc::Client::new().post(format!("{}/v1/tasks", server.trim_end_matches('/')));
     if let Some(key) = &args.idempotency_key {
         request = request.insert_header(("Idempotency-Key", key.as_str()));

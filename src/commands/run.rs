@@ -33,7 +33,10 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
         Err(_) => args.task.repo.clone(),
     };
     let t = args.task;
-    let spec = TaskSpec::new(t.kind, repo, t.prompt, t.git_ref, t.priority)?;
+    let mut spec = TaskSpec::new(t.kind, repo, t.prompt, t.git_ref, t.priority)?;
+    if let Some(diff) = t.diff {
+        spec = spec.with_diff(diff)?;
+    }
     let submission = lifecycle
         .submit(spec, None)
         .await

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orion_bus::{Task, TaskFailure};
-use orion_services::code::{CodeError, CodeIntel, MAX_LISTED_FILES};
+use orion_services::code::{CodeError, CodeIntel, MAX_LISTED_FILES, score_change};
 use orion_services::vcs;
 
 use super::{Work, WorkContext};
@@ -34,7 +34,7 @@ pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
     if task.spec.git_ref.is_some() {
         return Err(TaskFailure::new(
             "ref_unsupported",
-            "agents measure the working tree; working on another ref is not supported yet",
+            "agents measure the working tree (or a `diff`); working on another ref is not supported yet",
         ));
     }
     Ok(PathBuf::from(path))
@@ -58,6 +58,9 @@ impl Work for AnalyzerWork {
         _: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure> {
         let root = local_repository(task)?;
+        if let Some((base, head)) = task.spec.diff_range() {
+            return score_diff(root, base.to_owned(), head.to_owned()).await;
+        }
         let mut report = self.code.analyze(&root).await.map_err(code_failure)?;
         // History is optional: a plain directory has no hotspots, and that is not a failure.
         let history = tokio::task::spawn_blocking(move || vcs::churn(&root, vcs::CHURN_COMMITS))
@@ -67,7 +70,25 @@ impl Work for AnalyzerWork {
             Ok(churn) => report.add_hotspots(&churn),
             Err(e) => tracing::info!(task = %task.id, reason = %e, "no history for hotspots"),
         }
+        report.suggest();
         report.trim_files(MAX_LISTED_FILES);
         serde_json::to_value(report).map_err(|e| TaskFailure::new("internal", e.to_string()))
     }
+}
+
+/// `diff` mode: only what changed between two revisions, scored.
+async fn score_diff(root: PathBuf, base: String, head: String) -> Result<serde_json::Value, TaskFailure> {
+    let diff = format!("{base}..{head}");
+    let report = tokio::task::spawn_blocking(move || {
+        let changes = vcs::changes(&root, &base, &head)?;
+        Ok::<_, vcs::VcsError>(score_change(&diff, &changes))
+    })
+    .await
+    .map_err(|e| TaskFailure::new("analysis_interrupted", e.to_string()))?
+    .map_err(|e| match e {
+        vcs::VcsError::NotARepository(_) => TaskFailure::new("not_a_repository", e.to_string()),
+        vcs::VcsError::UnknownRevision(_) => TaskFailure::new("unknown_revision", e.to_string()),
+        vcs::VcsError::Git(_) => TaskFailure::new("vcs_error", e.to_string()),
+    })?;
+    serde_json::to_value(report).map_err(|e| TaskFailure::new("internal", e.to_string()))
 }

@@ -13,7 +13,7 @@ use crate::startup::AppState;
 /// The default and the largest page size of listings.
 const DEFAULT_PAGE: u64 = 50;
 const MAX_PAGE: u64 = 500;
-const SUBMIT_FIELDS: &[&str] = &["kind", "repo", "prompt", "ref", "priority"];
+const SUBMIT_FIELDS: &[&str] = &["kind", "repo", "prompt", "ref", "priority", "diff"];
 
 fn string_field(
     body: &Map<String, Value>,
@@ -50,13 +50,11 @@ fn parse_submission(body: Value) -> Result<TaskSpec, ApiError> {
         Some(p) => p.parse::<Priority>()?,
         None => Priority::default(),
     };
-    Ok(TaskSpec::new(
-        kind,
-        repo,
-        string_field(&body, "prompt")?,
-        string_field(&body, "ref")?,
-        priority,
-    )?)
+    let spec = TaskSpec::new(kind, repo, string_field(&body, "prompt")?, string_field(&body, "ref")?, priority)?;
+    Ok(match string_field(&body, "diff")? {
+        Some(diff) => spec.with_diff(diff)?,
+        None => spec,
+    })
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -117,6 +115,7 @@ pub async fn get(
 pub struct ListParams {
     status: Option<String>,
     kind: Option<String>,
+    repo: Option<String>,
     limit: Option<u64>,
     cursor: Option<String>,
 }
@@ -150,6 +149,7 @@ pub async fn list(
     let query = TaskQuery {
         status: param::<TaskStatus>("status", params.status.as_deref())?,
         kind: param::<TaskKind>("kind", params.kind.as_deref())?,
+        repo: params.repo.clone(),
         before: param::<TaskId>("cursor", params.cursor.as_deref())?,
         limit,
     };
@@ -197,4 +197,32 @@ pub async fn cancel(
         Err(LifecycleError::Store(StoreError::NotFound(id))) => Err(ApiError::TaskNotFound(id)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// `POST /v1/tasks/{id}/suggestions/{n}/submit`: turns suggestion `n` of a finished analysis
+/// into a `develop` task. Submitting the same suggestion again returns the same task.
+pub async fn submit_suggestion(
+    path: web::Path<(String, usize)>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let (raw, n) = path.into_inner();
+    let id = task_id(&raw)?;
+    let lifecycle = &state.lifecycle;
+    let analysis = lifecycle.store().task(id).await?;
+    let suggestion = analysis
+        .result
+        .as_ref()
+        .and_then(|r| r.get("suggestions"))
+        .and_then(|s| s.get(n))
+        .ok_or(ApiError::SuggestionNotFound { task: id, index: n })?;
+    let prompt = suggestion.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
+    let spec = TaskSpec::new(TaskKind::Develop, analysis.spec.repo.clone(), Some(prompt), None, Priority::Normal)?;
+    let submission = lifecycle.submit(spec, Some(&format!("suggestion-{id}-{n}"))).await?;
+    let task = submission.task;
+    if let Some(e) = submission.queue_error {
+        tracing::warn!(task = %task.id, error = %e, "suggested task stored but not queued");
+        return Err(ApiError::NotQueued(task.id));
+    }
+    let mut response = if submission.created { HttpResponse::Accepted() } else { HttpResponse::Ok() };
+    Ok(response.insert_header(("Location", format!("/v1/tasks/{}", task.id))).json(task))
 }

@@ -5,6 +5,7 @@
 //! and parsed once, spread over all cores by a shared work index (so one huge file does not
 //! hold up a whole chunk). The counting rules per language are in [`language`].
 
+mod diff;
 mod engine;
 mod file;
 mod function;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
+pub use diff::{ChangedFunction, DiffReport, DiffScore, score as score_change};
 pub use engine::{Source, analyze_sources, load_sources, parse_only};
 pub use file::FileAnalysis;
 pub use function::FunctionMetrics;

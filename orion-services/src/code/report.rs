@@ -143,7 +143,22 @@ pub struct RepoReport {
     #[serde(default)]
     pub files_truncated: bool,
     pub skipped: SkipCounts,
+    /// Follow-up `develop` tasks proposed from the evidence above.
+    #[serde(default)]
+    pub suggestions: Vec<Suggestion>,
 }
+
+/// A proposed follow-up task and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    pub title: String,
+    /// The prompt of the `develop` task this becomes when submitted.
+    pub prompt: String,
+    pub evidence: serde_json::Value,
+}
+
+/// How many suggestions a report proposes at most.
+const SUGGESTIONS: usize = 5;
 
 impl RepoReport {
     pub fn build(analyses: Vec<FileAnalysis>, skipped: SkipCounts) -> Self {
@@ -221,7 +236,56 @@ impl RepoReport {
             files,
             files_truncated: false,
             skipped,
+            suggestions: Vec::new(),
         }
+    }
+
+    /// Proposes refactorings: first the complex functions in hotspots (complex and often
+    /// changed), then the other functions over the debt model's thresholds, most complex
+    /// first. Call after [`RepoReport::add_hotspots`].
+    pub fn suggest(&mut self) {
+        let churn_of = |path: &str| self.hotspots.iter().find(|h| h.path == path).map(|h| h.churn);
+        let mut candidates: Vec<&ComplexFunction> = self
+            .complex_functions
+            .iter()
+            .filter(|f| {
+                f.function.cyclomatic > debt::CYCLOMATIC_THRESHOLD
+                    || f.function.cognitive > debt::COGNITIVE_THRESHOLD
+                    || f.function.max_nesting > debt::NESTING_THRESHOLD
+            })
+            .collect();
+        candidates.sort_by_key(|f| (churn_of(&f.path).is_none(), std::cmp::Reverse(f.function.cyclomatic)));
+        self.suggestions = candidates
+            .into_iter()
+            .take(SUGGESTIONS)
+            .map(|f| {
+                let m = &f.function;
+                let churn = churn_of(&f.path);
+                let why = match churn {
+                    Some(c) => format!(" It is in a hotspot: {} changed in {c} commits.", f.path),
+                    None => String::new(),
+                };
+                Suggestion {
+                    title: format!("Simplify `{}` in {}", m.name, f.path),
+                    prompt: format!(
+                        "Refactor `{}` in {} (lines {}-{}) to reduce its complexity without changing its behaviour: \
+                         it has cyclomatic complexity {}, cognitive complexity {} and nesting depth {}.{why} \
+                         Extract well-named helpers, flatten nesting with early returns, and keep the tests passing.",
+                        m.name, f.path, m.start_line, m.end_line, m.cyclomatic, m.cognitive, m.max_nesting
+                    ),
+                    evidence: serde_json::json!({
+                        "path": f.path,
+                        "function": m.name,
+                        "start_line": m.start_line,
+                        "cyclomatic": m.cyclomatic,
+                        "cognitive": m.cognitive,
+                        "max_nesting": m.max_nesting,
+                        "churn": churn,
+                        "debt_minutes": debt::of_function(m),
+                    }),
+                }
+            })
+            .collect();
     }
 
     /// Ranks files by complexity × churn (commits per path, from version control).

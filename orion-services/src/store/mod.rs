@@ -80,6 +80,8 @@ impl Transition {
 pub struct TaskQuery {
     pub status: Option<TaskStatus>,
     pub kind: Option<TaskKind>,
+    /// Tasks on exactly this repository.
+    pub repo: Option<String>,
     /// Tasks older than this one (ids are time-ordered); the first page when absent.
     pub before: Option<TaskId>,
     pub limit: u64,

@@ -69,6 +69,7 @@ fn to_task(m: task::Model) -> Result<Task, StoreError> {
             repo: m.repo,
             prompt: m.prompt,
             git_ref: m.git_ref,
+            diff: m.diff,
             priority: parse(&m.priority, "priority")?,
         },
         status: parse(&m.status, "status")?,
@@ -150,6 +151,7 @@ impl Store for SqlStore {
             repo: Set(spec.repo),
             prompt: Set(spec.prompt),
             git_ref: Set(spec.git_ref),
+            diff: Set(spec.diff),
             priority: Set(spec.priority.as_str().to_owned()),
             status: Set(TaskStatus::Queued.as_str().to_owned()),
             version: Set(1),
@@ -202,6 +204,9 @@ impl Store for SqlStore {
         }
         if let Some(kind) = query.kind {
             select = select.filter(task::Column::Kind.eq(kind.as_str()));
+        }
+        if let Some(repo) = &query.repo {
+            select = select.filter(task::Column::Repo.eq(repo.as_str()));
         }
         if let Some(before) = query.before {
             select = select.filter(task::Column::Id.lt(before.as_uuid()));

@@ -14,7 +14,9 @@ mod coordinator;
 mod messages;
 mod node;
 
-pub use agents::{Agent, AgentActor, AnalyzerWork, NotImplementedWork, Work, WorkContext};
+pub use agents::{
+    Agent, AgentActor, AnalyzerWork, ArchitectWork, NotImplementedWork, Work, WorkContext,
+};
 pub use bridge::BusBridge;
 pub use coordinator::Coordinator;
 pub use messages::{HandleError, Perform, ReportArrived, TaskArrived};

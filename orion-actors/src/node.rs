@@ -8,7 +8,9 @@ use orion_bus::AgentKind;
 use orion_services::code::CodeIntel;
 use orion_services::lifecycle::Lifecycle;
 
-use crate::agents::{Agent, AgentActor, AnalyzerWork, NotImplementedWork, Work, WorkContext};
+use crate::agents::{
+    Agent, AgentActor, AnalyzerWork, ArchitectWork, NotImplementedWork, Work, WorkContext,
+};
 use crate::bridge::BusBridge;
 use crate::coordinator::Coordinator;
 
@@ -50,6 +52,7 @@ pub fn start_node(
     {
         let work: Arc<dyn Work> = match kind {
             AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
+            AgentKind::Architect => Arc::new(ArchitectWork::new(code.clone())),
             other => Arc::new(NotImplementedWork(other)),
         };
         let agent = Agent {

@@ -287,7 +287,11 @@ impl TaskSpec {
         let diff = diff.into();
         let valid = diff.len() <= 2 * limits::REF_MAX_BYTES + 2
             && diff.split_once("..").is_some_and(|(base, head)| {
-                let ok = |r: &str| !r.is_empty() && !r.starts_with('.') && !r.chars().any(|c| c.is_whitespace() || c.is_control());
+                let ok = |r: &str| {
+                    !r.is_empty()
+                        && !r.starts_with('.')
+                        && !r.chars().any(|c| c.is_whitespace() || c.is_control())
+                };
                 ok(base) && ok(head)
             });
         if !valid {

@@ -97,9 +97,9 @@ impl ResponseError for ApiError {
             | ApiError::UnknownTaskKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TaskNotFound(_) | ApiError::RouteNotFound | ApiError::SuggestionNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            ApiError::TaskNotFound(_)
+            | ApiError::RouteNotFound
+            | ApiError::SuggestionNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::NotCancellable(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

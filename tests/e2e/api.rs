@@ -74,12 +74,12 @@ async fn the_events_of_a_task_tell_its_story() {
 async fn agents_not_built_yet_fail_their_tasks_clearly() {
     let app = TestApp::spawn().await;
     let id = app
-        .submit(json!({ "kind": "design", "repo": "/anywhere", "prompt": "a cache layer" }))
+        .submit(json!({ "kind": "ci", "repo": "/anywhere", "prompt": "a pipeline" }))
         .await;
     let task = app.wait_for(&id, "failed").await;
     assert_eq!(
         task["error"],
-        json!({ "code": "not_implemented", "message": "the architect agent cannot do `design` tasks yet" })
+        json!({ "code": "not_implemented", "message": "the devops agent cannot do `ci` tasks yet" })
     );
 }
 
@@ -112,7 +112,7 @@ async fn listing_filters_by_kind_and_status_and_pages_with_a_cursor() {
                 .await,
         );
     }
-    let design = app.submit(json!({ "kind": "design", "repo": "/x" })).await;
+    let design = app.submit(json!({ "kind": "ci", "repo": "/x" })).await;
     for id in &analyze {
         app.wait_for(id, "completed").await;
     }

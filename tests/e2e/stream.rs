@@ -96,7 +96,7 @@ async fn a_client_resumes_from_a_cursor_with_replay_from_the_store() {
     );
 
     // Replay hands over to live events without a gap: a new task's events follow.
-    let second = app.submit(json!({ "kind": "design", "repo": "/x" })).await;
+    let second = app.submit(json!({ "kind": "ci", "repo": "/x" })).await;
     let mut everything = open(&app, &format!("?since={cursor}&types=queued,failed")).await;
     let replayed_and_live = events_until(&mut everything, &second, "failed").await;
     assert_eq!(types(&replayed_and_live), ["queued", "failed"]);

@@ -77,7 +77,11 @@ impl Work for AnalyzerWork {
 }
 
 /// `diff` mode: only what changed between two revisions, scored.
-async fn score_diff(root: PathBuf, base: String, head: String) -> Result<serde_json::Value, TaskFailure> {
+async fn score_diff(
+    root: PathBuf,
+    base: String,
+    head: String,
+) -> Result<serde_json::Value, TaskFailure> {
     let diff = format!("{base}..{head}");
     let report = tokio::task::spawn_blocking(move || {
         let changes = vcs::changes(&root, &base, &head)?;

@@ -5,8 +5,10 @@
 //! attempt, state), so a redelivered assignment cannot produce a second, different history.
 
 mod analyzer;
+mod architect;
 
 pub use analyzer::AnalyzerWork;
+pub use architect::ArchitectWork;
 
 use std::sync::Arc;
 

@@ -19,7 +19,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/tasks/{id}", web::get().to(tasks::get))
                 .route("/tasks/{id}/events", web::get().to(tasks::events))
                 .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
-                .route("/tasks/{id}/suggestions/{n}/submit", web::post().to(tasks::submit_suggestion))
+                .route(
+                    "/tasks/{id}/suggestions/{n}/submit",
+                    web::post().to(tasks::submit_suggestion),
+                )
                 .route("/repos/{repo}/trend", web::get().to(repos::trend))
                 .route("/stream", web::get().to(stream::connect)),
         );

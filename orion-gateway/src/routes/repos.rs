@@ -11,12 +11,23 @@ use crate::startup::AppState;
 /// How many analyses a trend covers at most, newest last.
 const TREND_POINTS: u64 = 100;
 /// The figures whose change between the last two analyses is reported.
-const TREND_FIGURES: &[&str] = &["lines", "functions", "todos", "average_cyclomatic", "max_cyclomatic", "complex_functions", "debt_minutes"];
+const TREND_FIGURES: &[&str] = &[
+    "lines",
+    "functions",
+    "todos",
+    "average_cyclomatic",
+    "max_cyclomatic",
+    "complex_functions",
+    "debt_minutes",
+];
 
 /// `GET /v1/repos/{repo}/trend`: the summaries of the completed whole-repository analyses of
 /// `repo` (URL-encoded, exactly as submitted), oldest first, and the change since the one
 /// before the last.
-pub async fn trend(path: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn trend(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let repo = path.into_inner();
     let query = TaskQuery {
         kind: Some(TaskKind::Analyze),
@@ -42,7 +53,10 @@ pub async fn trend(path: web::Path<String>, state: web::Data<AppState>) -> Resul
             for figure in TREND_FIGURES {
                 let (a, b) = (&before["summary"][figure], &last["summary"][figure]);
                 if let (Some(a), Some(b)) = (a.as_f64(), b.as_f64()) {
-                    change.insert((*figure).to_owned(), json!(((b - a) * 100.0).round() / 100.0));
+                    change.insert(
+                        (*figure).to_owned(),
+                        json!(((b - a) * 100.0).round() / 100.0),
+                    );
                 }
             }
             Value::Object(change)

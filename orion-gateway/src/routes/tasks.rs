@@ -50,7 +50,13 @@ fn parse_submission(body: Value) -> Result<TaskSpec, ApiError> {
         Some(p) => p.parse::<Priority>()?,
         None => Priority::default(),
     };
-    let spec = TaskSpec::new(kind, repo, string_field(&body, "prompt")?, string_field(&body, "ref")?, priority)?;
+    let spec = TaskSpec::new(
+        kind,
+        repo,
+        string_field(&body, "prompt")?,
+        string_field(&body, "ref")?,
+        priority,
+    )?;
     Ok(match string_field(&body, "diff")? {
         Some(diff) => spec.with_diff(diff)?,
         None => spec,
@@ -215,14 +221,32 @@ pub async fn submit_suggestion(
         .and_then(|r| r.get("suggestions"))
         .and_then(|s| s.get(n))
         .ok_or(ApiError::SuggestionNotFound { task: id, index: n })?;
-    let prompt = suggestion.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let spec = TaskSpec::new(TaskKind::Develop, analysis.spec.repo.clone(), Some(prompt), None, Priority::Normal)?;
-    let submission = lifecycle.submit(spec, Some(&format!("suggestion-{id}-{n}"))).await?;
+    let prompt = suggestion
+        .get("prompt")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let spec = TaskSpec::new(
+        TaskKind::Develop,
+        analysis.spec.repo.clone(),
+        Some(prompt),
+        None,
+        Priority::Normal,
+    )?;
+    let submission = lifecycle
+        .submit(spec, Some(&format!("suggestion-{id}-{n}")))
+        .await?;
     let task = submission.task;
     if let Some(e) = submission.queue_error {
         tracing::warn!(task = %task.id, error = %e, "suggested task stored but not queued");
         return Err(ApiError::NotQueued(task.id));
     }
-    let mut response = if submission.created { HttpResponse::Accepted() } else { HttpResponse::Ok() };
-    Ok(response.insert_header(("Location", format!("/v1/tasks/{}", task.id))).json(task))
+    let mut response = if submission.created {
+        HttpResponse::Accepted()
+    } else {
+        HttpResponse::Ok()
+    };
+    Ok(response
+        .insert_header(("Location", format!("/v1/tasks/{}", task.id)))
+        .json(task))
 }

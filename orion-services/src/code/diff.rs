@@ -47,17 +47,30 @@ pub struct DiffReport {
 }
 
 fn overlaps(f: &FunctionMetrics, ranges: &[(u32, u32)]) -> bool {
-    ranges.iter().any(|&(start, end)| f.start_line <= end && start <= f.end_line)
+    ranges
+        .iter()
+        .any(|&(start, end)| f.start_line <= end && start <= f.end_line)
 }
 
 /// Measures the head and base versions of each changed file and keeps the functions whose
 /// lines the change touched.
 pub fn score(diff: &str, changes: &[FileChange]) -> DiffReport {
-    let mut score = DiffScore { files_changed: changes.len() as u64, ..DiffScore::default() };
+    let mut score = DiffScore {
+        files_changed: changes.len() as u64,
+        ..DiffScore::default()
+    };
     let mut functions = Vec::new();
     for change in changes {
-        let Some(language) = Language::of(std::path::Path::new(&change.path)) else { continue };
-        let Some(head) = change.head.as_deref().filter(|h| walk::content_skip(h).is_none()) else { continue };
+        let Some(language) = Language::of(std::path::Path::new(&change.path)) else {
+            continue;
+        };
+        let Some(head) = change
+            .head
+            .as_deref()
+            .filter(|h| walk::content_skip(h).is_none())
+        else {
+            continue;
+        };
         score.files_measured += 1;
         let after = analyze_file(&change.path, language, head);
         let mut before: Vec<FunctionMetrics> = change
@@ -65,15 +78,31 @@ pub fn score(diff: &str, changes: &[FileChange]) -> DiffReport {
             .as_deref()
             .map(|b| analyze_file(&change.path, language, b).functions)
             .unwrap_or_default();
-        for function in after.functions.into_iter().filter(|f| overlaps(f, &change.added_lines)) {
-            let previous = before.iter().position(|b| b.name == function.name).map(|i| before.remove(i));
+        for function in after
+            .functions
+            .into_iter()
+            .filter(|f| overlaps(f, &change.added_lines))
+        {
+            // The same name nearest to where the function stands now (names repeat across
+            // impls and classes).
+            let previous = before
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| b.name == function.name)
+                .min_by_key(|(_, b)| b.start_line.abs_diff(function.start_line))
+                .map(|(i, _)| i)
+                .map(|i| before.remove(i));
             let (delta_cyclomatic, delta_cognitive, debt_before) = match &previous {
                 Some(p) => (
                     i64::from(function.cyclomatic) - i64::from(p.cyclomatic),
                     i64::from(function.cognitive) - i64::from(p.cognitive),
                     debt::of_function(p),
                 ),
-                None => (i64::from(function.cyclomatic) - 1, i64::from(function.cognitive), 0),
+                None => (
+                    i64::from(function.cyclomatic) - 1,
+                    i64::from(function.cognitive),
+                    0,
+                ),
             };
             score.functions_changed += 1;
             score.new_functions += u64::from(previous.is_none());
@@ -89,6 +118,14 @@ pub fn score(diff: &str, changes: &[FileChange]) -> DiffReport {
             });
         }
     }
-    functions.sort_by(|a, b| b.delta_cyclomatic.cmp(&a.delta_cyclomatic).then_with(|| a.path.cmp(&b.path)));
-    DiffReport { diff: diff.to_owned(), score, functions }
+    functions.sort_by(|a, b| {
+        b.delta_cyclomatic
+            .cmp(&a.delta_cyclomatic)
+            .then_with(|| a.path.cmp(&b.path))
+    });
+    DiffReport {
+        diff: diff.to_owned(),
+        score,
+        functions,
+    }
 }

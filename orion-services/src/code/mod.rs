@@ -5,6 +5,7 @@
 //! and parsed once, spread over all cores by a shared work index (so one huge file does not
 //! hold up a whole chunk). The counting rules per language are in [`language`].
 
+mod deps;
 mod diff;
 mod engine;
 mod file;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
+pub use deps::{DependencyGraph, LanguageGraph, dependency_graph};
 pub use diff::{ChangedFunction, DiffReport, DiffScore, score as score_change};
 pub use engine::{Source, analyze_sources, load_sources, parse_only};
 pub use file::FileAnalysis;
@@ -49,6 +51,9 @@ pub enum CodeError {
 pub trait CodeIntel: Send + Sync + 'static {
     /// Measures every supported source file under `root`.
     async fn analyze(&self, root: &Path) -> Result<RepoReport, CodeError>;
+
+    /// The module dependency graph of the repository at `root`.
+    async fn dependencies(&self, root: &Path) -> Result<DependencyGraph, CodeError>;
 }
 
 /// [`CodeIntel`] on tree-sitter grammars, using every core.
@@ -62,6 +67,21 @@ impl CodeIntel for TreeSitterIntel {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             span.in_scope(|| analyze_blocking(&root, engine::all_cores()))
+        })
+        .await
+        .map_err(|e| CodeError::Interrupted(e.to_string()))?
+    }
+
+    async fn dependencies(&self, root: &Path) -> Result<DependencyGraph, CodeError> {
+        let root = root.to_owned();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                check_root(&root)?;
+                let (paths, _) = walk::source_files(&root);
+                let (files, _) = engine::analyze_paths(&root, &paths, engine::all_cores());
+                Ok(dependency_graph(&files))
+            })
         })
         .await
         .map_err(|e| CodeError::Interrupted(e.to_string()))?

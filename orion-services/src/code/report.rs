@@ -244,7 +244,12 @@ impl RepoReport {
     /// changed), then the other functions over the debt model's thresholds, most complex
     /// first. Call after [`RepoReport::add_hotspots`].
     pub fn suggest(&mut self) {
-        let churn_of = |path: &str| self.hotspots.iter().find(|h| h.path == path).map(|h| h.churn);
+        let churn_of = |path: &str| {
+            self.hotspots
+                .iter()
+                .find(|h| h.path == path)
+                .map(|h| h.churn)
+        };
         let mut candidates: Vec<&ComplexFunction> = self
             .complex_functions
             .iter()
@@ -254,7 +259,12 @@ impl RepoReport {
                     || f.function.max_nesting > debt::NESTING_THRESHOLD
             })
             .collect();
-        candidates.sort_by_key(|f| (churn_of(&f.path).is_none(), std::cmp::Reverse(f.function.cyclomatic)));
+        candidates.sort_by_key(|f| {
+            (
+                churn_of(&f.path).is_none(),
+                std::cmp::Reverse(f.function.cyclomatic),
+            )
+        });
         self.suggestions = candidates
             .into_iter()
             .take(SUGGESTIONS)

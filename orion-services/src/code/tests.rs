@@ -202,3 +202,132 @@ fn todos_types_and_imports_are_counted() {
     assert_eq!((file.todos, file.types, file.imports.len()), (2, 3, 2));
     assert_eq!(file.imports, ["use std::fmt;", "mod inner;"]);
 }
+
+fn graph_of(files: &[(&str, Language, &str)]) -> super::DependencyGraph {
+    let analyses: Vec<_> = files
+        .iter()
+        .map(|(p, l, s)| analyze_file(p, *l, s.as_bytes()))
+        .collect();
+    super::dependency_graph(&analyses)
+}
+
+fn edges(graph: &super::DependencyGraph, language: Language) -> Vec<(&str, &str)> {
+    graph.languages[&language]
+        .edges
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect()
+}
+
+#[test]
+fn python_imports_resolve_absolute_and_relative_and_cycles_are_found() {
+    let graph = graph_of(&[
+        ("pkg/__init__.py", Language::Python, ""),
+        ("pkg/a.py", Language::Python, "from . import b\nimport os\n"),
+        ("pkg/b.py", Language::Python, "from pkg.c import thing\n"),
+        ("pkg/c.py", Language::Python, "from .a import x\n"),
+        ("pkg/sub/__init__.py", Language::Python, ""),
+        (
+            "pkg/sub/d.py",
+            Language::Python,
+            "from ..c import y\nimport pkg.a\n",
+        ),
+    ]);
+    assert_eq!(
+        edges(&graph, Language::Python),
+        [
+            ("pkg/a.py", "pkg/b.py"),
+            ("pkg/b.py", "pkg/c.py"),
+            ("pkg/c.py", "pkg/a.py"),
+            ("pkg/sub/d.py", "pkg/a.py"),
+            ("pkg/sub/d.py", "pkg/c.py"),
+        ]
+    );
+    let python = &graph.languages[&Language::Python];
+    assert_eq!(python.cycles, [vec!["pkg/a.py", "pkg/b.py", "pkg/c.py"]]);
+    assert_eq!(
+        python.external_imports, 1,
+        "`import os` is outside the repository"
+    );
+    assert_eq!(
+        python.layers[0],
+        [
+            "pkg/__init__.py",
+            "pkg/a.py",
+            "pkg/b.py",
+            "pkg/c.py",
+            "pkg/sub/__init__.py"
+        ]
+    );
+    assert_eq!(python.layers[1], ["pkg/sub/d.py"]);
+    assert!(graph.mermaid.starts_with("graph LR\n"));
+    assert!(graph.mermaid.contains("[\"pkg/sub/d.py\"]"));
+}
+
+#[test]
+fn script_rust_go_and_java_imports_resolve() {
+    let graph = graph_of(&[
+        (
+            "web/app.ts",
+            Language::TypeScript,
+            "import { x } from './lib/util';\nimport React from 'react';\n",
+        ),
+        (
+            "web/lib/util.ts",
+            Language::TypeScript,
+            "import y from '../index';\n",
+        ),
+        ("web/index.js", Language::JavaScript, "export default 1;\n"),
+        (
+            "src/lib.rs",
+            Language::Rust,
+            "mod store;\nuse crate::store::Row;\n",
+        ),
+        (
+            "src/store.rs",
+            Language::Rust,
+            "mod sql;\nuse super::helpers;\n",
+        ),
+        ("src/store/sql.rs", Language::Rust, "use crate::store;\n"),
+        (
+            "cmd/main.go",
+            Language::Go,
+            "package main\nimport (\n\t\"example.com/m/internal/db\"\n\t\"fmt\"\n)\n",
+        ),
+        ("internal/db/db.go", Language::Go, "package db\n"),
+        (
+            "src/main/java/a/App.java",
+            Language::Java,
+            "package a;\nimport a.b.Repo;\nimport java.util.List;\nclass App {}\n",
+        ),
+        (
+            "src/main/java/a/b/Repo.java",
+            Language::Java,
+            "package a.b;\nclass Repo {}\n",
+        ),
+    ]);
+    assert_eq!(
+        edges(&graph, Language::TypeScript),
+        [
+            ("web/app.ts", "web/lib/util.ts"),
+            ("web/lib/util.ts", "web/index.js")
+        ]
+    );
+    assert_eq!(
+        edges(&graph, Language::Rust),
+        [
+            ("src/lib.rs", "src/store.rs"),
+            ("src/store.rs", "src/store/sql.rs"),
+            ("src/store/sql.rs", "src/store.rs")
+        ]
+    );
+    assert_eq!(
+        graph.languages[&Language::Rust].cycles,
+        [vec!["src/store.rs", "src/store/sql.rs"]]
+    );
+    assert_eq!(edges(&graph, Language::Go), [("cmd", "internal/db")]);
+    assert_eq!(
+        edges(&graph, Language::Java),
+        [("src/main/java/a/App.java", "src/main/java/a/b/Repo.java")]
+    );
+}

@@ -24,13 +24,19 @@ pub enum VcsError {
 /// Opens the repository containing `root`, and `root`'s path inside it (`""` or `dir/`).
 fn open(root: &Path) -> Result<(Repository, String), VcsError> {
     let repo = Repository::discover(root).map_err(|_| VcsError::NotARepository(root.to_owned()))?;
-    let workdir = repo.workdir().ok_or_else(|| VcsError::NotARepository(root.to_owned()))?;
+    let workdir = repo
+        .workdir()
+        .ok_or_else(|| VcsError::NotARepository(root.to_owned()))?;
     let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
     let prefix = canonical(root)
         .strip_prefix(canonical(workdir))
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .unwrap_or_default();
-    let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{prefix}/")
+    };
     Ok((repo, prefix))
 }
 
@@ -47,7 +53,9 @@ pub struct FileChange {
 }
 
 fn tree_of<'r>(repo: &'r Repository, revision: &str) -> Result<Tree<'r>, VcsError> {
-    let object = repo.revparse_single(revision).map_err(|_| VcsError::UnknownRevision(revision.to_owned()))?;
+    let object = repo
+        .revparse_single(revision)
+        .map_err(|_| VcsError::UnknownRevision(revision.to_owned()))?;
     Ok(object.peel_to_tree()?)
 }
 
@@ -68,10 +76,16 @@ pub fn changes(root: &Path, base: &str, head: &str) -> Result<Vec<FileChange>, V
     let diff = repo.diff_tree_to_tree(Some(&base_tree), Some(&head_tree), Some(&mut options))?;
     let mut changes = Vec::new();
     for index in 0..diff.deltas().len() {
-        let Some(delta) = diff.get_delta(index) else { continue };
-        let Some(full) = delta.new_file().path().or_else(|| delta.old_file().path()) else { continue };
+        let Some(delta) = diff.get_delta(index) else {
+            continue;
+        };
+        let Some(full) = delta.new_file().path().or_else(|| delta.old_file().path()) else {
+            continue;
+        };
         let full_text = full.to_string_lossy().into_owned();
-        let Some(relative) = full_text.strip_prefix(prefix.as_str()) else { continue };
+        let Some(relative) = full_text.strip_prefix(prefix.as_str()) else {
+            continue;
+        };
         let mut added_lines = Vec::new();
         if let Some(patch) = Patch::from_diff(&diff, index)? {
             for h in 0..patch.num_hunks() {
@@ -84,8 +98,14 @@ pub fn changes(root: &Path, base: &str, head: &str) -> Result<Vec<FileChange>, V
         changes.push(FileChange {
             path: relative.to_owned(),
             added_lines,
-            base: delta.old_file().path().and_then(|p| blob_at(&repo, &base_tree, p)),
-            head: delta.new_file().path().and_then(|p| blob_at(&repo, &head_tree, p)),
+            base: delta
+                .old_file()
+                .path()
+                .and_then(|p| blob_at(&repo, &base_tree, p)),
+            head: delta
+                .new_file()
+                .path()
+                .and_then(|p| blob_at(&repo, &head_tree, p)),
         });
     }
     Ok(changes)

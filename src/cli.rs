@@ -40,9 +40,35 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print a gateway's live task events, one JSON line each.
     Watch(WatchArgs),
+    /// Navigate a repository: go to definition, a file's outline, the ranked repository map.
+    #[command(subcommand)]
+    Code(CodeCommand),
     /// Measure Orion's speed against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CodeCommand {
+    /// Where a name is defined.
+    Definition {
+        name: String,
+        #[arg(long, default_value = ".")]
+        repo: std::path::PathBuf,
+    },
+    /// The definitions of one file (a path relative to the repository).
+    Outline {
+        path: String,
+        #[arg(long, default_value = ".")]
+        repo: std::path::PathBuf,
+    },
+    /// The most referenced definitions, by file, within a token budget.
+    Map {
+        #[arg(long, default_value = ".")]
+        repo: std::path::PathBuf,
+        #[arg(long, default_value_t = 1024)]
+        tokens: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 
 mod bench;
 mod client;
+mod code;
 mod run;
 mod serve;
 
@@ -20,5 +21,6 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Submit(args) => client::submit(args, settings).await,
         Command::Watch(args) => client::watch(args, settings).await,
         Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
+        Command::Code(command) => code::run(command).await,
     }
 }

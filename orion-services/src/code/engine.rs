@@ -25,7 +25,7 @@ pub fn all_cores() -> usize {
 
 /// Runs `work` on every item on `threads` threads, each with its own parser; results in
 /// item order.
-fn parallel<T: Sync, R: Send>(
+pub(crate) fn parallel<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
     work: impl Fn(&mut Parser, &T) -> R + Sync,

@@ -13,6 +13,7 @@ mod function;
 pub mod language;
 mod lines;
 mod report;
+mod symbols;
 #[cfg(test)]
 mod tests;
 mod walk;
@@ -31,6 +32,7 @@ pub use report::{
     ComplexFunction, FileSummary, Hotspot, LanguageTotals, MAX_LISTED_FILES, RepoReport,
     SkipCounts, Summary,
 };
+pub use symbols::{Location, RepoMap, SymbolIndex, Tag, tags};
 pub use walk::{MAX_FILE_BYTES, Skip};
 
 /// Why an analysis could not run.
@@ -54,6 +56,10 @@ pub trait CodeIntel: Send + Sync + 'static {
 
     /// The module dependency graph of the repository at `root`.
     async fn dependencies(&self, root: &Path) -> Result<DependencyGraph, CodeError>;
+
+    /// The definitions and references of the repository at `root`, for navigation and the
+    /// repository map.
+    async fn symbols(&self, root: &Path) -> Result<SymbolIndex, CodeError>;
 }
 
 /// [`CodeIntel`] on tree-sitter grammars, using every core.
@@ -81,6 +87,21 @@ impl CodeIntel for TreeSitterIntel {
                 let (paths, _) = walk::source_files(&root);
                 let (files, _) = engine::analyze_paths(&root, &paths, engine::all_cores());
                 Ok(dependency_graph(&files))
+            })
+        })
+        .await
+        .map_err(|e| CodeError::Interrupted(e.to_string()))?
+    }
+
+    async fn symbols(&self, root: &Path) -> Result<SymbolIndex, CodeError> {
+        let root = root.to_owned();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                Ok(SymbolIndex::build(
+                    &load_sources(&root)?,
+                    engine::all_cores(),
+                ))
             })
         })
         .await

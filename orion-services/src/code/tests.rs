@@ -331,3 +331,117 @@ fn script_rust_go_and_java_imports_resolve() {
         [("src/main/java/a/App.java", "src/main/java/a/b/Repo.java")]
     );
 }
+
+#[test]
+fn every_language_has_definitions_and_references() {
+    let cases: [(Language, &str, &str, &str); 7] = [
+        (
+            Language::Rust,
+            "fn helper() {}\nfn main() { helper(); }\n",
+            "helper",
+            "main",
+        ),
+        (
+            Language::Python,
+            "def helper():\n    pass\n\ndef main():\n    helper()\n",
+            "helper",
+            "main",
+        ),
+        (
+            Language::JavaScript,
+            "function helper() {}\nfunction main() { helper(); }\n",
+            "helper",
+            "main",
+        ),
+        (
+            Language::TypeScript,
+            "function helper(): void {}\nfunction main() { helper(); }\n",
+            "helper",
+            "main",
+        ),
+        (
+            Language::Tsx,
+            "function helper() { return <b/>; }\nfunction main() { helper(); }\n",
+            "helper",
+            "main",
+        ),
+        (
+            Language::Go,
+            "package p\nfunc helper() {}\nfunc main() { helper() }\n",
+            "helper",
+            "main",
+        ),
+        (
+            Language::Java,
+            "class A { void helper() {} void main() { helper(); } }\n",
+            "helper",
+            "main",
+        ),
+    ];
+    for (language, source, callee, caller) in cases {
+        let tags = super::tags(
+            &mut tree_sitter::Parser::new(),
+            language,
+            "f",
+            source.as_bytes(),
+        );
+        let defined: Vec<&str> = tags
+            .iter()
+            .filter(|t| t.definition)
+            .map(|t| t.name.as_str())
+            .collect();
+        assert!(
+            defined.contains(&callee) && defined.contains(&caller),
+            "{language:?} definitions {defined:?}"
+        );
+        assert!(
+            tags.iter().any(|t| !t.definition && t.name == callee),
+            "{language:?}: the call of {callee} is a reference: {tags:?}"
+        );
+    }
+}
+
+#[test]
+fn the_repository_map_ranks_the_most_referenced_definitions_first_and_fits_its_budget() {
+    let sources: Vec<super::Source> = [
+        (
+            "core.py",
+            "def load():\n    pass\n\ndef unused():\n    pass\n",
+        ),
+        ("a.py", "from core import load\n\ndef a():\n    load()\n"),
+        (
+            "b.py",
+            "from core import load\n\ndef b():\n    load()\n    a()\n",
+        ),
+    ]
+    .iter()
+    .map(|(p, s)| super::Source {
+        path: (*p).into(),
+        language: Language::Python,
+        bytes: s.as_bytes().to_vec(),
+    })
+    .collect();
+    let index = super::SymbolIndex::build(&sources, 2);
+    assert_eq!(
+        index.definition("load"),
+        [super::Location {
+            path: "core.py".into(),
+            line: 1,
+            kind: "function".into()
+        }]
+    );
+    let outline: Vec<(String, u32)> = index
+        .outline("core.py")
+        .into_iter()
+        .map(|t| (t.name, t.line))
+        .collect();
+    assert_eq!(outline, [("load".to_owned(), 1), ("unused".to_owned(), 4)]);
+    let map = index.repo_map(1000);
+    assert!(map.text.starts_with("core.py:\n  function load (line 1, 2 refs)\n  function unused (line 4, 0 refs)\na.py:\n"), "{}", map.text);
+    assert_eq!((map.files, map.definitions), (3, 4));
+    let small = index.repo_map(11);
+    assert!(
+        small.tokens <= 11 && small.definitions == 1 && small.files == 1,
+        "{small:?}"
+    );
+}

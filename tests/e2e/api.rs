@@ -441,11 +441,13 @@ async fn health_readiness_and_the_openapi_document() {
             "/healthz",
             "/readyz",
             "/v1/openapi.json",
+            "/v1/repos/{repo}/trend",
             "/v1/stream",
             "/v1/tasks",
             "/v1/tasks/{id}",
             "/v1/tasks/{id}/cancel",
-            "/v1/tasks/{id}/events"
+            "/v1/tasks/{id}/events",
+            "/v1/tasks/{id}/suggestions/{n}/submit"
         ],
         "every route is documented"
     );

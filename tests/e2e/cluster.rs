@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use orion_bus::{BusConfig, NatsBus, Subjects};
 use serde_json::{Value, json};
 
-use crate::support::{PgDatabase, eventually, fixture_repo, nats_url, unique};
+use crate::support::{PgDatabase, eventually, git_fixture, nats_url, unique};
 
 /// A child process killed when the test ends, however it ends.
 struct Process(Child);
@@ -89,7 +89,7 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
                 "--name",
                 "node-b",
                 "--agents",
-                "coordinator,analyzer,developer",
+                "coordinator,analyzer,developer,architect",
             ],
         )
         .stdout(Stdio::null())
@@ -129,13 +129,15 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
     )
     .await;
 
-    let repo = fixture_repo();
+    let repo = git_fixture();
     let mut submitted = Vec::new();
-    for i in 0..7 {
-        let body = if i == 6 {
-            json!({ "kind": "develop", "repo": repo.path().to_string_lossy(), "prompt": "add a feature" })
-        } else {
-            json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() })
+    for i in 0..8 {
+        let body = match i {
+            6 => {
+                json!({ "kind": "develop", "repo": repo.path().to_string_lossy(), "prompt": "add a feature" })
+            }
+            7 => json!({ "kind": "design", "repo": repo.path().to_string_lossy() }),
+            _ => json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }),
         };
         let mut response = client
             .post(format!("{base}/v1/tasks"))
@@ -165,12 +167,18 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
             },
         )
         .await;
-        if i == 6 {
-            assert_eq!(task["error"]["code"], "not_implemented");
-        } else {
-            assert_eq!(task["result"]["totals"]["rust"]["lines"], 8);
-            assert_eq!(task["attempts"], 1, "no task was done twice");
+        match i {
+            6 => assert_eq!(task["error"]["code"], "not_implemented"),
+            7 => assert_eq!(
+                task["result"]["languages"]["python"]["edges"],
+                json!([["app/core.py", "app/util.py"]])
+            ),
+            _ => {
+                assert_eq!(task["result"]["totals"]["rust"]["lines"], 8);
+                assert_eq!(task["result"]["hotspots"][0]["path"], "app/core.py");
+            }
         }
+        assert_eq!(task["attempts"], 1, "no task was done twice");
     }
 
     // The external monitor saw every task's whole story on `<prefix>.events.>`.

@@ -4,6 +4,7 @@
 //! which `scripts/services.sh` starts. Each test takes its own subject prefix, streams and
 //! database, so tests run in parallel without seeing each other.
 
+mod analysis;
 mod api;
 mod bus_contract;
 mod cli;

@@ -241,3 +241,59 @@ impl TestApp {
         .await
     }
 }
+
+/// Runs git in `dir` with a fixed identity, failing the test if git fails.
+pub fn git(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "Orion Test")
+        .env("GIT_AUTHOR_EMAIL", "test@orion.invalid")
+        .env("GIT_COMMITTER_NAME", "Orion Test")
+        .env("GIT_COMMITTER_EMAIL", "test@orion.invalid")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("git is installed");
+    assert!(status.success(), "git {args:?} failed");
+}
+
+/// A Python function with known complexity: cyclomatic 13 (1 + for, if, and, while, if, or,
+/// elif, if, or, or, for, if), cognitive 18 (for 1, if 2, and 1, while 3, if 4, or 1, elif 1,
+/// if 1, or-sequence 1, for 1, if 2), nesting 4.
+pub const TANGLED: &str = "def tangled(a, b, c):\n    for x in a:\n        if x and b:\n            while c:\n                if x > 1 or c > 2:\n                    c -= 1\n                elif x:\n                    break\n    if a or b or c:\n        return 1\n    for y in b:\n        if y:\n            return y\n    return 0\n";
+
+/// A git repository with history: `app/core.py` changed in three commits (a hotspot),
+/// `app/util.py` in one; `app/core.py` imports `app/util.py`.
+pub fn git_fixture() -> TempDir {
+    let dir = fixture_repo();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("app")).unwrap();
+    std::fs::write(root.join("app/__init__.py"), "").unwrap();
+    std::fs::write(root.join("app/util.py"), "def helper(x):\n    return x\n").unwrap();
+    std::fs::write(
+        root.join("app/core.py"),
+        "from app.util import helper\n\ndef run(v):\n    return helper(v)\n",
+    )
+    .unwrap();
+    std::fs::write(root.join(".gitignore"), "generated.py\nignored/\n").unwrap();
+    std::fs::create_dir_all(root.join("ignored")).unwrap();
+    std::fs::write(root.join("ignored/skip.py"), "def skipped():\n    pass\n").unwrap();
+    git(root, &["init", "-q", "-b", "main"]);
+    git(root, &["add", "."]);
+    git(root, &["commit", "-q", "-m", "first"]);
+    std::fs::write(
+        root.join("app/core.py"),
+        format!("from app.util import helper\n\ndef run(v):\n    return helper(v)\n\n{TANGLED}"),
+    )
+    .unwrap();
+    git(root, &["commit", "-q", "-am", "tangle"]);
+    std::fs::write(
+        root.join("app/core.py"),
+        format!(
+            "from app.util import helper\n\ndef run(v):\n    return helper(v) + 1\n\n{TANGLED}"
+        ),
+    )
+    .unwrap();
+    git(root, &["commit", "-q", "-am", "tweak"]);
+    dir
+}

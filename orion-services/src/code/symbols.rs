@@ -95,6 +95,9 @@ pub fn tags(parser: &mut Parser, language: Language, path: &str, source: &[u8]) 
     tags
 }
 
+/// A file's rank, its path, and its definitions with their weights.
+type RankedFile<'a> = (usize, &'a String, Vec<(usize, &'a Tag)>);
+
 /// A repository's definitions and references.
 #[derive(Clone, Debug, Default)]
 pub struct SymbolIndex {
@@ -189,7 +192,7 @@ impl SymbolIndex {
     /// The files with the most referenced definitions first, each with its definitions by
     /// weight, cut to `budget_tokens`.
     pub fn repo_map(&self, budget_tokens: usize) -> RepoMap {
-        let mut files: Vec<(usize, &String, Vec<(usize, &Tag)>)> = self
+        let mut files: Vec<RankedFile<'_>> = self
             .by_file
             .iter()
             .map(|(path, tags)| {

@@ -99,6 +99,7 @@ impl Settings {
             ack_wait: Duration::from_millis(self.bus.ack_wait_ms),
             max_deliver: self.bus.max_deliver,
             max_message_bytes: self.bus.max_message_bytes,
+            prefetch: self.node.concurrency,
             ..BusConfig::default()
         }
     }

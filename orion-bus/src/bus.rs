@@ -63,6 +63,10 @@ pub struct BusConfig {
     pub max_message_bytes: usize,
     /// How long a message id is remembered for de-duplication.
     pub duplicate_window: Duration,
+    /// How many messages a consumer asks the server for at once. Keep it near the number
+    /// handled concurrently: a prefetched message waiting in the client still runs down its
+    /// ack wait, and would be redelivered elsewhere if it waited longer.
+    pub prefetch: usize,
 }
 
 impl Default for BusConfig {
@@ -72,6 +76,7 @@ impl Default for BusConfig {
             max_deliver: 5,
             max_message_bytes: 1024 * 1024,
             duplicate_window: Duration::from_secs(120),
+            prefetch: 8,
         }
     }
 }

@@ -28,6 +28,8 @@ const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 const DEAD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a health check waits for the server to answer.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The idle heartbeat of pull requests, by which a lost connection is noticed.
+const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Pause after a consumer error before asking the server again.
 const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
 
@@ -209,6 +211,9 @@ impl Bus for NatsBus {
             .await
             .map_err(|e| BusError::unavailable("creating a consumer", e))?;
         let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.config.prefetch.max(1))
+            .heartbeat(PULL_HEARTBEAT)
             .messages()
             .await
             .map_err(|e| BusError::unavailable("pulling messages", e))?;

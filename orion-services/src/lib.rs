@@ -3,11 +3,13 @@
 //! - [`store`]: tasks, their event log and agent snapshots in Postgres or SQLite (sea-orm);
 //! - [`code`]: code intelligence over tree-sitter grammars;
 //! - [`vcs`]: version control over git2;
+//! - [`llm`]: chat models on OpenAI-compatible endpoints;
 //! - [`lifecycle`]: the one place a task's status is changed, logged and announced.
 //!
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
 
 pub mod code;
 pub mod lifecycle;
+pub mod llm;
 pub mod store;
 pub mod vcs;

@@ -1,0 +1,135 @@
+//! The model service: chat completions from any OpenAI-compatible endpoint, behind the
+//! [`ChatModel`] trait the agents depend on.
+//!
+//! [`OpenAiChat`] speaks the OpenAI wire format with openai-api-rs's request and response
+//! types, and sends them with reqwest (the client openai-api-rs itself uses) so that the
+//! status and the `Retry-After` header of a refusal are visible: openai-api-rs 10 folds both
+//! into an error string. Around each call: a response cache (per request and call context,
+//! so a redelivered step gets the answer it had), a rate limiter in requests and tokens per
+//! minute, retries with exponential backoff and full jitter on 429, 5xx and timeouts that
+//! honour `Retry-After`, a fallback model, and the call's token usage and cost.
+
+mod cache;
+mod openai;
+
+pub use cache::{MemoryCache, RedisCache, ResponseCache};
+pub use openai::{OpenAiChat, OpenAiConfig, Price};
+
+use async_trait::async_trait;
+use orion_bus::TaskId;
+use serde::{Deserialize, Serialize};
+
+/// Who is speaking in a chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn system(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::System,
+            content: content.into(),
+        }
+    }
+
+    pub fn user(content: impl Into<String>) -> Self {
+        Self {
+            role: Role::User,
+            content: content.into(),
+        }
+    }
+}
+
+/// What to ask the model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    pub messages: Vec<ChatMessage>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+}
+
+/// Which step of which task a call serves; part of the cache key, so a redelivered step
+/// reads the answer of its first delivery instead of paying for a second one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallContext {
+    pub task: Option<TaskId>,
+    pub agent: String,
+    pub step: String,
+    pub attempt: i32,
+}
+
+/// Tokens a call used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+/// A function the model asks to call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    pub arguments: String,
+}
+
+/// The model's answer and what it cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    pub content: String,
+    #[serde(default)]
+    pub tool_calls: Vec<ToolCall>,
+    /// The model that answered (the fallback, when the primary was unavailable).
+    pub model: String,
+    pub usage: Usage,
+    /// In US dollars, from the configured price table (0 for unpriced models).
+    pub cost_usd: f64,
+    /// Answered from the cache: no tokens were spent this time.
+    #[serde(default)]
+    pub cached: bool,
+    /// HTTP requests made for this answer.
+    #[serde(default)]
+    pub requests: u32,
+}
+
+/// Why a call produced no answer. Each variant maps to a stable task failure code.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    #[error("the model service is unavailable after {requests} requests: {last}")]
+    Unavailable { requests: u32, last: String },
+    #[error("the model service refused the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    #[error("the model service answered something that is not a chat completion: {0}")]
+    Malformed(String),
+}
+
+impl LlmError {
+    /// The task failure code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LlmError::Unavailable { .. } => "model_unavailable",
+            LlmError::Rejected { .. } => "model_rejected",
+            LlmError::Malformed(_) => "model_malformed_response",
+        }
+    }
+}
+
+/// A chat model as the agents see it.
+#[async_trait]
+pub trait ChatModel: Send + Sync + 'static {
+    async fn chat(
+        &self,
+        context: &CallContext,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, LlmError>;
+}

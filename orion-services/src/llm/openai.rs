@@ -1,0 +1,373 @@
+//! [`ChatModel`] for OpenAI-compatible endpoints (OpenAI, Ollama, llama.cpp server, vLLM).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::clock::DefaultClock;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use openai_api_rs::v1::chat_completion::chat_completion::{
+    ChatCompletionRequest, ChatCompletionResponse,
+};
+use openai_api_rs::v1::chat_completion::{ChatCompletionMessage, Content, MessageRole};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, ResponseCache, Role, ToolCall,
+    Usage,
+};
+
+/// Dollars per million tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Price {
+    pub input_per_million: f64,
+    pub output_per_million: f64,
+}
+
+/// Where and how to call the model.
+#[derive(Clone, Debug)]
+pub struct OpenAiConfig {
+    /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
+    pub base_url: String,
+    /// Sent as a bearer token; local servers often need none.
+    pub api_key: Option<String>,
+    pub model: String,
+    /// Asked once the primary model stays unavailable through its retries.
+    pub fallback_model: Option<String>,
+    /// One whole request, connection to last byte.
+    pub timeout: Duration,
+    /// Requests per model before giving up on it.
+    pub max_attempts: u32,
+    /// The first retry's backoff ceiling; doubled per retry, capped by `max_backoff`.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u32,
+    /// Prices by model name.
+    pub prices: HashMap<String, Price>,
+}
+
+impl OpenAiConfig {
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key: None,
+            model: model.into(),
+            fallback_model: None,
+            timeout: Duration::from_secs(120),
+            max_attempts: 4,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            requests_per_minute: 500,
+            tokens_per_minute: 200_000,
+            prices: HashMap::new(),
+        }
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+
+/// The OpenAI-compatible chat model with cache, limits, retries and accounting.
+pub struct OpenAiChat {
+    http: reqwest::Client,
+    config: OpenAiConfig,
+    cache: Arc<dyn ResponseCache>,
+    requests: Limiter,
+    tokens: Limiter,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How one request went.
+enum Attempt {
+    Answer(ChatResponse),
+    /// Worth retrying, after at least this long (from `Retry-After`) where the server said.
+    Retry {
+        reason: String,
+        after: Option<Duration>,
+    },
+    Fail(LlmError),
+}
+
+/// `n` per minute, replenished evenly, in bursts of at most a tenth of the minute's
+/// allowance (so a quota is not spent in its first second and then starved).
+fn per_minute(n: u32) -> Quota {
+    let n = n.max(1);
+    let burst = NonZeroU32::new((n / 10).max(1)).unwrap_or(NonZeroU32::MIN);
+    let period = Duration::from_secs(60) / n;
+    Quota::with_period(period.max(Duration::from_nanos(1))).map_or_else(
+        || Quota::per_second(NonZeroU32::MIN),
+        |q| q.allow_burst(burst),
+    )
+}
+
+/// A uniformly random duration in `[0, ceiling]` ("full jitter").
+fn jitter(ceiling: Duration) -> Duration {
+    let random = u64::from_le_bytes(
+        uuid::Uuid::new_v4().as_bytes()[..8]
+            .try_into()
+            .unwrap_or_default(),
+    );
+    let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
+    ceiling.mul_f64(fraction)
+}
+
+/// `Retry-After` in seconds (the form model APIs send).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| *s >= 0.0)
+        .map(Duration::from_secs_f64)
+}
+
+impl OpenAiChat {
+    pub fn new(config: OpenAiConfig, cache: Arc<dyn ResponseCache>) -> Result<Self, LlmError> {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .build()
+            .map_err(|e| LlmError::Unavailable {
+                requests: 0,
+                last: e.to_string(),
+            })?;
+        Ok(Self {
+            requests: RateLimiter::direct(per_minute(config.requests_per_minute)),
+            tokens: RateLimiter::direct(per_minute(config.tokens_per_minute)),
+            http,
+            config,
+            cache,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        })
+    }
+
+    /// Cache hits and misses since start.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    fn cache_key(&self, context: &CallContext, request: &ChatRequest) -> String {
+        let mut hash = Sha256::new();
+        hash.update(self.config.model.as_bytes());
+        hash.update(serde_json::to_vec(context).unwrap_or_default());
+        hash.update(serde_json::to_vec(request).unwrap_or_default());
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn body(model: &str, request: &ChatRequest) -> ChatCompletionRequest {
+        let messages = request
+            .messages
+            .iter()
+            .map(|m| ChatCompletionMessage {
+                role: match m.role {
+                    Role::System => MessageRole::system,
+                    Role::User => MessageRole::user,
+                    Role::Assistant => MessageRole::assistant,
+                },
+                content: Content::Text(m.content.clone()),
+                name: None,
+                tool_calls: None,
+                tool_call_id: None,
+            })
+            .collect();
+        let mut body = ChatCompletionRequest::new(model.to_owned(), messages);
+        body.max_tokens = request.max_tokens.map(i64::from);
+        body.temperature = request.temperature.map(f64::from);
+        body
+    }
+
+    fn cost(&self, model: &str, usage: Usage) -> f64 {
+        let price = self.config.prices.get(model).copied().unwrap_or_default();
+        (usage.prompt_tokens as f64 * price.input_per_million
+            + usage.completion_tokens as f64 * price.output_per_million)
+            / 1_000_000.0
+    }
+
+    /// Waits for the rate limiter: one request, and an estimate of its tokens (4 characters a
+    /// token, plus the answer's allowance).
+    async fn admit(&self, request: &ChatRequest) {
+        self.requests.until_ready().await;
+        let characters: usize = request.messages.iter().map(|m| m.content.len()).sum();
+        let estimate = (characters / 4) as u32 + request.max_tokens.unwrap_or(256);
+        let capacity = (self.config.tokens_per_minute / 10).max(1);
+        let n = NonZeroU32::new(estimate.clamp(1, capacity)).unwrap_or(NonZeroU32::MIN);
+        if self.tokens.until_n_ready(n).await.is_err() {
+            tracing::warn!(
+                estimate,
+                capacity,
+                "a request larger than the token rate limit"
+            );
+        }
+    }
+
+    async fn attempt(&self, model: &str, request: &ChatRequest) -> Attempt {
+        let url = format!(
+            "{}/chat/completions",
+            self.config.base_url.trim_end_matches('/')
+        );
+        let mut call = self.http.post(url).json(&Self::body(model, request));
+        if let Some(key) = &self.config.api_key {
+            call = call.bearer_auth(key);
+        }
+        let response = match call.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry {
+                    reason: "timed out".into(),
+                    after: None,
+                };
+            }
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: format!("request failed: {e}"),
+                    after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let after = retry_after(response.headers());
+        let text = match response.text().await {
+            Ok(t) => t,
+            Err(e) if e.is_timeout() => {
+                return Attempt::Retry {
+                    reason: "timed out reading the answer".into(),
+                    after: None,
+                };
+            }
+            Err(e) => {
+                return Attempt::Retry {
+                    reason: format!("reading the answer failed: {e}"),
+                    after: None,
+                };
+            }
+        };
+        if status.as_u16() == 429 || status.is_server_error() {
+            return Attempt::Retry {
+                reason: format!("{status}: {}", text.chars().take(200).collect::<String>()),
+                after,
+            };
+        }
+        if !status.is_success() {
+            return Attempt::Fail(LlmError::Rejected {
+                status: status.as_u16(),
+                message: text.chars().take(500).collect(),
+            });
+        }
+        let parsed: ChatCompletionResponse = match serde_json::from_str(&text) {
+            Ok(p) => p,
+            Err(e) => return Attempt::Fail(LlmError::Malformed(e.to_string())),
+        };
+        let Some(choice) = parsed.choices.into_iter().next() else {
+            return Attempt::Fail(LlmError::Malformed("no choices in the answer".into()));
+        };
+        let usage = Usage {
+            prompt_tokens: parsed.usage.prompt_tokens.max(0) as u64,
+            completion_tokens: parsed.usage.completion_tokens.max(0) as u64,
+        };
+        let tool_calls = choice
+            .message
+            .tool_calls
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| ToolCall {
+                id: c.id,
+                name: c.function.name.unwrap_or_default(),
+                arguments: c.function.arguments.unwrap_or_default(),
+            })
+            .collect();
+        Attempt::Answer(ChatResponse {
+            content: choice.message.content.unwrap_or_default(),
+            tool_calls,
+            model: parsed.model,
+            cost_usd: self.cost(model, usage),
+            usage,
+            cached: false,
+            requests: 0,
+        })
+    }
+
+    /// Up to `max_attempts` requests to one model; backoff doubles from `base_backoff`, with
+    /// full jitter, and never waits less than the server's `Retry-After`.
+    async fn with_retries(
+        &self,
+        model: &str,
+        request: &ChatRequest,
+        requests: &mut u32,
+    ) -> Result<ChatResponse, LlmError> {
+        let mut last = String::new();
+        for attempt in 0..self.config.max_attempts.max(1) {
+            if attempt > 0 {
+                let ceiling = self
+                    .config
+                    .base_backoff
+                    .saturating_mul(1 << (attempt - 1).min(16))
+                    .min(self.config.max_backoff);
+                tokio::time::sleep(jitter(ceiling)).await;
+            }
+            self.admit(request).await;
+            *requests += 1;
+            match self.attempt(model, request).await {
+                Attempt::Answer(answer) => return Ok(answer),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry { reason, after } => {
+                    tracing::warn!(model, attempt = attempt + 1, %reason, "model call failed; retrying");
+                    if let Some(after) = after {
+                        tokio::time::sleep(after.min(self.config.max_backoff)).await;
+                    }
+                    last = reason;
+                }
+            }
+        }
+        Err(LlmError::Unavailable {
+            requests: *requests,
+            last,
+        })
+    }
+}
+
+#[async_trait]
+impl ChatModel for OpenAiChat {
+    async fn chat(
+        &self,
+        context: &CallContext,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, LlmError> {
+        let key = self.cache_key(context, request);
+        if let Some(cached) = self.cache.get(&key).await
+            && let Ok(mut answer) = serde_json::from_str::<ChatResponse>(&cached)
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            answer.cached = true;
+            answer.requests = 0;
+            return Ok(answer);
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let mut requests = 0;
+        let mut answer = match self
+            .with_retries(&self.config.model, request, &mut requests)
+            .await
+        {
+            Err(LlmError::Unavailable { last, .. }) if self.config.fallback_model.is_some() => {
+                let fallback = self.config.fallback_model.clone().unwrap_or_default();
+                tracing::warn!(primary = %self.config.model, %fallback, reason = %last, "falling back to another model");
+                self.with_retries(&fallback, request, &mut requests).await?
+            }
+            other => other?,
+        };
+        answer.requests = requests;
+        if let Ok(text) = serde_json::to_string(&answer) {
+            self.cache.put(&key, &text).await;
+        }
+        Ok(answer)
+    }
+}

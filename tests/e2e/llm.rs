@@ -1,0 +1,334 @@
+//! The model service against a fake OpenAI endpoint (wiremock speaking the chat-completions
+//! wire format): usage and cost, tool calls, retries and Retry-After, fallback, malformed
+//! answers, timeouts, the cache (in memory and in real Redis) and the rate limiter.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use orion_services::llm::{
+    CallContext, ChatMessage, ChatModel, ChatRequest, LlmError, MemoryCache, OpenAiChat,
+    OpenAiConfig, Price, RedisCache, ResponseCache,
+};
+use serde_json::{Value, json};
+use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::unique;
+
+fn completion(model: &str, content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500 }
+    })
+}
+
+fn config(server: &MockServer) -> OpenAiConfig {
+    let mut config = OpenAiConfig::new(format!("{}/v1", server.uri()), "gpt-test");
+    config.api_key = Some("sk-test".into());
+    config.base_backoff = Duration::from_millis(10);
+    config.max_backoff = Duration::from_secs(2);
+    config.timeout = Duration::from_secs(5);
+    config.prices.insert(
+        "gpt-test".into(),
+        Price {
+            input_per_million: 2.0,
+            output_per_million: 8.0,
+        },
+    );
+    config
+}
+
+fn model(config: OpenAiConfig) -> OpenAiChat {
+    OpenAiChat::new(config, Arc::new(MemoryCache::new(100))).unwrap()
+}
+
+fn ask(text: &str) -> ChatRequest {
+    ChatRequest {
+        messages: vec![
+            ChatMessage::system("You edit code."),
+            ChatMessage::user(text),
+        ],
+        max_tokens: Some(64),
+        temperature: Some(0.0),
+    }
+}
+
+fn step(attempt: i32) -> CallContext {
+    CallContext {
+        task: None,
+        agent: "developer".into(),
+        step: "edit".into(),
+        attempt,
+    }
+}
+
+#[tokio::test]
+async fn an_answer_carries_its_usage_and_cost() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(header("authorization", "Bearer sk-test"))
+        .and(body_partial_json(json!({ "model": "gpt-test", "max_tokens": 64, "messages": [{ "role": "system", "content": "You edit code." }, { "role": "user", "content": "hi" }] })))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "hello")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let answer = model(config(&server))
+        .chat(&step(1), &ask("hi"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            answer.content.as_str(),
+            answer.model.as_str(),
+            answer.requests,
+            answer.cached
+        ),
+        ("hello", "gpt-test", 1, false)
+    );
+    assert_eq!(
+        (answer.usage.prompt_tokens, answer.usage.completion_tokens),
+        (1200, 300)
+    );
+    assert!(
+        (answer.cost_usd - (1200.0 * 2.0 + 300.0 * 8.0) / 1e6).abs() < 1e-12,
+        "{}",
+        answer.cost_usd
+    );
+}
+
+#[tokio::test]
+async fn tool_calls_are_read() {
+    let server = MockServer::start().await;
+    let body = json!({
+        "id": "chatcmpl-2", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-test",
+        "choices": [{ "index": 0, "finish_reason": "tool_calls", "message": { "role": "assistant", "content": null,
+            "tool_calls": [{ "id": "call_1", "type": "function", "function": { "name": "apply_edit", "arguments": "{\"path\":\"src/lib.rs\"}" } }] } }],
+        "usage": { "prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15 }
+    });
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(&server)
+        .await;
+    let answer = model(config(&server))
+        .chat(&step(1), &ask("edit"))
+        .await
+        .unwrap();
+    assert_eq!(answer.content, "");
+    assert_eq!(answer.tool_calls.len(), 1);
+    assert_eq!(
+        (
+            answer.tool_calls[0].name.as_str(),
+            answer.tool_calls[0].arguments.as_str()
+        ),
+        ("apply_edit", "{\"path\":\"src/lib.rs\"}")
+    );
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "1")
+                .set_body_string("slow down"),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "ok")))
+        .mount(&server)
+        .await;
+    let start = Instant::now();
+    let answer = model(config(&server))
+        .chat(&step(1), &ask("hi"))
+        .await
+        .unwrap();
+    assert_eq!((answer.content.as_str(), answer.requests), ("ok", 2));
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "waited only {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_keeps_failing_gives_way_to_the_fallback() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({ "model": "gpt-test" })))
+        .respond_with(ResponseTemplate::new(503).set_body_string("overloaded"))
+        .expect(3)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({ "model": "gpt-small" })))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(completion("gpt-small", "from the fallback")),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = config(&server);
+    config.max_attempts = 3;
+    config.fallback_model = Some("gpt-small".into());
+    let answer = model(config).chat(&step(1), &ask("hi")).await.unwrap();
+    assert_eq!(
+        (
+            answer.content.as_str(),
+            answer.model.as_str(),
+            answer.requests
+        ),
+        ("from the fallback", "gpt-small", 4)
+    );
+    assert_eq!(answer.cost_usd, 0.0, "the fallback has no price configured");
+}
+
+#[tokio::test]
+async fn server_errors_without_a_fallback_end_as_unavailable() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("boom"))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut config = config(&server);
+    config.max_attempts = 2;
+    let err = model(config).chat(&step(1), &ask("hi")).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Unavailable { requests: 2, last } if last.starts_with("500")),
+        "{err}"
+    );
+    assert_eq!(err.code(), "model_unavailable");
+}
+
+#[tokio::test]
+async fn garbage_answers_fail_at_once_with_a_clear_error() {
+    for (what, body) in [
+        ("not JSON", "{not json".to_owned()),
+        (
+            "no usage",
+            json!({ "id": "x", "created": 1, "model": "m", "choices": [] }).to_string(),
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let err = model(config(&server))
+            .chat(&step(1), &ask("hi"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LlmError::Malformed(_)), "{what}: {err}");
+        assert_eq!(err.code(), "model_malformed_response", "{what}");
+    }
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("bad model"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let err = model(config(&server))
+        .chat(&step(1), &ask("hi"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Rejected { status: 400, message } if message == "bad model"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_is_retried() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("gpt-test", "late"))
+                .set_delay(Duration::from_secs(2)),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    let mut config = config(&server);
+    config.timeout = Duration::from_millis(200);
+    config.max_attempts = 2;
+    let err = model(config).chat(&step(1), &ask("hi")).await.unwrap_err();
+    assert!(
+        matches!(&err, LlmError::Unavailable { requests: 2, last } if last.contains("timed out")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_repeated_step_is_answered_from_the_cache() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "once")))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let model = model(config(&server));
+    let first = model.chat(&step(1), &ask("hi")).await.unwrap();
+    let again = model.chat(&step(1), &ask("hi")).await.unwrap();
+    assert!(!first.cached && again.cached);
+    assert_eq!(
+        (again.content.as_str(), again.requests, again.usage),
+        ("once", 0, first.usage)
+    );
+    // Another attempt of the step is another question.
+    assert!(!model.chat(&step(2), &ask("hi")).await.unwrap().cached);
+    assert_eq!(model.cache_stats(), (1, 2));
+}
+
+#[tokio::test]
+async fn the_redis_cache_is_shared_between_processes() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "shared")))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let prefix = unique("t");
+    let redis_url =
+        std::env::var("ORION_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let cache = || -> Arc<dyn ResponseCache> {
+        Arc::new(RedisCache::connect(&redis_url, &prefix, 60).unwrap())
+    };
+    let node_a = OpenAiChat::new(config(&server), cache()).unwrap();
+    let node_b = OpenAiChat::new(config(&server), cache()).unwrap();
+    assert!(!node_a.chat(&step(1), &ask("hi")).await.unwrap().cached);
+    let answer = node_b.chat(&step(1), &ask("hi")).await.unwrap();
+    assert!(
+        answer.cached,
+        "the second node read the first node's answer from Redis"
+    );
+    assert_eq!(answer.content, "shared");
+}
+
+#[tokio::test]
+async fn the_rate_limiter_spaces_requests() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "ok")))
+        .mount(&server)
+        .await;
+    let mut config = config(&server);
+    // 60 a minute: bursts of 6, then one a second.
+    config.requests_per_minute = 60;
+    let model = model(config);
+    let start = Instant::now();
+    for attempt in 0..8 {
+        model.chat(&step(attempt), &ask("hi")).await.unwrap();
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "8 requests at 60/min with bursts of 6 took only {took:?}"
+    );
+}

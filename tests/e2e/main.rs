@@ -14,3 +14,4 @@ mod llm;
 mod store;
 mod stream;
 mod support;
+mod vcs;

@@ -92,7 +92,7 @@ async fn score_diff(
     .map_err(|e| match e {
         vcs::VcsError::NotARepository(_) => TaskFailure::new("not_a_repository", e.to_string()),
         vcs::VcsError::UnknownRevision(_) => TaskFailure::new("unknown_revision", e.to_string()),
-        vcs::VcsError::Git(_) => TaskFailure::new("vcs_error", e.to_string()),
+        _ => TaskFailure::new("vcs_error", e.to_string()),
     })?;
     serde_json::to_value(report).map_err(|e| TaskFailure::new("internal", e.to_string()))
 }

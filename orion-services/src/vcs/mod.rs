@@ -2,6 +2,13 @@
 //!
 //! git2 calls are blocking; callers run them on blocking threads.
 
+mod workspace;
+
+pub use workspace::{
+    DiffStats, MergeOutcome, Workspace, checkout, commit_all, diff_stats, merge, push_branch,
+    task_branch,
+};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +24,12 @@ pub enum VcsError {
     NotARepository(PathBuf),
     #[error("unknown revision `{0}`")]
     UnknownRevision(String),
+    #[error("could not clone or fetch the repository: {0}")]
+    CloneFailed(String),
+    #[error("the push was refused: {0}")]
+    PushFailed(String),
+    #[error("{0}")]
+    Operation(String),
     #[error("git: {0}")]
     Git(#[from] git2::Error),
 }

@@ -1,0 +1,316 @@
+//! The write side of version control: a clone per task, a deterministic branch, commits,
+//! diffs, pushes, and the merge on approval.
+//!
+//! A task works in its own clone under the data directory; the repository the task names is
+//! the clone's `origin`, so a local path is the remote: the branch `orion/<task>` is pushed
+//! there and an approved merge lands on its base branch. Every operation is safe to repeat
+//! (a redelivered step finds the clone, the branch and the commits it left).
+
+use std::path::{Path, PathBuf};
+
+use git2::{BranchType, IndexAddOption, Oid, Repository, Signature};
+use serde::{Deserialize, Serialize};
+
+use super::VcsError;
+
+/// The largest patch text kept with a pull request.
+const MAX_PATCH_BYTES: usize = 512 * 1024;
+
+/// A task's clone, on its branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Workspace {
+    pub path: PathBuf,
+    pub branch: String,
+    pub base_branch: String,
+    /// The base commit the branch started from.
+    pub base_oid: String,
+}
+
+/// The size of a change and its patch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffStats {
+    pub files_changed: u64,
+    pub insertions: u64,
+    pub deletions: u64,
+    pub patch: String,
+}
+
+/// How an approved branch reached its base.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MergeOutcome {
+    FastForward {
+        head: String,
+    },
+    MergeCommit {
+        head: String,
+    },
+    /// Nothing was changed on the remote.
+    Conflict {
+        paths: Vec<String>,
+    },
+}
+
+/// The branch of a task.
+pub fn task_branch(task: impl std::fmt::Display) -> String {
+    format!("orion/{task}")
+}
+
+fn git_error(context: &str, e: git2::Error) -> VcsError {
+    VcsError::Operation(format!("{context}: {}", e.message()))
+}
+
+/// Clones `remote` into `into` (or opens the clone a previous delivery left) and checks out
+/// `branch`: the remote's branch where it exists (a revision round), else a new branch from
+/// `base` (the remote's default branch when absent).
+pub fn checkout(
+    remote: &str,
+    into: &Path,
+    branch: &str,
+    base: Option<&str>,
+) -> Result<Workspace, VcsError> {
+    let repo = if into.join(".git").exists() {
+        Repository::open(into).map_err(|e| git_error("opening the task's clone", e))?
+    } else {
+        Repository::clone(remote, into)
+            .map_err(|e| VcsError::CloneFailed(format!("{remote}: {}", e.message())))?
+    };
+    fetch(&repo)?;
+    let base_branch = match base {
+        Some(b) => b.to_owned(),
+        None => default_branch(&repo)?,
+    };
+    let base_commit = repo
+        .find_branch(&format!("origin/{base_branch}"), BranchType::Remote)
+        .map_err(|_| VcsError::UnknownRevision(base_branch.clone()))?
+        .get()
+        .peel_to_commit()
+        .map_err(|e| git_error("reading the base", e))?;
+    let start = match repo.find_branch(&format!("origin/{branch}"), BranchType::Remote) {
+        Ok(remote_branch) => remote_branch
+            .get()
+            .peel_to_commit()
+            .map_err(|e| git_error("reading the branch", e))?,
+        Err(_) => base_commit.clone(),
+    };
+    if repo.find_branch(branch, BranchType::Local).is_err() {
+        repo.branch(branch, &start, false)
+            .map_err(|e| git_error("creating the branch", e))?;
+    }
+    repo.set_head(&format!("refs/heads/{branch}"))
+        .map_err(|e| git_error("switching to the branch", e))?;
+    repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+        .map_err(|e| git_error("checking out the branch", e))?;
+    let base_oid = repo
+        .merge_base(base_commit.id(), start.id())
+        .unwrap_or(base_commit.id())
+        .to_string();
+    Ok(Workspace {
+        path: into.to_owned(),
+        branch: branch.to_owned(),
+        base_branch,
+        base_oid,
+    })
+}
+
+fn fetch(repo: &Repository) -> Result<(), VcsError> {
+    let mut origin = repo
+        .find_remote("origin")
+        .map_err(|e| git_error("finding origin", e))?;
+    origin
+        .fetch(&["+refs/heads/*:refs/remotes/origin/*"], None, None)
+        .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", e.message())))
+}
+
+fn default_branch(repo: &Repository) -> Result<String, VcsError> {
+    if let Ok(reference) = repo.find_reference("refs/remotes/origin/HEAD")
+        && let Ok(Some(target)) = reference.symbolic_target()
+    {
+        return Ok(target.trim_start_matches("refs/remotes/origin/").to_owned());
+    }
+    for candidate in ["main", "master"] {
+        if repo
+            .find_branch(&format!("origin/{candidate}"), BranchType::Remote)
+            .is_ok()
+        {
+            return Ok(candidate.to_owned());
+        }
+    }
+    let head = repo.head().map_err(|e| git_error("reading HEAD", e))?;
+    Ok(head.shorthand().unwrap_or("main").to_owned())
+}
+
+/// Commits everything in the working tree; `None` when nothing changed.
+pub fn commit_all(
+    workspace: &Workspace,
+    message: &str,
+    author: (&str, &str),
+) -> Result<Option<String>, VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let mut index = repo
+        .index()
+        .map_err(|e| git_error("reading the index", e))?;
+    index
+        .add_all(["*"], IndexAddOption::DEFAULT, None)
+        .map_err(|e| git_error("staging", e))?;
+    index
+        .update_all(["*"], None)
+        .map_err(|e| git_error("staging deletions", e))?;
+    index
+        .write()
+        .map_err(|e| git_error("writing the index", e))?;
+    let tree_id = index
+        .write_tree()
+        .map_err(|e| git_error("writing the tree", e))?;
+    let parent = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    if parent.tree_id() == tree_id {
+        return Ok(None);
+    }
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(|e| git_error("reading the tree", e))?;
+    let signature = Signature::now(author.0, author.1).map_err(|e| git_error("signing", e))?;
+    let oid = repo
+        .commit(
+            Some("HEAD"),
+            &signature,
+            &signature,
+            message,
+            &tree,
+            &[&parent],
+        )
+        .map_err(|e| git_error("committing", e))?;
+    Ok(Some(oid.to_string()))
+}
+
+/// The change from the base commit to the branch head.
+pub fn diff_stats(workspace: &Workspace) -> Result<DiffStats, VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let base = repo
+        .find_commit(
+            Oid::from_str(&workspace.base_oid).map_err(|e| git_error("reading the base id", e))?,
+        )
+        .and_then(|c| c.tree())
+        .map_err(|e| git_error("reading the base", e))?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_tree())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    let diff = repo
+        .diff_tree_to_tree(Some(&base), Some(&head), None)
+        .map_err(|e| git_error("diffing", e))?;
+    let stats = diff.stats().map_err(|e| git_error("counting", e))?;
+    let mut patch = String::new();
+    diff.print(git2::DiffFormat::Patch, |_, _, line| {
+        if patch.len() < MAX_PATCH_BYTES {
+            if matches!(line.origin(), '+' | '-' | ' ') {
+                patch.push(line.origin());
+            }
+            patch.push_str(&String::from_utf8_lossy(line.content()));
+        }
+        true
+    })
+    .map_err(|e| git_error("printing the patch", e))?;
+    Ok(DiffStats {
+        files_changed: stats.files_changed() as u64,
+        insertions: stats.insertions() as u64,
+        deletions: stats.deletions() as u64,
+        patch,
+    })
+}
+
+fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
+    let mut origin = repo
+        .find_remote("origin")
+        .map_err(|e| git_error("finding origin", e))?;
+    origin
+        .push(&[refspec], None)
+        .map_err(|e| VcsError::PushFailed(e.message().to_owned()))
+}
+
+/// Pushes the task's branch to the remote (forced: the branch is the task's alone).
+pub fn push_branch(workspace: &Workspace) -> Result<(), VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let b = &workspace.branch;
+    push(&repo, &format!("+refs/heads/{b}:refs/heads/{b}"))
+}
+
+/// Lands the branch on the remote's base branch: fast-forward where the base has not moved,
+/// a merge commit where it has, and nothing at all on a conflict.
+pub fn merge(workspace: &Workspace, author: (&str, &str)) -> Result<MergeOutcome, VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    fetch(&repo)?;
+    let base = repo
+        .find_branch(
+            &format!("origin/{}", workspace.base_branch),
+            BranchType::Remote,
+        )
+        .map_err(|_| VcsError::UnknownRevision(workspace.base_branch.clone()))?
+        .get()
+        .peel_to_commit()
+        .map_err(|e| git_error("reading the base", e))?;
+    let head = repo
+        .find_branch(&workspace.branch, BranchType::Local)
+        .map_err(|e| git_error("reading the branch", e))?
+        .get()
+        .peel_to_commit()
+        .map_err(|e| git_error("reading the branch", e))?;
+    let target = format!("refs/heads/{}", workspace.base_branch);
+    if base.id() == head.id()
+        || repo
+            .graph_descendant_of(head.id(), base.id())
+            .unwrap_or(false)
+    {
+        push(&repo, &format!("{}:{target}", head.id()))?;
+        return Ok(MergeOutcome::FastForward {
+            head: head.id().to_string(),
+        });
+    }
+    let mut index = repo
+        .merge_commits(&base, &head, None)
+        .map_err(|e| git_error("merging", e))?;
+    if index.has_conflicts() {
+        let mut paths: Vec<String> = index
+            .conflicts()
+            .map_err(|e| git_error("listing conflicts", e))?
+            .flatten()
+            .filter_map(|c| {
+                c.our
+                    .or(c.their)
+                    .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            })
+            .collect();
+        paths.sort();
+        paths.dedup();
+        return Ok(MergeOutcome::Conflict { paths });
+    }
+    let tree_id = index
+        .write_tree_to(&repo)
+        .map_err(|e| git_error("writing the merged tree", e))?;
+    let tree = repo
+        .find_tree(tree_id)
+        .map_err(|e| git_error("reading the merged tree", e))?;
+    let signature = Signature::now(author.0, author.1).map_err(|e| git_error("signing", e))?;
+    let message = format!("Merge {} into {}", workspace.branch, workspace.base_branch);
+    let merged = repo
+        .commit(
+            None,
+            &signature,
+            &signature,
+            &message,
+            &tree,
+            &[&base, &head],
+        )
+        .map_err(|e| git_error("committing the merge", e))?;
+    // A temporary ref makes the commit pushable.
+    let staging = format!("refs/orion/merge/{}", workspace.branch.replace('/', "-"));
+    repo.reference(&staging, merged, true, "merge")
+        .map_err(|e| git_error("staging the merge", e))?;
+    push(&repo, &format!("{staging}:{target}"))?;
+    Ok(MergeOutcome::MergeCommit {
+        head: merged.to_string(),
+    })
+}

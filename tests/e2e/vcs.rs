@@ -1,0 +1,152 @@
+//! The write side of version control against a real bare remote: a task's clone and branch,
+//! commits, pushes, and merges by fast-forward, by merge commit, and refused on conflict.
+
+use std::path::Path;
+use std::process::Command;
+
+use orion_services::vcs::{self, MergeOutcome, VcsError};
+
+use crate::support::{TempDir, git, git_fixture};
+
+const AUTHOR: (&str, &str) = ("Orion", "orion@orion.invalid");
+
+fn rev(remote: &Path, name: &str) -> String {
+    let out = Command::new("git")
+        .args(["--git-dir"])
+        .arg(remote)
+        .args(["rev-parse", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A bare remote made from the git fixture, and a scratch directory for clones.
+fn remote() -> (TempDir, TempDir, String) {
+    let fixture = git_fixture();
+    let dir = TempDir::new();
+    let bare = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &fixture.path().to_string_lossy(),
+            &bare.to_string_lossy(),
+        ],
+    );
+    (dir, TempDir::new(), bare.to_string_lossy().into_owned())
+}
+
+#[test]
+fn a_task_branch_is_committed_pushed_and_fast_forwarded() {
+    let (_keep, work, remote) = remote();
+    let ws = vcs::checkout(&remote, &work.path().join("t1"), "orion/t1", None).unwrap();
+    assert_eq!(
+        (ws.branch.as_str(), ws.base_branch.as_str()),
+        ("orion/t1", "main")
+    );
+    assert_eq!(ws.base_oid, rev(Path::new(&remote), "main"));
+    std::fs::write(
+        ws.path.join("app/util.py"),
+        "def helper(x):\n    return x * 2\n",
+    )
+    .unwrap();
+    std::fs::write(ws.path.join("NEW.md"), "new\n").unwrap();
+    let commit = vcs::commit_all(&ws, "double it", AUTHOR)
+        .unwrap()
+        .expect("a commit");
+    assert_eq!(
+        vcs::commit_all(&ws, "again", AUTHOR).unwrap(),
+        None,
+        "nothing left to commit"
+    );
+    let stats = vcs::diff_stats(&ws).unwrap();
+    assert_eq!(
+        (stats.files_changed, stats.insertions, stats.deletions),
+        (2, 2, 1)
+    );
+    assert!(stats.patch.contains("+    return x * 2"), "{}", stats.patch);
+    vcs::push_branch(&ws).unwrap();
+    assert_eq!(rev(Path::new(&remote), "orion/t1"), commit);
+
+    // Opening the same task again (a redelivery) finds the clone and its commit.
+    let again = vcs::checkout(&remote, &work.path().join("t1"), "orion/t1", None).unwrap();
+    assert_eq!(again.base_oid, ws.base_oid);
+    assert_eq!(
+        vcs::merge(&again, AUTHOR).unwrap(),
+        MergeOutcome::FastForward {
+            head: commit.clone()
+        }
+    );
+    assert_eq!(rev(Path::new(&remote), "main"), commit);
+}
+
+#[test]
+fn a_moved_base_gets_a_merge_commit_and_a_conflict_changes_nothing() {
+    let (_keep, work, remote) = remote();
+    let a = vcs::checkout(&remote, &work.path().join("a"), "orion/a", None).unwrap();
+    let b = vcs::checkout(&remote, &work.path().join("b"), "orion/b", None).unwrap();
+    let c = vcs::checkout(&remote, &work.path().join("c"), "orion/c", None).unwrap();
+    std::fs::write(
+        a.path.join("app/util.py"),
+        "def helper(x):\n    return x + 1\n",
+    )
+    .unwrap();
+    std::fs::write(b.path.join("OTHER.md"), "other\n").unwrap();
+    std::fs::write(
+        c.path.join("app/util.py"),
+        "def helper(x):\n    return x - 1\n",
+    )
+    .unwrap();
+    for ws in [&a, &b, &c] {
+        vcs::commit_all(ws, "change", AUTHOR).unwrap().unwrap();
+        vcs::push_branch(ws).unwrap();
+    }
+    let after_a = match vcs::merge(&a, AUTHOR).unwrap() {
+        MergeOutcome::FastForward { head } => head,
+        other => panic!("expected a fast-forward, got {other:?}"),
+    };
+    let merged = match vcs::merge(&b, AUTHOR).unwrap() {
+        MergeOutcome::MergeCommit { head } => head,
+        other => panic!("expected a merge commit, got {other:?}"),
+    };
+    assert_eq!(rev(Path::new(&remote), "main"), merged);
+    assert_eq!(rev(Path::new(&remote), &format!("{merged}^1")), after_a);
+    assert_eq!(
+        vcs::merge(&c, AUTHOR).unwrap(),
+        MergeOutcome::Conflict {
+            paths: vec!["app/util.py".into()]
+        }
+    );
+    assert_eq!(
+        rev(Path::new(&remote), "main"),
+        merged,
+        "a conflict leaves the remote as it was"
+    );
+}
+
+#[test]
+fn a_repository_that_will_not_clone_says_so() {
+    let work = TempDir::new();
+    let err = vcs::checkout(
+        "/no/such/repository",
+        &work.path().join("x"),
+        "orion/x",
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(err, VcsError::CloneFailed(_)), "{err}");
+    let (_keep, work, remote) = remote();
+    let err = vcs::checkout(
+        &remote,
+        &work.path().join("y"),
+        "orion/y",
+        Some("no-such-branch"),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VcsError::UnknownRevision(ref b) if b == "no-such-branch"),
+        "{err}"
+    );
+}

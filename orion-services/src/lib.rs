@@ -4,6 +4,7 @@
 //! - [`code`]: code intelligence over tree-sitter grammars;
 //! - [`vcs`]: version control over git2;
 //! - [`llm`]: chat models on OpenAI-compatible endpoints;
+//! - [`testing`]: a repository's tests in a sandboxed child process;
 //! - [`lifecycle`]: the one place a task's status is changed, logged and announced.
 //!
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
@@ -12,4 +13,5 @@ pub mod code;
 pub mod lifecycle;
 pub mod llm;
 pub mod store;
+pub mod testing;
 pub mod vcs;

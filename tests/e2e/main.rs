@@ -11,6 +11,7 @@ mod cli;
 mod cluster;
 mod code_intel;
 mod llm;
+mod sandbox;
 mod store;
 mod stream;
 mod support;

@@ -4,14 +4,24 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use anyhow::Context;
-use orion_actors::{NodeConfig, NodeHandle};
+use std::time::Duration;
+
+use orion_actors::{DeveloperConfig, NodeConfig, NodeHandle, NodeServices};
 use orion_bus::{Bus, InProcessBus, NatsBus, Subjects};
 use orion_gateway::{AppState, GatewayConfig};
 use orion_services::code::TreeSitterIntel;
 use orion_services::lifecycle::Lifecycle;
+use orion_services::llm::{
+    ChatModel, MemoryCache, OpenAiChat, OpenAiConfig, RedisCache, ResponseCache,
+};
 use orion_services::store::SqlStore;
 
 use crate::settings::Settings;
+
+/// How long a cached model answer is kept in Redis.
+const CACHE_TTL_SECS: u64 = 7 * 24 * 3600;
+/// How many answers the in-memory cache holds.
+const MEMORY_CACHE_ENTRIES: usize = 10_000;
 
 /// A process's connections, shared by its node and its gateway.
 #[derive(Clone)]
@@ -40,18 +50,61 @@ pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services
     })
 }
 
+/// The configured model, if any: an OpenAI-compatible endpoint with its cache (Redis where
+/// configured, else in memory).
+pub fn chat_model(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ChatModel>>> {
+    let llm = &settings.llm;
+    let Some(base_url) = &llm.base_url else {
+        return Ok(None);
+    };
+    let cache: Arc<dyn ResponseCache> = match &settings.redis.url {
+        Some(url) => Arc::new(
+            RedisCache::connect(url, &settings.bus.prefix, CACHE_TTL_SECS)
+                .map_err(anyhow::Error::msg)?,
+        ),
+        None => Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
+    };
+    let mut config = OpenAiConfig::new(base_url.clone(), llm.model.clone());
+    config.api_key = llm.api_key.clone();
+    config.fallback_model = llm.fallback_model.clone();
+    config.timeout = Duration::from_secs(llm.timeout_secs);
+    config.max_attempts = llm.max_attempts;
+    config.requests_per_minute = llm.requests_per_minute;
+    config.tokens_per_minute = llm.tokens_per_minute;
+    config.prices = llm.prices.clone();
+    Ok(Some(Arc::new(
+        OpenAiChat::new(config, cache).context("while setting up the model client")?,
+    )))
+}
+
 /// Starts the configured agents (and coordinator) on the current actix System.
-pub fn start_node(services: &Services, settings: &Settings, name: &str) -> NodeHandle {
+pub fn start_node(
+    services: &Services,
+    settings: &Settings,
+    name: &str,
+) -> anyhow::Result<NodeHandle> {
+    let d = &settings.developer;
     let config = NodeConfig {
         name: name.to_owned(),
         agents: settings.node.agents.clone(),
         concurrency: settings.node.concurrency,
+        developer: DeveloperConfig {
+            work_dir: settings.data_dir.join("work"),
+            author_name: d.author_name.clone(),
+            author_email: d.author_email.clone(),
+            test_command: d.test_command.clone(),
+            test_timeout: Duration::from_secs(d.test_timeout_secs),
+        },
     };
-    orion_actors::start_node(
+    let node_services = NodeServices {
+        code: Arc::new(TreeSitterIntel),
+        model: chat_model(settings)?,
+    };
+    Ok(orion_actors::start_node(
         services.lifecycle.clone(),
-        Arc::new(TreeSitterIntel),
+        node_services,
         config,
-    )
+    ))
 }
 
 /// A running gateway.
@@ -87,7 +140,7 @@ pub struct Embedded {
 pub async fn start_embedded(settings: &Settings) -> anyhow::Result<Embedded> {
     let name = settings.node_name();
     let services = connect(settings, &name).await?;
-    let node = start_node(&services, settings, &name);
+    let node = start_node(&services, settings, &name)?;
     let gateway = start_gateway(&services, settings)?;
     Ok(Embedded {
         services,

@@ -22,6 +22,47 @@ pub struct Settings {
     pub bus: BusSettings,
     pub node: NodeSettings,
     pub client: ClientSettings,
+    pub llm: LlmSettings,
+    pub redis: RedisSettings,
+    pub developer: DeveloperSettings,
+}
+
+#[derive(Clone, Deserialize)]
+pub struct LlmSettings {
+    pub base_url: Option<String>,
+    /// Never printed: `Debug` leaves it out.
+    pub api_key: Option<String>,
+    pub model: String,
+    pub fallback_model: Option<String>,
+    pub timeout_secs: u64,
+    pub max_attempts: u32,
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u32,
+    #[serde(default)]
+    pub prices: std::collections::HashMap<String, orion_services::llm::Price>,
+}
+
+impl std::fmt::Debug for LlmSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmSettings")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<secret>"))
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RedisSettings {
+    pub url: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DeveloperSettings {
+    pub author_name: String,
+    pub author_email: String,
+    pub test_command: Option<Vec<String>>,
+    pub test_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

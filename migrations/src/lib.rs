@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261125_000001_spine;
 mod m20261125_000002_task_diff;
+mod m20261125_000003_pull_requests;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_spine::Migration),
             Box::new(m20261125_000002_task_diff::Migration),
+            Box::new(m20261125_000003_pull_requests::Migration),
         ]
     }
 }

@@ -14,7 +14,7 @@ use orion_bus::{AgentKind, Body, Bus, Delivery, Envelope, Heartbeat, Priority, Q
 
 use crate::agents::AgentActor;
 use crate::coordinator::Coordinator;
-use crate::messages::{HandleError, Perform, ReportArrived, TaskArrived};
+use crate::messages::{HandleError, Perform, ReportArrived, ReviewArrived, TaskArrived};
 
 /// How often a node announces itself on `<p>.health.<node>`.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -150,6 +150,10 @@ impl Actor for BusBridge {
                         Body::TaskSubmitted(task) => {
                             coordinator.send(TaskArrived(task)).await.map_err(mailbox)?
                         }
+                        Body::Review(review) => coordinator
+                            .send(ReviewArrived(review))
+                            .await
+                            .map_err(mailbox)?,
                         _ => Err(unexpected(&envelope)),
                     }
                 }

@@ -4,10 +4,12 @@
 //! task, and the loser's change is simply no longer applicable.
 
 use actix::prelude::*;
-use orion_bus::{Assignment, Body, Envelope, Outcome, Queue, Task, TaskStatus};
+use orion_bus::{
+    Assignment, Body, Decision, Envelope, Outcome, Queue, ReviewSubmitted, Step, Task, TaskStatus,
+};
 use orion_services::lifecycle::{Change, Lifecycle};
 
-use crate::messages::{HandleError, ReportArrived, TaskArrived};
+use crate::messages::{HandleError, ReportArrived, ReviewArrived, TaskArrived};
 
 /// How many queued tasks a starting coordinator re-queues at most.
 const RECONCILE_BATCH: u64 = 1000;
@@ -77,6 +79,7 @@ async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
     };
     let attempt = task.attempts;
     let assignment = Assignment {
+        step: Step::Work,
         agent,
         attempt,
         task: task.clone(),
@@ -132,6 +135,18 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             };
             lifecycle.advance(id, TaskStatus::Completed, change).await?;
         }
+        Outcome::AwaitingReview { pull } => {
+            lifecycle
+                .advance(id, TaskStatus::Running, started())
+                .await?;
+            let change = Change {
+                data: by(serde_json::json!({ "pull": pull })),
+                ..Change::default()
+            };
+            lifecycle
+                .advance(id, TaskStatus::AwaitingReview, change)
+                .await?;
+        }
         Outcome::Failed { failure } => {
             lifecycle
                 .advance(id, TaskStatus::Running, started())
@@ -157,5 +172,63 @@ impl Handler<ReportArrived> for Coordinator {
 
     fn handle(&mut self, msg: ReportArrived, _: &mut Self::Context) -> Self::Result {
         Box::pin(apply_report(self.lifecycle.clone(), msg))
+    }
+}
+
+/// A person reviewed a pull request: the task runs again, to merge or to revise.
+async fn resume_after_review(
+    lifecycle: Lifecycle,
+    review: ReviewSubmitted,
+) -> Result<(), HandleError> {
+    let id = review.task_id;
+    let change = Change {
+        count_attempt: true,
+        data: serde_json::json!({ "review": review.review, "decision": review.decision, "pull": review.pull }),
+        ..Change::default()
+    };
+    let task = match lifecycle.advance(id, TaskStatus::Running, change).await? {
+        Some(task) => task,
+        // Redelivered after the move: queue the step again (its id makes that harmless).
+        None => {
+            let current = lifecycle.store().task(id).await?;
+            if current.status != TaskStatus::Running {
+                return Ok(());
+            }
+            current
+        }
+    };
+    let step = match review.decision {
+        Decision::Approve => Step::Merge { pull: review.pull },
+        Decision::RequestChanges => Step::Revise {
+            pull: review.pull,
+            comment: review.comment.clone(),
+        },
+    };
+    let agent = task.spec.kind.agent();
+    let assignment = Assignment {
+        agent,
+        attempt: task.attempts,
+        step,
+        task: task.clone(),
+    };
+    let envelope = Envelope::new(lifecycle.node(), Body::Assignment(assignment));
+    let bus = lifecycle.bus();
+    let payload = envelope
+        .encode(bus.config().max_message_bytes)
+        .map_err(|e| HandleError::Drop(e.to_string()))?;
+    bus.enqueue_raw(
+        Queue::Work(agent, task.spec.priority),
+        &format!("review-step-{}", review.review),
+        payload,
+    )
+    .await
+    .map_err(|e| HandleError::Retry(e.to_string()))
+}
+
+impl Handler<ReviewArrived> for Coordinator {
+    type Result = ResponseFuture<Result<(), HandleError>>;
+
+    fn handle(&mut self, msg: ReviewArrived, _: &mut Self::Context) -> Self::Result {
+        Box::pin(resume_after_review(self.lifecycle.clone(), msg.0))
     }
 }

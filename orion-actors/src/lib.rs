@@ -15,9 +15,10 @@ mod messages;
 mod node;
 
 pub use agents::{
-    Agent, AgentActor, AnalyzerWork, ArchitectWork, NotImplementedWork, Work, WorkContext,
+    Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork, EDIT_FORMAT,
+    Edit, NotImplementedWork, Work, WorkContext, parse_edits, validate_edits,
 };
 pub use bridge::BusBridge;
 pub use coordinator::Coordinator;
-pub use messages::{HandleError, Perform, ReportArrived, TaskArrived};
-pub use node::{NodeConfig, NodeHandle, start_node};
+pub use messages::{HandleError, Perform, ReportArrived, ReviewArrived, TaskArrived};
+pub use node::{NodeConfig, NodeHandle, NodeServices, start_node};

@@ -1,7 +1,7 @@
 //! The actor messages: imperative nouns with typed results.
 
 use actix::Message;
-use orion_bus::{Assignment, Task, WorkReport};
+use orion_bus::{Assignment, ReviewSubmitted, Task, WorkReport};
 use orion_services::lifecycle::LifecycleError;
 
 /// Why a handler did not finish its message, which decides what happens to the delivery.
@@ -52,3 +52,8 @@ pub struct ReportArrived {
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
 pub struct Perform(pub Assignment);
+
+/// A review was submitted: the coordinator resumes the task.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HandleError>")]
+pub struct ReviewArrived(pub ReviewSubmitted);

@@ -7,9 +7,11 @@ use actix::prelude::*;
 use orion_bus::AgentKind;
 use orion_services::code::CodeIntel;
 use orion_services::lifecycle::Lifecycle;
+use orion_services::llm::ChatModel;
 
 use crate::agents::{
-    Agent, AgentActor, AnalyzerWork, ArchitectWork, NotImplementedWork, Work, WorkContext,
+    Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork,
+    NotImplementedWork, Work, WorkContext,
 };
 use crate::bridge::BusBridge;
 use crate::coordinator::Coordinator;
@@ -23,6 +25,15 @@ pub struct NodeConfig {
     pub agents: Vec<AgentKind>,
     /// Deliveries handled at once per queue.
     pub concurrency: usize,
+    pub developer: DeveloperConfig,
+}
+
+/// The services a node's agents use besides the store and the bus.
+#[derive(Clone)]
+pub struct NodeServices {
+    pub code: Arc<dyn CodeIntel>,
+    /// `None` where no model is configured: model work then fails with a clear message.
+    pub model: Option<Arc<dyn ChatModel>>,
 }
 
 /// The running actors of a node. Dropping it does not stop them; stopping the actix
@@ -35,11 +46,8 @@ pub struct NodeHandle {
 
 /// Starts a node's actors on the current actix System. Each agent runs under
 /// `actix::Supervisor`, so it is restarted when it stops.
-pub fn start_node(
-    lifecycle: Lifecycle,
-    code: Arc<dyn CodeIntel>,
-    config: NodeConfig,
-) -> NodeHandle {
+pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConfig) -> NodeHandle {
+    let code = services.code.clone();
     let coordinator = config
         .agents
         .contains(&AgentKind::Coordinator)
@@ -53,6 +61,12 @@ pub fn start_node(
         let work: Arc<dyn Work> = match kind {
             AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
             AgentKind::Architect => Arc::new(ArchitectWork::new(code.clone())),
+            AgentKind::Developer => Arc::new(DeveloperWork::new(
+                services.model.clone(),
+                lifecycle.store().clone(),
+                code.clone(),
+                config.developer.clone(),
+            )),
             other => Arc::new(NotImplementedWork(other)),
         };
         let agent = Agent {

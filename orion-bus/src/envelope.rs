@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ProtocolError;
-use crate::protocol::{Assignment, ControlCommand, Heartbeat, Task, TaskEvent, TaskId, WorkReport};
+use crate::protocol::{
+    Assignment, ControlCommand, Heartbeat, ReviewSubmitted, Task, TaskEvent, TaskId, WorkReport,
+};
 
 /// The schema version this build writes and accepts.
 pub const SCHEMA_VERSION: u64 = 1;
@@ -27,6 +29,8 @@ pub enum Body {
     Heartbeat(Heartbeat),
     #[serde(rename = "node.control")]
     Control(ControlCommand),
+    #[serde(rename = "review.submitted")]
+    Review(ReviewSubmitted),
 }
 
 impl Body {
@@ -38,6 +42,7 @@ impl Body {
         "task.event",
         "node.heartbeat",
         "node.control",
+        "review.submitted",
     ];
 }
 
@@ -69,6 +74,7 @@ impl Envelope {
             Body::Report(r) => Some(r.task_id),
             Body::Event(e) => Some(e.task_id),
             Body::Control(ControlCommand::Cancel { task_id }) => Some(*task_id),
+            Body::Review(r) => Some(r.task_id),
             Body::Heartbeat(_) | Body::Control(ControlCommand::Drain) => None,
         };
         let id = Uuid::now_v7();
@@ -100,6 +106,7 @@ impl Envelope {
             Body::Event(_) => "task.event",
             Body::Heartbeat(_) => "node.heartbeat",
             Body::Control(_) => "node.control",
+            Body::Review(_) => "review.submitted",
         }
     }
 

@@ -24,8 +24,9 @@ pub use bus::{
 pub use envelope::{Body, Envelope, SCHEMA_VERSION};
 pub use error::{BusError, BusErrorKind, ProtocolError};
 pub use protocol::{
-    AgentKind, Assignment, ControlCommand, EventType, Heartbeat, IllegalTransition, Outcome,
-    Priority, Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus, WorkReport,
+    AgentKind, Assignment, ControlCommand, Decision, EventType, Heartbeat, IllegalTransition,
+    Outcome, Priority, ReviewSubmitted, Step, Task, TaskEvent, TaskFailure, TaskId, TaskKind,
+    TaskSpec, TaskStatus, WorkReport,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
 pub use transport::{InProcessBus, NatsBus};

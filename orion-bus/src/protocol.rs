@@ -368,6 +368,40 @@ pub struct Assignment {
     pub task: Task,
     pub agent: AgentKind,
     pub attempt: i32,
+    /// Which part of the task: the work itself, or what a review asked for.
+    #[serde(default)]
+    pub step: Step,
+}
+
+/// The part of a task an assignment asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Do the task.
+    #[default]
+    Work,
+    /// Land an approved pull request.
+    Merge { pull: Uuid },
+    /// Revise a pull request as a reviewer asked.
+    Revise { pull: Uuid, comment: String },
+}
+
+/// A reviewer's verdict on a pull request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Approve,
+    RequestChanges,
+}
+
+/// A review was submitted: the coordinator resumes the task with a merge or a revision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReviewSubmitted {
+    pub task_id: TaskId,
+    pub pull: Uuid,
+    pub review: Uuid,
+    pub decision: Decision,
+    pub comment: String,
 }
 
 /// How a piece of work went, as an agent reports it.
@@ -375,9 +409,19 @@ pub struct Assignment {
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum Outcome {
     Started,
-    Progress { message: String },
-    Completed { result: serde_json::Value },
-    Failed { failure: TaskFailure },
+    Progress {
+        message: String,
+    },
+    Completed {
+        result: serde_json::Value,
+    },
+    /// A pull request is open and waits for a person's review.
+    AwaitingReview {
+        pull: Uuid,
+    },
+    Failed {
+        failure: TaskFailure,
+    },
 }
 
 /// An agent's report on an assignment, sent to the coordinators.

@@ -29,6 +29,15 @@ pub enum ApiError {
     TaskNotFound(TaskId),
     #[error("task {task} has no suggestion {index}")]
     SuggestionNotFound { task: TaskId, index: usize },
+    #[error("pull request {0} does not exist")]
+    PullNotFound(uuid::Uuid),
+    #[error("pull request {pull} is {state}, not waiting for a review")]
+    NotAwaitingReview {
+        pull: uuid::Uuid,
+        state: &'static str,
+    },
+    #[error("pull request {pull} has been revised {rounds} times; approve it or cancel the task")]
+    RoundsExhausted { pull: uuid::Uuid, rounds: i32 },
     #[error("task is {0} and can no longer be cancelled")]
     NotCancellable(TaskStatus),
     #[error("no route for this method and path")]
@@ -57,6 +66,9 @@ impl ApiError {
             ApiError::InvalidTaskId(_) => "invalid_task_id",
             ApiError::TaskNotFound(_) => "task_not_found",
             ApiError::SuggestionNotFound { .. } => "suggestion_not_found",
+            ApiError::PullNotFound(_) => "pull_not_found",
+            ApiError::NotAwaitingReview { .. } => "pull_not_awaiting_review",
+            ApiError::RoundsExhausted { .. } => "review_rounds_exhausted",
             ApiError::NotCancellable(_) => "task_not_cancellable",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::Unavailable(_) => "service_unavailable",
@@ -77,6 +89,9 @@ impl ApiError {
             ApiError::InvalidTaskId(_) => "Invalid task id",
             ApiError::TaskNotFound(_) => "Task not found",
             ApiError::SuggestionNotFound { .. } => "Suggestion not found",
+            ApiError::PullNotFound(_) => "Pull request not found",
+            ApiError::NotAwaitingReview { .. } => "Pull request not awaiting review",
+            ApiError::RoundsExhausted { .. } => "Revision rounds exhausted",
             ApiError::NotCancellable(_) => "Task not cancellable",
             ApiError::RouteNotFound => "Not found",
             ApiError::Unavailable(_) => "Service unavailable",
@@ -100,7 +115,10 @@ impl ResponseError for ApiError {
             ApiError::TaskNotFound(_)
             | ApiError::RouteNotFound
             | ApiError::SuggestionNotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::NotCancellable(_) => StatusCode::CONFLICT,
+            ApiError::NotCancellable(_)
+            | ApiError::NotAwaitingReview { .. }
+            | ApiError::RoundsExhausted { .. } => StatusCode::CONFLICT,
+            ApiError::PullNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -147,6 +165,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ApiError::TaskNotFound(id),
+            StoreError::PullNotFound(id) => ApiError::PullNotFound(id),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::Unavailable("database")

@@ -22,7 +22,7 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
     }
     let name = settings.node_name();
     let services = app::connect(&settings, &name).await?;
-    let _node = app::start_node(&services, &settings, &name);
+    let _node = app::start_node(&services, &settings, &name)?;
     let lifecycle = &services.lifecycle;
     let bus = lifecycle.bus();
     let mut events = bus.subscribe(&bus.subjects().events_all()).await?;

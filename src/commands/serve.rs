@@ -79,7 +79,7 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
     }
     let name = settings.node_name();
     let services = app::connect(&settings, &name).await?;
-    let _node = app::start_node(&services, &settings, &name);
+    let _node = app::start_node(&services, &settings, &name)?;
     println!("node {name} running {:?}", settings.node.agents);
     until_signal().await?;
     tracing::info!(node = %name, "node stopping");

@@ -177,6 +177,23 @@ async fn duplicates_are_queued_once(h: Harness) {
 
 /// The next dead letter, while the queue is being consumed (dead-lettering happens on the
 /// way to a consumer); a delivery meanwhile fails the test.
+async fn de_duplication_is_per_queue(h: Harness) {
+    let env = message();
+    let mut work = h.bus.consume(WORK).await.unwrap();
+    let mut results = h.bus.consume(Queue::Results).await.unwrap();
+    h.bus.enqueue(WORK, &env).await.unwrap();
+    h.bus.enqueue(Queue::Results, &env).await.unwrap();
+    let (a, b) = (next(&mut work).await, next(&mut results).await);
+    assert_eq!(
+        (a.envelope.id, b.envelope.id),
+        (env.id, env.id),
+        "the same id on two queues is two messages"
+    );
+    a.ack().await.unwrap();
+    b.ack().await.unwrap();
+    h.finish().await;
+}
+
 async fn dead_letter(
     dead: &mut orion_bus::RawStream,
     deliveries: &mut orion_bus::Deliveries,
@@ -324,6 +341,7 @@ contract!(
     a_rejected_message_is_redelivered_at_once,
     in_progress_holds_a_message,
     duplicates_are_queued_once,
+    de_duplication_is_per_queue,
     undecodable_messages_are_dead_lettered,
     poison_messages_are_dead_lettered_after_max_deliver,
     events_reach_every_matching_subscriber,

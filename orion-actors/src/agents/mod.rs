@@ -6,15 +6,21 @@
 
 mod analyzer;
 mod architect;
+mod developer;
 
 pub use analyzer::AnalyzerWork;
 pub use architect::ArchitectWork;
+pub use developer::{
+    DeveloperConfig, DeveloperWork, EDIT_FORMAT, Edit, parse_edits, validate_edits,
+};
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use async_trait::async_trait;
-use orion_bus::{AgentKind, Body, Bus, Envelope, Outcome, Queue, Task, TaskFailure, WorkReport};
+use orion_bus::{
+    AgentKind, Assignment, Body, Bus, Envelope, Outcome, Queue, Step, Task, TaskFailure, WorkReport,
+};
 
 use crate::messages::{HandleError, Perform};
 
@@ -33,6 +39,25 @@ pub trait Work: Send + Sync + 'static {
         task: &Task,
         ctx: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure>;
+
+    /// Does one step of a task. Agents whose tasks pass a review gate (merge, revise)
+    /// override it; the others only know the work itself.
+    async fn step(
+        &self,
+        assignment: &Assignment,
+        ctx: &WorkContext,
+    ) -> Result<Outcome, TaskFailure> {
+        match assignment.step {
+            Step::Work => self
+                .perform(&assignment.task, ctx)
+                .await
+                .map(|result| Outcome::Completed { result }),
+            _ => Err(TaskFailure::new(
+                "step_unsupported",
+                "this agent has no review gate",
+            )),
+        }
+    }
 }
 
 /// An agent kind whose capability is not built yet: fails each task with `not_implemented`.
@@ -94,6 +119,7 @@ impl Agent {
     async fn report(&self, task: &Task, attempt: i32, outcome: Outcome) -> Result<(), HandleError> {
         let state = match &outcome {
             Outcome::Started => "started",
+            Outcome::AwaitingReview { .. } => "awaiting_review",
             Outcome::Progress { .. } => "progress",
             Outcome::Completed { .. } => "completed",
             Outcome::Failed { .. } => "failed",
@@ -129,14 +155,15 @@ impl Agent {
             .map_err(|e| HandleError::Retry(e.to_string()))
     }
 
-    async fn run(self, assignment: orion_bus::Assignment) -> Result<(), HandleError> {
-        let task = assignment.task;
+    async fn run(self, assignment: Assignment) -> Result<(), HandleError> {
+        let task = assignment.task.clone();
         let attempt = assignment.attempt;
         self.report(&task, attempt, Outcome::Started).await?;
-        let outcome = match self.work.perform(&task, &self.context).await {
-            Ok(result) => Outcome::Completed { result },
-            Err(failure) => Outcome::Failed { failure },
-        };
+        let outcome = self
+            .work
+            .step(&assignment, &self.context)
+            .await
+            .unwrap_or_else(|failure| Outcome::Failed { failure });
         self.report(&task, attempt, outcome).await
     }
 }

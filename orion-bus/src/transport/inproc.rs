@@ -227,9 +227,11 @@ impl Bus for InProcessBus {
         message_id: &str,
         payload: Bytes,
     ) -> Result<(), BusError> {
+        // Ids are remembered per queue, as NATS remembers them per stream.
+        let scoped = format!("{}/{message_id}", queue.consumer_name());
         if !self
             .inner
-            .first_sighting(message_id, self.config.duplicate_window)
+            .first_sighting(&scoped, self.config.duplicate_window)
         {
             return Ok(());
         }

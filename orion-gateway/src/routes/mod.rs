@@ -2,6 +2,7 @@
 
 mod health;
 mod openapi;
+mod pulls;
 mod repos;
 mod stream;
 mod tasks;
@@ -24,6 +25,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(tasks::submit_suggestion),
                 )
                 .route("/repos/{repo}/trend", web::get().to(repos::trend))
+                .route("/pulls", web::get().to(pulls::list))
+                .route("/pulls/{id}", web::get().to(pulls::get))
+                .route("/pulls/{id}/reviews", web::post().to(pulls::review))
                 .route("/stream", web::get().to(stream::connect)),
         );
 }

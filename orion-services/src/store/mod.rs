@@ -6,8 +6,10 @@
 //! so two coordinators can never both move one task and the log never misses a change.
 
 mod entity;
+mod pulls;
 mod sql;
 
+pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
 
 use async_trait::async_trait;
@@ -23,6 +25,8 @@ use serde::{Deserialize, Serialize};
 pub enum StoreError {
     #[error("task {0} not found")]
     NotFound(TaskId),
+    #[error("pull request {0} not found")]
+    PullNotFound(uuid::Uuid),
     #[error("task {task} changed meanwhile (expected version {expected}, found {actual})")]
     Conflict {
         task: TaskId,
@@ -151,4 +155,32 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Opens a task's pull request, or records its next version.
+    async fn upsert_pull(&self, version: PullVersion) -> Result<PullRequest, StoreError>;
+
+    async fn pull(&self, id: uuid::Uuid) -> Result<PullRequest, StoreError>;
+
+    /// Newest first, without their diffs.
+    async fn list_pulls(
+        &self,
+        state: Option<PullState>,
+        limit: u64,
+    ) -> Result<Vec<PullRequest>, StoreError>;
+
+    async fn set_pull_state(
+        &self,
+        id: uuid::Uuid,
+        state: PullState,
+        merge_commit: Option<String>,
+    ) -> Result<PullRequest, StoreError>;
+
+    async fn add_review(
+        &self,
+        pull: uuid::Uuid,
+        decision: orion_bus::Decision,
+        comment: &str,
+    ) -> Result<Review, StoreError>;
+
+    async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
 }

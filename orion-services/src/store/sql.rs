@@ -14,7 +14,10 @@ use sea_orm::{
 };
 
 use super::entity::{agent_snapshot, task, task_event};
-use super::{AgentSnapshot, Store, StoreError, TaskPage, TaskQuery, Transition};
+use super::{
+    AgentSnapshot, PullRequest, PullState, PullVersion, Review, Store, StoreError, TaskPage,
+    TaskQuery, Transition,
+};
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -381,5 +384,43 @@ impl Store for SqlStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.db.ping().await.map_err(StoreError::from)
+    }
+
+    async fn upsert_pull(&self, version: PullVersion) -> Result<PullRequest, StoreError> {
+        self.upsert_pull_impl(version).await
+    }
+
+    async fn pull(&self, id: uuid::Uuid) -> Result<PullRequest, StoreError> {
+        self.pull_impl(id).await
+    }
+
+    async fn list_pulls(
+        &self,
+        state: Option<PullState>,
+        limit: u64,
+    ) -> Result<Vec<PullRequest>, StoreError> {
+        self.list_pulls_impl(state, limit).await
+    }
+
+    async fn set_pull_state(
+        &self,
+        id: uuid::Uuid,
+        state: PullState,
+        merge_commit: Option<String>,
+    ) -> Result<PullRequest, StoreError> {
+        self.set_pull_state_impl(id, state, merge_commit).await
+    }
+
+    async fn add_review(
+        &self,
+        pull: uuid::Uuid,
+        decision: orion_bus::Decision,
+        comment: &str,
+    ) -> Result<Review, StoreError> {
+        self.add_review_impl(pull, decision, comment).await
+    }
+
+    async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError> {
+        self.reviews_impl(pull).await
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! git2 calls are blocking; callers run them on blocking threads.
 
+mod path;
 mod workspace;
 
+pub use path::{PathError, RelativePath};
 pub use workspace::{
     DiffStats, MergeOutcome, Workspace, checkout, commit_all, diff_stats, merge, push_branch,
     task_branch,

@@ -1,5 +1,7 @@
 //! sea-orm entities, one module per table; the schema itself lives in `migrations/`.
 
 pub mod agent_snapshot;
+pub mod pull_request;
+pub mod review;
 pub mod task;
 pub mod task_event;

@@ -1,0 +1,485 @@
+//! The Developer: asks the model for a change, applies it on the task's branch, runs the
+//! repository's tests, and opens a pull request for a person to review; on approval it
+//! merges, on a request for changes it revises.
+//!
+//! Nothing reaches the remote before the change is validated and its tests pass: model
+//! output that cannot be applied, an unsafe path and failing tests each end the task with a
+//! clear code, and the repository stays as it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use orion_bus::{Assignment, Outcome, Step, Task, TaskFailure};
+use orion_services::code::{CodeIntel, source_files};
+use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest};
+use orion_services::store::{PullState, PullVersion, Store};
+use orion_services::testing;
+use orion_services::vcs::{self, MergeOutcome, RelativePath, VcsError, Workspace};
+use uuid::Uuid;
+
+use super::analyzer::local_repository;
+use super::{Work, WorkContext};
+
+/// The most files one answer may change, and the largest file it may write.
+const MAX_EDITS: usize = 20;
+const MAX_EDIT_BYTES: usize = 256 * 1024;
+/// The repository map's share of the prompt, and how much of each relevant file is shown.
+const MAP_TOKENS: usize = 1200;
+const RELEVANT_FILES: usize = 3;
+const RELEVANT_FILE_BYTES: usize = 8 * 1024;
+
+/// What the model is told about the answer's format.
+pub const EDIT_FORMAT: &str = "You change code in a git repository. Answer only with edit blocks, one per file \
+you change, each holding the file's complete new content:\n\n=== FILE: path/relative/to/the/repository\n<the complete new \
+content of the file>\n=== END\n\nPaths are relative to the repository root. Do not write anything else.";
+
+/// Where and as whom the Developer works.
+#[derive(Clone, Debug)]
+pub struct DeveloperConfig {
+    /// Task clones live in `<work_dir>/<task id>`.
+    pub work_dir: PathBuf,
+    pub author_name: String,
+    pub author_email: String,
+    /// The test command; detected from the repository when absent.
+    pub test_command: Option<Vec<String>>,
+    pub test_timeout: Duration,
+}
+
+/// `develop` tasks.
+pub struct DeveloperWork {
+    model: Option<Arc<dyn ChatModel>>,
+    store: Arc<dyn Store>,
+    code: Arc<dyn CodeIntel>,
+    config: DeveloperConfig,
+}
+
+/// One file of the model's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Edit {
+    pub path: String,
+    pub content: String,
+}
+
+/// Reads the edit blocks of an answer (prose around them is ignored; a code fence just
+/// inside a block is taken off).
+pub fn parse_edits(answer: &str) -> Result<Vec<Edit>, String> {
+    let mut edits = Vec::new();
+    let mut current: Option<(String, Vec<&str>)> = None;
+    for line in answer.lines() {
+        match (&mut current, line.strip_prefix("=== FILE:")) {
+            (None, Some(path)) => current = Some((path.trim().to_owned(), Vec::new())),
+            (Some(_), Some(_)) => {
+                return Err("an edit block starts before the previous one ended".into());
+            }
+            (Some((path, lines)), None) if line.trim_end() == "=== END" => {
+                let mut body: &[&str] = lines;
+                if body.first().is_some_and(|l| l.starts_with("```"))
+                    && body.last().is_some_and(|l| l.trim() == "```")
+                {
+                    body = &body[1..body.len() - 1];
+                }
+                let mut content = body.join("\n");
+                content.push('\n');
+                edits.push(Edit {
+                    path: std::mem::take(path),
+                    content,
+                });
+                current = None;
+            }
+            (Some((_, lines)), None) => lines.push(line),
+            (None, None) => {}
+        }
+    }
+    if current.is_some() {
+        return Err("an edit block has no `=== END`".into());
+    }
+    if edits.is_empty() {
+        return Err("the answer contains no edit block".into());
+    }
+    Ok(edits)
+}
+
+/// Checks every edit against the working tree before any is written.
+pub fn validate_edits(
+    root: &Path,
+    edits: &[Edit],
+) -> Result<Vec<(RelativePath, String)>, TaskFailure> {
+    if edits.len() > MAX_EDITS {
+        return Err(TaskFailure::new(
+            "unsafe_edit",
+            format!("{} files in one answer; at most {MAX_EDITS}", edits.len()),
+        ));
+    }
+    edits
+        .iter()
+        .map(|e| {
+            let path = RelativePath::new(root, &e.path)
+                .map_err(|why| TaskFailure::new("unsafe_edit", why.to_string()))?;
+            if e.content.len() > MAX_EDIT_BYTES {
+                return Err(TaskFailure::new(
+                    "unsafe_edit",
+                    format!("`{}` is over {MAX_EDIT_BYTES} bytes", e.path),
+                ));
+            }
+            Ok((path, e.content.clone()))
+        })
+        .collect()
+}
+
+fn vcs_failure(e: VcsError) -> TaskFailure {
+    match e {
+        VcsError::CloneFailed(_) | VcsError::NotARepository(_) => {
+            TaskFailure::new("repo_unreachable", e.to_string())
+        }
+        VcsError::UnknownRevision(_) => TaskFailure::new("unknown_revision", e.to_string()),
+        VcsError::PushFailed(_) => TaskFailure::new("push_refused", e.to_string()),
+        _ => TaskFailure::new("vcs_error", e.to_string()),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VcsError> + Send + 'static,
+) -> Result<T, TaskFailure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
+        .map_err(vcs_failure)
+}
+
+/// The files whose path or content mention the most words of the prompt.
+fn relevant_files(root: &Path, prompt: &str) -> Vec<(String, String)> {
+    let words: Vec<String> = prompt
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| w.len() >= 3)
+        .map(str::to_lowercase)
+        .collect();
+    let Ok(files) = source_files(root) else {
+        return Vec::new();
+    };
+    let mut scored: Vec<(usize, String, String)> = files
+        .into_iter()
+        .filter_map(|(path, _)| {
+            let text = std::fs::read_to_string(&path).ok()?;
+            let relative = path.strip_prefix(root).ok()?.to_string_lossy().into_owned();
+            let haystack = format!("{} {}", relative.to_lowercase(), text.to_lowercase());
+            let score = words
+                .iter()
+                .filter(|w| haystack.contains(w.as_str()))
+                .count();
+            (score > 0).then_some((score, relative, text))
+        })
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    scored
+        .into_iter()
+        .take(RELEVANT_FILES)
+        .map(|(_, path, mut text)| {
+            if text.len() > RELEVANT_FILE_BYTES {
+                let mut cut = RELEVANT_FILE_BYTES;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("\n… (cut)\n");
+            }
+            (path, text)
+        })
+        .collect()
+}
+
+impl DeveloperWork {
+    pub fn new(
+        model: Option<Arc<dyn ChatModel>>,
+        store: Arc<dyn Store>,
+        code: Arc<dyn CodeIntel>,
+        config: DeveloperConfig,
+    ) -> Self {
+        Self {
+            model,
+            store,
+            code,
+            config,
+        }
+    }
+
+    async fn workspace(&self, task: &Task) -> Result<Workspace, TaskFailure> {
+        let remote = local_repository(&strip_ref(task))?
+            .to_string_lossy()
+            .into_owned();
+        let into = self.config.work_dir.join(task.id.to_string());
+        let branch = vcs::task_branch(task.id);
+        let base = task.spec.git_ref.clone();
+        blocking(move || vcs::checkout(&remote, &into, &branch, base.as_deref())).await
+    }
+
+    async fn prompt(
+        &self,
+        task: &Task,
+        ws: &Workspace,
+        revision: Option<&str>,
+    ) -> Result<ChatRequest, TaskFailure> {
+        let ask = task
+            .spec
+            .prompt
+            .clone()
+            .filter(|p| !p.trim().is_empty())
+            .ok_or_else(|| {
+                TaskFailure::new(
+                    "missing_prompt",
+                    "a develop task needs a `prompt` saying what to change",
+                )
+            })?;
+        let map = match self.code.symbols(&ws.path).await {
+            Ok(index) => index.repo_map(MAP_TOKENS).text,
+            Err(e) => format!("(no repository map: {e})"),
+        };
+        let mut user = format!("Task: {ask}\n\nRepository map (definitions by file):\n{map}\n");
+        for (path, text) in relevant_files(&ws.path, &ask) {
+            user.push_str(&format!("\n=== FILE: {path}\n{text}=== END\n"));
+        }
+        if let Some(comment) = revision {
+            user.push_str(&format!(
+                "\nA reviewer asked for changes to your previous version: {comment}\n"
+            ));
+        }
+        Ok(ChatRequest {
+            messages: vec![ChatMessage::system(EDIT_FORMAT), ChatMessage::user(user)],
+            max_tokens: Some(4096),
+            temperature: Some(0.0),
+        })
+    }
+
+    async fn develop(
+        &self,
+        assignment: &Assignment,
+        revision: Option<(Uuid, &str)>,
+    ) -> Result<Outcome, TaskFailure> {
+        let task = &assignment.task;
+        let model = self.model.clone().ok_or_else(|| {
+            TaskFailure::new(
+                "model_not_configured",
+                "no model is configured: set llm.base_url and llm.model (ORION__LLM__BASE_URL, ORION__LLM__MODEL) to an \
+                 OpenAI-compatible endpoint, for example a local Ollama at http://127.0.0.1:11434/v1",
+            )
+        })?;
+        let ws = self.workspace(task).await?;
+        tracing::info!(task = %task.id, branch = %ws.branch, "workspace ready");
+        let request = self.prompt(task, &ws, revision.map(|(_, c)| c)).await?;
+        let step = match revision {
+            Some((pull, _)) => format!("revise-{pull}"),
+            None => "edit".to_owned(),
+        };
+        let context = CallContext {
+            task: Some(task.id),
+            agent: "developer".into(),
+            step,
+            attempt: assignment.attempt,
+        };
+        let answer = model
+            .chat(&context, &request)
+            .await
+            .map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
+        tracing::info!(task = %task.id, requests = answer.requests, cached = answer.cached, "model answered");
+        let edits = parse_edits(&answer.content).map_err(|why| {
+            TaskFailure::new(
+                "model_output_unusable",
+                format!("the model's answer cannot be applied: {why}"),
+            )
+        })?;
+        let validated = validate_edits(&ws.path, &edits)?;
+        for (path, content) in &validated {
+            if let Some(parent) = path.full().parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
+            }
+            std::fs::write(path.full(), content)
+                .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
+        }
+        let message = format!(
+            "{}\n\nOrion task {}",
+            task.spec
+                .prompt
+                .as_deref()
+                .unwrap_or("change")
+                .lines()
+                .next()
+                .unwrap_or("change"),
+            task.id
+        );
+        let (name, email) = (
+            self.config.author_name.clone(),
+            self.config.author_email.clone(),
+        );
+        let committed = {
+            let ws = ws.clone();
+            blocking(move || vcs::commit_all(&ws, &message, (&name, &email))).await?
+        };
+        if committed.is_none() && revision.is_none() && ws.base_oid == head_of(&ws).await? {
+            return Err(TaskFailure::new(
+                "no_change",
+                "the model's edits change nothing",
+            ));
+        }
+        let tests = self.run_tests(&ws).await?;
+        tracing::info!(task = %task.id, "tests passed");
+        {
+            let ws = ws.clone();
+            blocking(move || vcs::push_branch(&ws)).await?;
+        }
+        let stats = {
+            let ws = ws.clone();
+            blocking(move || vcs::diff_stats(&ws)).await?
+        };
+        let head = head_of(&ws).await?;
+        let pull = self
+            .store
+            .upsert_pull(PullVersion {
+                task_id: task.id,
+                repo: task.spec.repo.clone(),
+                branch: ws.branch.clone(),
+                base: ws.base_branch.clone(),
+                base_oid: ws.base_oid.clone(),
+                head_oid: head,
+                files_changed: stats.files_changed,
+                insertions: stats.insertions,
+                deletions: stats.deletions,
+                diff: stats.patch,
+                tests,
+            })
+            .await
+            .map_err(|e| TaskFailure::new("store_unavailable", e.to_string()))?;
+        Ok(Outcome::AwaitingReview { pull: pull.id })
+    }
+
+    /// Runs the tests; failing tests end the task before anything is pushed.
+    async fn run_tests(&self, ws: &Workspace) -> Result<Option<serde_json::Value>, TaskFailure> {
+        let Some(command) = self
+            .config
+            .test_command
+            .clone()
+            .or_else(|| testing::detect(&ws.path))
+        else {
+            return Ok(Some(
+                serde_json::json!({ "skipped": "no test command configured or detected" }),
+            ));
+        };
+        let environment: Vec<(String, String)> = std::env::vars().collect();
+        let run = testing::run(&ws.path, &command, self.config.test_timeout, environment)
+            .await
+            .map_err(|e| TaskFailure::new("tests_not_run", e.to_string()))?;
+        if run.timed_out {
+            return Err(TaskFailure::new(
+                "tests_timed_out",
+                format!("`{}` {}", command.join(" "), run.output),
+            ));
+        }
+        if !run.passed {
+            let tail: String = run
+                .output
+                .chars()
+                .rev()
+                .take(2000)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(TaskFailure::new(
+                "tests_failed",
+                format!("`{}` failed:\n{tail}", command.join(" ")),
+            ));
+        }
+        Ok(serde_json::to_value(run).ok())
+    }
+
+    async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
+        let ws = self.workspace(task).await?;
+        let (name, email) = (
+            self.config.author_name.clone(),
+            self.config.author_email.clone(),
+        );
+        let outcome = blocking(move || vcs::merge(&ws, (&name, &email))).await?;
+        let store_failure = |e: orion_services::store::StoreError| {
+            TaskFailure::new("store_unavailable", e.to_string())
+        };
+        let head = match &outcome {
+            MergeOutcome::FastForward { head } | MergeOutcome::MergeCommit { head } => head.clone(),
+            MergeOutcome::Conflict { paths } => {
+                self.store
+                    .set_pull_state(pull, PullState::Conflict, None)
+                    .await
+                    .map_err(store_failure)?;
+                return Err(TaskFailure::new(
+                    "merge_conflict",
+                    format!(
+                        "the base branch moved and conflicts in: {}",
+                        paths.join(", ")
+                    ),
+                ));
+            }
+        };
+        self.store
+            .set_pull_state(pull, PullState::Merged, Some(head.clone()))
+            .await
+            .map_err(store_failure)?;
+        Ok(Outcome::Completed {
+            result: serde_json::json!({ "pull": pull, "merge": outcome, "head": head }),
+        })
+    }
+}
+
+/// The task as the workspace sees it: its `ref` is the base to branch from, not a reason
+/// to refuse (as the read-only agents do).
+fn strip_ref(task: &Task) -> Task {
+    let mut task = task.clone();
+    task.spec.git_ref = None;
+    task
+}
+
+async fn head_of(ws: &Workspace) -> Result<String, TaskFailure> {
+    let path = ws.path.clone();
+    blocking(move || {
+        let repo = git2::Repository::open(&path)
+            .map_err(|e| VcsError::Operation(e.message().to_owned()))?;
+        let head = repo
+            .head()
+            .and_then(|h| h.peel_to_commit())
+            .map_err(|e| VcsError::Operation(e.message().to_owned()))?;
+        Ok(head.id().to_string())
+    })
+    .await
+}
+
+#[async_trait]
+impl Work for DeveloperWork {
+    async fn perform(
+        &self,
+        task: &Task,
+        _: &WorkContext,
+    ) -> Result<serde_json::Value, TaskFailure> {
+        Err(TaskFailure::new(
+            "step_unsupported",
+            format!("`{}` tasks go through the review gate", task.spec.kind),
+        ))
+    }
+
+    async fn step(&self, assignment: &Assignment, _: &WorkContext) -> Result<Outcome, TaskFailure> {
+        if assignment.task.spec.kind != orion_bus::TaskKind::Develop {
+            return Err(TaskFailure::new(
+                "not_implemented",
+                format!(
+                    "the developer agent cannot do `{}` tasks yet",
+                    assignment.task.spec.kind
+                ),
+            ));
+        }
+        match &assignment.step {
+            Step::Work => self.develop(assignment, None).await,
+            Step::Revise { pull, comment } => {
+                self.develop(assignment, Some((*pull, comment))).await
+            }
+            Step::Merge { pull } => self.merge(&assignment.task, *pull).await,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `/v1/pulls`: pull requests and the review gate.
+
+use actix_web::{HttpResponse, web};
+use orion_bus::{Body, Decision, Envelope, Queue, ReviewSubmitted, TaskStatus};
+use orion_services::store::PullState;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// Revision rounds a pull request may go through before a reviewer must approve or give up.
+pub const MAX_REVISION_ROUNDS: i32 = 3;
+const COMMENT_MAX_BYTES: usize = 16 * 1024;
+
+fn pull_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::InvalidParameter {
+        name: "id".into(),
+        reason: format!("`{raw}` is not a pull request id"),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListParams {
+    state: Option<String>,
+    limit: Option<u64>,
+}
+
+/// `GET /v1/pulls?state&limit`: newest first, without diffs.
+pub async fn list(
+    params: web::Query<ListParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let filter = params
+        .state
+        .as_deref()
+        .map(|s| {
+            PullState::parse(s).ok_or_else(|| ApiError::InvalidParameter {
+                name: "state".into(),
+                reason: format!("unknown state `{s}`"),
+            })
+        })
+        .transpose()?;
+    let items = state
+        .lifecycle
+        .store()
+        .list_pulls(filter, params.limit.unwrap_or(50))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+/// `GET /v1/pulls/{id}`: the pull request with its diff and reviews.
+pub async fn get(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = pull_id(&path)?;
+    let store = state.lifecycle.store();
+    let pull = store.pull(id).await?;
+    let reviews = store.reviews(id).await?;
+    let mut body = serde_json::to_value(pull).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["reviews"] =
+        serde_json::to_value(reviews).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `POST /v1/pulls/{id}/reviews` `{"decision": "approve" | "request_changes", "comment"}`:
+/// 202; the coordinator then merges or has the change revised.
+pub async fn review(
+    path: web::Path<String>,
+    body: web::Json<Value>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = pull_id(&path)?;
+    let Value::Object(body) = body.into_inner() else {
+        return Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    if let Some(unknown) = body
+        .keys()
+        .find(|k| !matches!(k.as_str(), "decision" | "comment"))
+    {
+        return Err(ApiError::InvalidField {
+            field: unknown.clone(),
+            reason: "is not a field of a review".into(),
+        });
+    }
+    let decision = match body.get("decision") {
+        None | Some(Value::Null) => return Err(ApiError::MissingField("decision")),
+        Some(Value::String(d)) if d == "approve" => Decision::Approve,
+        Some(Value::String(d)) if d == "request_changes" => Decision::RequestChanges,
+        Some(_) => {
+            return Err(ApiError::InvalidField {
+                field: "decision".into(),
+                reason: "must be `approve` or `request_changes`".into(),
+            });
+        }
+    };
+    let comment = match body.get("comment") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(c)) if c.len() <= COMMENT_MAX_BYTES => c.clone(),
+        Some(_) => {
+            return Err(ApiError::InvalidField {
+                field: "comment".into(),
+                reason: "must be a string of at most 16 KiB".into(),
+            });
+        }
+    };
+    if decision == Decision::RequestChanges && comment.trim().is_empty() {
+        return Err(ApiError::InvalidField {
+            field: "comment".into(),
+            reason: "say what to change".into(),
+        });
+    }
+    let lifecycle = &state.lifecycle;
+    let store = lifecycle.store();
+    let pull = store.pull(id).await?;
+    let task = store.task(pull.task_id).await?;
+    if pull.state != PullState::Open || task.status != TaskStatus::AwaitingReview {
+        return Err(ApiError::NotAwaitingReview {
+            pull: id,
+            state: pull.state.as_str(),
+        });
+    }
+    if decision == Decision::RequestChanges && pull.rounds >= MAX_REVISION_ROUNDS {
+        return Err(ApiError::RoundsExhausted {
+            pull: id,
+            rounds: MAX_REVISION_ROUNDS,
+        });
+    }
+    let review = store.add_review(id, decision, &comment).await?;
+    let next = match decision {
+        Decision::Approve => PullState::Approved,
+        Decision::RequestChanges => PullState::ChangesRequested,
+    };
+    store.set_pull_state(id, next, None).await?;
+    let submitted = ReviewSubmitted {
+        task_id: task.id,
+        pull: id,
+        review: review.id,
+        decision,
+        comment,
+    };
+    let envelope = Envelope::new(lifecycle.node(), Body::Review(submitted));
+    let bus = lifecycle.bus();
+    let payload = envelope
+        .encode(bus.config().max_message_bytes)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    bus.enqueue_raw(Queue::Submitted, &format!("review-{}", review.id), payload)
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "review stored but not queued");
+            ApiError::Unavailable("message bus")
+        })?;
+    Ok(HttpResponse::Accepted().json(review))
+}

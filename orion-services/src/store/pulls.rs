@@ -1,0 +1,290 @@
+//! Pull requests and reviews in the store.
+
+use chrono::{DateTime, Utc};
+use orion_bus::{Decision, TaskId};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::entity::{pull_request, review};
+use super::{SqlStore, StoreError};
+
+/// Where a pull request is in review.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PullState {
+    /// Waiting for a review.
+    Open,
+    /// A reviewer asked for changes; a revision is under way.
+    ChangesRequested,
+    /// Approved, and being merged.
+    Approved,
+    Merged,
+    /// Approved, but the base moved in a way that conflicts.
+    Conflict,
+}
+
+impl PullState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullState::Open => "open",
+            PullState::ChangesRequested => "changes_requested",
+            PullState::Approved => "approved",
+            PullState::Merged => "merged",
+            PullState::Conflict => "conflict",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            PullState::Open,
+            PullState::ChangesRequested,
+            PullState::Approved,
+            PullState::Merged,
+            PullState::Conflict,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+}
+
+/// A pull request: a task's branch against its base, with what the change and its tests say.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PullRequest {
+    pub id: Uuid,
+    pub task_id: TaskId,
+    pub repo: String,
+    pub branch: String,
+    pub base: String,
+    pub base_oid: String,
+    pub head_oid: String,
+    pub files_changed: u64,
+    pub insertions: u64,
+    pub deletions: u64,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub diff: String,
+    pub tests: Option<serde_json::Value>,
+    pub state: PullState,
+    /// Rounds of revision after the first version.
+    pub rounds: i32,
+    pub merge_commit: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What a new version of a task's pull request says.
+#[derive(Clone, Debug)]
+pub struct PullVersion {
+    pub task_id: TaskId,
+    pub repo: String,
+    pub branch: String,
+    pub base: String,
+    pub base_oid: String,
+    pub head_oid: String,
+    pub files_changed: u64,
+    pub insertions: u64,
+    pub deletions: u64,
+    pub diff: String,
+    pub tests: Option<serde_json::Value>,
+}
+
+/// A reviewer's verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Review {
+    pub id: Uuid,
+    pub pull_id: Uuid,
+    pub decision: Decision,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn to_pull(m: pull_request::Model) -> Result<PullRequest, StoreError> {
+    Ok(PullRequest {
+        id: m.id,
+        task_id: TaskId::from_uuid(m.task_id),
+        repo: m.repo,
+        branch: m.branch,
+        base: m.base,
+        base_oid: m.base_oid,
+        head_oid: m.head_oid,
+        files_changed: m.files_changed.max(0) as u64,
+        insertions: m.insertions.max(0) as u64,
+        deletions: m.deletions.max(0) as u64,
+        diff: m.diff,
+        tests: m.tests,
+        state: PullState::parse(&m.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown pull state `{}`", m.state)))?,
+        rounds: m.rounds,
+        merge_commit: m.merge_commit,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+fn decision_str(d: Decision) -> &'static str {
+    match d {
+        Decision::Approve => "approve",
+        Decision::RequestChanges => "request_changes",
+    }
+}
+
+impl SqlStore {
+    /// Opens the task's pull request, or records its next version (one more round).
+    pub(super) async fn upsert_pull_impl(
+        &self,
+        version: PullVersion,
+    ) -> Result<PullRequest, StoreError> {
+        let now = Utc::now();
+        let existing = pull_request::Entity::find()
+            .filter(pull_request::Column::TaskId.eq(version.task_id.as_uuid()))
+            .one(self.connection())
+            .await?;
+        let model = match existing {
+            Some(current) => {
+                // The same head again is a redelivered step, not a new round.
+                let rounds = if current.head_oid == version.head_oid {
+                    current.rounds
+                } else {
+                    current.rounds + 1
+                };
+                let mut active: pull_request::ActiveModel = current.into();
+                active.head_oid = Set(version.head_oid);
+                active.files_changed = Set(version.files_changed as i64);
+                active.insertions = Set(version.insertions as i64);
+                active.deletions = Set(version.deletions as i64);
+                active.diff = Set(version.diff);
+                active.tests = Set(version.tests);
+                active.state = Set(PullState::Open.as_str().to_owned());
+                active.rounds = Set(rounds);
+                active.updated_at = Set(now);
+                active.update(self.connection()).await?
+            }
+            None => {
+                pull_request::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    task_id: Set(version.task_id.as_uuid()),
+                    repo: Set(version.repo),
+                    branch: Set(version.branch),
+                    base: Set(version.base),
+                    base_oid: Set(version.base_oid),
+                    head_oid: Set(version.head_oid),
+                    files_changed: Set(version.files_changed as i64),
+                    insertions: Set(version.insertions as i64),
+                    deletions: Set(version.deletions as i64),
+                    diff: Set(version.diff),
+                    tests: Set(version.tests),
+                    state: Set(PullState::Open.as_str().to_owned()),
+                    rounds: Set(0),
+                    merge_commit: Set(None),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                }
+                .insert(self.connection())
+                .await?
+            }
+        };
+        to_pull(model)
+    }
+
+    pub(super) async fn pull_impl(&self, id: Uuid) -> Result<PullRequest, StoreError> {
+        let model = pull_request::Entity::find_by_id(id)
+            .one(self.connection())
+            .await?;
+        to_pull(model.ok_or(StoreError::PullNotFound(id))?)
+    }
+
+    pub(super) async fn list_pulls_impl(
+        &self,
+        state: Option<PullState>,
+        limit: u64,
+    ) -> Result<Vec<PullRequest>, StoreError> {
+        let mut select = pull_request::Entity::find();
+        if let Some(state) = state {
+            select = select.filter(pull_request::Column::State.eq(state.as_str()));
+        }
+        select
+            .order_by_desc(pull_request::Column::Id)
+            .limit(limit.clamp(1, super::sql::MAX_PAGE))
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|m| {
+                to_pull(m).map(|mut p| {
+                    p.diff.clear();
+                    p
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn set_pull_state_impl(
+        &self,
+        id: Uuid,
+        state: PullState,
+        merge_commit: Option<String>,
+    ) -> Result<PullRequest, StoreError> {
+        let current = pull_request::Entity::find_by_id(id)
+            .one(self.connection())
+            .await?
+            .ok_or(StoreError::PullNotFound(id))?;
+        let mut active: pull_request::ActiveModel = current.into();
+        active.state = Set(state.as_str().to_owned());
+        if merge_commit.is_some() {
+            active.merge_commit = Set(merge_commit);
+        }
+        active.updated_at = Set(Utc::now());
+        to_pull(active.update(self.connection()).await?)
+    }
+
+    pub(super) async fn add_review_impl(
+        &self,
+        pull: Uuid,
+        decision: Decision,
+        comment: &str,
+    ) -> Result<Review, StoreError> {
+        let model = review::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            pull_id: Set(pull),
+            decision: Set(decision_str(decision).to_owned()),
+            comment: Set(comment.to_owned()),
+            created_at: Set(Utc::now()),
+        }
+        .insert(self.connection())
+        .await?;
+        Ok(Review {
+            id: model.id,
+            pull_id: model.pull_id,
+            decision,
+            comment: model.comment,
+            created_at: model.created_at,
+        })
+    }
+
+    pub(super) async fn reviews_impl(&self, pull: Uuid) -> Result<Vec<Review>, StoreError> {
+        review::Entity::find()
+            .filter(review::Column::PullId.eq(pull))
+            .order_by_asc(review::Column::Id)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|m| {
+                let decision = match m.decision.as_str() {
+                    "approve" => Decision::Approve,
+                    "request_changes" => Decision::RequestChanges,
+                    other => {
+                        return Err(StoreError::Corrupt(format!("unknown decision `{other}`")));
+                    }
+                };
+                Ok(Review {
+                    id: m.id,
+                    pull_id: m.pull_id,
+                    decision,
+                    comment: m.comment,
+                    created_at: m.created_at,
+                })
+            })
+            .collect()
+    }
+}

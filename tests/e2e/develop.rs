@@ -1,0 +1,360 @@
+//! The Developer pipeline end to end in embedded mode, against a local bare git remote and a
+//! fake model endpoint (wiremock speaking the OpenAI chat-completions format):
+//! submit → edits → tests → pull request → request changes → revision → approve → merged.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{TempDir, TestApp, eventually, git, git_fixture};
+
+fn completion(content: &str) -> Value {
+    json!({
+        "id": "chatcmpl-dev", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-test",
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 900, "completion_tokens": 120, "total_tokens": 1020 }
+    })
+}
+
+fn rev(remote: &Path, name: &str) -> Option<String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(remote)
+        .args(["rev-parse", "--verify", "-q", name])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn show(remote: &Path, spec: &str) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(remote)
+        .args(["show", spec])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A bare remote cloned from the git fixture.
+fn bare_remote() -> (TempDir, std::path::PathBuf) {
+    let fixture = git_fixture();
+    let dir = TempDir::new();
+    let bare = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &fixture.path().to_string_lossy(),
+            &bare.to_string_lossy(),
+        ],
+    );
+    (dir, bare)
+}
+
+async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
+    let base = format!("{}/v1", server.uri());
+    let command: Vec<String> = test_command.iter().map(|s| (*s).to_owned()).collect();
+    TestApp::spawn_with(move |s| {
+        s.llm.base_url = Some(base);
+        s.llm.model = "gpt-test".into();
+        s.developer.test_command = Some(command);
+    })
+    .await
+}
+
+async fn pull_of(app: &TestApp, task: &str) -> Value {
+    let (_, events) = app.get(&format!("/v1/tasks/{task}/events")).await;
+    let pull = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|e| e["data"]["pull"].as_str().map(str::to_owned))
+        .expect("a pull");
+    app.get(&format!("/v1/pulls/{pull}")).await.1
+}
+
+#[actix_rt::test]
+async fn a_develop_task_goes_through_review_revision_and_merge() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("A reviewer asked for changes"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "=== FILE: CHANGES.md\nhelper doubles its input\n=== END\n",
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .and(body_string_contains("double the helper"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "Here is the change.\n=== FILE: app/util.py\n```python\ndef helper(x):\n    return x * 2\n```\n=== END\n",
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = app_with_model(&server, &["sh", "-c", "grep -q 'x \\* 2' app/util.py"]).await;
+    let (_keep, remote) = bare_remote();
+    let main_before = rev(&remote, "main").unwrap();
+
+    let id = app.submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" })).await;
+    app.wait_for(&id, "awaiting_review").await;
+    let pull = pull_of(&app, &id).await;
+    let pull_id = pull["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (
+            pull["state"].as_str(),
+            pull["rounds"].as_i64(),
+            pull["files_changed"].as_u64()
+        ),
+        (Some("open"), Some(0), Some(1))
+    );
+    assert_eq!(pull["branch"], format!("orion/{id}"));
+    assert_eq!(pull["tests"]["passed"], true);
+    assert!(
+        pull["diff"].as_str().unwrap().contains("+    return x * 2"),
+        "{}",
+        pull["diff"]
+    );
+    assert_eq!(
+        rev(&remote, &format!("orion/{id}")).as_deref(),
+        pull["head_oid"].as_str(),
+        "the branch is pushed"
+    );
+    assert_eq!(
+        rev(&remote, "main").unwrap(),
+        main_before,
+        "nothing lands before approval"
+    );
+    let (_, listed) = app.get("/v1/pulls?state=open").await;
+    assert_eq!(listed["items"][0]["id"], pull_id.as_str());
+
+    let reviews = format!("/v1/pulls/{pull_id}/reviews");
+    let (status, _, review) = app
+        .post_json(
+            &reviews,
+            &json!({ "decision": "request_changes", "comment": "note it in CHANGES.md" }),
+        )
+        .await;
+    assert_eq!(
+        (status, review["decision"].as_str()),
+        (202, Some("request_changes"))
+    );
+    let revised = eventually("the revision", Duration::from_secs(30), || async {
+        let (_, p) = app.get(&format!("/v1/pulls/{pull_id}")).await;
+        (p["rounds"] == 1 && p["state"] == "open").then_some(p)
+    })
+    .await;
+    app.wait_for(&id, "awaiting_review").await;
+    assert_eq!(revised["files_changed"], 2);
+    assert_eq!(revised["reviews"].as_array().unwrap().len(), 1);
+
+    let (status, _, _) = app
+        .post_json(
+            &reviews,
+            &json!({ "decision": "approve", "comment": "thanks" }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    let task = app.wait_for(&id, "completed").await;
+    let head = revised["head_oid"].as_str().unwrap();
+    assert_eq!(task["result"]["head"], head);
+    assert_eq!(
+        rev(&remote, "main").as_deref(),
+        Some(head),
+        "the approved branch landed on main"
+    );
+    assert!(show(&remote, "main:app/util.py").contains("return x * 2"));
+    assert_eq!(
+        show(&remote, "main:CHANGES.md"),
+        "helper doubles its input\n"
+    );
+    let (_, merged) = app.get(&format!("/v1/pulls/{pull_id}")).await;
+    assert_eq!(
+        (merged["state"].as_str(), merged["merge_commit"].as_str()),
+        (Some("merged"), Some(head))
+    );
+
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "queued",
+            "assigned",
+            "running",
+            "awaiting_review",
+            "running",
+            "awaiting_review",
+            "running",
+            "completed"
+        ]
+    );
+    let (status, _, late) = app
+        .post_json(&reviews, &json!({ "decision": "approve" }))
+        .await;
+    assert_eq!(
+        (status, late["code"].as_str()),
+        (409, Some("pull_not_awaiting_review"))
+    );
+}
+
+#[actix_rt::test]
+async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_untouched() {
+    let (_keep, remote) = bare_remote();
+    // The fixture gets a symbolic link out of the repository.
+    let seed = TempDir::new();
+    git(
+        seed.path(),
+        &["clone", "-q", &remote.to_string_lossy(), "w"],
+    );
+    let work = seed.path().join("w");
+    std::os::unix::fs::symlink("/tmp", work.join("outside")).unwrap();
+    git(&work, &["add", "outside"]);
+    git(&work, &["commit", "-q", "-m", "a link"]);
+    git(&work, &["push", "-q", "origin", "main"]);
+    let main_before = rev(&remote, "main").unwrap();
+
+    let cases = [
+        (
+            "parent",
+            "=== FILE: ../escape.txt\nx\n=== END\n",
+            "unsafe_edit",
+            "`../escape.txt` climbs out of the repository with `..`",
+        ),
+        (
+            "absolute",
+            "=== FILE: /etc/evil\nx\n=== END\n",
+            "unsafe_edit",
+            "`/etc/evil` is absolute; paths are relative to the repository",
+        ),
+        (
+            "git dir",
+            "=== FILE: .git/config\nx\n=== END\n",
+            "unsafe_edit",
+            "`.git/config` is inside `.git`",
+        ),
+        (
+            "symlink",
+            "=== FILE: outside/evil.txt\nx\n=== END\n",
+            "unsafe_edit",
+            "`outside/evil.txt` goes through a symbolic link",
+        ),
+        (
+            "prose",
+            "I would double it.",
+            "model_output_unusable",
+            "the model's answer cannot be applied: the answer contains no edit block",
+        ),
+        (
+            "tests",
+            "=== FILE: app/util.py\ndef helper(x):\n    return x + 1\n=== END\n",
+            "tests_failed",
+            "",
+        ),
+    ];
+    for (what, answer, code, message) in cases {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(completion(answer)))
+            .mount(&server)
+            .await;
+        let app = app_with_model(
+            &server,
+            &[
+                "sh",
+                "-c",
+                "echo 'expected x * 2'; grep -q 'x \\* 2' app/util.py",
+            ],
+        )
+        .await;
+        let id = app.submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" })).await;
+        let task = app.wait_for(&id, "failed").await;
+        assert_eq!(task["error"]["code"], code, "{what}: {task}");
+        if !message.is_empty() {
+            assert_eq!(task["error"]["message"], message, "{what}");
+        } else {
+            assert!(
+                task["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("expected x * 2"),
+                "{what}: the test output is in the message"
+            );
+        }
+        assert_eq!(
+            rev(&remote, "main").unwrap(),
+            main_before,
+            "{what}: main is untouched"
+        );
+        assert_eq!(
+            rev(&remote, &format!("orion/{id}")),
+            None,
+            "{what}: no branch was pushed"
+        );
+        assert!(!Path::new("/tmp/evil.txt").exists() && !Path::new("/etc/evil").exists());
+    }
+}
+
+#[actix_rt::test]
+async fn without_a_model_a_develop_task_fails_at_once_saying_how_to_configure_one() {
+    let app = TestApp::spawn().await;
+    let (_keep, remote) = bare_remote();
+    let id = app
+        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "x" }))
+        .await;
+    let task = app.wait_for(&id, "failed").await;
+    assert_eq!(task["error"]["code"], "model_not_configured");
+    assert!(
+        task["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ORION__LLM__BASE_URL")
+    );
+    let (status, _, problem) = app
+        .post_json(
+            &format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7()),
+            &json!({ "decision": "approve" }),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("pull_not_found"))
+    );
+    let (status, _, problem) = app
+        .post_json(
+            &format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7()),
+            &json!({ "decision": "merge" }),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("invalid_field"))
+    );
+    let (status, _, problem) = app
+        .post_json(
+            &format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7()),
+            &json!({ "decision": "request_changes" }),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["detail"].as_str()),
+        (422, Some("field `comment` is invalid: say what to change"))
+    );
+}

@@ -134,7 +134,7 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
     for i in 0..8 {
         let body = match i {
             6 => {
-                json!({ "kind": "develop", "repo": repo.path().to_string_lossy(), "prompt": "add a feature" })
+                json!({ "kind": "review", "repo": repo.path().to_string_lossy(), "prompt": "review the branch" })
             }
             7 => json!({ "kind": "design", "repo": repo.path().to_string_lossy() }),
             _ => json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }),

@@ -40,12 +40,45 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Print a gateway's live task events, one JSON line each.
     Watch(WatchArgs),
+    /// List a gateway's pull requests.
+    Pulls(PullsArgs),
+    /// Review a pull request: approve merges it, request-changes has it revised.
+    Review(ReviewArgs),
     /// Navigate a repository: go to definition, a file's outline, the ranked repository map.
     #[command(subcommand)]
     Code(CodeCommand),
     /// Measure Orion's speed against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct PullsArgs {
+    /// Only pull requests in this state: open, changes_requested, approved, merged, conflict.
+    #[arg(long)]
+    pub state: Option<String>,
+    /// The gateway's URL (default: client.url).
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ReviewDecision {
+    Approve,
+    RequestChanges,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    pub decision: ReviewDecision,
+    /// The pull request's id.
+    pub id: String,
+    /// What to change (required to request changes).
+    #[arg(long, default_value = "")]
+    pub comment: String,
+    /// The gateway's URL (default: client.url).
+    #[arg(long)]
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

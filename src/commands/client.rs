@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures_util::StreamExt;
 
-use crate::cli::{SubmitArgs, WatchArgs};
+use crate::cli::{PullsArgs, ReviewArgs, ReviewDecision, SubmitArgs, WatchArgs};
 use crate::settings::Settings;
 
 pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<ExitCode> {
@@ -30,13 +30,8 @@ pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<Exit
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("while submitting to {server}"))?;
-    let bytes = response.body().await.context("while reading the answer")?;
-    println!("{}", String::from_utf8_lossy(&bytes));
-    Ok(if response.status().is_success() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    let body = response.body().await.context("while reading the answer")?;
+    Ok(print_answer(response.status(), &body))
 }
 
 pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCode> {
@@ -79,4 +74,51 @@ pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an answer's body and turns its status into the exit code.
+fn print_answer(status: awc::http::StatusCode, body: &[u8]) -> ExitCode {
+    println!("{}", String::from_utf8_lossy(body));
+    if status.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn pulls(args: PullsArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    let server = args.server.unwrap_or(settings.client.url);
+    let mut url = format!("{}/v1/pulls", server.trim_end_matches('/'));
+    if let Some(state) = args.state {
+        url = format!("{url}?state={state}");
+    }
+    let mut response = awc::Client::new()
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("while asking {server}"))?;
+    let body = response.body().await.context("while reading the answer")?;
+    Ok(print_answer(response.status(), &body))
+}
+
+pub async fn review(args: ReviewArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    let server = args.server.unwrap_or(settings.client.url);
+    let decision = match args.decision {
+        ReviewDecision::Approve => "approve",
+        ReviewDecision::RequestChanges => "request_changes",
+    };
+    let url = format!(
+        "{}/v1/pulls/{}/reviews",
+        server.trim_end_matches('/'),
+        args.id
+    );
+    let mut response = awc::Client::new()
+        .post(&url)
+        .send_json(&serde_json::json!({ "decision": decision, "comment": args.comment }))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("while reviewing on {server}"))?;
+    let body = response.body().await.context("while reading the answer")?;
+    Ok(print_answer(response.status(), &body))
 }

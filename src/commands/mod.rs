@@ -20,6 +20,8 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Migrate(args) => serve::migrate(args, settings).await,
         Command::Submit(args) => client::submit(args, settings).await,
         Command::Watch(args) => client::watch(args, settings).await,
+        Command::Pulls(args) => client::pulls(args, settings).await,
+        Command::Review(args) => client::review(args, settings).await,
         Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
         Command::Code(command) => code::run(command).await,
     }

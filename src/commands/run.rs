@@ -72,6 +72,9 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
         println!("{}", serde_json::to_string_pretty(&task)?);
     } else {
         print_summary(&task);
+        if task.status == TaskStatus::AwaitingReview {
+            print_pull(lifecycle, &task).await?;
+        }
     }
     Ok(
         if matches!(
@@ -83,6 +86,47 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
             ExitCode::FAILURE
         },
     )
+}
+
+/// The pull request a task waits on, and how to review it.
+async fn print_pull(
+    lifecycle: &orion_services::lifecycle::Lifecycle,
+    task: &Task,
+) -> anyhow::Result<()> {
+    let events = lifecycle.store().events(Some(task.id), 0, 500).await?;
+    let Some(pull) = events
+        .iter()
+        .rev()
+        .find_map(|e| e.data.get("pull").and_then(|p| p.as_str()))
+    else {
+        return Ok(());
+    };
+    let pull = lifecycle
+        .store()
+        .pull(pull.parse().context("while reading the pull request id")?)
+        .await?;
+    println!(
+        "pull request {} on {}: {} files, +{} -{}; tests: {}",
+        pull.id,
+        pull.branch,
+        pull.files_changed,
+        pull.insertions,
+        pull.deletions,
+        pull.tests
+            .as_ref()
+            .and_then(|t| t.get("passed"))
+            .map_or("not run".to_owned(), |p| if p == true {
+                "passed".into()
+            } else {
+                "failed".into()
+            })
+    );
+    println!("{}", pull.diff);
+    println!(
+        "review it: orion up --data-dir <this data dir>, then orion review approve {} (or request-changes --comment …)",
+        pull.id
+    );
+    Ok(())
 }
 
 fn print_summary(task: &Task) {

@@ -358,3 +358,123 @@ async fn without_a_model_a_develop_task_fails_at_once_saying_how_to_configure_on
         (422, Some("field `comment` is invalid: say what to change"))
     );
 }
+
+/// `orion up` as a process, and the address it serves on.
+struct Up(std::process::Child, String);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn orion_up(config: &Path, data: &Path) -> Up {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .arg("--config")
+        .arg(config)
+        .args(["up", "--data-dir"])
+        .arg(data)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(30), line)
+        .await
+        .expect("orion up starts")
+        .unwrap()
+        .unwrap();
+    let address = line
+        .split_whitespace()
+        .nth(3)
+        .expect("Orion listening on http://…")
+        .to_owned();
+    Up(child, address)
+}
+
+#[actix_rt::test]
+async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterwards() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "=== FILE: app/util.py\ndef helper(x):\n    return x * 3\n=== END\n",
+        )))
+        .mount(&server)
+        .await;
+    let (_keep, remote) = bare_remote();
+    let dir = TempDir::new();
+    let config = dir.path().join("orion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[llm]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n[developer]\ntest_command = [\"sh\", \"-c\", \"true\"]\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let client = awc::Client::new();
+    let get = |url: String| {
+        let client = client.clone();
+        async move {
+            let mut response = client.get(url).send().await.ok()?;
+            response.json::<Value>().limit(16 * 1024 * 1024).await.ok()
+        }
+    };
+
+    let first = orion_up(&config, &data).await;
+    let mut response = client
+        .post(format!("{}/v1/tasks", first.1))
+        .send_json(&json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "triple the helper" }))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let base = first.1.clone();
+    let pull = eventually("the pull request", Duration::from_secs(30), || async {
+        let task = get(format!("{base}/v1/tasks/{id}")).await?;
+        if task["status"] != "awaiting_review" {
+            return None;
+        }
+        let pulls = get(format!("{base}/v1/pulls")).await?;
+        pulls["items"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
+    drop(first); // SIGKILL: no shutdown of any kind
+
+    let second = orion_up(&config, &data).await;
+    let task = get(format!("{}/v1/tasks/{id}", second.1)).await.unwrap();
+    assert_eq!(
+        task["status"], "awaiting_review",
+        "the gate is in the store, not in the process"
+    );
+    let review = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["review", "approve", &pull, "--server", &second.1])
+        .output()
+        .unwrap();
+    assert!(
+        review.status.success(),
+        "{}",
+        String::from_utf8_lossy(&review.stdout)
+    );
+    let base = second.1.clone();
+    let done = eventually("the merge", Duration::from_secs(30), || async {
+        let task = get(format!("{base}/v1/tasks/{id}")).await?;
+        (task["status"] == "completed").then_some(task)
+    })
+    .await;
+    assert_eq!(
+        rev(&remote, "main").as_deref(),
+        done["result"]["head"].as_str()
+    );
+    assert!(show(&remote, "main:app/util.py").contains("return x * 3"));
+}

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_spine;
 mod m20261125_000002_task_diff;
 mod m20261125_000003_pull_requests;
+mod m20261125_000004_effects_and_usage;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_spine::Migration),
             Box::new(m20261125_000002_task_diff::Migration),
             Box::new(m20261125_000003_pull_requests::Migration),
+            Box::new(m20261125_000004_effects_and_usage::Migration),
         ]
     }
 }

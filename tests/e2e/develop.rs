@@ -67,6 +67,13 @@ async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
         s.llm.base_url = Some(base);
         s.llm.model = "gpt-test".into();
         s.developer.test_command = Some(command);
+        s.llm.prices.insert(
+            "gpt-test".into(),
+            orion_services::llm::Price {
+                input_per_million: 2.0,
+                output_per_million: 8.0,
+            },
+        );
     })
     .await
 }
@@ -212,6 +219,78 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     assert_eq!(
         (status, late["code"].as_str()),
         (409, Some("pull_not_awaiting_review"))
+    );
+
+    // Two model calls, each 900 + 120 tokens at $2 / $8 per million.
+    let (_, usage) = app.get(&format!("/v1/tasks/{id}/usage")).await;
+    assert_eq!(usage["totals"]["calls"], 2);
+    assert_eq!(
+        (
+            usage["totals"]["prompt_tokens"].as_u64(),
+            usage["totals"]["completion_tokens"].as_u64()
+        ),
+        (Some(1800), Some(240))
+    );
+    assert!(
+        (usage["totals"]["cost_usd"].as_f64().unwrap() - 2.0 * (900.0 * 2.0 + 120.0 * 8.0) / 1e6)
+            .abs()
+            < 1e-12
+    );
+    assert_eq!(usage["calls"][0]["agent"], "developer");
+
+    // A merge delivered again (a crashed node's redelivery) reads the ledger. Without it, a
+    // second merge onto a base that moved on would add another merge commit.
+    let seed = TempDir::new();
+    git(
+        seed.path(),
+        &["clone", "-q", &remote.to_string_lossy(), "w"],
+    );
+    std::fs::write(seed.path().join("w/LATER.md"), "later\n").unwrap();
+    git(&seed.path().join("w"), &["add", "LATER.md"]);
+    git(&seed.path().join("w"), &["commit", "-q", "-m", "later"]);
+    git(&seed.path().join("w"), &["push", "-q", "origin", "main"]);
+    let moved = rev(&remote, "main").unwrap();
+    let task_now = app
+        .services
+        .lifecycle
+        .store()
+        .task(id.parse().unwrap())
+        .await
+        .unwrap();
+    let again = orion_bus::Assignment {
+        task: task_now.clone(),
+        agent: orion_bus::AgentKind::Developer,
+        // A fresh attempt number, so its reports are not taken for the first delivery's.
+        attempt: task_now.attempts + 1,
+        step: orion_bus::Step::Merge {
+            pull: pull_id.parse().unwrap(),
+        },
+    };
+    let bus = app.services.lifecycle.bus();
+    let mut reports = bus.subscribe(&bus.subjects().results()).await.unwrap();
+    let envelope = orion_bus::Envelope::new("test", orion_bus::Body::Assignment(again));
+    let queue =
+        orion_bus::Queue::Work(orion_bus::AgentKind::Developer, orion_bus::Priority::Normal);
+    bus.enqueue(queue, &envelope).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let (_, report) = futures_util::StreamExt::next(&mut reports).await.unwrap();
+            if let orion_bus::Body::Report(orion_bus::WorkReport {
+                outcome: orion_bus::Outcome::Completed { result },
+                ..
+            }) = report.body
+            {
+                break result;
+            }
+        }
+    })
+    .await
+    .expect("the redelivered merge reports");
+    assert_eq!(result["head"], head, "the ledger's answer");
+    assert_eq!(
+        rev(&remote, "main").unwrap(),
+        moved,
+        "no second merge reached the remote"
     );
 }
 

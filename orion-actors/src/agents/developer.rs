@@ -13,8 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orion_bus::{Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::code::{CodeIntel, source_files};
-use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest};
-use orion_services::store::{PullState, PullVersion, Store};
+use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse};
+use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
 use orion_services::testing;
 use orion_services::vcs::{self, MergeOutcome, RelativePath, VcsError, Workspace};
 use uuid::Uuid;
@@ -265,7 +265,6 @@ impl DeveloperWork {
             )
         })?;
         let ws = self.workspace(task).await?;
-        tracing::info!(task = %task.id, branch = %ws.branch, "workspace ready");
         let request = self.prompt(task, &ws, revision.map(|(_, c)| c)).await?;
         let step = match revision {
             Some((pull, _)) => format!("revise-{pull}"),
@@ -277,11 +276,7 @@ impl DeveloperWork {
             step,
             attempt: assignment.attempt,
         };
-        let answer = model
-            .chat(&context, &request)
-            .await
-            .map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
-        tracing::info!(task = %task.id, requests = answer.requests, cached = answer.cached, "model answered");
+        let answer = self.ask(model.as_ref(), &context, &request).await?;
         let edits = parse_edits(&answer.content).map_err(|why| {
             TaskFailure::new(
                 "model_output_unusable",
@@ -323,7 +318,6 @@ impl DeveloperWork {
             ));
         }
         let tests = self.run_tests(&ws).await?;
-        tracing::info!(task = %task.id, "tests passed");
         {
             let ws = ws.clone();
             blocking(move || vcs::push_branch(&ws)).await?;
@@ -351,6 +345,50 @@ impl DeveloperWork {
             .await
             .map_err(|e| TaskFailure::new("store_unavailable", e.to_string()))?;
         Ok(Outcome::AwaitingReview { pull: pull.id })
+    }
+
+    /// A model call through the effects ledger: a redelivered step reads the answer its first
+    /// delivery paid for; a new answer's tokens and cost are recorded.
+    async fn ask(
+        &self,
+        model: &dyn ChatModel,
+        context: &CallContext,
+        request: &ChatRequest,
+    ) -> Result<ChatResponse, TaskFailure> {
+        let task = context.task.unwrap_or_default();
+        let key = format!("model:{}:{}", context.step, context.attempt);
+        let store_failure = |e: StoreError| TaskFailure::new("store_unavailable", e.to_string());
+        if let Some(recorded) = self.store.effect(task, &key).await.map_err(store_failure)?
+            && let Ok(answer) = serde_json::from_value::<ChatResponse>(recorded)
+        {
+            return Ok(answer);
+        }
+        let answer = model
+            .chat(context, request)
+            .await
+            .map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
+        if !answer.cached {
+            let usage = UsageRecord {
+                task_id: context.task,
+                agent: context.agent.clone(),
+                model: answer.model.clone(),
+                prompt_tokens: answer.usage.prompt_tokens,
+                completion_tokens: answer.usage.completion_tokens,
+                cost_usd: answer.cost_usd,
+            };
+            self.store
+                .record_usage(&usage)
+                .await
+                .map_err(store_failure)?;
+        }
+        let recorded = serde_json::to_value(&answer)
+            .map_err(|e| TaskFailure::new("internal", e.to_string()))?;
+        let first = self
+            .store
+            .record_effect(task, &key, "model_call", recorded)
+            .await
+            .map_err(store_failure)?;
+        serde_json::from_value(first).map_err(|e| TaskFailure::new("internal", e.to_string()))
     }
 
     /// Runs the tests; failing tests end the task before anything is pushed.
@@ -394,15 +432,23 @@ impl DeveloperWork {
     }
 
     async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
+        // A merge that happened is never made twice: a redelivery reads the ledger.
+        let key = format!("merge:{pull}");
+        let store_failure = |e: StoreError| TaskFailure::new("store_unavailable", e.to_string());
+        if let Some(result) = self
+            .store
+            .effect(task.id, &key)
+            .await
+            .map_err(store_failure)?
+        {
+            return Ok(Outcome::Completed { result });
+        }
         let ws = self.workspace(task).await?;
         let (name, email) = (
             self.config.author_name.clone(),
             self.config.author_email.clone(),
         );
         let outcome = blocking(move || vcs::merge(&ws, (&name, &email))).await?;
-        let store_failure = |e: orion_services::store::StoreError| {
-            TaskFailure::new("store_unavailable", e.to_string())
-        };
         let head = match &outcome {
             MergeOutcome::FastForward { head } | MergeOutcome::MergeCommit { head } => head.clone(),
             MergeOutcome::Conflict { paths } => {
@@ -419,13 +465,17 @@ impl DeveloperWork {
                 ));
             }
         };
-        self.store
-            .set_pull_state(pull, PullState::Merged, Some(head.clone()))
+        let result = serde_json::json!({ "pull": pull, "merge": outcome, "head": head });
+        let result = self
+            .store
+            .record_effect(task.id, &key, "merge", result)
             .await
             .map_err(store_failure)?;
-        Ok(Outcome::Completed {
-            result: serde_json::json!({ "pull": pull, "merge": outcome, "head": head }),
-        })
+        self.store
+            .set_pull_state(pull, PullState::Merged, Some(head))
+            .await
+            .map_err(store_failure)?;
+        Ok(Outcome::Completed { result })
     }
 }
 

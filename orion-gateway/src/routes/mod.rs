@@ -20,6 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/tasks/{id}", web::get().to(tasks::get))
                 .route("/tasks/{id}/events", web::get().to(tasks::events))
                 .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+                .route("/tasks/{id}/usage", web::get().to(tasks::usage))
                 .route(
                     "/tasks/{id}/suggestions/{n}/submit",
                     web::post().to(tasks::submit_suggestion),

@@ -250,3 +250,21 @@ pub async fn submit_suggestion(
         .insert_header(("Location", format!("/v1/tasks/{}", task.id)))
         .json(task))
 }
+
+/// `GET /v1/tasks/{id}/usage`: the task's model calls, and their sums.
+pub async fn usage(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = task_id(&path)?;
+    let store = state.lifecycle.store();
+    store.task(id).await?;
+    let calls = store.task_usage(id).await?;
+    let prompt_tokens: u64 = calls.iter().map(|c| c.prompt_tokens).sum();
+    let completion_tokens: u64 = calls.iter().map(|c| c.completion_tokens).sum();
+    let cost_usd: f64 = calls.iter().map(|c| c.cost_usd).sum();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "calls": calls,
+        "totals": { "calls": calls.len(), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd },
+    })))
+}

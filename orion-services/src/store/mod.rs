@@ -5,10 +5,12 @@
 //! checks the transition, compares the optimistic `version`, and appends to `task_events`,
 //! so two coordinators can never both move one task and the log never misses a change.
 
+mod effects;
 mod entity;
 mod pulls;
 mod sql;
 
+pub use effects::UsageRecord;
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
 
@@ -183,4 +185,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Review, StoreError>;
 
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
+
+    /// What an earlier delivery of (task, step) did, if it did.
+    async fn effect(
+        &self,
+        task: TaskId,
+        step: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Records what (task, step) did; if it was recorded already, the first record stands
+    /// and is returned.
+    async fn record_effect(
+        &self,
+        task: TaskId,
+        step: &str,
+        kind: &str,
+        result: serde_json::Value,
+    ) -> Result<serde_json::Value, StoreError>;
+
+    async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError>;
+
+    async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError>;
 }

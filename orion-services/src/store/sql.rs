@@ -16,7 +16,7 @@ use sea_orm::{
 use super::entity::{agent_snapshot, task, task_event};
 use super::{
     AgentSnapshot, PullRequest, PullState, PullVersion, Review, Store, StoreError, TaskPage,
-    TaskQuery, Transition,
+    TaskQuery, Transition, UsageRecord,
 };
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
@@ -422,5 +422,31 @@ impl Store for SqlStore {
 
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError> {
         self.reviews_impl(pull).await
+    }
+
+    async fn effect(
+        &self,
+        task: TaskId,
+        step: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        self.effect_impl(task, step).await
+    }
+
+    async fn record_effect(
+        &self,
+        task: TaskId,
+        step: &str,
+        kind: &str,
+        result: serde_json::Value,
+    ) -> Result<serde_json::Value, StoreError> {
+        self.record_effect_impl(task, step, kind, result).await
+    }
+
+    async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
+        self.record_usage_impl(usage).await
+    }
+
+    async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError> {
+        self.task_usage_impl(task).await
     }
 }

@@ -1,6 +1,8 @@
 //! sea-orm entities, one module per table; the schema itself lives in `migrations/`.
 
 pub mod agent_snapshot;
+pub mod effect;
+pub mod model_usage;
 pub mod pull_request;
 pub mod review;
 pub mod task;

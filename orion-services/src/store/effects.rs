@@ -1,0 +1,99 @@
+//! The effects ledger and model usage in the store.
+
+use chrono::Utc;
+use orion_bus::TaskId;
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::entity::{effect, model_usage};
+use super::{SqlStore, StoreError};
+
+/// One model call's tokens and cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    pub task_id: Option<TaskId>,
+    pub agent: String,
+    pub model: String,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl SqlStore {
+    pub(super) async fn effect_impl(
+        &self,
+        task: TaskId,
+        step: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(
+            effect::Entity::find_by_id((task.as_uuid(), step.to_owned()))
+                .one(self.connection())
+                .await?
+                .map(|m| m.result),
+        )
+    }
+
+    pub(super) async fn record_effect_impl(
+        &self,
+        task: TaskId,
+        step: &str,
+        kind: &str,
+        result: serde_json::Value,
+    ) -> Result<serde_json::Value, StoreError> {
+        let inserted = effect::ActiveModel {
+            task_id: Set(task.as_uuid()),
+            step: Set(step.to_owned()),
+            kind: Set(kind.to_owned()),
+            result: Set(result.clone()),
+            created_at: Set(Utc::now()),
+        }
+        .insert(self.connection())
+        .await;
+        match inserted {
+            Ok(_) => Ok(result),
+            // Recorded already (a concurrent or earlier delivery): the first record stands.
+            Err(e) => self
+                .effect_impl(task, step)
+                .await?
+                .ok_or(StoreError::Unavailable(e)),
+        }
+    }
+
+    pub(super) async fn record_usage_impl(&self, usage: &UsageRecord) -> Result<(), StoreError> {
+        model_usage::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            task_id: Set(usage.task_id.map(|t| t.as_uuid())),
+            agent: Set(usage.agent.clone()),
+            model: Set(usage.model.clone()),
+            prompt_tokens: Set(usage.prompt_tokens as i64),
+            completion_tokens: Set(usage.completion_tokens as i64),
+            cost_usd: Set(usage.cost_usd),
+            created_at: Set(Utc::now()),
+        }
+        .insert(self.connection())
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn task_usage_impl(
+        &self,
+        task: TaskId,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        Ok(model_usage::Entity::find()
+            .filter(model_usage::Column::TaskId.eq(task.as_uuid()))
+            .order_by_asc(model_usage::Column::Id)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|m| UsageRecord {
+                task_id: m.task_id.map(TaskId::from_uuid),
+                agent: m.agent,
+                model: m.model,
+                prompt_tokens: m.prompt_tokens.max(0) as u64,
+                completion_tokens: m.completion_tokens.max(0) as u64,
+                cost_usd: m.cost_usd,
+            })
+            .collect())
+    }
+}

@@ -94,6 +94,7 @@ pub fn start_node(
             author_email: d.author_email.clone(),
             test_command: d.test_command.clone(),
             test_timeout: Duration::from_secs(d.test_timeout_secs),
+            default_budget_usd: settings.llm.task_budget_usd,
         },
     };
     let node_services = NodeServices {

@@ -38,6 +38,8 @@ pub struct LlmSettings {
     pub max_attempts: u32,
     pub requests_per_minute: u32,
     pub tokens_per_minute: u32,
+    /// The budget of a task that sets none, in dollars; unlimited when absent.
+    pub task_budget_usd: Option<f64>,
     #[serde(default)]
     pub prices: std::collections::HashMap<String, orion_services::llm::Price>,
 }

@@ -10,6 +10,7 @@ mod m20261125_000001_spine;
 mod m20261125_000002_task_diff;
 mod m20261125_000003_pull_requests;
 mod m20261125_000004_effects_and_usage;
+mod m20261125_000005_task_budget;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_task_diff::Migration),
             Box::new(m20261125_000003_pull_requests::Migration),
             Box::new(m20261125_000004_effects_and_usage::Migration),
+            Box::new(m20261125_000005_task_budget::Migration),
         ]
     }
 }

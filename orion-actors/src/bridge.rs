@@ -14,7 +14,9 @@ use orion_bus::{AgentKind, Body, Bus, Delivery, Envelope, Heartbeat, Priority, Q
 
 use crate::agents::AgentActor;
 use crate::coordinator::Coordinator;
-use crate::messages::{HandleError, Perform, ReportArrived, ReviewArrived, TaskArrived};
+use crate::messages::{
+    HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived,
+};
 
 /// How often a node announces itself on `<p>.health.<node>`.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
@@ -152,6 +154,10 @@ impl Actor for BusBridge {
                         }
                         Body::Review(review) => coordinator
                             .send(ReviewArrived(review))
+                            .await
+                            .map_err(mailbox)?,
+                        Body::Resume(resume) => coordinator
+                            .send(ResumeArrived(resume))
                             .await
                             .map_err(mailbox)?,
                         _ => Err(unexpected(&envelope)),

@@ -5,11 +5,12 @@
 
 use actix::prelude::*;
 use orion_bus::{
-    Assignment, Body, Decision, Envelope, Outcome, Queue, ReviewSubmitted, Step, Task, TaskStatus,
+    Assignment, Body, Decision, Envelope, Outcome, Queue, ResumeTask, ReviewSubmitted, Step, Task,
+    TaskStatus,
 };
 use orion_services::lifecycle::{Change, Lifecycle};
 
-use crate::messages::{HandleError, ReportArrived, ReviewArrived, TaskArrived};
+use crate::messages::{HandleError, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived};
 
 /// How many queued tasks a starting coordinator re-queues at most.
 const RECONCILE_BATCH: u64 = 1000;
@@ -147,6 +148,24 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
                 .advance(id, TaskStatus::AwaitingReview, change)
                 .await?;
         }
+        Outcome::AwaitingApproval {
+            step,
+            needed_usd,
+            spent_usd,
+            budget_usd,
+        } => {
+            lifecycle
+                .advance(id, TaskStatus::Running, started())
+                .await?;
+            let data = serde_json::json!({ "step": step, "needed_usd": needed_usd, "spent_usd": spent_usd, "budget_usd": budget_usd });
+            let change = Change {
+                data: by(data),
+                ..Change::default()
+            };
+            lifecycle
+                .advance(id, TaskStatus::AwaitingApproval, change)
+                .await?;
+        }
         Outcome::Failed { failure } => {
             lifecycle
                 .advance(id, TaskStatus::Running, started())
@@ -175,35 +194,13 @@ impl Handler<ReportArrived> for Coordinator {
     }
 }
 
-/// A person reviewed a pull request: the task runs again, to merge or to revise.
-async fn resume_after_review(
-    lifecycle: Lifecycle,
-    review: ReviewSubmitted,
+/// Queues `step` of a task that just went back to `running`; `id` makes a repeat harmless.
+async fn assign_step(
+    lifecycle: &Lifecycle,
+    task: &Task,
+    step: Step,
+    id: String,
 ) -> Result<(), HandleError> {
-    let id = review.task_id;
-    let change = Change {
-        count_attempt: true,
-        data: serde_json::json!({ "review": review.review, "decision": review.decision, "pull": review.pull }),
-        ..Change::default()
-    };
-    let task = match lifecycle.advance(id, TaskStatus::Running, change).await? {
-        Some(task) => task,
-        // Redelivered after the move: queue the step again (its id makes that harmless).
-        None => {
-            let current = lifecycle.store().task(id).await?;
-            if current.status != TaskStatus::Running {
-                return Ok(());
-            }
-            current
-        }
-    };
-    let step = match review.decision {
-        Decision::Approve => Step::Merge { pull: review.pull },
-        Decision::RequestChanges => Step::Revise {
-            pull: review.pull,
-            comment: review.comment.clone(),
-        },
-    };
     let agent = task.spec.kind.agent();
     let assignment = Assignment {
         agent,
@@ -216,13 +213,72 @@ async fn resume_after_review(
     let payload = envelope
         .encode(bus.config().max_message_bytes)
         .map_err(|e| HandleError::Drop(e.to_string()))?;
-    bus.enqueue_raw(
-        Queue::Work(agent, task.spec.priority),
-        &format!("review-step-{}", review.review),
-        payload,
+    bus.enqueue_raw(Queue::Work(agent, task.spec.priority), &id, payload)
+        .await
+        .map_err(|e| HandleError::Retry(e.to_string()))
+}
+
+/// Moves a paused task back to `running`, or finds it there already (a redelivery).
+async fn back_to_running(
+    lifecycle: &Lifecycle,
+    id: orion_bus::TaskId,
+    data: serde_json::Value,
+) -> Result<Option<Task>, HandleError> {
+    let change = Change {
+        count_attempt: true,
+        data,
+        ..Change::default()
+    };
+    match lifecycle.advance(id, TaskStatus::Running, change).await? {
+        Some(task) => Ok(Some(task)),
+        None => {
+            let current = lifecycle.store().task(id).await?;
+            Ok((current.status == TaskStatus::Running).then_some(current))
+        }
+    }
+}
+
+/// A person raised a paused task's budget: the step that paused runs again.
+async fn resume(lifecycle: Lifecycle, resume: ResumeTask) -> Result<(), HandleError> {
+    let data = serde_json::json!({ "resumed": resume.reason });
+    let Some(task) = back_to_running(&lifecycle, resume.task_id, data).await? else {
+        return Ok(());
+    };
+    let id = format!("resume-{}-{}", task.id, task.attempts);
+    assign_step(&lifecycle, &task, resume.step, id).await
+}
+
+impl Handler<ResumeArrived> for Coordinator {
+    type Result = ResponseFuture<Result<(), HandleError>>;
+
+    fn handle(&mut self, msg: ResumeArrived, _: &mut Self::Context) -> Self::Result {
+        Box::pin(resume(self.lifecycle.clone(), msg.0))
+    }
+}
+
+/// A person reviewed a pull request: the task runs again, to merge or to revise.
+async fn resume_after_review(
+    lifecycle: Lifecycle,
+    review: ReviewSubmitted,
+) -> Result<(), HandleError> {
+    let data = serde_json::json!({ "review": review.review, "decision": review.decision, "pull": review.pull });
+    let Some(task) = back_to_running(&lifecycle, review.task_id, data).await? else {
+        return Ok(());
+    };
+    let step = match review.decision {
+        Decision::Approve => Step::Merge { pull: review.pull },
+        Decision::RequestChanges => Step::Revise {
+            pull: review.pull,
+            comment: review.comment.clone(),
+        },
+    };
+    assign_step(
+        &lifecycle,
+        &task,
+        step,
+        format!("review-step-{}", review.review),
     )
     .await
-    .map_err(|e| HandleError::Retry(e.to_string()))
 }
 
 impl Handler<ReviewArrived> for Coordinator {

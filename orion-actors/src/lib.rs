@@ -20,5 +20,7 @@ pub use agents::{
 };
 pub use bridge::BusBridge;
 pub use coordinator::Coordinator;
-pub use messages::{HandleError, Perform, ReportArrived, ReviewArrived, TaskArrived};
+pub use messages::{
+    HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived,
+};
 pub use node::{NodeConfig, NodeHandle, NodeServices, start_node};

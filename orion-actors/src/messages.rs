@@ -1,7 +1,7 @@
 //! The actor messages: imperative nouns with typed results.
 
 use actix::Message;
-use orion_bus::{Assignment, ReviewSubmitted, Task, WorkReport};
+use orion_bus::{Assignment, ResumeTask, ReviewSubmitted, Task, WorkReport};
 use orion_services::lifecycle::LifecycleError;
 
 /// Why a handler did not finish its message, which decides what happens to the delivery.
@@ -57,3 +57,8 @@ pub struct Perform(pub Assignment);
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
 pub struct ReviewArrived(pub ReviewSubmitted);
+
+/// A paused task may go on: the coordinator resumes it.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HandleError>")]
+pub struct ResumeArrived(pub ResumeTask);

@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use crate::error::ProtocolError;
 use crate::protocol::{
-    Assignment, ControlCommand, Heartbeat, ReviewSubmitted, Task, TaskEvent, TaskId, WorkReport,
+    Assignment, ControlCommand, Heartbeat, ResumeTask, ReviewSubmitted, Task, TaskEvent, TaskId,
+    WorkReport,
 };
 
 /// The schema version this build writes and accepts.
@@ -31,6 +32,8 @@ pub enum Body {
     Control(ControlCommand),
     #[serde(rename = "review.submitted")]
     Review(ReviewSubmitted),
+    #[serde(rename = "task.resume")]
+    Resume(ResumeTask),
 }
 
 impl Body {
@@ -43,6 +46,7 @@ impl Body {
         "node.heartbeat",
         "node.control",
         "review.submitted",
+        "task.resume",
     ];
 }
 
@@ -75,6 +79,7 @@ impl Envelope {
             Body::Event(e) => Some(e.task_id),
             Body::Control(ControlCommand::Cancel { task_id }) => Some(*task_id),
             Body::Review(r) => Some(r.task_id),
+            Body::Resume(r) => Some(r.task_id),
             Body::Heartbeat(_) | Body::Control(ControlCommand::Drain) => None,
         };
         let id = Uuid::now_v7();
@@ -107,6 +112,7 @@ impl Envelope {
             Body::Heartbeat(_) => "node.heartbeat",
             Body::Control(_) => "node.control",
             Body::Review(_) => "review.submitted",
+            Body::Resume(_) => "task.resume",
         }
     }
 

@@ -25,8 +25,8 @@ pub use envelope::{Body, Envelope, SCHEMA_VERSION};
 pub use error::{BusError, BusErrorKind, ProtocolError};
 pub use protocol::{
     AgentKind, Assignment, ControlCommand, Decision, EventType, Heartbeat, IllegalTransition,
-    Outcome, Priority, ReviewSubmitted, Step, Task, TaskEvent, TaskFailure, TaskId, TaskKind,
-    TaskSpec, TaskStatus, WorkReport,
+    Outcome, Priority, ResumeTask, ReviewSubmitted, Step, Task, TaskEvent, TaskFailure, TaskId,
+    TaskKind, TaskSpec, TaskStatus, WorkReport, check_budget,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
 pub use transport::{InProcessBus, NatsBus};

@@ -221,7 +221,7 @@ pub mod limits {
 }
 
 /// What a submitter asks for, validated: a value of this type is always acceptable.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub kind: TaskKind,
     /// A local path or a URL of a git repository.
@@ -237,6 +237,9 @@ pub struct TaskSpec {
     /// task then scores the change, as a gate before a pull request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
+    /// Dollars the task's model calls may cost; the configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_usd: Option<f64>,
 }
 
 impl TaskSpec {
@@ -279,6 +282,7 @@ impl TaskSpec {
             git_ref,
             priority,
             diff: None,
+            budget_usd: None,
         })
     }
 
@@ -304,9 +308,28 @@ impl TaskSpec {
         Ok(self)
     }
 
+    /// Sets the budget: a positive, finite number of dollars.
+    pub fn with_budget(mut self, budget_usd: f64) -> Result<Self, ProtocolError> {
+        check_budget(budget_usd)?;
+        self.budget_usd = Some(budget_usd);
+        Ok(self)
+    }
+
     /// The two revisions of `diff`.
     pub fn diff_range(&self) -> Option<(&str, &str)> {
         self.diff.as_deref().and_then(|d| d.split_once(".."))
+    }
+}
+
+/// A budget is a positive, finite number of dollars.
+pub fn check_budget(budget_usd: f64) -> Result<(), ProtocolError> {
+    if budget_usd.is_finite() && budget_usd > 0.0 {
+        Ok(())
+    } else {
+        Err(ProtocolError::InvalidField {
+            field: "budget_usd",
+            reason: "must be a positive number of dollars".to_owned(),
+        })
     }
 }
 
@@ -404,6 +427,14 @@ pub struct ReviewSubmitted {
     pub comment: String,
 }
 
+/// A paused task may go on (its budget was raised): the coordinator assigns `step` again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResumeTask {
+    pub task_id: TaskId,
+    pub step: Step,
+    pub reason: String,
+}
+
 /// How a piece of work went, as an agent reports it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -418,6 +449,14 @@ pub enum Outcome {
     /// A pull request is open and waits for a person's review.
     AwaitingReview {
         pull: Uuid,
+    },
+    /// The next model call would exceed the task's budget: a person raises it (the `step`
+    /// then resumes) or cancels the task.
+    AwaitingApproval {
+        step: Step,
+        needed_usd: f64,
+        spent_usd: f64,
+        budget_usd: f64,
     },
     Failed {
         failure: TaskFailure,

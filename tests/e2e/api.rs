@@ -448,6 +448,7 @@ async fn health_readiness_and_the_openapi_document() {
             "/v1/stream",
             "/v1/tasks",
             "/v1/tasks/{id}",
+            "/v1/tasks/{id}/budget",
             "/v1/tasks/{id}/cancel",
             "/v1/tasks/{id}/events",
             "/v1/tasks/{id}/suggestions/{n}/submit",

@@ -557,3 +557,81 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
     );
     assert!(show(&remote, "main:app/util.py").contains("return x * 3"));
 }
+
+#[actix_rt::test]
+async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n",
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = app_with_model(&server, &["sh", "-c", "true"]).await;
+    let (_keep, remote) = bare_remote();
+    // $8 per million answer tokens: the 4096-token allowance alone reserves $0.0328.
+    let id = app
+        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "negate the helper", "budget_usd": 0.01 }))
+        .await;
+    let paused = app.wait_for(&id, "awaiting_approval").await;
+    assert_eq!(paused["budget_usd"], 0.01);
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let pause = events["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            pause["type"].as_str(),
+            pause["data"]["step"]["step"].as_str()
+        ),
+        (Some("awaiting_approval"), Some("work"))
+    );
+    assert!(
+        pause["data"]["needed_usd"].as_f64().unwrap() > 0.01,
+        "{pause}"
+    );
+    assert_eq!(pause["data"]["spent_usd"], 0.0);
+    let (_, usage) = app.get(&format!("/v1/tasks/{id}/usage")).await;
+    assert_eq!(
+        usage["totals"]["calls"], 0,
+        "nothing was spent on the refused call"
+    );
+
+    let (status, _, problem) = app
+        .post_json(
+            &format!("/v1/tasks/{id}/budget"),
+            &json!({ "budget_usd": -1 }),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("invalid_field"))
+    );
+    let (status, _, raised) = app
+        .post_json(
+            &format!("/v1/tasks/{id}/budget"),
+            &json!({ "budget_usd": 1.0 }),
+        )
+        .await;
+    assert_eq!((status, raised["budget_usd"].as_f64()), (202, Some(1.0)));
+    app.wait_for(&id, "awaiting_review").await;
+    let (_, usage) = app.get(&format!("/v1/tasks/{id}/usage")).await;
+    assert_eq!(usage["totals"]["calls"], 1);
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let types: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "queued",
+            "assigned",
+            "running",
+            "awaiting_approval",
+            "running",
+            "awaiting_review"
+        ]
+    );
+}

@@ -35,6 +35,13 @@ pub const EDIT_FORMAT: &str = "You change code in a git repository. Answer only 
 you change, each holding the file's complete new content:\n\n=== FILE: path/relative/to/the/repository\n<the complete new \
 content of the file>\n=== END\n\nPaths are relative to the repository root. Do not write anything else.";
 
+/// A model call's outcome short of failure.
+enum Asked {
+    Answer(ChatResponse),
+    /// The call would exceed the task's budget: the task pauses with this outcome.
+    OverBudget(Outcome),
+}
+
 /// Where and as whom the Developer works.
 #[derive(Clone, Debug)]
 pub struct DeveloperConfig {
@@ -45,6 +52,8 @@ pub struct DeveloperConfig {
     /// The test command; detected from the repository when absent.
     pub test_command: Option<Vec<String>>,
     pub test_timeout: Duration,
+    /// The budget of a task that sets none; unlimited when absent.
+    pub default_budget_usd: Option<f64>,
 }
 
 /// `develop` tasks.
@@ -276,7 +285,13 @@ impl DeveloperWork {
             step,
             attempt: assignment.attempt,
         };
-        let answer = self.ask(model.as_ref(), &context, &request).await?;
+        let answer = match self
+            .ask(model.as_ref(), assignment, &context, &request)
+            .await?
+        {
+            Asked::Answer(answer) => answer,
+            Asked::OverBudget(pause) => return Ok(pause),
+        };
         let edits = parse_edits(&answer.content).map_err(|why| {
             TaskFailure::new(
                 "model_output_unusable",
@@ -352,16 +367,41 @@ impl DeveloperWork {
     async fn ask(
         &self,
         model: &dyn ChatModel,
+        assignment: &Assignment,
         context: &CallContext,
         request: &ChatRequest,
-    ) -> Result<ChatResponse, TaskFailure> {
-        let task = context.task.unwrap_or_default();
+    ) -> Result<Asked, TaskFailure> {
+        let task = &assignment.task;
         let key = format!("model:{}:{}", context.step, context.attempt);
         let store_failure = |e: StoreError| TaskFailure::new("store_unavailable", e.to_string());
-        if let Some(recorded) = self.store.effect(task, &key).await.map_err(store_failure)?
+        if let Some(recorded) = self
+            .store
+            .effect(task.id, &key)
+            .await
+            .map_err(store_failure)?
             && let Ok(answer) = serde_json::from_value::<ChatResponse>(recorded)
         {
-            return Ok(answer);
+            return Ok(Asked::Answer(answer));
+        }
+        // The call's most expensive outcome is reserved against the budget before it is made.
+        if let Some(budget) = task.spec.budget_usd.or(self.config.default_budget_usd) {
+            let spent: f64 = self
+                .store
+                .task_usage(task.id)
+                .await
+                .map_err(store_failure)?
+                .iter()
+                .map(|u| u.cost_usd)
+                .sum();
+            let needed = model.estimate_cost(request);
+            if spent + needed > budget {
+                return Ok(Asked::OverBudget(Outcome::AwaitingApproval {
+                    step: assignment.step.clone(),
+                    needed_usd: needed,
+                    spent_usd: spent,
+                    budget_usd: budget,
+                }));
+            }
         }
         let answer = model
             .chat(context, request)
@@ -385,10 +425,12 @@ impl DeveloperWork {
             .map_err(|e| TaskFailure::new("internal", e.to_string()))?;
         let first = self
             .store
-            .record_effect(task, &key, "model_call", recorded)
+            .record_effect(task.id, &key, "model_call", recorded)
             .await
             .map_err(store_failure)?;
-        serde_json::from_value(first).map_err(|e| TaskFailure::new("internal", e.to_string()))
+        serde_json::from_value(first)
+            .map(Asked::Answer)
+            .map_err(|e| TaskFailure::new("internal", e.to_string()))
     }
 
     /// Runs the tests; failing tests end the task before anything is pushed.

@@ -120,6 +120,7 @@ impl Agent {
         let state = match &outcome {
             Outcome::Started => "started",
             Outcome::AwaitingReview { .. } => "awaiting_review",
+            Outcome::AwaitingApproval { .. } => "awaiting_approval",
             Outcome::Progress { .. } => "progress",
             Outcome::Completed { .. } => "completed",
             Outcome::Failed { .. } => "failed",

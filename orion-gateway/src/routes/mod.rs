@@ -21,6 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/tasks/{id}/events", web::get().to(tasks::events))
                 .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
                 .route("/tasks/{id}/usage", web::get().to(tasks::usage))
+                .route("/tasks/{id}/budget", web::post().to(tasks::budget))
                 .route(
                     "/tasks/{id}/suggestions/{n}/submit",
                     web::post().to(tasks::submit_suggestion),

@@ -13,7 +13,15 @@ use crate::startup::AppState;
 /// The default and the largest page size of listings.
 const DEFAULT_PAGE: u64 = 50;
 const MAX_PAGE: u64 = 500;
-const SUBMIT_FIELDS: &[&str] = &["kind", "repo", "prompt", "ref", "priority", "diff"];
+const SUBMIT_FIELDS: &[&str] = &[
+    "kind",
+    "repo",
+    "prompt",
+    "ref",
+    "priority",
+    "diff",
+    "budget_usd",
+];
 
 fn string_field(
     body: &Map<String, Value>,
@@ -57,10 +65,25 @@ fn parse_submission(body: Value) -> Result<TaskSpec, ApiError> {
         string_field(&body, "ref")?,
         priority,
     )?;
-    Ok(match string_field(&body, "diff")? {
+    let spec = match string_field(&body, "diff")? {
         Some(diff) => spec.with_diff(diff)?,
         None => spec,
+    };
+    Ok(match budget_field(&body)? {
+        Some(budget) => spec.with_budget(budget)?,
+        None => spec,
     })
+}
+
+fn budget_field(body: &Map<String, Value>) -> Result<Option<f64>, ApiError> {
+    match body.get("budget_usd") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(_) => Err(ApiError::InvalidField {
+            field: "budget_usd".into(),
+            reason: "must be a number of dollars".into(),
+        }),
+    }
 }
 
 fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -267,4 +290,55 @@ pub async fn usage(
         "calls": calls,
         "totals": { "calls": calls.len(), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd },
     })))
+}
+
+/// `POST /v1/tasks/{id}/budget` `{"budget_usd": n}`: sets the task's budget; a task paused
+/// in `awaiting_approval` resumes the step that paused (202), any other keeps running (200).
+pub async fn budget(
+    path: web::Path<String>,
+    body: web::Json<Value>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = task_id(&path)?;
+    let Value::Object(body) = body.into_inner() else {
+        return Err(ApiError::MalformedJson(
+            "the body must be a JSON object".into(),
+        ));
+    };
+    let budget = budget_field(&body)?.ok_or(ApiError::MissingField("budget_usd"))?;
+    orion_bus::check_budget(budget)?;
+    let lifecycle = &state.lifecycle;
+    let store = lifecycle.store();
+    let task = store.set_budget(id, budget).await?;
+    if task.status != TaskStatus::AwaitingApproval {
+        return Ok(HttpResponse::Ok().json(task));
+    }
+    let events = store.events(Some(id), 0, MAX_PAGE).await?;
+    let step = events
+        .iter()
+        .rev()
+        .find(|e| e.event_type == orion_bus::EventType::AwaitingApproval)
+        .and_then(|e| serde_json::from_value::<orion_bus::Step>(e.data["step"].clone()).ok())
+        .unwrap_or_default();
+    let resume = orion_bus::ResumeTask {
+        task_id: id,
+        step,
+        reason: format!("budget raised to ${budget}"),
+    };
+    let envelope = orion_bus::Envelope::new(lifecycle.node(), orion_bus::Body::Resume(resume));
+    let bus = lifecycle.bus();
+    let payload = envelope
+        .encode(bus.config().max_message_bytes)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    bus.enqueue_raw(
+        orion_bus::Queue::Submitted,
+        &format!("resume-{id}-{}", task.attempts),
+        payload,
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "budget raised but the task not resumed");
+        ApiError::Unavailable("message bus")
+    })?;
+    Ok(HttpResponse::Accepted().json(task))
 }

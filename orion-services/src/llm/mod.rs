@@ -132,4 +132,12 @@ pub trait ChatModel: Send + Sync + 'static {
         context: &CallContext,
         request: &ChatRequest,
     ) -> Result<ChatResponse, LlmError>;
+
+    /// The most a request may cost, in dollars, reserved against a task's budget before the
+    /// call: its prompt (4 characters a token) and its whole answer allowance at the primary
+    /// model's price. 0 for unpriced models.
+    fn estimate_cost(&self, request: &ChatRequest) -> f64 {
+        let _ = request;
+        0.0
+    }
 }

@@ -72,6 +72,9 @@ impl OpenAiConfig {
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
+/// The answer allowance assumed for a request that sets none.
+const DEFAULT_ANSWER_TOKENS: u32 = 256;
+
 /// The OpenAI-compatible chat model with cache, limits, retries and accounting.
 pub struct OpenAiChat {
     http: reqwest::Client,
@@ -198,7 +201,8 @@ impl OpenAiChat {
     async fn admit(&self, request: &ChatRequest) {
         self.requests.until_ready().await;
         let characters: usize = request.messages.iter().map(|m| m.content.len()).sum();
-        let estimate = (characters / 4) as u32 + request.max_tokens.unwrap_or(256);
+        let estimate =
+            (characters / 4) as u32 + request.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS);
         let capacity = (self.config.tokens_per_minute / 10).max(1);
         let n = NonZeroU32::new(estimate.clamp(1, capacity)).unwrap_or(NonZeroU32::MIN);
         if self.tokens.until_n_ready(n).await.is_err() {
@@ -337,6 +341,15 @@ impl OpenAiChat {
 
 #[async_trait]
 impl ChatModel for OpenAiChat {
+    fn estimate_cost(&self, request: &ChatRequest) -> f64 {
+        let characters: usize = request.messages.iter().map(|m| m.content.len()).sum();
+        let usage = Usage {
+            prompt_tokens: characters.div_ceil(4) as u64,
+            completion_tokens: u64::from(request.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS)),
+        };
+        self.cost(&self.config.model, usage)
+    }
+
     async fn chat(
         &self,
         context: &CallContext,

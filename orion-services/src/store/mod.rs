@@ -186,6 +186,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
 
+    /// Sets a task's budget for model calls (a person raising it for a paused task). The
+    /// version is left alone: the budget is not part of the task's state machine.
+    async fn set_budget(&self, id: TaskId, budget_usd: f64) -> Result<Task, StoreError>;
+
     /// What an earlier delivery of (task, step) did, if it did.
     async fn effect(
         &self,

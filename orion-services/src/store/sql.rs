@@ -73,6 +73,7 @@ fn to_task(m: task::Model) -> Result<Task, StoreError> {
             prompt: m.prompt,
             git_ref: m.git_ref,
             diff: m.diff,
+            budget_usd: m.budget_usd,
             priority: parse(&m.priority, "priority")?,
         },
         status: parse(&m.status, "status")?,
@@ -155,6 +156,7 @@ impl Store for SqlStore {
             prompt: Set(spec.prompt),
             git_ref: Set(spec.git_ref),
             diff: Set(spec.diff),
+            budget_usd: Set(spec.budget_usd),
             priority: Set(spec.priority.as_str().to_owned()),
             status: Set(TaskStatus::Queued.as_str().to_owned()),
             version: Set(1),
@@ -422,6 +424,17 @@ impl Store for SqlStore {
 
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError> {
         self.reviews_impl(pull).await
+    }
+
+    async fn set_budget(&self, id: TaskId, budget_usd: f64) -> Result<Task, StoreError> {
+        let current = task::Entity::find_by_id(id.as_uuid())
+            .one(&self.db)
+            .await?
+            .ok_or(StoreError::NotFound(id))?;
+        let mut active = current.into_active_model();
+        active.budget_usd = Set(Some(budget_usd));
+        active.updated_at = Set(Utc::now());
+        to_task(active.update(&self.db).await?)
     }
 
     async fn effect(

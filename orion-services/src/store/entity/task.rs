@@ -22,6 +22,8 @@ pub struct Model {
     pub error_message: Option<String>,
     pub idempotency_key: Option<String>,
     pub diff: Option<String>,
+    #[sea_orm(column_type = "Double", nullable)]
+    pub budget_usd: Option<f64>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -89,7 +89,7 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
                 "--name",
                 "node-b",
                 "--agents",
-                "coordinator,analyzer,developer,architect",
+                "coordinator,analyzer,developer,architect,testing",
             ],
         )
         .stdout(Stdio::null())
@@ -134,7 +134,7 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
     for i in 0..8 {
         let body = match i {
             6 => {
-                json!({ "kind": "review", "repo": repo.path().to_string_lossy(), "prompt": "review the branch" })
+                json!({ "kind": "test", "repo": repo.path().to_string_lossy() })
             }
             7 => json!({ "kind": "design", "repo": repo.path().to_string_lossy() }),
             _ => json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }),

@@ -635,3 +635,45 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
         ]
     );
 }
+
+#[actix_rt::test]
+async fn a_review_task_anchors_the_models_comments_to_changed_lines() {
+    let server = MockServer::start().await;
+    let answer = "=== COMMENT app/core.py:6\nThis function is too tangled to test.\n=== END\n\
+                  === COMMENT app/core.py:999\nNo such line.\n=== END\n\
+                  === COMMENT README.md:1\nNot changed.\n=== END\n\
+                  === COMMENT somewhere\nNo line.\n=== END\n";
+    Mock::given(method("POST"))
+        .and(body_string_contains("    6 | def tangled(a, b, c):"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(answer)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = app_with_model(&server, &["true"]).await;
+    let repo = git_fixture();
+    let id = app
+        .submit(json!({ "kind": "review", "repo": repo.path().to_string_lossy(), "diff": "HEAD~2..HEAD", "prompt": "look for risk" }))
+        .await;
+    let task = app.wait_for(&id, "completed").await;
+    let result = &task["result"];
+    assert_eq!(
+        result["comments"],
+        json!([{ "path": "app/core.py", "line": 6, "body": "This function is too tangled to test." }])
+    );
+    assert_eq!(
+        result["rejected"],
+        json!([
+            "`somewhere` is not `path:line`",
+            "app/core.py:999 is not a line of a changed file",
+            "README.md:1 is not a line of a changed file"
+        ])
+    );
+    assert_eq!(result["metrics"]["score"]["functions_changed"], 2);
+    assert_eq!(result["metrics"]["functions"][0]["name"], "tangled");
+
+    let id = app
+        .submit(json!({ "kind": "review", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let task = app.wait_for(&id, "failed").await;
+    assert_eq!(task["error"]["code"], "missing_diff");
+}

@@ -35,6 +35,71 @@ pub const EDIT_FORMAT: &str = "You change code in a git repository. Answer only 
 you change, each holding the file's complete new content:\n\n=== FILE: path/relative/to/the/repository\n<the complete new \
 content of the file>\n=== END\n\nPaths are relative to the repository root. Do not write anything else.";
 
+/// What the model is told about a review's format.
+pub const REVIEW_FORMAT: &str = "You review a change to a git repository. Answer only with comment blocks, each \
+anchored to a changed line of the new version:\n\n=== COMMENT path/relative/to/the/repository:LINE\n<your comment>\n=== END\n\n\
+Comment on bugs, risks and unclear code; no praise. Write nothing else.";
+
+/// A review comment anchored to a line of the new version.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReviewComment {
+    pub path: String,
+    pub line: u32,
+    pub body: String,
+}
+
+/// Reads the comment blocks of a review answer; `Err` lists what could not be read.
+pub fn parse_comments(answer: &str) -> (Vec<ReviewComment>, Vec<String>) {
+    let mut comments = Vec::new();
+    let mut rejected = Vec::new();
+    let mut current: Option<(String, Vec<&str>)> = None;
+    for line in answer.lines() {
+        if let Some(anchor) = line.strip_prefix("=== COMMENT") {
+            current = Some((anchor.trim().to_owned(), Vec::new()));
+        } else if line.trim_end() == "=== END" {
+            if let Some((anchor, body)) = current.take() {
+                match anchor
+                    .rsplit_once(':')
+                    .and_then(|(p, l)| Some((p.to_owned(), l.trim().parse::<u32>().ok()?)))
+                {
+                    Some((path, line)) => comments.push(ReviewComment {
+                        path,
+                        line,
+                        body: body.join("\n").trim().to_owned(),
+                    }),
+                    None => rejected.push(format!("`{anchor}` is not `path:line`")),
+                }
+            }
+        } else if let Some((_, body)) = current.as_mut() {
+            body.push(line);
+        }
+    }
+    if current.is_some() {
+        rejected.push("a comment block has no `=== END`".to_owned());
+    }
+    (comments, rejected)
+}
+
+/// The changed lines of each file, numbered, for the model to anchor its comments to.
+fn numbered_changes(changes: &[vcs::FileChange]) -> String {
+    let mut text = String::new();
+    for change in changes {
+        let Some(head) = change.head.as_deref() else {
+            text.push_str(&format!("--- {} (deleted)\n", change.path));
+            continue;
+        };
+        let lines: Vec<&str> = std::str::from_utf8(head).unwrap_or("").lines().collect();
+        text.push_str(&format!("--- {}\n", change.path));
+        for &(start, end) in &change.added_lines {
+            for n in start..=end.min(lines.len() as u32) {
+                text.push_str(&format!("{n:>5} | {}\n", lines[(n - 1) as usize]));
+            }
+            text.push_str("  ...\n");
+        }
+    }
+    text
+}
+
 /// A model call's outcome short of failure.
 enum Asked {
     Answer(ChatResponse),
@@ -135,6 +200,14 @@ pub fn validate_edits(
             Ok((path, e.content.clone()))
         })
         .collect()
+}
+
+fn model_not_configured() -> TaskFailure {
+    TaskFailure::new(
+        "model_not_configured",
+        "no model is configured: set llm.base_url and llm.model (ORION__LLM__BASE_URL, ORION__LLM__MODEL) to an \
+         OpenAI-compatible endpoint, for example a local Ollama at http://127.0.0.1:11434/v1",
+    )
 }
 
 fn vcs_failure(e: VcsError) -> TaskFailure {
@@ -266,13 +339,7 @@ impl DeveloperWork {
         revision: Option<(Uuid, &str)>,
     ) -> Result<Outcome, TaskFailure> {
         let task = &assignment.task;
-        let model = self.model.clone().ok_or_else(|| {
-            TaskFailure::new(
-                "model_not_configured",
-                "no model is configured: set llm.base_url and llm.model (ORION__LLM__BASE_URL, ORION__LLM__MODEL) to an \
-                 OpenAI-compatible endpoint, for example a local Ollama at http://127.0.0.1:11434/v1",
-            )
-        })?;
+        let model = self.model.clone().ok_or_else(model_not_configured)?;
         let ws = self.workspace(task).await?;
         let request = self.prompt(task, &ws, revision.map(|(_, c)| c)).await?;
         let step = match revision {
@@ -360,6 +427,71 @@ impl DeveloperWork {
             .await
             .map_err(|e| TaskFailure::new("store_unavailable", e.to_string()))?;
         Ok(Outcome::AwaitingReview { pull: pull.id })
+    }
+
+    /// `review` tasks: the model's comments on a change, anchored to its lines, with the
+    /// Analyzer's metrics of the change beside them.
+    async fn review(&self, assignment: &Assignment) -> Result<Outcome, TaskFailure> {
+        let task = &assignment.task;
+        let model = self.model.clone().ok_or_else(model_not_configured)?;
+        let root = local_repository(task)?;
+        let (base, head) = task
+            .spec
+            .diff_range()
+            .map(|(b, h)| (b.to_owned(), h.to_owned()))
+            .ok_or_else(|| {
+                TaskFailure::new(
+                    "missing_diff",
+                    "a review task needs `diff`: `<base>..<head>`",
+                )
+            })?;
+        let diff = format!("{base}..{head}");
+        let changes = blocking(move || vcs::changes(&root, &base, &head)).await?;
+        let metrics = orion_services::code::score_change(&diff, &changes);
+        let mut user = format!("Review the change {diff}.\n");
+        if let Some(prompt) = &task.spec.prompt {
+            user.push_str(&format!("The reviewer's brief: {prompt}\n"));
+        }
+        user.push_str(&format!(
+            "\nChanged lines (new version):\n{}",
+            numbered_changes(&changes)
+        ));
+        let request = ChatRequest {
+            messages: vec![ChatMessage::system(REVIEW_FORMAT), ChatMessage::user(user)],
+            max_tokens: Some(2048),
+            temperature: Some(0.0),
+        };
+        let context = CallContext {
+            task: Some(task.id),
+            agent: "developer".into(),
+            step: "review".into(),
+            attempt: assignment.attempt,
+        };
+        let answer = match self
+            .ask(model.as_ref(), assignment, &context, &request)
+            .await?
+        {
+            Asked::Answer(answer) => answer,
+            Asked::OverBudget(pause) => return Ok(pause),
+        };
+        let (comments, mut rejected) = parse_comments(&answer.content);
+        // Only lines that exist in the new version of a changed file can carry a comment.
+        let (anchored, unanchored): (Vec<_>, Vec<_>) = comments.into_iter().partition(|c| {
+            changes.iter().any(|f| {
+                f.path == c.path
+                    && f.head.as_deref().is_some_and(|h| {
+                        c.line >= 1 && (c.line as usize) <= h.split(|&b| b == b'\n').count()
+                    })
+            })
+        });
+        rejected.extend(
+            unanchored
+                .into_iter()
+                .map(|c| format!("{}:{} is not a line of a changed file", c.path, c.line)),
+        );
+        Ok(Outcome::Completed {
+            result: serde_json::json!({ "diff": diff, "comments": anchored, "rejected": rejected, "metrics": metrics }),
+        })
     }
 
     /// A model call through the effects ledger: a redelivered step reads the answer its first
@@ -557,14 +689,8 @@ impl Work for DeveloperWork {
     }
 
     async fn step(&self, assignment: &Assignment, _: &WorkContext) -> Result<Outcome, TaskFailure> {
-        if assignment.task.spec.kind != orion_bus::TaskKind::Develop {
-            return Err(TaskFailure::new(
-                "not_implemented",
-                format!(
-                    "the developer agent cannot do `{}` tasks yet",
-                    assignment.task.spec.kind
-                ),
-            ));
+        if assignment.task.spec.kind == orion_bus::TaskKind::Review {
+            return self.review(assignment).await;
         }
         match &assignment.step {
             Step::Work => self.develop(assignment, None).await,

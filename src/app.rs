@@ -10,6 +10,7 @@ use orion_actors::{DeveloperConfig, NodeConfig, NodeHandle, NodeServices};
 use orion_bus::{Bus, InProcessBus, NatsBus, Subjects};
 use orion_gateway::{AppState, GatewayConfig};
 use orion_services::code::TreeSitterIntel;
+use orion_services::forge::GitHubForge;
 use orion_services::lifecycle::Lifecycle;
 use orion_services::llm::{
     ChatModel, MemoryCache, OpenAiChat, OpenAiConfig, RedisCache, ResponseCache,
@@ -97,9 +98,18 @@ pub fn start_node(
             default_budget_usd: settings.llm.task_budget_usd,
         },
     };
+    let forge = match &settings.forge {
+        Some(config) => Some(
+            GitHubForge::new(config.clone())
+                .map_err(|e| anyhow::anyhow!("{e}"))
+                .context("while setting up the forge")?,
+        ),
+        None => None,
+    };
     let node_services = NodeServices {
         code: Arc::new(TreeSitterIntel),
         model: chat_model(settings)?,
+        forge,
     };
     Ok(orion_actors::start_node(
         services.lifecycle.clone(),

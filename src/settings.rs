@@ -25,6 +25,8 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub redis: RedisSettings,
     pub developer: DeveloperSettings,
+    /// A GitHub-compatible API that mirrors pull requests; absent: no mirror.
+    pub forge: Option<orion_services::forge::ForgeConfig>,
 }
 
 #[derive(Clone, Deserialize)]

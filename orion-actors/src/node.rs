@@ -34,6 +34,8 @@ pub struct NodeServices {
     pub code: Arc<dyn CodeIntel>,
     /// `None` where no model is configured: model work then fails with a clear message.
     pub model: Option<Arc<dyn ChatModel>>,
+    /// Where pull requests are mirrored, if anywhere.
+    pub forge: Option<orion_services::forge::GitHubForge>,
 }
 
 /// The running actors of a node. Dropping it does not stop them; stopping the actix
@@ -61,12 +63,15 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
         let work: Arc<dyn Work> = match kind {
             AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
             AgentKind::Architect => Arc::new(ArchitectWork::new(code.clone())),
-            AgentKind::Developer => Arc::new(DeveloperWork::new(
-                services.model.clone(),
-                lifecycle.store().clone(),
-                code.clone(),
-                config.developer.clone(),
-            )),
+            AgentKind::Developer => Arc::new(
+                DeveloperWork::new(
+                    services.model.clone(),
+                    lifecycle.store().clone(),
+                    code.clone(),
+                    config.developer.clone(),
+                )
+                .with_forge(services.forge.clone()),
+            ),
             other => Arc::new(NotImplementedWork(other)),
         };
         let agent = Agent {

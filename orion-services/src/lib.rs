@@ -4,12 +4,14 @@
 //! - [`code`]: code intelligence over tree-sitter grammars;
 //! - [`vcs`]: version control over git2;
 //! - [`llm`]: chat models on OpenAI-compatible endpoints;
+//! - [`forge`]: pull requests mirrored to a GitHub-compatible API;
 //! - [`testing`]: a repository's tests in a sandboxed child process;
 //! - [`lifecycle`]: the one place a task's status is changed, logged and announced.
 //!
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
 
 pub mod code;
+pub mod forge;
 pub mod lifecycle;
 pub mod llm;
 pub mod store;

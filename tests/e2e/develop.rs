@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wiremock::matchers::{body_string_contains, method, path};
+use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{TempDir, TestApp, eventually, git, git_fixture};
@@ -61,8 +61,23 @@ fn bare_remote() -> (TempDir, std::path::PathBuf) {
 }
 
 async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
+    app_with(server, test_command, None).await
+}
+
+/// An embedded app on the fake model, optionally mirroring pull requests to a fake forge.
+async fn app_with(
+    server: &MockServer,
+    test_command: &[&str],
+    forge: Option<&MockServer>,
+) -> TestApp {
     let base = format!("{}/v1", server.uri());
     let command: Vec<String> = test_command.iter().map(|s| (*s).to_owned()).collect();
+    let forge = forge.map(|f| orion_services::forge::ForgeConfig {
+        api_url: f.uri(),
+        token: "forge-token".into(),
+        owner: "acme".into(),
+        repo: "widgets".into(),
+    });
     TestApp::spawn_with(move |s| {
         s.llm.base_url = Some(base);
         s.llm.model = "gpt-test".into();
@@ -74,6 +89,7 @@ async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
                 output_per_million: 8.0,
             },
         );
+        s.forge = forge;
     })
     .await
 }
@@ -111,7 +127,28 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         .expect(1)
         .mount(&server)
         .await;
-    let app = app_with_model(&server, &["sh", "-c", "grep -q 'x \\* 2' app/util.py"]).await;
+    let forge = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/widgets/pulls"))
+        .and(header("authorization", "Bearer forge-token"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(
+            json!({ "number": 7, "html_url": "https://forge.invalid/acme/widgets/pull/7" }),
+        ))
+        .expect(1)
+        .mount(&forge)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/widgets/pulls/7/reviews"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 1 })))
+        .expect(2)
+        .mount(&forge)
+        .await;
+    let app = app_with(
+        &server,
+        &["sh", "-c", "grep -q 'x \\* 2' app/util.py"],
+        Some(&forge),
+    )
+    .await;
     let (_keep, remote) = bare_remote();
     let main_before = rev(&remote, "main").unwrap();
 
@@ -220,6 +257,22 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         (status, late["code"].as_str()),
         (409, Some("pull_not_awaiting_review"))
     );
+
+    // The forge saw the pull request opened once, then the request for changes, then the approval.
+    let mirrored: Vec<Value> = forge
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(mirrored[0]["head"], format!("orion/{id}"));
+    assert_eq!(mirrored[0]["base"], "main");
+    assert_eq!(
+        mirrored[1],
+        json!({ "event": "REQUEST_CHANGES", "body": "note it in CHANGES.md" })
+    );
+    assert_eq!(mirrored[2]["event"], "APPROVE");
 
     // Two model calls, each 900 + 120 tokens at $2 / $8 per million.
     let (_, usage) = app.get(&format!("/v1/tasks/{id}/usage")).await;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use orion_bus::{Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::code::{CodeIntel, source_files};
+use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
 use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
 use orion_services::testing;
@@ -124,6 +125,7 @@ pub struct DeveloperConfig {
 /// `develop` tasks.
 pub struct DeveloperWork {
     model: Option<Arc<dyn ChatModel>>,
+    forge: Option<GitHubForge>,
     store: Arc<dyn Store>,
     code: Arc<dyn CodeIntel>,
     config: DeveloperConfig,
@@ -280,9 +282,86 @@ impl DeveloperWork {
     ) -> Self {
         Self {
             model,
+            forge: None,
             store,
             code,
             config,
+        }
+    }
+
+    /// Mirrors pull requests and reviews to a forge.
+    pub fn with_forge(mut self, forge: Option<GitHubForge>) -> Self {
+        self.forge = forge;
+        self
+    }
+
+    /// Opens the task's pull request on the forge once (the ledger remembers it). A forge
+    /// that fails is logged: the review gate is Orion's, the forge only mirrors it.
+    async fn mirror_pull(&self, task: &Task, ws: &Workspace, stats: &str) {
+        let Some(forge) = &self.forge else { return };
+        if matches!(self.store.effect(task.id, "forge:pull").await, Ok(Some(_))) {
+            return;
+        }
+        let title = task
+            .spec
+            .prompt
+            .as_deref()
+            .and_then(|p| p.lines().next())
+            .unwrap_or("Orion change");
+        let body = format!("Opened by Orion for task {}.\n\n{stats}", task.id);
+        match forge
+            .open_pull(title, &body, &ws.branch, &ws.base_branch)
+            .await
+        {
+            Ok(pull) => {
+                let recorded = serde_json::to_value(&pull).unwrap_or_default();
+                if let Err(e) = self
+                    .store
+                    .record_effect(task.id, "forge:pull", "forge_pull", recorded)
+                    .await
+                {
+                    tracing::warn!(task = %task.id, error = %e, "could not record the forge pull request");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "could not open the pull request on the forge")
+            }
+        }
+    }
+
+    /// Mirrors a review decision to the forge's pull request, once per step.
+    async fn mirror_review(&self, assignment: &Assignment, event: ForgeReviewEvent, body: &str) {
+        let Some(forge) = &self.forge else { return };
+        let task = &assignment.task;
+        let Ok(Some(pull)) = self.store.effect(task.id, "forge:pull").await else {
+            return;
+        };
+        let Ok(pull) = serde_json::from_value::<ForgePull>(pull) else {
+            return;
+        };
+        // One approval per pull request; one request for changes per revision round.
+        let key = match &assignment.step {
+            Step::Merge { pull } => format!("forge:approve:{pull}"),
+            _ => format!("forge:review:{}", assignment.attempt),
+        };
+        if matches!(self.store.effect(task.id, &key).await, Ok(Some(_))) {
+            return;
+        }
+        match forge.review(pull.number, event, body).await {
+            Ok(()) => {
+                let _ = self
+                    .store
+                    .record_effect(
+                        task.id,
+                        &key,
+                        "forge_review",
+                        serde_json::json!({ "event": event }),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "could not mirror a review to the forge")
+            }
         }
     }
 
@@ -426,6 +505,11 @@ impl DeveloperWork {
             })
             .await
             .map_err(|e| TaskFailure::new("store_unavailable", e.to_string()))?;
+        let summary = format!(
+            "{} files changed, +{} -{}",
+            pull.files_changed, pull.insertions, pull.deletions
+        );
+        self.mirror_pull(task, &ws, &summary).await;
         Ok(Outcome::AwaitingReview { pull: pull.id })
     }
 
@@ -695,9 +779,15 @@ impl Work for DeveloperWork {
         match &assignment.step {
             Step::Work => self.develop(assignment, None).await,
             Step::Revise { pull, comment } => {
+                self.mirror_review(assignment, ForgeReviewEvent::RequestChanges, comment)
+                    .await;
                 self.develop(assignment, Some((*pull, comment))).await
             }
-            Step::Merge { pull } => self.merge(&assignment.task, *pull).await,
+            Step::Merge { pull } => {
+                self.mirror_review(assignment, ForgeReviewEvent::Approve, "Approved in Orion.")
+                    .await;
+                self.merge(&assignment.task, *pull).await
+            }
         }
     }
 }

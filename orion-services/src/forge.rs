@@ -1,0 +1,165 @@
+//! The forge adapter: a pull request stored in Orion is mirrored to a GitHub-compatible REST
+//! API (GitHub, Gitea, Forgejo speak it), and so are review decisions and review comments.
+//!
+//! Orion's store stays the source of truth; the forge is a mirror. A mirror that fails is
+//! reported to the caller, who records it and goes on: the review gate does not depend on it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where the forge is and which repository mirrors Orion's pull requests.
+#[derive(Clone, Deserialize)]
+pub struct ForgeConfig {
+    /// e.g. `https://api.github.com`.
+    pub api_url: String,
+    /// A token allowed to open pull requests and review them; sent as a bearer token.
+    pub token: String,
+    pub owner: String,
+    pub repo: String,
+}
+
+impl std::fmt::Debug for ForgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForgeConfig")
+            .field("api_url", &self.api_url)
+            .field("token", &"<secret>")
+            .field("owner", &self.owner)
+            .field("repo", &self.repo)
+            .finish()
+    }
+}
+
+/// A pull request on the forge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgePull {
+    pub number: u64,
+    pub html_url: String,
+}
+
+/// A review decision as the forge names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ForgeReviewEvent {
+    Approve,
+    RequestChanges,
+    Comment,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForgeError {
+    #[error("the forge could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the forge refused ({status}): {message}")]
+    Refused { status: u16, message: String },
+}
+
+/// The GitHub-compatible forge client.
+#[derive(Clone, Debug)]
+pub struct GitHubForge {
+    http: reqwest::Client,
+    config: ForgeConfig,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+impl GitHubForge {
+    pub fn new(config: ForgeConfig) -> Result<Self, ForgeError> {
+        let http = reqwest::Client::builder()
+            .timeout(TIMEOUT)
+            .user_agent("orion")
+            .build()
+            .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+        Ok(Self { http, config })
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!(
+            "{}/repos/{}/{}/{rest}",
+            self.config.api_url.trim_end_matches('/'),
+            self.config.owner,
+            self.config.repo
+        )
+    }
+
+    async fn post(
+        &self,
+        rest: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let response = self
+            .http
+            .post(self.url(rest))
+            .bearer_auth(&self.config.token)
+            .header("accept", "application/vnd.github+json")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+        if !status.is_success() {
+            return Err(ForgeError::Refused {
+                status: status.as_u16(),
+                message: text.chars().take(500).collect(),
+            });
+        }
+        serde_json::from_str(&text).map_err(|e| ForgeError::Refused {
+            status: status.as_u16(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Opens the pull request of `head` into `base`.
+    pub async fn open_pull(
+        &self,
+        title: &str,
+        body: &str,
+        head: &str,
+        base: &str,
+    ) -> Result<ForgePull, ForgeError> {
+        let answer = self
+            .post(
+                "pulls",
+                serde_json::json!({ "title": title, "body": body, "head": head, "base": base }),
+            )
+            .await?;
+        serde_json::from_value(answer).map_err(|e| ForgeError::Refused {
+            status: 200,
+            message: e.to_string(),
+        })
+    }
+
+    /// Records a review decision (with its comment) on the forge's pull request.
+    pub async fn review(
+        &self,
+        number: u64,
+        event: ForgeReviewEvent,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.post(
+            &format!("pulls/{number}/reviews"),
+            serde_json::json!({ "event": event, "body": body }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// A comment anchored to a line of the pull request's new version.
+    pub async fn line_comment(
+        &self,
+        number: u64,
+        commit: &str,
+        path: &str,
+        line: u32,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let comment = serde_json::json!({ "commit_id": commit, "path": path, "line": line, "side": "RIGHT", "body": body });
+        self.post(&format!("pulls/{number}/comments"), comment)
+            .await?;
+        Ok(())
+    }
+}

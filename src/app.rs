@@ -7,14 +7,13 @@ use anyhow::Context;
 use std::time::Duration;
 
 use orion_actors::{DeveloperConfig, NodeConfig, NodeHandle, NodeServices};
+use orion_bus::AgentKind;
 use orion_bus::{Bus, InProcessBus, NatsBus, Subjects};
 use orion_gateway::{AppState, GatewayConfig};
 use orion_services::code::TreeSitterIntel;
 use orion_services::forge::GitHubForge;
 use orion_services::lifecycle::Lifecycle;
-use orion_services::llm::{
-    ChatModel, MemoryCache, OpenAiChat, OpenAiConfig, RedisCache, ResponseCache,
-};
+use orion_services::llm::{ChatModel, MemoryCache, OpenAiChat, RedisCache, ResponseCache};
 use orion_services::store::SqlStore;
 
 use crate::settings::Settings;
@@ -51,11 +50,13 @@ pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services
     })
 }
 
-/// The configured model, if any: an OpenAI-compatible endpoint with its cache (Redis where
-/// configured, else in memory).
-pub fn chat_model(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ChatModel>>> {
-    let llm = &settings.llm;
-    let Some(base_url) = &llm.base_url else {
+/// The model an agent kind uses, if any: an OpenAI-compatible endpoint with its cache
+/// (Redis where configured, else in memory).
+pub fn chat_model(
+    settings: &Settings,
+    agent: AgentKind,
+) -> anyhow::Result<Option<Arc<dyn ChatModel>>> {
+    let Some(config) = settings.llm_config(agent) else {
         return Ok(None);
     };
     let cache: Arc<dyn ResponseCache> = match &settings.redis.url {
@@ -65,14 +66,6 @@ pub fn chat_model(settings: &Settings) -> anyhow::Result<Option<Arc<dyn ChatMode
         ),
         None => Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
     };
-    let mut config = OpenAiConfig::new(base_url.clone(), llm.model.clone());
-    config.api_key = llm.api_key.clone();
-    config.fallback_model = llm.fallback_model.clone();
-    config.timeout = Duration::from_secs(llm.timeout_secs);
-    config.max_attempts = llm.max_attempts;
-    config.requests_per_minute = llm.requests_per_minute;
-    config.tokens_per_minute = llm.tokens_per_minute;
-    config.prices = llm.prices.clone();
     Ok(Some(Arc::new(
         OpenAiChat::new(config, cache).context("while setting up the model client")?,
     )))
@@ -108,7 +101,7 @@ pub fn start_node(
     };
     let node_services = NodeServices {
         code: Arc::new(TreeSitterIntel),
-        model: chat_model(settings)?,
+        model: chat_model(settings, AgentKind::Developer)?,
         forge,
     };
     Ok(orion_actors::start_node(

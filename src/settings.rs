@@ -27,6 +27,27 @@ pub struct Settings {
     pub developer: DeveloperSettings,
     /// A GitHub-compatible API that mirrors pull requests; absent: no mirror.
     pub forge: Option<orion_services::forge::ForgeConfig>,
+    /// Per agent kind (`[agents.developer]`): the model settings that differ from `[llm]`.
+    #[serde(default)]
+    pub agents: std::collections::HashMap<AgentKind, AgentModelSettings>,
+}
+
+/// What an agent kind changes of the `[llm]` settings.
+#[derive(Clone, Default, Deserialize)]
+pub struct AgentModelSettings {
+    pub base_url: Option<String>,
+    pub api_key: Option<String>,
+    pub model: Option<String>,
+    pub fallback_model: Option<String>,
+}
+
+impl std::fmt::Debug for AgentModelSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentModelSettings")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -149,6 +170,26 @@ impl Settings {
         }
     }
 
+    /// The model client settings of an agent kind: `[llm]` with `[agents.<kind>]` over it;
+    /// `None` where no endpoint is configured for it.
+    pub fn llm_config(&self, agent: AgentKind) -> Option<orion_services::llm::OpenAiConfig> {
+        let llm = &self.llm;
+        let own = self.agents.get(&agent).cloned().unwrap_or_default();
+        let base_url = own.base_url.or_else(|| llm.base_url.clone())?;
+        let mut config = orion_services::llm::OpenAiConfig::new(
+            base_url,
+            own.model.unwrap_or_else(|| llm.model.clone()),
+        );
+        config.api_key = own.api_key.or_else(|| llm.api_key.clone());
+        config.fallback_model = own.fallback_model.or_else(|| llm.fallback_model.clone());
+        config.timeout = Duration::from_secs(llm.timeout_secs);
+        config.max_attempts = llm.max_attempts;
+        config.requests_per_minute = llm.requests_per_minute;
+        config.tokens_per_minute = llm.tokens_per_minute;
+        config.prices = llm.prices.clone();
+        Some(config)
+    }
+
     /// This process's node name: configured, or host name and process id.
     pub fn node_name(&self) -> String {
         self.node.name.clone().unwrap_or_else(|| {
@@ -177,6 +218,30 @@ mod tests {
             let settings = Settings::load(Some(&path)).unwrap_or_else(|e| panic!("{file}: {e:#}"));
             assert!(!settings.node.agents.is_empty(), "{file}");
         }
+        let with_override =
+            std::env::temp_dir().join(format!("orion-settings-{}.toml", std::process::id()));
+        std::fs::write(
+            &with_override,
+            "[llm]\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"general\"\n[agents.developer]\nmodel = \"coder\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&with_override)).unwrap();
+        std::fs::remove_file(&with_override).unwrap();
+        assert_eq!(
+            settings.llm_config(AgentKind::Developer).unwrap().model,
+            "coder"
+        );
+        assert_eq!(
+            settings.llm_config(AgentKind::Architect).unwrap().model,
+            "general"
+        );
+        assert!(
+            Settings::load(None)
+                .unwrap()
+                .llm_config(AgentKind::Developer)
+                .is_none(),
+            "no endpoint, no model"
+        );
         let cluster = Settings::load(Some(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster.toml"),
         ))

@@ -11,7 +11,7 @@ use orion_services::llm::ChatModel;
 
 use crate::agents::{
     Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork,
-    NotImplementedWork, Work, WorkContext,
+    NotImplementedWork, TestingWork, Work, WorkContext,
 };
 use crate::bridge::BusBridge;
 use crate::coordinator::Coordinator;
@@ -63,6 +63,11 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
         let work: Arc<dyn Work> = match kind {
             AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
             AgentKind::Architect => Arc::new(ArchitectWork::new(code.clone())),
+            AgentKind::Testing => Arc::new(TestingWork::new(
+                config.developer.work_dir.join("tests"),
+                config.developer.test_command.clone(),
+                config.developer.test_timeout,
+            )),
             AgentKind::Developer => Arc::new(
                 DeveloperWork::new(
                     services.model.clone(),

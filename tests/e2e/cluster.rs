@@ -168,7 +168,7 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
         )
         .await;
         match i {
-            6 => assert_eq!(task["error"]["code"], "not_implemented"),
+            6 => assert_eq!(task["error"]["code"], "no_test_command"),
             7 => assert_eq!(
                 task["result"]["languages"]["python"]["edges"],
                 json!([["app/core.py", "app/util.py"]])

@@ -730,3 +730,53 @@ async fn a_review_task_anchors_the_models_comments_to_changed_lines() {
     let task = app.wait_for(&id, "failed").await;
     assert_eq!(task["error"]["code"], "missing_diff");
 }
+
+#[actix_rt::test]
+async fn a_test_task_runs_the_repositorys_tests_at_a_ref_in_the_sandbox() {
+    let server = MockServer::start().await;
+    let app = app_with_model(
+        &server,
+        &[
+            "sh",
+            "-c",
+            "echo checking; grep -q 'x + 1' app/core.py || grep -q 'helper(v) + 1' app/core.py",
+        ],
+    )
+    .await;
+    let (_keep, remote) = bare_remote();
+    let id = app
+        .submit(json!({ "kind": "test", "repo": remote.to_string_lossy(), "ref": "main" }))
+        .await;
+    let task = app.wait_for(&id, "completed").await;
+    assert_eq!(
+        (
+            task["result"]["passed"].as_bool(),
+            task["result"]["timed_out"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    assert_eq!(task["result"]["output"], "checking\n");
+
+    let failing = app_with_model(&server, &["sh", "-c", "echo 2 failed; exit 1"]).await;
+    let id = failing
+        .submit(json!({ "kind": "test", "repo": remote.to_string_lossy(), "ref": "main" }))
+        .await;
+    let task = failing.wait_for(&id, "completed").await;
+    assert_eq!(
+        (
+            task["result"]["passed"].as_bool(),
+            task["result"]["exit_code"].as_i64()
+        ),
+        (Some(false), Some(1)),
+        "failing tests are the finding"
+    );
+    let id = failing
+        .submit(
+            json!({ "kind": "test", "repo": remote.to_string_lossy(), "ref": "no-such-branch" }),
+        )
+        .await;
+    assert_eq!(
+        failing.wait_for(&id, "failed").await["error"]["code"],
+        "unknown_revision"
+    );
+}

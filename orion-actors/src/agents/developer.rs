@@ -212,7 +212,7 @@ fn model_not_configured() -> TaskFailure {
     )
 }
 
-fn vcs_failure(e: VcsError) -> TaskFailure {
+pub(crate) fn vcs_failure(e: VcsError) -> TaskFailure {
     match e {
         VcsError::CloneFailed(_) | VcsError::NotARepository(_) => {
             TaskFailure::new("repo_unreachable", e.to_string())

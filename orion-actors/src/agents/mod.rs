@@ -7,12 +7,14 @@
 mod analyzer;
 mod architect;
 mod developer;
+mod testing;
 
 pub use analyzer::AnalyzerWork;
 pub use architect::ArchitectWork;
 pub use developer::{
     DeveloperConfig, DeveloperWork, EDIT_FORMAT, Edit, parse_edits, validate_edits,
 };
+pub use testing::TestingWork;
 
 use std::sync::Arc;
 

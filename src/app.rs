@@ -16,7 +16,7 @@ use orion_services::lifecycle::Lifecycle;
 use orion_services::llm::{ChatModel, MemoryCache, OpenAiChat, RedisCache, ResponseCache};
 use orion_services::store::SqlStore;
 
-use crate::settings::Settings;
+use crate::settings::{LlmProvider, Settings};
 
 /// How long a cached model answer is kept in Redis.
 const CACHE_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -56,6 +56,11 @@ pub fn chat_model(
     settings: &Settings,
     agent: AgentKind,
 ) -> anyhow::Result<Option<Arc<dyn ChatModel>>> {
+    anyhow::ensure!(
+        settings.llm.provider == LlmProvider::Openai,
+        "llm.provider = \"local\" needs the in-process model, which this build does not have; use \
+         llm.provider = \"openai\" with llm.base_url pointing at an OpenAI-compatible server (Ollama, llama.cpp, vLLM)"
+    );
     let Some(config) = settings.llm_config(agent) else {
         return Ok(None);
     };

@@ -50,8 +50,21 @@ impl std::fmt::Debug for AgentModelSettings {
     }
 }
 
+/// Which kind of model serves the agents.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmProvider {
+    /// Any OpenAI-compatible endpoint at `base_url`.
+    #[default]
+    Openai,
+    /// A model run in-process (not available in this build).
+    Local,
+}
+
 #[derive(Clone, Deserialize)]
 pub struct LlmSettings {
+    #[serde(default)]
+    pub provider: LlmProvider,
     pub base_url: Option<String>,
     /// Never printed: `Debug` leaves it out.
     pub api_key: Option<String>,

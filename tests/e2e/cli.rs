@@ -86,6 +86,16 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         String::from_utf8_lossy(&out.stderr)
             .contains("cluster process: set bus.url and database.url")
     );
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["run", "analyze", "--repo", "."])
+        .env("ORION__LLM__PROVIDER", "local")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("llm.provider = \"local\" needs the in-process model")
+    );
     let out = orion(&["--help"]);
     assert!(out.status.success());
     for command in ["up", "run", "gateway", "node", "migrate", "submit", "watch"] {

@@ -258,6 +258,26 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         (409, Some("pull_not_awaiting_review"))
     );
 
+    // The ledger holds the push of each version and the merge.
+    let store = app.services.lifecycle.store();
+    let task_id = id.parse().unwrap();
+    assert_eq!(
+        store
+            .effect(task_id, &format!("push:{head}"))
+            .await
+            .unwrap()
+            .unwrap()["head"],
+        head
+    );
+    assert_eq!(
+        store
+            .effect(task_id, &format!("merge:{pull_id}"))
+            .await
+            .unwrap()
+            .unwrap()["head"],
+        head
+    );
+
     // The forge saw the pull request opened once, then the request for changes, then the approval.
     let mirrored: Vec<Value> = forge
         .received_requests()

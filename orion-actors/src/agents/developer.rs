@@ -479,15 +479,29 @@ impl DeveloperWork {
             ));
         }
         let tests = self.run_tests(&ws).await?;
+        let head = head_of(&ws).await?;
+        // The push of a head is in the ledger: a redelivered step does not push again.
+        let store_failure = |e: StoreError| TaskFailure::new("store_unavailable", e.to_string());
+        let push_key = format!("push:{head}");
+        if self
+            .store
+            .effect(task.id, &push_key)
+            .await
+            .map_err(store_failure)?
+            .is_none()
         {
-            let ws = ws.clone();
-            blocking(move || vcs::push_branch(&ws)).await?;
+            let pushed = ws.clone();
+            blocking(move || vcs::push_branch(&pushed)).await?;
+            let record = serde_json::json!({ "branch": ws.branch, "head": head });
+            self.store
+                .record_effect(task.id, &push_key, "push", record)
+                .await
+                .map_err(store_failure)?;
         }
         let stats = {
             let ws = ws.clone();
             blocking(move || vcs::diff_stats(&ws)).await?
         };
-        let head = head_of(&ws).await?;
         let pull = self
             .store
             .upsert_pull(PullVersion {

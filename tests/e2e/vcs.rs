@@ -88,6 +88,16 @@ fn a_moved_base_gets_a_merge_commit_and_a_conflict_changes_nothing() {
     let a = vcs::checkout(&remote, &work.path().join("a"), "orion/a", None).unwrap();
     let b = vcs::checkout(&remote, &work.path().join("b"), "orion/b", None).unwrap();
     let c = vcs::checkout(&remote, &work.path().join("c"), "orion/c", None).unwrap();
+    // Three tasks, one cached clone: each task is a worktree of it.
+    let caches: Vec<_> = std::fs::read_dir(work.path().join(".repos"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(caches.len(), 1, "one cached clone per repository");
+    assert!(
+        [&a, &b, &c].iter().all(|ws| ws.path.join(".git").is_file()),
+        "tasks are worktrees"
+    );
     std::fs::write(
         a.path.join("app/util.py"),
         "def helper(x):\n    return x + 1\n",

@@ -1,15 +1,18 @@
 //! The write side of version control: a clone per task, a deterministic branch, commits,
 //! diffs, pushes, and the merge on approval.
 //!
-//! A task works in its own clone under the data directory; the repository the task names is
-//! the clone's `origin`, so a local path is the remote: the branch `orion/<task>` is pushed
-//! there and an approved merge lands on its base branch. Every operation is safe to repeat
+//! Each repository has one cached clone (bare, under `<work>/.repos/`), fetched before use;
+//! each task works in a worktree of it, so tasks share objects and fetches. The repository
+//! the task names is the cache's `origin`, so a local path is the remote: the branch
+//! `orion/<task>` is pushed there and an approved merge lands on its base branch. Every operation is safe to repeat
 //! (a redelivered step finds the clone, the branch and the commits it left).
 
 use std::path::{Path, PathBuf};
 
 use git2::{BranchType, IndexAddOption, Oid, Repository, Signature};
 use serde::{Deserialize, Serialize};
+
+use sha2::{Digest, Sha256};
 
 use super::VcsError;
 
@@ -60,48 +63,88 @@ fn git_error(context: &str, e: git2::Error) -> VcsError {
     VcsError::Operation(format!("{context}: {}", e.message()))
 }
 
-/// Clones `remote` into `into` (or opens the clone a previous delivery left) and checks out
-/// `branch`: the remote's branch where it exists (a revision round), else a new branch from
-/// `base` (the remote's default branch when absent).
+/// Where the cached clone of `remote` lives: beside the task worktrees, named by a hash of
+/// the remote, so every task on one repository shares one object database.
+fn cache_dir(remote: &str, into: &Path) -> PathBuf {
+    let mut hash = Sha256::new();
+    hash.update(remote.as_bytes());
+    let name: String = hash
+        .finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    into.parent()
+        .unwrap_or(Path::new("."))
+        .join(".repos")
+        .join(format!("{name}.git"))
+}
+
+/// The cached (bare) clone of `remote`, created on first use and fetched on every use.
+fn cached_clone(remote: &str, into: &Path) -> Result<Repository, VcsError> {
+    let dir = cache_dir(remote, into);
+    let repo = if dir.exists() {
+        Repository::open_bare(&dir).map_err(|e| git_error("opening the cached clone", e))?
+    } else {
+        git2::build::RepoBuilder::new()
+            .bare(true)
+            .clone(remote, &dir)
+            .map_err(|e| VcsError::CloneFailed(format!("{remote}: {}", e.message())))?
+    };
+    fetch(&repo)?;
+    Ok(repo)
+}
+
+/// Opens the task's worktree on `branch` (a redelivery finds the one it left), adding it to
+/// the repository's cached clone: the remote's branch where it exists (a revision round),
+/// else a new branch from `base` (the remote's default branch when absent).
 pub fn checkout(
     remote: &str,
     into: &Path,
     branch: &str,
     base: Option<&str>,
 ) -> Result<Workspace, VcsError> {
-    let repo = if into.join(".git").exists() {
-        Repository::open(into).map_err(|e| git_error("opening the task's clone", e))?
-    } else {
-        Repository::clone(remote, into)
-            .map_err(|e| VcsError::CloneFailed(format!("{remote}: {}", e.message())))?
-    };
-    fetch(&repo)?;
+    let cache = cached_clone(remote, into)?;
     let base_branch = match base {
         Some(b) => b.to_owned(),
-        None => default_branch(&repo)?,
+        None => default_branch(&cache)?,
     };
-    let base_commit = repo
+    let base_commit = cache
         .find_branch(&format!("origin/{base_branch}"), BranchType::Remote)
         .map_err(|_| VcsError::UnknownRevision(base_branch.clone()))?
         .get()
         .peel_to_commit()
         .map_err(|e| git_error("reading the base", e))?;
-    let start = match repo.find_branch(&format!("origin/{branch}"), BranchType::Remote) {
+    let start = match cache.find_branch(&format!("origin/{branch}"), BranchType::Remote) {
         Ok(remote_branch) => remote_branch
             .get()
             .peel_to_commit()
             .map_err(|e| git_error("reading the branch", e))?,
         Err(_) => base_commit.clone(),
     };
-    if repo.find_branch(branch, BranchType::Local).is_err() {
-        repo.branch(branch, &start, false)
-            .map_err(|e| git_error("creating the branch", e))?;
+    if !into.join(".git").exists() {
+        let local = match cache.find_branch(branch, BranchType::Local) {
+            Ok(b) => b,
+            Err(_) => cache
+                .branch(branch, &start, false)
+                .map_err(|e| git_error("creating the branch", e))?,
+        };
+        let name = into
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| branch.replace('/', "-"));
+        let mut options = git2::WorktreeAddOptions::new();
+        options.reference(Some(local.get()));
+        cache
+            .worktree(&name, into, Some(&options))
+            .map_err(|e| git_error("adding the task's worktree", e))?;
     }
+    let repo = Repository::open(into).map_err(|e| git_error("opening the task's worktree", e))?;
     repo.set_head(&format!("refs/heads/{branch}"))
         .map_err(|e| git_error("switching to the branch", e))?;
     repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
         .map_err(|e| git_error("checking out the branch", e))?;
-    let base_oid = repo
+    let base_oid = cache
         .merge_base(base_commit.id(), start.id())
         .unwrap_or(base_commit.id())
         .to_string();

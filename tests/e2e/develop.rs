@@ -120,6 +120,15 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         .await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
+        .and(body_string_contains("You review a change"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "=== COMMENT app/util.py:2\nOverflow?\n=== END\n",
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
         .and(body_string_contains("double the helper"))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(
             "Here is the change.\n=== FILE: app/util.py\n```python\ndef helper(x):\n    return x * 2\n```\n=== END\n",
@@ -134,6 +143,15 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         .respond_with(ResponseTemplate::new(201).set_body_json(
             json!({ "number": 7, "html_url": "https://forge.invalid/acme/widgets/pull/7" }),
         ))
+        .expect(1)
+        .mount(&forge)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/repos/acme/widgets/pulls/7/comments"))
+        .and(wiremock::matchers::body_partial_json(
+            json!({ "path": "app/util.py", "line": 2, "side": "RIGHT", "body": "Overflow?" }),
+        ))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 3 })))
         .expect(1)
         .mount(&forge)
         .await;
@@ -183,6 +201,20 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     );
     let (_, listed) = app.get("/v1/pulls?state=open").await;
     assert_eq!(listed["items"][0]["id"], pull_id.as_str());
+
+    // A review task on the pull request's head: its comments are mirrored to the forge.
+    let review_task = app
+        .submit(json!({ "kind": "review", "repo": remote.to_string_lossy(), "diff": format!("main..orion/{id}") }))
+        .await;
+    let reviewed = app.wait_for(&review_task, "completed").await;
+    assert_eq!(
+        reviewed["result"]["comments"],
+        json!([{ "path": "app/util.py", "line": 2, "body": "Overflow?" }])
+    );
+    assert_eq!(
+        reviewed["result"]["mirrored_to"],
+        "https://forge.invalid/acme/widgets/pull/7"
+    );
 
     let reviews = format!("/v1/pulls/{pull_id}/reviews");
     let (status, _, review) = app
@@ -278,7 +310,8 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         head
     );
 
-    // The forge saw the pull request opened once, then the request for changes, then the approval.
+    // The forge saw the pull request opened once, the review task's comment, then the request
+    // for changes, then the approval.
     let mirrored: Vec<Value> = forge
         .received_requests()
         .await
@@ -289,10 +322,14 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     assert_eq!(mirrored[0]["head"], format!("orion/{id}"));
     assert_eq!(mirrored[0]["base"], "main");
     assert_eq!(
-        mirrored[1],
+        mirrored[1]["path"], "app/util.py",
+        "the review task's comment"
+    );
+    assert_eq!(
+        mirrored[2],
         json!({ "event": "REQUEST_CHANGES", "body": "note it in CHANGES.md" })
     );
-    assert_eq!(mirrored[2]["event"], "APPROVE");
+    assert_eq!(mirrored[3]["event"], "APPROVE");
 
     // Two model calls, each 900 + 120 tokens at $2 / $8 per million.
     let (_, usage) = app.get(&format!("/v1/tasks/{id}/usage")).await;

@@ -544,6 +544,10 @@ impl DeveloperWork {
                 )
             })?;
         let diff = format!("{base}..{head}");
+        let head_oid = {
+            let (root, head) = (root.clone(), head.clone());
+            blocking(move || vcs::resolve(&root, &head)).await?
+        };
         let changes = blocking(move || vcs::changes(&root, &base, &head)).await?;
         let metrics = orion_services::code::score_change(&diff, &changes);
         let mut user = format!("Review the change {diff}.\n");
@@ -587,9 +591,53 @@ impl DeveloperWork {
                 .into_iter()
                 .map(|c| format!("{}:{} is not a line of a changed file", c.path, c.line)),
         );
+        let mirrored = self.mirror_comments(task, &head_oid, &anchored).await;
         Ok(Outcome::Completed {
-            result: serde_json::json!({ "diff": diff, "comments": anchored, "rejected": rejected, "metrics": metrics }),
+            result: serde_json::json!({
+                "diff": diff, "comments": anchored, "rejected": rejected, "metrics": metrics, "mirrored_to": mirrored,
+            }),
         })
+    }
+
+    /// Where the reviewed head is an Orion pull request mirrored to the forge, its comments
+    /// go there too, anchored to the same lines; returns the forge pull request's address.
+    async fn mirror_comments(
+        &self,
+        task: &Task,
+        head_oid: &str,
+        comments: &[ReviewComment],
+    ) -> Option<String> {
+        let forge = self.forge.as_ref()?;
+        let pulls = self.store.list_pulls(None, 500).await.ok()?;
+        let pull = pulls.iter().find(|p| p.head_oid == head_oid)?;
+        let mirrored = self.store.effect(pull.task_id, "forge:pull").await.ok()??;
+        let forge_pull: ForgePull = serde_json::from_value(mirrored).ok()?;
+        for (i, c) in comments.iter().enumerate() {
+            let key = format!("forge:comment:{i}");
+            if matches!(self.store.effect(task.id, &key).await, Ok(Some(_))) {
+                continue;
+            }
+            match forge
+                .line_comment(forge_pull.number, head_oid, &c.path, c.line, &c.body)
+                .await
+            {
+                Ok(()) => {
+                    let _ = self
+                        .store
+                        .record_effect(
+                            task.id,
+                            &key,
+                            "forge_comment",
+                            serde_json::json!({ "pull": forge_pull.number }),
+                        )
+                        .await;
+                }
+                Err(e) => {
+                    tracing::warn!(task = %task.id, error = %e, "could not mirror a review comment")
+                }
+            }
+        }
+        Some(forge_pull.html_url)
     }
 
     /// A model call through the effects ledger: a redelivered step reads the answer its first

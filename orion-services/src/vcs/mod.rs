@@ -39,12 +39,13 @@ pub enum VcsError {
 /// Opens the repository containing `root`, and `root`'s path inside it (`""` or `dir/`).
 fn open(root: &Path) -> Result<(Repository, String), VcsError> {
     let repo = Repository::discover(root).map_err(|_| VcsError::NotARepository(root.to_owned()))?;
-    let workdir = repo
-        .workdir()
-        .ok_or_else(|| VcsError::NotARepository(root.to_owned()))?;
+    // A bare repository (a remote) has no working tree: paths are from its root.
+    let Some(workdir) = repo.workdir().map(Path::to_owned) else {
+        return Ok((repo, String::new()));
+    };
     let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
     let prefix = canonical(root)
-        .strip_prefix(canonical(workdir))
+        .strip_prefix(canonical(&workdir))
         .map(|p| p.to_string_lossy().replace('\\', "/"))
         .unwrap_or_default();
     let prefix = if prefix.is_empty() {
@@ -124,6 +125,18 @@ pub fn changes(root: &Path, base: &str, head: &str) -> Result<Vec<FileChange>, V
         });
     }
     Ok(changes)
+}
+
+/// The commit a revision names, as a full id.
+pub fn resolve(root: &Path, revision: &str) -> Result<String, VcsError> {
+    let (repo, _) = open(root)?;
+    let object = repo
+        .revparse_single(revision)
+        .map_err(|_| VcsError::UnknownRevision(revision.to_owned()))?;
+    let commit = object
+        .peel_to_commit()
+        .map_err(|_| VcsError::UnknownRevision(revision.to_owned()))?;
+    Ok(commit.id().to_string())
 }
 
 /// Commits per file over the last `max_commits` non-merge commits reachable from HEAD, with

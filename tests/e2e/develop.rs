@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{TempDir, TestApp, eventually, git, git_fixture};
+use crate::support::{TempDir, TestApp, bare_remote, eventually, git, git_fixture};
 
 fn completion(content: &str) -> Value {
     json!({
@@ -40,24 +40,6 @@ fn show(remote: &Path, spec: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A bare remote cloned from the git fixture.
-fn bare_remote() -> (TempDir, std::path::PathBuf) {
-    let fixture = git_fixture();
-    let dir = TempDir::new();
-    let bare = dir.path().join("remote.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &fixture.path().to_string_lossy(),
-            &bare.to_string_lossy(),
-        ],
-    );
-    (dir, bare)
 }
 
 async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {

@@ -299,3 +299,21 @@ pub fn git_fixture() -> TempDir {
     git(root, &["commit", "-q", "-am", "tweak"]);
     dir
 }
+
+/// A bare remote cloned from [`git_fixture`], in a directory kept alive by the first value.
+pub fn bare_remote() -> (TempDir, PathBuf) {
+    let fixture = git_fixture();
+    let dir = TempDir::new();
+    let bare = dir.path().join("remote.git");
+    git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &fixture.path().to_string_lossy(),
+            &bare.to_string_lossy(),
+        ],
+    );
+    (dir, bare)
+}

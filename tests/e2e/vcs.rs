@@ -6,7 +6,7 @@ use std::process::Command;
 
 use orion_services::vcs::{self, MergeOutcome, VcsError};
 
-use crate::support::{TempDir, git, git_fixture};
+use crate::support::{TempDir, bare_remote};
 
 const AUTHOR: (&str, &str) = ("Orion", "orion@orion.invalid");
 
@@ -22,19 +22,7 @@ fn rev(remote: &Path, name: &str) -> String {
 
 /// A bare remote made from the git fixture, and a scratch directory for clones.
 fn remote() -> (TempDir, TempDir, String) {
-    let fixture = git_fixture();
-    let dir = TempDir::new();
-    let bare = dir.path().join("remote.git");
-    git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &fixture.path().to_string_lossy(),
-            &bare.to_string_lossy(),
-        ],
-    );
+    let (dir, bare) = bare_remote();
     (dir, TempDir::new(), bare.to_string_lossy().into_owned())
 }
 

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use orion_bus::{Priority, TaskId, TaskKind, TaskSpec, TaskStatus};
-use orion_services::lifecycle::{Change, LifecycleError};
+use orion_services::lifecycle::{Change, LifecycleError, Submission};
 use orion_services::store::{StoreError, TaskQuery};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -117,9 +117,15 @@ pub async fn submit(
     let spec = parse_submission(body.into_inner())?;
     let lifecycle = &state.lifecycle;
     let submission = lifecycle.submit(spec, key.as_deref()).await?;
+    submitted(submission)
+}
+
+/// The answer to a submission: 202 for a new task, 200 for the one an idempotency key names,
+/// 503 when it is stored but could not be queued.
+fn submitted(submission: Submission) -> Result<HttpResponse, ApiError> {
     let task = submission.task;
     if let Some(e) = submission.queue_error {
-        tracing::warn!(task = %task.id, error = %e, "submitted task stored but not queued");
+        tracing::warn!(task = %task.id, error = %e, "task stored but not queued");
         return Err(ApiError::NotQueued(task.id));
     }
     let mut response = if submission.created {
@@ -259,19 +265,7 @@ pub async fn submit_suggestion(
     let submission = lifecycle
         .submit(spec, Some(&format!("suggestion-{id}-{n}")))
         .await?;
-    let task = submission.task;
-    if let Some(e) = submission.queue_error {
-        tracing::warn!(task = %task.id, error = %e, "suggested task stored but not queued");
-        return Err(ApiError::NotQueued(task.id));
-    }
-    let mut response = if submission.created {
-        HttpResponse::Accepted()
-    } else {
-        HttpResponse::Ok()
-    };
-    Ok(response
-        .insert_header(("Location", format!("/v1/tasks/{}", task.id)))
-        .json(task))
+    submitted(submission)
 }
 
 /// `GET /v1/tasks/{id}/usage`: the task's model calls, and their sums.

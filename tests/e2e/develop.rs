@@ -498,36 +498,39 @@ async fn without_a_model_a_develop_task_fails_at_once_saying_how_to_configure_on
             .unwrap()
             .contains("ORION__LLM__BASE_URL")
     );
-    let (status, _, problem) = app
-        .post_json(
-            &format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7()),
-            &json!({ "decision": "approve" }),
-        )
-        .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (404, Some("pull_not_found"))
-    );
-    let (status, _, problem) = app
-        .post_json(
-            &format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7()),
-            &json!({ "decision": "merge" }),
-        )
-        .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (422, Some("invalid_field"))
-    );
-    let (status, _, problem) = app
-        .post_json(
-            &format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7()),
-            &json!({ "decision": "request_changes" }),
-        )
-        .await;
-    assert_eq!(
-        (status, problem["detail"].as_str()),
-        (422, Some("field `comment` is invalid: say what to change"))
-    );
+    let reviews = format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7());
+    let cases = [
+        (
+            json!({ "decision": "approve" }),
+            404,
+            "pull_not_found",
+            "pull request",
+        ),
+        (
+            json!({ "decision": "merge" }),
+            422,
+            "invalid_field",
+            "field `decision` is invalid",
+        ),
+        (
+            json!({ "decision": "request_changes" }),
+            422,
+            "invalid_field",
+            "field `comment` is invalid: say what to change",
+        ),
+    ];
+    for (body, status, code, detail) in cases {
+        let (answered, _, problem) = app.post_json(&reviews, &body).await;
+        assert_eq!(
+            (answered, problem["code"].as_str()),
+            (status, Some(code)),
+            "{body}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().starts_with(detail),
+            "{body}: {problem}"
+        );
+    }
 }
 
 /// `orion up` as a process, and the address it serves on.

@@ -78,25 +78,8 @@ async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
             current
         }
     };
-    let attempt = task.attempts;
-    let assignment = Assignment {
-        step: Step::Work,
-        agent,
-        attempt,
-        task: task.clone(),
-    };
-    let envelope = Envelope::new(lifecycle.node(), Body::Assignment(assignment));
-    let bus = lifecycle.bus();
-    let payload = envelope
-        .encode(bus.config().max_message_bytes)
-        .map_err(|e| HandleError::Drop(e.to_string()))?;
-    bus.enqueue_raw(
-        Queue::Work(agent, task.spec.priority),
-        &format!("assign-{}-{attempt}", task.id),
-        payload,
-    )
-    .await
-    .map_err(|e| HandleError::Retry(e.to_string()))
+    let id = format!("assign-{}-{}", task.id, task.attempts);
+    assign_step(&lifecycle, &task, Step::Work, id).await
 }
 
 async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), HandleError> {
@@ -209,13 +192,8 @@ async fn assign_step(
         task: task.clone(),
     };
     let envelope = Envelope::new(lifecycle.node(), Body::Assignment(assignment));
-    let bus = lifecycle.bus();
-    let payload = envelope
-        .encode(bus.config().max_message_bytes)
-        .map_err(|e| HandleError::Drop(e.to_string()))?;
-    bus.enqueue_raw(Queue::Work(agent, task.spec.priority), &id, payload)
-        .await
-        .map_err(|e| HandleError::Retry(e.to_string()))
+    let queue = Queue::Work(agent, task.spec.priority);
+    Ok(lifecycle.bus().enqueue_as(queue, &id, &envelope).await?)
 }
 
 /// Moves a paused task back to `running`, or finds it there already (a redelivery).

@@ -28,6 +28,16 @@ impl From<LifecycleError> for HandleError {
     }
 }
 
+impl From<orion_bus::BusError> for HandleError {
+    fn from(e: orion_bus::BusError) -> Self {
+        match e {
+            // A message the protocol refuses will be refused again.
+            orion_bus::BusError::Protocol(why) => HandleError::Drop(why.to_string()),
+            unavailable => HandleError::Retry(unavailable.to_string()),
+        }
+    }
+}
+
 impl From<orion_services::store::StoreError> for HandleError {
     fn from(e: orion_services::store::StoreError) -> Self {
         LifecycleError::from(e).into()

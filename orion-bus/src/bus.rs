@@ -170,11 +170,23 @@ pub trait Bus: Send + Sync + 'static {
 
     fn config(&self) -> &BusConfig;
 
-    /// Queues a message durably; returns once the transport holds it.
+    /// Queues a message durably, de-duplicated by its envelope id; returns once the
+    /// transport holds it.
     async fn enqueue(&self, queue: Queue, envelope: &Envelope) -> Result<(), BusError> {
-        let bytes = envelope.encode(self.config().max_message_bytes)?;
-        self.enqueue_raw(queue, &envelope.id.to_string(), bytes)
+        self.enqueue_as(queue, &envelope.id.to_string(), envelope)
             .await
+    }
+
+    /// Queues a message de-duplicated by `message_id`: an id derived from what the message
+    /// means (a task and its attempt, a review) makes sending it again harmless.
+    async fn enqueue_as(
+        &self,
+        queue: Queue,
+        message_id: &str,
+        envelope: &Envelope,
+    ) -> Result<(), BusError> {
+        let bytes = envelope.encode(self.config().max_message_bytes)?;
+        self.enqueue_raw(queue, message_id, bytes).await
     }
 
     /// Queues bytes as they are, de-duplicated by `message_id`; for bridges and tests that

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use orion_bus::{ProtocolError, TaskId, TaskStatus};
+use orion_bus::{BusError, ProtocolError, TaskId, TaskStatus};
 use orion_services::lifecycle::LifecycleError;
 use orion_services::store::StoreError;
 
@@ -175,14 +175,23 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<BusError> for ApiError {
+    fn from(e: BusError) -> Self {
+        match e {
+            BusError::Protocol(why) => ApiError::Internal(why.to_string()),
+            unavailable => {
+                tracing::warn!(error = %unavailable, "bus unavailable");
+                ApiError::Unavailable("message bus")
+            }
+        }
+    }
+}
+
 impl From<LifecycleError> for ApiError {
     fn from(e: LifecycleError) -> Self {
         match e {
             LifecycleError::Store(e) => e.into(),
-            LifecycleError::Bus(e) => {
-                tracing::warn!(error = %e, "bus unavailable");
-                ApiError::Unavailable("message bus")
-            }
+            LifecycleError::Bus(e) => e.into(),
         }
     }
 }

@@ -127,11 +127,10 @@ impl Lifecycle {
     /// attempt, so repeating this is harmless.
     pub async fn enqueue_submitted(&self, task: &Task) -> Result<(), LifecycleError> {
         let envelope = Envelope::new(self.node.clone(), Body::TaskSubmitted(task.clone()));
-        let payload = envelope
-            .encode(self.bus.config().max_message_bytes)
-            .map_err(BusError::from)?;
         let id = format!("submitted-{}-{}", task.id, task.attempts);
-        self.bus.enqueue_raw(Queue::Submitted, &id, payload).await?;
+        self.bus
+            .enqueue_as(Queue::Submitted, &id, &envelope)
+            .await?;
         Ok(())
     }
 

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use actix::prelude::*;
 use async_trait::async_trait;
 use orion_bus::{
-    AgentKind, Assignment, Body, Bus, Envelope, Outcome, Queue, Step, Task, TaskFailure, WorkReport,
+    AgentKind, Assignment, Body, Bus, BusError, Envelope, Outcome, ProtocolError, Queue, Step,
+    Task, TaskFailure, WorkReport,
 };
 
 use crate::messages::{HandleError, Perform};
@@ -133,29 +134,26 @@ impl Agent {
             attempt,
             outcome,
         };
+        let id = format!("report-{}-{attempt}-{state}", task.id);
         let envelope = Envelope::new(self.context.node.clone(), Body::Report(report));
-        let payload = envelope.encode(self.bus.config().max_message_bytes);
-        let payload = match payload {
-            Ok(p) => p,
+        match self.bus.enqueue_as(Queue::Results, &id, &envelope).await {
             // A result too large for the bus is the task's failure, reported as such.
-            Err(e) => {
-                let failure = TaskFailure::new("result_too_large", e.to_string());
+            Err(BusError::Protocol(ProtocolError::TooLarge { size, limit })) => {
+                let failure = TaskFailure::new(
+                    "result_too_large",
+                    format!("the result has {size} bytes; the bus takes {limit}"),
+                );
                 let report = WorkReport {
                     task_id: task.id,
                     agent: self.kind,
                     attempt,
                     outcome: Outcome::Failed { failure },
                 };
-                Envelope::new(self.context.node.clone(), Body::Report(report))
-                    .encode(self.bus.config().max_message_bytes)
-                    .map_err(|e| HandleError::Drop(e.to_string()))?
+                let envelope = Envelope::new(self.context.node.clone(), Body::Report(report));
+                Ok(self.bus.enqueue_as(Queue::Results, &id, &envelope).await?)
             }
-        };
-        let id = format!("report-{}-{attempt}-{state}", task.id);
-        self.bus
-            .enqueue_raw(Queue::Results, &id, payload)
-            .await
-            .map_err(|e| HandleError::Retry(e.to_string()))
+            other => Ok(other?),
+        }
     }
 
     async fn run(self, assignment: Assignment) -> Result<(), HandleError> {

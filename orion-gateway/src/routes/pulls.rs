@@ -144,15 +144,10 @@ pub async fn review(
         comment,
     };
     let envelope = Envelope::new(lifecycle.node(), Body::Review(submitted));
-    let bus = lifecycle.bus();
-    let payload = envelope
-        .encode(bus.config().max_message_bytes)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    bus.enqueue_raw(Queue::Submitted, &format!("review-{}", review.id), payload)
-        .await
-        .map_err(|e| {
-            tracing::warn!(error = %e, "review stored but not queued");
-            ApiError::Unavailable("message bus")
-        })?;
+    let message_id = format!("review-{}", review.id);
+    lifecycle
+        .bus()
+        .enqueue_as(Queue::Submitted, &message_id, &envelope)
+        .await?;
     Ok(HttpResponse::Accepted().json(review))
 }

@@ -320,19 +320,10 @@ pub async fn budget(
         reason: format!("budget raised to ${budget}"),
     };
     let envelope = orion_bus::Envelope::new(lifecycle.node(), orion_bus::Body::Resume(resume));
-    let bus = lifecycle.bus();
-    let payload = envelope
-        .encode(bus.config().max_message_bytes)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    bus.enqueue_raw(
-        orion_bus::Queue::Submitted,
-        &format!("resume-{id}-{}", task.attempts),
-        payload,
-    )
-    .await
-    .map_err(|e| {
-        tracing::warn!(error = %e, "budget raised but the task not resumed");
-        ApiError::Unavailable("message bus")
-    })?;
+    let message_id = format!("resume-{id}-{}", task.attempts);
+    lifecycle
+        .bus()
+        .enqueue_as(orion_bus::Queue::Submitted, &message_id, &envelope)
+        .await?;
     Ok(HttpResponse::Accepted().json(task))
 }

@@ -21,8 +21,9 @@ impl AnalyzerWork {
     }
 }
 
-/// The local directory a task's `repo` names, or why it names none this agent can read.
-pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
+/// The local path a task's `repo` names (`file://` or a plain path), or why it names none
+/// the agents can reach.
+pub(crate) fn repository_path(task: &Task) -> Result<PathBuf, TaskFailure> {
     let repo = task.spec.repo.trim();
     let path = repo.strip_prefix("file://").unwrap_or(repo);
     if path.contains("://") || path.starts_with("git@") {
@@ -31,13 +32,20 @@ pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
             format!("`{repo}` is a remote repository; agents read local paths only so far"),
         ));
     }
+    Ok(PathBuf::from(path))
+}
+
+/// The working tree a read-only agent measures: the repository as it is, so a `ref` (which
+/// would need a checkout) is refused.
+pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
+    let path = repository_path(task)?;
     if task.spec.git_ref.is_some() {
         return Err(TaskFailure::new(
             "ref_unsupported",
             "agents measure the working tree (or a `diff`); working on another ref is not supported yet",
         ));
     }
-    Ok(PathBuf::from(path))
+    Ok(path)
 }
 
 pub(crate) fn code_failure(e: CodeError) -> TaskFailure {

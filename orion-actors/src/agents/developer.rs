@@ -20,7 +20,7 @@ use orion_services::testing;
 use orion_services::vcs::{self, MergeOutcome, RelativePath, VcsError, Workspace};
 use uuid::Uuid;
 
-use super::analyzer::local_repository;
+use super::analyzer::{local_repository, repository_path};
 use super::{Work, WorkContext};
 
 /// The most files one answer may change, and the largest file it may write.
@@ -366,9 +366,8 @@ impl DeveloperWork {
     }
 
     async fn workspace(&self, task: &Task) -> Result<Workspace, TaskFailure> {
-        let remote = local_repository(&strip_ref(task))?
-            .to_string_lossy()
-            .into_owned();
+        // The task's `ref` is the base to branch from: it is checked out, not refused.
+        let remote = repository_path(task)?.to_string_lossy().into_owned();
         let into = self.config.work_dir.join(task.id.to_string());
         let branch = vcs::task_branch(task.id);
         let base = task.spec.git_ref.clone();
@@ -799,26 +798,9 @@ impl DeveloperWork {
     }
 }
 
-/// The task as the workspace sees it: its `ref` is the base to branch from, not a reason
-/// to refuse (as the read-only agents do).
-fn strip_ref(task: &Task) -> Task {
-    let mut task = task.clone();
-    task.spec.git_ref = None;
-    task
-}
-
 async fn head_of(ws: &Workspace) -> Result<String, TaskFailure> {
     let path = ws.path.clone();
-    blocking(move || {
-        let repo = git2::Repository::open(&path)
-            .map_err(|e| VcsError::Operation(e.message().to_owned()))?;
-        let head = repo
-            .head()
-            .and_then(|h| h.peel_to_commit())
-            .map_err(|e| VcsError::Operation(e.message().to_owned()))?;
-        Ok(head.id().to_string())
-    })
-    .await
+    blocking(move || vcs::resolve(&path, "HEAD")).await
 }
 
 #[async_trait]

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use orion_bus::{Task, TaskFailure};
 use orion_services::{testing, vcs};
 
+use super::analyzer::repository_path;
 use super::developer::vcs_failure;
 use super::{Work, WorkContext};
 
@@ -35,13 +36,12 @@ impl Work for TestingWork {
         task: &Task,
         _: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure> {
-        let repo = task.spec.repo.trim();
-        let path = repo.strip_prefix("file://").unwrap_or(repo);
+        let path = repository_path(task)?;
         // A ref is tested in a clone of its own; the working tree as it is otherwise.
         let dir = match &task.spec.git_ref {
             Some(git_ref) => {
                 let (remote, into, git_ref) = (
-                    path.to_owned(),
+                    path.to_string_lossy().into_owned(),
                     self.work_dir.join(task.id.to_string()),
                     git_ref.clone(),
                 );
@@ -53,7 +53,7 @@ impl Work for TestingWork {
                 .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
                 .map_err(vcs_failure)?
             }
-            None => PathBuf::from(path),
+            None => path,
         };
         if !dir.is_dir() {
             return Err(TaskFailure::new(

@@ -138,6 +138,14 @@ impl Envelope {
                 limit,
             });
         }
+        // Every well-formed message takes one parse; only a rejected one is parsed again,
+        // generically, to say precisely why.
+        if let Ok(envelope) = serde_json::from_slice::<Envelope>(bytes) {
+            return match envelope.v {
+                SCHEMA_VERSION => Ok(envelope),
+                other => Err(ProtocolError::UnsupportedVersion(other)),
+            };
+        }
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let version = value

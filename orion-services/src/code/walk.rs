@@ -91,13 +91,12 @@ pub fn content_skip(source: &[u8]) -> Option<Skip> {
             return Some(Skip::Generated);
         }
     }
-    let lines = source.split(|&b| b == b'\n').count().max(1);
-    let longest = source
+    let (lines, longest) = source
         .split(|&b| b == b'\n')
-        .map(<[u8]>::len)
-        .max()
-        .unwrap_or(0);
-    if longest > 1000 && source.len() / lines > 200 {
+        .fold((0usize, 0usize), |(n, longest), line| {
+            (n + 1, longest.max(line.len()))
+        });
+    if longest > 1000 && source.len() / lines.max(1) > 200 {
         return Some(Skip::Minified);
     }
     None

@@ -120,6 +120,16 @@ fn jitter(ceiling: Duration) -> Duration {
     ceiling.mul_f64(fraction)
 }
 
+/// The most tokens a request can use: its prompt (4 characters a token) and its whole answer
+/// allowance. The rate limiter waits for it and the budget reserves it.
+fn estimate_usage(request: &ChatRequest) -> Usage {
+    let characters: usize = request.messages.iter().map(|m| m.content.len()).sum();
+    Usage {
+        prompt_tokens: characters.div_ceil(4) as u64,
+        completion_tokens: u64::from(request.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS)),
+    }
+}
+
 /// `Retry-After` in seconds (the form model APIs send).
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
@@ -200,9 +210,9 @@ impl OpenAiChat {
     /// token, plus the answer's allowance).
     async fn admit(&self, request: &ChatRequest) {
         self.requests.until_ready().await;
-        let characters: usize = request.messages.iter().map(|m| m.content.len()).sum();
+        let usage = estimate_usage(request);
         let estimate =
-            (characters / 4) as u32 + request.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS);
+            u32::try_from(usage.prompt_tokens + usage.completion_tokens).unwrap_or(u32::MAX);
         let capacity = (self.config.tokens_per_minute / 10).max(1);
         let n = NonZeroU32::new(estimate.clamp(1, capacity)).unwrap_or(NonZeroU32::MIN);
         if self.tokens.until_n_ready(n).await.is_err() {
@@ -342,12 +352,7 @@ impl OpenAiChat {
 #[async_trait]
 impl ChatModel for OpenAiChat {
     fn estimate_cost(&self, request: &ChatRequest) -> f64 {
-        let characters: usize = request.messages.iter().map(|m| m.content.len()).sum();
-        let usage = Usage {
-            prompt_tokens: characters.div_ceil(4) as u64,
-            completion_tokens: u64::from(request.max_tokens.unwrap_or(DEFAULT_ANSWER_TOKENS)),
-        };
-        self.cost(&self.config.model, usage)
+        self.cost(&self.config.model, estimate_usage(request))
     }
 
     async fn chat(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orion_bus::{Assignment, Outcome, Step, Task, TaskFailure};
-use orion_services::code::{CodeIntel, source_files};
+use orion_services::code::CodeIntel;
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
 use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
@@ -26,10 +26,9 @@ use super::{Work, WorkContext};
 /// The most files one answer may change, and the largest file it may write.
 const MAX_EDITS: usize = 20;
 const MAX_EDIT_BYTES: usize = 256 * 1024;
-/// The repository map's share of the prompt, and how much of each relevant file is shown.
+/// The repository map's share of the prompt (the relevant files' share is set in
+/// `orion_services::code::context`).
 const MAP_TOKENS: usize = 1200;
-const RELEVANT_FILES: usize = 3;
-const RELEVANT_FILE_BYTES: usize = 8 * 1024;
 
 /// What the model is told about the answer's format.
 pub const EDIT_FORMAT: &str = "You change code in a git repository. Answer only with edit blocks, one per file \
@@ -232,47 +231,6 @@ async fn blocking<T: Send + 'static>(
         .map_err(vcs_failure)
 }
 
-/// The files whose path or content mention the most words of the prompt.
-fn relevant_files(root: &Path, prompt: &str) -> Vec<(String, String)> {
-    let words: Vec<String> = prompt
-        .split(|c: char| !c.is_alphanumeric() && c != '_')
-        .filter(|w| w.len() >= 3)
-        .map(str::to_lowercase)
-        .collect();
-    let Ok(files) = source_files(root) else {
-        return Vec::new();
-    };
-    let mut scored: Vec<(usize, String, String)> = files
-        .into_iter()
-        .filter_map(|(path, _)| {
-            let text = std::fs::read_to_string(&path).ok()?;
-            let relative = path.strip_prefix(root).ok()?.to_string_lossy().into_owned();
-            let haystack = format!("{} {}", relative.to_lowercase(), text.to_lowercase());
-            let score = words
-                .iter()
-                .filter(|w| haystack.contains(w.as_str()))
-                .count();
-            (score > 0).then_some((score, relative, text))
-        })
-        .collect();
-    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    scored
-        .into_iter()
-        .take(RELEVANT_FILES)
-        .map(|(_, path, mut text)| {
-            if text.len() > RELEVANT_FILE_BYTES {
-                let mut cut = RELEVANT_FILE_BYTES;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text.truncate(cut);
-                text.push_str("\n… (cut)\n");
-            }
-            (path, text)
-        })
-        .collect()
-}
-
 impl DeveloperWork {
     pub fn new(
         model: Option<Arc<dyn ChatModel>>,
@@ -391,12 +349,12 @@ impl DeveloperWork {
                     "a develop task needs a `prompt` saying what to change",
                 )
             })?;
-        let map = match self.code.symbols(&ws.path).await {
-            Ok(index) => index.repo_map(MAP_TOKENS).text,
-            Err(e) => format!("(no repository map: {e})"),
+        let (map, files) = match self.code.context(&ws.path, &ask, MAP_TOKENS).await {
+            Ok(context) => (context.map.text, context.files),
+            Err(e) => (format!("(no repository map: {e})"), Vec::new()),
         };
         let mut user = format!("Task: {ask}\n\nRepository map (definitions by file):\n{map}\n");
-        for (path, text) in relevant_files(&ws.path, &ask) {
+        for (path, text) in files {
             user.push_str(&format!("\n=== FILE: {path}\n{text}=== END\n"));
         }
         if let Some(comment) = revision {

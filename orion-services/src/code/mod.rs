@@ -5,6 +5,7 @@
 //! and parsed once, spread over all cores by a shared work index (so one huge file does not
 //! hold up a whole chunk). The counting rules per language are in [`language`].
 
+mod context;
 mod deps;
 mod diff;
 mod engine;
@@ -22,6 +23,9 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
+pub use context::{
+    PromptContext, RELEVANT_FILE_BYTES, RELEVANT_FILES, prompt_context, relevant_files,
+};
 pub use deps::{DependencyGraph, LanguageGraph, dependency_graph};
 pub use diff::{ChangedFunction, DiffReport, DiffScore, score as score_change};
 pub use engine::{Source, analyze_sources, load_sources, parse_only};
@@ -60,6 +64,15 @@ pub trait CodeIntel: Send + Sync + 'static {
     /// The definitions and references of the repository at `root`, for navigation and the
     /// repository map.
     async fn symbols(&self, root: &Path) -> Result<SymbolIndex, CodeError>;
+
+    /// What a prompt about `query` shows of the repository: the map within `map_tokens` and
+    /// the most relevant files, from one reading of it.
+    async fn context(
+        &self,
+        root: &Path,
+        query: &str,
+        map_tokens: usize,
+    ) -> Result<PromptContext, CodeError>;
 }
 
 /// [`CodeIntel`] on tree-sitter grammars, using every core.
@@ -100,6 +113,28 @@ impl CodeIntel for TreeSitterIntel {
             span.in_scope(|| {
                 Ok(SymbolIndex::build(
                     &load_sources(&root)?,
+                    engine::all_cores(),
+                ))
+            })
+        })
+        .await
+        .map_err(|e| CodeError::Interrupted(e.to_string()))?
+    }
+
+    async fn context(
+        &self,
+        root: &Path,
+        query: &str,
+        map_tokens: usize,
+    ) -> Result<PromptContext, CodeError> {
+        let (root, query) = (root.to_owned(), query.to_owned());
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                Ok(prompt_context(
+                    &load_sources(&root)?,
+                    &query,
+                    map_tokens,
                     engine::all_cores(),
                 ))
             })

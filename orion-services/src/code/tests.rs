@@ -445,3 +445,30 @@ fn the_repository_map_ranks_the_most_referenced_definitions_first_and_fits_its_b
         "{small:?}"
     );
 }
+
+#[test]
+fn the_files_that_mention_the_task_most_come_first_and_large_ones_are_cut() {
+    let source = |path: &str, text: String| super::Source {
+        path: path.into(),
+        language: Language::Python,
+        bytes: text.into_bytes(),
+    };
+    let sources = vec![
+        source(
+            "billing/invoice.py",
+            "def total(invoice):\n    return invoice.amount\n".into(),
+        ),
+        source("util.py", "def helper():\n    pass\n".into()),
+        source("big.py", format!("# invoice\n{}", "x = 1\n".repeat(4000))),
+    ];
+    let files = super::relevant_files(&sources, "fix the invoice total");
+    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["billing/invoice.py", "big.py"],
+        "util.py mentions nothing of the task"
+    );
+    assert!(
+        files[1].1.len() < super::RELEVANT_FILE_BYTES + 20 && files[1].1.ends_with("… (cut)\n")
+    );
+}

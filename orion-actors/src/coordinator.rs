@@ -53,30 +53,16 @@ impl Actor for Coordinator {
 
 async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
     let agent = task.spec.kind.agent();
-    let assigned = match task.status {
-        TaskStatus::Queued => {
-            let change = Change {
-                count_attempt: true,
-                data: serde_json::json!({ "agent": agent }),
-                ..Change::default()
-            };
-            lifecycle
-                .advance(task.id, TaskStatus::Assigned, change)
-                .await?
-        }
-        _ => None,
+    let change = Change {
+        count_attempt: true,
+        data: serde_json::json!({ "agent": agent }),
+        ..Change::default()
     };
-    // `None`: another coordinator moved it, or this one crashed between assigning and
-    // queueing. Re-queue if it is assigned: the message id makes that harmless.
-    let task = match assigned {
-        Some(task) => task,
-        None => {
-            let current = lifecycle.store().task(task.id).await?;
-            if current.status != TaskStatus::Assigned {
-                return Ok(());
-            }
-            current
-        }
+    let Some(task) = lifecycle
+        .advance_or_find(task.id, TaskStatus::Assigned, change)
+        .await?
+    else {
+        return Ok(());
     };
     let id = format!("assign-{}-{}", task.id, task.attempts);
     assign_step(&lifecycle, &task, Step::Work, id).await
@@ -196,7 +182,7 @@ async fn assign_step(
     Ok(lifecycle.bus().enqueue_as(queue, &id, &envelope).await?)
 }
 
-/// Moves a paused task back to `running`, or finds it there already (a redelivery).
+/// Moves a paused task back to `running` (counting an attempt), or finds it there already.
 async fn back_to_running(
     lifecycle: &Lifecycle,
     id: orion_bus::TaskId,
@@ -207,13 +193,9 @@ async fn back_to_running(
         data,
         ..Change::default()
     };
-    match lifecycle.advance(id, TaskStatus::Running, change).await? {
-        Some(task) => Ok(Some(task)),
-        None => {
-            let current = lifecycle.store().task(id).await?;
-            Ok((current.status == TaskStatus::Running).then_some(current))
-        }
-    }
+    Ok(lifecycle
+        .advance_or_find(id, TaskStatus::Running, change)
+        .await?)
 }
 
 /// A person raised a paused task's budget: the step that paused runs again.

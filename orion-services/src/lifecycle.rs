@@ -174,6 +174,23 @@ impl Lifecycle {
         .into())
     }
 
+    /// Moves a task to `to`, or finds it there already: a coordinator that crashed between
+    /// moving a task and queueing its next step, or lost the race to another, queues the step
+    /// again (its message id makes that harmless). `None`: the task is elsewhere, and the
+    /// caller's news is stale.
+    pub async fn advance_or_find(
+        &self,
+        id: TaskId,
+        to: TaskStatus,
+        change: Change,
+    ) -> Result<Option<Task>, LifecycleError> {
+        if let Some(task) = self.advance(id, to, change).await? {
+            return Ok(Some(task));
+        }
+        let current = self.store.task(id).await?;
+        Ok((current.status == to).then_some(current))
+    }
+
     /// Records a progress note on a task.
     pub async fn note(
         &self,

@@ -96,9 +96,7 @@ impl CodeIntel for TreeSitterIntel {
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
-                check_root(&root)?;
-                let (paths, _) = walk::source_files(&root);
-                let (files, _) = engine::analyze_paths(&root, &paths, engine::all_cores());
+                let (files, _) = analyze_root(&root, engine::all_cores())?;
                 Ok(dependency_graph(&files))
             })
         })
@@ -146,12 +144,17 @@ impl CodeIntel for TreeSitterIntel {
 
 /// The synchronous analysis of a directory on `threads` threads.
 pub fn analyze_blocking(root: &Path, threads: usize) -> Result<RepoReport, CodeError> {
+    let (files, skips) = analyze_root(root, threads)?;
+    Ok(RepoReport::build(files, skips))
+}
+
+/// Every file of a directory the walk rules admit, measured, and what was skipped.
+fn analyze_root(root: &Path, threads: usize) -> Result<(Vec<FileAnalysis>, SkipCounts), CodeError> {
     check_root(root)?;
     let (paths, too_large) = walk::source_files(root);
-    let (files, skipped) = engine::analyze_paths(root, &paths, threads);
-    let mut skips = skipped;
+    let (files, mut skips) = engine::analyze_paths(root, &paths, threads);
     skips.too_large += too_large;
-    Ok(RepoReport::build(files, skips))
+    Ok((files, skips))
 }
 
 /// Measures one file's text (a fresh parser; the engine reuses one per thread).

@@ -222,6 +222,23 @@ pub(crate) fn vcs_failure(e: VcsError) -> TaskFailure {
     }
 }
 
+fn store_failure(e: StoreError) -> TaskFailure {
+    TaskFailure::new("store_unavailable", e.to_string())
+}
+
+/// Writes validated edits into the working tree (blocking file I/O).
+fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
+    for (path, content) in edits {
+        if let Some(parent) = path.full().parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
+        }
+        std::fs::write(path.full(), content)
+            .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
+    }
+    Ok(())
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, VcsError> + Send + 'static,
 ) -> Result<T, TaskFailure> {
@@ -402,14 +419,9 @@ impl DeveloperWork {
             )
         })?;
         let validated = validate_edits(&ws.path, &edits)?;
-        for (path, content) in &validated {
-            if let Some(parent) = path.full().parent() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
-            }
-            std::fs::write(path.full(), content)
-                .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
-        }
+        tokio::task::spawn_blocking(move || write_edits(&validated))
+            .await
+            .map_err(|e| TaskFailure::new("interrupted", e.to_string()))??;
         let message = format!(
             "{}\n\nOrion task {}",
             task.spec
@@ -429,16 +441,26 @@ impl DeveloperWork {
             let ws = ws.clone();
             blocking(move || vcs::commit_all(&ws, &message, (&name, &email))).await?
         };
-        if committed.is_none() && revision.is_none() && ws.base_oid == head_of(&ws).await? {
+        let head = head_of(&ws).await?;
+        if committed.is_none() && revision.is_none() && ws.base_oid == head {
             return Err(TaskFailure::new(
                 "no_change",
                 "the model's edits change nothing",
             ));
         }
         let tests = self.run_tests(&ws).await?;
-        let head = head_of(&ws).await?;
-        // The push of a head is in the ledger: a redelivered step does not push again.
-        let store_failure = |e: StoreError| TaskFailure::new("store_unavailable", e.to_string());
+        self.publish(task, &ws, head, tests).await
+    }
+
+    /// Pushes the tested branch (once per head, by the ledger), stores the pull request's
+    /// new version and mirrors it to the forge.
+    async fn publish(
+        &self,
+        task: &Task,
+        ws: &Workspace,
+        head: String,
+        tests: Option<serde_json::Value>,
+    ) -> Result<Outcome, TaskFailure> {
         let push_key = format!("push:{head}");
         if self
             .store
@@ -475,12 +497,12 @@ impl DeveloperWork {
                 tests,
             })
             .await
-            .map_err(|e| TaskFailure::new("store_unavailable", e.to_string()))?;
+            .map_err(store_failure)?;
         let summary = format!(
             "{} files changed, +{} -{}",
             pull.files_changed, pull.insertions, pull.deletions
         );
-        self.mirror_pull(task, &ws, &summary).await;
+        self.mirror_pull(task, ws, &summary).await;
         Ok(Outcome::AwaitingReview { pull: pull.id })
     }
 
@@ -608,7 +630,6 @@ impl DeveloperWork {
     ) -> Result<Asked, TaskFailure> {
         let task = &assignment.task;
         let key = format!("model:{}:{}", context.step, context.attempt);
-        let store_failure = |e: StoreError| TaskFailure::new("store_unavailable", e.to_string());
         if let Some(recorded) = self
             .store
             .effect(task.id, &key)
@@ -711,7 +732,6 @@ impl DeveloperWork {
     async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
         // A merge that happened is never made twice: a redelivery reads the ledger.
         let key = format!("merge:{pull}");
-        let store_failure = |e: StoreError| TaskFailure::new("store_unavailable", e.to_string());
         if let Some(result) = self
             .store
             .effect(task.id, &key)

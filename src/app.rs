@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use std::time::Duration;
 
-use orion_actors::{DeveloperConfig, NodeConfig, NodeHandle, NodeServices};
+use orion_actors::{DeveloperConfig, NodeConfig, NodeHandle, NodeServices, TestingConfig};
 use orion_bus::AgentKind;
 use orion_bus::{Bus, InProcessBus, NatsBus, Subjects};
 use orion_gateway::{AppState, GatewayConfig};
@@ -91,9 +91,12 @@ pub fn start_node(
             work_dir: settings.data_dir.join("work"),
             author_name: d.author_name.clone(),
             author_email: d.author_email.clone(),
-            test_command: d.test_command.clone(),
-            test_timeout: Duration::from_secs(d.test_timeout_secs),
             default_budget_usd: settings.llm.task_budget_usd,
+        },
+        testing: TestingConfig {
+            work_dir: settings.data_dir.join("work").join("tests"),
+            command: d.test_command.clone(),
+            timeout: Duration::from_secs(d.test_timeout_secs),
         },
     };
     let forge = match &settings.forge {

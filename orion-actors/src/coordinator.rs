@@ -5,8 +5,8 @@
 
 use actix::prelude::*;
 use orion_bus::{
-    Assignment, Body, Decision, Envelope, Outcome, Queue, ResumeTask, ReviewSubmitted, Step, Task,
-    TaskStatus,
+    AgentKind, Assignment, Body, Decision, Envelope, Outcome, Queue, ResumeTask, ReviewSubmitted,
+    Step, Task, TaskStatus,
 };
 use orion_services::lifecycle::{Change, Lifecycle};
 
@@ -65,7 +65,7 @@ async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
         return Ok(());
     };
     let id = format!("assign-{}-{}", task.id, task.attempts);
-    assign_step(&lifecycle, &task, Step::Work, id).await
+    assign_step(&lifecycle, &task, agent, Step::Work, id).await
 }
 
 async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), HandleError> {
@@ -143,6 +143,25 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             change.data = by(change.data);
             lifecycle.advance(id, TaskStatus::Failed, change).await?;
         }
+        Outcome::Handoff { agent, step } => {
+            // The task stays running; its next step goes to another agent's pool, unless
+            // the task was cancelled meanwhile.
+            let task = match lifecycle
+                .advance(id, TaskStatus::Running, started())
+                .await?
+            {
+                Some(task) => task,
+                None => lifecycle.store().task(id).await?,
+            };
+            if task.status != TaskStatus::Running {
+                tracing::info!(task = %id, status = %task.status, "hand-off no longer applies");
+                return Ok(());
+            }
+            let data = serde_json::json!({ "handoff": agent, "step": step.name() });
+            lifecycle.note(id, by(data)).await?;
+            let message = format!("handoff-{id}-{}-{}", report.attempt, step.name());
+            assign_step(&lifecycle, &task, agent, step, message).await?;
+        }
     }
     Ok(())
 }
@@ -163,14 +182,14 @@ impl Handler<ReportArrived> for Coordinator {
     }
 }
 
-/// Queues `step` of a task that just went back to `running`; `id` makes a repeat harmless.
+/// Queues `step` of a running task for `agent`'s pool; `id` makes a repeat harmless.
 async fn assign_step(
     lifecycle: &Lifecycle,
     task: &Task,
+    agent: AgentKind,
     step: Step,
     id: String,
 ) -> Result<(), HandleError> {
-    let agent = task.spec.kind.agent();
     let assignment = Assignment {
         agent,
         attempt: task.attempts,
@@ -205,7 +224,8 @@ async fn resume(lifecycle: Lifecycle, resume: ResumeTask) -> Result<(), HandleEr
         return Ok(());
     };
     let id = format!("resume-{}-{}", task.id, task.attempts);
-    assign_step(&lifecycle, &task, resume.step, id).await
+    // Only model calls pause, and they are the kind's own agent's.
+    assign_step(&lifecycle, &task, task.spec.kind.agent(), resume.step, id).await
 }
 
 impl Handler<ResumeArrived> for Coordinator {
@@ -235,6 +255,7 @@ async fn resume_after_review(
     assign_step(
         &lifecycle,
         &task,
+        task.spec.kind.agent(),
         step,
         format!("review-step-{}", review.review),
     )

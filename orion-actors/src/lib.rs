@@ -16,7 +16,8 @@ mod node;
 
 pub use agents::{
     Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork, EDIT_FORMAT,
-    Edit, NotImplementedWork, TestingWork, Work, WorkContext, parse_edits, validate_edits,
+    Edit, NotImplementedWork, TestingConfig, TestingWork, Work, WorkContext, parse_edits,
+    validate_edits,
 };
 pub use bridge::BusBridge;
 pub use coordinator::Coordinator;

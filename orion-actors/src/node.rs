@@ -11,7 +11,7 @@ use orion_services::llm::ChatModel;
 
 use crate::agents::{
     Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork,
-    NotImplementedWork, TestingWork, Work, WorkContext,
+    NotImplementedWork, TestingConfig, TestingWork, Work, WorkContext,
 };
 use crate::bridge::BusBridge;
 use crate::coordinator::Coordinator;
@@ -26,6 +26,7 @@ pub struct NodeConfig {
     /// Deliveries handled at once per queue.
     pub concurrency: usize,
     pub developer: DeveloperConfig,
+    pub testing: TestingConfig,
 }
 
 /// The services a node's agents use besides the store and the bus.
@@ -63,11 +64,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
         let work: Arc<dyn Work> = match kind {
             AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
             AgentKind::Architect => Arc::new(ArchitectWork::new(code.clone())),
-            AgentKind::Testing => Arc::new(TestingWork::new(
-                config.developer.work_dir.join("tests"),
-                config.developer.test_command.clone(),
-                config.developer.test_timeout,
-            )),
+            AgentKind::Testing => Arc::new(TestingWork::new(config.testing.clone())),
             AgentKind::Developer => Arc::new(
                 DeveloperWork::new(
                     services.model.clone(),

@@ -407,6 +407,48 @@ pub enum Step {
     Merge { pull: Uuid },
     /// Revise a pull request as a reviewer asked.
     Revise { pull: Uuid, comment: String },
+    /// Run the repository's tests on a candidate commit (the Testing agent's part of a
+    /// `develop` task).
+    Test { candidate: Candidate },
+    /// Publish a tested candidate as the task's pull request, or end the task with the
+    /// tests' failure (the Developer's part after the tests).
+    Publish {
+        candidate: Candidate,
+        verdict: TestVerdict,
+    },
+}
+
+impl Step {
+    /// A short name, for message ids and events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Work => "work",
+            Step::Merge { .. } => "merge",
+            Step::Revise { .. } => "revise",
+            Step::Test { .. } => "test",
+            Step::Publish { .. } => "publish",
+        }
+    }
+}
+
+/// A commit waiting for its tests: reachable on the task's remote at `git_ref` (a ref
+/// outside `refs/heads`, so no branch appears before the tests pass).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub git_ref: String,
+    pub head: String,
+}
+
+/// What the Testing agent found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum TestVerdict {
+    /// The tests ran and passed; `run` is the sandbox's record of the run.
+    Passed { run: serde_json::Value },
+    /// No test command is configured or detected.
+    Skipped { reason: String },
+    /// The tests failed, timed out or could not run.
+    Failed { failure: TaskFailure },
 }
 
 /// A reviewer's verdict on a pull request.
@@ -460,6 +502,11 @@ pub enum Outcome {
     },
     Failed {
         failure: TaskFailure,
+    },
+    /// The task's next step is another agent's: the coordinator routes `step` to `agent`.
+    Handoff {
+        agent: AgentKind,
+        step: Step,
     },
 }
 

@@ -2,7 +2,6 @@
 //! NATS and one Postgres, watched by a plain NATS subscriber as an external monitor would.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -10,7 +9,13 @@ use futures_util::StreamExt;
 use orion_bus::{BusConfig, NatsBus, Subjects};
 use serde_json::{Value, json};
 
-use crate::support::{PgDatabase, eventually, git_fixture, nats_url, unique};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{
+    PgDatabase, TempDir, bare_remote, completion, eventually, first_line, get_json, git_fixture,
+    git_rev, nats_url, unique,
+};
 
 /// A child process killed when the test ends, however it ends.
 struct Process(Child);
@@ -35,23 +40,71 @@ fn orion(env: &[(&str, String)], args: &[&str]) -> Command {
     command
 }
 
-#[actix_rt::test]
-async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber() {
-    let db = PgDatabase::create().await;
-    let prefix = unique("c");
-    let env = vec![
-        ("ORION__DATABASE__URL", db.url.clone()),
-        ("ORION__BUS__URL", nats_url()),
-        ("ORION__BUS__PREFIX", prefix.clone()),
-        ("ORION__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
-    ];
-
-    let migrated = orion(&env, &["migrate"])
+/// `orion migrate`: the schema the nodes and the gateway expect.
+fn migrate(env: &[(&str, String)]) {
+    let migrated = orion(env, &["migrate"])
         .stdout(Stdio::null())
         .status()
         .expect("run orion migrate");
     assert!(migrated.success(), "orion migrate failed");
+}
 
+/// Starts `orion gateway` and waits until it is ready; returns the process and its base URL.
+async fn start_gateway(env: &[(&str, String)]) -> (Process, String) {
+    let mut gateway = Process(
+        orion(env, &["gateway"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let line = first_line(&mut gateway.0, "the gateway").await;
+    let base = line
+        .trim()
+        .strip_prefix("gateway listening on ")
+        .expect("the gateway prints its address")
+        .to_owned();
+    let client = awc::Client::new();
+    eventually(
+        "the gateway to be ready",
+        Duration::from_secs(20),
+        || async {
+            let response = client.get(format!("{base}/readyz")).send().await.ok()?;
+            response.status().is_success().then_some(())
+        },
+    )
+    .await;
+    (gateway, base)
+}
+
+/// What every process of one test's cluster shares: the database, the bus and its prefix.
+fn cluster_env(db: &PgDatabase, prefix: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ORION__DATABASE__URL", db.url.clone()),
+        ("ORION__BUS__URL", nats_url()),
+        ("ORION__BUS__PREFIX", prefix.to_owned()),
+        ("ORION__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+    ]
+}
+
+/// Deletes the test's streams and database.
+async fn tear_down(prefix: String, db: PgDatabase) {
+    let subjects = Subjects::new(prefix).unwrap();
+    NatsBus::connect(&nats_url(), subjects, BusConfig::default())
+        .await
+        .unwrap()
+        .delete_streams()
+        .await
+        .unwrap();
+    db.drop_now().await;
+}
+
+#[actix_rt::test]
+async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber() {
+    let db = PgDatabase::create().await;
+    let prefix = unique("c");
+    let env = cluster_env(&db, &prefix);
+
+    migrate(&env);
     // The monitor subscribes before anything happens.
     let monitor = async_nats::connect(nats_url())
         .await
@@ -96,38 +149,8 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
         .spawn()
         .unwrap(),
     );
-    let mut gateway = Process(
-        orion(&env, &["gateway"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = gateway.0.stdout.take().unwrap();
-    let first_line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), first_line)
-        .await
-        .expect("gateway starts")
-        .unwrap()
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("gateway listening on ")
-        .expect("the gateway prints its address")
-        .to_owned();
-
+    let (gateway, base) = start_gateway(&env).await;
     let client = awc::Client::new();
-    eventually(
-        "the gateway to be ready",
-        Duration::from_secs(20),
-        || async {
-            let response = client.get(format!("{base}/readyz")).send().await.ok()?;
-            response.status().is_success().then_some(())
-        },
-    )
-    .await;
 
     let repo = git_fixture();
     let mut submitted = Vec::new();
@@ -234,12 +257,117 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
     );
 
     drop(gateway);
-    let subjects = Subjects::new(prefix).unwrap();
-    NatsBus::connect(&nats_url(), subjects, BusConfig::default())
-        .await
-        .unwrap()
-        .delete_streams()
+    tear_down(prefix, db).await;
+}
+
+/// The develop pipeline across processes: the Developer on one node, the Testing agent on
+/// another with a work directory of its own, so the commit under test can only travel
+/// through the remote (the candidate ref) and the hand-offs only through the bus.
+#[actix_rt::test]
+async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_node() {
+    let model = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
+            "=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n",
+        )))
+        .mount(&model)
+        .await;
+    let db = PgDatabase::create().await;
+    let prefix = unique("c");
+    let mut env = cluster_env(&db, &prefix);
+    env.extend([
+        ("ORION__LLM__BASE_URL", format!("{}/v1", model.uri())),
+        ("ORION__LLM__MODEL", "gpt-test".to_owned()),
+    ]);
+    let (_keep, remote) = bare_remote();
+    let main_before = git_rev(&remote, "main").unwrap();
+    let (dir_a, dir_b) = (TempDir::new(), TempDir::new());
+    let node = |name: &str, agents: &str, data: &TempDir| {
+        let mut env = env.clone();
+        env.push((
+            "ORION__DATA_DIR",
+            data.path().to_string_lossy().into_owned(),
+        ));
+        // The Testing node's test command fails unless it sees the model's change.
+        env.push((
+            "ORION__DEVELOPER__TEST_COMMAND",
+            r#"["sh", "-c", "grep -q 'x [*] 2' app/util.py"]"#.to_owned(),
+        ));
+        Process(
+            orion(&env, &["node", "--name", name, "--agents", agents])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    migrate(&env);
+    let (gateway, base) = start_gateway(&env).await;
+    let _developer = node("node-dev", "coordinator,developer", &dir_a);
+    let _testing = node("node-test", "testing", &dir_b);
+
+    let client = awc::Client::new();
+    let mut response = client
+        .post(format!("{base}/v1/tasks"))
+        .send_json(&json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" }))
         .await
         .unwrap();
-    db.drop_now().await;
+    assert_eq!(response.status().as_u16(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (client, base, id) = (&client, &base, &id);
+    let task = eventually("the pull request", Duration::from_secs(60), || async move {
+        let task = get_json(client, format!("{base}/v1/tasks/{id}")).await?;
+        matches!(task["status"].as_str(), Some("awaiting_review" | "failed")).then_some(task)
+    })
+    .await;
+    assert_eq!(task["status"], "awaiting_review", "{task}");
+
+    let events = get_json(client, format!("{base}/v1/tasks/{id}/events"))
+        .await
+        .unwrap();
+    let handoffs: Vec<(String, String, String)> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["handoff"].is_string())
+        .map(|e| {
+            let s = |k: &str| e["data"][k].as_str().unwrap().to_owned();
+            (s("agent_node"), s("agent"), s("handoff"))
+        })
+        .collect();
+    assert_eq!(
+        handoffs,
+        [
+            ("node-dev".into(), "developer".into(), "testing".into()),
+            ("node-test".into(), "testing".into(), "developer".into()),
+        ]
+    );
+    let pulls = get_json(client, format!("{base}/v1/pulls")).await.unwrap();
+    let pull = &pulls["items"][0];
+    assert_eq!(pull["tests"]["passed"], true, "{pull}");
+    assert_eq!(
+        git_rev(&remote, &format!("orion/{id}")).as_deref(),
+        pull["head_oid"].as_str(),
+        "the tested commit is the pushed branch"
+    );
+    assert_eq!(
+        git_rev(&remote, &format!("refs/orion/candidates/{id}")),
+        None
+    );
+    assert_eq!(git_rev(&remote, "main").unwrap(), main_before);
+    // The Testing node worked in its own directory and cleaned it up.
+    let leftovers: Vec<_> = std::fs::read_dir(dir_b.path().join("work/tests"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != ".repos")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    drop(gateway);
+    tear_down(prefix, db).await;
 }

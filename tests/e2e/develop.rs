@@ -10,27 +10,10 @@ use serde_json::{Value, json};
 use wiremock::matchers::{body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{TempDir, TestApp, bare_remote, eventually, git, git_fixture};
-
-fn completion(content: &str) -> Value {
-    json!({
-        "id": "chatcmpl-dev", "object": "chat.completion", "created": 1_700_000_000, "model": "gpt-test",
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
-        "usage": { "prompt_tokens": 900, "completion_tokens": 120, "total_tokens": 1020 }
-    })
-}
-
-fn rev(remote: &Path, name: &str) -> Option<String> {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(remote)
-        .args(["rev-parse", "--verify", "-q", name])
-        .output()
-        .unwrap();
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
+use crate::support::{
+    TempDir, TestApp, bare_remote, completion, eventually, first_line, get_json, git, git_fixture,
+    git_rev,
+};
 
 fn show(remote: &Path, spec: &str) -> String {
     let out = Command::new("git")
@@ -95,6 +78,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         .and(path("/v1/chat/completions"))
         .and(body_string_contains("A reviewer asked for changes"))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
             "=== FILE: CHANGES.md\nhelper doubles its input\n=== END\n",
         )))
         .expect(1)
@@ -104,6 +88,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         .and(path("/v1/chat/completions"))
         .and(body_string_contains("You review a change"))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
             "=== COMMENT app/util.py:2\nOverflow?\n=== END\n",
         )))
         .expect(1)
@@ -112,7 +97,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .and(body_string_contains("double the helper"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", 
             "Here is the change.\n=== FILE: app/util.py\n```python\ndef helper(x):\n    return x * 2\n```\n=== END\n",
         )))
         .expect(1)
@@ -150,7 +135,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     )
     .await;
     let (_keep, remote) = bare_remote();
-    let main_before = rev(&remote, "main").unwrap();
+    let main_before = git_rev(&remote, "main").unwrap();
 
     let id = app.submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" })).await;
     app.wait_for(&id, "awaiting_review").await;
@@ -172,12 +157,12 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         pull["diff"]
     );
     assert_eq!(
-        rev(&remote, &format!("orion/{id}")).as_deref(),
+        git_rev(&remote, &format!("orion/{id}")).as_deref(),
         pull["head_oid"].as_str(),
         "the branch is pushed"
     );
     assert_eq!(
-        rev(&remote, "main").unwrap(),
+        git_rev(&remote, "main").unwrap(),
         main_before,
         "nothing lands before approval"
     );
@@ -229,7 +214,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     let head = revised["head_oid"].as_str().unwrap();
     assert_eq!(task["result"]["head"], head);
     assert_eq!(
-        rev(&remote, "main").as_deref(),
+        git_rev(&remote, "main").as_deref(),
         Some(head),
         "the approved branch landed on main"
     );
@@ -244,25 +229,37 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         (Some("merged"), Some(head))
     );
 
+    // Each round hands the commit to the Testing agent and the verdict back, on the bus.
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let types: Vec<&str> = events["items"]
+    let story: Vec<String> = events["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["type"].as_str().unwrap())
+        .map(|e| match e["data"]["handoff"].as_str() {
+            Some(to) => format!(
+                "{} to {to} ({}) by {}",
+                e["type"].as_str().unwrap(),
+                e["data"]["step"].as_str().unwrap(),
+                e["data"]["agent"].as_str().unwrap()
+            ),
+            None => e["type"].as_str().unwrap().to_owned(),
+        })
         .collect();
+    let round = [
+        "progress to testing (test) by developer",
+        "progress to developer (publish) by testing",
+        "awaiting_review",
+    ];
+    let mut expected = vec!["queued", "assigned", "running"];
+    expected.extend(round);
+    expected.push("running");
+    expected.extend(round);
+    expected.extend(["running", "completed"]);
+    assert_eq!(story, expected);
     assert_eq!(
-        types,
-        [
-            "queued",
-            "assigned",
-            "running",
-            "awaiting_review",
-            "running",
-            "awaiting_review",
-            "running",
-            "completed"
-        ]
+        git_rev(&remote, &format!("refs/orion/candidates/{id}")),
+        None,
+        "no candidate ref stays on the remote"
     );
     let (status, _, late) = app
         .post_json(&reviews, &json!({ "decision": "approve" }))
@@ -313,7 +310,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     );
     assert_eq!(mirrored[3]["event"], "APPROVE");
 
-    // Two model calls, each 900 + 120 tokens at $2 / $8 per million.
+    // Two model calls, each 1200 + 300 tokens at $2 / $8 per million.
     let (_, usage) = app.get(&format!("/v1/tasks/{id}/usage")).await;
     assert_eq!(usage["totals"]["calls"], 2);
     assert_eq!(
@@ -321,10 +318,10 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
             usage["totals"]["prompt_tokens"].as_u64(),
             usage["totals"]["completion_tokens"].as_u64()
         ),
-        (Some(1800), Some(240))
+        (Some(2400), Some(600))
     );
     assert!(
-        (usage["totals"]["cost_usd"].as_f64().unwrap() - 2.0 * (900.0 * 2.0 + 120.0 * 8.0) / 1e6)
+        (usage["totals"]["cost_usd"].as_f64().unwrap() - 2.0 * (1200.0 * 2.0 + 300.0 * 8.0) / 1e6)
             .abs()
             < 1e-12
     );
@@ -341,7 +338,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     git(&seed.path().join("w"), &["add", "LATER.md"]);
     git(&seed.path().join("w"), &["commit", "-q", "-m", "later"]);
     git(&seed.path().join("w"), &["push", "-q", "origin", "main"]);
-    let moved = rev(&remote, "main").unwrap();
+    let moved = git_rev(&remote, "main").unwrap();
     let task_now = app
         .services
         .lifecycle
@@ -380,7 +377,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     .expect("the redelivered merge reports");
     assert_eq!(result["head"], head, "the ledger's answer");
     assert_eq!(
-        rev(&remote, "main").unwrap(),
+        git_rev(&remote, "main").unwrap(),
         moved,
         "no second merge reached the remote"
     );
@@ -400,7 +397,7 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
     git(&work, &["add", "outside"]);
     git(&work, &["commit", "-q", "-m", "a link"]);
     git(&work, &["push", "-q", "origin", "main"]);
-    let main_before = rev(&remote, "main").unwrap();
+    let main_before = git_rev(&remote, "main").unwrap();
 
     let cases = [
         (
@@ -443,7 +440,7 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
     for (what, answer, code, message) in cases {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(completion(answer)))
+            .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", answer)))
             .mount(&server)
             .await;
         let app = app_with_model(
@@ -470,14 +467,19 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
             );
         }
         assert_eq!(
-            rev(&remote, "main").unwrap(),
+            git_rev(&remote, "main").unwrap(),
             main_before,
             "{what}: main is untouched"
         );
         assert_eq!(
-            rev(&remote, &format!("orion/{id}")),
+            git_rev(&remote, &format!("orion/{id}")),
             None,
             "{what}: no branch was pushed"
+        );
+        assert_eq!(
+            git_rev(&remote, &format!("refs/orion/candidates/{id}")),
+            None,
+            "{what}: no candidate ref stays on the remote"
         );
         assert!(!Path::new("/tmp/evil.txt").exists() && !Path::new("/etc/evil").exists());
     }
@@ -544,7 +546,6 @@ impl Drop for Up {
 }
 
 async fn orion_up(config: &Path, data: &Path) -> Up {
-    use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_orion"))
         .arg("--config")
         .arg(config)
@@ -554,16 +555,7 @@ async fn orion_up(config: &Path, data: &Path) -> Up {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
-    });
-    let line = tokio::time::timeout(Duration::from_secs(30), line)
-        .await
-        .expect("orion up starts")
-        .unwrap()
-        .unwrap();
+    let line = first_line(&mut child, "orion up").await;
     let address = line
         .split_whitespace()
         .nth(3)
@@ -577,6 +569,7 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
             "=== FILE: app/util.py\ndef helper(x):\n    return x * 3\n=== END\n",
         )))
         .mount(&server)
@@ -594,13 +587,7 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
     .unwrap();
     let data = dir.path().join("data");
     let client = awc::Client::new();
-    let get = |url: String| {
-        let client = client.clone();
-        async move {
-            let mut response = client.get(url).send().await.ok()?;
-            response.json::<Value>().limit(16 * 1024 * 1024).await.ok()
-        }
-    };
+    let get = |url: String| get_json(&client, url);
 
     let first = orion_up(&config, &data).await;
     let mut response = client
@@ -647,7 +634,7 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
     })
     .await;
     assert_eq!(
-        rev(&remote, "main").as_deref(),
+        git_rev(&remote, "main").as_deref(),
         done["result"]["head"].as_str()
     );
     assert!(show(&remote, "main:app/util.py").contains("return x * 3"));
@@ -658,6 +645,7 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
             "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n",
         )))
         .expect(1)
@@ -726,6 +714,8 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
             "running",
             "awaiting_approval",
             "running",
+            "progress",
+            "progress",
             "awaiting_review"
         ]
     );
@@ -740,7 +730,7 @@ async fn a_review_task_anchors_the_models_comments_to_changed_lines() {
                   === COMMENT somewhere\nNo line.\n=== END\n";
     Mock::given(method("POST"))
         .and(body_string_contains("    6 | def tangled(a, b, c):"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(answer)))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", answer)))
         .expect(1)
         .mount(&server)
         .await;

@@ -9,19 +9,11 @@ use orion_services::llm::{
     CallContext, ChatMessage, ChatModel, ChatRequest, LlmError, MemoryCache, OpenAiChat,
     OpenAiConfig, Price, RedisCache, ResponseCache,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use wiremock::matchers::{body_partial_json, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::unique;
-
-fn completion(model: &str, content: &str) -> Value {
-    json!({
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
-        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
-        "usage": { "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500 }
-    })
-}
+use crate::support::{completion, unique};
 
 fn config(server: &MockServer) -> OpenAiConfig {
     let mut config = OpenAiConfig::new(format!("{}/v1", server.uri()), "gpt-test");

@@ -21,6 +21,42 @@ pub fn postgres_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
+/// A chat-completions answer as the OpenAI API sends it: `content` from `model`, for 1200
+/// prompt and 300 completion tokens.
+pub fn completion(model: &str, content: &str) -> serde_json::Value {
+    serde_json::json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000, "model": model,
+        "choices": [{ "index": 0, "message": { "role": "assistant", "content": content }, "finish_reason": "stop" }],
+        "usage": { "prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500 }
+    })
+}
+
+/// The first line a child process prints on its standard output (its address, for the
+/// servers), within 30 s.
+pub async fn first_line(child: &mut std::process::Child, what: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    tokio::time::timeout(Duration::from_secs(30), line)
+        .await
+        .unwrap_or_else(|_| panic!("{what} starts"))
+        .unwrap()
+        .unwrap()
+}
+
+/// `GET url` as JSON; `None` while there is no answer (the server may be starting).
+pub async fn get_json(client: &awc::Client, url: String) -> Option<serde_json::Value> {
+    let mut response = client.get(url).send().await.ok()?;
+    response
+        .json::<serde_json::Value>()
+        .limit(16 * 1024 * 1024)
+        .await
+        .ok()
+}
+
 /// A name no other test uses.
 pub fn unique(stem: &str) -> String {
     format!("{stem}{}", uuid::Uuid::new_v4().simple())
@@ -298,6 +334,19 @@ pub fn git_fixture() -> TempDir {
     .unwrap();
     git(root, &["commit", "-q", "-am", "tweak"]);
     dir
+}
+
+/// The commit `name` names in the (bare) repository `remote`, if any.
+pub fn git_rev(remote: &Path, name: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(remote)
+        .args(["rev-parse", "--verify", "-q", name])
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// A bare remote cloned from [`git_fixture`], in a directory kept alive by the first value.

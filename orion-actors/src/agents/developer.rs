@@ -1,22 +1,22 @@
-//! The Developer: asks the model for a change, applies it on the task's branch, runs the
-//! repository's tests, and opens a pull request for a person to review; on approval it
-//! merges, on a request for changes it revises.
+//! The Developer: asks the model for a change, commits it on the task's branch, hands the
+//! commit to the Testing agent (through the coordinator), and on the verdict opens a pull
+//! request for a person to review; on approval it merges, on a request for changes it
+//! revises.
 //!
-//! Nothing reaches the remote before the change is validated and its tests pass: model
-//! output that cannot be applied, an unsafe path and failing tests each end the task with a
-//! clear code, and the repository stays as it was.
+//! No branch reaches the remote before the change is validated and its tests pass: the
+//! commit under test waits outside `refs/heads` (see [`vcs::candidate_ref`]) and that ref is
+//! deleted after the verdict. Model output that cannot be applied, an unsafe path and
+//! failing tests each end the task with a clear code, and the repository stays as it was.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use orion_bus::{Assignment, Outcome, Step, Task, TaskFailure};
+use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::code::CodeIntel;
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
 use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
-use orion_services::testing;
 use orion_services::vcs::{self, MergeOutcome, RelativePath, VcsError, Workspace};
 use uuid::Uuid;
 
@@ -114,9 +114,6 @@ pub struct DeveloperConfig {
     pub work_dir: PathBuf,
     pub author_name: String,
     pub author_email: String,
-    /// The test command; detected from the repository when absent.
-    pub test_command: Option<Vec<String>>,
-    pub test_timeout: Duration,
     /// The budget of a task that sets none; unlimited when absent.
     pub default_budget_usd: Option<f64>,
 }
@@ -239,7 +236,7 @@ fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
     Ok(())
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, VcsError> + Send + 'static,
 ) -> Result<T, TaskFailure> {
     tokio::task::spawn_blocking(f)
@@ -448,8 +445,51 @@ impl DeveloperWork {
                 "the model's edits change nothing",
             ));
         }
-        let tests = self.run_tests(&ws).await?;
-        self.publish(task, &ws, head, tests).await
+        // The Testing agent tests the commit where any node can fetch it, outside the
+        // branches; the branch itself is pushed only once the tests pass.
+        let git_ref = vcs::candidate_ref(task.id);
+        {
+            let (ws, git_ref) = (ws.clone(), git_ref.clone());
+            blocking(move || vcs::push_head_to(&ws, &git_ref)).await?;
+        }
+        Ok(Outcome::Handoff {
+            agent: AgentKind::Testing,
+            step: Step::Test {
+                candidate: Candidate { git_ref, head },
+            },
+        })
+    }
+
+    /// After the Testing agent's verdict: a tested candidate becomes the pull request's new
+    /// version; a failed one ends the task. Either way the candidate ref leaves the remote.
+    async fn publish_tested(
+        &self,
+        task: &Task,
+        candidate: &Candidate,
+        verdict: &TestVerdict,
+    ) -> Result<Outcome, TaskFailure> {
+        let ws = self.workspace(task).await?;
+        let forget = {
+            let (ws, git_ref) = (ws.clone(), candidate.git_ref.clone());
+            move || vcs::delete_remote_ref(&ws, &git_ref)
+        };
+        let tests = match verdict {
+            TestVerdict::Failed { failure } => {
+                blocking(forget).await?;
+                return Err(failure.clone());
+            }
+            TestVerdict::Passed { run } => run.clone(),
+            TestVerdict::Skipped { reason } => serde_json::json!({ "skipped": reason }),
+        };
+        {
+            let (ws, candidate) = (ws.clone(), candidate.clone());
+            blocking(move || vcs::adopt(&ws, &candidate.git_ref, &candidate.head)).await?;
+        }
+        let outcome = self
+            .publish(task, &ws, candidate.head.clone(), Some(tests))
+            .await?;
+        blocking(forget).await?;
+        Ok(outcome)
     }
 
     /// Pushes the tested branch (once per head, by the ledger), stores the pull request's
@@ -689,46 +729,6 @@ impl DeveloperWork {
             .map_err(|e| TaskFailure::new("internal", e.to_string()))
     }
 
-    /// Runs the tests; failing tests end the task before anything is pushed.
-    async fn run_tests(&self, ws: &Workspace) -> Result<Option<serde_json::Value>, TaskFailure> {
-        let Some(command) = self
-            .config
-            .test_command
-            .clone()
-            .or_else(|| testing::detect(&ws.path))
-        else {
-            return Ok(Some(
-                serde_json::json!({ "skipped": "no test command configured or detected" }),
-            ));
-        };
-        let environment: Vec<(String, String)> = std::env::vars().collect();
-        let run = testing::run(&ws.path, &command, self.config.test_timeout, environment)
-            .await
-            .map_err(|e| TaskFailure::new("tests_not_run", e.to_string()))?;
-        if run.timed_out {
-            return Err(TaskFailure::new(
-                "tests_timed_out",
-                format!("`{}` {}", command.join(" "), run.output),
-            ));
-        }
-        if !run.passed {
-            let tail: String = run
-                .output
-                .chars()
-                .rev()
-                .take(2000)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect();
-            return Err(TaskFailure::new(
-                "tests_failed",
-                format!("`{}` failed:\n{tail}", command.join(" ")),
-            ));
-        }
-        Ok(serde_json::to_value(run).ok())
-    }
-
     async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
         // A merge that happened is never made twice: a redelivery reads the ledger.
         let key = format!("merge:{pull}");
@@ -810,6 +810,14 @@ impl Work for DeveloperWork {
                     .await;
                 self.merge(&assignment.task, *pull).await
             }
+            Step::Publish { candidate, verdict } => {
+                self.publish_tested(&assignment.task, candidate, verdict)
+                    .await
+            }
+            Step::Test { .. } => Err(TaskFailure::new(
+                "step_unsupported",
+                "tests are the testing agent's step",
+            )),
         }
     }
 }

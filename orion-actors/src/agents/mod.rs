@@ -14,7 +14,7 @@ pub use architect::ArchitectWork;
 pub use developer::{
     DeveloperConfig, DeveloperWork, EDIT_FORMAT, Edit, parse_edits, validate_edits,
 };
-pub use testing::TestingWork;
+pub use testing::{TestingConfig, TestingWork};
 
 use std::sync::Arc;
 
@@ -119,7 +119,15 @@ impl actix::Supervised for AgentActor {
 }
 
 impl Agent {
-    async fn report(&self, task: &Task, attempt: i32, outcome: Outcome) -> Result<(), HandleError> {
+    /// Queues a report; its id names (task, attempt, step, state), so a redelivered
+    /// assignment repeats no report and the steps of one attempt never collide.
+    async fn report(
+        &self,
+        task: &Task,
+        attempt: i32,
+        step: &Step,
+        outcome: Outcome,
+    ) -> Result<(), HandleError> {
         let state = match &outcome {
             Outcome::Started => "started",
             Outcome::AwaitingReview { .. } => "awaiting_review",
@@ -127,6 +135,7 @@ impl Agent {
             Outcome::Progress { .. } => "progress",
             Outcome::Completed { .. } => "completed",
             Outcome::Failed { .. } => "failed",
+            Outcome::Handoff { .. } => "handoff",
         };
         let report = WorkReport {
             task_id: task.id,
@@ -134,7 +143,7 @@ impl Agent {
             attempt,
             outcome,
         };
-        let id = format!("report-{}-{attempt}-{state}", task.id);
+        let id = format!("report-{}-{attempt}-{}-{state}", task.id, step.name());
         let envelope = Envelope::new(self.context.node.clone(), Body::Report(report));
         match self.bus.enqueue_as(Queue::Results, &id, &envelope).await {
             // A result too large for the bus is the task's failure, reported as such.
@@ -159,13 +168,14 @@ impl Agent {
     async fn run(self, assignment: Assignment) -> Result<(), HandleError> {
         let task = assignment.task.clone();
         let attempt = assignment.attempt;
-        self.report(&task, attempt, Outcome::Started).await?;
+        let step = &assignment.step;
+        self.report(&task, attempt, step, Outcome::Started).await?;
         let outcome = self
             .work
             .step(&assignment, &self.context)
             .await
             .unwrap_or_else(|failure| Outcome::Failed { failure });
-        self.report(&task, attempt, outcome).await
+        self.report(&task, attempt, step, outcome).await
     }
 }
 

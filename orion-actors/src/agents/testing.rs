@@ -1,32 +1,115 @@
-//! The Testing agent: runs a repository's tests, at a ref, in the sandbox.
+//! The Testing agent: runs a repository's tests in the sandbox — for `test` tasks, at a ref
+//! or on the working tree; for `develop` tasks, on the Developer's candidate commit, whose
+//! verdict it hands back to the Developer.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use orion_bus::{Task, TaskFailure};
+use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::{testing, vcs};
 
 use super::analyzer::repository_path;
-use super::developer::vcs_failure;
+use super::developer::blocking;
 use super::{Work, WorkContext};
 
-/// `test` tasks: the result is the test run (command, verdict, output).
+/// The last characters of a failing run's output that a failure message carries.
+const FAILURE_TAIL_CHARS: usize = 2000;
+
+/// Where and how the Testing agent runs tests.
+#[derive(Clone, Debug)]
+pub struct TestingConfig {
+    /// Clones for testing live in `<work_dir>/<task>…`.
+    pub work_dir: PathBuf,
+    /// The test command; detected from the repository when absent.
+    pub command: Option<Vec<String>>,
+    pub timeout: Duration,
+}
+
+/// `test` tasks, and the test step of `develop` tasks.
 pub struct TestingWork {
-    /// Clones for testing a ref live in `<work_dir>/<task>`.
-    work_dir: PathBuf,
-    command: Option<Vec<String>>,
-    timeout: Duration,
+    config: TestingConfig,
 }
 
 impl TestingWork {
-    pub fn new(work_dir: PathBuf, command: Option<Vec<String>>, timeout: Duration) -> Self {
-        Self {
-            work_dir,
-            command,
-            timeout,
-        }
+    pub fn new(config: TestingConfig) -> Self {
+        Self { config }
     }
+
+    /// The configured command, else the one the repository's files suggest.
+    fn command_for(&self, dir: &Path) -> Option<Vec<String>> {
+        self.config.command.clone().or_else(|| testing::detect(dir))
+    }
+
+    /// Runs the tests in `dir`; `Err` when they could not run or ran out of time.
+    async fn run(&self, dir: &Path, command: &[String]) -> Result<testing::TestRun, TaskFailure> {
+        let environment: Vec<(String, String)> = std::env::vars().collect();
+        let run = testing::run(dir, command, self.config.timeout, environment)
+            .await
+            .map_err(|e| TaskFailure::new("tests_not_run", e.to_string()))?;
+        if run.timed_out {
+            return Err(TaskFailure::new(
+                "tests_timed_out",
+                format!(
+                    "`{}` ran out of time:\n{}",
+                    command.join(" "),
+                    tail(&run.output)
+                ),
+            ));
+        }
+        Ok(run)
+    }
+
+    /// The verdict on a candidate commit: checked out from the remote in a worktree of its
+    /// own, tested, and the worktree removed again.
+    async fn test_candidate(&self, task: &Task, candidate: &Candidate) -> TestVerdict {
+        let outcome = async {
+            let remote = repository_path(task)?.to_string_lossy().into_owned();
+            let short: String = candidate.head.chars().take(12).collect();
+            let into = self.config.work_dir.join(format!("{}-{short}", task.id));
+            let dir = {
+                let (remote, into, candidate) = (remote.clone(), into.clone(), candidate.clone());
+                blocking(move || {
+                    vcs::checkout_commit(&remote, &into, &candidate.git_ref, &candidate.head)
+                })
+                .await?
+            };
+            let verdict = match self.command_for(&dir) {
+                None => Ok(TestVerdict::Skipped {
+                    reason: "no test command configured or detected".into(),
+                }),
+                Some(command) => self.run(&dir, &command).await.map(|run| {
+                    if run.passed {
+                        TestVerdict::Passed {
+                            run: serde_json::to_value(&run).unwrap_or_default(),
+                        }
+                    } else {
+                        TestVerdict::Failed {
+                            failure: TaskFailure::new(
+                                "tests_failed",
+                                format!("`{}` failed:\n{}", command.join(" "), tail(&run.output)),
+                            ),
+                        }
+                    }
+                }),
+            };
+            let git_ref = candidate.git_ref.clone();
+            if let Err(e) =
+                blocking(move || vcs::remove_checkout(&remote, &into, &git_ref)).await
+            {
+                tracing::warn!(task = %task.id, error = %e.message, "could not remove a test worktree");
+            }
+            verdict
+        }
+        .await;
+        outcome.unwrap_or_else(|failure| TestVerdict::Failed { failure })
+    }
+}
+
+/// The end of a run's output, where test runners print their summary.
+fn tail(output: &str) -> String {
+    let skip = output.chars().count().saturating_sub(FAILURE_TAIL_CHARS);
+    output.chars().skip(skip).collect()
 }
 
 #[async_trait]
@@ -42,16 +125,14 @@ impl Work for TestingWork {
             Some(git_ref) => {
                 let (remote, into, git_ref) = (
                     path.to_string_lossy().into_owned(),
-                    self.work_dir.join(task.id.to_string()),
+                    self.config.work_dir.join(task.id.to_string()),
                     git_ref.clone(),
                 );
                 let branch = format!("orion-test/{}", task.id);
-                tokio::task::spawn_blocking(move || {
+                blocking(move || {
                     vcs::checkout(&remote, &into, &branch, Some(&git_ref)).map(|ws| ws.path)
                 })
-                .await
-                .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
-                .map_err(vcs_failure)?
+                .await?
             }
             None => path,
         };
@@ -61,27 +142,41 @@ impl Work for TestingWork {
                 format!("repository path `{}` does not exist", dir.display()),
             ));
         }
-        let command = self
-            .command
-            .clone()
-            .or_else(|| testing::detect(&dir))
-            .ok_or_else(|| {
-                TaskFailure::new(
-                    "no_test_command",
-                    "no test command configured (developer.test_command) or detected",
-                )
-            })?;
-        let environment: Vec<(String, String)> = std::env::vars().collect();
-        let run = testing::run(&dir, &command, self.timeout, environment)
-            .await
-            .map_err(|e| TaskFailure::new("tests_not_run", e.to_string()))?;
-        if run.timed_out {
-            return Err(TaskFailure::new(
-                "tests_timed_out",
-                format!("`{}` ran out of time", command.join(" ")),
-            ));
-        }
+        let command = self.command_for(&dir).ok_or_else(|| {
+            TaskFailure::new(
+                "no_test_command",
+                "no test command configured (developer.test_command) or detected",
+            )
+        })?;
+        let run = self.run(&dir, &command).await?;
         // Failing tests are a finding, not a failure of the task: the verdict is the result.
         serde_json::to_value(run).map_err(|e| TaskFailure::new("internal", e.to_string()))
+    }
+
+    async fn step(
+        &self,
+        assignment: &Assignment,
+        ctx: &WorkContext,
+    ) -> Result<Outcome, TaskFailure> {
+        match &assignment.step {
+            Step::Test { candidate } => {
+                let verdict = self.test_candidate(&assignment.task, candidate).await;
+                Ok(Outcome::Handoff {
+                    agent: AgentKind::Developer,
+                    step: Step::Publish {
+                        candidate: candidate.clone(),
+                        verdict,
+                    },
+                })
+            }
+            Step::Work => self
+                .perform(&assignment.task, ctx)
+                .await
+                .map(|result| Outcome::Completed { result }),
+            other => Err(TaskFailure::new(
+                "step_unsupported",
+                format!("the testing agent has no `{}` step", other.name()),
+            )),
+        }
     }
 }

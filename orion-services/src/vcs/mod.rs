@@ -7,7 +7,8 @@ mod workspace;
 
 pub use path::{PathError, RelativePath};
 pub use workspace::{
-    DiffStats, MergeOutcome, Workspace, checkout, commit_all, diff_stats, merge, push_branch,
+    DiffStats, MergeOutcome, Workspace, adopt, candidate_ref, checkout, checkout_commit,
+    commit_all, delete_remote_ref, diff_stats, merge, push_branch, push_head_to, remove_checkout,
     task_branch,
 };
 

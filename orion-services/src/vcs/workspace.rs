@@ -59,6 +59,12 @@ pub fn task_branch(task: impl std::fmt::Display) -> String {
     format!("orion/{task}")
 }
 
+/// Where a task's commit waits for its tests on the remote: outside `refs/heads`, so no
+/// branch appears before the tests pass, and deleted once they have run.
+pub fn candidate_ref(task: impl std::fmt::Display) -> String {
+    format!("refs/orion/candidates/{task}")
+}
+
 fn git_error(context: &str, e: git2::Error) -> VcsError {
     VcsError::Operation(format!("{context}: {}", e.message()))
 }
@@ -133,11 +139,7 @@ pub fn checkout(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| branch.replace('/', "-"));
-        let mut options = git2::WorktreeAddOptions::new();
-        options.reference(Some(local.get()));
-        cache
-            .worktree(&name, into, Some(&options))
-            .map_err(|e| git_error("adding the task's worktree", e))?;
+        add_worktree(&cache, &name, into, &local)?;
     }
     let repo = Repository::open(into).map_err(|e| git_error("opening the task's worktree", e))?;
     repo.set_head(&format!("refs/heads/{branch}"))
@@ -156,6 +158,21 @@ pub fn checkout(
     })
 }
 
+/// Adds worktree `name` at `into` to the cached clone, on `branch`.
+fn add_worktree(
+    cache: &Repository,
+    name: &str,
+    into: &Path,
+    branch: &git2::Branch<'_>,
+) -> Result<(), VcsError> {
+    let mut options = git2::WorktreeAddOptions::new();
+    options.reference(Some(branch.get()));
+    cache
+        .worktree(name, into, Some(&options))
+        .map(|_| ())
+        .map_err(|e| git_error("adding a worktree", e))
+}
+
 fn fetch(repo: &Repository) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
@@ -163,6 +180,16 @@ fn fetch(repo: &Repository) -> Result<(), VcsError> {
     origin
         .fetch(&["+refs/heads/*:refs/remotes/origin/*"], None, None)
         .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", e.message())))
+}
+
+/// Fetches one ref of origin's under the same name.
+fn fetch_ref(repo: &Repository, refname: &str) -> Result<(), VcsError> {
+    let mut origin = repo
+        .find_remote("origin")
+        .map_err(|e| git_error("finding origin", e))?;
+    origin
+        .fetch(&[format!("+{refname}:{refname}")], None, None)
+        .map_err(|e| VcsError::CloneFailed(format!("fetching {refname}: {}", e.message())))
 }
 
 fn default_branch(repo: &Repository) -> Result<String, VcsError> {
@@ -279,6 +306,124 @@ pub fn push_branch(workspace: &Workspace) -> Result<(), VcsError> {
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let b = &workspace.branch;
     push(&repo, &format!("+refs/heads/{b}:refs/heads/{b}"))
+}
+
+/// Pushes the workspace's HEAD to `refname` on the remote (forced: the ref is the task's).
+pub fn push_head_to(workspace: &Workspace, refname: &str) -> Result<(), VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    // A ref of the worktree's own names the commit for the push.
+    let staging = format!("refs/orion/staging/{}", workspace.branch.replace('/', "-"));
+    repo.reference(&staging, head.id(), true, "candidate")
+        .map_err(|e| git_error("staging the candidate", e))?;
+    push(&repo, &format!("+{staging}:{refname}"))
+}
+
+/// Moves the workspace's branch to commit `oid`, fetched from `refname` on the remote where
+/// the clone lacks it (the commit was made on another node). A repeat changes nothing.
+pub fn adopt(workspace: &Workspace, refname: &str, oid: &str) -> Result<(), VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let target = Oid::from_str(oid).map_err(|_| VcsError::UnknownRevision(oid.to_owned()))?;
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading HEAD", e))?;
+    if head.id() == target {
+        return Ok(());
+    }
+    if repo.find_commit(target).is_err() {
+        fetch_ref(&repo, refname)?;
+    }
+    let commit = repo
+        .find_commit(target)
+        .map_err(|_| VcsError::UnknownRevision(oid.to_owned()))?;
+    repo.reference(
+        &format!("refs/heads/{}", workspace.branch),
+        commit.id(),
+        true,
+        "adopt the tested candidate",
+    )
+    .map_err(|e| git_error("moving the branch", e))?;
+    repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+        .map_err(|e| git_error("checking out the candidate", e))
+}
+
+/// Deletes `refname` on the remote; deleting a ref that is gone already succeeds.
+pub fn delete_remote_ref(workspace: &Workspace, refname: &str) -> Result<(), VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    push(&repo, &format!(":{refname}"))
+}
+
+/// Checks out commit `oid`, fetched from `refname` on `remote`, in a worktree at `into`
+/// (of the remote's cached clone), for running tests on it. A repeat finds the worktree.
+pub fn checkout_commit(
+    remote: &str,
+    into: &Path,
+    refname: &str,
+    oid: &str,
+) -> Result<PathBuf, VcsError> {
+    let cache = cached_clone(remote, into)?;
+    fetch_ref(&cache, refname)?;
+    let commit = Oid::from_str(oid)
+        .and_then(|id| cache.find_commit(id))
+        .map_err(|_| VcsError::UnknownRevision(oid.to_owned()))?;
+    let name = into
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| oid.to_owned());
+    let branch = format!("orion-test/{name}");
+    if !into.join(".git").exists() {
+        // A worktree whose directory is gone (a crash mid-run) is forgotten first.
+        if let Ok(stale) = cache.find_worktree(&name) {
+            stale
+                .prune(Some(git2::WorktreePruneOptions::new().valid(true)))
+                .map_err(|e| git_error("pruning a stale test worktree", e))?;
+        }
+        let local = cache
+            .branch(&branch, &commit, true)
+            .map_err(|e| git_error("creating the test branch", e))?;
+        add_worktree(&cache, &name, into, &local)?;
+    }
+    let repo = Repository::open(into).map_err(|e| git_error("opening the test worktree", e))?;
+    repo.set_head_detached(commit.id())
+        .map_err(|e| git_error("switching to the candidate", e))?;
+    repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
+        .map_err(|e| git_error("checking out the candidate", e))?;
+    Ok(into.to_owned())
+}
+
+/// Removes a worktree made by [`checkout_commit`], with its branch and fetched ref.
+pub fn remove_checkout(remote: &str, into: &Path, refname: &str) -> Result<(), VcsError> {
+    let cache_path = cache_dir(remote, into);
+    if into.exists() {
+        std::fs::remove_dir_all(into)
+            .map_err(|e| VcsError::Operation(format!("removing {}: {e}", into.display())))?;
+    }
+    let Ok(cache) = Repository::open_bare(&cache_path) else {
+        return Ok(());
+    };
+    if let Some(name) = into.file_name().map(|n| n.to_string_lossy().into_owned()) {
+        if let Ok(worktree) = cache.find_worktree(&name) {
+            worktree
+                .prune(Some(git2::WorktreePruneOptions::new().valid(true)))
+                .map_err(|e| git_error("pruning the test worktree", e))?;
+        }
+        if let Ok(mut branch) = cache.find_branch(&format!("orion-test/{name}"), BranchType::Local)
+        {
+            branch
+                .delete()
+                .map_err(|e| git_error("deleting the test branch", e))?;
+        }
+    }
+    if let Ok(mut reference) = cache.find_reference(refname) {
+        reference
+            .delete()
+            .map_err(|e| git_error("deleting the fetched ref", e))?;
+    }
+    Ok(())
 }
 
 /// Lands the branch on the remote's base branch: fast-forward where the base has not moved,

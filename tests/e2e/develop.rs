@@ -618,6 +618,12 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
         task["status"], "awaiting_review",
         "the gate is in the store, not in the process"
     );
+    let listed = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["pulls", "--state", "open", "--server", &second.1])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("orion pulls prints JSON");
+    assert_eq!(listed["items"][0]["id"], pull.as_str(), "{listed}");
     let review = Command::new(env!("CARGO_BIN_EXE_orion"))
         .args(["review", "approve", &pull, "--server", &second.1])
         .output()
@@ -810,5 +816,62 @@ async fn a_test_task_runs_the_repositorys_tests_at_a_ref_in_the_sandbox() {
     assert_eq!(
         failing.wait_for(&id, "failed").await["error"]["code"],
         "unknown_revision"
+    );
+}
+
+#[actix_rt::test]
+async fn orion_run_develop_stops_at_the_review_gate_and_prints_the_pull_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
+            "=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n",
+        )))
+        .mount(&server)
+        .await;
+    let (_keep, remote) = bare_remote();
+    let dir = TempDir::new();
+    let config = dir.path().join("orion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[llm]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n[developer]\ntest_command = [\"sh\", \"-c\", \"grep -q 'x [*] 2' app/util.py\"]\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_orion"))
+            .arg("--config")
+            .arg(&config)
+            .args(["run", "develop", "--repo"])
+            .arg(&remote)
+            .args(["--prompt", "double the helper", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("awaiting_review"), "{stdout}");
+    assert!(
+        stdout.contains("1 files, +1 -1; tests: passed"),
+        "the pull request line: {stdout}"
+    );
+    assert!(stdout.contains("+    return x * 2"), "the diff: {stdout}");
+    assert!(
+        stdout.contains("orion review approve"),
+        "how to review: {stdout}"
+    );
+    assert!(
+        stderr.contains(r#""handoff":"testing""#) && stderr.contains(r#""handoff":"developer""#),
+        "the progress shows both hand-offs: {stderr}"
     );
 }

@@ -92,6 +92,7 @@ pub fn start_node(
             author_name: d.author_name.clone(),
             author_email: d.author_email.clone(),
             default_budget_usd: settings.llm.task_budget_usd,
+            context: settings.context.clone(),
         },
         testing: TestingConfig {
             work_dir: settings.data_dir.join("work").join("tests"),

@@ -50,6 +50,36 @@ pub enum Command {
     /// Measure Orion's speed against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Measure Orion's choices against what really happened.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Context selection on a repository's own history: each small commit's message is the
+    /// task, its parent the state, the files it changed the answer; recall@k and MRR for
+    /// Orion's selection and for two baselines (BM25 over contents, the repository map).
+    Context(EvalContextArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalContextArgs {
+    /// The repository (a working tree or a bare repository).
+    #[arg(long)]
+    pub repo: PathBuf,
+    /// How many qualifying commits (non-merge, 1 to 5 source files changed), newest first.
+    #[arg(long, default_value_t = 200)]
+    pub commits: usize,
+    /// The cut-offs of recall@k.
+    #[arg(long = "k", value_delimiter = ',', default_value = "1,5,10")]
+    pub ks: Vec<usize>,
+    /// Threads for parsing (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the report (with every commit's ranks) as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

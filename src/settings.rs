@@ -25,6 +25,9 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub redis: RedisSettings,
     pub developer: DeveloperSettings,
+    /// The weights of context selection's signals.
+    #[serde(default)]
+    pub context: orion_services::code::select::SelectWeights,
     /// A GitHub-compatible API that mirrors pull requests; absent: no mirror.
     pub forge: Option<orion_services::forge::ForgeConfig>,
     /// Per agent kind (`[agents.developer]`): the model settings that differ from `[llm]`.

@@ -90,10 +90,14 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
                 .advance(id, TaskStatus::Running, started())
                 .await?;
         }
-        Outcome::Progress { message } => {
-            lifecycle
-                .note(id, by(serde_json::json!({ "message": message })))
-                .await?;
+        Outcome::Progress { message, detail } => {
+            let mut data = serde_json::json!({ "message": message });
+            if let serde_json::Value::Object(extra) = detail {
+                data.as_object_mut()
+                    .expect("an object")
+                    .extend(extra.into_iter().filter(|(k, _)| k != "message"));
+            }
+            lifecycle.note(id, by(data)).await?;
         }
         Outcome::Completed { result } => {
             lifecycle

@@ -77,10 +77,10 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
             other => Arc::new(NotImplementedWork(other)),
         };
         let agent = Agent {
-            kind,
-            bus: lifecycle.bus().clone(),
             context: WorkContext {
                 node: config.name.clone(),
+                agent: kind,
+                bus: lifecycle.bus().clone(),
             },
             work,
         };

@@ -484,6 +484,9 @@ pub enum Outcome {
     Started,
     Progress {
         message: String,
+        /// What the step wants recorded beside the message (e.g. why it chose what it did).
+        #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+        detail: serde_json::Value,
     },
     Completed {
         result: serde_json::Value,

@@ -3,6 +3,7 @@
 mod bench;
 mod client;
 mod code;
+mod eval;
 mod run;
 mod serve;
 
@@ -24,5 +25,6 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Review(args) => client::review(args, settings).await,
         Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
         Command::Code(command) => code::run(command).await,
+        Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),
     }
 }

@@ -199,3 +199,160 @@ fn the_analysis_benchmark_runs_and_reports_its_baseline() {
     }
     assert!(figures["lizard_lines_per_s"].is_null());
 }
+
+/// Writes `files` (path, content) under `root` and commits them with `message`.
+fn commit(root: &std::path::Path, message: &str, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let full = root.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+    crate::support::git(root, &["add", "-A"]);
+    crate::support::git(root, &["commit", "-q", "-m", message]);
+}
+
+#[test]
+fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commit_into_itself() {
+    let repo = TempDir::new();
+    let root = repo.path();
+    crate::support::git(root, &["init", "-q", "-b", "main"]);
+    let filler: Vec<(String, String)> = (1..=6)
+        .map(|i| (format!("gen/g{i}.py"), format!("def g{i}():\n    pass\n")))
+        .collect();
+    let mut first: Vec<(&str, &str)> = vec![
+        (
+            "billing/invoice.py",
+            "def compute_total(items):\n    return sum(items)\n",
+        ),
+        (
+            "shipping/rates.py",
+            "def shipping_rate(weight):\n    return 5\n",
+        ),
+    ];
+    first.extend(filler.iter().map(|(p, c)| (p.as_str(), c.as_str())));
+    commit(root, "Start", &first);
+    // New files are no answer (the parent lacks them): these two commits are not evaluated.
+    commit(
+        root,
+        "Add logins",
+        &[(
+            "auth/login.py",
+            "def login_user(name, password):\n    return True\n",
+        )],
+    );
+    commit(
+        root,
+        "Add slugs",
+        &[(
+            "util/strings.py",
+            "def slugify(text):\n    return text.lower()\n",
+        )],
+    );
+    commit(
+        root,
+        "Fix invoice total rounding",
+        &[(
+            "billing/invoice.py",
+            "def compute_total(items):\n    return round(sum(items), 2)\n",
+        )],
+    );
+    commit(
+        root,
+        "Shipping rate ignores the weight",
+        &[(
+            "shipping/rates.py",
+            "def shipping_rate(weight):\n    return 5 + weight\n",
+        )],
+    );
+    // Not evaluated: six source files (over 5), and a change to no source file.
+    let reformatted: Vec<(String, String)> = filler
+        .iter()
+        .map(|(p, c)| (p.clone(), format!("{c}\n")))
+        .collect();
+    let reformatted: Vec<(&str, &str)> = reformatted
+        .iter()
+        .map(|(p, c)| (p.as_str(), c.as_str()))
+        .collect();
+    commit(root, "Reformat the generated helpers", &reformatted);
+    commit(root, "Document the project", &[("README.md", "# shop\n")]);
+    // The first time these two change together: that must not help rank login.py here.
+    commit(
+        root,
+        "Speed up slugify",
+        &[
+            (
+                "util/strings.py",
+                "def slugify(text):\n    return text.casefold()\n",
+            ),
+            (
+                "auth/login.py",
+                "def login_user(name, password):\n    return bool(password)\n",
+            ),
+        ],
+    );
+
+    let out = orion(&[
+        "eval",
+        "context",
+        "--repo",
+        &root.to_string_lossy(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints the report");
+    assert_eq!(report["commits_evaluated"], 3, "{report}");
+    let by_subject = |subject: &str| {
+        report["commits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["subject"] == subject)
+            .unwrap_or_else(|| panic!("{subject} evaluated"))
+            .clone()
+    };
+    let invoice = by_subject("Fix invoice total rounding");
+    assert_eq!(invoice["files"], serde_json::json!(["billing/invoice.py"]));
+    assert_eq!(invoice["ranks"]["orion"], serde_json::json!([1]));
+    assert_eq!(
+        by_subject("Shipping rate ignores the weight")["ranks"]["orion"],
+        serde_json::json!([1])
+    );
+    let slugify = by_subject("Speed up slugify");
+    assert_eq!(
+        slugify["files"],
+        serde_json::json!(["auth/login.py", "util/strings.py"])
+    );
+    assert_eq!(
+        slugify["ranks"]["orion"],
+        serde_json::json!([null, 1]),
+        "login.py has nothing of the task, and no earlier commit changed it with strings.py"
+    );
+    let orion_scores = &report["methods"][0];
+    assert_eq!(orion_scores["method"], "orion");
+    // 1 + 1 + 1/2 over three commits.
+    assert!((orion_scores["recall"]["1"].as_f64().unwrap() - 2.5 / 3.0).abs() < 1e-9);
+    assert_eq!(orion_scores["mrr"], 1.0);
+
+    // The table form names the three methods.
+    let out = orion(&[
+        "eval",
+        "context",
+        "--repo",
+        &root.to_string_lossy(),
+        "--k",
+        "1,3",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(table.contains("recall@3"), "{table}");
+    for method in ["orion", "bm25", "repo_map"] {
+        assert!(table.lines().any(|l| l.starts_with(method)), "{table}");
+    }
+    let out = orion(&["eval", "context", "--repo", "/no/such/repo"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a git repository"));
+}

@@ -229,11 +229,27 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         (Some("merged"), Some(head))
     );
 
-    // Each round hands the commit to the Testing agent and the verdict back, on the bus.
+    // Each round explains which files the model was shown: the one defining the helper the
+    // task names first, for the words of the task in its definitions and path.
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let story: Vec<String> = events["items"]
+    let (context, events): (Vec<&Value>, Vec<&Value>) = events["items"]
         .as_array()
         .unwrap()
+        .iter()
+        .partition(|e| e["data"]["context"].is_array());
+    assert_eq!(context.len(), 2, "one choice per round");
+    let chosen = &context[0]["data"]["context"][0];
+    assert_eq!(chosen["path"], "app/util.py", "{}", context[0]["data"]);
+    assert!(chosen["signals"]["symbols"].as_f64().unwrap() > 0.0);
+    assert_eq!(context[0]["data"]["agent"], "developer");
+    assert!(
+        context[0]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("showing the model app/util.py")
+    );
+    // Each round hands the commit to the Testing agent and the verdict back, on the bus.
+    let story: Vec<String> = events
         .iter()
         .map(|e| match e["data"]["handoff"].as_str() {
             Some(to) => format!(
@@ -710,6 +726,7 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|e| e["data"]["context"].is_null())
         .map(|e| e["type"].as_str().unwrap())
         .collect();
     assert_eq!(

@@ -116,6 +116,8 @@ pub struct DeveloperConfig {
     pub author_email: String,
     /// The budget of a task that sets none; unlimited when absent.
     pub default_budget_usd: Option<f64>,
+    /// The weights of context selection's signals.
+    pub context: orion_services::code::select::SelectWeights,
 }
 
 /// `develop` tasks.
@@ -348,10 +350,12 @@ impl DeveloperWork {
 
     async fn prompt(
         &self,
-        task: &Task,
+        assignment: &Assignment,
+        ctx: &WorkContext,
         ws: &Workspace,
         revision: Option<&str>,
     ) -> Result<ChatRequest, TaskFailure> {
+        let task = &assignment.task;
         let ask = task
             .spec
             .prompt
@@ -363,8 +367,29 @@ impl DeveloperWork {
                     "a develop task needs a `prompt` saying what to change",
                 )
             })?;
-        let (map, files) = match self.code.context(&ws.path, &ask, MAP_TOKENS).await {
-            Ok(context) => (context.map.text, context.files),
+        let (map, files) = match self
+            .code
+            .context(&ws.path, &ask, MAP_TOKENS, &self.config.context)
+            .await
+        {
+            Ok(context) => {
+                ctx.progress(
+                    assignment,
+                    "context",
+                    format!(
+                        "showing the model {}",
+                        context
+                            .files
+                            .iter()
+                            .map(|(p, _)| p.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    serde_json::json!({ "context": context.selection }),
+                )
+                .await;
+                (context.map.text, context.files)
+            }
             Err(e) => (format!("(no repository map: {e})"), Vec::new()),
         };
         let mut user = format!("Task: {ask}\n\nRepository map (definitions by file):\n{map}\n");
@@ -386,12 +411,15 @@ impl DeveloperWork {
     async fn develop(
         &self,
         assignment: &Assignment,
+        ctx: &WorkContext,
         revision: Option<(Uuid, &str)>,
     ) -> Result<Outcome, TaskFailure> {
         let task = &assignment.task;
         let model = self.model.clone().ok_or_else(model_not_configured)?;
         let ws = self.workspace(task).await?;
-        let request = self.prompt(task, &ws, revision.map(|(_, c)| c)).await?;
+        let request = self
+            .prompt(assignment, ctx, &ws, revision.map(|(_, c)| c))
+            .await?;
         let step = match revision {
             Some((pull, _)) => format!("revise-{pull}"),
             None => "edit".to_owned(),
@@ -794,16 +822,20 @@ impl Work for DeveloperWork {
         ))
     }
 
-    async fn step(&self, assignment: &Assignment, _: &WorkContext) -> Result<Outcome, TaskFailure> {
+    async fn step(
+        &self,
+        assignment: &Assignment,
+        ctx: &WorkContext,
+    ) -> Result<Outcome, TaskFailure> {
         if assignment.task.spec.kind == orion_bus::TaskKind::Review {
             return self.review(assignment).await;
         }
         match &assignment.step {
-            Step::Work => self.develop(assignment, None).await,
+            Step::Work => self.develop(assignment, ctx, None).await,
             Step::Revise { pull, comment } => {
                 self.mirror_review(assignment, ForgeReviewEvent::RequestChanges, comment)
                     .await;
-                self.develop(assignment, Some((*pull, comment))).await
+                self.develop(assignment, ctx, Some((*pull, comment))).await
             }
             Step::Merge { pull } => {
                 self.mirror_review(assignment, ForgeReviewEvent::Approve, "Approved in Orion.")

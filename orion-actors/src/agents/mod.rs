@@ -27,10 +27,69 @@ use orion_bus::{
 
 use crate::messages::{HandleError, Perform};
 
-/// What an agent needs besides the task.
+/// Who is working, and the way back to the coordinators.
 #[derive(Clone)]
 pub struct WorkContext {
     pub node: String,
+    pub agent: AgentKind,
+    pub bus: Arc<dyn Bus>,
+}
+
+impl WorkContext {
+    /// Queues a report; its id names (task, attempt, step, state), so a redelivered
+    /// assignment repeats no report and the steps of one attempt never collide.
+    async fn report(
+        &self,
+        assignment: &Assignment,
+        state: &str,
+        outcome: Outcome,
+    ) -> Result<(), HandleError> {
+        let (task, attempt) = (assignment.task.id, assignment.attempt);
+        let id = format!("report-{task}-{attempt}-{}-{state}", assignment.step.name());
+        let envelope = |outcome| {
+            let report = WorkReport {
+                task_id: task,
+                agent: self.agent,
+                attempt,
+                outcome,
+            };
+            Envelope::new(self.node.clone(), Body::Report(report))
+        };
+        match self
+            .bus
+            .enqueue_as(Queue::Results, &id, &envelope(outcome))
+            .await
+        {
+            // A result too large for the bus is the task's failure, reported as such.
+            Err(BusError::Protocol(ProtocolError::TooLarge { size, limit })) => {
+                let failure = TaskFailure::new(
+                    "result_too_large",
+                    format!("the result has {size} bytes; the bus takes {limit}"),
+                );
+                let failed = envelope(Outcome::Failed { failure });
+                Ok(self.bus.enqueue_as(Queue::Results, &id, &failed).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Records a progress note on the task mid-step (`key` names it among the step's
+    /// notes); a note that cannot be sent is logged, not fatal.
+    pub async fn progress(
+        &self,
+        assignment: &Assignment,
+        key: &str,
+        message: String,
+        detail: serde_json::Value,
+    ) {
+        let outcome = Outcome::Progress { message, detail };
+        if let Err(e) = self
+            .report(assignment, &format!("progress-{key}"), outcome)
+            .await
+        {
+            tracing::warn!(task = %assignment.task.id, error = %e, "could not send a progress note");
+        }
+    }
 }
 
 /// The work of one agent kind.
@@ -87,8 +146,6 @@ impl Work for NotImplementedWork {
 /// Identity and dependencies of one agent actor.
 #[derive(Clone)]
 pub struct Agent {
-    pub kind: AgentKind,
-    pub bus: Arc<dyn Bus>,
     pub context: WorkContext,
     pub work: Arc<dyn Work>,
 }
@@ -108,26 +165,25 @@ impl Actor for AgentActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _: &mut Self::Context) {
-        tracing::info!(agent = %self.agent.kind, node = %self.agent.context.node, "agent started");
+        tracing::info!(agent = %self.agent.context.agent, node = %self.agent.context.node, "agent started");
     }
 }
 
 impl actix::Supervised for AgentActor {
     fn restarting(&mut self, _: &mut Self::Context) {
-        tracing::warn!(agent = %self.agent.kind, node = %self.agent.context.node, "agent restarting");
+        tracing::warn!(agent = %self.agent.context.agent, node = %self.agent.context.node, "agent restarting");
     }
 }
 
 impl Agent {
-    /// Queues a report; its id names (task, attempt, step, state), so a redelivered
-    /// assignment repeats no report and the steps of one attempt never collide.
-    async fn report(
-        &self,
-        task: &Task,
-        attempt: i32,
-        step: &Step,
-        outcome: Outcome,
-    ) -> Result<(), HandleError> {
+    async fn run(self, assignment: Assignment) -> Result<(), HandleError> {
+        let ctx = &self.context;
+        ctx.report(&assignment, "started", Outcome::Started).await?;
+        let outcome = self
+            .work
+            .step(&assignment, ctx)
+            .await
+            .unwrap_or_else(|failure| Outcome::Failed { failure });
         let state = match &outcome {
             Outcome::Started => "started",
             Outcome::AwaitingReview { .. } => "awaiting_review",
@@ -137,45 +193,7 @@ impl Agent {
             Outcome::Failed { .. } => "failed",
             Outcome::Handoff { .. } => "handoff",
         };
-        let report = WorkReport {
-            task_id: task.id,
-            agent: self.kind,
-            attempt,
-            outcome,
-        };
-        let id = format!("report-{}-{attempt}-{}-{state}", task.id, step.name());
-        let envelope = Envelope::new(self.context.node.clone(), Body::Report(report));
-        match self.bus.enqueue_as(Queue::Results, &id, &envelope).await {
-            // A result too large for the bus is the task's failure, reported as such.
-            Err(BusError::Protocol(ProtocolError::TooLarge { size, limit })) => {
-                let failure = TaskFailure::new(
-                    "result_too_large",
-                    format!("the result has {size} bytes; the bus takes {limit}"),
-                );
-                let report = WorkReport {
-                    task_id: task.id,
-                    agent: self.kind,
-                    attempt,
-                    outcome: Outcome::Failed { failure },
-                };
-                let envelope = Envelope::new(self.context.node.clone(), Body::Report(report));
-                Ok(self.bus.enqueue_as(Queue::Results, &id, &envelope).await?)
-            }
-            other => Ok(other?),
-        }
-    }
-
-    async fn run(self, assignment: Assignment) -> Result<(), HandleError> {
-        let task = assignment.task.clone();
-        let attempt = assignment.attempt;
-        let step = &assignment.step;
-        self.report(&task, attempt, step, Outcome::Started).await?;
-        let outcome = self
-            .work
-            .step(&assignment, &self.context)
-            .await
-            .unwrap_or_else(|failure| Outcome::Failed { failure });
-        self.report(&task, attempt, step, outcome).await
+        ctx.report(&assignment, state, outcome).await
     }
 }
 
@@ -184,7 +202,7 @@ impl Handler<Perform> for AgentActor {
 
     fn handle(&mut self, msg: Perform, _: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
-        let span = tracing::info_span!("perform", agent = %agent.kind, task = %msg.0.task.id, attempt = msg.0.attempt);
+        let span = tracing::info_span!("perform", agent = %agent.context.agent, task = %msg.0.task.id, attempt = msg.0.attempt);
         Box::pin(tracing::Instrument::instrument(agent.run(msg.0), span))
     }
 }

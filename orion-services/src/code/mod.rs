@@ -9,11 +9,13 @@ mod context;
 mod deps;
 mod diff;
 mod engine;
+pub mod eval;
 mod file;
 mod function;
 pub mod language;
 mod lines;
 mod report;
+pub mod select;
 mod symbols;
 #[cfg(test)]
 mod tests;
@@ -24,7 +26,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 pub use context::{
-    PromptContext, RELEVANT_FILE_BYTES, RELEVANT_FILES, prompt_context, relevant_files,
+    EXPLAINED_FILES, PromptContext, RELEVANT_FILE_BYTES, RELEVANT_FILES, prompt_context,
 };
 pub use deps::{DependencyGraph, LanguageGraph, dependency_graph};
 pub use diff::{ChangedFunction, DiffReport, DiffScore, score as score_change};
@@ -66,12 +68,14 @@ pub trait CodeIntel: Send + Sync + 'static {
     async fn symbols(&self, root: &Path) -> Result<SymbolIndex, CodeError>;
 
     /// What a prompt about `query` shows of the repository: the map within `map_tokens` and
-    /// the most relevant files, from one reading of it.
+    /// the files context selection ranks first (with `weights`, and the co-change history
+    /// of the repository where it is a git checkout), from one reading of it.
     async fn context(
         &self,
         root: &Path,
         query: &str,
         map_tokens: usize,
+        weights: &select::SelectWeights,
     ) -> Result<PromptContext, CodeError>;
 }
 
@@ -124,22 +128,40 @@ impl CodeIntel for TreeSitterIntel {
         root: &Path,
         query: &str,
         map_tokens: usize,
+        weights: &select::SelectWeights,
     ) -> Result<PromptContext, CodeError> {
-        let (root, query) = (root.to_owned(), query.to_owned());
+        let (root, query, weights) = (root.to_owned(), query.to_owned(), weights.clone());
         let span = tracing::Span::current();
         tokio::task::spawn_blocking(move || {
             span.in_scope(|| {
+                let cochange = cochange_of(&root);
                 Ok(prompt_context(
                     &load_sources(&root)?,
                     &query,
                     map_tokens,
                     engine::all_cores(),
+                    cochange.as_ref(),
+                    &weights,
                 ))
             })
         })
         .await
         .map_err(|e| CodeError::Interrupted(e.to_string()))?
     }
+}
+
+/// Which files changed together over the last [`crate::vcs::CHURN_COMMITS`] commits of the
+/// repository at `root`; `None` outside a git repository.
+fn cochange_of(root: &Path) -> Option<select::CoChange> {
+    let commits = crate::vcs::History::open(root)
+        .ok()?
+        .commits(crate::vcs::CHURN_COMMITS)
+        .ok()?;
+    let mut cochange = select::CoChange::default();
+    for commit in &commits {
+        cochange.add_commit(&commit.files);
+    }
+    Some(cochange)
 }
 
 /// The synchronous analysis of a directory on `threads` threads.

@@ -132,8 +132,13 @@ impl SymbolIndex {
         let per_file = super::engine::parallel(sources, threads, |parser, s| {
             tags(parser, s.language, &s.path, &s.bytes)
         });
+        Self::from_tags(sources.iter().map(|s| s.path.clone()).zip(per_file))
+    }
+
+    /// The index of files already tagged: (path, its tags).
+    pub fn from_tags(files: impl IntoIterator<Item = (String, Vec<Tag>)>) -> Self {
         let mut index = SymbolIndex::default();
-        for (source, file_tags) in sources.iter().zip(per_file) {
+        for (path, file_tags) in files {
             for t in &file_tags {
                 if t.definition {
                     index.definitions.entry(t.name.clone()).or_default().push((
@@ -149,7 +154,7 @@ impl SymbolIndex {
                         .push(t.path.clone());
                 }
             }
-            index.by_file.insert(source.path.clone(), file_tags);
+            index.by_file.insert(path, file_tags);
         }
         index
     }

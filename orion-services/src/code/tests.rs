@@ -2,7 +2,7 @@
 //! nested closures and functions, match/switch arms, boolean operator sequences,
 //! try/except, ternaries, lambdas, `else if` chains, syntax errors.
 
-use super::{FunctionMetrics, Language, analyze_file};
+use super::{FunctionMetrics, Language, analyze_file, select};
 
 /// (name, parameters, cyclomatic, cognitive, max nesting) of each function, in source order.
 fn measures(language: Language, source: &str) -> Vec<(String, u32, u32, u32, u32)> {
@@ -446,29 +446,179 @@ fn the_repository_map_ranks_the_most_referenced_definitions_first_and_fits_its_b
     );
 }
 
-#[test]
-fn the_files_that_mention_the_task_most_come_first_and_large_ones_are_cut() {
-    let source = |path: &str, text: String| super::Source {
+fn py(path: &str, text: &str) -> super::Source {
+    super::Source {
         path: path.into(),
         language: Language::Python,
-        bytes: text.into_bytes(),
+        bytes: text.as_bytes().to_vec(),
+    }
+}
+
+fn docs_of(sources: &[super::Source]) -> Vec<select::FileDoc> {
+    let mut parser = tree_sitter::Parser::new();
+    sources
+        .iter()
+        .map(|s| select::FileDoc::build(&mut parser, s))
+        .collect()
+}
+
+/// The paths `select` ranks, best first, and each one's signals.
+fn ranked(
+    docs: &[select::FileDoc],
+    query: &str,
+    cochange: Option<&select::CoChange>,
+) -> Vec<(String, Vec<String>)> {
+    let refs: Vec<&select::FileDoc> = docs.iter().collect();
+    select::select(&refs, query, cochange, &select::SelectWeights::default())
+        .into_iter()
+        .map(|r| (r.path, r.signals.into_keys().collect()))
+        .collect()
+}
+
+#[test]
+fn words_split_identifiers_drop_noise_and_meet_at_one_stem() {
+    let words: Vec<String> = select::words("parseEditsFromHTTPResponse_v2 the parsing").collect();
+    assert_eq!(words, ["pars", "edit", "http", "respons", "pars"]);
+    let stems: Vec<String> = select::words("compute computed computes entries entry").collect();
+    assert_eq!(stems, ["comput", "comput", "comput", "entry", "entry"]);
+}
+
+#[test]
+fn bm25_prefers_the_rarer_word_and_the_denser_file() {
+    let docs = docs_of(&[
+        py("a.py", "invoice invoice invoice\nx = 1\n"),
+        py("b.py", "invoice\nx = 1\ny = 2\nz = 3\n"),
+        py("c.py", "ledger\n"),
+    ]);
+    let refs: Vec<&select::FileDoc> = docs.iter().collect();
+    let terms: Vec<String> = select::words("invoice ledger").collect();
+    let scores = select::bm25(&refs, &terms, false);
+    assert!(scores[0] > scores[1], "denser first: {scores:?}");
+    assert!(
+        scores[2] > scores[0],
+        "the rarer word weighs more: {scores:?}"
+    );
+}
+
+#[test]
+fn the_path_and_symbol_signals_find_files_by_name_and_by_definition() {
+    let docs = docs_of(&[
+        py("billing/invoice.py", "x = 1\n"),
+        py("money.py", "def compute_total(items):\n    return 0\n"),
+        py("other.py", "y = 2\n"),
+    ]);
+    let ranking = ranked(&docs, "The invoice total is computed wrong", None);
+    let find = |p: &str| {
+        ranking
+            .iter()
+            .find(|(path, _)| path == p)
+            .unwrap()
+            .1
+            .clone()
     };
-    let sources = vec![
-        source(
-            "billing/invoice.py",
-            "def total(invoice):\n    return invoice.amount\n".into(),
+    assert!(find("billing/invoice.py").contains(&"path".to_owned()));
+    assert!(find("money.py").contains(&"symbols".to_owned()));
+    assert!(ranking.iter().all(|(p, _)| p != "other.py"), "{ranking:?}");
+}
+
+#[test]
+fn a_name_the_task_spells_out_puts_its_file_first() {
+    let docs = docs_of(&[
+        py("config.py", "def load_settings():\n    pass\n"),
+        py(
+            "loader.py",
+            "# the loader loads and loads\ndef load():\n    pass\n",
         ),
-        source("util.py", "def helper():\n    pass\n".into()),
-        source("big.py", format!("# invoice\n{}", "x = 1\n".repeat(4000))),
+    ]);
+    let ranking = ranked(&docs, "load_settings ignores the defaults", None);
+    assert_eq!(ranking[0].0, "config.py");
+    assert!(ranking[0].1.contains(&"mentions".to_owned()));
+}
+
+#[test]
+fn the_graph_reaches_a_file_the_task_does_not_name_through_references() {
+    let docs = docs_of(&[
+        py(
+            "checkout.py",
+            "from pricing import discount\ndef checkout(cart):\n    return discount(cart)\n",
+        ),
+        py("pricing.py", "def discount(cart):\n    return 0\n"),
+        py("unrelated.py", "def other():\n    pass\n"),
+    ]);
+    let ranking = ranked(&docs, "checkout charges too much", None);
+    assert_eq!(ranking[0].0, "checkout.py");
+    let pricing = ranking
+        .iter()
+        .find(|(p, _)| p == "pricing.py")
+        .expect("pricing is reached");
+    assert!(pricing.1.contains(&"graph".to_owned()), "{ranking:?}");
+    assert!(ranking.iter().all(|(p, _)| p != "unrelated.py"));
+}
+
+#[test]
+fn co_change_history_brings_in_the_files_that_change_with_the_matches() {
+    let docs = docs_of(&[
+        py("server.py", "def serve():\n    pass\n"),
+        py("schema.py", "x = 1\n"),
+        py("readme_gen.py", "y = 1\n"),
+    ]);
+    let mut history = select::CoChange::default();
+    for _ in 0..3 {
+        history.add_commit(&["server.py".into(), "schema.py".into()]);
+    }
+    history.add_commit(&["readme_gen.py".into()]);
+    let sweeping: Vec<String> = (0..40)
+        .map(|i| format!("f{i}.py"))
+        .chain(["readme_gen.py".into(), "server.py".into()])
+        .collect();
+    history.add_commit(&sweeping);
+    let with = ranked(&docs, "serve requests faster", Some(&history));
+    assert_eq!(with[1].0, "schema.py", "{with:?}");
+    assert_eq!(with[1].1, ["cochange"]);
+    assert!(
+        with.iter().all(|(p, _)| p != "readme_gen.py"),
+        "a sweeping commit counts for nothing: {with:?}"
+    );
+    let without = ranked(&docs, "serve requests faster", None);
+    assert!(without.iter().all(|(p, _)| p != "schema.py"));
+}
+
+#[test]
+fn the_prompt_shows_the_selected_files_cut_to_size_with_the_reasons() {
+    let sources = vec![
+        py(
+            "billing/invoice.py",
+            "def total(invoice):\n    return invoice.amount\n",
+        ),
+        py("util.py", "def helper():\n    pass\n"),
+        py(
+            "big.py",
+            &format!("# invoice\n{}", "# filler\n".repeat(4000)),
+        ),
     ];
-    let files = super::relevant_files(&sources, "fix the invoice total");
-    let paths: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    let context = super::prompt_context(
+        &sources,
+        "fix the invoice total",
+        200,
+        1,
+        None,
+        &select::SelectWeights::default(),
+    );
+    let paths: Vec<&str> = context.files.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(
         paths,
         ["billing/invoice.py", "big.py"],
-        "util.py mentions nothing of the task"
+        "util.py has nothing of the task"
     );
     assert!(
-        files[1].1.len() < super::RELEVANT_FILE_BYTES + 20 && files[1].1.ends_with("… (cut)\n")
+        context.files[1].1.len() < super::RELEVANT_FILE_BYTES + 20
+            && context.files[1].1.ends_with("… (cut)\n")
+    );
+    assert_eq!(context.selection[0].path, "billing/invoice.py");
+    assert!(context.selection[0].signals["path"] > 0.0);
+    assert!(
+        context.map.text.contains("function total"),
+        "{}",
+        context.map.text
     );
 }

@@ -61,11 +61,7 @@ pub fn source_files(root: &Path) -> (Vec<(PathBuf, Language)>, u64) {
             continue;
         }
         let path = entry.path();
-        let name = entry.file_name().to_string_lossy();
-        if name.ends_with(".min.js") || name.ends_with(".bundle.js") {
-            continue;
-        }
-        let Some(language) = Language::of(path) else {
+        let Some(language) = source_language(path) else {
             continue;
         };
         if entry.metadata().is_ok_and(|m| m.len() > MAX_FILE_BYTES) {
@@ -76,6 +72,29 @@ pub fn source_files(root: &Path) -> (Vec<(PathBuf, Language)>, u64) {
     }
     found.sort();
     (found, too_large)
+}
+
+/// The language of a file the rules admit by its name, if any.
+fn source_language(path: &Path) -> Option<Language> {
+    let name = path.file_name()?.to_string_lossy();
+    if name.ends_with(".min.js") || name.ends_with(".bundle.js") {
+        return None;
+    }
+    Language::of(path)
+}
+
+/// The name rules for a path inside a repository (as history has it, with no files to
+/// look at): no hidden or build folder on the way, a supported language, not minified.
+pub fn admits(path: &str) -> Option<Language> {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    parts.pop();
+    if parts
+        .iter()
+        .any(|dir| dir.starts_with('.') || SKIPPED_DIRS.contains(dir))
+    {
+        return None;
+    }
+    source_language(Path::new(path))
 }
 
 /// The rules that need the file's content.

@@ -2,9 +2,11 @@
 //!
 //! git2 calls are blocking; callers run them on blocking threads.
 
+mod history;
 mod path;
 mod workspace;
 
+pub use history::{CommitFiles, History};
 pub use path::{PathError, RelativePath};
 pub use workspace::{
     DiffStats, MergeOutcome, Workspace, adopt, candidate_ref, checkout, checkout_commit,
@@ -15,7 +17,7 @@ pub use workspace::{
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use git2::{DiffOptions, Patch, Repository, Sort, Tree};
+use git2::{DiffOptions, Patch, Repository, Tree};
 
 /// How many commits back churn is counted, newest first.
 pub const CHURN_COMMITS: usize = 1000;
@@ -144,37 +146,10 @@ pub fn resolve(root: &Path, revision: &str) -> Result<String, VcsError> {
 /// paths relative to `root` (which may be a folder inside the repository). Files outside
 /// `root` are left out.
 pub fn churn(root: &Path, max_commits: usize) -> Result<HashMap<String, u32>, VcsError> {
-    let (repo, prefix) = open(root)?;
     let mut counts = HashMap::new();
-    let mut walk = repo.revwalk()?;
-    if walk.push_head().is_err() {
-        return Ok(counts); // no commits yet
-    }
-    walk.set_sorting(Sort::TIME)?;
-    let mut options = DiffOptions::new();
-    options.skip_binary_check(true);
-    for oid in walk.take(max_commits) {
-        let commit = repo.find_commit(oid?)?;
-        if commit.parent_count() > 1 {
-            continue;
-        }
-        let parent_tree = match commit.parent(0) {
-            Ok(parent) => Some(parent.tree()?),
-            Err(_) => None,
-        };
-        let diff = repo.diff_tree_to_tree(
-            parent_tree.as_ref(),
-            Some(&commit.tree()?),
-            Some(&mut options),
-        )?;
-        for delta in diff.deltas() {
-            let Some(path) = delta.new_file().path().or_else(|| delta.old_file().path()) else {
-                continue;
-            };
-            let path = path.to_string_lossy();
-            if let Some(relative) = path.strip_prefix(prefix.as_str()) {
-                *counts.entry(relative.to_owned()).or_insert(0) += 1;
-            }
+    for commit in History::open(root)?.commits(max_commits)? {
+        for file in commit.files {
+            *counts.entry(file).or_insert(0) += 1;
         }
     }
     Ok(counts)

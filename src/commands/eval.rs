@@ -1,0 +1,50 @@
+//! `orion eval context`: context selection measured on a repository's own history.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use orion_services::code::eval::{EvalOptions, evaluate};
+
+use crate::cli::EvalContextArgs;
+use crate::settings::Settings;
+
+pub fn context(args: EvalContextArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        !args.ks.is_empty() && args.ks.iter().all(|k| *k > 0),
+        "--k takes cut-offs of 1 or more, like 1,5,10"
+    );
+    let mut options = EvalOptions {
+        commits: args.commits,
+        ks: args.ks,
+        weights: settings.context,
+        ..EvalOptions::default()
+    };
+    if let Some(threads) = args.threads {
+        options.threads = threads.max(1);
+    }
+    let report = evaluate(&args.repo, &options)
+        .with_context(|| format!("while evaluating {}", args.repo.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{} commits evaluated ({} source files at the newest), {:.1} s",
+        report.commits_evaluated, report.files, report.seconds
+    );
+    let mut header = format!("{:<10}", "method");
+    for k in &options.ks {
+        header.push_str(&format!(" {:>10}", format!("recall@{k}")));
+    }
+    header.push_str(&format!(" {:>8}", "MRR"));
+    println!("{header}");
+    for method in &report.methods {
+        let mut line = format!("{:<10}", method.method);
+        for k in &options.ks {
+            line.push_str(&format!(" {:>10.3}", method.recall[k]));
+        }
+        line.push_str(&format!(" {:>8.3}", method.mrr));
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

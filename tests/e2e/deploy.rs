@@ -1,0 +1,178 @@
+//! The Helm chart as Kubernetes would get it: rendered by the real `helm` (installed by
+//! scripts/tools.sh, which scripts/test.sh runs), with the default values and with `--set`
+//! overrides; and the configuration it renders is one the `orion` binary accepts.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::TempDir;
+
+fn tools() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("ORION_TOOLS").unwrap_or_else(|_| "/var/tmp/orion-tools".into()),
+    );
+    assert!(
+        dir.join("bin/helm").exists(),
+        "helm is missing from {}: run scripts/tools.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// `helm template` of the chart with `args`: the manifests as JSON, or helm's error.
+fn render(args: &[&str]) -> Result<Vec<Value>, String> {
+    let tools = tools();
+    let out = Command::new(tools.join("bin/helm"))
+        .args(["template", "orion", "helm/orion"])
+        .args(args)
+        .output()
+        .expect("run helm");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut python = Command::new(tools.join("venv/bin/python"))
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the YAML reader");
+    use std::io::Write;
+    python.stdin.take().unwrap().write_all(&out.stdout).unwrap();
+    let json = python.wait_with_output().unwrap();
+    assert!(json.status.success(), "the rendered YAML parses");
+    Ok(serde_json::from_slice(&json.stdout).unwrap())
+}
+
+fn find<'a>(manifests: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    manifests
+        .iter()
+        .find(|m| m["kind"] == kind && m["metadata"]["name"] == name)
+}
+
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+/// The secret key an environment variable of a container is wired to.
+fn secret_ref(container: &Value, var: &str) -> Option<(String, String)> {
+    let env = container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == var)?;
+    let r = &env["valueFrom"]["secretKeyRef"];
+    Some((
+        r["name"].as_str()?.to_owned(),
+        r["key"].as_str()?.to_owned(),
+    ))
+}
+
+#[test]
+fn the_default_values_render_the_gateway_node_pools_migration_hook_and_secret_wiring() {
+    let manifests = render(&[]).expect("the defaults render");
+    let gateway = find(&manifests, "Deployment", "orion-gateway").expect("a gateway");
+    assert_eq!(container(gateway)["args"], serde_json::json!(["gateway"]));
+    assert_eq!(
+        container(gateway)["readinessProbe"]["httpGet"]["path"],
+        "/readyz"
+    );
+    assert_eq!(
+        container(gateway)["securityContext"]["readOnlyRootFilesystem"],
+        true
+    );
+    for (pool, agents) in [
+        ("coordinators", "coordinator"),
+        ("workers", "developer,analyzer,testing,architect,devops"),
+    ] {
+        let node = find(&manifests, "Deployment", &format!("orion-node-{pool}"))
+            .unwrap_or_else(|| panic!("node pool {pool}"));
+        assert_eq!(
+            container(node)["args"],
+            serde_json::json!(["node", "--agents", agents])
+        );
+        assert_eq!(
+            node["spec"]["template"]["spec"]["terminationGracePeriodSeconds"],
+            60
+        );
+        assert_eq!(
+            secret_ref(container(node), "ORION__DATABASE__URL"),
+            Some(("orion-secrets".into(), "database-url".into()))
+        );
+    }
+    let job = find(&manifests, "Job", "orion-migrate").expect("the migration job");
+    assert_eq!(
+        job["metadata"]["annotations"]["helm.sh/hook"],
+        "pre-install,pre-upgrade"
+    );
+    assert_eq!(
+        container_of_job(job)["args"],
+        serde_json::json!(["migrate"])
+    );
+    let secret = find(&manifests, "Secret", "orion-secrets").expect("the secret");
+    assert_eq!(
+        secret["stringData"]["database-url"],
+        "postgres://orion@postgres:5432/orion"
+    );
+    assert_eq!(secret["stringData"]["nats-url"], "nats://nats:4222");
+
+    // The configuration file the chart mounts is one Orion reads, with the environment the
+    // pods set on top of it.
+    let config = find(&manifests, "ConfigMap", "orion-config").expect("the config map");
+    let dir = TempDir::new();
+    let file = dir.path().join("orion.toml");
+    std::fs::write(&file, config["data"]["orion.toml"].as_str().unwrap()).unwrap();
+    let settings =
+        orion::settings::Settings::load(Some(&file)).expect("Orion reads the chart's config");
+    assert_eq!(settings.llm.model, "gpt-4o-mini");
+    assert_eq!(settings.developer.test_timeout_secs, 600);
+}
+
+fn container_of_job(job: &Value) -> &Value {
+    &job["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+fn set_overrides_change_pools_secrets_and_ingress_and_bad_values_are_refused() {
+    let manifests = render(&[
+        "--set",
+        "existingSecret=team-credentials",
+        "--set",
+        "gateway.ingress.enabled=true,gateway.ingress.host=agents.example.org",
+        "--set",
+        "nodePools[0].name=builders,nodePools[0].agents={developer,testing},nodePools[0].replicas=5",
+        "--set",
+        "nodePools[0].autoscaling.enabled=false",
+    ])
+    .expect("the overrides render");
+    assert!(
+        manifests.iter().all(|m| m["kind"] != "Secret"),
+        "an existing secret is used, none is made"
+    );
+    let builders = find(&manifests, "Deployment", "orion-node-builders").expect("the new pool");
+    assert_eq!(builders["spec"]["replicas"], 5);
+    assert_eq!(
+        container(builders)["args"],
+        serde_json::json!(["node", "--agents", "developer,testing"])
+    );
+    assert_eq!(
+        secret_ref(container(builders), "ORION__BUS__URL"),
+        Some(("team-credentials".into(), "nats-url".into()))
+    );
+    let ingress = find(&manifests, "Ingress", "orion").expect("the ingress");
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "agents.example.org");
+
+    let refused = render(&["--set", "nodePools[0].agents={wizard}"]).unwrap_err();
+    assert!(
+        refused.contains("values don't meet the specifications of the schema"),
+        "{refused}"
+    );
+    let refused = render(&["--set", "existingSecret=,secrets.databaseUrl="]).unwrap_err();
+    assert!(
+        refused.contains("secrets.databaseUrl (or existingSecret) is required"),
+        "{refused}"
+    );
+}

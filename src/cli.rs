@@ -44,6 +44,8 @@ pub enum Command {
     Pulls(PullsArgs),
     /// Review a pull request: approve merges it, request-changes has it revised.
     Review(ReviewArgs),
+    /// A gateway's model usage (tokens and cost), summed by task, agent, model or day.
+    Usage(UsageArgs),
     /// Navigate a repository: go to definition, a file's outline, the ranked repository map.
     #[command(subcommand)]
     Code(CodeCommand),
@@ -87,6 +89,22 @@ pub struct PullsArgs {
     /// Only pull requests in this state: open, changes_requested, approved, merged, conflict.
     #[arg(long)]
     pub state: Option<String>,
+    /// The gateway's URL (default: client.url).
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// Sum by task, agent, model or day.
+    #[arg(long, default_value = "model")]
+    pub group_by: String,
+    /// From this time on (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Before this time (RFC 3339).
+    #[arg(long)]
+    pub to: Option<String>,
     /// The gateway's URL (default: client.url).
     #[arg(long)]
     pub server: Option<String>,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use futures_util::StreamExt;
 
-use crate::cli::{PullsArgs, ReviewArgs, ReviewDecision, SubmitArgs, WatchArgs};
+use crate::cli::{PullsArgs, ReviewArgs, ReviewDecision, SubmitArgs, UsageArgs, WatchArgs};
 use crate::settings::Settings;
 
 pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<ExitCode> {
@@ -88,12 +88,25 @@ fn print_answer(status: awc::http::StatusCode, body: &[u8]) -> ExitCode {
 
 pub async fn pulls(args: PullsArgs, settings: Settings) -> anyhow::Result<ExitCode> {
     let server = args.server.unwrap_or(settings.client.url);
-    let mut url = format!("{}/v1/pulls", server.trim_end_matches('/'));
-    if let Some(state) = args.state {
-        url = format!("{url}?state={state}");
-    }
+    let query: Vec<(&str, String)> = args.state.map(|s| ("state", s)).into_iter().collect();
+    get(&server, "/v1/pulls", &query).await
+}
+
+pub async fn usage(args: UsageArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    let server = args.server.unwrap_or(settings.client.url);
+    let mut query = vec![("group_by", args.group_by)];
+    query.extend(args.from.map(|f| ("from", f)));
+    query.extend(args.to.map(|t| ("to", t)));
+    get(&server, "/v1/usage", &query).await
+}
+
+/// `GET server + path ? query` and prints the answer (non-zero exit on an error status).
+async fn get(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<ExitCode> {
+    let url = format!("{}{path}", server.trim_end_matches('/'));
     let mut response = awc::Client::new()
         .get(&url)
+        .query(&query)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))

@@ -23,6 +23,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Watch(args) => client::watch(args, settings).await,
         Command::Pulls(args) => client::pulls(args, settings).await,
         Command::Review(args) => client::review(args, settings).await,
+        Command::Usage(args) => client::usage(args, settings).await,
         Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
         Command::Code(command) => code::run(command).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),

@@ -342,6 +342,55 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
             < 1e-12
     );
     assert_eq!(usage["calls"][0]["agent"], "developer");
+    let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(task["usage"], usage["totals"], "the task shows its usage");
+
+    // The usage API agrees with the calls recorded: by task, by model, by day.
+    let (_, by_task) = app.get("/v1/usage?group_by=task").await;
+    let group = |summary: &Value, key: &str| {
+        summary["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {summary}"))
+            .clone()
+    };
+    let develop = group(&by_task, &id);
+    assert_eq!(
+        (develop["calls"].as_u64(), develop["prompt_tokens"].as_u64()),
+        (Some(2), Some(2400))
+    );
+    assert_eq!(group(&by_task, &review_task)["calls"], 1);
+    assert_eq!(by_task["totals"]["calls"], 3);
+    let (_, by_model) = app.get("/v1/usage?group_by=model").await;
+    let model = group(&by_model, "gpt-test");
+    assert_eq!(model["calls"], 3);
+    assert!(
+        (model["cost_usd"].as_f64().unwrap() - 3.0 * (1200.0 * 2.0 + 300.0 * 8.0) / 1e6).abs()
+            < 1e-12
+    );
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let (_, by_day) = app.get("/v1/usage?group_by=day").await;
+    assert_eq!(group(&by_day, &today)["calls"], 3);
+    let (_, later) = app
+        .get("/v1/usage?group_by=agent&from=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(
+        (
+            later["groups"].as_array().map(Vec::len),
+            later["totals"]["calls"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    for bad in ["/v1/usage?group_by=week", "/v1/usage?from=yesterday"] {
+        let (status, problem) = app.get(bad).await;
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (400, Some("invalid_parameter")),
+            "{bad}"
+        );
+    }
 
     // A merge delivered again (a crashed node's redelivery) reads the ledger. Without it, a
     // second merge onto a base that moved on would add another merge commit.
@@ -640,6 +689,16 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
         .unwrap();
     let listed: Value = serde_json::from_slice(&listed.stdout).expect("orion pulls prints JSON");
     assert_eq!(listed["items"][0]["id"], pull.as_str(), "{listed}");
+    let usage = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["usage", "--group-by", "model", "--server", &second.1])
+        .output()
+        .unwrap();
+    let usage: Value = serde_json::from_slice(&usage.stdout).expect("orion usage prints JSON");
+    assert_eq!(usage["groups"][0]["key"], "gpt-test", "{usage}");
+    assert_eq!(
+        usage["groups"][0]["calls"], 1,
+        "the model call survived the restart"
+    );
     let review = Command::new(env!("CARGO_BIN_EXE_orion"))
         .args(["review", "approve", &pull, "--server", &second.1])
         .output()

@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use orion_bus::{Priority, TaskId, TaskKind, TaskSpec, TaskStatus};
 use orion_services::lifecycle::{Change, LifecycleError, Submission};
-use orion_services::store::{StoreError, TaskQuery};
+use orion_services::store::{StoreError, TaskQuery, UsageGroup};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -143,7 +143,69 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.lifecycle.store().task(id).await?))
+    let store = state.lifecycle.store();
+    let task = store.task(id).await?;
+    let calls = store.task_usage(id).await?;
+    let mut body = serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
+    body["usage"] = usage_totals(&calls);
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// The sums of a task's model calls.
+fn usage_totals(calls: &[orion_services::store::UsageRecord]) -> Value {
+    let prompt_tokens: u64 = calls.iter().map(|c| c.prompt_tokens).sum();
+    let completion_tokens: u64 = calls.iter().map(|c| c.completion_tokens).sum();
+    let cost_usd: f64 = calls.iter().map(|c| c.cost_usd).sum();
+    serde_json::json!({ "calls": calls.len(), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsageParams {
+    from: Option<String>,
+    to: Option<String>,
+    group_by: Option<String>,
+}
+
+/// `GET /v1/usage?from&to&group_by=task|agent|model|day`: model tokens and cost summed per
+/// group over `[from, to)` (RFC 3339 times; either may be left open).
+pub async fn usage_summary(
+    params: web::Query<UsageParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let time = |name: &str, value: &Option<String>| {
+        value
+            .as_deref()
+            .map(|v| {
+                chrono::DateTime::parse_from_rfc3339(v)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| ApiError::InvalidParameter {
+                        name: name.into(),
+                        reason: format!("`{v}` is not an RFC 3339 time: {e}"),
+                    })
+            })
+            .transpose()
+    };
+    let (from, to) = (time("from", &params.from)?, time("to", &params.to)?);
+    let group_by = params.group_by.as_deref().unwrap_or("model");
+    let group =
+        serde_json::from_value::<UsageGroup>(Value::String(group_by.to_owned())).map_err(|_| {
+            ApiError::InvalidParameter {
+                name: "group_by".into(),
+                reason: format!("`{group_by}` is not one of task, agent, model, day"),
+            }
+        })?;
+    let groups = state.lifecycle.store().usage(from, to, group).await?;
+    let calls: u64 = groups.iter().map(|g| g.calls).sum();
+    let prompt_tokens: u64 = groups.iter().map(|g| g.prompt_tokens).sum();
+    let completion_tokens: u64 = groups.iter().map(|g| g.completion_tokens).sum();
+    let cost_usd: f64 = groups.iter().map(|g| g.cost_usd).sum();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "group_by": group,
+        "from": from,
+        "to": to,
+        "groups": groups,
+        "totals": { "calls": calls, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd },
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,12 +339,9 @@ pub async fn usage(
     let store = state.lifecycle.store();
     store.task(id).await?;
     let calls = store.task_usage(id).await?;
-    let prompt_tokens: u64 = calls.iter().map(|c| c.prompt_tokens).sum();
-    let completion_tokens: u64 = calls.iter().map(|c| c.completion_tokens).sum();
-    let cost_usd: f64 = calls.iter().map(|c| c.cost_usd).sum();
     Ok(HttpResponse::Ok().json(serde_json::json!({
+        "totals": usage_totals(&calls),
         "calls": calls,
-        "totals": { "calls": calls.len(), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd },
     })))
 }
 

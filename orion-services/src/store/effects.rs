@@ -1,8 +1,12 @@
 //! The effects ledger and model usage in the store.
 
-use chrono::Utc;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use orion_bus::TaskId;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -20,7 +24,74 @@ pub struct UsageRecord {
     pub cost_usd: f64,
 }
 
+/// Model-usage rows read per query when summing.
+const USAGE_PAGE: u64 = 1000;
+
+/// How usage is summed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageGroup {
+    Task,
+    Agent,
+    Model,
+    /// The UTC day of the call, `YYYY-MM-DD`.
+    Day,
+}
+
+/// The sums of one group of model calls.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UsageSum {
+    /// The task id, agent, model or day; `null` for calls made outside any task.
+    pub key: Option<String>,
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
 impl SqlStore {
+    pub(super) async fn usage_impl(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageSum>, StoreError> {
+        let mut query = model_usage::Entity::find();
+        if let Some(from) = from {
+            query = query.filter(model_usage::Column::CreatedAt.gte(from));
+        }
+        if let Some(to) = to {
+            query = query.filter(model_usage::Column::CreatedAt.lt(to));
+        }
+        let mut sums: BTreeMap<Option<String>, UsageSum> = BTreeMap::new();
+        // Read a page at a time: memory stays bounded however many calls there were.
+        let mut pages = query
+            .order_by_asc(model_usage::Column::Id)
+            .paginate(self.connection(), USAGE_PAGE);
+        while let Some(page) = pages.fetch_and_next().await? {
+            for row in page {
+                let key = match group {
+                    UsageGroup::Task => row.task_id.map(|t| t.to_string()),
+                    UsageGroup::Agent => Some(row.agent),
+                    UsageGroup::Model => Some(row.model),
+                    UsageGroup::Day => Some(row.created_at.format("%Y-%m-%d").to_string()),
+                };
+                let sum = sums.entry(key.clone()).or_insert(UsageSum {
+                    key,
+                    calls: 0,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    cost_usd: 0.0,
+                });
+                sum.calls += 1;
+                sum.prompt_tokens += row.prompt_tokens.max(0) as u64;
+                sum.completion_tokens += row.completion_tokens.max(0) as u64;
+                sum.cost_usd += row.cost_usd;
+            }
+        }
+        Ok(sums.into_values().collect())
+    }
+
     pub(super) async fn effect_impl(
         &self,
         task: TaskId,

@@ -10,7 +10,7 @@ mod entity;
 mod pulls;
 mod sql;
 
-pub use effects::UsageRecord;
+pub use effects::{UsageGroup, UsageRecord, UsageSum};
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
 
@@ -210,4 +210,12 @@ pub trait Store: Send + Sync + 'static {
     async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError>;
 
     async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError>;
+
+    /// Model calls made in `[from, to)`, summed by `group`, in key order.
+    async fn usage(
+        &self,
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageSum>, StoreError>;
 }

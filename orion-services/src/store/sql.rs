@@ -16,7 +16,7 @@ use sea_orm::{
 use super::entity::{agent_snapshot, task, task_event};
 use super::{
     AgentSnapshot, PullRequest, PullState, PullVersion, Review, Store, StoreError, TaskPage,
-    TaskQuery, Transition, UsageRecord,
+    TaskQuery, Transition, UsageGroup, UsageRecord, UsageSum,
 };
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
@@ -461,5 +461,14 @@ impl Store for SqlStore {
 
     async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError> {
         self.task_usage_impl(task).await
+    }
+
+    async fn usage(
+        &self,
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        group: UsageGroup,
+    ) -> Result<Vec<UsageSum>, StoreError> {
+        self.usage_impl(from, to, group).await
     }
 }

@@ -132,6 +132,8 @@ pub struct NodeSettings {
     pub name: Option<String>,
     pub agents: Vec<AgentKind>,
     pub concurrency: usize,
+    /// Where a node serves `/healthz` and `/metrics`; absent: nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! The bridge between the bus and the actors: the one place envelopes become actor messages
 //! and deliveries are settled.
 
+use orion_services::metrics::metrics;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -74,12 +75,16 @@ impl BusBridge {
             };
             let route = &route;
             let in_flight = &in_flight;
+            let label = &queue.label();
             deliveries
                 .for_each_concurrent(concurrency, |delivery| async move {
                     in_flight.fetch_add(1, Ordering::Relaxed);
+                    if delivery.attempt > 1 {
+                        metrics().bus_redeliveries.with_label_values(&[label]).inc();
+                    }
                     let outcome =
                         hold(&delivery, route(delivery.envelope.clone()), progress_every).await;
-                    settle(&delivery, outcome).await;
+                    settle(&delivery, label, outcome).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                 })
                 .await;
@@ -111,7 +116,16 @@ where
     }
 }
 
-async fn settle(delivery: &Delivery, outcome: Result<(), HandleError>) {
+async fn settle(delivery: &Delivery, queue: &str, outcome: Result<(), HandleError>) {
+    let counted = match &outcome {
+        Ok(()) => "ack",
+        Err(HandleError::Drop(_)) => "drop",
+        Err(HandleError::Retry(_)) => "retry",
+    };
+    metrics()
+        .bus_deliveries
+        .with_label_values(&[queue, counted])
+        .inc();
     let settled = match outcome {
         Ok(()) => delivery.ack().await,
         Err(HandleError::Drop(reason)) => {

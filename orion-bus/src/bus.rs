@@ -25,6 +25,15 @@ pub enum Queue {
 }
 
 impl Queue {
+    /// A short name for logs and metrics: `submitted`, `results`, `work.<agent>`.
+    pub fn label(&self) -> String {
+        match *self {
+            Queue::Submitted => "submitted".into(),
+            Queue::Work(agent, _) => format!("work.{agent}"),
+            Queue::Results => "results".into(),
+        }
+    }
+
     /// The subject a message of this queue is published on.
     pub fn subject(&self, subjects: &Subjects) -> String {
         match *self {

@@ -12,4 +12,4 @@ mod startup;
 
 pub use actix_web::dev::Server;
 pub use error::ApiError;
-pub use startup::{AppState, GatewayConfig, run};
+pub use startup::{AppState, GatewayConfig, run, run_metrics};

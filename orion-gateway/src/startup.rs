@@ -81,6 +81,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                     .into()
                 }),
             )
+            .wrap_fn(count_request)
             .wrap(actix_web::middleware::NormalizePath::trim())
             .configure(routes::configure)
             .default_service(web::to(|| async {
@@ -91,4 +92,51 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// A node's small HTTP listener: `/healthz` and `/metrics`, for probes and Prometheus (a node
+/// serves no API).
+pub fn run_metrics(listener: TcpListener) -> std::io::Result<Server> {
+    let server = HttpServer::new(|| {
+        App::new()
+            .route("/healthz", web::get().to(crate::routes::healthz))
+            .route("/metrics", web::get().to(crate::routes::metrics))
+    })
+    .workers(1)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Counts each request in the metrics, by its route pattern (not its path, so ids do not
+/// make a series each), method and status.
+fn count_request<S>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse, actix_web::Error>> + use<S>
+where
+    S: actix_web::dev::Service<
+            actix_web::dev::ServiceRequest,
+            Response = actix_web::dev::ServiceResponse,
+            Error = actix_web::Error,
+        >,
+{
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let response = srv.call(req);
+    async move {
+        let response = response.await?;
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let m = orion_services::metrics::metrics();
+        m.http_requests
+            .with_label_values(&[&route, &method, response.status().as_str()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[&route])
+            .observe(started.elapsed().as_secs_f64());
+        Ok(response)
+    }
 }

@@ -14,6 +14,7 @@ pub mod code;
 pub mod forge;
 pub mod lifecycle;
 pub mod llm;
+pub mod metrics;
 pub mod store;
 pub mod testing;
 pub mod vcs;

@@ -91,7 +91,32 @@ impl Lifecycle {
     pub fn node(&self) -> &str {
         &self.node
     }
+}
 
+/// Counts a task's arrival in its (new) status in the process's metrics.
+fn count(task: &Task) {
+    let m = crate::metrics::metrics();
+    let (kind, status) = (task.spec.kind.as_str(), task.status.as_str());
+    m.task_transitions.with_label_values(&[kind, status]).inc();
+    if task.status.is_terminal() {
+        let took = (task.updated_at - task.created_at)
+            .num_milliseconds()
+            .max(0) as f64
+            / 1e3;
+        m.task_duration
+            .with_label_values(&[kind, status])
+            .observe(took);
+    }
+    if let Some(failure) = task
+        .error
+        .as_ref()
+        .filter(|_| task.status == TaskStatus::Failed)
+    {
+        m.task_failures.with_label_values(&[&failure.code]).inc();
+    }
+}
+
+impl Lifecycle {
     /// Stores a task and queues it for the coordinators.
     ///
     /// Storing is what must succeed; a failure to queue is returned beside the stored task,
@@ -108,6 +133,7 @@ impl Lifecycle {
             .await?;
         let created = event.is_some();
         if let Some(event) = event {
+            count(&task);
             self.announce(event).await;
         }
         // Queued again on a repeated submission: the bus de-duplicates by task id, and a
@@ -157,6 +183,7 @@ impl Lifecycle {
             transition.node = Some(self.node.clone());
             match self.store.transition(transition).await {
                 Ok((moved, event)) => {
+                    count(&moved);
                     self.announce(event).await;
                     return Ok(Some(moved));
                 }

@@ -80,6 +80,13 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
     let name = settings.node_name();
     let services = app::connect(&settings, &name).await?;
     let _node = app::start_node(&services, &settings, &name)?;
+    if let Some(addr) = settings.node.metrics_listen {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("while binding node.metrics_listen {addr}"))?;
+        let bound = listener.local_addr()?;
+        actix_rt::spawn(orion_gateway::run_metrics(listener)?);
+        println!("node {name} serves metrics on http://{bound}/metrics");
+    }
     println!("node {name} running {:?}", settings.node.agents);
     until_signal().await?;
     tracing::info!(node = %name, "node stopping");

@@ -3,7 +3,7 @@
 use orion_bus::AgentKind;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, fixture_repo};
+use crate::support::{TestApp, fixture_repo, metric};
 
 fn repo_of(dir: &crate::support::TempDir) -> String {
     dir.path().to_string_lossy().into_owned()
@@ -439,6 +439,7 @@ async fn health_readiness_and_the_openapi_document() {
         paths,
         [
             "/healthz",
+            "/metrics",
             "/readyz",
             "/v1/openapi.json",
             "/v1/pulls",
@@ -456,5 +457,99 @@ async fn health_readiness_and_the_openapi_document() {
             "/v1/usage"
         ],
         "every route is documented"
+    );
+}
+
+#[actix_rt::test]
+async fn metrics_count_what_a_task_did_in_the_prometheus_format() {
+    let app = TestApp::spawn().await;
+    let (status, content_type, before) = app.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let completed = [("kind", "analyze"), ("status", "completed")];
+    assert_eq!(
+        metric(&before, "orion_task_transitions_total", &completed),
+        None
+    );
+    assert!(
+        metric(&before, "process_resident_memory_bytes", &[]).is_some_and(|rss| rss > 0.0),
+        "process metrics are there"
+    );
+
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo_of(&repo) }))
+        .await;
+    app.wait_for(&id, "completed").await;
+    let bad = app
+        .submit(json!({ "kind": "analyze", "repo": "/no/such/repo" }))
+        .await;
+    app.wait_for(&bad, "failed").await;
+
+    let (_, _, after) = app.get_text("/metrics").await;
+    let value = |name: &str, labels: &[(&str, &str)]| metric(&after, name, labels);
+    assert_eq!(value("orion_task_transitions_total", &completed), Some(1.0));
+    assert_eq!(
+        value(
+            "orion_task_transitions_total",
+            &[("kind", "analyze"), ("status", "queued")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value("orion_task_failures_total", &[("code", "repo_not_found")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value("orion_task_duration_seconds_count", &completed),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "orion_step_duration_seconds_count",
+            &[
+                ("agent", "analyzer"),
+                ("step", "work"),
+                ("outcome", "completed")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            "orion_http_requests_total",
+            &[
+                ("route", "/v1/tasks"),
+                ("method", "POST"),
+                ("status", "202")
+            ]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        value(
+            "orion_http_requests_total",
+            &[
+                ("route", "/v1/tasks/{id}"),
+                ("method", "GET"),
+                ("status", "200")
+            ]
+        )
+        .is_some_and(|n| n >= 2.0),
+        "requests are counted by route pattern, not by path"
+    );
+    assert!(
+        value(
+            "orion_bus_deliveries_total",
+            &[("queue", "work.analyzer"), ("outcome", "ack")]
+        )
+        .is_some_and(|n| n >= 2.0)
+    );
+    assert_eq!(
+        value("orion_in_flight_assignments", &[("agent", "analyzer")]),
+        Some(0.0)
     );
 }

@@ -14,7 +14,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
     PgDatabase, TempDir, bare_remote, completion, eventually, first_line, get_json, git_fixture,
-    git_rev, nats_url, unique,
+    git_rev, metric, nats_url, unique,
 };
 
 /// A child process killed when the test ends, however it ends.
@@ -295,9 +295,11 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
             "ORION__DEVELOPER__TEST_COMMAND",
             r#"["sh", "-c", "grep -q 'x [*] 2' app/util.py"]"#.to_owned(),
         ));
+        // Each node serves its metrics on a port of its own choosing, which it prints first.
+        env.push(("ORION__NODE__METRICS_LISTEN", "127.0.0.1:0".to_owned()));
         Process(
             orion(&env, &["node", "--name", name, "--agents", agents])
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .spawn()
                 .unwrap(),
         )
@@ -305,7 +307,13 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
     migrate(&env);
     let (gateway, base) = start_gateway(&env).await;
     let _developer = node("node-dev", "coordinator,developer", &dir_a);
-    let _testing = node("node-test", "testing", &dir_b);
+    let mut testing = node("node-test", "testing", &dir_b);
+    let line = first_line(&mut testing.0, "the testing node").await;
+    let metrics_url = line
+        .trim()
+        .strip_prefix("node node-test serves metrics on ")
+        .expect("the node prints where its metrics are")
+        .to_owned();
 
     let client = awc::Client::new();
     let mut response = client
@@ -367,6 +375,40 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         .filter(|name| name != ".repos")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // The Testing node's own metrics show the step it did and the delivery it settled.
+    let mut response = client.get(&metrics_url).send().await.unwrap();
+    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "orion_step_duration_seconds_count",
+            &[
+                ("agent", "testing"),
+                ("step", "test"),
+                ("outcome", "handoff")
+            ]
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "orion_bus_deliveries_total",
+            &[("queue", "work.testing"), ("outcome", "ack")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "orion_task_transitions_total",
+            &[("kind", "develop")]
+        ),
+        None,
+        "a node without a coordinator moves no task"
+    );
 
     drop(gateway);
     tear_down(prefix, db).await;

@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
     TempDir, TestApp, bare_remote, completion, eventually, first_line, get_json, git, git_fixture,
-    git_rev,
+    git_rev, metric,
 };
 
 fn show(remote: &Path, spec: &str) -> String {
@@ -382,6 +382,35 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
             later["totals"]["calls"].as_u64()
         ),
         (Some(0), Some(0))
+    );
+    // The process's metrics count the same tokens and spending as the store.
+    let (_, _, metrics) = app.get_text("/metrics").await;
+    for (kind, tokens) in [("prompt", 3600.0), ("completion", 900.0)] {
+        assert_eq!(
+            metric(
+                &metrics,
+                "orion_model_tokens_total",
+                &[("model", "gpt-test"), ("kind", kind)]
+            ),
+            Some(tokens)
+        );
+    }
+    let spent = by_model["totals"]["cost_usd"].as_f64().unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "orion_model_cost_microdollars_total",
+            &[("model", "gpt-test")]
+        ),
+        Some((spent * 1e6).round())
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "orion_model_requests_total",
+            &[("model", "gpt-test"), ("outcome", "ok")]
+        ),
+        Some(3.0)
     );
     for bad in ["/v1/usage?group_by=week", "/v1/usage?from=yesterday"] {
         let (status, problem) = app.get(bad).await;

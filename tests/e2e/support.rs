@@ -32,18 +32,22 @@ pub fn completion(model: &str, content: &str) -> serde_json::Value {
 }
 
 /// The first line a child process prints on its standard output (its address, for the
-/// servers), within 30 s.
+/// servers), within 30 s. The rest of its output is read and dropped, so the child never
+/// writes into a closed pipe.
 pub async fn first_line(child: &mut std::process::Child, what: &str) -> String {
     use std::io::{BufRead, BufReader};
     let stdout = child.stdout.take().expect("the child's stdout is piped");
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    let (first, line) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let _ = first.send(lines.next());
+        for _ in lines {}
     });
     tokio::time::timeout(Duration::from_secs(30), line)
         .await
         .unwrap_or_else(|_| panic!("{what} starts"))
-        .unwrap()
+        .unwrap_or_else(|_| panic!("{what} printed nothing"))
+        .unwrap_or_else(|| panic!("{what} printed nothing"))
         .unwrap()
 }
 
@@ -55,6 +59,22 @@ pub async fn get_json(client: &awc::Client, url: String) -> Option<serde_json::V
         .limit(16 * 1024 * 1024)
         .await
         .ok()
+}
+
+/// The value of the sample `name` whose labels include every `(key, value)` of `labels` in a
+/// Prometheus text exposition; `None` where there is none.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            metric == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 /// A name no other test uses.
@@ -219,6 +239,23 @@ impl TestApp {
         (
             response.status().as_u16(),
             serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// GET a text document (e.g. `/metrics`): status, content type and body.
+    pub async fn get_text(&self, path: &str) -> (u16, String, String) {
+        let mut response = self.client.get(self.url(path)).send().await.expect("GET");
+        let body = response.body().limit(16 * 1024 * 1024).await.expect("body");
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (
+            response.status().as_u16(),
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
         )
     }
 

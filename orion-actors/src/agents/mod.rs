@@ -25,6 +25,8 @@ use orion_bus::{
     Task, TaskFailure, WorkReport,
 };
 
+use orion_services::metrics::metrics;
+
 use crate::messages::{HandleError, Perform};
 
 /// Who is working, and the way back to the coordinators.
@@ -171,6 +173,10 @@ impl Actor for AgentActor {
 
 impl actix::Supervised for AgentActor {
     fn restarting(&mut self, _: &mut Self::Context) {
+        metrics()
+            .agent_restarts
+            .with_label_values(&[self.agent.context.agent.as_str()])
+            .inc();
         tracing::warn!(agent = %self.agent.context.agent, node = %self.agent.context.node, "agent restarting");
     }
 }
@@ -179,11 +185,16 @@ impl Agent {
     async fn run(self, assignment: Assignment) -> Result<(), HandleError> {
         let ctx = &self.context;
         ctx.report(&assignment, "started", Outcome::Started).await?;
+        let agent = ctx.agent.as_str();
+        let in_flight = metrics().in_flight.with_label_values(&[agent]);
+        in_flight.inc();
+        let started = std::time::Instant::now();
         let outcome = self
             .work
             .step(&assignment, ctx)
             .await
             .unwrap_or_else(|failure| Outcome::Failed { failure });
+        in_flight.dec();
         let state = match &outcome {
             Outcome::Started => "started",
             Outcome::AwaitingReview { .. } => "awaiting_review",
@@ -193,6 +204,10 @@ impl Agent {
             Outcome::Failed { .. } => "failed",
             Outcome::Handoff { .. } => "handoff",
         };
+        metrics()
+            .step_duration
+            .with_label_values(&[agent, assignment.step.name(), state])
+            .observe(started.elapsed().as_secs_f64());
         ctx.report(&assignment, state, outcome).await
     }
 }

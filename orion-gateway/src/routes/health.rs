@@ -10,6 +10,13 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `GET /metrics`: the process's metrics in the Prometheus text format.
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(orion_services::metrics::CONTENT_TYPE)
+        .body(orion_services::metrics::render())
+}
+
 /// The process can do its job: the store and the bus answer.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.lifecycle.store().ping().await.is_err() {

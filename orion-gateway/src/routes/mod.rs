@@ -9,9 +9,12 @@ mod tasks;
 
 use actix_web::web;
 
+pub(crate) use health::{healthz, metrics};
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(health::metrics))
         .service(
             web::scope("/v1")
                 .route("/openapi.json", web::get().to(openapi::document))

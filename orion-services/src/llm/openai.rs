@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::metrics::metrics;
 use async_trait::async_trait;
 use governor::clock::DefaultClock;
 use governor::state::{InMemoryState, NotKeyed};
@@ -367,21 +368,46 @@ impl ChatModel for OpenAiChat {
             self.hits.fetch_add(1, Ordering::Relaxed);
             answer.cached = true;
             answer.requests = 0;
+            metrics()
+                .model_requests
+                .with_label_values(&[&answer.model, "cached"])
+                .inc();
             return Ok(answer);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let mut requests = 0;
-        let mut answer = match self
+        let answered = match self
             .with_retries(&self.config.model, request, &mut requests)
             .await
         {
             Err(LlmError::Unavailable { last, .. }) if self.config.fallback_model.is_some() => {
                 let fallback = self.config.fallback_model.clone().unwrap_or_default();
                 tracing::warn!(primary = %self.config.model, %fallback, reason = %last, "falling back to another model");
-                self.with_retries(&fallback, request, &mut requests).await?
+                self.with_retries(&fallback, request, &mut requests).await
             }
-            other => other?,
+            other => other,
         };
+        let m = metrics();
+        let mut answer = match answered {
+            Ok(answer) => answer,
+            Err(e) => {
+                m.model_requests
+                    .with_label_values(&[&self.config.model, "error"])
+                    .inc();
+                return Err(e);
+            }
+        };
+        let model = answer.model.as_str();
+        m.model_requests.with_label_values(&[model, "ok"]).inc();
+        m.model_tokens
+            .with_label_values(&[model, "prompt"])
+            .inc_by(answer.usage.prompt_tokens);
+        m.model_tokens
+            .with_label_values(&[model, "completion"])
+            .inc_by(answer.usage.completion_tokens);
+        m.model_cost_microdollars
+            .with_label_values(&[model])
+            .inc_by((answer.cost_usd * 1e6).round() as u64);
         answer.requests = requests;
         if let Ok(text) = serde_json::to_string(&answer) {
             self.cache.put(&key, &text).await;

@@ -270,15 +270,41 @@ pub fn main() -> std::process::ExitCode {
         cli.command,
         Command::Run(_) | Command::Submit(_) | Command::Watch(_)
     );
-    telemetry::init(cli.log_json, quiet);
+    let service = format!("orion-{}", cli.command.name());
     let result = Settings::load(cli.config.as_deref()).and_then(|settings| {
-        actix_rt::System::new().block_on(commands::dispatch(cli.command, settings))
+        actix_rt::System::new().block_on(async move {
+            let telemetry = telemetry::init(cli.log_json, quiet, &service);
+            let result = commands::dispatch(cli.command, settings).await;
+            telemetry.shutdown().await;
+            result
+        })
     });
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(2)
+        }
+    }
+}
+
+impl Command {
+    /// The subcommand's name (`gateway`, `node`, …), which names the process in traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Up(_) => "up",
+            Command::Run(_) => "run",
+            Command::Gateway => "gateway",
+            Command::Node(_) => "node",
+            Command::Migrate(_) => "migrate",
+            Command::Submit(_) => "submit",
+            Command::Watch(_) => "watch",
+            Command::Pulls(_) => "pulls",
+            Command::Review(_) => "review",
+            Command::Usage(_) => "usage",
+            Command::Code(_) => "code",
+            Command::Bench(_) => "bench",
+            Command::Eval(_) => "eval",
         }
     }
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+use tracing::Instrument;
 
 use actix::prelude::*;
 use chrono::Utc;
@@ -56,7 +57,7 @@ impl BusBridge {
 
     fn pump<F, Fut>(&self, ctx: &mut Context<Self>, queue: Queue, route: F)
     where
-        F: Fn(Envelope) -> Fut + 'static,
+        F: Fn(Envelope, tracing::Span) -> Fut + 'static,
         Fut: Future<Output = Result<(), HandleError>> + 'static,
     {
         let bus = self.bus.clone();
@@ -82,8 +83,19 @@ impl BusBridge {
                     if delivery.attempt > 1 {
                         metrics().bus_redeliveries.with_label_values(&[label]).inc();
                     }
-                    let outcome =
-                        hold(&delivery, route(delivery.envelope.clone()), progress_every).await;
+                    // The handling is a child of the span that sent the message, in whatever
+                    // process that was.
+                    let envelope = &delivery.envelope;
+                    let span = tracing::info_span!(
+                        "bus.handle",
+                        queue = %label,
+                        message = envelope.type_name(),
+                        task = envelope.task_id.map(|t| t.to_string()),
+                        attempt = delivery.attempt
+                    );
+                    orion_services::telemetry::follow(&span, envelope.traceparent.as_deref());
+                    let work = route(envelope.clone(), span.clone()).instrument(span);
+                    let outcome = hold(&delivery, work, progress_every).await;
                     settle(&delivery, label, outcome).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                 })
@@ -159,26 +171,27 @@ impl Actor for BusBridge {
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(coordinator) = self.coordinator.clone() {
             let to_coordinator = coordinator.clone();
-            self.pump(ctx, Queue::Submitted, move |envelope| {
+            self.pump(ctx, Queue::Submitted, move |envelope, span| {
                 let coordinator = to_coordinator.clone();
                 async move {
                     match envelope.body {
-                        Body::TaskSubmitted(task) => {
-                            coordinator.send(TaskArrived(task)).await.map_err(mailbox)?
-                        }
+                        Body::TaskSubmitted(task) => coordinator
+                            .send(TaskArrived(task, span))
+                            .await
+                            .map_err(mailbox)?,
                         Body::Review(review) => coordinator
-                            .send(ReviewArrived(review))
+                            .send(ReviewArrived(review, span))
                             .await
                             .map_err(mailbox)?,
                         Body::Resume(resume) => coordinator
-                            .send(ResumeArrived(resume))
+                            .send(ResumeArrived(resume, span))
                             .await
                             .map_err(mailbox)?,
                         _ => Err(unexpected(&envelope)),
                     }
                 }
             });
-            self.pump(ctx, Queue::Results, move |envelope| {
+            self.pump(ctx, Queue::Results, move |envelope, span| {
                 let coordinator = coordinator.clone();
                 async move {
                     match envelope.body {
@@ -186,6 +199,7 @@ impl Actor for BusBridge {
                             .send(ReportArrived {
                                 report,
                                 node: envelope.node,
+                                span,
                             })
                             .await
                             .map_err(mailbox)?,
@@ -195,17 +209,22 @@ impl Actor for BusBridge {
             });
         }
         for (kind, agent) in self.agents.clone() {
-            self.pump(ctx, Queue::Work(kind, Priority::Normal), move |envelope| {
-                let agent = agent.clone();
-                async move {
-                    match envelope.body {
-                        Body::Assignment(assignment) if assignment.agent == kind => {
-                            agent.send(Perform(assignment)).await.map_err(mailbox)?
+            self.pump(
+                ctx,
+                Queue::Work(kind, Priority::Normal),
+                move |envelope, span| {
+                    let agent = agent.clone();
+                    async move {
+                        match envelope.body {
+                            Body::Assignment(assignment) if assignment.agent == kind => agent
+                                .send(Perform(assignment, span))
+                                .await
+                                .map_err(mailbox)?,
+                            _ => Err(unexpected(&envelope)),
                         }
-                        _ => Err(unexpected(&envelope)),
                     }
-                }
-            });
+                },
+            );
         }
         ctx.run_interval(HEARTBEAT_INTERVAL, |bridge, ctx| {
             let mut agents: Vec<AgentKind> = bridge.agents.keys().copied().collect();

@@ -9,6 +9,7 @@ use orion_bus::{
     Step, Task, TaskStatus,
 };
 use orion_services::lifecycle::{Change, Lifecycle};
+use tracing::Instrument;
 
 use crate::messages::{HandleError, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived};
 
@@ -69,7 +70,7 @@ async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
 }
 
 async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), HandleError> {
-    let ReportArrived { report, node } = msg;
+    let ReportArrived { report, node, .. } = msg;
     let id = report.task_id;
     // Events name the node whose agent did the work; the event's own `node` is the
     // coordinator's that recorded it.
@@ -174,7 +175,8 @@ impl Handler<TaskArrived> for Coordinator {
     type Result = ResponseFuture<Result<(), HandleError>>;
 
     fn handle(&mut self, msg: TaskArrived, _: &mut Self::Context) -> Self::Result {
-        Box::pin(assign(self.lifecycle.clone(), msg.0))
+        let span = tracing::info_span!(parent: &msg.1, "coordinator.assign", task = %msg.0.id);
+        Box::pin(assign(self.lifecycle.clone(), msg.0).instrument(span))
     }
 }
 
@@ -182,7 +184,8 @@ impl Handler<ReportArrived> for Coordinator {
     type Result = ResponseFuture<Result<(), HandleError>>;
 
     fn handle(&mut self, msg: ReportArrived, _: &mut Self::Context) -> Self::Result {
-        Box::pin(apply_report(self.lifecycle.clone(), msg))
+        let span = tracing::info_span!(parent: &msg.span, "coordinator.report", task = %msg.report.task_id);
+        Box::pin(apply_report(self.lifecycle.clone(), msg).instrument(span))
     }
 }
 
@@ -236,7 +239,8 @@ impl Handler<ResumeArrived> for Coordinator {
     type Result = ResponseFuture<Result<(), HandleError>>;
 
     fn handle(&mut self, msg: ResumeArrived, _: &mut Self::Context) -> Self::Result {
-        Box::pin(resume(self.lifecycle.clone(), msg.0))
+        let span = tracing::info_span!(parent: &msg.1, "coordinator.resume", task = %msg.0.task_id);
+        Box::pin(resume(self.lifecycle.clone(), msg.0).instrument(span))
     }
 }
 
@@ -270,6 +274,7 @@ impl Handler<ReviewArrived> for Coordinator {
     type Result = ResponseFuture<Result<(), HandleError>>;
 
     fn handle(&mut self, msg: ReviewArrived, _: &mut Self::Context) -> Self::Result {
-        Box::pin(resume_after_review(self.lifecycle.clone(), msg.0))
+        let span = tracing::info_span!(parent: &msg.1, "coordinator.review", task = %msg.0.task_id);
+        Box::pin(resume_after_review(self.lifecycle.clone(), msg.0).instrument(span))
     }
 }

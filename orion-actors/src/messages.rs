@@ -47,7 +47,7 @@ impl From<orion_services::store::StoreError> for HandleError {
 /// A task was submitted: the coordinator assigns it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
-pub struct TaskArrived(pub Task);
+pub struct TaskArrived(pub Task, pub tracing::Span);
 
 /// An agent reported on an assignment: the coordinator moves the task.
 #[derive(Debug, Message)]
@@ -56,19 +56,21 @@ pub struct ReportArrived {
     pub report: WorkReport,
     /// The node whose agent sent the report.
     pub node: String,
+    /// The span the delivery is handled in (a child of the sender's, across processes).
+    pub span: tracing::Span,
 }
 
 /// An agent is to do an assignment.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
-pub struct Perform(pub Assignment);
+pub struct Perform(pub Assignment, pub tracing::Span);
 
 /// A review was submitted: the coordinator resumes the task.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
-pub struct ReviewArrived(pub ReviewSubmitted);
+pub struct ReviewArrived(pub ReviewSubmitted, pub tracing::Span);
 
 /// A paused task may go on: the coordinator resumes it.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
-pub struct ResumeArrived(pub ResumeTask);
+pub struct ResumeArrived(pub ResumeTask, pub tracing::Span);

@@ -195,7 +195,8 @@ pub trait Bus: Send + Sync + 'static {
         envelope: &Envelope,
     ) -> Result<(), BusError> {
         let bytes = envelope.encode(self.config().max_message_bytes)?;
-        self.enqueue_raw(queue, message_id, bytes).await
+        self.enqueue_raw(queue, message_id, bytes, envelope.traceparent.as_deref())
+            .await
     }
 
     /// Queues bytes as they are, de-duplicated by `message_id`; for bridges and tests that
@@ -205,6 +206,7 @@ pub trait Bus: Send + Sync + 'static {
         queue: Queue,
         message_id: &str,
         payload: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<(), BusError>;
 
     /// Takes deliveries from a queue, competing with every other consumer of it.

@@ -67,6 +67,18 @@ pub struct Envelope {
     pub sent_at: DateTime<Utc>,
     #[serde(flatten)]
     pub body: Body,
+    /// The W3C trace context of the code that made this message; it travels in the
+    /// transport's headers (`traceparent` on NATS), not in the JSON.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
+}
+
+static TRACE_SOURCE: std::sync::OnceLock<fn() -> Option<String>> = std::sync::OnceLock::new();
+
+/// Sets where new envelopes take their `traceparent` from (the current span's context, for a
+/// process that exports traces); once per process, later calls are ignored.
+pub fn set_trace_source(source: fn() -> Option<String>) {
+    let _ = TRACE_SOURCE.set(source);
 }
 
 impl Envelope {
@@ -92,6 +104,7 @@ impl Envelope {
             node: node.into(),
             sent_at: Utc::now(),
             body,
+            traceparent: TRACE_SOURCE.get().and_then(|source| source()),
         }
     }
 

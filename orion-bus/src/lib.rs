@@ -21,7 +21,7 @@ pub use bus::{
     Acker, Bus, BusConfig, Deliveries, Delivery, EnvelopeStream, Queue, RawMessage, RawStream,
     dead_letter_body,
 };
-pub use envelope::{Body, Envelope, SCHEMA_VERSION};
+pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};
 pub use error::{BusError, BusErrorKind, ProtocolError};
 pub use protocol::{
     AgentKind, Assignment, Candidate, ControlCommand, Decision, EventType, Heartbeat,

@@ -123,7 +123,9 @@ where
 {
     let started = std::time::Instant::now();
     let method = req.method().to_string();
-    let response = srv.call(req);
+    // Each request is a span: the root of a task's trace when it submits one.
+    let span = tracing::info_span!("http.request", http.method = %method, url.path = %req.path());
+    let response = tracing::Instrument::instrument(srv.call(req), span);
     async move {
         let response = response.await?;
         let route = response

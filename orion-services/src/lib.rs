@@ -16,5 +16,6 @@ pub mod lifecycle;
 pub mod llm;
 pub mod metrics;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 pub mod vcs;

@@ -215,13 +215,18 @@ async fn undecodable_messages_are_dead_lettered(h: Harness) {
     let mut dead = h.bus.subscribe_raw(&subjects.dead_all()).await.unwrap();
     let mut deliveries = h.bus.consume(WORK).await.unwrap();
     h.bus
-        .enqueue_raw(WORK, "garbage-1", Bytes::from_static(b"{not json"))
+        .enqueue_raw(WORK, "garbage-1", Bytes::from_static(b"{not json"), None)
         .await
         .unwrap();
     let mut wrong_version = serde_json::to_value(message()).unwrap();
     wrong_version["v"] = 99.into();
     h.bus
-        .enqueue_raw(WORK, "version-1", Bytes::from(wrong_version.to_string()))
+        .enqueue_raw(
+            WORK,
+            "version-1",
+            Bytes::from(wrong_version.to_string()),
+            None,
+        )
         .await
         .unwrap();
     let first = dead_letter(&mut dead, &mut deliveries).await;

@@ -284,8 +284,15 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
     let (_keep, remote) = bare_remote();
     let main_before = git_rev(&remote, "main").unwrap();
     let (dir_a, dir_b) = (TempDir::new(), TempDir::new());
+    // Every process writes its finished spans to a file of its own.
+    let traces = TempDir::new();
+    let trace_file = |process: &str| traces.path().join(format!("{process}.jsonl"));
     let node = |name: &str, agents: &str, data: &TempDir| {
         let mut env = env.clone();
+        env.push((
+            "ORION_TRACE_FILE",
+            trace_file(name).to_string_lossy().into_owned(),
+        ));
         env.push((
             "ORION__DATA_DIR",
             data.path().to_string_lossy().into_owned(),
@@ -305,7 +312,12 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         )
     };
     migrate(&env);
-    let (gateway, base) = start_gateway(&env).await;
+    let mut gateway_env = env.clone();
+    gateway_env.push((
+        "ORION_TRACE_FILE",
+        trace_file("gateway").to_string_lossy().into_owned(),
+    ));
+    let (gateway, base) = start_gateway(&gateway_env).await;
     let _developer = node("node-dev", "coordinator,developer", &dir_a);
     let mut testing = node("node-test", "testing", &dir_b);
     let line = first_line(&mut testing.0, "the testing node").await;
@@ -375,6 +387,61 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         .filter(|name| name != ".repos")
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // One trace follows the task from the HTTP request through both nodes (the context
+    // travels in the NATS headers), down to the model call with its GenAI attributes.
+    let spans = |process: &str| -> Vec<Value> {
+        std::fs::read_to_string(trace_file(process))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let submit = eventually("the submission's span", Duration::from_secs(10), || async {
+        spans("gateway").into_iter().find(|s| {
+            s["name"] == "http.request"
+                && s["attributes"]["url.path"] == "/v1/tasks"
+                && s["attributes"]["http.method"] == "POST"
+        })
+    })
+    .await;
+    let trace = submit["trace_id"].as_str().unwrap().to_owned();
+    let in_trace = |process: &str, name: &str| {
+        spans(process)
+            .into_iter()
+            .filter(|s| s["trace_id"] == trace.as_str() && s["name"] == name)
+            .collect::<Vec<_>>()
+    };
+    let trace = &trace;
+    eventually(
+        "the nodes' spans in the trace",
+        Duration::from_secs(10),
+        || async {
+            (!in_trace("node-test", "perform").is_empty()
+                && !in_trace("node-dev", "chat").is_empty())
+            .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        !in_trace("node-dev", "coordinator.assign").is_empty(),
+        "{trace}"
+    );
+    assert!(
+        in_trace("node-dev", "perform").len() >= 2,
+        "the developer's work and publish steps"
+    );
+    let chat = &in_trace("node-dev", "chat")[0];
+    assert_eq!(chat["attributes"]["gen_ai.request.model"], "gpt-test");
+    assert_eq!(chat["attributes"]["gen_ai.usage.input_tokens"], "1200");
+    assert!(
+        !in_trace("node-dev", "git").is_empty(),
+        "git work is in the trace"
+    );
+    assert_eq!(
+        in_trace("node-test", "perform")[0]["attributes"]["agent"],
+        "testing"
+    );
 
     // The Testing node's own metrics show the step it did and the delivery it settled.
     let mut response = client.get(&metrics_url).send().await.unwrap();

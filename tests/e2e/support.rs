@@ -205,7 +205,7 @@ impl TestApp {
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         // Logs go to the test's captured output, shown when it fails.
-        orion::telemetry::init(false, false);
+        let _ = orion::telemetry::init(false, false, "orion-test");
         let data = TempDir::new();
         let mut settings = test_settings();
         settings.data_dir = data.path().to_owned();

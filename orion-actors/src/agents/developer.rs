@@ -241,7 +241,9 @@ fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, VcsError> + Send + 'static,
 ) -> Result<T, TaskFailure> {
-    tokio::task::spawn_blocking(f)
+    // Git work is a span of the step's trace, though it runs on another thread.
+    let span = tracing::info_span!("git");
+    tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
         .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
         .map_err(vcs_failure)

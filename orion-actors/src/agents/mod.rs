@@ -217,7 +217,7 @@ impl Handler<Perform> for AgentActor {
 
     fn handle(&mut self, msg: Perform, _: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
-        let span = tracing::info_span!("perform", agent = %agent.context.agent, task = %msg.0.task.id, attempt = msg.0.attempt);
+        let span = tracing::info_span!(parent: &msg.1, "perform", agent = %agent.context.agent, task = %msg.0.task.id, attempt = msg.0.attempt);
         Box::pin(tracing::Instrument::instrument(agent.run(msg.0), span))
     }
 }

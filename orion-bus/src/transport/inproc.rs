@@ -49,6 +49,7 @@ struct QueueState {
 struct Pending {
     subject: String,
     payload: Bytes,
+    traceparent: Option<String>,
     deliveries: u32,
 }
 
@@ -122,7 +123,8 @@ impl Inner {
             message.deliveries += 1;
             let attempt = message.deliveries;
             match triage(&message.payload, attempt, config) {
-                Triage::Deliver(envelope) => {
+                Triage::Deliver(mut envelope) => {
+                    envelope.traceparent = message.traceparent.clone();
                     let token = q.next_token;
                     q.next_token += 1;
                     q.in_flight.insert(
@@ -226,6 +228,7 @@ impl Bus for InProcessBus {
         queue: Queue,
         message_id: &str,
         payload: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<(), BusError> {
         // Ids are remembered per queue, as NATS remembers them per stream.
         let scoped = format!("{}/{message_id}", queue.consumer_name());
@@ -242,6 +245,7 @@ impl Bus for InProcessBus {
             q.ready.push_back(Pending {
                 subject: subject.clone(),
                 payload: payload.clone(),
+                traceparent: traceparent.map(str::to_owned),
                 deliveries: 0,
             });
             q.notify.notify_one();

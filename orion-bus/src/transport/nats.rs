@@ -117,9 +117,13 @@ impl NatsBus {
         subject: String,
         message_id: &str,
         payload: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<(), BusError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+        if let Some(traceparent) = traceparent {
+            headers.insert(TRACEPARENT, traceparent);
+        }
         self.js
             .publish_with_headers(subject, headers, payload)
             .await
@@ -129,6 +133,9 @@ impl NatsBus {
         Ok(())
     }
 }
+
+/// The W3C trace-context header.
+const TRACEPARENT: &str = "traceparent";
 
 fn family_of(queue: Queue) -> StreamFamily {
     match queue {
@@ -183,9 +190,15 @@ impl Bus for NatsBus {
         queue: Queue,
         message_id: &str,
         payload: Bytes,
+        traceparent: Option<&str>,
     ) -> Result<(), BusError> {
-        self.publish_durable(queue.subject(&self.subjects), message_id, payload)
-            .await
+        self.publish_durable(
+            queue.subject(&self.subjects),
+            message_id,
+            payload,
+            traceparent,
+        )
+        .await
     }
 
     async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError> {
@@ -235,11 +248,18 @@ impl Bus for NatsBus {
                         .map(|i| i.delivered.max(1) as u32)
                         .unwrap_or(1);
                     match triage(&message.payload, attempt, &bus.config) {
-                        Triage::Deliver(envelope) => Some(Delivery::new(
-                            *envelope,
-                            attempt,
-                            Box::new(NatsAcker { message }),
-                        )),
+                        Triage::Deliver(mut envelope) => {
+                            envelope.traceparent = message
+                                .headers
+                                .as_ref()
+                                .and_then(|h| h.get(TRACEPARENT))
+                                .map(|v| v.to_string());
+                            Some(Delivery::new(
+                                *envelope,
+                                attempt,
+                                Box::new(NatsAcker { message }),
+                            ))
+                        }
                         Triage::Dead(reason) => {
                             bus.dead_letter(&message, &reason, attempt).await;
                             None
@@ -256,8 +276,13 @@ impl Bus for NatsBus {
         };
         let subject = self.subjects.event(event.task_id, event.event_type);
         let payload = envelope.encode(self.config.max_message_bytes)?;
-        self.publish_durable(subject, &envelope.id.to_string(), payload)
-            .await
+        self.publish_durable(
+            subject,
+            &envelope.id.to_string(),
+            payload,
+            envelope.traceparent.as_deref(),
+        )
+        .await
     }
 
     async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), BusError> {
@@ -311,7 +336,7 @@ impl NatsBus {
             message.info().map(|i| i.stream_sequence).unwrap_or(0)
         );
         match self
-            .publish_durable(self.subjects.dead(&subject), &id, body)
+            .publish_durable(self.subjects.dead(&subject), &id, body, None)
             .await
         {
             Ok(()) => {

@@ -356,6 +356,21 @@ impl ChatModel for OpenAiChat {
         self.cost(&self.config.model, estimate_usage(request))
     }
 
+    #[tracing::instrument(
+        name = "chat",
+        skip_all,
+        fields(
+            gen_ai.operation.name = "chat",
+            gen_ai.system = "openai",
+            gen_ai.request.model = %self.config.model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            orion.cached = tracing::field::Empty,
+            orion.agent = %context.agent,
+            orion.step = %context.step,
+        )
+    )]
     async fn chat(
         &self,
         context: &CallContext,
@@ -398,6 +413,11 @@ impl ChatModel for OpenAiChat {
             }
         };
         let model = answer.model.as_str();
+        let span = tracing::Span::current();
+        span.record("gen_ai.response.model", model);
+        span.record("gen_ai.usage.input_tokens", answer.usage.prompt_tokens);
+        span.record("gen_ai.usage.output_tokens", answer.usage.completion_tokens);
+        span.record("orion.cached", false);
         m.model_requests.with_label_values(&[model, "ok"]).inc();
         m.model_tokens
             .with_label_values(&[model, "prompt"])

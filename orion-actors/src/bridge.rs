@@ -91,9 +91,11 @@ impl BusBridge {
                         queue = %label,
                         message = envelope.type_name(),
                         task = envelope.task_id.map(|t| t.to_string()),
-                        attempt = delivery.attempt
+                        attempt = delivery.attempt,
+                        trace_id = tracing::field::Empty
                     );
                     orion_services::telemetry::follow(&span, envelope.traceparent.as_deref());
+                    orion_services::telemetry::record_trace_id(&span);
                     let work = route(envelope.clone(), span.clone()).instrument(span);
                     let outcome = hold(&delivery, work, progress_every).await;
                     settle(&delivery, label, outcome).await;
@@ -151,6 +153,21 @@ async fn settle(delivery: &Delivery, queue: &str, outcome: Result<(), HandleErro
     };
     if let Err(e) = settled {
         tracing::warn!(error = %e, "could not settle a delivery; it will be redelivered");
+    }
+}
+
+impl BusBridge {
+    /// The queues this node consumes.
+    fn queues(&self) -> Vec<Queue> {
+        let mut queues: Vec<Queue> = self
+            .agents
+            .keys()
+            .map(|kind| Queue::Work(*kind, Priority::Normal))
+            .collect();
+        if self.coordinator.is_some() {
+            queues.extend([Queue::Submitted, Queue::Results]);
+        }
+        queues
     }
 }
 
@@ -241,10 +258,24 @@ impl Actor for BusBridge {
             let envelope = Envelope::new(bridge.node.clone(), Body::Heartbeat(heartbeat));
             let bus = bridge.bus.clone();
             let subject = bus.subjects().health(&bridge.node);
+            let queues = bridge.queues();
             ctx.spawn(
                 async move {
                     if let Err(e) = bus.publish(&subject, &envelope).await {
                         tracing::warn!(error = %e, "could not publish a heartbeat");
+                    }
+                    // The depth of the queues this node serves, as the bus sees it.
+                    for queue in queues {
+                        if let Ok(depth) = bus.queue_depth(queue).await {
+                            let label = queue.label();
+                            let gauge = &metrics().queue_depth;
+                            gauge
+                                .with_label_values(&[&label, "pending"])
+                                .set(depth.pending as i64);
+                            gauge
+                                .with_label_values(&[&label, "in_flight"])
+                                .set(depth.in_flight as i64);
+                        }
                     }
                 }
                 .into_actor(bridge),

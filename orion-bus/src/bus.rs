@@ -241,4 +241,16 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Whether the transport can carry messages now.
     async fn check(&self) -> Result<(), BusError>;
+
+    /// Messages of `queue` waiting for a consumer, and delivered but not yet acknowledged.
+    async fn queue_depth(&self, queue: Queue) -> Result<QueueDepth, BusError>;
+}
+
+/// How much work waits in a queue.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Not yet delivered.
+    pub pending: u64,
+    /// Delivered, not yet acknowledged.
+    pub in_flight: u64,
 }

@@ -124,7 +124,13 @@ where
     let started = std::time::Instant::now();
     let method = req.method().to_string();
     // Each request is a span: the root of a task's trace when it submits one.
-    let span = tracing::info_span!("http.request", http.method = %method, url.path = %req.path());
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = %method,
+        url.path = %req.path(),
+        trace_id = tracing::field::Empty
+    );
+    orion_services::telemetry::record_trace_id(&span);
     let response = tracing::Instrument::instrument(srv.call(req), span);
     async move {
         let response = response.await?;

@@ -30,6 +30,9 @@ pub struct Metrics {
     pub bus_deliveries: IntCounterVec,
     /// Deliveries that were not the message's first, by queue.
     pub bus_redeliveries: IntCounterVec,
+    /// Messages waiting (`pending`) and delivered but unacknowledged (`in_flight`), by the
+    /// queues a node serves, as of its last heartbeat.
+    pub queue_depth: IntGaugeVec,
     /// Model calls by model and outcome (ok, cached, error).
     pub model_requests: IntCounterVec,
     /// Tokens by model and kind (prompt, completion).
@@ -87,6 +90,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "orion_bus_redeliveries_total",
             "Deliveries that were not a message's first, by queue",
             &["queue"]
+        )?,
+        queue_depth: register_int_gauge_vec!(
+            "orion_queue_depth",
+            "Messages waiting or unacknowledged in a queue, by queue and state",
+            &["queue", "state"]
         )?,
         model_requests: register_int_counter_vec!(
             "orion_model_requests_total",

@@ -22,6 +22,16 @@ pub fn current_traceparent() -> Option<String> {
     carrier.remove("traceparent")
 }
 
+/// Records the trace id of `span` in its `trace_id` field (declared empty), so that JSON logs
+/// of everything inside it carry the id a tracing backend shows.
+pub fn record_trace_id(span: &tracing::Span) {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", span_context.trace_id().to_string());
+    }
+}
+
 /// Makes `span` a child of the remote span `traceparent` names (when there is one).
 pub fn follow(span: &tracing::Span, traceparent: Option<&str>) {
     let Some(traceparent) = traceparent else {

@@ -1,9 +1,11 @@
 //! The REST API end to end, in embedded mode (SQLite, in-process bus), as `orion up` runs it.
 
+use std::time::Duration;
+
 use orion_bus::AgentKind;
 use serde_json::{Value, json};
 
-use crate::support::{TestApp, fixture_repo, metric};
+use crate::support::{TestApp, eventually, fixture_repo, metric};
 
 fn repo_of(dir: &crate::support::TempDir) -> String {
     dir.path().to_string_lossy().into_owned()
@@ -552,4 +554,16 @@ async fn metrics_count_what_a_task_did_in_the_prometheus_format() {
         value("orion_in_flight_assignments", &[("agent", "analyzer")]),
         Some(0.0)
     );
+    // Each heartbeat (every 5 s) reads the depth of the queues the node serves.
+    let app = &app;
+    let depth = eventually("the queue depth", Duration::from_secs(15), || async move {
+        let (_, _, text) = app.get_text("/metrics").await;
+        metric(
+            &text,
+            "orion_queue_depth",
+            &[("queue", "work.analyzer"), ("state", "pending")],
+        )
+    })
+    .await;
+    assert_eq!(depth, 0.0, "both tasks were taken");
 }

@@ -11,7 +11,7 @@ use orion_bus::{
     NatsBus, Priority, ProtocolError, Queue, Subjects, TaskEvent, TaskId,
 };
 
-use crate::support::{nats_url, unique};
+use crate::support::{eventually, nats_url, unique};
 
 const ACK_WAIT: Duration = Duration::from_millis(800);
 const MAX_DELIVER: u32 = 3;
@@ -328,6 +328,52 @@ async fn oversized_messages_are_refused(h: Harness) {
     h.finish().await;
 }
 
+async fn queue_depth_counts_waiting_and_unacknowledged_work(h: Harness) {
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    for _ in 0..2 {
+        h.bus.enqueue(WORK, &message()).await.unwrap();
+    }
+    let first = next(&mut deliveries).await;
+    let bus = &h.bus;
+    let depth = eventually("two messages counted", DEADLINE, || async move {
+        let d = bus.queue_depth(WORK).await.ok()?;
+        (d.pending + d.in_flight == 2 && d.in_flight >= 1).then_some(d)
+    })
+    .await;
+    assert!(depth.in_flight >= 1, "{depth:?}");
+    first.ack().await.unwrap();
+    next(&mut deliveries).await.ack().await.unwrap();
+    eventually("an empty queue", DEADLINE, || async move {
+        let d = bus.queue_depth(WORK).await.ok()?;
+        (d == orion_bus::QueueDepth::default()).then_some(())
+    })
+    .await;
+    h.finish().await;
+}
+
+async fn the_trace_context_travels_with_a_message(h: Harness) {
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    let mut traced = message();
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    traced.traceparent = Some(traceparent.to_owned());
+    h.bus.enqueue(WORK, &traced).await.unwrap();
+    let plain = message();
+    h.bus.enqueue(WORK, &plain).await.unwrap();
+    let first = next(&mut deliveries).await;
+    let second = next(&mut deliveries).await;
+    assert_eq!(
+        (first.envelope.id, first.envelope.traceparent.as_deref()),
+        (traced.id, Some(traceparent))
+    );
+    assert_eq!(
+        (second.envelope.id, second.envelope.traceparent.as_deref()),
+        (plain.id, None)
+    );
+    first.ack().await.unwrap();
+    second.ack().await.unwrap();
+    h.finish().await;
+}
+
 /// Runs each contract case once per transport, as its own test.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -351,4 +397,6 @@ contract!(
     poison_messages_are_dead_lettered_after_max_deliver,
     events_reach_every_matching_subscriber,
     oversized_messages_are_refused,
+    queue_depth_counts_waiting_and_unacknowledged_work,
+    the_trace_context_travels_with_a_message,
 );

@@ -15,7 +15,8 @@ use tokio::time::Instant;
 
 use super::{Triage, triage};
 use crate::bus::{
-    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body,
+    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream,
+    dead_letter_body,
 };
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
@@ -279,6 +280,17 @@ impl Bus for InProcessBus {
             }
         })
         .boxed())
+    }
+
+    async fn queue_depth(&self, queue: Queue) -> Result<QueueDepth, BusError> {
+        let queues = self.inner.queues();
+        Ok(queues
+            .get(&queue.consumer_name())
+            .map(|q| QueueDepth {
+                pending: q.ready.len() as u64,
+                in_flight: q.in_flight.len() as u64,
+            })
+            .unwrap_or_default())
     }
 
     async fn publish_event(&self, envelope: &Envelope) -> Result<(), BusError> {

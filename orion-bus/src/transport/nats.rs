@@ -16,7 +16,8 @@ use futures_util::StreamExt;
 
 use super::{Triage, triage};
 use crate::bus::{
-    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, RawMessage, RawStream, dead_letter_body,
+    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream,
+    dead_letter_body,
 };
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
@@ -112,6 +113,14 @@ impl NatsBus {
         &self.client
     }
 
+    /// The JetStream stream that holds `queue`.
+    async fn stream_of(&self, queue: Queue) -> Result<jetstream::stream::Stream, BusError> {
+        self.js
+            .get_stream(self.subjects.stream(family_of(queue)))
+            .await
+            .map_err(|e| BusError::unavailable("looking up a stream", e))
+    }
+
     async fn publish_durable(
         &self,
         subject: String,
@@ -202,11 +211,7 @@ impl Bus for NatsBus {
     }
 
     async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError> {
-        let stream = self
-            .js
-            .get_stream(self.subjects.stream(family_of(queue)))
-            .await
-            .map_err(|e| BusError::unavailable("looking up a stream", e))?;
+        let stream = self.stream_of(queue).await?;
         let name = queue.consumer_name();
         let consumer = stream
             .get_or_create_consumer(
@@ -310,6 +315,22 @@ impl Bus for NatsBus {
                 payload: m.payload,
             })
             .boxed())
+    }
+
+    async fn queue_depth(&self, queue: Queue) -> Result<QueueDepth, BusError> {
+        let stream = self.stream_of(queue).await?;
+        let mut consumer: jetstream::consumer::PullConsumer = stream
+            .get_consumer(&queue.consumer_name())
+            .await
+            .map_err(|e| BusError::unavailable("looking up a consumer", e))?;
+        let info = consumer
+            .info()
+            .await
+            .map_err(|e| BusError::unavailable("reading a consumer's state", e))?;
+        Ok(QueueDepth {
+            pending: info.num_pending,
+            in_flight: info.num_ack_pending as u64,
+        })
     }
 
     async fn check(&self) -> Result<(), BusError> {

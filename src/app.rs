@@ -138,6 +138,7 @@ pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result
             max_body_bytes: settings.server.max_body_bytes,
             workers: settings.server.workers,
         },
+        nodes: Default::default(),
     };
     let server = orion_gateway::run(listener, state).context("while starting the gateway")?;
     Ok(Gateway { addr, server })

@@ -12,7 +12,9 @@ use tracing::Instrument;
 use actix::prelude::*;
 use chrono::Utc;
 use futures_util::StreamExt;
-use orion_bus::{AgentKind, Body, Bus, Delivery, Envelope, Heartbeat, Priority, Queue};
+use orion_bus::{
+    AgentKind, Body, Bus, Delivery, Envelope, HEARTBEAT_INTERVAL, Heartbeat, Priority, Queue,
+};
 
 use crate::agents::AgentActor;
 use crate::coordinator::Coordinator;
@@ -21,7 +23,6 @@ use crate::messages::{
 };
 
 /// How often a node announces itself on `<p>.health.<node>`.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 /// Pause before asking the bus again for a queue it could not open.
 const CONSUME_RETRY: Duration = Duration::from_secs(1);
 /// Delay before a message whose handler failed for a passing reason is delivered again.
@@ -157,6 +158,46 @@ async fn settle(delivery: &Delivery, queue: &str, outcome: Result<(), HandleErro
 }
 
 impl BusBridge {
+    /// Publishes the node's heartbeat, and reads the depth of the queues it serves.
+    fn beat(&self, ctx: &mut Context<Self>) {
+        let mut agents: Vec<AgentKind> = self.agents.keys().copied().collect();
+        if self.coordinator.is_some() {
+            agents.push(AgentKind::Coordinator);
+        }
+        agents.sort();
+        let heartbeat = Heartbeat {
+            node: self.node.clone(),
+            agents,
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            at: Utc::now(),
+        };
+        let envelope = Envelope::new(self.node.clone(), Body::Heartbeat(heartbeat));
+        let bus = self.bus.clone();
+        let subject = bus.subjects().health(&self.node);
+        let queues = self.queues();
+        ctx.spawn(
+            async move {
+                if let Err(e) = bus.publish(&subject, &envelope).await {
+                    tracing::warn!(error = %e, "could not publish a heartbeat");
+                }
+                // The depth of the queues this node serves, as the bus sees it.
+                for queue in queues {
+                    if let Ok(depth) = bus.queue_depth(queue).await {
+                        let label = queue.label();
+                        let gauge = &metrics().queue_depth;
+                        gauge
+                            .with_label_values(&[&label, "pending"])
+                            .set(depth.pending as i64);
+                        gauge
+                            .with_label_values(&[&label, "in_flight"])
+                            .set(depth.in_flight as i64);
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
     /// The queues this node consumes.
     fn queues(&self) -> Vec<Queue> {
         let mut queues: Vec<Queue> = self
@@ -243,43 +284,9 @@ impl Actor for BusBridge {
                 },
             );
         }
-        ctx.run_interval(HEARTBEAT_INTERVAL, |bridge, ctx| {
-            let mut agents: Vec<AgentKind> = bridge.agents.keys().copied().collect();
-            if bridge.coordinator.is_some() {
-                agents.push(AgentKind::Coordinator);
-            }
-            agents.sort();
-            let heartbeat = Heartbeat {
-                node: bridge.node.clone(),
-                agents,
-                in_flight: bridge.in_flight.load(Ordering::Relaxed),
-                at: Utc::now(),
-            };
-            let envelope = Envelope::new(bridge.node.clone(), Body::Heartbeat(heartbeat));
-            let bus = bridge.bus.clone();
-            let subject = bus.subjects().health(&bridge.node);
-            let queues = bridge.queues();
-            ctx.spawn(
-                async move {
-                    if let Err(e) = bus.publish(&subject, &envelope).await {
-                        tracing::warn!(error = %e, "could not publish a heartbeat");
-                    }
-                    // The depth of the queues this node serves, as the bus sees it.
-                    for queue in queues {
-                        if let Ok(depth) = bus.queue_depth(queue).await {
-                            let label = queue.label();
-                            let gauge = &metrics().queue_depth;
-                            gauge
-                                .with_label_values(&[&label, "pending"])
-                                .set(depth.pending as i64);
-                            gauge
-                                .with_label_values(&[&label, "in_flight"])
-                                .set(depth.in_flight as i64);
-                        }
-                    }
-                }
-                .into_actor(bridge),
-            );
-        });
+        // A heartbeat at once (so a starting node is seen without waiting), then at every
+        // interval.
+        self.beat(ctx);
+        ctx.run_interval(HEARTBEAT_INTERVAL, |bridge, ctx| bridge.beat(ctx));
     }
 }

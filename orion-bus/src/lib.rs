@@ -24,9 +24,10 @@ pub use bus::{
 pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};
 pub use error::{BusError, BusErrorKind, ProtocolError};
 pub use protocol::{
-    AgentKind, Assignment, Candidate, ControlCommand, Decision, EventType, Heartbeat,
-    IllegalTransition, Outcome, Priority, ResumeTask, ReviewSubmitted, Step, Task, TaskEvent,
-    TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus, TestVerdict, WorkReport, check_budget,
+    AgentKind, Assignment, Candidate, ControlCommand, Decision, EventType, HEARTBEAT_INTERVAL,
+    Heartbeat, IllegalTransition, Outcome, Priority, ResumeTask, ReviewSubmitted, Step, Task,
+    TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus, TestVerdict, WorkReport,
+    check_budget,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
 pub use transport::{InProcessBus, NatsBus};

@@ -522,6 +522,9 @@ pub struct WorkReport {
     pub outcome: Outcome,
 }
 
+/// How often a node publishes its heartbeat on `<prefix>.health.<node>`.
+pub const HEARTBEAT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A node's periodic sign of life.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {

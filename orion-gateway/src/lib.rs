@@ -7,6 +7,7 @@
 //! is `application/problem+json` with a stable `code` from one registry ([`ApiError`]).
 
 mod error;
+pub mod nodes;
 mod routes;
 mod startup;
 

@@ -33,6 +33,8 @@ impl Default for GatewayConfig {
 pub struct AppState {
     pub lifecycle: Lifecycle,
     pub config: GatewayConfig,
+    /// The nodes' heartbeats, kept by [`run`].
+    pub nodes: crate::nodes::NodeView,
 }
 
 fn json_error(
@@ -55,6 +57,7 @@ fn json_error(
 pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
     let limit = state.config.max_body_bytes;
     let workers = state.config.workers.max(1);
+    state.nodes.watch(state.lifecycle.bus().clone());
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         App::new()

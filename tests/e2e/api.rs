@@ -443,6 +443,7 @@ async fn health_readiness_and_the_openapi_document() {
             "/healthz",
             "/metrics",
             "/readyz",
+            "/v1/agents",
             "/v1/openapi.json",
             "/v1/pulls",
             "/v1/pulls/{id}",
@@ -566,4 +567,38 @@ async fn metrics_count_what_a_task_did_in_the_prometheus_format() {
     })
     .await;
     assert_eq!(depth, 0.0, "both tasks were taken");
+}
+
+#[actix_rt::test]
+async fn agents_lists_the_nodes_by_their_heartbeats() {
+    let app = TestApp::spawn().await;
+    let app = &app;
+    let cluster = eventually(
+        "the node's heartbeat",
+        Duration::from_secs(15),
+        || async move {
+            let (_, cluster) = app.get("/v1/agents").await;
+            (cluster["nodes"].as_array()?.len() == 1).then_some(cluster)
+        },
+    )
+    .await;
+    let node = &cluster["nodes"][0];
+    assert_eq!(node["state"], "healthy");
+    assert_eq!(node["in_flight"], 0);
+    let agents: Vec<&str> = node["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for kind in [
+        "coordinator",
+        "developer",
+        "analyzer",
+        "testing",
+        "architect",
+    ] {
+        assert!(agents.contains(&kind), "{agents:?}");
+        assert_eq!(cluster["agents"][kind]["healthy_nodes"], 1, "{kind}");
+    }
 }

@@ -255,6 +255,21 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
         nodes,
         HashSet::from(["node-a".to_owned(), "node-b".to_owned()])
     );
+    // The gateway keeps the same view for GET /v1/agents.
+    let cluster = eventually(
+        "both nodes in /v1/agents",
+        Duration::from_secs(20),
+        || async {
+            let cluster = get_json(client, format!("{base}/v1/agents")).await?;
+            (cluster["nodes"].as_array()?.len() == 2).then_some(cluster)
+        },
+    )
+    .await;
+    assert_eq!(cluster["nodes"][0]["node"], "node-a");
+    assert_eq!(cluster["nodes"][1]["state"], "healthy");
+    assert_eq!(cluster["agents"]["analyzer"]["healthy_nodes"], 2);
+    assert_eq!(cluster["agents"]["developer"]["healthy_nodes"], 1);
+    assert_eq!(cluster["agents"]["devops"]["healthy_nodes"], 0);
 
     drop(gateway);
     tear_down(prefix, db).await;

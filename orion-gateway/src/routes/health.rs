@@ -10,6 +10,30 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
+/// `GET /v1/agents`: every node heard from (its agents, work in flight, last heartbeat and
+/// state), and per agent kind how many healthy nodes serve it.
+pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
+    let nodes = state.nodes.nodes();
+    // Per kind, the healthy nodes that serve it (work in flight is per node: a node's
+    // heartbeat counts its deliveries, not its agents').
+    let mut kinds: std::collections::BTreeMap<String, serde_json::Value> =
+        orion_bus::AgentKind::WORKERS
+            .iter()
+            .chain([&orion_bus::AgentKind::Coordinator])
+            .map(|k| (k.to_string(), serde_json::json!({ "healthy_nodes": 0 })))
+            .collect();
+    for node in nodes
+        .iter()
+        .filter(|n| n.state == crate::nodes::NodeState::Healthy)
+    {
+        for agent in &node.agents {
+            let entry = kinds.entry(agent.to_string()).or_default();
+            entry["healthy_nodes"] = (entry["healthy_nodes"].as_u64().unwrap_or(0) + 1).into();
+        }
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "nodes": nodes, "agents": kinds }))
+}
+
 /// `GET /metrics`: the process's metrics in the Prometheus text format.
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()

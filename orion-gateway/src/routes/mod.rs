@@ -30,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     web::post().to(tasks::submit_suggestion),
                 )
                 .route("/usage", web::get().to(tasks::usage_summary))
+                .route("/agents", web::get().to(health::agents))
                 .route("/repos/{repo}/trend", web::get().to(repos::trend))
                 .route("/pulls", web::get().to(pulls::list))
                 .route("/pulls/{id}", web::get().to(pulls::get))

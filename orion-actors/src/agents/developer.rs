@@ -499,13 +499,17 @@ impl DeveloperWork {
         verdict: &TestVerdict,
     ) -> Result<Outcome, TaskFailure> {
         let ws = self.workspace(task).await?;
-        let forget = {
-            let (ws, git_ref) = (ws.clone(), candidate.git_ref.clone());
-            move || vcs::delete_remote_ref(&ws, &git_ref)
+        // The candidate ref goes either way; a remote that refuses the deletion leaves a ref
+        // outside the branches, which is logged and does not change the task's outcome.
+        let forget = || async {
+            let (remote_ws, git_ref) = (ws.clone(), candidate.git_ref.clone());
+            if let Err(e) = blocking(move || vcs::delete_remote_ref(&remote_ws, &git_ref)).await {
+                tracing::warn!(task = %task.id, git_ref = %candidate.git_ref, error = %e.message, "could not delete the candidate ref");
+            }
         };
         let tests = match verdict {
             TestVerdict::Failed { failure } => {
-                blocking(forget).await?;
+                forget().await;
                 return Err(failure.clone());
             }
             TestVerdict::Passed { run } => run.clone(),
@@ -518,7 +522,7 @@ impl DeveloperWork {
         let outcome = self
             .publish(task, &ws, candidate.head.clone(), Some(tests))
             .await?;
-        blocking(forget).await?;
+        forget().await;
         Ok(outcome)
     }
 

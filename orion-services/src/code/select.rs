@@ -408,7 +408,9 @@ pub fn select(
         .iter()
         .map(|d| {
             let by_path = spelled.iter().any(|m| {
-                d.path == *m || d.path.ends_with(&format!("/{m}")) || m.ends_with(&d.path)
+                d.path == *m
+                    || d.path.ends_with(&format!("/{m}"))
+                    || m.ends_with(&format!("/{}", d.path))
             });
             let by_name = d
                 .tags

@@ -533,6 +533,16 @@ fn a_name_the_task_spells_out_puts_its_file_first() {
     let ranking = ranked(&docs, "load_settings ignores the defaults", None);
     assert_eq!(ranking[0].0, "config.py");
     assert!(ranking[0].1.contains(&"mentions".to_owned()));
+
+    // A path counts whole: `billing/invoice.py` is not `voice.py`.
+    let docs = docs_of(&[
+        py("billing/invoice.py", "x = 1\n"),
+        py("voice.py", "y = 2\n"),
+    ]);
+    let ranking = ranked(&docs, "crash in billing/invoice.py", None);
+    assert_eq!(ranking[0].0, "billing/invoice.py");
+    assert!(ranking[0].1.contains(&"mentions".to_owned()));
+    assert!(ranking.iter().all(|(p, _)| p != "voice.py"), "{ranking:?}");
 }
 
 #[test]

@@ -4,11 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
+# The chart and the compose file: lint, render, validate (installs helm & co., and pip where
+# the machine lacks it; the chart's tests in tests/e2e/deploy.rs use the same helm).
+scripts/check-deploy.sh
 # lizard is the reference the cyclomatic-complexity test compares with (a test tool only).
 if ! python3 -m lizard --version >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lizard==1.24.3
 fi
-# The chart and the compose file: lint, render, validate (installs helm & co. where missing;
-# the chart's tests in tests/e2e/deploy.rs use the same helm).
-scripts/check-deploy.sh
 exec cargo nextest run --workspace --no-fail-fast "$@"

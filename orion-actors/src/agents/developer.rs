@@ -426,16 +426,7 @@ impl DeveloperWork {
             Some((pull, _)) => format!("revise-{pull}"),
             None => "edit".to_owned(),
         };
-        let context = CallContext {
-            task: Some(task.id),
-            agent: "developer".into(),
-            step,
-            attempt: assignment.attempt,
-        };
-        let answer = match self
-            .ask(model.as_ref(), assignment, &context, &request)
-            .await?
-        {
+        let answer = match self.ask(model.as_ref(), assignment, step, &request).await? {
             Asked::Answer(answer) => answer,
             Asked::OverBudget(pause) => return Ok(pause),
         };
@@ -616,14 +607,8 @@ impl DeveloperWork {
             max_tokens: Some(2048),
             temperature: Some(0.0),
         };
-        let context = CallContext {
-            task: Some(task.id),
-            agent: "developer".into(),
-            step: "review".into(),
-            attempt: assignment.attempt,
-        };
         let answer = match self
-            .ask(model.as_ref(), assignment, &context, &request)
+            .ask(model.as_ref(), assignment, "review".into(), &request)
             .await?
         {
             Asked::Answer(answer) => answer,
@@ -693,16 +678,23 @@ impl DeveloperWork {
         Some(forge_pull.html_url)
     }
 
-    /// A model call through the effects ledger: a redelivered step reads the answer its first
-    /// delivery paid for; a new answer's tokens and cost are recorded.
+    /// A model call for `step` of the assignment, through the effects ledger: a redelivered
+    /// step reads the answer its first delivery paid for; a new answer's tokens and cost are
+    /// recorded.
     async fn ask(
         &self,
         model: &dyn ChatModel,
         assignment: &Assignment,
-        context: &CallContext,
+        step: String,
         request: &ChatRequest,
     ) -> Result<Asked, TaskFailure> {
         let task = &assignment.task;
+        let context = &CallContext {
+            task: Some(task.id),
+            agent: "developer".into(),
+            step,
+            attempt: assignment.attempt,
+        };
         let key = format!("model:{}:{}", context.step, context.attempt);
         if let Some(recorded) = self
             .store

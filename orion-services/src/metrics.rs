@@ -148,5 +148,18 @@ pub fn render() -> String {
     String::from_utf8(text).unwrap_or_default()
 }
 
+/// Counts an open WebSocket subscription until the returned guard is dropped, however the
+/// session ends.
+pub fn ws_subscriber() -> impl Drop {
+    struct Subscribed;
+    impl Drop for Subscribed {
+        fn drop(&mut self) {
+            metrics().ws_subscribers.dec();
+        }
+    }
+    metrics().ws_subscribers.inc();
+    Subscribed
+}
+
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

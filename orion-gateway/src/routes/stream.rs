@@ -146,16 +146,7 @@ async fn serve(
     filter: Filter,
     since: Option<i64>,
 ) {
-    let subscribers = &orion_services::metrics::metrics().ws_subscribers;
-    subscribers.inc();
-    // Counted down however the session ends.
-    struct Leaving<'a>(&'a prometheus::IntGauge);
-    impl Drop for Leaving<'_> {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    let _leaving = Leaving(subscribers);
+    let _subscribed = orion_services::metrics::ws_subscriber();
     let result: Result<(), End> = async {
         let replayed_up_to = match since {
             Some(since) => replay(&mut session, store.as_ref(), &filter, since).await?,

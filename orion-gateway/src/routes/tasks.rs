@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use orion_bus::{Priority, TaskId, TaskKind, TaskSpec, TaskStatus};
 use orion_services::lifecycle::{Change, LifecycleError, Submission};
-use orion_services::store::{StoreError, TaskQuery, UsageGroup};
+use orion_services::store::{StoreError, TaskQuery, UsageGroup, UsageTotals};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -147,16 +147,9 @@ pub async fn get(
     let task = store.task(id).await?;
     let calls = store.task_usage(id).await?;
     let mut body = serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["usage"] = usage_totals(&calls);
+    body["usage"] = serde_json::to_value(UsageTotals::of_calls(&calls))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(HttpResponse::Ok().json(body))
-}
-
-/// The sums of a task's model calls.
-fn usage_totals(calls: &[orion_services::store::UsageRecord]) -> Value {
-    let prompt_tokens: u64 = calls.iter().map(|c| c.prompt_tokens).sum();
-    let completion_tokens: u64 = calls.iter().map(|c| c.completion_tokens).sum();
-    let cost_usd: f64 = calls.iter().map(|c| c.cost_usd).sum();
-    serde_json::json!({ "calls": calls.len(), "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd })
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,16 +188,12 @@ pub async fn usage_summary(
             }
         })?;
     let groups = state.lifecycle.store().usage(from, to, group).await?;
-    let calls: u64 = groups.iter().map(|g| g.calls).sum();
-    let prompt_tokens: u64 = groups.iter().map(|g| g.prompt_tokens).sum();
-    let completion_tokens: u64 = groups.iter().map(|g| g.completion_tokens).sum();
-    let cost_usd: f64 = groups.iter().map(|g| g.cost_usd).sum();
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "group_by": group,
         "from": from,
         "to": to,
+        "totals": UsageTotals::of_sums(&groups),
         "groups": groups,
-        "totals": { "calls": calls, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "cost_usd": cost_usd },
     })))
 }
 
@@ -340,7 +329,7 @@ pub async fn usage(
     store.task(id).await?;
     let calls = store.task_usage(id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
-        "totals": usage_totals(&calls),
+        "totals": UsageTotals::of_calls(&calls),
         "calls": calls,
     })))
 }

@@ -38,15 +38,53 @@ pub enum UsageGroup {
     Day,
 }
 
+/// Model calls summed: how many, their tokens and their cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageTotals {
+    pub calls: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+impl UsageTotals {
+    /// Counts one call.
+    pub fn add_call(&mut self, prompt_tokens: u64, completion_tokens: u64, cost_usd: f64) {
+        self.calls += 1;
+        self.prompt_tokens += prompt_tokens;
+        self.completion_tokens += completion_tokens;
+        self.cost_usd += cost_usd;
+    }
+
+    /// The sum of recorded calls.
+    pub fn of_calls<'a>(calls: impl IntoIterator<Item = &'a UsageRecord>) -> Self {
+        let mut totals = Self::default();
+        for c in calls {
+            totals.add_call(c.prompt_tokens, c.completion_tokens, c.cost_usd);
+        }
+        totals
+    }
+
+    /// The sum of sums.
+    pub fn of_sums<'a>(sums: impl IntoIterator<Item = &'a UsageSum>) -> Self {
+        let mut totals = Self::default();
+        for s in sums {
+            totals.calls += s.totals.calls;
+            totals.prompt_tokens += s.totals.prompt_tokens;
+            totals.completion_tokens += s.totals.completion_tokens;
+            totals.cost_usd += s.totals.cost_usd;
+        }
+        totals
+    }
+}
+
 /// The sums of one group of model calls.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UsageSum {
     /// The task id, agent, model or day; `null` for calls made outside any task.
     pub key: Option<String>,
-    pub calls: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost_usd: f64,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
 }
 
 impl SqlStore {
@@ -78,15 +116,13 @@ impl SqlStore {
                 };
                 let sum = sums.entry(key.clone()).or_insert(UsageSum {
                     key,
-                    calls: 0,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
-                    cost_usd: 0.0,
+                    totals: UsageTotals::default(),
                 });
-                sum.calls += 1;
-                sum.prompt_tokens += row.prompt_tokens.max(0) as u64;
-                sum.completion_tokens += row.completion_tokens.max(0) as u64;
-                sum.cost_usd += row.cost_usd;
+                sum.totals.add_call(
+                    row.prompt_tokens.max(0) as u64,
+                    row.completion_tokens.max(0) as u64,
+                    row.cost_usd,
+                );
             }
         }
         Ok(sums.into_values().collect())

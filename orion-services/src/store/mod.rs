@@ -10,7 +10,7 @@ mod entity;
 mod pulls;
 mod sql;
 
-pub use effects::{UsageGroup, UsageRecord, UsageSum};
+pub use effects::{UsageGroup, UsageRecord, UsageSum, UsageTotals};
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
 

@@ -9,12 +9,9 @@ use futures_util::StreamExt;
 use orion_bus::{BusConfig, NatsBus, Subjects};
 use serde_json::{Value, json};
 
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
-
 use crate::support::{
-    PgDatabase, TempDir, bare_remote, completion, eventually, first_line, get_json, git_fixture,
-    git_rev, metric, nats_url, unique,
+    PgDatabase, TempDir, bare_remote, eventually, first_line, get_json, git_fixture, git_rev,
+    metric, model_answering, nats_url, unique,
 };
 
 /// A child process killed when the test ends, however it ends.
@@ -280,15 +277,8 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
 /// through the remote (the candidate ref) and the hand-offs only through the bus.
 #[actix_rt::test]
 async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_node() {
-    let model = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
-            "=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n",
-        )))
-        .mount(&model)
-        .await;
+    let model =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
     let db = PgDatabase::create().await;
     let prefix = unique("c");
     let mut env = cluster_env(&db, &prefix);

@@ -12,7 +12,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
     TempDir, TestApp, bare_remote, completion, eventually, first_line, get_json, git, git_fixture,
-    git_rev, metric,
+    git_rev, metric, model_answering,
 };
 
 fn show(remote: &Path, spec: &str) -> String {
@@ -532,11 +532,7 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
         ),
     ];
     for (what, answer, code, message) in cases {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", answer)))
-            .mount(&server)
-            .await;
+        let server = model_answering(answer).await;
         let app = app_with_model(
             &server,
             &[
@@ -660,14 +656,8 @@ async fn orion_up(config: &Path, data: &Path) -> Up {
 
 #[actix_rt::test]
 async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterwards() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
-            "=== FILE: app/util.py\ndef helper(x):\n    return x * 3\n=== END\n",
-        )))
-        .mount(&server)
-        .await;
+    let server =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 3\n=== END\n").await;
     let (_keep, remote) = bare_remote();
     let dir = TempDir::new();
     let config = dir.path().join("orion.toml");
@@ -926,15 +916,8 @@ async fn a_test_task_runs_the_repositorys_tests_at_a_ref_in_the_sandbox() {
 
 #[actix_rt::test]
 async fn orion_run_develop_stops_at_the_review_gate_and_prints_the_pull_request() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v1/chat/completions"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
-            "=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n",
-        )))
-        .mount(&server)
-        .await;
+    let server =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
     let (_keep, remote) = bare_remote();
     let dir = TempDir::new();
     let config = dir.path().join("orion.toml");

@@ -77,6 +77,21 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|(_, value)| value.parse().ok())
 }
 
+/// A fake OpenAI-compatible server whose chat completions all answer `answer` (from
+/// `gpt-test`).
+pub async fn model_answering(answer: &str) -> wiremock::MockServer {
+    use wiremock::matchers::{method, path};
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(completion("gpt-test", answer)),
+        )
+        .mount(&server)
+        .await;
+    server
+}
+
 /// A name no other test uses.
 pub fn unique(stem: &str) -> String {
     format!("{stem}{}", uuid::Uuid::new_v4().simple())

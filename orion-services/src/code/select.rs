@@ -69,6 +69,8 @@ pub struct FileDoc {
     /// Words of the path, and of the file name alone.
     pub path_terms: Vec<String>,
     pub name_terms: Vec<String>,
+    /// Words of the names the file defines (read once, asked for every query).
+    pub defined_terms: HashSet<String>,
     pub tags: Vec<Tag>,
 }
 
@@ -84,13 +86,19 @@ impl FileDoc {
         }
         let name = source.path.rsplit('/').next().unwrap_or(&source.path);
         let stem = name.split('.').next().unwrap_or(name);
+        let file_tags = tags(parser, source.language, &source.path, &source.bytes);
         Self {
             path: source.path.clone(),
             terms,
             length,
             path_terms: words(&source.path).collect(),
             name_terms: words(stem).collect(),
-            tags: tags(parser, source.language, &source.path, &source.bytes),
+            defined_terms: file_tags
+                .iter()
+                .filter(|t| t.definition)
+                .flat_map(|t| words(&t.name))
+                .collect(),
+            tags: file_tags,
         }
     }
 }
@@ -389,15 +397,9 @@ pub fn select(
     let mut symbols: Vec<f64> = docs
         .iter()
         .map(|d| {
-            let defined: HashSet<String> = d
-                .tags
-                .iter()
-                .filter(|t| t.definition)
-                .flat_map(|t| words(&t.name).collect::<Vec<_>>())
-                .collect();
             unique_terms
                 .iter()
-                .filter(|t| defined.contains(t.as_str()))
+                .filter(|t| d.defined_terms.contains(t.as_str()))
                 .count() as f64
         })
         .collect();

@@ -102,6 +102,19 @@ impl NodeView {
     }
 }
 
+/// For every agent kind, how many healthy nodes serve it (work in flight is per node: a
+/// heartbeat counts a node's deliveries, not its agents').
+pub fn healthy_per_kind(nodes: &[NodeStatus]) -> BTreeMap<orion_bus::AgentKind, u32> {
+    let mut kinds: BTreeMap<orion_bus::AgentKind, u32> =
+        orion_bus::AgentKind::ALL.iter().map(|k| (*k, 0)).collect();
+    for node in nodes.iter().filter(|n| n.state == NodeState::Healthy) {
+        for agent in &node.agents {
+            *kinds.entry(*agent).or_default() += 1;
+        }
+    }
+    kinds
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

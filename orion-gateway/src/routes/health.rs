@@ -14,23 +14,11 @@ pub async fn healthz() -> HttpResponse {
 /// state), and per agent kind how many healthy nodes serve it.
 pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
     let nodes = state.nodes.nodes();
-    // Per kind, the healthy nodes that serve it (work in flight is per node: a node's
-    // heartbeat counts its deliveries, not its agents').
-    let mut kinds: std::collections::BTreeMap<String, serde_json::Value> =
-        orion_bus::AgentKind::WORKERS
-            .iter()
-            .chain([&orion_bus::AgentKind::Coordinator])
-            .map(|k| (k.to_string(), serde_json::json!({ "healthy_nodes": 0 })))
+    let kinds: std::collections::BTreeMap<String, serde_json::Value> =
+        crate::nodes::healthy_per_kind(&nodes)
+            .into_iter()
+            .map(|(kind, n)| (kind.to_string(), serde_json::json!({ "healthy_nodes": n })))
             .collect();
-    for node in nodes
-        .iter()
-        .filter(|n| n.state == crate::nodes::NodeState::Healthy)
-    {
-        for agent in &node.agents {
-            let entry = kinds.entry(agent.to_string()).or_default();
-            entry["healthy_nodes"] = (entry["healthy_nodes"].as_u64().unwrap_or(0) + 1).into();
-        }
-    }
     HttpResponse::Ok().json(serde_json::json!({ "nodes": nodes, "agents": kinds }))
 }
 

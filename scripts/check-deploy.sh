@@ -27,5 +27,6 @@ done
 
 "$venv/yamllint" -d '{extends: relaxed, rules: {line-length: {max: 120}}}' \
   $chart/values.yaml $chart/ci docker-compose.yaml
-"$TOOLS/compose/bin/docker-compose" -f docker-compose.yaml config --quiet
+ORION_JWT_SECRET=check-deploy-secret-of-32-bytes-or-more \
+  "$TOOLS/compose/bin/docker-compose" -f docker-compose.yaml config --quiet
 echo "compose: docker-compose.yaml is valid"

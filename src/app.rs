@@ -9,6 +9,7 @@ use std::time::Duration;
 use orion_actors::{DeveloperConfig, NodeConfig, NodeHandle, NodeServices, TestingConfig};
 use orion_bus::AgentKind;
 use orion_bus::{Bus, InProcessBus, NatsBus, Subjects};
+use orion_gateway::auth::{AuthMode, Authenticator};
 use orion_gateway::{AppState, GatewayConfig};
 use orion_services::code::TreeSitterIntel;
 use orion_services::forge::GitHubForge;
@@ -129,17 +130,27 @@ pub struct Gateway {
 
 /// Binds the configured address (port 0 picks a free one) and starts serving.
 pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result<Gateway> {
+    let listen = settings.server.listen;
+    anyhow::ensure!(
+        settings.auth.mode != AuthMode::None || listen.ip().is_loopback(),
+        "refusing to serve {listen} with auth.mode = \"none\": without auth the API is open \
+         to anyone who can reach it, so it may listen on a loopback address only. Set \
+         auth.mode = \"jwt\" with auth.jwt.secret (see docs/security.md), or listen on 127.0.0.1"
+    );
     let listener = TcpListener::bind(settings.server.listen)
         .with_context(|| format!("while binding {}", settings.server.listen))?;
     let addr = listener.local_addr()?;
-    let state = AppState {
-        lifecycle: services.lifecycle.clone(),
-        config: GatewayConfig {
-            max_body_bytes: settings.server.max_body_bytes,
-            workers: settings.server.workers,
-        },
-        nodes: Default::default(),
+    let server_settings = &settings.server;
+    let config = GatewayConfig {
+        max_body_bytes: server_settings.max_body_bytes,
+        max_json_depth: server_settings.max_json_depth,
+        submissions_per_minute: server_settings.submissions_per_minute,
+        ws_max_frame_bytes: server_settings.ws_max_frame_bytes,
+        ws_buffer_events: server_settings.ws_buffer_events,
+        workers: server_settings.workers,
     };
+    let auth = Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
+    let state = AppState::new(services.lifecycle.clone(), config, auth, settings.sealer()?);
     let server = orion_gateway::run(listener, state).context("while starting the gateway")?;
     Ok(Gateway { addr, server })
 }

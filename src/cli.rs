@@ -46,6 +46,8 @@ pub enum Command {
     Review(ReviewArgs),
     /// A gateway's model usage (tokens and cost), summed by task, agent, model or day.
     Usage(UsageArgs),
+    /// Print a JWT signed with auth.jwt.secret, for a role (operators and scripts).
+    Token(TokenArgs),
     /// Navigate a repository: go to definition, a file's outline, the ranked repository map.
     #[command(subcommand)]
     Code(CodeCommand),
@@ -236,6 +238,22 @@ pub struct NodeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// viewer, submitter, operator or admin.
+    #[arg(long)]
+    pub role: String,
+    /// The token's subject: who it stands for (recorded in the audit log).
+    #[arg(long, default_value = "cli")]
+    pub subject: String,
+    /// Seconds until it expires.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
+    /// Space-separated grants, e.g. `review`.
+    #[arg(long)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct SubmitArgs {
     #[command(flatten)]
     pub task: TaskArgs,
@@ -268,7 +286,7 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Run(_) | Command::Submit(_) | Command::Watch(_)
+        Command::Run(_) | Command::Submit(_) | Command::Watch(_) | Command::Token(_)
     );
     let service = format!("orion-{}", cli.command.name());
     let result = Settings::load(cli.config.as_deref()).and_then(|settings| {
@@ -302,6 +320,7 @@ impl Command {
             Command::Pulls(_) => "pulls",
             Command::Review(_) => "review",
             Command::Usage(_) => "usage",
+            Command::Token(_) => "token",
             Command::Code(_) => "code",
             Command::Bench(_) => "bench",
             Command::Eval(_) => "eval",

@@ -9,7 +9,11 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use orion_bus::{AgentKind, BusConfig};
+use orion_services::secrets::{ExposeSecret, Sealer, SecretString};
 use serde::Deserialize;
+
+/// `ORION__LLM__API_KEY__FILE`: the value of `llm.api_key` is in that file.
+const FILE_SUFFIX: &str = "__file";
 
 /// The embedded defaults.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -33,24 +37,27 @@ pub struct Settings {
     /// Per agent kind (`[agents.developer]`): the model settings that differ from `[llm]`.
     #[serde(default)]
     pub agents: std::collections::HashMap<AgentKind, AgentModelSettings>,
+    /// Who may call the gateway.
+    #[serde(default)]
+    pub auth: orion_gateway::auth::AuthSettings,
+    #[serde(default)]
+    pub secrets: SecretsSettings,
+}
+
+/// `[secrets]`: keys for secrets at rest.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SecretsSettings {
+    /// 32 bytes, base64: seals repository credentials in the store. Absent: Orion stores none.
+    pub credentials_key: Option<SecretString>,
 }
 
 /// What an agent kind changes of the `[llm]` settings.
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 pub struct AgentModelSettings {
     pub base_url: Option<String>,
-    pub api_key: Option<String>,
+    pub api_key: Option<SecretString>,
     pub model: Option<String>,
     pub fallback_model: Option<String>,
-}
-
-impl std::fmt::Debug for AgentModelSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AgentModelSettings")
-            .field("base_url", &self.base_url)
-            .field("model", &self.model)
-            .finish_non_exhaustive()
-    }
 }
 
 /// Which kind of model serves the agents.
@@ -64,13 +71,12 @@ pub enum LlmProvider {
     Local,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct LlmSettings {
     #[serde(default)]
     pub provider: LlmProvider,
     pub base_url: Option<String>,
-    /// Never printed: `Debug` leaves it out.
-    pub api_key: Option<String>,
+    pub api_key: Option<SecretString>,
     pub model: String,
     pub fallback_model: Option<String>,
     pub timeout_secs: u64,
@@ -81,16 +87,6 @@ pub struct LlmSettings {
     pub task_budget_usd: Option<f64>,
     #[serde(default)]
     pub prices: std::collections::HashMap<String, orion_services::llm::Price>,
-}
-
-impl std::fmt::Debug for LlmSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmSettings")
-            .field("base_url", &self.base_url)
-            .field("api_key", &self.api_key.as_ref().map(|_| "<secret>"))
-            .field("model", &self.model)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -110,12 +106,17 @@ pub struct DeveloperSettings {
 pub struct ServerSettings {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    pub max_json_depth: usize,
+    pub submissions_per_minute: u32,
+    pub ws_max_frame_bytes: usize,
+    pub ws_buffer_events: usize,
     pub workers: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct DatabaseSettings {
-    pub url: Option<String>,
+    /// May hold a password, so it is a secret.
+    pub url: Option<SecretString>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -139,6 +140,8 @@ pub struct NodeSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct ClientSettings {
     pub url: String,
+    /// A JWT or API key sent as `Authorization: Bearer` (`ORION__CLIENT__TOKEN`).
+    pub token: Option<SecretString>,
 }
 
 impl Settings {
@@ -153,14 +156,33 @@ impl Settings {
             );
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("ORION__").split("__"));
+        figment = figment.merge(
+            Env::prefixed("ORION__")
+                .filter(|key| !key.as_str().to_ascii_lowercase().ends_with(FILE_SUFFIX))
+                .split("__"),
+        );
+        // `ORION__SECTION__KEY__FILE=/path`: the key's value is the file's contents (how
+        // Kubernetes and Docker hand secrets over), so secrets need not sit in the environment.
+        for (name, path) in std::env::vars() {
+            let Some(key) = name
+                .strip_prefix("ORION__")
+                .filter(|k| k.to_ascii_lowercase().ends_with(FILE_SUFFIX))
+                .map(|k| &k[..k.len() - FILE_SUFFIX.len()])
+            else {
+                continue;
+            };
+            let value = std::fs::read_to_string(&path)
+                .with_context(|| format!("while reading {name} ({path})"))?;
+            let key = key.to_lowercase().replace("__", ".");
+            figment = figment.merge((key, value.trim_end_matches(['\r', '\n']).to_owned()));
+        }
         figment.extract().context("while reading the configuration")
     }
 
     /// The database URL: the configured one, or SQLite in the data directory.
     pub fn database_url(&self) -> anyhow::Result<String> {
         if let Some(url) = &self.database.url {
-            return Ok(url.clone());
+            return Ok(url.expose_secret().to_owned());
         }
         std::fs::create_dir_all(&self.data_dir).with_context(|| {
             format!(
@@ -176,6 +198,15 @@ impl Settings {
             "sqlite://{}?mode=rwc",
             dir.join("orion.db").display()
         ))
+    }
+
+    /// The sealer of repository credentials, where a key is configured.
+    pub fn sealer(&self) -> anyhow::Result<Option<Sealer>> {
+        self.secrets
+            .credentials_key
+            .as_ref()
+            .map(|key| Sealer::from_base64(key).context("while reading secrets.credentials_key"))
+            .transpose()
     }
 
     pub fn bus_config(&self) -> BusConfig {

@@ -11,6 +11,7 @@ mod m20261125_000002_task_diff;
 mod m20261125_000003_pull_requests;
 mod m20261125_000004_effects_and_usage;
 mod m20261125_000005_task_budget;
+mod m20261125_000006_access;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000003_pull_requests::Migration),
             Box::new(m20261125_000004_effects_and_usage::Migration),
             Box::new(m20261125_000005_task_budget::Migration),
+            Box::new(m20261125_000006_access::Migration),
         ]
     }
 }

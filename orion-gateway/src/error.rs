@@ -48,6 +48,36 @@ pub enum ApiError {
         "the task {0} is stored but could not be queued yet; retry with the same Idempotency-Key"
     )]
     NotQueued(TaskId),
+    #[error("this request needs credentials: `Authorization: Bearer <token or API key>`")]
+    Unauthenticated,
+    #[error("the token is not valid: {0}")]
+    InvalidToken(String),
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token's issuer is not the configured one")]
+    WrongIssuer,
+    #[error("the token's audience is not the configured one")]
+    WrongAudience,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("no such API key")]
+    UnknownApiKey,
+    #[error("the API key has been revoked")]
+    ApiKeyRevoked,
+    #[error("the API key has expired")]
+    ApiKeyExpired,
+    #[error("the token carries no Orion role (claim `role` or `roles`)")]
+    NoRole,
+    #[error("this needs {need}")]
+    Forbidden { need: String },
+    #[error("too many submissions; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the JSON body nests deeper than {limit} levels")]
+    JsonTooDeep { limit: usize },
+    #[error("API key {0} does not exist")]
+    ApiKeyNotFound(uuid::Uuid),
+    #[error("repository credential {0} does not exist")]
+    CredentialNotFound(uuid::Uuid),
     #[error("internal error")]
     Internal(String),
 }
@@ -73,6 +103,21 @@ impl ApiError {
             ApiError::RouteNotFound => "route_not_found",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::NotQueued(_) => "task_not_queued",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::InvalidToken(_) => "invalid_token",
+            ApiError::TokenExpired => "token_expired",
+            ApiError::WrongIssuer => "wrong_issuer",
+            ApiError::WrongAudience => "wrong_audience",
+            ApiError::BadSignature => "bad_signature",
+            ApiError::UnknownApiKey => "unknown_api_key",
+            ApiError::ApiKeyRevoked => "api_key_revoked",
+            ApiError::ApiKeyExpired => "api_key_expired",
+            ApiError::NoRole => "no_role",
+            ApiError::Forbidden { .. } => "forbidden",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::JsonTooDeep { .. } => "json_too_deep",
+            ApiError::ApiKeyNotFound(_) => "api_key_not_found",
+            ApiError::CredentialNotFound(_) => "credential_not_found",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -96,6 +141,20 @@ impl ApiError {
             ApiError::RouteNotFound => "Not found",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::NotQueued(_) => "Task not queued",
+            ApiError::Unauthenticated
+            | ApiError::InvalidToken(_)
+            | ApiError::TokenExpired
+            | ApiError::WrongIssuer
+            | ApiError::WrongAudience
+            | ApiError::BadSignature
+            | ApiError::UnknownApiKey
+            | ApiError::ApiKeyRevoked
+            | ApiError::ApiKeyExpired => "Unauthorized",
+            ApiError::NoRole | ApiError::Forbidden { .. } => "Forbidden",
+            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::JsonTooDeep { .. } => "JSON nested too deeply",
+            ApiError::ApiKeyNotFound(_) => "API key not found",
+            ApiError::CredentialNotFound(_) => "Credential not found",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -105,6 +164,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_)
+            | ApiError::JsonTooDeep { .. }
             | ApiError::InvalidParameter { .. }
             | ApiError::InvalidTaskId(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingField(_)
@@ -120,6 +180,18 @@ impl ResponseError for ApiError {
             | ApiError::RoundsExhausted { .. } => StatusCode::CONFLICT,
             ApiError::PullNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthenticated
+            | ApiError::InvalidToken(_)
+            | ApiError::TokenExpired
+            | ApiError::WrongIssuer
+            | ApiError::WrongAudience
+            | ApiError::BadSignature
+            | ApiError::UnknownApiKey
+            | ApiError::ApiKeyRevoked
+            | ApiError::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            ApiError::NoRole | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::ApiKeyNotFound(_) | ApiError::CredentialNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -137,9 +209,22 @@ impl ResponseError for ApiError {
             "detail": self.to_string(),
             "code": self.code(),
         });
-        HttpResponse::build(status)
-            .content_type("application/problem+json")
-            .body(body.to_string())
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if status == StatusCode::UNAUTHORIZED {
+            let error = match self {
+                ApiError::Unauthenticated => "Bearer realm=\"orion\"".to_owned(),
+                _ => format!(
+                    "Bearer realm=\"orion\", error=\"invalid_token\", error_description=\"{}\"",
+                    self.code()
+                ),
+            };
+            response.insert_header(("WWW-Authenticate", error));
+        }
+        if let ApiError::RateLimited { retry_after } = self {
+            response.insert_header(("Retry-After", retry_after.to_string()));
+        }
+        response.body(body.to_string())
     }
 }
 
@@ -166,6 +251,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(id) => ApiError::TaskNotFound(id),
             StoreError::PullNotFound(id) => ApiError::PullNotFound(id),
+            StoreError::ApiKeyNotFound(id) => ApiError::ApiKeyNotFound(id),
+            StoreError::CredentialNotFound(id) => ApiError::CredentialNotFound(id),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::Unavailable("database")

@@ -6,6 +6,8 @@
 //! never talks to actors; agents on any node are reached through the bus only. Every error
 //! is `application/problem+json` with a stable `code` from one registry ([`ApiError`]).
 
+pub mod auth;
+mod body;
 mod error;
 pub mod nodes;
 mod routes;

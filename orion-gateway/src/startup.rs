@@ -7,6 +7,11 @@ use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{App, HttpServer, web};
 use orion_services::lifecycle::Lifecycle;
 
+use std::sync::Arc;
+
+use orion_services::secrets::Sealer;
+
+use crate::auth::{Authenticator, SubmitLimiter};
 use crate::error::ApiError;
 use crate::routes;
 
@@ -15,6 +20,14 @@ use crate::routes;
 pub struct GatewayConfig {
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// How deep a JSON body may nest.
+    pub max_json_depth: usize,
+    /// Submissions per caller per minute; 0: unlimited.
+    pub submissions_per_minute: u32,
+    /// The largest WebSocket frame a client may send.
+    pub ws_max_frame_bytes: usize,
+    /// Events buffered for a WebSocket subscriber before it is closed as too slow.
+    pub ws_buffer_events: usize,
     /// How many actix workers serve requests.
     pub workers: usize,
 }
@@ -23,6 +36,10 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 256 * 1024,
+            max_json_depth: 32,
+            submissions_per_minute: 600,
+            ws_max_frame_bytes: 64 * 1024,
+            ws_buffer_events: 1024,
             workers: 2,
         }
     }
@@ -35,6 +52,29 @@ pub struct AppState {
     pub config: GatewayConfig,
     /// The nodes' heartbeats, kept by [`run`].
     pub nodes: crate::nodes::NodeView,
+    pub auth: Arc<Authenticator>,
+    pub submit_limiter: Arc<SubmitLimiter>,
+    /// Seals repository credentials; `None` when no key is configured (the credential routes
+    /// then refuse to store any).
+    pub sealer: Option<Sealer>,
+}
+
+impl AppState {
+    pub fn new(
+        lifecycle: Lifecycle,
+        config: GatewayConfig,
+        auth: Authenticator,
+        sealer: Option<Sealer>,
+    ) -> Self {
+        Self {
+            lifecycle,
+            submit_limiter: Arc::new(SubmitLimiter::per_minute(config.submissions_per_minute)),
+            config,
+            nodes: Default::default(),
+            auth: Arc::new(auth),
+            sealer,
+        }
+    }
 }
 
 fn json_error(
@@ -84,6 +124,7 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                     .into()
                 }),
             )
+            .wrap(actix_web::middleware::from_fn(crate::auth::authorize))
             .wrap_fn(count_request)
             .wrap(actix_web::middleware::NormalizePath::trim())
             .configure(routes::configure)

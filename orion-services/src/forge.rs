@@ -8,26 +8,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::secrets::{ExposeSecret, SecretString};
+
 /// Where the forge is and which repository mirrors Orion's pull requests.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct ForgeConfig {
     /// e.g. `https://api.github.com`.
     pub api_url: String,
     /// A token allowed to open pull requests and review them; sent as a bearer token.
-    pub token: String,
+    pub token: SecretString,
     pub owner: String,
     pub repo: String,
-}
-
-impl std::fmt::Debug for ForgeConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ForgeConfig")
-            .field("api_url", &self.api_url)
-            .field("token", &"<secret>")
-            .field("owner", &self.owner)
-            .field("repo", &self.repo)
-            .finish()
-    }
 }
 
 /// A pull request on the forge.
@@ -90,7 +81,7 @@ impl GitHubForge {
         let response = self
             .http
             .post(self.url(rest))
-            .bearer_auth(&self.config.token)
+            .bearer_auth(self.config.token.expose_secret())
             .header("accept", "application/vnd.github+json")
             .json(&body)
             .send()

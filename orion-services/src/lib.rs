@@ -15,6 +15,7 @@ pub mod forge;
 pub mod lifecycle;
 pub mod llm;
 pub mod metrics;
+pub mod secrets;
 pub mod store;
 pub mod telemetry;
 pub mod testing;

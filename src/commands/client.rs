@@ -6,10 +6,24 @@ use anyhow::Context;
 use futures_util::StreamExt;
 
 use crate::cli::{PullsArgs, ReviewArgs, ReviewDecision, SubmitArgs, UsageArgs, WatchArgs};
+use orion_services::secrets::ExposeSecret;
+
 use crate::settings::Settings;
 
+/// An HTTP client that sends `client.token` as the bearer token, where one is set.
+fn http(settings: &Settings) -> awc::Client {
+    let mut builder = awc::Client::builder();
+    if let Some(token) = &settings.client.token {
+        builder = builder.bearer_auth(token.expose_secret());
+    }
+    builder.finish()
+}
+
 pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args.server.unwrap_or(settings.client.url);
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| settings.client.url.clone());
     let t = args.task;
     let mut body = serde_json::json!({ "kind": t.kind, "repo": t.repo, "priority": t.priority });
     if let Some(prompt) = t.prompt {
@@ -21,7 +35,7 @@ pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<Exit
     if let Some(diff) = t.diff {
         body["diff"] = diff.into();
     }
-    let mut request = awc::Client::new().post(format!("{}/v1/tasks", server.trim_end_matches('/')));
+    let mut request = http(&settings).post(format!("{}/v1/tasks", server.trim_end_matches('/')));
     if let Some(key) = &args.idempotency_key {
         request = request.insert_header(("Idempotency-Key", key.as_str()));
     }
@@ -35,7 +49,10 @@ pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<Exit
 }
 
 pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args.server.unwrap_or(settings.client.url);
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| settings.client.url.clone());
     let mut url = format!(
         "{}/v1/stream",
         server.trim_end_matches('/').replacen("http", "ws", 1)
@@ -50,7 +67,7 @@ pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCo
     if !query.is_empty() {
         url = format!("{url}?{}", query.join("&"));
     }
-    let (_, mut frames) = awc::Client::new()
+    let (_, mut frames) = http(&settings)
         .ws(url.as_str())
         .connect()
         .await
@@ -87,23 +104,34 @@ fn print_answer(status: awc::http::StatusCode, body: &[u8]) -> ExitCode {
 }
 
 pub async fn pulls(args: PullsArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args.server.unwrap_or(settings.client.url);
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| settings.client.url.clone());
     let query: Vec<(&str, String)> = args.state.map(|s| ("state", s)).into_iter().collect();
-    get(&server, "/v1/pulls", &query).await
+    get(&settings, &server, "/v1/pulls", &query).await
 }
 
 pub async fn usage(args: UsageArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args.server.unwrap_or(settings.client.url);
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| settings.client.url.clone());
     let mut query = vec![("group_by", args.group_by)];
     query.extend(args.from.map(|f| ("from", f)));
     query.extend(args.to.map(|t| ("to", t)));
-    get(&server, "/v1/usage", &query).await
+    get(&settings, &server, "/v1/usage", &query).await
 }
 
 /// `GET server + path ? query` and prints the answer (non-zero exit on an error status).
-async fn get(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Result<ExitCode> {
+async fn get(
+    settings: &Settings,
+    server: &str,
+    path: &str,
+    query: &[(&str, String)],
+) -> anyhow::Result<ExitCode> {
     let url = format!("{}{path}", server.trim_end_matches('/'));
-    let mut response = awc::Client::new()
+    let mut response = http(settings)
         .get(&url)
         .query(&query)
         .map_err(|e| anyhow::anyhow!("{e}"))?
@@ -116,7 +144,10 @@ async fn get(server: &str, path: &str, query: &[(&str, String)]) -> anyhow::Resu
 }
 
 pub async fn review(args: ReviewArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args.server.unwrap_or(settings.client.url);
+    let server = args
+        .server
+        .clone()
+        .unwrap_or_else(|| settings.client.url.clone());
     let decision = match args.decision {
         ReviewDecision::Approve => "approve",
         ReviewDecision::RequestChanges => "request_changes",
@@ -126,7 +157,7 @@ pub async fn review(args: ReviewArgs, settings: Settings) -> anyhow::Result<Exit
         server.trim_end_matches('/'),
         args.id
     );
-    let mut response = awc::Client::new()
+    let mut response = http(&settings)
         .post(&url)
         .send_json(&serde_json::json!({ "decision": decision, "comment": args.comment }))
         .await

@@ -6,6 +6,7 @@ mod code;
 mod eval;
 mod run;
 mod serve;
+mod token;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Pulls(args) => client::pulls(args, settings).await,
         Command::Review(args) => client::review(args, settings).await,
         Command::Usage(args) => client::usage(args, settings).await,
+        Command::Token(args) => token::mint(args, settings),
         Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
         Command::Code(command) => code::run(command).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use orion_gateway::auth::AuthMode;
 use orion_services::store::SqlStore;
 
 use crate::app;
@@ -54,12 +55,23 @@ pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode
         "Orion listening on http://{addr} (data in {}; Ctrl-C stops)",
         settings.data_dir.display()
     );
+    // After the address: scripts read the first line.
+    if settings.auth.mode == AuthMode::None {
+        tracing::warn!(%addr, "auth is off: anyone on this machine can use the API as admin");
+        println!("auth is off (auth.mode = \"none\"): loopback only, every caller is admin");
+    }
     embedded.gateway.server.await.context("while serving")?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
     require_cluster(&settings, "gateway")?;
+    anyhow::ensure!(
+        settings.auth.mode != AuthMode::None,
+        "`orion gateway` serves a cluster and refuses to start without auth: set auth.mode = \
+         \"jwt\" and one of auth.jwt.secret, auth.jwt.public_key_file, auth.jwt.jwks_file \
+         (ORION__AUTH__MODE=jwt, ORION__AUTH__JWT__SECRET=…; see docs/security.md)"
+    );
     let name = format!("gateway-{}", settings.node_name());
     let services = app::connect(&settings, &name).await?;
     let gateway = app::start_gateway(&services, &settings)?;

@@ -181,7 +181,8 @@ async fn a_task_can_be_cancelled_until_it_ends() {
     let last = events["items"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (last["type"].as_str(), last["data"]["by"].as_str()),
-        (Some("cancelled"), Some("api"))
+        (Some("cancelled"), Some("anonymous")),
+        "the log names who cancelled: with auth off, the anonymous caller"
     );
 }
 

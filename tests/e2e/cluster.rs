@@ -10,8 +10,8 @@ use orion_bus::{BusConfig, NatsBus, Subjects};
 use serde_json::{Value, json};
 
 use crate::support::{
-    PgDatabase, TempDir, bare_remote, eventually, first_line, get_json, git_fixture, git_rev,
-    metric, model_answering, nats_url, unique,
+    PgDatabase, TempDir, auth_env, bare_remote, client_as, eventually, first_line, get_json,
+    git_fixture, git_rev, metric, model_answering, nats_url, unique,
 };
 
 /// A child process killed when the test ends, however it ends.
@@ -75,12 +75,14 @@ async fn start_gateway(env: &[(&str, String)]) -> (Process, String) {
 
 /// What every process of one test's cluster shares: the database, the bus and its prefix.
 fn cluster_env(db: &PgDatabase, prefix: &str) -> Vec<(&'static str, String)> {
-    vec![
+    let mut env = vec![
         ("ORION__DATABASE__URL", db.url.clone()),
         ("ORION__BUS__URL", nats_url()),
         ("ORION__BUS__PREFIX", prefix.to_owned()),
         ("ORION__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
-    ]
+    ];
+    env.extend(auth_env());
+    env
 }
 
 /// Deletes the test's streams and database.
@@ -147,7 +149,7 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
         .unwrap(),
     );
     let (gateway, base) = start_gateway(&env).await;
-    let client = awc::Client::new();
+    let client = client_as("admin");
 
     let repo = git_fixture();
     let mut submitted = Vec::new();
@@ -332,7 +334,7 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         .expect("the node prints where its metrics are")
         .to_owned();
 
-    let client = awc::Client::new();
+    let client = client_as("admin");
     let mut response = client
         .post(format!("{base}/v1/tasks"))
         .send_json(&json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" }))

@@ -118,6 +118,18 @@ fn the_default_values_render_the_gateway_node_pools_migration_hook_and_secret_wi
         "postgres://orion@postgres:5432/orion"
     );
     assert_eq!(secret["stringData"]["nats-url"], "nats://nats:4222");
+    // The gateway refuses to start without auth: the chart always wires a JWT secret,
+    // generated when none is given.
+    assert_eq!(
+        secret_ref(container(gateway), "ORION__AUTH__JWT__SECRET"),
+        Some(("orion-secrets".into(), "jwt-secret".into()))
+    );
+    assert!(
+        secret["stringData"]["jwt-secret"]
+            .as_str()
+            .is_some_and(|s| s.len() >= 32),
+        "a generated JWT secret of 48 characters"
+    );
 
     // The configuration file the chart mounts is one Orion reads, with the environment the
     // pods set on top of it.

@@ -14,6 +14,7 @@ mod deploy;
 mod develop;
 mod llm;
 mod sandbox;
+mod security;
 mod store;
 mod stream;
 mod support;

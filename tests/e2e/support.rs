@@ -92,6 +92,58 @@ pub async fn model_answering(answer: &str) -> wiremock::MockServer {
     server
 }
 
+/// The HS256 secret, issuer and audience of the tests that turn auth on.
+pub const JWT_SECRET: &str = "orion-test-jwt-secret-0123456789abcdef";
+pub const JWT_ISSUER: &str = "https://id.orion.test";
+pub const JWT_AUDIENCE: &str = "orion";
+
+/// A JWT signed with `secret` carrying `claims` as they are.
+pub fn jwt_with(secret: &str, claims: &serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign a test token")
+}
+
+/// The claims of a valid token for `role`, ten minutes long, subject `test-<role>`.
+pub fn claims(role: &str) -> serde_json::Value {
+    let now = jsonwebtoken::get_current_timestamp();
+    serde_json::json!({
+        "sub": format!("test-{role}"), "role": role, "iss": JWT_ISSUER, "aud": JWT_AUDIENCE,
+        "iat": now, "exp": now + 600,
+    })
+}
+
+/// A valid token for `role`.
+pub fn token(role: &str) -> String {
+    jwt_with(JWT_SECRET, &claims(role))
+}
+
+/// An HTTP client that sends a valid token for `role`.
+pub fn client_as(role: &str) -> awc::Client {
+    awc::Client::builder().bearer_auth(token(role)).finish()
+}
+
+/// The environment that turns JWT auth on in a child process, as the tests' tokens expect.
+pub fn auth_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("ORION__AUTH__MODE", "jwt".to_owned()),
+        ("ORION__AUTH__JWT__SECRET", JWT_SECRET.to_owned()),
+        ("ORION__AUTH__JWT__ISSUER", JWT_ISSUER.to_owned()),
+        ("ORION__AUTH__JWT__AUDIENCE", JWT_AUDIENCE.to_owned()),
+    ]
+}
+
+/// Turns JWT auth on in an in-process app's settings, as the tests' tokens expect.
+pub fn with_jwt_auth(settings: &mut Settings) {
+    settings.auth.mode = orion_gateway::auth::AuthMode::Jwt;
+    settings.auth.jwt.secret = Some(JWT_SECRET.into());
+    settings.auth.jwt.issuer = Some(JWT_ISSUER.into());
+    settings.auth.jwt.audience = Some(JWT_AUDIENCE.into());
+}
+
 /// A name no other test uses.
 pub fn unique(stem: &str) -> String {
     format!("{stem}{}", uuid::Uuid::new_v4().simple())

@@ -56,6 +56,22 @@ app.kubernetes.io/component: {{ .component }}
 - name: ORION__LLM__API_KEY
   valueFrom:
     secretKeyRef: { name: {{ include "orion.secretName" . }}, key: llm-api-key, optional: true }
+- name: ORION__SECRETS__CREDENTIALS_KEY
+  valueFrom:
+    secretKeyRef: { name: {{ include "orion.secretName" . }}, key: credentials-key, optional: true }
+- name: ORION__AUTH__MODE
+  value: jwt
+- name: ORION__AUTH__JWT__SECRET
+  valueFrom:
+    secretKeyRef: { name: {{ include "orion.secretName" . }}, key: jwt-secret }
+{{- with .Values.auth.issuer }}
+- name: ORION__AUTH__JWT__ISSUER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.auth.audience }}
+- name: ORION__AUTH__JWT__AUDIENCE
+  value: {{ . | quote }}
+{{- end }}
 {{- end -}}
 
 {{/* Writable places under a read-only root filesystem, and the config file. */}}

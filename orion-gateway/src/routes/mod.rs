@@ -1,5 +1,6 @@
 //! Routes, one module per resource.
 
+mod access;
 mod health;
 mod openapi;
 mod pulls;
@@ -35,6 +36,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route("/pulls", web::get().to(pulls::list))
                 .route("/pulls/{id}", web::get().to(pulls::get))
                 .route("/pulls/{id}/reviews", web::post().to(pulls::review))
-                .route("/stream", web::get().to(stream::connect)),
+                .route("/stream", web::get().to(stream::connect))
+                .route("/api-keys", web::post().to(access::create_key))
+                .route("/api-keys", web::get().to(access::list_keys))
+                .route("/api-keys/{id}", web::delete().to(access::revoke_key))
+                .route("/credentials", web::post().to(access::save_credential))
+                .route("/credentials", web::get().to(access::list_credentials))
+                .route(
+                    "/credentials/{id}",
+                    web::delete().to(access::delete_credential),
+                )
+                .route("/audit", web::get().to(access::audit_log)),
         );
 }

@@ -7,6 +7,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::auth::{Caller, audit};
+use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -69,7 +71,8 @@ pub async fn get(
 /// 202; the coordinator then merges or has the change revised.
 pub async fn review(
     path: web::Path<String>,
-    body: web::Json<Value>,
+    body: JsonBody,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = pull_id(&path)?;
@@ -131,6 +134,8 @@ pub async fn review(
         });
     }
     let review = store.add_review(id, decision, &comment).await?;
+    let detail = serde_json::json!({ "task": task.id, "decision": decision, "review": review.id });
+    audit(&state, &caller, "pull.review", Some(id.to_string()), detail).await;
     let next = match decision {
         Decision::Approve => PullState::Approved,
         Decision::RequestChanges => PullState::ChangesRequested,

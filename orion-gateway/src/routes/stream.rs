@@ -89,6 +89,8 @@ pub async fn connect(
             reason: e.to_string(),
         })?;
     let store = state.lifecycle.store().clone();
+    let incoming = incoming.max_frame_size(state.config.ws_max_frame_bytes);
+    let live = buffered(live, state.config.ws_buffer_events);
     actix_web::rt::spawn(serve(
         session,
         incoming,
@@ -100,9 +102,40 @@ pub async fn connect(
     Ok(response)
 }
 
+/// Live events, at most `capacity` of them waiting for a slow client; `None` from the
+/// receiver with the flag set means the client fell that far behind.
+struct Live {
+    events: tokio::sync::mpsc::Receiver<TaskEvent>,
+    overflowed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn buffered(mut live: EnvelopeStream, capacity: usize) -> Live {
+    use std::sync::atomic::Ordering;
+    let (tx, events) = tokio::sync::mpsc::channel(capacity.max(1));
+    let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = overflowed.clone();
+    actix_web::rt::spawn(async move {
+        while let Some((_, envelope)) = live.next().await {
+            let Body::Event(event) = envelope.body else {
+                continue;
+            };
+            match tx.try_send(event) {
+                Ok(()) => {}
+                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+            }
+        }
+    });
+    Live { events, overflowed }
+}
+
 /// Why a session ended.
 enum End {
     ClientGone,
+    FrameTooLarge,
     TooSlow,
     Failed(String),
 }
@@ -141,7 +174,7 @@ async fn replay(
 async fn serve(
     mut session: Session,
     mut incoming: actix_ws::MessageStream,
-    mut live: EnvelopeStream,
+    mut live: Live,
     store: std::sync::Arc<dyn Store>,
     filter: Filter,
     since: Option<i64>,
@@ -155,15 +188,21 @@ async fn serve(
         let mut ping = tokio::time::interval(PING_INTERVAL);
         loop {
             tokio::select! {
-                next = live.next() => {
-                    let Some((_, envelope)) = next else { return Err(End::Failed("event subscription ended".into())) };
-                    if let Body::Event(event) = envelope.body
-                        && event.seq > replayed_up_to && filter.admits(&event) {
-                            send(&mut session, &event).await?;
-                        }
+                next = live.events.recv() => {
+                    let Some(event) = next else {
+                        return Err(if live.overflowed.load(std::sync::atomic::Ordering::SeqCst) {
+                            End::TooSlow
+                        } else {
+                            End::Failed("event subscription ended".into())
+                        });
+                    };
+                    if event.seq > replayed_up_to && filter.admits(&event) {
+                        send(&mut session, &event).await?;
+                    }
                 }
                 message = incoming.next() => match message {
                     Some(Ok(Message::Ping(bytes))) => session.pong(&bytes).await.map_err(|_| End::ClientGone)?,
+                    Some(Err(actix_ws::ProtocolError::Overflow)) => return Err(End::FrameTooLarge),
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return Err(End::ClientGone),
                     Some(Ok(_)) => {}
                 },
@@ -174,6 +213,10 @@ async fn serve(
     .await;
     let reason = match result {
         Ok(()) | Err(End::ClientGone) => None,
+        Err(End::FrameTooLarge) => Some(CloseReason {
+            code: CloseCode::Size,
+            description: Some("frame too large".into()),
+        }),
         Err(End::TooSlow) => Some(CloseReason {
             code: CloseCode::Policy,
             description: Some("slow consumer".into()),

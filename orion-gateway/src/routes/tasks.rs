@@ -7,6 +7,8 @@ use orion_services::store::{StoreError, TaskQuery, UsageGroup, UsageTotals};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::auth::{Caller, audit};
+use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -110,14 +112,37 @@ fn task_id(raw: &str) -> Result<TaskId, ApiError> {
 /// `Idempotency-Key`.
 pub async fn submit(
     req: HttpRequest,
-    body: web::Json<Value>,
+    body: JsonBody,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let spec = parse_submission(body.into_inner())?;
     let lifecycle = &state.lifecycle;
     let submission = lifecycle.submit(spec, key.as_deref()).await?;
+    audit_submission(&state, &caller, &submission, serde_json::json!({})).await;
     submitted(submission)
+}
+
+async fn audit_submission(
+    state: &AppState,
+    caller: &Caller,
+    submission: &Submission,
+    mut detail: Value,
+) {
+    if submission.created {
+        let task = &submission.task;
+        detail["kind"] = task.spec.kind.as_str().into();
+        detail["repo"] = task.spec.repo.clone().into();
+        audit(
+            state,
+            caller,
+            "task.submit",
+            Some(task.id.to_string()),
+            detail,
+        )
+        .await;
+    }
 }
 
 /// The answer to a submission: 202 for a new task, 200 for the one an idempotency key names,
@@ -267,16 +292,27 @@ pub async fn events(
 /// `POST /v1/tasks/{id}/cancel`: 200 with the cancelled task; 409 when it already ended.
 pub async fn cancel(
     path: web::Path<String>,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
     let lifecycle = &state.lifecycle;
     let change = Change {
-        data: serde_json::json!({ "by": "api" }),
+        data: serde_json::json!({ "by": caller.subject }),
         ..Change::default()
     };
     match lifecycle.advance(id, TaskStatus::Cancelled, change).await {
-        Ok(Some(task)) => Ok(HttpResponse::Ok().json(task)),
+        Ok(Some(task)) => {
+            audit(
+                &state,
+                &caller,
+                "task.cancel",
+                Some(id.to_string()),
+                Value::Null,
+            )
+            .await;
+            Ok(HttpResponse::Ok().json(task))
+        }
         Ok(None) => Err(ApiError::NotCancellable(
             lifecycle.store().task(id).await?.status,
         )),
@@ -289,6 +325,7 @@ pub async fn cancel(
 /// into a `develop` task. Submitting the same suggestion again returns the same task.
 pub async fn submit_suggestion(
     path: web::Path<(String, usize)>,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (raw, n) = path.into_inner();
@@ -316,6 +353,8 @@ pub async fn submit_suggestion(
     let submission = lifecycle
         .submit(spec, Some(&format!("suggestion-{id}-{n}")))
         .await?;
+    let detail = serde_json::json!({ "from_analysis": id, "suggestion": n });
+    audit_submission(&state, &caller, &submission, detail).await;
     submitted(submission)
 }
 
@@ -338,7 +377,8 @@ pub async fn usage(
 /// in `awaiting_approval` resumes the step that paused (202), any other keeps running (200).
 pub async fn budget(
     path: web::Path<String>,
-    body: web::Json<Value>,
+    body: JsonBody,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
@@ -352,6 +392,8 @@ pub async fn budget(
     let lifecycle = &state.lifecycle;
     let store = lifecycle.store();
     let task = store.set_budget(id, budget).await?;
+    let detail = serde_json::json!({ "budget_usd": budget });
+    audit(&state, &caller, "task.budget", Some(id.to_string()), detail).await;
     if task.status != TaskStatus::AwaitingApproval {
         return Ok(HttpResponse::Ok().json(task));
     }

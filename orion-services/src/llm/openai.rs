@@ -36,7 +36,7 @@ pub struct OpenAiConfig {
     /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:11434/v1`.
     pub base_url: String,
     /// Sent as a bearer token; local servers often need none.
-    pub api_key: Option<String>,
+    pub api_key: Option<crate::secrets::SecretString>,
     pub model: String,
     /// Asked once the primary model stays unavailable through its retries.
     pub fallback_model: Option<String>,
@@ -232,7 +232,7 @@ impl OpenAiChat {
         );
         let mut call = self.http.post(url).json(&Self::body(model, request));
         if let Some(key) = &self.config.api_key {
-            call = call.bearer_auth(key);
+            call = call.bearer_auth(crate::secrets::ExposeSecret::expose_secret(key));
         }
         let response = match call.send().await {
             Ok(r) => r,

@@ -5,11 +5,13 @@
 //! checks the transition, compares the optimistic `version`, and appends to `task_events`,
 //! so two coordinators can never both move one task and the log never misses a change.
 
+mod access;
 mod effects;
 mod entity;
 mod pulls;
 mod sql;
 
+pub use access::{ApiKey, AuditEntry, NewApiKey, NewAudit, RepoCredential};
 pub use effects::{UsageGroup, UsageRecord, UsageSum, UsageTotals};
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
@@ -29,6 +31,10 @@ pub enum StoreError {
     NotFound(TaskId),
     #[error("pull request {0} not found")]
     PullNotFound(uuid::Uuid),
+    #[error("API key {0} not found")]
+    ApiKeyNotFound(uuid::Uuid),
+    #[error("repository credential {0} not found")]
+    CredentialNotFound(uuid::Uuid),
     #[error("task {task} changed meanwhile (expected version {expected}, found {actual})")]
     Conflict {
         task: TaskId,
@@ -218,4 +224,39 @@ pub trait Store: Send + Sync + 'static {
         to: Option<chrono::DateTime<chrono::Utc>>,
         group: UsageGroup,
     ) -> Result<Vec<UsageSum>, StoreError>;
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError>;
+
+    /// The key whose secret hashes to `hash` (SHA-256, hex), revoked and expired ones too.
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError>;
+
+    /// Marks a key revoked (once: revoking again changes nothing).
+    async fn revoke_api_key(&self, id: uuid::Uuid) -> Result<ApiKey, StoreError>;
+
+    async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError>;
+
+    /// Audit entries after `after_seq`, oldest first.
+    async fn audit(&self, after_seq: i64, limit: u64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Stores (or replaces) the credential for remotes starting with `repo_prefix`; `sealed`
+    /// is the secret as sealed by [`crate::secrets::Sealer`].
+    async fn save_credential(
+        &self,
+        repo_prefix: &str,
+        username: &str,
+        sealed: String,
+        created_by: &str,
+    ) -> Result<RepoCredential, StoreError>;
+
+    async fn credentials(&self) -> Result<Vec<RepoCredential>, StoreError>;
+
+    /// The credential with the longest prefix of `remote`, with its sealed secret.
+    async fn credential_for(
+        &self,
+        remote: &str,
+    ) -> Result<Option<(RepoCredential, String)>, StoreError>;
+
+    async fn delete_credential(&self, id: uuid::Uuid) -> Result<(), StoreError>;
 }

@@ -15,8 +15,9 @@ use sea_orm::{
 
 use super::entity::{agent_snapshot, task, task_event};
 use super::{
-    AgentSnapshot, PullRequest, PullState, PullVersion, Review, Store, StoreError, TaskPage,
-    TaskQuery, Transition, UsageGroup, UsageRecord, UsageSum,
+    AgentSnapshot, ApiKey, AuditEntry, NewApiKey, NewAudit, PullRequest, PullState, PullVersion,
+    RepoCredential, Review, Store, StoreError, TaskPage, TaskQuery, Transition, UsageGroup,
+    UsageRecord, UsageSum,
 };
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
@@ -470,5 +471,55 @@ impl Store for SqlStore {
         group: UsageGroup,
     ) -> Result<Vec<UsageSum>, StoreError> {
         self.usage_impl(from, to, group).await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+        self.create_api_key_impl(key).await
+    }
+
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.api_key_by_hash_impl(hash).await
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        self.list_api_keys_impl().await
+    }
+
+    async fn revoke_api_key(&self, id: uuid::Uuid) -> Result<ApiKey, StoreError> {
+        self.revoke_api_key_impl(id).await
+    }
+
+    async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
+        self.record_audit_impl(entry).await
+    }
+
+    async fn audit(&self, after_seq: i64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_impl(after_seq, limit).await
+    }
+
+    async fn save_credential(
+        &self,
+        repo_prefix: &str,
+        username: &str,
+        sealed: String,
+        created_by: &str,
+    ) -> Result<RepoCredential, StoreError> {
+        self.save_credential_impl(repo_prefix, username, sealed, created_by)
+            .await
+    }
+
+    async fn credentials(&self) -> Result<Vec<RepoCredential>, StoreError> {
+        self.credentials_impl().await
+    }
+
+    async fn credential_for(
+        &self,
+        remote: &str,
+    ) -> Result<Option<(RepoCredential, String)>, StoreError> {
+        self.credential_for_impl(remote).await
+    }
+
+    async fn delete_credential(&self, id: uuid::Uuid) -> Result<(), StoreError> {
+        self.delete_credential_impl(id).await
     }
 }

@@ -1,0 +1,638 @@
+//! Who is calling, and what they may do.
+//!
+//! Two kinds of credential, both as `Authorization: Bearer <token>` (or `X-Api-Key: <key>`;
+//! a browser's WebSocket may pass `?access_token=` on `/v1/stream`):
+//!
+//! - **JWT** (`auth.mode = "jwt"`): HS256 with a shared secret, or RS256/ES256 with a public
+//!   key (PEM) or a JWKS file. Expiry, issuer and audience are checked with a configured clock
+//!   skew; the role is the `role` claim (or the highest of a `roles` array); a `scope` claim
+//!   holding `review` grants reviews to a submitter.
+//! - **API keys** for internal tools: `orion_…` secrets made by `POST /v1/api-keys`, shown
+//!   once; the store keeps only their SHA-256. They carry a role, optional grants and an
+//!   optional expiry, and can be revoked.
+//!
+//! Every route needs a role ([`need`]): one table, checked by one middleware, so no handler
+//! can forget. Failures are 401 (`WWW-Authenticate: Bearer`) or 403, as problem+json.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{AlgorithmFamily, DecodingKey, Validation};
+use orion_services::secrets::{ExposeSecret, SecretString};
+use orion_services::store::Store;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// What every API key's secret starts with, so it is told from a JWT at a glance (and by
+/// secret scanners).
+pub const API_KEY_PREFIX: &str = "orion_";
+
+/// Roles, each allowed what the ones before it are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads tasks, events, pull requests, agents and usage.
+    Viewer,
+    /// Also submits tasks.
+    Submitter,
+    /// Also reviews pull requests, cancels tasks and raises budgets.
+    Operator,
+    /// Also manages API keys and repository credentials, and reads the audit log.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: &'static [Role] = &[Role::Viewer, Role::Submitter, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Submitter => "submitter",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .iter()
+            .copied()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("`{s}` is not a role (viewer, submitter, operator, admin)"))
+    }
+}
+
+/// The grant that lets a submitter review pull requests.
+pub const GRANT_REVIEW: &str = "review";
+/// Every grant there is.
+pub const GRANTS: &[&str] = &[GRANT_REVIEW];
+
+/// The authenticated caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`, or `key:<id>` for an API key, or `anonymous` with auth off.
+    pub subject: String,
+    pub role: Role,
+    pub grants: Vec<String>,
+}
+
+impl Principal {
+    fn anonymous() -> Self {
+        Self {
+            subject: "anonymous".into(),
+            role: Role::Admin,
+            grants: Vec::new(),
+        }
+    }
+
+    fn may(&self, need: Need) -> bool {
+        match need {
+            Need::Nothing => true,
+            Need::Role(role) => self.role >= role,
+            Need::Review => {
+                self.role >= Role::Operator
+                    || (self.role >= Role::Submitter
+                        && self.grants.iter().any(|g| g == GRANT_REVIEW))
+            }
+        }
+    }
+}
+
+/// What a route needs of its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: probes, metrics and the API's own description.
+    Nothing,
+    Role(Role),
+    /// An operator, or a submitter granted `review`.
+    Review,
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::Nothing => f.write_str("nothing"),
+            Need::Role(role) => write!(f, "role {} or higher", role.as_str()),
+            Need::Review => f.write_str("role operator, or submitter with the review grant"),
+        }
+    }
+}
+
+/// The permission matrix (docs/security.md shows it as a table): what each route needs,
+/// by method and route pattern. A route missing here needs `admin`, so a new route is
+/// closed until it is placed.
+pub fn need(method: &Method, pattern: &str) -> Need {
+    let read = method == Method::GET || method == Method::HEAD;
+    match pattern {
+        "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" => Need::Nothing,
+        p if p.starts_with("/v1/api-keys")
+            || p.starts_with("/v1/credentials")
+            || p.starts_with("/v1/audit") =>
+        {
+            Need::Role(Role::Admin)
+        }
+        _ if read => Need::Role(Role::Viewer),
+        "/v1/tasks" | "/v1/tasks/{id}/suggestions/{n}/submit" => Need::Role(Role::Submitter),
+        "/v1/pulls/{id}/reviews" => Need::Review,
+        "/v1/tasks/{id}/cancel" | "/v1/tasks/{id}/budget" => Need::Role(Role::Operator),
+        _ => Need::Role(Role::Admin),
+    }
+}
+
+/// Whether a route submits work (and so counts against the caller's submission rate).
+fn submits(method: &Method, pattern: &str) -> bool {
+    method == Method::POST
+        && matches!(
+            pattern,
+            "/v1/tasks" | "/v1/tasks/{id}/suggestions/{n}/submit"
+        )
+}
+
+/// `auth.mode`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// No credentials; every caller is an anonymous admin. Embedded mode on loopback only.
+    #[default]
+    None,
+    /// JWT bearer tokens and API keys.
+    Jwt,
+}
+
+/// `[auth]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct AuthSettings {
+    #[serde(default)]
+    pub mode: AuthMode,
+    #[serde(default)]
+    pub jwt: JwtSettings,
+}
+
+/// `[auth.jwt]`: exactly one of `secret`, `public_key_file`, `jwks_file`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct JwtSettings {
+    /// HS256 shared secret, at least 32 bytes (better from `ORION__AUTH__JWT__SECRET` or
+    /// `ORION__AUTH__JWT__SECRET_FILE`).
+    pub secret: Option<SecretString>,
+    /// An RSA or EC public key, PEM (RS256 / ES256).
+    pub public_key_file: Option<PathBuf>,
+    /// A JSON Web Key Set; the token's `kid` picks the key.
+    pub jwks_file: Option<PathBuf>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+impl Default for JwtSettings {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            public_key_file: None,
+            jwks_file: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: default_leeway(),
+        }
+    }
+}
+
+/// Keys that verify tokens: one, or a set picked by `kid`.
+struct Keys {
+    keys: Vec<(Option<String>, DecodingKey)>,
+}
+
+impl Keys {
+    fn pick(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+        match kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(kid))
+                .map(|(_, key)| key),
+            None if self.keys.len() == 1 => Some(&self.keys[0].1),
+            None => None,
+        }
+    }
+}
+
+/// Checks credentials; built once from `[auth]`.
+pub struct Authenticator {
+    mode: AuthMode,
+    jwt: Option<(Keys, JwtSettings)>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Authenticator {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::None,
+            jwt: None,
+        }
+    }
+}
+
+impl Authenticator {
+    /// Reads the keys `settings` name; an error says which setting is wrong (never its value).
+    pub fn new(settings: &AuthSettings) -> Result<Self, String> {
+        if settings.mode == AuthMode::None {
+            return Ok(Self::default());
+        }
+        let jwt = &settings.jwt;
+        let sources = [
+            jwt.secret.is_some(),
+            jwt.public_key_file.is_some(),
+            jwt.jwks_file.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return Err("auth.mode = \"jwt\" needs exactly one of auth.jwt.secret, \
+                 auth.jwt.public_key_file and auth.jwt.jwks_file"
+                .into());
+        }
+        let read = |file: &PathBuf, what: &str| {
+            std::fs::read(file).map_err(|e| format!("{what} {}: {e}", file.display()))
+        };
+        let keys = if let Some(secret) = &jwt.secret {
+            if secret.expose_secret().len() < 32 {
+                return Err("auth.jwt.secret must be at least 32 bytes".into());
+            }
+            vec![(
+                None,
+                DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            )]
+        } else if let Some(file) = &jwt.public_key_file {
+            let pem = read(file, "auth.jwt.public_key_file")?;
+            let key = DecodingKey::from_rsa_pem(&pem)
+                .or_else(|_| DecodingKey::from_ec_pem(&pem))
+                .map_err(|_| {
+                    format!(
+                        "auth.jwt.public_key_file {} is not an RSA or EC public key in PEM",
+                        file.display()
+                    )
+                })?;
+            vec![(None, key)]
+        } else {
+            let file = jwt.jwks_file.as_ref().expect("one source is set");
+            let set: JwkSet = serde_json::from_slice(&read(file, "auth.jwt.jwks_file")?)
+                .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", file.display()))?;
+            let mut keys = Vec::new();
+            for jwk in &set.keys {
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("auth.jwt.jwks_file {}: {e}", file.display()))?;
+                keys.push((jwk.common.key_id.clone(), key));
+            }
+            if keys.is_empty() {
+                return Err(format!("auth.jwt.jwks_file {} has no keys", file.display()));
+            }
+            keys
+        };
+        Ok(Self {
+            mode: settings.mode,
+            jwt: Some((Keys { keys }, jwt.clone())),
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        self.mode
+    }
+
+    /// The caller of `req`, or why it is not let in.
+    pub async fn authenticate(
+        &self,
+        req: &ServiceRequest,
+        store: &dyn Store,
+    ) -> Result<Principal, ApiError> {
+        if self.mode == AuthMode::None {
+            return Ok(Principal::anonymous());
+        }
+        let token = credential(req)?.ok_or(ApiError::Unauthenticated)?;
+        if token.starts_with(API_KEY_PREFIX) {
+            return api_key(store, &token).await;
+        }
+        self.verify_jwt(&token)
+    }
+
+    fn verify_jwt(&self, token: &str) -> Result<Principal, ApiError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let (keys, settings) = self.jwt.as_ref().ok_or(ApiError::Unauthenticated)?;
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::InvalidToken("not a JWT".into()))?;
+        let key = keys
+            .pick(header.kid.as_deref())
+            .ok_or(ApiError::InvalidToken(
+                "no configured key has this `kid`".into(),
+            ))?;
+        let mut validation = Validation::new_for_family(key.family());
+        if key.family() == AlgorithmFamily::Hmac {
+            validation.algorithms = vec![jsonwebtoken::Algorithm::HS256];
+        }
+        validation.leeway = settings.leeway_secs;
+        let mut required: HashSet<String> = ["exp".to_owned()].into();
+        match &settings.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.insert("aud".into());
+            }
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &settings.issuer {
+            validation.set_issuer(&[iss]);
+            required.insert("iss".into());
+        }
+        validation.required_spec_claims = required;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+            ErrorKind::ImmatureSignature => ApiError::InvalidToken("not valid yet".into()),
+            ErrorKind::InvalidIssuer => ApiError::WrongIssuer,
+            ErrorKind::InvalidAudience => ApiError::WrongAudience,
+            ErrorKind::InvalidSignature => ApiError::BadSignature,
+            ErrorKind::InvalidAlgorithm => {
+                ApiError::InvalidToken("its algorithm is not accepted".into())
+            }
+            ErrorKind::MissingRequiredClaim(claim) => {
+                ApiError::InvalidToken(format!("claim `{claim}` is missing"))
+            }
+            _ => ApiError::InvalidToken("malformed".into()),
+        })?;
+        let claims = data.claims;
+        let role = claims.role()?;
+        let grants = claims
+            .scope
+            .as_deref()
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter(|s| GRANTS.contains(s))
+            .map(str::to_owned)
+            .collect();
+        Ok(Principal {
+            subject: claims.sub.unwrap_or_else(|| "jwt".into()),
+            role,
+            grants,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    role: Option<String>,
+    #[serde(default)]
+    roles: Vec<String>,
+    scope: Option<String>,
+}
+
+impl Claims {
+    fn role(&self) -> Result<Role, ApiError> {
+        let named = self.role.iter().chain(&self.roles);
+        let known: Vec<Role> = named.filter_map(|r| r.parse().ok()).collect();
+        known.into_iter().max().ok_or(ApiError::NoRole)
+    }
+}
+
+/// The bearer token or API key of a request, if it carries one.
+fn credential(req: &ServiceRequest) -> Result<Option<String>, ApiError> {
+    if let Some(value) = req.headers().get("authorization") {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::InvalidToken("the Authorization header is not text".into()))?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+            return Err(ApiError::InvalidToken(
+                "the Authorization header must be `Bearer <token>`".into(),
+            ));
+        }
+        return Ok(Some(token.trim().to_owned()));
+    }
+    if let Some(value) = req.headers().get("x-api-key") {
+        let key = value
+            .to_str()
+            .map_err(|_| ApiError::InvalidToken("the X-Api-Key header is not text".into()))?;
+        return Ok(Some(key.trim().to_owned()));
+    }
+    // Browsers cannot set headers on a WebSocket: the stream takes the token in its query.
+    if req.path() == "/v1/stream" {
+        let query = web::Query::<StreamToken>::from_query(req.query_string())
+            .map_err(|_| ApiError::InvalidToken("the query is malformed".into()))?;
+        return Ok(query.into_inner().access_token);
+    }
+    Ok(None)
+}
+
+#[derive(Deserialize)]
+struct StreamToken {
+    access_token: Option<String>,
+}
+
+/// SHA-256 of an API key's secret, hex: what the store keeps and looks keys up by.
+pub fn hash_api_key(secret: &str) -> String {
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A new API key's secret: the prefix and 32 random bytes.
+pub fn new_api_key_secret() -> String {
+    format!(
+        "{API_KEY_PREFIX}{}",
+        orion_services::secrets::random_token(32)
+    )
+}
+
+async fn api_key(store: &dyn Store, secret: &str) -> Result<Principal, ApiError> {
+    let key = store
+        .api_key_by_hash(&hash_api_key(secret))
+        .await?
+        .ok_or(ApiError::UnknownApiKey)?;
+    if key.revoked_at.is_some() {
+        return Err(ApiError::ApiKeyRevoked);
+    }
+    if key.expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
+        return Err(ApiError::ApiKeyExpired);
+    }
+    let role = key
+        .role
+        .parse()
+        .map_err(|e: String| ApiError::Internal(format!("api key {}: {e}", key.id)))?;
+    Ok(Principal {
+        subject: format!("key:{}", key.id),
+        role,
+        grants: key.grants,
+    })
+}
+
+/// Submissions per caller per minute; `None` when unlimited.
+pub struct SubmitLimiter {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+}
+
+impl std::fmt::Debug for SubmitLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SubmitLimiter")
+    }
+}
+
+impl SubmitLimiter {
+    pub fn per_minute(n: u32) -> Self {
+        Self {
+            limiter: std::num::NonZeroU32::new(n)
+                .map(|n| governor::RateLimiter::keyed(Quota::per_minute(n))),
+        }
+    }
+
+    /// `Err(seconds to wait)` when `who` has used up its submissions.
+    fn check(&self, who: &str) -> Result<(), u64> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&who.to_owned()).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                .max(1)
+        })
+    }
+}
+
+/// The middleware: authenticates, checks the route's need and the submission rate, and
+/// hands the [`Principal`] to the handler.
+pub async fn authorize(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse, actix_web::Error> {
+    let Some(pattern) = req.match_pattern() else {
+        // No such route: the router answers 404.
+        return next.call(req).await;
+    };
+    let need = need(req.method(), &pattern);
+    if need == Need::Nothing {
+        return next.call(req).await;
+    }
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("the app has its state")
+        .clone();
+    let admitted = async {
+        let principal = state
+            .auth
+            .authenticate(&req, state.lifecycle.store().as_ref())
+            .await?;
+        if !principal.may(need) {
+            return Err(ApiError::Forbidden {
+                need: need.to_string(),
+            });
+        }
+        if submits(req.method(), &pattern) {
+            state
+                .submit_limiter
+                .check(&principal.subject)
+                .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
+        }
+        Ok(principal)
+    }
+    .await;
+    match admitted {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.call(req).await
+        }
+        Err(e) => {
+            if matches!(e, ApiError::Forbidden { .. } | ApiError::RateLimited { .. }) {
+                tracing::info!(error = %e, route = %pattern, "request refused");
+            }
+            Ok(req.error_response(e))
+        }
+    }
+}
+
+/// The caller as the handlers see it.
+pub type Caller = web::ReqData<Principal>;
+
+/// Records who did what in the audit log. The action has happened; a failure to record it is
+/// logged, not returned, so the client's answer matches what was done.
+pub async fn audit(
+    state: &AppState,
+    who: &Principal,
+    action: &'static str,
+    target: Option<String>,
+    detail: serde_json::Value,
+) {
+    let entry = orion_services::store::NewAudit {
+        actor: who.subject.clone(),
+        role: who.role.as_str().to_owned(),
+        action,
+        target,
+        detail,
+    };
+    if let Err(e) = state.lifecycle.store().record_audit(entry).await {
+        tracing::warn!(error = %e, action, "could not record an audit entry");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_closes_unknown_routes_and_opens_only_probes() {
+        assert_eq!(need(&Method::GET, "/healthz"), Need::Nothing);
+        assert_eq!(need(&Method::GET, "/v1/tasks"), Need::Role(Role::Viewer));
+        assert_eq!(
+            need(&Method::POST, "/v1/tasks"),
+            Need::Role(Role::Submitter)
+        );
+        assert_eq!(need(&Method::GET, "/v1/api-keys"), Need::Role(Role::Admin));
+        assert_eq!(need(&Method::POST, "/v1/pulls/{id}/reviews"), Need::Review);
+        assert_eq!(
+            need(&Method::POST, "/v1/something-new"),
+            Need::Role(Role::Admin)
+        );
+        assert_eq!(
+            need(&Method::DELETE, "/v1/tasks/{id}"),
+            Need::Role(Role::Admin)
+        );
+    }
+
+    #[test]
+    fn a_submitter_reviews_only_when_granted() {
+        let mut p = Principal {
+            subject: "s".into(),
+            role: Role::Submitter,
+            grants: vec![],
+        };
+        assert!(!p.may(Need::Review));
+        p.grants.push(GRANT_REVIEW.into());
+        assert!(p.may(Need::Review));
+        p.role = Role::Viewer;
+        assert!(!p.may(Need::Review), "a grant does not lift a viewer");
+    }
+}

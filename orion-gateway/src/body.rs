@@ -1,0 +1,64 @@
+//! The one extractor of JSON request bodies: size (by `JsonConfig`), syntax, and depth.
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use futures_util::future::LocalBoxFuture;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// A JSON body no deeper than `server.max_json_depth`.
+pub struct JsonBody(pub Value);
+
+impl JsonBody {
+    pub fn into_inner(self) -> Value {
+        self.0
+    }
+}
+
+/// How deep `value` nests: 1 for a scalar, one more per array or object around it.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1)];
+    while let Some((value, level)) = stack.pop() {
+        deepest = deepest.max(level);
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|v| (v, level + 1))),
+            Value::Object(fields) => stack.extend(fields.values().map(|v| (v, level + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+impl FromRequest for JsonBody {
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = web::Json::<Value>::from_request(req, payload);
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.config.max_json_depth)
+            .unwrap_or(32);
+        Box::pin(async move {
+            let value = json.await?.into_inner();
+            if depth(&value) > limit {
+                return Err(ApiError::JsonTooDeep { limit }.into());
+            }
+            Ok(JsonBody(value))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_counts_levels_of_nesting() {
+        assert_eq!(depth(&serde_json::json!(1)), 1);
+        assert_eq!(depth(&serde_json::json!({"a": [1, {"b": 2}]})), 4);
+        assert_eq!(depth(&serde_json::json!([[], [[[]]]])), 4);
+    }
+}

@@ -1,0 +1,274 @@
+//! Access records in the store: API keys (a hash of each secret, never the secret), the audit
+//! log, and repository credentials (sealed; see [`crate::secrets`]).
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::entity::{api_key, audit_log, repo_credential};
+use super::{SqlStore, StoreError};
+
+/// An API key as stored and listed: everything but its secret, which is never kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+    /// Extra permissions beyond the role (`review`).
+    pub grants: Vec<String>,
+    /// The first characters of the secret, to tell keys apart.
+    pub prefix: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key to store: its SHA-256 `hash` (hex) stands in for the secret.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub name: String,
+    pub role: String,
+    pub grants: Vec<String>,
+    pub hash: String,
+    pub prefix: String,
+    pub created_by: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Who did what, when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub role: String,
+    /// `task.submit`, `task.cancel`, `pull.review`, `api_key.create`, …
+    pub action: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// An entry to append to the audit log.
+#[derive(Clone, Debug)]
+pub struct NewAudit {
+    pub actor: String,
+    pub role: String,
+    pub action: &'static str,
+    pub target: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// A repository credential as listed: never its secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RepoCredential {
+    pub id: Uuid,
+    /// Remotes starting with this use the credential.
+    pub repo_prefix: String,
+    pub username: String,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+}
+
+fn to_key(m: api_key::Model) -> Result<ApiKey, StoreError> {
+    Ok(ApiKey {
+        id: m.id,
+        name: m.name,
+        role: m.role,
+        grants: serde_json::from_value(m.grants)
+            .map_err(|e| StoreError::Corrupt(format!("api key grants: {e}")))?,
+        prefix: m.prefix,
+        created_by: m.created_by,
+        created_at: m.created_at,
+        expires_at: m.expires_at,
+        revoked_at: m.revoked_at,
+    })
+}
+
+fn to_audit(m: audit_log::Model) -> AuditEntry {
+    AuditEntry {
+        seq: m.seq,
+        at: m.at,
+        actor: m.actor,
+        role: m.role,
+        action: m.action,
+        target: m.target,
+        detail: m.detail,
+    }
+}
+
+fn to_credential(m: &repo_credential::Model) -> RepoCredential {
+    RepoCredential {
+        id: m.id,
+        repo_prefix: m.repo_prefix.clone(),
+        username: m.username.clone(),
+        created_by: m.created_by.clone(),
+        created_at: m.created_at,
+    }
+}
+
+impl SqlStore {
+    pub(super) async fn create_api_key_impl(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+        let model = api_key::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            name: Set(key.name),
+            role: Set(key.role),
+            grants: Set(serde_json::json!(key.grants)),
+            hash: Set(key.hash),
+            prefix: Set(key.prefix),
+            created_by: Set(key.created_by),
+            created_at: Set(Utc::now()),
+            expires_at: Set(key.expires_at),
+            revoked_at: Set(None),
+        }
+        .insert(self.connection())
+        .await?;
+        to_key(model)
+    }
+
+    pub(super) async fn api_key_by_hash_impl(
+        &self,
+        hash: &str,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        api_key::Entity::find()
+            .filter(api_key::Column::Hash.eq(hash))
+            .one(self.connection())
+            .await?
+            .map(to_key)
+            .transpose()
+    }
+
+    pub(super) async fn list_api_keys_impl(&self) -> Result<Vec<ApiKey>, StoreError> {
+        api_key::Entity::find()
+            .order_by_asc(api_key::Column::Id)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(to_key)
+            .collect()
+    }
+
+    pub(super) async fn revoke_api_key_impl(&self, id: Uuid) -> Result<ApiKey, StoreError> {
+        let found = api_key::Entity::find_by_id(id)
+            .one(self.connection())
+            .await?
+            .ok_or(StoreError::ApiKeyNotFound(id))?;
+        if found.revoked_at.is_some() {
+            return to_key(found);
+        }
+        let mut active: api_key::ActiveModel = found.into();
+        active.revoked_at = Set(Some(Utc::now()));
+        to_key(active.update(self.connection()).await?)
+    }
+
+    pub(super) async fn record_audit_impl(
+        &self,
+        entry: NewAudit,
+    ) -> Result<AuditEntry, StoreError> {
+        let model = audit_log::ActiveModel {
+            seq: sea_orm::NotSet,
+            at: Set(Utc::now()),
+            actor: Set(entry.actor),
+            role: Set(entry.role),
+            action: Set(entry.action.to_owned()),
+            target: Set(entry.target),
+            detail: Set(entry.detail),
+        }
+        .insert(self.connection())
+        .await?;
+        Ok(to_audit(model))
+    }
+
+    pub(super) async fn audit_impl(
+        &self,
+        after_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(audit_log::Entity::find()
+            .filter(audit_log::Column::Seq.gt(after_seq))
+            .order_by_asc(audit_log::Column::Seq)
+            .limit(limit)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(to_audit)
+            .collect())
+    }
+
+    pub(super) async fn save_credential_impl(
+        &self,
+        repo_prefix: &str,
+        username: &str,
+        sealed: String,
+        created_by: &str,
+    ) -> Result<RepoCredential, StoreError> {
+        let existing = repo_credential::Entity::find()
+            .filter(repo_credential::Column::RepoPrefix.eq(repo_prefix))
+            .one(self.connection())
+            .await?;
+        let model = match existing {
+            Some(found) => {
+                let mut active: repo_credential::ActiveModel = found.into();
+                active.username = Set(username.to_owned());
+                active.sealed = Set(sealed);
+                active.created_by = Set(created_by.to_owned());
+                active.created_at = Set(Utc::now());
+                active.update(self.connection()).await?
+            }
+            None => {
+                repo_credential::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    repo_prefix: Set(repo_prefix.to_owned()),
+                    username: Set(username.to_owned()),
+                    sealed: Set(sealed),
+                    created_by: Set(created_by.to_owned()),
+                    created_at: Set(Utc::now()),
+                }
+                .insert(self.connection())
+                .await?
+            }
+        };
+        Ok(to_credential(&model))
+    }
+
+    pub(super) async fn credentials_impl(&self) -> Result<Vec<RepoCredential>, StoreError> {
+        Ok(repo_credential::Entity::find()
+            .order_by_asc(repo_credential::Column::RepoPrefix)
+            .all(self.connection())
+            .await?
+            .iter()
+            .map(to_credential)
+            .collect())
+    }
+
+    pub(super) async fn credential_for_impl(
+        &self,
+        remote: &str,
+    ) -> Result<Option<(RepoCredential, String)>, StoreError> {
+        // The longest prefix of `remote` wins; there are few rows, so they are read whole.
+        let rows = repo_credential::Entity::find()
+            .all(self.connection())
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|m| remote.starts_with(&m.repo_prefix))
+            .max_by_key(|m| m.repo_prefix.len())
+            .map(|m| (to_credential(&m), m.sealed)))
+    }
+
+    pub(super) async fn delete_credential_impl(&self, id: Uuid) -> Result<(), StoreError> {
+        let deleted = repo_credential::Entity::delete_by_id(id)
+            .exec(self.connection())
+            .await?;
+        if deleted.rows_affected == 0 {
+            return Err(StoreError::CredentialNotFound(id));
+        }
+        Ok(())
+    }
+}

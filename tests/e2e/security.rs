@@ -1,0 +1,715 @@
+//! Security at the gateway: every authentication failure (401) and role violation (403) as
+//! problem+json, the permission matrix, API keys (shown once, stored hashed, revocable,
+//! expiring), the audit log, limits (JSON depth, submission rate, WebSocket frames), sealed
+//! repository credentials, and the modes that refuse to run open.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{
+    JWT_SECRET, TestApp, claims, eventually, fixture_repo, jwt_with, token, with_jwt_auth,
+};
+
+/// A request's answer: status, problem code (if any), the `WWW-Authenticate` header, body.
+struct Answer {
+    status: u16,
+    content_type: String,
+    www_authenticate: Option<String>,
+    retry_after: Option<String>,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let client = awc::Client::new();
+    let url = app.url(path);
+    let mut request = match method {
+        "GET" => client.get(url),
+        "POST" => client.post(url),
+        "DELETE" => client.delete(url),
+        other => panic!("method {other}"),
+    };
+    if let Some(auth) = auth {
+        request = request.insert_header(("Authorization", auth));
+    }
+    let mut response = match body {
+        Some(body) => request.send_json(&body).await,
+        None => request.send().await,
+    }
+    .expect("the gateway answers");
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (content_type, www_authenticate, retry_after) = (
+        header("content-type").unwrap_or_default(),
+        header("www-authenticate"),
+        header("retry-after"),
+    );
+    let bytes = response.body().await.expect("a body");
+    Answer {
+        status: response.status().as_u16(),
+        content_type,
+        www_authenticate,
+        retry_after,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn secured_app() -> TestApp {
+    TestApp::spawn_with(with_jwt_auth).await
+}
+
+fn analyze(repo: &str) -> Value {
+    json!({ "kind": "analyze", "repo": repo })
+}
+
+#[actix_rt::test]
+async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
+    let app = secured_app().await;
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut expired = claims("admin");
+    expired["exp"] = json!(now - 3600);
+    let mut wrong_issuer = claims("admin");
+    wrong_issuer["iss"] = json!("https://someone.else");
+    let mut wrong_audience = claims("admin");
+    wrong_audience["aud"] = json!("another-service");
+    let mut no_expiry = claims("admin");
+    no_expiry.as_object_mut().unwrap().remove("exp");
+    let unsigned = format!(
+        "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
+        base64_url(&claims("admin").to_string())
+    );
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("missing", None, "unauthenticated"),
+        ("not a JWT", Some(bearer("abc.def")), "invalid_token"),
+        (
+            "not bearer",
+            Some("Basic dXNlcjpwYXNz".into()),
+            "invalid_token",
+        ),
+        ("alg none", Some(bearer(&unsigned)), "invalid_token"),
+        (
+            "no exp",
+            Some(bearer(&jwt_with(JWT_SECRET, &no_expiry))),
+            "invalid_token",
+        ),
+        (
+            "expired",
+            Some(bearer(&jwt_with(JWT_SECRET, &expired))),
+            "token_expired",
+        ),
+        (
+            "issuer",
+            Some(bearer(&jwt_with(JWT_SECRET, &wrong_issuer))),
+            "wrong_issuer",
+        ),
+        (
+            "audience",
+            Some(bearer(&jwt_with(JWT_SECRET, &wrong_audience))),
+            "wrong_audience",
+        ),
+        (
+            "signature",
+            Some(bearer(&jwt_with(
+                "another-secret-of-32-bytes-or-more!!",
+                &claims("admin"),
+            ))),
+            "bad_signature",
+        ),
+        (
+            "unknown key",
+            Some(bearer("orion_not-a-key-that-exists")),
+            "unknown_api_key",
+        ),
+    ];
+    for (what, auth, code) in cases {
+        let answer = call(&app, "GET", "/v1/tasks", auth.as_deref(), None).await;
+        assert_eq!(answer.status, 401, "{what}: {}", answer.body);
+        assert_eq!(answer.code(), code, "{what}: {}", answer.body);
+        assert_eq!(answer.content_type, "application/problem+json", "{what}");
+        assert!(
+            answer
+                .www_authenticate
+                .as_deref()
+                .is_some_and(|h| h.starts_with("Bearer")),
+            "{what}: a 401 says how to authenticate"
+        );
+    }
+    // A valid token without an Orion role is authenticated but may do nothing.
+    let mut roleless = claims("admin");
+    roleless.as_object_mut().unwrap().remove("role");
+    let answer = call(
+        &app,
+        "GET",
+        "/v1/tasks",
+        Some(&bearer(&jwt_with(JWT_SECRET, &roleless))),
+        None,
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (403, "no_role"));
+    // Probes, metrics and the API's description stay open.
+    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
+        assert_eq!(
+            call(&app, "GET", path, None, None).await.status,
+            200,
+            "{path}"
+        );
+    }
+    // A `roles` array works too; the highest known role counts.
+    let mut roles = claims("viewer");
+    roles.as_object_mut().unwrap().remove("role");
+    roles["roles"] = json!(["auditor", "viewer"]);
+    let answer = call(
+        &app,
+        "GET",
+        "/v1/tasks",
+        Some(&bearer(&jwt_with(JWT_SECRET, &roles))),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+fn base64_url(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+#[actix_rt::test]
+async fn each_role_may_do_what_the_matrix_says_and_the_audit_log_names_who_did_it() {
+    let app = secured_app().await;
+    let repo = fixture_repo();
+    let repo = repo.path().to_string_lossy().into_owned();
+    let as_role = |role: &str| bearer(&token(role));
+
+    // viewer: reads, cannot submit.
+    assert_eq!(
+        call(&app, "GET", "/v1/tasks", Some(&as_role("viewer")), None)
+            .await
+            .status,
+        200
+    );
+    let refused = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&as_role("viewer")),
+        Some(analyze(&repo)),
+    )
+    .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (403, "forbidden"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.content_type, "application/problem+json");
+
+    // submitter: submits; cannot cancel, review (unless granted), or manage keys.
+    let submitted = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&as_role("submitter")),
+        Some(analyze(&repo)),
+    )
+    .await;
+    assert_eq!(submitted.status, 202, "{}", submitted.body);
+    let id = submitted.body["id"].as_str().unwrap().to_owned();
+    let cancel = format!("/v1/tasks/{id}/cancel");
+    assert_eq!(
+        call(&app, "POST", &cancel, Some(&as_role("submitter")), None)
+            .await
+            .status,
+        403
+    );
+    let review = format!("/v1/pulls/{}/reviews", uuid::Uuid::new_v4());
+    let approve = json!({ "decision": "approve" });
+    let refused = call(
+        &app,
+        "POST",
+        &review,
+        Some(&as_role("submitter")),
+        Some(approve.clone()),
+    )
+    .await;
+    assert_eq!((refused.status, refused.code()), (403, "forbidden"));
+    let mut granted = claims("submitter");
+    granted["scope"] = json!("review");
+    let granted = bearer(&jwt_with(JWT_SECRET, &granted));
+    // Past the gate: the pull request does not exist.
+    let answer = call(&app, "POST", &review, Some(&granted), Some(approve.clone())).await;
+    assert_eq!((answer.status, answer.code()), (404, "pull_not_found"));
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            "/v1/api-keys",
+            Some(&as_role("submitter")),
+            None
+        )
+        .await
+        .status,
+        403
+    );
+
+    // operator: reviews and cancels; cannot manage keys or read the audit log.
+    let answer = call(
+        &app,
+        "POST",
+        &review,
+        Some(&as_role("operator")),
+        Some(approve),
+    )
+    .await;
+    assert_eq!(answer.code(), "pull_not_found");
+    let cancelled = call(&app, "POST", &cancel, Some(&as_role("operator")), None).await;
+    assert!(
+        cancelled.status == 200 || cancelled.code() == "task_not_cancellable",
+        "the operator passes the gate: {}",
+        cancelled.body
+    );
+    let key = json!({ "name": "ci", "role": "submitter" });
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            "/v1/api-keys",
+            Some(&as_role("operator")),
+            Some(key.clone())
+        )
+        .await
+        .status,
+        403
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/audit", Some(&as_role("operator")), None)
+            .await
+            .status,
+        403
+    );
+
+    // admin: manages keys and reads the audit log, which names each actor.
+    let created = call(
+        &app,
+        "POST",
+        "/v1/api-keys",
+        Some(&as_role("admin")),
+        Some(key),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let audit = call(&app, "GET", "/v1/audit", Some(&as_role("admin")), None).await;
+    assert_eq!(audit.status, 200);
+    let entries: Vec<(String, String)> = audit.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        entries.contains(&("task.submit".into(), "test-submitter".into())),
+        "{entries:?}"
+    );
+    assert!(
+        entries.contains(&("api_key.create".into(), "test-admin".into())),
+        "{entries:?}"
+    );
+    if cancelled.status == 200 {
+        assert!(
+            entries.contains(&("task.cancel".into(), "test-operator".into())),
+            "{entries:?}"
+        );
+        // The task's own log says who cancelled it.
+        let events = call(
+            &app,
+            "GET",
+            &format!("/v1/tasks/{id}/events"),
+            Some(&as_role("viewer")),
+            None,
+        )
+        .await;
+        let cancelled_event = events.body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(events.body.as_array().into_iter().flatten())
+            .find(|e| e["type"] == "cancelled")
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(
+            cancelled_event["data"]["by"], "test-operator",
+            "{}",
+            events.body
+        );
+    }
+    assert!(
+        !entries.iter().any(|(action, _)| action == "task.review"),
+        "refused actions are not recorded as done"
+    );
+}
+
+#[actix_rt::test]
+async fn an_api_key_is_shown_once_stored_only_as_a_hash_and_stops_working_when_revoked_or_expired()
+{
+    let app = secured_app().await;
+    let admin = bearer(&token("admin"));
+    let created = call(
+        &app,
+        "POST",
+        "/v1/api-keys",
+        Some(&admin),
+        Some(json!({ "name": "nightly", "role": "submitter" })),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let secret = created.body["secret"].as_str().unwrap().to_owned();
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("orion_") && secret.len() > 40);
+
+    // The key works as a bearer token and as X-Api-Key, with its role.
+    let repo = fixture_repo();
+    let task = analyze(&repo.path().to_string_lossy());
+    let with_key = bearer(&secret);
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            "/v1/tasks",
+            Some(&with_key),
+            Some(task.clone())
+        )
+        .await
+        .status,
+        202
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/api-keys", Some(&with_key), None)
+            .await
+            .status,
+        403
+    );
+    let mut response = awc::Client::new()
+        .get(app.url("/v1/tasks"))
+        .insert_header(("X-Api-Key", secret.as_str()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let _ = response.body().await;
+
+    // Listed without its secret; the database holds no copy of it.
+    let listed = call(&app, "GET", "/v1/api-keys", Some(&admin), None).await;
+    assert!(listed.body.to_string().contains(&id));
+    assert!(!listed.body.to_string().contains(&secret));
+    let db = std::fs::read(app.data.path().join("orion.db")).unwrap();
+    let wal = std::fs::read(app.data.path().join("orion.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret is not in the database"
+        );
+    }
+    let hash = orion_gateway::auth::hash_api_key(&secret);
+    assert!(
+        db.windows(hash.len()).any(|w| w == hash.as_bytes())
+            || wal.windows(hash.len()).any(|w| w == hash.as_bytes()),
+        "its hash is"
+    );
+
+    // Revoked: refused at once.
+    let revoked = call(
+        &app,
+        "DELETE",
+        &format!("/v1/api-keys/{id}"),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(revoked.status, 200);
+    let answer = call(&app, "GET", "/v1/tasks", Some(&with_key), None).await;
+    assert_eq!((answer.status, answer.code()), (401, "api_key_revoked"));
+    let missing = call(
+        &app,
+        "DELETE",
+        &format!("/v1/api-keys/{}", uuid::Uuid::new_v4()),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!((missing.status, missing.code()), (404, "api_key_not_found"));
+
+    // A key with an expiry works until then, and not after.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let expiring = call(
+        &app,
+        "POST",
+        "/v1/api-keys",
+        Some(&admin),
+        Some(json!({ "name": "brief", "role": "viewer", "expires_at": soon })),
+    )
+    .await;
+    let expiring = bearer(expiring.body["secret"].as_str().unwrap());
+    assert_eq!(
+        call(&app, "GET", "/v1/tasks", Some(&expiring), None)
+            .await
+            .status,
+        200
+    );
+    eventually("the key to expire", Duration::from_secs(10), || async {
+        let answer = call(&app, "GET", "/v1/tasks", Some(&expiring), None).await;
+        (answer.status == 401 && answer.code() == "api_key_expired").then_some(())
+    })
+    .await;
+
+    // Bad key requests are refused by name.
+    for (body, field) in [
+        (json!({ "name": "x", "role": "root" }), "role"),
+        (
+            json!({ "name": "x", "role": "viewer", "grants": ["everything"] }),
+            "grants",
+        ),
+        (
+            json!({ "name": "x", "role": "viewer", "expires_at": "tomorrow" }),
+            "expires_at",
+        ),
+        (json!({ "role": "viewer" }), "name"),
+    ] {
+        let answer = call(&app, "POST", "/v1/api-keys", Some(&admin), Some(body)).await;
+        assert_eq!(answer.status, 422, "{}", answer.body);
+        assert!(
+            answer.body["detail"].as_str().unwrap().contains(field),
+            "{}",
+            answer.body
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn limits_refuse_deep_json_and_too_many_submissions_without_losing_what_was_stored() {
+    let app = TestApp::spawn_with(|s| {
+        with_jwt_auth(s);
+        s.server.submissions_per_minute = 2;
+        s.server.max_json_depth = 8;
+    })
+    .await;
+    let submitter = bearer(&token("submitter"));
+    let repo = fixture_repo();
+    let task = analyze(&repo.path().to_string_lossy());
+
+    let mut deep = json!("leaf");
+    for _ in 0..10 {
+        deep = json!([deep]);
+    }
+    // Refused requests count against the rate too: the deep one is sent by another caller.
+    let other = bearer(&token("operator"));
+    let answer = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&other),
+        Some(json!({ "kind": "analyze", "repo": "x", "prompt": deep })),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "json_too_deep"),
+        "{}",
+        answer.body
+    );
+
+    let first = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&submitter),
+        Some(task.clone()),
+    )
+    .await;
+    assert_eq!(first.status, 202);
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            "/v1/tasks",
+            Some(&submitter),
+            Some(task.clone())
+        )
+        .await
+        .status,
+        202
+    );
+    let limited = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&submitter),
+        Some(task.clone()),
+    )
+    .await;
+    assert_eq!(
+        (limited.status, limited.code()),
+        (429, "rate_limited"),
+        "{}",
+        limited.body
+    );
+    assert_eq!(limited.content_type, "application/problem+json");
+    let retry: u64 = limited.retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry after {retry} s");
+    // The limit is per caller: another caller still submits; reads are not limited.
+    assert_eq!(
+        call(&app, "POST", "/v1/tasks", Some(&other), Some(task))
+            .await
+            .status,
+        202
+    );
+    let id = first.body["id"].as_str().unwrap();
+    let stored = call(
+        &app,
+        "GET",
+        &format!("/v1/tasks/{id}"),
+        Some(&submitter),
+        None,
+    )
+    .await;
+    assert_eq!(stored.status, 200, "the refused requests lost nothing");
+    let all = call(&app, "GET", "/v1/tasks", Some(&submitter), None).await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 3);
+}
+
+#[actix_rt::test]
+async fn the_event_stream_needs_a_token_and_closes_on_an_oversized_frame() {
+    use futures_util::{SinkExt, StreamExt};
+    let app = TestApp::spawn_with(|s| {
+        with_jwt_auth(s);
+        s.server.ws_max_frame_bytes = 1024;
+    })
+    .await;
+    let url = app.url("/v1/stream").replacen("http", "ws", 1);
+    let refused = awc::Client::new().ws(url.as_str()).connect().await;
+    assert!(refused.is_err(), "no token, no stream");
+    // Browsers cannot set headers on a WebSocket: the token may come in the query.
+    let with_token = format!("{url}?access_token={}", token("viewer"));
+    let (_, mut socket) = awc::Client::new()
+        .ws(with_token.as_str())
+        .connect()
+        .await
+        .expect("a viewer may watch");
+    socket
+        .send(awc::ws::Message::Text("x".repeat(4096).into()))
+        .await
+        .unwrap();
+    // Frames until the close (the server may ping first), within a deadline.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(awc::ws::Frame::Close(reason)) = frame {
+                return reason;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the server closes within 10 s");
+    assert_eq!(
+        closed.map(|r| r.code),
+        Some(awc::ws::CloseCode::Size),
+        "closed as too large"
+    );
+}
+
+#[actix_rt::test]
+async fn repository_credentials_are_sealed_at_rest_and_never_returned() {
+    use base64::Engine;
+    let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    let sealing = key.clone();
+    let app = TestApp::spawn_with(move |s| {
+        with_jwt_auth(s);
+        s.secrets.credentials_key = Some(sealing.into());
+    })
+    .await;
+    let admin = bearer(&token("admin"));
+    let secret = "ghp_private-remote-token-1234567890";
+    let body = json!({ "repo_prefix": "https://git.example.com/acme/", "username": "bot", "secret": secret });
+    assert_eq!(
+        call(
+            &app,
+            "POST",
+            "/v1/credentials",
+            Some(&bearer(&token("operator"))),
+            Some(body.clone())
+        )
+        .await
+        .status,
+        403
+    );
+    let saved = call(&app, "POST", "/v1/credentials", Some(&admin), Some(body)).await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    assert!(!saved.body.to_string().contains(secret));
+    let listed = call(&app, "GET", "/v1/credentials", Some(&admin), None).await;
+    assert_eq!(listed.body["items"][0]["username"], "bot");
+    assert!(!listed.body.to_string().contains(secret));
+    let db = [
+        std::fs::read(app.data.path().join("orion.db")).unwrap(),
+        std::fs::read(app.data.path().join("orion.db-wal")).unwrap_or_default(),
+    ]
+    .concat();
+    assert!(
+        !db.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "not in clear at rest"
+    );
+    // What the VCS service reads opens with the key, and only with it.
+    let store = app.services.lifecycle.store();
+    let (credential, sealed) = store
+        .credential_for("https://git.example.com/acme/widgets.git")
+        .await
+        .unwrap()
+        .expect("the prefix matches");
+    assert_eq!(credential.username, "bot");
+    let sealer = orion_services::secrets::Sealer::from_base64(&key.into()).unwrap();
+    use orion_services::secrets::ExposeSecret;
+    assert_eq!(sealer.open(&sealed).unwrap().expose_secret(), secret);
+    assert!(
+        store
+            .credential_for("https://elsewhere.example.com/x.git")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Without a key, nothing is stored.
+    let keyless = secured_app().await;
+    let answer = call(
+        &keyless,
+        "POST",
+        "/v1/credentials",
+        Some(&admin),
+        Some(json!({ "repo_prefix": "https://x/", "username": "u", "secret": "s" })),
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (503, "service_unavailable"));
+}

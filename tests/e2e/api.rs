@@ -445,6 +445,11 @@ async fn health_readiness_and_the_openapi_document() {
             "/metrics",
             "/readyz",
             "/v1/agents",
+            "/v1/api-keys",
+            "/v1/api-keys/{id}",
+            "/v1/audit",
+            "/v1/credentials",
+            "/v1/credentials/{id}",
             "/v1/openapi.json",
             "/v1/pulls",
             "/v1/pulls/{id}",
@@ -461,6 +466,14 @@ async fn health_readiness_and_the_openapi_document() {
             "/v1/usage"
         ],
         "every route is documented"
+    );
+    let schemes = doc["components"]["securitySchemes"].as_object().unwrap();
+    assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+    assert_eq!(schemes["apiKey"]["name"], "X-Api-Key");
+    assert_eq!(
+        doc["paths"]["/healthz"]["get"]["security"],
+        json!([]),
+        "probes are open"
     );
 }
 

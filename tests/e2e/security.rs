@@ -713,3 +713,133 @@ async fn repository_credentials_are_sealed_at_rest_and_never_returned() {
     .await;
     assert_eq!((answer.status, answer.code()), (503, "service_unavailable"));
 }
+
+/// Every configured secret, through a whole develop task in a real `orion up` process with
+/// debug logs: none appears in its output, in what the API returns, or in the test sandbox.
+#[actix_rt::test]
+async fn no_configured_secret_appears_in_logs_answers_or_the_test_sandbox() {
+    use crate::support::{PgDatabase, TempDir, bare_remote, model_answering};
+    use std::process::{Command, Stdio};
+    let model_key = "sk-live-model-key-0f9e8d7c6b5a";
+    let db_password = "db-password-7a6b5c4d3e2f";
+    let credentials_key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode([7u8; 32])
+    };
+    let server =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 5\n=== END\n").await;
+    let (_keep, remote) = bare_remote();
+    let db = PgDatabase::create().await;
+    // Trust authentication accepts any password: the URL carries one that must stay hidden.
+    let url = db
+        .url
+        .replacen("postgres@", &format!("postgres:{db_password}@"), 1);
+    assert!(
+        url.contains(db_password),
+        "the test's Postgres URL has the expected form"
+    );
+    let dir = TempDir::new();
+    let config = dir.path().join("orion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[llm]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n[developer]\ntest_command = [\"sh\", \"-c\", \"env | sort\"]\n",
+            server.uri()
+        ),
+    )
+    .unwrap();
+    let (stdout, stderr) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_orion"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .args(["up", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "debug")
+        .env("ORION__LLM__API_KEY", model_key)
+        .env("ORION__DATABASE__URL", &url)
+        .env("ORION__SECRETS__CREDENTIALS_KEY", &credentials_key)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap());
+    for (key, value) in crate::support::auth_env() {
+        command.env(key, value);
+    }
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Killed(command.spawn().unwrap());
+    let base = eventually("orion up to listen", Duration::from_secs(30), || async {
+        let out = std::fs::read_to_string(&stdout).ok()?;
+        let line = out.lines().find(|l| l.starts_with("Orion listening on "))?;
+        line.split_whitespace().nth(3).map(str::to_owned)
+    })
+    .await;
+    let admin = awc::Client::builder().bearer_auth(token("admin")).finish();
+    let mut response = admin
+        .post(format!("{base}/v1/tasks"))
+        .send_json(&json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "quintuple the helper" }))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let get = |path: String| {
+        let admin = admin.clone();
+        let base = base.clone();
+        async move {
+            let mut r = admin.get(format!("{base}{path}")).send().await.ok()?;
+            r.json::<Value>().limit(16 << 20).await.ok()
+        }
+    };
+    eventually(
+        "the task to reach review",
+        Duration::from_secs(60),
+        || async {
+            let task = get(format!("/v1/tasks/{id}")).await?;
+            assert_ne!(task["status"], "failed", "{task}");
+            (task["status"] == "awaiting_review").then_some(())
+        },
+    )
+    .await;
+    let mut answers = String::new();
+    for path in [
+        format!("/v1/tasks/{id}"),
+        format!("/v1/tasks/{id}/events"),
+        "/v1/pulls".into(),
+    ] {
+        answers.push_str(&get(path).await.unwrap().to_string());
+    }
+    let pull = get("/v1/pulls".into()).await.unwrap()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    answers.push_str(&get(format!("/v1/pulls/{pull}")).await.unwrap().to_string());
+    drop(child);
+    let logs =
+        std::fs::read_to_string(&stdout).unwrap() + &std::fs::read_to_string(&stderr).unwrap();
+    assert!(logs.contains("DEBUG"), "the logs are at debug level");
+    assert!(
+        answers.contains("CI=true"),
+        "the sandbox's environment is in the test report the API returns"
+    );
+    for secret in [
+        model_key,
+        db_password,
+        crate::support::JWT_SECRET,
+        credentials_key.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "a secret is in the logs");
+        assert!(
+            !answers.contains(secret),
+            "a secret is in an API answer or the sandbox"
+        );
+    }
+    db.drop_now().await;
+}

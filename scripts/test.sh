@@ -11,4 +11,7 @@ scripts/check-deploy.sh
 if ! python3 -m lizard --version >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lizard==1.24.3
 fi
-exec cargo nextest run --workspace --no-fail-fast "$@"
+cargo nextest run --workspace --no-fail-fast "$@"
+# A short schemathesis pass over the served OpenAPI document, with auth on: no 5xx, no answer
+# outside its schema (scripts/fuzz-api.sh 100 for a longer one).
+scripts/fuzz-api.sh "${ORION_FUZZ_EXAMPLES:-5}"

@@ -40,9 +40,14 @@ pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services
         Subjects::new(settings.bus.prefix.clone()).context("while reading bus.prefix")?;
     let bus: Arc<dyn Bus> = match &settings.bus.url {
         Some(url) => Arc::new(
-            NatsBus::connect(url, subjects, settings.bus_config())
-                .await
-                .with_context(|| format!("while connecting to NATS at {url}"))?,
+            NatsBus::connect_with(
+                url,
+                subjects,
+                settings.bus_config(),
+                &settings.nats_security(),
+            )
+            .await
+            .with_context(|| format!("while connecting to NATS at {url}"))?,
         ),
         None => Arc::new(InProcessBus::new(subjects, settings.bus_config())),
     };

@@ -126,6 +126,17 @@ pub struct BusSettings {
     pub ack_wait_ms: u64,
     pub max_deliver: u32,
     pub max_message_bytes: usize,
+    /// Credentials: `user` with `password`, or `token`, or `creds_file` (JWT and nkey seed).
+    pub user: Option<String>,
+    pub password: Option<SecretString>,
+    pub token: Option<SecretString>,
+    pub creds_file: Option<PathBuf>,
+    /// TLS: the CA that signed the server's certificate; a client certificate and key.
+    pub tls_ca_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub require_tls: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -207,6 +218,22 @@ impl Settings {
             .as_ref()
             .map(|key| Sealer::from_base64(key).context("while reading secrets.credentials_key"))
             .transpose()
+    }
+
+    /// How to authenticate to NATS and check its server.
+    pub fn nats_security(&self) -> orion_bus::NatsSecurity {
+        let b = &self.bus;
+        let expose = |s: &Option<SecretString>| s.as_ref().map(|s| s.expose_secret().to_owned());
+        orion_bus::NatsSecurity {
+            user: b.user.clone(),
+            password: expose(&b.password),
+            token: expose(&b.token),
+            creds_file: b.creds_file.clone(),
+            tls_ca_file: b.tls_ca_file.clone(),
+            tls_cert_file: b.tls_cert_file.clone(),
+            tls_key_file: b.tls_key_file.clone(),
+            require_tls: b.require_tls,
+        }
     }
 
     pub fn bus_config(&self) -> BusConfig {

@@ -30,4 +30,4 @@ pub use protocol::{
     check_budget,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
-pub use transport::{InProcessBus, NatsBus};
+pub use transport::{InProcessBus, NatsBus, NatsSecurity};

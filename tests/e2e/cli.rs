@@ -96,6 +96,34 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         String::from_utf8_lossy(&out.stderr)
             .contains("llm.provider = \"local\" needs the in-process model")
     );
+    // A cluster gateway never runs open; embedded mode runs open on loopback only.
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .arg("gateway")
+        .env("ORION__BUS__URL", "nats://127.0.0.1:4222")
+        .env(
+            "ORION__DATABASE__URL",
+            "postgres://postgres@127.0.0.1:5432/none",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refuses to start without auth"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = TempDir::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["up", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("may listen on a loopback address only"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = orion(&["--help"]);
     assert!(out.status.success());
     for command in ["up", "run", "gateway", "node", "migrate", "submit", "watch"] {

@@ -843,3 +843,98 @@ async fn no_configured_secret_appears_in_logs_answers_or_the_test_sandbox() {
     }
     db.drop_now().await;
 }
+
+/// A NATS server that demands a user and password: Orion connects with them and is refused
+/// without them or with a wrong one, each with a clear error.
+#[actix_rt::test]
+async fn the_bus_connects_to_a_nats_server_that_demands_credentials_only_with_them() {
+    use orion_bus::{BusConfig, NatsBus, NatsSecurity, Subjects};
+    let dir = crate::support::TempDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ user: orion, password: \"bus-password-1\" }}\n",
+            dir.path().join("js").display()
+        ),
+    )
+    .unwrap();
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(
+        std::process::Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh)"),
+    );
+    eventually("nats-server to listen", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let url = format!("nats://127.0.0.1:{port}");
+    let connect = |security: NatsSecurity| {
+        let url = url.clone();
+        async move {
+            NatsBus::connect_with(
+                &url,
+                Subjects::new("sec").unwrap(),
+                BusConfig::default(),
+                &security,
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+    let anonymous = connect(NatsSecurity::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(anonymous.contains("connecting to NATS"), "{anonymous}");
+    let wrong = NatsSecurity {
+        user: Some("orion".into()),
+        password: Some("guess".into()),
+        ..NatsSecurity::default()
+    };
+    assert!(connect(wrong).await.is_err());
+    let right = NatsSecurity {
+        user: Some("orion".into()),
+        password: Some("bus-password-1".into()),
+        ..NatsSecurity::default()
+    };
+    connect(right.clone())
+        .await
+        .expect("the right credentials connect");
+    let both = NatsSecurity {
+        token: Some("t".into()),
+        ..right
+    };
+    let refused = connect(both).await.unwrap_err().to_string();
+    assert!(refused.contains("reading the NATS settings"), "{refused}");
+    assert!(
+        !format!(
+            "{:?}",
+            NatsSecurity {
+                password: Some("bus-password-1".into()),
+                ..NatsSecurity::default()
+            }
+        )
+        .contains("bus-password-1"),
+        "Debug hides the password"
+    );
+}

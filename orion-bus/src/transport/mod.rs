@@ -4,7 +4,7 @@ mod inproc;
 mod nats;
 
 pub use inproc::InProcessBus;
-pub use nats::NatsBus;
+pub use nats::{NatsBus, NatsSecurity};
 
 use crate::bus::BusConfig;
 use crate::envelope::Envelope;

@@ -51,6 +51,81 @@ pub struct NatsBus {
     config: BusConfig,
 }
 
+/// How Orion proves itself to the NATS server, and how it checks the server: at most one of
+/// user and password, token, or a credentials (`.creds`: JWT and nkey seed) file; TLS with a
+/// CA, a client certificate, or both.
+#[derive(Clone, Default)]
+pub struct NatsSecurity {
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub creds_file: Option<std::path::PathBuf>,
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
+    pub require_tls: bool,
+}
+
+impl std::fmt::Debug for NatsSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSecurity")
+            .field("user", &self.user)
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("require_tls", &self.require_tls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsSecurity {
+    async fn options(&self) -> Result<async_nats::ConnectOptions, BusError> {
+        let refuse = |why: &str| {
+            BusError::unavailable(
+                "reading the NATS settings",
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_owned()),
+            )
+        };
+        let ways = [
+            self.user.is_some() || self.password.is_some(),
+            self.token.is_some(),
+            self.creds_file.is_some(),
+        ];
+        if ways.iter().filter(|w| **w).count() > 1 {
+            return Err(refuse(
+                "give one of bus.user with bus.password, bus.token, or bus.creds_file",
+            ));
+        }
+        let mut options = async_nats::ConnectOptions::new();
+        match (&self.user, &self.password) {
+            (Some(user), Some(password)) => {
+                options = options.user_and_password(user.clone(), password.clone());
+            }
+            (None, None) => {}
+            _ => return Err(refuse("bus.user and bus.password go together")),
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let Some(file) = &self.creds_file {
+            options = options
+                .credentials_file(file)
+                .await
+                .map_err(|e| BusError::unavailable("reading bus.creds_file", e))?;
+        }
+        if let Some(ca) = &self.tls_ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+            (None, None) => {}
+            _ => return Err(refuse("bus.tls_cert_file and bus.tls_key_file go together")),
+        }
+        Ok(options.require_tls(self.require_tls))
+    }
+}
+
 impl NatsBus {
     /// Connects and makes sure every stream exists (creating them is idempotent).
     pub async fn connect(
@@ -58,7 +133,19 @@ impl NatsBus {
         subjects: Subjects,
         config: BusConfig,
     ) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        Self::connect_with(url, subjects, config, &NatsSecurity::default()).await
+    }
+
+    /// Connects with credentials and TLS settings.
+    pub async fn connect_with(
+        url: &str,
+        subjects: Subjects,
+        config: BusConfig,
+        security: &NatsSecurity,
+    ) -> Result<Self, BusError> {
+        let client = security
+            .options()
+            .await?
             .name("orion")
             .connect(url)
             .await

@@ -938,3 +938,126 @@ async fn the_bus_connects_to_a_nats_server_that_demands_credentials_only_with_th
         "Debug hides the password"
     );
 }
+
+/// Runs openssl with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// Tokens signed with a private key verify with its public key (PEM, ES256) or a JWKS file
+/// (RS256, picked by `kid`); a token that claims HS256 with the public key as its secret (the
+/// algorithm-confusion attack) is refused.
+#[actix_rt::test]
+async fn public_key_and_jwks_verification_accept_their_signatures_only() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode, jwk};
+    let dir = crate::support::TempDir::new();
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "ec.pem",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "ec.pem", "-out", "ec8.pem",
+        ],
+    );
+    openssl(d, &["ec", "-in", "ec.pem", "-pubout", "-out", "ec.pub.pem"]);
+    openssl(
+        d,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.pem",
+        ],
+    );
+    let ec = EncodingKey::from_ec_pem(&std::fs::read(d.join("ec8.pem")).unwrap()).unwrap();
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(d.join("rsa.pem")).unwrap()).unwrap();
+    let mut key = jwk::Jwk::from_encoding_key(&rsa, Algorithm::RS256).unwrap();
+    key.common.key_id = Some("k1".into());
+    std::fs::write(
+        d.join("jwks.json"),
+        serde_json::to_vec(&jwk::JwkSet { keys: vec![key] }).unwrap(),
+    )
+    .unwrap();
+
+    let public_pem = d.join("ec.pub.pem");
+    let pem_app = TestApp::spawn_with(|s| {
+        with_jwt_auth(s);
+        s.auth.jwt.secret = None;
+        s.auth.jwt.public_key_file = Some(public_pem);
+    })
+    .await;
+    let es256 = encode(&Header::new(Algorithm::ES256), &claims("viewer"), &ec).unwrap();
+    assert_eq!(
+        call(&pem_app, "GET", "/v1/tasks", Some(&bearer(&es256)), None)
+            .await
+            .status,
+        200
+    );
+    let confused = jwt_with(
+        &std::fs::read_to_string(d.join("ec.pub.pem")).unwrap(),
+        &claims("admin"),
+    );
+    let answer = call(&pem_app, "GET", "/v1/tasks", Some(&bearer(&confused)), None).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (401, "invalid_token"),
+        "{}",
+        answer.body
+    );
+
+    let jwks = d.join("jwks.json");
+    let jwks_app = TestApp::spawn_with(|s| {
+        with_jwt_auth(s);
+        s.auth.jwt.secret = None;
+        s.auth.jwt.jwks_file = Some(jwks);
+    })
+    .await;
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some("k1".into());
+    let rs256 = encode(&header, &claims("viewer"), &rsa).unwrap();
+    assert_eq!(
+        call(&jwks_app, "GET", "/v1/tasks", Some(&bearer(&rs256)), None)
+            .await
+            .status,
+        200
+    );
+    header.kid = Some("k2".into());
+    let unknown = encode(&header, &claims("viewer"), &rsa).unwrap();
+    let answer = call(&jwks_app, "GET", "/v1/tasks", Some(&bearer(&unknown)), None).await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (401, "invalid_token"),
+        "{}",
+        answer.body
+    );
+    // The EC key's token does not pass as the RSA key's.
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let wrong = encode(&header, &claims("viewer"), &ec).unwrap();
+    assert_eq!(
+        call(&jwks_app, "GET", "/v1/tasks", Some(&bearer(&wrong)), None)
+            .await
+            .status,
+        401
+    );
+}

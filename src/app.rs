@@ -21,6 +21,8 @@ use crate::settings::{LlmProvider, Settings};
 
 /// How long a cached model answer is kept in Redis.
 const CACHE_TTL_SECS: u64 = 7 * 24 * 3600;
+/// How often a node re-reads the stored repository credentials (and at once on a miss).
+const CREDENTIALS_REFRESH: Duration = Duration::from_secs(10);
 /// How many answers the in-memory cache holds.
 const MEMORY_CACHE_ENTRIES: usize = 10_000;
 
@@ -114,6 +116,13 @@ pub fn start_node(
         ),
         None => None,
     };
+    // Private remotes: their credentials, sealed in the store, opened by the VCS service only.
+    if let Some(sealer) = settings.sealer()? {
+        let cache =
+            orion_services::vcs::CredentialCache::new(sealer, services.lifecycle.store().clone());
+        cache.keep_fresh(CREDENTIALS_REFRESH);
+        orion_services::vcs::set_credential_source(cache);
+    }
     let node_services = NodeServices {
         code: Arc::new(TreeSitterIntel),
         model: chat_model(settings, AgentKind::Developer)?,

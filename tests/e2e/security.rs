@@ -683,22 +683,23 @@ async fn repository_credentials_are_sealed_at_rest_and_never_returned() {
         "not in clear at rest"
     );
     // What the VCS service reads opens with the key, and only with it.
-    let store = app.services.lifecycle.store();
-    let (credential, sealed) = store
-        .credential_for("https://git.example.com/acme/widgets.git")
-        .await
-        .unwrap()
-        .expect("the prefix matches");
-    assert_eq!(credential.username, "bot");
     let sealer = orion_services::secrets::Sealer::from_base64(&key.into()).unwrap();
-    use orion_services::secrets::ExposeSecret;
-    assert_eq!(sealer.open(&sealed).unwrap().expose_secret(), secret);
-    assert!(
-        store
-            .credential_for("https://elsewhere.example.com/x.git")
-            .await
-            .unwrap()
-            .is_none()
+    let store = app.services.lifecycle.store();
+    let cache = orion_services::vcs::CredentialCache::new(sealer, store.clone());
+    cache.refresh().await.unwrap();
+    assert_eq!(
+        cache.lookup("https://git.example.com/acme/widgets.git"),
+        Some(("bot".to_owned(), secret.to_owned()))
+    );
+    assert_eq!(cache.lookup("https://elsewhere.example.com/x.git"), None);
+    let other_key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
+    let other = orion_services::secrets::Sealer::from_base64(&other_key.into()).unwrap();
+    let wrong = orion_services::vcs::CredentialCache::new(other, store.clone());
+    wrong.refresh().await.unwrap();
+    assert_eq!(
+        wrong.lookup("https://git.example.com/acme/widgets.git"),
+        None,
+        "another key opens nothing"
     );
 
     // Without a key, nothing is stored.
@@ -1059,5 +1060,117 @@ async fn public_key_and_jwks_verification_accept_their_signatures_only() {
             .await
             .status,
         401
+    );
+}
+
+/// A private remote over HTTP that demands a password: a develop task fails to clone it with
+/// a clear error until an admin stores its credential, then clones, pushes its branch and
+/// opens a pull request with it; the credential never leaves the server.
+#[actix_rt::test]
+async fn a_develop_task_reaches_a_private_remote_with_the_stored_credential() {
+    use crate::support::{TempDir, git, git_fixture, git_rev, model_answering};
+    use base64::Engine;
+    let root = TempDir::new();
+    let fixture = git_fixture();
+    git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &fixture.path().to_string_lossy(),
+            "private.git",
+        ],
+    );
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git_http_server.py");
+    let mut server = Server(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(root.path())
+            .args(["bot", "remote-password-42"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let port = crate::support::first_line(&mut server.0, "the git server").await;
+    let remote = format!("http://127.0.0.1:{}/private.git", port.trim());
+    let model =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 7\n=== END\n").await;
+    let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let model_url = format!("{}/v1", model.uri());
+    let app = TestApp::spawn_with(move |s| {
+        with_jwt_auth(s);
+        s.secrets.credentials_key = Some(key.into());
+        s.llm.base_url = Some(model_url);
+        s.llm.model = "gpt-test".into();
+        s.developer.test_command = Some(vec!["sh".into(), "-c".into(), "true".into()]);
+    })
+    .await;
+    let admin = bearer(&token("admin"));
+    let develop = json!({ "kind": "develop", "repo": remote, "prompt": "septuple the helper" });
+    let wait = |id: String, statuses: &'static [&'static str]| {
+        let app = &app;
+        let admin = admin.clone();
+        async move {
+            eventually("the task to settle", Duration::from_secs(60), || async {
+                let task = call(app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
+                    .await
+                    .body;
+                statuses.contains(&task["status"].as_str()?).then_some(task)
+            })
+            .await
+        }
+    };
+
+    let first = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&admin),
+        Some(develop.clone()),
+    )
+    .await;
+    let failed = wait(
+        first.body["id"].as_str().unwrap().to_owned(),
+        &["failed", "awaiting_review"],
+    )
+    .await;
+    assert_eq!(
+        failed["status"], "failed",
+        "no credential, no clone: {failed}"
+    );
+    assert!(
+        failed["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("credentials"),
+        "the failure says why: {failed}"
+    );
+
+    let saved = call(
+        &app,
+        "POST",
+        "/v1/credentials",
+        Some(&admin),
+        Some(json!({ "repo_prefix": format!("http://127.0.0.1:{}/", port.trim()), "username": "bot", "secret": "remote-password-42" })),
+    )
+    .await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    let second = call(&app, "POST", "/v1/tasks", Some(&admin), Some(develop)).await;
+    let id = second.body["id"].as_str().unwrap().to_owned();
+    let done = wait(id.clone(), &["failed", "awaiting_review"]).await;
+    assert_eq!(done["status"], "awaiting_review", "{done}");
+    let branch = format!("refs/heads/orion/{id}");
+    assert!(
+        git_rev(&root.path().join("private.git"), &branch).is_some(),
+        "the branch was pushed to the private remote"
     );
 }

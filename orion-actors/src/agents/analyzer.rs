@@ -35,6 +35,16 @@ pub(crate) fn repository_path(task: &Task) -> Result<PathBuf, TaskFailure> {
     Ok(PathBuf::from(path))
 }
 
+/// The remote a writing agent clones: a local path, or a URL (`http://` and `file://` here;
+/// private ones with the credential stored for them).
+pub(crate) fn remote_url(task: &Task) -> Result<String, TaskFailure> {
+    let repo = task.spec.repo.trim();
+    if repo.contains("://") || repo.starts_with("git@") {
+        return Ok(repo.to_owned());
+    }
+    Ok(repository_path(task)?.to_string_lossy().into_owned())
+}
+
 /// The working tree a read-only agent measures: the repository as it is, so a `ref` (which
 /// would need a checkout) is refused.
 pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {

@@ -20,7 +20,7 @@ use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageReco
 use orion_services::vcs::{self, MergeOutcome, RelativePath, VcsError, Workspace};
 use uuid::Uuid;
 
-use super::analyzer::{local_repository, repository_path};
+use super::analyzer::{local_repository, remote_url};
 use super::{Work, WorkContext};
 
 /// The most files one answer may change, and the largest file it may write.
@@ -343,7 +343,7 @@ impl DeveloperWork {
 
     async fn workspace(&self, task: &Task) -> Result<Workspace, TaskFailure> {
         // The task's `ref` is the base to branch from: it is checked out, not refused.
-        let remote = repository_path(task)?.to_string_lossy().into_owned();
+        let remote = remote_url(task)?;
         let into = self.config.work_dir.join(task.id.to_string());
         let branch = vcs::task_branch(task.id);
         let base = task.spec.git_ref.clone();

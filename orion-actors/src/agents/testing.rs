@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::{testing, vcs};
 
-use super::analyzer::repository_path;
+use super::analyzer::{remote_url, repository_path};
 use super::developer::blocking;
 use super::{Work, WorkContext};
 
@@ -64,7 +64,7 @@ impl TestingWork {
     /// own, tested, and the worktree removed again.
     async fn test_candidate(&self, task: &Task, candidate: &Candidate) -> TestVerdict {
         let outcome = async {
-            let remote = repository_path(task)?.to_string_lossy().into_owned();
+            let remote = remote_url(task)?;
             let short: String = candidate.head.chars().take(12).collect();
             let into = self.config.work_dir.join(format!("{}-{short}", task.id));
             let dir = {

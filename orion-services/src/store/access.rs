@@ -247,19 +247,15 @@ impl SqlStore {
             .collect())
     }
 
-    pub(super) async fn credential_for_impl(
+    pub(super) async fn sealed_credentials_impl(
         &self,
-        remote: &str,
-    ) -> Result<Option<(RepoCredential, String)>, StoreError> {
-        // The longest prefix of `remote` wins; there are few rows, so they are read whole.
-        let rows = repo_credential::Entity::find()
+    ) -> Result<Vec<(RepoCredential, String)>, StoreError> {
+        Ok(repo_credential::Entity::find()
             .all(self.connection())
-            .await?;
-        Ok(rows
+            .await?
             .into_iter()
-            .filter(|m| remote.starts_with(&m.repo_prefix))
-            .max_by_key(|m| m.repo_prefix.len())
-            .map(|m| (to_credential(&m), m.sealed)))
+            .map(|m| (to_credential(&m), m.sealed))
+            .collect())
     }
 
     pub(super) async fn delete_credential_impl(&self, id: Uuid) -> Result<(), StoreError> {

@@ -252,11 +252,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn credentials(&self) -> Result<Vec<RepoCredential>, StoreError>;
 
-    /// The credential with the longest prefix of `remote`, with its sealed secret.
-    async fn credential_for(
-        &self,
-        remote: &str,
-    ) -> Result<Option<(RepoCredential, String)>, StoreError>;
+    /// Every credential with its sealed secret (for the VCS service only).
+    async fn sealed_credentials(&self) -> Result<Vec<(RepoCredential, String)>, StoreError>;
 
     async fn delete_credential(&self, id: uuid::Uuid) -> Result<(), StoreError>;
 }

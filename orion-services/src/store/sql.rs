@@ -512,11 +512,8 @@ impl Store for SqlStore {
         self.credentials_impl().await
     }
 
-    async fn credential_for(
-        &self,
-        remote: &str,
-    ) -> Result<Option<(RepoCredential, String)>, StoreError> {
-        self.credential_for_impl(remote).await
+    async fn sealed_credentials(&self) -> Result<Vec<(RepoCredential, String)>, StoreError> {
+        self.sealed_credentials_impl().await
     }
 
     async fn delete_credential(&self, id: uuid::Uuid) -> Result<(), StoreError> {

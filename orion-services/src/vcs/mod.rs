@@ -2,10 +2,12 @@
 //!
 //! git2 calls are blocking; callers run them on blocking threads.
 
+mod credentials;
 mod history;
 mod path;
 mod workspace;
 
+pub use credentials::{CredentialCache, set_credential_source};
 pub use history::{CommitFiles, History};
 pub use path::{PathError, RelativePath};
 pub use workspace::{

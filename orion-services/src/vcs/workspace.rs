@@ -92,8 +92,11 @@ fn cached_clone(remote: &str, into: &Path) -> Result<Repository, VcsError> {
     let repo = if dir.exists() {
         Repository::open_bare(&dir).map_err(|e| git_error("opening the cached clone", e))?
     } else {
+        let mut options = git2::FetchOptions::new();
+        options.remote_callbacks(super::credentials::callbacks(remote));
         git2::build::RepoBuilder::new()
             .bare(true)
+            .fetch_options(options)
             .clone(remote, &dir)
             .map_err(|e| VcsError::CloneFailed(format!("{remote}: {}", e.message())))?
     };
@@ -173,12 +176,26 @@ fn add_worktree(
         .map_err(|e| git_error("adding a worktree", e))
 }
 
+/// Fetch options that answer the remote's credential challenge (see `credentials`).
+fn fetch_options(origin: &git2::Remote<'_>) -> git2::FetchOptions<'static> {
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(super::credentials::callbacks(
+        origin.url().unwrap_or_default(),
+    ));
+    options
+}
+
 fn fetch(repo: &Repository) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
+    let mut options = fetch_options(&origin);
     origin
-        .fetch(&["+refs/heads/*:refs/remotes/origin/*"], None, None)
+        .fetch(
+            &["+refs/heads/*:refs/remotes/origin/*"],
+            Some(&mut options),
+            None,
+        )
         .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", e.message())))
 }
 
@@ -187,8 +204,9 @@ fn fetch_ref(repo: &Repository, refname: &str) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
+    let mut options = fetch_options(&origin);
     origin
-        .fetch(&[format!("+{refname}:{refname}")], None, None)
+        .fetch(&[format!("+{refname}:{refname}")], Some(&mut options), None)
         .map_err(|e| VcsError::CloneFailed(format!("fetching {refname}: {}", e.message())))
 }
 
@@ -296,8 +314,12 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
+    let mut options = git2::PushOptions::new();
+    options.remote_callbacks(super::credentials::callbacks(
+        origin.url().unwrap_or_default(),
+    ));
     origin
-        .push(&[refspec], None)
+        .push(&[refspec], Some(&mut options))
         .map_err(|e| VcsError::PushFailed(e.message().to_owned()))
 }
 

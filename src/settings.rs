@@ -146,6 +146,8 @@ pub struct NodeSettings {
     pub concurrency: usize,
     /// Where a node serves `/healthz` and `/metrics`; absent: nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// On SIGTERM, how long work in flight may take to finish before it is handed back.
+    pub drain_timeout_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

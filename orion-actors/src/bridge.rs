@@ -1,5 +1,6 @@
 //! The bridge between the bus and the actors: the one place envelopes become actor messages
-//! and deliveries are settled.
+//! and deliveries are settled, and where a node drains: it stops taking deliveries, lets
+//! those in flight finish, and past a deadline hands the rest back to the bus.
 
 use orion_services::metrics::metrics;
 use std::collections::HashMap;
@@ -13,8 +14,10 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::StreamExt;
 use orion_bus::{
-    AgentKind, Body, Bus, Delivery, Envelope, HEARTBEAT_INTERVAL, Heartbeat, Priority, Queue,
+    AgentKind, Body, Bus, ControlCommand, Delivery, Envelope, HEARTBEAT_INTERVAL, Heartbeat,
+    Priority, Queue,
 };
+use tokio::sync::{Notify, watch};
 
 use crate::agents::AgentActor;
 use crate::coordinator::Coordinator;
@@ -27,6 +30,8 @@ use crate::messages::{
 const CONSUME_RETRY: Duration = Duration::from_secs(1);
 /// Delay before a message whose handler failed for a passing reason is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long handing back the work in flight may take once a drain's deadline has passed.
+const HAND_BACK: Duration = Duration::from_secs(5);
 
 /// Feeds the queues this node serves to its actors and publishes its heartbeat.
 pub struct BusBridge {
@@ -36,6 +41,20 @@ pub struct BusBridge {
     agents: HashMap<AgentKind, Addr<AgentActor>>,
     concurrency: usize,
     in_flight: Arc<AtomicU32>,
+    /// Set once the node takes no new deliveries.
+    draining: watch::Sender<bool>,
+    /// Set when a drain's deadline passes: what is in flight is handed back.
+    abandon: watch::Sender<bool>,
+    /// Woken whenever a delivery is settled.
+    settled: Arc<Notify>,
+}
+
+/// Stop taking work; resolves when nothing is in flight. With a deadline, what is still in
+/// flight then is handed back to the bus (redelivered to another node at once).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub deadline: Option<Duration>,
 }
 
 impl BusBridge {
@@ -53,6 +72,9 @@ impl BusBridge {
             agents,
             concurrency: concurrency.max(1),
             in_flight: Arc::default(),
+            draining: watch::channel(false).0,
+            abandon: watch::channel(false).0,
+            settled: Arc::default(),
         }
     }
 
@@ -65,6 +87,9 @@ impl BusBridge {
         let in_flight = self.in_flight.clone();
         let concurrency = self.concurrency;
         let progress_every = bus.config().ack_wait / 3;
+        let mut draining = self.draining.subscribe();
+        let abandon = self.abandon.subscribe();
+        let settled = self.settled.clone();
         let fut = async move {
             let deliveries = loop {
                 match bus.consume(queue).await {
@@ -77,8 +102,15 @@ impl BusBridge {
             };
             let route = &route;
             let in_flight = &in_flight;
+            let settled = &settled;
+            let abandon = &abandon;
             let label = &queue.label();
+            // A drain ends the stream: no new delivery starts; those started run to the end.
+            let drained = async move {
+                let _ = draining.wait_for(|d| *d).await;
+            };
             deliveries
+                .take_until(drained)
                 .for_each_concurrent(concurrency, |delivery| async move {
                     in_flight.fetch_add(1, Ordering::Relaxed);
                     if delivery.attempt > 1 {
@@ -98,9 +130,10 @@ impl BusBridge {
                     orion_services::telemetry::follow(&span, envelope.traceparent.as_deref());
                     orion_services::telemetry::record_trace_id(&span);
                     let work = route(envelope.clone(), span.clone()).instrument(span);
-                    let outcome = hold(&delivery, work, progress_every).await;
+                    let outcome = hold(&delivery, work, progress_every, abandon.clone()).await;
                     settle(&delivery, label, outcome).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
+                    settled.notify_waiters();
                 })
                 .await;
         };
@@ -109,11 +142,23 @@ impl BusBridge {
 }
 
 /// Runs a handler while telling the bus, every third of the ack wait, that the message is
-/// still being worked on, so long work is not redelivered to another node meanwhile.
-async fn hold<Fut>(delivery: &Delivery, work: Fut, every: Duration) -> Result<(), HandleError>
+/// still being worked on, so long work is not redelivered to another node meanwhile. When a
+/// drain gives up waiting (`abandon`), the message is handed back instead.
+async fn hold<Fut>(
+    delivery: &Delivery,
+    work: Fut,
+    every: Duration,
+    mut abandon: watch::Receiver<bool>,
+) -> Result<(), HandleError>
 where
     Fut: Future<Output = Result<(), HandleError>>,
 {
+    let handed_back = async move {
+        if abandon.wait_for(|a| *a).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let mut handed_back = std::pin::pin!(handed_back);
     let mut work = std::pin::pin!(work);
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + every,
@@ -122,6 +167,9 @@ where
     loop {
         tokio::select! {
             outcome = &mut work => return outcome,
+            _ = &mut handed_back => {
+                return Err(HandleError::Retry("the node is stopping; handed back".into()));
+            }
             _ = ticks.tick() => {
                 if let Err(e) = delivery.in_progress().await {
                     tracing::warn!(error = %e, "could not extend a delivery");
@@ -170,6 +218,7 @@ impl BusBridge {
             agents,
             in_flight: self.in_flight.load(Ordering::Relaxed),
             at: Utc::now(),
+            draining: *self.draining.borrow(),
         };
         let envelope = Envelope::new(self.node.clone(), Body::Heartbeat(heartbeat));
         let bus = self.bus.clone();
@@ -284,9 +333,83 @@ impl Actor for BusBridge {
                 },
             );
         }
+        self.listen_for_orders(ctx);
         // A heartbeat at once (so a starting node is seen without waiting), then at every
         // interval.
         self.beat(ctx);
         ctx.run_interval(HEARTBEAT_INTERVAL, |bridge, ctx| bridge.beat(ctx));
+    }
+}
+
+impl BusBridge {
+    /// Follows `<p>.control.<node>`: a `drain` order stops the node taking work.
+    fn listen_for_orders(&self, ctx: &mut Context<Self>) {
+        let bus = self.bus.clone();
+        let subject = bus.subjects().control(&self.node);
+        let me = ctx.address();
+        let orders = async move {
+            loop {
+                match bus.subscribe(&subject).await {
+                    Ok(mut orders) => {
+                        while let Some((_, envelope)) = orders.next().await {
+                            match envelope.body {
+                                Body::Control(ControlCommand::Drain) => {
+                                    me.do_send(Drain { deadline: None })
+                                }
+                                other => tracing::info!(
+                                    order = ?other,
+                                    "ignoring an order this node does not take"
+                                ),
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot follow control orders"),
+                }
+                tokio::time::sleep(CONSUME_RETRY).await;
+            }
+        };
+        ctx.spawn(orders.into_actor(self));
+    }
+}
+
+/// Resolves once nothing is in flight.
+async fn idle(in_flight: &AtomicU32, settled: &Notify) {
+    loop {
+        let notified = settled.notified();
+        let mut notified = std::pin::pin!(notified);
+        notified.as_mut().enable();
+        if in_flight.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        notified.await;
+    }
+}
+
+impl Handler<Drain> for BusBridge {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, drain: Drain, ctx: &mut Self::Context) -> Self::Result {
+        if !self.draining.send_replace(true) {
+            tracing::info!(node = %self.node, in_flight = self.in_flight.load(Ordering::Relaxed), "draining: taking no new work");
+            self.beat(ctx);
+        }
+        let (in_flight, settled) = (self.in_flight.clone(), self.settled.clone());
+        let abandon = self.abandon.clone();
+        Box::pin(async move {
+            let Some(deadline) = drain.deadline else {
+                return idle(&in_flight, &settled).await;
+            };
+            if tokio::time::timeout(deadline, idle(&in_flight, &settled))
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    in_flight = in_flight.load(Ordering::Relaxed),
+                    "drain deadline passed: handing back the work in flight"
+                );
+                abandon.send_replace(true);
+                let _ = tokio::time::timeout(HAND_BACK, idle(&in_flight, &settled)).await;
+            }
+        })
     }
 }

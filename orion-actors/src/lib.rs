@@ -19,7 +19,7 @@ pub use agents::{
     Edit, NotImplementedWork, TestingConfig, TestingWork, Work, WorkContext, parse_edits,
     validate_edits,
 };
-pub use bridge::BusBridge;
+pub use bridge::{BusBridge, Drain};
 pub use coordinator::Coordinator;
 pub use messages::{
     HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived,

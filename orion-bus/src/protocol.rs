@@ -532,6 +532,9 @@ pub struct Heartbeat {
     pub agents: Vec<AgentKind>,
     pub in_flight: u32,
     pub at: DateTime<Utc>,
+    /// The node takes no new work (drained by an operator, or stopping).
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// An order to a node.

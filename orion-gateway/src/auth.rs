@@ -47,7 +47,7 @@ pub enum Role {
     Viewer,
     /// Also submits tasks.
     Submitter,
-    /// Also reviews pull requests, cancels tasks and raises budgets.
+    /// Also reviews pull requests, cancels tasks, raises budgets and drains nodes.
     Operator,
     /// Also manages API keys and repository credentials, and reads the audit log.
     Admin,
@@ -149,7 +149,9 @@ pub fn need(method: &Method, pattern: &str) -> Need {
         _ if read => Need::Role(Role::Viewer),
         "/v1/tasks" | "/v1/tasks/{id}/suggestions/{n}/submit" => Need::Role(Role::Submitter),
         "/v1/pulls/{id}/reviews" => Need::Review,
-        "/v1/tasks/{id}/cancel" | "/v1/tasks/{id}/budget" => Need::Role(Role::Operator),
+        "/v1/tasks/{id}/cancel" | "/v1/tasks/{id}/budget" | "/v1/agents/{node}/drain" => {
+            Need::Role(Role::Operator)
+        }
         _ => Need::Role(Role::Admin),
     }
 }

@@ -74,6 +74,8 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("the JSON body nests deeper than {limit} levels")]
     JsonTooDeep { limit: usize },
+    #[error("no node `{0}` has been heard from")]
+    NodeNotFound(String),
     #[error("API key {0} does not exist")]
     ApiKeyNotFound(uuid::Uuid),
     #[error("repository credential {0} does not exist")]
@@ -116,6 +118,7 @@ impl ApiError {
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::JsonTooDeep { .. } => "json_too_deep",
+            ApiError::NodeNotFound(_) => "node_not_found",
             ApiError::ApiKeyNotFound(_) => "api_key_not_found",
             ApiError::CredentialNotFound(_) => "credential_not_found",
             ApiError::Internal(_) => "internal",
@@ -153,6 +156,7 @@ impl ApiError {
             ApiError::NoRole | ApiError::Forbidden { .. } => "Forbidden",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::JsonTooDeep { .. } => "JSON nested too deeply",
+            ApiError::NodeNotFound(_) => "Node not found",
             ApiError::ApiKeyNotFound(_) => "API key not found",
             ApiError::CredentialNotFound(_) => "Credential not found",
             ApiError::Internal(_) => "Internal error",
@@ -191,7 +195,9 @@ impl ResponseError for ApiError {
             | ApiError::ApiKeyExpired => StatusCode::UNAUTHORIZED,
             ApiError::NoRole | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::ApiKeyNotFound(_) | ApiError::CredentialNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::ApiKeyNotFound(_)
+            | ApiError::CredentialNotFound(_)
+            | ApiError::NodeNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

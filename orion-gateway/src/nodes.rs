@@ -30,6 +30,8 @@ pub struct NodeView {
 #[serde(rename_all = "snake_case")]
 pub enum NodeState {
     Healthy,
+    /// Alive, finishing its work and taking no more.
+    Draining,
     Suspect,
     Dead,
 }
@@ -95,7 +97,10 @@ impl NodeView {
                     in_flight: beat.in_flight,
                     last_heartbeat: *received,
                     age_ms: age.as_millis() as i64,
-                    state: NodeState::of(age),
+                    state: match NodeState::of(age) {
+                        NodeState::Healthy if beat.draining => NodeState::Draining,
+                        state => state,
+                    },
                 }
             })
             .collect()

@@ -91,7 +91,7 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
     }
     let name = settings.node_name();
     let services = app::connect(&settings, &name).await?;
-    let _node = app::start_node(&services, &settings, &name)?;
+    let node = app::start_node(&services, &settings, &name)?;
     if let Some(addr) = settings.node.metrics_listen {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("while binding node.metrics_listen {addr}"))?;
@@ -101,7 +101,17 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
     }
     println!("node {name} running {:?}", settings.node.agents);
     until_signal().await?;
-    tracing::info!(node = %name, "node stopping");
+    // Kubernetes sends SIGTERM on every rollout: finish what is in flight, hand back what
+    // cannot finish in time, then go.
+    let deadline = std::time::Duration::from_secs(settings.node.drain_timeout_secs);
+    tracing::info!(node = %name, ?deadline, "node draining before it stops");
+    node.bridge
+        .send(orion_actors::Drain {
+            deadline: Some(deadline),
+        })
+        .await
+        .context("while draining")?;
+    println!("node {name} drained");
     Ok(ExitCode::SUCCESS)
 }
 

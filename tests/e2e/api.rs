@@ -445,6 +445,7 @@ async fn health_readiness_and_the_openapi_document() {
             "/metrics",
             "/readyz",
             "/v1/agents",
+            "/v1/agents/{node}/drain",
             "/v1/api-keys",
             "/v1/api-keys/{id}",
             "/v1/audit",

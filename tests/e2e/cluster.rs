@@ -487,3 +487,118 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
     drop(gateway);
     tear_down(prefix, db).await;
 }
+
+/// SIGTERM on a node: it stops taking work, and what it cannot finish within its drain
+/// deadline goes back to the bus; another node completes it. Nothing is lost.
+#[actix_rt::test]
+async fn a_node_stopped_by_sigterm_hands_back_its_unfinished_assignment_and_another_completes_it() {
+    let db = PgDatabase::create().await;
+    let prefix = unique("d");
+    let mut env = cluster_env(&db, &prefix);
+    // The tests take longer than the first node's drain deadline.
+    env.push((
+        "ORION__DEVELOPER__TEST_COMMAND",
+        "[\"sh\", \"-c\", \"sleep 4; echo slow tests pass\"]".to_owned(),
+    ));
+    migrate(&env);
+    let (_gateway, base) = start_gateway(&env).await;
+    let client = client_as("admin");
+    let mut first_env = env.clone();
+    first_env.push(("ORION__NODE__DRAIN_TIMEOUT_SECS", "1".to_owned()));
+    let mut first = Process(
+        orion(
+            &first_env,
+            &["node", "--name", "first", "--agents", "coordinator,testing"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap(),
+    );
+    let repo = git_fixture();
+    let mut response = client
+        .post(format!("{base}/v1/tasks"))
+        .send_json(&json!({ "kind": "test", "repo": repo.path().to_string_lossy() }))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let events = |id: String| {
+        let client = client.clone();
+        let base = base.clone();
+        async move { get_json(&client, format!("{base}/v1/tasks/{id}/events")).await }
+    };
+    eventually(
+        "the first node to start the tests",
+        Duration::from_secs(30),
+        || async {
+            let events = events(id.clone()).await?;
+            events["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["type"] == "running" && e["node"] == "first")
+                .then_some(())
+        },
+    )
+    .await;
+    let pid = first.0.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = first.0.wait().unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(first.0.stdout.as_mut().unwrap(), &mut out).unwrap();
+        (status, out)
+    });
+    let (status, out) = tokio::time::timeout(Duration::from_secs(20), exit)
+        .await
+        .expect("the node stops within its drain deadline and the hand-back")
+        .unwrap();
+    assert!(status.success(), "a drained node exits cleanly: {status:?}");
+    assert!(out.contains("node first drained"), "{out}");
+    let task = get_json(&client, format!("{base}/v1/tasks/{id}"))
+        .await
+        .unwrap();
+    assert_ne!(
+        task["status"], "completed",
+        "the slow tests did not finish on the first node"
+    );
+
+    let _second = Process(
+        orion(
+            &env,
+            &[
+                "node",
+                "--name",
+                "second",
+                "--agents",
+                "coordinator,testing",
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let task = eventually(
+        "the second node to complete the task",
+        Duration::from_secs(40),
+        || async {
+            let task = get_json(&client, format!("{base}/v1/tasks/{id}")).await?;
+            (task["status"] == "completed").then_some(task)
+        },
+    )
+    .await;
+    assert_eq!(task["result"]["passed"], true, "{task}");
+    let events = events(id.clone()).await.unwrap();
+    let completed: Vec<&Value> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "completed")
+        .collect();
+    assert_eq!(completed.len(), 1, "completed once: {events}");
+    assert_eq!(completed[0]["node"], "second", "{events}");
+    tear_down(prefix, db).await;
+}

@@ -1174,3 +1174,81 @@ async fn a_develop_task_reaches_a_private_remote_with_the_stored_credential() {
         "the branch was pushed to the private remote"
     );
 }
+
+/// Draining is an operator's order: a submitter may not give it; an operator's reaches the
+/// node over the bus, and the node then reports itself draining.
+#[actix_rt::test]
+async fn an_operator_drains_a_node_and_a_submitter_may_not() {
+    let app = secured_app().await;
+    let viewer = bearer(&token("viewer"));
+    let node = eventually(
+        "the node's first heartbeat",
+        Duration::from_secs(10),
+        || async {
+            let agents = call(&app, "GET", "/v1/agents", Some(&viewer), None)
+                .await
+                .body;
+            agents["nodes"][0]["node"].as_str().map(str::to_owned)
+        },
+    )
+    .await;
+    let path = format!("/v1/agents/{node}/drain");
+    let refused = call(
+        &app,
+        "POST",
+        &path,
+        Some(&bearer(&token("submitter"))),
+        None,
+    )
+    .await;
+    assert_eq!((refused.status, refused.code()), (403, "forbidden"));
+    let operator = bearer(&token("operator"));
+    let unknown = call(
+        &app,
+        "POST",
+        "/v1/agents/no-such-node/drain",
+        Some(&operator),
+        None,
+    )
+    .await;
+    assert_eq!((unknown.status, unknown.code()), (404, "node_not_found"));
+    let ordered = call(&app, "POST", &path, Some(&operator), None).await;
+    assert_eq!(ordered.status, 202, "{}", ordered.body);
+    eventually(
+        "the node to report draining",
+        Duration::from_secs(10),
+        || async {
+            let agents = call(&app, "GET", "/v1/agents", Some(&viewer), None)
+                .await
+                .body;
+            (agents["nodes"][0]["state"] == "draining").then_some(())
+        },
+    )
+    .await;
+    let agents = call(&app, "GET", "/v1/agents", Some(&viewer), None)
+        .await
+        .body;
+    assert_eq!(
+        agents["agents"]["developer"]["healthy_nodes"], 0,
+        "{agents}"
+    );
+    let audit = call(
+        &app,
+        "GET",
+        "/v1/audit",
+        Some(&bearer(&token("admin"))),
+        None,
+    )
+    .await
+    .body;
+    assert!(
+        audit["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "node.drain"
+                && e["actor"] == "test-operator"
+                && e["target"] == node.as_str()),
+        "{audit}"
+    );
+}

@@ -22,6 +22,35 @@ pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "nodes": nodes, "agents": kinds }))
 }
 
+/// `POST /v1/agents/{node}/drain`: orders the node (by name, as `GET /v1/agents` lists it) to
+/// take no new work and finish what it has; 202 once the order is published.
+pub async fn drain(
+    path: web::Path<String>,
+    caller: crate::auth::Caller,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let node = path.into_inner();
+    if !state.nodes.nodes().iter().any(|n| n.node == node) {
+        return Err(ApiError::NodeNotFound(node));
+    }
+    let lifecycle = &state.lifecycle;
+    let order = orion_bus::Envelope::new(
+        lifecycle.node(),
+        orion_bus::Body::Control(orion_bus::ControlCommand::Drain),
+    );
+    let bus = lifecycle.bus();
+    bus.publish(&bus.subjects().control(&node), &order).await?;
+    crate::auth::audit(
+        &state,
+        &caller,
+        "node.drain",
+        Some(node.clone()),
+        serde_json::Value::Null,
+    )
+    .await;
+    Ok(HttpResponse::Accepted().json(serde_json::json!({ "node": node, "command": "drain" })))
+}
+
 /// `GET /metrics`: the process's metrics in the Prometheus text format.
 pub async fn metrics() -> HttpResponse {
     HttpResponse::Ok()

@@ -32,6 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/usage", web::get().to(tasks::usage_summary))
                 .route("/agents", web::get().to(health::agents))
+                .route("/agents/{node}/drain", web::post().to(health::drain))
                 .route("/repos/{repo}/trend", web::get().to(repos::trend))
                 .route("/pulls", web::get().to(pulls::list))
                 .route("/pulls/{id}", web::get().to(pulls::get))

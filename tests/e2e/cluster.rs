@@ -2,7 +2,7 @@
 //! NATS and one Postgres, watched by a plain NATS subscriber as an external monitor would.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -10,19 +10,9 @@ use orion_bus::{BusConfig, NatsBus, Subjects};
 use serde_json::{Value, json};
 
 use crate::support::{
-    PgDatabase, TempDir, auth_env, bare_remote, client_as, eventually, first_line, get_json,
-    git_fixture, git_rev, metric, model_answering, nats_url, unique,
+    PgDatabase, Process, TempDir, auth_env, bare_remote, client_as, eventually, first_line,
+    get_json, git_fixture, git_rev, metric, model_answering, nats_url, unique,
 };
-
-/// A child process killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn orion(env: &[(&str, String)], args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orion"));

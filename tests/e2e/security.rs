@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    JWT_SECRET, TestApp, claims, eventually, fixture_repo, jwt_with, token, with_jwt_auth,
+    JWT_SECRET, Process, TestApp, claims, eventually, fixture_repo, jwt_with, token, with_jwt_auth,
 };
 
 /// A request's answer: status, problem code (if any), the `WWW-Authenticate` header, body.
@@ -766,14 +766,7 @@ async fn no_configured_secret_appears_in_logs_answers_or_the_test_sandbox() {
     for (key, value) in crate::support::auth_env() {
         command.env(key, value);
     }
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let child = Killed(command.spawn().unwrap());
+    let child = Process(command.spawn().unwrap());
     let base = eventually("orion up to listen", Duration::from_secs(30), || async {
         let out = std::fs::read_to_string(&stdout).ok()?;
         let line = out.lines().find(|l| l.starts_with("Orion listening on "))?;
@@ -865,14 +858,7 @@ async fn the_bus_connects_to_a_nats_server_that_demands_credentials_only_with_th
         ),
     )
     .unwrap();
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Server(
+    let _server = Process(
         std::process::Command::new("nats-server")
             .arg("-c")
             .arg(&conf)
@@ -1082,16 +1068,9 @@ async fn a_develop_task_reaches_a_private_remote_with_the_stored_credential() {
             "private.git",
         ],
     );
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git_http_server.py");
-    let mut server = Server(
+    let mut server = Process(
         std::process::Command::new("python3")
             .arg(script)
             .arg(root.path())

@@ -144,6 +144,16 @@ pub fn with_jwt_auth(settings: &mut Settings) {
     settings.auth.jwt.audience = Some(JWT_AUDIENCE.into());
 }
 
+/// A child process killed when the test ends, however it ends.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A name no other test uses.
 pub fn unique(stem: &str) -> String {
     format!("{stem}{}", uuid::Uuid::new_v4().simple())

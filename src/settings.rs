@@ -144,6 +144,9 @@ pub struct NodeSettings {
     pub name: Option<String>,
     pub agents: Vec<AgentKind>,
     pub concurrency: usize,
+    /// Per agent kind, deliveries handled at once where it differs (`[node.kind_concurrency]`).
+    #[serde(default)]
+    pub kind_concurrency: std::collections::HashMap<AgentKind, usize>,
     /// Where a node serves `/healthz` and `/metrics`; absent: nowhere.
     pub metrics_listen: Option<SocketAddr>,
     /// On SIGTERM, how long work in flight may take to finish before it is handed back.

@@ -14,8 +14,8 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::StreamExt;
 use orion_bus::{
-    AgentKind, Body, Bus, ControlCommand, Delivery, Envelope, HEARTBEAT_INTERVAL, Heartbeat,
-    Priority, Queue,
+    AgentKind, Body, Bus, ControlCommand, Deliveries, Delivery, Envelope, HEARTBEAT_INTERVAL,
+    Heartbeat, Queue,
 };
 use tokio::sync::{Notify, watch};
 
@@ -40,6 +40,8 @@ pub struct BusBridge {
     coordinator: Option<Addr<Coordinator>>,
     agents: HashMap<AgentKind, Addr<AgentActor>>,
     concurrency: usize,
+    /// Per agent kind, deliveries handled at once where it differs from `concurrency`.
+    kind_concurrency: HashMap<AgentKind, usize>,
     in_flight: Arc<AtomicU32>,
     /// Set once the node takes no new deliveries.
     draining: watch::Sender<bool>,
@@ -64,6 +66,7 @@ impl BusBridge {
         coordinator: Option<Addr<Coordinator>>,
         agents: HashMap<AgentKind, Addr<AgentActor>>,
         concurrency: usize,
+        kind_concurrency: HashMap<AgentKind, usize>,
     ) -> Self {
         Self {
             bus,
@@ -71,6 +74,7 @@ impl BusBridge {
             coordinator,
             agents,
             concurrency: concurrency.max(1),
+            kind_concurrency,
             in_flight: Arc::default(),
             draining: watch::channel(false).0,
             abandon: watch::channel(false).0,
@@ -78,33 +82,45 @@ impl BusBridge {
         }
     }
 
-    fn pump<F, Fut>(&self, ctx: &mut Context<Self>, queue: Queue, route: F)
-    where
+    /// Consumes `queues` (most urgent first; see [`prioritized`]) and hands each delivery to
+    /// `route`, at most `concurrency` at once.
+    fn pump<F, Fut>(
+        &self,
+        ctx: &mut Context<Self>,
+        queues: Vec<Queue>,
+        concurrency: usize,
+        route: F,
+    ) where
         F: Fn(Envelope, tracing::Span) -> Fut + 'static,
         Fut: Future<Output = Result<(), HandleError>> + 'static,
     {
         let bus = self.bus.clone();
         let in_flight = self.in_flight.clone();
-        let concurrency = self.concurrency;
+        let concurrency = concurrency.max(1);
         let progress_every = bus.config().ack_wait / 3;
         let mut draining = self.draining.subscribe();
         let abandon = self.abandon.subscribe();
         let settled = self.settled.clone();
         let fut = async move {
-            let deliveries = loop {
-                match bus.consume(queue).await {
-                    Ok(d) => break d,
-                    Err(e) => {
-                        tracing::warn!(?queue, error = %e, "cannot consume; retrying");
-                        tokio::time::sleep(CONSUME_RETRY).await;
+            let label = queues[0].label();
+            let mut streams = Vec::with_capacity(queues.len());
+            for queue in queues {
+                streams.push(loop {
+                    match bus.consume(queue).await {
+                        Ok(d) => break d,
+                        Err(e) => {
+                            tracing::warn!(?queue, error = %e, "cannot consume; retrying");
+                            tokio::time::sleep(CONSUME_RETRY).await;
+                        }
                     }
-                }
-            };
+                });
+            }
+            let deliveries = prioritized(streams);
             let route = &route;
             let in_flight = &in_flight;
             let settled = &settled;
             let abandon = &abandon;
-            let label = &queue.label();
+            let label = &label;
             // A drain ends the stream: no new delivery starts; those started run to the end.
             let drained = async move {
                 let _ = draining.wait_for(|d| *d).await;
@@ -139,6 +155,49 @@ impl BusBridge {
         };
         ctx.spawn(fut.into_actor(self));
     }
+}
+
+/// Turns within one round of [`prioritized`]: of 15 picks, 8 go to the first (most urgent)
+/// stream, 4 to the second, 2 to the third, 1 to the fourth, when all have work waiting.
+const ROUND: [usize; 15] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3];
+
+/// Merges streams given most urgent first: each pick goes to the stream whose turn it is in
+/// [`ROUND`], or, when that one has nothing ready, to the next in the round that has. Under a
+/// backlog the urgent are served first and most, and the least urgent still get a share; a
+/// single stream is passed through as it is.
+fn prioritized(streams: Vec<Deliveries>) -> Deliveries {
+    if streams.len() == 1 {
+        return streams.into_iter().next().expect("one stream");
+    }
+    let mut streams: Vec<Option<Deliveries>> = streams.into_iter().map(Some).collect();
+    let round: Vec<usize> = ROUND
+        .iter()
+        .copied()
+        .filter(|i| *i < streams.len())
+        .collect();
+    let mut turn = 0;
+    futures_util::stream::poll_fn(move |cx| {
+        for step in 0..round.len() {
+            let i = round[(turn + step) % round.len()];
+            let Some(stream) = streams[i].as_mut() else {
+                continue;
+            };
+            match stream.poll_next_unpin(cx) {
+                std::task::Poll::Ready(Some(delivery)) => {
+                    turn = (turn + step + 1) % round.len();
+                    return std::task::Poll::Ready(Some(delivery));
+                }
+                std::task::Poll::Ready(None) => streams[i] = None,
+                std::task::Poll::Pending => {}
+            }
+        }
+        if streams.iter().all(Option::is_none) {
+            std::task::Poll::Ready(None)
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .boxed()
 }
 
 /// Runs a handler while telling the bus, every third of the ack wait, that the message is
@@ -229,18 +288,24 @@ impl BusBridge {
                 if let Err(e) = bus.publish(&subject, &envelope).await {
                     tracing::warn!(error = %e, "could not publish a heartbeat");
                 }
-                // The depth of the queues this node serves, as the bus sees it.
+                // The depth of the queues this node serves, as the bus sees it, summed over a
+                // pool's priorities.
+                let mut depths: HashMap<String, (u64, u64)> = HashMap::new();
                 for queue in queues {
                     if let Ok(depth) = bus.queue_depth(queue).await {
-                        let label = queue.label();
-                        let gauge = &metrics().queue_depth;
-                        gauge
-                            .with_label_values(&[&label, "pending"])
-                            .set(depth.pending as i64);
-                        gauge
-                            .with_label_values(&[&label, "in_flight"])
-                            .set(depth.in_flight as i64);
+                        let sum = depths.entry(queue.label()).or_default();
+                        sum.0 += depth.pending;
+                        sum.1 += depth.in_flight;
                     }
+                }
+                let gauge = &metrics().queue_depth;
+                for (label, (pending, in_flight)) in depths {
+                    gauge
+                        .with_label_values(&[&label, "pending"])
+                        .set(pending as i64);
+                    gauge
+                        .with_label_values(&[&label, "in_flight"])
+                        .set(in_flight as i64);
                 }
             }
             .into_actor(self),
@@ -252,7 +317,7 @@ impl BusBridge {
         let mut queues: Vec<Queue> = self
             .agents
             .keys()
-            .map(|kind| Queue::Work(*kind, Priority::Normal))
+            .flat_map(|kind| Queue::work_by_priority(*kind))
             .collect();
         if self.coordinator.is_some() {
             queues.extend([Queue::Submitted, Queue::Results]);
@@ -278,47 +343,63 @@ impl Actor for BusBridge {
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(coordinator) = self.coordinator.clone() {
             let to_coordinator = coordinator.clone();
-            self.pump(ctx, Queue::Submitted, move |envelope, span| {
-                let coordinator = to_coordinator.clone();
-                async move {
-                    match envelope.body {
-                        Body::TaskSubmitted(task) => coordinator
-                            .send(TaskArrived(task, span))
-                            .await
-                            .map_err(mailbox)?,
-                        Body::Review(review) => coordinator
-                            .send(ReviewArrived(review, span))
-                            .await
-                            .map_err(mailbox)?,
-                        Body::Resume(resume) => coordinator
-                            .send(ResumeArrived(resume, span))
-                            .await
-                            .map_err(mailbox)?,
-                        _ => Err(unexpected(&envelope)),
-                    }
-                }
-            });
-            self.pump(ctx, Queue::Results, move |envelope, span| {
-                let coordinator = coordinator.clone();
-                async move {
-                    match envelope.body {
-                        Body::Report(report) => coordinator
-                            .send(ReportArrived {
-                                report,
-                                node: envelope.node,
-                                span,
-                            })
-                            .await
-                            .map_err(mailbox)?,
-                        _ => Err(unexpected(&envelope)),
-                    }
-                }
-            });
-        }
-        for (kind, agent) in self.agents.clone() {
             self.pump(
                 ctx,
-                Queue::Work(kind, Priority::Normal),
+                vec![Queue::Submitted],
+                self.concurrency,
+                move |envelope, span| {
+                    let coordinator = to_coordinator.clone();
+                    async move {
+                        match envelope.body {
+                            Body::TaskSubmitted(task) => coordinator
+                                .send(TaskArrived(task, span))
+                                .await
+                                .map_err(mailbox)?,
+                            Body::Review(review) => coordinator
+                                .send(ReviewArrived(review, span))
+                                .await
+                                .map_err(mailbox)?,
+                            Body::Resume(resume) => coordinator
+                                .send(ResumeArrived(resume, span))
+                                .await
+                                .map_err(mailbox)?,
+                            _ => Err(unexpected(&envelope)),
+                        }
+                    }
+                },
+            );
+            self.pump(
+                ctx,
+                vec![Queue::Results],
+                self.concurrency,
+                move |envelope, span| {
+                    let coordinator = coordinator.clone();
+                    async move {
+                        match envelope.body {
+                            Body::Report(report) => coordinator
+                                .send(ReportArrived {
+                                    report,
+                                    node: envelope.node,
+                                    span,
+                                })
+                                .await
+                                .map_err(mailbox)?,
+                            _ => Err(unexpected(&envelope)),
+                        }
+                    }
+                },
+            );
+        }
+        for (kind, agent) in self.agents.clone() {
+            let concurrency = self
+                .kind_concurrency
+                .get(&kind)
+                .copied()
+                .unwrap_or(self.concurrency);
+            self.pump(
+                ctx,
+                Queue::work_by_priority(kind).to_vec(),
+                concurrency,
                 move |envelope, span| {
                     let agent = agent.clone();
                     async move {

@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub agents: Vec<AgentKind>,
     /// Deliveries handled at once per queue.
     pub concurrency: usize,
+    /// Per agent kind, deliveries handled at once where it differs from `concurrency`.
+    pub kind_concurrency: HashMap<AgentKind, usize>,
     pub developer: DeveloperConfig,
     pub testing: TestingConfig,
 }
@@ -95,6 +97,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
         coordinator.clone(),
         agents.clone(),
         config.concurrency,
+        config.kind_concurrency.clone(),
     )
     .start();
     tracing::info!(node = %config.name, agents = ?config.agents, "node started");

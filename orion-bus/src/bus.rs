@@ -43,21 +43,29 @@ impl Queue {
         }
     }
 
-    /// The subject filter of this queue's consumer: a work consumer takes every priority.
+    /// The subject filter of this queue's consumer: one priority of one pool for work, so a
+    /// node can take the priorities in the order it chooses.
     pub fn filter(&self, subjects: &Subjects) -> String {
-        match *self {
-            Queue::Work(agent, _) => subjects.work_of(agent),
-            other => other.subject(subjects),
-        }
+        self.subject(subjects)
     }
 
     /// The durable consumer's name: consumers of the same queue on any node share it.
     pub fn consumer_name(&self) -> String {
         match *self {
             Queue::Submitted => "coordinators-submitted".to_owned(),
-            Queue::Work(agent, _) => format!("agents-{agent}"),
+            Queue::Work(agent, priority) => format!("agents-{agent}-{priority}"),
             Queue::Results => "coordinators-results".to_owned(),
         }
+    }
+
+    /// An agent pool's work queues, most urgent first.
+    pub fn work_by_priority(agent: AgentKind) -> [Queue; 4] {
+        [
+            Queue::Work(agent, Priority::Urgent),
+            Queue::Work(agent, Priority::High),
+            Queue::Work(agent, Priority::Normal),
+            Queue::Work(agent, Priority::Low),
+        ]
     }
 }
 

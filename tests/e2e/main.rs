@@ -13,6 +13,7 @@ mod code_intel;
 mod deploy;
 mod develop;
 mod llm;
+mod runtime;
 mod sandbox;
 mod security;
 mod store;

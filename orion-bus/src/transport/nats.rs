@@ -299,6 +299,12 @@ impl Bus for NatsBus {
 
     async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError> {
         let stream = self.stream_of(queue).await?;
+        if let Queue::Work(agent, _) = queue {
+            // Before priorities had consumers of their own, one consumer took all of a pool's
+            // work; its filter would overlap theirs, which a work-queue stream refuses. The
+            // messages stay in the stream for the new consumers.
+            let _ = stream.delete_consumer(&format!("agents-{agent}")).await;
+        }
         let name = queue.consumer_name();
         let consumer = stream
             .get_or_create_consumer(

@@ -85,6 +85,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
                 bus: lifecycle.bus().clone(),
             },
             work,
+            store: lifecycle.store().clone(),
         };
         agents.insert(
             kind,

@@ -74,3 +74,125 @@ async fn under_a_backlog_urgent_work_goes_first_and_low_work_is_not_starved() {
         "low work gets turns while normal work waits: {started:?}"
     );
 }
+
+/// Analyzer work that panics the first `panics` times it is asked, then answers.
+struct Panicky {
+    panics: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl orion_actors::Work for Panicky {
+    async fn perform(
+        &self,
+        _: &orion_bus::Task,
+        _: &orion_actors::WorkContext,
+    ) -> Result<serde_json::Value, orion_bus::TaskFailure> {
+        use std::sync::atomic::Ordering;
+        if self
+            .panics
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            panic!("boom in the analyzer");
+        }
+        Ok(json!({ "survived": true }))
+    }
+}
+
+/// A node of one supervised analyzer whose work panics `panics` times, beside an app whose
+/// node only coordinates.
+async fn panicky_node(panics: u32) -> (TestApp, actix::Addr<orion_actors::BusBridge>) {
+    use actix::Actor;
+    let app = TestApp::spawn_with(|s| s.node.agents = vec![AgentKind::Coordinator]).await;
+    let lifecycle = app.services.lifecycle.clone();
+    let agent = orion_actors::Agent {
+        context: orion_actors::WorkContext {
+            node: "panicky".into(),
+            agent: AgentKind::Analyzer,
+            bus: lifecycle.bus().clone(),
+        },
+        work: std::sync::Arc::new(Panicky {
+            panics: panics.into(),
+        }),
+        store: lifecycle.store().clone(),
+    };
+    let analyzer = actix::Supervisor::start(move |_| orion_actors::AgentActor::new(agent));
+    let bridge = orion_actors::BusBridge::new(
+        lifecycle.bus().clone(),
+        "panicky".into(),
+        None,
+        [(AgentKind::Analyzer, analyzer)].into(),
+        1,
+        Default::default(),
+    )
+    .start();
+    (app, bridge)
+}
+
+#[actix_rt::test]
+async fn a_panicking_agent_is_restarted_from_its_snapshot_and_the_assignment_retried() {
+    let restarts_before = orion_services::metrics::metrics()
+        .agent_restarts
+        .with_label_values(&["analyzer"])
+        .get();
+    let (app, _bridge) = panicky_node(2).await;
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let task = eventually("the task to settle", Duration::from_secs(30), || async {
+        let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+        matches!(task["status"].as_str(), Some("completed" | "failed")).then_some(task)
+    })
+    .await;
+    assert_eq!(task["status"], "completed", "{task}");
+    assert_eq!(task["result"]["survived"], true);
+    let snapshot = app
+        .services
+        .lifecycle
+        .store()
+        .snapshot("panicky/analyzer")
+        .await
+        .unwrap()
+        .expect("the agent saved a snapshot");
+    assert_eq!(snapshot.state["restarts"], 2, "{:?}", snapshot.state);
+    assert_eq!(
+        orion_services::metrics::metrics()
+            .agent_restarts
+            .with_label_values(&["analyzer"])
+            .get()
+            - restarts_before,
+        2,
+        "each restart is counted"
+    );
+}
+
+#[actix_rt::test]
+async fn an_agent_that_keeps_panicking_fails_the_task_with_the_cause_after_bounded_attempts() {
+    let (app, _bridge) = panicky_node(u32::MAX).await;
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let task = app.wait_for(&id, "failed").await;
+    assert_eq!(task["error"]["code"], "agent_panicked", "{task}");
+    let message = task["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("3 times") && message.contains("boom in the analyzer"),
+        "{message}"
+    );
+    let snapshot = app
+        .services
+        .lifecycle
+        .store()
+        .snapshot("panicky/analyzer")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snapshot.state["restarts"], 3);
+    assert_eq!(
+        snapshot.state["panics"],
+        json!({}),
+        "a step given up on is forgotten"
+    );
+}

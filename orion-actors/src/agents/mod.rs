@@ -26,6 +26,9 @@ use orion_bus::{
 };
 
 use orion_services::metrics::metrics;
+use orion_services::store::{AgentSnapshot, Store};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use crate::messages::{HandleError, Perform};
 
@@ -150,24 +153,63 @@ impl Work for NotImplementedWork {
 pub struct Agent {
     pub context: WorkContext,
     pub work: Arc<dyn Work>,
+    /// Where the actor's snapshot is kept (`agent_snapshots`).
+    pub store: Arc<dyn Store>,
 }
 
-/// An agent as an actor, restarted by its supervisor when it stops.
+/// How often one step may panic before its task fails with the cause.
+pub const MAX_PANICS: u32 = 3;
+/// Steps whose panics an agent remembers at most (the oldest are forgotten first).
+const REMEMBERED_STEPS: usize = 1000;
+
+/// What an agent keeps across restarts: its snapshot in `agent_snapshots`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentMemory {
+    /// How often the actor was restarted after a panic.
+    pub restarts: u64,
+    /// Panics per step (`<task>/<attempt>/<step>`) that has not yet succeeded or given up.
+    pub panics: BTreeMap<String, u32>,
+}
+
+/// An agent as an actor, under `actix::Supervisor`: a panic in its work stops it, the
+/// supervisor restarts it, and it restores its memory from its last snapshot.
 pub struct AgentActor {
     agent: Agent,
+    memory: AgentMemory,
 }
 
 impl AgentActor {
     pub fn new(agent: Agent) -> Self {
-        Self { agent }
+        Self {
+            agent,
+            memory: AgentMemory::default(),
+        }
+    }
+
+    /// The actor's id in `agent_snapshots`: `<node>/<kind>`.
+    fn id(&self) -> String {
+        format!("{}/{}", self.agent.context.node, self.agent.context.agent)
     }
 }
 
 impl Actor for AgentActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         tracing::info!(agent = %self.agent.context.agent, node = %self.agent.context.node, "agent started");
+        // Restore the last snapshot before handling anything.
+        let (store, id) = (self.agent.store.clone(), self.id());
+        ctx.wait(
+            async move { store.snapshot(&id).await }
+                .into_actor(self)
+                .map(|snapshot, actor, _| match snapshot {
+                    Ok(Some(snapshot)) => {
+                        actor.memory = serde_json::from_value(snapshot.state).unwrap_or_default();
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "could not restore the agent's snapshot"),
+                }),
+        );
     }
 }
 
@@ -178,7 +220,79 @@ impl actix::Supervised for AgentActor {
             .with_label_values(&[self.agent.context.agent.as_str()])
             .inc();
         tracing::warn!(agent = %self.agent.context.agent, node = %self.agent.context.node, "agent restarting");
+        // What it knew is read back from the snapshot in `started`.
+        self.memory = AgentMemory::default();
     }
+}
+
+/// A step's work panicked: the actor counts it, saves its snapshot, and stops (its supervisor
+/// restarts it).
+#[derive(Debug, Message)]
+#[rtype(result = "PanicVerdict")]
+struct Panicked {
+    step: String,
+}
+
+#[derive(Debug, MessageResponse)]
+enum PanicVerdict {
+    /// Deliver the assignment again.
+    Retry,
+    /// The step panicked this many times: fail the task.
+    GiveUp(u32),
+}
+
+impl Handler<Panicked> for AgentActor {
+    type Result = AtomicResponse<Self, PanicVerdict>;
+
+    fn handle(&mut self, panicked: Panicked, _: &mut Self::Context) -> Self::Result {
+        let agent_id = self.id();
+        let memory = &mut self.memory;
+        memory.restarts += 1;
+        let count = {
+            let count = memory.panics.entry(panicked.step.clone()).or_default();
+            *count += 1;
+            *count
+        };
+        let verdict = if count >= MAX_PANICS {
+            memory.panics.remove(&panicked.step);
+            PanicVerdict::GiveUp(count)
+        } else {
+            PanicVerdict::Retry
+        };
+        while memory.panics.len() > REMEMBERED_STEPS {
+            memory.panics.pop_first();
+        }
+        let snapshot = AgentSnapshot {
+            agent_id,
+            agent_kind: self.agent.context.agent,
+            node: self.agent.context.node.clone(),
+            state: serde_json::to_value(&*memory).unwrap_or_default(),
+            version: memory.restarts as i64,
+            updated_at: chrono::Utc::now(),
+        };
+        let store = self.agent.store.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                if let Err(e) = store.save_snapshot(&snapshot).await {
+                    tracing::warn!(error = %e, "could not save the agent's snapshot");
+                }
+            }
+            .into_actor(self)
+            .map(move |_, _, ctx| {
+                ctx.stop();
+                verdict
+            }),
+        ))
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 impl Agent {
@@ -212,12 +326,55 @@ impl Agent {
     }
 }
 
+/// Runs an assignment, catching a panic of its work: the actor is told (it counts, saves its
+/// snapshot and is restarted), and the assignment is delivered again, or after
+/// [`MAX_PANICS`] the task fails with the panic's message.
+async fn supervised(
+    agent: Agent,
+    actor: Addr<AgentActor>,
+    assignment: Assignment,
+) -> Result<(), HandleError> {
+    let step = format!(
+        "{}/{}/{}",
+        assignment.task.id,
+        assignment.attempt,
+        assignment.step.name()
+    );
+    let run = std::panic::AssertUnwindSafe(agent.clone().run(assignment.clone()));
+    let panic = match futures_util::FutureExt::catch_unwind(run).await {
+        Ok(result) => return result,
+        Err(panic) => panic_text(panic.as_ref()),
+    };
+    tracing::error!(%step, cause = %panic, "the agent's work panicked");
+    match actor.send(Panicked { step }).await {
+        Ok(PanicVerdict::GiveUp(times)) => {
+            let failure = TaskFailure::new(
+                "agent_panicked",
+                format!(
+                    "the {} agent failed on this step {times} times; the last time: {panic}",
+                    agent.context.agent
+                ),
+            );
+            agent
+                .context
+                .report(&assignment, "failed", Outcome::Failed { failure })
+                .await
+        }
+        Ok(PanicVerdict::Retry) | Err(_) => Err(HandleError::Retry(format!(
+            "the agent's work panicked: {panic}"
+        ))),
+    }
+}
+
 impl Handler<Perform> for AgentActor {
     type Result = ResponseFuture<Result<(), HandleError>>;
 
-    fn handle(&mut self, msg: Perform, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Perform, ctx: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
         let span = tracing::info_span!(parent: &msg.1, "perform", agent = %agent.context.agent, task = %msg.0.task.id, attempt = msg.0.attempt);
-        Box::pin(tracing::Instrument::instrument(agent.run(msg.0), span))
+        Box::pin(tracing::Instrument::instrument(
+            supervised(agent, ctx.address(), msg.0),
+            span,
+        ))
     }
 }

@@ -30,6 +30,11 @@ use crate::messages::{
 const CONSUME_RETRY: Duration = Duration::from_secs(1);
 /// Delay before a message whose handler failed for a passing reason is delivered again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long a message whose handler found a service down is held here (its delivery kept
+/// alive) and retried, before it goes back to the bus.
+const OUTAGE_PATIENCE: Duration = Duration::from_secs(300);
+/// The longest pause between those retries; they start at `RETRY_DELAY` and double.
+const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How long handing back the work in flight may take once a drain's deadline has passed.
 const HAND_BACK: Duration = Duration::from_secs(5);
 
@@ -145,8 +150,10 @@ impl BusBridge {
                     );
                     orion_services::telemetry::follow(&span, envelope.traceparent.as_deref());
                     orion_services::telemetry::record_trace_id(&span);
-                    let work = route(envelope.clone(), span.clone()).instrument(span);
-                    let outcome = hold(&delivery, work, progress_every, abandon.clone()).await;
+                    let outcome = patiently(&delivery, progress_every, abandon, || {
+                        route(envelope.clone(), span.clone()).instrument(span.clone())
+                    })
+                    .await;
                     settle(&delivery, label, outcome).await;
                     in_flight.fetch_sub(1, Ordering::Relaxed);
                     settled.notify_waiters();
@@ -200,6 +207,39 @@ fn prioritized(streams: Vec<Deliveries>) -> Deliveries {
     .boxed()
 }
 
+/// Runs the handler `work` makes; while it finds a service down, runs it again after a pause
+/// (doubling up to [`OUTAGE_BACKOFF_MAX`], for up to [`OUTAGE_PATIENCE`]) with the delivery
+/// kept alive, so an outage of the database or the bus does not use up the message's
+/// delivery attempts and send it to the dead letters.
+async fn patiently<W, Fut>(
+    delivery: &Delivery,
+    every: Duration,
+    abandon: &watch::Receiver<bool>,
+    work: W,
+) -> Result<(), HandleError>
+where
+    W: Fn() -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let (mut waited, mut pause) = (Duration::ZERO, RETRY_DELAY);
+    loop {
+        match hold(delivery, work(), every, abandon.clone()).await {
+            Err(HandleError::Unavailable(why)) if waited < OUTAGE_PATIENCE => {
+                tracing::warn!(%why, ?pause, "a service is down; holding the message to try again");
+                let wait = async {
+                    tokio::time::sleep(pause).await;
+                    Ok(())
+                };
+                hold(delivery, wait, every, abandon.clone()).await?;
+                waited += pause;
+                pause = (pause * 2).min(OUTAGE_BACKOFF_MAX);
+            }
+            Err(HandleError::Unavailable(why)) => return Err(HandleError::Retry(why)),
+            other => return other,
+        }
+    }
+}
+
 /// Runs a handler while telling the bus, every third of the ack wait, that the message is
 /// still being worked on, so long work is not redelivered to another node meanwhile. When a
 /// drain gives up waiting (`abandon`), the message is handed back instead.
@@ -242,7 +282,7 @@ async fn settle(delivery: &Delivery, queue: &str, outcome: Result<(), HandleErro
     let counted = match &outcome {
         Ok(()) => "ack",
         Err(HandleError::Drop(_)) => "drop",
-        Err(HandleError::Retry(_)) => "retry",
+        Err(HandleError::Retry(_) | HandleError::Unavailable(_)) => "retry",
     };
     metrics()
         .bus_deliveries
@@ -254,7 +294,7 @@ async fn settle(delivery: &Delivery, queue: &str, outcome: Result<(), HandleErro
             tracing::warn!(id = %delivery.envelope.id, %reason, "dropping a message that cannot be handled");
             delivery.ack().await
         }
-        Err(HandleError::Retry(reason)) => {
+        Err(HandleError::Retry(reason) | HandleError::Unavailable(reason)) => {
             tracing::warn!(id = %delivery.envelope.id, attempt = delivery.attempt, %reason, "will retry a message");
             delivery.nak(Some(RETRY_DELAY)).await
         }

@@ -10,6 +10,10 @@ pub enum HandleError {
     /// A passing failure (database or bus down): deliver the message again later.
     #[error("retry later: {0}")]
     Retry(String),
+    /// A service it needs (database, bus) is down: keep the message and try again here,
+    /// without spending the message's delivery attempts on an outage.
+    #[error("a service is unavailable: {0}")]
+    Unavailable(String),
     /// The message can never be handled: acknowledge it and log why.
     #[error("dropped: {0}")]
     Drop(String),
@@ -23,6 +27,10 @@ impl From<LifecycleError> for HandleError {
                 HandleError::Drop(format!("task {id} is not stored"))
             }
             LifecycleError::Store(StoreError::Corrupt(why)) => HandleError::Drop(why),
+            LifecycleError::Store(e @ StoreError::Unavailable(_)) => {
+                HandleError::Unavailable(e.to_string())
+            }
+            LifecycleError::Bus(e) => e.into(),
             other => HandleError::Retry(other.to_string()),
         }
     }
@@ -33,7 +41,7 @@ impl From<orion_bus::BusError> for HandleError {
         match e {
             // A message the protocol refuses will be refused again.
             orion_bus::BusError::Protocol(why) => HandleError::Drop(why.to_string()),
-            unavailable => HandleError::Retry(unavailable.to_string()),
+            unavailable => HandleError::Unavailable(unavailable.to_string()),
         }
     }
 }

@@ -14,7 +14,7 @@ use crate::support::{
     get_json, git_fixture, git_rev, metric, model_answering, nats_url, unique,
 };
 
-fn orion(env: &[(&str, String)], args: &[&str]) -> Command {
+pub(crate) fn orion(env: &[(&str, String)], args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_orion"));
     command
         .args(args)
@@ -28,7 +28,7 @@ fn orion(env: &[(&str, String)], args: &[&str]) -> Command {
 }
 
 /// `orion migrate`: the schema the nodes and the gateway expect.
-fn migrate(env: &[(&str, String)]) {
+pub(crate) fn migrate(env: &[(&str, String)]) {
     let migrated = orion(env, &["migrate"])
         .stdout(Stdio::null())
         .status()
@@ -37,7 +37,7 @@ fn migrate(env: &[(&str, String)]) {
 }
 
 /// Starts `orion gateway` and waits until it is ready; returns the process and its base URL.
-async fn start_gateway(env: &[(&str, String)]) -> (Process, String) {
+pub(crate) async fn start_gateway(env: &[(&str, String)]) -> (Process, String) {
     let mut gateway = Process(
         orion(env, &["gateway"])
             .stdout(Stdio::piped())
@@ -64,9 +64,9 @@ async fn start_gateway(env: &[(&str, String)]) -> (Process, String) {
 }
 
 /// What every process of one test's cluster shares: the database, the bus and its prefix.
-fn cluster_env(db: &PgDatabase, prefix: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn cluster_env(db_url: &str, prefix: &str) -> Vec<(&'static str, String)> {
     let mut env = vec![
-        ("ORION__DATABASE__URL", db.url.clone()),
+        ("ORION__DATABASE__URL", db_url.to_owned()),
         ("ORION__BUS__URL", nats_url()),
         ("ORION__BUS__PREFIX", prefix.to_owned()),
         ("ORION__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
@@ -76,7 +76,13 @@ fn cluster_env(db: &PgDatabase, prefix: &str) -> Vec<(&'static str, String)> {
 }
 
 /// Deletes the test's streams and database.
-async fn tear_down(prefix: String, db: PgDatabase) {
+pub(crate) async fn tear_down(prefix: String, db: PgDatabase) {
+    delete_streams(prefix).await;
+    db.drop_now().await;
+}
+
+/// Deletes the streams of `prefix` on the tests' NATS server.
+pub(crate) async fn delete_streams(prefix: String) {
     let subjects = Subjects::new(prefix).unwrap();
     NatsBus::connect(&nats_url(), subjects, BusConfig::default())
         .await
@@ -84,14 +90,13 @@ async fn tear_down(prefix: String, db: PgDatabase) {
         .delete_streams()
         .await
         .unwrap();
-    db.drop_now().await;
 }
 
 #[actix_rt::test]
 async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber() {
     let db = PgDatabase::create().await;
     let prefix = unique("c");
-    let env = cluster_env(&db, &prefix);
+    let env = cluster_env(&db.url, &prefix);
 
     migrate(&env);
     // The monitor subscribes before anything happens.
@@ -273,7 +278,7 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
     let db = PgDatabase::create().await;
     let prefix = unique("c");
-    let mut env = cluster_env(&db, &prefix);
+    let mut env = cluster_env(&db.url, &prefix);
     env.extend([
         ("ORION__LLM__BASE_URL", format!("{}/v1", model.uri())),
         ("ORION__LLM__MODEL", "gpt-test".to_owned()),
@@ -484,7 +489,7 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
 async fn a_node_stopped_by_sigterm_hands_back_its_unfinished_assignment_and_another_completes_it() {
     let db = PgDatabase::create().await;
     let prefix = unique("d");
-    let mut env = cluster_env(&db, &prefix);
+    let mut env = cluster_env(&db.url, &prefix);
     // The tests take longer than the first node's drain deadline.
     env.push((
         "ORION__DEVELOPER__TEST_COMMAND",

@@ -22,6 +22,9 @@ pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "nodes": nodes, "agents": kinds }))
 }
 
+/// How long readiness waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `POST /v1/agents/{node}/drain`: orders the node (by name, as `GET /v1/agents` lists it) to
 /// take no new work and finish what it has; 202 once the order is published.
 pub async fn drain(
@@ -60,7 +63,9 @@ pub async fn metrics() -> HttpResponse {
 
 /// The process can do its job: the store and the bus answer.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.lifecycle.store().ping().await.is_err() {
+    // A probe answers fast: a database that takes longer than this is as good as down.
+    let ping = tokio::time::timeout(READY_TIMEOUT, state.lifecycle.store().ping()).await;
+    if !matches!(ping, Ok(Ok(()))) {
         return Err(ApiError::Unavailable("database"));
     }
     if state.lifecycle.bus().check().await.is_err() {

@@ -14,12 +14,12 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::StreamExt;
 use orion_bus::{
-    AgentKind, Body, Bus, ControlCommand, Deliveries, Delivery, Envelope, HEARTBEAT_INTERVAL,
-    Heartbeat, Queue,
+    AgentKind, AgentReply, Body, Bus, ControlCommand, Deliveries, Delivery, Envelope,
+    HEARTBEAT_INTERVAL, Heartbeat, Queue, Request, TaskFailure,
 };
 use tokio::sync::{Notify, watch};
 
-use crate::agents::AgentActor;
+use crate::agents::{AgentActor, Ask};
 use crate::coordinator::Coordinator;
 use crate::messages::{
     HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived,
@@ -35,6 +35,8 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 const OUTAGE_PATIENCE: Duration = Duration::from_secs(300);
 /// The longest pause between those retries; they start at `RETRY_DELAY` and double.
 const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Requests answered at once per agent kind, per unit of `concurrency` (answers are short).
+const REQUESTS_PER_SLOT: usize = 8;
 /// How long handing back the work in flight may take once a drain's deadline has passed.
 const HAND_BACK: Duration = Duration::from_secs(5);
 
@@ -455,6 +457,9 @@ impl Actor for BusBridge {
             );
         }
         self.listen_for_orders(ctx);
+        for (kind, agent) in self.agents.clone() {
+            self.answer_requests(ctx, kind, agent);
+        }
         // A heartbeat at once (so a starting node is seen without waiting), then at every
         // interval.
         self.beat(ctx);
@@ -463,6 +468,32 @@ impl Actor for BusBridge {
 }
 
 impl BusBridge {
+    /// Serves `<p>.rpc.<kind>` with the node's agent of that kind, in the queue group of the
+    /// kind, so each request is answered by one agent on one node.
+    fn answer_requests(&self, ctx: &mut Context<Self>, kind: AgentKind, agent: Addr<AgentActor>) {
+        let bus = self.bus.clone();
+        let node = self.node.clone();
+        let concurrency = self.concurrency.max(1) * REQUESTS_PER_SLOT;
+        let served = async move {
+            let subject = bus.subjects().rpc(kind);
+            loop {
+                match bus.serve(&subject, &format!("agents-{kind}")).await {
+                    Ok(requests) => {
+                        requests
+                            .for_each_concurrent(concurrency, |request| {
+                                let (agent, node) = (agent.clone(), node.clone());
+                                async move { answer(agent, &node, request).await }
+                            })
+                            .await;
+                    }
+                    Err(e) => tracing::warn!(%subject, error = %e, "cannot serve requests"),
+                }
+                tokio::time::sleep(CONSUME_RETRY).await;
+            }
+        };
+        ctx.spawn(served.into_actor(self));
+    }
+
     /// Follows `<p>.control.<node>`: a `drain` order stops the node taking work.
     fn listen_for_orders(&self, ctx: &mut Context<Self>) {
         let bus = self.bus.clone();
@@ -490,6 +521,29 @@ impl BusBridge {
             }
         };
         ctx.spawn(orders.into_actor(self));
+    }
+}
+
+/// Hands a request to the agent and sends back its answer.
+async fn answer(agent: Addr<AgentActor>, node: &str, request: Request) {
+    let reply = match request.envelope.body {
+        Body::Request(asked) => match agent.send(Ask(asked)).await {
+            Ok(reply) => reply,
+            Err(e) => AgentReply::Refused {
+                failure: TaskFailure::new("agent_unavailable", format!("actor unavailable: {e}")),
+            },
+        },
+        _ => AgentReply::Refused {
+            failure: TaskFailure::new(
+                "not_a_request",
+                format!("`{}` is not a request", request.envelope.type_name()),
+            ),
+        },
+    };
+    let mut envelope = Envelope::new(node.to_owned(), Body::Reply(reply));
+    envelope.causation_id = Some(request.envelope.id);
+    if let Err(e) = request.reply.reply(&envelope).await {
+        tracing::warn!(error = %e, "could not answer a request");
     }
 }
 

@@ -9,16 +9,18 @@
 //! [`orion_services::lifecycle::Lifecycle`].
 
 mod agents;
+mod ask;
 mod bridge;
 mod coordinator;
 mod messages;
 mod node;
 
 pub use agents::{
-    Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork, EDIT_FORMAT,
-    Edit, NotImplementedWork, TestingConfig, TestingWork, Work, WorkContext, parse_edits,
-    validate_edits,
+    Agent, AgentActor, AnalyzerWork, ArchitectWork, Ask, DeveloperConfig, DeveloperWork,
+    EDIT_FORMAT, Edit, NotImplementedWork, TestingConfig, TestingWork, Work, WorkContext,
+    parse_edits, validate_edits,
 };
+pub use ask::{AskError, ask};
 pub use bridge::{BusBridge, Drain};
 pub use coordinator::Coordinator;
 pub use messages::{

@@ -156,6 +156,27 @@ pub struct RawMessage {
 }
 
 pub type Deliveries = BoxStream<'static, Delivery>;
+pub type Requests = BoxStream<'static, Request>;
+
+/// A request received by a server, with the way back to its sender.
+pub struct Request {
+    pub envelope: Envelope,
+    pub reply: Box<dyn Replier>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("envelope", &self.envelope)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends the answer to one request.
+#[async_trait]
+pub trait Replier: Send {
+    async fn reply(self: Box<Self>, envelope: &Envelope) -> Result<(), BusError>;
+}
 pub type RawStream = BoxStream<'static, RawMessage>;
 pub type EnvelopeStream = BoxStream<'static, (String, Envelope)>;
 
@@ -246,6 +267,18 @@ pub trait Bus: Send + Sync + 'static {
             })
             .boxed())
     }
+
+    /// Sends a request on `subject` to one of its servers and waits up to `timeout` for the
+    /// answer: `Timeout` when none comes, `NoResponders` when nothing serves the subject.
+    async fn request(
+        &self,
+        subject: &str,
+        envelope: &Envelope,
+        timeout: Duration,
+    ) -> Result<Envelope, BusError>;
+
+    /// Serves requests on `subject`; the servers in one `group` share them, one each.
+    async fn serve(&self, subject: &str, group: &str) -> Result<Requests, BusError>;
 
     /// Whether the transport can carry messages now.
     async fn check(&self) -> Result<(), BusError>;

@@ -7,8 +7,8 @@ use uuid::Uuid;
 
 use crate::error::ProtocolError;
 use crate::protocol::{
-    Assignment, ControlCommand, Heartbeat, ResumeTask, ReviewSubmitted, Task, TaskEvent, TaskId,
-    WorkReport,
+    AgentReply, AgentRequest, Assignment, ControlCommand, Heartbeat, ResumeTask, ReviewSubmitted,
+    Task, TaskEvent, TaskId, WorkReport,
 };
 
 /// The schema version this build writes and accepts.
@@ -34,6 +34,10 @@ pub enum Body {
     Review(ReviewSubmitted),
     #[serde(rename = "task.resume")]
     Resume(ResumeTask),
+    #[serde(rename = "agent.request")]
+    Request(AgentRequest),
+    #[serde(rename = "agent.reply")]
+    Reply(AgentReply),
 }
 
 impl Body {
@@ -47,6 +51,8 @@ impl Body {
         "node.control",
         "review.submitted",
         "task.resume",
+        "agent.request",
+        "agent.reply",
     ];
 }
 
@@ -92,7 +98,10 @@ impl Envelope {
             Body::Control(ControlCommand::Cancel { task_id }) => Some(*task_id),
             Body::Review(r) => Some(r.task_id),
             Body::Resume(r) => Some(r.task_id),
-            Body::Heartbeat(_) | Body::Control(ControlCommand::Drain) => None,
+            Body::Heartbeat(_)
+            | Body::Control(ControlCommand::Drain)
+            | Body::Request(_)
+            | Body::Reply(_) => None,
         };
         let id = Uuid::now_v7();
         Self {
@@ -126,6 +135,8 @@ impl Envelope {
             Body::Control(_) => "node.control",
             Body::Review(_) => "review.submitted",
             Body::Resume(_) => "task.resume",
+            Body::Request(_) => "agent.request",
+            Body::Reply(_) => "agent.reply",
         }
     }
 

@@ -56,6 +56,13 @@ pub enum BusError {
     },
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    #[error("no answer on {subject} within {after:?}")]
+    Timeout {
+        subject: String,
+        after: std::time::Duration,
+    },
+    #[error("nothing serves {0}")]
+    NoResponders(String),
 }
 
 impl BusError {
@@ -71,7 +78,9 @@ impl BusError {
 
     pub fn kind(&self) -> BusErrorKind {
         match self {
-            Self::Unavailable { .. } => BusErrorKind::Unavailable,
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::NoResponders(_) => {
+                BusErrorKind::Unavailable
+            }
             Self::Protocol(_) => BusErrorKind::Protocol,
         }
     }

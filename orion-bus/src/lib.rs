@@ -19,15 +19,15 @@ mod transport;
 
 pub use bus::{
     Acker, Bus, BusConfig, Deliveries, Delivery, EnvelopeStream, Queue, QueueDepth, RawMessage,
-    RawStream, dead_letter_body,
+    RawStream, Replier, Request, Requests, dead_letter_body,
 };
 pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};
 pub use error::{BusError, BusErrorKind, ProtocolError};
 pub use protocol::{
-    AgentKind, Assignment, Candidate, ControlCommand, Decision, EventType, HEARTBEAT_INTERVAL,
-    Heartbeat, IllegalTransition, Outcome, Priority, ResumeTask, ReviewSubmitted, Step, Task,
-    TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus, TestVerdict, WorkReport,
-    check_budget,
+    AgentKind, AgentReply, AgentRequest, Assignment, Candidate, ControlCommand, Decision,
+    EventType, HEARTBEAT_INTERVAL, Heartbeat, IllegalTransition, Outcome, Priority, ResumeTask,
+    ReviewSubmitted, Step, Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus,
+    TestVerdict, WorkReport, check_budget,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
 pub use transport::{InProcessBus, NatsBus, NatsSecurity};

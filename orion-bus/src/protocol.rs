@@ -537,6 +537,25 @@ pub struct Heartbeat {
     pub draining: bool,
 }
 
+/// A question to an agent pool on `<p>.rpc.<agent>`, answered by one of its agents on any
+/// node (`orion_actors::ask`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentRequest {
+    pub agent: AgentKind,
+    /// What is asked: `ping`, or an operation the agent kind knows.
+    pub op: String,
+    #[serde(default)]
+    pub args: serde_json::Value,
+}
+
+/// An agent's answer to an [`AgentRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum AgentReply {
+    Answer { value: serde_json::Value },
+    Refused { failure: TaskFailure },
+}
+
 /// An order to a node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]

@@ -84,6 +84,11 @@ impl Subjects {
         format!("{}.health.*", self.prefix)
     }
 
+    /// `<p>.rpc.<agent>`: requests to an agent pool, answered by one of its agents.
+    pub fn rpc(&self, agent: AgentKind) -> String {
+        format!("{}.rpc.{agent}", self.prefix)
+    }
+
     /// `<p>.control.<node>`.
     pub fn control(&self, node: &str) -> String {
         format!("{}.control.{node}", self.prefix)

@@ -374,6 +374,79 @@ async fn the_trace_context_travels_with_a_message(h: Harness) {
     h.finish().await;
 }
 
+/// A server that answers each request with a reply naming `who`.
+async fn answering(bus: &Arc<dyn Bus>, subject: &str, who: &'static str) {
+    let mut requests = bus.serve(subject, "group").await.unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            let reply = Envelope::new(
+                who,
+                Body::Reply(orion_bus::AgentReply::Answer {
+                    value: serde_json::json!({ "by": who, "to": request.envelope.id }),
+                }),
+            );
+            request.reply.reply(&reply).await.unwrap();
+        }
+    });
+}
+
+async fn a_request_is_answered_by_one_server_of_its_group(h: Harness) {
+    let subject = h.bus.subjects().rpc(AgentKind::Analyzer);
+    answering(&h.bus, &subject, "one").await;
+    answering(&h.bus, &subject, "two").await;
+    let mut by = HashSet::new();
+    for _ in 0..20 {
+        let asked = message();
+        let answer = h
+            .bus
+            .request(&subject, &asked, DEADLINE)
+            .await
+            .expect("an answer");
+        let Body::Reply(orion_bus::AgentReply::Answer { value }) = answer.body else {
+            panic!("not an answer: {answer:?}");
+        };
+        assert_eq!(
+            value["to"],
+            serde_json::json!(asked.id),
+            "the answer to this request"
+        );
+        by.insert(value["by"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        by.len(),
+        2,
+        "both servers of the group take requests: {by:?}"
+    );
+    h.finish().await;
+}
+
+async fn a_request_without_server_or_answer_fails_with_its_reason(h: Harness) {
+    let nobody = h.bus.subjects().rpc(AgentKind::Devops);
+    let err = h
+        .bus
+        .request(&nobody, &message(), DEADLINE)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::NoResponders(_)), "{err}");
+    // A server that takes requests and never answers.
+    let silent = h.bus.subjects().rpc(AgentKind::Architect);
+    let mut requests = h.bus.serve(&silent, "group").await.unwrap();
+    let kept = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(request) = requests.next().await {
+            held.push(request);
+        }
+    });
+    let err = h
+        .bus
+        .request(&silent, &message(), Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BusError::Timeout { .. }), "{err}");
+    kept.abort();
+    h.finish().await;
+}
+
 /// Runs each contract case once per transport, as its own test.
 macro_rules! contract {
     ($($case:ident),+ $(,)?) => {
@@ -399,4 +472,6 @@ contract!(
     oversized_messages_are_refused,
     queue_depth_counts_waiting_and_unacknowledged_work,
     the_trace_context_travels_with_a_message,
+    a_request_is_answered_by_one_server_of_its_group,
+    a_request_without_server_or_answer_fails_with_its_reason,
 );

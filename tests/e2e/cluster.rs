@@ -597,3 +597,73 @@ async fn a_node_stopped_by_sigterm_hands_back_its_unfinished_assignment_and_anot
     assert_eq!(completed[0]["node"], "second", "{events}");
     tear_down(prefix, db).await;
 }
+
+/// Request/reply across processes: this process asks the analyzer pool over NATS and one
+/// node's analyzer answers; the failures are typed.
+#[actix_rt::test]
+async fn an_actor_asks_an_agent_on_another_node_and_gets_typed_errors() {
+    use orion_actors::{AskError, ask};
+    let db = PgDatabase::create().await;
+    let prefix = unique("r");
+    let env = cluster_env(&db.url, &prefix);
+    migrate(&env);
+    let _node = Process(
+        orion(
+            &env,
+            &["node", "--name", "answerer", "--agents", "analyzer"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let bus = NatsBus::connect(
+        &nats_url(),
+        Subjects::new(prefix.clone()).unwrap(),
+        BusConfig::default(),
+    )
+    .await
+    .unwrap();
+    let pong = eventually("the node to answer", Duration::from_secs(20), || async {
+        ask(
+            &bus,
+            "asker",
+            orion_bus::AgentKind::Analyzer,
+            "ping",
+            Value::Null,
+            Duration::from_secs(2),
+        )
+        .await
+        .ok()
+    })
+    .await;
+    assert_eq!(pong, json!({ "node": "answerer", "agent": "analyzer" }));
+    let refused = ask(
+        &bus,
+        "asker",
+        orion_bus::AgentKind::Analyzer,
+        "fly",
+        Value::Null,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&refused, AskError::Refused { failure, .. } if failure.code == "unknown_operation"),
+        "{refused}"
+    );
+    let nobody = ask(
+        &bus,
+        "asker",
+        orion_bus::AgentKind::Devops,
+        "ping",
+        Value::Null,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(nobody, AskError::NoAgent(orion_bus::AgentKind::Devops)),
+        "{nobody}"
+    );
+    tear_down(prefix, db).await;
+}

@@ -107,6 +107,23 @@ pub trait Work: Send + Sync + 'static {
         ctx: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure>;
 
+    /// Answers a request from another actor (`ask`). Every agent answers `ping` with its
+    /// node and kind; an agent kind that knows more operations overrides this.
+    async fn answer(
+        &self,
+        op: &str,
+        _args: &serde_json::Value,
+        ctx: &WorkContext,
+    ) -> Result<serde_json::Value, TaskFailure> {
+        match op {
+            "ping" => Ok(serde_json::json!({ "node": ctx.node, "agent": ctx.agent })),
+            other => Err(TaskFailure::new(
+                "unknown_operation",
+                format!("the {} agent does not answer `{other}`", ctx.agent),
+            )),
+        }
+    }
+
     /// Does one step of a task. Agents whose tasks pass a review gate (merge, revise)
     /// override it; the others only know the work itself.
     async fn step(
@@ -363,6 +380,30 @@ async fn supervised(
         Ok(PanicVerdict::Retry) | Err(_) => Err(HandleError::Retry(format!(
             "the agent's work panicked: {panic}"
         ))),
+    }
+}
+
+/// A request for the agent to answer (`<p>.rpc.<agent>`).
+#[derive(Debug, Message)]
+#[rtype(result = "orion_bus::AgentReply")]
+pub struct Ask(pub orion_bus::AgentRequest);
+
+impl Handler<Ask> for AgentActor {
+    type Result = ResponseFuture<orion_bus::AgentReply>;
+
+    fn handle(&mut self, ask: Ask, _: &mut Self::Context) -> Self::Result {
+        let agent = self.agent.clone();
+        Box::pin(async move {
+            let request = ask.0;
+            match agent
+                .work
+                .answer(&request.op, &request.args, &agent.context)
+                .await
+            {
+                Ok(value) => orion_bus::AgentReply::Answer { value },
+                Err(failure) => orion_bus::AgentReply::Refused { failure },
+            }
+        })
     }
 }
 

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::{Triage, triage};
 use crate::bus::{
-    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream,
-    dead_letter_body,
+    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream, Replier,
+    Request, Requests, dead_letter_body,
 };
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
@@ -37,6 +37,27 @@ struct Inner {
     queues: Mutex<HashMap<String, QueueState>>,
     topics: broadcast::Sender<RawMessage>,
     seen: Mutex<HashMap<String, Instant>>,
+    /// The servers of each request subject, taken in turn.
+    servers: Mutex<HashMap<String, (usize, Vec<Server>)>>,
+}
+
+/// A request's bytes and where its answer goes.
+type Asked = (Bytes, tokio::sync::oneshot::Sender<Bytes>);
+type Server = tokio::sync::mpsc::UnboundedSender<Asked>;
+
+/// Answers one in-process request.
+struct OneshotReplier {
+    answer: tokio::sync::oneshot::Sender<Bytes>,
+    limit: usize,
+}
+
+#[async_trait]
+impl Replier for OneshotReplier {
+    async fn reply(self: Box<Self>, envelope: &Envelope) -> Result<(), BusError> {
+        // A requester that gave up is not an error of the server's.
+        let _ = self.answer.send(envelope.encode(self.limit)?);
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -66,6 +87,7 @@ impl InProcessBus {
             queues: Mutex::default(),
             topics,
             seen: Mutex::default(),
+            servers: Mutex::default(),
         };
         Self {
             subjects,
@@ -325,7 +347,76 @@ impl Bus for InProcessBus {
         .boxed())
     }
 
+    async fn request(
+        &self,
+        subject: &str,
+        envelope: &Envelope,
+        timeout: Duration,
+    ) -> Result<Envelope, BusError> {
+        let limit = self.config.max_message_bytes;
+        let payload = envelope.encode(limit)?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let mut asked = Some((payload, answer));
+        {
+            let mut servers = self.inner.servers.lock().unwrap_or_else(|p| p.into_inner());
+            let (turn, list) = servers.entry(subject.to_owned()).or_default();
+            list.retain(|s| !s.is_closed());
+            for _ in 0..list.len() {
+                *turn = (*turn + 1) % list.len();
+                match list[*turn].send(asked.take().expect("not sent yet")) {
+                    Ok(()) => break,
+                    Err(returned) => asked = Some(returned.0),
+                }
+            }
+        }
+        if asked.is_some() {
+            return Err(BusError::NoResponders(subject.to_owned()));
+        }
+        match tokio::time::timeout(timeout, answered).await {
+            Ok(Ok(bytes)) => Ok(Envelope::decode(&bytes, limit)?),
+            // The server dropped the request unanswered, or took too long.
+            Ok(Err(_)) | Err(_) => Err(BusError::Timeout {
+                subject: subject.to_owned(),
+                after: timeout,
+            }),
+        }
+    }
+
+    async fn serve(&self, subject: &str, _group: &str) -> Result<Requests, BusError> {
+        let limit = self.config.max_message_bytes;
+        let (server, asked) = tokio::sync::mpsc::unbounded_channel::<Asked>();
+        self.inner
+            .servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(subject.to_owned())
+            .or_default()
+            .1
+            .push(server);
+        let stream = tokio_stream_from(asked).filter_map(move |(bytes, answer)| async move {
+            match Envelope::decode(&bytes, limit) {
+                Ok(envelope) => Some(Request {
+                    envelope,
+                    reply: Box::new(OneshotReplier { answer, limit }) as Box<dyn Replier>,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping an undecodable request");
+                    None
+                }
+            }
+        });
+        Ok(stream.boxed())
+    }
+
     async fn check(&self) -> Result<(), BusError> {
         Ok(())
     }
+}
+
+/// The messages of an unbounded channel as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+) -> futures_util::stream::BoxStream<'static, T> {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+        .boxed()
 }

@@ -16,8 +16,8 @@ use futures_util::StreamExt;
 
 use super::{Triage, triage};
 use crate::bus::{
-    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream,
-    dead_letter_body,
+    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream, Replier,
+    Request, Requests, dead_letter_body,
 };
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
@@ -123,6 +123,24 @@ impl NatsSecurity {
             _ => return Err(refuse("bus.tls_cert_file and bus.tls_key_file go together")),
         }
         Ok(options.require_tls(self.require_tls))
+    }
+}
+
+/// Answers one request on its reply subject.
+struct NatsReplier {
+    client: async_nats::Client,
+    subject: String,
+    limit: usize,
+}
+
+#[async_trait]
+impl Replier for NatsReplier {
+    async fn reply(self: Box<Self>, envelope: &Envelope) -> Result<(), BusError> {
+        let payload = envelope.encode(self.limit)?;
+        self.client
+            .publish(self.subject, payload)
+            .await
+            .map_err(|e| BusError::unavailable("answering a request", e))
     }
 }
 
@@ -424,6 +442,66 @@ impl Bus for NatsBus {
             pending: info.num_pending,
             in_flight: info.num_ack_pending as u64,
         })
+    }
+
+    async fn request(
+        &self,
+        subject: &str,
+        envelope: &Envelope,
+        timeout: Duration,
+    ) -> Result<Envelope, BusError> {
+        use async_nats::client::RequestErrorKind;
+        let limit = self.config.max_message_bytes;
+        let payload = envelope.encode(limit)?;
+        let timed_out = || BusError::Timeout {
+            subject: subject.to_owned(),
+            after: timeout,
+        };
+        let request = self.client.request(subject.to_owned(), payload);
+        let answer = match tokio::time::timeout(timeout, request).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => {
+                return Err(match e.kind() {
+                    RequestErrorKind::NoResponders => BusError::NoResponders(subject.to_owned()),
+                    RequestErrorKind::TimedOut => timed_out(),
+                    _ => BusError::unavailable("sending a request", e),
+                });
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        Ok(Envelope::decode(&answer.payload, limit)?)
+    }
+
+    async fn serve(&self, subject: &str, group: &str) -> Result<Requests, BusError> {
+        let limit = self.config.max_message_bytes;
+        let client = self.client.clone();
+        let requests = self
+            .client
+            .queue_subscribe(subject.to_owned(), group.to_owned())
+            .await
+            .map_err(|e| BusError::unavailable("serving requests", e))?;
+        Ok(requests
+            .filter_map(move |message| {
+                let client = client.clone();
+                async move {
+                    let reply = message.reply?;
+                    match Envelope::decode(&message.payload, limit) {
+                        Ok(envelope) => Some(Request {
+                            envelope,
+                            reply: Box::new(NatsReplier {
+                                client,
+                                subject: reply.to_string(),
+                                limit,
+                            }) as Box<dyn Replier>,
+                        }),
+                        Err(e) => {
+                            tracing::warn!(subject = %message.subject, error = %e, "skipping an undecodable request");
+                            None
+                        }
+                    }
+                }
+            })
+            .boxed())
     }
 
     async fn check(&self) -> Result<(), BusError> {

@@ -159,6 +159,29 @@ pub enum BenchCommand {
     /// Lines per second of the full analysis against a bare tree-sitter parse of the same
     /// files (and against lizard, where it is installed).
     Analyze(BenchAnalyzeArgs),
+    /// The cluster runtime against bare NATS on the same server: agent request/reply latency
+    /// and throughput, tasks per second through REST with an instant agent and Postgres
+    /// against JetStream publish and pull rates, and an idle node's memory.
+    Cluster(BenchClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchClusterArgs {
+    /// The NATS server (default: bus.url, else nats://127.0.0.1:4222).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// The Postgres server, without a database; the bench makes and drops one of its own.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// How many tasks go through REST.
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: usize,
+    /// Requests timed one at a time; ten times as many go 32 at a time.
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One module per command; each takes its arguments and the loaded settings.
 
 mod bench;
+mod bench_cluster;
 mod client;
 mod code;
 mod eval;
@@ -27,6 +28,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Usage(args) => client::usage(args, settings).await,
         Command::Token(args) => token::mint(args, settings),
         Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
+        Command::Bench(crate::cli::BenchCommand::Cluster(args)) => {
+            bench_cluster::cluster(args, settings).await
+        }
         Command::Code(command) => code::run(command).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),
     }

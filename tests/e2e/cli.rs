@@ -184,6 +184,50 @@ async fn submit_and_watch_talk_to_a_running_gateway() {
     assert_eq!(types, ["queued", "assigned", "running", "completed"]);
 }
 
+/// `orion bench cluster` on the tests' NATS and Postgres, small: every figure and its
+/// baseline are printed, positive, and the ratios are the quotients of the figures.
+#[test]
+fn the_cluster_benchmark_runs_and_reports_its_baselines() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args([
+            "bench",
+            "cluster",
+            "--tasks",
+            "30",
+            "--requests",
+            "50",
+            "--json",
+        ])
+        .args(["--nats", &crate::support::nats_url()])
+        .args(["--postgres", &crate::support::postgres_server()])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in ["p50_us", "p99_us", "per_s_1", "per_s_32"] {
+        for side in ["agent_request", "raw_nats_request"] {
+            assert!(f[side][key].as_f64().unwrap() > 0.0, "{side}.{key}: {f}");
+        }
+    }
+    for key in [
+        "tasks_per_s",
+        "jetstream_publish_per_s",
+        "jetstream_pull_ack_per_s",
+    ] {
+        assert!(f[key].as_f64().unwrap() > 0.0, "{key}: {f}");
+    }
+    let ratio = f["agent_request"]["p50_us"].as_f64().unwrap()
+        / f["raw_nats_request"]["p50_us"].as_f64().unwrap();
+    assert!((f["p50_ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    assert_eq!(f["tasks"], 30);
+    assert!(f["idle_node_rss_mb"].as_f64().unwrap() > 1.0, "{f}");
+}
+
 #[test]
 fn the_analysis_benchmark_runs_and_reports_its_baseline() {
     let repo = fixture_repo();

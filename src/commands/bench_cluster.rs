@@ -1,0 +1,434 @@
+//! `orion bench cluster`: the cluster runtime's speed against the NATS server it runs on,
+//! measured in the same run on the same server.
+//!
+//! (a) An agent request (`orion_actors::ask` → the bridge → an agent actor → the reply)
+//!     against a bare NATS request to a bare responder with a payload of the same size: latency
+//!     p50/p99 one at a time, and throughput with 1 and 32 in flight.
+//! (b) Tasks per second through REST, the coordinator, an instant agent and Postgres, against
+//!     bare JetStream: async publishes per second, and pulls with acknowledgement per second.
+//! (c) The resident memory of an idle `orion node` process.
+
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Actor;
+use anyhow::Context;
+use futures_util::StreamExt;
+use orion_actors::{Agent, AgentActor, BusBridge, Coordinator, Work, WorkContext, ask};
+use orion_bus::{AgentKind, Body, Bus, BusConfig, EventType, NatsBus, Subjects, Task, TaskFailure};
+use orion_services::lifecycle::Lifecycle;
+use orion_services::store::SqlStore;
+use sea_orm::{ConnectionTrait, Database};
+use serde::Serialize;
+
+use crate::cli::BenchClusterArgs;
+use crate::settings::Settings;
+
+/// An agent that does nothing: what is measured is everything around the work.
+struct Instant0;
+
+#[async_trait::async_trait]
+impl Work for Instant0 {
+    async fn perform(&self, _: &Task, _: &WorkContext) -> Result<serde_json::Value, TaskFailure> {
+        Ok(serde_json::json!({}))
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Latency {
+    p50_us: f64,
+    p99_us: f64,
+    per_s_1: f64,
+    per_s_32: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Figures {
+    agent_request: Latency,
+    raw_nats_request: Latency,
+    /// agent p50 ÷ raw p50 (target ≤ 1.5).
+    p50_ratio: f64,
+    /// agent ÷ raw throughput with 32 in flight (target ≥ 0.6).
+    throughput_32_ratio: f64,
+    tasks: usize,
+    tasks_per_s: f64,
+    jetstream_publish_per_s: f64,
+    jetstream_pull_ack_per_s: f64,
+    /// tasks/s ÷ JetStream async publishes/s (target ≥ 0.04).
+    tasks_vs_publish: f64,
+    idle_node_rss_mb: Option<f64>,
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// Times `n` calls one at a time, then `n32` calls 32 at a time.
+async fn measure<F, Fut>(n: usize, n32: usize, call: F) -> anyhow::Result<Latency>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    for _ in 0..n / 10 {
+        call().await?;
+    }
+    let mut took = Vec::with_capacity(n);
+    let start = Instant::now();
+    for _ in 0..n {
+        let one = Instant::now();
+        call().await?;
+        took.push(one.elapsed());
+    }
+    let per_s_1 = n as f64 / start.elapsed().as_secs_f64();
+    took.sort();
+    let start = Instant::now();
+    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..n32)
+        .map(|_| call())
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+    Ok(Latency {
+        p50_us: quantile(&took, 0.5),
+        p99_us: quantile(&took, 0.99),
+        per_s_1,
+        per_s_32: n32 as f64 / start.elapsed().as_secs_f64(),
+    })
+}
+
+fn agent(bus: Arc<dyn Bus>, store: Arc<dyn orion_services::store::Store>, node: &str) -> Agent {
+    Agent {
+        context: WorkContext {
+            node: node.to_owned(),
+            agent: AgentKind::Analyzer,
+            bus,
+        },
+        work: Arc::new(Instant0),
+        store,
+    }
+}
+
+pub async fn cluster(args: BenchClusterArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    let nats = args
+        .nats
+        .clone()
+        .or(settings.bus.url.clone())
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
+    let postgres = args
+        .postgres
+        .clone()
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench{}", &run[..12]);
+    let database = format!("orion_bench_{}", &run[..12]);
+    let admin = Database::connect(format!("{postgres}/postgres"))
+        .await
+        .context("while connecting to Postgres (--postgres)")?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{database}\""))
+        .await?;
+    let result = run_all(&args, &nats, &format!("{postgres}/{database}"), &prefix).await;
+    admin
+        .execute_unprepared(&format!(
+            "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+        ))
+        .await?;
+    let figures = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&figures)?);
+    } else {
+        print(&figures);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_all(
+    args: &BenchClusterArgs,
+    nats: &str,
+    db_url: &str,
+    prefix: &str,
+) -> anyhow::Result<Figures> {
+    let tasks = &args.tasks;
+    let (n, n32) = (args.requests.max(1), args.requests.max(1) * 10);
+    let subjects = || Subjects::new(prefix.to_owned()).expect("a valid prefix");
+    let config = BusConfig {
+        prefetch: 64,
+        ..BusConfig::default()
+    };
+    let node_bus: Arc<dyn Bus> =
+        Arc::new(NatsBus::connect(nats, subjects(), config.clone()).await?);
+    let client_bus = NatsBus::connect(nats, subjects(), config.clone()).await?;
+    let store: Arc<dyn orion_services::store::Store> = Arc::new(SqlStore::connect(db_url).await?);
+
+    // (a) agent requests against bare NATS requests.
+    let analyzer = actix::Supervisor::start({
+        let agent = agent(node_bus.clone(), store.clone(), "bench-node");
+        move |_| AgentActor::new(agent)
+    });
+    let lifecycle = Lifecycle::new(store.clone(), node_bus.clone(), "bench-node");
+    let coordinator = Coordinator::new(lifecycle.clone()).start();
+    let _bridge = BusBridge::new(
+        node_bus.clone(),
+        "bench-node".into(),
+        Some(coordinator),
+        [(AgentKind::Analyzer, analyzer)].into(),
+        32,
+        Default::default(),
+    )
+    .start();
+    let asked = || async {
+        ask(
+            &client_bus,
+            "bench",
+            AgentKind::Analyzer,
+            "ping",
+            serde_json::Value::Null,
+            Duration::from_secs(5),
+        )
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::from)
+    };
+    // The bridge subscribes as it starts: wait for its first answer.
+    let ready = Instant::now();
+    while asked().await.is_err() {
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(10),
+            "the agent never answered"
+        );
+    }
+    let agent_request = measure(n, n32, asked).await?;
+
+    let raw = async_nats::connect(nats).await?;
+    let responder = async_nats::connect(nats).await?;
+    let raw_subject = format!("{prefix}.raw");
+    let mut served = responder
+        .queue_subscribe(raw_subject.clone(), "raw".into())
+        .await?;
+    let echo = responder.clone();
+    tokio::spawn(async move {
+        while let Some(message) = served.next().await {
+            if let Some(reply) = message.reply {
+                let _ = echo.publish(reply, message.payload).await;
+            }
+        }
+    });
+    responder.flush().await?;
+    // A payload the size of an agent request.
+    let payload: bytes::Bytes = orion_bus::Envelope::new(
+        "bench",
+        Body::Request(orion_bus::AgentRequest {
+            agent: AgentKind::Analyzer,
+            op: "ping".into(),
+            args: serde_json::Value::Null,
+        }),
+    )
+    .encode(usize::MAX)?;
+    let raw_request = || async {
+        raw.request(raw_subject.clone(), payload.clone())
+            .await
+            .map(|_| ())
+            .map_err(anyhow::Error::from)
+    };
+    let raw_nats_request = measure(n, n32, raw_request).await?;
+
+    // (b) tasks through REST, the coordinator, the instant agent and Postgres.
+    let mut events = node_bus
+        .subscribe(&node_bus.subjects().events_all())
+        .await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let state = orion_gateway::AppState::new(
+        lifecycle.clone(),
+        orion_gateway::GatewayConfig {
+            submissions_per_minute: 0,
+            ..Default::default()
+        },
+        orion_gateway::auth::Authenticator::default(),
+        None,
+    );
+    actix_rt::spawn(orion_gateway::run(listener, state)?);
+    let http = awc::Client::new();
+    let base = format!("http://{addr}");
+    let started = Instant::now();
+    let counting = async {
+        let mut done = 0;
+        while done < *tasks {
+            match events.next().await {
+                Some((_, envelope)) => {
+                    if let Body::Event(e) = envelope.body
+                        && e.event_type == EventType::Completed
+                    {
+                        done += 1;
+                    }
+                }
+                None => anyhow::bail!("the event stream ended"),
+            }
+        }
+        Ok(())
+    };
+    let submitting = async {
+        let answers: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..*tasks)
+            .map(|_| {
+                let http = http.clone();
+                let url = format!("{base}/v1/tasks");
+                async move {
+                    let response = http
+                        .post(url)
+                        .send_json(&serde_json::json!({ "kind": "analyze", "repo": "/bench" }))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    anyhow::ensure!(response.status().as_u16() == 202, "submission refused");
+                    Ok(())
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        answers.into_iter().collect::<anyhow::Result<Vec<()>>>()
+    };
+    let (counted, submitted) = tokio::time::timeout(Duration::from_secs(600), async {
+        futures_util::join!(counting, submitting)
+    })
+    .await
+    .context("the tasks did not complete within 10 minutes")?;
+    counted?;
+    submitted?;
+    let tasks_per_s = *tasks as f64 / started.elapsed().as_secs_f64();
+
+    let (jetstream_publish_per_s, jetstream_pull_ack_per_s) =
+        jetstream_rates(nats, &format!("{prefix}_raw"), n32, payload.len()).await?;
+    let idle_node_rss_mb = idle_node_rss(nats, db_url, prefix).await;
+    client_bus.delete_streams().await?;
+    Ok(Figures {
+        p50_ratio: agent_request.p50_us / raw_nats_request.p50_us,
+        throughput_32_ratio: agent_request.per_s_32 / raw_nats_request.per_s_32,
+        agent_request,
+        raw_nats_request,
+        tasks: *tasks,
+        tasks_per_s,
+        jetstream_publish_per_s,
+        jetstream_pull_ack_per_s,
+        tasks_vs_publish: tasks_per_s / jetstream_publish_per_s,
+        idle_node_rss_mb,
+    })
+}
+
+/// Publishes in flight at once in the bare JetStream measurement.
+const PUBLISH_WINDOW: usize = 1000;
+
+/// Bare JetStream on the same server: `n` async publishes ([`PUBLISH_WINDOW`] in flight,
+/// then their acks), and `n` pulls each acknowledged.
+async fn jetstream_rates(
+    nats: &str,
+    stream: &str,
+    n: usize,
+    size: usize,
+) -> anyhow::Result<(f64, f64)> {
+    use async_nats::jetstream;
+    let js = jetstream::new(async_nats::connect(nats).await?);
+    let subject = format!("{stream}.x");
+    let s = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: stream.to_owned(),
+            subjects: vec![subject.clone()],
+            retention: jetstream::stream::RetentionPolicy::WorkQueue,
+            ..Default::default()
+        })
+        .await?;
+    let payload = bytes::Bytes::from(vec![b'x'; size]);
+    let start = Instant::now();
+    // A window of publishes in flight, then their acks (the client bounds acks in flight).
+    for _ in 0..n.div_ceil(PUBLISH_WINDOW) {
+        let mut acks = Vec::with_capacity(PUBLISH_WINDOW);
+        for _ in 0..PUBLISH_WINDOW {
+            acks.push(js.publish(subject.clone(), payload.clone()).await?);
+        }
+        for ack in acks {
+            ack.await?;
+        }
+    }
+    let n = n.div_ceil(PUBLISH_WINDOW) * PUBLISH_WINDOW;
+    let publish = n as f64 / start.elapsed().as_secs_f64();
+    let consumer = s
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("raw".into()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(64)
+        .messages()
+        .await?;
+    let start = Instant::now();
+    for _ in 0..n {
+        let message = messages.next().await.context("the raw stream ended")??;
+        message.ack().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let pull = n as f64 / start.elapsed().as_secs_f64();
+    js.delete_stream(stream).await?;
+    Ok((publish, pull))
+}
+
+/// Starts `orion node` (this binary) with every agent kind on the bench's bus and database,
+/// lets it settle, and reads its resident memory.
+async fn idle_node_rss(nats: &str, db_url: &str, prefix: &str) -> Option<f64> {
+    let mut node = std::process::Command::new(std::env::current_exe().ok()?)
+        .args(["node", "--name", "bench-idle"])
+        .env("ORION__BUS__URL", nats)
+        .env("ORION__BUS__PREFIX", prefix)
+        .env("ORION__DATABASE__URL", db_url)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.id())).ok();
+    let _ = node.kill();
+    let _ = node.wait();
+    let kb: f64 = status?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+fn print(f: &Figures) {
+    let row = |name: &str, l: &Latency| {
+        println!(
+            "{name:<22} p50 {:>8.0} µs   p99 {:>8.0} µs   1 in flight {:>8.0}/s   32 in flight {:>8.0}/s",
+            l.p50_us, l.p99_us, l.per_s_1, l.per_s_32
+        );
+    };
+    row("agent request", &f.agent_request);
+    row("raw NATS request", &f.raw_nats_request);
+    println!(
+        "  p50 ratio {:.2} (target ≤ 1.5); 32-in-flight throughput ratio {:.2} (target ≥ 0.6)",
+        f.p50_ratio, f.throughput_32_ratio
+    );
+    println!(
+        "tasks through REST     {:>8.0} tasks/s ({} tasks, instant agent, Postgres)",
+        f.tasks_per_s, f.tasks
+    );
+    println!(
+        "raw JetStream          {:>8.0} async publishes/s   {:>8.0} pulls+acks/s",
+        f.jetstream_publish_per_s, f.jetstream_pull_ack_per_s
+    );
+    println!(
+        "  tasks/s ÷ publishes/s {:.3} (target ≥ 0.04)",
+        f.tasks_vs_publish
+    );
+    match f.idle_node_rss_mb {
+        Some(mb) => println!("idle node              {mb:>8.1} MB resident (target ≤ 30)"),
+        None => println!("idle node              (resident memory not readable here)"),
+    }
+}

@@ -1231,3 +1231,131 @@ async fn an_operator_drains_a_node_and_a_submitter_may_not() {
         "{audit}"
     );
 }
+
+/// A NATS server that speaks only TLS: Orion connects when it trusts the server's CA, and
+/// is refused (with a clear error) when it does not.
+#[actix_rt::test]
+async fn the_bus_connects_over_tls_to_a_server_whose_ca_it_is_given() {
+    use orion_bus::{BusConfig, NatsBus, NatsSecurity, Subjects};
+    let dir = crate::support::TempDir::new();
+    let d = dir.path();
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=orion-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(
+        d.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = d.join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: \"{}\" }}\ntls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
+            d.join("js").display(),
+            d.join("server.pem").display(),
+            d.join("server.key").display()
+        ),
+    )
+    .unwrap();
+    let _server = Process(
+        std::process::Command::new("nats-server")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh)"),
+    );
+    eventually("nats-server to listen", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let url = format!("tls://127.0.0.1:{port}");
+    let connect = |security: NatsSecurity| {
+        let url = url.clone();
+        async move {
+            NatsBus::connect_with(
+                &url,
+                Subjects::new("tls").unwrap(),
+                BusConfig::default(),
+                &security,
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+    let untrusted = connect(NatsSecurity {
+        require_tls: true,
+        ..NatsSecurity::default()
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(untrusted.contains("connecting to NATS"), "{untrusted}");
+    connect(NatsSecurity {
+        tls_ca_file: Some(d.join("ca.pem")),
+        require_tls: true,
+        ..NatsSecurity::default()
+    })
+    .await
+    .expect("trusting the CA, the bus connects over TLS");
+}

@@ -77,42 +77,61 @@ fn node(env: &[(&str, String)], name: &str) -> Process {
     )
 }
 
+/// Waits until at least `n` tasks completed; returns how many had.
+async fn completed_at_least(db_url: &str, n: usize) -> usize {
+    eventually("tasks to complete", Duration::from_secs(60), || async {
+        let (done, _) = tally(db_url).await?;
+        (done as usize >= n).then_some(done as usize)
+    })
+    .await
+}
+
+/// Waits until every task completed, and checks that none completed twice.
+async fn every_task_completes_once(db_url: &str) {
+    let (done, twice) = eventually(
+        "every task to complete",
+        Duration::from_secs(180),
+        || async {
+            let (done, twice) = tally(db_url).await?;
+            (done as usize >= TASKS).then_some((done, twice))
+        },
+    )
+    .await;
+    assert_eq!(
+        (done as usize, twice),
+        (TASKS, 0),
+        "each task completed, once"
+    );
+}
+
+/// Two nodes (coordinator and analyzer each) and a gateway; the gateway's base URL.
+async fn two_nodes_and_a_gateway(
+    env: &[(&str, String)],
+    names: [&str; 2],
+) -> (Vec<Process>, String) {
+    let nodes = names.iter().map(|name| node(env, name)).collect();
+    let (gateway, base) = start_gateway(env).await;
+    let mut processes: Vec<Process> = nodes;
+    processes.push(gateway);
+    (processes, base)
+}
+
 #[actix_rt::test]
 async fn five_hundred_tasks_complete_once_each_when_a_node_and_its_coordinator_are_killed() {
     let db = PgDatabase::create().await;
     let prefix = unique("f");
     let env = cluster_env(&db.url, &prefix);
     migrate(&env);
-    let victim = node(&env, "victim");
-    let _survivor = node(&env, "survivor");
-    let (_gateway, base) = start_gateway(&env).await;
+    let (mut processes, base) = two_nodes_and_a_gateway(&env, ["victim", "survivor"]).await;
     let client = client_as("admin");
     let repo = fixture_repo();
     let repo = repo.path().to_string_lossy().into_owned();
 
     let submitted = submit_all(&client, &base, &repo, "kill").await;
     assert_eq!(submitted.len(), TASKS);
-    eventually(
-        "a fifth of the tasks to complete",
-        Duration::from_secs(60),
-        || async {
-            let (done, _) = tally(&db.url).await?;
-            (done as usize >= TASKS / 5).then_some(())
-        },
-    )
-    .await;
-    drop(victim); // SIGKILL: no drain, no goodbye
-    let (done, twice) = eventually(
-        "every task to complete",
-        Duration::from_secs(180),
-        || async {
-            let (done, twice) = tally(&db.url).await?;
-            (done as usize == TASKS).then_some((done, twice))
-        },
-    )
-    .await;
-    assert_eq!(done as usize, TASKS);
-    assert_eq!(twice, 0, "no task completed twice");
+    completed_at_least(&db.url, TASKS / 5).await;
+    drop(processes.remove(0)); // the victim, by SIGKILL: no drain, no goodbye
+    every_task_completes_once(&db.url).await;
     tear_down(prefix, db).await;
 }
 
@@ -125,13 +144,8 @@ struct Nats {
 
 impl Nats {
     async fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut nats = Self {
-            port,
+            port: crate::support::free_port(),
             dir: crate::support::TempDir::new(),
             process: None,
         };
@@ -144,29 +158,17 @@ impl Nats {
     }
 
     async fn up(&mut self) {
-        let process = std::process::Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (scripts/services.sh)");
-        self.process = Some(Process(process));
-        let port = self.port;
-        eventually("nats-server to listen", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
+        let port = self.port.to_string();
+        let args: [&std::ffi::OsStr; 7] = [
+            "-a".as_ref(),
+            "127.0.0.1".as_ref(),
+            "-p".as_ref(),
+            port.as_ref(),
+            "-js".as_ref(),
+            "-sd".as_ref(),
+            self.dir.path().as_os_str(),
+        ];
+        self.process = Some(crate::support::nats_server(self.port, &args).await);
     }
 
     async fn restart(&mut self) {
@@ -183,30 +185,20 @@ async fn no_acknowledged_submission_is_lost_when_nats_restarts_and_everyone_reco
     env.retain(|(k, _)| *k != "ORION__BUS__URL");
     env.push(("ORION__BUS__URL", nats.url()));
     migrate(&env);
-    let _a = node(&env, "a");
-    let _b = node(&env, "b");
-    let (_gateway, base) = start_gateway(&env).await;
+    let (_processes, base) = two_nodes_and_a_gateway(&env, ["a", "b"]).await;
     let client = client_as("admin");
     let repo = fixture_repo();
     let repo = repo.path().to_string_lossy().into_owned();
 
     let submitting = submit_all(&client, &base, &repo, "nats");
     let restarting = async {
-        let done = eventually(
-            "some tasks to complete",
-            Duration::from_secs(60),
-            || async {
-                let (done, _) = tally(&db.url).await?;
-                (done >= 50).then_some(done)
-            },
-        )
-        .await;
+        let done = completed_at_least(&db.url, 50).await;
         nats.restart().await;
         done
     };
     let (submitted, done_at_restart) = futures_util::join!(submitting, restarting);
     assert!(
-        (done_at_restart as usize) < TASKS / 2,
+        done_at_restart < TASKS / 2,
         "NATS restarted with most of the work still to do ({done_at_restart} done)"
     );
     assert_eq!(
@@ -214,16 +206,7 @@ async fn no_acknowledged_submission_is_lost_when_nats_restarts_and_everyone_reco
         TASKS,
         "every submission was acknowledged in the end"
     );
-    let (done, twice) = eventually(
-        "every task to complete",
-        Duration::from_secs(180),
-        || async {
-            let (done, twice) = tally(&db.url).await?;
-            (done as usize == TASKS).then_some((done, twice))
-        },
-    )
-    .await;
-    assert_eq!((done as usize, twice), (TASKS, 0));
+    every_task_completes_once(&db.url).await;
     // The gateway is ready again: it reconnected by itself.
     let mut ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200, "{:?}", ready.body().await);
@@ -269,11 +252,7 @@ impl Postgres {
             .map(|e| e.path().join("bin"))
             .find(|b| b.join("pg_ctl").exists())
             .expect("pg_ctl");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let dir = crate::support::TempDir::new();
         // The server runs as `postgres`: it needs to enter the directory.
         std::process::Command::new("chmod")
@@ -359,24 +338,14 @@ async fn while_postgres_restarts_the_gateway_answers_503_then_recovers_and_no_ta
     let prefix = unique("p");
     let env = cluster_env(&pg.url(), &prefix);
     migrate(&env);
-    let _a = node(&env, "a");
-    let _b = node(&env, "b");
-    let (_gateway, base) = start_gateway(&env).await;
+    let (_processes, base) = two_nodes_and_a_gateway(&env, ["a", "b"]).await;
     let client = client_as("admin");
     let repo = fixture_repo();
     let repo = repo.path().to_string_lossy().into_owned();
 
     let submitting = submit_all(&client, &base, &repo, "pg");
     let outage = async {
-        let done = eventually(
-            "some tasks to complete",
-            Duration::from_secs(60),
-            || async {
-                let (done, _) = tally(&pg.url()).await?;
-                (done >= 50).then_some(done)
-            },
-        )
-        .await;
+        let done = completed_at_least(&pg.url(), 50).await;
         pg.down();
         // Meanwhile: 503, as problem+json, from readiness and from a submission.
         let ready = eventually(
@@ -406,10 +375,7 @@ async fn while_postgres_restarts_the_gateway_answers_503_then_recovers_and_no_ta
         done
     };
     let (submitted, done_at_outage) = futures_util::join!(submitting, outage);
-    assert!(
-        (done_at_outage as usize) < TASKS / 2,
-        "{done_at_outage} done"
-    );
+    assert!(done_at_outage < TASKS / 2, "{done_at_outage} done");
     assert_eq!(submitted.len(), TASKS);
     eventually(
         "the gateway to be ready again",
@@ -420,19 +386,6 @@ async fn while_postgres_restarts_the_gateway_answers_503_then_recovers_and_no_ta
         },
     )
     .await;
-    let (done, twice) = eventually(
-        "every task to complete",
-        Duration::from_secs(180),
-        || async {
-            let (done, twice) = tally(&pg.url()).await?;
-            (done as usize >= TASKS).then_some((done, twice))
-        },
-    )
-    .await;
-    assert_eq!(
-        (done as usize, twice),
-        (TASKS, 0),
-        "each acknowledged task completed once"
-    );
+    every_task_completes_once(&pg.url()).await;
     delete_streams(prefix).await;
 }

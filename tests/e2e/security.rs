@@ -844,11 +844,7 @@ async fn no_configured_secret_appears_in_logs_answers_or_the_test_sandbox() {
 async fn the_bus_connects_to_a_nats_server_that_demands_credentials_only_with_them() {
     use orion_bus::{BusConfig, NatsBus, NatsSecurity, Subjects};
     let dir = crate::support::TempDir::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let conf = dir.path().join("nats.conf");
     std::fs::write(
         &conf,
@@ -858,22 +854,7 @@ async fn the_bus_connects_to_a_nats_server_that_demands_credentials_only_with_th
         ),
     )
     .unwrap();
-    let _server = Process(
-        std::process::Command::new("nats-server")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (scripts/services.sh)"),
-    );
-    eventually("nats-server to listen", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    let _server = crate::support::nats_server(port, &["-c".as_ref(), conf.as_os_str()]).await;
     let url = format!("nats://127.0.0.1:{port}");
     let connect = |security: NatsSecurity| {
         let url = url.clone();
@@ -1297,11 +1278,7 @@ async fn the_bus_connects_over_tls_to_a_server_whose_ca_it_is_given() {
             "server.pem",
         ],
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::support::free_port();
     let conf = d.join("nats.conf");
     std::fs::write(
         &conf,
@@ -1313,22 +1290,7 @@ async fn the_bus_connects_over_tls_to_a_server_whose_ca_it_is_given() {
         ),
     )
     .unwrap();
-    let _server = Process(
-        std::process::Command::new("nats-server")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server is installed (scripts/services.sh)"),
-    );
-    eventually("nats-server to listen", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    let _server = crate::support::nats_server(port, &["-c".as_ref(), conf.as_os_str()]).await;
     let url = format!("tls://127.0.0.1:{port}");
     let connect = |security: NatsSecurity| {
         let url = url.clone();

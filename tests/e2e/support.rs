@@ -154,6 +154,34 @@ impl Drop for Process {
     }
 }
 
+/// A TCP port on loopback that nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Starts a `nats-server` of the test's own with `args`, once it listens on `port`.
+pub async fn nats_server(port: u16, args: &[&std::ffi::OsStr]) -> Process {
+    let process = Process(
+        std::process::Command::new("nats-server")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is installed (scripts/services.sh)"),
+    );
+    eventually("nats-server to listen", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    process
+}
+
 /// A name no other test uses.
 pub fn unique(stem: &str) -> String {
     format!("{stem}{}", uuid::Uuid::new_v4().simple())

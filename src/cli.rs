@@ -163,6 +163,18 @@ pub enum BenchCommand {
     /// and throughput, tasks per second through REST with an instant agent and Postgres
     /// against JetStream publish and pull rates, and an idle node's memory.
     Cluster(BenchClusterArgs),
+    /// A bare NATS responder that echoes each request: the baseline `bench cluster` runs in a
+    /// process of its own, as it runs the agent's node.
+    #[command(hide = true)]
+    NatsEcho(BenchNatsEchoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchNatsEchoArgs {
+    #[arg(long)]
+    pub nats: String,
+    #[arg(long)]
+    pub subject: String,
 }
 
 #[derive(Debug, Args)]

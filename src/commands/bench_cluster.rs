@@ -1,9 +1,10 @@
 //! `orion bench cluster`: the cluster runtime's speed against the NATS server it runs on,
 //! measured in the same run on the same server.
 //!
-//! (a) An agent request (`orion_actors::ask` → the bridge → an agent actor → the reply)
-//!     against a bare NATS request to a bare responder with a payload of the same size: latency
-//!     p50/p99 one at a time, and throughput with 1 and 32 in flight.
+//! (a) An agent request (`orion_actors::ask` → an `orion node` process's bridge → its agent
+//!     actor → the reply) against a bare NATS request to a bare responder in a process of its
+//!     own, with a payload of the same size: latency p50/p99 one at a time, and throughput
+//!     with 1 and 32 in flight.
 //! (b) Tasks per second through REST, the coordinator, an instant agent and Postgres, against
 //!     bare JetStream: async publishes per second, and pulls with acknowledgement per second.
 //! (c) The resident memory of an idle `orion node` process.
@@ -24,6 +25,33 @@ use serde::Serialize;
 
 use crate::cli::BenchClusterArgs;
 use crate::settings::Settings;
+
+/// A child process, killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `orion bench nats-echo`: answers every request on `subject` with its own payload; prints a
+/// line once it listens.
+pub async fn nats_echo(args: crate::cli::BenchNatsEchoArgs) -> anyhow::Result<ExitCode> {
+    let client = async_nats::connect(&args.nats).await?;
+    let mut requests = client
+        .queue_subscribe(args.subject.clone(), "raw".into())
+        .await?;
+    client.flush().await?;
+    println!("listening on {}", args.subject);
+    while let Some(message) = requests.next().await {
+        if let Some(reply) = message.reply {
+            client.publish(reply, message.payload).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// An agent that does nothing: what is measured is everything around the work.
 struct Instant0;
@@ -162,22 +190,21 @@ async fn run_all(
     let client_bus = NatsBus::connect(nats, subjects(), config.clone()).await?;
     let store: Arc<dyn orion_services::store::Store> = Arc::new(SqlStore::connect(db_url).await?);
 
-    // (a) agent requests against bare NATS requests.
-    let analyzer = actix::Supervisor::start({
-        let agent = agent(node_bus.clone(), store.clone(), "bench-node");
-        move |_| AgentActor::new(agent)
-    });
-    let lifecycle = Lifecycle::new(store.clone(), node_bus.clone(), "bench-node");
-    let coordinator = Coordinator::new(lifecycle.clone()).start();
-    let _bridge = BusBridge::new(
-        node_bus.clone(),
-        "bench-node".into(),
-        Some(coordinator),
-        [(AgentKind::Analyzer, analyzer)].into(),
-        32,
-        Default::default(),
-    )
-    .start();
+    // (a) An agent on another node (an `orion node` process) against a bare responder in a
+    // process of its own; this process only asks.
+    let exe = std::env::current_exe()?;
+    let answerer = Child(
+        std::process::Command::new(&exe)
+            .args(["node", "--name", "bench-answerer", "--agents", "analyzer"])
+            .env("ORION__BUS__URL", nats)
+            .env("ORION__BUS__PREFIX", prefix)
+            .env("ORION__DATABASE__URL", db_url)
+            .env("ORION__NODE__CONCURRENCY", "32")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()
+            .context("while starting the answering node")?,
+    );
     let asked = || async {
         ask(
             &client_bus,
@@ -191,31 +218,40 @@ async fn run_all(
         .map(|_| ())
         .map_err(anyhow::Error::from)
     };
-    // The bridge subscribes as it starts: wait for its first answer.
+    // The node subscribes as it starts: wait for its first answer.
     let ready = Instant::now();
     while asked().await.is_err() {
         anyhow::ensure!(
-            ready.elapsed() < Duration::from_secs(10),
+            ready.elapsed() < Duration::from_secs(30),
             "the agent never answered"
         );
     }
     let agent_request = measure(n, n32, asked).await?;
+    drop(answerer);
 
     let raw = async_nats::connect(nats).await?;
-    let responder = async_nats::connect(nats).await?;
     let raw_subject = format!("{prefix}.raw");
-    let mut served = responder
-        .queue_subscribe(raw_subject.clone(), "raw".into())
-        .await?;
-    let echo = responder.clone();
-    tokio::spawn(async move {
-        while let Some(message) = served.next().await {
-            if let Some(reply) = message.reply {
-                let _ = echo.publish(reply, message.payload).await;
-            }
-        }
-    });
-    responder.flush().await?;
+    let mut echo = std::process::Command::new(&exe)
+        .args([
+            "bench",
+            "nats-echo",
+            "--nats",
+            nats,
+            "--subject",
+            &raw_subject,
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("while starting the bare responder")?;
+    let stdout = echo.stdout.take().context("the responder's output")?;
+    let echo = Child(echo);
+    tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stdout).lines().next()
+    })
+    .await?
+    .context("the responder did not start")??;
     // A payload the size of an agent request.
     let payload: bytes::Bytes = orion_bus::Envelope::new(
         "bench",
@@ -233,6 +269,24 @@ async fn run_all(
             .map_err(anyhow::Error::from)
     };
     let raw_nats_request = measure(n, n32, raw_request).await?;
+    drop(echo);
+
+    // The in-process node of (b): a coordinator and the instant agent.
+    let analyzer = actix::Supervisor::start({
+        let agent = agent(node_bus.clone(), store.clone(), "bench-node");
+        move |_| AgentActor::new(agent)
+    });
+    let lifecycle = Lifecycle::new(store.clone(), node_bus.clone(), "bench-node");
+    let coordinator = Coordinator::new(lifecycle.clone()).start();
+    let _bridge = BusBridge::new(
+        node_bus.clone(),
+        "bench-node".into(),
+        Some(coordinator),
+        [(AgentKind::Analyzer, analyzer)].into(),
+        32,
+        Default::default(),
+    )
+    .start();
 
     // (b) tasks through REST, the coordinator, the instant agent and Postgres.
     let mut events = node_bus

@@ -31,6 +31,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Bench(crate::cli::BenchCommand::Cluster(args)) => {
             bench_cluster::cluster(args, settings).await
         }
+        Command::Bench(crate::cli::BenchCommand::NatsEcho(args)) => {
+            bench_cluster::nats_echo(args).await
+        }
         Command::Code(command) => code::run(command).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),
     }

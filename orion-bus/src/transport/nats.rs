@@ -6,6 +6,7 @@
 //! `<P>_DEAD` keep messages by age, so monitors can replay them. Each queue has one durable
 //! pull consumer shared by every process that consumes it, so each message is handled once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -128,8 +129,8 @@ impl NatsSecurity {
 
 /// Answers one request on its reply subject.
 struct NatsReplier {
-    client: async_nats::Client,
-    subject: String,
+    client: Arc<async_nats::Client>,
+    subject: async_nats::Subject,
     limit: usize,
 }
 
@@ -474,7 +475,8 @@ impl Bus for NatsBus {
 
     async fn serve(&self, subject: &str, group: &str) -> Result<Requests, BusError> {
         let limit = self.config.max_message_bytes;
-        let client = self.client.clone();
+        // One handle shared by every replier (a client clone is several reference counts).
+        let client = Arc::new(self.client.clone());
         let requests = self
             .client
             .queue_subscribe(subject.to_owned(), group.to_owned())
@@ -490,7 +492,7 @@ impl Bus for NatsBus {
                             envelope,
                             reply: Box::new(NatsReplier {
                                 client,
-                                subject: reply.to_string(),
+                                subject: reply,
                                 limit,
                             }) as Box<dyn Replier>,
                         }),

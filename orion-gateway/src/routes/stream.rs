@@ -231,3 +231,54 @@ async fn serve(
     };
     let _ = session.close(reason).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use orion_bus::{Envelope, EventType, TaskId};
+
+    fn events(n: usize) -> EnvelopeStream {
+        let task = TaskId::new();
+        let items: Vec<(String, Envelope)> = (0..n)
+            .map(|seq| {
+                let event = TaskEvent {
+                    seq: seq as i64,
+                    task_id: task,
+                    event_type: EventType::Progress,
+                    status: None,
+                    data: serde_json::Value::Null,
+                    node: None,
+                    at: chrono::Utc::now(),
+                };
+                ("s".to_owned(), Envelope::new("n", Body::Event(event)))
+            })
+            .collect();
+        futures_util::stream::iter(items).boxed()
+    }
+
+    #[actix_web::test]
+    async fn a_subscriber_that_falls_too_far_behind_is_told_so_and_one_that_keeps_up_is_not() {
+        // Nobody reads while 10 events arrive for a buffer of 4: the buffer keeps 4, then the
+        // stream ends with the overflow flag set.
+        let mut slow = buffered(events(10), 4);
+        let mut kept = 0;
+        while tokio::time::timeout(Duration::from_secs(5), slow.events.recv())
+            .await
+            .expect("the buffer drains")
+            .is_some()
+        {
+            kept += 1;
+        }
+        assert_eq!(kept, 4);
+        assert!(slow.overflowed.load(std::sync::atomic::Ordering::SeqCst));
+
+        // Within the buffer: every event, and no overflow.
+        let mut fine = buffered(events(4), 4);
+        let mut seen = Vec::new();
+        while let Some(event) = fine.events.recv().await {
+            seen.push(event.seq);
+        }
+        assert_eq!(seen, [0, 1, 2, 3]);
+        assert!(!fine.overflowed.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}

@@ -492,6 +492,9 @@ async fn api_key(store: &dyn Store, secret: &str) -> Result<Principal, ApiError>
     })
 }
 
+/// How many callers the submission limiter tracks before it forgets the idle ones.
+const REMEMBERED_CALLERS: usize = 10_000;
+
 /// Submissions per caller per minute; `None` when unlimited.
 pub struct SubmitLimiter {
     limiter: Option<DefaultKeyedRateLimiter<String>>,
@@ -516,6 +519,10 @@ impl SubmitLimiter {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
+        // Callers whose quota is whole again are forgotten, so the map stays bounded.
+        if limiter.len() > REMEMBERED_CALLERS {
+            limiter.retain_recent();
+        }
         limiter.check_key(&who.to_owned()).map_err(|not_until| {
             not_until
                 .wait_time_from(DefaultClock::default().now())

@@ -428,3 +428,48 @@ fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commi
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a git repository"));
 }
+
+/// A secret can come from a file named by `ORION__SECTION__KEY__FILE`: `orion token` signs
+/// with the secret in the file, and the token verifies with it.
+#[test]
+fn a_secret_is_read_from_the_file_its_variable_names() {
+    let dir = TempDir::new();
+    let file = dir.path().join("jwt-secret");
+    let secret = "secret-from-a-file-of-32-bytes-or-more";
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["token", "--role", "operator", "--subject", "ops"])
+        .env("ORION__AUTH__JWT__SECRET__FILE", &file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<Value>(
+        token.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .expect("signed with the file's secret, without its newline")
+    .claims;
+    assert_eq!(
+        (claims["role"].as_str(), claims["sub"].as_str()),
+        (Some("operator"), Some("ops"))
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["token", "--role", "operator"])
+        .env("ORION__AUTH__JWT__SECRET__FILE", dir.path().join("absent"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("ORION__AUTH__JWT__SECRET__FILE"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}

@@ -330,16 +330,7 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         .to_owned();
 
     let client = client_as("admin");
-    let mut response = client
-        .post(format!("{base}/v1/tasks"))
-        .send_json(&json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" }))
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = crate::support::submit_to(&client, &base, &json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" })).await;
     let (client, base, id) = (&client, &base, &id);
     let task = eventually("the pull request", Duration::from_secs(60), || async move {
         let task = get_json(client, format!("{base}/v1/tasks/{id}")).await?;
@@ -510,16 +501,12 @@ async fn a_node_stopped_by_sigterm_hands_back_its_unfinished_assignment_and_anot
         .unwrap(),
     );
     let repo = git_fixture();
-    let mut response = client
-        .post(format!("{base}/v1/tasks"))
-        .send_json(&json!({ "kind": "test", "repo": repo.path().to_string_lossy() }))
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = crate::support::submit_to(
+        &client,
+        &base,
+        &json!({ "kind": "test", "repo": repo.path().to_string_lossy() }),
+    )
+    .await;
     let events = |id: String| {
         let client = client.clone();
         let base = base.clone();

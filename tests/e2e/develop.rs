@@ -674,16 +674,7 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
     let get = |url: String| get_json(&client, url);
 
     let first = orion_up(&config, &data).await;
-    let mut response = client
-        .post(format!("{}/v1/tasks", first.1))
-        .send_json(&json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "triple the helper" }))
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = crate::support::submit_to(&client, &first.1, &json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "triple the helper" })).await;
     let base = first.1.clone();
     let pull = eventually("the pull request", Duration::from_secs(30), || async {
         let task = get(format!("{base}/v1/tasks/{id}")).await?;

@@ -777,16 +777,7 @@ async fn no_configured_secret_appears_in_logs_answers_or_the_test_sandbox() {
     })
     .await;
     let admin = awc::Client::builder().bearer_auth(token("admin")).finish();
-    let mut response = admin
-        .post(format!("{base}/v1/tasks"))
-        .send_json(&json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "quintuple the helper" }))
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let id = response.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = crate::support::submit_to(&admin, &base, &json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "quintuple the helper" })).await;
     let get = |path: String| {
         let admin = admin.clone();
         let base = base.clone();
@@ -841,37 +832,52 @@ async fn no_configured_secret_appears_in_logs_answers_or_the_test_sandbox() {
     db.drop_now().await;
 }
 
+/// A NATS server of the test's own, with JetStream in `dir` and `extra` configuration
+/// (authorization, TLS); its port.
+async fn private_nats(dir: &std::path::Path, extra: &str) -> (Process, u16) {
+    let port = crate::support::free_port();
+    let conf = dir.join("nats.conf");
+    let js = dir.join("js");
+    std::fs::write(
+        &conf,
+        format!(
+            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+            js.display()
+        ),
+    )
+    .unwrap();
+    let server = crate::support::nats_server(port, &["-c".as_ref(), conf.as_os_str()]).await;
+    (server, port)
+}
+
+/// Connects a bus to `url` with `security`.
+async fn connect_bus(
+    url: String,
+    security: orion_bus::NatsSecurity,
+) -> Result<(), orion_bus::BusError> {
+    orion_bus::NatsBus::connect_with(
+        &url,
+        orion_bus::Subjects::new("sec").unwrap(),
+        orion_bus::BusConfig::default(),
+        &security,
+    )
+    .await
+    .map(|_| ())
+}
+
 /// A NATS server that demands a user and password: Orion connects with them and is refused
 /// without them or with a wrong one, each with a clear error.
 #[actix_rt::test]
 async fn the_bus_connects_to_a_nats_server_that_demands_credentials_only_with_them() {
-    use orion_bus::{BusConfig, NatsBus, NatsSecurity, Subjects};
+    use orion_bus::NatsSecurity;
     let dir = crate::support::TempDir::new();
-    let port = crate::support::free_port();
-    let conf = dir.path().join("nats.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: \"{}\" }}\nauthorization {{ user: orion, password: \"bus-password-1\" }}\n",
-            dir.path().join("js").display()
-        ),
+    let (_server, port) = private_nats(
+        dir.path(),
+        "authorization { user: orion, password: \"bus-password-1\" }",
     )
-    .unwrap();
-    let _server = crate::support::nats_server(port, &["-c".as_ref(), conf.as_os_str()]).await;
+    .await;
     let url = format!("nats://127.0.0.1:{port}");
-    let connect = |security: NatsSecurity| {
-        let url = url.clone();
-        async move {
-            NatsBus::connect_with(
-                &url,
-                Subjects::new("sec").unwrap(),
-                BusConfig::default(),
-                &security,
-            )
-            .await
-            .map(|_| ())
-        }
-    };
+    let connect = |security: NatsSecurity| connect_bus(url.clone(), security);
     let anonymous = connect(NatsSecurity::default())
         .await
         .unwrap_err()
@@ -1220,7 +1226,7 @@ async fn an_operator_drains_a_node_and_a_submitter_may_not() {
 /// is refused (with a clear error) when it does not.
 #[actix_rt::test]
 async fn the_bus_connects_over_tls_to_a_server_whose_ca_it_is_given() {
-    use orion_bus::{BusConfig, NatsBus, NatsSecurity, Subjects};
+    use orion_bus::NatsSecurity;
     let dir = crate::support::TempDir::new();
     let d = dir.path();
     openssl(
@@ -1281,33 +1287,14 @@ async fn the_bus_connects_over_tls_to_a_server_whose_ca_it_is_given() {
             "server.pem",
         ],
     );
-    let port = crate::support::free_port();
-    let conf = d.join("nats.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "host: 127.0.0.1\nport: {port}\njetstream {{ store_dir: \"{}\" }}\ntls {{ cert_file: \"{}\", key_file: \"{}\" }}\n",
-            d.join("js").display(),
-            d.join("server.pem").display(),
-            d.join("server.key").display()
-        ),
-    )
-    .unwrap();
-    let _server = crate::support::nats_server(port, &["-c".as_ref(), conf.as_os_str()]).await;
+    let tls = format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        d.join("server.pem").display(),
+        d.join("server.key").display()
+    );
+    let (_server, port) = private_nats(d, &tls).await;
     let url = format!("tls://127.0.0.1:{port}");
-    let connect = |security: NatsSecurity| {
-        let url = url.clone();
-        async move {
-            NatsBus::connect_with(
-                &url,
-                Subjects::new("tls").unwrap(),
-                BusConfig::default(),
-                &security,
-            )
-            .await
-            .map(|_| ())
-        }
-    };
+    let connect = |security: NatsSecurity| connect_bus(url.clone(), security);
     let untrusted = connect(NatsSecurity {
         require_tls: true,
         ..NatsSecurity::default()

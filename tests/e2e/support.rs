@@ -61,6 +61,24 @@ pub async fn get_json(client: &awc::Client, url: String) -> Option<serde_json::V
         .ok()
 }
 
+/// Submits `task` to the gateway at `base` (202 expected) and returns the new task's id.
+pub async fn submit_to(client: &awc::Client, base: &str, task: &serde_json::Value) -> String {
+    let mut response = client
+        .post(format!("{base}/v1/tasks"))
+        .send_json(task)
+        .await
+        .expect("the gateway answers");
+    assert_eq!(
+        response.status().as_u16(),
+        202,
+        "the submission is accepted"
+    );
+    response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .expect("a task id")
+        .to_owned()
+}
+
 /// The value of the sample `name` whose labels include every `(key, value)` of `labels` in a
 /// Prometheus text exposition; `None` where there is none.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {

@@ -49,6 +49,65 @@ impl Actor for Coordinator {
             }
             .into_actor(self),
         );
+        ctx.spawn(follow_dead_letters(self.lifecycle.clone()).into_actor(self));
+    }
+}
+
+/// How long to wait before subscribing to the dead letters again after the bus failed.
+const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A message about a task that went to the dead letters (it could not be handled in
+/// `max_deliver` deliveries) would leave its task waiting forever: the task fails instead,
+/// with the dead letter's reason. Every coordinator follows them; the store's version
+/// guard lets one of them move the task.
+async fn follow_dead_letters(lifecycle: Lifecycle) {
+    use futures_util::StreamExt;
+    let bus = lifecycle.bus().clone();
+    let pattern = bus.subjects().dead_all();
+    loop {
+        match bus.subscribe_raw(&pattern).await {
+            Ok(mut letters) => {
+                while let Some(letter) = letters.next().await {
+                    fail_dead_lettered(&lifecycle, &letter.payload).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot follow the dead letters"),
+        }
+        tokio::time::sleep(RESUBSCRIBE).await;
+    }
+}
+
+async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) {
+    let Ok(letter) = serde_json::from_slice::<serde_json::Value>(letter) else {
+        return;
+    };
+    let payload = letter["payload"].as_str().unwrap_or_default();
+    let limit = lifecycle.bus().config().max_message_bytes;
+    let Ok(envelope) = Envelope::decode(payload.as_bytes(), limit) else {
+        return; // undecodable: it names no task
+    };
+    let (Some(task), Body::TaskSubmitted(_) | Body::Assignment(_) | Body::Report(_)) =
+        (envelope.task_id, &envelope.body)
+    else {
+        return;
+    };
+    let reason = letter["reason"].as_str().unwrap_or("no reason given");
+    let failure = orion_bus::TaskFailure::new(
+        "dead_lettered",
+        format!(
+            "a `{}` message about this task could not be handled: {reason}",
+            envelope.type_name()
+        ),
+    );
+    match lifecycle
+        .advance(task, TaskStatus::Failed, Change::failed(failure))
+        .await
+    {
+        Ok(Some(_)) => {
+            tracing::warn!(%task, %reason, "a task failed: its message went to the dead letters")
+        }
+        Ok(None) => {} // it had ended, or another coordinator moved it
+        Err(e) => tracing::warn!(%task, error = %e, "could not fail a dead-lettered task"),
     }
 }
 

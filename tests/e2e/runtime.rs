@@ -196,3 +196,50 @@ async fn an_agent_that_keeps_panicking_fails_the_task_with_the_cause_after_bound
         "a step given up on is forgotten"
     );
 }
+
+/// An assignment no agent can take (its actor is gone, so every delivery is retried) goes to
+/// the dead letters after `max_deliver` deliveries, and the task fails with the reason
+/// instead of waiting forever.
+#[actix_rt::test]
+async fn a_task_whose_message_is_dead_lettered_fails_with_the_reason() {
+    use actix::Actor;
+    let app = TestApp::spawn_with(|s| s.node.agents = vec![AgentKind::Coordinator]).await;
+    let lifecycle = app.services.lifecycle.clone();
+    let agent = orion_actors::Agent {
+        context: orion_actors::WorkContext {
+            node: "gone".into(),
+            agent: AgentKind::Analyzer,
+            bus: lifecycle.bus().clone(),
+        },
+        work: std::sync::Arc::new(Panicky { panics: 0.into() }),
+        store: lifecycle.store().clone(),
+    };
+    // The analyzer lives on an arbiter that is stopped: its mailbox is closed.
+    let arbiter = actix::Arbiter::new();
+    let analyzer = orion_actors::AgentActor::start_in_arbiter(&arbiter.handle(), move |_| {
+        orion_actors::AgentActor::new(agent)
+    });
+    arbiter.stop();
+    arbiter.join().unwrap();
+    let _bridge = orion_actors::BusBridge::new(
+        lifecycle.bus().clone(),
+        "gone".into(),
+        None,
+        [(AgentKind::Analyzer, analyzer)].into(),
+        1,
+        Default::default(),
+    )
+    .start();
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let task = app.wait_for(&id, "failed").await;
+    assert_eq!(task["error"]["code"], "dead_lettered", "{task}");
+    let message = task["error"]["message"].as_str().unwrap();
+    assert!(message.contains("work.assignment"), "{message}");
+    assert!(
+        message.contains("3"),
+        "the reason names the deliveries: {message}"
+    );
+}

@@ -30,7 +30,6 @@ use jsonwebtoken::{AlgorithmFamily, DecodingKey, Validation};
 use orion_services::secrets::{ExposeSecret, SecretString};
 use orion_services::store::Store;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -456,10 +455,7 @@ struct StreamToken {
 
 /// SHA-256 of an API key's secret, hex: what the store keeps and looks keys up by.
 pub fn hash_api_key(secret: &str) -> String {
-    Sha256::digest(secret.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    orion_services::digest::sha256_hex(&[secret.as_bytes()])
 }
 
 /// A new API key's secret: the prefix and 32 random bytes.

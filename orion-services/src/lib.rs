@@ -11,6 +11,7 @@
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
 
 pub mod code;
+pub mod digest;
 pub mod forge;
 pub mod lifecycle;
 pub mod llm;

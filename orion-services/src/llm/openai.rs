@@ -16,7 +16,6 @@ use openai_api_rs::v1::chat_completion::chat_completion::{
 };
 use openai_api_rs::v1::chat_completion::{ChatCompletionMessage, Content, MessageRole};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::{
     CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, ResponseCache, Role, ToolCall,
@@ -171,11 +170,11 @@ impl OpenAiChat {
     }
 
     fn cache_key(&self, context: &CallContext, request: &ChatRequest) -> String {
-        let mut hash = Sha256::new();
-        hash.update(self.config.model.as_bytes());
-        hash.update(serde_json::to_vec(context).unwrap_or_default());
-        hash.update(serde_json::to_vec(request).unwrap_or_default());
-        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::digest::sha256_hex(&[
+            self.config.model.as_bytes(),
+            &serde_json::to_vec(context).unwrap_or_default(),
+            &serde_json::to_vec(request).unwrap_or_default(),
+        ])
     }
 
     fn body(model: &str, request: &ChatRequest) -> ChatCompletionRequest {

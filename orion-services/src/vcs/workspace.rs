@@ -12,8 +12,6 @@ use std::path::{Path, PathBuf};
 use git2::{BranchType, IndexAddOption, Oid, Repository, Signature};
 use serde::{Deserialize, Serialize};
 
-use sha2::{Digest, Sha256};
-
 use super::VcsError;
 
 /// The largest patch text kept with a pull request.
@@ -72,14 +70,8 @@ fn git_error(context: &str, e: git2::Error) -> VcsError {
 /// Where the cached clone of `remote` lives: beside the task worktrees, named by a hash of
 /// the remote, so every task on one repository shares one object database.
 fn cache_dir(remote: &str, into: &Path) -> PathBuf {
-    let mut hash = Sha256::new();
-    hash.update(remote.as_bytes());
-    let name: String = hash
-        .finalize()
-        .iter()
-        .take(12)
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    // The first 12 bytes of the digest: short, and unique enough per machine.
+    let name = &crate::digest::sha256_hex(&[remote.as_bytes()])[..24];
     into.parent()
         .unwrap_or(Path::new("."))
         .join(".repos")

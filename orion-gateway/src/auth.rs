@@ -219,28 +219,56 @@ impl Default for JwtSettings {
 }
 
 /// Keys that verify tokens: one, or a set picked by `kid`.
+/// A key that verifies tokens, with the checks a token signed by it must pass; both are
+/// settled once, at start.
+struct Key {
+    kid: Option<String>,
+    key: DecodingKey,
+    validation: Validation,
+}
+
 struct Keys {
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: Vec<Key>,
 }
 
 impl Keys {
-    fn pick(&self, kid: Option<&str>) -> Option<&DecodingKey> {
+    fn pick(&self, kid: Option<&str>) -> Option<&Key> {
         match kid {
-            Some(kid) => self
-                .keys
-                .iter()
-                .find(|(k, _)| k.as_deref() == Some(kid))
-                .map(|(_, key)| key),
-            None if self.keys.len() == 1 => Some(&self.keys[0].1),
+            Some(kid) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            None if self.keys.len() == 1 => Some(&self.keys[0]),
             None => None,
         }
     }
 }
 
+/// What a token verified by `key` must pass: its family's algorithms (HS256 only for a
+/// shared secret), `exp`, and the configured issuer and audience.
+fn validation_for(key: &DecodingKey, settings: &JwtSettings) -> Validation {
+    let mut validation = Validation::new_for_family(key.family());
+    if key.family() == AlgorithmFamily::Hmac {
+        validation.algorithms = vec![jsonwebtoken::Algorithm::HS256];
+    }
+    validation.leeway = settings.leeway_secs;
+    let mut required: HashSet<String> = ["exp".to_owned()].into();
+    match &settings.audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.insert("aud".into());
+        }
+        None => validation.validate_aud = false,
+    }
+    if let Some(iss) = &settings.issuer {
+        validation.set_issuer(&[iss]);
+        required.insert("iss".into());
+    }
+    validation.required_spec_claims = required;
+    validation
+}
+
 /// Checks credentials; built once from `[auth]`.
 pub struct Authenticator {
     mode: AuthMode,
-    jwt: Option<(Keys, JwtSettings)>,
+    jwt: Option<Keys>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -316,7 +344,16 @@ impl Authenticator {
         };
         Ok(Self {
             mode: settings.mode,
-            jwt: Some((Keys { keys }, jwt.clone())),
+            jwt: Some(Keys {
+                keys: keys
+                    .into_iter()
+                    .map(|(kid, key)| Key {
+                        validation: validation_for(&key, jwt),
+                        kid,
+                        key,
+                    })
+                    .collect(),
+            }),
         })
     }
 
@@ -342,7 +379,7 @@ impl Authenticator {
 
     fn verify_jwt(&self, token: &str) -> Result<Principal, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
-        let (keys, settings) = self.jwt.as_ref().ok_or(ApiError::Unauthenticated)?;
+        let keys = self.jwt.as_ref().ok_or(ApiError::Unauthenticated)?;
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::InvalidToken("not a JWT".into()))?;
         let key = keys
@@ -350,40 +387,22 @@ impl Authenticator {
             .ok_or(ApiError::InvalidToken(
                 "no configured key has this `kid`".into(),
             ))?;
-        let mut validation = Validation::new_for_family(key.family());
-        if key.family() == AlgorithmFamily::Hmac {
-            validation.algorithms = vec![jsonwebtoken::Algorithm::HS256];
-        }
-        validation.leeway = settings.leeway_secs;
-        let mut required: HashSet<String> = ["exp".to_owned()].into();
-        match &settings.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.insert("aud".into());
-            }
-            None => validation.validate_aud = false,
-        }
-        if let Some(iss) = &settings.issuer {
-            validation.set_issuer(&[iss]);
-            required.insert("iss".into());
-        }
-        validation.required_spec_claims = required;
-        let data = jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|e| match e
-            .kind()
-        {
-            ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-            ErrorKind::ImmatureSignature => ApiError::InvalidToken("not valid yet".into()),
-            ErrorKind::InvalidIssuer => ApiError::WrongIssuer,
-            ErrorKind::InvalidAudience => ApiError::WrongAudience,
-            ErrorKind::InvalidSignature => ApiError::BadSignature,
-            ErrorKind::InvalidAlgorithm => {
-                ApiError::InvalidToken("its algorithm is not accepted".into())
-            }
-            ErrorKind::MissingRequiredClaim(claim) => {
-                ApiError::InvalidToken(format!("claim `{claim}` is missing"))
-            }
-            _ => ApiError::InvalidToken("malformed".into()),
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
+                ErrorKind::ImmatureSignature => ApiError::InvalidToken("not valid yet".into()),
+                ErrorKind::InvalidIssuer => ApiError::WrongIssuer,
+                ErrorKind::InvalidAudience => ApiError::WrongAudience,
+                ErrorKind::InvalidSignature => ApiError::BadSignature,
+                ErrorKind::InvalidAlgorithm => {
+                    ApiError::InvalidToken("its algorithm is not accepted".into())
+                }
+                ErrorKind::MissingRequiredClaim(claim) => {
+                    ApiError::InvalidToken(format!("claim `{claim}` is missing"))
+                }
+                _ => ApiError::InvalidToken("malformed".into()),
+            },
+        )?;
         let claims = data.claims;
         let role = claims.role()?;
         let grants = claims

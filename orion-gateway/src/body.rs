@@ -2,7 +2,7 @@
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
 use futures_util::future::LocalBoxFuture;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -11,8 +11,31 @@ use crate::startup::AppState;
 pub struct JsonBody(pub Value);
 
 impl JsonBody {
-    pub fn into_inner(self) -> Value {
-        self.0
+    /// The body as a JSON object, or `malformed_json`.
+    pub fn into_object(self) -> Result<Map<String, Value>, ApiError> {
+        match self.0 {
+            Value::Object(fields) => Ok(fields),
+            _ => Err(ApiError::MalformedJson(
+                "the body must be a JSON object".into(),
+            )),
+        }
+    }
+
+    /// The body as a JSON object with no field but `allowed`; `what` names the object in the
+    /// error (`a task`, `a review`).
+    pub fn into_object_of(
+        self,
+        allowed: &[&str],
+        what: &str,
+    ) -> Result<Map<String, Value>, ApiError> {
+        let fields = self.into_object()?;
+        if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::InvalidField {
+                field: unknown.clone(),
+                reason: format!("is not a field of {what}"),
+            });
+        }
+        Ok(fields)
     }
 }
 

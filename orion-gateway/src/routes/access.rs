@@ -21,21 +21,6 @@ const SECRET_MAX_BYTES: usize = 4096;
 /// How many characters of a key's secret are kept to tell keys apart.
 const SHOWN_PREFIX: usize = 10;
 
-fn object(body: JsonBody, fields: &[&str], what: &str) -> Result<Map<String, Value>, ApiError> {
-    let Value::Object(body) = body.into_inner() else {
-        return Err(ApiError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    };
-    if let Some(unknown) = body.keys().find(|k| !fields.contains(&k.as_str())) {
-        return Err(ApiError::InvalidField {
-            field: unknown.clone(),
-            reason: format!("is not a field of {what}"),
-        });
-    }
-    Ok(body)
-}
-
 fn text(
     body: &Map<String, Value>,
     field: &'static str,
@@ -65,11 +50,7 @@ pub async fn create_key(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = object(
-        body,
-        &["name", "role", "grants", "expires_at"],
-        "an API key",
-    )?;
+    let body = body.into_object_of(&["name", "role", "grants", "expires_at"], "an API key")?;
     let name = text(&body, "name", NAME_MAX_BYTES)?.ok_or(ApiError::MissingField("name"))?;
     let role: Role = text(&body, "role", 32)?
         .ok_or(ApiError::MissingField("role"))?
@@ -174,7 +155,7 @@ pub async fn save_credential(
     let sealer = state.sealer.as_ref().ok_or(ApiError::Unavailable(
         "credential sealing (secrets.credentials_key)",
     ))?;
-    let body = object(body, &["repo_prefix", "username", "secret"], "a credential")?;
+    let body = body.into_object_of(&["repo_prefix", "username", "secret"], "a credential")?;
     let prefix = text(&body, "repo_prefix", PREFIX_MAX_BYTES)?
         .ok_or(ApiError::MissingField("repo_prefix"))?;
     let username =

@@ -76,20 +76,7 @@ pub async fn review(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = pull_id(&path)?;
-    let Value::Object(body) = body.into_inner() else {
-        return Err(ApiError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    };
-    if let Some(unknown) = body
-        .keys()
-        .find(|k| !matches!(k.as_str(), "decision" | "comment"))
-    {
-        return Err(ApiError::InvalidField {
-            field: unknown.clone(),
-            reason: "is not a field of a review".into(),
-        });
-    }
+    let body = body.into_object_of(&["decision", "comment"], "a review")?;
     let decision = match body.get("decision") {
         None | Some(Value::Null) => return Err(ApiError::MissingField("decision")),
         Some(Value::String(d)) if d == "approve" => Decision::Approve,

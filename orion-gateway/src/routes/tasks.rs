@@ -40,18 +40,8 @@ fn string_field(
 }
 
 /// Reads a submission field by field, so each problem is named precisely.
-fn parse_submission(body: Value) -> Result<TaskSpec, ApiError> {
-    let Value::Object(body) = body else {
-        return Err(ApiError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    };
-    if let Some(unknown) = body.keys().find(|k| !SUBMIT_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::InvalidField {
-            field: unknown.clone(),
-            reason: "is not a field of a task".into(),
-        });
-    }
+fn parse_submission(body: JsonBody) -> Result<TaskSpec, ApiError> {
+    let body = body.into_object_of(SUBMIT_FIELDS, "a task")?;
     let kind: TaskKind = string_field(&body, "kind")?
         .ok_or(ApiError::MissingField("kind"))?
         .parse()?;
@@ -117,7 +107,7 @@ pub async fn submit(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
-    let spec = parse_submission(body.into_inner())?;
+    let spec = parse_submission(body)?;
     let lifecycle = &state.lifecycle;
     let submission = lifecycle.submit(spec, key.as_deref()).await?;
     audit_submission(&state, &caller, &submission, serde_json::json!({})).await;
@@ -382,11 +372,7 @@ pub async fn budget(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
-    let Value::Object(body) = body.into_inner() else {
-        return Err(ApiError::MalformedJson(
-            "the body must be a JSON object".into(),
-        ));
-    };
+    let body = body.into_object()?;
     let budget = budget_field(&body)?.ok_or(ApiError::MissingField("budget_usd"))?;
     orion_bus::check_budget(budget)?;
     let lifecycle = &state.lifecycle;

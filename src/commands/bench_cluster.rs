@@ -194,14 +194,9 @@ async fn run_all(
     // process of its own; this process only asks.
     let exe = std::env::current_exe()?;
     let answerer = Child(
-        std::process::Command::new(&exe)
-            .args(["node", "--name", "bench-answerer", "--agents", "analyzer"])
-            .env("ORION__BUS__URL", nats)
-            .env("ORION__BUS__PREFIX", prefix)
-            .env("ORION__DATABASE__URL", db_url)
+        orion_node(nats, db_url, prefix, "bench-answerer")?
+            .args(["--agents", "analyzer"])
             .env("ORION__NODE__CONCURRENCY", "32")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
             .spawn()
             .context("while starting the answering node")?,
     );
@@ -428,23 +423,36 @@ async fn jetstream_rates(
     Ok((publish, pull))
 }
 
-/// Starts `orion node` (this binary) with every agent kind on the bench's bus and database,
-/// lets it settle, and reads its resident memory.
-async fn idle_node_rss(nats: &str, db_url: &str, prefix: &str) -> Option<f64> {
-    let mut node = std::process::Command::new(std::env::current_exe().ok()?)
-        .args(["node", "--name", "bench-idle"])
+/// `orion node --name <name>` (this binary) on the bench's bus and database, quiet.
+fn orion_node(
+    nats: &str,
+    db_url: &str,
+    prefix: &str,
+    name: &str,
+) -> anyhow::Result<std::process::Command> {
+    let mut node = std::process::Command::new(std::env::current_exe()?);
+    node.args(["node", "--name", name])
         .env("ORION__BUS__URL", nats)
         .env("ORION__BUS__PREFIX", prefix)
         .env("ORION__DATABASE__URL", db_url)
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "error")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
+        .stderr(Stdio::null());
+    Ok(node)
+}
+
+/// Starts `orion node` (this binary) with every agent kind on the bench's bus and database,
+/// lets it settle, and reads its resident memory.
+async fn idle_node_rss(nats: &str, db_url: &str, prefix: &str) -> Option<f64> {
+    let node = Child(
+        orion_node(nats, db_url, prefix, "bench-idle")
+            .ok()?
+            .spawn()
+            .ok()?,
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", node.id())).ok();
-    let _ = node.kill();
-    let _ = node.wait();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.0.id())).ok();
+    drop(node);
     let kb: f64 = status?
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))?

@@ -660,15 +660,7 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
         model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 3\n=== END\n").await;
     let (_keep, remote) = bare_remote();
     let dir = TempDir::new();
-    let config = dir.path().join("orion.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[llm]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n[developer]\ntest_command = [\"sh\", \"-c\", \"true\"]\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
+    let config = crate::support::model_config(dir.path(), &server, "true");
     let data = dir.path().join("data");
     let client = awc::Client::new();
     let get = |url: String| get_json(&client, url);
@@ -911,15 +903,7 @@ async fn orion_run_develop_stops_at_the_review_gate_and_prints_the_pull_request(
         model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
     let (_keep, remote) = bare_remote();
     let dir = TempDir::new();
-    let config = dir.path().join("orion.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[llm]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n[developer]\ntest_command = [\"sh\", \"-c\", \"grep -q 'x [*] 2' app/util.py\"]\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
+    let config = crate::support::model_config(dir.path(), &server, "grep -q 'x [*] 2' app/util.py");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_orion"))
             .arg("--config")

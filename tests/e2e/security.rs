@@ -743,15 +743,7 @@ async fn no_configured_secret_appears_in_logs_answers_or_the_test_sandbox() {
         "the test's Postgres URL has the expected form"
     );
     let dir = TempDir::new();
-    let config = dir.path().join("orion.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[llm]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n[developer]\ntest_command = [\"sh\", \"-c\", \"env | sort\"]\n",
-            server.uri()
-        ),
-    )
-    .unwrap();
+    let config = crate::support::model_config(dir.path(), &server, "env | sort");
     let (stdout, stderr) = (dir.path().join("stdout.log"), dir.path().join("stderr.log"));
     let mut command = Command::new(env!("CARGO_BIN_EXE_orion"));
     command

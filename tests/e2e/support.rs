@@ -200,6 +200,22 @@ pub async fn nats_server(port: u16, args: &[&std::ffi::OsStr]) -> Process {
     process
 }
 
+/// Writes `orion.toml` in `dir` for an Orion process of a test: a gateway on a free loopback
+/// port, the fake `model` (as `gpt-test`), and `sh -c <test_script>` as the test command.
+pub fn model_config(dir: &Path, model: &wiremock::MockServer, test_script: &str) -> PathBuf {
+    let config = dir.join("orion.toml");
+    let test_command = serde_json::json!(["sh", "-c", test_script]);
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[llm]\nbase_url = \"{}/v1\"\nmodel = \"gpt-test\"\n[developer]\ntest_command = {test_command}\n",
+            model.uri()
+        ),
+    )
+    .expect("write the config");
+    config
+}
+
 /// A name no other test uses.
 pub fn unique(stem: &str) -> String {
     format!("{stem}{}", uuid::Uuid::new_v4().simple())

@@ -7,6 +7,17 @@ use serde_json::json;
 
 use crate::support::{TestApp, eventually, fixture_repo, test_settings};
 
+/// Waits until `n` tasks are in `status`.
+async fn all_reach(app: &TestApp, status: &str, n: usize, deadline: Duration) {
+    eventually(&format!("{n} tasks to be {status}"), deadline, || async {
+        let (_, page) = app
+            .get(&format!("/v1/tasks?status={status}&limit=100"))
+            .await;
+        (page["items"].as_array()?.len() == n).then_some(())
+    })
+    .await;
+}
+
 /// A backlog of low, normal and urgent tasks waits on the work queues while no analyzer runs;
 /// then one analyzer takes them one at a time: the urgent first, and the low ones are not
 /// left to the end (each priority gets its share of turns).
@@ -30,28 +41,18 @@ async fn under_a_backlog_urgent_work_goes_first_and_low_work_is_not_starved() {
         }
     }
     let store = app.services.lifecycle.store().clone();
-    eventually(
-        "every task to wait on the work queue",
-        Duration::from_secs(30),
-        || async {
-            let (_, page) = app.get("/v1/tasks?status=assigned&limit=100").await;
-            (page["items"].as_array()?.len() == priority_of.len()).then_some(())
-        },
-    )
-    .await;
+    all_reach(&app, "assigned", priority_of.len(), Duration::from_secs(30)).await;
 
     let mut settings = test_settings();
     settings.data_dir = app.data.path().to_owned();
     settings.node.agents = vec![AgentKind::Analyzer];
     settings.node.kind_concurrency = [(AgentKind::Analyzer, 1)].into();
     let _worker = orion::app::start_node(&app.services, &settings, "worker").unwrap();
-    eventually(
-        "every task to complete",
+    all_reach(
+        &app,
+        "completed",
+        priority_of.len(),
         Duration::from_secs(60),
-        || async {
-            let (_, page) = app.get("/v1/tasks?status=completed&limit=100").await;
-            (page["items"].as_array()?.len() == priority_of.len()).then_some(())
-        },
     )
     .await;
 

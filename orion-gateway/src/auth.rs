@@ -31,7 +31,7 @@ use orion_services::secrets::{ExposeSecret, SecretString};
 use orion_services::store::Store;
 use serde::Deserialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, AuthFailure};
 use crate::startup::AppState;
 
 /// What every API key's secret starts with, so it is told from a JWT at a glance (and by
@@ -370,7 +370,7 @@ impl Authenticator {
         if self.mode == AuthMode::None {
             return Ok(Principal::anonymous());
         }
-        let token = credential(req)?.ok_or(ApiError::Unauthenticated)?;
+        let token = credential(req)?.ok_or(ApiError::from(AuthFailure::Missing))?;
         if token.starts_with(API_KEY_PREFIX) {
             return api_key(store, &token).await;
         }
@@ -379,28 +379,26 @@ impl Authenticator {
 
     fn verify_jwt(&self, token: &str) -> Result<Principal, ApiError> {
         use jsonwebtoken::errors::ErrorKind;
-        let keys = self.jwt.as_ref().ok_or(ApiError::Unauthenticated)?;
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| ApiError::InvalidToken("not a JWT".into()))?;
+        let keys = self
+            .jwt
+            .as_ref()
+            .ok_or(ApiError::from(AuthFailure::Missing))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid_token("not a JWT"))?;
         let key = keys
             .pick(header.kid.as_deref())
-            .ok_or(ApiError::InvalidToken(
-                "no configured key has this `kid`".into(),
-            ))?;
+            .ok_or(invalid_token("no configured key has this `kid`"))?;
         let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(
             |e| match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                ErrorKind::ImmatureSignature => ApiError::InvalidToken("not valid yet".into()),
-                ErrorKind::InvalidIssuer => ApiError::WrongIssuer,
-                ErrorKind::InvalidAudience => ApiError::WrongAudience,
-                ErrorKind::InvalidSignature => ApiError::BadSignature,
-                ErrorKind::InvalidAlgorithm => {
-                    ApiError::InvalidToken("its algorithm is not accepted".into())
-                }
+                ErrorKind::ExpiredSignature => ApiError::from(AuthFailure::TokenExpired),
+                ErrorKind::ImmatureSignature => invalid_token("not valid yet"),
+                ErrorKind::InvalidIssuer => ApiError::from(AuthFailure::WrongIssuer),
+                ErrorKind::InvalidAudience => ApiError::from(AuthFailure::WrongAudience),
+                ErrorKind::InvalidSignature => ApiError::from(AuthFailure::BadSignature),
+                ErrorKind::InvalidAlgorithm => invalid_token("its algorithm is not accepted"),
                 ErrorKind::MissingRequiredClaim(claim) => {
-                    ApiError::InvalidToken(format!("claim `{claim}` is missing"))
+                    invalid_token(format!("claim `{claim}` is missing"))
                 }
-                _ => ApiError::InvalidToken("malformed".into()),
+                _ => invalid_token("malformed"),
             },
         )?;
         let claims = data.claims;
@@ -443,11 +441,11 @@ fn credential(req: &ServiceRequest) -> Result<Option<String>, ApiError> {
     if let Some(value) = req.headers().get("authorization") {
         let value = value
             .to_str()
-            .map_err(|_| ApiError::InvalidToken("the Authorization header is not text".into()))?;
+            .map_err(|_| invalid_token("the Authorization header is not text"))?;
         let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-            return Err(ApiError::InvalidToken(
-                "the Authorization header must be `Bearer <token>`".into(),
+            return Err(invalid_token(
+                "the Authorization header must be `Bearer <token>`",
             ));
         }
         return Ok(Some(token.trim().to_owned()));
@@ -455,13 +453,13 @@ fn credential(req: &ServiceRequest) -> Result<Option<String>, ApiError> {
     if let Some(value) = req.headers().get("x-api-key") {
         let key = value
             .to_str()
-            .map_err(|_| ApiError::InvalidToken("the X-Api-Key header is not text".into()))?;
+            .map_err(|_| invalid_token("the X-Api-Key header is not text"))?;
         return Ok(Some(key.trim().to_owned()));
     }
     // Browsers cannot set headers on a WebSocket: the stream takes the token in its query.
     if req.path() == "/v1/stream" {
         let query = web::Query::<StreamToken>::from_query(req.query_string())
-            .map_err(|_| ApiError::InvalidToken("the query is malformed".into()))?;
+            .map_err(|_| invalid_token("the query is malformed"))?;
         return Ok(query.into_inner().access_token);
     }
     Ok(None)
@@ -489,12 +487,12 @@ async fn api_key(store: &dyn Store, secret: &str) -> Result<Principal, ApiError>
     let key = store
         .api_key_by_hash(&hash_api_key(secret))
         .await?
-        .ok_or(ApiError::UnknownApiKey)?;
+        .ok_or(ApiError::from(AuthFailure::UnknownApiKey))?;
     if key.revoked_at.is_some() {
-        return Err(ApiError::ApiKeyRevoked);
+        return Err(ApiError::from(AuthFailure::ApiKeyRevoked));
     }
     if key.expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
-        return Err(ApiError::ApiKeyExpired);
+        return Err(ApiError::from(AuthFailure::ApiKeyExpired));
     }
     let role = key
         .role
@@ -596,6 +594,10 @@ pub async fn authorize(
             Ok(req.error_response(e))
         }
     }
+}
+
+fn invalid_token(why: impl Into<String>) -> ApiError {
+    AuthFailure::InvalidToken(why.into()).into()
 }
 
 /// The caller as the handlers see it.

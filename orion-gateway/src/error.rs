@@ -6,6 +6,45 @@ use orion_bus::{BusError, ProtocolError, TaskId, TaskStatus};
 use orion_services::lifecycle::LifecycleError;
 use orion_services::store::StoreError;
 
+/// Why a request is not let in (401), each with its stable code.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthFailure {
+    #[error("this request needs credentials: `Authorization: Bearer <token or API key>`")]
+    Missing,
+    #[error("the token is not valid: {0}")]
+    InvalidToken(String),
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token's issuer is not the configured one")]
+    WrongIssuer,
+    #[error("the token's audience is not the configured one")]
+    WrongAudience,
+    #[error("the token's signature does not verify")]
+    BadSignature,
+    #[error("no such API key")]
+    UnknownApiKey,
+    #[error("the API key has been revoked")]
+    ApiKeyRevoked,
+    #[error("the API key has expired")]
+    ApiKeyExpired,
+}
+
+impl AuthFailure {
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "unauthenticated",
+            AuthFailure::InvalidToken(_) => "invalid_token",
+            AuthFailure::TokenExpired => "token_expired",
+            AuthFailure::WrongIssuer => "wrong_issuer",
+            AuthFailure::WrongAudience => "wrong_audience",
+            AuthFailure::BadSignature => "bad_signature",
+            AuthFailure::UnknownApiKey => "unknown_api_key",
+            AuthFailure::ApiKeyRevoked => "api_key_revoked",
+            AuthFailure::ApiKeyExpired => "api_key_expired",
+        }
+    }
+}
+
 /// An error answered to a client as `application/problem+json`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -48,24 +87,8 @@ pub enum ApiError {
         "the task {0} is stored but could not be queued yet; retry with the same Idempotency-Key"
     )]
     NotQueued(TaskId),
-    #[error("this request needs credentials: `Authorization: Bearer <token or API key>`")]
-    Unauthenticated,
-    #[error("the token is not valid: {0}")]
-    InvalidToken(String),
-    #[error("the token has expired")]
-    TokenExpired,
-    #[error("the token's issuer is not the configured one")]
-    WrongIssuer,
-    #[error("the token's audience is not the configured one")]
-    WrongAudience,
-    #[error("the token's signature does not verify")]
-    BadSignature,
-    #[error("no such API key")]
-    UnknownApiKey,
-    #[error("the API key has been revoked")]
-    ApiKeyRevoked,
-    #[error("the API key has expired")]
-    ApiKeyExpired,
+    #[error(transparent)]
+    Unauthorized(#[from] AuthFailure),
     #[error("the token carries no Orion role (claim `role` or `roles`)")]
     NoRole,
     #[error("this needs {need}")]
@@ -105,15 +128,7 @@ impl ApiError {
             ApiError::RouteNotFound => "route_not_found",
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::NotQueued(_) => "task_not_queued",
-            ApiError::Unauthenticated => "unauthenticated",
-            ApiError::InvalidToken(_) => "invalid_token",
-            ApiError::TokenExpired => "token_expired",
-            ApiError::WrongIssuer => "wrong_issuer",
-            ApiError::WrongAudience => "wrong_audience",
-            ApiError::BadSignature => "bad_signature",
-            ApiError::UnknownApiKey => "unknown_api_key",
-            ApiError::ApiKeyRevoked => "api_key_revoked",
-            ApiError::ApiKeyExpired => "api_key_expired",
+            ApiError::Unauthorized(failure) => failure.code(),
             ApiError::NoRole => "no_role",
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::RateLimited { .. } => "rate_limited",
@@ -144,15 +159,7 @@ impl ApiError {
             ApiError::RouteNotFound => "Not found",
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::NotQueued(_) => "Task not queued",
-            ApiError::Unauthenticated
-            | ApiError::InvalidToken(_)
-            | ApiError::TokenExpired
-            | ApiError::WrongIssuer
-            | ApiError::WrongAudience
-            | ApiError::BadSignature
-            | ApiError::UnknownApiKey
-            | ApiError::ApiKeyRevoked
-            | ApiError::ApiKeyExpired => "Unauthorized",
+            ApiError::Unauthorized(_) => "Unauthorized",
             ApiError::NoRole | ApiError::Forbidden { .. } => "Forbidden",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::JsonTooDeep { .. } => "JSON nested too deeply",
@@ -184,15 +191,7 @@ impl ResponseError for ApiError {
             | ApiError::RoundsExhausted { .. } => StatusCode::CONFLICT,
             ApiError::PullNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unauthenticated
-            | ApiError::InvalidToken(_)
-            | ApiError::TokenExpired
-            | ApiError::WrongIssuer
-            | ApiError::WrongAudience
-            | ApiError::BadSignature
-            | ApiError::UnknownApiKey
-            | ApiError::ApiKeyRevoked
-            | ApiError::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NoRole | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::ApiKeyNotFound(_)
@@ -219,7 +218,7 @@ impl ResponseError for ApiError {
         response.content_type("application/problem+json");
         if status == StatusCode::UNAUTHORIZED {
             let error = match self {
-                ApiError::Unauthenticated => "Bearer realm=\"orion\"".to_owned(),
+                ApiError::Unauthorized(AuthFailure::Missing) => "Bearer realm=\"orion\"".to_owned(),
                 _ => format!(
                     "Bearer realm=\"orion\", error=\"invalid_token\", error_description=\"{}\"",
                     self.code()

@@ -36,13 +36,6 @@ fn text(
     }
 }
 
-fn key_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
-    raw.parse().map_err(|_| ApiError::InvalidParameter {
-        name: "id".into(),
-        reason: format!("`{raw}` is not a UUID"),
-    })
-}
-
 /// `POST /v1/api-keys` `{"name", "role", "grants"?, "expires_at"?}`: 201 with the key and its
 /// `secret`, shown this once.
 pub async fn create_key(
@@ -132,7 +125,7 @@ pub async fn revoke_key(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = key_id(&path)?;
+    let id = super::path_id(&path, "a UUID")?;
     let key = state.lifecycle.store().revoke_api_key(id).await?;
     audit(
         &state,
@@ -192,7 +185,7 @@ pub async fn delete_credential(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = key_id(&path)?;
+    let id = super::path_id(&path, "a UUID")?;
     state.lifecycle.store().delete_credential(id).await?;
     audit(
         &state,

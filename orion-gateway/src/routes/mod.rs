@@ -10,6 +10,16 @@ mod tasks;
 
 use actix_web::web;
 
+use crate::error::ApiError;
+
+/// The UUID a path's `{id}` holds, or `invalid_parameter` saying it is not `what`.
+fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::InvalidParameter {
+        name: "id".into(),
+        reason: format!("`{raw}` is not {what}"),
+    })
+}
+
 pub(crate) use health::{healthz, metrics};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -5,7 +5,6 @@ use orion_bus::{Body, Decision, Envelope, Queue, ReviewSubmitted, TaskStatus};
 use orion_services::store::PullState;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::auth::{Caller, audit};
 use crate::body::JsonBody;
@@ -15,13 +14,6 @@ use crate::startup::AppState;
 /// Revision rounds a pull request may go through before a reviewer must approve or give up.
 pub const MAX_REVISION_ROUNDS: i32 = 3;
 const COMMENT_MAX_BYTES: usize = 16 * 1024;
-
-fn pull_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::InvalidParameter {
-        name: "id".into(),
-        reason: format!("`{raw}` is not a pull request id"),
-    })
-}
 
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
@@ -57,7 +49,7 @@ pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = pull_id(&path)?;
+    let id = super::path_id(&path, "a pull request id")?;
     let store = state.lifecycle.store();
     let pull = store.pull(id).await?;
     let reviews = store.reviews(id).await?;
@@ -75,7 +67,7 @@ pub async fn review(
     caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = pull_id(&path)?;
+    let id = super::path_id(&path, "a pull request id")?;
     let body = body.into_object_of(&["decision", "comment"], "a review")?;
     let decision = match body.get("decision") {
         None | Some(Value::Null) => return Err(ApiError::MissingField("decision")),

@@ -63,7 +63,7 @@ impl FromRequest for JsonBody {
         let limit = req
             .app_data::<web::Data<AppState>>()
             .map(|s| s.config.max_json_depth)
-            .unwrap_or(32);
+            .unwrap_or_else(|| crate::GatewayConfig::default().max_json_depth);
         Box::pin(async move {
             let value = json.await?.into_inner();
             if depth(&value) > limit {

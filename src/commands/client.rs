@@ -10,6 +10,11 @@ use orion_services::secrets::ExposeSecret;
 
 use crate::settings::Settings;
 
+/// The gateway to talk to: `--server`, else `client.url`.
+fn gateway(server: Option<&str>, settings: &Settings) -> String {
+    server.unwrap_or(&settings.client.url).to_owned()
+}
+
 /// An HTTP client that sends `client.token` as the bearer token, where one is set.
 fn http(settings: &Settings) -> awc::Client {
     let mut builder = awc::Client::builder();
@@ -20,10 +25,7 @@ fn http(settings: &Settings) -> awc::Client {
 }
 
 pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| settings.client.url.clone());
+    let server = gateway(args.server.as_deref(), &settings);
     let t = args.task;
     let mut body = serde_json::json!({ "kind": t.kind, "repo": t.repo, "priority": t.priority });
     if let Some(prompt) = t.prompt {
@@ -49,10 +51,7 @@ pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<Exit
 }
 
 pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| settings.client.url.clone());
+    let server = gateway(args.server.as_deref(), &settings);
     let mut url = format!(
         "{}/v1/stream",
         server.trim_end_matches('/').replacen("http", "ws", 1)
@@ -104,19 +103,13 @@ fn print_answer(status: awc::http::StatusCode, body: &[u8]) -> ExitCode {
 }
 
 pub async fn pulls(args: PullsArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| settings.client.url.clone());
+    let server = gateway(args.server.as_deref(), &settings);
     let query: Vec<(&str, String)> = args.state.map(|s| ("state", s)).into_iter().collect();
     get(&settings, &server, "/v1/pulls", &query).await
 }
 
 pub async fn usage(args: UsageArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| settings.client.url.clone());
+    let server = gateway(args.server.as_deref(), &settings);
     let mut query = vec![("group_by", args.group_by)];
     query.extend(args.from.map(|f| ("from", f)));
     query.extend(args.to.map(|t| ("to", t)));
@@ -144,10 +137,7 @@ async fn get(
 }
 
 pub async fn review(args: ReviewArgs, settings: Settings) -> anyhow::Result<ExitCode> {
-    let server = args
-        .server
-        .clone()
-        .unwrap_or_else(|| settings.client.url.clone());
+    let server = gateway(args.server.as_deref(), &settings);
     let decision = match args.decision {
         ReviewDecision::Approve => "approve",
         ReviewDecision::RequestChanges => "request_changes",

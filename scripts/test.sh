@@ -7,9 +7,10 @@ scripts/services.sh
 # The chart and the compose file: lint, render, validate (installs helm & co., and pip where
 # the machine lacks it; the chart's tests in tests/e2e/deploy.rs use the same helm).
 scripts/check-deploy.sh
-# lizard is the reference the cyclomatic-complexity test compares with (a test tool only).
-if ! python3 -m lizard --version >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lizard==1.24.3
+# Test tools only: lizard is the reference the cyclomatic-complexity test compares with;
+# pytest runs the Python example's tests through the workflow a `ci` task writes.
+if ! python3 -m lizard --version >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lizard==1.24.3 pytest==8.3.4
 fi
 cargo nextest run --workspace --no-fail-fast "$@"
 # A short schemathesis pass over the served OpenAPI document, with auth on: no 5xx, no answer

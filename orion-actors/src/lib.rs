@@ -17,8 +17,8 @@ mod node;
 
 pub use agents::{
     Agent, AgentActor, AnalyzerWork, ArchitectWork, Ask, DeveloperConfig, DeveloperWork,
-    EDIT_FORMAT, Edit, NotImplementedWork, TestingConfig, TestingWork, Work, WorkContext,
-    parse_edits, validate_edits,
+    DevopsWork, EDIT_FORMAT, Edit, TestingConfig, TestingWork, Work, WorkContext, parse_edits,
+    validate_edits,
 };
 pub use ask::{AskError, ask};
 pub use bridge::{BusBridge, Drain};

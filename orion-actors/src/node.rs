@@ -10,8 +10,8 @@ use orion_services::lifecycle::Lifecycle;
 use orion_services::llm::ChatModel;
 
 use crate::agents::{
-    Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork,
-    NotImplementedWork, TestingConfig, TestingWork, Work, WorkContext,
+    Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork, DevopsWork,
+    TestingConfig, TestingWork, Work, WorkContext,
 };
 use crate::bridge::BusBridge;
 use crate::coordinator::Coordinator;
@@ -58,11 +58,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
         .contains(&AgentKind::Coordinator)
         .then(|| Coordinator::new(lifecycle.clone()).start());
     let mut agents = HashMap::new();
-    for &kind in config
-        .agents
-        .iter()
-        .filter(|k| **k != AgentKind::Coordinator)
-    {
+    for &kind in &config.agents {
         let work: Arc<dyn Work> = match kind {
             AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
             AgentKind::Architect => Arc::new(ArchitectWork::new(code.clone())),
@@ -76,7 +72,16 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
                 )
                 .with_forge(services.forge.clone()),
             ),
-            other => Arc::new(NotImplementedWork(other)),
+            AgentKind::Devops => Arc::new(
+                DevopsWork::new(
+                    services.model.clone(),
+                    lifecycle.store().clone(),
+                    config.developer.clone(),
+                )
+                .with_forge(services.forge.clone()),
+            ),
+            // The coordinator runs beside the agents, not as one of them.
+            AgentKind::Coordinator => continue,
         };
         let agent = Agent {
             context: WorkContext {

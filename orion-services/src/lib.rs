@@ -5,12 +5,14 @@
 //! - [`vcs`]: version control over git2;
 //! - [`llm`]: chat models on OpenAI-compatible endpoints;
 //! - [`forge`]: pull requests mirrored to a GitHub-compatible API;
+//! - [`devops`]: build systems, CI workflows and Dockerfiles, releases from conventional commits;
 //! - [`testing`]: a repository's tests in a sandboxed child process;
 //! - [`lifecycle`]: the one place a task's status is changed, logged and announced.
 //!
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
 
 pub mod code;
+pub mod devops;
 pub mod digest;
 pub mod forge;
 pub mod lifecycle;

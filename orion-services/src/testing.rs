@@ -63,25 +63,13 @@ pub enum TestError {
     CannotStart { command: String, reason: String },
 }
 
-/// The test command a repository's files suggest: Cargo, pytest, npm, Go.
+/// The test command a repository's files suggest: its first build system's (see
+/// [`crate::devops::detect`]).
 pub fn detect(dir: &Path) -> Option<Vec<String>> {
-    let has = |f: &str| dir.join(f).exists();
-    let command: &[&str] = if has("Cargo.toml") {
-        &["cargo", "test", "--quiet"]
-    } else if has("pyproject.toml")
-        || has("pytest.ini")
-        || has("setup.py")
-        || has("tests") && has("requirements.txt")
-    {
-        &["python3", "-m", "pytest", "-q"]
-    } else if has("package.json") {
-        &["npm", "test", "--silent"]
-    } else if has("go.mod") {
-        &["go", "test", "./..."]
-    } else {
-        return None;
-    };
-    Some(command.iter().map(|s| (*s).to_owned()).collect())
+    crate::devops::detect(dir)
+        .into_iter()
+        .next()
+        .map(|b| b.test)
 }
 
 fn tail(bytes: &[u8]) -> String {

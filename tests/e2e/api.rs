@@ -73,19 +73,6 @@ async fn the_events_of_a_task_tell_its_story() {
 }
 
 #[actix_rt::test]
-async fn agents_not_built_yet_fail_their_tasks_clearly() {
-    let app = TestApp::spawn().await;
-    let id = app
-        .submit(json!({ "kind": "ci", "repo": "/anywhere", "prompt": "a pipeline" }))
-        .await;
-    let task = app.wait_for(&id, "failed").await;
-    assert_eq!(
-        task["error"],
-        json!({ "code": "not_implemented", "message": "the devops agent cannot do `ci` tasks yet" })
-    );
-}
-
-#[actix_rt::test]
 async fn a_missing_repository_fails_the_task_clearly() {
     let app = TestApp::spawn().await;
     let id = app

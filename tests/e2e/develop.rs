@@ -12,18 +12,8 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
     TempDir, TestApp, bare_remote, completion, eventually, first_line, get_json, git, git_fixture,
-    git_rev, metric, model_answering,
+    git_rev, metric, model_answering, pull_of, show,
 };
-
-fn show(remote: &Path, spec: &str) -> String {
-    let out = Command::new("git")
-        .arg("--git-dir")
-        .arg(remote)
-        .args(["show", spec])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
     app_with(server, test_command, None).await
@@ -57,18 +47,6 @@ async fn app_with(
         s.forge = forge;
     })
     .await
-}
-
-async fn pull_of(app: &TestApp, task: &str) -> Value {
-    let (_, events) = app.get(&format!("/v1/tasks/{task}/events")).await;
-    let pull = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find_map(|e| e["data"]["pull"].as_str().map(str::to_owned))
-        .expect("a pull");
-    app.get(&format!("/v1/pulls/{pull}")).await.1
 }
 
 #[actix_rt::test]

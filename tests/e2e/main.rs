@@ -12,6 +12,7 @@ mod cluster;
 mod code_intel;
 mod deploy;
 mod develop;
+mod devops;
 mod faults;
 mod llm;
 mod runtime;

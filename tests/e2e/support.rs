@@ -529,6 +529,12 @@ pub fn git_rev(remote: &Path, name: &str) -> Option<String> {
 pub fn bare_remote() -> (TempDir, PathBuf) {
     let fixture = git_fixture();
     let dir = TempDir::new();
+    let bare = bare_clone(&dir, fixture.path());
+    (dir, bare)
+}
+
+/// A bare clone of the repository at `work`, as `remote.git` in `dir`.
+pub fn bare_clone(dir: &TempDir, work: &Path) -> PathBuf {
     let bare = dir.path().join("remote.git");
     git(
         dir.path(),
@@ -536,9 +542,33 @@ pub fn bare_remote() -> (TempDir, PathBuf) {
             "clone",
             "-q",
             "--bare",
-            &fixture.path().to_string_lossy(),
+            &work.to_string_lossy(),
             &bare.to_string_lossy(),
         ],
     );
-    (dir, bare)
+    bare
+}
+
+/// The text of `spec` (`<rev>:<path>`, or a revision) in the bare repository `remote`.
+pub fn show(remote: &Path, spec: &str) -> String {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(remote)
+        .args(["show", spec])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The pull request of a task, found through the task's events.
+pub async fn pull_of(app: &TestApp, task: &str) -> serde_json::Value {
+    let (_, events) = app.get(&format!("/v1/tasks/{task}/events")).await;
+    let pull = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find_map(|e| e["data"]["pull"].as_str().map(str::to_owned))
+        .expect("a pull");
+    app.get(&format!("/v1/pulls/{pull}")).await.1
 }

@@ -15,12 +15,13 @@ use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::code::CodeIntel;
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
-use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse};
-use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
-use orion_services::vcs::{self, MergeOutcome, RelativePath, VcsError, Workspace};
+use orion_services::llm::{ChatMessage, ChatModel, ChatRequest};
+use orion_services::store::Store;
+use orion_services::vcs::{self, RelativePath, VcsError, Workspace};
 use uuid::Uuid;
 
-use super::analyzer::{local_repository, remote_url};
+use super::analyzer::local_repository;
+use super::delivery::{Asked, Delivery, blocking, edit_request, head_of, through_the_gate};
 use super::{Work, WorkContext};
 
 /// The most files one answer may change, and the largest file it may write.
@@ -100,14 +101,7 @@ fn numbered_changes(changes: &[vcs::FileChange]) -> String {
     text
 }
 
-/// A model call's outcome short of failure.
-enum Asked {
-    Answer(ChatResponse),
-    /// The call would exceed the task's budget: the task pauses with this outcome.
-    OverBudget(Outcome),
-}
-
-/// Where and as whom the Developer works.
+/// Where and as whom the Developer (and the DevOps agent) work.
 #[derive(Clone, Debug)]
 pub struct DeveloperConfig {
     /// Task clones live in `<work_dir>/<task id>`.
@@ -123,10 +117,8 @@ pub struct DeveloperConfig {
 /// `develop` tasks.
 pub struct DeveloperWork {
     model: Option<Arc<dyn ChatModel>>,
-    forge: Option<GitHubForge>,
-    store: Arc<dyn Store>,
     code: Arc<dyn CodeIntel>,
-    config: DeveloperConfig,
+    delivery: Delivery,
 }
 
 /// One file of the model's answer.
@@ -221,12 +213,8 @@ pub(crate) fn vcs_failure(e: VcsError) -> TaskFailure {
     }
 }
 
-fn store_failure(e: StoreError) -> TaskFailure {
-    TaskFailure::new("store_unavailable", e.to_string())
-}
-
 /// Writes validated edits into the working tree (blocking file I/O).
-fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
+pub(crate) fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
     for (path, content) in edits {
         if let Some(parent) = path.full().parent() {
             std::fs::create_dir_all(parent)
@@ -238,17 +226,6 @@ fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
     Ok(())
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, VcsError> + Send + 'static,
-) -> Result<T, TaskFailure> {
-    // Git work is a span of the step's trace, though it runs on another thread.
-    let span = tracing::info_span!("git");
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
-        .map_err(vcs_failure)
-}
-
 impl DeveloperWork {
     pub fn new(
         model: Option<Arc<dyn ChatModel>>,
@@ -258,96 +235,20 @@ impl DeveloperWork {
     ) -> Self {
         Self {
             model,
-            forge: None,
-            store,
             code,
-            config,
+            delivery: Delivery {
+                agent: AgentKind::Developer,
+                store,
+                forge: None,
+                config,
+            },
         }
     }
 
     /// Mirrors pull requests and reviews to a forge.
     pub fn with_forge(mut self, forge: Option<GitHubForge>) -> Self {
-        self.forge = forge;
+        self.delivery.forge = forge;
         self
-    }
-
-    /// Opens the task's pull request on the forge once (the ledger remembers it). A forge
-    /// that fails is logged: the review gate is Orion's, the forge only mirrors it.
-    async fn mirror_pull(&self, task: &Task, ws: &Workspace, stats: &str) {
-        let Some(forge) = &self.forge else { return };
-        if matches!(self.store.effect(task.id, "forge:pull").await, Ok(Some(_))) {
-            return;
-        }
-        let title = task
-            .spec
-            .prompt
-            .as_deref()
-            .and_then(|p| p.lines().next())
-            .unwrap_or("Orion change");
-        let body = format!("Opened by Orion for task {}.\n\n{stats}", task.id);
-        match forge
-            .open_pull(title, &body, &ws.branch, &ws.base_branch)
-            .await
-        {
-            Ok(pull) => {
-                let recorded = serde_json::to_value(&pull).unwrap_or_default();
-                if let Err(e) = self
-                    .store
-                    .record_effect(task.id, "forge:pull", "forge_pull", recorded)
-                    .await
-                {
-                    tracing::warn!(task = %task.id, error = %e, "could not record the forge pull request");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "could not open the pull request on the forge")
-            }
-        }
-    }
-
-    /// Mirrors a review decision to the forge's pull request, once per step.
-    async fn mirror_review(&self, assignment: &Assignment, event: ForgeReviewEvent, body: &str) {
-        let Some(forge) = &self.forge else { return };
-        let task = &assignment.task;
-        let Ok(Some(pull)) = self.store.effect(task.id, "forge:pull").await else {
-            return;
-        };
-        let Ok(pull) = serde_json::from_value::<ForgePull>(pull) else {
-            return;
-        };
-        // One approval per pull request; one request for changes per revision round.
-        let key = match &assignment.step {
-            Step::Merge { pull } => format!("forge:approve:{pull}"),
-            _ => format!("forge:review:{}", assignment.attempt),
-        };
-        if matches!(self.store.effect(task.id, &key).await, Ok(Some(_))) {
-            return;
-        }
-        match forge.review(pull.number, event, body).await {
-            Ok(()) => {
-                let _ = self
-                    .store
-                    .record_effect(
-                        task.id,
-                        &key,
-                        "forge_review",
-                        serde_json::json!({ "event": event }),
-                    )
-                    .await;
-            }
-            Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "could not mirror a review to the forge")
-            }
-        }
-    }
-
-    async fn workspace(&self, task: &Task) -> Result<Workspace, TaskFailure> {
-        // The task's `ref` is the base to branch from: it is checked out, not refused.
-        let remote = remote_url(task)?;
-        let into = self.config.work_dir.join(task.id.to_string());
-        let branch = vcs::task_branch(task.id);
-        let base = task.spec.git_ref.clone();
-        blocking(move || vcs::checkout(&remote, &into, &branch, base.as_deref())).await
     }
 
     async fn prompt(
@@ -371,7 +272,7 @@ impl DeveloperWork {
             })?;
         let (map, files) = match self
             .code
-            .context(&ws.path, &ask, MAP_TOKENS, &self.config.context)
+            .context(&ws.path, &ask, MAP_TOKENS, &self.delivery.config.context)
             .await
         {
             Ok(context) => {
@@ -403,11 +304,7 @@ impl DeveloperWork {
                 "\nA reviewer asked for changes to your previous version: {comment}\n"
             ));
         }
-        Ok(ChatRequest {
-            messages: vec![ChatMessage::system(EDIT_FORMAT), ChatMessage::user(user)],
-            max_tokens: Some(4096),
-            temperature: Some(0.0),
-        })
+        Ok(edit_request(user))
     }
 
     async fn develop(
@@ -418,7 +315,7 @@ impl DeveloperWork {
     ) -> Result<Outcome, TaskFailure> {
         let task = &assignment.task;
         let model = self.model.clone().ok_or_else(model_not_configured)?;
-        let ws = self.workspace(task).await?;
+        let ws = self.delivery.workspace(task).await?;
         let request = self
             .prompt(assignment, ctx, &ws, revision.map(|(_, c)| c))
             .await?;
@@ -426,7 +323,11 @@ impl DeveloperWork {
             Some((pull, _)) => format!("revise-{pull}"),
             None => "edit".to_owned(),
         };
-        let answer = match self.ask(model.as_ref(), assignment, step, &request).await? {
+        let answer = match self
+            .delivery
+            .ask(model.as_ref(), assignment, step, &request)
+            .await?
+        {
             Asked::Answer(answer) => answer,
             Asked::OverBudget(pause) => return Ok(pause),
         };
@@ -451,10 +352,7 @@ impl DeveloperWork {
                 .unwrap_or("change"),
             task.id
         );
-        let (name, email) = (
-            self.config.author_name.clone(),
-            self.config.author_email.clone(),
-        );
+        let (name, email) = self.delivery.author();
         let committed = {
             let ws = ws.clone();
             blocking(move || vcs::commit_all(&ws, &message, (&name, &email))).await?
@@ -489,7 +387,7 @@ impl DeveloperWork {
         candidate: &Candidate,
         verdict: &TestVerdict,
     ) -> Result<Outcome, TaskFailure> {
-        let ws = self.workspace(task).await?;
+        let ws = self.delivery.workspace(task).await?;
         // The candidate ref goes either way; a remote that refuses the deletion leaves a ref
         // outside the branches, which is logged and does not change the task's outcome.
         let forget = || async {
@@ -511,64 +409,11 @@ impl DeveloperWork {
             blocking(move || vcs::adopt(&ws, &candidate.git_ref, &candidate.head)).await?;
         }
         let outcome = self
+            .delivery
             .publish(task, &ws, candidate.head.clone(), Some(tests))
             .await?;
         forget().await;
         Ok(outcome)
-    }
-
-    /// Pushes the tested branch (once per head, by the ledger), stores the pull request's
-    /// new version and mirrors it to the forge.
-    async fn publish(
-        &self,
-        task: &Task,
-        ws: &Workspace,
-        head: String,
-        tests: Option<serde_json::Value>,
-    ) -> Result<Outcome, TaskFailure> {
-        let push_key = format!("push:{head}");
-        if self
-            .store
-            .effect(task.id, &push_key)
-            .await
-            .map_err(store_failure)?
-            .is_none()
-        {
-            let pushed = ws.clone();
-            blocking(move || vcs::push_branch(&pushed)).await?;
-            let record = serde_json::json!({ "branch": ws.branch, "head": head });
-            self.store
-                .record_effect(task.id, &push_key, "push", record)
-                .await
-                .map_err(store_failure)?;
-        }
-        let stats = {
-            let ws = ws.clone();
-            blocking(move || vcs::diff_stats(&ws)).await?
-        };
-        let pull = self
-            .store
-            .upsert_pull(PullVersion {
-                task_id: task.id,
-                repo: task.spec.repo.clone(),
-                branch: ws.branch.clone(),
-                base: ws.base_branch.clone(),
-                base_oid: ws.base_oid.clone(),
-                head_oid: head,
-                files_changed: stats.files_changed,
-                insertions: stats.insertions,
-                deletions: stats.deletions,
-                diff: stats.patch,
-                tests,
-            })
-            .await
-            .map_err(store_failure)?;
-        let summary = format!(
-            "{} files changed, +{} -{}",
-            pull.files_changed, pull.insertions, pull.deletions
-        );
-        self.mirror_pull(task, ws, &summary).await;
-        Ok(Outcome::AwaitingReview { pull: pull.id })
     }
 
     /// `review` tasks: the model's comments on a change, anchored to its lines, with the
@@ -608,6 +453,7 @@ impl DeveloperWork {
             temperature: Some(0.0),
         };
         let answer = match self
+            .delivery
             .ask(model.as_ref(), assignment, "review".into(), &request)
             .await?
         {
@@ -645,14 +491,19 @@ impl DeveloperWork {
         head_oid: &str,
         comments: &[ReviewComment],
     ) -> Option<String> {
-        let forge = self.forge.as_ref()?;
-        let pulls = self.store.list_pulls(None, 500).await.ok()?;
+        let forge = self.delivery.forge.as_ref()?;
+        let pulls = self.delivery.store.list_pulls(None, 500).await.ok()?;
         let pull = pulls.iter().find(|p| p.head_oid == head_oid)?;
-        let mirrored = self.store.effect(pull.task_id, "forge:pull").await.ok()??;
+        let mirrored = self
+            .delivery
+            .store
+            .effect(pull.task_id, "forge:pull")
+            .await
+            .ok()??;
         let forge_pull: ForgePull = serde_json::from_value(mirrored).ok()?;
         for (i, c) in comments.iter().enumerate() {
             let key = format!("forge:comment:{i}");
-            if matches!(self.store.effect(task.id, &key).await, Ok(Some(_))) {
+            if matches!(self.delivery.store.effect(task.id, &key).await, Ok(Some(_))) {
                 continue;
             }
             match forge
@@ -661,6 +512,7 @@ impl DeveloperWork {
             {
                 Ok(()) => {
                     let _ = self
+                        .delivery
                         .store
                         .record_effect(
                             task.id,
@@ -677,134 +529,6 @@ impl DeveloperWork {
         }
         Some(forge_pull.html_url)
     }
-
-    /// A model call for `step` of the assignment, through the effects ledger: a redelivered
-    /// step reads the answer its first delivery paid for; a new answer's tokens and cost are
-    /// recorded.
-    async fn ask(
-        &self,
-        model: &dyn ChatModel,
-        assignment: &Assignment,
-        step: String,
-        request: &ChatRequest,
-    ) -> Result<Asked, TaskFailure> {
-        let task = &assignment.task;
-        let context = &CallContext {
-            task: Some(task.id),
-            agent: "developer".into(),
-            step,
-            attempt: assignment.attempt,
-        };
-        let key = format!("model:{}:{}", context.step, context.attempt);
-        if let Some(recorded) = self
-            .store
-            .effect(task.id, &key)
-            .await
-            .map_err(store_failure)?
-            && let Ok(answer) = serde_json::from_value::<ChatResponse>(recorded)
-        {
-            return Ok(Asked::Answer(answer));
-        }
-        // The call's most expensive outcome is reserved against the budget before it is made.
-        if let Some(budget) = task.spec.budget_usd.or(self.config.default_budget_usd) {
-            let spent: f64 = self
-                .store
-                .task_usage(task.id)
-                .await
-                .map_err(store_failure)?
-                .iter()
-                .map(|u| u.cost_usd)
-                .sum();
-            let needed = model.estimate_cost(request);
-            if spent + needed > budget {
-                return Ok(Asked::OverBudget(Outcome::AwaitingApproval {
-                    step: assignment.step.clone(),
-                    needed_usd: needed,
-                    spent_usd: spent,
-                    budget_usd: budget,
-                }));
-            }
-        }
-        let answer = model
-            .chat(context, request)
-            .await
-            .map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
-        if !answer.cached {
-            let usage = UsageRecord {
-                task_id: context.task,
-                agent: context.agent.clone(),
-                model: answer.model.clone(),
-                prompt_tokens: answer.usage.prompt_tokens,
-                completion_tokens: answer.usage.completion_tokens,
-                cost_usd: answer.cost_usd,
-            };
-            self.store
-                .record_usage(&usage)
-                .await
-                .map_err(store_failure)?;
-        }
-        let recorded = serde_json::to_value(&answer)
-            .map_err(|e| TaskFailure::new("internal", e.to_string()))?;
-        let first = self
-            .store
-            .record_effect(task.id, &key, "model_call", recorded)
-            .await
-            .map_err(store_failure)?;
-        serde_json::from_value(first)
-            .map(Asked::Answer)
-            .map_err(|e| TaskFailure::new("internal", e.to_string()))
-    }
-
-    async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
-        // A merge that happened is never made twice: a redelivery reads the ledger.
-        let key = format!("merge:{pull}");
-        if let Some(result) = self
-            .store
-            .effect(task.id, &key)
-            .await
-            .map_err(store_failure)?
-        {
-            return Ok(Outcome::Completed { result });
-        }
-        let ws = self.workspace(task).await?;
-        let (name, email) = (
-            self.config.author_name.clone(),
-            self.config.author_email.clone(),
-        );
-        let outcome = blocking(move || vcs::merge(&ws, (&name, &email))).await?;
-        let head = match &outcome {
-            MergeOutcome::FastForward { head } | MergeOutcome::MergeCommit { head } => head.clone(),
-            MergeOutcome::Conflict { paths } => {
-                self.store
-                    .set_pull_state(pull, PullState::Conflict, None)
-                    .await
-                    .map_err(store_failure)?;
-                return Err(TaskFailure::new(
-                    "merge_conflict",
-                    format!(
-                        "the base branch moved and conflicts in: {}",
-                        paths.join(", ")
-                    ),
-                ));
-            }
-        };
-        let result = serde_json::json!({ "pull": pull, "merge": outcome, "head": head });
-        let result = self
-            .store
-            .record_effect(task.id, &key, "merge", result)
-            .await
-            .map_err(store_failure)?;
-        self.store
-            .set_pull_state(pull, PullState::Merged, Some(head))
-            .await
-            .map_err(store_failure)?;
-        Ok(Outcome::Completed { result })
-    }
-}
-
-async fn head_of(ws: &Workspace) -> Result<String, TaskFailure> {
-    let path = ws.path.clone();
-    blocking(move || vcs::resolve(&path, "HEAD")).await
 }
 
 #[async_trait]
@@ -814,10 +538,7 @@ impl Work for DeveloperWork {
         task: &Task,
         _: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure> {
-        Err(TaskFailure::new(
-            "step_unsupported",
-            format!("`{}` tasks go through the review gate", task.spec.kind),
-        ))
+        Err(through_the_gate(task))
     }
 
     async fn step(
@@ -831,14 +552,16 @@ impl Work for DeveloperWork {
         match &assignment.step {
             Step::Work => self.develop(assignment, ctx, None).await,
             Step::Revise { pull, comment } => {
-                self.mirror_review(assignment, ForgeReviewEvent::RequestChanges, comment)
+                self.delivery
+                    .mirror_review(assignment, ForgeReviewEvent::RequestChanges, comment)
                     .await;
                 self.develop(assignment, ctx, Some((*pull, comment))).await
             }
             Step::Merge { pull } => {
-                self.mirror_review(assignment, ForgeReviewEvent::Approve, "Approved in Orion.")
+                self.delivery
+                    .mirror_review(assignment, ForgeReviewEvent::Approve, "Approved in Orion.")
                     .await;
-                self.merge(&assignment.task, *pull).await
+                self.delivery.merge(&assignment.task, *pull).await
             }
             Step::Publish { candidate, verdict } => {
                 self.publish_tested(&assignment.task, candidate, verdict)

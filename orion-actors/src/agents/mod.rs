@@ -6,7 +6,9 @@
 
 mod analyzer;
 mod architect;
+mod delivery;
 mod developer;
+mod devops;
 mod testing;
 
 pub use analyzer::AnalyzerWork;
@@ -14,6 +16,7 @@ pub use architect::ArchitectWork;
 pub use developer::{
     DeveloperConfig, DeveloperWork, EDIT_FORMAT, Edit, parse_edits, validate_edits,
 };
+pub use devops::DevopsWork;
 pub use testing::{TestingConfig, TestingWork};
 
 use std::sync::Arc;
@@ -141,27 +144,6 @@ pub trait Work: Send + Sync + 'static {
                 "this agent has no review gate",
             )),
         }
-    }
-}
-
-/// An agent kind whose capability is not built yet: fails each task with `not_implemented`.
-#[derive(Clone, Copy, Debug)]
-pub struct NotImplementedWork(pub AgentKind);
-
-#[async_trait]
-impl Work for NotImplementedWork {
-    async fn perform(
-        &self,
-        task: &Task,
-        _: &WorkContext,
-    ) -> Result<serde_json::Value, TaskFailure> {
-        Err(TaskFailure::new(
-            "not_implemented",
-            format!(
-                "the {} agent cannot do `{}` tasks yet",
-                self.0, task.spec.kind
-            ),
-        ))
     }
 }
 

@@ -10,7 +10,7 @@ use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailu
 use orion_services::{testing, vcs};
 
 use super::analyzer::{remote_url, repository_path};
-use super::developer::blocking;
+use super::delivery::blocking;
 use super::{Work, WorkContext};
 
 /// The last characters of a failing run's output that a failure message carries.

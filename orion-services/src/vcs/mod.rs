@@ -12,8 +12,8 @@ pub use history::{CommitFiles, History};
 pub use path::{PathError, RelativePath};
 pub use workspace::{
     DiffStats, MergeOutcome, Workspace, adopt, candidate_ref, checkout, checkout_commit,
-    commit_all, delete_remote_ref, diff_stats, merge, push_branch, push_head_to, remove_checkout,
-    task_branch,
+    commit_all, delete_remote_ref, diff_stats, merge, messages_since, push_branch, push_head_to,
+    remove_checkout, tag_and_push, tags_on_head, task_branch,
 };
 
 use std::collections::HashMap;

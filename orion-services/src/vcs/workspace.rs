@@ -516,3 +516,106 @@ pub fn merge(workspace: &Workspace, author: (&str, &str)) -> Result<MergeOutcome
         head: merged.to_string(),
     })
 }
+
+/// The commit a tag names (through an annotated tag object).
+fn tagged_commit(repo: &Repository, name: &str) -> Result<Oid, VcsError> {
+    repo.revparse_single(&format!("refs/tags/{name}"))
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id())
+        .map_err(|_| VcsError::UnknownRevision(name.to_owned()))
+}
+
+/// The remote's tags (fetched first) that name a commit of the workspace's history.
+pub fn tags_on_head(workspace: &Workspace) -> Result<Vec<String>, VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    {
+        let mut origin = repo
+            .find_remote("origin")
+            .map_err(|e| git_error("finding origin", e))?;
+        let mut options = fetch_options(&origin);
+        origin
+            .fetch(&["+refs/tags/*:refs/tags/*"], Some(&mut options), None)
+            .map_err(|e| VcsError::CloneFailed(format!("fetching tags: {}", e.message())))?;
+    }
+    let head = repo
+        .head()
+        .and_then(|h| h.peel_to_commit())
+        .map_err(|e| git_error("reading HEAD", e))?
+        .id();
+    let names = repo
+        .tag_names(None)
+        .map_err(|e| git_error("listing tags", e))?;
+    let mut on_head = Vec::new();
+    for name in names.iter().flatten().flatten() {
+        let commit = tagged_commit(&repo, name)?;
+        if commit == head || repo.graph_descendant_of(head, commit).unwrap_or(false) {
+            on_head.push(name.to_owned());
+        }
+    }
+    Ok(on_head)
+}
+
+/// The most commits [`messages_since`] reads.
+const MAX_RELEASE_COMMITS: usize = 10_000;
+
+/// The id and message of each commit on HEAD's history since tag `since` (all of them when
+/// `None`), newest first.
+pub fn messages_since(
+    workspace: &Workspace,
+    since: Option<&str>,
+) -> Result<Vec<(String, String)>, VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let mut walk = repo
+        .revwalk()
+        .map_err(|e| git_error("walking history", e))?;
+    walk.push_head().map_err(|e| git_error("reading HEAD", e))?;
+    if let Some(tag) = since {
+        walk.hide(tagged_commit(&repo, tag)?)
+            .map_err(|e| git_error("walking history", e))?;
+    }
+    walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::TIME)
+        .map_err(|e| git_error("walking history", e))?;
+    walk.take(MAX_RELEASE_COMMITS)
+        .map(|oid| {
+            let commit = oid
+                .and_then(|oid| repo.find_commit(oid))
+                .map_err(|e| git_error("reading a commit", e))?;
+            Ok((
+                commit.id().to_string(),
+                String::from_utf8_lossy(commit.message_bytes()).into_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// Tags commit `oid` as `name` (an annotated tag by `author` saying `message`) and pushes the
+/// tag. A repeat finds the tag at `oid` and pushes it again; a tag of that name on another
+/// commit is refused.
+pub fn tag_and_push(
+    workspace: &Workspace,
+    name: &str,
+    oid: &str,
+    message: &str,
+    author: (&str, &str),
+) -> Result<(), VcsError> {
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let target = Oid::from_str(oid).map_err(|_| VcsError::UnknownRevision(oid.to_owned()))?;
+    match tagged_commit(&repo, name) {
+        Ok(existing) if existing == target => {}
+        Ok(existing) => {
+            return Err(VcsError::Operation(format!(
+                "tag {name} exists already, on {existing}"
+            )));
+        }
+        Err(_) => {
+            let object = repo
+                .find_object(target, None)
+                .map_err(|_| VcsError::UnknownRevision(oid.to_owned()))?;
+            let signature =
+                Signature::now(author.0, author.1).map_err(|e| git_error("signing", e))?;
+            repo.tag(name, &object, &signature, message, false)
+                .map_err(|e| git_error("tagging", e))?;
+        }
+    }
+    push(&repo, &format!("refs/tags/{name}:refs/tags/{name}"))
+}

@@ -1,0 +1,336 @@
+//! What agents that deliver a change as a pull request share: the task's workspace, model
+//! calls through the effects ledger and the task's budget, publishing the pull request (and
+//! mirroring it to a forge), and the merge on approval.
+
+use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
+use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
+use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse};
+use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
+use orion_services::vcs::{self, MergeOutcome, VcsError, Workspace};
+use std::sync::Arc;
+use uuid::Uuid;
+
+use super::analyzer::remote_url;
+use super::developer::{DeveloperConfig, EDIT_FORMAT, vcs_failure};
+
+/// A request for edit blocks ([`EDIT_FORMAT`]) about `user`, answered deterministically.
+pub(crate) fn edit_request(user: String) -> ChatRequest {
+    ChatRequest {
+        messages: vec![ChatMessage::system(EDIT_FORMAT), ChatMessage::user(user)],
+        max_tokens: Some(4096),
+        temperature: Some(0.0),
+    }
+}
+
+/// The failure of a task whose agent works in steps around the review gate, asked to just
+/// perform it.
+pub(crate) fn through_the_gate(task: &Task) -> TaskFailure {
+    TaskFailure::new(
+        "step_unsupported",
+        format!("`{}` tasks go through the review gate", task.spec.kind),
+    )
+}
+
+/// A model call's outcome short of failure.
+pub(crate) enum Asked {
+    Answer(ChatResponse),
+    /// The call would exceed the task's budget: the task pauses with this outcome.
+    OverBudget(Outcome),
+}
+
+pub(crate) fn store_failure(e: StoreError) -> TaskFailure {
+    TaskFailure::new("store_unavailable", e.to_string())
+}
+
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, VcsError> + Send + 'static,
+) -> Result<T, TaskFailure> {
+    // Git work is a span of the step's trace, though it runs on another thread.
+    let span = tracing::info_span!("git");
+    tokio::task::spawn_blocking(move || span.in_scope(f))
+        .await
+        .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
+        .map_err(vcs_failure)
+}
+
+pub(crate) async fn head_of(ws: &Workspace) -> Result<String, TaskFailure> {
+    let path = ws.path.clone();
+    blocking(move || vcs::resolve(&path, "HEAD")).await
+}
+
+/// Pull requests of one agent kind: where its tasks' clones live, who commits, the store
+/// that holds the ledger and the pull requests, and the forge that mirrors them.
+pub(crate) struct Delivery {
+    pub(crate) agent: AgentKind,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) forge: Option<GitHubForge>,
+    pub(crate) config: DeveloperConfig,
+}
+
+impl Delivery {
+    /// The commit author, as git wants it.
+    pub(crate) fn author(&self) -> (String, String) {
+        (
+            self.config.author_name.clone(),
+            self.config.author_email.clone(),
+        )
+    }
+
+    /// Opens the task's pull request on the forge once (the ledger remembers it). A forge
+    /// that fails is logged: the review gate is Orion's, the forge only mirrors it.
+    pub(crate) async fn mirror_pull(&self, task: &Task, ws: &Workspace, stats: &str) {
+        let Some(forge) = &self.forge else { return };
+        if matches!(self.store.effect(task.id, "forge:pull").await, Ok(Some(_))) {
+            return;
+        }
+        let title = task
+            .spec
+            .prompt
+            .as_deref()
+            .and_then(|p| p.lines().next())
+            .unwrap_or("Orion change");
+        let body = format!("Opened by Orion for task {}.\n\n{stats}", task.id);
+        match forge
+            .open_pull(title, &body, &ws.branch, &ws.base_branch)
+            .await
+        {
+            Ok(pull) => {
+                let recorded = serde_json::to_value(&pull).unwrap_or_default();
+                if let Err(e) = self
+                    .store
+                    .record_effect(task.id, "forge:pull", "forge_pull", recorded)
+                    .await
+                {
+                    tracing::warn!(task = %task.id, error = %e, "could not record the forge pull request");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "could not open the pull request on the forge")
+            }
+        }
+    }
+
+    /// Mirrors a review decision to the forge's pull request, once per step.
+    pub(crate) async fn mirror_review(
+        &self,
+        assignment: &Assignment,
+        event: ForgeReviewEvent,
+        body: &str,
+    ) {
+        let Some(forge) = &self.forge else { return };
+        let task = &assignment.task;
+        let Ok(Some(pull)) = self.store.effect(task.id, "forge:pull").await else {
+            return;
+        };
+        let Ok(pull) = serde_json::from_value::<ForgePull>(pull) else {
+            return;
+        };
+        // One approval per pull request; one request for changes per revision round.
+        let key = match &assignment.step {
+            Step::Merge { pull } => format!("forge:approve:{pull}"),
+            _ => format!("forge:review:{}", assignment.attempt),
+        };
+        if matches!(self.store.effect(task.id, &key).await, Ok(Some(_))) {
+            return;
+        }
+        match forge.review(pull.number, event, body).await {
+            Ok(()) => {
+                let _ = self
+                    .store
+                    .record_effect(
+                        task.id,
+                        &key,
+                        "forge_review",
+                        serde_json::json!({ "event": event }),
+                    )
+                    .await;
+            }
+            Err(e) => {
+                tracing::warn!(task = %task.id, error = %e, "could not mirror a review to the forge")
+            }
+        }
+    }
+
+    pub(crate) async fn workspace(&self, task: &Task) -> Result<Workspace, TaskFailure> {
+        // The task's `ref` is the base to branch from: it is checked out, not refused.
+        let remote = remote_url(task)?;
+        let into = self.config.work_dir.join(task.id.to_string());
+        let branch = vcs::task_branch(task.id);
+        let base = task.spec.git_ref.clone();
+        blocking(move || vcs::checkout(&remote, &into, &branch, base.as_deref())).await
+    }
+
+    /// Pushes the tested branch (once per head, by the ledger), stores the pull request's
+    /// new version and mirrors it to the forge.
+    pub(crate) async fn publish(
+        &self,
+        task: &Task,
+        ws: &Workspace,
+        head: String,
+        tests: Option<serde_json::Value>,
+    ) -> Result<Outcome, TaskFailure> {
+        let push_key = format!("push:{head}");
+        if self
+            .store
+            .effect(task.id, &push_key)
+            .await
+            .map_err(store_failure)?
+            .is_none()
+        {
+            let pushed = ws.clone();
+            blocking(move || vcs::push_branch(&pushed)).await?;
+            let record = serde_json::json!({ "branch": ws.branch, "head": head });
+            self.store
+                .record_effect(task.id, &push_key, "push", record)
+                .await
+                .map_err(store_failure)?;
+        }
+        let stats = {
+            let ws = ws.clone();
+            blocking(move || vcs::diff_stats(&ws)).await?
+        };
+        let pull = self
+            .store
+            .upsert_pull(PullVersion {
+                task_id: task.id,
+                repo: task.spec.repo.clone(),
+                branch: ws.branch.clone(),
+                base: ws.base_branch.clone(),
+                base_oid: ws.base_oid.clone(),
+                head_oid: head,
+                files_changed: stats.files_changed,
+                insertions: stats.insertions,
+                deletions: stats.deletions,
+                diff: stats.patch,
+                tests,
+            })
+            .await
+            .map_err(store_failure)?;
+        let summary = format!(
+            "{} files changed, +{} -{}",
+            pull.files_changed, pull.insertions, pull.deletions
+        );
+        self.mirror_pull(task, ws, &summary).await;
+        Ok(Outcome::AwaitingReview { pull: pull.id })
+    }
+
+    /// A model call for `step` of the assignment, through the effects ledger: a redelivered
+    /// step reads the answer its first delivery paid for; a new answer's tokens and cost are
+    /// recorded.
+    pub(crate) async fn ask(
+        &self,
+        model: &dyn ChatModel,
+        assignment: &Assignment,
+        step: String,
+        request: &ChatRequest,
+    ) -> Result<Asked, TaskFailure> {
+        let task = &assignment.task;
+        let context = &CallContext {
+            task: Some(task.id),
+            agent: self.agent.as_str().into(),
+            step,
+            attempt: assignment.attempt,
+        };
+        let key = format!("model:{}:{}", context.step, context.attempt);
+        if let Some(recorded) = self
+            .store
+            .effect(task.id, &key)
+            .await
+            .map_err(store_failure)?
+            && let Ok(answer) = serde_json::from_value::<ChatResponse>(recorded)
+        {
+            return Ok(Asked::Answer(answer));
+        }
+        // The call's most expensive outcome is reserved against the budget before it is made.
+        if let Some(budget) = task.spec.budget_usd.or(self.config.default_budget_usd) {
+            let spent: f64 = self
+                .store
+                .task_usage(task.id)
+                .await
+                .map_err(store_failure)?
+                .iter()
+                .map(|u| u.cost_usd)
+                .sum();
+            let needed = model.estimate_cost(request);
+            if spent + needed > budget {
+                return Ok(Asked::OverBudget(Outcome::AwaitingApproval {
+                    step: assignment.step.clone(),
+                    needed_usd: needed,
+                    spent_usd: spent,
+                    budget_usd: budget,
+                }));
+            }
+        }
+        let answer = model
+            .chat(context, request)
+            .await
+            .map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
+        if !answer.cached {
+            let usage = UsageRecord {
+                task_id: context.task,
+                agent: context.agent.clone(),
+                model: answer.model.clone(),
+                prompt_tokens: answer.usage.prompt_tokens,
+                completion_tokens: answer.usage.completion_tokens,
+                cost_usd: answer.cost_usd,
+            };
+            self.store
+                .record_usage(&usage)
+                .await
+                .map_err(store_failure)?;
+        }
+        let recorded = serde_json::to_value(&answer)
+            .map_err(|e| TaskFailure::new("internal", e.to_string()))?;
+        let first = self
+            .store
+            .record_effect(task.id, &key, "model_call", recorded)
+            .await
+            .map_err(store_failure)?;
+        serde_json::from_value(first)
+            .map(Asked::Answer)
+            .map_err(|e| TaskFailure::new("internal", e.to_string()))
+    }
+
+    pub(crate) async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
+        // A merge that happened is never made twice: a redelivery reads the ledger.
+        let key = format!("merge:{pull}");
+        if let Some(result) = self
+            .store
+            .effect(task.id, &key)
+            .await
+            .map_err(store_failure)?
+        {
+            return Ok(Outcome::Completed { result });
+        }
+        let ws = self.workspace(task).await?;
+        let (name, email) = self.author();
+        let outcome = blocking(move || vcs::merge(&ws, (&name, &email))).await?;
+        let head = match &outcome {
+            MergeOutcome::FastForward { head } | MergeOutcome::MergeCommit { head } => head.clone(),
+            MergeOutcome::Conflict { paths } => {
+                self.store
+                    .set_pull_state(pull, PullState::Conflict, None)
+                    .await
+                    .map_err(store_failure)?;
+                return Err(TaskFailure::new(
+                    "merge_conflict",
+                    format!(
+                        "the base branch moved and conflicts in: {}",
+                        paths.join(", ")
+                    ),
+                ));
+            }
+        };
+        let result = serde_json::json!({ "pull": pull, "merge": outcome, "head": head });
+        let result = self
+            .store
+            .record_effect(task.id, &key, "merge", result)
+            .await
+            .map_err(store_failure)?;
+        self.store
+            .set_pull_state(pull, PullState::Merged, Some(head))
+            .await
+            .map_err(store_failure)?;
+        Ok(Outcome::Completed { result })
+    }
+}

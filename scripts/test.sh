@@ -8,9 +8,12 @@ scripts/services.sh
 # the machine lacks it; the chart's tests in tests/e2e/deploy.rs use the same helm).
 scripts/check-deploy.sh
 # Test tools only: lizard is the reference the cyclomatic-complexity test compares with;
-# pytest runs the Python example's tests through the workflow a `ci` task writes.
-if ! python3 -m lizard --version >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore lizard==1.24.3 pytest==8.3.4
+# pytest runs the Python example's tests through the workflow a `ci` task writes; nats-py is
+# what the example external agent (examples/agents/python) is written with.
+if ! python3 -m lizard --version >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1 \
+  || ! python3 -c "import nats" >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    lizard==1.24.3 pytest==8.3.4 -r examples/agents/python/requirements.txt
 fi
 cargo nextest run --workspace --no-fail-fast "$@"
 # A short schemathesis pass over the served OpenAPI document, with auth on: no 5xx, no answer

@@ -108,6 +108,7 @@ pub fn start_node(
             command: d.test_command.clone(),
             timeout: Duration::from_secs(d.test_timeout_secs),
         },
+        plugins: settings.plugins()?,
     };
     let forge = match &settings.forge {
         Some(config) => Some(
@@ -163,6 +164,7 @@ pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result
         ws_max_frame_bytes: server_settings.ws_max_frame_bytes,
         ws_buffer_events: server_settings.ws_buffer_events,
         workers: server_settings.workers,
+        plugins: settings.plugins()?,
     };
     let auth = Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
     let state = AppState::new(services.lifecycle.clone(), config, auth, settings.sealer()?);

@@ -42,6 +42,9 @@ pub struct Settings {
     pub auth: orion_gateway::auth::AuthSettings,
     #[serde(default)]
     pub secrets: SecretsSettings,
+    /// Agent kinds served by external processes (`[plugins.<name>]`); see `docs/agents.md`.
+    #[serde(default)]
+    pub plugins: std::collections::BTreeMap<String, orion_bus::PluginKind>,
 }
 
 /// `[secrets]`: keys for secrets at rest.
@@ -192,7 +195,17 @@ impl Settings {
             let key = key.to_lowercase().replace("__", ".");
             figment = figment.merge((key, value.trim_end_matches(['\r', '\n']).to_owned()));
         }
-        figment.extract().context("while reading the configuration")
+        let settings: Self = figment
+            .extract()
+            .context("while reading the configuration")?;
+        // The declared kinds are known to this process before any message is decoded.
+        settings.plugins()?;
+        Ok(settings)
+    }
+
+    /// The kinds of `[plugins]`, declared in this process (a repeat is harmless).
+    pub fn plugins(&self) -> anyhow::Result<orion_bus::Plugins> {
+        orion_bus::Plugins::declare(&self.plugins).context("while declaring `[plugins]`")
     }
 
     /// The database URL: the configured one, or SQLite in the data directory.

@@ -5,8 +5,8 @@
 
 use actix::prelude::*;
 use orion_bus::{
-    AgentKind, Assignment, Body, Decision, Envelope, Outcome, Queue, ResumeTask, ReviewSubmitted,
-    Step, Task, TaskStatus,
+    AgentKind, Assignment, Body, Decision, Envelope, Outcome, Plugins, Queue, ResumeTask,
+    ReviewSubmitted, Step, Task, TaskFailure, TaskKind, TaskStatus,
 };
 use orion_services::lifecycle::{Change, Lifecycle};
 use tracing::Instrument;
@@ -18,11 +18,13 @@ const RECONCILE_BATCH: u64 = 1000;
 
 pub struct Coordinator {
     lifecycle: Lifecycle,
+    /// The declared kinds, for choosing the kind of an `auto` task.
+    plugins: Plugins,
 }
 
 impl Coordinator {
-    pub fn new(lifecycle: Lifecycle) -> Self {
-        Self { lifecycle }
+    pub fn new(lifecycle: Lifecycle, plugins: Plugins) -> Self {
+        Self { lifecycle, plugins }
     }
 }
 
@@ -111,13 +113,43 @@ async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) {
     }
 }
 
-async fn assign(lifecycle: Lifecycle, task: Task) -> Result<(), HandleError> {
-    let agent = task.spec.kind.agent();
-    let change = Change {
+/// Assigns a queued task to its kind's agents; an `auto` task first gets its kind, chosen
+/// from its prompt (the choice and its reasons are in the `assigned` event), or fails when
+/// no kind fits.
+async fn assign(lifecycle: Lifecycle, plugins: Plugins, task: Task) -> Result<(), HandleError> {
+    let mut change = Change {
         count_attempt: true,
-        data: serde_json::json!({ "agent": agent }),
         ..Change::default()
     };
+    let mut kind = task.spec.kind;
+    if kind == TaskKind::Auto {
+        let chosen = plugins
+            .choose(task.spec.prompt.as_deref().unwrap_or_default())
+            .and_then(|choice| {
+                let spec = orion_bus::TaskSpec {
+                    kind: choice.kind,
+                    ..task.spec.clone()
+                };
+                plugins.check(&spec).map_err(|e| e.to_string())?;
+                Ok(choice)
+            });
+        match chosen {
+            Ok(choice) => {
+                kind = choice.kind;
+                change.kind = Some(kind);
+                change.data = serde_json::json!({ "chosen": choice });
+            }
+            Err(why) => {
+                let failure = TaskFailure::new("no_kind_chosen", why);
+                lifecycle
+                    .advance(task.id, TaskStatus::Failed, Change::failed(failure))
+                    .await?;
+                return Ok(());
+            }
+        }
+    }
+    let agent = kind.agent();
+    change.data["agent"] = serde_json::json!(agent);
     let Some(task) = lifecycle
         .advance_or_find(task.id, TaskStatus::Assigned, change)
         .await?
@@ -235,7 +267,7 @@ impl Handler<TaskArrived> for Coordinator {
 
     fn handle(&mut self, msg: TaskArrived, _: &mut Self::Context) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.1, "coordinator.assign", task = %msg.0.id);
-        Box::pin(assign(self.lifecycle.clone(), msg.0).instrument(span))
+        Box::pin(assign(self.lifecycle.clone(), self.plugins.clone(), msg.0).instrument(span))
     }
 }
 

@@ -29,6 +29,9 @@ pub struct NodeConfig {
     pub kind_concurrency: HashMap<AgentKind, usize>,
     pub developer: DeveloperConfig,
     pub testing: TestingConfig,
+    /// The kinds declared in `[plugins]` (a coordinator routes them and chooses among all
+    /// kinds for `auto` tasks).
+    pub plugins: orion_bus::Plugins,
 }
 
 /// The services a node's agents use besides the store and the bus.
@@ -56,7 +59,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
     let coordinator = config
         .agents
         .contains(&AgentKind::Coordinator)
-        .then(|| Coordinator::new(lifecycle.clone()).start());
+        .then(|| Coordinator::new(lifecycle.clone(), config.plugins.clone()).start());
     let mut agents = HashMap::new();
     for &kind in &config.agents {
         let work: Arc<dyn Work> = match kind {
@@ -82,6 +85,10 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
             ),
             // The coordinator runs beside the agents, not as one of them.
             AgentKind::Coordinator => continue,
+            AgentKind::Custom(custom) => {
+                tracing::warn!(kind = %custom.as_str(), "a declared kind is served by external agents, not by a node");
+                continue;
+            }
         };
         let agent = Agent {
             context: WorkContext {

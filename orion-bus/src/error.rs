@@ -7,7 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ProtocolError {
     #[error(
-        "unknown task kind `{0}`; expected one of develop, review, analyze, test, design, ci, release"
+        "unknown task kind `{0}`; expected one of develop, review, analyze, test, design, ci, release, auto, or a kind declared in `[plugins]`"
     )]
     UnknownTaskKind(String),
     #[error(
@@ -22,6 +22,8 @@ pub enum ProtocolError {
     UnknownStatus(String),
     #[error("`{0}` is not a valid task id (a UUID)")]
     InvalidTaskId(String),
+    #[error("the task's input does not fit its kind: {0}")]
+    InvalidInput(String),
     #[error("field `{field}` is invalid: {reason}")]
     InvalidField { field: &'static str, reason: String },
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]

@@ -13,6 +13,7 @@
 mod bus;
 mod envelope;
 mod error;
+mod plugins;
 mod protocol;
 mod subjects;
 mod transport;
@@ -23,11 +24,12 @@ pub use bus::{
 };
 pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};
 pub use error::{BusError, BusErrorKind, ProtocolError};
+pub use plugins::{Choice, PluginKind, Plugins, check_schema};
 pub use protocol::{
-    AgentKind, AgentReply, AgentRequest, Assignment, Candidate, ControlCommand, Decision,
-    EventType, HEARTBEAT_INTERVAL, Heartbeat, IllegalTransition, Outcome, Priority, ResumeTask,
-    ReviewSubmitted, Step, Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec, TaskStatus,
-    TestVerdict, WorkReport, check_budget,
+    AgentKind, AgentReply, AgentRequest, Assignment, Candidate, ControlCommand, CustomKind,
+    Decision, EventType, HEARTBEAT_INTERVAL, Heartbeat, IllegalTransition, Outcome, Priority,
+    ResumeTask, ReviewSubmitted, Step, Task, TaskEvent, TaskFailure, TaskId, TaskKind, TaskSpec,
+    TaskStatus, TestVerdict, WorkReport, check_budget,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
 pub use transport::{InProcessBus, NatsBus, NatsSecurity};

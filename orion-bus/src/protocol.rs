@@ -40,19 +40,136 @@ macro_rules! named_enum {
     };
 }
 
-named_enum! {
+/// Like `named_enum!`, for a set that configuration can extend: besides its built-in names it
+/// has `Custom`, a [`CustomKind`] declared at start (see [`CustomKind::declare`]).
+macro_rules! open_enum {
+    ($(#[$meta:meta])* $name:ident, $err:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+            /// A kind declared in configuration, served by an external agent.
+            Custom(CustomKind),
+        }
+
+        impl $name {
+            /// Every built-in value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The wire spelling.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ $name::Custom(custom) => custom.as_str() }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+
+        impl FromStr for $name {
+            type Err = ProtocolError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => CustomKind::find(other)
+                        .map($name::Custom)
+                        .ok_or_else(|| ProtocolError::$err(other.to_owned())),
+                }
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+open_enum! {
     /// What a task asks for; each kind is served by one agent kind.
     TaskKind, UnknownTaskKind {
         Develop = "develop", Review = "review", Analyze = "analyze", Test = "test",
         Design = "design", Ci = "ci", Release = "release",
+        /// The coordinator picks the kind from the prompt and the kinds' capabilities.
+        Auto = "auto",
     }
 }
 
-named_enum! {
+open_enum! {
     /// The roles of Orion's actors. Every kind but the coordinator serves work queues.
     AgentKind, UnknownAgentKind {
         Coordinator = "coordinator", Developer = "developer", Analyzer = "analyzer",
         Testing = "testing", Devops = "devops", Architect = "architect",
+    }
+}
+
+/// The kinds declared so far; each name is leaked once, so a kind is `Copy` like the
+/// built-in ones (a process declares a handful, from its configuration).
+static DECLARED: std::sync::RwLock<std::collections::BTreeSet<&'static str>> =
+    std::sync::RwLock::new(std::collections::BTreeSet::new());
+
+/// The name of an agent kind declared in configuration (a plugin): it is the task kind and
+/// the agent kind at once, served on `<prefix>.work.<name>.<priority>` by any process that
+/// speaks the protocol (`docs/agents.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CustomKind(&'static str);
+
+impl CustomKind {
+    /// The longest name.
+    pub const MAX_NAME: usize = 32;
+
+    /// Declares kind `name` in this process (a repeat returns the same kind). A name is 1 to
+    /// 32 of `a-z`, `0-9`, `-` and `_`, starts with a letter, and is no built-in kind's.
+    pub fn declare(name: &str) -> Result<Self, ProtocolError> {
+        let invalid = |reason: &str| ProtocolError::InvalidField {
+            field: "kind",
+            reason: format!("`{name}` {reason}"),
+        };
+        if name.is_empty()
+            || name.len() > Self::MAX_NAME
+            || !name.starts_with(|c: char| c.is_ascii_lowercase())
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(invalid(
+                "is not a kind name: 1 to 32 of a-z, 0-9, - and _, starting with a letter",
+            ));
+        }
+        let builtin = TaskKind::ALL.iter().any(|k| k.as_str() == name)
+            || AgentKind::ALL.iter().any(|k| k.as_str() == name)
+            || name == "auto";
+        if builtin {
+            return Err(invalid("is a built-in kind"));
+        }
+        if let Some(kind) = Self::find(name) {
+            return Ok(kind);
+        }
+        let mut declared = DECLARED.write().unwrap_or_else(|e| e.into_inner());
+        let leaked: &'static str = match declared.get(name) {
+            Some(existing) => existing,
+            None => Box::leak(name.to_owned().into_boxed_str()),
+        };
+        declared.insert(leaked);
+        Ok(Self(leaked))
+    }
+
+    /// The declared kind of that name.
+    pub fn find(name: &str) -> Option<Self> {
+        let declared = DECLARED.read().unwrap_or_else(|e| e.into_inner());
+        declared.get(name).map(|n| Self(n))
+    }
+
+    pub fn as_str(self) -> &'static str {
+        self.0
     }
 }
 
@@ -88,6 +205,9 @@ impl TaskKind {
             TaskKind::Test => AgentKind::Testing,
             TaskKind::Design => AgentKind::Architect,
             TaskKind::Ci | TaskKind::Release => AgentKind::Devops,
+            TaskKind::Custom(custom) => AgentKind::Custom(custom),
+            // Decided by the coordinator, which stores the chosen kind before routing.
+            TaskKind::Auto => AgentKind::Coordinator,
         }
     }
 }
@@ -217,6 +337,8 @@ impl FromStr for TaskId {
 pub mod limits {
     pub const REPO_MAX_BYTES: usize = 4096;
     pub const PROMPT_MAX_BYTES: usize = 64 * 1024;
+    /// The largest `input`, as JSON.
+    pub const INPUT_MAX_BYTES: usize = 64 * 1024;
     pub const REF_MAX_BYTES: usize = 255;
 }
 
@@ -240,6 +362,9 @@ pub struct TaskSpec {
     /// Dollars the task's model calls may cost; the configured default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_usd: Option<f64>,
+    /// What a declared (plugin) kind takes, as its `input_schema` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
 }
 
 impl TaskSpec {
@@ -283,7 +408,21 @@ impl TaskSpec {
             priority,
             diff: None,
             budget_usd: None,
+            input: None,
         })
+    }
+
+    /// Gives the task its `input` (the schema is the gateway's to check; the size is the
+    /// protocol's).
+    pub fn with_input(mut self, input: serde_json::Value) -> Result<Self, ProtocolError> {
+        if input.to_string().len() > limits::INPUT_MAX_BYTES {
+            return Err(ProtocolError::InvalidField {
+                field: "input",
+                reason: "must be at most 65536 bytes of JSON".to_owned(),
+            });
+        }
+        self.input = Some(input);
+        Ok(self)
     }
 
     /// Restricts the task to the change `<base>..<head>`.
@@ -581,6 +720,36 @@ mod tests {
             "deploy".parse::<TaskKind>(),
             Err(ProtocolError::UnknownTaskKind("deploy".into()))
         );
+    }
+
+    #[test]
+    fn a_declared_kind_is_a_task_kind_and_an_agent_kind() {
+        let kind = CustomKind::declare("wordcount-test").unwrap();
+        assert_eq!(CustomKind::declare("wordcount-test").unwrap(), kind);
+        let task: TaskKind = serde_json::from_value(serde_json::json!("wordcount-test")).unwrap();
+        assert_eq!(task, TaskKind::Custom(kind));
+        assert_eq!(task.agent(), AgentKind::Custom(kind));
+        assert_eq!(
+            serde_json::to_value(task.agent()).unwrap(),
+            "wordcount-test"
+        );
+        assert_eq!(
+            "wordcount-test".parse::<AgentKind>().unwrap().as_str(),
+            "wordcount-test"
+        );
+        for bad in [
+            "",
+            "Upper",
+            "9lives",
+            "a.b",
+            "develop",
+            "devops",
+            "auto",
+            &"x".repeat(33),
+        ] {
+            assert!(CustomKind::declare(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert!(serde_json::from_value::<TaskKind>(serde_json::json!("undeclared")).is_err());
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum ApiError {
     InvalidField { field: String, reason: String },
     #[error("{0}")]
     UnknownTaskKind(String),
+    #[error("{0}")]
+    InvalidInput(String),
     #[error("query parameter `{name}` is invalid: {reason}")]
     InvalidParameter { name: String, reason: String },
     #[error("`{0}` is not a task id (a UUID)")]
@@ -117,6 +119,7 @@ impl ApiError {
             ApiError::MissingField(_) => "missing_field",
             ApiError::InvalidField { .. } => "invalid_field",
             ApiError::UnknownTaskKind(_) => "unknown_task_kind",
+            ApiError::InvalidInput(_) => "invalid_input",
             ApiError::InvalidParameter { .. } => "invalid_parameter",
             ApiError::InvalidTaskId(_) => "invalid_task_id",
             ApiError::TaskNotFound(_) => "task_not_found",
@@ -148,6 +151,7 @@ impl ApiError {
             ApiError::MissingField(_) => "Missing field",
             ApiError::InvalidField { .. } => "Invalid field",
             ApiError::UnknownTaskKind(_) => "Unknown task kind",
+            ApiError::InvalidInput(_) => "Invalid input",
             ApiError::InvalidParameter { .. } => "Invalid parameter",
             ApiError::InvalidTaskId(_) => "Invalid task id",
             ApiError::TaskNotFound(_) => "Task not found",
@@ -180,7 +184,8 @@ impl ResponseError for ApiError {
             | ApiError::InvalidTaskId(_) => StatusCode::BAD_REQUEST,
             ApiError::MissingField(_)
             | ApiError::InvalidField { .. }
-            | ApiError::UnknownTaskKind(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | ApiError::UnknownTaskKind(_)
+            | ApiError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TaskNotFound(_)
@@ -237,6 +242,7 @@ impl From<ProtocolError> for ApiError {
     fn from(e: ProtocolError) -> Self {
         match e {
             ProtocolError::UnknownTaskKind(_) => ApiError::UnknownTaskKind(e.to_string()),
+            ProtocolError::InvalidInput(_) => ApiError::InvalidInput(e.to_string()),
             ProtocolError::InvalidField { field, reason } => ApiError::InvalidField {
                 field: field.to_owned(),
                 reason,

@@ -30,6 +30,8 @@ pub struct GatewayConfig {
     pub ws_buffer_events: usize,
     /// How many actix workers serve requests.
     pub workers: usize,
+    /// The declared kinds submissions may name, with their input schemas.
+    pub plugins: orion_bus::Plugins,
 }
 
 impl Default for GatewayConfig {
@@ -41,6 +43,7 @@ impl Default for GatewayConfig {
             ws_max_frame_bytes: 64 * 1024,
             ws_buffer_events: 1024,
             workers: 2,
+            plugins: Default::default(),
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Change {
     pub result: Option<serde_json::Value>,
     pub error: Option<TaskFailure>,
     pub count_attempt: bool,
+    /// The task's kind from now on (an `auto` task's chosen kind).
+    pub kind: Option<orion_bus::TaskKind>,
     pub data: serde_json::Value,
 }
 
@@ -179,6 +181,7 @@ impl Lifecycle {
             transition.result = change.result.clone();
             transition.error = change.error.clone();
             transition.count_attempt = change.count_attempt;
+            transition.kind = change.kind;
             transition.data = change.data.clone();
             transition.node = Some(self.node.clone());
             match self.store.transition(transition).await {

@@ -272,7 +272,7 @@ async fn run_all(
         move |_| AgentActor::new(agent)
     });
     let lifecycle = Lifecycle::new(store.clone(), node_bus.clone(), "bench-node");
-    let coordinator = Coordinator::new(lifecycle.clone()).start();
+    let coordinator = Coordinator::new(lifecycle.clone(), Default::default()).start();
     let _bridge = BusBridge::new(
         node_bus.clone(),
         "bench-node".into(),

@@ -73,6 +73,58 @@ async fn the_events_of_a_task_tell_its_story() {
 }
 
 #[actix_rt::test]
+async fn an_auto_task_gets_the_kind_its_prompt_names_and_the_choice_is_explained() {
+    let app = TestApp::spawn().await;
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "auto", "repo": repo_of(&repo), "prompt": "Where are the complexity hotspots and the debt?" }))
+        .await;
+    let task = app.wait_for(&id, "completed").await;
+    assert_eq!(task["kind"], "analyze", "the chosen kind is stored");
+    assert_eq!(task["result"]["totals"]["rust"]["lines"], 8);
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let assigned = &events["items"][1];
+    assert_eq!(assigned["type"], "assigned");
+    let chosen = &assigned["data"]["chosen"];
+    assert_eq!(chosen["kind"], "analyze");
+    assert_eq!(chosen["matched"], json!(["complexity", "hotspot", "debt"]));
+    assert!(
+        chosen["why"]
+            .as_str()
+            .unwrap()
+            .starts_with("chose `analyze`: the prompt names 3"),
+        "{chosen}"
+    );
+
+    // No kind fits: the task fails at once, saying so.
+    let id = app
+        .submit(json!({ "kind": "auto", "repo": repo_of(&repo), "prompt": "hello there" }))
+        .await;
+    let task = app.wait_for(&id, "failed").await;
+    assert_eq!(task["error"]["code"], "no_kind_chosen");
+    assert_eq!(task["kind"], "auto");
+
+    // Without a prompt there is nothing to choose by: refused before it is stored.
+    let (status, _, problem) = app
+        .post_json(
+            "/v1/tasks",
+            &json!({ "kind": "auto", "repo": repo_of(&repo) }),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("invalid_field"))
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("needs a prompt"),
+        "{problem}"
+    );
+}
+
+#[actix_rt::test]
 async fn a_missing_repository_fails_the_task_clearly() {
     let app = TestApp::spawn().await;
     let id = app
@@ -241,7 +293,7 @@ async fn bad_input_is_refused_with_problem_json_and_nothing_is_stored() {
                 422,
                 "unknown_task_kind",
                 "Unknown task kind",
-                "unknown task kind `deploy`; expected one of develop, review, analyze, test, design, ci, release",
+                "unknown task kind `deploy`; expected one of develop, review, analyze, test, design, ci, release, auto, or a kind declared in `[plugins]`",
             ),
         ),
         (

@@ -15,6 +15,7 @@ mod develop;
 mod devops;
 mod faults;
 mod llm;
+mod plugins;
 mod runtime;
 mod sandbox;
 mod security;

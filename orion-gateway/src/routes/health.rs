@@ -11,7 +11,8 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /v1/agents`: every node heard from (its agents, work in flight, last heartbeat and
-/// state), and per agent kind how many healthy nodes serve it.
+/// state), per agent kind how many healthy nodes serve it, and the kinds declared in
+/// `[plugins]` with their descriptions, capabilities and input schemas.
 pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
     let nodes = state.nodes.nodes();
     let kinds: std::collections::BTreeMap<String, serde_json::Value> =
@@ -19,7 +20,14 @@ pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
             .into_iter()
             .map(|(kind, n)| (kind.to_string(), serde_json::json!({ "healthy_nodes": n })))
             .collect();
-    HttpResponse::Ok().json(serde_json::json!({ "nodes": nodes, "agents": kinds }))
+    let plugins: std::collections::BTreeMap<&str, &orion_bus::PluginKind> = state
+        .config
+        .plugins
+        .kinds()
+        .map(|(kind, declared)| (kind.as_str(), declared))
+        .collect();
+    HttpResponse::Ok()
+        .json(serde_json::json!({ "nodes": nodes, "agents": kinds, "plugins": plugins }))
 }
 
 /// How long readiness waits for the database.

@@ -23,6 +23,7 @@ const SUBMIT_FIELDS: &[&str] = &[
     "priority",
     "diff",
     "budget_usd",
+    "input",
 ];
 
 fn string_field(
@@ -60,6 +61,10 @@ fn parse_submission(body: JsonBody) -> Result<TaskSpec, ApiError> {
     let spec = match string_field(&body, "diff")? {
         Some(diff) => spec.with_diff(diff)?,
         None => spec,
+    };
+    let spec = match body.get("input") {
+        None | Some(Value::Null) => spec,
+        Some(input) => spec.with_input(input.clone())?,
     };
     Ok(match budget_field(&body)? {
         Some(budget) => spec.with_budget(budget)?,
@@ -108,6 +113,7 @@ pub async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     let key = idempotency_key(&req)?;
     let spec = parse_submission(body)?;
+    state.config.plugins.check(&spec)?;
     let lifecycle = &state.lifecycle;
     let submission = lifecycle.submit(spec, key.as_deref()).await?;
     audit_submission(&state, &caller, &submission, serde_json::json!({})).await;

@@ -67,6 +67,8 @@ pub struct Transition {
     pub error: Option<TaskFailure>,
     /// Count one more hand-over to an agent.
     pub count_attempt: bool,
+    /// Stored as the task's kind (the coordinator's choice for an `auto` task).
+    pub kind: Option<TaskKind>,
     /// Extra detail for the event.
     pub data: serde_json::Value,
     pub node: Option<String>,
@@ -81,6 +83,7 @@ impl Transition {
             result: None,
             error: None,
             count_attempt: false,
+            kind: None,
             data: serde_json::Value::Null,
             node: None,
         }

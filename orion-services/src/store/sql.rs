@@ -69,12 +69,18 @@ fn to_task(m: task::Model) -> Result<Task, StoreError> {
     Ok(Task {
         id: TaskId::from_uuid(m.id),
         spec: TaskSpec {
-            kind: parse(&m.kind, "task kind")?,
+            // A declared kind the configuration no longer names is still read back.
+            kind: parse(&m.kind, "task kind").or_else(|e| {
+                orion_bus::CustomKind::declare(&m.kind)
+                    .map(orion_bus::TaskKind::Custom)
+                    .map_err(|_| e)
+            })?,
             repo: m.repo,
             prompt: m.prompt,
             git_ref: m.git_ref,
             diff: m.diff,
             budget_usd: m.budget_usd,
+            input: m.input,
             priority: parse(&m.priority, "priority")?,
         },
         status: parse(&m.status, "status")?,
@@ -158,6 +164,7 @@ impl Store for SqlStore {
             git_ref: Set(spec.git_ref),
             diff: Set(spec.diff),
             budget_usd: Set(spec.budget_usd),
+            input: Set(spec.input),
             priority: Set(spec.priority.as_str().to_owned()),
             status: Set(TaskStatus::Queued.as_str().to_owned()),
             version: Set(1),
@@ -259,6 +266,9 @@ impl Store for SqlStore {
         active.updated_at = Set(Utc::now());
         if let Some(result) = change.result {
             active.result = Set(Some(result));
+        }
+        if let Some(kind) = change.kind {
+            active.kind = Set(kind.as_str().to_owned());
         }
         if let Some(error) = change.error {
             active.error_code = Set(Some(error.code));

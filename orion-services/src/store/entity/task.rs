@@ -24,6 +24,8 @@ pub struct Model {
     pub diff: Option<String>,
     #[sea_orm(column_type = "Double", nullable)]
     pub budget_usd: Option<f64>,
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub input: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

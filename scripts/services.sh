@@ -10,6 +10,9 @@ missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server redis-tools)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+# The browser the dashboard's end-to-end test drives (headless, over WebDriver).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if ((${#missing[@]})); then
   log "installing ${missing[*]}"
   apt-get update -qq

@@ -99,7 +99,7 @@ impl Principal {
         }
     }
 
-    fn may(&self, need: Need) -> bool {
+    pub fn may(&self, need: Need) -> bool {
         match need {
             Need::Nothing => true,
             Need::Role(role) => self.role >= role,
@@ -139,6 +139,8 @@ pub fn need(method: &Method, pattern: &str) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
     match pattern {
         "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" => Need::Nothing,
+        // The dashboard's own files; what it shows comes from the API, which checks.
+        "/" | "/ui/{file}" if read => Need::Nothing,
         p if p.starts_with("/v1/api-keys")
             || p.starts_with("/v1/credentials")
             || p.starts_with("/v1/audit") =>

@@ -10,6 +10,7 @@ mod bus_contract;
 mod cli;
 mod cluster;
 mod code_intel;
+mod dashboard;
 mod deploy;
 mod develop;
 mod devops;

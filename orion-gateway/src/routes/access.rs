@@ -221,3 +221,22 @@ pub async fn audit_log(
             .json(serde_json::json!({ "items": items, "next_after": next.flatten() })),
     )
 }
+
+/// `GET /v1/me`: who the caller is, and what their role lets them do (the dashboard offers
+/// only that; every route still checks).
+pub async fn me(caller: Caller) -> HttpResponse {
+    use crate::auth::Need;
+    let principal = caller.into_inner();
+    let may = serde_json::json!({
+        "submit": principal.may(Need::Role(Role::Submitter)),
+        "review": principal.may(Need::Review),
+        "operate": principal.may(Need::Role(Role::Operator)),
+        "admin": principal.may(Need::Role(Role::Admin)),
+    });
+    HttpResponse::Ok().json(serde_json::json!({
+        "subject": principal.subject,
+        "role": principal.role.as_str(),
+        "grants": principal.grants,
+        "may": may,
+    }))
+}

@@ -7,6 +7,7 @@ mod pulls;
 mod repos;
 mod stream;
 mod tasks;
+mod ui;
 
 use actix_web::web;
 
@@ -23,7 +24,9 @@ fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 pub(crate) use health::{healthz, metrics};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
+    cfg.route("/", web::get().to(ui::index))
+        .route("/ui/{file}", web::get().to(ui::asset))
+        .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(health::metrics))
         .service(
@@ -57,6 +60,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     "/credentials/{id}",
                     web::delete().to(access::delete_credential),
                 )
-                .route("/audit", web::get().to(access::audit_log)),
+                .route("/audit", web::get().to(access::audit_log))
+                .route("/me", web::get().to(access::me)),
         );
 }

@@ -1,0 +1,37 @@
+//! The web dashboard: three files compiled into the binary (no Node.js to build or run it,
+//! no CDN), served at `/` and `/ui/…`. They need no credentials; the API calls they make do.
+
+use actix_web::{HttpResponse, http::header, web};
+
+use crate::error::ApiError;
+
+const INDEX: &str = include_str!("../../ui/index.html");
+const SCRIPT: &str = include_str!("../../ui/app.js");
+const STYLE: &str = include_str!("../../ui/app.css");
+
+/// Only the page's own files, and its own API and stream.
+const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                      connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+fn file(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((header::CONTENT_SECURITY_POLICY, POLICY))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .body(body)
+}
+
+/// `GET /`: the dashboard.
+pub async fn index() -> HttpResponse {
+    file("text/html; charset=utf-8", INDEX)
+}
+
+/// `GET /ui/{file}`: its script and style sheet.
+pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    match path.as_str() {
+        "app.js" => Ok(file("text/javascript; charset=utf-8", SCRIPT)),
+        "app.css" => Ok(file("text/css; charset=utf-8", STYLE)),
+        _ => Err(ApiError::RouteNotFound),
+    }
+}

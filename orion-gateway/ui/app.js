@@ -473,6 +473,7 @@ async function agentsPage(main) {
       ["In flight", (n) => n.in_flight],
       ["Last heartbeat", (n) => `${when(n.last_heartbeat)} (${Math.round(n.age_ms / 1000)} s ago)`],
       ["State", (n) => badge(n.state)],
+      ["Restarts", (n) => Object.entries(view.restarts || {}).filter(([id]) => id.startsWith(`${n.node}/`)).reduce((sum, [, r]) => sum + r, 0)],
       ["", (n) => session.me.may.operate && n.state !== "draining" && n.state !== "dead"
         ? h("button", { type: "button", class: "secondary", onclick: async () => { await api(`/v1/agents/${encodeURIComponent(n.node)}/drain`, { method: "POST" }); say(`Draining ${n.node}`); route(); } }, `Drain ${n.node}`) : ""],
     ], view.nodes),

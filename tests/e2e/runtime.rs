@@ -166,6 +166,11 @@ async fn a_panicking_agent_is_restarted_from_its_snapshot_and_the_assignment_ret
         2,
         "each restart is counted"
     );
+    let (_, agents) = app.get("/v1/agents").await;
+    assert_eq!(
+        agents["restarts"]["panicky/analyzer"], 2,
+        "the API shows each agent's restarts: {agents}"
+    );
 }
 
 #[actix_rt::test]

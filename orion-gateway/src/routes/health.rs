@@ -11,9 +11,10 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /v1/agents`: every node heard from (its agents, work in flight, last heartbeat and
-/// state), per agent kind how many healthy nodes serve it, and the kinds declared in
-/// `[plugins]` with their descriptions, capabilities and input schemas.
-pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
+/// state), per agent kind how many healthy nodes serve it, the kinds declared in `[plugins]`
+/// with their descriptions, capabilities and input schemas, and each agent's (`<node>/<kind>`)
+/// restarts after a panic, from its snapshot.
+pub async fn agents(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let nodes = state.nodes.nodes();
     let kinds: std::collections::BTreeMap<String, serde_json::Value> =
         crate::nodes::healthy_per_kind(&nodes)
@@ -26,8 +27,18 @@ pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
         .kinds()
         .map(|(kind, declared)| (kind.as_str(), declared))
         .collect();
-    HttpResponse::Ok()
-        .json(serde_json::json!({ "nodes": nodes, "agents": kinds, "plugins": plugins }))
+    // Each agent's memory (its snapshot) counts the restarts after a panic.
+    let restarts: std::collections::BTreeMap<String, u64> = state
+        .lifecycle
+        .store()
+        .snapshots()
+        .await?
+        .into_iter()
+        .map(|s| (s.agent_id, s.state["restarts"].as_u64().unwrap_or(0)))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "nodes": nodes, "agents": kinds, "plugins": plugins, "restarts": restarts,
+    })))
 }
 
 /// How long readiness waits for the database.

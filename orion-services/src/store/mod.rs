@@ -164,6 +164,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn snapshot(&self, agent_id: &str) -> Result<Option<AgentSnapshot>, StoreError>;
 
+    /// Every agent's snapshot, by id.
+    async fn snapshots(&self) -> Result<Vec<AgentSnapshot>, StoreError>;
+
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -58,6 +58,20 @@ fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("unknown {what} `{value}`")))
 }
 
+/// A task or agent kind: a built-in one, or a declared one, which is read back (and declared
+/// in this process) even when the configuration no longer names it.
+fn parse_kind<T: FromStr>(
+    value: &str,
+    what: &str,
+    custom: fn(orion_bus::CustomKind) -> T,
+) -> Result<T, StoreError> {
+    parse(value, what).or_else(|e| {
+        orion_bus::CustomKind::declare(value)
+            .map(custom)
+            .map_err(|_| e)
+    })
+}
+
 fn to_task(m: task::Model) -> Result<Task, StoreError> {
     let error = match (m.error_code, m.error_message) {
         (Some(code), message) => Some(TaskFailure {
@@ -69,12 +83,7 @@ fn to_task(m: task::Model) -> Result<Task, StoreError> {
     Ok(Task {
         id: TaskId::from_uuid(m.id),
         spec: TaskSpec {
-            // A declared kind the configuration no longer names is still read back.
-            kind: parse(&m.kind, "task kind").or_else(|e| {
-                orion_bus::CustomKind::declare(&m.kind)
-                    .map(orion_bus::TaskKind::Custom)
-                    .map_err(|_| e)
-            })?,
+            kind: parse_kind(&m.kind, "task kind", orion_bus::TaskKind::Custom)?,
             repo: m.repo,
             prompt: m.prompt,
             git_ref: m.git_ref,
@@ -89,6 +98,20 @@ fn to_task(m: task::Model) -> Result<Task, StoreError> {
         result: m.result,
         error,
         created_at: m.created_at,
+        updated_at: m.updated_at,
+    })
+}
+
+/// The most snapshots [`Store::snapshots`] lists (one per node and agent kind).
+const MAX_SNAPSHOTS: u64 = 10_000;
+
+fn to_snapshot(m: agent_snapshot::Model) -> Result<AgentSnapshot, StoreError> {
+    Ok(AgentSnapshot {
+        agent_kind: parse_kind(&m.agent_kind, "agent kind", orion_bus::AgentKind::Custom)?,
+        agent_id: m.agent_id,
+        node: m.node,
+        state: m.state,
+        version: m.version,
         updated_at: m.updated_at,
     })
 }
@@ -379,20 +402,22 @@ impl Store for SqlStore {
     }
 
     async fn snapshot(&self, agent_id: &str) -> Result<Option<AgentSnapshot>, StoreError> {
-        let Some(m) = agent_snapshot::Entity::find_by_id(agent_id.to_owned())
+        agent_snapshot::Entity::find_by_id(agent_id.to_owned())
             .one(&self.db)
             .await?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(AgentSnapshot {
-            agent_id: m.agent_id,
-            agent_kind: parse(&m.agent_kind, "agent kind")?,
-            node: m.node,
-            state: m.state,
-            version: m.version,
-            updated_at: m.updated_at,
-        }))
+            .map(to_snapshot)
+            .transpose()
+    }
+
+    async fn snapshots(&self) -> Result<Vec<AgentSnapshot>, StoreError> {
+        agent_snapshot::Entity::find()
+            .order_by_asc(agent_snapshot::Column::AgentId)
+            .limit(MAX_SNAPSHOTS)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_snapshot)
+            .collect()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -494,7 +494,8 @@ impl BusBridge {
         ctx.spawn(served.into_actor(self));
     }
 
-    /// Follows `<p>.control.<node>`: a `drain` order stops the node taking work.
+    /// Follows `<p>.control.<node>`: a `drain` order stops the node taking work; a `cancel`
+    /// order stops the work of a cancelled task.
     fn listen_for_orders(&self, ctx: &mut Context<Self>) {
         let bus = self.bus.clone();
         let subject = bus.subjects().control(&self.node);
@@ -507,6 +508,9 @@ impl BusBridge {
                             match envelope.body {
                                 Body::Control(ControlCommand::Drain) => {
                                     me.do_send(Drain { deadline: None })
+                                }
+                                Body::Control(ControlCommand::Cancel { task_id }) => {
+                                    me.do_send(Cancel(task_id))
                                 }
                                 other => tracing::info!(
                                     order = ?other,
@@ -521,6 +525,21 @@ impl BusBridge {
             }
         };
         ctx.spawn(orders.into_actor(self));
+    }
+}
+
+/// Stops every agent's work on a cancelled task.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+struct Cancel(orion_bus::TaskId);
+
+impl Handler<Cancel> for BusBridge {
+    type Result = ();
+
+    fn handle(&mut self, msg: Cancel, _: &mut Self::Context) {
+        for agent in self.agents.values() {
+            agent.do_send(crate::agents::CancelTask(msg.0));
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod coordinator;
 mod messages;
 mod node;
 
+pub use agents::CancelTask;
 pub use agents::{
     Agent, AgentActor, AnalyzerWork, ArchitectWork, Ask, DeveloperConfig, DeveloperWork,
     DevopsWork, EDIT_FORMAT, Edit, TestingConfig, TestingWork, Work, WorkContext, parse_edits,

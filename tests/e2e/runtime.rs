@@ -249,3 +249,75 @@ async fn a_task_whose_message_is_dead_lettered_fails_with_the_reason() {
         "the reason names the deliveries: {message}"
     );
 }
+
+#[actix_rt::test]
+async fn cancelling_a_task_stops_the_work_in_progress_on_its_node() {
+    // The model takes a minute: the develop step is mid-call when the task is cancelled.
+    let model = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200)
+                .set_body_json(crate::support::completion(
+                    "gpt-test",
+                    "=== FILE: a\nb\n=== END\n",
+                ))
+                .set_delay(Duration::from_secs(60)),
+        )
+        .mount(&model)
+        .await;
+    let base = format!("{}/v1", model.uri());
+    let app = TestApp::spawn_with(move |s| {
+        s.llm.base_url = Some(base);
+        s.llm.model = "gpt-test".into();
+    })
+    .await;
+    // The gateway sends cancel orders to the nodes it hears from.
+    eventually(
+        "the node's first heartbeat",
+        Duration::from_secs(10),
+        || async {
+            let (_, agents) = app.get("/v1/agents").await;
+            (!agents["nodes"].as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let (_keep, remote) = crate::support::bare_remote();
+    let id = app
+        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "change" }))
+        .await;
+    let metrics = orion_services::metrics::metrics();
+    let in_flight = || metrics.in_flight.with_label_values(&["developer"]).get();
+    eventually(
+        "the model call under way",
+        Duration::from_secs(20),
+        || async {
+            let asked = model.received_requests().await.unwrap_or_default();
+            (!asked.is_empty() && in_flight() == 1).then_some(())
+        },
+    )
+    .await;
+    let dropped = || {
+        metrics
+            .bus_deliveries
+            .with_label_values(&["work.developer", "drop"])
+            .get()
+    };
+    let dropped_before = dropped();
+    let (status, _, _) = app
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    // The step stops long before the model would answer, and its assignment is settled.
+    eventually("the work to stop", Duration::from_secs(10), || async {
+        (in_flight() == 0 && dropped() == dropped_before + 1).then_some(())
+    })
+    .await;
+    let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(task["status"], "cancelled");
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    assert_eq!(
+        events["items"].as_array().unwrap().last().unwrap()["type"],
+        "cancelled",
+        "nothing happens to the task after its cancellation"
+    );
+}

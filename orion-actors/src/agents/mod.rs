@@ -31,7 +31,9 @@ use orion_bus::{
 use orion_services::metrics::metrics;
 use orion_services::store::{AgentSnapshot, Store};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::future::{AbortHandle, Abortable};
 
 use crate::messages::{HandleError, Perform};
 
@@ -175,6 +177,9 @@ pub struct AgentMemory {
 pub struct AgentActor {
     agent: Agent,
     memory: AgentMemory,
+    /// The steps being worked on, by task: a cancelled task's step is aborted.
+    running: HashMap<orion_bus::TaskId, Vec<(u64, AbortHandle)>>,
+    next_run: u64,
 }
 
 impl AgentActor {
@@ -182,6 +187,8 @@ impl AgentActor {
         Self {
             agent,
             memory: AgentMemory::default(),
+            running: HashMap::new(),
+            next_run: 0,
         }
     }
 
@@ -294,20 +301,35 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
+/// Counts a step in flight for as long as it lives, however it ends (an aborted step too).
+struct InFlight(&'static str);
+
+impl InFlight {
+    fn start(agent: &'static str) -> Self {
+        metrics().in_flight.with_label_values(&[agent]).inc();
+        Self(agent)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics().in_flight.with_label_values(&[self.0]).dec();
+    }
+}
+
 impl Agent {
     async fn run(self, assignment: Assignment) -> Result<(), HandleError> {
         let ctx = &self.context;
         ctx.report(&assignment, "started", Outcome::Started).await?;
         let agent = ctx.agent.as_str();
-        let in_flight = metrics().in_flight.with_label_values(&[agent]);
-        in_flight.inc();
+        let in_flight = InFlight::start(agent);
         let started = std::time::Instant::now();
         let outcome = self
             .work
             .step(&assignment, ctx)
             .await
             .unwrap_or_else(|failure| Outcome::Failed { failure });
-        in_flight.dec();
+        drop(in_flight);
         let state = match &outcome {
             Outcome::Started => "started",
             Outcome::AwaitingReview { .. } => "awaiting_review",
@@ -390,14 +412,51 @@ impl Handler<Ask> for AgentActor {
 }
 
 impl Handler<Perform> for AgentActor {
-    type Result = ResponseFuture<Result<(), HandleError>>;
+    type Result = ResponseActFuture<Self, Result<(), HandleError>>;
 
     fn handle(&mut self, msg: Perform, ctx: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
-        let span = tracing::info_span!(parent: &msg.1, "perform", agent = %agent.context.agent, task = %msg.0.task.id, attempt = msg.0.attempt);
-        Box::pin(tracing::Instrument::instrument(
-            supervised(agent, ctx.address(), msg.0),
-            span,
+        let task = msg.0.task.id;
+        let span = tracing::info_span!(parent: &msg.1, "perform", agent = %agent.context.agent, task = %task, attempt = msg.0.attempt);
+        let (abort, registration) = AbortHandle::new_pair();
+        let run = self.next_run;
+        self.next_run += 1;
+        self.running.entry(task).or_default().push((run, abort));
+        let work = tracing::Instrument::instrument(supervised(agent, ctx.address(), msg.0), span);
+        Box::pin(Abortable::new(work, registration).into_actor(self).map(
+            move |outcome, actor, _| {
+                if let Some(runs) = actor.running.get_mut(&task) {
+                    runs.retain(|(r, _)| *r != run);
+                    if runs.is_empty() {
+                        actor.running.remove(&task);
+                    }
+                }
+                outcome.unwrap_or_else(|_| {
+                    // The message is settled: a cancelled task has nothing left to do.
+                    Err(HandleError::Drop("the task was cancelled".into()))
+                })
+            },
         ))
+    }
+}
+
+/// A task was cancelled: the step this agent is working on for it (if any) stops at its next
+/// await, reports nothing more, and its assignment is acknowledged.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct CancelTask(pub orion_bus::TaskId);
+
+impl Handler<CancelTask> for AgentActor {
+    type Result = bool;
+
+    fn handle(&mut self, msg: CancelTask, _: &mut Self::Context) -> bool {
+        let Some(runs) = self.running.remove(&msg.0) else {
+            return false;
+        };
+        for (_, abort) in runs {
+            abort.abort();
+        }
+        tracing::info!(task = %msg.0, agent = %self.agent.context.agent, "stopped the work of a cancelled task");
+        true
     }
 }

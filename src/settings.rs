@@ -70,7 +70,7 @@ pub enum LlmProvider {
     /// Any OpenAI-compatible endpoint at `base_url`.
     #[default]
     Openai,
-    /// A model run in-process (not available in this build).
+    /// A GGUF model run in-process on the CPU (`llm.model_path`; feature `local-model`).
     Local,
 }
 
@@ -90,6 +90,13 @@ pub struct LlmSettings {
     pub task_budget_usd: Option<f64>,
     #[serde(default)]
     pub prices: std::collections::HashMap<String, orion_services::llm::Price>,
+    /// The GGUF file of `provider = "local"` (default `<data_dir>/models/` and the default
+    /// model's name, where `orion model fetch` puts it).
+    #[serde(default)]
+    pub model_path: Option<std::path::PathBuf>,
+    /// Threads of the local model's inference pool; 0: one per core.
+    #[serde(default)]
+    pub local_threads: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -201,6 +208,15 @@ impl Settings {
         // The declared kinds are known to this process before any message is decoded.
         settings.plugins()?;
         Ok(settings)
+    }
+
+    /// Where the local model is (or would be, once fetched).
+    pub fn local_model_path(&self) -> std::path::PathBuf {
+        self.llm.model_path.clone().unwrap_or_else(|| {
+            self.data_dir
+                .join("models")
+                .join(orion_services::llm::LOCAL_MODEL_FILE)
+        })
     }
 
     /// The kinds of `[plugins]`, declared in this process (a repeat is harmless).

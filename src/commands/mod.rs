@@ -5,6 +5,7 @@ mod bench_cluster;
 mod client;
 mod code;
 mod eval;
+mod model;
 mod run;
 mod serve;
 mod token;
@@ -36,5 +37,11 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         }
         Command::Code(command) => code::run(command).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),
+        Command::Model(crate::cli::ModelCommand::Fetch(args)) => {
+            model::fetch(args, settings).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bench(crate::cli::BenchCommand::Model(args)) => {
+            model::bench(args, settings).map(|()| ExitCode::SUCCESS)
+        }
     }
 }

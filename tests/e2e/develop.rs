@@ -568,6 +568,13 @@ async fn without_a_model_a_develop_task_fails_at_once_saying_how_to_configure_on
             .unwrap()
             .contains("ORION__LLM__BASE_URL")
     );
+    assert!(
+        task["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("orion model fetch"),
+        "the message says how to get the in-process model too"
+    );
     let reviews = format!("/v1/pulls/{}/reviews", uuid::Uuid::now_v7());
     let cases = [
         (
@@ -914,5 +921,75 @@ async fn orion_run_develop_stops_at_the_review_gate_and_prints_the_pull_request(
     assert!(
         stderr.contains(r#""handoff":"testing""#) && stderr.contains(r#""handoff":"developer""#),
         "the progress shows both hand-offs: {stderr}"
+    );
+}
+
+#[actix_rt::test]
+async fn the_local_model_drives_a_develop_task_on_the_example_repository() {
+    let model = crate::llm::local_model_file();
+    let app = TestApp::spawn_with(move |s| {
+        s.llm.provider = orion::settings::LlmProvider::Local;
+        s.llm.model_path = Some(model);
+        s.developer.test_command = Some(vec![
+            "python3".into(),
+            "-m".into(),
+            "pytest".into(),
+            "-q".into(),
+        ]);
+    })
+    .await;
+    let (_dir, _, remote) = crate::devops::example_remote("python-hello", "feat: greet");
+    let main_before = git_rev(&remote, "main").unwrap();
+    let id = app
+        .submit(json!({
+            "kind": "develop",
+            "repo": remote.to_string_lossy(),
+            "prompt": "In hello/__init__.py, add a function farewell(name) that returns \"Goodbye, \" + name + \"!\".",
+        }))
+        .await;
+    let task = crate::support::eventually(
+        "the task to reach the gate or end",
+        Duration::from_secs(600),
+        || async {
+            let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+            ["awaiting_review", "failed", "completed"]
+                .contains(&task["status"].as_str()?)
+                .then_some(task)
+        },
+    )
+    .await;
+    // SmolLM2-135M answers this prompt with one code block instead of edit blocks; it is taken
+    // as the new hello/__init__.py, the repository's tests pass on it, and the change waits
+    // for a person's review (who would send it back: it adds no `farewell`).
+    assert_eq!(task["status"], "awaiting_review", "{task}");
+    let usage = &task["usage"];
+    assert!(
+        usage["prompt_tokens"].as_u64().unwrap() > 0
+            && usage["completion_tokens"].as_u64().unwrap() > 0
+    );
+    assert_eq!(usage["cost_usd"], 0.0, "the local model costs nothing");
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("taken as the new hello/__init__.py"))),
+        "the event log says how the answer was read: {events}"
+    );
+    let pull = pull_of(&app, &id).await;
+    assert_eq!(pull["tests"]["passed"], true, "{pull}");
+    assert!(
+        pull["diff"]
+            .as_str()
+            .unwrap()
+            .contains("+++ b/hello/__init__.py")
+    );
+    assert_eq!(
+        git_rev(&remote, "main").unwrap(),
+        main_before,
+        "nothing lands before approval"
     );
 }

@@ -16,7 +16,7 @@ use crate::support::{
 
 /// Copies `examples/<name>` into a new repository with one commit, and returns a bare clone
 /// of it (the remote tasks work against).
-fn example_remote(name: &str, message: &str) -> (TempDir, PathBuf, PathBuf) {
+pub(crate) fn example_remote(name: &str, message: &str) -> (TempDir, PathBuf, PathBuf) {
     let dir = TempDir::new();
     let work = dir.path().join("work");
     copy_dir(

@@ -324,3 +324,49 @@ async fn the_rate_limiter_spaces_requests() {
         "8 requests at 60/min with bursts of 6 took only {took:?}"
     );
 }
+
+/// The local model the suite runs: `scripts/test.sh` fetches it (`orion model fetch`) into
+/// the machine's model cache and names it in `ORION_TEST_MODEL`.
+pub fn local_model_file() -> std::path::PathBuf {
+    let path = std::env::var("ORION_TEST_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| {
+            std::path::Path::new("/var/tmp/orion-models")
+                .join(orion_services::llm::LOCAL_MODEL_FILE)
+        });
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo run -- model fetch --dir {}` (scripts/test.sh does)",
+        path.display(),
+        path.parent().unwrap().display()
+    );
+    path
+}
+
+#[test]
+fn the_local_model_reads_its_tokenizer_from_the_file_and_answers_the_same_way_twice() {
+    use orion_services::llm::local::LoadedModel;
+    let mut model = LoadedModel::load(&local_model_file()).expect("the GGUF loads");
+    let text = "Hello, world! fn main() { println!(\"hi\"); }\n\t12345 — naïve café 🙂";
+    let ids = model.tokenizer.encode(text);
+    assert_eq!(model.tokenizer.decode(&ids), text, "encoding loses nothing");
+    assert!(ids.len() < text.len(), "merges apply: {} tokens", ids.len());
+    let marked = model.tokenizer.encode("<|im_start|>user\nhi<|im_end|>");
+    assert_eq!(
+        marked[0],
+        model.tokenizer.id("<|im_start|>").unwrap(),
+        "control tokens match whole"
+    );
+    let request = ChatRequest {
+        messages: vec![orion_services::llm::ChatMessage::user(
+            "What is the capital of France? Answer with the city's name.",
+        )],
+        max_tokens: Some(24),
+        temperature: None,
+    };
+    let first = model.generate(&request, |_| {}).unwrap();
+    let second = model.generate(&request, |_| {}).unwrap();
+    assert_eq!(first.text, second.text, "greedy decoding is deterministic");
+    assert!(first.completion_tokens > 0 && first.completion_tokens <= 24);
+    assert!(first.text.contains("Paris"), "{:?}", first.text);
+}

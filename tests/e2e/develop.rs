@@ -979,6 +979,16 @@ async fn the_local_model_drives_a_develop_task_on_the_example_repository() {
                 .is_some_and(|m| m.contains("taken as the new hello/__init__.py"))),
         "the event log says how the answer was read: {events}"
     );
+    assert!(
+        events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["data"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the model is writing"))),
+        "the answer was streamed into the task's events as it was written"
+    );
     let pull = pull_of(&app, &id).await;
     assert_eq!(pull["tests"]["passed"], true, "{pull}");
     assert!(

@@ -10,6 +10,7 @@ use orion_services::vcs::{self, MergeOutcome, VcsError, Workspace};
 use std::sync::Arc;
 use uuid::Uuid;
 
+use super::WorkContext;
 use super::analyzer::remote_url;
 use super::developer::{DeveloperConfig, EDIT_FORMAT, vcs_failure};
 
@@ -30,6 +31,10 @@ pub(crate) fn through_the_gate(task: &Task) -> TaskFailure {
         format!("`{}` tasks go through the review gate", task.spec.kind),
     )
 }
+
+/// A streamed answer is noted in the task's events every so many pieces, with its end.
+const STREAM_NOTE_EVERY: usize = 32;
+const STREAM_NOTE_TAIL: usize = 400;
 
 /// A model call's outcome short of failure.
 pub(crate) enum Asked {
@@ -221,6 +226,7 @@ impl Delivery {
         &self,
         model: &dyn ChatModel,
         assignment: &Assignment,
+        ctx: &WorkContext,
         step: String,
         request: &ChatRequest,
     ) -> Result<Asked, TaskFailure> {
@@ -261,10 +267,29 @@ impl Delivery {
                 }));
             }
         }
-        let answer = model
-            .chat(context, request)
-            .await
-            .map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
+        // What a streaming model writes reaches the task's events as it goes.
+        let (sink, mut pieces) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let forward = async {
+            let (mut text, mut count, mut notes) = (String::new(), 0usize, 0usize);
+            while let Some(piece) = pieces.recv().await {
+                text.push_str(&piece);
+                count += 1;
+                if count % STREAM_NOTE_EVERY == 0 {
+                    notes += 1;
+                    let start =
+                        text.floor_char_boundary(text.len().saturating_sub(STREAM_NOTE_TAIL));
+                    ctx.progress(
+                        assignment,
+                        &format!("writing-{}-{notes}", context.step),
+                        format!("the model is writing: {count} pieces so far"),
+                        serde_json::json!({ "step": context.step, "tail": &text[start..] }),
+                    )
+                    .await;
+                }
+            }
+        };
+        let (answer, ()) = tokio::join!(model.chat_streaming(context, request, sink), forward);
+        let answer = answer.map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
         if !answer.cached {
             let usage = UsageRecord {
                 task_id: context.task,

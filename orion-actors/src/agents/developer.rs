@@ -361,7 +361,7 @@ impl DeveloperWork {
         };
         let answer = match self
             .delivery
-            .ask(model.as_ref(), assignment, step, &request)
+            .ask(model.as_ref(), assignment, ctx, step, &request)
             .await?
         {
             Asked::Answer(answer) => answer,
@@ -473,7 +473,11 @@ impl DeveloperWork {
 
     /// `review` tasks: the model's comments on a change, anchored to its lines, with the
     /// Analyzer's metrics of the change beside them.
-    async fn review(&self, assignment: &Assignment) -> Result<Outcome, TaskFailure> {
+    async fn review(
+        &self,
+        assignment: &Assignment,
+        ctx: &WorkContext,
+    ) -> Result<Outcome, TaskFailure> {
         let task = &assignment.task;
         let model = self.model.clone().ok_or_else(model_not_configured)?;
         let root = local_repository(task)?;
@@ -509,7 +513,7 @@ impl DeveloperWork {
         };
         let answer = match self
             .delivery
-            .ask(model.as_ref(), assignment, "review".into(), &request)
+            .ask(model.as_ref(), assignment, ctx, "review".into(), &request)
             .await?
         {
             Asked::Answer(answer) => answer,
@@ -602,7 +606,7 @@ impl Work for DeveloperWork {
         ctx: &WorkContext,
     ) -> Result<Outcome, TaskFailure> {
         if assignment.task.spec.kind == orion_bus::TaskKind::Review {
-            return self.review(assignment).await;
+            return self.review(assignment, ctx).await;
         }
         match &assignment.step {
             Step::Work => self.develop(assignment, ctx, None).await,

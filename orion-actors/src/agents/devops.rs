@@ -152,7 +152,7 @@ impl DevopsWork {
         let mut author = "rules";
         if let Some(model) = &self.model {
             match self
-                .improve(model.as_ref(), assignment, &root, &systems, &files)
+                .improve(model.as_ref(), assignment, ctx, &root, &systems, &files)
                 .await?
             {
                 Improved::Used(better) => {
@@ -193,6 +193,7 @@ impl DevopsWork {
         &self,
         model: &dyn ChatModel,
         assignment: &Assignment,
+        ctx: &WorkContext,
         root: &Path,
         systems: &[BuildSystem],
         files: &[Edit],
@@ -226,7 +227,7 @@ impl DevopsWork {
         let request = edit_request(user);
         let answer = match self
             .delivery
-            .ask(model, assignment, "ci".into(), &request)
+            .ask(model, assignment, ctx, "ci".into(), &request)
             .await?
         {
             Asked::Answer(answer) => answer,
@@ -375,6 +376,7 @@ impl DevopsWork {
     async fn revise(
         &self,
         assignment: &Assignment,
+        ctx: &WorkContext,
         pull: Uuid,
         comment: &str,
     ) -> Result<Outcome, TaskFailure> {
@@ -411,6 +413,7 @@ impl DevopsWork {
             .ask(
                 model.as_ref(),
                 assignment,
+                ctx,
                 format!("revise-{pull}"),
                 &request,
             )
@@ -530,7 +533,7 @@ impl Work for DevopsWork {
                 self.delivery
                     .mirror_review(assignment, ForgeReviewEvent::RequestChanges, comment)
                     .await;
-                self.revise(assignment, *pull, comment).await
+                self.revise(assignment, ctx, *pull, comment).await
             }
             (step, kind) => Err(TaskFailure::new(
                 "step_unsupported",

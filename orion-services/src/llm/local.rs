@@ -19,7 +19,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 
-use super::{CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, Role, Usage};
+use super::{CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, Role, TextSink, Usage};
 
 /// The answer allowance of a request that sets none, and the most any request gets: a small
 /// model that has not stopped by then will not say anything useful after it.
@@ -367,6 +367,8 @@ impl LoadedModel {
 /// One request for the inference thread.
 struct Job {
     request: ChatRequest,
+    /// Where the answer's text goes as it is written, if anywhere.
+    sink: Option<TextSink>,
     reply: tokio::sync::oneshot::Sender<Result<Generated, String>>,
 }
 
@@ -391,9 +393,17 @@ impl LocalChat {
             .name("orion-model".into())
             .spawn(move || {
                 for job in queue {
+                    let sink = job.sink;
                     let answer = pool
-                        .install(|| model.generate(&job.request, |_| {}))
+                        .install(|| {
+                            model.generate(&job.request, |piece| {
+                                if let Some(sink) = &sink {
+                                    let _ = sink.send(piece.to_owned());
+                                }
+                            })
+                        })
                         .map_err(|e| e.to_string());
+                    drop(sink);
                     let _ = job.reply.send(answer);
                 }
             })
@@ -407,13 +417,17 @@ impl LocalChat {
     }
 }
 
-#[async_trait]
-impl ChatModel for LocalChat {
-    async fn chat(&self, _: &CallContext, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+impl LocalChat {
+    async fn answer(
+        &self,
+        request: &ChatRequest,
+        sink: Option<TextSink>,
+    ) -> Result<ChatResponse, LlmError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Job {
                 request: request.clone(),
+                sink,
                 reply,
             })
             .map_err(|_| LlmError::Unavailable {
@@ -439,5 +453,21 @@ impl ChatModel for LocalChat {
             cached: false,
             requests: 1,
         })
+    }
+}
+
+#[async_trait]
+impl ChatModel for LocalChat {
+    async fn chat(&self, _: &CallContext, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        self.answer(request, None).await
+    }
+
+    async fn chat_streaming(
+        &self,
+        _: &CallContext,
+        request: &ChatRequest,
+        sink: TextSink,
+    ) -> Result<ChatResponse, LlmError> {
+        self.answer(request, Some(sink)).await
     }
 }

@@ -134,6 +134,9 @@ impl LlmError {
     }
 }
 
+/// Where a streaming model sends the pieces of its answer as it writes them.
+pub type TextSink = tokio::sync::mpsc::UnboundedSender<String>;
+
 /// A chat model as the agents see it.
 #[async_trait]
 pub trait ChatModel: Send + Sync + 'static {
@@ -142,6 +145,18 @@ pub trait ChatModel: Send + Sync + 'static {
         context: &CallContext,
         request: &ChatRequest,
     ) -> Result<ChatResponse, LlmError>;
+
+    /// Like [`ChatModel::chat`], sending the answer's text to `sink` piece by piece while it
+    /// is generated, where the model can (by default, nothing is sent before the answer).
+    async fn chat_streaming(
+        &self,
+        context: &CallContext,
+        request: &ChatRequest,
+        sink: TextSink,
+    ) -> Result<ChatResponse, LlmError> {
+        drop(sink);
+        self.chat(context, request).await
+    }
 
     /// The most a request may cost, in dollars, reserved against a task's budget before the
     /// call: its prompt (4 characters a token) and its whole answer allowance at the primary

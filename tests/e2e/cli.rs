@@ -89,12 +89,16 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     let out = Command::new(env!("CARGO_BIN_EXE_orion"))
         .args(["run", "analyze", "--repo", "."])
         .env("ORION__LLM__PROVIDER", "local")
+        .env("ORION__LLM__MODEL_PATH", "/nonexistent/model.gguf")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "llm.provider = \"local\" needs the model file /nonexistent/model.gguf: run `orion model fetch`"
+        ),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
-            .contains("llm.provider = \"local\" needs the in-process model")
     );
     // A cluster gateway never runs open; embedded mode runs open on loopback only.
     let out = Command::new(env!("CARGO_BIN_EXE_orion"))

@@ -177,9 +177,17 @@ pub struct AgentMemory {
 pub struct AgentActor {
     agent: Agent,
     memory: AgentMemory,
-    /// The steps being worked on, by task: a cancelled task's step is aborted.
-    running: HashMap<orion_bus::TaskId, Vec<(u64, AbortHandle)>>,
-    next_run: u64,
+    /// The steps being worked on, by task: a cancelled task's step is aborted. Shared with
+    /// the steps' futures, which outlive a restart of the actor (a panicking step reports to
+    /// the actor, which stops and is restarted, before the step ends).
+    running: Arc<std::sync::Mutex<Running>>,
+}
+
+/// Steps in progress, by task, each with a number and what aborts it.
+#[derive(Default)]
+struct Running {
+    steps: HashMap<orion_bus::TaskId, Vec<(u64, AbortHandle)>>,
+    next: u64,
 }
 
 impl AgentActor {
@@ -187,8 +195,7 @@ impl AgentActor {
         Self {
             agent,
             memory: AgentMemory::default(),
-            running: HashMap::new(),
-            next_run: 0,
+            running: Arc::default(),
         }
     }
 
@@ -412,31 +419,34 @@ impl Handler<Ask> for AgentActor {
 }
 
 impl Handler<Perform> for AgentActor {
-    type Result = ResponseActFuture<Self, Result<(), HandleError>>;
+    type Result = ResponseFuture<Result<(), HandleError>>;
 
     fn handle(&mut self, msg: Perform, ctx: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
         let task = msg.0.task.id;
         let span = tracing::info_span!(parent: &msg.1, "perform", agent = %agent.context.agent, task = %task, attempt = msg.0.attempt);
         let (abort, registration) = AbortHandle::new_pair();
-        let run = self.next_run;
-        self.next_run += 1;
-        self.running.entry(task).or_default().push((run, abort));
+        let run = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.next += 1;
+            let run = running.next;
+            running.steps.entry(task).or_default().push((run, abort));
+            run
+        };
+        let running = self.running.clone();
         let work = tracing::Instrument::instrument(supervised(agent, ctx.address(), msg.0), span);
-        Box::pin(Abortable::new(work, registration).into_actor(self).map(
-            move |outcome, actor, _| {
-                if let Some(runs) = actor.running.get_mut(&task) {
-                    runs.retain(|(r, _)| *r != run);
-                    if runs.is_empty() {
-                        actor.running.remove(&task);
-                    }
+        Box::pin(async move {
+            let outcome = Abortable::new(work, registration).await;
+            let mut running = running.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(runs) = running.steps.get_mut(&task) {
+                runs.retain(|(r, _)| *r != run);
+                if runs.is_empty() {
+                    running.steps.remove(&task);
                 }
-                outcome.unwrap_or_else(|_| {
-                    // The message is settled: a cancelled task has nothing left to do.
-                    Err(HandleError::Drop("the task was cancelled".into()))
-                })
-            },
-        ))
+            }
+            // A cancelled task has nothing left to do: its message is settled.
+            outcome.unwrap_or_else(|_| Err(HandleError::Drop("the task was cancelled".into())))
+        })
     }
 }
 
@@ -450,7 +460,11 @@ impl Handler<CancelTask> for AgentActor {
     type Result = bool;
 
     fn handle(&mut self, msg: CancelTask, _: &mut Self::Context) -> bool {
-        let Some(runs) = self.running.remove(&msg.0) else {
+        let runs = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            running.steps.remove(&msg.0)
+        };
+        let Some(runs) = runs else {
             return false;
         };
         for (_, abort) in runs {

@@ -120,6 +120,18 @@ pub fn healthy_per_kind(nodes: &[NodeStatus]) -> BTreeMap<orion_bus::AgentKind, 
     kinds
 }
 
+/// Sends `command` to `node` on `<p>.control.<node>` (core NATS: a node that is not
+/// listening does not get it).
+pub async fn order(
+    lifecycle: &orion_services::lifecycle::Lifecycle,
+    node: &str,
+    command: orion_bus::ControlCommand,
+) -> Result<(), orion_bus::BusError> {
+    let envelope = orion_bus::Envelope::new(lifecycle.node(), orion_bus::Body::Control(command));
+    let bus = lifecycle.bus();
+    bus.publish(&bus.subjects().control(node), &envelope).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -55,13 +55,7 @@ pub async fn drain(
     if !state.nodes.nodes().iter().any(|n| n.node == node) {
         return Err(ApiError::NodeNotFound(node));
     }
-    let lifecycle = &state.lifecycle;
-    let order = orion_bus::Envelope::new(
-        lifecycle.node(),
-        orion_bus::Body::Control(orion_bus::ControlCommand::Drain),
-    );
-    let bus = lifecycle.bus();
-    bus.publish(&bus.subjects().control(&node), &order).await?;
+    crate::nodes::order(&state.lifecycle, &node, orion_bus::ControlCommand::Drain).await?;
     crate::auth::audit(
         &state,
         &caller,

@@ -322,16 +322,9 @@ pub async fn cancel(
 /// checks whether it is). An order that cannot be sent is logged: the task is cancelled
 /// either way, and a node's later reports about it change nothing.
 async fn stop_work(state: &AppState, task: TaskId) {
-    let bus = state.lifecycle.bus();
-    let order = orion_bus::Envelope::new(
-        state.lifecycle.node(),
-        orion_bus::Body::Control(orion_bus::ControlCommand::Cancel { task_id: task }),
-    );
     for node in state.nodes.nodes() {
-        if let Err(e) = bus
-            .publish(&bus.subjects().control(&node.node), &order)
-            .await
-        {
+        let cancel = orion_bus::ControlCommand::Cancel { task_id: task };
+        if let Err(e) = crate::nodes::order(&state.lifecycle, &node.node, cancel).await {
             tracing::warn!(%task, node = %node.node, error = %e, "could not send a cancel order");
         }
     }

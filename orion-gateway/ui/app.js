@@ -6,7 +6,7 @@ const BUILTIN_KINDS = ["analyze", "develop", "review", "test", "design", "ci", "
 const PRIORITIES = ["normal", "low", "high", "urgent"];
 const STATUSES = ["queued", "assigned", "running", "awaiting_review", "awaiting_approval", "completed", "failed", "cancelled"];
 
-const session = { token: localStorage.getItem("orion.token") || "", me: null, plugins: {} };
+const session = { token: localStorage.getItem("orion.token") || "", me: null, plugins: null };
 let leave = () => {}; // closes what the current page opened (its WebSocket)
 
 /** An element: `h("a", { href: "#/x" }, "text", child)`; `on*` attributes are listeners. */
@@ -533,7 +533,8 @@ async function route() {
   try {
     if (parts[0] === "signin") return signinPage(main);
     if (!session.me) await loadMe();
-    if (!Object.keys(session.plugins).length) session.plugins = (await api("/v1/agents")).plugins || {};
+    // The declared kinds, read once (the agents page refreshes them).
+    session.plugins ??= (await api("/v1/agents")).plugins || {};
     if (parts[0] === "tasks" && parts[1]) await taskPage(main, parts[1]);
     else if (parts[0] === "pulls" && parts[1]) await pullPage(main, parts[1]);
     else if (parts[0] === "pulls") await pullsPage(main);
@@ -551,6 +552,7 @@ document.getElementById("signout").addEventListener("click", () => {
   localStorage.removeItem("orion.token");
   session.token = "";
   session.me = null;
+  session.plugins = null;
   location.hash = "#/signin";
 });
 window.addEventListener("hashchange", route);

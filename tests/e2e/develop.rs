@@ -969,24 +969,19 @@ async fn the_local_model_drives_a_develop_task_on_the_example_repository() {
     );
     assert_eq!(usage["cost_usd"], 0.0, "the local model costs nothing");
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    assert!(
+    let noted = |says: &dyn Fn(&str) -> bool| {
         events["items"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["data"]["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("taken as the new hello/__init__.py"))),
+            .any(|e| e["data"]["message"].as_str().is_some_and(says))
+    };
+    assert!(
+        noted(&|m| m.contains("taken as the new hello/__init__.py")),
         "the event log says how the answer was read: {events}"
     );
     assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["data"]["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("the model is writing"))),
+        noted(&|m| m.starts_with("the model is writing")),
         "the answer was streamed into the task's events as it was written"
     );
     let pull = pull_of(&app, &id).await;

@@ -39,6 +39,14 @@ fn unusable(path: &Path, why: impl std::fmt::Display) -> LlmError {
     }
 }
 
+/// The inference thread is gone (it panicked): no request can be answered.
+fn stopped() -> LlmError {
+    LlmError::Unavailable {
+        requests: 0,
+        last: "the local model's thread has stopped".into(),
+    }
+}
+
 /// Where and how to run the model.
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
@@ -430,16 +438,10 @@ impl LocalChat {
                 sink,
                 reply,
             })
-            .map_err(|_| LlmError::Unavailable {
-                requests: 0,
-                last: "the local model's thread has stopped".into(),
-            })?;
+            .map_err(|_| stopped())?;
         let generated = answer
             .await
-            .map_err(|_| LlmError::Unavailable {
-                requests: 0,
-                last: "the local model's thread has stopped".into(),
-            })?
+            .map_err(|_| stopped())?
             .map_err(|e| LlmError::Malformed(format!("the local model failed: {e}")))?;
         Ok(ChatResponse {
             content: generated.text,

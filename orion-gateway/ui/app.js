@@ -254,7 +254,10 @@ function eventItem(event) {
 }
 
 async function taskPage(main, id) {
-  const [task, events] = await Promise.all([api(`/v1/tasks/${id}`), api(`/v1/tasks/${id}/events`)]);
+  // The events first, then the task: the task read is at least as new as the last event
+  // shown, and the stream brings everything after that event.
+  const events = await api(`/v1/tasks/${id}/events`);
+  const task = await api(`/v1/tasks/${id}`);
   const head = h("div");
   const timeline = h("ol", { class: "timeline", "aria-label": "Events", "aria-live": "polite" });
   const result = h("section", { "aria-label": "Result" });

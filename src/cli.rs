@@ -88,6 +88,10 @@ pub struct BenchModelArgs {
     /// Runs to take the median of.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Measure one weight layout (`fast` or `shipped`) in this process and print its figures
+    /// as JSON: what the benchmark runs each of its measurements in.
+    #[arg(long, hide = true)]
+    pub layout: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

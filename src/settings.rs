@@ -94,9 +94,6 @@ pub struct LlmSettings {
     /// model's name, where `orion model fetch` puts it).
     #[serde(default)]
     pub model_path: Option<std::path::PathBuf>,
-    /// Threads of the local model's inference pool; 0: one per core.
-    #[serde(default)]
-    pub local_threads: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]

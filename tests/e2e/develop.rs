@@ -944,7 +944,7 @@ async fn the_local_model_drives_a_develop_task_on_the_example_repository() {
         .submit(json!({
             "kind": "develop",
             "repo": remote.to_string_lossy(),
-            "prompt": "In hello/__init__.py, add a function farewell(name) that returns \"Goodbye, \" + name + \"!\".",
+            "prompt": "In hello/__init__.py, add a function farewell(name) that returns f\"Goodbye, {name}!\".",
         }))
         .await;
     let task = crate::support::eventually(

@@ -25,6 +25,8 @@ use super::delivery::{Asked, Delivery, blocking, edit_request, head_of, through_
 use super::{Work, WorkContext};
 
 /// The most files one answer may change, and the largest file it may write.
+/// How much of an unusable answer its failure quotes.
+const ANSWER_EXCERPT: usize = 300;
 const MAX_EDITS: usize = 20;
 const MAX_EDIT_BYTES: usize = 256 * 1024;
 /// The repository map's share of the prompt (the relevant files' share is set in
@@ -375,7 +377,8 @@ impl DeveloperWork {
                     TaskFailure::new(
                         "model_output_unusable",
                         format!(
-                            "the model's answer cannot be applied: {why}, and it is not one code block for a file shown to it"
+                            "the model's answer cannot be applied: {why}, and it is not one code block for a file shown to it; it began: {:?}",
+                            answer.content.chars().take(ANSWER_EXCERPT).collect::<String>()
                         ),
                     )
                 })?;

@@ -4,17 +4,18 @@
 //!
 //! - The tokenizer is built from the GGUF file's own metadata (`tokenizer.ggml.*`): byte-level
 //!   BPE with the file's vocabulary and merges, control tokens matched whole.
-//! - Inference runs on a thread of its own that owns the weights, inside a rayon pool of its
-//!   own (`threads`), never on the async executor; requests queue for it.
+//! - Inference runs on a thread of its own that owns the weights, never on the async
+//!   executor; requests queue for it. candle spreads each matrix product over its own
+//!   threads: `CANDLE_NUM_THREADS` of them, by default one per physical core.
 //! - Decoding is greedy unless a temperature is asked for (then seeded, so repeatable too),
 //!   with a mild repetition penalty, which keeps a small model from looping.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use candle_core::quantized::gguf_file;
+use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
@@ -45,14 +46,6 @@ fn stopped() -> LlmError {
         requests: 0,
         last: "the local model's thread has stopped".into(),
     }
-}
-
-/// Where and how to run the model.
-#[derive(Clone, Debug)]
-pub struct LocalConfig {
-    pub path: PathBuf,
-    /// Threads for inference; 0: one per core.
-    pub threads: usize,
 }
 
 /// Byte-level BPE over the GGUF file's vocabulary.
@@ -276,6 +269,47 @@ pub struct Generated {
     pub generation_secs: f64,
 }
 
+/// How the weights are held in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// As the file has them.
+    AsShipped,
+    /// Q4_1 matrices (the default model's), for which candle has no SIMD kernel, held as
+    /// Q8_0, which has one (AVX2, NEON): about three times the speed, for ~45 MB more, and
+    /// nearly the same numbers (8-bit steps are a seventeenth of 4-bit ones).
+    Fast,
+}
+
+/// The GGUF file `content` describes, its Q4_1 tensors requantized to Q8_0, as bytes.
+fn requantized<R: std::io::Read + std::io::Seek>(
+    content: &gguf_file::Content,
+    reader: &mut R,
+) -> candle_core::Result<Vec<u8>> {
+    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    names.sort();
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        let tensor = content.tensor(reader, name, &Device::Cpu)?;
+        let tensor = if tensor.dtype() == GgmlDType::Q4_1 {
+            QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
+        } else {
+            tensor
+        };
+        tensors.push((name.as_str(), tensor));
+    }
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        // `write` aligns to 32 bytes, the default a reader assumes when the file says none.
+        .filter(|(k, _)| k.as_str() != "general.alignment")
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &metadata, &tensors)?;
+    Ok(out.into_inner())
+}
+
 /// The loaded model and its tokenizer; used on one thread at a time.
 pub struct LoadedModel {
     weights: ModelWeights,
@@ -284,13 +318,32 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Reads the weights and the tokenizer from a GGUF file.
+    /// Reads the weights and the tokenizer from a GGUF file, in the layout Orion runs
+    /// ([`Layout::Fast`]).
     pub fn load(path: &Path) -> Result<Self, LlmError> {
+        Self::load_as(path, Layout::Fast)
+    }
+
+    /// Reads the weights in the given layout, and the tokenizer, from a GGUF file.
+    pub fn load_as(path: &Path, layout: Layout) -> Result<Self, LlmError> {
         let mut file = std::fs::File::open(path).map_err(|e| unusable(path, e))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| unusable(path, e))?;
         let tokenizer = Tokenizer::from_gguf(&content).map_err(|e| unusable(path, e))?;
-        let weights = ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
-            .map_err(|e| unusable(path, e))?;
+        let slow = content
+            .tensor_infos
+            .values()
+            .any(|t| t.ggml_dtype == GgmlDType::Q4_1);
+        let weights = if layout == Layout::Fast && slow {
+            let mut converted = std::io::Cursor::new(
+                requantized(&content, &mut file).map_err(|e| unusable(path, e))?,
+            );
+            let content =
+                gguf_file::Content::read(&mut converted).map_err(|e| unusable(path, e))?;
+            ModelWeights::from_gguf(content, &mut converted, &Device::Cpu)
+        } else {
+            ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
+        }
+        .map_err(|e| unusable(path, e))?;
         let stops = [
             Some(tokenizer.eos),
             tokenizer.id("<|im_end|>"),
@@ -387,37 +440,29 @@ pub struct LocalChat {
 }
 
 impl LocalChat {
-    /// Loads the model (on the calling thread: do it at start) and starts its inference
-    /// thread, with a rayon pool of `threads` for the matrix work.
-    pub fn start(config: &LocalConfig) -> Result<Self, LlmError> {
-        let mut model = LoadedModel::load(&config.path)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(config.threads)
-            .thread_name(|i| format!("orion-model-{i}"))
-            .build()
-            .map_err(|e| unusable(&config.path, e))?;
+    /// Loads the model at `path` (on the calling thread: do it at start) and starts its
+    /// inference thread.
+    pub fn start(path: &Path) -> Result<Self, LlmError> {
+        let mut model = LoadedModel::load(path)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("orion-model".into())
             .spawn(move || {
                 for job in queue {
                     let sink = job.sink;
-                    let answer = pool
-                        .install(|| {
-                            model.generate(&job.request, |piece| {
-                                if let Some(sink) = &sink {
-                                    let _ = sink.send(piece.to_owned());
-                                }
-                            })
+                    let answer = model
+                        .generate(&job.request, |piece| {
+                            if let Some(sink) = &sink {
+                                let _ = sink.send(piece.to_owned());
+                            }
                         })
                         .map_err(|e| e.to_string());
                     drop(sink);
                     let _ = job.reply.send(answer);
                 }
             })
-            .map_err(|e| unusable(&config.path, e))?;
-        let name = config
-            .path
+            .map_err(|e| unusable(path, e))?;
+        let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "local".into());

@@ -306,13 +306,20 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
+    let url = origin.url().unwrap_or_default().to_owned();
     let mut options = git2::PushOptions::new();
-    options.remote_callbacks(super::credentials::callbacks(
-        origin.url().unwrap_or_default(),
-    ));
-    origin
-        .push(&[refspec], Some(&mut options))
-        .map_err(|e| VcsError::PushFailed(e.message().to_owned()))
+    options.remote_callbacks(super::credentials::callbacks(&url));
+    origin.push(&[refspec], Some(&mut options)).map_err(|e| {
+        let mut why = e.message().to_owned();
+        if why.contains("non-bare") {
+            // libgit2 pushes to local repositories only when they are bare.
+            why.push_str(&format!(
+                " (give Orion a bare repository: `git clone --bare {url} {url}.git`, then \
+                 --repo {url}.git)"
+            ));
+        }
+        VcsError::PushFailed(why)
+    })
 }
 
 /// Pushes the task's branch to the remote (forced: the branch is the task's alone).

@@ -55,22 +55,35 @@ impl Actor for Coordinator {
     }
 }
 
-/// How long to wait before subscribing to the dead letters again after the bus failed.
+/// How long to wait before following the dead letters again after the bus failed.
 const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A message about a task that went to the dead letters (it could not be handled in
 /// `max_deliver` deliveries) would leave its task waiting forever: the task fails instead,
-/// with the dead letter's reason. Every coordinator follows them; the store's version
-/// guard lets one of them move the task.
+/// with the dead letter's reason. The coordinators share the dead letters' durable queue, so
+/// a letter written while none ran is handled by the next to start; a letter is acknowledged
+/// once handled, and comes again (after `ack_wait`) when the store could not be written.
 async fn follow_dead_letters(lifecycle: Lifecycle) {
     use futures_util::StreamExt;
     let bus = lifecycle.bus().clone();
-    let pattern = bus.subjects().dead_all();
     loop {
-        match bus.subscribe_raw(&pattern).await {
+        match bus.follow_dead_letters().await {
             Ok(mut letters) => {
                 while let Some(letter) = letters.next().await {
-                    fail_dead_lettered(&lifecycle, &letter.payload).await;
+                    let handled = fail_dead_lettered(&lifecycle, &letter.body).await;
+                    if let Err(HandleError::Drop(why)) = &handled {
+                        tracing::warn!(subject = %letter.subject, %why, "a dead letter names no task that can fail");
+                    }
+                    match handled {
+                        Ok(()) | Err(HandleError::Drop(_)) => {
+                            if let Err(e) = letter.ack().await {
+                                tracing::warn!(error = %e, "could not acknowledge a dead letter");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(subject = %letter.subject, error = %e, "could not fail a dead-lettered task; the letter comes again")
+                        }
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot follow the dead letters"),
@@ -79,19 +92,21 @@ async fn follow_dead_letters(lifecycle: Lifecycle) {
     }
 }
 
-async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) {
+/// Fails the task a dead letter is about; a letter about no task, or about one that has
+/// ended, needs nothing. An error means the store could not be written.
+async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) -> Result<(), HandleError> {
     let Ok(letter) = serde_json::from_slice::<serde_json::Value>(letter) else {
-        return;
+        return Ok(());
     };
     let payload = letter["payload"].as_str().unwrap_or_default();
     let limit = lifecycle.bus().config().max_message_bytes;
     let Ok(envelope) = Envelope::decode(payload.as_bytes(), limit) else {
-        return; // undecodable: it names no task
+        return Ok(()); // undecodable: it names no task
     };
     let (Some(task), Body::TaskSubmitted(_) | Body::Assignment(_) | Body::Report(_)) =
         (envelope.task_id, &envelope.body)
     else {
-        return;
+        return Ok(());
     };
     let reason = letter["reason"].as_str().unwrap_or("no reason given");
     let failure = orion_bus::TaskFailure::new(
@@ -101,16 +116,15 @@ async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) {
             envelope.type_name()
         ),
     );
-    match lifecycle
+    // `None`: it had ended, or another coordinator moved it.
+    if lifecycle
         .advance(task, TaskStatus::Failed, Change::failed(failure))
-        .await
+        .await?
+        .is_some()
     {
-        Ok(Some(_)) => {
-            tracing::warn!(%task, %reason, "a task failed: its message went to the dead letters")
-        }
-        Ok(None) => {} // it had ended, or another coordinator moved it
-        Err(e) => tracing::warn!(%task, error = %e, "could not fail a dead-lettered task"),
+        tracing::warn!(%task, %reason, "a task failed: its message went to the dead letters");
     }
+    Ok(())
 }
 
 /// Assigns a queued task to its kind's agents; an `auto` task first gets its kind, chosen

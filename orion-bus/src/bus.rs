@@ -148,6 +148,31 @@ impl Delivery {
     }
 }
 
+/// One delivery of a dead letter ([`dead_letter_body`]) to its followers' queue.
+pub struct DeadLetter {
+    /// `<p>.dead.<original subject>`.
+    pub subject: String,
+    pub body: Bytes,
+    acker: Box<dyn Acker>,
+}
+
+impl DeadLetter {
+    pub fn new(subject: String, body: Bytes, acker: Box<dyn Acker>) -> Self {
+        Self {
+            subject,
+            body,
+            acker,
+        }
+    }
+
+    /// Handled: no follower gets it again.
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.acker.ack().await
+    }
+}
+
+pub type DeadLetters = BoxStream<'static, DeadLetter>;
+
 /// A message as it arrived, before decoding.
 #[derive(Clone, Debug)]
 pub struct RawMessage {
@@ -201,6 +226,8 @@ pub fn dead_letter_body(reason: &str, subject: &str, attempts: u32, payload: &[u
 /// - a message that cannot be decoded, or that was delivered `max_deliver` times, is
 ///   published to `<p>.dead.<subject>` with the reason and acknowledged, never retried
 ///   forever and never dropped silently;
+/// - every dead letter, also one written while nobody followed them, goes to one of the
+///   dead letters' followers, again after `ack_wait` until acknowledged;
 /// - events and plain publications reach every live subscriber whose pattern matches.
 #[async_trait]
 pub trait Bus: Send + Sync + 'static {
@@ -240,6 +267,10 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Takes deliveries from a queue, competing with every other consumer of it.
     async fn consume(&self, queue: Queue) -> Result<Deliveries, BusError>;
+
+    /// Takes the dead letters, competing with every other follower: those kept from before
+    /// (the coordinators were down) first, then each new one.
+    async fn follow_dead_letters(&self) -> Result<DeadLetters, BusError>;
 
     /// Publishes a task event on `<p>.events.<task>.<type>`, durably where the transport
     /// keeps events.

@@ -269,6 +269,48 @@ async fn poison_messages_are_dead_lettered_after_max_deliver(h: Harness) {
     h.finish().await;
 }
 
+/// A dead letter written while nobody follows them waits for a follower; it goes to one
+/// follower at a time, comes again when not acknowledged, and never after it is.
+async fn dead_letters_wait_for_a_follower_until_acknowledged(h: Harness) {
+    let subjects = h.bus.subjects().clone();
+    let mut dead = h.bus.subscribe_raw(&subjects.dead_all()).await.unwrap();
+    let mut deliveries = h.bus.consume(WORK).await.unwrap();
+    h.bus
+        .enqueue_raw(WORK, "garbage-2", Bytes::from_static(b"{not json"), None)
+        .await
+        .unwrap();
+    dead_letter(&mut dead, &mut deliveries).await;
+    // Only now does anybody follow: the letter is there, for one of the two followers.
+    let mut first = h.bus.follow_dead_letters().await.unwrap();
+    let mut second = h.bus.follow_dead_letters().await.unwrap();
+    let letter = tokio::time::timeout(DEADLINE, first.next())
+        .await
+        .expect("the kept dead letter in time")
+        .unwrap();
+    assert_eq!(letter.subject, subjects.dead(&WORK.subject(&subjects)));
+    let body: serde_json::Value = serde_json::from_slice(&letter.body).unwrap();
+    assert_eq!(body["payload"], "{not json");
+    // Not acknowledged: it comes again after ack_wait, to a follower.
+    drop(letter);
+    let again = tokio::select! {
+        l = first.next() => l,
+        l = second.next() => l,
+        _ = tokio::time::sleep(DEADLINE) => None,
+    }
+    .expect("the unacknowledged letter again");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&again.body).unwrap(),
+        body
+    );
+    again.ack().await.unwrap();
+    tokio::select! {
+        l = first.next() => panic!("an acknowledged letter came back: {:?}", l.map(|l| l.subject)),
+        l = second.next() => panic!("an acknowledged letter came back: {:?}", l.map(|l| l.subject)),
+        _ = tokio::time::sleep(ACK_WAIT * 2) => {}
+    }
+    h.finish().await;
+}
+
 async fn take(s: &mut orion_bus::EnvelopeStream) -> (String, Envelope) {
     tokio::time::timeout(DEADLINE, s.next())
         .await
@@ -468,6 +510,7 @@ contract!(
     de_duplication_is_per_queue,
     undecodable_messages_are_dead_lettered,
     poison_messages_are_dead_lettered_after_max_deliver,
+    dead_letters_wait_for_a_follower_until_acknowledged,
     events_reach_every_matching_subscriber,
     oversized_messages_are_refused,
     queue_depth_counts_waiting_and_unacknowledged_work,

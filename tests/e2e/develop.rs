@@ -500,7 +500,7 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
             "prose",
             "I would double it.",
             "model_output_unusable",
-            "the model's answer cannot be applied: the answer contains no edit block, and it is not one code block for a file shown to it",
+            "the model's answer cannot be applied: the answer contains no edit block, and it is not one code block for a file shown to it; it began: \"I would double it.\"",
         ),
         (
             "tests",

@@ -203,6 +203,52 @@ async fn an_agent_that_keeps_panicking_fails_the_task_with_the_cause_after_bound
     );
 }
 
+/// A dead letter written while no coordinator ran is not lost with the live subscribers: the
+/// next coordinator to start takes it from the dead letters' queue and fails its task.
+#[actix_rt::test]
+async fn a_dead_letter_written_while_no_coordinator_ran_fails_its_task_when_one_starts() {
+    use actix::Actor;
+    use futures_util::StreamExt;
+    let app = TestApp::spawn_with(|s| s.node.agents = vec![AgentKind::Analyzer]).await;
+    let lifecycle = app.services.lifecycle.clone();
+    let bus = lifecycle.bus().clone();
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    // No coordinator takes the submission; this test does, and rejects it until the bus
+    // gives up on it.
+    let mut dead = bus.subscribe_raw(&bus.subjects().dead_all()).await.unwrap();
+    let mut submitted = bus.consume(orion_bus::Queue::Submitted).await.unwrap();
+    let letter = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            tokio::select! {
+                letter = dead.next() => return letter.unwrap(),
+                delivery = submitted.next() => delivery.unwrap().nak(None).await.unwrap(),
+            }
+        }
+    })
+    .await
+    .expect("the submission dead-lettered");
+    assert!(
+        String::from_utf8_lossy(&letter.payload).contains(&id),
+        "the letter is about the task"
+    );
+    let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(task["status"], "queued", "nothing failed it yet: {task}");
+    let _coordinator =
+        orion_actors::Coordinator::new(lifecycle.clone(), Default::default()).start();
+    let task = app.wait_for(&id, "failed").await;
+    assert_eq!(task["error"]["code"], "dead_lettered", "{task}");
+    assert!(
+        task["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("task.submitted"),
+        "{task}"
+    );
+}
+
 /// An assignment no agent can take (its actor is gone, so every delivery is retried) goes to
 /// the dead letters after `max_deliver` deliveries, and the task fails with the reason
 /// instead of waiting forever.

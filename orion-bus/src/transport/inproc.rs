@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::{Triage, triage};
 use crate::bus::{
-    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream, Replier,
-    Request, Requests, dead_letter_body,
+    Acker, Bus, BusConfig, DeadLetter, DeadLetters, Deliveries, Delivery, Queue, QueueDepth,
+    RawMessage, RawStream, Replier, Request, Requests, dead_letter_body,
 };
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
@@ -80,6 +80,34 @@ struct InFlight {
     deadline: Instant,
 }
 
+/// The key of the dead letters' queue (no queue's consumer name looks like it).
+const DEAD_LETTERS: &str = "<dead letters>";
+
+impl QueueState {
+    /// Messages whose ack-wait ran out are delivered again, first.
+    fn redeliver_expired(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(t, _)| *t)
+            .collect();
+        for token in expired {
+            if let Some(f) = self.in_flight.remove(&token) {
+                self.ready.push_front(f.message);
+            }
+        }
+    }
+
+    /// What a taker waits for when nothing is ready.
+    fn wait(&self) -> Wait {
+        Wait {
+            notify: self.notify.clone(),
+            until: self.in_flight.values().map(|f| f.deadline).min(),
+        }
+    }
+}
+
 impl InProcessBus {
     pub fn new(subjects: Subjects, config: BusConfig) -> Self {
         let (topics, _) = broadcast::channel(TOPIC_CAPACITY);
@@ -128,54 +156,98 @@ impl Inner {
         subjects: &Subjects,
         config: &BusConfig,
     ) -> Result<Delivery, Wait> {
+        let mut dead = Vec::new();
+        let taken = self.take_from(key, subjects, config, &mut dead);
+        for (subject, body) in dead {
+            self.queue_dead_letter(subject, body);
+        }
+        taken
+    }
+
+    /// A dead letter, for its live subscribers and for the followers' queue.
+    fn queue_dead_letter(&self, subject: String, body: Bytes) {
+        {
+            let mut queues = self.queues();
+            let q = queues.entry(DEAD_LETTERS.to_owned()).or_default();
+            q.ready.push_back(Pending {
+                subject: subject.clone(),
+                payload: body.clone(),
+                traceparent: None,
+                deliveries: 0,
+            });
+            q.notify.notify_one();
+        }
+        self.broadcast(subject, body);
+    }
+
+    fn take_from(
+        self: &Arc<Self>,
+        key: &str,
+        subjects: &Subjects,
+        config: &BusConfig,
+        dead: &mut Vec<(String, Bytes)>,
+    ) -> Result<Delivery, Wait> {
         let mut queues = self.queues();
         let q = queues.entry(key.to_owned()).or_default();
         let now = Instant::now();
-        let expired: Vec<u64> = q
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for token in expired {
-            if let Some(f) = q.in_flight.remove(&token) {
-                q.ready.push_front(f.message);
-            }
-        }
+        q.redeliver_expired(now);
         while let Some(mut message) = q.ready.pop_front() {
             message.deliveries += 1;
             let attempt = message.deliveries;
             match triage(&message.payload, attempt, config) {
                 Triage::Deliver(mut envelope) => {
                     envelope.traceparent = message.traceparent.clone();
-                    let token = q.next_token;
-                    q.next_token += 1;
-                    q.in_flight.insert(
-                        token,
-                        InFlight {
-                            message,
-                            deadline: now + config.ack_wait,
-                        },
-                    );
-                    let acker = InProcessAcker {
-                        inner: self.clone(),
-                        key: key.to_owned(),
-                        token,
-                        ack_wait: config.ack_wait,
-                    };
-                    return Ok(Delivery::new(*envelope, attempt, Box::new(acker)));
+                    let acker = self.lend(q, key, message, config.ack_wait);
+                    return Ok(Delivery::new(*envelope, attempt, acker));
                 }
                 Triage::Dead(reason) => {
                     tracing::warn!(subject = %message.subject, %reason, "dead-lettering a message");
                     let body =
                         dead_letter_body(&reason, &message.subject, attempt, &message.payload);
-                    self.broadcast(subjects.dead(&message.subject), body);
+                    dead.push((subjects.dead(&message.subject), body));
                 }
             }
         }
-        Err(Wait {
-            notify: q.notify.clone(),
-            until: q.in_flight.values().map(|f| f.deadline).min(),
+        Err(q.wait())
+    }
+
+    /// Takes the next dead letter, or says when to look again.
+    fn take_dead_letter(self: &Arc<Self>, ack_wait: Duration) -> Result<DeadLetter, Wait> {
+        let mut queues = self.queues();
+        let q = queues.entry(DEAD_LETTERS.to_owned()).or_default();
+        let now = Instant::now();
+        q.redeliver_expired(now);
+        let Some(mut message) = q.ready.pop_front() else {
+            return Err(q.wait());
+        };
+        message.deliveries += 1;
+        let (subject, body) = (message.subject.clone(), message.payload.clone());
+        let acker = self.lend(q, DEAD_LETTERS, message, ack_wait);
+        Ok(DeadLetter::new(subject, body, acker))
+    }
+
+    /// Puts `message` of queue `key` in flight until `ack_wait` runs out; its acker settles it.
+    fn lend(
+        self: &Arc<Self>,
+        q: &mut QueueState,
+        key: &str,
+        message: Pending,
+        ack_wait: Duration,
+    ) -> Box<dyn Acker> {
+        let token = q.next_token;
+        q.next_token += 1;
+        q.in_flight.insert(
+            token,
+            InFlight {
+                message,
+                deadline: Instant::now() + ack_wait,
+            },
+        );
+        Box::new(InProcessAcker {
+            inner: self.clone(),
+            key: key.to_owned(),
+            token,
+            ack_wait,
         })
     }
 
@@ -196,6 +268,20 @@ impl Inner {
 struct Wait {
     notify: Arc<Notify>,
     until: Option<Instant>,
+}
+
+impl Wait {
+    async fn until_ready(self) {
+        match self.until {
+            Some(deadline) => {
+                tokio::select! {
+                    _ = self.notify.notified() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            None => self.notify.notified().await,
+        }
+    }
 }
 
 struct InProcessAcker {
@@ -289,15 +375,20 @@ impl Bus for InProcessBus {
                 let (inner, key, subjects, config) = &state;
                 match inner.take(key, subjects, config) {
                     Ok(delivery) => return Some((delivery, state)),
-                    Err(Wait { notify, until }) => match until {
-                        Some(deadline) => {
-                            tokio::select! {
-                                _ = notify.notified() => {}
-                                _ = tokio::time::sleep_until(deadline) => {}
-                            }
-                        }
-                        None => notify.notified().await,
-                    },
+                    Err(wait) => wait.until_ready().await,
+                }
+            }
+        })
+        .boxed())
+    }
+
+    async fn follow_dead_letters(&self) -> Result<DeadLetters, BusError> {
+        let state = (self.inner.clone(), self.config.ack_wait);
+        Ok(futures_util::stream::unfold(state, |state| async move {
+            loop {
+                match state.0.take_dead_letter(state.1) {
+                    Ok(letter) => return Some((letter, state)),
+                    Err(wait) => wait.until_ready().await,
                 }
             }
         })

@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 
 use super::{Triage, triage};
 use crate::bus::{
-    Acker, Bus, BusConfig, Deliveries, Delivery, Queue, QueueDepth, RawMessage, RawStream, Replier,
-    Request, Requests, dead_letter_body,
+    Acker, Bus, BusConfig, DeadLetter, DeadLetters, Deliveries, Delivery, Queue, QueueDepth,
+    RawMessage, RawStream, Replier, Request, Requests, dead_letter_body,
 };
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
@@ -249,6 +249,9 @@ impl NatsBus {
     }
 }
 
+/// The durable consumer the dead letters' followers (the coordinators) share.
+const DEAD_LETTER_FOLLOWERS: &str = "dead-letter-followers";
+
 /// The W3C trace-context header.
 const TRACEPARENT: &str = "traceparent";
 
@@ -381,6 +384,49 @@ impl Bus for NatsBus {
                             bus.dead_letter(&message, &reason, attempt).await;
                             None
                         }
+                    }
+                }
+            })
+            .boxed())
+    }
+
+    async fn follow_dead_letters(&self) -> Result<DeadLetters, BusError> {
+        let stream = self
+            .js
+            .get_stream(self.subjects.stream(StreamFamily::Dead))
+            .await
+            .map_err(|e| BusError::unavailable("looking up a stream", e))?;
+        let consumer = stream
+            .get_or_create_consumer(
+                DEAD_LETTER_FOLLOWERS,
+                pull::Config {
+                    durable_name: Some(DEAD_LETTER_FOLLOWERS.into()),
+                    filter_subject: self.subjects.dead_all(),
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| BusError::unavailable("creating a consumer", e))?;
+        let messages = consumer
+            .stream()
+            .heartbeat(PULL_HEARTBEAT)
+            .messages()
+            .await
+            .map_err(|e| BusError::unavailable("pulling messages", e))?;
+        Ok(messages
+            .filter_map(|next| async move {
+                match next {
+                    Ok(message) => Some(DeadLetter::new(
+                        message.subject.to_string(),
+                        message.payload.clone(),
+                        Box::new(NatsAcker { message }),
+                    )),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dead-letter consumer error; continuing");
+                        tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
+                        None
                     }
                 }
             })

@@ -145,6 +145,7 @@ pub fn start_node(
             timeout: Duration::from_secs(d.test_timeout_secs),
         },
         plugins: settings.plugins()?,
+        task_lease: Duration::from_secs(settings.node.task_lease_secs),
     };
     let forge = match &settings.forge {
         Some(config) => Some(

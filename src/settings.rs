@@ -158,6 +158,9 @@ pub struct NodeSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// On SIGTERM, how long work in flight may take to finish before it is handed back.
     pub drain_timeout_secs: u64,
+    /// How long a task may go unmoved before a coordinator looks for its messages on the bus
+    /// and, finding none, queues it again.
+    pub task_lease_secs: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]

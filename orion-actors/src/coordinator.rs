@@ -3,6 +3,8 @@
 //! Any number of coordinators may run; the store's version guard decides which one moves a
 //! task, and the loser's change is simply no longer applicable.
 
+use std::time::Duration;
+
 use actix::prelude::*;
 use orion_bus::{
     AgentKind, Assignment, Body, Decision, Envelope, Outcome, Plugins, Queue, ResumeTask,
@@ -13,18 +15,32 @@ use tracing::Instrument;
 
 use crate::messages::{HandleError, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived};
 
-/// How many queued tasks a starting coordinator re-queues at most.
+/// How many tasks one reconciliation looks at, at most.
 const RECONCILE_BATCH: u64 = 1000;
+/// The lease of a coordinator that is given none.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
 pub struct Coordinator {
     lifecycle: Lifecycle,
     /// The declared kinds, for choosing the kind of an `auto` task.
     plugins: Plugins,
+    /// How long an assigned or running task may go unmoved before its messages are looked
+    /// for (see [`reclaim_orphans`]).
+    lease: Duration,
 }
 
 impl Coordinator {
     pub fn new(lifecycle: Lifecycle, plugins: Plugins) -> Self {
-        Self { lifecycle, plugins }
+        Self {
+            lifecycle,
+            plugins,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    pub fn with_lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
     }
 }
 
@@ -38,7 +54,7 @@ impl Actor for Coordinator {
         // the bus de-duplicates the ones that were.
         ctx.spawn(
             async move {
-                match lifecycle.store().tasks_in(&[TaskStatus::Queued], RECONCILE_BATCH).await {
+                match lifecycle.store().tasks_in(&[TaskStatus::Queued], None, RECONCILE_BATCH).await {
                     Ok(tasks) => {
                         for task in tasks {
                             if let Err(e) = lifecycle.enqueue_submitted(&task).await {
@@ -52,6 +68,98 @@ impl Actor for Coordinator {
             .into_actor(self),
         );
         ctx.spawn(follow_dead_letters(self.lifecycle.clone()).into_actor(self));
+        let every = (self.lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
+        ctx.run_interval(every, |this, ctx| {
+            ctx.spawn(reclaim_orphans(this.lifecycle.clone(), this.lease).into_actor(this));
+        });
+    }
+}
+
+/// Tasks that have not moved for a lease and whose messages are all gone are put back on
+/// the bus: a queued one's submission again, an assigned or running one queued again,
+/// counting an attempt. Gone means that no queue that could hold a
+/// message about the task holds any message at all (waiting or unacknowledged): not the
+/// submissions, not the results, not its priority's work queue of any agent. That happens
+/// when the bus lost them (a stream was purged, a server lost its disk), never to a task
+/// that waits behind a backlog or whose agent is still working (an unacknowledged
+/// assignment is held), so nothing is done twice. Every coordinator sweeps; the store's
+/// version guard lets one of them move each task.
+async fn reclaim_orphans(lifecycle: Lifecycle, lease: Duration) {
+    let Ok(since) = chrono::Duration::from_std(lease).map(|lease| chrono::Utc::now() - lease)
+    else {
+        return;
+    };
+    let stale = match lifecycle
+        .store()
+        .tasks_in(
+            &[
+                TaskStatus::Queued,
+                TaskStatus::Assigned,
+                TaskStatus::Running,
+            ],
+            Some(since),
+            RECONCILE_BATCH,
+        )
+        .await
+    {
+        Ok(stale) => stale,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not look for orphaned tasks");
+            return;
+        }
+    };
+    // Each queue is asked once per sweep; a queue that cannot be asked counts as busy.
+    let mut empty: std::collections::HashMap<String, bool> = Default::default();
+    'tasks: for task in stale {
+        let priority = task.spec.priority;
+        let mut queues = vec![Queue::Submitted];
+        if task.status != TaskStatus::Queued {
+            queues.push(Queue::Results);
+            queues.extend(AgentKind::ALL.iter().map(|&a| Queue::Work(a, priority)));
+            queues.push(Queue::Work(task.spec.kind.agent(), priority));
+        }
+        for queue in queues {
+            let key = queue.subject(lifecycle.bus().subjects());
+            let is_empty = match empty.get(&key) {
+                Some(&is_empty) => is_empty,
+                None => {
+                    let is_empty = matches!(lifecycle.bus().held(queue).await, Ok(0));
+                    empty.insert(key, is_empty);
+                    is_empty
+                }
+            };
+            if !is_empty {
+                continue 'tasks;
+            }
+        }
+        if task.status == TaskStatus::Queued {
+            // Stored, but its submission is not on the bus (queueing it failed).
+            if let Err(e) = lifecycle.enqueue_submitted(&task).await {
+                tracing::warn!(task = %task.id, error = %e, "could not queue a task again");
+            }
+            continue;
+        }
+        let change = Change {
+            count_attempt: true,
+            data: serde_json::json!({
+                "reclaimed": format!(
+                    "no message about this task was left on the bus after {} s without a move",
+                    lease.as_secs()
+                ),
+            }),
+            ..Change::default()
+        };
+        match lifecycle.advance(task.id, TaskStatus::Queued, change).await {
+            Ok(Some(queued)) => {
+                tracing::warn!(task = %queued.id, from = %task.status, "an orphaned task is queued again");
+                if let Err(e) = lifecycle.enqueue_submitted(&queued).await {
+                    // It is stored as queued: a later sweep queues it.
+                    tracing::warn!(task = %queued.id, error = %e, "could not queue a reclaimed task");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(task = %task.id, error = %e, "could not reclaim a task"),
+        }
     }
 }
 

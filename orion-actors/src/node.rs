@@ -32,6 +32,8 @@ pub struct NodeConfig {
     /// The kinds declared in `[plugins]` (a coordinator routes them and chooses among all
     /// kinds for `auto` tasks).
     pub plugins: orion_bus::Plugins,
+    /// The coordinator's task lease (see `Coordinator::with_lease`).
+    pub task_lease: std::time::Duration,
 }
 
 /// The services a node's agents use besides the store and the bus.
@@ -56,10 +58,11 @@ pub struct NodeHandle {
 /// `actix::Supervisor`, so it is restarted when it stops.
 pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConfig) -> NodeHandle {
     let code = services.code.clone();
-    let coordinator = config
-        .agents
-        .contains(&AgentKind::Coordinator)
-        .then(|| Coordinator::new(lifecycle.clone(), config.plugins.clone()).start());
+    let coordinator = config.agents.contains(&AgentKind::Coordinator).then(|| {
+        Coordinator::new(lifecycle.clone(), config.plugins.clone())
+            .with_lease(config.task_lease)
+            .start()
+    });
     let mut agents = HashMap::new();
     for &kind in &config.agents {
         let work: Arc<dyn Work> = match kind {

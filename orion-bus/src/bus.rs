@@ -316,6 +316,11 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Messages of `queue` waiting for a consumer, and delivered but not yet acknowledged.
     async fn queue_depth(&self, queue: Queue) -> Result<QueueDepth, BusError>;
+
+    /// How many messages of `queue` the transport holds (waiting, or delivered and not yet
+    /// acknowledged), whether or not anything consumes the queue: 0 means that no message
+    /// of it exists anywhere.
+    async fn held(&self, queue: Queue) -> Result<u64, BusError>;
 }
 
 /// How much work waits in a queue.

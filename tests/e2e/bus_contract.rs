@@ -383,11 +383,22 @@ async fn queue_depth_counts_waiting_and_unacknowledged_work(h: Harness) {
     })
     .await;
     assert!(depth.in_flight >= 1, "{depth:?}");
+    assert_eq!(
+        bus.held(WORK).await.unwrap(),
+        2,
+        "held: waiting and unacknowledged"
+    );
+    // A queue that nothing consumes holds what is put on it, and no other queue's.
+    let unconsumed = Queue::Work(AgentKind::Analyzer, Priority::Urgent);
+    assert_eq!(bus.held(unconsumed).await.unwrap(), 0);
+    bus.enqueue(unconsumed, &message()).await.unwrap();
+    assert_eq!(bus.held(unconsumed).await.unwrap(), 1);
+    assert_eq!(bus.held(WORK).await.unwrap(), 2);
     first.ack().await.unwrap();
     next(&mut deliveries).await.ack().await.unwrap();
     eventually("an empty queue", DEADLINE, || async move {
         let d = bus.queue_depth(WORK).await.ok()?;
-        (d == orion_bus::QueueDepth::default()).then_some(())
+        (d == orion_bus::QueueDepth::default() && bus.held(WORK).await.ok()? == 0).then_some(())
     })
     .await;
     h.finish().await;

@@ -203,6 +203,78 @@ async fn an_agent_that_keeps_panicking_fails_the_task_with_the_cause_after_bound
     );
 }
 
+/// The attempt of the next assignment taken from `work`, for task `id`.
+async fn next_assignment(work: &mut orion_bus::Deliveries, id: &str) -> orion_bus::Delivery {
+    use futures_util::StreamExt;
+    let delivery = tokio::time::timeout(Duration::from_secs(30), work.next())
+        .await
+        .expect("an assignment in time")
+        .unwrap();
+    let orion_bus::Body::Assignment(assignment) = &delivery.envelope.body else {
+        panic!("not an assignment: {:?}", delivery.envelope);
+    };
+    assert_eq!(assignment.task.id.to_string(), id);
+    delivery
+}
+
+fn attempt_of(delivery: &orion_bus::Delivery) -> i32 {
+    match &delivery.envelope.body {
+        orion_bus::Body::Assignment(a) => a.attempt,
+        _ => unreachable!(),
+    }
+}
+
+/// An assignment taken and acknowledged by something that never reported (as if the bus had
+/// lost it) leaves its task with no message anywhere: after its lease a coordinator queues
+/// it again, with a new attempt. An assignment that is held (its agent still at work) keeps
+/// its task from being taken again, however long it takes.
+#[actix_rt::test]
+async fn a_task_whose_messages_are_lost_is_queued_again_after_its_lease() {
+    let app = TestApp::spawn_with(|s| {
+        s.node.agents = vec![AgentKind::Coordinator];
+        s.node.task_lease_secs = 1;
+    })
+    .await;
+    let lifecycle = app.services.lifecycle.clone();
+    let mut work = lifecycle
+        .bus()
+        .consume(orion_bus::Queue::Work(
+            AgentKind::Analyzer,
+            orion_bus::Priority::Normal,
+        ))
+        .await
+        .unwrap();
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let first = next_assignment(&mut work, &id).await;
+    assert_eq!(attempt_of(&first), 1);
+    first.ack().await.unwrap();
+    let second = next_assignment(&mut work, &id).await;
+    // The reclaim counts an attempt (so its submission is not taken for a duplicate of the
+    // first), and the assignment that follows another.
+    assert_eq!(attempt_of(&second), 3, "a new attempt");
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let reclaimed = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["data"]["reclaimed"].is_string())
+        .unwrap_or_else(|| panic!("the event log says why it was queued again: {events}"));
+    assert_eq!(reclaimed["status"], "queued", "{reclaimed}");
+    // Held (not acknowledged) for longer than the lease, below the ack wait (2 s): the
+    // coordinators' sweeps (every half lease) find its message and leave it alone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let task = lifecycle.store().task(id.parse().unwrap()).await.unwrap();
+    assert_eq!(
+        (task.status.as_str(), task.attempts),
+        ("assigned", 3),
+        "a held assignment's task is not taken again"
+    );
+    second.ack().await.unwrap();
+}
+
 /// A dead letter written while no coordinator ran is not lost with the live subscribers: the
 /// next coordinator to start takes it from the dead letters' queue and fails its task.
 #[actix_rt::test]

@@ -406,6 +406,11 @@ impl Bus for InProcessBus {
             .unwrap_or_default())
     }
 
+    async fn held(&self, queue: Queue) -> Result<u64, BusError> {
+        let depth = self.queue_depth(queue).await?;
+        Ok(depth.pending + depth.in_flight)
+    }
+
     async fn publish_event(&self, envelope: &Envelope) -> Result<(), BusError> {
         let Body::Event(event) = &envelope.body else {
             return Err(ProtocolError::Malformed("publish_event takes a task.event".into()).into());

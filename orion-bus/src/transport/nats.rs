@@ -491,6 +491,22 @@ impl Bus for NatsBus {
         })
     }
 
+    async fn held(&self, queue: Queue) -> Result<u64, BusError> {
+        // Work-queue retention: a message stays in the stream until it is acknowledged.
+        let stream = self.stream_of(queue).await?;
+        let mut subjects = stream
+            .info_with_subjects(queue.subject(&self.subjects))
+            .await
+            .map_err(|e| BusError::unavailable("reading a stream's subjects", e))?;
+        let mut held = 0;
+        while let Some(entry) = subjects.next().await {
+            let (_, count) =
+                entry.map_err(|e| BusError::unavailable("reading a stream's subjects", e))?;
+            held += count as u64;
+        }
+        Ok(held)
+    }
+
     async fn request(
         &self,
         subject: &str,

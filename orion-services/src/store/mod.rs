@@ -157,8 +157,14 @@ pub trait Store: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<TaskEvent>, StoreError>;
 
-    /// Tasks in the given statuses, oldest first (for reconciliation after a restart).
-    async fn tasks_in(&self, statuses: &[TaskStatus], limit: u64) -> Result<Vec<Task>, StoreError>;
+    /// Tasks in the given statuses, oldest first, and if `untouched_since` is given only
+    /// those not moved since then (for reconciliation).
+    async fn tasks_in(
+        &self,
+        statuses: &[TaskStatus],
+        untouched_since: Option<DateTime<Utc>>,
+        limit: u64,
+    ) -> Result<Vec<Task>, StoreError>;
 
     async fn save_snapshot(&self, snapshot: &AgentSnapshot) -> Result<(), StoreError>;
 

@@ -367,9 +367,18 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn tasks_in(&self, statuses: &[TaskStatus], limit: u64) -> Result<Vec<Task>, StoreError> {
-        task::Entity::find()
-            .filter(task::Column::Status.is_in(statuses.iter().map(|s| s.as_str())))
+    async fn tasks_in(
+        &self,
+        statuses: &[TaskStatus],
+        untouched_since: Option<chrono::DateTime<Utc>>,
+        limit: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        let mut query = task::Entity::find()
+            .filter(task::Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
+        if let Some(since) = untouched_since {
+            query = query.filter(task::Column::UpdatedAt.lt(since));
+        }
+        query
             .order_by_asc(task::Column::Id)
             .limit(limit)
             .all(&self.db)

@@ -364,7 +364,11 @@ fn the_local_model_reads_its_tokenizer_from_the_file_and_answers_the_same_way_tw
         max_tokens: Some(24),
         temperature: None,
     };
-    let first = model.generate(&request, |_| {}).unwrap();
+    let mut streamed = String::new();
+    let first = model
+        .generate(&request, |piece| streamed.push_str(piece))
+        .unwrap();
+    assert_eq!(streamed, first.text, "the pieces streamed make the answer");
     let second = model.generate(&request, |_| {}).unwrap();
     assert_eq!(first.text, second.text, "greedy decoding is deterministic");
     assert!(first.completion_tokens > 0 && first.completion_tokens <= 24);

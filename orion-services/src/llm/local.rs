@@ -223,20 +223,25 @@ impl Tokenizer {
     /// The text of `ids`; control tokens are left out.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
-        for id in ids {
-            let Some(token) = self.tokens.get(*id as usize) else {
-                continue;
-            };
-            if self.specials.iter().any(|(_, s)| s == id) {
-                continue;
-            }
-            bytes.extend(
-                token
-                    .chars()
-                    .filter_map(|c| self.char_bytes.get(&c).copied()),
-            );
+        for &id in ids {
+            self.push_bytes(id, &mut bytes);
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Appends the bytes token `id` stands for (none for a control token) to `out`.
+    pub fn push_bytes(&self, id: u32, out: &mut Vec<u8>) {
+        let Some(token) = self.tokens.get(id as usize) else {
+            return;
+        };
+        if self.specials.iter().any(|(_, s)| *s == id) {
+            return;
+        }
+        out.extend(
+            token
+                .chars()
+                .filter_map(|c| self.char_bytes.get(&c).copied()),
+        );
     }
 }
 
@@ -393,15 +398,12 @@ impl LoadedModel {
         let prompt_secs = started.elapsed().as_secs_f64();
         let started = std::time::Instant::now();
         let mut generated: Vec<u32> = Vec::new();
-        let mut shown = 0;
+        // The answer's bytes so far, and how many of them were passed on.
+        let (mut bytes, mut shown) = (Vec::new(), 0);
         while !self.stops.contains(&next) && generated.len() < max_new {
             generated.push(next);
-            let text = self.tokenizer.decode(&generated);
-            // Whole characters only: a token may end inside one.
-            if !text.ends_with('\u{FFFD}') && text.len() > shown {
-                on_token(&text[shown..]);
-                shown = text.len();
-            }
+            self.tokenizer.push_bytes(next, &mut bytes);
+            shown += pass_on(&bytes[shown..], &mut on_token);
             if generated.len() == max_new {
                 break;
             }
@@ -423,6 +425,35 @@ impl LoadedModel {
             generation_secs: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// Passes on the whole characters at the start of `fresh` (a token may end inside one, which
+/// waits for the next token), an invalid sequence as U+FFFD; returns the bytes used.
+fn pass_on(fresh: &[u8], on_token: &mut impl FnMut(&str)) -> usize {
+    let mut used = 0;
+    while used < fresh.len() {
+        match std::str::from_utf8(&fresh[used..]) {
+            Ok(text) => {
+                on_token(text);
+                return fresh.len();
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                if valid > 0 {
+                    on_token(std::str::from_utf8(&fresh[used..used + valid]).expect("valid"));
+                }
+                used += valid;
+                match e.error_len() {
+                    Some(invalid) => {
+                        on_token("\u{FFFD}");
+                        used += invalid;
+                    }
+                    None => break, // an unfinished character
+                }
+            }
+        }
+    }
+    used
 }
 
 /// One request for the inference thread.
@@ -516,5 +547,34 @@ impl ChatModel for LocalChat {
         sink: TextSink,
     ) -> Result<ChatResponse, LlmError> {
         self.answer(request, Some(sink)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pass_on;
+
+    /// Feeds `chunks` as tokens would arrive and returns what was passed on, piece by piece.
+    fn stream(chunks: &[&[u8]]) -> Vec<String> {
+        let (mut bytes, mut shown, mut pieces) = (Vec::new(), 0, Vec::new());
+        for chunk in chunks {
+            bytes.extend_from_slice(chunk);
+            shown += pass_on(&bytes[shown..], &mut |p: &str| pieces.push(p.to_owned()));
+        }
+        pieces
+    }
+
+    #[test]
+    fn a_character_split_across_tokens_is_passed_on_whole() {
+        let smile = "🙂".as_bytes();
+        assert_eq!(
+            stream(&[b"caf\xc3", b"\xa9 ", &smile[..2], &smile[2..]]),
+            ["caf", "é ", "🙂"]
+        );
+    }
+
+    #[test]
+    fn an_invalid_byte_becomes_a_replacement_character() {
+        assert_eq!(stream(&[b"a\xffb"]), ["a", "\u{FFFD}", "b"]);
     }
 }

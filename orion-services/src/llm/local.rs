@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use async_trait::async_trait;
 use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
 use candle_core::{Device, Tensor};
-use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::generation::{self, LogitsProcessor};
 use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
 
 use super::{CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, Role, TextSink, Usage};
@@ -384,10 +384,10 @@ impl LoadedModel {
         }
         let max_new = allowance.min(room);
         let sampling = match request.temperature {
-            Some(t) if t > 0.0 => Sampling::All {
+            Some(t) if t > 0.0 => generation::Sampling::All {
                 temperature: f64::from(t),
             },
-            _ => Sampling::ArgMax,
+            _ => generation::Sampling::ArgMax,
         };
         let mut sampler = LogitsProcessor::from_sampling(SEED, sampling);
         self.weights.clear_kv_cache();
@@ -464,10 +464,35 @@ struct Job {
     reply: tokio::sync::oneshot::Sender<Result<Generated, String>>,
 }
 
+/// What configuration sets over the requests' own sampling (`llm.local_temperature`,
+/// `llm.local_max_tokens`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sampling {
+    /// Instead of the request's: 0 is greedy, above 0 seeded sampling (repeatable too).
+    pub temperature: Option<f32>,
+    /// At most this many tokens an answer, whatever the request allows.
+    pub max_tokens: Option<u32>,
+}
+
+impl Sampling {
+    fn apply(&self, request: &ChatRequest) -> ChatRequest {
+        let mut request = request.clone();
+        if let Some(t) = self.temperature {
+            request.temperature = Some(t);
+        }
+        if let Some(most) = self.max_tokens {
+            request.max_tokens = Some(request.max_tokens.map_or(most, |m| m.min(most)));
+        }
+        request
+    }
+}
+
 /// The local model as a [`ChatModel`]: requests go to its inference thread, one at a time.
+#[derive(Clone)]
 pub struct LocalChat {
     name: String,
     jobs: mpsc::Sender<Job>,
+    sampling: Sampling,
 }
 
 impl LocalChat {
@@ -497,7 +522,19 @@ impl LocalChat {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "local".into());
-        Ok(Self { name, jobs })
+        Ok(Self {
+            name,
+            jobs,
+            sampling: Sampling::default(),
+        })
+    }
+
+    /// The same model (and inference thread), answering with `sampling`.
+    pub fn with_sampling(&self, sampling: Sampling) -> Self {
+        Self {
+            sampling,
+            ..self.clone()
+        }
     }
 }
 
@@ -510,7 +547,7 @@ impl LocalChat {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Job {
-                request: request.clone(),
+                request: self.sampling.apply(request),
                 sink,
                 reply,
             })

@@ -266,22 +266,46 @@ async fn run_all(
     let raw_nats_request = measure(n, n32, raw_request).await?;
     drop(echo);
 
-    // The in-process node of (b): a coordinator and the instant agent.
-    let analyzer = actix::Supervisor::start({
-        let agent = agent(node_bus.clone(), store.clone(), "bench-node");
-        move |_| AgentActor::new(agent)
+    // The node of (b), a coordinator and the instant agent, on a thread of its own with its
+    // own connections, as a node is a process of its own beside the gateway.
+    let node_thread = actix::Arbiter::new();
+    let (started, node_ready) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();
+    let (nats_url, node_db) = (nats.to_owned(), db_url.to_owned());
+    let (node_subjects, node_config) = (subjects(), config.clone());
+    node_thread.spawn(async move {
+        let connected = async {
+            let bus: Arc<dyn Bus> =
+                Arc::new(NatsBus::connect(&nats_url, node_subjects, node_config).await?);
+            let store: Arc<dyn orion_services::store::Store> =
+                Arc::new(SqlStore::connect(&node_db).await?);
+            anyhow::Ok((bus, store))
+        };
+        let (bus, store) = match connected.await {
+            Ok(connections) => connections,
+            Err(e) => {
+                let _ = started.send(Err(e));
+                return;
+            }
+        };
+        let analyzer = actix::Supervisor::start({
+            let agent = agent(bus.clone(), store.clone(), "bench-node");
+            move |_| AgentActor::new(agent)
+        });
+        let lifecycle = Lifecycle::new(store, bus.clone(), "bench-node");
+        let coordinator = Coordinator::new(lifecycle, Default::default()).start();
+        BusBridge::new(
+            bus,
+            "bench-node".into(),
+            Some(coordinator),
+            [(AgentKind::Analyzer, analyzer)].into(),
+            32,
+            Default::default(),
+        )
+        .start();
+        let _ = started.send(Ok(()));
     });
-    let lifecycle = Lifecycle::new(store.clone(), node_bus.clone(), "bench-node");
-    let coordinator = Coordinator::new(lifecycle.clone(), Default::default()).start();
-    let _bridge = BusBridge::new(
-        node_bus.clone(),
-        "bench-node".into(),
-        Some(coordinator),
-        [(AgentKind::Analyzer, analyzer)].into(),
-        32,
-        Default::default(),
-    )
-    .start();
+    node_ready.await??;
+    let lifecycle = Lifecycle::new(store.clone(), node_bus.clone(), "bench-gateway");
 
     // (b) tasks through REST, the coordinator, the instant agent and Postgres.
     let mut events = node_bus
@@ -346,6 +370,7 @@ async fn run_all(
     counted?;
     submitted?;
     let tasks_per_s = *tasks as f64 / started.elapsed().as_secs_f64();
+    node_thread.stop();
 
     let (jetstream_publish_per_s, jetstream_pull_ack_per_s) =
         jetstream_rates(nats, &format!("{prefix}_raw"), n32, payload.len()).await?;

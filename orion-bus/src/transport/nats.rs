@@ -219,12 +219,63 @@ impl NatsBus {
         &self.client
     }
 
-    /// The JetStream stream that holds `queue`.
-    async fn stream_of(&self, queue: Queue) -> Result<jetstream::stream::Stream, BusError> {
+    /// The JetStream stream of `family`.
+    async fn stream(&self, family: StreamFamily) -> Result<jetstream::stream::Stream, BusError> {
         self.js
-            .get_stream(self.subjects.stream(family_of(queue)))
+            .get_stream(self.subjects.stream(family))
             .await
             .map_err(|e| BusError::unavailable("looking up a stream", e))
+    }
+
+    /// The JetStream stream that holds `queue`.
+    async fn stream_of(&self, queue: Queue) -> Result<jetstream::stream::Stream, BusError> {
+        self.stream(family_of(queue)).await
+    }
+
+    /// The messages of the durable pull consumer `name` on `stream` (created where missing:
+    /// explicit acks, the configured ack wait, no delivery limit of its own), `batch` at a
+    /// time where given; a consumer error is logged and, after a pause, passed over.
+    async fn pull(
+        &self,
+        stream: &jetstream::stream::Stream,
+        name: &str,
+        filter_subject: String,
+        batch: Option<usize>,
+    ) -> Result<futures_util::stream::BoxStream<'static, jetstream::Message>, BusError> {
+        let consumer = stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.to_owned()),
+                    filter_subject,
+                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                    ack_wait: self.config.ack_wait,
+                    max_deliver: -1,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| BusError::unavailable("creating a consumer", e))?;
+        let mut messages = consumer.stream().heartbeat(PULL_HEARTBEAT);
+        if let Some(batch) = batch {
+            messages = messages.max_messages_per_batch(batch);
+        }
+        let messages = messages
+            .messages()
+            .await
+            .map_err(|e| BusError::unavailable("pulling messages", e))?;
+        Ok(messages
+            .filter_map(|next| async move {
+                match next {
+                    Ok(message) => Some(message),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error; continuing");
+                        tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
+                        None
+                    }
+                }
+            })
+            .boxed())
     }
 
     async fn publish_durable(
@@ -327,42 +378,20 @@ impl Bus for NatsBus {
             // messages stay in the stream for the new consumers.
             let _ = stream.delete_consumer(&format!("agents-{agent}")).await;
         }
-        let name = queue.consumer_name();
-        let consumer = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subject: queue.filter(&self.subjects),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.config.ack_wait,
-                    // Redelivery is bounded by `triage`, which dead-letters with a reason.
-                    max_deliver: -1,
-                    ..Default::default()
-                },
+        // Redelivery is bounded by `triage`, which dead-letters with a reason.
+        let messages = self
+            .pull(
+                &stream,
+                &queue.consumer_name(),
+                queue.filter(&self.subjects),
+                Some(self.config.prefetch.max(1)),
             )
-            .await
-            .map_err(|e| BusError::unavailable("creating a consumer", e))?;
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(self.config.prefetch.max(1))
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| BusError::unavailable("pulling messages", e))?;
+            .await?;
         let bus = self.clone();
         Ok(messages
-            .filter_map(move |next| {
+            .filter_map(move |message| {
                 let bus = bus.clone();
                 async move {
-                    let message = match next {
-                        Ok(m) => m,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "consumer error; continuing");
-                            tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
-                            return None;
-                        }
-                    };
                     let attempt = message
                         .info()
                         .map(|i| i.delivered.max(1) as u32)
@@ -391,44 +420,22 @@ impl Bus for NatsBus {
     }
 
     async fn follow_dead_letters(&self) -> Result<DeadLetters, BusError> {
-        let stream = self
-            .js
-            .get_stream(self.subjects.stream(StreamFamily::Dead))
-            .await
-            .map_err(|e| BusError::unavailable("looking up a stream", e))?;
-        let consumer = stream
-            .get_or_create_consumer(
+        let stream = self.stream(StreamFamily::Dead).await?;
+        let messages = self
+            .pull(
+                &stream,
                 DEAD_LETTER_FOLLOWERS,
-                pull::Config {
-                    durable_name: Some(DEAD_LETTER_FOLLOWERS.into()),
-                    filter_subject: self.subjects.dead_all(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.config.ack_wait,
-                    ..Default::default()
-                },
+                self.subjects.dead_all(),
+                None,
             )
-            .await
-            .map_err(|e| BusError::unavailable("creating a consumer", e))?;
-        let messages = consumer
-            .stream()
-            .heartbeat(PULL_HEARTBEAT)
-            .messages()
-            .await
-            .map_err(|e| BusError::unavailable("pulling messages", e))?;
+            .await?;
         Ok(messages
-            .filter_map(|next| async move {
-                match next {
-                    Ok(message) => Some(DeadLetter::new(
-                        message.subject.to_string(),
-                        message.payload.clone(),
-                        Box::new(NatsAcker { message }),
-                    )),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "dead-letter consumer error; continuing");
-                        tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
-                        None
-                    }
-                }
+            .map(|message| {
+                DeadLetter::new(
+                    message.subject.to_string(),
+                    message.payload.clone(),
+                    Box::new(NatsAcker { message }),
+                )
             })
             .boxed())
     }

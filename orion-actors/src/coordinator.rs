@@ -27,6 +27,8 @@ pub struct Coordinator {
     /// How long an assigned or running task may go unmoved before its messages are looked
     /// for (see [`reclaim_orphans`]).
     lease: Duration,
+    /// A sweep is under way: the next waits for its turn instead of piling up beside it.
+    sweeping: bool,
 }
 
 impl Coordinator {
@@ -35,6 +37,7 @@ impl Coordinator {
             lifecycle,
             plugins,
             lease: DEFAULT_LEASE,
+            sweeping: false,
         }
     }
 
@@ -70,7 +73,15 @@ impl Actor for Coordinator {
         ctx.spawn(follow_dead_letters(self.lifecycle.clone()).into_actor(self));
         let every = (self.lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(60));
         ctx.run_interval(every, |this, ctx| {
-            ctx.spawn(reclaim_orphans(this.lifecycle.clone(), this.lease).into_actor(this));
+            if this.sweeping {
+                return;
+            }
+            this.sweeping = true;
+            ctx.spawn(
+                reclaim_orphans(this.lifecycle.clone(), this.lease)
+                    .into_actor(this)
+                    .map(|(), this, _| this.sweeping = false),
+            );
         });
     }
 }
@@ -178,19 +189,18 @@ async fn follow_dead_letters(lifecycle: Lifecycle) {
         match bus.follow_dead_letters().await {
             Ok(mut letters) => {
                 while let Some(letter) = letters.next().await {
-                    let handled = fail_dead_lettered(&lifecycle, &letter.body).await;
-                    if let Err(HandleError::Drop(why)) = &handled {
-                        tracing::warn!(subject = %letter.subject, %why, "a dead letter names no task that can fail");
-                    }
-                    match handled {
-                        Ok(()) | Err(HandleError::Drop(_)) => {
-                            if let Err(e) = letter.ack().await {
-                                tracing::warn!(error = %e, "could not acknowledge a dead letter");
-                            }
+                    match fail_dead_lettered(&lifecycle, &letter.body).await {
+                        Ok(()) => {}
+                        Err(HandleError::Drop(why)) => {
+                            tracing::warn!(subject = %letter.subject, %why, "a dead letter names no task that can fail")
                         }
                         Err(e) => {
-                            tracing::warn!(subject = %letter.subject, error = %e, "could not fail a dead-lettered task; the letter comes again")
+                            tracing::warn!(subject = %letter.subject, error = %e, "could not fail a dead-lettered task; the letter comes again");
+                            continue;
                         }
+                    }
+                    if let Err(e) = letter.ack().await {
+                        tracing::warn!(error = %e, "could not acknowledge a dead letter");
                     }
                 }
             }

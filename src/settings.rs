@@ -217,11 +217,15 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Where `orion model fetch` puts models: `<data_dir>/models`.
+    pub fn models_dir(&self) -> std::path::PathBuf {
+        self.data_dir.join("models")
+    }
+
     /// Where the local model is (or would be, once fetched).
     pub fn local_model_path(&self) -> std::path::PathBuf {
         self.llm.model_path.clone().unwrap_or_else(|| {
-            self.data_dir
-                .join("models")
+            self.models_dir()
                 .join(orion_services::llm::LOCAL_MODEL_FILE)
         })
     }

@@ -145,8 +145,7 @@ impl CustomKind {
             ));
         }
         let builtin = TaskKind::ALL.iter().any(|k| k.as_str() == name)
-            || AgentKind::ALL.iter().any(|k| k.as_str() == name)
-            || name == "auto";
+            || AgentKind::ALL.iter().any(|k| k.as_str() == name);
         if builtin {
             return Err(invalid("is a built-in kind"));
         }

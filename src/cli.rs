@@ -372,6 +372,8 @@ pub fn main() -> std::process::ExitCode {
     });
     match result {
         Ok(code) => code,
+        // A reader that stopped reading (`| head`) is no failure of the command.
+        Err(e) if crate::output::closed(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(2)

@@ -5,5 +5,6 @@
 pub mod app;
 pub mod cli;
 mod commands;
+mod output;
 pub mod settings;
 pub mod telemetry;

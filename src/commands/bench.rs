@@ -4,6 +4,7 @@
 //! and none of them pays for disk reads. Each measurement runs `rounds` times; the fastest
 //! round counts (the least disturbed by the rest of the machine).
 
+use crate::output::say;
 use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -128,20 +129,23 @@ pub fn analyze(args: BenchAnalyzeArgs) -> anyhow::Result<ExitCode> {
         analysis_vs_lizard: lizard.map(|l| (full_n_rate / l * 100.0).round() / 100.0),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
+        say!("{}", serde_json::to_string_pretty(&figures)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "{} files, {} lines, fastest of {rounds} rounds",
-        figures.files, figures.lines
+        figures.files,
+        figures.lines
     );
-    let row =
-        |what: &str, rate: f64, note: String| println!("{what:<34} {rate:>12.0} lines/s  {note}");
+    let row = |what: &str, rate: f64, note: String| -> anyhow::Result<()> {
+        say!("{what:<34} {rate:>12.0} lines/s  {note}");
+        Ok(())
+    };
     row(
         "bare tree-sitter parse, 1 thread",
         figures.parse_1_thread_lines_per_s,
         "(baseline)".into(),
-    );
+    )?;
     row(
         "full analysis, 1 thread",
         figures.analysis_1_thread_lines_per_s,
@@ -149,7 +153,7 @@ pub fn analyze(args: BenchAnalyzeArgs) -> anyhow::Result<ExitCode> {
             "{:.2}× the bare parse (target ≥ 0.6)",
             figures.analysis_vs_parse
         ),
-    );
+    )?;
     row(
         &format!("full analysis, {threads} threads"),
         figures.analysis_n_threads_lines_per_s,
@@ -157,14 +161,14 @@ pub fn analyze(args: BenchAnalyzeArgs) -> anyhow::Result<ExitCode> {
             "{:.2}× one thread (target ≥ 1.7 on 2)",
             figures.thread_speedup
         ),
-    );
+    )?;
     match (figures.lizard_lines_per_s, figures.analysis_vs_lizard) {
         (Some(rate), Some(ratio)) => row(
             &format!("lizard, {threads} threads"),
             rate,
             format!("Orion's analysis is {ratio:.2}× lizard (target ≥ 2)"),
-        ),
-        _ => println!("lizard: not installed or skipped (pip install lizard to compare)"),
+        )?,
+        _ => say!("lizard: not installed or skipped (pip install lizard to compare)"),
     }
     Ok(ExitCode::SUCCESS)
 }

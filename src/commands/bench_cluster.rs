@@ -9,6 +9,7 @@
 //!     bare JetStream: async publishes per second, and pulls with acknowledgement per second.
 //! (c) The resident memory of an idle `orion node` process.
 
+use crate::output::say;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ pub async fn nats_echo(args: crate::cli::BenchNatsEchoArgs) -> anyhow::Result<Ex
         .queue_subscribe(args.subject.clone(), "raw".into())
         .await?;
     client.flush().await?;
-    println!("listening on {}", args.subject);
+    say!("listening on {}", args.subject);
     while let Some(message) = requests.next().await {
         if let Some(reply) = message.reply {
             client.publish(reply, message.payload).await?;
@@ -165,9 +166,9 @@ pub async fn cluster(args: BenchClusterArgs, settings: Settings) -> anyhow::Resu
         .await?;
     let figures = result?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&figures)?);
+        say!("{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        print(&figures);
+        print(&figures)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -489,33 +490,41 @@ async fn idle_node_rss(nats: &str, db_url: &str, prefix: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn print(f: &Figures) {
-    let row = |name: &str, l: &Latency| {
-        println!(
+fn print(f: &Figures) -> anyhow::Result<()> {
+    let row = |name: &str, l: &Latency| -> anyhow::Result<()> {
+        say!(
             "{name:<22} p50 {:>8.0} µs   p99 {:>8.0} µs   1 in flight {:>8.0}/s   32 in flight {:>8.0}/s",
-            l.p50_us, l.p99_us, l.per_s_1, l.per_s_32
+            l.p50_us,
+            l.p99_us,
+            l.per_s_1,
+            l.per_s_32
         );
+        Ok(())
     };
-    row("agent request", &f.agent_request);
-    row("raw NATS request", &f.raw_nats_request);
-    println!(
+    row("agent request", &f.agent_request)?;
+    row("raw NATS request", &f.raw_nats_request)?;
+    say!(
         "  p50 ratio {:.2} (target ≤ 1.5); 32-in-flight throughput ratio {:.2} (target ≥ 0.6)",
-        f.p50_ratio, f.throughput_32_ratio
+        f.p50_ratio,
+        f.throughput_32_ratio
     );
-    println!(
+    say!(
         "tasks through REST     {:>8.0} tasks/s ({} tasks, instant agent, Postgres)",
-        f.tasks_per_s, f.tasks
+        f.tasks_per_s,
+        f.tasks
     );
-    println!(
+    say!(
         "raw JetStream          {:>8.0} async publishes/s   {:>8.0} pulls+acks/s",
-        f.jetstream_publish_per_s, f.jetstream_pull_ack_per_s
+        f.jetstream_publish_per_s,
+        f.jetstream_pull_ack_per_s
     );
-    println!(
+    say!(
         "  tasks/s ÷ publishes/s {:.3} (target ≥ 0.04)",
         f.tasks_vs_publish
     );
     match f.idle_node_rss_mb {
-        Some(mb) => println!("idle node              {mb:>8.1} MB resident (target ≤ 30)"),
-        None => println!("idle node              (resident memory not readable here)"),
+        Some(mb) => say!("idle node              {mb:>8.1} MB resident (target ≤ 30)"),
+        None => say!("idle node              (resident memory not readable here)"),
     }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Commands that talk to a running gateway: `submit` and `watch`.
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -47,7 +48,7 @@ pub async fn submit(args: SubmitArgs, settings: Settings) -> anyhow::Result<Exit
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("while submitting to {server}"))?;
     let body = response.body().await.context("while reading the answer")?;
-    Ok(print_answer(response.status(), &body))
+    print_answer(response.status(), &body)
 }
 
 pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCode> {
@@ -76,7 +77,7 @@ pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCo
     while let Some(frame) = frames.next().await {
         match frame.context("while reading the stream")? {
             awc::ws::Frame::Text(text) => {
-                println!("{}", String::from_utf8_lossy(&text));
+                say!("{}", String::from_utf8_lossy(&text));
                 seen += 1;
                 if args.count.is_some_and(|n| seen >= n) {
                     break;
@@ -93,13 +94,13 @@ pub async fn watch(args: WatchArgs, settings: Settings) -> anyhow::Result<ExitCo
 }
 
 /// Prints an answer's body and turns its status into the exit code.
-fn print_answer(status: awc::http::StatusCode, body: &[u8]) -> ExitCode {
-    println!("{}", String::from_utf8_lossy(body));
-    if status.is_success() {
+fn print_answer(status: awc::http::StatusCode, body: &[u8]) -> anyhow::Result<ExitCode> {
+    say!("{}", String::from_utf8_lossy(body));
+    Ok(if status.is_success() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }
 
 pub async fn pulls(args: PullsArgs, settings: Settings) -> anyhow::Result<ExitCode> {
@@ -133,7 +134,7 @@ async fn get(
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("while asking {server}"))?;
     let body = response.body().await.context("while reading the answer")?;
-    Ok(print_answer(response.status(), &body))
+    print_answer(response.status(), &body)
 }
 
 pub async fn review(args: ReviewArgs, settings: Settings) -> anyhow::Result<ExitCode> {
@@ -154,5 +155,5 @@ pub async fn review(args: ReviewArgs, settings: Settings) -> anyhow::Result<Exit
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("while reviewing on {server}"))?;
     let body = response.body().await.context("while reading the answer")?;
-    Ok(print_answer(response.status(), &body))
+    print_answer(response.status(), &body)
 }

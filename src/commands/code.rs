@@ -1,5 +1,6 @@
 //! `orion code`: navigation from the command line.
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -21,7 +22,7 @@ pub async fn run(command: CodeCommand) -> anyhow::Result<ExitCode> {
         CodeCommand::Definition { name, .. } => {
             let found = index.definition(&name);
             for location in &found {
-                println!("{}:{} {}", location.path, location.line, location.kind);
+                say!("{}:{} {}", location.path, location.line, location.kind);
             }
             if found.is_empty() {
                 eprintln!("`{name}` is not defined in {}", repo.display());
@@ -30,12 +31,12 @@ pub async fn run(command: CodeCommand) -> anyhow::Result<ExitCode> {
         }
         CodeCommand::Outline { path, .. } => {
             for tag in index.outline(&path) {
-                println!("{:>5} {} {}", tag.line, tag.kind, tag.name);
+                say!("{:>5} {} {}", tag.line, tag.kind, tag.name);
             }
         }
         CodeCommand::Map { tokens, .. } => {
             let map = index.repo_map(tokens);
-            print!("{}", map.text);
+            crate::output::write(format_args!("{}", map.text))?;
             eprintln!(
                 "({} files, {} definitions, ~{} tokens)",
                 map.files, map.definitions, map.tokens

@@ -1,5 +1,6 @@
 //! `orion eval context`: context selection measured on a repository's own history.
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -25,26 +26,28 @@ pub fn context(args: EvalContextArgs, settings: Settings) -> anyhow::Result<Exit
     let report = evaluate(&args.repo, &options)
         .with_context(|| format!("while evaluating {}", args.repo.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "{} commits evaluated ({} source files at the newest), {:.1} s",
-        report.commits_evaluated, report.files, report.seconds
+        report.commits_evaluated,
+        report.files,
+        report.seconds
     );
     let mut header = format!("{:<10}", "method");
     for k in &options.ks {
         header.push_str(&format!(" {:>10}", format!("recall@{k}")));
     }
     header.push_str(&format!(" {:>8}", "MRR"));
-    println!("{header}");
+    say!("{header}");
     for method in &report.methods {
         let mut line = format!("{:<10}", method.method);
         for k in &options.ks {
             line.push_str(&format!(" {:>10.3}", method.recall[k]));
         }
         line.push_str(&format!(" {:>8.3}", method.mrr));
-        println!("{line}");
+        say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `orion model fetch` and `orion bench model`: the in-process model.
 
+use crate::output::say;
 use std::path::Path;
 use std::process::Command;
 
@@ -26,7 +27,7 @@ pub fn fetch(args: ModelFetchArgs, settings: Settings) -> anyhow::Result<()> {
     let dir = args.dir.unwrap_or_else(|| settings.models_dir());
     let target = dir.join(MODEL_FILE);
     if target.exists() && sha256_of(&target)? == MODEL_SHA256 {
-        println!("{} (checksum ok)", target.display());
+        say!("{} (checksum ok)", target.display());
         return Ok(());
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("while creating {}", dir.display()))?;
@@ -74,7 +75,7 @@ pub fn fetch(args: ModelFetchArgs, settings: Settings) -> anyhow::Result<()> {
     })();
     let _ = std::fs::remove_dir_all(&download);
     result?;
-    println!("{} (checksum ok)", target.display());
+    say!("{} (checksum ok)", target.display());
     Ok(())
 }
 
@@ -110,6 +111,7 @@ fn bench_request(tokens: u32) -> orion_services::llm::ChatRequest {
         ],
         max_tokens: Some(tokens),
         temperature: None,
+        frame: None,
     }
 }
 
@@ -187,7 +189,7 @@ pub fn bench(args: BenchModelArgs, settings: Settings) -> anyhow::Result<()> {
             other => bail!("unknown layout {other:?}: fast or shipped"),
         };
         let figures = measure(&path, layout, args.tokens, runs)?;
-        println!("{}", serde_json::to_string(&figures)?);
+        say!("{}", serde_json::to_string(&figures)?);
         return Ok(());
     }
     anyhow::ensure!(
@@ -195,7 +197,7 @@ pub fn bench(args: BenchModelArgs, settings: Settings) -> anyhow::Result<()> {
         "no model at {}: run `orion model fetch`",
         path.display()
     );
-    println!(
+    say!(
         "model {}, {} tokens a run, median of {runs} runs, each row in a fresh process",
         path.display(),
         args.tokens
@@ -209,7 +211,7 @@ pub fn bench(args: BenchModelArgs, settings: Settings) -> anyhow::Result<()> {
     ] {
         for threads in [1, cores] {
             let f = measure_in_child(&path, layout, threads, &args)?;
-            println!(
+            say!(
                 "{name}, {threads} thread(s): prompt {:.0} tokens/s, generation {:.1} tokens/s, {:.1} MB resident once loaded",
                 f.prompt_tokens_per_s,
                 f.generation_tokens_per_s,
@@ -223,11 +225,11 @@ pub fn bench(args: BenchModelArgs, settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
-    println!(
+    say!(
         "generation on one thread: {:.2}x the baseline",
         one_thread[0] / one_thread[1]
     );
-    println!(
+    say!(
         "targets: generation on one thread >= 25 tokens/s ({}), loaded model <= 300 MB ({})",
         if one_thread[0] >= 25.0 {
             "met"

@@ -1,5 +1,6 @@
 //! `orion run`: one task end to end in embedded mode.
 
+use crate::output::say;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -69,9 +70,9 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
         }
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&task)?);
+        say!("{}", serde_json::to_string_pretty(&task)?);
     } else {
-        print_summary(&task);
+        print_summary(&task)?;
         if task.status == TaskStatus::AwaitingReview {
             print_pull(lifecycle, &task).await?;
         }
@@ -105,7 +106,7 @@ async fn print_pull(
         .store()
         .pull(pull.parse().context("while reading the pull request id")?)
         .await?;
-    println!(
+    say!(
         "pull request {} on {}: {} files, +{} -{}; tests: {}",
         pull.id,
         pull.branch,
@@ -121,32 +122,35 @@ async fn print_pull(
                 "failed".into()
             })
     );
-    println!("{}", pull.diff);
-    println!(
+    say!("{}", pull.diff);
+    say!(
         "review it: orion up --data-dir <this data dir>, then orion review approve {} (or request-changes --comment …)",
         pull.id
     );
     Ok(())
 }
 
-fn print_summary(task: &Task) {
-    println!("task {} {}", task.id, task.status);
+fn print_summary(task: &Task) -> anyhow::Result<()> {
+    say!("task {} {}", task.id, task.status);
     if let Some(error) = &task.error {
-        println!("{}: {}", error.code, error.message);
+        say!("{}: {}", error.code, error.message);
     }
-    let Some(result) = &task.result else { return };
+    let Some(result) = &task.result else {
+        return Ok(());
+    };
     match serde_json::from_value::<RepoReport>(result.clone()) {
-        Ok(report) => print_report(&report),
-        Err(_) => println!(
+        Ok(report) => print_report(&report)?,
+        Err(_) => say!(
             "{}",
             serde_json::to_string_pretty(result).unwrap_or_default()
         ),
     }
+    Ok(())
 }
 
-fn print_report(report: &RepoReport) {
+fn print_report(report: &RepoReport) -> anyhow::Result<()> {
     let s = &report.summary;
-    println!(
+    say!(
         "{} files, {} lines ({} code), {} functions, average cyclomatic {:.2}, max {}, {} TODO/FIXME, debt {}h{:02}m",
         s.files,
         s.lines,
@@ -158,13 +162,21 @@ fn print_report(report: &RepoReport) {
         s.debt_minutes / 60,
         s.debt_minutes % 60
     );
-    println!();
-    println!(
+    say!();
+    say!(
         "{:<11} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>7}",
-        "language", "files", "lines", "code", "comment", "blank", "functions", "types", "imports"
+        "language",
+        "files",
+        "lines",
+        "code",
+        "comment",
+        "blank",
+        "functions",
+        "types",
+        "imports"
     );
     for (language, t) in &report.totals {
-        println!(
+        say!(
             "{:<11} {:>6} {:>9} {:>9} {:>8} {:>7} {:>9} {:>6} {:>7}",
             language.name(),
             t.files,
@@ -178,29 +190,38 @@ fn print_report(report: &RepoReport) {
         );
     }
     if !report.complex_functions.is_empty() {
-        println!();
-        println!("most complex functions (cyclomatic / cognitive / nesting):");
+        say!();
+        say!("most complex functions (cyclomatic / cognitive / nesting):");
         for f in report.complex_functions.iter().take(10) {
             let m = &f.function;
-            println!(
+            say!(
                 "  {:>3} {:>4} {:>3}  {}:{} {}",
-                m.cyclomatic, m.cognitive, m.max_nesting, f.path, m.start_line, m.name
+                m.cyclomatic,
+                m.cognitive,
+                m.max_nesting,
+                f.path,
+                m.start_line,
+                m.name
             );
         }
     }
     if !report.hotspots.is_empty() {
-        println!();
-        println!("hotspots (cyclomatic × commits):");
+        say!();
+        say!("hotspots (cyclomatic × commits):");
         for h in &report.hotspots {
-            println!(
+            say!(
                 "  {:>7} = {:>5} × {:<4} {}",
-                h.score, h.cyclomatic, h.churn, h.path
+                h.score,
+                h.cyclomatic,
+                h.churn,
+                h.path
             );
         }
     }
     let skipped = report.skipped.total();
     if skipped > 0 {
-        println!();
-        println!("{skipped} files skipped (too large, binary, generated, minified or unreadable)");
+        say!();
+        say!("{skipped} files skipped (too large, binary, generated, minified or unreadable)");
     }
+    Ok(())
 }

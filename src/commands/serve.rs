@@ -1,5 +1,6 @@
 //! Long-running processes: `up`, `gateway`, `node`, and `migrate`.
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -51,14 +52,14 @@ pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode
         "in-process bus"
     };
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), bus, "Orion is up");
-    println!(
+    say!(
         "Orion listening on http://{addr} (data in {}; Ctrl-C stops)",
         settings.data_dir.display()
     );
     // After the address: scripts read the first line.
     if settings.auth.mode == AuthMode::None {
         tracing::warn!(%addr, "auth is off: anyone on this machine can use the API as admin");
-        println!("auth is off (auth.mode = \"none\"): loopback only, every caller is admin");
+        say!("auth is off (auth.mode = \"none\"): loopback only, every caller is admin");
     }
     embedded.gateway.server.await.context("while serving")?;
     Ok(ExitCode::SUCCESS)
@@ -76,7 +77,7 @@ pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
     let services = app::connect(&settings, &name).await?;
     let gateway = app::start_gateway(&services, &settings)?;
     tracing::info!(addr = %gateway.addr, node = %name, "gateway listening");
-    println!("gateway listening on http://{}", gateway.addr);
+    say!("gateway listening on http://{}", gateway.addr);
     gateway.server.await.context("while serving")?;
     Ok(ExitCode::SUCCESS)
 }
@@ -97,9 +98,9 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
             .with_context(|| format!("while binding node.metrics_listen {addr}"))?;
         let bound = listener.local_addr()?;
         actix_rt::spawn(orion_gateway::run_metrics(listener)?);
-        println!("node {name} serves metrics on http://{bound}/metrics");
+        say!("node {name} serves metrics on http://{bound}/metrics");
     }
-    println!("node {name} running {:?}", settings.node.agents);
+    say!("node {name} running {:?}", settings.node.agents);
     until_signal().await?;
     // Kubernetes sends SIGTERM on every rollout: finish what is in flight, hand back what
     // cannot finish in time, then go.
@@ -111,7 +112,7 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
         })
         .await
         .context("while draining")?;
-    println!("node {name} drained");
+    say!("node {name} drained");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -121,6 +122,6 @@ pub async fn migrate(args: DataArgs, mut settings: Settings) -> anyhow::Result<E
     SqlStore::connect(&url)
         .await
         .context("while migrating the database")?;
-    println!("database is up to date");
+    say!("database is up to date");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `orion token`: mints an HS256 JWT with the configured shared secret, for operators and
 //! scripts (an identity provider does this in production).
 
+use crate::output::say;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -38,6 +39,6 @@ pub fn mint(args: TokenArgs, settings: Settings) -> anyhow::Result<ExitCode> {
         &jsonwebtoken::EncodingKey::from_secret(secret.expose_secret().as_bytes()),
     )
     .context("while signing the token")?;
-    println!("{token}");
+    say!("{token}");
     Ok(ExitCode::SUCCESS)
 }

@@ -75,6 +75,51 @@ fn run_does_one_task_end_to_end_and_reports_it() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("repo_not_found"));
 }
 
+/// A reader that goes away (`orion run … | head -2`) ends the command quietly: no panic, no
+/// backtrace, exit 0. The pipe is closed before Orion writes a byte, so the write surely fails.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let repo = fixture_repo();
+    let data = TempDir::new();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["run", "analyze", "--repo"])
+        .arg(repo.path())
+        .arg("--data-dir")
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run orion");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(
+        !stderr.contains("panicked")
+            && !stderr.contains("Broken pipe")
+            && !stderr.contains("error"),
+        "{stderr}"
+    );
+
+    // As a user types it: the two lines, and the pipeline's status is head's and Orion's 0.
+    let data = TempDir::new();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -o pipefail; "$0" run analyze --repo "$1" --data-dir "$2" | head -2"#)
+        .arg(env!("CARGO_BIN_EXE_orion"))
+        .arg(repo.path())
+        .arg(data.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 #[test]
 fn bad_arguments_are_refused_with_a_clear_message() {
     let out = orion(&["run", "deploy", "--repo", "."]);

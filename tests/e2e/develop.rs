@@ -958,40 +958,66 @@ async fn the_local_model_drives_a_develop_task_on_the_example_repository() {
         },
     )
     .await;
-    // SmolLM2-135M answers this prompt with one code block instead of edit blocks; it is taken
-    // as the new hello/__init__.py, the repository's tests pass on it, and the change waits
-    // for a person's review (who would send it back: it adds no `farewell`).
-    assert_eq!(task["status"], "awaiting_review", "{task}");
+    // What the model writes differs between CPUs (greedy decoding picks other tokens where
+    // the kernels round differently): this asserts the pipeline, never the model's words.
+    // Orion writes the edit frame for the file the prompt names, so the answer always parses;
+    // the repository's tests then decide.
+    let status = task["status"].as_str().unwrap();
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let messages: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["data"]["message"].as_str())
+        .collect();
+    let first = |says: &dyn Fn(&str) -> bool| {
+        messages
+            .iter()
+            .position(|m| says(m))
+            .unwrap_or_else(|| panic!("no such event in {messages:#?}\n{task}"))
+    };
+    let context = first(&|m| m.starts_with("showing the model"));
+    let writing =
+        first(&|m| m.starts_with("the model is writing") || m.starts_with("the model wrote"));
+    let edits = first(&|m| m == "the answer edits hello/__init__.py");
+    assert!(
+        context < writing && writing < edits,
+        "context, then the answer streamed, then its edits: {messages:#?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("taken as the new")),
+        "the framed answer needs no fallback: {messages:#?}"
+    );
+    match status {
+        "awaiting_review" => {
+            let pull = pull_of(&app, &id).await;
+            assert_eq!(pull["tests"]["passed"], true, "{pull}");
+            let diff = pull["diff"].as_str().unwrap();
+            assert!(diff.contains("+++ b/hello/__init__.py"), "{diff}");
+            assert!(
+                diff.lines().filter(|l| l.starts_with("+++ ")).count() == 1,
+                "the named file alone: {diff}"
+            );
+        }
+        "failed" => {
+            assert_eq!(task["error"]["code"], "tests_failed", "{task}");
+            assert!(
+                task["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("python3 -m pytest -q` failed:\n"),
+                "the failure quotes the test output: {task}"
+            );
+        }
+        other => panic!("a develop task stops at review or fails; it is {other}: {task}"),
+    }
     let usage = &task["usage"];
     assert!(
         usage["prompt_tokens"].as_u64().unwrap() > 0
-            && usage["completion_tokens"].as_u64().unwrap() > 0
+            && usage["completion_tokens"].as_u64().unwrap() > 0,
+        "{task}"
     );
     assert_eq!(usage["cost_usd"], 0.0, "the local model costs nothing");
-    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let noted = |says: &dyn Fn(&str) -> bool| {
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["data"]["message"].as_str().is_some_and(says))
-    };
-    assert!(
-        noted(&|m| m.contains("taken as the new hello/__init__.py")),
-        "the event log says how the answer was read: {events}"
-    );
-    assert!(
-        noted(&|m| m.starts_with("the model is writing")),
-        "the answer was streamed into the task's events as it was written"
-    );
-    let pull = pull_of(&app, &id).await;
-    assert_eq!(pull["tests"]["passed"], true, "{pull}");
-    assert!(
-        pull["diff"]
-            .as_str()
-            .unwrap()
-            .contains("+++ b/hello/__init__.py")
-    );
     assert_eq!(
         git_rev(&remote, "main").unwrap(),
         main_before,

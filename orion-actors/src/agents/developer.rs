@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::code::CodeIntel;
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
+pub use orion_services::llm::frame::{Edit, parse_edits};
 use orion_services::llm::{ChatMessage, ChatModel, ChatRequest};
 use orion_services::store::Store;
 use orion_services::vcs::{self, RelativePath, VcsError, Workspace};
@@ -123,50 +124,20 @@ pub struct DeveloperWork {
     delivery: Delivery,
 }
 
-/// One file of the model's answer.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Edit {
-    pub path: String,
-    pub content: String,
-}
-
-/// Reads the edit blocks of an answer (prose around them is ignored; a code fence just
-/// inside a block is taken off).
-pub fn parse_edits(answer: &str) -> Result<Vec<Edit>, String> {
-    let mut edits = Vec::new();
-    let mut current: Option<(String, Vec<&str>)> = None;
-    for line in answer.lines() {
-        match (&mut current, line.strip_prefix("=== FILE:")) {
-            (None, Some(path)) => current = Some((path.trim().to_owned(), Vec::new())),
-            (Some(_), Some(_)) => {
-                return Err("an edit block starts before the previous one ended".into());
-            }
-            (Some((path, lines)), None) if line.trim_end() == "=== END" => {
-                let mut body: &[&str] = lines;
-                if body.first().is_some_and(|l| l.starts_with("```"))
-                    && body.last().is_some_and(|l| l.trim() == "```")
-                {
-                    body = &body[1..body.len() - 1];
-                }
-                let mut content = body.join("\n");
-                content.push('\n');
-                edits.push(Edit {
-                    path: std::mem::take(path),
-                    content,
-                });
-                current = None;
-            }
-            (Some((_, lines)), None) => lines.push(line),
-            (None, None) => {}
-        }
+/// The files a change is about: those shown to the model (its context) whose paths the task's
+/// prompt names, else the first shown (the context's best). The in-process model writes one
+/// edit block for each; an endpoint's lone code block is taken as the first's content.
+pub fn named_files(prompt: &str, shown: &[String]) -> Vec<String> {
+    let named: Vec<String> = shown
+        .iter()
+        .filter(|p| prompt.contains(p.as_str()))
+        .cloned()
+        .collect();
+    if named.is_empty() {
+        shown.iter().take(1).cloned().collect()
+    } else {
+        named
     }
-    if current.is_some() {
-        return Err("an edit block has no `=== END`".into());
-    }
-    if edits.is_empty() {
-        return Err("the answer contains no edit block".into());
-    }
-    Ok(edits)
 }
 
 /// A small model often ignores the edit format and answers with one fenced code block: that
@@ -191,16 +162,10 @@ pub fn single_block_edit(answer: &str, prompt: &str, shown: &[String]) -> Option
     if current.is_some() || body.iter().all(|l| l.trim().is_empty()) {
         return None;
     }
-    let path = shown
-        .iter()
-        .find(|p| prompt.contains(p.as_str()))
-        .or_else(|| shown.first())?;
+    let path = named_files(prompt, shown).into_iter().next()?;
     let mut content = body.join("\n");
     content.push('\n');
-    Some(Edit {
-        path: path.clone(),
-        content,
-    })
+    Some(Edit { path, content })
 }
 
 /// Checks every edit against the working tree before any is written.
@@ -342,7 +307,8 @@ impl DeveloperWork {
                 "\nA reviewer asked for changes to your previous version: {comment}\n"
             ));
         }
-        Ok((edit_request(user), shown))
+        let files = named_files(&ask, &shown);
+        Ok((edit_request(user, files), shown))
     }
 
     async fn develop(
@@ -396,6 +362,14 @@ impl DeveloperWork {
             }
         };
         let validated = validate_edits(&ws.path, &edits)?;
+        let paths: Vec<&str> = edits.iter().map(|e| e.path.as_str()).collect();
+        ctx.progress(
+            assignment,
+            "edits",
+            format!("the answer edits {}", paths.join(", ")),
+            serde_json::json!({ "paths": paths }),
+        )
+        .await;
         tokio::task::spawn_blocking(move || write_edits(&validated))
             .await
             .map_err(|e| TaskFailure::new("interrupted", e.to_string()))??;
@@ -513,6 +487,7 @@ impl DeveloperWork {
             messages: vec![ChatMessage::system(REVIEW_FORMAT), ChatMessage::user(user)],
             max_tokens: Some(2048),
             temperature: Some(0.0),
+            frame: None,
         };
         let answer = match self
             .delivery

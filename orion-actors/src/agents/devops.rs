@@ -224,7 +224,7 @@ impl DevopsWork {
                 file.path, file.content
             ));
         }
-        let request = edit_request(user);
+        let request = edit_request(user, files.iter().map(|f| f.path.clone()).collect());
         let answer = match self
             .delivery
             .ask(model, assignment, ctx, "ci".into(), &request)
@@ -407,7 +407,7 @@ impl DevopsWork {
                 read(&ws.path, path).unwrap_or_default()
             ));
         }
-        let request = edit_request(user);
+        let request = edit_request(user, paths.clone());
         let answer = match self
             .delivery
             .ask(

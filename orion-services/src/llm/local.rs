@@ -364,7 +364,9 @@ impl LoadedModel {
         })
     }
 
-    /// Generates the answer to `request`, calling `on_token` with each piece of text.
+    /// Generates the answer to `request`, calling `on_token` with each piece of text. A
+    /// request with an [`EditFrame`](super::EditFrame) is answered in the edit format, the
+    /// frame written by Orion and the content by the model ([`super::frame`]).
     pub fn generate(
         &mut self,
         request: &ChatRequest,
@@ -389,41 +391,126 @@ impl LoadedModel {
             },
             _ => generation::Sampling::ArgMax,
         };
-        let mut sampler = LogitsProcessor::from_sampling(SEED, sampling);
         self.weights.clear_kv_cache();
+        let prompt_tokens = prompt.len();
+        let mut decoder = Decoder {
+            model: self,
+            sampler: LogitsProcessor::from_sampling(SEED, sampling),
+            position: 0,
+            pending: prompt,
+            generated: Vec::new(),
+            bytes: Vec::new(),
+            shown: 0,
+            on_token: &mut on_token,
+            prompt_secs: None,
+        };
         let started = std::time::Instant::now();
-        let input = Tensor::new(prompt.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-        let logits = self.weights.forward(&input, 0)?.squeeze(0)?;
-        let mut next = sampler.sample(&logits)?;
-        let prompt_secs = started.elapsed().as_secs_f64();
-        let started = std::time::Instant::now();
-        let mut generated: Vec<u32> = Vec::new();
-        // The answer's bytes so far, and how many of them were passed on.
-        let (mut bytes, mut shown) = (Vec::new(), 0);
-        while !self.stops.contains(&next) && generated.len() < max_new {
-            generated.push(next);
-            self.tokenizer.push_bytes(next, &mut bytes);
-            shown += pass_on(&bytes[shown..], &mut on_token);
-            if generated.len() == max_new {
-                break;
+        let text = match &request.frame {
+            Some(frame) => super::frame::fill(frame, &mut decoder, max_new)?,
+            None => {
+                while decoder.generated.len() < max_new {
+                    if decoder.step(true)?.is_none() {
+                        break;
+                    }
+                }
+                decoder.model.tokenizer.decode(&decoder.generated)
             }
-            let input = Tensor::new(&[next], &Device::Cpu)?.unsqueeze(0)?;
-            let logits = self
-                .weights
-                .forward(&input, prompt.len() + generated.len() - 1)?
-                .squeeze(0)?;
-            let window = &generated[generated.len().saturating_sub(REPEAT_WINDOW)..];
-            let logits =
-                candle_transformers::utils::apply_repeat_penalty(&logits, REPEAT_PENALTY, window)?;
-            next = sampler.sample(&logits)?;
-        }
+        };
+        let prompt_secs = decoder.prompt_secs.unwrap_or_default();
         Ok(Generated {
-            text: self.tokenizer.decode(&generated),
-            prompt_tokens: prompt.len(),
-            completion_tokens: generated.len(),
+            text,
+            prompt_tokens,
+            completion_tokens: decoder.generated.len(),
             prompt_secs,
-            generation_secs: started.elapsed().as_secs_f64(),
+            generation_secs: started.elapsed().as_secs_f64() - prompt_secs,
         })
+    }
+}
+
+/// One generation in progress: the tokens the model has yet to read, where it is in its
+/// context, and what it has written.
+struct Decoder<'a, F: FnMut(&str)> {
+    model: &'a mut LoadedModel,
+    sampler: LogitsProcessor,
+    /// How many tokens the model has read.
+    position: usize,
+    /// Tokens to read before the next is sampled: the prompt, the last token sampled, text
+    /// Orion writes into the answer.
+    pending: Vec<u32>,
+    /// The tokens the model chose.
+    generated: Vec<u32>,
+    /// The bytes of the model's text since Orion last wrote, and how many were passed on.
+    bytes: Vec<u8>,
+    shown: usize,
+    on_token: &'a mut F,
+    /// How long reading the prompt took.
+    prompt_secs: Option<f64>,
+}
+
+impl<F: FnMut(&str)> Decoder<'_, F> {
+    /// Reads what is pending and samples the next token: `None` when it is an end token (or
+    /// the context is full), else the token, its whole characters passed on.
+    fn step(&mut self, may_stop: bool) -> candle_core::Result<Option<String>> {
+        if self.pending.is_empty() || self.position + self.pending.len() >= MAX_SEQ_LEN {
+            return Ok(None);
+        }
+        let started = std::time::Instant::now();
+        let input = Tensor::new(self.pending.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+        let logits = self
+            .model
+            .weights
+            .forward(&input, self.position)?
+            .squeeze(0)?;
+        self.position += self.pending.len();
+        self.pending.clear();
+        self.prompt_secs
+            .get_or_insert_with(|| started.elapsed().as_secs_f64());
+        let window = &self.generated[self.generated.len().saturating_sub(REPEAT_WINDOW)..];
+        let logits = if window.is_empty() {
+            logits
+        } else {
+            candle_transformers::utils::apply_repeat_penalty(&logits, REPEAT_PENALTY, window)?
+        };
+        let logits = if may_stop {
+            logits
+        } else {
+            // Constrained decoding: the end tokens cannot be chosen.
+            let mut values = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+            for &stop in &self.model.stops {
+                if let Some(v) = values.get_mut(stop as usize) {
+                    *v = f32::NEG_INFINITY;
+                }
+            }
+            Tensor::new(values, &Device::Cpu)?
+        };
+        let next = self.sampler.sample(&logits)?;
+        if self.model.stops.contains(&next) {
+            return Ok(None);
+        }
+        self.generated.push(next);
+        self.pending.push(next);
+        self.model.tokenizer.push_bytes(next, &mut self.bytes);
+        let mut piece = String::new();
+        self.shown += pass_on(&self.bytes[self.shown..], &mut |p: &str| piece.push_str(p));
+        (self.on_token)(&piece);
+        Ok(Some(piece))
+    }
+}
+
+impl<F: FnMut(&str)> super::frame::Writer for Decoder<'_, F> {
+    type Error = candle_core::Error;
+
+    fn write(&mut self, text: &str) -> Result<(), Self::Error> {
+        (self.on_token)(text);
+        self.bytes.clear();
+        self.shown = 0;
+        let tokens = self.model.tokenizer.encode(text);
+        self.pending.extend(tokens);
+        Ok(())
+    }
+
+    fn next(&mut self, may_stop: bool) -> Result<Option<String>, Self::Error> {
+        self.step(may_stop)
     }
 }
 

@@ -9,14 +9,17 @@
 //! minute, retries with exponential backoff and full jitter on 429, 5xx and timeouts that
 //! honour `Retry-After`, a fallback model, and the call's token usage and cost.
 //!
-//! [`local::LocalChat`] (feature `local-model`) runs a GGUF model in-process on the CPU.
+//! [`local::LocalChat`] (feature `local-model`) runs a GGUF model in-process on the CPU, and
+//! writes the edit format's frame around its content itself ([`frame`]).
 
 mod cache;
+pub mod frame;
 #[cfg(feature = "local-model")]
 pub mod local;
 mod openai;
 
 pub use cache::{MemoryCache, RedisCache, ResponseCache};
+pub use frame::EditFrame;
 pub use openai::{OpenAiChat, OpenAiConfig, Price};
 
 use async_trait::async_trait;
@@ -66,6 +69,11 @@ pub struct ChatRequest {
     pub messages: Vec<ChatMessage>,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f32>,
+    /// The files the answer is to edit, in the edit format ([`frame`]): a model that can be
+    /// steered token by token (the in-process one) writes the format itself, so that its
+    /// answer always parses; an endpoint is told the format in the prompt instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<EditFrame>,
 }
 
 /// Which step of which task a call serves; part of the cache key, so a redelivered step

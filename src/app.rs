@@ -207,6 +207,7 @@ pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result
         ws_buffer_events: server_settings.ws_buffer_events,
         workers: server_settings.workers,
         plugins: settings.plugins()?,
+        public_metrics: server_settings.public_metrics,
     };
     let auth = Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
     let state = AppState::new(services.lifecycle.clone(), config, auth, settings.sealer()?);

@@ -125,6 +125,9 @@ pub struct ServerSettings {
     pub ws_max_frame_bytes: usize,
     pub ws_buffer_events: usize,
     pub workers: usize,
+    /// `/metrics` without credentials, for a scraper inside the cluster.
+    #[serde(default)]
+    pub public_metrics: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]

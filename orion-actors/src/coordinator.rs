@@ -467,11 +467,49 @@ impl Handler<ResumeArrived> for Coordinator {
     }
 }
 
-/// A person reviewed a pull request: the task runs again, to merge or to revise.
+/// A person reviewed a pull request: the task runs again, to merge or to revise. The message
+/// only says that a review happened: what was decided is read back from the store, where the
+/// gateway's checked transition put it. A message the store does not confirm (a review that
+/// is not there, of another task, with another decision, or a pull request that this review
+/// did not move) is dropped and logged: nothing merges on the bus's word alone.
 async fn resume_after_review(
     lifecycle: Lifecycle,
-    review: ReviewSubmitted,
+    message: ReviewSubmitted,
 ) -> Result<(), HandleError> {
+    let store = lifecycle.store();
+    let stored = store.review(message.pull, message.review).await?;
+    let pull = match store.pull(message.pull).await {
+        Ok(pull) => Some(pull),
+        Err(orion_services::store::StoreError::PullNotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let decided = match message.decision {
+        Decision::Approve => orion_services::store::PullState::Approved,
+        Decision::RequestChanges => orion_services::store::PullState::ChangesRequested,
+    };
+    let review = match (stored, pull) {
+        (Some(review), Some(pull))
+            if pull.task_id == message.task_id
+                && review.decision == message.decision
+                && pull.state == decided =>
+        {
+            ReviewSubmitted {
+                comment: review.comment,
+                ..message
+            }
+        }
+        (stored, pull) => {
+            tracing::warn!(
+                task = %message.task_id,
+                pull = %message.pull,
+                review = %message.review,
+                stored_review = stored.is_some(),
+                pull_state = pull.as_ref().map(|p| p.state.as_str()),
+                "a review message the store does not confirm is dropped"
+            );
+            return Ok(());
+        }
+    };
     let data = serde_json::json!({ "review": review.review, "decision": review.decision, "pull": review.pull });
     let Some(task) = back_to_running(&lifecycle, review.task_id, data).await? else {
         return Ok(());

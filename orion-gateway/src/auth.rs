@@ -22,7 +22,7 @@ use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, web};
+use actix_web::{HttpMessage, HttpRequest, web};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use jsonwebtoken::jwk::JwkSet;
@@ -134,11 +134,12 @@ impl std::fmt::Display for Need {
 
 /// The permission matrix (docs/security.md shows it as a table): what each route needs,
 /// by method and route pattern. A route missing here needs `admin`, so a new route is
-/// closed until it is placed.
+/// closed until it is placed. `/metrics` needs a viewer unless `server.public_metrics` opens
+/// it ([`gate`]).
 pub fn need(method: &Method, pattern: &str) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
     match pattern {
-        "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" => Need::Nothing,
+        "/healthz" | "/readyz" | "/v1/openapi.json" => Need::Nothing,
         // The dashboard's own files; what it shows comes from the API, which checks.
         "/" | "/ui/{file}" if read => Need::Nothing,
         p if p.starts_with("/v1/api-keys")
@@ -244,14 +245,16 @@ impl Keys {
 }
 
 /// What a token verified by `key` must pass: its family's algorithms (HS256 only for a
-/// shared secret), `exp`, and the configured issuer and audience.
+/// shared secret), `exp` and `nbf` (within the leeway), a `sub`, and the configured issuer
+/// and audience.
 fn validation_for(key: &DecodingKey, settings: &JwtSettings) -> Validation {
     let mut validation = Validation::new_for_family(key.family());
     if key.family() == AlgorithmFamily::Hmac {
         validation.algorithms = vec![jsonwebtoken::Algorithm::HS256];
     }
     validation.leeway = settings.leeway_secs;
-    let mut required: HashSet<String> = ["exp".to_owned()].into();
+    validation.validate_nbf = true;
+    let mut required: HashSet<String> = ["exp".to_owned(), "sub".to_owned()].into();
     match &settings.audience {
         Some(aud) => {
             validation.set_audience(&[aud]);
@@ -363,16 +366,18 @@ impl Authenticator {
         self.mode
     }
 
-    /// The caller of `req`, or why it is not let in.
+    /// The caller of `req` (served by the route `pattern`, `None` when none serves it), or
+    /// why it is not let in.
     pub async fn authenticate(
         &self,
-        req: &ServiceRequest,
+        req: &HttpRequest,
+        pattern: Option<&str>,
         store: &dyn Store,
     ) -> Result<Principal, ApiError> {
         if self.mode == AuthMode::None {
             return Ok(Principal::anonymous());
         }
-        let token = credential(req)?.ok_or(ApiError::from(AuthFailure::Missing))?;
+        let token = credential(req, pattern)?.ok_or(ApiError::from(AuthFailure::Missing))?;
         if token.starts_with(API_KEY_PREFIX) {
             return api_key(store, &token).await;
         }
@@ -413,8 +418,12 @@ impl Authenticator {
             .filter(|s| GRANTS.contains(s))
             .map(str::to_owned)
             .collect();
+        let subject = claims
+            .sub
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| invalid_token("claim `sub` is missing"))?;
         Ok(Principal {
-            subject: claims.sub.unwrap_or_else(|| "jwt".into()),
+            subject,
             role,
             grants,
         })
@@ -439,7 +448,7 @@ impl Claims {
 }
 
 /// The bearer token or API key of a request, if it carries one.
-fn credential(req: &ServiceRequest) -> Result<Option<String>, ApiError> {
+fn credential(req: &HttpRequest, pattern: Option<&str>) -> Result<Option<String>, ApiError> {
     if let Some(value) = req.headers().get("authorization") {
         let value = value
             .to_str()
@@ -459,7 +468,7 @@ fn credential(req: &ServiceRequest) -> Result<Option<String>, ApiError> {
         return Ok(Some(key.trim().to_owned()));
     }
     // Browsers cannot set headers on a WebSocket: the stream takes the token in its query.
-    if req.path() == "/v1/stream" {
+    if pattern == Some(STREAM_ROUTE) {
         let query = web::Query::<StreamToken>::from_query(req.query_string())
             .map_err(|_| invalid_token("the query is malformed"))?;
         return Ok(query.into_inner().access_token);
@@ -499,7 +508,7 @@ async fn api_key(store: &dyn Store, secret: &str) -> Result<Principal, ApiError>
     let role = key
         .role
         .parse()
-        .map_err(|e: String| ApiError::Internal(format!("api key {}: {e}", key.id)))?;
+        .map_err(|e: String| ApiError::internal(format!("api key {}: {e}", key.id)))?;
     Ok(Principal {
         subject: format!("key:{}", key.id),
         role,
@@ -547,35 +556,45 @@ impl SubmitLimiter {
     }
 }
 
-/// The middleware: authenticates, checks the route's need and the submission rate, and
-/// hands the [`Principal`] to the handler.
-pub async fn authorize(
+/// The WebSocket route, whose token may come in the query (browsers cannot set its headers).
+pub const STREAM_ROUTE: &str = "/v1/stream";
+
+/// The gate in front of every route: authenticates, checks the route's need and the
+/// submission rate, and hands the [`Principal`] to the handler. It wraps each resource (see
+/// `routes::configure`), so it runs after the router has chosen the resource and decides on
+/// that resource's `pattern`, never on a reading of the path of its own: `/v1/%61udit` is
+/// `/v1/audit` to the gate as it is to the router.
+pub async fn gate(
+    pattern: &'static str,
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse, actix_web::Error> {
-    let Some(pattern) = req.match_pattern() else {
-        // No such route: the router answers 404.
-        return next.call(req).await;
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(req.error_response(ApiError::internal("the app has no state")));
     };
-    let need = need(req.method(), &pattern);
+    let need = if pattern == "/metrics" && state.config.public_metrics {
+        Need::Nothing
+    } else {
+        need(req.method(), pattern)
+    };
     if need == Need::Nothing {
         return next.call(req).await;
     }
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("the app has its state")
-        .clone();
     let admitted = async {
         let principal = state
             .auth
-            .authenticate(&req, state.lifecycle.store().as_ref())
+            .authenticate(
+                req.request(),
+                Some(pattern),
+                state.lifecycle.store().as_ref(),
+            )
             .await?;
         if !principal.may(need) {
             return Err(ApiError::Forbidden {
                 need: need.to_string(),
             });
         }
-        if submits(req.method(), &pattern) {
+        if submits(req.method(), pattern) {
             state
                 .submit_limiter
                 .check(&principal.subject)
@@ -596,6 +615,20 @@ pub async fn authorize(
             Ok(req.error_response(e))
         }
     }
+}
+
+/// What a path no route serves is answered: 404 to a caller with valid credentials (or with
+/// auth off), else the 401 every protected route gives, so an unrouted spelling tells an
+/// anonymous caller nothing and nothing is passed on.
+pub async fn unrouted(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<actix_web::HttpResponse, ApiError> {
+    state
+        .auth
+        .authenticate(&req, None, state.lifecycle.store().as_ref())
+        .await?;
+    Err(ApiError::RouteNotFound)
 }
 
 fn invalid_token(why: impl Into<String>) -> ApiError {

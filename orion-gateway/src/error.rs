@@ -105,11 +105,33 @@ pub enum ApiError {
     ApiKeyNotFound(uuid::Uuid),
     #[error("repository credential {0} does not exist")]
     CredentialNotFound(uuid::Uuid),
+    /// Anything the client cannot act on; the cause (with its whole chain) is logged, never
+    /// answered.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] Cause),
+}
+
+/// The cause of an internal error, kept whole for the log.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error and every error it was caused by, outermost first, as the log shows them.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 impl ApiError {
+    /// An internal error caused by `cause` (an error, kept with its sources, or a message).
+    pub fn internal(cause: impl Into<Cause>) -> Self {
+        ApiError::Internal(cause.into())
+    }
+
     /// The stable machine-readable code; clients switch on it.
     pub fn code(&self) -> &'static str {
         match self {
@@ -210,7 +232,7 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         if let ApiError::Internal(cause) = self {
             // The client sees the code only; the cause chain goes to the log.
-            tracing::error!(%cause, "internal error");
+            tracing::error!(cause = %chain(cause.as_ref()), "internal error");
         }
         let body = serde_json::json!({
             "type": format!("https://orion.dev/problems/{}", self.code()),
@@ -252,7 +274,7 @@ impl From<ProtocolError> for ApiError {
                 field: "priority".into(),
                 reason: e.to_string(),
             },
-            other => ApiError::Internal(other.to_string()),
+            other => ApiError::internal(other),
         }
     }
 }
@@ -264,19 +286,28 @@ impl From<StoreError> for ApiError {
             StoreError::PullNotFound(id) => ApiError::PullNotFound(id),
             StoreError::ApiKeyNotFound(id) => ApiError::ApiKeyNotFound(id),
             StoreError::CredentialNotFound(id) => ApiError::CredentialNotFound(id),
+            StoreError::PullNotOpen { pull, ref state } => ApiError::NotAwaitingReview {
+                pull,
+                state: pull_state_name(state),
+            },
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::Unavailable("database")
             }
-            other => ApiError::Internal(other.to_string()),
+            other => ApiError::internal(other),
         }
     }
+}
+
+/// A stored pull request state's name, as the API spells it.
+fn pull_state_name(state: &str) -> &'static str {
+    orion_services::store::PullState::parse(state).map_or("unknown", |s| s.as_str())
 }
 
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> Self {
         match e {
-            BusError::Protocol(why) => ApiError::Internal(why.to_string()),
+            BusError::Protocol(why) => ApiError::internal(why),
             unavailable => {
                 tracing::warn!(error = %unavailable, "bus unavailable");
                 ApiError::Unavailable("message bus")
@@ -291,5 +322,36 @@ impl From<LifecycleError> for ApiError {
             LifecycleError::Store(e) => e.into(),
             LifecycleError::Bus(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log gets the whole chain; the client (whose problem's `detail` is the error's
+    /// Display) gets the code and the title only.
+    #[test]
+    fn an_internal_error_keeps_its_cause_for_the_log_and_not_for_the_client() {
+        let error = ApiError::from(StoreError::Corrupt("row 7 has no status".into()));
+        assert!(
+            chain(&error).contains("row 7 has no status"),
+            "{}",
+            chain(&error)
+        );
+        assert_eq!(error.to_string(), "internal error");
+        assert_eq!(error.code(), "internal");
+        assert_eq!(error.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        let protocol = ApiError::from(BusError::Protocol(ProtocolError::UnknownStatus(
+            "sideways".into(),
+        )));
+        assert!(
+            chain(&protocol).contains("sideways"),
+            "{}",
+            chain(&protocol)
+        );
+        assert_eq!(protocol.to_string(), "internal error");
+        let raised = ApiError::internal(std::io::Error::other("disk on fire"));
+        assert!(chain(&raised).ends_with("disk on fire"));
     }
 }

@@ -32,6 +32,9 @@ pub struct GatewayConfig {
     pub workers: usize,
     /// The declared kinds submissions may name, with their input schemas.
     pub plugins: orion_bus::Plugins,
+    /// `/metrics` without credentials (for a scraper inside the cluster); else it needs a
+    /// viewer.
+    pub public_metrics: bool,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +47,7 @@ impl Default for GatewayConfig {
             ws_buffer_events: 1024,
             workers: 2,
             plugins: Default::default(),
+            public_metrics: false,
         }
     }
 }
@@ -127,13 +131,10 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
                     .into()
                 }),
             )
-            .wrap(actix_web::middleware::from_fn(crate::auth::authorize))
             .wrap_fn(count_request)
             .wrap(actix_web::middleware::NormalizePath::trim())
             .configure(routes::configure)
-            .default_service(web::to(|| async {
-                Err::<actix_web::HttpResponse, _>(ApiError::RouteNotFound)
-            }))
+            .default_service(web::to(crate::auth::unrouted))
     })
     .workers(workers)
     .listen(listener)?

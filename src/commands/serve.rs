@@ -73,6 +73,22 @@ pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
          \"jwt\" and one of auth.jwt.secret, auth.jwt.public_key_file, auth.jwt.jwks_file \
          (ORION__AUTH__MODE=jwt, ORION__AUTH__JWT__SECRET=…; see docs/security.md)"
     );
+    anyhow::ensure!(
+        settings
+            .auth
+            .jwt
+            .issuer
+            .as_deref()
+            .is_some_and(|i| !i.trim().is_empty())
+            && settings
+                .auth
+                .jwt
+                .audience
+                .as_deref()
+                .is_some_and(|a| !a.trim().is_empty()),
+        "`orion gateway` serves a cluster and requires every token's issuer and audience: set \
+         auth.jwt.issuer and auth.jwt.audience (ORION__AUTH__JWT__ISSUER, ORION__AUTH__JWT__AUDIENCE)"
+    );
     let name = format!("gateway-{}", settings.node_name());
     let services = app::connect(&settings, &name).await?;
     let gateway = app::start_gateway(&services, &settings)?;

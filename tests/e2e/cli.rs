@@ -161,6 +161,36 @@ fn bad_arguments_are_refused_with_a_clear_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Nor without the issuer and audience every token must name.
+    for (issuer, audience) in [("", "orion"), ("orion", ""), ("orion", "  ")] {
+        let mut gateway = Command::new(env!("CARGO_BIN_EXE_orion"));
+        gateway
+            .arg("gateway")
+            .env("ORION__BUS__URL", "nats://127.0.0.1:4222")
+            .env(
+                "ORION__DATABASE__URL",
+                "postgres://postgres@127.0.0.1:5432/none",
+            )
+            .env("ORION__AUTH__MODE", "jwt")
+            .env(
+                "ORION__AUTH__JWT__SECRET",
+                "a-secret-of-at-least-thirty-two-bytes",
+            );
+        if !issuer.is_empty() {
+            gateway.env("ORION__AUTH__JWT__ISSUER", issuer);
+        }
+        if !audience.is_empty() {
+            gateway.env("ORION__AUTH__JWT__AUDIENCE", audience);
+        }
+        let out = gateway.output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{issuer:?} {audience:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .contains("requires every token's issuer and audience"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let data = TempDir::new();
     let out = Command::new(env!("CARGO_BIN_EXE_orion"))
         .args(["up", "--listen", "0.0.0.0:0", "--data-dir"])

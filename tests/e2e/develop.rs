@@ -236,6 +236,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
                 e["data"]["step"].as_str().unwrap(),
                 e["data"]["agent"].as_str().unwrap()
             ),
+            None if e["data"]["paths"].is_array() => format!("edits {}", e["data"]["paths"]),
             None => e["type"].as_str().unwrap().to_owned(),
         })
         .collect();
@@ -244,9 +245,9 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         "progress to developer (publish) by testing",
         "awaiting_review",
     ];
-    let mut expected = vec!["queued", "assigned", "running"];
+    let mut expected = vec!["queued", "assigned", "running", r#"edits ["app/util.py"]"#];
     expected.extend(round);
-    expected.push("running");
+    expected.extend(["running", r#"edits ["CHANGES.md"]"#]);
     expected.extend(round);
     expected.extend(["running", "completed"]);
     assert_eq!(story, expected);
@@ -783,6 +784,7 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
             "running",
             "awaiting_approval",
             "running",
+            "progress",
             "progress",
             "progress",
             "awaiting_review"

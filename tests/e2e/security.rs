@@ -95,6 +95,20 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
     wrong_audience["aud"] = json!("another-service");
     let mut no_expiry = claims("admin");
     no_expiry.as_object_mut().unwrap().remove("exp");
+    // Not valid for an hour yet (beyond the 30 s leeway), and not valid before a second from
+    // now, which the leeway accepts.
+    let mut not_yet = claims("admin");
+    not_yet["nbf"] = json!(now + 3600);
+    let mut nearly = claims("viewer");
+    nearly["nbf"] = json!(now + 1);
+    let mut no_subject = claims("admin");
+    no_subject.as_object_mut().unwrap().remove("sub");
+    let mut blank_subject = claims("admin");
+    blank_subject["sub"] = json!(" ");
+    let mut no_issuer = claims("admin");
+    no_issuer.as_object_mut().unwrap().remove("iss");
+    let mut no_audience = claims("admin");
+    no_audience.as_object_mut().unwrap().remove("aud");
     let unsigned = format!(
         "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{}.",
         base64_url(&claims("admin").to_string())
@@ -117,6 +131,31 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
             "expired",
             Some(bearer(&jwt_with(JWT_SECRET, &expired))),
             "token_expired",
+        ),
+        (
+            "not yet valid",
+            Some(bearer(&jwt_with(JWT_SECRET, &not_yet))),
+            "invalid_token",
+        ),
+        (
+            "no sub",
+            Some(bearer(&jwt_with(JWT_SECRET, &no_subject))),
+            "invalid_token",
+        ),
+        (
+            "blank sub",
+            Some(bearer(&jwt_with(JWT_SECRET, &blank_subject))),
+            "invalid_token",
+        ),
+        (
+            "no iss",
+            Some(bearer(&jwt_with(JWT_SECRET, &no_issuer))),
+            "invalid_token",
+        ),
+        (
+            "no aud",
+            Some(bearer(&jwt_with(JWT_SECRET, &no_audience))),
+            "invalid_token",
         ),
         (
             "issuer",
@@ -155,6 +194,15 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
             "{what}: a 401 says how to authenticate"
         );
     }
+    let within_leeway = call(
+        &app,
+        "GET",
+        "/v1/tasks",
+        Some(&bearer(&jwt_with(JWT_SECRET, &nearly))),
+        None,
+    )
+    .await;
+    assert_eq!(within_leeway.status, 200, "{}", within_leeway.body);
     // A valid token without an Orion role is authenticated but may do nothing.
     let mut roleless = claims("admin");
     roleless.as_object_mut().unwrap().remove("role");
@@ -167,14 +215,28 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
     )
     .await;
     assert_eq!((answer.status, answer.code()), (403, "no_role"));
-    // Probes, metrics and the API's description stay open.
-    for path in ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"] {
+    // Probes and the API's description stay open; metrics need a viewer unless configured.
+    for path in ["/healthz", "/readyz", "/v1/openapi.json", "/", "/ui/app.js"] {
         assert_eq!(
             call(&app, "GET", path, None, None).await.status,
             200,
             "{path}"
         );
     }
+    assert_eq!(call(&app, "GET", "/metrics", None, None).await.status, 401);
+    let viewer = bearer(&token("viewer"));
+    assert_eq!(
+        call(&app, "GET", "/metrics", Some(&viewer), None)
+            .await
+            .status,
+        200
+    );
+    let open = TestApp::spawn_with(|s| {
+        with_jwt_auth(s);
+        s.server.public_metrics = true;
+    })
+    .await;
+    assert_eq!(call(&open, "GET", "/metrics", None, None).await.status, 200);
     // A `roles` array works too; the highest known role counts.
     let mut roles = claims("viewer");
     roles.as_object_mut().unwrap().remove("role");

@@ -105,7 +105,7 @@ pub async fn create_key(
         detail,
     )
     .await;
-    let mut answer = serde_json::to_value(&key).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut answer = serde_json::to_value(&key).map_err(ApiError::internal)?;
     answer["secret"] = secret.into();
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/api-keys/{}", key.id)))

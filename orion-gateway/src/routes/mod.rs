@@ -23,44 +23,77 @@ fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 
 pub(crate) use health::{healthz, metrics};
 
+/// Registers `pattern`'s routes behind the gate ([`crate::auth::gate`]), which runs once the
+/// router has chosen this resource and decides on `pattern` itself: however a request spells
+/// its path, it is authorized for the route that will serve it.
+fn gated(
+    cfg: &mut web::ServiceConfig,
+    pattern: &'static str,
+    routes: impl IntoIterator<Item = actix_web::Route>,
+) {
+    let mut resource = web::resource(pattern);
+    for route in routes {
+        resource = resource.route(route);
+    }
+    cfg.service(
+        resource.wrap(actix_web::middleware::from_fn(move |req, next| {
+            crate::auth::gate(pattern, req, next)
+        })),
+    );
+}
+
+/// Every route of the gateway; each is gated, and a path that matches none is answered by
+/// [`crate::auth::unrouted`].
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(ui::index))
-        .route("/ui/{file}", web::get().to(ui::asset))
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .service(
-            web::scope("/v1")
-                .route("/openapi.json", web::get().to(openapi::document))
-                .route("/tasks", web::post().to(tasks::submit))
-                .route("/tasks", web::get().to(tasks::list))
-                .route("/tasks/{id}", web::get().to(tasks::get))
-                .route("/tasks/{id}/events", web::get().to(tasks::events))
-                .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
-                .route("/tasks/{id}/usage", web::get().to(tasks::usage))
-                .route("/tasks/{id}/budget", web::post().to(tasks::budget))
-                .route(
-                    "/tasks/{id}/suggestions/{n}/submit",
-                    web::post().to(tasks::submit_suggestion),
-                )
-                .route("/usage", web::get().to(tasks::usage_summary))
-                .route("/agents", web::get().to(health::agents))
-                .route("/agents/{node}/drain", web::post().to(health::drain))
-                .route("/repos/{repo}/trend", web::get().to(repos::trend))
-                .route("/pulls", web::get().to(pulls::list))
-                .route("/pulls/{id}", web::get().to(pulls::get))
-                .route("/pulls/{id}/reviews", web::post().to(pulls::review))
-                .route("/stream", web::get().to(stream::connect))
-                .route("/api-keys", web::post().to(access::create_key))
-                .route("/api-keys", web::get().to(access::list_keys))
-                .route("/api-keys/{id}", web::delete().to(access::revoke_key))
-                .route("/credentials", web::post().to(access::save_credential))
-                .route("/credentials", web::get().to(access::list_credentials))
-                .route(
-                    "/credentials/{id}",
-                    web::delete().to(access::delete_credential),
-                )
-                .route("/audit", web::get().to(access::audit_log))
-                .route("/me", web::get().to(access::me)),
-        );
+    use web::{delete, get, post};
+    let table: Vec<(&'static str, Vec<actix_web::Route>)> = vec![
+        ("/", vec![get().to(ui::index)]),
+        ("/ui/{file}", vec![get().to(ui::asset)]),
+        ("/healthz", vec![get().to(health::healthz)]),
+        ("/readyz", vec![get().to(health::readyz)]),
+        ("/metrics", vec![get().to(health::metrics)]),
+        ("/v1/openapi.json", vec![get().to(openapi::document)]),
+        (
+            "/v1/tasks",
+            vec![post().to(tasks::submit), get().to(tasks::list)],
+        ),
+        ("/v1/tasks/{id}", vec![get().to(tasks::get)]),
+        ("/v1/tasks/{id}/events", vec![get().to(tasks::events)]),
+        ("/v1/tasks/{id}/cancel", vec![post().to(tasks::cancel)]),
+        ("/v1/tasks/{id}/usage", vec![get().to(tasks::usage)]),
+        ("/v1/tasks/{id}/budget", vec![post().to(tasks::budget)]),
+        (
+            "/v1/tasks/{id}/suggestions/{n}/submit",
+            vec![post().to(tasks::submit_suggestion)],
+        ),
+        ("/v1/usage", vec![get().to(tasks::usage_summary)]),
+        ("/v1/agents", vec![get().to(health::agents)]),
+        ("/v1/agents/{node}/drain", vec![post().to(health::drain)]),
+        ("/v1/repos/{repo}/trend", vec![get().to(repos::trend)]),
+        ("/v1/pulls", vec![get().to(pulls::list)]),
+        ("/v1/pulls/{id}", vec![get().to(pulls::get)]),
+        ("/v1/pulls/{id}/reviews", vec![post().to(pulls::review)]),
+        ("/v1/stream", vec![get().to(stream::connect)]),
+        (
+            "/v1/api-keys",
+            vec![post().to(access::create_key), get().to(access::list_keys)],
+        ),
+        ("/v1/api-keys/{id}", vec![delete().to(access::revoke_key)]),
+        (
+            "/v1/credentials",
+            vec![
+                post().to(access::save_credential),
+                get().to(access::list_credentials),
+            ],
+        ),
+        (
+            "/v1/credentials/{id}",
+            vec![delete().to(access::delete_credential)],
+        ),
+        ("/v1/audit", vec![get().to(access::audit_log)]),
+        ("/v1/me", vec![get().to(access::me)]),
+    ];
+    for (pattern, routes) in table {
+        gated(cfg, pattern, routes);
+    }
 }

@@ -53,9 +53,8 @@ pub async fn get(
     let store = state.lifecycle.store();
     let pull = store.pull(id).await?;
     let reviews = store.reviews(id).await?;
-    let mut body = serde_json::to_value(pull).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["reviews"] =
-        serde_json::to_value(reviews).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(pull).map_err(ApiError::internal)?;
+    body["reviews"] = serde_json::to_value(reviews).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(body))
 }
 
@@ -112,14 +111,11 @@ pub async fn review(
             rounds: MAX_REVISION_ROUNDS,
         });
     }
-    let review = store.add_review(id, decision, &comment).await?;
+    // The store decides: of concurrent reviews, one moves the pull request; the others find
+    // it no longer open (409).
+    let review = store.review_pull(id, decision, &comment).await?;
     let detail = serde_json::json!({ "task": task.id, "decision": decision, "review": review.id });
     audit(&state, &caller, "pull.review", Some(id.to_string()), detail).await;
-    let next = match decision {
-        Decision::Approve => PullState::Approved,
-        Decision::RequestChanges => PullState::ChangesRequested,
-    };
-    store.set_pull_state(id, next, None).await?;
     let submitted = ReviewSubmitted {
         task_id: task.id,
         pull: id,

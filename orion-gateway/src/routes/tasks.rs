@@ -167,9 +167,9 @@ pub async fn get(
     let store = state.lifecycle.store();
     let task = store.task(id).await?;
     let calls = store.task_usage(id).await?;
-    let mut body = serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
-    body["usage"] = serde_json::to_value(UsageTotals::of_calls(&calls))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut body = serde_json::to_value(&task).map_err(ApiError::internal)?;
+    body["usage"] =
+        serde_json::to_value(UsageTotals::of_calls(&calls)).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(body))
 }
 

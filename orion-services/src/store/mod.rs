@@ -41,6 +41,8 @@ pub enum StoreError {
         expected: i64,
         actual: i64,
     },
+    #[error("pull request {pull} is {state}, no longer open for review")]
+    PullNotOpen { pull: uuid::Uuid, state: String },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     #[error("database unavailable: {0}")]
@@ -195,12 +197,18 @@ pub trait Store: Send + Sync + 'static {
         merge_commit: Option<String>,
     ) -> Result<PullRequest, StoreError>;
 
-    async fn add_review(
+    /// Decides an open pull request by a review, once: the pull request moves to the
+    /// decision's state and the review is recorded, in one transaction; a pull request that
+    /// is no longer open (another review won) is [`StoreError::PullNotOpen`].
+    async fn review_pull(
         &self,
         pull: uuid::Uuid,
         decision: orion_bus::Decision,
         comment: &str,
     ) -> Result<Review, StoreError>;
+
+    /// The review `id` of pull request `pull`, if there is one.
+    async fn review(&self, pull: uuid::Uuid, id: uuid::Uuid) -> Result<Option<Review>, StoreError>;
 
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
 

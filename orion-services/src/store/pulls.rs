@@ -238,21 +238,53 @@ impl SqlStore {
         to_pull(active.update(self.connection()).await?)
     }
 
-    pub(super) async fn add_review_impl(
+    /// A review decides the pull request once: in one transaction, the pull request moves
+    /// from `open` to the decision's state (`WHERE state = 'open'` is the referee between
+    /// concurrent reviewers: the row lock makes a second one find it moved on), and the review
+    /// is recorded. A pull request that is not open is [`StoreError::PullNotOpen`].
+    pub(super) async fn review_pull_impl(
         &self,
         pull: Uuid,
         decision: Decision,
         comment: &str,
     ) -> Result<Review, StoreError> {
+        use sea_orm::TransactionTrait;
+        let next = match decision {
+            Decision::Approve => PullState::Approved,
+            Decision::RequestChanges => PullState::ChangesRequested,
+        };
+        let now = Utc::now();
+        let txn = self.connection().begin().await?;
+        let moved = pull_request::Entity::update_many()
+            .set(pull_request::ActiveModel {
+                state: Set(next.as_str().to_owned()),
+                updated_at: Set(now),
+                ..Default::default()
+            })
+            .filter(pull_request::Column::Id.eq(pull))
+            .filter(pull_request::Column::State.eq(PullState::Open.as_str()))
+            .exec(&txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            let current = pull_request::Entity::find_by_id(pull)
+                .one(&txn)
+                .await?
+                .ok_or(StoreError::PullNotFound(pull))?;
+            return Err(StoreError::PullNotOpen {
+                pull,
+                state: current.state,
+            });
+        }
         let model = review::ActiveModel {
             id: Set(Uuid::now_v7()),
             pull_id: Set(pull),
             decision: Set(decision_str(decision).to_owned()),
             comment: Set(comment.to_owned()),
-            created_at: Set(Utc::now()),
+            created_at: Set(now),
         }
-        .insert(self.connection())
+        .insert(&txn)
         .await?;
+        txn.commit().await?;
         Ok(Review {
             id: model.id,
             pull_id: model.pull_id,
@@ -260,6 +292,19 @@ impl SqlStore {
             comment: model.comment,
             created_at: model.created_at,
         })
+    }
+
+    /// One review of a pull request, if it is that pull request's.
+    pub(super) async fn review_impl(
+        &self,
+        pull: Uuid,
+        id: Uuid,
+    ) -> Result<Option<Review>, StoreError> {
+        Ok(self
+            .reviews_impl(pull)
+            .await?
+            .into_iter()
+            .find(|r| r.id == id))
     }
 
     pub(super) async fn reviews_impl(&self, pull: Uuid) -> Result<Vec<Review>, StoreError> {

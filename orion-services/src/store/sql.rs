@@ -458,13 +458,17 @@ impl Store for SqlStore {
         self.set_pull_state_impl(id, state, merge_commit).await
     }
 
-    async fn add_review(
+    async fn review_pull(
         &self,
         pull: uuid::Uuid,
         decision: orion_bus::Decision,
         comment: &str,
     ) -> Result<Review, StoreError> {
-        self.add_review_impl(pull, decision, comment).await
+        self.review_pull_impl(pull, decision, comment).await
+    }
+
+    async fn review(&self, pull: uuid::Uuid, id: uuid::Uuid) -> Result<Option<Review>, StoreError> {
+        self.review_impl(pull, id).await
     }
 
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError> {

@@ -151,6 +151,7 @@ pub fn start_node(
         },
         plugins: settings.plugins()?,
         task_lease: Duration::from_secs(settings.node.task_lease_secs),
+        repos: settings.repo_policy(),
     };
     let forge = match &settings.forge {
         Some(config) => Some(
@@ -162,8 +163,11 @@ pub fn start_node(
     };
     // Private remotes: their credentials, sealed in the store, opened by the VCS service only.
     if let Some(sealer) = settings.sealer()? {
-        let cache =
-            orion_services::vcs::CredentialCache::new(sealer, services.lifecycle.store().clone());
+        let cache = orion_services::vcs::CredentialCache::new(
+            sealer,
+            services.lifecycle.store().clone(),
+            settings.security.insecure_hosts.clone(),
+        );
         cache.keep_fresh(CREDENTIALS_REFRESH);
         orion_services::vcs::set_credential_source(cache);
     }
@@ -205,9 +209,15 @@ pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result
         submissions_per_minute: server_settings.submissions_per_minute,
         ws_max_frame_bytes: server_settings.ws_max_frame_bytes,
         ws_buffer_events: server_settings.ws_buffer_events,
+        ws_max_per_caller: server_settings.ws_max_per_caller,
+        ws_max: server_settings.ws_max,
+        ws_max_replay: server_settings.ws_max_replay,
+        ws_recheck: Duration::from_secs(server_settings.ws_recheck_secs.max(1)),
         workers: server_settings.workers,
         plugins: settings.plugins()?,
         public_metrics: server_settings.public_metrics,
+        repos: settings.repo_policy(),
+        default_budget_usd: settings.llm.task_budget_usd,
     };
     let auth = Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
     let state = AppState::new(services.lifecycle.clone(), config, auth, settings.sealer()?);

@@ -42,6 +42,9 @@ pub struct Settings {
     pub auth: orion_gateway::auth::AuthSettings,
     #[serde(default)]
     pub secrets: SecretsSettings,
+    /// Where tasks may point, and where credentials may go over plain HTTP.
+    #[serde(default)]
+    pub security: SecuritySettings,
     /// Agent kinds served by external processes (`[plugins.<name>]`); see `docs/agents.md`.
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, orion_bus::PluginKind>,
@@ -52,6 +55,19 @@ pub struct Settings {
 pub struct SecretsSettings {
     /// 32 bytes, base64: seals repository credentials in the store. Absent: Orion stores none.
     pub credentials_key: Option<SecretString>,
+}
+
+/// `[security]`: where a task's `repo` may point (see `orion_services::vcs::RepoPolicy`).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct SecuritySettings {
+    /// Local directories tasks may name; absent: any in embedded mode, none in a cluster.
+    pub repo_roots: Option<Vec<PathBuf>>,
+    /// Remote hosts tasks may name (`host` or `host:port`); absent: in embedded mode any
+    /// but loopback, link-local and metadata addresses, in a cluster none.
+    pub repo_hosts: Option<Vec<String>>,
+    /// Hosts a repository credential may be sent to over plain `http://`.
+    #[serde(default)]
+    pub insecure_hosts: Vec<String>,
 }
 
 /// What an agent kind changes of the `[llm]` settings.
@@ -124,6 +140,10 @@ pub struct ServerSettings {
     pub submissions_per_minute: u32,
     pub ws_max_frame_bytes: usize,
     pub ws_buffer_events: usize,
+    pub ws_max_per_caller: usize,
+    pub ws_max: usize,
+    pub ws_max_replay: usize,
+    pub ws_recheck_secs: u64,
     pub workers: usize,
     /// `/metrics` without credentials, for a scraper inside the cluster.
     #[serde(default)]
@@ -226,6 +246,26 @@ impl Settings {
     }
 
     /// Where the local model is (or would be, once fetched).
+    /// Where a task's `repo` may point: the configured roots and hosts (in a cluster, none
+    /// until configured; embedded, any), never inside this process's data directory.
+    pub fn repo_policy(&self) -> orion_services::vcs::RepoPolicy {
+        let cluster = self.bus.url.is_some();
+        let security = &self.security;
+        let data_dir =
+            std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        orion_services::vcs::RepoPolicy {
+            roots: security
+                .repo_roots
+                .clone()
+                .or_else(|| cluster.then(Vec::new)),
+            hosts: security
+                .repo_hosts
+                .clone()
+                .or_else(|| cluster.then(Vec::new)),
+            denied: vec![data_dir],
+        }
+    }
+
     pub fn local_model_path(&self) -> std::path::PathBuf {
         self.llm.model_path.clone().unwrap_or_else(|| {
             self.models_dir()

@@ -34,6 +34,8 @@ pub struct NodeConfig {
     pub plugins: orion_bus::Plugins,
     /// The coordinator's task lease (see `Coordinator::with_lease`).
     pub task_lease: std::time::Duration,
+    /// Where a task's `repo` may point: checked before any agent touches it.
+    pub repos: orion_services::vcs::RepoPolicy,
 }
 
 /// The services a node's agents use besides the store and the bus.
@@ -98,6 +100,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
                 node: config.name.clone(),
                 agent: kind,
                 bus: lifecycle.bus().clone(),
+                repos: Arc::new(config.repos.clone()),
             },
             work,
             store: lifecycle.store().clone(),

@@ -88,6 +88,12 @@ pub struct Principal {
     pub subject: String,
     pub role: Role,
     pub grants: Vec<String>,
+    /// When the credential stops being valid (a token's `exp`, a key's expiry), if ever: a
+    /// long-lived connection (the event stream) ends then.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The SHA-256 of the API key the caller used, so that a long-lived connection can see
+    /// the key revoked.
+    pub api_key_hash: Option<String>,
 }
 
 impl Principal {
@@ -96,7 +102,24 @@ impl Principal {
             subject: "anonymous".into(),
             role: Role::Admin,
             grants: Vec::new(),
+            expires_at: None,
+            api_key_hash: None,
         }
+    }
+
+    /// Whether the caller's credential still holds: not expired, and an API key still stored
+    /// and not revoked. Asked again by long-lived connections.
+    pub async fn still_valid(&self, store: &dyn Store) -> Result<bool, ApiError> {
+        if self.expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
+            return Ok(false);
+        }
+        let Some(hash) = &self.api_key_hash else {
+            return Ok(true);
+        };
+        Ok(store
+            .api_key_by_hash(hash)
+            .await?
+            .is_some_and(|key| key.revoked_at.is_none()))
     }
 
     pub fn may(&self, need: Need) -> bool {
@@ -426,6 +449,10 @@ impl Authenticator {
             subject,
             role,
             grants,
+            expires_at: claims
+                .exp
+                .and_then(|exp| chrono::DateTime::from_timestamp(exp as i64, 0)),
+            api_key_hash: None,
         })
     }
 }
@@ -433,6 +460,7 @@ impl Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: Option<String>,
+    exp: Option<u64>,
     role: Option<String>,
     #[serde(default)]
     roles: Vec<String>,
@@ -495,8 +523,9 @@ pub fn new_api_key_secret() -> String {
 }
 
 async fn api_key(store: &dyn Store, secret: &str) -> Result<Principal, ApiError> {
+    let hash = hash_api_key(secret);
     let key = store
-        .api_key_by_hash(&hash_api_key(secret))
+        .api_key_by_hash(&hash)
         .await?
         .ok_or(ApiError::from(AuthFailure::UnknownApiKey))?;
     if key.revoked_at.is_some() {
@@ -513,6 +542,8 @@ async fn api_key(store: &dyn Store, secret: &str) -> Result<Principal, ApiError>
         subject: format!("key:{}", key.id),
         role,
         grants: key.grants,
+        expires_at: key.expires_at,
+        api_key_hash: Some(hash),
     })
 }
 
@@ -689,6 +720,8 @@ mod tests {
             subject: "s".into(),
             role: Role::Submitter,
             grants: vec![],
+            expires_at: None,
+            api_key_hash: None,
         };
         assert!(!p.may(Need::Review));
         p.grants.push(GRANT_REVIEW.into());

@@ -105,6 +105,18 @@ pub enum ApiError {
     ApiKeyNotFound(uuid::Uuid),
     #[error("repository credential {0} does not exist")]
     CredentialNotFound(uuid::Uuid),
+    #[error("{0}")]
+    RepoNotAllowed(String),
+    #[error("this Idempotency-Key was used for a different request; use a new key")]
+    IdempotencyKeyReused,
+    #[error("a budget above {limit} USD needs an operator")]
+    BudgetNotAllowed { limit: f64 },
+    #[error("too many event streams open ({open} of {limit} {scope}); close one first")]
+    TooManyStreams {
+        open: usize,
+        limit: usize,
+        scope: &'static str,
+    },
     /// Anything the client cannot act on; the cause (with its whole chain) is logged, never
     /// answered.
     #[error("internal error")]
@@ -161,6 +173,10 @@ impl ApiError {
             ApiError::NodeNotFound(_) => "node_not_found",
             ApiError::ApiKeyNotFound(_) => "api_key_not_found",
             ApiError::CredentialNotFound(_) => "credential_not_found",
+            ApiError::RepoNotAllowed(_) => "repo_not_allowed",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
+            ApiError::BudgetNotAllowed { .. } => "budget_not_allowed",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -192,6 +208,10 @@ impl ApiError {
             ApiError::NodeNotFound(_) => "Node not found",
             ApiError::ApiKeyNotFound(_) => "API key not found",
             ApiError::CredentialNotFound(_) => "Credential not found",
+            ApiError::RepoNotAllowed(_) => "Repository not allowed",
+            ApiError::IdempotencyKeyReused => "Idempotency key reused",
+            ApiError::BudgetNotAllowed { .. } => "Budget not allowed",
+            ApiError::TooManyStreams { .. } => "Too many streams",
             ApiError::Internal(_) => "Internal error",
         }
     }
@@ -219,8 +239,14 @@ impl ResponseError for ApiError {
             ApiError::PullNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NoRole | ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::NoRole
+            | ApiError::Forbidden { .. }
+            | ApiError::RepoNotAllowed(_)
+            | ApiError::BudgetNotAllowed { .. } => StatusCode::FORBIDDEN,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::ApiKeyNotFound(_)
             | ApiError::CredentialNotFound(_)
             | ApiError::NodeNotFound(_) => StatusCode::NOT_FOUND,

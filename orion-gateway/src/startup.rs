@@ -28,6 +28,15 @@ pub struct GatewayConfig {
     pub ws_max_frame_bytes: usize,
     /// Events buffered for a WebSocket subscriber before it is closed as too slow.
     pub ws_buffer_events: usize,
+    /// Event streams open at once, per caller and in all.
+    pub ws_max_per_caller: usize,
+    pub ws_max: usize,
+    /// Stored events one connection replays at most (a client resumes past them with a new
+    /// connection and `since`).
+    pub ws_max_replay: usize,
+    /// How often an open stream checks that its caller's credential still holds (an API key
+    /// revoked meanwhile); a token's expiry ends it on time regardless.
+    pub ws_recheck: std::time::Duration,
     /// How many actix workers serve requests.
     pub workers: usize,
     /// The declared kinds submissions may name, with their input schemas.
@@ -35,6 +44,11 @@ pub struct GatewayConfig {
     /// `/metrics` without credentials (for a scraper inside the cluster); else it needs a
     /// viewer.
     pub public_metrics: bool,
+    /// Where a submitted task's `repo` may point.
+    pub repos: orion_services::vcs::RepoPolicy,
+    /// The budget of a task that sets none (`llm.task_budget_usd`): a submitter may ask for
+    /// no more, an operator may.
+    pub default_budget_usd: Option<f64>,
 }
 
 impl Default for GatewayConfig {
@@ -45,9 +59,15 @@ impl Default for GatewayConfig {
             submissions_per_minute: 600,
             ws_max_frame_bytes: 64 * 1024,
             ws_buffer_events: 1024,
+            ws_max_per_caller: 8,
+            ws_max: 1024,
+            ws_max_replay: 10_000,
+            ws_recheck: std::time::Duration::from_secs(15),
             workers: 2,
             plugins: Default::default(),
             public_metrics: false,
+            repos: Default::default(),
+            default_budget_usd: None,
         }
     }
 }
@@ -64,6 +84,8 @@ pub struct AppState {
     /// Seals repository credentials; `None` when no key is configured (the credential routes
     /// then refuse to store any).
     pub sealer: Option<Sealer>,
+    /// The event streams open now, by caller.
+    pub streams: Arc<crate::routes::StreamCounts>,
 }
 
 impl AppState {
@@ -80,6 +102,7 @@ impl AppState {
             nodes: Default::default(),
             auth: Arc::new(auth),
             sealer,
+            streams: Default::default(),
         }
     }
 }

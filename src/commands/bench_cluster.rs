@@ -133,6 +133,7 @@ fn agent(bus: Arc<dyn Bus>, store: Arc<dyn orion_services::store::Store>, node: 
             node: node.to_owned(),
             agent: AgentKind::Analyzer,
             bus,
+            repos: Default::default(),
         },
         work: Arc::new(Instant0),
         store,

@@ -70,6 +70,12 @@ pub(crate) fn cluster_env(db_url: &str, prefix: &str) -> Vec<(&'static str, Stri
         ("ORION__BUS__URL", nats_url()),
         ("ORION__BUS__PREFIX", prefix.to_owned()),
         ("ORION__SERVER__LISTEN", "127.0.0.1:0".to_owned()),
+        // A cluster allows no repository until told where they may be: the tests' own
+        // repositories live in the temporary directory.
+        (
+            "ORION__SECURITY__REPO_ROOTS",
+            format!("[{:?}]", std::env::temp_dir().canonicalize().unwrap()),
+        ),
     ];
     env.extend(auth_env());
     env

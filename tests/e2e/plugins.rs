@@ -89,6 +89,9 @@ async fn a_python_agent_serves_a_declared_kind_and_a_killed_one_has_its_task_red
     std::fs::write(&config, PLUGINS).unwrap();
     let mut env = cluster_env(&db.url, &prefix);
     env.push(("ORION_CONFIG", config.to_string_lossy().into_owned()));
+    // The declared kinds' tasks name `/r`, which this cluster allows.
+    env.retain(|(key, _)| *key != "ORION__SECURITY__REPO_ROOTS");
+    env.push(("ORION__SECURITY__REPO_ROOTS", r#"["/r"]"#.to_owned()));
     migrate(&env);
     let _node = Process(
         orion(

@@ -111,6 +111,7 @@ async fn panicky_node(panics: u32) -> (TestApp, actix::Addr<orion_actors::BusBri
             node: "panicky".into(),
             agent: AgentKind::Analyzer,
             bus: lifecycle.bus().clone(),
+            repos: Default::default(),
         },
         work: std::sync::Arc::new(Panicky {
             panics: panics.into(),
@@ -334,6 +335,7 @@ async fn a_task_whose_message_is_dead_lettered_fails_with_the_reason() {
             node: "gone".into(),
             agent: AgentKind::Analyzer,
             bus: lifecycle.bus().clone(),
+            repos: Default::default(),
         },
         work: std::sync::Arc::new(Panicky { panics: 0.into() }),
         store: lifecycle.store().clone(),

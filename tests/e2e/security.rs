@@ -707,6 +707,202 @@ async fn the_event_stream_needs_a_token_and_closes_on_an_oversized_frame() {
     );
 }
 
+/// Reads frames until the server closes, within `deadline`; the close reason.
+async fn closed_within(
+    socket: &mut actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    deadline: Duration,
+) -> Option<awc::ws::CloseReason> {
+    use futures_util::StreamExt;
+    tokio::time::timeout(deadline, async {
+        while let Some(frame) = socket.next().await {
+            if let Ok(awc::ws::Frame::Close(reason)) = frame {
+                return reason;
+            }
+        }
+        None
+    })
+    .await
+    .expect("the server closes the stream in time")
+}
+
+/// Streams are capped per caller and in all, end when the caller's token expires or API key
+/// is revoked, and replay a bounded number of events per connection.
+#[actix_rt::test]
+async fn event_streams_are_capped_and_end_with_their_credential() {
+    use futures_util::StreamExt;
+    let app = TestApp::spawn_with(|s| {
+        with_jwt_auth(s);
+        s.server.ws_max_per_caller = 2;
+        s.server.ws_max = 3;
+        s.server.ws_max_replay = 3;
+        s.server.ws_recheck_secs = 1;
+    })
+    .await;
+    let url = app.url("/v1/stream").replacen("http", "ws", 1);
+    let open = |token: String| {
+        let url = url.clone();
+        async move {
+            awc::Client::new()
+                .ws(format!("{url}?access_token={token}"))
+                .connect()
+                .await
+        }
+    };
+    let status_of = |e: awc::error::WsClientError| match e {
+        awc::error::WsClientError::InvalidResponseStatus(status) => status.as_u16(),
+        other => panic!("{other}"),
+    };
+    let viewer = token("viewer");
+    let (_, first) = open(viewer.clone()).await.expect("one");
+    let (_, _second) = open(viewer.clone()).await.expect("two");
+    let third = open(viewer.clone())
+        .await
+        .err()
+        .expect("a third is refused");
+    assert_eq!(status_of(third), 429);
+    let mut other = claims("viewer");
+    other["sub"] = json!("another-viewer");
+    let other = jwt_with(JWT_SECRET, &other);
+    let (_, _theirs) = open(other.clone()).await.expect("another caller's first");
+    let over = open(other.clone()).await.err().expect("the gateway's cap");
+    assert_eq!(status_of(over), 429);
+    // A closed stream frees its place.
+    drop(first);
+    eventually("a place to free up", Duration::from_secs(10), || async {
+        open(viewer.clone()).await.ok()
+    })
+    .await;
+
+    // A token that expires in two seconds: its stream ends then.
+    let app2 = TestApp::spawn_with(|s| {
+        with_jwt_auth(s);
+        s.server.ws_max_replay = 3;
+        s.server.ws_recheck_secs = 1;
+    })
+    .await;
+    let url2 = app2.url("/v1/stream").replacen("http", "ws", 1);
+    let mut short = claims("viewer");
+    short["exp"] = json!(jsonwebtoken::get_current_timestamp() + 2);
+    let (_, mut socket) = awc::Client::new()
+        .ws(format!(
+            "{url2}?access_token={}",
+            jwt_with(JWT_SECRET, &short)
+        ))
+        .connect()
+        .await
+        .unwrap();
+    let reason = closed_within(&mut socket, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(reason.code, awc::ws::CloseCode::Policy);
+    assert_eq!(
+        reason.description.as_deref(),
+        Some("credential expired or revoked")
+    );
+
+    // An API key revoked while its stream is open: the stream ends.
+    let admin = bearer(&token("admin"));
+    let made = call(
+        &app2,
+        "POST",
+        "/v1/api-keys",
+        Some(&admin),
+        Some(json!({ "name": "watcher", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(made.status, 201, "{}", made.body);
+    let (_, mut socket) = awc::Client::new()
+        .ws(url2.as_str())
+        .set_header("X-Api-Key", made.body["secret"].as_str().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let revoked = call(
+        &app2,
+        "DELETE",
+        &format!("/v1/api-keys/{}", made.body["id"].as_str().unwrap()),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert!(revoked.status < 300, "{}", revoked.body);
+    let reason = closed_within(&mut socket, Duration::from_secs(15))
+        .await
+        .unwrap();
+    assert_eq!(
+        reason.description.as_deref(),
+        Some("credential expired or revoked")
+    );
+
+    // A replay stops at three events and says where to resume; resuming there goes on.
+    let repo = fixture_repo();
+    for _ in 0..2 {
+        let id = call(
+            &app2,
+            "POST",
+            "/v1/tasks",
+            Some(&admin),
+            Some(analyze(&repo.path().to_string_lossy())),
+        )
+        .await
+        .body["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        eventually(
+            "the analysis to complete",
+            Duration::from_secs(30),
+            || async {
+                let task = call(&app2, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None).await;
+                (task.body["status"] == "completed").then_some(())
+            },
+        )
+        .await;
+    }
+    let mut since = 0i64;
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        let (_, mut socket) = awc::Client::new()
+            .ws(format!(
+                "{url2}?since={since}&access_token={}",
+                token("viewer")
+            ))
+            .connect()
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        let reason = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(frame) = socket.next().await {
+                match frame {
+                    Ok(awc::ws::Frame::Text(text)) => {
+                        events.push(serde_json::from_slice::<Value>(&text).unwrap())
+                    }
+                    Ok(awc::ws::Frame::Close(reason)) => return reason,
+                    _ => {}
+                }
+            }
+            None
+        })
+        .await
+        .expect("the replay ends with a close")
+        .unwrap();
+        assert_eq!(events.len(), 3, "round {round}");
+        let description = reason.description.unwrap();
+        let resume: i64 = description
+            .strip_prefix("replay limit reached: resume with since=")
+            .unwrap_or_else(|| panic!("{description}"))
+            .parse()
+            .unwrap();
+        assert_eq!(resume, events[2]["seq"].as_i64().unwrap());
+        seen.extend(events.iter().map(|e| e["seq"].as_i64().unwrap()));
+        since = resume;
+    }
+    let mut sorted = seen.clone();
+    sorted.dedup();
+    assert_eq!(sorted, seen, "no event twice: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+}
+
 #[actix_rt::test]
 async fn repository_credentials_are_sealed_at_rest_and_never_returned() {
     use base64::Engine;
@@ -750,16 +946,44 @@ async fn repository_credentials_are_sealed_at_rest_and_never_returned() {
     // What the VCS service reads opens with the key, and only with it.
     let sealer = orion_services::secrets::Sealer::from_base64(&key.into()).unwrap();
     let store = app.services.lifecycle.store();
-    let cache = orion_services::vcs::CredentialCache::new(sealer, store.clone());
+    let plain = json!({ "repo_prefix": "http://git.example.com/acme/", "username": "bot", "secret": secret });
+    let saved = call(&app, "POST", "/v1/credentials", Some(&admin), Some(plain)).await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    let cache = orion_services::vcs::CredentialCache::new(sealer.clone(), store.clone(), vec![]);
     cache.refresh().await.unwrap();
     assert_eq!(
         cache.lookup("https://git.example.com/acme/widgets.git"),
         Some(("bot".to_owned(), secret.to_owned()))
     );
-    assert_eq!(cache.lookup("https://elsewhere.example.com/x.git"), None);
+    // Matched on the parsed URL: look-alike hosts, users, ports and paths get nothing.
+    for elsewhere in [
+        "https://elsewhere.example.com/x.git",
+        "https://git.example.com.evil.net/acme/widgets.git",
+        "https://git.example.com@evil.net/acme/widgets.git",
+        "https://git.example.com:8443/acme/widgets.git",
+        "https://git.example.com/acmecorp/widgets.git",
+        "https://git.example.com/other/../acme2/widgets.git",
+    ] {
+        assert_eq!(cache.lookup(elsewhere), None, "{elsewhere}");
+    }
+    // Over plain HTTP, only to a host listed as insecure.
+    assert_eq!(
+        cache.lookup("http://git.example.com/acme/widgets.git"),
+        None
+    );
+    let insecure = orion_services::vcs::CredentialCache::new(
+        sealer,
+        store.clone(),
+        vec!["git.example.com".to_owned()],
+    );
+    insecure.refresh().await.unwrap();
+    assert_eq!(
+        insecure.lookup("http://git.example.com/acme/widgets.git"),
+        Some(("bot".to_owned(), secret.to_owned()))
+    );
     let other_key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
     let other = orion_services::secrets::Sealer::from_base64(&other_key.into()).unwrap();
-    let wrong = orion_services::vcs::CredentialCache::new(other, store.clone());
+    let wrong = orion_services::vcs::CredentialCache::new(other, store.clone(), vec![]);
     wrong.refresh().await.unwrap();
     assert_eq!(
         wrong.lookup("https://git.example.com/acme/widgets.git"),
@@ -1129,8 +1353,13 @@ async fn a_develop_task_reaches_a_private_remote_with_the_stored_credential() {
         model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 7\n=== END\n").await;
     let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
     let model_url = format!("{}/v1", model.uri());
+    let server_host = format!("127.0.0.1:{}", port.trim());
     let app = TestApp::spawn_with(move |s| {
         with_jwt_auth(s);
+        // A loopback remote is allowed only when listed, and a credential goes over plain
+        // HTTP only to a host listed as insecure.
+        s.security.repo_hosts = Some(vec![server_host]);
+        s.security.insecure_hosts = vec!["127.0.0.1".into()];
         s.secrets.credentials_key = Some(key.into());
         s.llm.base_url = Some(model_url);
         s.llm.model = "gpt-test".into();
@@ -1364,4 +1593,161 @@ async fn the_bus_connects_over_tls_to_a_server_whose_ca_it_is_given() {
     })
     .await
     .expect("trusting the CA, the bus connects over TLS");
+}
+
+/// A submission is checked for where it points (`security.repo_roots`, `repo_hosts`, never
+/// the data directory), its idempotency key is its caller's own, and only an operator may
+/// ask for more than the default budget. A refused submission stores nothing; a task that
+/// reaches the bus without a gateway is refused by the node.
+#[actix_rt::test]
+async fn submissions_are_checked_for_where_they_point_whose_key_and_what_budget() {
+    use crate::support::TempDir;
+    let allowed = TempDir::new();
+    let repo = allowed.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("a.py"), "def f():\n    return 1\n").unwrap();
+    let outside = fixture_repo();
+    let roots = vec![allowed.path().to_owned()];
+    let app = TestApp::spawn_with(move |s| {
+        with_jwt_auth(s);
+        s.security.repo_roots = Some(roots);
+        s.security.repo_hosts = Some(vec!["git.corp".into()]);
+        s.llm.task_budget_usd = Some(1.0);
+    })
+    .await;
+    let admin = bearer(&token("admin"));
+    let submitter = bearer(&token("submitter"));
+    let count = || async {
+        call(&app, "GET", "/v1/tasks", Some(&admin), None)
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    let refused = [
+        outside.path().to_string_lossy().into_owned(),
+        format!(
+            "{}/../{}",
+            allowed.path().display(),
+            outside.path().display()
+        ),
+        format!("{}/repo/../../", allowed.path().display()),
+        app.data.path().to_string_lossy().into_owned(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://2130706433/x.git".to_owned(),
+        "https://git.corp.evil.net/x.git".to_owned(),
+        "https://git.corp@evil.net/x.git".to_owned(),
+        "relative/repo".to_owned(),
+    ];
+    for repo in &refused {
+        let answer = call(
+            &app,
+            "POST",
+            "/v1/tasks",
+            Some(&submitter),
+            Some(analyze(repo)),
+        )
+        .await;
+        assert_eq!(
+            (answer.status, answer.code(), answer.content_type.as_str()),
+            (403, "repo_not_allowed", "application/problem+json"),
+            "{repo}: {}",
+            answer.body
+        );
+    }
+    assert_eq!(count().await, 0, "nothing refused is stored");
+    let ok = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&submitter),
+        Some(analyze(&repo.to_string_lossy())),
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{}", ok.body);
+
+    // Idempotency keys are the caller's own.
+    let keyed = |who: String, body: Value| {
+        let app = &app;
+        async move {
+            let response = awc::Client::new()
+                .post(app.url("/v1/tasks"))
+                .insert_header(("Authorization", who))
+                .insert_header(("Idempotency-Key", "k-1"))
+                .send_json(&body)
+                .await;
+            let mut response = response.unwrap();
+            let body: Value = response.json().await.unwrap();
+            (response.status().as_u16(), body)
+        }
+    };
+    let body = analyze(&repo.to_string_lossy());
+    let (s1, first) = keyed(submitter.clone(), body.clone()).await;
+    let mut another = claims("submitter");
+    another["sub"] = json!("someone-else");
+    let someone_else = bearer(&jwt_with(JWT_SECRET, &another));
+    let (s2, theirs) = keyed(someone_else, body.clone()).await;
+    assert_eq!((s1, s2), (202, 202), "{first} {theirs}");
+    assert_ne!(
+        first["id"], theirs["id"],
+        "another caller's key is another task"
+    );
+    let (s3, again) = keyed(submitter.clone(), body.clone()).await;
+    assert_eq!((s3, &again["id"]), (200, &first["id"]));
+    let mut changed = body.clone();
+    changed["priority"] = json!("high");
+    let (s4, reused) = keyed(submitter.clone(), changed).await;
+    assert_eq!(
+        (s4, reused["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{reused}"
+    );
+
+    // Budgets: a submitter up to the default, an operator beyond.
+    let mut rich = analyze(&repo.to_string_lossy());
+    rich["budget_usd"] = json!(2.5);
+    let answer = call(
+        &app,
+        "POST",
+        "/v1/tasks",
+        Some(&submitter),
+        Some(rich.clone()),
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (403, "budget_not_allowed"),
+        "{}",
+        answer.body
+    );
+    let operator = bearer(&token("operator"));
+    let answer = call(&app, "POST", "/v1/tasks", Some(&operator), Some(rich)).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+    let mut modest = analyze(&repo.to_string_lossy());
+    modest["budget_usd"] = json!(0.5);
+    let answer = call(&app, "POST", "/v1/tasks", Some(&submitter), Some(modest)).await;
+    assert_eq!(answer.status, 202, "{}", answer.body);
+
+    // Straight onto the bus, past the gateway: the node refuses to touch it.
+    let spec = orion_bus::TaskSpec::new(
+        orion_bus::TaskKind::Analyze,
+        outside.path().to_string_lossy(),
+        None,
+        None,
+        orion_bus::Priority::Normal,
+    )
+    .unwrap();
+    let forged = app.services.lifecycle.submit(spec, None).await.unwrap();
+    let id = forged.task.id.to_string();
+    let failed = eventually(
+        "the node to refuse the task",
+        Duration::from_secs(30),
+        || async {
+            let task = call(&app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None).await;
+            (task.body["status"] == "failed").then_some(task.body)
+        },
+    )
+    .await;
+    assert_eq!(failed["error"]["code"], "repo_not_allowed", "{failed}");
 }

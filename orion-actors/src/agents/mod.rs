@@ -43,6 +43,8 @@ pub struct WorkContext {
     pub node: String,
     pub agent: AgentKind,
     pub bus: Arc<dyn Bus>,
+    /// Where a task's `repo` may point; checked before every step.
+    pub repos: Arc<orion_services::vcs::RepoPolicy>,
 }
 
 impl WorkContext {
@@ -331,11 +333,12 @@ impl Agent {
         let agent = ctx.agent.as_str();
         let in_flight = InFlight::start(agent);
         let started = std::time::Instant::now();
-        let outcome = self
-            .work
-            .step(&assignment, ctx)
-            .await
-            .unwrap_or_else(|failure| Outcome::Failed { failure });
+        // A task that reached the bus without a gateway is checked here all the same.
+        let outcome = match ctx.repos.check(&assignment.task.spec.repo) {
+            Ok(()) => self.work.step(&assignment, ctx).await,
+            Err(refused) => Err(TaskFailure::new("repo_not_allowed", refused.to_string())),
+        }
+        .unwrap_or_else(|failure| Outcome::Failed { failure });
         drop(in_flight);
         let state = match &outcome {
             Outcome::Started => "started",

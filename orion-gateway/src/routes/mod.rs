@@ -22,6 +22,7 @@ fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 }
 
 pub(crate) use health::{healthz, metrics};
+pub use stream::StreamCounts;
 
 /// Registers `pattern`'s routes behind the gate ([`crate::auth::gate`]), which runs once the
 /// router has chosen this resource and decides on `pattern` itself: however a request spells

@@ -5,6 +5,12 @@
 //! The live subscription is opened before the replay is read, and live events at or below
 //! the last replayed `seq` are skipped, so nothing falls between replay and live and nothing
 //! is sent twice. A client that cannot keep up is closed with code 1008 ("slow consumer").
+//!
+//! Limits: a caller may hold `server.ws_max_per_caller` streams and the gateway
+//! `server.ws_max` (beyond them: 429 `too_many_streams`); one connection replays at most
+//! `server.ws_max_replay` stored events, then closes (1008) saying the `since` to resume
+//! from; a stream ends (1008) when its caller's token expires, and when its API key is revoked
+//! or expires (checked every `server.ws_recheck_secs`).
 
 use std::time::Duration;
 
@@ -15,8 +21,67 @@ use orion_bus::{Body, EnvelopeStream, EventType, TaskEvent, TaskId};
 use orion_services::store::Store;
 use serde::Deserialize;
 
+use crate::auth::{Caller, Principal};
 use crate::error::ApiError;
 use crate::startup::AppState;
+
+/// The event streams open now: in all, and by caller.
+#[derive(Debug, Default)]
+pub struct StreamCounts {
+    open: std::sync::Mutex<(usize, std::collections::HashMap<String, usize>)>,
+}
+
+/// One open stream, counted until it is dropped.
+struct StreamSlot {
+    counts: std::sync::Arc<StreamCounts>,
+    caller: String,
+}
+
+impl StreamCounts {
+    /// Counts a stream of `caller`'s, or refuses it when either limit is reached.
+    fn open(
+        self: &std::sync::Arc<Self>,
+        caller: &str,
+        per_caller: usize,
+        total: usize,
+    ) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock().expect("not poisoned");
+        let mine = open.1.get(caller).copied().unwrap_or(0);
+        if mine >= per_caller {
+            return Err(ApiError::TooManyStreams {
+                open: mine,
+                limit: per_caller,
+                scope: "for this caller",
+            });
+        }
+        if open.0 >= total {
+            return Err(ApiError::TooManyStreams {
+                open: open.0,
+                limit: total,
+                scope: "on this gateway",
+            });
+        }
+        open.0 += 1;
+        *open.1.entry(caller.to_owned()).or_default() += 1;
+        Ok(StreamSlot {
+            counts: self.clone(),
+            caller: caller.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().expect("not poisoned");
+        open.0 = open.0.saturating_sub(1);
+        if let Some(mine) = open.1.get_mut(&self.caller) {
+            *mine -= 1;
+            if *mine == 0 {
+                open.1.remove(&self.caller);
+            }
+        }
+    }
+}
 
 /// A send that takes longer than this marks the client as too slow.
 const SEND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,6 +116,7 @@ pub async fn connect(
     req: HttpRequest,
     payload: web::Payload,
     params: web::Query<StreamParams>,
+    caller: Caller,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let task = params
@@ -74,6 +140,10 @@ pub async fn connect(
                 })
         })
         .transpose()?;
+    let config = &state.config;
+    let slot = state
+        .streams
+        .open(&caller.subject, config.ws_max_per_caller, config.ws_max)?;
     let bus = state.lifecycle.bus();
     let pattern = match task {
         Some(t) => bus.subjects().events_of(t),
@@ -91,15 +161,32 @@ pub async fn connect(
     let store = state.lifecycle.store().clone();
     let incoming = incoming.max_frame_size(state.config.ws_max_frame_bytes);
     let live = buffered(live, state.config.ws_buffer_events);
-    actix_web::rt::spawn(serve(
-        session,
-        incoming,
-        live,
-        store,
-        Filter { task, types },
-        params.since,
-    ));
+    let limits = Limits {
+        caller: caller.into_inner(),
+        max_replay: config.ws_max_replay,
+        recheck: config.ws_recheck,
+    };
+    actix_web::rt::spawn(async move {
+        serve(
+            session,
+            incoming,
+            live,
+            store,
+            Filter { task, types },
+            params.since,
+            limits,
+        )
+        .await;
+        drop(slot);
+    });
     Ok(response)
+}
+
+/// What bounds one connection.
+struct Limits {
+    caller: Principal,
+    max_replay: usize,
+    recheck: Duration,
 }
 
 /// Live events, at most `capacity` of them waiting for a slow client; `None` from the
@@ -137,6 +224,10 @@ enum End {
     ClientGone,
     FrameTooLarge,
     TooSlow,
+    /// The replay reached the limit; the client resumes after this `seq`.
+    ReplayLimit(i64),
+    /// The caller's token expired, or its API key was revoked or expired.
+    CredentialEnded,
     Failed(String),
 }
 
@@ -154,19 +245,26 @@ async fn replay(
     store: &dyn Store,
     filter: &Filter,
     since: i64,
+    max: usize,
 ) -> Result<i64, End> {
-    let mut last = since;
+    let (mut last, mut sent) = (since, 0usize);
     loop {
         let batch = store
             .events(filter.task, last, REPLAY_BATCH)
             .await
             .map_err(|e| End::Failed(e.to_string()))?;
-        let Some(tail) = batch.last() else {
+        if batch.is_empty() {
             return Ok(last);
-        };
-        last = tail.seq;
-        for event in batch.iter().filter(|e| filter.admits(e)) {
-            send(session, event).await?;
+        }
+        for event in &batch {
+            if filter.admits(event) {
+                if sent == max {
+                    return Err(End::ReplayLimit(last));
+                }
+                send(session, event).await?;
+                sent += 1;
+            }
+            last = event.seq;
         }
     }
 }
@@ -178,16 +276,38 @@ async fn serve(
     store: std::sync::Arc<dyn Store>,
     filter: Filter,
     since: Option<i64>,
+    limits: Limits,
 ) {
     let _subscribed = orion_services::metrics::ws_subscriber();
     let result: Result<(), End> = async {
+        // The credential's end, if it has one, ends the stream on time.
+        let expiry = limits.caller.expires_at.map(|at| {
+            let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            tokio::time::Instant::now() + left
+        });
+        let expired = async move {
+            match expiry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
         let replayed_up_to = match since {
-            Some(since) => replay(&mut session, store.as_ref(), &filter, since).await?,
+            Some(since) => {
+                replay(&mut session, store.as_ref(), &filter, since, limits.max_replay).await?
+            }
             None => i64::MIN,
         };
         let mut ping = tokio::time::interval(PING_INTERVAL);
+        let mut recheck = tokio::time::interval(limits.recheck);
         loop {
             tokio::select! {
+                () = &mut expired => return Err(End::CredentialEnded),
+                _ = recheck.tick() => {
+                    if !limits.caller.still_valid(store.as_ref()).await.unwrap_or(true) {
+                        return Err(End::CredentialEnded);
+                    }
+                }
                 next = live.events.recv() => {
                     let Some(event) = next else {
                         return Err(if live.overflowed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -220,6 +340,14 @@ async fn serve(
         Err(End::TooSlow) => Some(CloseReason {
             code: CloseCode::Policy,
             description: Some("slow consumer".into()),
+        }),
+        Err(End::ReplayLimit(last)) => Some(CloseReason {
+            code: CloseCode::Policy,
+            description: Some(format!("replay limit reached: resume with since={last}")),
+        }),
+        Err(End::CredentialEnded) => Some(CloseReason {
+            code: CloseCode::Policy,
+            description: Some("credential expired or revoked".into()),
         }),
         Err(End::Failed(why)) => {
             tracing::warn!(%why, "closing an event stream");

@@ -114,10 +114,34 @@ pub async fn submit(
     let key = idempotency_key(&req)?;
     let spec = parse_submission(body)?;
     state.config.plugins.check(&spec)?;
+    admit(&state, &caller, &spec)?;
+    // A key is its caller's: the same key from another caller is another request.
+    let key = key.map(|k| format!("{}\u{1f}{k}", caller.subject));
     let lifecycle = &state.lifecycle;
-    let submission = lifecycle.submit(spec, key.as_deref()).await?;
+    let submission = lifecycle.submit(spec.clone(), key.as_deref()).await?;
+    if !submission.created && submission.task.spec != spec {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
     audit_submission(&state, &caller, &submission, serde_json::json!({})).await;
     submitted(submission)
+}
+
+/// What the caller may ask of a task beyond its role: a `repo` the policy allows
+/// (`security.repo_roots`, `security.repo_hosts`), and a budget above the default only as an
+/// operator.
+fn admit(state: &AppState, caller: &Caller, spec: &TaskSpec) -> Result<(), ApiError> {
+    state
+        .config
+        .repos
+        .check(&spec.repo)
+        .map_err(|refused| ApiError::RepoNotAllowed(refused.to_string()))?;
+    if let (Some(asked), Some(limit)) = (spec.budget_usd, state.config.default_budget_usd)
+        && asked > limit
+        && caller.role < crate::auth::Role::Operator
+    {
+        return Err(ApiError::BudgetNotAllowed { limit });
+    }
+    Ok(())
 }
 
 async fn audit_submission(
@@ -359,6 +383,7 @@ pub async fn submit_suggestion(
         None,
         Priority::Normal,
     )?;
+    admit(&state, &caller, &spec)?;
     let submission = lifecycle
         .submit(spec, Some(&format!("suggestion-{id}-{n}")))
         .await?;

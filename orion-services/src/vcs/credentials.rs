@@ -1,6 +1,12 @@
 //! Credentials for private remotes: given to libgit2 when a remote asks (HTTP basic or
 //! user-and-password over SSH), from the store's sealed records, opened only here.
 //!
+//! A record applies to a remote by the parsed URL, never by text: the same scheme, host and
+//! port, and the record's path a prefix of the remote's on segment boundaries
+//! ([`credential_applies`]), so a record for `http://git.corp` is never sent to
+//! `http://git.corp.evil.net` or `http://git.corp@evil.net`. Over plain `http://` no
+//! credential is sent at all unless its host is in `security.insecure_hosts`.
+//!
 //! The node keeps the sealed records in a [`CredentialCache`], refreshed in the background
 //! and at once when a remote asks for a credential the cache lacks, and registers it with
 //! [`set_credential_source`]. Git operations answer a remote's challenge from it on their
@@ -20,9 +26,35 @@ struct Entry {
     sealed: String,
 }
 
+/// Whether a credential stored for `prefix` applies to the remote `url`: both parse as URLs
+/// with the same scheme, host and port (the scheme's default when none is written), and the
+/// prefix's path segments begin the remote's. Anything that does not parse applies to nothing.
+pub fn credential_applies(prefix: &str, url: &str) -> bool {
+    let (Ok(prefix), Ok(url)) = (url::Url::parse(prefix.trim()), url::Url::parse(url.trim()))
+    else {
+        return false;
+    };
+    if prefix.scheme() != url.scheme()
+        || prefix.host() != url.host()
+        || prefix.host().is_none()
+        || prefix.port_or_known_default() != url.port_or_known_default()
+    {
+        return false;
+    }
+    let segments = |u: &url::Url| -> Vec<String> {
+        u.path_segments()
+            .map(|s| s.filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let (want, have) = (segments(&prefix), segments(&url));
+    have.len() >= want.len() && have[..want.len()] == want[..]
+}
+
 /// The sealed credentials of the store, in memory; opened one at a time when a remote asks.
 pub struct CredentialCache {
     entries: RwLock<Vec<Entry>>,
+    /// Hosts a credential may be sent to over plain HTTP (`security.insecure_hosts`).
+    insecure_hosts: Vec<String>,
     sealer: Sealer,
     store: Arc<dyn Store>,
     /// The runtime that reads the store for a blocking git thread.
@@ -36,10 +68,15 @@ impl std::fmt::Debug for CredentialCache {
 }
 
 impl CredentialCache {
-    /// A cache of `store`'s credentials; call it on the runtime that is to read the store.
-    pub fn new(sealer: Sealer, store: Arc<dyn Store>) -> Arc<Self> {
+    /// A cache of `store`'s credentials, sent over plain HTTP to `insecure_hosts` only; call
+    /// it on the runtime that is to read the store.
+    pub fn new(sealer: Sealer, store: Arc<dyn Store>, insecure_hosts: Vec<String>) -> Arc<Self> {
         Arc::new(Self {
             entries: RwLock::new(Vec::new()),
+            insecure_hosts: insecure_hosts
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
             sealer,
             store,
             runtime: tokio::runtime::Handle::current(),
@@ -90,12 +127,29 @@ impl CredentialCache {
         self.lookup(url)
     }
 
-    /// The username and secret for `url`: the record with the longest matching prefix.
+    /// The username and secret for `url`: the record with the longest prefix that applies
+    /// ([`credential_applies`]); none over plain HTTP to a host not listed as insecure.
     pub fn lookup(&self, url: &str) -> Option<(String, String)> {
+        let parsed = url::Url::parse(url).ok()?;
+        if parsed.scheme() == "http" {
+            let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
+            let with_port = parsed.port().map(|p| format!("{host}:{p}"));
+            let listed = self
+                .insecure_hosts
+                .iter()
+                .any(|h| *h == host || Some(h) == with_port.as_ref());
+            if !listed {
+                tracing::warn!(
+                    host = %host,
+                    "a credential is not sent over plain HTTP to a host not in security.insecure_hosts"
+                );
+                return None;
+            }
+        }
         let entries = self.entries.read().expect("not poisoned");
         let entry = entries
             .iter()
-            .filter(|e| url.starts_with(&e.prefix))
+            .filter(|e| credential_applies(&e.prefix, url))
             .max_by_key(|e| e.prefix.len())?;
         match self.sealer.open(&entry.sealed) {
             Ok(secret) => Some((entry.username.clone(), secret.expose_secret().to_owned())),
@@ -143,4 +197,49 @@ pub(crate) fn callbacks(url: &str) -> RemoteCallbacks<'static> {
         }
     });
     callbacks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::credential_applies;
+
+    #[test]
+    fn a_credential_applies_by_scheme_host_port_and_whole_path_segments() {
+        let prefix = "http://git.corp";
+        for url in [
+            "http://git.corp/team/x.git",
+            "http://git.corp:80/team/x.git",
+            "http://GIT.CORP/x.git",
+            "http://user@git.corp/x.git",
+        ] {
+            assert!(credential_applies(prefix, url), "{url}");
+        }
+        for url in [
+            "http://git.corp.evil.net/x.git",
+            "http://git.corp@evil.net/x.git",
+            "http://git.corp:8080/x.git",
+            "https://git.corp/x.git",
+            "http://evil.net/http://git.corp/x.git",
+            "http://git.corpx/x.git",
+            "not a url",
+        ] {
+            assert!(!credential_applies(prefix, url), "{url}");
+        }
+        let team = "https://git.corp/team/";
+        assert!(credential_applies(team, "https://git.corp/team/x.git"));
+        assert!(credential_applies(
+            "https://git.corp/team",
+            "https://git.corp/team/x.git"
+        ));
+        assert!(!credential_applies(team, "https://git.corp/teamevil/x.git"));
+        assert!(!credential_applies(team, "https://git.corp/other/x.git"));
+        assert!(!credential_applies(
+            team,
+            "https://git.corp/team/../other/x.git"
+        ));
+        assert!(
+            !credential_applies("/srv/git", "/srv/git/x.git"),
+            "paths are no URLs"
+        );
+    }
 }

@@ -193,6 +193,11 @@ impl RepoPolicy {
     }
 
     fn check_local(&self, path: &Path) -> Result<(), String> {
+        // With no roots (embedded mode) a path that names nothing reaches nothing: the agent
+        // says `repo_not_found`, which is the clearer answer.
+        if self.roots.is_none() && !path.exists() {
+            return Ok(());
+        }
         let real = resolved(path)?;
         for denied in &self.denied {
             let denied = resolved(denied).unwrap_or_else(|_| denied.clone());
@@ -333,6 +338,8 @@ mod tests {
             "through the link, `..` is its target's parent"
         );
         assert_eq!(open.check(&outside.to_string_lossy()), Ok(()));
+        // Embedded, a path that names nothing is left for the agent to report as missing.
+        assert_eq!(RepoPolicy::open(vec![]).check("no/such/repo"), Ok(()));
         // With no roots configured in a cluster, no local path at all.
         assert!(cluster(&[], &[]).check(&ok).is_err());
         std::fs::remove_dir_all(&base).unwrap();

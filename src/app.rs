@@ -132,6 +132,12 @@ pub fn start_node(
     name: &str,
 ) -> anyhow::Result<NodeHandle> {
     let d = &settings.developer;
+    if settings.sandbox.mode == orion_services::sandbox::SandboxMode::None {
+        tracing::warn!(
+            "sandbox.mode = \"none\": repositories' tests run without isolation, with this node's \
+             user, network and files"
+        );
+    }
     let config = NodeConfig {
         name: name.to_owned(),
         agents: settings.node.agents.clone(),
@@ -147,7 +153,9 @@ pub fn start_node(
         testing: TestingConfig {
             work_dir: settings.data_dir.join("work").join("tests"),
             command: d.test_command.clone(),
+            setup: d.setup_command.clone(),
             timeout: Duration::from_secs(d.test_timeout_secs),
+            sandbox: orion_services::sandbox::Sandbox::new(settings.sandbox.clone()),
         },
         plugins: settings.plugins()?,
         task_lease: Duration::from_secs(settings.node.task_lease_secs),

@@ -45,6 +45,9 @@ pub struct Settings {
     /// Where tasks may point, and where credentials may go over plain HTTP.
     #[serde(default)]
     pub security: SecuritySettings,
+    /// How repository code (tests, their setup) is confined.
+    #[serde(default)]
+    pub sandbox: orion_services::sandbox::SandboxConfig,
     /// Agent kinds served by external processes (`[plugins.<name>]`); see `docs/agents.md`.
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, orion_bus::PluginKind>,
@@ -129,6 +132,9 @@ pub struct DeveloperSettings {
     pub author_name: String,
     pub author_email: String,
     pub test_command: Option<Vec<String>>,
+    /// The suite's setup step (its dependencies), run in the sandbox before the tests.
+    #[serde(default)]
+    pub setup_command: Option<Vec<String>>,
     pub test_timeout_secs: u64,
 }
 

@@ -6,7 +6,7 @@
 //! - [`llm`]: chat models on OpenAI-compatible endpoints;
 //! - [`forge`]: pull requests mirrored to a GitHub-compatible API;
 //! - [`devops`]: build systems, CI workflows and Dockerfiles, releases from conventional commits;
-//! - [`testing`]: a repository's tests in a sandboxed child process;
+//! - [`sandbox`]: code Orion did not write (a repository's tests) run in new namespaces;
 //! - [`lifecycle`]: the one place a task's status is changed, logged and announced.
 //!
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
@@ -18,8 +18,8 @@ pub mod forge;
 pub mod lifecycle;
 pub mod llm;
 pub mod metrics;
+pub mod sandbox;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
-pub mod testing;
 pub mod vcs;

@@ -33,7 +33,7 @@ pub(crate) fn example_remote(name: &str, message: &str) -> (TempDir, PathBuf, Pa
     (dir, work, bare)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
-use orion_services::{testing, vcs};
+use orion_services::sandbox::{self, Job, Sandbox, SandboxError, Scratch, TestRun};
+use orion_services::vcs;
 
 use super::analyzer::{remote_url, repository_path};
 use super::delivery::blocking;
@@ -23,7 +24,13 @@ pub struct TestingConfig {
     pub work_dir: PathBuf,
     /// The test command; detected from the repository when absent.
     pub command: Option<Vec<String>>,
+    /// Installs the suite's dependencies before its tests, in a step of its own
+    /// (`developer.setup_command`); absent: the repository's detected setup, where
+    /// `sandbox.setup_network` lets it reach the network, else none.
+    pub setup: Option<Vec<String>>,
     pub timeout: Duration,
+    /// Where repository code runs.
+    pub sandbox: Sandbox,
 }
 
 /// `test` tasks, and the test step of `develop` tasks.
@@ -38,15 +45,75 @@ impl TestingWork {
 
     /// The configured command, else the one the repository's files suggest.
     fn command_for(&self, dir: &Path) -> Option<Vec<String>> {
-        self.config.command.clone().or_else(|| testing::detect(dir))
+        self.config.command.clone().or_else(|| sandbox::detect(dir))
     }
 
-    /// Runs the tests in `dir`; `Err` when they could not run or ran out of time.
-    async fn run(&self, dir: &Path, command: &[String]) -> Result<testing::TestRun, TaskFailure> {
-        let environment: Vec<(String, String)> = std::env::vars().collect();
-        let run = testing::run(dir, command, self.config.timeout, environment)
+    /// The setup step's commands: the configured one, else the detected ones where they may
+    /// reach the network (they install dependencies).
+    fn setup_for(&self, dir: &Path) -> Vec<Vec<String>> {
+        match &self.config.setup {
+            Some(command) => vec![command.clone()],
+            None if self.config.sandbox.config.setup_network => sandbox::detect_setup(dir),
+            None => Vec::new(),
+        }
+    }
+
+    fn job<'a>(
+        &self,
+        dir: &'a Path,
+        command: &'a [String],
+        network: bool,
+        scratch: &'a Scratch,
+    ) -> Job<'a> {
+        Job {
+            dir,
+            command,
+            timeout: self.config.timeout,
+            network,
+            environment: std::env::vars().collect(),
+            scratch,
+        }
+    }
+
+    /// Runs the setup step, then the tests, in `dir`, both in the sandbox (sharing a
+    /// private scratch directory); `Err` when they could not run or ran out of time.
+    async fn run(&self, dir: &Path, command: &[String]) -> Result<TestRun, TaskFailure> {
+        let not_run = |e: SandboxError| {
+            let code = match e {
+                SandboxError::Unavailable(_) => "sandbox_unavailable",
+                _ => "tests_not_run",
+            };
+            TaskFailure::new(code, e.to_string())
+        };
+        let scratch =
+            Scratch::new().map_err(|e| TaskFailure::new("tests_not_run", e.to_string()))?;
+        let sandbox = &self.config.sandbox;
+        for setup in self.setup_for(dir) {
+            let network = sandbox.config.setup_network;
+            let run = sandbox
+                .run(self.job(dir, &setup, network, &scratch))
+                .await
+                .map_err(not_run)?;
+            if !run.passed {
+                return Err(TaskFailure::new(
+                    "setup_failed",
+                    format!(
+                        "the setup step `{}` failed{}:\n{}",
+                        setup.join(" "),
+                        if network {
+                            ""
+                        } else {
+                            " (without network: sandbox.setup_network is off)"
+                        },
+                        tail(&run.output)
+                    ),
+                ));
+            }
+        }
+        let run = sandbox
+            .run(self.job(dir, command, false, &scratch))
             .await
-            .map_err(|e| TaskFailure::new("tests_not_run", e.to_string()))?;
+            .map_err(not_run)?;
         if run.timed_out {
             return Err(TaskFailure::new(
                 "tests_timed_out",

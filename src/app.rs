@@ -21,8 +21,6 @@ use crate::settings::{LlmProvider, Settings};
 
 /// How long a cached model answer is kept in Redis.
 const CACHE_TTL_SECS: u64 = 7 * 24 * 3600;
-/// How often a node re-reads the stored repository credentials (and at once on a miss).
-const CREDENTIALS_REFRESH: Duration = Duration::from_secs(10);
 /// How many answers the in-memory cache holds.
 const MEMORY_CACHE_ENTRIES: usize = 10_000;
 
@@ -176,7 +174,6 @@ pub fn start_node(
             services.lifecycle.store().clone(),
             settings.security.insecure_hosts.clone(),
         );
-        cache.keep_fresh(CREDENTIALS_REFRESH);
         orion_services::vcs::set_credential_source(cache);
     }
     let node_services = NodeServices {

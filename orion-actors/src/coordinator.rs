@@ -372,6 +372,12 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             lifecycle.advance(id, TaskStatus::Failed, change).await?;
         }
         Outcome::Handoff { agent, step } => {
+            // Merges and revisions follow a person's review only (`resume_after_review`),
+            // never an agent's word.
+            if matches!(step, Step::Merge { .. } | Step::Revise { .. }) {
+                tracing::warn!(task = %id, step = step.name(), "a hand-off to a review step is dropped");
+                return Ok(());
+            }
             // The task stays running; its next step goes to another agent's pool, unless
             // the task was cancelled meanwhile.
             let task = match lifecycle
@@ -449,6 +455,11 @@ async fn back_to_running(
 
 /// A person raised a paused task's budget: the step that paused runs again.
 async fn resume(lifecycle: Lifecycle, resume: ResumeTask) -> Result<(), HandleError> {
+    // A budget resumes the step that paused; a merge or a revision follows a review only.
+    if matches!(resume.step, Step::Merge { .. } | Step::Revise { .. }) {
+        tracing::warn!(task = %resume.task_id, step = resume.step.name(), "a resume of a review step is dropped");
+        return Ok(());
+    }
     let data = serde_json::json!({ "resumed": resume.reason });
     let Some(task) = back_to_running(&lifecycle, resume.task_id, data).await? else {
         return Ok(());

@@ -445,6 +445,11 @@ impl Authenticator {
             .sub
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| invalid_token("claim `sub` is missing"))?;
+        // `key:…` names API keys (their limits, idempotency keys, audit rows): no token may
+        // take one's place.
+        if subject.starts_with("key:") {
+            return Err(invalid_token("claim `sub` may not start with `key:`"));
+        }
         Ok(Principal {
             subject,
             role,

@@ -107,6 +107,10 @@ pub enum ApiError {
     CredentialNotFound(uuid::Uuid),
     #[error("{0}")]
     RepoNotAllowed(String),
+    #[error(
+        "pull request {pull} has a newer version ({head}) than the one reviewed; review it again"
+    )]
+    PullChanged { pull: uuid::Uuid, head: String },
     #[error("this Idempotency-Key was used for a different request; use a new key")]
     IdempotencyKeyReused,
     #[error("a budget above {limit} USD needs an operator")]
@@ -174,6 +178,7 @@ impl ApiError {
             ApiError::ApiKeyNotFound(_) => "api_key_not_found",
             ApiError::CredentialNotFound(_) => "credential_not_found",
             ApiError::RepoNotAllowed(_) => "repo_not_allowed",
+            ApiError::PullChanged { .. } => "pull_changed",
             ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::BudgetNotAllowed { .. } => "budget_not_allowed",
             ApiError::TooManyStreams { .. } => "too_many_streams",
@@ -209,6 +214,7 @@ impl ApiError {
             ApiError::ApiKeyNotFound(_) => "API key not found",
             ApiError::CredentialNotFound(_) => "Credential not found",
             ApiError::RepoNotAllowed(_) => "Repository not allowed",
+            ApiError::PullChanged { .. } => "Pull request changed",
             ApiError::IdempotencyKeyReused => "Idempotency key reused",
             ApiError::BudgetNotAllowed { .. } => "Budget not allowed",
             ApiError::TooManyStreams { .. } => "Too many streams",
@@ -234,6 +240,7 @@ impl ResponseError for ApiError {
             | ApiError::RouteNotFound
             | ApiError::SuggestionNotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::NotCancellable(_)
+            | ApiError::PullChanged { .. }
             | ApiError::NotAwaitingReview { .. }
             | ApiError::RoundsExhausted { .. } => StatusCode::CONFLICT,
             ApiError::PullNotFound(_) => StatusCode::NOT_FOUND,
@@ -312,6 +319,7 @@ impl From<StoreError> for ApiError {
             StoreError::PullNotFound(id) => ApiError::PullNotFound(id),
             StoreError::ApiKeyNotFound(id) => ApiError::ApiKeyNotFound(id),
             StoreError::CredentialNotFound(id) => ApiError::CredentialNotFound(id),
+            StoreError::PullChanged { pull, head } => ApiError::PullChanged { pull, head },
             StoreError::PullNotOpen { pull, ref state } => ApiError::NotAwaitingReview {
                 pull,
                 state: pull_state_name(state),

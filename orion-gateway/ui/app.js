@@ -449,7 +449,7 @@ async function pullPage(main, id) {
     const comment = h("textarea", { id: "review-comment", name: "comment" });
     const send = (decision) => async () => {
       try {
-        await api(`/v1/pulls/${id}/reviews`, { method: "POST", body: { decision, comment: comment.value } });
+        await api(`/v1/pulls/${id}/reviews`, { method: "POST", body: { decision, comment: comment.value, head_oid: pull.head_oid } });
         say(decision === "approve" ? "Approved: merging" : "Changes requested");
         route();
       } catch (err) {

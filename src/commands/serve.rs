@@ -4,6 +4,7 @@ use crate::output::say;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use orion_bus::AgentKind;
 use orion_gateway::auth::AuthMode;
 use orion_services::store::SqlStore;
 
@@ -99,9 +100,21 @@ pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
-    require_cluster(&settings, "node")?;
     if let Some(agents) = args.agents {
         settings.node.agents = agents;
+    }
+    // A node that only runs tests needs no database (its agents' snapshots stay in a local
+    // file), so a test pool can be given no database password.
+    let tests_only = !settings.node.agents.is_empty()
+        && settings
+            .node
+            .agents
+            .iter()
+            .all(|a| *a == AgentKind::Testing);
+    if tests_only && settings.bus.url.is_some() {
+        tracing::info!("a testing-only node: no database, its snapshots stay in data_dir");
+    } else {
+        require_cluster(&settings, "node")?;
     }
     if let Some(name) = args.name {
         settings.node.name = Some(name);

@@ -312,6 +312,10 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         ));
         // Each node serves its metrics on a port of its own choosing, which it prints first.
         env.push(("ORION__NODE__METRICS_LISTEN", "127.0.0.1:0".to_owned()));
+        // A node that only runs tests is given no database at all (as the chart's test pool).
+        if agents == "testing" {
+            env.retain(|(key, _)| *key != "ORION__DATABASE__URL");
+        }
         Process(
             orion(&env, &["node", "--name", name, "--agents", agents])
                 .stdout(Stdio::piped())

@@ -86,7 +86,7 @@ fn the_default_values_render_the_gateway_node_pools_migration_hook_and_secret_wi
     );
     for (pool, agents) in [
         ("coordinators", "coordinator"),
-        ("workers", "developer,analyzer,testing,architect,devops"),
+        ("workers", "developer,analyzer,architect,devops"),
     ] {
         let node = find(&manifests, "Deployment", &format!("orion-node-{pool}"))
             .unwrap_or_else(|| panic!("node pool {pool}"));
@@ -102,7 +102,40 @@ fn the_default_values_render_the_gateway_node_pools_migration_hook_and_secret_wi
             secret_ref(container(node), "ORION__DATABASE__URL"),
             Some(("orion-secrets".into(), "database-url".into()))
         );
+        assert_eq!(
+            secret_ref(container(node), "ORION__AUTH__JWT__SECRET"),
+            None,
+            "only the gateway verifies tokens"
+        );
     }
+    // The pool that runs tests holds no secret: no database, model, credentials or JWT key.
+    let testers = find(&manifests, "Deployment", "orion-node-testers").expect("the test pool");
+    assert_eq!(
+        container(testers)["args"],
+        serde_json::json!(["node", "--agents", "testing"])
+    );
+    for var in [
+        "ORION__DATABASE__URL",
+        "ORION__LLM__API_KEY",
+        "ORION__SECRETS__CREDENTIALS_KEY",
+        "ORION__AUTH__JWT__SECRET",
+        "ORION__REDIS__URL",
+    ] {
+        assert_eq!(secret_ref(container(testers), var), None, "{var}");
+    }
+    assert_eq!(
+        secret_ref(container(testers), "ORION__BUS__URL"),
+        Some(("orion-secrets".into(), "nats-url".into()))
+    );
+    let coordinators = find(&manifests, "Deployment", "orion-node-coordinators").unwrap();
+    assert_eq!(
+        secret_ref(container(coordinators), "ORION__LLM__API_KEY"),
+        None
+    );
+    assert_eq!(
+        secret_ref(container(coordinators), "ORION__SECRETS__CREDENTIALS_KEY"),
+        None
+    );
     let job = find(&manifests, "Job", "orion-migrate").expect("the migration job");
     assert_eq!(
         job["metadata"]["annotations"]["helm.sh/hook"],

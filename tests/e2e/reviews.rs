@@ -135,6 +135,22 @@ async fn a_forged_approval_merges_nothing_and_of_twenty_reviews_one_decides() {
         .await
         .unwrap();
     }
+    // And a resume that names the merge step, as a budget raise would name its step.
+    {
+        use orion_bus::Bus;
+        let resume = orion_bus::ResumeTask {
+            task_id,
+            step: orion_bus::Step::Merge { pull: pull_id },
+            reason: "forged".into(),
+        };
+        bus.enqueue_as(
+            Queue::Submitted,
+            "forged-resume",
+            &Envelope::new("attacker", Body::Resume(resume)),
+        )
+        .await
+        .unwrap();
+    }
     submissions_handled(&bus).await;
     let after = get_json(&viewer, format!("{base}/v1/tasks/{id}"))
         .await
@@ -150,9 +166,21 @@ async fn a_forged_approval_merges_nothing_and_of_twenty_reviews_one_decides() {
         "nothing merged"
     );
 
+    // A review of a version that is not the pull request's is refused.
+    let operator = client_as("operator");
+    let mut stale = operator
+        .post(format!("{base}/v1/pulls/{pull}/reviews"))
+        .send_json(&json!({ "decision": "approve", "head_oid": "0".repeat(40) }))
+        .await
+        .unwrap();
+    let problem: Value = stale.json().await.unwrap();
+    assert_eq!(
+        (stale.status().as_u16(), problem["code"].as_str()),
+        (409, Some("pull_changed"))
+    );
+
     // Twenty operators review at once: one decision moves the pull request, the others are
     // told it is no longer waiting.
-    let operator = client_as("operator");
     let reviews = (0..20).map(|n| {
         let (operator, url) = (operator.clone(), format!("{base}/v1/pulls/{pull}/reviews"));
         async move {

@@ -105,6 +105,8 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
     no_subject.as_object_mut().unwrap().remove("sub");
     let mut blank_subject = claims("admin");
     blank_subject["sub"] = json!(" ");
+    let mut key_subject = claims("admin");
+    key_subject["sub"] = json!("key:01a24302-2c67-7605-87bd-0a497841f1fd");
     let mut no_issuer = claims("admin");
     no_issuer.as_object_mut().unwrap().remove("iss");
     let mut no_audience = claims("admin");
@@ -145,6 +147,11 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
         (
             "blank sub",
             Some(bearer(&jwt_with(JWT_SECRET, &blank_subject))),
+            "invalid_token",
+        ),
+        (
+            "an API key's subject",
+            Some(bearer(&jwt_with(JWT_SECRET, &key_subject))),
             "invalid_token",
         ),
         (
@@ -1353,12 +1360,28 @@ async fn a_develop_task_reaches_a_private_remote_with_the_stored_credential() {
         model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 7\n=== END\n").await;
     let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
     let model_url = format!("{}/v1", model.uri());
-    let server_host = format!("127.0.0.1:{}", port.trim());
+    // A remote that redirects every request to the private one: its credential must not
+    // follow the redirect there.
+    let mut redirector = Process(
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(REDIRECTOR)
+            .arg(port.trim())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let redirect_port = crate::support::first_line(&mut redirector.0, "the redirector").await;
+    let redirect_port = redirect_port.trim().to_owned();
+    let hosts = vec![
+        format!("127.0.0.1:{}", port.trim()),
+        format!("127.0.0.1:{redirect_port}"),
+    ];
     let app = TestApp::spawn_with(move |s| {
         with_jwt_auth(s);
         // A loopback remote is allowed only when listed, and a credential goes over plain
         // HTTP only to a host listed as insecure.
-        s.security.repo_hosts = Some(vec![server_host]);
+        s.security.repo_hosts = Some(hosts);
         s.security.insecure_hosts = vec!["127.0.0.1".into()];
         s.secrets.credentials_key = Some(key.into());
         s.llm.base_url = Some(model_url);
@@ -1425,7 +1448,66 @@ async fn a_develop_task_reaches_a_private_remote_with_the_stored_credential() {
         git_rev(&root.path().join("private.git"), &branch).is_some(),
         "the branch was pushed to the private remote"
     );
+
+    // A remote that redirects to the private one (same host, another port, which git
+    // follows): only the redirecting remote has a credential now. A client that answered the
+    // private server's challenge with the credential of the URL it was given would clone;
+    // Orion answers for the URL it is talking to, for which nothing is stored.
+    let removed = call(
+        &app,
+        "DELETE",
+        &format!("/v1/credentials/{}", saved.body["id"].as_str().unwrap()),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert!(removed.status < 300, "{}", removed.body);
+    let saved = call(
+        &app,
+        "POST",
+        "/v1/credentials",
+        Some(&admin),
+        Some(json!({ "repo_prefix": format!("http://127.0.0.1:{redirect_port}/"), "username": "bot", "secret": "remote-password-42" })),
+    )
+    .await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+    let redirected = json!({
+        "kind": "develop",
+        "repo": format!("http://127.0.0.1:{redirect_port}/private.git"),
+        "prompt": "septuple the helper",
+    });
+    let third = call(&app, "POST", "/v1/tasks", Some(&admin), Some(redirected)).await;
+    let failed = wait(
+        third.body["id"].as_str().unwrap().to_owned(),
+        &["failed", "awaiting_review"],
+    )
+    .await;
+    assert_eq!(
+        failed["status"], "failed",
+        "no credential crosses a redirect: {failed}"
+    );
+    assert_eq!(failed["error"]["code"], "repo_unreachable", "{failed}");
 }
+
+/// A web server that answers every request with a redirect to the same path on the port it
+/// is given; prints its own port.
+const REDIRECTOR: &str = r#"
+import http.server, sys
+target = sys.argv[1]
+class Redirect(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+    def answer(self):
+        self.send_response(302)
+        self.send_header("Location", "http://127.0.0.1:%s%s" % (target, self.path))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    do_GET = answer
+    do_POST = answer
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
 
 /// Draining is an operator's order: a submitter may not give it; an operator's reaches the
 /// node over the bus, and the node then reports itself draining.

@@ -62,12 +62,17 @@ fn a_task_branch_is_committed_pushed_and_fast_forwarded() {
     let again = vcs::checkout(&remote, &work.path().join("t1"), "orion/t1", None).unwrap();
     assert_eq!(again.base_oid, ws.base_oid);
     assert_eq!(
-        vcs::merge(&again, AUTHOR).unwrap(),
+        vcs::merge(&again, AUTHOR, &commit).unwrap(),
         MergeOutcome::FastForward {
             head: commit.clone()
         }
     );
     assert_eq!(rev(Path::new(&remote), "main"), commit);
+}
+
+/// The commit a workspace's branch points at, as a review would have approved it.
+fn head_of(ws: &vcs::Workspace) -> String {
+    vcs::resolve(&ws.path, "HEAD").unwrap()
 }
 
 #[test]
@@ -101,18 +106,18 @@ fn a_moved_base_gets_a_merge_commit_and_a_conflict_changes_nothing() {
         vcs::commit_all(ws, "change", AUTHOR).unwrap().unwrap();
         vcs::push_branch(ws).unwrap();
     }
-    let after_a = match vcs::merge(&a, AUTHOR).unwrap() {
+    let after_a = match vcs::merge(&a, AUTHOR, &head_of(&a)).unwrap() {
         MergeOutcome::FastForward { head } => head,
         other => panic!("expected a fast-forward, got {other:?}"),
     };
-    let merged = match vcs::merge(&b, AUTHOR).unwrap() {
+    let merged = match vcs::merge(&b, AUTHOR, &head_of(&b)).unwrap() {
         MergeOutcome::MergeCommit { head } => head,
         other => panic!("expected a merge commit, got {other:?}"),
     };
     assert_eq!(rev(Path::new(&remote), "main"), merged);
     assert_eq!(rev(Path::new(&remote), &format!("{merged}^1")), after_a);
     assert_eq!(
-        vcs::merge(&c, AUTHOR).unwrap(),
+        vcs::merge(&c, AUTHOR, &head_of(&c)).unwrap(),
         MergeOutcome::Conflict {
             paths: vec!["app/util.py".into()]
         }

@@ -36,29 +36,47 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
-{{/* The environment every Orion process shares: config file, bus, database, cache, model key. */}}
-{{- define "orion.env" -}}
+{{/* The environment every Orion process shares: the config file, the data directory, the
+bus. Secrets are wired per process in the helpers below: each gets only those it uses. */}}
+{{- define "orion.env.common" -}}
 - name: ORION_CONFIG
   value: /etc/orion/orion.toml
 - name: ORION__DATA_DIR
   value: /var/lib/orion
 - name: ORION__BUS__PREFIX
   value: {{ .Values.nats.prefix | quote }}
-- name: ORION__DATABASE__URL
-  valueFrom:
-    secretKeyRef: { name: {{ include "orion.secretName" . }}, key: database-url }
 - name: ORION__BUS__URL
   valueFrom:
     secretKeyRef: { name: {{ include "orion.secretName" . }}, key: nats-url }
+{{- end -}}
+
+{{/* The database (its URL may hold a password). */}}
+{{- define "orion.env.database" -}}
+- name: ORION__DATABASE__URL
+  valueFrom:
+    secretKeyRef: { name: {{ include "orion.secretName" . }}, key: database-url }
+{{- end -}}
+
+{{/* The model's key and its response cache: agents that ask a model. */}}
+{{- define "orion.env.model" -}}
 - name: ORION__REDIS__URL
   valueFrom:
     secretKeyRef: { name: {{ include "orion.secretName" . }}, key: redis-url, optional: true }
 - name: ORION__LLM__API_KEY
   valueFrom:
     secretKeyRef: { name: {{ include "orion.secretName" . }}, key: llm-api-key, optional: true }
+{{- end -}}
+
+{{/* The key that seals and opens repository credentials: the gateway (which seals them) and
+the agents that clone and push private remotes. */}}
+{{- define "orion.env.credentials" -}}
 - name: ORION__SECRETS__CREDENTIALS_KEY
   valueFrom:
     secretKeyRef: { name: {{ include "orion.secretName" . }}, key: credentials-key, optional: true }
+{{- end -}}
+
+{{/* Token verification: the gateway only. */}}
+{{- define "orion.env.auth" -}}
 - name: ORION__AUTH__MODE
   value: jwt
 - name: ORION__AUTH__JWT__SECRET

@@ -343,9 +343,23 @@ impl Delivery {
         {
             return Ok(Outcome::Completed { result });
         }
+        // Only what a review approved is merged: this task's pull request, in the state the
+        // review moved it to, and exactly the commit it showed.
+        let approved = self.store.pull(pull).await.map_err(store_failure)?;
+        if approved.task_id != task.id || approved.state != PullState::Approved {
+            return Err(TaskFailure::new(
+                "merge_not_approved",
+                format!(
+                    "pull request {pull} is {} (of task {}), not an approved pull request of this task",
+                    approved.state.as_str(),
+                    approved.task_id
+                ),
+            ));
+        }
         let ws = self.workspace(task).await?;
         let (name, email) = self.author();
-        let outcome = blocking(move || vcs::merge(&ws, (&name, &email))).await?;
+        let head = approved.head_oid.clone();
+        let outcome = blocking(move || vcs::merge(&ws, (&name, &email), &head)).await?;
         let head = match &outcome {
             MergeOutcome::FastForward { head } | MergeOutcome::MergeCommit { head } => head.clone(),
             MergeOutcome::Conflict { paths } => {

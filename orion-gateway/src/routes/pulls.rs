@@ -58,8 +58,10 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(body))
 }
 
-/// `POST /v1/pulls/{id}/reviews` `{"decision": "approve" | "request_changes", "comment"}`:
-/// 202; the coordinator then merges or has the change revised.
+/// `POST /v1/pulls/{id}/reviews` `{"decision": "approve" | "request_changes", "comment",
+/// "head_oid"}`: 202; the coordinator then merges (exactly `head_oid`, the version reviewed)
+/// or has the change revised. A `head_oid` that is no longer the pull request's is 409
+/// `pull_changed`.
 pub async fn review(
     path: web::Path<String>,
     body: JsonBody,
@@ -67,7 +69,7 @@ pub async fn review(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = super::path_id(&path, "a pull request id")?;
-    let body = body.into_object_of(&["decision", "comment"], "a review")?;
+    let body = body.into_object_of(&["decision", "comment", "head_oid"], "a review")?;
     let decision = match body.get("decision") {
         None | Some(Value::Null) => return Err(ApiError::MissingField("decision")),
         Some(Value::String(d)) if d == "approve" => Decision::Approve,
@@ -95,9 +97,27 @@ pub async fn review(
             reason: "say what to change".into(),
         });
     }
+    // The version the reviewer saw; without one, the version read now.
+    let seen = match body.get("head_oid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(head)) if head.len() <= 64 => Some(head.clone()),
+        Some(_) => {
+            return Err(ApiError::InvalidField {
+                field: "head_oid".into(),
+                reason: "must be the commit id the review is of".into(),
+            });
+        }
+    };
     let lifecycle = &state.lifecycle;
     let store = lifecycle.store();
     let pull = store.pull(id).await?;
+    let head = seen.unwrap_or_else(|| pull.head_oid.clone());
+    if head != pull.head_oid {
+        return Err(ApiError::PullChanged {
+            pull: id,
+            head: pull.head_oid,
+        });
+    }
     let task = store.task(pull.task_id).await?;
     if pull.state != PullState::Open || task.status != TaskStatus::AwaitingReview {
         return Err(ApiError::NotAwaitingReview {
@@ -113,7 +133,7 @@ pub async fn review(
     }
     // The store decides: of concurrent reviews, one moves the pull request; the others find
     // it no longer open (409).
-    let review = store.review_pull(id, decision, &comment).await?;
+    let review = store.review_pull(id, &head, decision, &comment).await?;
     let detail = serde_json::json!({ "task": task.id, "decision": decision, "review": review.id });
     audit(&state, &caller, "pull.review", Some(id.to_string()), detail).await;
     let submitted = ReviewSubmitted {

@@ -7,9 +7,9 @@
 //! is sent twice. A client that cannot keep up is closed with code 1008 ("slow consumer").
 //!
 //! Limits: a caller may hold `server.ws_max_per_caller` streams and the gateway
-//! `server.ws_max` (beyond them: 429 `too_many_streams`); one connection replays at most
-//! `server.ws_max_replay` stored events, then closes (1008) saying the `since` to resume
-//! from; a stream ends (1008) when its caller's token expires, and when its API key is revoked
+//! `server.ws_max` (beyond them: 429 `too_many_streams`); one connection reads at most
+//! `server.ws_max_replay` stored events for its replay, then closes (1008) saying the `since`
+//! to resume from; a stream ends (1008) when its caller's token expires, and when its API key is revoked
 //! or expires (checked every `server.ws_recheck_secs`).
 
 use std::time::Duration;
@@ -247,7 +247,9 @@ async fn replay(
     since: i64,
     max: usize,
 ) -> Result<i64, End> {
-    let (mut last, mut sent) = (since, 0usize);
+    // Every stored event read counts, sent or filtered out: a filter that admits little
+    // does not make a replay read the whole log.
+    let (mut last, mut read) = (since, 0usize);
     loop {
         let batch = store
             .events(filter.task, last, REPLAY_BATCH)
@@ -257,12 +259,12 @@ async fn replay(
             return Ok(last);
         }
         for event in &batch {
+            if read == max {
+                return Err(End::ReplayLimit(last));
+            }
+            read += 1;
             if filter.admits(event) {
-                if sent == max {
-                    return Err(End::ReplayLimit(last));
-                }
                 send(session, event).await?;
-                sent += 1;
             }
             last = event.seq;
         }
@@ -304,7 +306,8 @@ async fn serve(
             tokio::select! {
                 () = &mut expired => return Err(End::CredentialEnded),
                 _ = recheck.tick() => {
-                    if !limits.caller.still_valid(store.as_ref()).await.unwrap_or(true) {
+                    // A credential that cannot be checked (the store is down) is not trusted.
+                    if !limits.caller.still_valid(store.as_ref()).await.unwrap_or(false) {
                         return Err(End::CredentialEnded);
                     }
                 }

@@ -427,13 +427,21 @@ pub async fn budget(
     if task.status != TaskStatus::AwaitingApproval {
         return Ok(HttpResponse::Ok().json(task));
     }
-    let events = store.events(Some(id), 0, MAX_PAGE).await?;
-    let step = events
-        .iter()
-        .rev()
-        .find(|e| e.event_type == orion_bus::EventType::AwaitingApproval)
-        .and_then(|e| serde_json::from_value::<orion_bus::Step>(e.data["step"].clone()).ok())
-        .unwrap_or_default();
+    // The step that paused last: the whole log is read, a page at a time.
+    let (mut after, mut paused) = (0, None);
+    loop {
+        let page = store.events(Some(id), after, MAX_PAGE).await?;
+        let Some(tail) = page.last() else { break };
+        after = tail.seq;
+        if let Some(e) = page
+            .iter()
+            .rev()
+            .find(|e| e.event_type == orion_bus::EventType::AwaitingApproval)
+        {
+            paused = serde_json::from_value::<orion_bus::Step>(e.data["step"].clone()).ok();
+        }
+    }
+    let step = paused.unwrap_or_default();
     let resume = orion_bus::ResumeTask {
         task_id: id,
         step,

@@ -43,6 +43,8 @@ pub enum StoreError {
     },
     #[error("pull request {pull} is {state}, no longer open for review")]
     PullNotOpen { pull: uuid::Uuid, state: String },
+    #[error("pull request {pull} has a newer version ({head}) than the one reviewed")]
+    PullChanged { pull: uuid::Uuid, head: String },
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     #[error("database unavailable: {0}")]
@@ -197,12 +199,14 @@ pub trait Store: Send + Sync + 'static {
         merge_commit: Option<String>,
     ) -> Result<PullRequest, StoreError>;
 
-    /// Decides an open pull request by a review, once: the pull request moves to the
-    /// decision's state and the review is recorded, in one transaction; a pull request that
-    /// is no longer open (another review won) is [`StoreError::PullNotOpen`].
+    /// Decides an open pull request at `head_oid` by a review, once: the pull request moves
+    /// to the decision's state and the review is recorded, in one transaction; a pull request
+    /// that is no longer open (another review won) is [`StoreError::PullNotOpen`], one with a
+    /// newer version [`StoreError::PullChanged`].
     async fn review_pull(
         &self,
         pull: uuid::Uuid,
+        head_oid: &str,
         decision: orion_bus::Decision,
         comment: &str,
     ) -> Result<Review, StoreError>;

@@ -142,6 +142,23 @@ impl SqlStore {
             .one(self.connection())
             .await?;
         let model = match existing {
+            // A decided pull request (approved, merged, in conflict) is not opened again: the
+            // same head is a redelivered step, another one has no place.
+            Some(current)
+                if !matches!(
+                    PullState::parse(&current.state),
+                    Some(PullState::Open | PullState::ChangesRequested)
+                ) =>
+            {
+                if current.head_oid == version.head_oid {
+                    current
+                } else {
+                    return Err(StoreError::PullNotOpen {
+                        pull: current.id,
+                        state: current.state,
+                    });
+                }
+            }
             Some(current) => {
                 // The same head again is a redelivered step, not a new round.
                 let rounds = if current.head_oid == version.head_oid {
@@ -238,13 +255,16 @@ impl SqlStore {
         to_pull(active.update(self.connection()).await?)
     }
 
-    /// A review decides the pull request once: in one transaction, the pull request moves
-    /// from `open` to the decision's state (`WHERE state = 'open'` is the referee between
-    /// concurrent reviewers: the row lock makes a second one find it moved on), and the review
-    /// is recorded. A pull request that is not open is [`StoreError::PullNotOpen`].
+    /// A review decides the pull request once, for the version it saw: in one transaction,
+    /// the pull request moves from `open` at `head_oid` to the decision's state
+    /// (`WHERE state = 'open' AND head_oid = …` is the referee between concurrent reviewers
+    /// and a new version: the row lock makes a second one find it moved on), and the review
+    /// is recorded. A pull request that is not open is [`StoreError::PullNotOpen`]; one with
+    /// another head now, [`StoreError::PullChanged`].
     pub(super) async fn review_pull_impl(
         &self,
         pull: Uuid,
+        head_oid: &str,
         decision: Decision,
         comment: &str,
     ) -> Result<Review, StoreError> {
@@ -263,6 +283,7 @@ impl SqlStore {
             })
             .filter(pull_request::Column::Id.eq(pull))
             .filter(pull_request::Column::State.eq(PullState::Open.as_str()))
+            .filter(pull_request::Column::HeadOid.eq(head_oid))
             .exec(&txn)
             .await?;
         if moved.rows_affected != 1 {
@@ -270,6 +291,12 @@ impl SqlStore {
                 .one(&txn)
                 .await?
                 .ok_or(StoreError::PullNotFound(pull))?;
+            if current.head_oid != head_oid {
+                return Err(StoreError::PullChanged {
+                    pull,
+                    head: current.head_oid,
+                });
+            }
             return Err(StoreError::PullNotOpen {
                 pull,
                 state: current.state,

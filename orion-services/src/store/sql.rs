@@ -461,10 +461,12 @@ impl Store for SqlStore {
     async fn review_pull(
         &self,
         pull: uuid::Uuid,
+        head_oid: &str,
         decision: orion_bus::Decision,
         comment: &str,
     ) -> Result<Review, StoreError> {
-        self.review_pull_impl(pull, decision, comment).await
+        self.review_pull_impl(pull, head_oid, decision, comment)
+            .await
     }
 
     async fn review(&self, pull: uuid::Uuid, id: uuid::Uuid) -> Result<Option<Review>, StoreError> {

@@ -7,13 +7,13 @@
 //! `http://git.corp.evil.net` or `http://git.corp@evil.net`. Over plain `http://` no
 //! credential is sent at all unless its host is in `security.insecure_hosts`.
 //!
-//! The node keeps the sealed records in a [`CredentialCache`], refreshed in the background
-//! and at once when a remote asks for a credential the cache lacks, and registers it with
-//! [`set_credential_source`]. Git operations answer a remote's challenge from it on their
-//! blocking threads; a remote that refuses the credential is asked once, not in a loop.
+//! The node registers a [`CredentialCache`] with [`set_credential_source`]; when a remote asks
+//! for a credential, it reads the sealed records from the store as they are then (a deleted
+//! one is never used) and opens the one that applies, on git's blocking thread. A remote that
+//! refuses the credential is asked once, not in a loop; a redirect is answered for the URL
+//! git is talking to, not the one it was given.
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use git2::{Cred, CredentialType, RemoteCallbacks};
 
@@ -100,29 +100,14 @@ impl CredentialCache {
         Ok(())
     }
 
-    /// Refreshes every `every` on the current runtime, for as long as the process runs.
-    pub fn keep_fresh(self: &Arc<Self>, every: Duration) {
-        let cache = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if let Err(e) = cache.refresh().await {
-                    tracing::warn!(error = %e, "could not refresh repository credentials");
-                }
-            }
-        });
-    }
-
-    /// [`Self::lookup`], re-reading the store first on a miss (a credential stored since the
-    /// last refresh; only remotes that ask for one get here). Blocks: for git's threads,
-    /// never the runtime's.
+    /// [`Self::lookup`] on the store as it is now: a credential deleted a moment ago is not
+    /// used, one stored a moment ago is (only remotes that ask for a credential get here, so
+    /// the read is rare). Where the store cannot be read, no credential is given. Blocks: for
+    /// git's threads, never the runtime's.
     fn lookup_or_read(&self, url: &str) -> Option<(String, String)> {
-        if let Some(found) = self.lookup(url) {
-            return Some(found);
-        }
         if let Err(e) = self.runtime.block_on(self.refresh()) {
-            tracing::warn!(error = %e, "could not read repository credentials");
+            tracing::warn!(error = %e, "could not read repository credentials: none is given");
+            return None;
         }
         self.lookup(url)
     }
@@ -168,18 +153,39 @@ pub fn set_credential_source(cache: Arc<CredentialCache>) {
     *SOURCE.write().expect("not poisoned") = Some(cache);
 }
 
-/// Callbacks for a fetch, clone or push of `url`: they answer a credential challenge once,
-/// reading the credential only when the remote asks (public remotes never do).
-pub(crate) fn callbacks(url: &str) -> RemoteCallbacks<'static> {
+/// Options for a fetch or clone: no redirect to another host is followed (libgit2 still
+/// follows one to another port or path of the same host), and a credential challenge is
+/// answered for the URL libgit2 is talking to after any redirect, never for the one it was
+/// given, so a redirect cannot carry a credential to a server it was not stored for.
+pub(crate) fn fetch_options() -> git2::FetchOptions<'static> {
+    let mut options = git2::FetchOptions::new();
+    options
+        .remote_callbacks(callbacks())
+        .follow_redirects(git2::RemoteRedirect::None);
+    options
+}
+
+/// Options for a push, as [`fetch_options`].
+pub(crate) fn push_options() -> git2::PushOptions<'static> {
+    let mut options = git2::PushOptions::new();
+    options
+        .remote_callbacks(callbacks())
+        .follow_redirects(git2::RemoteRedirect::None);
+    options
+}
+
+/// Callbacks that answer a credential challenge once, reading the credential only when the
+/// remote asks (public remotes never do), for the URL libgit2 names in the challenge: the
+/// one it is actually talking to.
+fn callbacks() -> RemoteCallbacks<'static> {
     let mut callbacks = RemoteCallbacks::new();
     let source = SOURCE.read().expect("not poisoned").clone();
-    let url = url.to_owned();
     let mut asked = false;
-    callbacks.credentials(move |_, _, allowed| {
+    callbacks.credentials(move |url, _, allowed| {
         let found = if asked {
             None
         } else {
-            source.as_ref().and_then(|cache| cache.lookup_or_read(&url))
+            source.as_ref().and_then(|cache| cache.lookup_or_read(url))
         };
         let Some((user, secret)) = found else {
             return Err(git2::Error::from_str(

@@ -55,11 +55,23 @@ pub enum RemoteHost {
     Name(String),
 }
 
-/// Whether `ip` is this machine, a link-local address (the metadata services live there), or
-/// no address at all.
+/// Metadata and platform services outside the link-local range: Alibaba Cloud's, Oracle
+/// Cloud's, Azure's wire server.
+const METADATA_V4: &[[u8; 4]] = &[[100, 100, 100, 200], [192, 0, 0, 192], [168, 63, 129, 16]];
+
+/// The schemes a remote may use.
+const REMOTE_SCHEMES: &[&str] = &["http", "https", "ssh", "git"];
+
+/// Whether `ip` is this machine, a link-local address (the metadata services live there), a
+/// known metadata service, or no address at all.
 fn internal_ip(ip: IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V4(v4) => {
+            v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || METADATA_V4.contains(&v4.octets())
+        }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => internal_ip(IpAddr::V4(v4)),
             None => {
@@ -119,6 +131,65 @@ pub fn is_remote(repo: &str) -> bool {
     }
 }
 
+/// Refuses a remote whose host two readers could read differently: git (libgit2) ends the
+/// host at the first `/` and takes what follows the last `@`, the URL standard also ends it at
+/// `?`, `#` and `\` and decodes `%`; so none of these (nor white space or control characters)
+/// may stand before the path, and the scheme must be one git speaks.
+fn unambiguous(repo: &str) -> Result<(), String> {
+    let repo = repo.trim();
+    if repo.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it holds white space or control characters".into());
+    }
+    let authority = match repo.split_once("://") {
+        Some((scheme, rest)) => {
+            if !REMOTE_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()) {
+                return Err(format!(
+                    "`{scheme}` is not a scheme Orion reaches ({})",
+                    REMOTE_SCHEMES.join(", ")
+                ));
+            }
+            rest.split('/').next().unwrap_or_default()
+        }
+        None => repo.split_once(':').map_or(repo, |(before, _)| before),
+    };
+    match authority
+        .chars()
+        .find(|c| matches!(c, '?' | '#' | '\\' | '%'))
+    {
+        Some(c) => Err(format!(
+            "its address holds `{c}` before the path, which git and URL parsers read differently"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The local path a `repo` names: a path as written, or a `file://` URL (no host but
+/// `localhost`, no percent-encoding, which git would decode and this check would not).
+fn local_path(repo: &str) -> Result<PathBuf, String> {
+    let repo = repo.trim();
+    if !repo
+        .get(..5)
+        .is_some_and(|s| s.eq_ignore_ascii_case("file:"))
+    {
+        return Ok(PathBuf::from(repo));
+    }
+    if repo.contains('%') {
+        return Err("a file: URL with percent-encoding".into());
+    }
+    let url = url::Url::parse(repo).map_err(|e| format!("not a file URL: {e}"))?;
+    if !repo[5..].starts_with("//") {
+        return Err("a file: URL must be file:///path".into());
+    }
+    if url
+        .host_str()
+        .is_some_and(|h| !h.eq_ignore_ascii_case("localhost"))
+    {
+        return Err("a file: URL on another host".into());
+    }
+    url.to_file_path()
+        .map_err(|()| "a file: URL that names no local path".to_owned())
+}
+
 /// `path` made absolute and free of `.` and `..`: resolved through its links where it exists,
 /// else taken as written (where a `..` is refused, since it cannot be resolved safely).
 fn resolved(path: &Path) -> Result<PathBuf, String> {
@@ -153,12 +224,12 @@ impl RepoPolicy {
         if is_remote(repo) {
             return self.check_remote(repo).map_err(refuse);
         }
-        let path = repo.trim();
-        let path = Path::new(path.strip_prefix("file://").unwrap_or(path));
-        self.check_local(path).map_err(refuse)
+        let path = local_path(repo).map_err(refuse)?;
+        self.check_local(&path).map_err(refuse)
     }
 
     fn check_remote(&self, repo: &str) -> Result<(), String> {
+        unambiguous(repo)?;
         let (host, port) = remote_host(repo).ok_or("its host cannot be read")?;
         let name = match &host {
             RemoteHost::Ip(IpAddr::V6(v6)) => format!("[{v6}]"),
@@ -266,6 +337,16 @@ mod tests {
             "git@169.254.169.254:x.git",
             "http://user:pass@127.0.0.1/x.git",
             "HTTP://127.0.0.1/x.git",
+            // Read one way by the URL standard, another by git.
+            "http://github.com?@127.0.0.1:8080/x.git",
+            "http://github.com#@127.0.0.1/x.git",
+            "http://github.com\\@127.0.0.1/x.git",
+            "http://git%68ub.com/x.git",
+            "http://100.100.100.200/latest/meta-data/",
+            "http://192.0.0.192/",
+            "http://168.63.129.16/",
+            "ftp://github.com/x.git",
+            "http://github.com/x .git",
         ] {
             assert!(open.check(repo).is_err(), "{repo} was allowed");
         }
@@ -282,6 +363,13 @@ mod tests {
     #[test]
     fn listed_hosts_alone_are_allowed_in_a_cluster() {
         let policy = cluster(&[], &["git.corp", "127.0.0.1:8080"]);
+        for repo in [
+            "http://git.corp?@evil.net/x.git",
+            "http://git.corp#@evil.net/x.git",
+            "http://git.corp\\@evil.net/x.git",
+        ] {
+            assert!(policy.check(repo).is_err(), "{repo} was allowed");
+        }
         assert_eq!(policy.check("https://git.corp/team/x.git"), Ok(()));
         assert_eq!(policy.check("https://GIT.CORP./team/x.git"), Ok(()));
         assert_eq!(policy.check("http://127.0.0.1:8080/x.git"), Ok(()));
@@ -312,6 +400,7 @@ mod tests {
         let ok = root.join("a").to_string_lossy().into_owned();
         assert_eq!(policy.check(&ok), Ok(()));
         assert_eq!(policy.check(&format!("file://{ok}")), Ok(()));
+        assert_eq!(policy.check(&format!("file://localhost{ok}")), Ok(()));
         assert_eq!(policy.check(&format!("{ok}/../a")), Ok(()));
         for repo in [
             outside.to_string_lossy().into_owned(),
@@ -321,6 +410,10 @@ mod tests {
             format!("{}/nothing/../../secret", root.display()),
             link.to_string_lossy().into_owned(),
             format!("file://{}", outside.display()),
+            format!("file://{}/%2e%2e/secret", root.display()),
+            format!("file://{}/a/%2E%2E/%2e%2e/secret", root.display()),
+            format!("file://evil.net{}", root.join("a").display()),
+            format!("file:{}", root.join("a").display()),
             "relative/path".to_owned(),
             "/".to_owned(),
         ] {

@@ -84,8 +84,7 @@ fn cached_clone(remote: &str, into: &Path) -> Result<Repository, VcsError> {
     let repo = if dir.exists() {
         Repository::open_bare(&dir).map_err(|e| git_error("opening the cached clone", e))?
     } else {
-        let mut options = git2::FetchOptions::new();
-        options.remote_callbacks(super::credentials::callbacks(remote));
+        let options = super::credentials::fetch_options();
         git2::build::RepoBuilder::new()
             .bare(true)
             .fetch_options(options)
@@ -168,20 +167,11 @@ fn add_worktree(
         .map_err(|e| git_error("adding a worktree", e))
 }
 
-/// Fetch options that answer the remote's credential challenge (see `credentials`).
-fn fetch_options(origin: &git2::Remote<'_>) -> git2::FetchOptions<'static> {
-    let mut options = git2::FetchOptions::new();
-    options.remote_callbacks(super::credentials::callbacks(
-        origin.url().unwrap_or_default(),
-    ));
-    options
-}
-
 fn fetch(repo: &Repository) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
-    let mut options = fetch_options(&origin);
+    let mut options = super::credentials::fetch_options();
     origin
         .fetch(
             &["+refs/heads/*:refs/remotes/origin/*"],
@@ -196,7 +186,7 @@ fn fetch_ref(repo: &Repository, refname: &str) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
-    let mut options = fetch_options(&origin);
+    let mut options = super::credentials::fetch_options();
     origin
         .fetch(&[format!("+{refname}:{refname}")], Some(&mut options), None)
         .map_err(|e| VcsError::CloneFailed(format!("fetching {refname}: {}", e.message())))
@@ -307,8 +297,7 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
     let url = origin.url().unwrap_or_default().to_owned();
-    let mut options = git2::PushOptions::new();
-    options.remote_callbacks(super::credentials::callbacks(&url));
+    let mut options = super::credentials::push_options();
     origin.push(&[refspec], Some(&mut options)).map_err(|e| {
         let mut why = e.message().to_owned();
         if why.contains("non-bare") {
@@ -447,9 +436,14 @@ pub fn remove_checkout(remote: &str, into: &Path, refname: &str) -> Result<(), V
     Ok(())
 }
 
-/// Lands the branch on the remote's base branch: fast-forward where the base has not moved,
+/// Lands `approved` (the commit a review approved, on the task's branch) on the remote's base
+/// branch: fast-forward where the base has not moved,
 /// a merge commit where it has, and nothing at all on a conflict.
-pub fn merge(workspace: &Workspace, author: (&str, &str)) -> Result<MergeOutcome, VcsError> {
+pub fn merge(
+    workspace: &Workspace,
+    author: (&str, &str),
+    approved: &str,
+) -> Result<MergeOutcome, VcsError> {
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     fetch(&repo)?;
     let base = repo
@@ -461,12 +455,10 @@ pub fn merge(workspace: &Workspace, author: (&str, &str)) -> Result<MergeOutcome
         .get()
         .peel_to_commit()
         .map_err(|e| git_error("reading the base", e))?;
-    let head = repo
-        .find_branch(&workspace.branch, BranchType::Local)
-        .map_err(|e| git_error("reading the branch", e))?
-        .get()
-        .peel_to_commit()
-        .map_err(|e| git_error("reading the branch", e))?;
+    // Exactly the approved commit, whatever the branch points at now.
+    let head = git2::Oid::from_str(approved)
+        .and_then(|oid| repo.find_commit(oid))
+        .map_err(|_| VcsError::UnknownRevision(approved.to_owned()))?;
     let target = format!("refs/heads/{}", workspace.base_branch);
     if base.id() == head.id()
         || repo
@@ -539,7 +531,7 @@ pub fn tags_on_head(workspace: &Workspace) -> Result<Vec<String>, VcsError> {
         let mut origin = repo
             .find_remote("origin")
             .map_err(|e| git_error("finding origin", e))?;
-        let mut options = fetch_options(&origin);
+        let mut options = super::credentials::fetch_options();
         origin
             .fetch(&["+refs/tags/*:refs/tags/*"], Some(&mut options), None)
             .map_err(|e| VcsError::CloneFailed(format!("fetching tags: {}", e.message())))?;

@@ -18,9 +18,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -m 0755 target/release/orion /usr/local/bin/orion
 
 FROM debian:bookworm-slim
-# git: the agents clone and push; ca-certificates: HTTPS to model APIs and forges.
+# git: the agents clone and push; ca-certificates: HTTPS to model APIs and forges;
+# bubblewrap: the sandbox a repository's tests run in (docs/security.md).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends git ca-certificates tini \
+ && apt-get install -y --no-install-recommends git ca-certificates tini bubblewrap \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 10001 orion \
  && useradd --uid 10001 --gid orion --home-dir /var/lib/orion --create-home orion

@@ -10,6 +10,9 @@ missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server redis-tools)
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+# The sandbox repository code runs in (orion_services::sandbox), and what it uses inside.
+command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 # The browser the dashboard's end-to-end test drives (headless, over WebDriver).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -104,6 +104,8 @@ pub struct SandboxConfig {
     pub file_mb: u64,
     /// Of each output stream, the last this many bytes are kept.
     pub output_bytes: usize,
+    /// The bubblewrap program.
+    pub bwrap: PathBuf,
 }
 
 impl Default for SandboxConfig {
@@ -116,6 +118,7 @@ impl Default for SandboxConfig {
             max_processes: 512,
             file_mb: 1024,
             output_bytes: 64 * 1024,
+            bwrap: PathBuf::from("bwrap"),
         }
     }
 }
@@ -296,26 +299,27 @@ impl Sandbox {
 
     /// The bubblewrap command line around `job` (everything before the job's own words).
     fn bwrap_words(&self, job: &Job<'_>, env: &[(String, String)]) -> Vec<String> {
-        let mut words: Vec<String> = [
-            "bwrap",
-            "--unshare-user",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-            "--die-with-parent",
-            "--new-session",
-            "--hostname",
-            "orion-sandbox",
-            "--uid",
-            SANDBOX_UID,
-            "--gid",
-            SANDBOX_UID,
-            "--cap-drop",
-            "ALL",
-        ]
-        .map(str::to_owned)
-        .to_vec();
+        let mut words: Vec<String> = vec![self.config.bwrap.display().to_string()];
+        words.extend(
+            [
+                "--unshare-user",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+                "--die-with-parent",
+                "--new-session",
+                "--hostname",
+                "orion-sandbox",
+                "--uid",
+                SANDBOX_UID,
+                "--gid",
+                SANDBOX_UID,
+                "--cap-drop",
+                "ALL",
+            ]
+            .map(str::to_owned),
+        );
         if !job.network {
             words.push("--unshare-net".into());
         }
@@ -380,43 +384,64 @@ impl Sandbox {
         words
     }
 
-    /// Checks once per process that bubblewrap can make its namespaces here.
-    async fn available() -> Result<(), SandboxError> {
-        static PROBE: tokio::sync::OnceCell<Result<(), String>> =
-            tokio::sync::OnceCell::const_new();
-        PROBE
-            .get_or_init(|| async {
-                let out = tokio::process::Command::new("bwrap")
-                    .args([
-                        "--unshare-user",
-                        "--unshare-pid",
-                        "--unshare-net",
-                        "--unshare-ipc",
-                        "--unshare-uts",
-                        "--die-with-parent",
-                        "--ro-bind",
-                        "/",
-                        "/",
-                        "--proc",
-                        "/proc",
-                        "true",
-                    ])
-                    .stdin(Stdio::null())
-                    .output()
-                    .await
-                    .map_err(|e| format!("bubblewrap (bwrap) cannot be run: {e}"))?;
-                if out.status.success() {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "bubblewrap cannot make namespaces: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ))
-                }
-            })
+    /// Checks once per process (and program) that bubblewrap can make its namespaces here.
+    async fn available(&self) -> Result<(), SandboxError> {
+        type Probes = std::sync::Mutex<std::collections::HashMap<PathBuf, Result<(), String>>>;
+        static PROBES: std::sync::OnceLock<Probes> = std::sync::OnceLock::new();
+        let probes = PROBES.get_or_init(Default::default);
+        let known = probes
+            .lock()
+            .expect("not poisoned")
+            .get(&self.config.bwrap)
+            .cloned();
+        let result = match known {
+            Some(result) => result,
+            None => {
+                let result = self.probe().await;
+                probes
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(self.config.bwrap.clone(), result.clone());
+                result
+            }
+        };
+        result.map_err(SandboxError::Unavailable)
+    }
+
+    /// Runs `true` in the namespaces a run gets.
+    async fn probe(&self) -> Result<(), String> {
+        let out = tokio::process::Command::new(&self.config.bwrap)
+            .args([
+                "--unshare-user",
+                "--unshare-pid",
+                "--unshare-net",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--die-with-parent",
+                "--ro-bind",
+                "/",
+                "/",
+                "--proc",
+                "/proc",
+                "true",
+            ])
+            .stdin(Stdio::null())
+            .output()
             .await
-            .clone()
-            .map_err(SandboxError::Unavailable)
+            .map_err(|e| {
+                format!(
+                    "bubblewrap ({}) cannot be run: {e}",
+                    self.config.bwrap.display()
+                )
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "bubblewrap cannot make namespaces: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     /// Where the pids controller lets this root process cap a run's processes: a fresh
@@ -455,7 +480,7 @@ impl Sandbox {
         let mut cgroup = None;
         let (home, tmp) = match self.config.mode {
             SandboxMode::Bwrap => {
-                Self::available().await?;
+                self.available().await?;
                 words = self.bwrap_words(&job, &env);
                 cgroup = self.pids_cgroup();
                 (format!("{SCRATCH}/home"), SCRATCH.to_owned())

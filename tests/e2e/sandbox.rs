@@ -365,3 +365,125 @@ async fn the_examples_python_and_rust_suites_pass_in_the_sandbox() {
         assert!(run.passed, "{example}: {}", run.output);
     }
 }
+
+/// Where bubblewrap cannot be had, repository code is refused, saying how to run it anyway;
+/// `sandbox.mode = "none"` runs it, and a node so configured says so at start.
+#[actix_rt::test]
+async fn without_bubblewrap_repository_code_is_refused_never_run_unconfined() {
+    let dir = TempDir::new();
+    let scratch = Scratch::new().unwrap();
+    let command = vec!["true".to_owned()];
+    let job = || Job {
+        dir: dir.path(),
+        command: &command,
+        timeout: Duration::from_secs(10),
+        network: false,
+        environment: std::env::vars().collect(),
+        scratch: &scratch,
+    };
+    let missing = Sandbox::new(sandbox::SandboxConfig {
+        bwrap: "/nonexistent/bwrap".into(),
+        ..Default::default()
+    });
+    let refused = missing.run(job()).await.unwrap_err();
+    assert!(matches!(refused, SandboxError::Unavailable(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("sandbox.mode = \"none\""),
+        "{refused}"
+    );
+    let unconfined = Sandbox::new(sandbox::SandboxConfig {
+        mode: sandbox::SandboxMode::None,
+        bwrap: "/nonexistent/bwrap".into(),
+        ..Default::default()
+    });
+    assert!(unconfined.run(job()).await.unwrap().passed);
+
+    // A test task on a node without bubblewrap fails with the reason.
+    let repo = crate::support::fixture_repo();
+    let app = crate::support::TestApp::spawn_with(|s| {
+        s.sandbox.bwrap = "/nonexistent/bwrap".into();
+        s.developer.test_command = Some(vec!["true".into()]);
+    })
+    .await;
+    let id = app
+        .submit(serde_json::json!({ "kind": "test", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let task = app.wait_for(&id, "failed").await;
+    assert_eq!(task["error"]["code"], "sandbox_unavailable", "{task}");
+
+    // A node told to run without isolation says so when it starts.
+    use std::process::{Command, Stdio};
+    let data = TempDir::new();
+    let (out, err) = (data.path().join("out"), data.path().join("err"));
+    let _up = crate::support::Process(
+        Command::new(env!("CARGO_BIN_EXE_orion"))
+            .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path().join("d"))
+            .env("RUST_LOG", "warn")
+            .env("ORION__SANDBOX__MODE", "none")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    crate::support::eventually("the warning", Duration::from_secs(30), || async {
+        let logged = std::fs::read_to_string(&err).ok()?;
+        logged
+            .contains("sandbox.mode = \"none\": repositories' tests run without isolation")
+            .then_some(())
+    })
+    .await;
+}
+
+/// The setup step (a suite's dependencies) gets the network only where
+/// `sandbox.setup_network` allows it; the tests never do.
+#[actix_rt::test]
+async fn only_an_allowed_setup_step_reaches_the_network_never_the_tests() {
+    // Fails, naming them, where any interface but loopback is there.
+    let isolated: Vec<String> = [
+        "python3",
+        "-c",
+        "import socket, sys\nnames = [n for _, n in socket.if_nameindex() if n != 'lo']\nprint('interfaces:', names)\nsys.exit(1 if names else 0)",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let repo = crate::support::fixture_repo();
+    for allowed in [false, true] {
+        let (setup, test) = (isolated.clone(), isolated.clone());
+        let app = crate::support::TestApp::spawn_with(move |s| {
+            s.sandbox.setup_network = allowed;
+            s.developer.setup_command = Some(setup);
+            s.developer.test_command = Some(test);
+        })
+        .await;
+        let id = app
+            .submit(serde_json::json!({ "kind": "test", "repo": repo.path().to_string_lossy() }))
+            .await;
+        let task =
+            crate::support::eventually("the test task to end", Duration::from_secs(60), || async {
+                let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+                ["completed", "failed"]
+                    .contains(&task["status"].as_str()?)
+                    .then_some(task)
+            })
+            .await;
+        if allowed {
+            // The setup step saw the host's interfaces (and so refused to go on, by design).
+            assert_eq!(task["error"]["code"], "setup_failed", "{task}");
+            assert!(
+                task["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("interfaces: ['"),
+                "{task}"
+            );
+        } else {
+            assert_eq!(task["status"], "completed", "{task}");
+            assert_eq!(
+                task["result"]["passed"], true,
+                "the tests saw loopback only: {task}"
+            );
+        }
+    }
+}

@@ -130,6 +130,16 @@ pub fn start_node(
     name: &str,
 ) -> anyhow::Result<NodeHandle> {
     let d = &settings.developer;
+    // With a gateway in this process and no auth, a setup step on the node's network could
+    // call the API as an admin.
+    anyhow::ensure!(
+        !(settings.sandbox.setup_network
+            && settings.bus.url.is_none()
+            && settings.auth.mode == orion_gateway::auth::AuthMode::None),
+        "sandbox.setup_network = true lets a repository's setup step reach this machine's \
+         network, where this process serves the API without auth: turn auth on \
+         (auth.mode = \"jwt\") or leave sandbox.setup_network off"
+    );
     if settings.sandbox.mode == orion_services::sandbox::SandboxMode::None {
         tracing::warn!(
             "sandbox.mode = \"none\": repositories' tests run without isolation, with this node's \
@@ -153,7 +163,19 @@ pub fn start_node(
             command: d.test_command.clone(),
             setup: d.setup_command.clone(),
             timeout: Duration::from_secs(d.test_timeout_secs),
-            sandbox: orion_services::sandbox::Sandbox::new(settings.sandbox.clone()),
+            sandbox: orion_services::sandbox::Sandbox::new(
+                orion_services::sandbox::SandboxConfig {
+                    denied: vec![
+                        std::path::absolute(&settings.data_dir)
+                            .unwrap_or_else(|_| settings.data_dir.clone()),
+                    ],
+                    ..settings.sandbox.clone()
+                },
+            ),
+            exclude: vec![
+                std::path::absolute(&settings.data_dir)
+                    .unwrap_or_else(|_| settings.data_dir.clone()),
+            ],
         },
         plugins: settings.plugins()?,
         task_lease: Duration::from_secs(settings.node.task_lease_secs),

@@ -338,6 +338,26 @@ fn pull_state_name(state: &str) -> &'static str {
     orion_services::store::PullState::parse(state).map_or("unknown", |s| s.as_str())
 }
 
+impl From<orion_services::review_gate::GateError> for ApiError {
+    fn from(e: orion_services::review_gate::GateError) -> Self {
+        use orion_services::review_gate::GateError;
+        match e {
+            GateError::NotAwaitingReview { pull, state } => {
+                ApiError::NotAwaitingReview { pull, state }
+            }
+            GateError::RoundsExhausted { pull, rounds } => {
+                ApiError::RoundsExhausted { pull, rounds }
+            }
+            GateError::PullChanged { pull, head } => ApiError::PullChanged { pull, head },
+            GateError::CommentRequired => ApiError::InvalidField {
+                field: "comment".into(),
+                reason: "say what to change".into(),
+            },
+            GateError::Lifecycle(e) => e.into(),
+        }
+    }
+}
+
 impl From<BusError> for ApiError {
     fn from(e: BusError) -> Self {
         match e {

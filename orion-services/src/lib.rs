@@ -18,6 +18,7 @@ pub mod forge;
 pub mod lifecycle;
 pub mod llm;
 pub mod metrics;
+pub mod review_gate;
 pub mod sandbox;
 pub mod secrets;
 pub mod store;

@@ -74,6 +74,12 @@ const SCRATCH: &str = "/tmp";
 const GRACE: Duration = Duration::from_secs(5);
 /// The sandbox's user inside.
 const SANDBOX_UID: &str = "65534";
+/// The programs around a run, by absolute path: a repository's own `sh` or `prlimit` (in a
+/// relative `PATH` entry) is never the one run.
+const SH: &str = "/bin/sh";
+const PRLIMIT: &str = "/usr/bin/prlimit";
+/// Trees scanned for what others may not read, which is hidden inside.
+const SCANNED_FOR_SECRETS: &[&str] = &["/etc", "/opt"];
 
 /// `sandbox.mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +112,10 @@ pub struct SandboxConfig {
     pub output_bytes: usize,
     /// The bubblewrap program.
     pub bwrap: PathBuf,
+    /// The node's own directories (its data directory): never bound, not even as part of a
+    /// toolchain directory.
+    #[serde(skip)]
+    pub denied: Vec<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -118,7 +128,8 @@ impl Default for SandboxConfig {
             max_processes: 512,
             file_mb: 1024,
             output_bytes: 64 * 1024,
-            bwrap: PathBuf::from("bwrap"),
+            bwrap: PathBuf::from("/usr/bin/bwrap"),
+            denied: Vec::new(),
         }
     }
 }
@@ -175,9 +186,12 @@ pub struct Scratch(PathBuf);
 
 impl Scratch {
     pub fn new() -> std::io::Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
         let dir =
             std::env::temp_dir().join(format!("orion-sandbox-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(dir.join("home"))?;
+        // Only the node (and so the sandbox's user) may enter it.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
         Ok(Self(dir))
     }
 
@@ -241,6 +255,25 @@ fn unreadable_by_others(dir: &Path, out: &mut Vec<(PathBuf, bool)>) {
     }
 }
 
+/// Clears the setuid and setgid bits of every file below `dir` (without following links).
+fn strip_set_id_bits(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            strip_set_id_bits(&entry.path());
+        } else if meta.is_file() && meta.permissions().mode() & 0o6000 != 0 {
+            let mode = meta.permissions().mode() & !0o6000;
+            let _ = std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode));
+        }
+    }
+}
+
 /// The last `limit` bytes of a stream, and how many came before them.
 async fn tail_of(
     stream: Option<impl tokio::io::AsyncRead + Unpin>,
@@ -288,7 +321,7 @@ impl Sandbox {
     fn limits(&self) -> Vec<String> {
         let c = &self.config;
         vec![
-            "prlimit".into(),
+            PRLIMIT.into(),
             format!("--cpu={}", c.cpu_secs),
             format!("--as={}", c.memory_mb * 1024 * 1024),
             format!("--nproc={}", c.max_processes),
@@ -317,6 +350,8 @@ impl Sandbox {
                 SANDBOX_UID,
                 "--cap-drop",
                 "ALL",
+                // No namespaces of its own inside: the kernel surface they open stays shut.
+                "--disable-userns",
             ]
             .map(str::to_owned),
         );
@@ -343,18 +378,38 @@ impl Sandbox {
                 toolchains.push(PathBuf::from(value));
             }
         }
+        // A toolchain directory is bound only where it holds no home directory or data of
+        // the node's: `/`, a home, or what holds a denied directory would expose them.
+        let home = job
+            .environment
+            .iter()
+            .find(|(k, _)| k == "HOME")
+            .map(|(_, v)| PathBuf::from(v));
         toolchains.retain(|p| {
-            p.is_absolute() && p.is_dir() && !SYSTEM_DIRS.iter().any(|s| p.starts_with(s))
+            p.is_absolute()
+                && p.is_dir()
+                && p.parent().is_some()
+                && !SYSTEM_DIRS.iter().any(|s| p.starts_with(s))
+                && home.as_ref().is_none_or(|h| !h.starts_with(p))
+                && !self
+                    .config
+                    .denied
+                    .iter()
+                    .any(|d| d.starts_with(p) || p.starts_with(d))
         });
         toolchains.sort();
         toolchains.dedup();
         for dir in &toolchains {
             bind(&mut words, "--ro-bind", dir);
         }
-        if running_as_root() {
-            // The sandbox's user is root outside: hide what only root may read.
+        {
+            // What others may not read is hidden: the sandbox's user is the node's own user
+            // outside (root, where the node is root), so it could read the node's secret
+            // files of these trees.
             let mut hidden = Vec::new();
-            unreadable_by_others(Path::new("/etc"), &mut hidden);
+            for tree in SCANNED_FOR_SECRETS {
+                unreadable_by_others(Path::new(tree), &mut hidden);
+            }
             for (path, is_dir) in hidden {
                 if is_dir {
                     words.extend(["--tmpfs".to_owned(), path.display().to_string()]);
@@ -444,25 +499,34 @@ impl Sandbox {
         }
     }
 
-    /// Where the pids controller lets this root process cap a run's processes: a fresh
-    /// cgroup with `pids.max`, or `None`.
+    /// A fresh cgroup whose `pids.max` caps a run's processes (cgroup v1's pids controller
+    /// or cgroup v2), or `None` where none can be made.
     fn pids_cgroup(&self) -> Option<PathBuf> {
-        if !running_as_root() {
-            return None;
-        }
-        let group = Path::new("/sys/fs/cgroup/pids")
-            .join(format!("orion-sandbox-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir(&group).ok()?;
-        if std::fs::write(
-            group.join("pids.max"),
-            self.config.max_processes.to_string(),
-        )
-        .is_err()
-        {
+        let name = format!("orion-sandbox-{}", uuid::Uuid::new_v4().simple());
+        for root in [
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/unified",
+            "/sys/fs/cgroup",
+        ] {
+            let root = Path::new(root);
+            if !root.join("cgroup.procs").exists() {
+                continue;
+            }
+            let group = root.join(&name);
+            if std::fs::create_dir(&group).is_err() {
+                continue;
+            }
+            if std::fs::write(
+                group.join("pids.max"),
+                self.config.max_processes.to_string(),
+            )
+            .is_ok()
+            {
+                return Some(group);
+            }
             let _ = std::fs::remove_dir(&group);
-            return None;
         }
-        Some(group)
+        None
     }
 
     /// Runs `job` confined; its output and verdict, or why it could not run.
@@ -482,7 +546,17 @@ impl Sandbox {
             SandboxMode::Bwrap => {
                 self.available().await?;
                 words = self.bwrap_words(&job, &env);
+                // The kernel does not limit root's processes (`--nproc`): a root node needs a
+                // pids cgroup, and refuses to run without one.
                 cgroup = self.pids_cgroup();
+                if cgroup.is_none() && running_as_root() {
+                    return Err(SandboxError::Unavailable(
+                        "the node runs as root, whose processes the kernel does not limit, and no \
+                         pids cgroup can be made (run the node as another user, or give it a \
+                         writable cgroup)"
+                            .into(),
+                    ));
+                }
                 (format!("{SCRATCH}/home"), SCRATCH.to_owned())
             }
             SandboxMode::None => (
@@ -492,6 +566,17 @@ impl Sandbox {
         };
         words.extend(self.limits());
         words.extend(job.command.iter().cloned());
+        // Only absolute directories stay on PATH: a relative one would name the repository.
+        for (key, value) in env.iter_mut() {
+            if key == "PATH" {
+                let kept: Vec<PathBuf> = std::env::split_paths(value)
+                    .filter(|p| p.is_absolute())
+                    .collect();
+                *value = std::env::join_paths(kept)
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+            }
+        }
         // Writable caches live in the scratch directory, not in the read-only toolchains.
         env.retain(|(k, _)| {
             !matches!(
@@ -507,7 +592,7 @@ impl Sandbox {
         let mut child = match &cgroup {
             // The shell joins the cgroup, then becomes bubblewrap: everything inside is in it.
             Some(group) => {
-                let mut c = tokio::process::Command::new("sh");
+                let mut c = tokio::process::Command::new(SH);
                 c.arg("-c")
                     .arg("echo $$ > \"$0/cgroup.procs\" && exec \"$@\"")
                     .arg(group)
@@ -549,14 +634,10 @@ impl Sandbox {
                     command: program.clone(),
                     reason: e.to_string(),
                 })?;
+                // (bubblewrap's own failures were ruled out by the probe; what the run printed
+                // is the run's, whatever it says.)
                 let mut output = text(&out, out_cut);
                 output.push_str(&text(&err, err_cut));
-                if self.config.mode == SandboxMode::Bwrap
-                    && status.code() == Some(1)
-                    && output.starts_with("bwrap: ")
-                {
-                    return Err(SandboxError::Unavailable(output.trim().to_owned()));
-                }
                 Ok(TestRun {
                     command: job.command.to_vec(),
                     passed: status.success(),
@@ -580,6 +661,11 @@ impl Sandbox {
                 })
             }
         };
+        if running_as_root() {
+            // Files the run made setuid or setgid would be root's outside: not one stays so.
+            strip_set_id_bits(job.dir);
+            strip_set_id_bits(job.scratch.path());
+        }
         if let Some(group) = cgroup {
             // Empty once the run is over; removing it may wait for the last exit.
             for _ in 0..50 {

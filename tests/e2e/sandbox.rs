@@ -83,6 +83,65 @@ async fn the_sandbox_sees_no_secret_from_orions_environment() {
     );
 }
 
+/// A run that says what bubblewrap would say when it fails is still the run's own failure.
+#[tokio::test]
+async fn a_run_cannot_pass_itself_off_as_a_broken_sandbox() {
+    let dir = TempDir::new();
+    let run = sandboxed(
+        dir.path(),
+        &sh("echo 'bwrap: Creating new namespace failed: Operation not permitted'; exit 1"),
+        Duration::from_secs(10),
+        environment(),
+    )
+    .await
+    .expect("the run's own result");
+    assert_eq!((run.passed, run.exit_code), (false, Some(1)));
+}
+
+/// A `test` task runs in a copy of the working tree: whatever the suite writes (the
+/// repository's `.git`, its files, the node's data directory inside it) stays out of the
+/// repository.
+#[actix_rt::test]
+async fn a_test_task_never_writes_the_repository_it_tests() {
+    let repo = crate::support::git_fixture();
+    let data = repo.path().join(".orion");
+    let before = crate::support::git_rev(&repo.path().join(".git"), "HEAD");
+    let script = "ls -a; mkdir -p .git/hooks .orion && echo evil > .git/hooks/pre-commit \
+                  && echo '[core] fsmonitor = evil' >> .git/config && echo x > written \
+                  && echo pwned > .orion/orion.db";
+    let data_dir = data.clone();
+    let app = crate::support::TestApp::spawn_with(move |s| {
+        s.data_dir = data_dir;
+        s.developer.test_command = Some(sh(script));
+    })
+    .await;
+    let id = app
+        .submit(serde_json::json!({ "kind": "test", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let task = app.wait_for(&id, "completed").await;
+    let output = task["result"]["output"].as_str().unwrap();
+    assert!(
+        !output.lines().any(|l| l == ".git" || l == ".orion"),
+        "no .git and no data directory in the copy: {output}"
+    );
+    assert!(!repo.path().join(".git/hooks/pre-commit").exists());
+    assert!(!repo.path().join("written").exists());
+    assert!(
+        !std::fs::read_to_string(repo.path().join(".git/config"))
+            .unwrap()
+            .contains("fsmonitor")
+    );
+    let db = std::fs::read(data.join("orion.db")).unwrap();
+    assert!(
+        db.starts_with(b"SQLite format 3"),
+        "the node's database is untouched"
+    );
+    assert_eq!(
+        crate::support::git_rev(&repo.path().join(".git"), "HEAD"),
+        before
+    );
+}
+
 #[tokio::test]
 async fn failing_tests_are_reported_with_their_output() {
     let dir = TempDir::new();
@@ -282,6 +341,7 @@ async fn a_hostile_suite_reaches_no_secret_no_network_no_file_and_leaves_nothing
     let output = task["result"]["output"].as_str().unwrap();
     assert!(task["result"]["passed"].as_bool().unwrap(), "{output}");
     for what in [
+        "nested namespaces",
         "environment",
         "/proc environ and cmdline",
         "other processes",
@@ -297,8 +357,16 @@ async fn a_hostile_suite_reaches_no_secret_no_network_no_file_and_leaves_nothing
     }
     assert!(!output.contains("LEAK"), "{output}");
     assert!(output.contains("STARTED lingering processes"), "{output}");
-    // Nothing it started is left, and nothing it wrote is outside its worktree.
+    // Nothing it started is left, and nothing it wrote is outside its worktree; the run's
+    // copy of the repository and its scratch are gone, setuid copies with them, and the
+    // repository itself is as it was.
     assert_eq!(processes_with(&format!(".{marker}")), Vec::<String>::new());
+    assert!(!node.repo.join(format!("setuid-{marker}")).exists());
+    let work = node.data.join("work/tests");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", work.display());
     for path in [
         probe.data.join(format!("escape-{marker}")),
         node.repo.parent().unwrap().join(format!("escape-{marker}")),
@@ -449,20 +517,40 @@ async fn only_an_allowed_setup_step_reaches_the_network_never_the_tests() {
     .map(str::to_owned)
     .to_vec();
     let repo = crate::support::fixture_repo();
+    // Embedded and without auth, a setup step on the network could call the API as an
+    // admin: refused at start.
+    let mut open = crate::support::test_settings();
+    let open_dir = TempDir::new();
+    open.data_dir = open_dir.path().to_owned();
+    open.sandbox.setup_network = true;
+    let refused = orion::app::start_embedded(&open)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        refused.to_string().contains("sandbox.setup_network"),
+        "{refused}"
+    );
     for allowed in [false, true] {
         let (setup, test) = (isolated.clone(), isolated.clone());
         let app = crate::support::TestApp::spawn_with(move |s| {
+            crate::support::with_jwt_auth(s);
             s.sandbox.setup_network = allowed;
             s.developer.setup_command = Some(setup);
             s.developer.test_command = Some(test);
         })
         .await;
-        let id = app
-            .submit(serde_json::json!({ "kind": "test", "repo": repo.path().to_string_lossy() }))
-            .await;
+        let admin = crate::support::client_as("admin");
+        let id = crate::support::submit_to(
+            &admin,
+            &app.base,
+            &serde_json::json!({ "kind": "test", "repo": repo.path().to_string_lossy() }),
+        )
+        .await;
         let task =
             crate::support::eventually("the test task to end", Duration::from_secs(60), || async {
-                let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+                let task =
+                    crate::support::get_json(&admin, app.url(&format!("/v1/tasks/{id}"))).await?;
                 ["completed", "failed"]
                     .contains(&task["status"].as_str()?)
                     .then_some(task)

@@ -31,6 +31,8 @@ pub struct TestingConfig {
     pub timeout: Duration,
     /// Where repository code runs.
     pub sandbox: Sandbox,
+    /// Never copied into a test run's tree (the node's data directory).
+    pub exclude: Vec<PathBuf>,
 }
 
 /// `test` tasks, and the test step of `develop` tasks.
@@ -137,6 +139,9 @@ impl TestingWork {
             let dir = {
                 let (remote, into, candidate) = (remote.clone(), into.clone(), candidate.clone());
                 blocking(move || {
+                    // What a crashed earlier delivery left (its tests could have rewritten
+                    // the worktree's `.git`) is never trusted: made anew.
+                    vcs::remove_checkout(&remote, &into, &candidate.git_ref)?;
                     vcs::checkout_commit(&remote, &into, &candidate.git_ref, &candidate.head)
                 })
                 .await?
@@ -173,6 +178,28 @@ impl TestingWork {
     }
 }
 
+/// Copies the working tree at `from` into a fresh `to`: files, directories and symbolic
+/// links (as links), but no `.git` and nothing under `exclude` (the node's own data).
+fn copy_tree(from: &Path, to: &Path, exclude: &[PathBuf]) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let (source, target) = (entry.path(), to.join(entry.file_name()));
+        if entry.file_name() == ".git" || exclude.iter().any(|e| source.starts_with(e)) {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&source)?, &target)?;
+        } else if kind.is_dir() {
+            copy_tree(&source, &target, exclude)?;
+        } else if kind.is_file() {
+            std::fs::copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// The end of a run's output, where test runners print their summary.
 fn tail(output: &str) -> String {
     let skip = output.chars().count().saturating_sub(FAILURE_TAIL_CHARS);
@@ -187,35 +214,61 @@ impl Work for TestingWork {
         _: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure> {
         let path = repository_path(task)?;
-        // A ref is tested in a clone of its own; the working tree as it is otherwise.
+        if !path.is_dir() {
+            return Err(TaskFailure::new(
+                "repo_not_found",
+                format!("repository path `{}` does not exist", path.display()),
+            ));
+        }
+        // The tests never run in the repository itself (they could write its `.git`, or the
+        // node's data directory inside it): a ref is tested in a worktree of its own, the
+        // working tree in a copy of it, and either is removed afterwards.
+        let into = self.config.work_dir.join(task.id.to_string());
+        let remote = path.to_string_lossy().into_owned();
+        let branch_ref = format!("refs/heads/orion-test/{}", task.id);
+        {
+            // What a crashed earlier delivery left is never trusted: made anew.
+            let (remote, into, branch_ref) = (remote.clone(), into.clone(), branch_ref.clone());
+            blocking(move || vcs::remove_checkout(&remote, &into, &branch_ref)).await?;
+        }
         let dir = match &task.spec.git_ref {
             Some(git_ref) => {
-                let (remote, into, git_ref) = (
-                    path.to_string_lossy().into_owned(),
-                    self.config.work_dir.join(task.id.to_string()),
-                    git_ref.clone(),
-                );
+                let (remote, into, git_ref) = (remote.clone(), into.clone(), git_ref.clone());
                 let branch = format!("orion-test/{}", task.id);
                 blocking(move || {
                     vcs::checkout(&remote, &into, &branch, Some(&git_ref)).map(|ws| ws.path)
                 })
                 .await?
             }
-            None => path,
+            None => {
+                let from = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+                let (to, exclude) = (into.clone(), self.config.exclude.clone());
+                tokio::task::spawn_blocking(move || copy_tree(&from, &to, &exclude).map(|()| to))
+                    .await
+                    .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
+                    .map_err(|e| {
+                        TaskFailure::new(
+                            "repo_unreadable",
+                            format!("copying the working tree: {e}"),
+                        )
+                    })?
+            }
         };
-        if !dir.is_dir() {
-            return Err(TaskFailure::new(
-                "repo_not_found",
-                format!("repository path `{}` does not exist", dir.display()),
-            ));
+        let outcome = async {
+            let command = self.command_for(&dir).ok_or_else(|| {
+                TaskFailure::new(
+                    "no_test_command",
+                    "no test command configured (developer.test_command) or detected",
+                )
+            })?;
+            self.run(&dir, &command).await
         }
-        let command = self.command_for(&dir).ok_or_else(|| {
-            TaskFailure::new(
-                "no_test_command",
-                "no test command configured (developer.test_command) or detected",
-            )
-        })?;
-        let run = self.run(&dir, &command).await?;
+        .await;
+        let cleanup = blocking(move || vcs::remove_checkout(&remote, &into, &branch_ref)).await;
+        if let Err(e) = cleanup {
+            tracing::warn!(task = %task.id, error = %e.message, "could not remove a test worktree");
+        }
+        let run = outcome?;
         // Failing tests are a finding, not a failure of the task: the verdict is the result.
         serde_json::to_value(run).map_err(|e| TaskFailure::new("internal", e.to_string()))
     }

@@ -1,7 +1,8 @@
 //! `/v1/pulls`: pull requests and the review gate.
 
 use actix_web::{HttpResponse, web};
-use orion_bus::{Body, Decision, Envelope, Queue, ReviewSubmitted, TaskStatus};
+use orion_bus::Decision;
+use orion_services::review_gate::ReviewRequest;
 use orion_services::store::PullState;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,8 +12,6 @@ use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
-/// Revision rounds a pull request may go through before a reviewer must approve or give up.
-pub const MAX_REVISION_ROUNDS: i32 = 3;
 const COMMENT_MAX_BYTES: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize)]
@@ -91,14 +90,8 @@ pub async fn review(
             });
         }
     };
-    if decision == Decision::RequestChanges && comment.trim().is_empty() {
-        return Err(ApiError::InvalidField {
-            field: "comment".into(),
-            reason: "say what to change".into(),
-        });
-    }
     // The version the reviewer saw; without one, the version read now.
-    let seen = match body.get("head_oid") {
+    let head_oid = match body.get("head_oid") {
         None | Some(Value::Null) => None,
         Some(Value::String(head)) if head.len() <= 64 => Some(head.clone()),
         Some(_) => {
@@ -108,46 +101,14 @@ pub async fn review(
             });
         }
     };
-    let lifecycle = &state.lifecycle;
-    let store = lifecycle.store();
-    let pull = store.pull(id).await?;
-    let head = seen.unwrap_or_else(|| pull.head_oid.clone());
-    if head != pull.head_oid {
-        return Err(ApiError::PullChanged {
-            pull: id,
-            head: pull.head_oid,
-        });
-    }
-    let task = store.task(pull.task_id).await?;
-    if pull.state != PullState::Open || task.status != TaskStatus::AwaitingReview {
-        return Err(ApiError::NotAwaitingReview {
-            pull: id,
-            state: pull.state.as_str(),
-        });
-    }
-    if decision == Decision::RequestChanges && pull.rounds >= MAX_REVISION_ROUNDS {
-        return Err(ApiError::RoundsExhausted {
-            pull: id,
-            rounds: MAX_REVISION_ROUNDS,
-        });
-    }
-    // The store decides: of concurrent reviews, one moves the pull request; the others find
-    // it no longer open (409).
-    let review = store.review_pull(id, &head, decision, &comment).await?;
-    let detail = serde_json::json!({ "task": task.id, "decision": decision, "review": review.id });
-    audit(&state, &caller, "pull.review", Some(id.to_string()), detail).await;
-    let submitted = ReviewSubmitted {
-        task_id: task.id,
+    let request = ReviewRequest {
         pull: id,
-        review: review.id,
         decision,
         comment,
+        head_oid,
     };
-    let envelope = Envelope::new(lifecycle.node(), Body::Review(submitted));
-    let message_id = format!("review-{}", review.id);
-    lifecycle
-        .bus()
-        .enqueue_as(Queue::Submitted, &message_id, &envelope)
-        .await?;
+    let (review, task) = state.lifecycle.review(request).await?;
+    let detail = serde_json::json!({ "task": task, "decision": decision, "review": review.id });
+    audit(&state, &caller, "pull.review", Some(id.to_string()), detail).await;
     Ok(HttpResponse::Accepted().json(review))
 }

@@ -419,39 +419,12 @@ pub async fn budget(
     let body = body.into_object()?;
     let budget = budget_field(&body)?.ok_or(ApiError::MissingField("budget_usd"))?;
     orion_bus::check_budget(budget)?;
-    let lifecycle = &state.lifecycle;
-    let store = lifecycle.store();
-    let task = store.set_budget(id, budget).await?;
+    let raised = state.lifecycle.raise_budget(id, budget).await?;
     let detail = serde_json::json!({ "budget_usd": budget });
     audit(&state, &caller, "task.budget", Some(id.to_string()), detail).await;
-    if task.status != TaskStatus::AwaitingApproval {
-        return Ok(HttpResponse::Ok().json(task));
+    if !raised.resumed {
+        return Ok(HttpResponse::Ok().json(raised.task));
     }
-    // The step that paused last: the whole log is read, a page at a time.
-    let (mut after, mut paused) = (0, None);
-    loop {
-        let page = store.events(Some(id), after, MAX_PAGE).await?;
-        let Some(tail) = page.last() else { break };
-        after = tail.seq;
-        if let Some(e) = page
-            .iter()
-            .rev()
-            .find(|e| e.event_type == orion_bus::EventType::AwaitingApproval)
-        {
-            paused = serde_json::from_value::<orion_bus::Step>(e.data["step"].clone()).ok();
-        }
-    }
-    let step = paused.unwrap_or_default();
-    let resume = orion_bus::ResumeTask {
-        task_id: id,
-        step,
-        reason: format!("budget raised to ${budget}"),
-    };
-    let envelope = orion_bus::Envelope::new(lifecycle.node(), orion_bus::Body::Resume(resume));
-    let message_id = format!("resume-{id}-{}", task.attempts);
-    lifecycle
-        .bus()
-        .enqueue_as(orion_bus::Queue::Submitted, &message_id, &envelope)
-        .await?;
+    let task = raised.task;
     Ok(HttpResponse::Accepted().json(task))
 }

@@ -1833,3 +1833,27 @@ async fn submissions_are_checked_for_where_they_point_whose_key_and_what_budget(
     .await;
     assert_eq!(failed["error"]["code"], "repo_not_allowed", "{failed}");
 }
+
+/// A cluster allows no repository until told where they may be; embedded mode allows any
+/// local path, never one inside its data directory.
+#[test]
+fn a_cluster_points_nowhere_until_configured() {
+    let repo = fixture_repo();
+    let path = repo.path().to_string_lossy().into_owned();
+    let mut cluster = crate::support::test_settings();
+    cluster.bus.url = Some("nats://127.0.0.1:4222".into());
+    let policy = cluster.repo_policy();
+    assert!(policy.check(&path).is_err(), "no root configured");
+    assert!(policy.check("https://github.com/acme/widgets.git").is_err());
+    cluster.security.repo_roots = Some(vec![repo.path().parent().unwrap().to_owned()]);
+    cluster.security.repo_hosts = Some(vec!["github.com".into()]);
+    let policy = cluster.repo_policy();
+    assert_eq!(policy.check(&path), Ok(()));
+    assert_eq!(policy.check("https://github.com/acme/widgets.git"), Ok(()));
+    let mut embedded = crate::support::test_settings();
+    embedded.data_dir = repo.path().join(".orion");
+    std::fs::create_dir_all(&embedded.data_dir).unwrap();
+    let policy = embedded.repo_policy();
+    assert_eq!(policy.check(&path), Ok(()));
+    assert!(policy.check(&embedded.data_dir.to_string_lossy()).is_err());
+}

@@ -81,6 +81,28 @@ pub(crate) fn cluster_env(db_url: &str, prefix: &str) -> Vec<(&'static str, Stri
     env
 }
 
+/// A cluster's shared environment with a fresh database and prefix, and a fake model that
+/// answers every call with an edit doubling the fixture's helper.
+pub(crate) async fn model_cluster(
+    stem: &str,
+) -> (
+    wiremock::MockServer,
+    PgDatabase,
+    String,
+    Vec<(&'static str, String)>,
+) {
+    let model =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
+    let db = PgDatabase::create().await;
+    let prefix = unique(stem);
+    let mut env = cluster_env(&db.url, &prefix);
+    env.extend([
+        ("ORION__LLM__BASE_URL", format!("{}/v1", model.uri())),
+        ("ORION__LLM__MODEL", "gpt-test".to_owned()),
+    ]);
+    (model, db, prefix, env)
+}
+
 /// Deletes the test's streams and database.
 pub(crate) async fn tear_down(prefix: String, db: PgDatabase) {
     delete_streams(prefix).await;
@@ -280,15 +302,7 @@ async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber(
 /// through the remote (the candidate ref) and the hand-offs only through the bus.
 #[actix_rt::test]
 async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_node() {
-    let model =
-        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
-    let db = PgDatabase::create().await;
-    let prefix = unique("c");
-    let mut env = cluster_env(&db.url, &prefix);
-    env.extend([
-        ("ORION__LLM__BASE_URL", format!("{}/v1", model.uri())),
-        ("ORION__LLM__MODEL", "gpt-test".to_owned()),
-    ]);
+    let (_model, db, prefix, env) = model_cluster("c").await;
     let (_keep, remote) = bare_remote();
     let main_before = git_rev(&remote, "main").unwrap();
     let (dir_a, dir_b) = (TempDir::new(), TempDir::new());

@@ -9,10 +9,9 @@ use orion_bus::{
 };
 use serde_json::{Value, json};
 
-use crate::cluster::{cluster_env, migrate, orion, start_gateway, tear_down};
+use crate::cluster::{migrate, model_cluster, orion, start_gateway, tear_down};
 use crate::support::{
-    PgDatabase, Process, TempDir, bare_remote, client_as, eventually, get_json, git_rev,
-    model_answering, nats_url, unique,
+    Process, TempDir, bare_remote, client_as, eventually, get_json, git_rev, nats_url,
 };
 
 /// Waits until nothing of the submissions queue is waiting or unacknowledged: the
@@ -32,16 +31,8 @@ async fn submissions_handled(bus: &NatsBus) {
 
 #[actix_rt::test]
 async fn a_forged_approval_merges_nothing_and_of_twenty_reviews_one_decides() {
-    let model =
-        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
-    let db = PgDatabase::create().await;
-    let prefix = unique("rv");
-    let mut env = cluster_env(&db.url, &prefix);
-    env.extend([
-        ("ORION__LLM__BASE_URL", format!("{}/v1", model.uri())),
-        ("ORION__LLM__MODEL", "gpt-test".to_owned()),
-        ("ORION__DEVELOPER__TEST_COMMAND", r#"["true"]"#.to_owned()),
-    ]);
+    let (_model, db, prefix, mut env) = model_cluster("rv").await;
+    env.push(("ORION__DEVELOPER__TEST_COMMAND", r#"["true"]"#.to_owned()));
     let (_keep, remote) = bare_remote();
     let main_before = git_rev(&remote, "main").unwrap();
     migrate(&env);

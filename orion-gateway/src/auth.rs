@@ -32,7 +32,7 @@ use orion_services::store::Store;
 use serde::Deserialize;
 
 use crate::error::{ApiError, AuthFailure};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// What every API key's secret starts with, so it is told from a JWT at a glance (and by
 /// secret scanners).

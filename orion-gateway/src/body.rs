@@ -5,7 +5,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::{Map, Value};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// A JSON body no deeper than `server.max_json_depth`.
 pub struct JsonBody(pub Value);

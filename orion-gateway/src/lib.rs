@@ -12,7 +12,9 @@ mod error;
 pub mod nodes;
 mod routes;
 mod startup;
+mod state;
 
 pub use actix_web::dev::Server;
 pub use error::ApiError;
-pub use startup::{AppState, GatewayConfig, run, run_metrics};
+pub use startup::{run, run_metrics};
+pub use state::{AppState, GatewayConfig};

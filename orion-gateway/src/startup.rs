@@ -5,107 +5,10 @@ use std::net::TcpListener;
 use actix_web::dev::Server;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{App, HttpServer, web};
-use orion_services::lifecycle::Lifecycle;
 
-use std::sync::Arc;
-
-use orion_services::secrets::Sealer;
-
-use crate::auth::{Authenticator, SubmitLimiter};
 use crate::error::ApiError;
 use crate::routes;
-
-/// Limits of the HTTP surface.
-#[derive(Clone, Debug)]
-pub struct GatewayConfig {
-    /// The largest request body accepted.
-    pub max_body_bytes: usize,
-    /// How deep a JSON body may nest.
-    pub max_json_depth: usize,
-    /// Submissions per caller per minute; 0: unlimited.
-    pub submissions_per_minute: u32,
-    /// The largest WebSocket frame a client may send.
-    pub ws_max_frame_bytes: usize,
-    /// Events buffered for a WebSocket subscriber before it is closed as too slow.
-    pub ws_buffer_events: usize,
-    /// Event streams open at once, per caller and in all.
-    pub ws_max_per_caller: usize,
-    pub ws_max: usize,
-    /// Stored events one connection replays at most (a client resumes past them with a new
-    /// connection and `since`).
-    pub ws_max_replay: usize,
-    /// How often an open stream checks that its caller's credential still holds (an API key
-    /// revoked meanwhile); a token's expiry ends it on time regardless.
-    pub ws_recheck: std::time::Duration,
-    /// How many actix workers serve requests.
-    pub workers: usize,
-    /// The declared kinds submissions may name, with their input schemas.
-    pub plugins: orion_bus::Plugins,
-    /// `/metrics` without credentials (for a scraper inside the cluster); else it needs a
-    /// viewer.
-    pub public_metrics: bool,
-    /// Where a submitted task's `repo` may point.
-    pub repos: orion_services::vcs::RepoPolicy,
-    /// The budget of a task that sets none (`llm.task_budget_usd`): a submitter may ask for
-    /// no more, an operator may.
-    pub default_budget_usd: Option<f64>,
-}
-
-impl Default for GatewayConfig {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 256 * 1024,
-            max_json_depth: 32,
-            submissions_per_minute: 600,
-            ws_max_frame_bytes: 64 * 1024,
-            ws_buffer_events: 1024,
-            ws_max_per_caller: 8,
-            ws_max: 1024,
-            ws_max_replay: 10_000,
-            ws_recheck: std::time::Duration::from_secs(15),
-            workers: 2,
-            plugins: Default::default(),
-            public_metrics: false,
-            repos: Default::default(),
-            default_budget_usd: None,
-        }
-    }
-}
-
-/// What every handler shares.
-#[derive(Clone)]
-pub struct AppState {
-    pub lifecycle: Lifecycle,
-    pub config: GatewayConfig,
-    /// The nodes' heartbeats, kept by [`run`].
-    pub nodes: crate::nodes::NodeView,
-    pub auth: Arc<Authenticator>,
-    pub submit_limiter: Arc<SubmitLimiter>,
-    /// Seals repository credentials; `None` when no key is configured (the credential routes
-    /// then refuse to store any).
-    pub sealer: Option<Sealer>,
-    /// The event streams open now, by caller.
-    pub streams: Arc<crate::routes::StreamCounts>,
-}
-
-impl AppState {
-    pub fn new(
-        lifecycle: Lifecycle,
-        config: GatewayConfig,
-        auth: Authenticator,
-        sealer: Option<Sealer>,
-    ) -> Self {
-        Self {
-            lifecycle,
-            submit_limiter: Arc::new(SubmitLimiter::per_minute(config.submissions_per_minute)),
-            config,
-            nodes: Default::default(),
-            auth: Arc::new(auth),
-            sealer,
-            streams: Default::default(),
-        }
-    }
-}
+use crate::state::AppState;
 
 fn json_error(
     limit: usize,

@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orion_bus::{Task, TaskFailure};
-use orion_services::code::{CodeError, CodeIntel, MAX_LISTED_FILES, score_change};
+use orion_services::code::{CodeIntel, MAX_LISTED_FILES, score_change};
 use orion_services::vcs;
 
+use super::repo::{code_failure, local_repository};
 use super::{Work, WorkContext};
 
 /// `analyze` tasks: a report with totals, the most complex functions, hotspots and debt.
@@ -18,53 +19,6 @@ pub struct AnalyzerWork {
 impl AnalyzerWork {
     pub fn new(code: Arc<dyn CodeIntel>) -> Self {
         Self { code }
-    }
-}
-
-/// The local path a task's `repo` names (`file://` or a plain path), or why it names none
-/// the agents can reach.
-pub(crate) fn repository_path(task: &Task) -> Result<PathBuf, TaskFailure> {
-    let repo = task.spec.repo.trim();
-    let path = repo.strip_prefix("file://").unwrap_or(repo);
-    if path.contains("://") || path.starts_with("git@") {
-        return Err(TaskFailure::new(
-            "repo_unsupported",
-            format!("`{repo}` is a remote repository; agents read local paths only so far"),
-        ));
-    }
-    Ok(PathBuf::from(path))
-}
-
-/// The remote a writing agent clones: a local path, or a URL (`http://` and `file://` here;
-/// private ones with the credential stored for them).
-pub(crate) fn remote_url(task: &Task) -> Result<String, TaskFailure> {
-    let repo = task.spec.repo.trim();
-    if repo.contains("://") || repo.starts_with("git@") {
-        return Ok(repo.to_owned());
-    }
-    Ok(repository_path(task)?.to_string_lossy().into_owned())
-}
-
-/// The working tree a read-only agent measures: the repository as it is, so a `ref` (which
-/// would need a checkout) is refused.
-pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
-    let path = repository_path(task)?;
-    if task.spec.git_ref.is_some() {
-        return Err(TaskFailure::new(
-            "ref_unsupported",
-            "agents measure the working tree (or a `diff`); working on another ref is not supported yet",
-        ));
-    }
-    Ok(path)
-}
-
-pub(crate) fn code_failure(e: CodeError) -> TaskFailure {
-    match e {
-        CodeError::NotFound(_) | CodeError::NotADirectory(_) => {
-            TaskFailure::new("repo_not_found", e.to_string())
-        }
-        CodeError::Io(_) => TaskFailure::new("repo_unreadable", e.to_string()),
-        CodeError::Interrupted(_) => TaskFailure::new("analysis_interrupted", e.to_string()),
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use orion_bus::{Task, TaskFailure};
 use orion_services::code::CodeIntel;
 
-use super::analyzer::{code_failure, local_repository};
+use super::repo::{code_failure, local_repository};
 use super::{Work, WorkContext};
 
 /// `design` tasks: the dependency graph as JSON and Mermaid. A design note (ADR) drafted by

@@ -4,28 +4,15 @@
 
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
-use orion_services::llm::{
-    CallContext, ChatMessage, ChatModel, ChatRequest, ChatResponse, EditFrame,
-};
+use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
-use orion_services::vcs::{self, MergeOutcome, VcsError, Workspace};
+use orion_services::vcs::{self, MergeOutcome, Workspace};
+use std::path::PathBuf;
 use std::sync::Arc;
 use uuid::Uuid;
 
 use super::WorkContext;
-use super::analyzer::remote_url;
-use super::developer::{DeveloperConfig, EDIT_FORMAT, vcs_failure};
-
-/// A request for edit blocks ([`EDIT_FORMAT`]) about `user`, answered deterministically;
-/// a model that writes the frame itself writes one block for each of `files`.
-pub(crate) fn edit_request(user: String, files: Vec<String>) -> ChatRequest {
-    ChatRequest {
-        messages: vec![ChatMessage::system(EDIT_FORMAT), ChatMessage::user(user)],
-        max_tokens: Some(4096),
-        temperature: Some(0.0),
-        frame: (!files.is_empty()).then_some(EditFrame { files }),
-    }
-}
+use super::repo::{blocking, remote_url};
 
 /// The failure of a task whose agent works in steps around the review gate, asked to just
 /// perform it.
@@ -51,20 +38,17 @@ pub(crate) fn store_failure(e: StoreError) -> TaskFailure {
     TaskFailure::new("store_unavailable", e.to_string())
 }
 
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, VcsError> + Send + 'static,
-) -> Result<T, TaskFailure> {
-    // Git work is a span of the step's trace, though it runs on another thread.
-    let span = tracing::info_span!("git");
-    tokio::task::spawn_blocking(move || span.in_scope(f))
-        .await
-        .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
-        .map_err(vcs_failure)
-}
-
-pub(crate) async fn head_of(ws: &Workspace) -> Result<String, TaskFailure> {
-    let path = ws.path.clone();
-    blocking(move || vcs::resolve(&path, "HEAD")).await
+/// Where and as whom the Developer (and the DevOps agent) work.
+#[derive(Clone, Debug)]
+pub struct DeveloperConfig {
+    /// Task clones live in `<work_dir>/<task id>`.
+    pub work_dir: PathBuf,
+    pub author_name: String,
+    pub author_email: String,
+    /// The budget of a task that sets none; unlimited when absent.
+    pub default_budget_usd: Option<f64>,
+    /// The weights of context selection's signals.
+    pub context: orion_services::code::select::SelectWeights,
 }
 
 /// Pull requests of one agent kind: where its tasks' clones live, who commits, the store

@@ -8,36 +8,29 @@
 //! deleted after the verdict. Model output that cannot be applied, an unsafe path and
 //! failing tests each end the task with a clear code, and the repository stays as it was.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::code::CodeIntel;
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
-pub use orion_services::llm::frame::{Edit, parse_edits};
 use orion_services::llm::{ChatMessage, ChatModel, ChatRequest};
 use orion_services::store::Store;
-use orion_services::vcs::{self, RelativePath, VcsError, Workspace};
+use orion_services::vcs::{self, Workspace};
 use uuid::Uuid;
 
-use super::analyzer::local_repository;
-use super::delivery::{Asked, Delivery, blocking, edit_request, head_of, through_the_gate};
+use super::delivery::{Asked, Delivery, DeveloperConfig, through_the_gate};
+use super::edits::{
+    edit_request, named_files, parse_edits, single_block_edit, validate_edits, write_edits,
+};
+use super::repo::{blocking, head_of, local_repository};
 use super::{Work, WorkContext};
 
 /// How much of an unusable answer its failure quotes.
 const ANSWER_EXCERPT: usize = 300;
-/// The most files one answer may change, and the largest file it may write.
-const MAX_EDITS: usize = 20;
-const MAX_EDIT_BYTES: usize = 256 * 1024;
 /// The repository map's share of the prompt (the relevant files' share is set in
 /// `orion_services::code::context`).
 const MAP_TOKENS: usize = 1200;
-
-/// What the model is told about the answer's format.
-pub const EDIT_FORMAT: &str = "You change code in a git repository. Answer only with edit blocks, one per file \
-you change, each holding the file's complete new content:\n\n=== FILE: path/relative/to/the/repository\n<the complete new \
-content of the file>\n=== END\n\nPaths are relative to the repository root. Do not write anything else.";
 
 /// What the model is told about a review's format.
 pub const REVIEW_FORMAT: &str = "You review a change to a git repository. Answer only with comment blocks, each \
@@ -104,95 +97,11 @@ fn numbered_changes(changes: &[vcs::FileChange]) -> String {
     text
 }
 
-/// Where and as whom the Developer (and the DevOps agent) work.
-#[derive(Clone, Debug)]
-pub struct DeveloperConfig {
-    /// Task clones live in `<work_dir>/<task id>`.
-    pub work_dir: PathBuf,
-    pub author_name: String,
-    pub author_email: String,
-    /// The budget of a task that sets none; unlimited when absent.
-    pub default_budget_usd: Option<f64>,
-    /// The weights of context selection's signals.
-    pub context: orion_services::code::select::SelectWeights,
-}
-
 /// `develop` tasks.
 pub struct DeveloperWork {
     model: Option<Arc<dyn ChatModel>>,
     code: Arc<dyn CodeIntel>,
     delivery: Delivery,
-}
-
-/// The files a change is about: those shown to the model (its context) whose paths the task's
-/// prompt names, else the first shown (the context's best). The in-process model writes one
-/// edit block for each; an endpoint's lone code block is taken as the first's content.
-pub fn named_files(prompt: &str, shown: &[String]) -> Vec<String> {
-    let named: Vec<String> = shown
-        .iter()
-        .filter(|p| prompt.contains(p.as_str()))
-        .cloned()
-        .collect();
-    if named.is_empty() {
-        shown.iter().take(1).cloned().collect()
-    } else {
-        named
-    }
-}
-
-/// A small model often ignores the edit format and answers with one fenced code block: that
-/// block is taken as the whole new content of the file the task's prompt names among those
-/// shown to the model (else the first shown). `None` unless there is exactly one block.
-pub fn single_block_edit(answer: &str, prompt: &str, shown: &[String]) -> Option<Edit> {
-    let mut blocks = Vec::new();
-    let mut current: Option<Vec<&str>> = None;
-    for line in answer.lines() {
-        if line.trim_start().starts_with("```") {
-            match current.take() {
-                Some(body) => blocks.push(body),
-                None => current = Some(Vec::new()),
-            }
-        } else if let Some(body) = current.as_mut() {
-            body.push(line);
-        }
-    }
-    let [body] = blocks.as_slice() else {
-        return None;
-    };
-    if current.is_some() || body.iter().all(|l| l.trim().is_empty()) {
-        return None;
-    }
-    let path = named_files(prompt, shown).into_iter().next()?;
-    let mut content = body.join("\n");
-    content.push('\n');
-    Some(Edit { path, content })
-}
-
-/// Checks every edit against the working tree before any is written.
-pub fn validate_edits(
-    root: &Path,
-    edits: &[Edit],
-) -> Result<Vec<(RelativePath, String)>, TaskFailure> {
-    if edits.len() > MAX_EDITS {
-        return Err(TaskFailure::new(
-            "unsafe_edit",
-            format!("{} files in one answer; at most {MAX_EDITS}", edits.len()),
-        ));
-    }
-    edits
-        .iter()
-        .map(|e| {
-            let path = RelativePath::new(root, &e.path)
-                .map_err(|why| TaskFailure::new("unsafe_edit", why.to_string()))?;
-            if e.content.len() > MAX_EDIT_BYTES {
-                return Err(TaskFailure::new(
-                    "unsafe_edit",
-                    format!("`{}` is over {MAX_EDIT_BYTES} bytes", e.path),
-                ));
-            }
-            Ok((path, e.content.clone()))
-        })
-        .collect()
 }
 
 fn model_not_configured() -> TaskFailure {
@@ -202,30 +111,6 @@ fn model_not_configured() -> TaskFailure {
          no endpoint is set), or set llm.base_url and llm.model (ORION__LLM__BASE_URL, ORION__LLM__MODEL) to an \
          OpenAI-compatible endpoint, for example a local Ollama at http://127.0.0.1:11434/v1",
     )
-}
-
-pub(crate) fn vcs_failure(e: VcsError) -> TaskFailure {
-    match e {
-        VcsError::CloneFailed(_) | VcsError::NotARepository(_) => {
-            TaskFailure::new("repo_unreachable", e.to_string())
-        }
-        VcsError::UnknownRevision(_) => TaskFailure::new("unknown_revision", e.to_string()),
-        VcsError::PushFailed(_) => TaskFailure::new("push_refused", e.to_string()),
-        _ => TaskFailure::new("vcs_error", e.to_string()),
-    }
-}
-
-/// Writes validated edits into the working tree (blocking file I/O).
-pub(crate) fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
-    for (path, content) in edits {
-        if let Some(parent) = path.full().parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
-        }
-        std::fs::write(path.full(), content)
-            .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
-    }
-    Ok(())
 }
 
 impl DeveloperWork {
@@ -609,53 +494,5 @@ impl Work for DeveloperWork {
                 "tests are the testing agent's step",
             )),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_code_block_is_the_new_content_of_the_file_the_prompt_names() {
-        let shown = vec!["app/util.py".to_owned(), "hello/__init__.py".to_owned()];
-        let answer = "Sure:\n```python\ndef f():\n    return 1\n```\nDone.";
-        let edit = single_block_edit(answer, "change hello/__init__.py", &shown).unwrap();
-        assert_eq!(
-            edit,
-            Edit {
-                path: "hello/__init__.py".into(),
-                content: "def f():\n    return 1\n".into()
-            }
-        );
-        assert_eq!(
-            single_block_edit(answer, "make it better", &shown)
-                .unwrap()
-                .path,
-            "app/util.py",
-            "the first file shown when the prompt names none"
-        );
-        let two = "```\na\n```\n```\nb\n```";
-        assert_eq!(
-            single_block_edit(two, "", &shown),
-            None,
-            "two blocks: which file?"
-        );
-        assert_eq!(
-            single_block_edit("```\na\n", "", &shown),
-            None,
-            "an unclosed block"
-        );
-        assert_eq!(single_block_edit("no code at all", "", &shown), None);
-        assert_eq!(
-            single_block_edit("```\n\n```", "", &shown),
-            None,
-            "an empty block"
-        );
-        assert_eq!(
-            single_block_edit(answer, "", &[]),
-            None,
-            "no file was shown"
-        );
     }
 }

@@ -21,10 +21,9 @@ use orion_services::vcs::{self, Workspace};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::delivery::{
-    Asked, Delivery, blocking, edit_request, head_of, store_failure, through_the_gate,
-};
-use super::developer::{DeveloperConfig, Edit, parse_edits, validate_edits, write_edits};
+use super::delivery::{Asked, Delivery, DeveloperConfig, store_failure, through_the_gate};
+use super::edits::{Edit, edit_request, parse_edits, validate_edits, write_edits};
+use super::repo::{blocking, head_of};
 use super::{Work, WorkContext};
 
 /// Where a release's notes go.

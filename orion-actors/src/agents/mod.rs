@@ -9,14 +9,16 @@ mod architect;
 mod delivery;
 mod developer;
 mod devops;
+mod edits;
+mod repo;
 mod testing;
 
 pub use analyzer::AnalyzerWork;
 pub use architect::ArchitectWork;
-pub use developer::{
-    DeveloperConfig, DeveloperWork, EDIT_FORMAT, Edit, parse_edits, validate_edits,
-};
+pub use delivery::DeveloperConfig;
+pub use developer::DeveloperWork;
 pub use devops::DevopsWork;
+pub use edits::{EDIT_FORMAT, Edit, parse_edits, validate_edits};
 pub use testing::{TestingConfig, TestingWork};
 
 use std::sync::Arc;

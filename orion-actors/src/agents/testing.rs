@@ -10,8 +10,7 @@ use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailu
 use orion_services::sandbox::{self, Job, Sandbox, SandboxError, Scratch, TestRun};
 use orion_services::vcs;
 
-use super::analyzer::{remote_url, repository_path};
-use super::delivery::blocking;
+use super::repo::{blocking, remote_url, repository_path};
 use super::{Work, WorkContext};
 
 /// The last characters of a failing run's output that a failure message carries.

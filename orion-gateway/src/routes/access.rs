@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::auth::{Caller, GRANTS, Role, audit, hash_api_key, new_api_key_secret};
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The longest name of a key, username or repository prefix.
 const NAME_MAX_BYTES: usize = 255;

@@ -3,7 +3,7 @@
 use actix_web::{HttpResponse, web};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The process is up.
 pub async fn healthz() -> HttpResponse {

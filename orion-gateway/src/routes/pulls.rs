@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::auth::{Caller, audit};
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const COMMENT_MAX_BYTES: usize = 16 * 1024;
 

@@ -6,7 +6,7 @@ use orion_services::store::TaskQuery;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// How many analyses a trend covers at most, newest last.
 const TREND_POINTS: u64 = 100;

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::auth::{Caller, Principal};
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The event streams open now: in all, and by caller.
 #[derive(Debug, Default)]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use crate::auth::{Caller, audit};
 use crate::body::JsonBody;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// The default and the largest page size of listings.
 const DEFAULT_PAGE: u64 = 50;

@@ -56,6 +56,14 @@ pub struct BusBridge {
     abandon: watch::Sender<bool>,
     /// Woken whenever a delivery is settled.
     settled: Arc<Notify>,
+    /// Its restarts, against the node's restart rate.
+    restarts: crate::supervision::RestartLimit,
+}
+
+impl actix::Supervised for BusBridge {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        crate::supervision::restarting(&mut self.restarts, "bridge", &self.node);
+    }
 }
 
 /// Stop taking work; resolves when nothing is in flight. With a deadline, what is still in
@@ -86,6 +94,7 @@ impl BusBridge {
             draining: watch::channel(false).0,
             abandon: watch::channel(false).0,
             settled: Arc::default(),
+            restarts: Default::default(),
         }
     }
 

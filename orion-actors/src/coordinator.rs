@@ -29,6 +29,15 @@ pub struct Coordinator {
     lease: Duration,
     /// A sweep is under way: the next waits for its turn instead of piling up beside it.
     sweeping: bool,
+    /// Its restarts, against the node's restart rate.
+    restarts: crate::supervision::RestartLimit,
+}
+
+impl actix::Supervised for Coordinator {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        crate::supervision::restarting(&mut self.restarts, "coordinator", self.lifecycle.node());
+        self.sweeping = false;
+    }
 }
 
 impl Coordinator {
@@ -38,6 +47,7 @@ impl Coordinator {
             plugins,
             lease: DEFAULT_LEASE,
             sweeping: false,
+            restarts: Default::default(),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Orion's actors: the coordinator, the agents, the bridge to the bus, and the node runtime
 //! that starts them.
 //!
-//! Every agent is an actix actor. The [`BusBridge`] is the only place where envelopes become
+//! Every agent is an actix actor, and every actor runs supervised ([`supervision`]). The [`BusBridge`] is the only place where envelopes become
 //! actor messages and where deliveries are acknowledged: a message is acknowledged after its
 //! handler succeeded, rejected for redelivery when the handler failed for a passing reason,
 //! and acknowledged with a warning when it can never succeed. Agents never change a task's
@@ -14,6 +14,7 @@ mod bridge;
 mod coordinator;
 mod messages;
 mod node;
+pub mod supervision;
 
 pub use agents::CancelTask;
 pub use agents::{

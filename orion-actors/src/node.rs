@@ -56,14 +56,15 @@ pub struct NodeHandle {
     pub agents: HashMap<AgentKind, Addr<AgentActor>>,
 }
 
-/// Starts a node's actors on the current actix System. Each agent runs under
-/// `actix::Supervisor`, so it is restarted when it stops.
+/// Starts a node's actors on the current actix System. Each (the coordinator, the bridge,
+/// every agent) runs under `actix::Supervisor`, so it is restarted when it stops, within the
+/// restart rate of [`crate::supervision`].
 pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConfig) -> NodeHandle {
     let code = services.code.clone();
     let coordinator = config.agents.contains(&AgentKind::Coordinator).then(|| {
-        Coordinator::new(lifecycle.clone(), config.plugins.clone())
-            .with_lease(config.task_lease)
-            .start()
+        let coordinator = Coordinator::new(lifecycle.clone(), config.plugins.clone())
+            .with_lease(config.task_lease);
+        actix::Supervisor::start(move |_| coordinator)
     });
     let mut agents = HashMap::new();
     for &kind in &config.agents {
@@ -117,8 +118,8 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
         agents.clone(),
         config.concurrency,
         config.kind_concurrency.clone(),
-    )
-    .start();
+    );
+    let bridge = actix::Supervisor::start(move |_| bridge);
     tracing::info!(node = %config.name, agents = ?config.agents, "node started");
     NodeHandle {
         bridge,

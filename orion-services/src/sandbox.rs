@@ -534,6 +534,13 @@ impl Sandbox {
         let Some((program, _)) = job.command.split_first() else {
             return Err(SandboxError::NoCommand);
         };
+        // Bound and entered by its absolute path (a relative data directory makes a relative
+        // worktree, which would be read against another directory inside).
+        let dir = std::path::absolute(job.dir).map_err(|e| SandboxError::CannotStart {
+            command: program.clone(),
+            reason: format!("{}: {e}", job.dir.display()),
+        })?;
+        let job = Job { dir: &dir, ..job };
         let mut env: Vec<(String, String)> = job
             .environment
             .iter()

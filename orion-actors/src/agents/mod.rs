@@ -181,6 +181,8 @@ pub struct AgentMemory {
 pub struct AgentActor {
     agent: Agent,
     memory: AgentMemory,
+    /// Its restarts, against the node's restart rate.
+    restarts: crate::supervision::RestartLimit,
     /// The steps being worked on, by task: a cancelled task's step is aborted. Shared with
     /// the steps' futures, which outlive a restart of the actor (a panicking step reports to
     /// the actor, which stops and is restarted, before the step ends).
@@ -199,6 +201,7 @@ impl AgentActor {
         Self {
             agent,
             memory: AgentMemory::default(),
+            restarts: Default::default(),
             running: Arc::default(),
         }
     }
@@ -232,11 +235,11 @@ impl Actor for AgentActor {
 
 impl actix::Supervised for AgentActor {
     fn restarting(&mut self, _: &mut Self::Context) {
-        metrics()
-            .agent_restarts
-            .with_label_values(&[self.agent.context.agent.as_str()])
-            .inc();
-        tracing::warn!(agent = %self.agent.context.agent, node = %self.agent.context.node, "agent restarting");
+        crate::supervision::restarting(
+            &mut self.restarts,
+            self.agent.context.agent.as_str(),
+            &self.agent.context.node,
+        );
         // What it knew is read back from the snapshot in `started`.
         self.memory = AgentMemory::default();
     }

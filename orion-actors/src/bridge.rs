@@ -485,20 +485,20 @@ impl BusBridge {
         let concurrency = self.concurrency.max(1) * REQUESTS_PER_SLOT;
         let served = async move {
             let subject = bus.subjects().rpc(kind);
-            loop {
-                match bus.serve(&subject, &format!("agents-{kind}")).await {
-                    Ok(requests) => {
-                        requests
-                            .for_each_concurrent(concurrency, |request| {
-                                let (agent, node) = (agent.clone(), node.clone());
-                                async move { answer(agent, &node, request).await }
-                            })
-                            .await;
-                    }
-                    Err(e) => tracing::warn!(%subject, error = %e, "cannot serve requests"),
-                }
-                tokio::time::sleep(CONSUME_RETRY).await;
-            }
+            let group = format!("agents-{kind}");
+            orion_bus::follow(
+                "agent requests",
+                CONSUME_RETRY,
+                || bus.serve(&subject, &group),
+                |requests| {
+                    let (agent, node) = (agent.clone(), node.clone());
+                    requests.for_each_concurrent(concurrency, move |request| {
+                        let (agent, node) = (agent.clone(), node.clone());
+                        async move { answer(agent, &node, request).await }
+                    })
+                },
+            )
+            .await
         };
         ctx.spawn(served.into_actor(self));
     }
@@ -510,9 +510,13 @@ impl BusBridge {
         let subject = bus.subjects().control(&self.node);
         let me = ctx.address();
         let orders = async move {
-            loop {
-                match bus.subscribe(&subject).await {
-                    Ok(mut orders) => {
+            orion_bus::follow(
+                "control orders",
+                CONSUME_RETRY,
+                || bus.subscribe(&subject),
+                |mut orders| {
+                    let me = me.clone();
+                    async move {
                         while let Some((_, envelope)) = orders.next().await {
                             match envelope.body {
                                 Body::Control(ControlCommand::Drain) => {
@@ -528,10 +532,9 @@ impl BusBridge {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot follow control orders"),
-                }
-                tokio::time::sleep(CONSUME_RETRY).await;
-            }
+                },
+            )
+            .await
         };
         ctx.spawn(orders.into_actor(self));
     }

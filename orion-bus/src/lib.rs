@@ -13,6 +13,7 @@
 mod bus;
 mod envelope;
 mod error;
+mod follow;
 mod plugins;
 mod protocol;
 mod subjects;
@@ -24,6 +25,7 @@ pub use bus::{
 };
 pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};
 pub use error::{BusError, BusErrorKind, ProtocolError};
+pub use follow::follow;
 pub use plugins::{Choice, PluginKind, Plugins, check_schema};
 pub use protocol::{
     AgentKind, AgentReply, AgentRequest, Assignment, Candidate, ControlCommand, CustomKind,

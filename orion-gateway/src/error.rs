@@ -148,117 +148,164 @@ impl ApiError {
         ApiError::Internal(cause.into())
     }
 
-    /// The stable machine-readable code; clients switch on it.
-    pub fn code(&self) -> &'static str {
+    /// The registry: each error's stable code (clients switch on it), HTTP status and title,
+    /// one row per error.
+    fn entry(&self) -> (&'static str, StatusCode, &'static str) {
         match self {
-            ApiError::MalformedJson(_) => "malformed_json",
-            ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::MissingField(_) => "missing_field",
-            ApiError::InvalidField { .. } => "invalid_field",
-            ApiError::UnknownTaskKind(_) => "unknown_task_kind",
-            ApiError::InvalidInput(_) => "invalid_input",
-            ApiError::InvalidParameter { .. } => "invalid_parameter",
-            ApiError::InvalidTaskId(_) => "invalid_task_id",
-            ApiError::TaskNotFound(_) => "task_not_found",
-            ApiError::SuggestionNotFound { .. } => "suggestion_not_found",
-            ApiError::PullNotFound(_) => "pull_not_found",
-            ApiError::NotAwaitingReview { .. } => "pull_not_awaiting_review",
-            ApiError::RoundsExhausted { .. } => "review_rounds_exhausted",
-            ApiError::NotCancellable(_) => "task_not_cancellable",
-            ApiError::RouteNotFound => "route_not_found",
-            ApiError::Unavailable(_) => "service_unavailable",
-            ApiError::NotQueued(_) => "task_not_queued",
-            ApiError::Unauthorized(failure) => failure.code(),
-            ApiError::NoRole => "no_role",
-            ApiError::Forbidden { .. } => "forbidden",
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::JsonTooDeep { .. } => "json_too_deep",
-            ApiError::NodeNotFound(_) => "node_not_found",
-            ApiError::ApiKeyNotFound(_) => "api_key_not_found",
-            ApiError::CredentialNotFound(_) => "credential_not_found",
-            ApiError::RepoNotAllowed(_) => "repo_not_allowed",
-            ApiError::PullChanged { .. } => "pull_changed",
-            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
-            ApiError::BudgetNotAllowed { .. } => "budget_not_allowed",
-            ApiError::TooManyStreams { .. } => "too_many_streams",
-            ApiError::Internal(_) => "internal",
+            ApiError::MalformedJson(_) => {
+                ("malformed_json", StatusCode::BAD_REQUEST, "Malformed JSON")
+            }
+            ApiError::PayloadTooLarge { .. } => (
+                "payload_too_large",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Payload too large",
+            ),
+            ApiError::UnsupportedMediaType => (
+                "unsupported_media_type",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Unsupported media type",
+            ),
+            ApiError::MissingField(_) => (
+                "missing_field",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Missing field",
+            ),
+            ApiError::InvalidField { .. } => (
+                "invalid_field",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid field",
+            ),
+            ApiError::UnknownTaskKind(_) => (
+                "unknown_task_kind",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Unknown task kind",
+            ),
+            ApiError::InvalidInput(_) => (
+                "invalid_input",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Invalid input",
+            ),
+            ApiError::InvalidParameter { .. } => (
+                "invalid_parameter",
+                StatusCode::BAD_REQUEST,
+                "Invalid parameter",
+            ),
+            ApiError::InvalidTaskId(_) => (
+                "invalid_task_id",
+                StatusCode::BAD_REQUEST,
+                "Invalid task id",
+            ),
+            ApiError::TaskNotFound(_) => {
+                ("task_not_found", StatusCode::NOT_FOUND, "Task not found")
+            }
+            ApiError::SuggestionNotFound { .. } => (
+                "suggestion_not_found",
+                StatusCode::NOT_FOUND,
+                "Suggestion not found",
+            ),
+            ApiError::PullNotFound(_) => (
+                "pull_not_found",
+                StatusCode::NOT_FOUND,
+                "Pull request not found",
+            ),
+            ApiError::NotAwaitingReview { .. } => (
+                "pull_not_awaiting_review",
+                StatusCode::CONFLICT,
+                "Pull request not awaiting review",
+            ),
+            ApiError::RoundsExhausted { .. } => (
+                "review_rounds_exhausted",
+                StatusCode::CONFLICT,
+                "Revision rounds exhausted",
+            ),
+            ApiError::NotCancellable(_) => (
+                "task_not_cancellable",
+                StatusCode::CONFLICT,
+                "Task not cancellable",
+            ),
+            ApiError::RouteNotFound => ("route_not_found", StatusCode::NOT_FOUND, "Not found"),
+            ApiError::Unavailable(_) => (
+                "service_unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service unavailable",
+            ),
+            ApiError::NotQueued(_) => (
+                "task_not_queued",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Task not queued",
+            ),
+            ApiError::Unauthorized(failure) => {
+                (failure.code(), StatusCode::UNAUTHORIZED, "Unauthorized")
+            }
+            ApiError::NoRole => ("no_role", StatusCode::FORBIDDEN, "Forbidden"),
+            ApiError::Forbidden { .. } => ("forbidden", StatusCode::FORBIDDEN, "Forbidden"),
+            ApiError::RateLimited { .. } => (
+                "rate_limited",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+            ),
+            ApiError::JsonTooDeep { .. } => (
+                "json_too_deep",
+                StatusCode::BAD_REQUEST,
+                "JSON nested too deeply",
+            ),
+            ApiError::NodeNotFound(_) => {
+                ("node_not_found", StatusCode::NOT_FOUND, "Node not found")
+            }
+            ApiError::ApiKeyNotFound(_) => (
+                "api_key_not_found",
+                StatusCode::NOT_FOUND,
+                "API key not found",
+            ),
+            ApiError::CredentialNotFound(_) => (
+                "credential_not_found",
+                StatusCode::NOT_FOUND,
+                "Credential not found",
+            ),
+            ApiError::RepoNotAllowed(_) => (
+                "repo_not_allowed",
+                StatusCode::FORBIDDEN,
+                "Repository not allowed",
+            ),
+            ApiError::PullChanged { .. } => {
+                ("pull_changed", StatusCode::CONFLICT, "Pull request changed")
+            }
+            ApiError::IdempotencyKeyReused => (
+                "idempotency_key_reused",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Idempotency key reused",
+            ),
+            ApiError::BudgetNotAllowed { .. } => (
+                "budget_not_allowed",
+                StatusCode::FORBIDDEN,
+                "Budget not allowed",
+            ),
+            ApiError::TooManyStreams { .. } => (
+                "too_many_streams",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many streams",
+            ),
+            ApiError::Internal(_) => (
+                "internal",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            ),
         }
     }
 
+    /// The stable machine-readable code; clients switch on it.
+    pub fn code(&self) -> &'static str {
+        self.entry().0
+    }
+
     fn title(&self) -> &'static str {
-        match self {
-            ApiError::MalformedJson(_) => "Malformed JSON",
-            ApiError::PayloadTooLarge { .. } => "Payload too large",
-            ApiError::UnsupportedMediaType => "Unsupported media type",
-            ApiError::MissingField(_) => "Missing field",
-            ApiError::InvalidField { .. } => "Invalid field",
-            ApiError::UnknownTaskKind(_) => "Unknown task kind",
-            ApiError::InvalidInput(_) => "Invalid input",
-            ApiError::InvalidParameter { .. } => "Invalid parameter",
-            ApiError::InvalidTaskId(_) => "Invalid task id",
-            ApiError::TaskNotFound(_) => "Task not found",
-            ApiError::SuggestionNotFound { .. } => "Suggestion not found",
-            ApiError::PullNotFound(_) => "Pull request not found",
-            ApiError::NotAwaitingReview { .. } => "Pull request not awaiting review",
-            ApiError::RoundsExhausted { .. } => "Revision rounds exhausted",
-            ApiError::NotCancellable(_) => "Task not cancellable",
-            ApiError::RouteNotFound => "Not found",
-            ApiError::Unavailable(_) => "Service unavailable",
-            ApiError::NotQueued(_) => "Task not queued",
-            ApiError::Unauthorized(_) => "Unauthorized",
-            ApiError::NoRole | ApiError::Forbidden { .. } => "Forbidden",
-            ApiError::RateLimited { .. } => "Too many requests",
-            ApiError::JsonTooDeep { .. } => "JSON nested too deeply",
-            ApiError::NodeNotFound(_) => "Node not found",
-            ApiError::ApiKeyNotFound(_) => "API key not found",
-            ApiError::CredentialNotFound(_) => "Credential not found",
-            ApiError::RepoNotAllowed(_) => "Repository not allowed",
-            ApiError::PullChanged { .. } => "Pull request changed",
-            ApiError::IdempotencyKeyReused => "Idempotency key reused",
-            ApiError::BudgetNotAllowed { .. } => "Budget not allowed",
-            ApiError::TooManyStreams { .. } => "Too many streams",
-            ApiError::Internal(_) => "Internal error",
-        }
+        self.entry().2
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::MalformedJson(_)
-            | ApiError::JsonTooDeep { .. }
-            | ApiError::InvalidParameter { .. }
-            | ApiError::InvalidTaskId(_) => StatusCode::BAD_REQUEST,
-            ApiError::MissingField(_)
-            | ApiError::InvalidField { .. }
-            | ApiError::UnknownTaskKind(_)
-            | ApiError::InvalidInput(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::TaskNotFound(_)
-            | ApiError::RouteNotFound
-            | ApiError::SuggestionNotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::NotCancellable(_)
-            | ApiError::PullChanged { .. }
-            | ApiError::NotAwaitingReview { .. }
-            | ApiError::RoundsExhausted { .. } => StatusCode::CONFLICT,
-            ApiError::PullNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) | ApiError::NotQueued(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NoRole
-            | ApiError::Forbidden { .. }
-            | ApiError::RepoNotAllowed(_)
-            | ApiError::BudgetNotAllowed { .. } => StatusCode::FORBIDDEN,
-            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::RateLimited { .. } | ApiError::TooManyStreams { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            ApiError::ApiKeyNotFound(_)
-            | ApiError::CredentialNotFound(_)
-            | ApiError::NodeNotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.entry().1
     }
 
     fn error_response(&self) -> HttpResponse {

@@ -67,9 +67,13 @@ impl NodeView {
         let seen = self.seen.clone();
         actix_web::rt::spawn(async move {
             let pattern = bus.subjects().health_all();
-            loop {
-                match bus.subscribe(&pattern).await {
-                    Ok(mut beats) => {
+            orion_bus::follow(
+                "node heartbeats",
+                RESUBSCRIBE,
+                || bus.subscribe(&pattern),
+                |mut beats| {
+                    let seen = seen.clone();
+                    async move {
                         while let Some((_, envelope)) = beats.next().await {
                             if let Body::Heartbeat(beat) = envelope.body {
                                 let mut seen = seen.write().unwrap_or_else(|p| p.into_inner());
@@ -77,10 +81,9 @@ impl NodeView {
                             }
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot watch node heartbeats"),
-                }
-                tokio::time::sleep(RESUBSCRIBE).await;
-            }
+                },
+            )
+            .await
         });
     }
 

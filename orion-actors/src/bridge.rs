@@ -2,6 +2,7 @@
 //! and deliveries are settled, and where a node drains: it stops taking deliveries, lets
 //! those in flight finish, and past a deadline hands the rest back to the bus.
 
+use orion_bus::codes;
 use orion_services::metrics::metrics;
 use std::collections::HashMap;
 use std::future::Future;
@@ -561,12 +562,15 @@ async fn answer(agent: Addr<AgentActor>, node: &str, request: Request) {
         Body::Request(asked) => match agent.send(Ask(asked)).await {
             Ok(reply) => reply,
             Err(e) => AgentReply::Refused {
-                failure: TaskFailure::new("agent_unavailable", format!("actor unavailable: {e}")),
+                failure: TaskFailure::new(
+                    codes::AGENT_UNAVAILABLE,
+                    format!("actor unavailable: {e}"),
+                ),
             },
         },
         _ => AgentReply::Refused {
             failure: TaskFailure::new(
-                "not_a_request",
+                codes::NOT_A_REQUEST,
                 format!("`{}` is not a request", request.envelope.type_name()),
             ),
         },

@@ -3,12 +3,13 @@
 //! Any number of coordinators may run; the store's version guard decides which one moves a
 //! task, and the loser's change is simply no longer applicable.
 
+use orion_bus::codes;
 use std::time::Duration;
 
 use actix::prelude::*;
 use orion_bus::{
-    AgentKind, Assignment, Body, Decision, Envelope, Outcome, Plugins, Queue, ResumeTask,
-    ReviewSubmitted, Step, Task, TaskFailure, TaskKind, TaskStatus,
+    AgentKind, Assignment, Body, Decision, Envelope, MessageId, Outcome, Plugins, Queue,
+    ResumeTask, ReviewSubmitted, Step, Task, TaskFailure, TaskKind, TaskStatus,
 };
 use orion_services::lifecycle::{Change, Lifecycle};
 use tracing::Instrument;
@@ -238,7 +239,7 @@ async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) -> Result<(), 
     };
     let reason = letter["reason"].as_str().unwrap_or("no reason given");
     let failure = orion_bus::TaskFailure::new(
-        "dead_lettered",
+        codes::DEAD_LETTERED,
         format!(
             "a `{}` message about this task could not be handled: {reason}",
             envelope.type_name()
@@ -282,7 +283,7 @@ async fn assign(lifecycle: Lifecycle, plugins: Plugins, task: Task) -> Result<()
                 change.data = serde_json::json!({ "chosen": choice });
             }
             Err(why) => {
-                let failure = TaskFailure::new("no_kind_chosen", why);
+                let failure = TaskFailure::new(codes::NO_KIND_CHOSEN, why);
                 lifecycle
                     .advance(task.id, TaskStatus::Failed, Change::failed(failure))
                     .await?;
@@ -298,7 +299,7 @@ async fn assign(lifecycle: Lifecycle, plugins: Plugins, task: Task) -> Result<()
     else {
         return Ok(());
     };
-    let id = format!("assign-{}-{}", task.id, task.attempts);
+    let id = MessageId::assignment(task.id, task.attempts);
     assign_step(&lifecycle, &task, agent, Step::Work, id).await
 }
 
@@ -403,7 +404,7 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             }
             let data = serde_json::json!({ "handoff": agent, "step": step.name() });
             lifecycle.note(id, by(data)).await?;
-            let message = format!("handoff-{id}-{}-{}", report.attempt, step.name());
+            let message = MessageId::handoff(id, report.attempt, &step);
             assign_step(&lifecycle, &task, agent, step, message).await?;
         }
     }
@@ -434,7 +435,7 @@ async fn assign_step(
     task: &Task,
     agent: AgentKind,
     step: Step,
-    id: String,
+    id: MessageId,
 ) -> Result<(), HandleError> {
     let assignment = Assignment {
         agent,
@@ -474,7 +475,7 @@ async fn resume(lifecycle: Lifecycle, resume: ResumeTask) -> Result<(), HandleEr
     let Some(task) = back_to_running(&lifecycle, resume.task_id, data).await? else {
         return Ok(());
     };
-    let id = format!("resume-{}-{}", task.id, task.attempts);
+    let id = MessageId::resume(task.id, task.attempts);
     // Only model calls pause, and they are the kind's own agent's.
     assign_step(&lifecycle, &task, task.spec.kind.agent(), resume.step, id).await
 }
@@ -547,7 +548,7 @@ async fn resume_after_review(
         &task,
         task.spec.kind.agent(),
         step,
-        format!("review-step-{}", review.review),
+        MessageId::review_step(review.review),
     )
     .await
 }

@@ -13,7 +13,9 @@
 mod bus;
 mod envelope;
 mod error;
+mod failures;
 mod follow;
+mod ids;
 mod plugins;
 mod protocol;
 mod subjects;
@@ -25,7 +27,9 @@ pub use bus::{
 };
 pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};
 pub use error::{BusError, BusErrorKind, ProtocolError};
+pub use failures::codes;
 pub use follow::follow;
+pub use ids::MessageId;
 pub use plugins::{Choice, PluginKind, Plugins, check_schema};
 pub use protocol::{
     AgentKind, AgentReply, AgentRequest, Assignment, Candidate, ControlCommand, CustomKind,

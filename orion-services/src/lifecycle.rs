@@ -155,7 +155,7 @@ impl Lifecycle {
     /// attempt, so repeating this is harmless.
     pub async fn enqueue_submitted(&self, task: &Task) -> Result<(), LifecycleError> {
         let envelope = Envelope::new(self.node.clone(), Body::TaskSubmitted(task.clone()));
-        let id = format!("submitted-{}-{}", task.id, task.attempts);
+        let id = orion_bus::MessageId::submission(task.id, task.attempts);
         self.bus
             .enqueue_as(Queue::Submitted, &id, &envelope)
             .await?;

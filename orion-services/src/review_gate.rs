@@ -9,8 +9,8 @@
 //!   resumes the step that paused last.
 
 use orion_bus::{
-    Body, Decision, Envelope, EventType, Queue, ResumeTask, ReviewSubmitted, Step, Task, TaskId,
-    TaskStatus,
+    Body, Decision, Envelope, EventType, MessageId, Queue, ResumeTask, ReviewSubmitted, Step, Task,
+    TaskId, TaskStatus,
 };
 use uuid::Uuid;
 
@@ -116,11 +116,7 @@ impl Lifecycle {
         };
         let envelope = Envelope::new(self.node(), Body::Review(submitted));
         self.bus()
-            .enqueue_as(
-                Queue::Submitted,
-                &format!("review-{}", review.id),
-                &envelope,
-            )
+            .enqueue_as(Queue::Submitted, &MessageId::review(review.id), &envelope)
             .await?;
         Ok((review, task.id))
     }
@@ -158,7 +154,7 @@ impl Lifecycle {
         self.bus()
             .enqueue_as(
                 Queue::Submitted,
-                &format!("resume-{id}-{}", task.attempts),
+                &MessageId::resume(id, task.attempts),
                 &envelope,
             )
             .await?;

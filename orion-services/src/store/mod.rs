@@ -12,7 +12,7 @@ mod pulls;
 mod sql;
 
 pub use access::{ApiKey, AuditEntry, NewApiKey, NewAudit, RepoCredential};
-pub use effects::{UsageGroup, UsageRecord, UsageSum, UsageTotals};
+pub use effects::{EffectKey, UsageGroup, UsageRecord, UsageSum, UsageTotals};
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
 

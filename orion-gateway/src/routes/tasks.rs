@@ -365,17 +365,15 @@ pub async fn submit_suggestion(
     let id = task_id(&raw)?;
     let lifecycle = &state.lifecycle;
     let analysis = lifecycle.store().task(id).await?;
-    let suggestion = analysis
+    // The analysis's report, read as the type the Analyzer wrote.
+    let report = analysis
         .result
-        .as_ref()
-        .and_then(|r| r.get("suggestions"))
-        .and_then(|s| s.get(n))
+        .clone()
+        .and_then(|r| serde_json::from_value::<orion_services::code::RepoReport>(r).ok());
+    let prompt = report
+        .and_then(|r| r.suggestions.into_iter().nth(n))
+        .map(|s| s.prompt)
         .ok_or(ApiError::SuggestionNotFound { task: id, index: n })?;
-    let prompt = suggestion
-        .get("prompt")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
     let spec = TaskSpec::new(
         TaskKind::Develop,
         analysis.spec.repo.clone(),

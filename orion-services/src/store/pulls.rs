@@ -48,6 +48,19 @@ impl PullState {
         .into_iter()
         .find(|p| p.as_str() == s)
     }
+
+    /// The table of a pull request's moves, the one place they are decided (as
+    /// `TaskStatus::can_move_to` is for tasks): a review decides an open one, a revision opens
+    /// it again, an approved one is merged or found in conflict; merged and conflict are final.
+    pub fn can_move_to(self, next: PullState) -> bool {
+        use PullState::*;
+        matches!(
+            (self, next),
+            (Open, Approved | ChangesRequested | Open)
+                | (ChangesRequested, Open)
+                | (Approved, Merged | Conflict)
+        )
+    }
 }
 
 /// A pull request: a task's branch against its base, with what the change and its tests say.
@@ -246,13 +259,43 @@ impl SqlStore {
             .one(self.connection())
             .await?
             .ok_or(StoreError::PullNotFound(id))?;
-        let mut active: pull_request::ActiveModel = current.into();
-        active.state = Set(state.as_str().to_owned());
-        if merge_commit.is_some() {
-            active.merge_commit = Set(merge_commit);
+        let from = PullState::parse(&current.state)
+            .ok_or_else(|| StoreError::Corrupt(format!("pull state `{}`", current.state)))?;
+        if from == state {
+            return to_pull(current);
         }
-        active.updated_at = Set(Utc::now());
-        to_pull(active.update(self.connection()).await?)
+        if !from.can_move_to(state) {
+            return Err(StoreError::PullNotOpen {
+                pull: id,
+                state: current.state,
+            });
+        }
+        // The state read is the guard: a writer that moved it meanwhile wins, this one fails.
+        let mut update = pull_request::ActiveModel {
+            state: Set(state.as_str().to_owned()),
+            updated_at: Set(Utc::now()),
+            ..Default::default()
+        };
+        if merge_commit.is_some() {
+            update.merge_commit = Set(merge_commit);
+        }
+        let moved = pull_request::Entity::update_many()
+            .set(update)
+            .filter(pull_request::Column::Id.eq(id))
+            .filter(pull_request::Column::State.eq(from.as_str()))
+            .exec(self.connection())
+            .await?;
+        let now = pull_request::Entity::find_by_id(id)
+            .one(self.connection())
+            .await?
+            .ok_or(StoreError::PullNotFound(id))?;
+        if moved.rows_affected != 1 {
+            return Err(StoreError::PullNotOpen {
+                pull: id,
+                state: now.state,
+            });
+        }
+        to_pull(now)
     }
 
     /// A review decides the pull request once, for the version it saw: in one transaction,
@@ -358,5 +401,31 @@ impl SqlStore {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PullState::{self, *};
+
+    #[test]
+    fn a_pull_request_moves_only_by_its_table() {
+        let all = [Open, ChangesRequested, Approved, Merged, Conflict];
+        let allowed: Vec<(PullState, PullState)> = all
+            .iter()
+            .flat_map(|&a| all.iter().map(move |&b| (a, b)))
+            .filter(|&(a, b)| a.can_move_to(b))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Open, Open),
+                (Open, ChangesRequested),
+                (Open, Approved),
+                (ChangesRequested, Open),
+                (Approved, Merged),
+                (Approved, Conflict),
+            ]
+        );
     }
 }

@@ -372,7 +372,7 @@ impl BusBridge {
             .flat_map(|kind| Queue::work_by_priority(*kind))
             .collect();
         if self.coordinator.is_some() {
-            queues.extend([Queue::Submitted, Queue::Results]);
+            queues.extend([Queue::Coordinators, Queue::Results]);
         }
         queues
     }
@@ -397,7 +397,7 @@ impl Actor for BusBridge {
             let to_coordinator = coordinator.clone();
             self.pump(
                 ctx,
-                vec![Queue::Submitted],
+                vec![Queue::Coordinators],
                 self.concurrency,
                 move |envelope, span| {
                     let coordinator = to_coordinator.clone();

@@ -134,7 +134,7 @@ async fn reclaim_orphans(lifecycle: Lifecycle, lease: Duration) {
     let mut empty: std::collections::HashMap<String, bool> = Default::default();
     'tasks: for task in stale {
         let priority = task.spec.priority;
-        let mut queues = vec![Queue::Submitted];
+        let mut queues = vec![Queue::Coordinators];
         if task.status != TaskStatus::Queued {
             queues.push(Queue::Results);
             queues.extend(AgentKind::ALL.iter().map(|&a| Queue::Work(a, priority)));

@@ -16,8 +16,10 @@ use crate::subjects::Subjects;
 /// is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Queue {
-    /// Tasks from the gateway to the coordinators.
-    Submitted,
+    /// The coordinators' inbox: tasks from the gateway, people's reviews and raised budgets
+    /// (subject `<p>.tasks.submitted`; label and consumer keep that name, which the wire
+    /// and running clusters know).
+    Coordinators,
     /// Assignments to one agent pool, at a priority.
     Work(AgentKind, Priority),
     /// Agents' reports to the coordinators.
@@ -28,7 +30,7 @@ impl Queue {
     /// A short name for logs and metrics: `submitted`, `results`, `work.<agent>`.
     pub fn label(&self) -> String {
         match *self {
-            Queue::Submitted => "submitted".into(),
+            Queue::Coordinators => "submitted".into(),
             Queue::Work(agent, _) => format!("work.{agent}"),
             Queue::Results => "results".into(),
         }
@@ -37,7 +39,7 @@ impl Queue {
     /// The subject a message of this queue is published on.
     pub fn subject(&self, subjects: &Subjects) -> String {
         match *self {
-            Queue::Submitted => subjects.tasks_submitted(),
+            Queue::Coordinators => subjects.tasks_submitted(),
             Queue::Work(agent, priority) => subjects.work(agent, priority),
             Queue::Results => subjects.results(),
         }
@@ -52,7 +54,7 @@ impl Queue {
     /// The durable consumer's name: consumers of the same queue on any node share it.
     pub fn consumer_name(&self) -> String {
         match *self {
-            Queue::Submitted => "coordinators-submitted".to_owned(),
+            Queue::Coordinators => "coordinators-submitted".to_owned(),
             Queue::Work(agent, priority) => format!("agents-{agent}-{priority}"),
             Queue::Results => "coordinators-results".to_owned(),
         }

@@ -157,7 +157,7 @@ impl Lifecycle {
         let envelope = Envelope::new(self.node.clone(), Body::TaskSubmitted(task.clone()));
         let id = orion_bus::MessageId::submission(task.id, task.attempts);
         self.bus
-            .enqueue_as(Queue::Submitted, &id, &envelope)
+            .enqueue_as(Queue::Coordinators, &id, &envelope)
             .await?;
         Ok(())
     }

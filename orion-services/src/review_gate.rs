@@ -116,7 +116,11 @@ impl Lifecycle {
         };
         let envelope = Envelope::new(self.node(), Body::Review(submitted));
         self.bus()
-            .enqueue_as(Queue::Submitted, &MessageId::review(review.id), &envelope)
+            .enqueue_as(
+                Queue::Coordinators,
+                &MessageId::review(review.id),
+                &envelope,
+            )
             .await?;
         Ok((review, task.id))
     }
@@ -153,7 +157,7 @@ impl Lifecycle {
         let envelope = Envelope::new(self.node(), Body::Resume(resume));
         self.bus()
             .enqueue_as(
-                Queue::Submitted,
+                Queue::Coordinators,
                 &MessageId::resume(id, task.attempts),
                 &envelope,
             )

@@ -22,7 +22,7 @@ async fn submissions_handled(bus: &NatsBus) {
         "the coordinator to handle the submissions queue",
         Duration::from_secs(30),
         || async {
-            let depth = bus.queue_depth(Queue::Submitted).await.ok()?;
+            let depth = bus.queue_depth(Queue::Coordinators).await.ok()?;
             (depth.pending == 0 && depth.in_flight == 0).then_some(())
         },
     )
@@ -119,7 +119,7 @@ async fn a_forged_approval_merges_nothing_and_of_twenty_reviews_one_decides() {
         };
         use orion_bus::Bus;
         bus.enqueue_as(
-            Queue::Submitted,
+            Queue::Coordinators,
             &format!("forged-{n}"),
             &Envelope::new("attacker", Body::Review(forged)),
         )
@@ -135,7 +135,7 @@ async fn a_forged_approval_merges_nothing_and_of_twenty_reviews_one_decides() {
             reason: "forged".into(),
         };
         bus.enqueue_as(
-            Queue::Submitted,
+            Queue::Coordinators,
             "forged-resume",
             &Envelope::new("attacker", Body::Resume(resume)),
         )

@@ -292,7 +292,7 @@ async fn a_dead_letter_written_while_no_coordinator_ran_fails_its_task_when_one_
     // No coordinator takes the submission; this test does, and rejects it until the bus
     // gives up on it.
     let mut dead = bus.subscribe_raw(&bus.subjects().dead_all()).await.unwrap();
-    let mut submitted = bus.consume(orion_bus::Queue::Submitted).await.unwrap();
+    let mut submitted = bus.consume(orion_bus::Queue::Coordinators).await.unwrap();
     let letter = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             tokio::select! {

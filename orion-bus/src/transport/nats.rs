@@ -308,7 +308,7 @@ const TRACEPARENT: &str = "traceparent";
 
 fn family_of(queue: Queue) -> StreamFamily {
     match queue {
-        Queue::Submitted => StreamFamily::Tasks,
+        Queue::Coordinators => StreamFamily::Tasks,
         Queue::Work(..) => StreamFamily::Work,
         Queue::Results => StreamFamily::Results,
     }

@@ -63,6 +63,8 @@ pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
             .default_service(web::to(crate::auth::unrouted))
     })
     .workers(workers)
+    // The process decides when to stop (after its node drains), not the server.
+    .disable_signals()
     .listen(listener)?
     .run();
     Ok(server)

@@ -62,7 +62,52 @@ pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode
         tracing::warn!(%addr, "auth is off: anyone on this machine can use the API as admin");
         say!("auth is off (auth.mode = \"none\"): loopback only, every caller is admin");
     }
-    embedded.gateway.server.await.context("while serving")?;
+    serve_until_signal(
+        Some(embedded.gateway.server),
+        Some(&embedded.node),
+        &settings,
+        &settings.node_name(),
+    )
+    .await
+}
+
+/// The one way a process of Orion's ends: it serves until SIGTERM or Ctrl-C (or until its
+/// HTTP server stops), then its node (if it runs one) drains: no new work, what is in flight
+/// finishes, and past `node.drain_timeout_secs` goes back to the bus; then its HTTP server
+/// (if any) stops, finishing the requests it is answering.
+async fn serve_until_signal(
+    server: Option<orion_gateway::Server>,
+    node: Option<&orion_actors::NodeHandle>,
+    settings: &Settings,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    let handle = server.as_ref().map(|s| s.handle());
+    let served = async {
+        match server {
+            Some(server) => server.await.context("while serving"),
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        signal = until_signal() => signal?,
+        served = served => served?,
+    }
+    if let Some(node) = node {
+        // Kubernetes sends SIGTERM on every rollout: finish what is in flight, hand back what
+        // cannot finish in time, then go.
+        let deadline = std::time::Duration::from_secs(settings.node.drain_timeout_secs);
+        tracing::info!(node = %name, ?deadline, "draining before stopping");
+        node.bridge
+            .send(orion_actors::Drain {
+                deadline: Some(deadline),
+            })
+            .await
+            .context("while draining")?;
+        say!("node {name} drained");
+    }
+    if let Some(handle) = handle {
+        handle.stop(true).await;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -95,8 +140,7 @@ pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
     let gateway = app::start_gateway(&services, &settings)?;
     tracing::info!(addr = %gateway.addr, node = %name, "gateway listening");
     say!("gateway listening on http://{}", gateway.addr);
-    gateway.server.await.context("while serving")?;
-    Ok(ExitCode::SUCCESS)
+    serve_until_signal(Some(gateway.server), None, &settings, &name).await
 }
 
 pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
@@ -130,19 +174,7 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
         say!("node {name} serves metrics on http://{bound}/metrics");
     }
     say!("node {name} running {:?}", settings.node.agents);
-    until_signal().await?;
-    // Kubernetes sends SIGTERM on every rollout: finish what is in flight, hand back what
-    // cannot finish in time, then go.
-    let deadline = std::time::Duration::from_secs(settings.node.drain_timeout_secs);
-    tracing::info!(node = %name, ?deadline, "node draining before it stops");
-    node.bridge
-        .send(orion_actors::Drain {
-            deadline: Some(deadline),
-        })
-        .await
-        .context("while draining")?;
-    say!("node {name} drained");
-    Ok(ExitCode::SUCCESS)
+    serve_until_signal(None, Some(&node), &settings, &name).await
 }
 
 pub async fn migrate(args: DataArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {

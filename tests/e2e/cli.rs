@@ -552,3 +552,49 @@ fn a_secret_is_read_from_the_file_its_variable_names() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+/// `orion up` ends as every Orion process does: on SIGTERM its node drains, then its server
+/// stops, and it exits 0.
+#[actix_rt::test]
+async fn orion_up_drains_its_node_and_stops_on_sigterm() {
+    use std::process::Stdio;
+    let data = TempDir::new();
+    let out = data.path().join("out");
+    let up = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path().join("d"))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    crate::support::eventually(
+        "orion up to listen",
+        std::time::Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&out)
+                .ok()?
+                .contains("Orion listening on")
+                .then_some(())
+        },
+    )
+    .await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &up.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let up = std::cell::RefCell::new(up);
+    let status = crate::support::eventually(
+        "orion up to exit",
+        std::time::Duration::from_secs(30),
+        || {
+            let exited = up.borrow_mut().try_wait().unwrap();
+            async move { exited }
+        },
+    )
+    .await;
+    assert!(status.success(), "{status:?}");
+    let printed = std::fs::read_to_string(&out).unwrap();
+    assert!(printed.contains("drained"), "{printed}");
+}

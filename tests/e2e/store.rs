@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use orion_bus::{EventType, Priority, TaskFailure, TaskKind, TaskSpec, TaskStatus};
-use orion_services::store::{AgentSnapshot, SqlStore, Store, StoreError, TaskQuery, Transition};
+use orion_services::store::traits::*;
+use orion_services::store::{AgentSnapshot, SqlStore, StoreError, TaskQuery, Transition};
 
 use crate::support::{PgDatabase, TempDir};
 

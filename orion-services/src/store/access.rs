@@ -1,6 +1,7 @@
 //! Access records in the store: API keys (a hash of each secret, never the secret), the audit
 //! log, and repository credentials (sealed; see [`crate::secrets`]).
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::entity::{api_key, audit_log, repo_credential};
-use super::{SqlStore, StoreError};
+use super::{AccessStore, SqlStore, StoreError};
 
 /// An API key as stored and listed: everything but its secret, which is never kept.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -113,8 +114,9 @@ fn to_credential(m: &repo_credential::Model) -> RepoCredential {
     }
 }
 
-impl SqlStore {
-    pub(super) async fn create_api_key_impl(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
+#[async_trait]
+impl AccessStore for SqlStore {
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
         let model = api_key::ActiveModel {
             id: Set(Uuid::now_v7()),
             name: Set(key.name),
@@ -132,10 +134,7 @@ impl SqlStore {
         to_key(model)
     }
 
-    pub(super) async fn api_key_by_hash_impl(
-        &self,
-        hash: &str,
-    ) -> Result<Option<ApiKey>, StoreError> {
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
         api_key::Entity::find()
             .filter(api_key::Column::Hash.eq(hash))
             .one(self.connection())
@@ -144,7 +143,7 @@ impl SqlStore {
             .transpose()
     }
 
-    pub(super) async fn list_api_keys_impl(&self) -> Result<Vec<ApiKey>, StoreError> {
+    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         api_key::Entity::find()
             .order_by_asc(api_key::Column::Id)
             .all(self.connection())
@@ -154,7 +153,7 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn revoke_api_key_impl(&self, id: Uuid) -> Result<ApiKey, StoreError> {
+    async fn revoke_api_key(&self, id: Uuid) -> Result<ApiKey, StoreError> {
         let found = api_key::Entity::find_by_id(id)
             .one(self.connection())
             .await?
@@ -167,10 +166,7 @@ impl SqlStore {
         to_key(active.update(self.connection()).await?)
     }
 
-    pub(super) async fn record_audit_impl(
-        &self,
-        entry: NewAudit,
-    ) -> Result<AuditEntry, StoreError> {
+    async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
         let model = audit_log::ActiveModel {
             seq: sea_orm::NotSet,
             at: Set(Utc::now()),
@@ -185,11 +181,7 @@ impl SqlStore {
         Ok(to_audit(model))
     }
 
-    pub(super) async fn audit_impl(
-        &self,
-        after_seq: i64,
-        limit: u64,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit(&self, after_seq: i64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(audit_log::Entity::find()
             .filter(audit_log::Column::Seq.gt(after_seq))
             .order_by_asc(audit_log::Column::Seq)
@@ -201,7 +193,7 @@ impl SqlStore {
             .collect())
     }
 
-    pub(super) async fn save_credential_impl(
+    async fn save_credential(
         &self,
         repo_prefix: &str,
         username: &str,
@@ -237,7 +229,7 @@ impl SqlStore {
         Ok(to_credential(&model))
     }
 
-    pub(super) async fn credentials_impl(&self) -> Result<Vec<RepoCredential>, StoreError> {
+    async fn credentials(&self) -> Result<Vec<RepoCredential>, StoreError> {
         Ok(repo_credential::Entity::find()
             .order_by_asc(repo_credential::Column::RepoPrefix)
             .all(self.connection())
@@ -247,9 +239,7 @@ impl SqlStore {
             .collect())
     }
 
-    pub(super) async fn sealed_credentials_impl(
-        &self,
-    ) -> Result<Vec<(RepoCredential, String)>, StoreError> {
+    async fn sealed_credentials(&self) -> Result<Vec<(RepoCredential, String)>, StoreError> {
         Ok(repo_credential::Entity::find()
             .all(self.connection())
             .await?
@@ -258,7 +248,7 @@ impl SqlStore {
             .collect())
     }
 
-    pub(super) async fn delete_credential_impl(&self, id: Uuid) -> Result<(), StoreError> {
+    async fn delete_credential(&self, id: Uuid) -> Result<(), StoreError> {
         let deleted = repo_credential::Entity::delete_by_id(id)
             .exec(self.connection())
             .await?;

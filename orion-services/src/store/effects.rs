@@ -1,5 +1,6 @@
 //! The effects ledger and model usage in the store.
 
+use async_trait::async_trait;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -11,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::entity::{effect, model_usage};
-use super::{SqlStore, StoreError};
+use super::{LedgerStore, SqlStore, StoreError};
 
 /// The key of an effect in the ledger, per task: what may happen once. One constructor a
 /// kind of effect; the formats are stored, so they do not change.
@@ -138,8 +139,9 @@ pub struct UsageSum {
     pub totals: UsageTotals,
 }
 
-impl SqlStore {
-    pub(super) async fn usage_impl(
+#[async_trait]
+impl LedgerStore for SqlStore {
+    async fn usage(
         &self,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
@@ -179,7 +181,7 @@ impl SqlStore {
         Ok(sums.into_values().collect())
     }
 
-    pub(super) async fn effect_impl(
+    async fn effect(
         &self,
         task: TaskId,
         step: &str,
@@ -192,7 +194,7 @@ impl SqlStore {
         )
     }
 
-    pub(super) async fn record_effect_impl(
+    async fn record_effect(
         &self,
         task: TaskId,
         step: &str,
@@ -212,13 +214,13 @@ impl SqlStore {
             Ok(_) => Ok(result),
             // Recorded already (a concurrent or earlier delivery): the first record stands.
             Err(e) => self
-                .effect_impl(task, step)
+                .effect(task, step)
                 .await?
                 .ok_or(StoreError::Unavailable(e)),
         }
     }
 
-    pub(super) async fn record_usage_impl(&self, usage: &UsageRecord) -> Result<(), StoreError> {
+    async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
         model_usage::ActiveModel {
             id: Set(Uuid::now_v7()),
             task_id: Set(usage.task_id.map(|t| t.as_uuid())),
@@ -234,10 +236,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn task_usage_impl(
-        &self,
-        task: TaskId,
-    ) -> Result<Vec<UsageRecord>, StoreError> {
+    async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError> {
         Ok(model_usage::Entity::find()
             .filter(model_usage::Column::TaskId.eq(task.as_uuid()))
             .order_by_asc(model_usage::Column::Id)

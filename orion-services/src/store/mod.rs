@@ -125,9 +125,9 @@ pub struct AgentSnapshot {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Durable state of tasks, events and agents.
+/// Tasks, their event log, their budgets, and the agents' snapshots.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait TaskStore: Send + Sync + 'static {
     /// Stores a new task in `queued` with its first event. With an idempotency key that was
     /// used before, returns the task stored then and `false`.
     async fn create_task(
@@ -180,6 +180,14 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Sets a task's budget for model calls (a person raising it for a paused task). The
+    /// version is left alone: the budget is not part of the task's state machine.
+    async fn set_budget(&self, id: TaskId, budget_usd: f64) -> Result<Task, StoreError>;
+}
+
+/// Pull requests and their reviews (the review gate's state).
+#[async_trait]
+pub trait PullStore: Send + Sync + 'static {
     /// Opens a task's pull request, or records its next version.
     async fn upsert_pull(&self, version: PullVersion) -> Result<PullRequest, StoreError>;
 
@@ -215,11 +223,11 @@ pub trait Store: Send + Sync + 'static {
     async fn review(&self, pull: uuid::Uuid, id: uuid::Uuid) -> Result<Option<Review>, StoreError>;
 
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
+}
 
-    /// Sets a task's budget for model calls (a person raising it for a paused task). The
-    /// version is left alone: the budget is not part of the task's state machine.
-    async fn set_budget(&self, id: TaskId, budget_usd: f64) -> Result<Task, StoreError>;
-
+/// The effects ledger (what happened once) and the model usage it paid for.
+#[async_trait]
+pub trait LedgerStore: Send + Sync + 'static {
     /// What an earlier delivery of (task, step) did, if it did.
     async fn effect(
         &self,
@@ -248,7 +256,11 @@ pub trait Store: Send + Sync + 'static {
         to: Option<chrono::DateTime<chrono::Utc>>,
         group: UsageGroup,
     ) -> Result<Vec<UsageSum>, StoreError>;
+}
 
+/// Who may call: API keys, the audit log, sealed repository credentials.
+#[async_trait]
+pub trait AccessStore: Send + Sync + 'static {
     async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError>;
 
     /// The key whose secret hashes to `hash` (SHA-256, hex), revoked and expired ones too.
@@ -280,4 +292,16 @@ pub trait Store: Send + Sync + 'static {
     async fn sealed_credentials(&self) -> Result<Vec<(RepoCredential, String)>, StoreError>;
 
     async fn delete_credential(&self, id: uuid::Uuid) -> Result<(), StoreError>;
+}
+
+/// Durable state: every aggregate's trait, as one object for whoever needs several. Each is
+/// implemented by [`SqlStore`] in its own file, with no forwarding between them.
+pub trait Store: TaskStore + PullStore + LedgerStore + AccessStore {}
+
+impl<T: TaskStore + PullStore + LedgerStore + AccessStore> Store for T {}
+
+/// The aggregate traits, for `use orion_services::store::traits::*` where a `dyn Store`'s
+/// methods are called.
+pub mod traits {
+    pub use super::{AccessStore, LedgerStore, PullStore, Store, TaskStore};
 }

@@ -1,5 +1,6 @@
 //! Pull requests and reviews in the store.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use orion_bus::{Decision, TaskId};
 use sea_orm::{
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::entity::{pull_request, review};
-use super::{SqlStore, StoreError};
+use super::{PullStore, SqlStore, StoreError};
 
 /// Where a pull request is in review.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,12 +144,10 @@ fn decision_str(d: Decision) -> &'static str {
     }
 }
 
-impl SqlStore {
+#[async_trait]
+impl PullStore for SqlStore {
     /// Opens the task's pull request, or records its next version (one more round).
-    pub(super) async fn upsert_pull_impl(
-        &self,
-        version: PullVersion,
-    ) -> Result<PullRequest, StoreError> {
+    async fn upsert_pull(&self, version: PullVersion) -> Result<PullRequest, StoreError> {
         let now = Utc::now();
         let existing = pull_request::Entity::find()
             .filter(pull_request::Column::TaskId.eq(version.task_id.as_uuid()))
@@ -218,14 +217,14 @@ impl SqlStore {
         to_pull(model)
     }
 
-    pub(super) async fn pull_impl(&self, id: Uuid) -> Result<PullRequest, StoreError> {
+    async fn pull(&self, id: Uuid) -> Result<PullRequest, StoreError> {
         let model = pull_request::Entity::find_by_id(id)
             .one(self.connection())
             .await?;
         to_pull(model.ok_or(StoreError::PullNotFound(id))?)
     }
 
-    pub(super) async fn list_pulls_impl(
+    async fn list_pulls(
         &self,
         state: Option<PullState>,
         limit: u64,
@@ -249,7 +248,7 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn set_pull_state_impl(
+    async fn set_pull_state(
         &self,
         id: Uuid,
         state: PullState,
@@ -304,7 +303,7 @@ impl SqlStore {
     /// and a new version: the row lock makes a second one find it moved on), and the review
     /// is recorded. A pull request that is not open is [`StoreError::PullNotOpen`]; one with
     /// another head now, [`StoreError::PullChanged`].
-    pub(super) async fn review_pull_impl(
+    async fn review_pull(
         &self,
         pull: Uuid,
         head_oid: &str,
@@ -365,19 +364,11 @@ impl SqlStore {
     }
 
     /// One review of a pull request, if it is that pull request's.
-    pub(super) async fn review_impl(
-        &self,
-        pull: Uuid,
-        id: Uuid,
-    ) -> Result<Option<Review>, StoreError> {
-        Ok(self
-            .reviews_impl(pull)
-            .await?
-            .into_iter()
-            .find(|r| r.id == id))
+    async fn review(&self, pull: Uuid, id: Uuid) -> Result<Option<Review>, StoreError> {
+        Ok(self.reviews(pull).await?.into_iter().find(|r| r.id == id))
     }
 
-    pub(super) async fn reviews_impl(&self, pull: Uuid) -> Result<Vec<Review>, StoreError> {
+    async fn reviews(&self, pull: Uuid) -> Result<Vec<Review>, StoreError> {
         review::Entity::find()
             .filter(review::Column::PullId.eq(pull))
             .order_by_asc(review::Column::Id)

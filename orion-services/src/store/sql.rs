@@ -14,11 +14,7 @@ use sea_orm::{
 };
 
 use super::entity::{agent_snapshot, task, task_event};
-use super::{
-    AgentSnapshot, ApiKey, AuditEntry, NewApiKey, NewAudit, PullRequest, PullState, PullVersion,
-    RepoCredential, Review, Store, StoreError, TaskPage, TaskQuery, Transition, UsageGroup,
-    UsageRecord, UsageSum,
-};
+use super::{AgentSnapshot, StoreError, TaskPage, TaskQuery, TaskStore, Transition};
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -166,7 +162,7 @@ impl SqlStore {
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl TaskStore for SqlStore {
     async fn create_task(
         &self,
         spec: TaskSpec,
@@ -433,50 +429,6 @@ impl Store for SqlStore {
         self.db.ping().await.map_err(StoreError::from)
     }
 
-    async fn upsert_pull(&self, version: PullVersion) -> Result<PullRequest, StoreError> {
-        self.upsert_pull_impl(version).await
-    }
-
-    async fn pull(&self, id: uuid::Uuid) -> Result<PullRequest, StoreError> {
-        self.pull_impl(id).await
-    }
-
-    async fn list_pulls(
-        &self,
-        state: Option<PullState>,
-        limit: u64,
-    ) -> Result<Vec<PullRequest>, StoreError> {
-        self.list_pulls_impl(state, limit).await
-    }
-
-    async fn set_pull_state(
-        &self,
-        id: uuid::Uuid,
-        state: PullState,
-        merge_commit: Option<String>,
-    ) -> Result<PullRequest, StoreError> {
-        self.set_pull_state_impl(id, state, merge_commit).await
-    }
-
-    async fn review_pull(
-        &self,
-        pull: uuid::Uuid,
-        head_oid: &str,
-        decision: orion_bus::Decision,
-        comment: &str,
-    ) -> Result<Review, StoreError> {
-        self.review_pull_impl(pull, head_oid, decision, comment)
-            .await
-    }
-
-    async fn review(&self, pull: uuid::Uuid, id: uuid::Uuid) -> Result<Option<Review>, StoreError> {
-        self.review_impl(pull, id).await
-    }
-
-    async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError> {
-        self.reviews_impl(pull).await
-    }
-
     async fn set_budget(&self, id: TaskId, budget_usd: f64) -> Result<Task, StoreError> {
         let current = task::Entity::find_by_id(id.as_uuid())
             .one(&self.db)
@@ -486,87 +438,5 @@ impl Store for SqlStore {
         active.budget_usd = Set(Some(budget_usd));
         active.updated_at = Set(Utc::now());
         to_task(active.update(&self.db).await?)
-    }
-
-    async fn effect(
-        &self,
-        task: TaskId,
-        step: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        self.effect_impl(task, step).await
-    }
-
-    async fn record_effect(
-        &self,
-        task: TaskId,
-        step: &str,
-        kind: &str,
-        result: serde_json::Value,
-    ) -> Result<serde_json::Value, StoreError> {
-        self.record_effect_impl(task, step, kind, result).await
-    }
-
-    async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
-        self.record_usage_impl(usage).await
-    }
-
-    async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError> {
-        self.task_usage_impl(task).await
-    }
-
-    async fn usage(
-        &self,
-        from: Option<chrono::DateTime<chrono::Utc>>,
-        to: Option<chrono::DateTime<chrono::Utc>>,
-        group: UsageGroup,
-    ) -> Result<Vec<UsageSum>, StoreError> {
-        self.usage_impl(from, to, group).await
-    }
-
-    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey, StoreError> {
-        self.create_api_key_impl(key).await
-    }
-
-    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        self.api_key_by_hash_impl(hash).await
-    }
-
-    async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        self.list_api_keys_impl().await
-    }
-
-    async fn revoke_api_key(&self, id: uuid::Uuid) -> Result<ApiKey, StoreError> {
-        self.revoke_api_key_impl(id).await
-    }
-
-    async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
-        self.record_audit_impl(entry).await
-    }
-
-    async fn audit(&self, after_seq: i64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {
-        self.audit_impl(after_seq, limit).await
-    }
-
-    async fn save_credential(
-        &self,
-        repo_prefix: &str,
-        username: &str,
-        sealed: String,
-        created_by: &str,
-    ) -> Result<RepoCredential, StoreError> {
-        self.save_credential_impl(repo_prefix, username, sealed, created_by)
-            .await
-    }
-
-    async fn credentials(&self) -> Result<Vec<RepoCredential>, StoreError> {
-        self.credentials_impl().await
-    }
-
-    async fn sealed_credentials(&self) -> Result<Vec<(RepoCredential, String)>, StoreError> {
-        self.sealed_credentials_impl().await
-    }
-
-    async fn delete_credential(&self, id: uuid::Uuid) -> Result<(), StoreError> {
-        self.delete_credential_impl(id).await
     }
 }

@@ -20,8 +20,9 @@ use orion_bus::{
 };
 use tokio::sync::{Notify, watch};
 
-use crate::agents::{AgentActor, Ask};
+use crate::agents::AgentActor;
 use crate::coordinator::Coordinator;
+use crate::messages::{Ask, Cancel, Drain};
 use crate::messages::{
     HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived,
 };
@@ -65,14 +66,6 @@ impl actix::Supervised for BusBridge {
     fn restarting(&mut self, _: &mut Self::Context) {
         crate::supervision::restarting(&mut self.restarts, "bridge", &self.node);
     }
-}
-
-/// Stop taking work; resolves when nothing is in flight. With a deadline, what is still in
-/// flight then is handed back to the bus (redelivered to another node at once).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct Drain {
-    pub deadline: Option<Duration>,
 }
 
 impl BusBridge {
@@ -541,17 +534,12 @@ impl BusBridge {
     }
 }
 
-/// Stops every agent's work on a cancelled task.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-struct Cancel(orion_bus::TaskId);
-
 impl Handler<Cancel> for BusBridge {
     type Result = ();
 
     fn handle(&mut self, msg: Cancel, _: &mut Self::Context) {
         for agent in self.agents.values() {
-            agent.do_send(crate::agents::CancelTask(msg.0));
+            agent.do_send(crate::messages::CancelTask(msg.0));
         }
     }
 }

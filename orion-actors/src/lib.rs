@@ -16,16 +16,15 @@ mod messages;
 mod node;
 pub mod supervision;
 
-pub use agents::CancelTask;
 pub use agents::{
-    Agent, AgentActor, AnalyzerWork, ArchitectWork, Ask, DeveloperConfig, DeveloperWork,
-    DevopsWork, EDIT_FORMAT, Edit, TestingConfig, TestingWork, Work, WorkContext, parse_edits,
-    validate_edits,
+    Agent, AgentActor, AnalyzerWork, ArchitectWork, DeveloperConfig, DeveloperWork, DevopsWork,
+    EDIT_FORMAT, Edit, TestingConfig, TestingWork, Work, WorkContext, parse_edits, validate_edits,
 };
 pub use ask::{AskError, ask};
-pub use bridge::{BusBridge, Drain};
+pub use bridge::BusBridge;
 pub use coordinator::Coordinator;
 pub use messages::{
-    HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived,
+    Ask, CancelTask, Drain, HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived,
+    TaskArrived,
 };
 pub use node::{NodeConfig, NodeHandle, NodeServices, start_node};

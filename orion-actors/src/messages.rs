@@ -1,6 +1,8 @@
 //! The actor messages: imperative nouns with typed results.
 
-use actix::Message;
+use std::time::Duration;
+
+use actix::{Message, MessageResponse};
 use orion_bus::{Assignment, ResumeTask, ReviewSubmitted, Task, WorkReport};
 use orion_services::lifecycle::LifecycleError;
 
@@ -82,3 +84,43 @@ pub struct ReviewArrived(pub ReviewSubmitted, pub tracing::Span);
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
 pub struct ResumeArrived(pub ResumeTask, pub tracing::Span);
+
+/// Stop taking work; resolves when nothing is in flight. With a deadline, what is still in
+/// flight then is handed back to the bus (redelivered to another node at once).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub deadline: Option<Duration>,
+}
+
+/// Stops every agent's work on a cancelled task.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub(crate) struct Cancel(pub(crate) orion_bus::TaskId);
+
+/// A request for the agent to answer (`<p>.rpc.<agent>`).
+#[derive(Debug, Message)]
+#[rtype(result = "orion_bus::AgentReply")]
+pub struct Ask(pub orion_bus::AgentRequest);
+
+/// A task was cancelled: the step this agent is working on for it (if any) stops at its next
+/// await, reports nothing more, and its assignment is acknowledged.
+#[derive(Debug, Message)]
+#[rtype(result = "bool")]
+pub struct CancelTask(pub orion_bus::TaskId);
+
+/// A step's work panicked: the actor counts it, saves its snapshot, and stops (its supervisor
+/// restarts it).
+#[derive(Debug, Message)]
+#[rtype(result = "PanicVerdict")]
+pub(crate) struct Panicked {
+    pub(crate) step: String,
+}
+
+#[derive(Debug, MessageResponse)]
+pub(crate) enum PanicVerdict {
+    /// Deliver the assignment again.
+    Retry,
+    /// The step panicked this many times: fail the task.
+    GiveUp(u32),
+}

@@ -52,16 +52,18 @@ pub struct DeveloperConfig {
     pub context: orion_services::code::select::SelectWeights,
 }
 
-/// Pull requests of one agent kind: where its tasks' clones live, who commits, the store
-/// that holds the ledger and the pull requests, and the forge that mirrors them.
-pub(crate) struct Delivery {
+/// Delivering a change as a pull request, shared by the Developer and the DevOps agent
+/// (not to be mistaken for a bus delivery, `orion_bus::Delivery`): where its tasks' clones
+/// live, who commits, the store that holds the ledger and the pull requests, and the forge
+/// that mirrors them.
+pub(crate) struct ChangeDelivery {
     pub(crate) agent: AgentKind,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) forge: Option<GitHubForge>,
     pub(crate) config: DeveloperConfig,
 }
 
-impl Delivery {
+impl ChangeDelivery {
     /// The commit author, as git wants it.
     pub(crate) fn author(&self) -> (String, String) {
         (

@@ -20,7 +20,7 @@ use orion_services::store::{EffectKey, Store};
 use orion_services::vcs::{self, Workspace};
 use uuid::Uuid;
 
-use super::delivery::{Asked, Delivery, DeveloperConfig, through_the_gate};
+use super::delivery::{Asked, ChangeDelivery, DeveloperConfig, through_the_gate};
 use super::edits::{
     edit_request, named_files, parse_edits, single_block_edit, validate_edits, write_edits,
 };
@@ -102,7 +102,7 @@ fn numbered_changes(changes: &[vcs::FileChange]) -> String {
 pub struct DeveloperWork {
     model: Option<Arc<dyn ChatModel>>,
     code: Arc<dyn CodeIntel>,
-    delivery: Delivery,
+    delivery: ChangeDelivery,
 }
 
 fn model_not_configured() -> TaskFailure {
@@ -124,7 +124,7 @@ impl DeveloperWork {
         Self {
             model,
             code,
-            delivery: Delivery {
+            delivery: ChangeDelivery {
                 agent: AgentKind::Developer,
                 store,
                 forge: None,

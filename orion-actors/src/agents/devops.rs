@@ -22,7 +22,7 @@ use orion_services::vcs::{self, Workspace};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::delivery::{Asked, Delivery, DeveloperConfig, store_failure, through_the_gate};
+use super::delivery::{Asked, ChangeDelivery, DeveloperConfig, store_failure, through_the_gate};
 use super::edits::{Edit, edit_request, parse_edits, validate_edits, write_edits};
 use super::repo::{blocking, head_of};
 use super::{Work, WorkContext};
@@ -35,7 +35,7 @@ const MANIFEST_BYTES: usize = 8 * 1024;
 /// `ci` and `release` tasks.
 pub struct DevopsWork {
     model: Option<Arc<dyn ChatModel>>,
-    delivery: Delivery,
+    delivery: ChangeDelivery,
 }
 
 fn read(root: &Path, path: &str) -> Option<String> {
@@ -50,7 +50,7 @@ impl DevopsWork {
     ) -> Self {
         Self {
             model,
-            delivery: Delivery {
+            delivery: ChangeDelivery {
                 agent: AgentKind::Devops,
                 store,
                 forge: None,

@@ -25,6 +25,8 @@ use orion_bus::codes;
 use std::sync::Arc;
 
 use actix::prelude::*;
+
+use crate::messages::{Ask, CancelTask, PanicVerdict, Panicked};
 use async_trait::async_trait;
 use orion_bus::{
     AgentKind, Assignment, Body, Bus, BusError, Envelope, Outcome, ProtocolError, Queue, Step,
@@ -246,22 +248,6 @@ impl actix::Supervised for AgentActor {
     }
 }
 
-/// A step's work panicked: the actor counts it, saves its snapshot, and stops (its supervisor
-/// restarts it).
-#[derive(Debug, Message)]
-#[rtype(result = "PanicVerdict")]
-struct Panicked {
-    step: String,
-}
-
-#[derive(Debug, MessageResponse)]
-enum PanicVerdict {
-    /// Deliver the assignment again.
-    Retry,
-    /// The step panicked this many times: fail the task.
-    GiveUp(u32),
-}
-
 impl Handler<Panicked> for AgentActor {
     type Result = AtomicResponse<Self, PanicVerdict>;
 
@@ -406,11 +392,6 @@ async fn supervised(
     }
 }
 
-/// A request for the agent to answer (`<p>.rpc.<agent>`).
-#[derive(Debug, Message)]
-#[rtype(result = "orion_bus::AgentReply")]
-pub struct Ask(pub orion_bus::AgentRequest);
-
 impl Handler<Ask> for AgentActor {
     type Result = ResponseFuture<orion_bus::AgentReply>;
 
@@ -461,12 +442,6 @@ impl Handler<Perform> for AgentActor {
         })
     }
 }
-
-/// A task was cancelled: the step this agent is working on for it (if any) stops at its next
-/// await, reports nothing more, and its assignment is acknowledged.
-#[derive(Debug, Message)]
-#[rtype(result = "bool")]
-pub struct CancelTask(pub orion_bus::TaskId);
 
 impl Handler<CancelTask> for AgentActor {
     type Result = bool;

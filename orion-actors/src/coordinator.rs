@@ -224,12 +224,11 @@ async fn follow_dead_letters(lifecycle: Lifecycle) {
 /// Fails the task a dead letter is about; a letter about no task, or about one that has
 /// ended, needs nothing. An error means the store could not be written.
 async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) -> Result<(), HandleError> {
-    let Ok(letter) = serde_json::from_slice::<serde_json::Value>(letter) else {
+    let Some(letter) = orion_bus::DeadLetterBody::read(letter) else {
         return Ok(());
     };
-    let payload = letter["payload"].as_str().unwrap_or_default();
     let limit = lifecycle.bus().config().max_message_bytes;
-    let Ok(envelope) = Envelope::decode(payload.as_bytes(), limit) else {
+    let Ok(envelope) = Envelope::decode(letter.payload.as_bytes(), limit) else {
         return Ok(()); // undecodable: it names no task
     };
     let (Some(task), Body::TaskSubmitted(_) | Body::Assignment(_) | Body::Report(_)) =
@@ -237,7 +236,7 @@ async fn fail_dead_lettered(lifecycle: &Lifecycle, letter: &[u8]) -> Result<(), 
     else {
         return Ok(());
     };
-    let reason = letter["reason"].as_str().unwrap_or("no reason given");
+    let reason = &letter.reason;
     let failure = orion_bus::TaskFailure::new(
         codes::DEAD_LETTERED,
         format!(

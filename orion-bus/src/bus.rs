@@ -210,13 +210,32 @@ pub type EnvelopeStream = BoxStream<'static, (String, Envelope)>;
 /// The body of a dead letter: the reason, where the message came from, how often it was
 /// delivered, and the original bytes (as text, lossily).
 pub fn dead_letter_body(reason: &str, subject: &str, attempts: u32, payload: &[u8]) -> Bytes {
-    let body = serde_json::json!({
-        "reason": reason,
-        "subject": subject,
-        "attempts": attempts,
-        "payload": String::from_utf8_lossy(payload),
-    });
-    Bytes::from(body.to_string())
+    let letter = DeadLetterBody {
+        reason: reason.to_owned(),
+        subject: subject.to_owned(),
+        attempts,
+        payload: String::from_utf8_lossy(payload).into_owned(),
+    };
+    Bytes::from(serde_json::to_vec(&letter).unwrap_or_default())
+}
+
+/// What a dead letter says, as written to `<p>.dead.<subject>` (documented in
+/// `docs/asyncapi.yaml`): why, where from, after how many deliveries, and the message.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeadLetterBody {
+    pub reason: String,
+    /// The subject the message was on.
+    pub subject: String,
+    pub attempts: u32,
+    /// The message as it was (lossily as text, when it was not UTF-8).
+    pub payload: String,
+}
+
+impl DeadLetterBody {
+    /// Reads a dead letter's body; `None` when it is not one.
+    pub fn read(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
 }
 
 /// A message transport with durable work queues and publish/subscribe.

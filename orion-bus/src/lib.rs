@@ -22,8 +22,9 @@ mod subjects;
 mod transport;
 
 pub use bus::{
-    Acker, Bus, BusConfig, DeadLetter, DeadLetters, Deliveries, Delivery, EnvelopeStream, Queue,
-    QueueDepth, RawMessage, RawStream, Replier, Request, Requests, dead_letter_body,
+    Acker, Bus, BusConfig, DeadLetter, DeadLetterBody, DeadLetters, Deliveries, Delivery,
+    EnvelopeStream, Queue, QueueDepth, RawMessage, RawStream, Replier, Request, Requests,
+    dead_letter_body,
 };
 pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};
 pub use error::{BusError, BusErrorKind, ProtocolError};

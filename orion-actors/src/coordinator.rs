@@ -265,16 +265,18 @@ async fn assign(lifecycle: Lifecycle, plugins: Plugins, task: Task) -> Result<()
     };
     let mut kind = task.spec.kind;
     if kind == TaskKind::Auto {
-        let chosen = plugins
-            .choose(task.spec.prompt.as_deref().unwrap_or_default())
-            .and_then(|choice| {
-                let spec = orion_bus::TaskSpec {
-                    kind: choice.kind,
-                    ..task.spec.clone()
-                };
-                plugins.check(&spec).map_err(|e| e.to_string())?;
-                Ok(choice)
-            });
+        let chosen = orion_services::routing::choose(
+            &plugins,
+            task.spec.prompt.as_deref().unwrap_or_default(),
+        )
+        .and_then(|choice| {
+            let spec = orion_bus::TaskSpec {
+                kind: choice.kind,
+                ..task.spec.clone()
+            };
+            plugins.check(&spec).map_err(|e| e.to_string())?;
+            Ok(choice)
+        });
         match chosen {
             Ok(choice) => {
                 kind = choice.kind;

@@ -31,7 +31,7 @@ pub use error::{BusError, BusErrorKind, ProtocolError};
 pub use failures::codes;
 pub use follow::follow;
 pub use ids::MessageId;
-pub use plugins::{Choice, PluginKind, Plugins, check_schema};
+pub use plugins::{PluginKind, Plugins, check_schema};
 pub use protocol::{
     AgentKind, AgentReply, AgentRequest, Assignment, Candidate, ControlCommand, CustomKind,
     Decision, EventType, HEARTBEAT_INTERVAL, Heartbeat, IllegalTransition, Outcome, Priority,

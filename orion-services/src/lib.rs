@@ -19,6 +19,7 @@ pub mod lifecycle;
 pub mod llm;
 pub mod metrics;
 pub mod review_gate;
+pub mod routing;
 pub mod sandbox;
 pub mod secrets;
 pub mod store;

@@ -193,64 +193,18 @@ pub enum CodeCommand {
 pub enum BenchCommand {
     /// Lines per second of the full analysis against a bare tree-sitter parse of the same
     /// files (and against lizard, where it is installed).
-    Analyze(BenchAnalyzeArgs),
+    Analyze(orion_bench::AnalyzeArgs),
     /// The cluster runtime against bare NATS on the same server: agent request/reply latency
     /// and throughput, tasks per second through REST with an instant agent and Postgres
     /// against JetStream publish and pull rates, and an idle node's memory.
-    Cluster(BenchClusterArgs),
+    Cluster(orion_bench::ClusterArgs),
     /// The local model: prompt and generation tokens per second on one thread and on all
     /// cores, and the memory the loaded model takes.
     Model(BenchModelArgs),
     /// A bare NATS responder that echoes each request: the baseline `bench cluster` runs in a
     /// process of its own, as it runs the agent's node.
     #[command(hide = true)]
-    NatsEcho(BenchNatsEchoArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct BenchNatsEchoArgs {
-    #[arg(long)]
-    pub nats: String,
-    #[arg(long)]
-    pub subject: String,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchClusterArgs {
-    /// The NATS server (default: bus.url, else nats://127.0.0.1:4222).
-    #[arg(long)]
-    pub nats: Option<String>,
-    /// The Postgres server, without a database; the bench makes and drops one of its own.
-    #[arg(long)]
-    pub postgres: Option<String>,
-    /// How many tasks go through REST.
-    #[arg(long, default_value_t = 2000)]
-    pub tasks: usize,
-    /// Requests timed one at a time; ten times as many go 32 at a time.
-    #[arg(long, default_value_t = 2000)]
-    pub requests: usize,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchAnalyzeArgs {
-    /// The repository or directory to measure.
-    #[arg(long)]
-    pub repo: std::path::PathBuf,
-    /// Threads for the parallel measurement (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Rounds per measurement; the fastest counts.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
-    /// Skip the comparison with lizard even where it is installed.
-    #[arg(long)]
-    pub no_lizard: bool,
-    /// Print the figures as JSON.
-    #[arg(long)]
-    pub json: bool,
+    NatsEcho(orion_bench::NatsEchoArgs),
 }
 
 #[derive(Debug, Args)]

@@ -27,9 +27,15 @@ pub fn write(args: fmt::Arguments<'_>) -> anyhow::Result<()> {
     }
 }
 
-/// Whether `error` is (or was caused by) a closed standard output.
+/// Whether `error` is (or was caused by) a closed standard output: ours, or a broken pipe
+/// of a writer handed to a library (the benches write to what they are given).
 pub fn closed(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.is::<OutputClosed>())
+    error.chain().any(|cause| {
+        cause.is::<OutputClosed>()
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// `println!` for the commands: a closed pipe returns [`OutputClosed`] from the caller.

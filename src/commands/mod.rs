@@ -1,7 +1,5 @@
 //! One module per command; each takes its arguments and the loaded settings.
 
-mod bench;
-mod bench_cluster;
 mod client;
 mod code;
 mod eval;
@@ -28,12 +26,15 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Review(args) => client::review(args, settings).await,
         Command::Usage(args) => client::usage(args, settings).await,
         Command::Token(args) => token::mint(args, settings),
-        Command::Bench(crate::cli::BenchCommand::Analyze(args)) => bench::analyze(args),
+        Command::Bench(crate::cli::BenchCommand::Analyze(args)) => {
+            orion_bench::analysis::analyze(args, &mut std::io::stdout())
+        }
         Command::Bench(crate::cli::BenchCommand::Cluster(args)) => {
-            bench_cluster::cluster(args, settings).await
+            orion_bench::cluster::cluster(args, settings.bus.url.clone(), &mut std::io::stdout())
+                .await
         }
         Command::Bench(crate::cli::BenchCommand::NatsEcho(args)) => {
-            bench_cluster::nats_echo(args).await
+            orion_bench::cluster::nats_echo(args, &mut std::io::stdout()).await
         }
         Command::Code(command) => code::run(command).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),

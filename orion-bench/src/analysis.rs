@@ -4,7 +4,7 @@
 //! and none of them pays for disk reads. Each measurement runs `rounds` times; the fastest
 //! round counts (the least disturbed by the rest of the machine).
 
-use crate::output::say;
+use crate::say;
 use std::io::Write;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use anyhow::Context;
 use orion_services::code::{Source, analyze_sources, load_sources, parse_only};
 use serde::Serialize;
 
-use crate::cli::BenchAnalyzeArgs;
+use crate::AnalyzeArgs;
 
 #[derive(Debug, Serialize)]
 struct Figures {
@@ -82,7 +82,8 @@ fn lizard(
     Some(per_second(lines, took))
 }
 
-pub fn analyze(args: BenchAnalyzeArgs) -> anyhow::Result<ExitCode> {
+/// Runs the analysis bench; writes its figures to `out`.
+pub fn analyze(args: AnalyzeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
@@ -129,16 +130,17 @@ pub fn analyze(args: BenchAnalyzeArgs) -> anyhow::Result<ExitCode> {
         analysis_vs_lizard: lizard.map(|l| (full_n_rate / l * 100.0).round() / 100.0),
     };
     if args.json {
-        say!("{}", serde_json::to_string_pretty(&figures)?);
+        say!(out, "{}", serde_json::to_string_pretty(&figures)?);
         return Ok(ExitCode::SUCCESS);
     }
     say!(
+        out,
         "{} files, {} lines, fastest of {rounds} rounds",
         figures.files,
         figures.lines
     );
-    let row = |what: &str, rate: f64, note: String| -> anyhow::Result<()> {
-        say!("{what:<34} {rate:>12.0} lines/s  {note}");
+    let mut row = |what: &str, rate: f64, note: String| -> anyhow::Result<()> {
+        say!(out, "{what:<34} {rate:>12.0} lines/s  {note}");
         Ok(())
     };
     row(
@@ -168,7 +170,10 @@ pub fn analyze(args: BenchAnalyzeArgs) -> anyhow::Result<ExitCode> {
             rate,
             format!("Orion's analysis is {ratio:.2}× lizard (target ≥ 2)"),
         )?,
-        _ => say!("lizard: not installed or skipped (pip install lizard to compare)"),
+        _ => say!(
+            out,
+            "lizard: not installed or skipped (pip install lizard to compare)"
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,7 +9,8 @@
 //!     bare JetStream: async publishes per second, and pulls with acknowledgement per second.
 //! (c) The resident memory of an idle `orion node` process.
 
-use crate::output::say;
+use crate::say;
+use std::io::Write;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,8 +25,7 @@ use orion_services::store::SqlStore;
 use sea_orm::{ConnectionTrait, Database};
 use serde::Serialize;
 
-use crate::cli::BenchClusterArgs;
-use crate::settings::Settings;
+use crate::ClusterArgs;
 
 /// A child process, killed when dropped.
 struct Child(std::process::Child);
@@ -39,13 +39,13 @@ impl Drop for Child {
 
 /// `orion bench nats-echo`: answers every request on `subject` with its own payload; prints a
 /// line once it listens.
-pub async fn nats_echo(args: crate::cli::BenchNatsEchoArgs) -> anyhow::Result<ExitCode> {
+pub async fn nats_echo(args: crate::NatsEchoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let client = async_nats::connect(&args.nats).await?;
     let mut requests = client
         .queue_subscribe(args.subject.clone(), "raw".into())
         .await?;
     client.flush().await?;
-    say!("listening on {}", args.subject);
+    say!(out, "listening on {}", args.subject);
     while let Some(message) = requests.next().await {
         if let Some(reply) = message.reply {
             client.publish(reply, message.payload).await?;
@@ -140,11 +140,17 @@ fn agent(bus: Arc<dyn Bus>, store: Arc<dyn orion_services::store::Store>, node: 
     }
 }
 
-pub async fn cluster(args: BenchClusterArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+/// Runs the cluster bench against `args.nats`, else `bus_url` (the configured bus), else the
+/// local server; writes its figures to `out`.
+pub async fn cluster(
+    args: ClusterArgs,
+    bus_url: Option<String>,
+    out: &mut dyn Write,
+) -> anyhow::Result<ExitCode> {
     let nats = args
         .nats
         .clone()
-        .or(settings.bus.url.clone())
+        .or(bus_url)
         .unwrap_or_else(|| "nats://127.0.0.1:4222".into());
     let postgres = args
         .postgres
@@ -167,15 +173,15 @@ pub async fn cluster(args: BenchClusterArgs, settings: Settings) -> anyhow::Resu
         .await?;
     let figures = result?;
     if args.json {
-        say!("{}", serde_json::to_string_pretty(&figures)?);
+        say!(out, "{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        print(&figures)?;
+        print(&figures, out)?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn run_all(
-    args: &BenchClusterArgs,
+    args: &ClusterArgs,
     nats: &str,
     db_url: &str,
     prefix: &str,
@@ -491,9 +497,10 @@ async fn idle_node_rss(nats: &str, db_url: &str, prefix: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn print(f: &Figures) -> anyhow::Result<()> {
-    let row = |name: &str, l: &Latency| -> anyhow::Result<()> {
+fn print(f: &Figures, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut row = |name: &str, l: &Latency| -> anyhow::Result<()> {
         say!(
+            out,
             "{name:<22} p50 {:>8.0} µs   p99 {:>8.0} µs   1 in flight {:>8.0}/s   32 in flight {:>8.0}/s",
             l.p50_us,
             l.p99_us,
@@ -505,27 +512,37 @@ fn print(f: &Figures) -> anyhow::Result<()> {
     row("agent request", &f.agent_request)?;
     row("raw NATS request", &f.raw_nats_request)?;
     say!(
+        out,
         "  p50 ratio {:.2} (target ≤ 1.5); 32-in-flight throughput ratio {:.2} (target ≥ 0.6)",
         f.p50_ratio,
         f.throughput_32_ratio
     );
     say!(
+        out,
         "tasks through REST     {:>8.0} tasks/s ({} tasks, instant agent, Postgres)",
         f.tasks_per_s,
         f.tasks
     );
     say!(
+        out,
         "raw JetStream          {:>8.0} async publishes/s   {:>8.0} pulls+acks/s",
         f.jetstream_publish_per_s,
         f.jetstream_pull_ack_per_s
     );
     say!(
+        out,
         "  tasks/s ÷ publishes/s {:.3} (target ≥ 0.04)",
         f.tasks_vs_publish
     );
     match f.idle_node_rss_mb {
-        Some(mb) => say!("idle node              {mb:>8.1} MB resident (target ≤ 30)"),
-        None => say!("idle node              (resident memory not readable here)"),
+        Some(mb) => say!(
+            out,
+            "idle node              {mb:>8.1} MB resident (target ≤ 30)"
+        ),
+        None => say!(
+            out,
+            "idle node              (resident memory not readable here)"
+        ),
     }
     Ok(())
 }

@@ -1,0 +1,72 @@
+//! Orion's benchmarks: `orion bench analyze` and `orion bench cluster` (the binary parses
+//! their arguments and prints what they write). Each figure is printed beside the baseline
+//! it is measured against, in the same run on the same machine; none is a timed test.
+//!
+//! - [`analysis`]: lines per second of the full analysis against a bare tree-sitter parse
+//!   (and lizard, where installed).
+//! - [`cluster`]: the cluster runtime against bare NATS and JetStream on the same server.
+//!
+//! The local model's bench (`orion bench model`) stays with the model's command, which it
+//! re-runs in child processes.
+
+pub mod analysis;
+pub mod cluster;
+
+use clap::Args;
+
+/// Writes a line to the bench's output; a failed write ends the bench with the error.
+macro_rules! say {
+    ($out:expr) => {
+        writeln!($out).map_err(anyhow::Error::from)?
+    };
+    ($out:expr, $($arg:tt)*) => {
+        writeln!($out, $($arg)*).map_err(anyhow::Error::from)?
+    };
+}
+pub(crate) use say;
+
+#[derive(Debug, Args)]
+pub struct NatsEchoArgs {
+    #[arg(long)]
+    pub nats: String,
+    #[arg(long)]
+    pub subject: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// The NATS server (default: bus.url, else nats://127.0.0.1:4222).
+    #[arg(long)]
+    pub nats: Option<String>,
+    /// The Postgres server, without a database; the bench makes and drops one of its own.
+    #[arg(long)]
+    pub postgres: Option<String>,
+    /// How many tasks go through REST.
+    #[arg(long, default_value_t = 2000)]
+    pub tasks: usize,
+    /// Requests timed one at a time; ten times as many go 32 at a time.
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The repository or directory to measure.
+    #[arg(long)]
+    pub repo: std::path::PathBuf,
+    /// Threads for the parallel measurement (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Rounds per measurement; the fastest counts.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Skip the comparison with lizard even where it is installed.
+    #[arg(long)]
+    pub no_lizard: bool,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}

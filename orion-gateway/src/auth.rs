@@ -28,7 +28,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{AlgorithmFamily, DecodingKey, Validation};
 use orion_services::secrets::{ExposeSecret, SecretString};
-use orion_services::store::Store;
+use orion_services::store::AccessStore;
 use serde::Deserialize;
 
 use crate::error::{ApiError, AuthFailure};
@@ -109,7 +109,7 @@ impl Principal {
 
     /// Whether the caller's credential still holds: not expired, and an API key still stored
     /// and not revoked. Asked again by long-lived connections.
-    pub async fn still_valid(&self, store: &dyn Store) -> Result<bool, ApiError> {
+    pub async fn still_valid(&self, store: &dyn AccessStore) -> Result<bool, ApiError> {
         if self.expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
             return Ok(false);
         }
@@ -395,7 +395,7 @@ impl Authenticator {
         &self,
         req: &HttpRequest,
         pattern: Option<&str>,
-        store: &dyn Store,
+        store: &dyn AccessStore,
     ) -> Result<Principal, ApiError> {
         if self.mode == AuthMode::None {
             return Ok(Principal::anonymous());
@@ -527,7 +527,7 @@ pub fn new_api_key_secret() -> String {
     )
 }
 
-async fn api_key(store: &dyn Store, secret: &str) -> Result<Principal, ApiError> {
+async fn api_key(store: &dyn AccessStore, secret: &str) -> Result<Principal, ApiError> {
     let hash = hash_api_key(secret);
     let key = store
         .api_key_by_hash(&hash)
@@ -619,11 +619,7 @@ pub async fn gate(
     let admitted = async {
         let principal = state
             .auth
-            .authenticate(
-                req.request(),
-                Some(pattern),
-                state.lifecycle.store().as_ref(),
-            )
+            .authenticate(req.request(), Some(pattern), state.access.as_ref())
             .await?;
         if !principal.may(need) {
             return Err(ApiError::Forbidden {
@@ -662,7 +658,7 @@ pub async fn unrouted(
 ) -> Result<actix_web::HttpResponse, ApiError> {
     state
         .auth
-        .authenticate(&req, None, state.lifecycle.store().as_ref())
+        .authenticate(&req, None, state.access.as_ref())
         .await?;
     Err(ApiError::RouteNotFound)
 }
@@ -690,7 +686,7 @@ pub async fn audit(
         target,
         detail,
     };
-    if let Err(e) = state.lifecycle.store().record_audit(entry).await {
+    if let Err(e) = state.access.record_audit(entry).await {
         tracing::warn!(error = %e, action, "could not record an audit entry");
     }
 }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use orion_services::lifecycle::Lifecycle;
 use orion_services::secrets::Sealer;
+use orion_services::store::{AccessStore, LedgerStore, PullStore, TaskStore};
 
 use crate::auth::{Authenticator, SubmitLimiter};
 
@@ -64,10 +65,15 @@ impl Default for GatewayConfig {
     }
 }
 
-/// What every handler shares.
+/// What every handler shares. Handlers reach the store through the one aggregate they use
+/// (`tasks`, `pulls`, `ledger`, `access`); what moves a task goes through `lifecycle`.
 #[derive(Clone)]
 pub struct AppState {
     pub lifecycle: Lifecycle,
+    pub tasks: Arc<dyn TaskStore>,
+    pub pulls: Arc<dyn PullStore>,
+    pub ledger: Arc<dyn LedgerStore>,
+    pub access: Arc<dyn AccessStore>,
     pub config: GatewayConfig,
     /// The nodes' heartbeats, kept by [`run`].
     pub nodes: crate::nodes::NodeView,
@@ -87,7 +93,12 @@ impl AppState {
         auth: Authenticator,
         sealer: Option<Sealer>,
     ) -> Self {
+        let store = lifecycle.store().clone();
         Self {
+            tasks: store.clone(),
+            pulls: store.clone(),
+            ledger: store.clone(),
+            access: store,
             lifecycle,
             submit_limiter: Arc::new(SubmitLimiter::per_minute(config.submissions_per_minute)),
             config,

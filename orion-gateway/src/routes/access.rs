@@ -84,8 +84,7 @@ pub async fn create_key(
     };
     let secret = new_api_key_secret();
     let key = state
-        .lifecycle
-        .store()
+        .access
         .create_api_key(NewApiKey {
             name,
             role: role.as_str().to_owned(),
@@ -115,7 +114,7 @@ pub async fn create_key(
 
 /// `GET /v1/api-keys`: every key, revoked ones too, never a secret.
 pub async fn list_keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let keys = state.lifecycle.store().list_api_keys().await?;
+    let keys = state.access.list_api_keys().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": keys })))
 }
 
@@ -126,7 +125,7 @@ pub async fn revoke_key(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = super::path_id(&path, "a UUID")?;
-    let key = state.lifecycle.store().revoke_api_key(id).await?;
+    let key = state.access.revoke_api_key(id).await?;
     audit(
         &state,
         &caller,
@@ -157,8 +156,7 @@ pub async fn save_credential(
         text(&body, "secret", SECRET_MAX_BYTES)?.ok_or(ApiError::MissingField("secret"))?,
     );
     let credential = state
-        .lifecycle
-        .store()
+        .access
         .save_credential(&prefix, &username, sealer.seal(&secret), &caller.subject)
         .await?;
     let detail = serde_json::json!({ "repo_prefix": credential.repo_prefix });
@@ -175,7 +173,7 @@ pub async fn save_credential(
 
 /// `GET /v1/credentials`: prefixes and usernames, never secrets.
 pub async fn list_credentials(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let items = state.lifecycle.store().credentials().await?;
+    let items = state.access.credentials().await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
@@ -186,7 +184,7 @@ pub async fn delete_credential(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = super::path_id(&path, "a UUID")?;
-    state.lifecycle.store().delete_credential(id).await?;
+    state.access.delete_credential(id).await?;
     audit(
         &state,
         &caller,
@@ -210,11 +208,7 @@ pub async fn audit_log(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = params.limit.unwrap_or(100).clamp(1, 1000);
-    let items = state
-        .lifecycle
-        .store()
-        .audit(params.after.unwrap_or(0), limit)
-        .await?;
+    let items = state.access.audit(params.after.unwrap_or(0), limit).await?;
     let next = (items.len() as u64 == limit).then(|| items.last().map(|e| e.seq));
     Ok(
         HttpResponse::Ok()

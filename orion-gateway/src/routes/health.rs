@@ -29,8 +29,7 @@ pub async fn agents(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         .collect();
     // Each agent's memory (its snapshot) counts the restarts after a panic.
     let restarts: std::collections::BTreeMap<String, u64> = state
-        .lifecycle
-        .store()
+        .tasks
         .snapshots()
         .await?
         .into_iter()
@@ -77,7 +76,7 @@ pub async fn metrics() -> HttpResponse {
 /// The process can do its job: the store and the bus answer.
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // A probe answers fast: a database that takes longer than this is as good as down.
-    let ping = tokio::time::timeout(READY_TIMEOUT, state.lifecycle.store().ping()).await;
+    let ping = tokio::time::timeout(READY_TIMEOUT, state.tasks.ping()).await;
     if !matches!(ping, Ok(Ok(()))) {
         return Err(ApiError::Unavailable("database"));
     }

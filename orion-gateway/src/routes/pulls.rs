@@ -36,8 +36,7 @@ pub async fn list(
         })
         .transpose()?;
     let items = state
-        .lifecycle
-        .store()
+        .pulls
         .list_pulls(filter, params.limit.unwrap_or(50))
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
@@ -49,9 +48,8 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = super::path_id(&path, "a pull request id")?;
-    let store = state.lifecycle.store();
-    let pull = store.pull(id).await?;
-    let reviews = store.reviews(id).await?;
+    let pull = state.pulls.pull(id).await?;
+    let reviews = state.pulls.reviews(id).await?;
     let mut body = serde_json::to_value(pull).map_err(ApiError::internal)?;
     body["reviews"] = serde_json::to_value(reviews).map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(body))

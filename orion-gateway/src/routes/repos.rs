@@ -36,7 +36,7 @@ pub async fn trend(
         limit: TREND_POINTS,
         ..TaskQuery::default()
     };
-    let page = state.lifecycle.store().list_tasks(&query).await?;
+    let page = state.tasks.list_tasks(&query).await?;
     let mut points: Vec<Value> = page
         .items
         .iter()

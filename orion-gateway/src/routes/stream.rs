@@ -18,7 +18,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::{CloseCode, CloseReason, Message, Session};
 use futures_util::StreamExt;
 use orion_bus::{Body, EnvelopeStream, EventType, TaskEvent, TaskId};
-use orion_services::store::Store;
+use orion_services::store::{AccessStore, TaskStore};
 use serde::Deserialize;
 
 use crate::auth::{Caller, Principal};
@@ -158,11 +158,12 @@ pub async fn connect(
             name: "upgrade".into(),
             reason: e.to_string(),
         })?;
-    let store = state.lifecycle.store().clone();
+    let (store, access) = (state.tasks.clone(), state.access.clone());
     let incoming = incoming.max_frame_size(state.config.ws_max_frame_bytes);
     let live = buffered(live, state.config.ws_buffer_events);
     let limits = Limits {
         caller: caller.into_inner(),
+        access,
         max_replay: config.ws_max_replay,
         recheck: config.ws_recheck,
     };
@@ -185,6 +186,8 @@ pub async fn connect(
 /// What bounds one connection.
 struct Limits {
     caller: Principal,
+    /// Where the caller's credential is checked again.
+    access: std::sync::Arc<dyn AccessStore>,
     max_replay: usize,
     recheck: Duration,
 }
@@ -242,7 +245,7 @@ async fn send(session: &mut Session, event: &TaskEvent) -> Result<(), End> {
 
 async fn replay(
     session: &mut Session,
-    store: &dyn Store,
+    store: &dyn TaskStore,
     filter: &Filter,
     since: i64,
     max: usize,
@@ -275,7 +278,7 @@ async fn serve(
     mut session: Session,
     mut incoming: actix_ws::MessageStream,
     mut live: Live,
-    store: std::sync::Arc<dyn Store>,
+    store: std::sync::Arc<dyn TaskStore>,
     filter: Filter,
     since: Option<i64>,
     limits: Limits,
@@ -307,7 +310,7 @@ async fn serve(
                 () = &mut expired => return Err(End::CredentialEnded),
                 _ = recheck.tick() => {
                     // A credential that cannot be checked (the store is down) is not trusted.
-                    if !limits.caller.still_valid(store.as_ref()).await.unwrap_or(false) {
+                    if !limits.caller.still_valid(limits.access.as_ref()).await.unwrap_or(false) {
                         return Err(End::CredentialEnded);
                     }
                 }

@@ -188,9 +188,8 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
-    let store = state.lifecycle.store();
-    let task = store.task(id).await?;
-    let calls = store.task_usage(id).await?;
+    let task = state.tasks.task(id).await?;
+    let calls = state.ledger.task_usage(id).await?;
     let mut body = serde_json::to_value(&task).map_err(ApiError::internal)?;
     body["usage"] =
         serde_json::to_value(UsageTotals::of_calls(&calls)).map_err(ApiError::internal)?;
@@ -232,7 +231,7 @@ pub async fn usage_summary(
                 reason: format!("`{group_by}` is not one of task, agent, model, day"),
             }
         })?;
-    let groups = state.lifecycle.store().usage(from, to, group).await?;
+    let groups = state.ledger.usage(from, to, group).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "group_by": group,
         "from": from,
@@ -284,7 +283,7 @@ pub async fn list(
         before: param::<TaskId>("cursor", params.cursor.as_deref())?,
         limit,
     };
-    Ok(HttpResponse::Ok().json(state.lifecycle.store().list_tasks(&query).await?))
+    Ok(HttpResponse::Ok().json(state.tasks.list_tasks(&query).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,7 +299,7 @@ pub async fn events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
-    let store = state.lifecycle.store();
+    let store = &state.tasks;
     store.task(id).await?;
     let limit = params.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
     let items = store
@@ -334,9 +333,7 @@ pub async fn cancel(
             .await;
             Ok(HttpResponse::Ok().json(task))
         }
-        Ok(None) => Err(ApiError::NotCancellable(
-            lifecycle.store().task(id).await?.status,
-        )),
+        Ok(None) => Err(ApiError::NotCancellable(state.tasks.task(id).await?.status)),
         Err(LifecycleError::Store(StoreError::NotFound(id))) => Err(ApiError::TaskNotFound(id)),
         Err(e) => Err(e.into()),
     }
@@ -364,7 +361,7 @@ pub async fn submit_suggestion(
     let (raw, n) = path.into_inner();
     let id = task_id(&raw)?;
     let lifecycle = &state.lifecycle;
-    let analysis = lifecycle.store().task(id).await?;
+    let analysis = state.tasks.task(id).await?;
     // The analysis's report, read as the type the Analyzer wrote.
     let report = analysis
         .result
@@ -396,9 +393,8 @@ pub async fn usage(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
-    let store = state.lifecycle.store();
-    store.task(id).await?;
-    let calls = store.task_usage(id).await?;
+    state.tasks.task(id).await?;
+    let calls = state.ledger.task_usage(id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "totals": UsageTotals::of_calls(&calls),
         "calls": calls,

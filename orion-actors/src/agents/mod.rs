@@ -34,7 +34,7 @@ use orion_bus::{
 };
 
 use orion_services::metrics::metrics;
-use orion_services::store::{AgentSnapshot, Store};
+use orion_services::store::{AgentSnapshot, TaskStore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -162,7 +162,7 @@ pub struct Agent {
     pub context: WorkContext,
     pub work: Arc<dyn Work>,
     /// Where the actor's snapshot is kept (`agent_snapshots`).
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn TaskStore>,
 }
 
 /// How often one step may panic before its task fails with the cause.

@@ -196,9 +196,13 @@ const RESUBSCRIBE: std::time::Duration = std::time::Duration::from_secs(1);
 async fn follow_dead_letters(lifecycle: Lifecycle) {
     use futures_util::StreamExt;
     let bus = lifecycle.bus().clone();
-    loop {
-        match bus.follow_dead_letters().await {
-            Ok(mut letters) => {
+    orion_bus::follow(
+        "the dead letters",
+        RESUBSCRIBE,
+        || bus.follow_dead_letters(),
+        |mut letters| {
+            let lifecycle = lifecycle.clone();
+            async move {
                 while let Some(letter) = letters.next().await {
                     match fail_dead_lettered(&lifecycle, &letter.body).await {
                         Ok(()) => {}
@@ -215,10 +219,9 @@ async fn follow_dead_letters(lifecycle: Lifecycle) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot follow the dead letters"),
-        }
-        tokio::time::sleep(RESUBSCRIBE).await;
-    }
+        },
+    )
+    .await
 }
 
 /// Fails the task a dead letter is about; a letter about no task, or about one that has

@@ -144,12 +144,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     pub max_json_depth: usize,
     pub submissions_per_minute: u32,
-    pub ws_max_frame_bytes: usize,
-    pub ws_buffer_events: usize,
-    pub ws_max_per_caller: usize,
-    pub ws_max: usize,
-    pub ws_max_replay: usize,
-    pub ws_recheck_secs: u64,
+    /// The event stream's limits (`ws_*` keys).
+    #[serde(flatten)]
+    pub streams: orion_gateway::StreamLimits,
     pub workers: usize,
     /// `/metrics` without credentials, for a scraper inside the cluster.
     #[serde(default)]

@@ -17,4 +17,4 @@ mod state;
 pub use actix_web::dev::Server;
 pub use error::ApiError;
 pub use startup::{run, run_metrics};
-pub use state::{AppState, GatewayConfig};
+pub use state::{AppState, GatewayConfig, StreamLimits};

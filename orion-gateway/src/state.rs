@@ -8,6 +8,37 @@ use orion_services::store::{AccessStore, LedgerStore, PullStore, TaskStore};
 
 use crate::auth::{Authenticator, SubmitLimiter};
 
+/// The event stream's limits (`[server]`'s `ws_*` keys).
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct StreamLimits {
+    /// The largest WebSocket frame a client may send.
+    pub ws_max_frame_bytes: usize,
+    /// Events buffered for a subscriber before it is closed as too slow.
+    pub ws_buffer_events: usize,
+    /// Streams open at once, per caller and in all.
+    pub ws_max_per_caller: usize,
+    pub ws_max: usize,
+    /// Stored events one connection reads for its replay at most (a client resumes past
+    /// them with a new connection and `since`).
+    pub ws_max_replay: usize,
+    /// How often an open stream checks that its caller's credential still holds (an API key
+    /// revoked meanwhile); a token's expiry ends it on time regardless.
+    pub ws_recheck_secs: u64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            ws_max_frame_bytes: 64 * 1024,
+            ws_buffer_events: 1024,
+            ws_max_per_caller: 8,
+            ws_max: 1024,
+            ws_max_replay: 10_000,
+            ws_recheck_secs: 15,
+        }
+    }
+}
+
 /// Limits of the HTTP surface.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -17,19 +48,8 @@ pub struct GatewayConfig {
     pub max_json_depth: usize,
     /// Submissions per caller per minute; 0: unlimited.
     pub submissions_per_minute: u32,
-    /// The largest WebSocket frame a client may send.
-    pub ws_max_frame_bytes: usize,
-    /// Events buffered for a WebSocket subscriber before it is closed as too slow.
-    pub ws_buffer_events: usize,
-    /// Event streams open at once, per caller and in all.
-    pub ws_max_per_caller: usize,
-    pub ws_max: usize,
-    /// Stored events one connection replays at most (a client resumes past them with a new
-    /// connection and `since`).
-    pub ws_max_replay: usize,
-    /// How often an open stream checks that its caller's credential still holds (an API key
-    /// revoked meanwhile); a token's expiry ends it on time regardless.
-    pub ws_recheck: std::time::Duration,
+    /// The event stream's limits.
+    pub streams: StreamLimits,
     /// How many actix workers serve requests.
     pub workers: usize,
     /// The declared kinds submissions may name, with their input schemas.
@@ -50,12 +70,7 @@ impl Default for GatewayConfig {
             max_body_bytes: 256 * 1024,
             max_json_depth: 32,
             submissions_per_minute: 600,
-            ws_max_frame_bytes: 64 * 1024,
-            ws_buffer_events: 1024,
-            ws_max_per_caller: 8,
-            ws_max: 1024,
-            ws_max_replay: 10_000,
-            ws_recheck: std::time::Duration::from_secs(15),
+            streams: StreamLimits::default(),
             workers: 2,
             plugins: Default::default(),
             public_metrics: false,

@@ -103,6 +103,17 @@ pub(crate) async fn model_cluster(
     (model, db, prefix, env)
 }
 
+/// A bus on the tests' NATS server under `prefix`, as a monitor or an attacker would connect.
+pub(crate) async fn test_bus(prefix: &str) -> NatsBus {
+    NatsBus::connect(
+        &nats_url(),
+        Subjects::new(prefix.to_owned()).unwrap(),
+        BusConfig::default(),
+    )
+    .await
+    .unwrap()
+}
+
 /// Deletes the test's streams and database.
 pub(crate) async fn tear_down(prefix: String, db: PgDatabase) {
     delete_streams(prefix).await;
@@ -587,15 +598,9 @@ async fn a_node_stopped_by_sigterm_hands_back_its_unfinished_assignment_and_anot
         .spawn()
         .unwrap(),
     );
-    let task = eventually(
-        "the second node to complete the task",
-        Duration::from_secs(40),
-        || async {
-            let task = get_json(&client, format!("{base}/v1/tasks/{id}")).await?;
-            (task["status"] == "completed").then_some(task)
-        },
-    )
-    .await;
+    let task =
+        crate::support::wait_for_status(&client, &base, &id, "completed", Duration::from_secs(40))
+            .await;
     assert_eq!(task["result"]["passed"], true, "{task}");
     let events = events(id.clone()).await.unwrap();
     let completed: Vec<&Value> = events["items"]
@@ -627,13 +632,7 @@ async fn an_actor_asks_an_agent_on_another_node_and_gets_typed_errors() {
         .spawn()
         .unwrap(),
     );
-    let bus = NatsBus::connect(
-        &nats_url(),
-        Subjects::new(prefix.clone()).unwrap(),
-        BusConfig::default(),
-    )
-    .await
-    .unwrap();
+    let bus = test_bus(&prefix).await;
     let pong = eventually("the node to answer", Duration::from_secs(20), || async {
         ask(
             &bus,

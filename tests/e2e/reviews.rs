@@ -4,14 +4,12 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use orion_bus::{
-    Body, BusConfig, Decision, Envelope, NatsBus, Queue, ReviewSubmitted, Subjects, TaskId,
-};
+use orion_bus::{Body, Decision, Envelope, NatsBus, Queue, ReviewSubmitted, TaskId};
 use serde_json::{Value, json};
 
 use crate::cluster::{migrate, model_cluster, orion, start_gateway, tear_down};
 use crate::support::{
-    Process, TempDir, bare_remote, client_as, eventually, get_json, git_rev, nats_url,
+    Process, TempDir, bare_remote, client_as, eventually, get_json, git_rev, wait_for_status,
 };
 
 /// Waits until nothing of the submissions queue is waiting or unacknowledged: the
@@ -71,13 +69,12 @@ async fn a_forged_approval_merges_nothing_and_of_twenty_reviews_one_decides() {
     let submitted: Value = response.json().await.unwrap();
     let id = submitted["id"].as_str().expect("a task id").to_owned();
     let viewer = client_as("viewer");
-    let task = eventually(
-        "the task to wait for review",
+    let task = wait_for_status(
+        &viewer,
+        &base,
+        &id,
+        "awaiting_review",
         Duration::from_secs(60),
-        || async {
-            let task = get_json(&viewer, format!("{base}/v1/tasks/{id}")).await?;
-            (task["status"] == "awaiting_review").then_some(task)
-        },
     )
     .await;
     let pulls = get_json(&viewer, format!("{base}/v1/pulls")).await.unwrap();
@@ -93,13 +90,7 @@ async fn a_forged_approval_merges_nothing_and_of_twenty_reviews_one_decides() {
 
     // Forged approvals, straight onto the submissions queue as the gateway would put a real
     // one: a review the store never saw, and one naming another task's pull request.
-    let bus = NatsBus::connect(
-        &nats_url(),
-        Subjects::new(prefix.clone()).unwrap(),
-        BusConfig::default(),
-    )
-    .await
-    .unwrap();
+    let bus = crate::cluster::test_bus(&prefix).await;
     let task_id: TaskId = id.parse().unwrap();
     let pull_id: uuid::Uuid = pull.parse().unwrap();
     for (n, (task_id, pull_id)) in [

@@ -679,7 +679,7 @@ async fn the_event_stream_needs_a_token_and_closes_on_an_oversized_frame() {
     use futures_util::{SinkExt, StreamExt};
     let app = TestApp::spawn_with(|s| {
         with_jwt_auth(s);
-        s.server.ws_max_frame_bytes = 1024;
+        s.server.streams.ws_max_frame_bytes = 1024;
     })
     .await;
     let url = app.url("/v1/stream").replacen("http", "ws", 1);
@@ -739,10 +739,10 @@ async fn event_streams_are_capped_and_end_with_their_credential() {
     use futures_util::StreamExt;
     let app = TestApp::spawn_with(|s| {
         with_jwt_auth(s);
-        s.server.ws_max_per_caller = 2;
-        s.server.ws_max = 3;
-        s.server.ws_max_replay = 3;
-        s.server.ws_recheck_secs = 1;
+        s.server.streams.ws_max_per_caller = 2;
+        s.server.streams.ws_max = 3;
+        s.server.streams.ws_max_replay = 3;
+        s.server.streams.ws_recheck_secs = 1;
     })
     .await;
     let url = app.url("/v1/stream").replacen("http", "ws", 1);
@@ -783,8 +783,8 @@ async fn event_streams_are_capped_and_end_with_their_credential() {
     // A token that expires in two seconds: its stream ends then.
     let app2 = TestApp::spawn_with(|s| {
         with_jwt_auth(s);
-        s.server.ws_max_replay = 3;
-        s.server.ws_recheck_secs = 1;
+        s.server.streams.ws_max_replay = 3;
+        s.server.streams.ws_recheck_secs = 1;
     })
     .await;
     let url2 = app2.url("/v1/stream").replacen("http", "ws", 1);

@@ -327,6 +327,21 @@ where
     }
 }
 
+/// Polls a gateway at `base` until task `id` is `status`, within `deadline`; the task.
+pub async fn wait_for_status(
+    client: &awc::Client,
+    base: &str,
+    id: &str,
+    status: &str,
+    deadline: Duration,
+) -> serde_json::Value {
+    eventually(&format!("task {id} to be {status}"), deadline, || async {
+        let task = get_json(client, format!("{base}/v1/tasks/{id}")).await?;
+        (task["status"] == status).then_some(task)
+    })
+    .await
+}
+
 /// The whole app in this process: embedded mode on SQLite and the in-process bus.
 pub struct TestApp {
     pub base: String,

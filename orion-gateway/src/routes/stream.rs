@@ -141,9 +141,11 @@ pub async fn connect(
         })
         .transpose()?;
     let config = &state.config;
-    let slot = state
-        .streams
-        .open(&caller.subject, config.ws_max_per_caller, config.ws_max)?;
+    let slot = state.streams.open(
+        &caller.subject,
+        config.streams.ws_max_per_caller,
+        config.streams.ws_max,
+    )?;
     let bus = state.lifecycle.bus();
     let pattern = match task {
         Some(t) => bus.subjects().events_of(t),
@@ -159,13 +161,13 @@ pub async fn connect(
             reason: e.to_string(),
         })?;
     let (store, access) = (state.tasks.clone(), state.access.clone());
-    let incoming = incoming.max_frame_size(state.config.ws_max_frame_bytes);
-    let live = buffered(live, state.config.ws_buffer_events);
+    let incoming = incoming.max_frame_size(state.config.streams.ws_max_frame_bytes);
+    let live = buffered(live, state.config.streams.ws_buffer_events);
     let limits = Limits {
         caller: caller.into_inner(),
         access,
-        max_replay: config.ws_max_replay,
-        recheck: config.ws_recheck,
+        max_replay: config.streams.ws_max_replay,
+        recheck: Duration::from_secs(config.streams.ws_recheck_secs.max(1)),
     };
     actix_web::rt::spawn(async move {
         serve(

@@ -6,7 +6,9 @@ use orion_bus::codes;
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
 use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
-use orion_services::store::{EffectKey, PullState, PullVersion, Store, StoreError, UsageRecord};
+use orion_services::store::{
+    EffectKey, LedgerStore, PullState, PullStore, PullVersion, Store, StoreError, UsageRecord,
+};
 use orion_services::vcs::{self, MergeOutcome, Workspace};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,12 +60,26 @@ pub struct DeveloperConfig {
 /// that mirrors them.
 pub(crate) struct ChangeDelivery {
     pub(crate) agent: AgentKind,
-    pub(crate) store: Arc<dyn Store>,
+    /// The effects ledger and the model usage it paid for.
+    pub(crate) ledger: Arc<dyn LedgerStore>,
+    /// The pull requests it opens and merges.
+    pub(crate) pulls: Arc<dyn PullStore>,
     pub(crate) forge: Option<GitHubForge>,
     pub(crate) config: DeveloperConfig,
 }
 
 impl ChangeDelivery {
+    /// The delivery of `agent`'s changes, on the aggregates of `store` it uses.
+    pub(crate) fn new(agent: AgentKind, store: Arc<dyn Store>, config: DeveloperConfig) -> Self {
+        Self {
+            agent,
+            ledger: store.clone(),
+            pulls: store,
+            forge: None,
+            config,
+        }
+    }
+
     /// The commit author, as git wants it.
     pub(crate) fn author(&self) -> (String, String) {
         (
@@ -77,7 +93,7 @@ impl ChangeDelivery {
     pub(crate) async fn mirror_pull(&self, task: &Task, ws: &Workspace, stats: &str) {
         let Some(forge) = &self.forge else { return };
         if matches!(
-            self.store.effect(task.id, &EffectKey::forge_pull()).await,
+            self.ledger.effect(task.id, &EffectKey::forge_pull()).await,
             Ok(Some(_))
         ) {
             return;
@@ -96,7 +112,7 @@ impl ChangeDelivery {
             Ok(pull) => {
                 let recorded = serde_json::to_value(&pull).unwrap_or_default();
                 if let Err(e) = self
-                    .store
+                    .ledger
                     .record_effect(task.id, &EffectKey::forge_pull(), "forge_pull", recorded)
                     .await
                 {
@@ -118,7 +134,7 @@ impl ChangeDelivery {
     ) {
         let Some(forge) = &self.forge else { return };
         let task = &assignment.task;
-        let Ok(Some(pull)) = self.store.effect(task.id, &EffectKey::forge_pull()).await else {
+        let Ok(Some(pull)) = self.ledger.effect(task.id, &EffectKey::forge_pull()).await else {
             return;
         };
         let Ok(pull) = serde_json::from_value::<ForgePull>(pull) else {
@@ -129,13 +145,13 @@ impl ChangeDelivery {
             Step::Merge { pull } => EffectKey::forge_approval(*pull),
             _ => EffectKey::forge_review(assignment.attempt),
         };
-        if matches!(self.store.effect(task.id, &key).await, Ok(Some(_))) {
+        if matches!(self.ledger.effect(task.id, &key).await, Ok(Some(_))) {
             return;
         }
         match forge.review(pull.number, event, body).await {
             Ok(()) => {
                 let _ = self
-                    .store
+                    .ledger
                     .record_effect(
                         task.id,
                         &key,
@@ -170,7 +186,7 @@ impl ChangeDelivery {
     ) -> Result<Outcome, TaskFailure> {
         let push_key = EffectKey::push(&head);
         if self
-            .store
+            .ledger
             .effect(task.id, &push_key)
             .await
             .map_err(store_failure)?
@@ -179,7 +195,7 @@ impl ChangeDelivery {
             let pushed = ws.clone();
             blocking(move || vcs::push_branch(&pushed)).await?;
             let record = serde_json::json!({ "branch": ws.branch, "head": head });
-            self.store
+            self.ledger
                 .record_effect(task.id, &push_key, "push", record)
                 .await
                 .map_err(store_failure)?;
@@ -189,7 +205,7 @@ impl ChangeDelivery {
             blocking(move || vcs::diff_stats(&ws)).await?
         };
         let pull = self
-            .store
+            .pulls
             .upsert_pull(PullVersion {
                 task_id: task.id,
                 repo: task.spec.repo.clone(),
@@ -233,7 +249,7 @@ impl ChangeDelivery {
         };
         let key = EffectKey::model_call(&context.step, context.attempt);
         if let Some(recorded) = self
-            .store
+            .ledger
             .effect(task.id, &key)
             .await
             .map_err(store_failure)?
@@ -244,7 +260,7 @@ impl ChangeDelivery {
         // The call's most expensive outcome is reserved against the budget before it is made.
         if let Some(budget) = task.spec.budget_usd.or(self.config.default_budget_usd) {
             let spent: f64 = self
-                .store
+                .ledger
                 .task_usage(task.id)
                 .await
                 .map_err(store_failure)?
@@ -305,7 +321,7 @@ impl ChangeDelivery {
                 completion_tokens: answer.usage.completion_tokens,
                 cost_usd: answer.cost_usd,
             };
-            self.store
+            self.ledger
                 .record_usage(&usage)
                 .await
                 .map_err(store_failure)?;
@@ -313,7 +329,7 @@ impl ChangeDelivery {
         let recorded = serde_json::to_value(&answer)
             .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         let first = self
-            .store
+            .ledger
             .record_effect(task.id, &key, "model_call", recorded)
             .await
             .map_err(store_failure)?;
@@ -326,7 +342,7 @@ impl ChangeDelivery {
         // A merge that happened is never made twice: a redelivery reads the ledger.
         let key = EffectKey::merge(pull);
         if let Some(result) = self
-            .store
+            .ledger
             .effect(task.id, &key)
             .await
             .map_err(store_failure)?
@@ -335,7 +351,7 @@ impl ChangeDelivery {
         }
         // Only what a review approved is merged: this task's pull request, in the state the
         // review moved it to, and exactly the commit it showed.
-        let approved = self.store.pull(pull).await.map_err(store_failure)?;
+        let approved = self.pulls.pull(pull).await.map_err(store_failure)?;
         if approved.task_id != task.id || approved.state != PullState::Approved {
             return Err(TaskFailure::new(
                 codes::MERGE_NOT_APPROVED,
@@ -353,7 +369,7 @@ impl ChangeDelivery {
         let head = match &outcome {
             MergeOutcome::FastForward { head } | MergeOutcome::MergeCommit { head } => head.clone(),
             MergeOutcome::Conflict { paths } => {
-                self.store
+                self.pulls
                     .set_pull_state(pull, PullState::Conflict, None)
                     .await
                     .map_err(store_failure)?;
@@ -368,11 +384,11 @@ impl ChangeDelivery {
         };
         let result = serde_json::json!({ "pull": pull, "merge": outcome, "head": head });
         let result = self
-            .store
+            .ledger
             .record_effect(task.id, &key, "merge", result)
             .await
             .map_err(store_failure)?;
-        self.store
+        self.pulls
             .set_pull_state(pull, PullState::Merged, Some(head))
             .await
             .map_err(store_failure)?;

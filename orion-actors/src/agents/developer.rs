@@ -124,12 +124,7 @@ impl DeveloperWork {
         Self {
             model,
             code,
-            delivery: ChangeDelivery {
-                agent: AgentKind::Developer,
-                store,
-                forge: None,
-                config,
-            },
+            delivery: ChangeDelivery::new(AgentKind::Developer, store, config),
         }
     }
 
@@ -415,18 +410,21 @@ impl DeveloperWork {
         comments: &[ReviewComment],
     ) -> Option<String> {
         let forge = self.delivery.forge.as_ref()?;
-        let pulls = self.delivery.store.list_pulls(None, 500).await.ok()?;
+        let pulls = self.delivery.pulls.list_pulls(None, 500).await.ok()?;
         let pull = pulls.iter().find(|p| p.head_oid == head_oid)?;
         let mirrored = self
             .delivery
-            .store
+            .ledger
             .effect(pull.task_id, &EffectKey::forge_pull())
             .await
             .ok()??;
         let forge_pull: ForgePull = serde_json::from_value(mirrored).ok()?;
         for (i, c) in comments.iter().enumerate() {
             let key = EffectKey::forge_comment(i);
-            if matches!(self.delivery.store.effect(task.id, &key).await, Ok(Some(_))) {
+            if matches!(
+                self.delivery.ledger.effect(task.id, &key).await,
+                Ok(Some(_))
+            ) {
                 continue;
             }
             match forge
@@ -436,7 +434,7 @@ impl DeveloperWork {
                 Ok(()) => {
                     let _ = self
                         .delivery
-                        .store
+                        .ledger
                         .record_effect(
                             task.id,
                             &key,

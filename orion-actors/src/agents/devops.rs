@@ -50,12 +50,7 @@ impl DevopsWork {
     ) -> Self {
         Self {
             model,
-            delivery: ChangeDelivery {
-                agent: AgentKind::Devops,
-                store,
-                forge: None,
-                config,
-            },
+            delivery: ChangeDelivery::new(AgentKind::Devops, store, config),
         }
     }
 
@@ -294,7 +289,7 @@ impl DevopsWork {
             .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         let plan: release::Plan = serde_json::from_value(
             self.delivery
-                .store
+                .ledger
                 .record_effect(
                     task.id,
                     &EffectKey::release_plan(),
@@ -343,8 +338,8 @@ impl DevopsWork {
         if task.spec.kind != TaskKind::Release {
             return Ok(Outcome::Completed { result });
         }
-        let store = &self.delivery.store;
-        let plan: release::Plan = store
+        let ledger = &self.delivery.ledger;
+        let plan: release::Plan = ledger
             .effect(task.id, &EffectKey::release_plan())
             .await
             .map_err(store_failure)?
@@ -353,7 +348,7 @@ impl DevopsWork {
                 TaskFailure::new(codes::INTERNAL, "the release's plan is not in the ledger")
             })?;
         let key = EffectKey::tag(&plan.tag);
-        if store
+        if ledger
             .effect(task.id, &key)
             .await
             .map_err(store_failure)?
@@ -367,7 +362,7 @@ impl DevopsWork {
                 format!("Release {}\n\n{}", plan.version, plan.section),
             );
             blocking(move || vcs::tag_and_push(&ws, &tag, &head, &notes, (&name, &email))).await?;
-            store
+            ledger
                 .record_effect(task.id, &key, "tag", json!({ "tag": plan.tag }))
                 .await
                 .map_err(store_failure)?;
@@ -396,7 +391,7 @@ impl DevopsWork {
         let ws = self.delivery.workspace(task).await?;
         let pr = self
             .delivery
-            .store
+            .pulls
             .pull(pull)
             .await
             .map_err(store_failure)?;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use orion_services::lifecycle::Lifecycle;
 use orion_services::secrets::Sealer;
-use orion_services::store::{AccessStore, LedgerStore, PullStore, TaskStore};
+use orion_services::store::{AccessStore, PullStore, TaskStore, UsageStore};
 
 use crate::auth::{Authenticator, SubmitLimiter};
 
@@ -81,13 +81,13 @@ impl Default for GatewayConfig {
 }
 
 /// What every handler shares. Handlers reach the store through the one aggregate they use
-/// (`tasks`, `pulls`, `ledger`, `access`); what moves a task goes through `lifecycle`.
+/// (`tasks`, `pulls`, `usage`, `access`); what moves a task goes through `lifecycle`.
 #[derive(Clone)]
 pub struct AppState {
     pub lifecycle: Lifecycle,
     pub tasks: Arc<dyn TaskStore>,
     pub pulls: Arc<dyn PullStore>,
-    pub ledger: Arc<dyn LedgerStore>,
+    pub usage: Arc<dyn UsageStore>,
     pub access: Arc<dyn AccessStore>,
     pub config: GatewayConfig,
     /// The nodes' heartbeats, kept by [`run`].
@@ -112,7 +112,7 @@ impl AppState {
         Self {
             tasks: store.clone(),
             pulls: store.clone(),
-            ledger: store.clone(),
+            usage: store.clone(),
             access: store,
             lifecycle,
             submit_limiter: Arc::new(SubmitLimiter::per_minute(config.submissions_per_minute)),

@@ -7,7 +7,8 @@ use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
 use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{
-    EffectKey, LedgerStore, PullState, PullStore, PullVersion, Store, StoreError, UsageRecord,
+    EffectKey, EffectStore, PullState, PullStore, PullVersion, Store, StoreError, UsageRecord,
+    UsageStore,
 };
 use orion_services::vcs::{self, MergeOutcome, Workspace};
 use std::path::PathBuf;
@@ -60,8 +61,10 @@ pub struct DeveloperConfig {
 /// that mirrors them.
 pub(crate) struct ChangeDelivery {
     pub(crate) agent: AgentKind,
-    /// The effects ledger and the model usage it paid for.
-    pub(crate) ledger: Arc<dyn LedgerStore>,
+    /// The effects ledger: what happened once.
+    pub(crate) ledger: Arc<dyn EffectStore>,
+    /// The model usage it paid for.
+    pub(crate) usage: Arc<dyn UsageStore>,
     /// The pull requests it opens and merges.
     pub(crate) pulls: Arc<dyn PullStore>,
     pub(crate) forge: Option<GitHubForge>,
@@ -74,6 +77,7 @@ impl ChangeDelivery {
         Self {
             agent,
             ledger: store.clone(),
+            usage: store.clone(),
             pulls: store,
             forge: None,
             config,
@@ -260,7 +264,7 @@ impl ChangeDelivery {
         // The call's most expensive outcome is reserved against the budget before it is made.
         if let Some(budget) = task.spec.budget_usd.or(self.config.default_budget_usd) {
             let spent: f64 = self
-                .ledger
+                .usage
                 .task_usage(task.id)
                 .await
                 .map_err(store_failure)?
@@ -321,7 +325,7 @@ impl ChangeDelivery {
                 completion_tokens: answer.usage.completion_tokens,
                 cost_usd: answer.cost_usd,
             };
-            self.ledger
+            self.usage
                 .record_usage(&usage)
                 .await
                 .map_err(store_failure)?;

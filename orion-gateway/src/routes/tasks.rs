@@ -189,7 +189,7 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
     let task = state.tasks.task(id).await?;
-    let calls = state.ledger.task_usage(id).await?;
+    let calls = state.usage.task_usage(id).await?;
     let mut body = serde_json::to_value(&task).map_err(ApiError::internal)?;
     body["usage"] =
         serde_json::to_value(UsageTotals::of_calls(&calls)).map_err(ApiError::internal)?;
@@ -231,7 +231,7 @@ pub async fn usage_summary(
                 reason: format!("`{group_by}` is not one of task, agent, model, day"),
             }
         })?;
-    let groups = state.ledger.usage(from, to, group).await?;
+    let groups = state.usage.usage(from, to, group).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "group_by": group,
         "from": from,
@@ -394,7 +394,7 @@ pub async fn usage(
 ) -> Result<HttpResponse, ApiError> {
     let id = task_id(&path)?;
     state.tasks.task(id).await?;
-    let calls = state.ledger.task_usage(id).await?;
+    let calls = state.usage.task_usage(id).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "totals": UsageTotals::of_calls(&calls),
         "calls": calls,

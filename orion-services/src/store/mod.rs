@@ -10,11 +10,13 @@ mod effects;
 mod entity;
 mod pulls;
 mod sql;
+mod usage;
 
 pub use access::{ApiKey, AuditEntry, NewApiKey, NewAudit, RepoCredential};
-pub use effects::{EffectKey, UsageGroup, UsageRecord, UsageSum, UsageTotals};
+pub use effects::EffectKey;
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
+pub use usage::{UsageGroup, UsageRecord, UsageSum, UsageTotals};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -225,9 +227,9 @@ pub trait PullStore: Send + Sync + 'static {
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
 }
 
-/// The effects ledger (what happened once) and the model usage it paid for.
+/// The effects ledger: what happened once, by (task, key).
 #[async_trait]
-pub trait LedgerStore: Send + Sync + 'static {
+pub trait EffectStore: Send + Sync + 'static {
     /// What an earlier delivery of (task, step) did, if it did.
     async fn effect(
         &self,
@@ -244,7 +246,11 @@ pub trait LedgerStore: Send + Sync + 'static {
         kind: &str,
         result: serde_json::Value,
     ) -> Result<serde_json::Value, StoreError>;
+}
 
+/// Model usage: every call's tokens and cost, and their sums.
+#[async_trait]
+pub trait UsageStore: Send + Sync + 'static {
     async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError>;
 
     async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError>;
@@ -296,12 +302,12 @@ pub trait AccessStore: Send + Sync + 'static {
 
 /// Durable state: every aggregate's trait, as one object for whoever needs several. Each is
 /// implemented by [`SqlStore`] in its own file, with no forwarding between them.
-pub trait Store: TaskStore + PullStore + LedgerStore + AccessStore {}
+pub trait Store: TaskStore + PullStore + EffectStore + UsageStore + AccessStore {}
 
-impl<T: TaskStore + PullStore + LedgerStore + AccessStore> Store for T {}
+impl<T: TaskStore + PullStore + EffectStore + UsageStore + AccessStore> Store for T {}
 
 /// The aggregate traits, for `use orion_services::store::traits::*` where a `dyn Store`'s
 /// methods are called.
 pub mod traits {
-    pub use super::{AccessStore, LedgerStore, PullStore, Store, TaskStore};
+    pub use super::{AccessStore, EffectStore, PullStore, Store, TaskStore, UsageStore};
 }

@@ -77,23 +77,6 @@ pub struct ModelFetchArgs {
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-pub struct BenchModelArgs {
-    /// The GGUF file (default: the configured local model).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Tokens to generate per run.
-    #[arg(long, default_value_t = 128)]
-    pub tokens: u32,
-    /// Runs to take the median of.
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// Measure one weight layout (`fast` or `shipped`) in this process and print its figures
-    /// as JSON: what the benchmark runs each of its measurements in.
-    #[arg(long, hide = true)]
-    pub layout: Option<String>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum EvalCommand {
     /// Context selection on a repository's own history: each small commit's message is the
@@ -200,7 +183,7 @@ pub enum BenchCommand {
     Cluster(orion_bench::ClusterArgs),
     /// The local model: prompt and generation tokens per second on one thread and on all
     /// cores, and the memory the loaded model takes.
-    Model(BenchModelArgs),
+    Model(orion_bench::ModelArgs),
     /// A bare NATS responder that echoes each request: the baseline `bench cluster` runs in a
     /// process of its own, as it runs the agent's node.
     #[command(hide = true)]

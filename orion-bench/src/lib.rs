@@ -5,12 +5,13 @@
 //! - [`analysis`]: lines per second of the full analysis against a bare tree-sitter parse
 //!   (and lizard, where installed).
 //! - [`cluster`]: the cluster runtime against bare NATS and JetStream on the same server.
-//!
-//! The local model's bench (`orion bench model`) stays with the model's command, which it
-//! re-runs in child processes.
+//! - [`model`] (feature `local-model`): the in-process model's token rates, against its
+//!   weights as shipped.
 
 pub mod analysis;
 pub mod cluster;
+#[cfg(feature = "local-model")]
+pub mod model;
 
 use clap::Args;
 
@@ -69,4 +70,21 @@ pub struct AnalyzeArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// The GGUF file (default: the configured local model).
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    /// Tokens to generate per run.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: u32,
+    /// Runs to take the median of.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Measure one weight layout (`fast` or `shipped`) in this process and print its figures
+    /// as JSON: what the benchmark runs each of its measurements in.
+    #[arg(long, hide = true)]
+    pub layout: Option<String>,
 }

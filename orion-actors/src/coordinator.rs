@@ -323,6 +323,18 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
         data: by(serde_json::json!({})),
         ..Change::default()
     };
+    // A report of an older attempt (its task was reclaimed and assigned again since) moves
+    // nothing: the newer attempt's reports decide. The event log says it came.
+    let current = lifecycle.store().task(id).await?.attempts;
+    if report.attempt < current {
+        tracing::info!(task = %id, attempt = report.attempt, current, "a report of an older attempt is ignored");
+        let data = serde_json::json!({
+            "message": format!("a report of attempt {} is ignored: the task is at attempt {current}", report.attempt),
+            "stale_attempt": report.attempt,
+        });
+        lifecycle.note(id, by(data)).await?;
+        return Ok(());
+    }
     match report.outcome {
         Outcome::Started => {
             lifecycle

@@ -273,6 +273,56 @@ async fn a_task_whose_messages_are_lost_is_queued_again_after_its_lease() {
         ("assigned", 3),
         "a held assignment's task is not taken again"
     );
+    // The first attempt's agent reports late that it completed: the report moves nothing,
+    // and the log says it came. The current attempt's report does move the task.
+    let task_id: orion_bus::TaskId = id.parse().unwrap();
+    let report = |attempt: i32, outcome: orion_bus::Outcome, state: &str| {
+        let envelope = orion_bus::Envelope::new(
+            "a-late-node",
+            orion_bus::Body::Report(orion_bus::WorkReport {
+                task_id,
+                agent: AgentKind::Analyzer,
+                attempt,
+                outcome,
+            }),
+        );
+        let id = orion_bus::MessageId::report(task_id, attempt, &orion_bus::Step::Work, state);
+        (id, envelope)
+    };
+    let (late, stale) = report(
+        1,
+        orion_bus::Outcome::Completed {
+            result: json!({ "from": "the first attempt" }),
+        },
+        "completed",
+    );
+    lifecycle
+        .bus()
+        .enqueue_as(orion_bus::Queue::Results, &late, &stale)
+        .await
+        .unwrap();
+    crate::support::eventually(
+        "the stale report to be noted",
+        Duration::from_secs(10),
+        || async {
+            let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+            events["items"]
+                .as_array()?
+                .iter()
+                .any(|e| e["data"]["stale_attempt"] == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    let task = lifecycle.store().task(task_id).await.unwrap();
+    assert_eq!((task.status.as_str(), task.result), ("assigned", None));
+    let (current, started) = report(3, orion_bus::Outcome::Started, "started");
+    lifecycle
+        .bus()
+        .enqueue_as(orion_bus::Queue::Results, &current, &started)
+        .await
+        .unwrap();
+    app.wait_for(&id, "running").await;
     second.ack().await.unwrap();
 }
 

@@ -29,18 +29,34 @@ fn require_cluster(settings: &Settings, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn until_signal() -> anyhow::Result<()> {
-    let mut terminate =
-        actix_rt::signal::unix::signal(actix_rt::signal::unix::SignalKind::terminate())
-            .context("while installing the SIGTERM handler")?;
-    tokio::select! {
-        r = actix_rt::signal::ctrl_c() => r.context("while waiting for Ctrl-C")?,
-        _ = terminate.recv() => {}
+/// SIGTERM and SIGINT, listened for from the moment this is made: made before a process
+/// says it is up, so a signal sent as soon as it says so is never the default (fatal) one.
+struct Signals {
+    terminate: actix_rt::signal::unix::Signal,
+    interrupt: actix_rt::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use actix_rt::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())
+                .context("while installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt())
+                .context("while installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    let signals = Signals::install()?;
     apply_data_dir(&mut settings, args.data);
     if let Some(listen) = args.listen {
         settings.server.listen = listen;
@@ -63,6 +79,7 @@ pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode
         say!("auth is off (auth.mode = \"none\"): loopback only, every caller is admin");
     }
     serve_until_signal(
+        signals,
         Some(embedded.gateway.server),
         Some(&embedded.node),
         &settings,
@@ -76,6 +93,7 @@ pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode
 /// finishes, and past `node.drain_timeout_secs` goes back to the bus; then its HTTP server
 /// (if any) stops, finishing the requests it is answering.
 async fn serve_until_signal(
+    mut signals: Signals,
     server: Option<orion_gateway::Server>,
     node: Option<&orion_actors::NodeHandle>,
     settings: &Settings,
@@ -89,7 +107,7 @@ async fn serve_until_signal(
         }
     };
     tokio::select! {
-        signal = until_signal() => signal?,
+        () = signals.wait() => {}
         served = served => served?,
     }
     if let Some(node) = node {
@@ -112,6 +130,7 @@ async fn serve_until_signal(
 }
 
 pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
+    let signals = Signals::install()?;
     require_cluster(&settings, "gateway")?;
     anyhow::ensure!(
         settings.auth.mode != AuthMode::None,
@@ -140,10 +159,11 @@ pub async fn gateway(settings: Settings) -> anyhow::Result<ExitCode> {
     let gateway = app::start_gateway(&services, &settings)?;
     tracing::info!(addr = %gateway.addr, node = %name, "gateway listening");
     say!("gateway listening on http://{}", gateway.addr);
-    serve_until_signal(Some(gateway.server), None, &settings, &name).await
+    serve_until_signal(signals, Some(gateway.server), None, &settings, &name).await
 }
 
 pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
+    let signals = Signals::install()?;
     if let Some(agents) = args.agents {
         settings.node.agents = agents;
     }
@@ -174,7 +194,7 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
         say!("node {name} serves metrics on http://{bound}/metrics");
     }
     say!("node {name} running {:?}", settings.node.agents);
-    serve_until_signal(None, Some(&node), &settings, &name).await
+    serve_until_signal(signals, None, Some(&node), &settings, &name).await
 }
 
 pub async fn migrate(args: DataArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {

@@ -165,17 +165,10 @@ pub fn start_node(
             timeout: Duration::from_secs(d.test_timeout_secs),
             sandbox: orion_services::sandbox::Sandbox::new(
                 orion_services::sandbox::SandboxConfig {
-                    denied: vec![
-                        std::path::absolute(&settings.data_dir)
-                            .unwrap_or_else(|_| settings.data_dir.clone()),
-                    ],
+                    denied: vec![settings.data_dir_absolute()],
                     ..settings.sandbox.clone()
                 },
             ),
-            exclude: vec![
-                std::path::absolute(&settings.data_dir)
-                    .unwrap_or_else(|_| settings.data_dir.clone()),
-            ],
         },
         plugins: settings.plugins()?,
         task_lease: Duration::from_secs(settings.node.task_lease_secs),

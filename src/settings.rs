@@ -248,14 +248,18 @@ impl Settings {
         self.data_dir.join("models")
     }
 
-    /// Where the local model is (or would be, once fetched).
+    /// The data directory as an absolute path (what the sandbox and the repository policy
+    /// keep out of reach).
+    pub fn data_dir_absolute(&self) -> PathBuf {
+        std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone())
+    }
+
     /// Where a task's `repo` may point: the configured roots and hosts (in a cluster, none
     /// until configured; embedded, any), never inside this process's data directory.
     pub fn repo_policy(&self) -> orion_services::vcs::RepoPolicy {
         let cluster = self.bus.url.is_some();
         let security = &self.security;
-        let data_dir =
-            std::path::absolute(&self.data_dir).unwrap_or_else(|_| self.data_dir.clone());
+        let data_dir = self.data_dir_absolute();
         orion_services::vcs::RepoPolicy {
             roots: security
                 .repo_roots

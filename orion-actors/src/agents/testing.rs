@@ -29,10 +29,9 @@ pub struct TestingConfig {
     /// `sandbox.setup_network` lets it reach the network, else none.
     pub setup: Option<Vec<String>>,
     pub timeout: Duration,
-    /// Where repository code runs.
+    /// Where repository code runs; its `denied` paths (the node's data directory) are never
+    /// copied into a test run's tree either.
     pub sandbox: Sandbox,
-    /// Never copied into a test run's tree (the node's data directory).
-    pub exclude: Vec<PathBuf>,
 }
 
 /// `test` tasks, and the test step of `develop` tasks.
@@ -242,7 +241,7 @@ impl Work for TestingWork {
             }
             None => {
                 let from = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
-                let (to, exclude) = (into.clone(), self.config.exclude.clone());
+                let (to, exclude) = (into.clone(), self.config.sandbox.config.denied.clone());
                 tokio::task::spawn_blocking(move || copy_tree(&from, &to, &exclude).map(|()| to))
                     .await
                     .map_err(|e| TaskFailure::new(codes::INTERRUPTED, e.to_string()))?

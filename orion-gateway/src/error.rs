@@ -366,11 +366,6 @@ impl From<StoreError> for ApiError {
             StoreError::PullNotFound(id) => ApiError::PullNotFound(id),
             StoreError::ApiKeyNotFound(id) => ApiError::ApiKeyNotFound(id),
             StoreError::CredentialNotFound(id) => ApiError::CredentialNotFound(id),
-            StoreError::PullChanged { pull, head } => ApiError::PullChanged { pull, head },
-            StoreError::PullNotOpen { pull, ref state } => ApiError::NotAwaitingReview {
-                pull,
-                state: pull_state_name(state),
-            },
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %e, "store unavailable");
                 ApiError::Unavailable("database")
@@ -378,11 +373,6 @@ impl From<StoreError> for ApiError {
             other => ApiError::internal(other),
         }
     }
-}
-
-/// A stored pull request state's name, as the API spells it.
-fn pull_state_name(state: &str) -> &'static str {
-    orion_services::store::PullState::parse(state).map_or("unknown", |s| s.as_str())
 }
 
 impl From<orion_services::review_gate::GateError> for ApiError {

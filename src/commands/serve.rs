@@ -109,6 +109,10 @@ async fn serve_until_signal(
     tokio::select! {
         () = signals.wait() => {}
         served = served => served?,
+        // An actor past its restart rate: no drain, the bus redelivers what this node held.
+        () = orion_actors::supervision::crash_looped() => {
+            return Ok(ExitCode::from(orion_actors::supervision::CRASH_LOOP_EXIT));
+        }
     }
     if let Some(node) = node {
         // Kubernetes sends SIGTERM on every rollout: finish what is in flight, hand back what

@@ -30,12 +30,35 @@ pub struct Services {
     pub lifecycle: Lifecycle,
 }
 
+/// How long a starting process waits for a database that does not answer (an outage, or a
+/// server still starting) before it gives up.
+const STORE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Opens (and migrates) the store; while the database is unreachable, tries again with a
+/// growing pause for up to [`STORE_PATIENCE`], so a process started during an outage waits it
+/// out like a running one does.
+async fn open_store(url: &str) -> anyhow::Result<SqlStore> {
+    let (mut waited, mut pause) = (Duration::ZERO, Duration::from_millis(250));
+    loop {
+        match SqlStore::connect(url).await {
+            Ok(store) => return Ok(store),
+            Err(e @ orion_services::store::StoreError::Unavailable(_))
+                if waited < STORE_PATIENCE =>
+            {
+                tracing::warn!(error = %e, ?pause, "the database does not answer; waiting");
+                tokio::time::sleep(pause).await;
+                waited += pause;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e).context("while opening the database"),
+        }
+    }
+}
+
 /// Connects to the configured database (migrating it) and bus.
 pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services> {
     let url = settings.database_url()?;
-    let store = SqlStore::connect(&url)
-        .await
-        .context("while opening the database")?;
+    let store = open_store(&url).await?;
     let subjects =
         Subjects::new(settings.bus.prefix.clone()).context("while reading bus.prefix")?;
     let bus: Arc<dyn Bus> = match &settings.bus.url {

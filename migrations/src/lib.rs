@@ -13,6 +13,7 @@ mod m20261125_000004_effects_and_usage;
 mod m20261125_000005_task_budget;
 mod m20261125_000006_access;
 mod m20261126_000007_task_input;
+mod m20261204_000008_effect_claims;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000005_task_budget::Migration),
             Box::new(m20261125_000006_access::Migration),
             Box::new(m20261126_000007_task_input::Migration),
+            Box::new(m20261204_000008_effect_claims::Migration),
         ]
     }
 }

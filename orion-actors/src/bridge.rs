@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::agents::AgentActor;
 use crate::coordinator::Coordinator;
-use crate::messages::{Ask, Cancel, Drain};
+use crate::messages::{Ask, Cancel, Drain, Stop};
 use crate::messages::{
     HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived, TaskArrived,
 };
@@ -39,6 +39,9 @@ const OUTAGE_PATIENCE: Duration = Duration::from_secs(300);
 const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Requests answered at once per agent kind, per unit of `concurrency` (answers are short).
 const REQUESTS_PER_SLOT: usize = 8;
+/// Extensions of a delivery missed in a row (one every third of the ack wait) after which
+/// the message is taken for lost and its work stopped.
+const LOST_AFTER_MISSED: u32 = 2;
 /// How long handing back the work in flight may take once a drain's deadline has passed.
 const HAND_BACK: Duration = Duration::from_secs(5);
 
@@ -101,7 +104,7 @@ impl BusBridge {
         concurrency: usize,
         route: F,
     ) where
-        F: Fn(Envelope, tracing::Span) -> Fut + 'static,
+        F: Fn(Envelope, tracing::Span, uuid::Uuid) -> Fut + 'static,
         Fut: Future<Output = Result<(), HandleError>> + 'static,
     {
         let bus = self.bus.clone();
@@ -155,8 +158,11 @@ impl BusBridge {
                     );
                     orion_services::telemetry::follow(&span, envelope.traceparent.as_deref());
                     orion_services::telemetry::record_trace_id(&span);
+                    // This delivery's work, however often an outage makes it start over: the
+                    // holder of the effects it claims.
+                    let run = uuid::Uuid::now_v7();
                     let outcome = patiently(&delivery, progress_every, abandon, || {
-                        route(envelope.clone(), span.clone()).instrument(span.clone())
+                        route(envelope.clone(), span.clone(), run).instrument(span.clone())
                     })
                     .await;
                     settle(&delivery, label, outcome).await;
@@ -264,6 +270,7 @@ where
     };
     let mut handed_back = std::pin::pin!(handed_back);
     let mut work = std::pin::pin!(work);
+    let mut missed = 0u32;
     let mut ticks = tokio::time::interval_at(
         tokio::time::Instant::now() + every,
         every.max(Duration::from_millis(10)),
@@ -275,8 +282,19 @@ where
                 return Err(HandleError::Retry("the node is stopping; handed back".into()));
             }
             _ = ticks.tick() => {
-                if let Err(e) = delivery.in_progress().await {
-                    tracing::warn!(error = %e, "could not extend a delivery");
+                match delivery.in_progress().await {
+                    Ok(()) => missed = 0,
+                    Err(e) => {
+                        missed += 1;
+                        tracing::warn!(error = %e, missed, "could not extend a delivery");
+                        // Two thirds of the ack wait without an extension: the bus may give
+                        // the message to another node at any moment, so this run stops.
+                        if missed >= LOST_AFTER_MISSED {
+                            return Err(HandleError::Retry(
+                                "the delivery could not be extended; handed back".into(),
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -392,7 +410,7 @@ impl Actor for BusBridge {
                 ctx,
                 vec![Queue::Coordinators],
                 self.concurrency,
-                move |envelope, span| {
+                move |envelope, span, _| {
                     let coordinator = to_coordinator.clone();
                     async move {
                         match envelope.body {
@@ -417,7 +435,7 @@ impl Actor for BusBridge {
                 ctx,
                 vec![Queue::Results],
                 self.concurrency,
-                move |envelope, span| {
+                move |envelope, span, _| {
                     let coordinator = coordinator.clone();
                     async move {
                         match envelope.body {
@@ -445,14 +463,19 @@ impl Actor for BusBridge {
                 ctx,
                 Queue::work_by_priority(kind).to_vec(),
                 concurrency,
-                move |envelope, span| {
+                move |envelope, span, run| {
                     let agent = agent.clone();
                     async move {
                         match envelope.body {
-                            Body::Assignment(assignment) if assignment.agent == kind => agent
-                                .send(Perform(assignment, span))
-                                .await
-                                .map_err(mailbox)?,
+                            Body::Assignment(assignment) if assignment.agent == kind => {
+                                // Dropped with this future (the message handed back), it
+                                // stops the step's work.
+                                let (stop, _stops_the_work) = Stop::new();
+                                agent
+                                    .send(Perform(assignment, span, stop, run))
+                                    .await
+                                    .map_err(mailbox)?
+                            }
                             _ => Err(unexpected(&envelope)),
                         }
                     }

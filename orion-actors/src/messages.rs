@@ -70,10 +70,45 @@ pub struct ReportArrived {
     pub span: tracing::Span,
 }
 
-/// An agent is to do an assignment.
+/// An agent is to do an assignment; the work stops when its [`Stop`] is used. The id names
+/// the delivery's work (the run) that holds the effects the step claims: the same for every
+/// start the delivery makes after an outage, another for any other delivery.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), HandleError>")]
-pub struct Perform(pub Assignment, pub tracing::Span);
+pub struct Perform(pub Assignment, pub tracing::Span, pub Stop, pub uuid::Uuid);
+
+/// What stops a step's work. The agent runs the step under it (a cancelled task uses it
+/// too); the sender keeps the other half, [`StopOnDrop`], which stops the work if it is
+/// dropped before the work ends: a message the bus handed back, or may have lost, leaves no
+/// run of its step behind to race the next delivery's.
+#[derive(Debug)]
+pub struct Stop {
+    pub(crate) handle: futures_util::future::AbortHandle,
+    pub(crate) registration: futures_util::future::AbortRegistration,
+}
+
+/// The sender's half of a [`Stop`]: stops the work when dropped (a no-op once it ended).
+#[derive(Debug)]
+pub struct StopOnDrop(futures_util::future::AbortHandle);
+
+impl Stop {
+    pub fn new() -> (Self, StopOnDrop) {
+        let (handle, registration) = futures_util::future::AbortHandle::new_pair();
+        (
+            Self {
+                handle: handle.clone(),
+                registration,
+            },
+            StopOnDrop(handle),
+        )
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// A review was submitted: the coordinator resumes the task.
 #[derive(Debug, Message)]

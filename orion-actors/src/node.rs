@@ -102,6 +102,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
                 agent: kind,
                 bus: lifecycle.bus().clone(),
                 repos: Arc::new(config.repos.clone()),
+                run: Default::default(),
             },
             work,
             store: lifecycle.store().clone(),

@@ -134,6 +134,7 @@ fn agent(bus: Arc<dyn Bus>, store: Arc<dyn orion_services::store::Store>, node: 
             agent: AgentKind::Analyzer,
             bus,
             repos: Default::default(),
+            run: Default::default(),
         },
         work: Arc::new(Instant0),
         store,

@@ -37,6 +37,28 @@ pub enum ForgeReviewEvent {
     Comment,
 }
 
+/// What Orion posts on a forge's pull request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForgePost {
+    Review,
+    LineComment,
+}
+
+impl ForgePost {
+    fn path(self) -> &'static str {
+        match self {
+            Self::Review => "reviews",
+            Self::LineComment => "comments",
+        }
+    }
+}
+
+/// The mark a post carries in its body (an HTML comment, which the forge does not show), so
+/// that it can be found again: the task and the effect's key.
+pub fn post_mark(task: impl std::fmt::Display, key: &str) -> String {
+    format!("<!-- orion:{task}:{key} -->")
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
     #[error("the forge could not be reached: {0}")]
@@ -73,20 +95,8 @@ impl GitHubForge {
         )
     }
 
-    async fn post(
-        &self,
-        rest: &str,
-        body: serde_json::Value,
-    ) -> Result<serde_json::Value, ForgeError> {
-        let response = self
-            .http
-            .post(self.url(rest))
-            .bearer_auth(self.config.token.expose_secret())
-            .header("accept", "application/vnd.github+json")
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+    /// Reads one answer: the body of a success, or the refusal.
+    async fn answer(response: reqwest::Response) -> Result<serde_json::Value, ForgeError> {
         let status = response.status();
         let text = response
             .text()
@@ -102,6 +112,69 @@ impl GitHubForge {
             status: status.as_u16(),
             message: e.to_string(),
         })
+    }
+
+    async fn get(&self, rest: &str) -> Result<serde_json::Value, ForgeError> {
+        let response = self
+            .http
+            .get(self.url(rest))
+            .bearer_auth(self.config.token.expose_secret())
+            .header("accept", "application/vnd.github+json")
+            .send()
+            .await
+            .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+        Self::answer(response).await
+    }
+
+    async fn post(
+        &self,
+        rest: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ForgeError> {
+        let response = self
+            .http
+            .post(self.url(rest))
+            .bearer_auth(self.config.token.expose_secret())
+            .header("accept", "application/vnd.github+json")
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ForgeError::Unreachable(e.to_string()))?;
+        Self::answer(response).await
+    }
+
+    /// The pull request open (or closed) for branch `head`, if the forge has one: how a
+    /// claim to open it, left pending by a lost run, is settled.
+    pub async fn find_pull(&self, head: &str) -> Result<Option<ForgePull>, ForgeError> {
+        let owner = &self.config.owner;
+        let found = self
+            .get(&format!("pulls?state=all&head={owner}:{head}"))
+            .await?;
+        let pulls: Vec<ForgePull> =
+            serde_json::from_value(found).map_err(|e| ForgeError::Refused {
+                status: 200,
+                message: e.to_string(),
+            })?;
+        Ok(pulls.into_iter().next())
+    }
+
+    /// Whether a review (`reviews`) or a line comment (`comments`) of pull request `number`
+    /// carries `mark` in its body: how a claim to post one, left pending by a lost run, is
+    /// settled.
+    pub async fn posted(
+        &self,
+        number: u64,
+        what: ForgePost,
+        mark: &str,
+    ) -> Result<bool, ForgeError> {
+        let listed = self
+            .get(&format!("pulls/{number}/{}?per_page=100", what.path()))
+            .await?;
+        Ok(listed.as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|i| i["body"].as_str().is_some_and(|b| b.contains(mark)))
+        }))
     }
 
     /// Opens the pull request of `head` into `base`.

@@ -94,7 +94,11 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     Mock::given(method("POST"))
         .and(path("/repos/acme/widgets/pulls/7/comments"))
         .and(wiremock::matchers::body_partial_json(
-            json!({ "path": "app/util.py", "line": 2, "side": "RIGHT", "body": "Overflow?" }),
+            json!({ "path": "app/util.py", "line": 2, "side": "RIGHT" }),
+        ))
+        // The comment, with the invisible mark a lost run's claim is settled by.
+        .and(wiremock::matchers::body_string_contains(
+            "Overflow?\\n\\n<!-- orion:",
         ))
         .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 3 })))
         .expect(1)
@@ -299,9 +303,12 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         mirrored[1]["path"], "app/util.py",
         "the review task's comment"
     );
-    assert_eq!(
-        mirrored[2],
-        json!({ "event": "REQUEST_CHANGES", "body": "note it in CHANGES.md" })
+    assert_eq!(mirrored[2]["event"], "REQUEST_CHANGES");
+    // The body carries an invisible mark, by which a lost run's claim is settled.
+    let body = mirrored[2]["body"].as_str().unwrap();
+    assert!(
+        body.starts_with("note it in CHANGES.md\n\n<!-- orion:") && body.ends_with(" -->"),
+        "{body}"
     );
     assert_eq!(mirrored[3]["event"], "APPROVE");
 

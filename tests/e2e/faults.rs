@@ -1,7 +1,9 @@
 //! Faults with real processes and hundreds of tasks in flight: a node (and the coordinator
 //! on it) killed with SIGKILL, the NATS server restarted, the Postgres server restarted.
-//! What must hold: every acknowledged submission completes, none completes twice, and the
-//! gateway says 503 while a service is down and recovers by itself.
+//! What must hold: every acknowledged submission is stored once (a submission retried with
+//! its idempotency key is not a second task) and completes, and the gateway says 503 while a
+//! service is down and recovers by itself. The effects of tasks (pushes, pull requests,
+//! merges, paid model calls) are counted under faults in `chaos.rs`.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -46,23 +48,21 @@ async fn submit_all(client: &awc::Client, base: &str, repo: &str, stem: &str) ->
         .await
 }
 
-/// How many tasks are in `status`, and how many completed more than once, read from the
-/// database itself.
+/// How many tasks completed, and how many are stored at all, read from the database itself.
 async fn tally(db_url: &str) -> Option<(i64, i64)> {
     let db = Database::connect(db_url).await.ok()?;
     let row = db
         .query_one_raw(Statement::from_string(
             db.get_database_backend(),
             "SELECT (SELECT count(*) FROM tasks WHERE status = 'completed') AS done, \
-             (SELECT count(*) FROM (SELECT task_id FROM task_events WHERE event_type = 'completed' \
-              GROUP BY task_id HAVING count(*) > 1) twice) AS twice",
+             (SELECT count(*) FROM tasks) AS stored",
         ))
         .await
         .ok()??;
     let done: i64 = row.try_get("", "done").ok()?;
-    let twice: i64 = row.try_get("", "twice").ok()?;
+    let stored: i64 = row.try_get("", "stored").ok()?;
     let _ = db.close().await;
-    Some((done, twice))
+    Some((done, stored))
 }
 
 fn node(env: &[(&str, String)], name: &str) -> Process {
@@ -86,21 +86,21 @@ async fn completed_at_least(db_url: &str, n: usize) -> usize {
     .await
 }
 
-/// Waits until every task completed, and checks that none completed twice.
+/// Waits until every task completed, and checks that no submission was stored twice.
 async fn every_task_completes_once(db_url: &str) {
-    let (done, twice) = eventually(
+    let (done, stored) = eventually(
         "every task to complete",
         Duration::from_secs(180),
         || async {
-            let (done, twice) = tally(db_url).await?;
-            (done as usize >= TASKS).then_some((done, twice))
+            let (done, stored) = tally(db_url).await?;
+            (done as usize >= TASKS).then_some((done, stored))
         },
     )
     .await;
     assert_eq!(
-        (done as usize, twice),
-        (TASKS, 0),
-        "each task completed, once"
+        (done as usize, stored as usize),
+        (TASKS, TASKS),
+        "each submission stored once, and completed"
     );
 }
 
@@ -136,14 +136,14 @@ async fn five_hundred_tasks_complete_once_each_when_a_node_and_its_coordinator_a
 }
 
 /// A NATS server of the test's own (with JetStream on disk), restartable on the same port.
-struct Nats {
+pub(crate) struct Nats {
     port: u16,
     dir: crate::support::TempDir,
     process: Option<Process>,
 }
 
 impl Nats {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let mut nats = Self {
             port: crate::support::free_port(),
             dir: crate::support::TempDir::new(),
@@ -153,7 +153,7 @@ impl Nats {
         nats
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
@@ -171,7 +171,7 @@ impl Nats {
         self.process = Some(crate::support::nats_server(self.port, &args).await);
     }
 
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         self.process = None; // killed
         self.up().await;
     }
@@ -215,7 +215,7 @@ async fn no_acknowledged_submission_is_lost_when_nats_restarts_and_everyone_reco
 
 /// A Postgres server of the test's own (Debian's binaries, trust authentication, on a free
 /// port), stopped hard and started again on the same data.
-struct Postgres {
+pub(crate) struct Postgres {
     bin: std::path::PathBuf,
     dir: crate::support::TempDir,
     port: u16,
@@ -245,7 +245,7 @@ impl Postgres {
         assert!(status.success(), "{} {args:?}", program.display());
     }
 
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("Debian's postgresql package (scripts/services.sh installs it)")
             .filter_map(Result::ok)
@@ -271,7 +271,7 @@ impl Postgres {
         self.dir.path().join("data").to_string_lossy().into_owned()
     }
 
-    fn up(&self) {
+    pub(crate) fn up(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port,
@@ -293,14 +293,14 @@ impl Postgres {
         );
     }
 
-    fn down(&self) {
+    pub(crate) fn down(&self) {
         self.run(
             "pg_ctl",
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         );
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
 }

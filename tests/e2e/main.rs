@@ -7,6 +7,7 @@
 mod analysis;
 mod api;
 mod bus_contract;
+mod chaos;
 mod cli;
 mod cluster;
 mod code_intel;

@@ -112,6 +112,7 @@ async fn panicky_node(panics: u32) -> (TestApp, actix::Addr<orion_actors::BusBri
             agent: AgentKind::Analyzer,
             bus: lifecycle.bus().clone(),
             repos: Default::default(),
+            run: Default::default(),
         },
         work: std::sync::Arc::new(Panicky {
             panics: panics.into(),
@@ -386,6 +387,7 @@ async fn a_task_whose_message_is_dead_lettered_fails_with_the_reason() {
             agent: AgentKind::Analyzer,
             bus: lifecycle.bus().clone(),
             repos: Default::default(),
+            run: Default::default(),
         },
         work: std::sync::Arc::new(Panicky { panics: 0.into() }),
         store: lifecycle.store().clone(),

@@ -1,10 +1,13 @@
 //! The store, on Postgres and on SQLite: the same suite against both.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use orion_bus::{EventType, Priority, TaskFailure, TaskKind, TaskSpec, TaskStatus};
 use orion_services::store::traits::*;
-use orion_services::store::{AgentSnapshot, SqlStore, StoreError, TaskQuery, Transition};
+use orion_services::store::{
+    AgentSnapshot, Claim, Fence, SqlStore, StoreError, TaskQuery, Transition,
+};
 
 use crate::support::{PgDatabase, TempDir};
 
@@ -359,6 +362,183 @@ async fn snapshots_are_saved_and_replaced(h: Harness) {
     h.finish().await;
 }
 
+fn fence(attempt: i32) -> Fence {
+    Fence {
+        attempt,
+        run: uuid::Uuid::now_v7(),
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+async fn stored_task(h: &Harness) -> orion_bus::TaskId {
+    h.store
+        .create_task(spec(TaskKind::Develop), None, Some("n1"))
+        .await
+        .unwrap()
+        .0
+        .id
+}
+
+/// Sixteen runs of one attempt claim one effect at the same moment: one acts, the others
+/// wait; once the holder records the outcome, every run (of any attempt) reads it.
+async fn of_runs_claiming_one_effect_at_once_exactly_one_acts(h: Harness) {
+    let task = stored_task(&h).await;
+    let runs: Vec<Fence> = (0..16).map(|_| fence(1)).collect();
+    let claims = futures_util::future::join_all(
+        runs.iter()
+            .map(|run| h.store.claim_effect(task, "push:abc", "push", *run, LEASE)),
+    )
+    .await;
+    let claims: Vec<Claim> = claims.into_iter().map(Result::unwrap).collect();
+    let held: Vec<usize> = (0..16)
+        .filter(|i| matches!(claims[*i], Claim::Held { .. }))
+        .collect();
+    assert_eq!(held.len(), 1, "{claims:?}");
+    assert_eq!(
+        claims.iter().filter(|c| **c == Claim::Busy).count(),
+        15,
+        "{claims:?}"
+    );
+    assert_eq!(
+        h.store.effect(task, "push:abc").await.unwrap(),
+        None,
+        "a pending claim is not an outcome"
+    );
+    let holder = runs[held[0]];
+    let outcome = serde_json::json!({ "head": "abc" });
+    assert_eq!(
+        h.store
+            .settle_effect(task, "push:abc", holder, outcome.clone())
+            .await
+            .unwrap(),
+        Some(outcome.clone())
+    );
+    for run in [runs[(held[0] + 1) % 16], fence(2)] {
+        assert_eq!(
+            h.store
+                .claim_effect(task, "push:abc", "push", run, LEASE)
+                .await
+                .unwrap(),
+            Claim::Done(outcome.clone())
+        );
+    }
+    h.finish().await;
+}
+
+/// A run of a newer attempt takes over the claim an older attempt left pending; the older
+/// run can then neither record an outcome nor claim again, and the first outcome stands.
+async fn a_newer_attempt_fences_out_an_older_one(h: Harness) {
+    let task = stored_task(&h).await;
+    let (old, new) = (fence(1), fence(2));
+    let key = "merge:p";
+    let claim = |run| h.store.claim_effect(task, key, "merge", run, LEASE);
+    assert_eq!(
+        claim(old).await.unwrap(),
+        Claim::Held {
+            orphaned: false,
+            tries: 1
+        }
+    );
+    assert_eq!(
+        claim(new).await.unwrap(),
+        Claim::Held {
+            orphaned: true,
+            tries: 2
+        }
+    );
+    assert_eq!(
+        h.store
+            .settle_effect(task, key, old, serde_json::json!("old"))
+            .await
+            .unwrap(),
+        None,
+        "the older run is fenced out"
+    );
+    assert_eq!(h.store.effect(task, key).await.unwrap(), None);
+    assert_eq!(claim(old).await.unwrap(), Claim::Superseded { attempt: 2 });
+    let outcome = serde_json::json!("new");
+    assert_eq!(
+        h.store
+            .settle_effect(task, key, new, outcome.clone())
+            .await
+            .unwrap(),
+        Some(outcome.clone())
+    );
+    assert_eq!(
+        h.store
+            .settle_effect(task, key, old, serde_json::json!("late"))
+            .await
+            .unwrap(),
+        Some(outcome.clone()),
+        "a late outcome does not replace the first"
+    );
+    assert_eq!(h.store.effect(task, key).await.unwrap(), Some(outcome));
+    h.finish().await;
+}
+
+/// Another run of the same attempt waits while the holder's lease lasts, and takes the claim
+/// over (as an orphan) once it ran out; of many runs that find the orphan at once, one does.
+async fn a_claim_passes_on_when_its_lease_runs_out_and_only_once(h: Harness) {
+    let task = stored_task(&h).await;
+    let key = "model:edit";
+    assert!(matches!(
+        h.store
+            .claim_effect(task, key, "model_call", fence(1), LEASE)
+            .await
+            .unwrap(),
+        Claim::Held {
+            orphaned: false,
+            ..
+        }
+    ));
+    assert_eq!(
+        h.store
+            .claim_effect(task, key, "model_call", fence(1), LEASE)
+            .await
+            .unwrap(),
+        Claim::Busy
+    );
+    assert_eq!(
+        h.store
+            .claim_effect(task, key, "model_call", fence(1), Duration::ZERO)
+            .await
+            .unwrap(),
+        Claim::Held {
+            orphaned: true,
+            tries: 2
+        },
+        "a lease that ran out"
+    );
+    // Eight runs of the next attempt find the orphan at the same moment: one takes it over
+    // (and its lease starts); the others then find a live run of their attempt holding it.
+    let runs: Vec<Fence> = (0..8).map(|_| fence(2)).collect();
+    let claims = futures_util::future::join_all(
+        runs.iter()
+            .map(|run| h.store.claim_effect(task, key, "model_call", *run, LEASE)),
+    )
+    .await;
+    let claims: Vec<Claim> = claims.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        claims
+            .iter()
+            .filter(|c| **c
+                == Claim::Held {
+                    orphaned: true,
+                    tries: 3
+                })
+            .count(),
+        1,
+        "{claims:?}"
+    );
+    assert_eq!(
+        claims.iter().filter(|c| **c == Claim::Busy).count(),
+        7,
+        "{claims:?}"
+    );
+    h.finish().await;
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -380,4 +560,7 @@ on_both_databases!(
     listing_filters_and_pages_newest_first,
     events_resume_after_a_sequence_number,
     snapshots_are_saved_and_replaced,
+    of_runs_claiming_one_effect_at_once_exactly_one_acts,
+    a_newer_attempt_fences_out_an_older_one,
+    a_claim_passes_on_when_its_lease_runs_out_and_only_once,
 );

@@ -4,11 +4,11 @@
 
 use orion_bus::codes;
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
-use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
+use orion_services::forge::{ForgePost, ForgePull, ForgeReviewEvent, GitHubForge, post_mark};
 use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{
-    EffectKey, EffectStore, PullState, PullStore, PullVersion, Store, StoreError, UsageRecord,
-    UsageStore,
+    Claim, EffectKey, EffectStore, Fence, PullState, PullStore, PullVersion, Store, StoreError,
+    UsageRecord, UsageStore,
 };
 use orion_services::vcs::{self, MergeOutcome, Workspace};
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::WorkContext;
-use super::repo::{blocking, remote_url};
+use super::repo::{blocking, head_of, remote_url};
 
 /// The failure of a task whose agent works in steps around the review gate, asked to just
 /// perform it.
@@ -38,8 +38,13 @@ pub(crate) enum Asked {
     OverBudget(Outcome),
 }
 
+/// A store error as a step's failure: an outage (`store_unavailable`) is waited out and the
+/// step tried again, never the task's failure; anything else the store says is.
 pub(crate) fn store_failure(e: StoreError) -> TaskFailure {
-    TaskFailure::new(codes::STORE_UNAVAILABLE, e.to_string())
+    match e {
+        StoreError::Unavailable(_) => TaskFailure::new(codes::STORE_UNAVAILABLE, e.to_string()),
+        other => TaskFailure::new(codes::INTERNAL, other.to_string()),
+    }
 }
 
 /// Where and as whom the Developer (and the DevOps agent) work.
@@ -92,16 +97,86 @@ impl ChangeDelivery {
         )
     }
 
-    /// Opens the task's pull request on the forge once (the ledger remembers it). A forge
-    /// that fails is logged: the review gate is Orion's, the forge only mirrors it.
-    pub(crate) async fn mirror_pull(&self, task: &Task, ws: &Workspace, stats: &str) {
-        let Some(forge) = &self.forge else { return };
-        if matches!(
-            self.ledger.effect(task.id, &EffectKey::forge_pull()).await,
-            Ok(Some(_))
-        ) {
-            return;
+    /// Claims an effect for `run` (see [`EffectStore::claim_effect`]): waits while another
+    /// run of the same attempt holds it (for at most the claim's lease), and stops the step
+    /// when a newer attempt holds it.
+    pub(crate) async fn claim(
+        &self,
+        run: Run<'_>,
+        key: &EffectKey,
+        kind: &str,
+    ) -> Result<Act, TaskFailure> {
+        loop {
+            let claim = self
+                .ledger
+                .claim_effect(run.task().id, key, kind, run.fence(), run.lease())
+                .await
+                .map_err(store_failure)?;
+            match claim {
+                Claim::Held { orphaned, tries } => {
+                    if orphaned {
+                        tracing::info!(task = %run.task().id, effect = &**key, tries, "took over an effect a lost run left pending");
+                    }
+                    return Ok(Act::Go { orphaned });
+                }
+                Claim::Done(result) => return Ok(Act::Done(result)),
+                Claim::Superseded { attempt } => {
+                    return Err(TaskFailure::new(
+                        super::SUPERSEDED,
+                        format!(
+                            "attempt {attempt} of the task holds {}; attempt {} stops",
+                            &**key, run.assignment.attempt
+                        ),
+                    ));
+                }
+                Claim::Busy => tokio::time::sleep(CLAIM_POLL).await,
+            }
         }
+    }
+
+    /// Records the outcome of an effect `run` claimed; the first outcome recorded stands. A
+    /// claim that passed to another run meanwhile stops this one.
+    pub(crate) async fn settle(
+        &self,
+        run: Run<'_>,
+        key: &EffectKey,
+        result: serde_json::Value,
+    ) -> Result<serde_json::Value, TaskFailure> {
+        crash_before_record(key);
+        self.ledger
+            .settle_effect(run.task().id, key, run.fence(), result)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| {
+                TaskFailure::new(
+                    super::SUPERSEDED,
+                    format!("the claim on {} passed to another run", &**key),
+                )
+            })
+    }
+
+    /// Opens the task's pull request on the forge once (claimed in the ledger; a claim a lost
+    /// run left is settled by the forge's pull request for the branch). A forge that fails is
+    /// logged: the review gate is Orion's, the forge only mirrors it.
+    pub(crate) async fn mirror_pull(
+        &self,
+        run: Run<'_>,
+        ws: &Workspace,
+        stats: &str,
+    ) -> Result<(), TaskFailure> {
+        let Some(forge) = &self.forge else {
+            return Ok(());
+        };
+        let task = run.task();
+        let key = EffectKey::forge_pull();
+        let orphaned = match self.claim(run, &key, "forge_pull").await? {
+            Act::Done(_) => return Ok(()),
+            Act::Go { orphaned } => orphaned,
+        };
+        let found = match orphaned {
+            true => forge.find_pull(&ws.branch).await,
+            false => Ok(None),
+        };
         let title = task
             .spec
             .prompt
@@ -109,65 +184,100 @@ impl ChangeDelivery {
             .and_then(|p| p.lines().next())
             .unwrap_or("Orion change");
         let body = format!("Opened by Orion for task {}.\n\n{stats}", task.id);
-        match forge
-            .open_pull(title, &body, &ws.branch, &ws.base_branch)
-            .await
-        {
+        let opened = match found {
+            Ok(Some(pull)) => Ok(pull),
+            Ok(None) => {
+                forge
+                    .open_pull(title, &body, &ws.branch, &ws.base_branch)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match opened {
             Ok(pull) => {
                 let recorded = serde_json::to_value(&pull).unwrap_or_default();
-                if let Err(e) = self
-                    .ledger
-                    .record_effect(task.id, &EffectKey::forge_pull(), "forge_pull", recorded)
-                    .await
-                {
-                    tracing::warn!(task = %task.id, error = %e, "could not record the forge pull request");
-                }
+                self.settle(run, &key, recorded).await?;
             }
             Err(e) => {
                 tracing::warn!(task = %task.id, error = %e, "could not open the pull request on the forge")
             }
         }
+        Ok(())
     }
 
-    /// Mirrors a review decision to the forge's pull request, once per step.
+    /// Mirrors a review decision to the forge's pull request: one approval per pull request,
+    /// one request for changes per reviewed version (claimed; a claim a lost run left is
+    /// settled by looking for the post's mark on the forge).
     pub(crate) async fn mirror_review(
         &self,
-        assignment: &Assignment,
+        run: Run<'_>,
         event: ForgeReviewEvent,
         body: &str,
-    ) {
-        let Some(forge) = &self.forge else { return };
-        let task = &assignment.task;
-        let Ok(Some(pull)) = self.ledger.effect(task.id, &EffectKey::forge_pull()).await else {
-            return;
+    ) -> Result<(), TaskFailure> {
+        let Some(forge) = &self.forge else {
+            return Ok(());
         };
-        let Ok(pull) = serde_json::from_value::<ForgePull>(pull) else {
-            return;
+        let task = run.task();
+        let mirrored = self
+            .ledger
+            .effect(task.id, &EffectKey::forge_pull())
+            .await
+            .map_err(store_failure)?;
+        let Some(Ok(forge_pull)) = mirrored.map(serde_json::from_value::<ForgePull>) else {
+            return Ok(());
         };
-        // One approval per pull request; one request for changes per revision round.
-        let key = match &assignment.step {
+        let key = match &run.assignment.step {
             Step::Merge { pull } => EffectKey::forge_approval(*pull),
-            _ => EffectKey::forge_review(assignment.attempt),
+            Step::Revise { pull, .. } => {
+                let reviewed = self.pulls.pull(*pull).await.map_err(store_failure)?;
+                EffectKey::forge_review(&reviewed.head_oid)
+            }
+            _ => return Ok(()),
         };
-        if matches!(self.ledger.effect(task.id, &key).await, Ok(Some(_))) {
-            return;
-        }
-        match forge.review(pull.number, event, body).await {
+        let mark = post_mark(task.id, &key);
+        let orphaned = match self.claim(run, &key, "forge_review").await? {
+            Act::Done(_) => return Ok(()),
+            Act::Go { orphaned } => orphaned,
+        };
+        let posted = match orphaned {
+            true => {
+                forge
+                    .posted(forge_pull.number, ForgePost::Review, &mark)
+                    .await
+            }
+            false => Ok(false),
+        };
+        let done = match posted {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                forge
+                    .review(forge_pull.number, event, &format!("{body}\n\n{mark}"))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match done {
             Ok(()) => {
-                let _ = self
-                    .ledger
-                    .record_effect(
-                        task.id,
-                        &key,
-                        "forge_review",
-                        serde_json::json!({ "event": event }),
-                    )
-                    .await;
+                self.settle(run, &key, serde_json::json!({ "event": event }))
+                    .await?;
             }
             Err(e) => {
                 tracing::warn!(task = %task.id, error = %e, "could not mirror a review to the forge")
             }
         }
+        Ok(())
+    }
+
+    /// The name of a revision round's step: the pull request and the version reviewed (the
+    /// head of the checked-out branch), so each round asks anew and a lost run's round is
+    /// the same round.
+    pub(crate) async fn revision_step(
+        &self,
+        pull: Uuid,
+        ws: &Workspace,
+    ) -> Result<String, TaskFailure> {
+        let head = head_of(ws).await?;
+        Ok(format!("revise-{pull}-{}", &head[..head.len().min(12)]))
     }
 
     pub(crate) async fn workspace(&self, task: &Task) -> Result<Workspace, TaskFailure> {
@@ -179,30 +289,32 @@ impl ChangeDelivery {
         blocking(move || vcs::checkout(&remote, &into, &branch, base.as_deref())).await
     }
 
-    /// Pushes the tested branch (once per head, by the ledger), stores the pull request's
+    /// Pushes the tested branch (once per head: claimed in the ledger; a claim a lost run
+    /// left is settled by the remote branch already at the head), stores the pull request's
     /// new version and mirrors it to the forge.
     pub(crate) async fn publish(
         &self,
-        task: &Task,
+        run: Run<'_>,
         ws: &Workspace,
         head: String,
         tests: Option<serde_json::Value>,
     ) -> Result<Outcome, TaskFailure> {
+        let task = run.task();
         let push_key = EffectKey::push(&head);
-        if self
-            .ledger
-            .effect(task.id, &push_key)
-            .await
-            .map_err(store_failure)?
-            .is_none()
-        {
-            let pushed = ws.clone();
-            blocking(move || vcs::push_branch(&pushed)).await?;
+        if let Act::Go { orphaned } = self.claim(run, &push_key, "push").await? {
+            let there = match orphaned {
+                true => {
+                    let (ws, branch) = (ws.clone(), format!("refs/heads/{}", ws.branch));
+                    blocking(move || vcs::remote_ref(&ws, &branch)).await?
+                }
+                false => None,
+            };
+            if there.as_deref() != Some(head.as_str()) {
+                let pushed = ws.clone();
+                blocking(move || vcs::push_branch(&pushed)).await?;
+            }
             let record = serde_json::json!({ "branch": ws.branch, "head": head });
-            self.ledger
-                .record_effect(task.id, &push_key, "push", record)
-                .await
-                .map_err(store_failure)?;
+            self.settle(run, &push_key, record).await?;
         }
         let stats = {
             let ws = ws.clone();
@@ -229,21 +341,22 @@ impl ChangeDelivery {
             "{} files changed, +{} -{}",
             pull.files_changed, pull.insertions, pull.deletions
         );
-        self.mirror_pull(task, ws, &summary).await;
+        self.mirror_pull(run, ws, &summary).await?;
         Ok(Outcome::AwaitingReview { pull: pull.id })
     }
 
-    /// A model call for `step` of the assignment, through the effects ledger: a redelivered
-    /// step reads the answer its first delivery paid for; a new answer's tokens and cost are
-    /// recorded.
+    /// A model call for `step` of the assignment, claimed in the effects ledger: any later
+    /// run of the step (a redelivery, a reclaimed attempt) reads the answer the first paid
+    /// for; a new answer's tokens and cost are recorded, and the answer is recorded before
+    /// the step goes on (so before its message is acknowledged).
     pub(crate) async fn ask(
         &self,
         model: &dyn ChatModel,
-        assignment: &Assignment,
-        ctx: &WorkContext,
+        run: Run<'_>,
         step: String,
         request: &ChatRequest,
     ) -> Result<Asked, TaskFailure> {
+        let (assignment, ctx) = (run.assignment, run.ctx);
         let task = &assignment.task;
         let context = &CallContext {
             task: Some(task.id),
@@ -251,15 +364,16 @@ impl ChangeDelivery {
             step,
             attempt: assignment.attempt,
         };
-        let key = EffectKey::model_call(&context.step, context.attempt);
-        if let Some(recorded) = self
-            .ledger
-            .effect(task.id, &key)
-            .await
-            .map_err(store_failure)?
-            && let Ok(answer) = serde_json::from_value::<ChatResponse>(recorded)
-        {
-            return Ok(Asked::Answer(answer));
+        let key = EffectKey::model_call(&context.step);
+        if let Act::Done(recorded) = self.claim(run, &key, "model_call").await? {
+            return serde_json::from_value::<ChatResponse>(recorded)
+                .map(Asked::Answer)
+                .map_err(|e| {
+                    TaskFailure::new(
+                        codes::INTERNAL,
+                        format!("the recorded answer does not read: {e}"),
+                    )
+                });
         }
         // The call's most expensive outcome is reserved against the budget before it is made.
         if let Some(budget) = task.spec.budget_usd.or(self.config.default_budget_usd) {
@@ -332,27 +446,30 @@ impl ChangeDelivery {
         }
         let recorded = serde_json::to_value(&answer)
             .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
-        let first = self
-            .ledger
-            .record_effect(task.id, &key, "model_call", recorded)
-            .await
-            .map_err(store_failure)?;
+        let first = self.settle(run, &key, recorded).await?;
         serde_json::from_value(first)
             .map(Asked::Answer)
             .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
     }
 
-    pub(crate) async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
-        // A merge that happened is never made twice: a redelivery reads the ledger.
+    /// Merges the approved pull request, once: claimed in the ledger, and a claim a lost run
+    /// left is settled by the remote base branch already containing the approved commit
+    /// ([`vcs::merge`] pushes nothing then).
+    pub(crate) async fn merge(&self, run: Run<'_>, pull: Uuid) -> Result<Outcome, TaskFailure> {
+        let task = run.task();
         let key = EffectKey::merge(pull);
-        if let Some(result) = self
-            .ledger
-            .effect(task.id, &key)
-            .await
-            .map_err(store_failure)?
-        {
-            return Ok(Outcome::Completed { result });
-        }
+        let orphaned = match self.claim(run, &key, "merge").await? {
+            Act::Done(result) => {
+                // The record may have been made by a run lost before it moved the pull.
+                let head = result["head"].as_str().map(str::to_owned);
+                self.pulls
+                    .set_pull_state(pull, PullState::Merged, head)
+                    .await
+                    .map_err(store_failure)?;
+                return Ok(Outcome::Completed { result });
+            }
+            Act::Go { orphaned } => orphaned,
+        };
         // Only what a review approved is merged: this task's pull request, in the state the
         // review moved it to, and exactly the commit it showed.
         let approved = self.pulls.pull(pull).await.map_err(store_failure)?;
@@ -366,12 +483,19 @@ impl ChangeDelivery {
                 ),
             ));
         }
+        if orphaned {
+            tracing::info!(task = %task.id, %pull, "a lost run left the merge unrecorded: the base is asked whether it happened");
+        }
+        // The merge itself finds a base that contains the approved commit already (the lost
+        // run's merge landed) and pushes nothing then.
         let ws = self.workspace(task).await?;
         let (name, email) = self.author();
         let head = approved.head_oid.clone();
         let outcome = blocking(move || vcs::merge(&ws, (&name, &email), &head)).await?;
         let head = match &outcome {
-            MergeOutcome::FastForward { head } | MergeOutcome::MergeCommit { head } => head.clone(),
+            MergeOutcome::FastForward { head }
+            | MergeOutcome::MergeCommit { head }
+            | MergeOutcome::Contained { head } => head.clone(),
             MergeOutcome::Conflict { paths } => {
                 self.pulls
                     .set_pull_state(pull, PullState::Conflict, None)
@@ -387,15 +511,89 @@ impl ChangeDelivery {
             }
         };
         let result = serde_json::json!({ "pull": pull, "merge": outcome, "head": head });
-        let result = self
-            .ledger
-            .record_effect(task.id, &key, "merge", result)
-            .await
-            .map_err(store_failure)?;
+        let result = self.settle(run, &key, result).await?;
+        let head = result["head"].as_str().map(str::to_owned);
         self.pulls
-            .set_pull_state(pull, PullState::Merged, Some(head))
+            .set_pull_state(pull, PullState::Merged, head)
             .await
             .map_err(store_failure)?;
         Ok(Outcome::Completed { result })
+    }
+}
+
+/// Fault injection, for the tests of recovery: `ORION_FAULT_CRASH_BEFORE_RECORD` lists
+/// prefixes of effect keys (`push:`, `merge:`, `model:`, `forge:pull` …). The first time an
+/// effect whose key starts with one has happened and is about to be recorded, the process
+/// aborts: no cleanup, no goodbye, as a SIGKILL there would. Each prefix that fired leaves a
+/// file in the directory `ORION_FAULT_MARKS`, so it fires once across restarts. Unset (as
+/// anywhere but in those tests), it does nothing.
+fn crash_before_record(key: &str) {
+    static FAULTS: std::sync::OnceLock<Option<(Vec<String>, PathBuf)>> = std::sync::OnceLock::new();
+    let faults = FAULTS.get_or_init(|| {
+        let list = std::env::var("ORION_FAULT_CRASH_BEFORE_RECORD").ok()?;
+        let marks = PathBuf::from(std::env::var_os("ORION_FAULT_MARKS")?);
+        let prefixes = list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        Some((prefixes, marks))
+    });
+    let Some((prefixes, marks)) = faults else {
+        return;
+    };
+    for prefix in prefixes.iter().filter(|p| key.starts_with(p.as_str())) {
+        let mark = marks.join(prefix.replace(':', "_"));
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&mark)
+            .is_ok()
+        {
+            tracing::error!(key, "fault injection: the process stops before recording");
+            std::process::abort();
+        }
+    }
+}
+
+/// How often a run waiting on another run's claim looks again.
+const CLAIM_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// What a run may do about an effect it claimed.
+pub(crate) enum Act {
+    /// Act. `orphaned`: a lost run left the claim pending, so the effect may have happened;
+    /// the outside world is asked first.
+    Go { orphaned: bool },
+    /// It happened: its recorded outcome.
+    Done(serde_json::Value),
+}
+
+/// One run of a step: the assignment it works on and who works on it, which together fence
+/// the effects it claims.
+#[derive(Clone, Copy)]
+pub(crate) struct Run<'a> {
+    pub(crate) assignment: &'a Assignment,
+    pub(crate) ctx: &'a WorkContext,
+}
+
+impl Run<'_> {
+    pub(crate) fn task(&self) -> &Task {
+        &self.assignment.task
+    }
+
+    fn fence(&self) -> Fence {
+        Fence {
+            attempt: self.assignment.attempt,
+            run: self.ctx.run,
+        }
+    }
+
+    /// How long a claim keeps another run of the same attempt waiting: twice the bus's
+    /// ack wait. A live run extends its message every third of that wait, so a run of the
+    /// same attempt that finds the claim is a duplicate delivery, or comes after the holder
+    /// was lost (its message redelivered after one ack wait).
+    fn lease(&self) -> std::time::Duration {
+        self.ctx.bus.config().ack_wait * 2
     }
 }

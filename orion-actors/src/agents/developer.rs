@@ -14,13 +14,15 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::code::CodeIntel;
-use orion_services::forge::{ForgePull, ForgeReviewEvent, GitHubForge};
+use orion_services::forge::{ForgePost, ForgePull, ForgeReviewEvent, GitHubForge, post_mark};
 use orion_services::llm::{ChatMessage, ChatModel, ChatRequest};
 use orion_services::store::{EffectKey, Store};
 use orion_services::vcs::{self, Workspace};
 use uuid::Uuid;
 
-use super::delivery::{Asked, ChangeDelivery, DeveloperConfig, through_the_gate};
+use super::delivery::{
+    Act, Asked, ChangeDelivery, DeveloperConfig, Run, store_failure, through_the_gate,
+};
 use super::edits::{
     edit_request, named_files, parse_edits, single_block_edit, validate_edits, write_edits,
 };
@@ -199,18 +201,40 @@ impl DeveloperWork {
         revision: Option<(Uuid, &str)>,
     ) -> Result<Outcome, TaskFailure> {
         let task = &assignment.task;
+        let run = Run { assignment, ctx };
         let model = self.model.clone().ok_or_else(model_not_configured)?;
         let ws = self.delivery.workspace(task).await?;
+        let step = match revision {
+            Some((pull, _)) => self.delivery.revision_step(pull, &ws).await?,
+            None => "edit".to_owned(),
+        };
+        // The commit this step made and left for testing, if a lost run of it got that far:
+        // it is handed on again rather than made anew.
+        let candidate_key = EffectKey::candidate(&step);
+        let orphaned = match self
+            .delivery
+            .claim(run, &candidate_key, "candidate")
+            .await?
+        {
+            Act::Done(recorded) => {
+                let candidate: Candidate = serde_json::from_value(recorded)
+                    .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
+                return Ok(Outcome::Handoff {
+                    agent: AgentKind::Testing,
+                    step: Step::Test { candidate },
+                });
+            }
+            Act::Go { orphaned } => orphaned,
+        };
+        if orphaned {
+            tracing::info!(task = %task.id, %step, "a lost run left this step's commit unrecorded: it is made again");
+        }
         let (request, shown) = self
             .prompt(assignment, ctx, &ws, revision.map(|(_, c)| c))
             .await?;
-        let step = match revision {
-            Some((pull, _)) => format!("revise-{pull}"),
-            None => "edit".to_owned(),
-        };
         let answer = match self
             .delivery
-            .ask(model.as_ref(), assignment, ctx, step, &request)
+            .ask(model.as_ref(), run, step, &request)
             .await?
         {
             Asked::Answer(answer) => answer,
@@ -284,11 +308,17 @@ impl DeveloperWork {
             let (ws, git_ref) = (ws.clone(), git_ref.clone());
             blocking(move || vcs::push_head_to(&ws, &git_ref)).await?;
         }
+        let candidate = Candidate { git_ref, head };
+        let recorded = serde_json::to_value(&candidate)
+            .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
+        // The first run to record its candidate wins; the candidate ref names its commit
+        // until then, and a later run's push replaces it only while nothing is recorded.
+        let candidate: Candidate =
+            serde_json::from_value(self.delivery.settle(run, &candidate_key, recorded).await?)
+                .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         Ok(Outcome::Handoff {
             agent: AgentKind::Testing,
-            step: Step::Test {
-                candidate: Candidate { git_ref, head },
-            },
+            step: Step::Test { candidate },
         })
     }
 
@@ -296,10 +326,11 @@ impl DeveloperWork {
     /// version; a failed one ends the task. Either way the candidate ref leaves the remote.
     async fn publish_tested(
         &self,
-        task: &Task,
+        run: Run<'_>,
         candidate: &Candidate,
         verdict: &TestVerdict,
     ) -> Result<Outcome, TaskFailure> {
+        let task = run.task();
         let ws = self.delivery.workspace(task).await?;
         // The candidate ref goes either way; a remote that refuses the deletion leaves a ref
         // outside the branches, which is logged and does not change the task's outcome.
@@ -323,7 +354,7 @@ impl DeveloperWork {
         }
         let outcome = self
             .delivery
-            .publish(task, &ws, candidate.head.clone(), Some(tests))
+            .publish(run, &ws, candidate.head.clone(), Some(tests))
             .await?;
         forget().await;
         Ok(outcome)
@@ -372,7 +403,12 @@ impl DeveloperWork {
         };
         let answer = match self
             .delivery
-            .ask(model.as_ref(), assignment, ctx, "review".into(), &request)
+            .ask(
+                model.as_ref(),
+                Run { assignment, ctx },
+                "review".into(),
+                &request,
+            )
             .await?
         {
             Asked::Answer(answer) => answer,
@@ -393,7 +429,9 @@ impl DeveloperWork {
                 .into_iter()
                 .map(|c| format!("{}:{} is not a line of a changed file", c.path, c.line)),
         );
-        let mirrored = self.mirror_comments(task, &head_oid, &anchored).await;
+        let mirrored = self
+            .mirror_comments(Run { assignment, ctx }, &head_oid, &anchored)
+            .await?;
         Ok(Outcome::Completed {
             result: serde_json::json!({
                 "diff": diff, "comments": anchored, "rejected": rejected, "metrics": metrics, "mirrored_to": mirrored,
@@ -402,53 +440,74 @@ impl DeveloperWork {
     }
 
     /// Where the reviewed head is an Orion pull request mirrored to the forge, its comments
-    /// go there too, anchored to the same lines; returns the forge pull request's address.
+    /// go there too, anchored to the same lines, each once (claimed; a claim a lost run left
+    /// is settled by looking for the comment's mark on the forge); returns the forge pull
+    /// request's address.
     async fn mirror_comments(
         &self,
-        task: &Task,
+        run: Run<'_>,
         head_oid: &str,
         comments: &[ReviewComment],
-    ) -> Option<String> {
-        let forge = self.delivery.forge.as_ref()?;
-        let pulls = self.delivery.pulls.list_pulls(None, 500).await.ok()?;
-        let pull = pulls.iter().find(|p| p.head_oid == head_oid)?;
+    ) -> Result<Option<String>, TaskFailure> {
+        let Some(forge) = self.delivery.forge.as_ref() else {
+            return Ok(None);
+        };
+        let task = run.task();
+        let pulls = self
+            .delivery
+            .pulls
+            .list_pulls(None, 500)
+            .await
+            .map_err(store_failure)?;
+        let Some(pull) = pulls.iter().find(|p| p.head_oid == head_oid) else {
+            return Ok(None);
+        };
         let mirrored = self
             .delivery
             .ledger
             .effect(pull.task_id, &EffectKey::forge_pull())
             .await
-            .ok()??;
-        let forge_pull: ForgePull = serde_json::from_value(mirrored).ok()?;
+            .map_err(store_failure)?;
+        let Some(Ok(forge_pull)) = mirrored.map(serde_json::from_value::<ForgePull>) else {
+            return Ok(None);
+        };
         for (i, c) in comments.iter().enumerate() {
             let key = EffectKey::forge_comment(i);
-            if matches!(
-                self.delivery.ledger.effect(task.id, &key).await,
-                Ok(Some(_))
-            ) {
-                continue;
-            }
-            match forge
-                .line_comment(forge_pull.number, head_oid, &c.path, c.line, &c.body)
-                .await
-            {
+            let orphaned = match self.delivery.claim(run, &key, "forge_comment").await? {
+                Act::Done(_) => continue,
+                Act::Go { orphaned } => orphaned,
+            };
+            let mark = post_mark(task.id, &key);
+            let posted = match orphaned {
+                true => {
+                    forge
+                        .posted(forge_pull.number, ForgePost::LineComment, &mark)
+                        .await
+                }
+                false => Ok(false),
+            };
+            let done = match posted {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let body = format!("{}\n\n{mark}", c.body);
+                    forge
+                        .line_comment(forge_pull.number, head_oid, &c.path, c.line, &body)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(()) => {
-                    let _ = self
-                        .delivery
-                        .ledger
-                        .record_effect(
-                            task.id,
-                            &key,
-                            "forge_comment",
-                            serde_json::json!({ "pull": forge_pull.number }),
-                        )
-                        .await;
+                    self.delivery
+                        .settle(run, &key, serde_json::json!({ "pull": forge_pull.number }))
+                        .await?;
                 }
                 Err(e) => {
                     tracing::warn!(task = %task.id, error = %e, "could not mirror a review comment")
                 }
             }
         }
-        Some(forge_pull.html_url)
+        Ok(Some(forge_pull.html_url))
     }
 }
 
@@ -470,23 +529,23 @@ impl Work for DeveloperWork {
         if assignment.task.spec.kind == orion_bus::TaskKind::Review {
             return self.review(assignment, ctx).await;
         }
+        let run = Run { assignment, ctx };
         match &assignment.step {
             Step::Work => self.develop(assignment, ctx, None).await,
             Step::Revise { pull, comment } => {
                 self.delivery
-                    .mirror_review(assignment, ForgeReviewEvent::RequestChanges, comment)
-                    .await;
+                    .mirror_review(run, ForgeReviewEvent::RequestChanges, comment)
+                    .await?;
                 self.develop(assignment, ctx, Some((*pull, comment))).await
             }
             Step::Merge { pull } => {
                 self.delivery
-                    .mirror_review(assignment, ForgeReviewEvent::Approve, "Approved in Orion.")
-                    .await;
-                self.delivery.merge(&assignment.task, *pull).await
+                    .mirror_review(run, ForgeReviewEvent::Approve, "Approved in Orion.")
+                    .await?;
+                self.delivery.merge(run, *pull).await
             }
             Step::Publish { candidate, verdict } => {
-                self.publish_tested(&assignment.task, candidate, verdict)
-                    .await
+                self.publish_tested(run, candidate, verdict).await
             }
             Step::Test { .. } => Err(TaskFailure::new(
                 codes::STEP_UNSUPPORTED,

@@ -22,7 +22,9 @@ use orion_services::vcs::{self, Workspace};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::delivery::{Asked, ChangeDelivery, DeveloperConfig, store_failure, through_the_gate};
+use super::delivery::{
+    Act, Asked, ChangeDelivery, DeveloperConfig, Run, store_failure, through_the_gate,
+};
 use super::edits::{Edit, edit_request, parse_edits, validate_edits, write_edits};
 use super::repo::{blocking, head_of};
 use super::{Work, WorkContext};
@@ -64,12 +66,13 @@ impl DevopsWork {
     /// nothing ends the task with `no_change`.
     async fn deliver(
         &self,
-        task: &Task,
+        run: Run<'_>,
         ws: &Workspace,
         files: Vec<Edit>,
         message: String,
         checks: serde_json::Value,
     ) -> Result<Outcome, TaskFailure> {
+        let task = run.task();
         let validated = validate_edits(&ws.path, &files)?;
         tokio::task::spawn_blocking(move || write_edits(&validated))
             .await
@@ -87,7 +90,7 @@ impl DevopsWork {
                 "the repository has these files already, as they would be written",
             ));
         }
-        self.delivery.publish(task, ws, head, Some(checks)).await
+        self.delivery.publish(run, ws, head, Some(checks)).await
     }
 
     /// `ci`: the workflow and Dockerfile for the build systems at the repository's root.
@@ -179,7 +182,8 @@ impl DevopsWork {
             "written_by": author,
         });
         let message = "ci: build and test in CI, and a container image".to_owned();
-        self.deliver(task, &ws, files, message, checks).await
+        self.deliver(Run { assignment, ctx }, &ws, files, message, checks)
+            .await
     }
 
     /// Asks the model to improve the rules' files; its answer is used only when every file
@@ -222,7 +226,7 @@ impl DevopsWork {
         let request = edit_request(user, files.iter().map(|f| f.path.clone()).collect());
         let answer = match self
             .delivery
-            .ask(model, assignment, ctx, "ci".into(), &request)
+            .ask(model, Run { assignment, ctx }, "ci".into(), &request)
             .await?
         {
             Asked::Answer(answer) => answer,
@@ -326,12 +330,14 @@ impl DevopsWork {
             "release": plan,
         });
         let message = format!("chore(release): {}", plan.tag);
-        self.deliver(task, &ws, files, message, checks).await
+        self.deliver(Run { assignment, ctx }, &ws, files, message, checks)
+            .await
     }
 
     /// On approval: merges, and for a release tags the merged commit (once, by the ledger).
-    async fn merge(&self, task: &Task, pull: Uuid) -> Result<Outcome, TaskFailure> {
-        let outcome = self.delivery.merge(task, pull).await?;
+    async fn merge(&self, run: Run<'_>, pull: Uuid) -> Result<Outcome, TaskFailure> {
+        let task = run.task();
+        let outcome = self.delivery.merge(run, pull).await?;
         let Outcome::Completed { mut result } = outcome else {
             return Ok(outcome);
         };
@@ -347,25 +353,31 @@ impl DevopsWork {
             .ok_or_else(|| {
                 TaskFailure::new(codes::INTERNAL, "the release's plan is not in the ledger")
             })?;
+        // Tagged once: claimed, and a claim a lost run left is settled by the remote tag.
         let key = EffectKey::tag(&plan.tag);
-        if ledger
-            .effect(task.id, &key)
-            .await
-            .map_err(store_failure)?
-            .is_none()
-        {
+        if let Act::Go { orphaned } = self.delivery.claim(run, &key, "tag").await? {
             let head = result["head"].as_str().unwrap_or_default().to_owned();
             let ws = self.delivery.workspace(task).await?;
-            let (name, email) = self.delivery.author();
-            let (tag, notes) = (
-                plan.tag.clone(),
-                format!("Release {}\n\n{}", plan.version, plan.section),
-            );
-            blocking(move || vcs::tag_and_push(&ws, &tag, &head, &notes, (&name, &email))).await?;
-            ledger
-                .record_effect(task.id, &key, "tag", json!({ "tag": plan.tag }))
-                .await
-                .map_err(store_failure)?;
+            let there = match orphaned {
+                true => {
+                    let (ws, tag) = (ws.clone(), format!("refs/tags/{}", plan.tag));
+                    blocking(move || vcs::remote_ref(&ws, &tag)).await?
+                }
+                false => None,
+            };
+            if there.as_deref() != Some(head.as_str()) {
+                let (name, email) = self.delivery.author();
+                let (tag, notes, head) = (
+                    plan.tag.clone(),
+                    format!("Release {}\n\n{}", plan.version, plan.section),
+                    head.clone(),
+                );
+                blocking(move || vcs::tag_and_push(&ws, &tag, &head, &notes, (&name, &email)))
+                    .await?;
+            }
+            self.delivery
+                .settle(run, &key, json!({ "tag": plan.tag }))
+                .await?;
         }
         result["tag"] = plan.tag.clone().into();
         result["release"] = serde_json::to_value(&plan).unwrap_or_default();
@@ -412,9 +424,8 @@ impl DevopsWork {
             .delivery
             .ask(
                 model.as_ref(),
-                assignment,
-                ctx,
-                format!("revise-{pull}"),
+                Run { assignment, ctx },
+                self.delivery.revision_step(pull, &ws).await?,
                 &request,
             )
             .await?
@@ -467,7 +478,7 @@ impl DevopsWork {
         }
         let checks = json!({ "skipped": "a revision of a CI or release change is checked, not run", "revised_for": comment });
         self.deliver(
-            task,
+            Run { assignment, ctx },
             &ws,
             files,
             format!("{}: revise as reviewed", task.spec.kind),
@@ -524,15 +535,20 @@ impl Work for DevopsWork {
             (Step::Work, TaskKind::Ci) => self.ci(assignment, ctx).await,
             (Step::Work, TaskKind::Release) => self.release(assignment, ctx).await,
             (Step::Merge { pull }, _) => {
+                let run = Run { assignment, ctx };
                 self.delivery
-                    .mirror_review(assignment, ForgeReviewEvent::Approve, "Approved in Orion.")
-                    .await;
-                self.merge(&assignment.task, *pull).await
+                    .mirror_review(run, ForgeReviewEvent::Approve, "Approved in Orion.")
+                    .await?;
+                self.merge(run, *pull).await
             }
             (Step::Revise { pull, comment }, _) => {
                 self.delivery
-                    .mirror_review(assignment, ForgeReviewEvent::RequestChanges, comment)
-                    .await;
+                    .mirror_review(
+                        Run { assignment, ctx },
+                        ForgeReviewEvent::RequestChanges,
+                        comment,
+                    )
+                    .await?;
                 self.revise(assignment, ctx, *pull, comment).await
             }
             (step, kind) => Err(TaskFailure::new(

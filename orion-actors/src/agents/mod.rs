@@ -50,7 +50,15 @@ pub struct WorkContext {
     pub bus: Arc<dyn Bus>,
     /// Where a task's `repo` may point; checked before every step.
     pub repos: Arc<orion_services::vcs::RepoPolicy>,
+    /// The run: one delivery's work on a step (the holder of the effects it claims), as
+    /// [`Perform`] names it. Set by the agent when the step starts.
+    pub run: uuid::Uuid,
 }
+
+/// The failure code of a step that found a newer attempt of its task holding an effect it
+/// was about to claim: the step stops, and nothing is reported (the newer attempt reports).
+/// It never reaches a task, so it is not among `orion_bus::codes`.
+pub(crate) const SUPERSEDED: &str = "superseded";
 
 impl WorkContext {
     /// Queues a report; its id names (task, attempt, step, state), so a redelivered
@@ -318,9 +326,38 @@ impl Drop for InFlight {
     }
 }
 
+/// One step of a task at a time per agent kind in this process: a second delivery of the
+/// same task (a copy, or a redelivery while the first run still goes) waits for the first, so
+/// the two never share the task's working directory, and finds what the first recorded.
+/// The lock of each (agent kind, task) that has a step running or waiting.
+type StepLockMap = HashMap<(AgentKind, orion_bus::TaskId), std::sync::Weak<tokio::sync::Mutex<()>>>;
+
+#[derive(Default)]
+struct StepLocks(std::sync::Mutex<StepLockMap>);
+
+impl StepLocks {
+    fn of(&self, agent: AgentKind, task: orion_bus::TaskId) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = locks.get(&(agent, task)).and_then(std::sync::Weak::upgrade) {
+            return lock;
+        }
+        locks.retain(|_, lock| lock.strong_count() > 0);
+        let lock = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert((agent, task), Arc::downgrade(&lock));
+        lock
+    }
+}
+
+static STEP_LOCKS: std::sync::LazyLock<StepLocks> = std::sync::LazyLock::new(StepLocks::default);
+
 impl Agent {
-    async fn run(self, assignment: Assignment) -> Result<(), HandleError> {
-        let ctx = &self.context;
+    async fn run(self, assignment: Assignment, run: uuid::Uuid) -> Result<(), HandleError> {
+        let step_lock = STEP_LOCKS.of(self.context.agent, assignment.task.id);
+        let _one_step_at_a_time = step_lock.lock().await;
+        let ctx = &WorkContext {
+            run,
+            ..self.context.clone()
+        };
         ctx.report(&assignment, "started", Outcome::Started).await?;
         let agent = ctx.agent.as_str();
         let in_flight = InFlight::start(agent);
@@ -333,8 +370,15 @@ impl Agent {
                 refused.to_string(),
             )),
         }
-        .unwrap_or_else(|failure| Outcome::Failed { failure });
+        .or_else(|failure| match failure.code.as_str() {
+            // An outage is waited out and the step tried again, never the task's failure.
+            codes::STORE_UNAVAILABLE => Err(HandleError::Unavailable(failure.message)),
+            // A newer attempt has the step: this run leaves it without a word.
+            SUPERSEDED => Err(HandleError::Drop(failure.message)),
+            _ => Ok(Outcome::Failed { failure }),
+        });
         drop(in_flight);
+        let outcome = outcome?;
         let state = match &outcome {
             Outcome::Started => "started",
             Outcome::AwaitingReview { .. } => "awaiting_review",
@@ -359,6 +403,7 @@ async fn supervised(
     agent: Agent,
     actor: Addr<AgentActor>,
     assignment: Assignment,
+    run: uuid::Uuid,
 ) -> Result<(), HandleError> {
     let step = format!(
         "{}/{}/{}",
@@ -366,8 +411,8 @@ async fn supervised(
         assignment.attempt,
         assignment.step.name()
     );
-    let run = std::panic::AssertUnwindSafe(agent.clone().run(assignment.clone()));
-    let panic = match futures_util::FutureExt::catch_unwind(run).await {
+    let work = std::panic::AssertUnwindSafe(agent.clone().run(assignment.clone(), run));
+    let panic = match futures_util::FutureExt::catch_unwind(work).await {
         Ok(result) => return result,
         Err(panic) => panic_text(panic.as_ref()),
     };
@@ -418,7 +463,7 @@ impl Handler<Perform> for AgentActor {
         let agent = self.agent.clone();
         let task = msg.0.task.id;
         let span = tracing::info_span!(parent: &msg.1, "perform", agent = %agent.context.agent, task = %task, attempt = msg.0.attempt);
-        let (abort, registration) = AbortHandle::new_pair();
+        let (abort, registration) = (msg.2.handle, msg.2.registration);
         let run = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             running.next += 1;
@@ -427,7 +472,8 @@ impl Handler<Perform> for AgentActor {
             run
         };
         let running = self.running.clone();
-        let work = tracing::Instrument::instrument(supervised(agent, ctx.address(), msg.0), span);
+        let work =
+            tracing::Instrument::instrument(supervised(agent, ctx.address(), msg.0, msg.3), span);
         Box::pin(async move {
             let outcome = Abortable::new(work, registration).await;
             let mut running = running.lock().unwrap_or_else(|e| e.into_inner());

@@ -13,7 +13,7 @@ mod sql;
 mod usage;
 
 pub use access::{ApiKey, AuditEntry, NewApiKey, NewAudit, RepoCredential};
-pub use effects::EffectKey;
+pub use effects::{Claim, EffectKey, Fence};
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
 pub use sql::SqlStore;
 pub use usage::{UsageGroup, UsageRecord, UsageSum, UsageTotals};
@@ -227,18 +227,20 @@ pub trait PullStore: Send + Sync + 'static {
     async fn reviews(&self, pull: uuid::Uuid) -> Result<Vec<Review>, StoreError>;
 }
 
-/// The effects ledger: what happened once, by (task, key).
+/// The effects ledger: what happened once, by (task, key). An effect is claimed before it
+/// happens ([`EffectStore::claim_effect`]), and its outcome is recorded on the claim by the
+/// run that holds it ([`EffectStore::settle_effect`]).
 #[async_trait]
 pub trait EffectStore: Send + Sync + 'static {
-    /// What an earlier delivery of (task, step) did, if it did.
+    /// The recorded outcome of (task, key), if it happened.
     async fn effect(
         &self,
         task: TaskId,
         step: &str,
     ) -> Result<Option<serde_json::Value>, StoreError>;
 
-    /// Records what (task, step) did; if it was recorded already, the first record stands
-    /// and is returned.
+    /// Records what (task, step) did, with no claim before (a value fixed once, such as a
+    /// release's plan); if it was recorded already, the first record stands and is returned.
     async fn record_effect(
         &self,
         task: TaskId,
@@ -246,6 +248,29 @@ pub trait EffectStore: Send + Sync + 'static {
         kind: &str,
         result: serde_json::Value,
     ) -> Result<serde_json::Value, StoreError>;
+
+    /// Claims (task, key) for the run `fence` names: who may act on the effect now. A claim
+    /// left pending by a run of an older attempt, or whose `lease` ran out, passes to this
+    /// run, marked orphaned.
+    async fn claim_effect(
+        &self,
+        task: TaskId,
+        key: &str,
+        kind: &str,
+        fence: Fence,
+        lease: std::time::Duration,
+    ) -> Result<Claim, StoreError>;
+
+    /// Records the outcome of a claimed effect, if `fence` still holds the claim: returns the
+    /// recorded outcome (the first, when it was settled already), or `None` when the claim
+    /// passed to another run meanwhile.
+    async fn settle_effect(
+        &self,
+        task: TaskId,
+        key: &str,
+        fence: Fence,
+        result: serde_json::Value,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
 }
 
 /// Model usage: every call's tokens and cost, and their sums.

@@ -171,24 +171,38 @@ impl PullStore for SqlStore {
                     });
                 }
             }
+            // The same head again is a redelivered step, not a new round: nothing changes.
+            Some(current) if current.head_oid == version.head_oid => current,
             Some(current) => {
-                // The same head again is a redelivered step, not a new round.
-                let rounds = if current.head_oid == version.head_oid {
-                    current.rounds
-                } else {
-                    current.rounds + 1
-                };
-                let mut active: pull_request::ActiveModel = current.into();
-                active.head_oid = Set(version.head_oid);
-                active.files_changed = Set(version.files_changed as i64);
-                active.insertions = Set(version.insertions as i64);
-                active.deletions = Set(version.deletions as i64);
-                active.diff = Set(version.diff);
-                active.tests = Set(version.tests);
-                active.state = Set(PullState::Open.as_str().to_owned());
-                active.rounds = Set(rounds);
-                active.updated_at = Set(now);
-                active.update(self.connection()).await?
+                // A new version, written only over the version and the state read: a review
+                // decided meanwhile (or another writer) wins, and this writer reads again.
+                let (id, state, head) =
+                    (current.id, current.state.clone(), current.head_oid.clone());
+                let moved = pull_request::Entity::update_many()
+                    .set(pull_request::ActiveModel {
+                        head_oid: Set(version.head_oid.clone()),
+                        files_changed: Set(version.files_changed as i64),
+                        insertions: Set(version.insertions as i64),
+                        deletions: Set(version.deletions as i64),
+                        diff: Set(version.diff.clone()),
+                        tests: Set(version.tests.clone()),
+                        state: Set(PullState::Open.as_str().to_owned()),
+                        rounds: Set(current.rounds + 1),
+                        updated_at: Set(now),
+                        ..Default::default()
+                    })
+                    .filter(pull_request::Column::Id.eq(id))
+                    .filter(pull_request::Column::State.eq(state))
+                    .filter(pull_request::Column::HeadOid.eq(head))
+                    .exec(self.connection())
+                    .await?;
+                if moved.rows_affected != 1 {
+                    return self.upsert_pull(version).await;
+                }
+                pull_request::Entity::find_by_id(id)
+                    .one(self.connection())
+                    .await?
+                    .ok_or(StoreError::PullNotFound(id))?
             }
             None => {
                 pull_request::ActiveModel {
@@ -288,7 +302,9 @@ impl PullStore for SqlStore {
             .one(self.connection())
             .await?
             .ok_or(StoreError::PullNotFound(id))?;
-        if moved.rows_affected != 1 {
+        // Another writer moved it first: to the same state is the same outcome (two runs of
+        // one merge); to another state is this writer's loss.
+        if moved.rows_affected != 1 && now.state != state.as_str() {
             return Err(StoreError::PullNotOpen {
                 pull: id,
                 state: now.state,

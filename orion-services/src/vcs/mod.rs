@@ -15,7 +15,7 @@ pub use policy::{RepoPolicy, RepoRefused, is_remote, remote_host};
 pub use workspace::{
     DiffStats, MergeOutcome, Workspace, adopt, candidate_ref, checkout, checkout_commit,
     commit_all, delete_remote_ref, diff_stats, merge, messages_since, push_branch, push_head_to,
-    remove_checkout, tag_and_push, tags_on_head, task_branch,
+    remote_ref, remove_checkout, tag_and_push, tags_on_head, task_branch,
 };
 
 use std::collections::HashMap;

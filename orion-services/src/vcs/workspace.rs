@@ -43,6 +43,10 @@ pub enum MergeOutcome {
     FastForward {
         head: String,
     },
+    /// The base already contained the approved commit: nothing was pushed.
+    Contained {
+        head: String,
+    },
     MergeCommit {
         head: String,
     },
@@ -63,6 +67,111 @@ pub fn candidate_ref(task: impl std::fmt::Display) -> String {
     format!("refs/orion/candidates/{task}")
 }
 
+/// Git work on one cached clone (and on the worktrees of it) runs one operation at a time in
+/// this process: libgit2 guards its files with lock files and fails, rather than waits, when
+/// two writers meet. The first time a process takes a cache, it removes the lock files a
+/// process killed mid-operation left (no other process works in a node's directory).
+struct CacheGuard(PathBuf);
+
+static BUSY: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+static FREED: std::sync::Condvar = std::sync::Condvar::new();
+static SWEPT: std::sync::Mutex<std::collections::BTreeSet<PathBuf>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+impl CacheGuard {
+    fn take(cache: PathBuf) -> Self {
+        let cache = cache.canonicalize().unwrap_or(cache);
+        let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+        while busy.contains(&cache) {
+            busy = FREED.wait(busy).unwrap_or_else(|e| e.into_inner());
+        }
+        busy.insert(cache.clone());
+        drop(busy);
+        if SWEPT
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(cache.clone())
+        {
+            remove_stale_locks(&cache);
+        }
+        Self(cache)
+    }
+
+    /// The guard of the cached clone a worktree (or a clone) at `path` belongs to.
+    fn of(path: &Path) -> Self {
+        Self::take(cache_of(path))
+    }
+}
+
+impl Drop for CacheGuard {
+    fn drop(&mut self) {
+        BUSY.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.0);
+        FREED.notify_all();
+    }
+}
+
+/// The repository whose objects and refs the checkout at `path` uses: for a worktree, the
+/// cached clone its `.git` file points into; for anything else, the checkout's own.
+fn cache_of(path: &Path) -> PathBuf {
+    let dot_git = path.join(".git");
+    match std::fs::read_to_string(&dot_git) {
+        Ok(link) => link
+            .trim()
+            .strip_prefix("gitdir:")
+            .map(|d| PathBuf::from(d.trim()))
+            .and_then(|admin| Some(admin.parent()?.parent()?.to_owned()))
+            .unwrap_or(dot_git),
+        Err(_) if dot_git.is_dir() => dot_git,
+        Err(_) => path.to_owned(),
+    }
+}
+
+/// Removes the `*.lock` files under `dir`: what a process killed mid-operation leaves.
+fn remove_stale_locks(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => remove_stale_locks(&path),
+            Ok(_) if path.extension().is_some_and(|e| e == "lock") => {
+                tracing::warn!(lock = %path.display(), "removing a lock file a lost process left");
+                let _ = std::fs::remove_file(&path);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Forgets worktree `name` of `cache` whose checkout at `into` is not whole (a process was
+/// killed while adding it): its admin entry and what there is of its directory.
+fn forget_worktree(cache: &Repository, name: &str, into: &Path) -> Result<(), VcsError> {
+    if let Ok(stale) = cache.find_worktree(name) {
+        stale
+            .prune(Some(
+                git2::WorktreePruneOptions::new()
+                    .valid(true)
+                    .locked(true)
+                    .working_tree(false),
+            ))
+            .map_err(|e| git_error("pruning a stale worktree", e))?;
+    }
+    let admin = cache.path().join("worktrees").join(name);
+    if admin.exists() {
+        std::fs::remove_dir_all(&admin)
+            .map_err(|e| VcsError::Operation(format!("removing {}: {e}", admin.display())))?;
+    }
+    if into.exists() {
+        std::fs::remove_dir_all(into)
+            .map_err(|e| VcsError::Operation(format!("removing {}: {e}", into.display())))?;
+    }
+    Ok(())
+}
+
 fn git_error(context: &str, e: git2::Error) -> VcsError {
     VcsError::Operation(format!("{context}: {}", e.message()))
 }
@@ -81,15 +190,29 @@ fn cache_dir(remote: &str, into: &Path) -> PathBuf {
 /// The cached (bare) clone of `remote`, created on first use and fetched on every use.
 fn cached_clone(remote: &str, into: &Path) -> Result<Repository, VcsError> {
     let dir = cache_dir(remote, into);
-    let repo = if dir.exists() {
-        Repository::open_bare(&dir).map_err(|e| git_error("opening the cached clone", e))?
-    } else {
-        let options = super::credentials::fetch_options();
-        git2::build::RepoBuilder::new()
-            .bare(true)
-            .fetch_options(options)
-            .clone(remote, &dir)
-            .map_err(|e| VcsError::CloneFailed(format!("{remote}: {}", e.message())))?
+    let repo = match Repository::open_bare(&dir) {
+        Ok(repo) => repo,
+        Err(_) => {
+            // Cloned beside and renamed into place, so a clone cut short by a crash is never
+            // taken for the cache; one that is there and does not open is cloned again.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| VcsError::Operation(format!("removing {}: {e}", dir.display())))?;
+            }
+            let partial = dir.with_extension(format!("partial-{}", std::process::id()));
+            if partial.exists() {
+                let _ = std::fs::remove_dir_all(&partial);
+            }
+            let options = super::credentials::fetch_options();
+            git2::build::RepoBuilder::new()
+                .bare(true)
+                .fetch_options(options)
+                .clone(remote, &partial)
+                .map_err(|e| VcsError::CloneFailed(format!("{remote}: {}", e.message())))?;
+            std::fs::rename(&partial, &dir)
+                .map_err(|e| VcsError::Operation(format!("placing the cached clone: {e}")))?;
+            Repository::open_bare(&dir).map_err(|e| git_error("opening the cached clone", e))?
+        }
     };
     fetch(&repo)?;
     Ok(repo)
@@ -104,6 +227,7 @@ pub fn checkout(
     branch: &str,
     base: Option<&str>,
 ) -> Result<Workspace, VcsError> {
+    let _one_at_a_time = CacheGuard::take(cache_dir(remote, into));
     let cache = cached_clone(remote, into)?;
     let base_branch = match base {
         Some(b) => b.to_owned(),
@@ -123,16 +247,17 @@ pub fn checkout(
         Err(_) => base_commit.clone(),
     };
     if !into.join(".git").exists() {
+        let name = into
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| branch.replace('/', "-"));
+        forget_worktree(&cache, &name, into)?;
         let local = match cache.find_branch(branch, BranchType::Local) {
             Ok(b) => b,
             Err(_) => cache
                 .branch(branch, &start, false)
                 .map_err(|e| git_error("creating the branch", e))?,
         };
-        let name = into
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| branch.replace('/', "-"));
         add_worktree(&cache, &name, into, &local)?;
     }
     let repo = Repository::open(into).map_err(|e| git_error("opening the task's worktree", e))?;
@@ -171,14 +296,37 @@ fn fetch(repo: &Repository) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
-    let mut options = super::credentials::fetch_options();
-    origin
-        .fetch(
+    transfer(|| {
+        let mut options = super::credentials::fetch_options();
+        origin.fetch(
             &["+refs/heads/*:refs/remotes/origin/*"],
             Some(&mut options),
             None,
         )
-        .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", e.message())))
+    })
+    .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", e.message())))
+}
+
+/// Runs a transfer again when it met the remote in the middle of another writer's update (a
+/// ref gone while it was listed, a lock held): a remote on a local path is read file by file,
+/// so another node's push can show half done. At most four tries, from 50 ms apart, doubling.
+fn transfer(mut attempt: impl FnMut() -> Result<(), git2::Error>) -> Result<(), git2::Error> {
+    let mut pause = std::time::Duration::from_millis(50);
+    for _ in 0..3 {
+        match attempt() {
+            Err(e)
+                if matches!(
+                    e.code(),
+                    git2::ErrorCode::NotFound | git2::ErrorCode::Locked
+                ) || e.class() == git2::ErrorClass::Reference =>
+            {
+                std::thread::sleep(pause);
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    attempt()
 }
 
 /// Fetches one ref of origin's under the same name.
@@ -186,10 +334,11 @@ fn fetch_ref(repo: &Repository, refname: &str) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
-    let mut options = super::credentials::fetch_options();
-    origin
-        .fetch(&[format!("+{refname}:{refname}")], Some(&mut options), None)
-        .map_err(|e| VcsError::CloneFailed(format!("fetching {refname}: {}", e.message())))
+    transfer(|| {
+        let mut options = super::credentials::fetch_options();
+        origin.fetch(&[format!("+{refname}:{refname}")], Some(&mut options), None)
+    })
+    .map_err(|e| VcsError::CloneFailed(format!("fetching {refname}: {}", e.message())))
 }
 
 fn default_branch(repo: &Repository) -> Result<String, VcsError> {
@@ -216,6 +365,7 @@ pub fn commit_all(
     message: &str,
     author: (&str, &str),
 ) -> Result<Option<String>, VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let mut index = repo
         .index()
@@ -258,6 +408,7 @@ pub fn commit_all(
 
 /// The change from the base commit to the branch head.
 pub fn diff_stats(workspace: &Workspace) -> Result<DiffStats, VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let base = repo
         .find_commit(
@@ -297,8 +448,12 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
     let url = origin.url().unwrap_or_default().to_owned();
-    let mut options = super::credentials::push_options();
-    origin.push(&[refspec], Some(&mut options)).map_err(|e| {
+    // Orion's pushes set refs to given commits, so one tried again changes nothing more.
+    transfer(|| {
+        let mut options = super::credentials::push_options();
+        origin.push(&[refspec], Some(&mut options))
+    })
+    .map_err(|e| {
         let mut why = e.message().to_owned();
         if why.contains("non-bare") {
             // libgit2 pushes to local repositories only when they are bare.
@@ -313,6 +468,7 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
 
 /// Pushes the task's branch to the remote (forced: the branch is the task's alone).
 pub fn push_branch(workspace: &Workspace) -> Result<(), VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let b = &workspace.branch;
     push(&repo, &format!("+refs/heads/{b}:refs/heads/{b}"))
@@ -320,6 +476,7 @@ pub fn push_branch(workspace: &Workspace) -> Result<(), VcsError> {
 
 /// Pushes the workspace's HEAD to `refname` on the remote (forced: the ref is the task's).
 pub fn push_head_to(workspace: &Workspace, refname: &str) -> Result<(), VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let head = repo
         .head()
@@ -335,6 +492,7 @@ pub fn push_head_to(workspace: &Workspace, refname: &str) -> Result<(), VcsError
 /// Moves the workspace's branch to commit `oid`, fetched from `refname` on the remote where
 /// the clone lacks it (the commit was made on another node). A repeat changes nothing.
 pub fn adopt(workspace: &Workspace, refname: &str, oid: &str) -> Result<(), VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let target = Oid::from_str(oid).map_err(|_| VcsError::UnknownRevision(oid.to_owned()))?;
     let head = repo
@@ -363,6 +521,7 @@ pub fn adopt(workspace: &Workspace, refname: &str, oid: &str) -> Result<(), VcsE
 
 /// Deletes `refname` on the remote; deleting a ref that is gone already succeeds.
 pub fn delete_remote_ref(workspace: &Workspace, refname: &str) -> Result<(), VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     push(&repo, &format!(":{refname}"))
 }
@@ -375,6 +534,7 @@ pub fn checkout_commit(
     refname: &str,
     oid: &str,
 ) -> Result<PathBuf, VcsError> {
+    let _one_at_a_time = CacheGuard::take(cache_dir(remote, into));
     let cache = cached_clone(remote, into)?;
     fetch_ref(&cache, refname)?;
     let commit = Oid::from_str(oid)
@@ -386,12 +546,9 @@ pub fn checkout_commit(
         .unwrap_or_else(|| oid.to_owned());
     let branch = format!("orion-test/{name}");
     if !into.join(".git").exists() {
-        // A worktree whose directory is gone (a crash mid-run) is forgotten first.
-        if let Ok(stale) = cache.find_worktree(&name) {
-            stale
-                .prune(Some(git2::WorktreePruneOptions::new().valid(true)))
-                .map_err(|e| git_error("pruning a stale test worktree", e))?;
-        }
+        // A worktree whose directory is gone, or half made (a crash mid-run), is forgotten
+        // first.
+        forget_worktree(&cache, &name, into)?;
         let local = cache
             .branch(&branch, &commit, true)
             .map_err(|e| git_error("creating the test branch", e))?;
@@ -408,6 +565,7 @@ pub fn checkout_commit(
 /// Removes a worktree made by [`checkout_commit`], with its branch and fetched ref.
 pub fn remove_checkout(remote: &str, into: &Path, refname: &str) -> Result<(), VcsError> {
     let cache_path = cache_dir(remote, into);
+    let _one_at_a_time = CacheGuard::take(cache_path.clone());
     if into.exists() {
         std::fs::remove_dir_all(into)
             .map_err(|e| VcsError::Operation(format!("removing {}: {e}", into.display())))?;
@@ -444,8 +602,32 @@ pub fn merge(
     author: (&str, &str),
     approved: &str,
 ) -> Result<MergeOutcome, VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
-    fetch(&repo)?;
+    let mut tries = 1;
+    loop {
+        match merge_once(&repo, workspace, author, approved) {
+            // The base moved between the fetch and the push (another merge landed): the push
+            // is refused, as it is not forced, and the merge is made again on the new base.
+            Err(VcsError::PushFailed(why)) if tries < MERGE_TRIES => {
+                tracing::info!(%why, tries, "the base moved while merging; merging again");
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How often a merge is made again on a base that moved meanwhile.
+const MERGE_TRIES: u32 = 5;
+
+fn merge_once(
+    repo: &Repository,
+    workspace: &Workspace,
+    author: (&str, &str),
+    approved: &str,
+) -> Result<MergeOutcome, VcsError> {
+    fetch(repo)?;
     let base = repo
         .find_branch(
             &format!("origin/{}", workspace.base_branch),
@@ -460,12 +642,22 @@ pub fn merge(
         .and_then(|oid| repo.find_commit(oid))
         .map_err(|_| VcsError::UnknownRevision(approved.to_owned()))?;
     let target = format!("refs/heads/{}", workspace.base_branch);
+    // Merged already (by a run that was lost before it recorded the merge, or a push that
+    // landed though it was reported failed): nothing is pushed again.
     if base.id() == head.id()
         || repo
-            .graph_descendant_of(head.id(), base.id())
+            .graph_descendant_of(base.id(), head.id())
             .unwrap_or(false)
     {
-        push(&repo, &format!("{}:{target}", head.id()))?;
+        return Ok(MergeOutcome::Contained {
+            head: base.id().to_string(),
+        });
+    }
+    if repo
+        .graph_descendant_of(head.id(), base.id())
+        .unwrap_or(false)
+    {
+        push(repo, &format!("{}:{target}", head.id()))?;
         return Ok(MergeOutcome::FastForward {
             head: head.id().to_string(),
         });
@@ -489,7 +681,7 @@ pub fn merge(
         return Ok(MergeOutcome::Conflict { paths });
     }
     let tree_id = index
-        .write_tree_to(&repo)
+        .write_tree_to(repo)
         .map_err(|e| git_error("writing the merged tree", e))?;
     let tree = repo
         .find_tree(tree_id)
@@ -510,10 +702,46 @@ pub fn merge(
     let staging = format!("refs/orion/merge/{}", workspace.branch.replace('/', "-"));
     repo.reference(&staging, merged, true, "merge")
         .map_err(|e| git_error("staging the merge", e))?;
-    push(&repo, &format!("{staging}:{target}"))?;
+    push(repo, &format!("{staging}:{target}"))?;
     Ok(MergeOutcome::MergeCommit {
         head: merged.to_string(),
     })
+}
+
+/// The commit `refname` (`refs/heads/…` or `refs/tags/…`) names on the remote now, if the
+/// remote has it: read from a fresh, pruning fetch of that namespace, not from what the clone
+/// saw last. This is how a claim left pending by a lost run is settled: the push, or the tag,
+/// either reached the remote or it did not.
+pub fn remote_ref(workspace: &Workspace, refname: &str) -> Result<Option<String>, VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let (namespace, name) = ["refs/heads/", "refs/tags/"]
+        .into_iter()
+        .find_map(|n| refname.strip_prefix(n).map(|rest| (n, rest)))
+        .ok_or_else(|| VcsError::Operation(format!("{refname} is not a branch or a tag")))?;
+    let mirror = format!("refs/orion/remote/{}", &namespace["refs/".len()..]);
+    let mut origin = repo
+        .find_remote("origin")
+        .map_err(|e| git_error("finding origin", e))?;
+    transfer(|| {
+        let mut options = super::credentials::fetch_options();
+        options.prune(git2::FetchPrune::On);
+        options.download_tags(git2::AutotagOption::None);
+        origin.fetch(
+            &[format!("+{namespace}*:{mirror}*")],
+            Some(&mut options),
+            None,
+        )
+    })
+    .map_err(|e| VcsError::CloneFailed(format!("fetching {namespace}: {}", e.message())))?;
+    match repo.find_reference(&format!("{mirror}{name}")) {
+        Ok(found) => found
+            .peel_to_commit()
+            .map(|c| Some(c.id().to_string()))
+            .map_err(|e| git_error("reading the remote ref", e)),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+        Err(e) => Err(git_error("reading the remote ref", e)),
+    }
 }
 
 /// The commit a tag names (through an annotated tag object).
@@ -526,15 +754,17 @@ fn tagged_commit(repo: &Repository, name: &str) -> Result<Oid, VcsError> {
 
 /// The remote's tags (fetched first) that name a commit of the workspace's history.
 pub fn tags_on_head(workspace: &Workspace) -> Result<Vec<String>, VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     {
         let mut origin = repo
             .find_remote("origin")
             .map_err(|e| git_error("finding origin", e))?;
-        let mut options = super::credentials::fetch_options();
-        origin
-            .fetch(&["+refs/tags/*:refs/tags/*"], Some(&mut options), None)
-            .map_err(|e| VcsError::CloneFailed(format!("fetching tags: {}", e.message())))?;
+        transfer(|| {
+            let mut options = super::credentials::fetch_options();
+            origin.fetch(&["+refs/tags/*:refs/tags/*"], Some(&mut options), None)
+        })
+        .map_err(|e| VcsError::CloneFailed(format!("fetching tags: {}", e.message())))?;
     }
     let head = repo
         .head()
@@ -563,6 +793,7 @@ pub fn messages_since(
     workspace: &Workspace,
     since: Option<&str>,
 ) -> Result<Vec<(String, String)>, VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let mut walk = repo
         .revwalk()
@@ -597,6 +828,7 @@ pub fn tag_and_push(
     message: &str,
     author: (&str, &str),
 ) -> Result<(), VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let target = Oid::from_str(oid).map_err(|_| VcsError::UnknownRevision(oid.to_owned()))?;
     match tagged_commit(&repo, name) {

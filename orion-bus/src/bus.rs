@@ -107,7 +107,7 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), BusError>;
     /// Not done: deliver again, after `delay` if given.
     async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError>;
-    /// Still working: restart the ack-wait clock.
+    /// Still working: restart the ack-wait clock. `Ok` only once the bus confirmed it.
     async fn in_progress(&self) -> Result<(), BusError>;
 }
 

@@ -167,14 +167,26 @@ impl GitHubForge {
         what: ForgePost,
         mark: &str,
     ) -> Result<bool, ForgeError> {
-        let listed = self
-            .get(&format!("pulls/{number}/{}?per_page=100", what.path()))
-            .await?;
-        Ok(listed.as_array().is_some_and(|items| {
-            items
+        // Page by page (100 a page), up to the last page or 5,000 posts.
+        for page in 1..=50 {
+            let listed = self
+                .get(&format!(
+                    "pulls/{number}/{}?per_page=100&page={page}",
+                    what.path()
+                ))
+                .await?;
+            let items = listed.as_array().cloned().unwrap_or_default();
+            if items
                 .iter()
                 .any(|i| i["body"].as_str().is_some_and(|b| b.contains(mark)))
-        }))
+            {
+                return Ok(true);
+            }
+            if items.len() < 100 {
+                break;
+            }
+        }
+        Ok(false)
     }
 
     /// Opens the pull request of `head` into `base`.

@@ -532,6 +532,20 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
     let approved_sorted: BTreeMap<String, usize> =
         approved.iter().map(|id| (id.clone(), 1)).collect();
     assert_eq!(merges, approved_sorted, "merges into main, per task");
+    // And no merge undid another: every approved commit is in main.
+    for id in &approved {
+        let head = heads[id.as_str()];
+        let kept = std::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&remote)
+            .args(["merge-base", "--is-ancestor", head, "main"])
+            .status()
+            .unwrap();
+        assert!(
+            kept.success(),
+            "task {id}'s approved commit {head} is not in main"
+        );
+    }
 
     // The forge: one pull request per task, one approval per approved task, nothing else.
     let (opened, approvals) = {

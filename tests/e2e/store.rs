@@ -510,6 +510,26 @@ async fn a_claim_passes_on_when_its_lease_runs_out_and_only_once(h: Harness) {
         },
         "a lease that ran out"
     );
+    // The same run claiming again starts over after a failure: as unsure as a lost run's.
+    let again = fence(1);
+    h.store
+        .claim_effect(task, "push:again", "push", again, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store
+            .claim_effect(task, "push:again", "push", again, LEASE)
+            .await
+            .unwrap(),
+        Claim::Held {
+            orphaned: true,
+            tries: 2
+        },
+        "a run claiming again"
+    );
+    // A live run renews its leases; another run's renewal touches none of them.
+    assert_eq!(h.store.renew_claims(task, again.run).await.unwrap(), 1);
+    assert_eq!(h.store.renew_claims(task, fence(1).run).await.unwrap(), 0);
     // Eight runs of the next attempt find the orphan at the same moment: one takes it over
     // (and its lease starts); the others then find a live run of their attempt holding it.
     let runs: Vec<Fence> = (0..8).map(|_| fence(2)).collect();

@@ -116,6 +116,25 @@ fn a_moved_base_gets_a_merge_commit_and_a_conflict_changes_nothing() {
     };
     assert_eq!(rev(Path::new(&remote), "main"), merged);
     assert_eq!(rev(Path::new(&remote), &format!("{merged}^1")), after_a);
+    // A merge made again (its first run lost before it recorded it) pushes nothing, and names
+    // the commit that merged it, not whatever the base holds now.
+    assert_eq!(
+        vcs::merge(&a, AUTHOR, &head_of(&a)).unwrap(),
+        MergeOutcome::Contained {
+            head: after_a.clone()
+        }
+    );
+    assert_eq!(
+        vcs::merge(&b, AUTHOR, &head_of(&b)).unwrap(),
+        MergeOutcome::Contained {
+            head: merged.clone()
+        }
+    );
+    assert_eq!(
+        rev(Path::new(&remote), "main"),
+        merged,
+        "nothing was pushed"
+    );
     assert_eq!(
         vcs::merge(&c, AUTHOR, &head_of(&c)).unwrap(),
         MergeOutcome::Conflict {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::WorkContext;
-use super::repo::{blocking, head_of, remote_url};
+use super::repo::{blocking, remote_url};
 
 /// The failure of a task whose agent works in steps around the review gate, asked to just
 /// perform it.
@@ -268,15 +268,12 @@ impl ChangeDelivery {
         Ok(())
     }
 
-    /// The name of a revision round's step: the pull request and the version reviewed (the
-    /// head of the checked-out branch), so each round asks anew and a lost run's round is
-    /// the same round.
-    pub(crate) async fn revision_step(
-        &self,
-        pull: Uuid,
-        ws: &Workspace,
-    ) -> Result<String, TaskFailure> {
-        let head = head_of(ws).await?;
+    /// The name of a revision round's step: the pull request and the version reviewed (its
+    /// head as stored, which no run of the round moves), so each round asks anew and every
+    /// run of one round is the same round.
+    pub(crate) async fn revision_step(&self, pull: Uuid) -> Result<String, TaskFailure> {
+        let reviewed = self.pulls.pull(pull).await.map_err(store_failure)?;
+        let head = &reviewed.head_oid;
         Ok(format!("revise-{pull}-{}", &head[..head.len().min(12)]))
     }
 
@@ -589,11 +586,7 @@ impl Run<'_> {
         }
     }
 
-    /// How long a claim keeps another run of the same attempt waiting: twice the bus's
-    /// ack wait. A live run extends its message every third of that wait, so a run of the
-    /// same attempt that finds the claim is a duplicate delivery, or comes after the holder
-    /// was lost (its message redelivered after one ack wait).
     fn lease(&self) -> std::time::Duration {
-        self.ctx.bus.config().ack_wait * 2
+        super::claim_lease(self.ctx)
     }
 }

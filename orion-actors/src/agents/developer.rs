@@ -205,7 +205,7 @@ impl DeveloperWork {
         let model = self.model.clone().ok_or_else(model_not_configured)?;
         let ws = self.delivery.workspace(task).await?;
         let step = match revision {
-            Some((pull, _)) => self.delivery.revision_step(pull, &ws).await?,
+            Some((pull, _)) => self.delivery.revision_step(pull).await?,
             None => "edit".to_owned(),
         };
         // The commit this step made and left for testing, if a lost run of it got that far:
@@ -513,6 +513,10 @@ impl DeveloperWork {
 
 #[async_trait]
 impl Work for DeveloperWork {
+    fn ledger(&self) -> Option<Arc<dyn orion_services::store::EffectStore>> {
+        Some(self.delivery.ledger.clone())
+    }
+
     async fn perform(
         &self,
         task: &Task,

@@ -425,7 +425,7 @@ impl DevopsWork {
             .ask(
                 model.as_ref(),
                 Run { assignment, ctx },
-                self.delivery.revision_step(pull, &ws).await?,
+                self.delivery.revision_step(pull).await?,
                 &request,
             )
             .await?
@@ -518,6 +518,10 @@ fn check_files(
 
 #[async_trait]
 impl Work for DevopsWork {
+    fn ledger(&self) -> Option<Arc<dyn orion_services::store::EffectStore>> {
+        Some(self.delivery.ledger.clone())
+    }
+
     async fn perform(
         &self,
         task: &Task,

@@ -34,7 +34,7 @@ use orion_bus::{
 };
 
 use orion_services::metrics::metrics;
-use orion_services::store::{AgentSnapshot, TaskStore};
+use orion_services::store::{AgentSnapshot, EffectStore, TaskStore};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
@@ -53,6 +53,31 @@ pub struct WorkContext {
     /// The run: one delivery's work on a step (the holder of the effects it claims), as
     /// [`Perform`] names it. Set by the agent when the step starts.
     pub run: uuid::Uuid,
+}
+
+/// How long a claim keeps another run of the same attempt waiting: twice the bus's ack
+/// wait. A live run renews the leases of its claims every third of that ([`renew_claims`]),
+/// so a claim past its lease belongs to a run that was lost (or stopped for that long).
+pub(crate) fn claim_lease(ctx: &WorkContext) -> std::time::Duration {
+    ctx.bus.config().ack_wait * 2
+}
+
+/// Renews the leases of the claims `run` holds on `task`, every third of `lease`, for as
+/// long as it is polled.
+async fn renew_claims(
+    ledger: Arc<dyn EffectStore>,
+    task: orion_bus::TaskId,
+    run: uuid::Uuid,
+    lease: std::time::Duration,
+) -> std::convert::Infallible {
+    let every = (lease / 3).max(std::time::Duration::from_millis(100));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tick.tick().await;
+        if let Err(e) = ledger.renew_claims(task, run).await {
+            tracing::warn!(%task, error = %e, "could not renew the leases of the run's claims");
+        }
+    }
 }
 
 /// The failure code of a step that found a newer attempt of its task holding an effect it
@@ -142,6 +167,12 @@ pub trait Work: Send + Sync + 'static {
                 format!("the {} agent does not answer `{other}`", ctx.agent),
             )),
         }
+    }
+
+    /// The effects ledger where the agent claims its effects, if it makes any: the claims a
+    /// run holds are renewed while the run lives.
+    fn ledger(&self) -> Option<Arc<dyn EffectStore>> {
+        None
     }
 
     /// Does one step of a task. Agents whose tasks pass a review gate (merge, revise)
@@ -358,13 +389,43 @@ impl Agent {
             run,
             ..self.context.clone()
         };
+        // A copy of an assignment an older attempt made, or one whose task has ended, is
+        // dropped before an agent that makes effects acts on it: the task moved on, and the
+        // step would act on a state that is past. (Agents without effects may run without a
+        // database: a Testing node has none.)
+        if self.work.ledger().is_some() {
+            match self.store.task(assignment.task.id).await {
+                Ok(task) if task.attempts > assignment.attempt || task.status.is_terminal() => {
+                    return Err(HandleError::Drop(format!(
+                        "the task is {} at attempt {}; this assignment is of attempt {}",
+                        task.status, task.attempts, assignment.attempt
+                    )));
+                }
+                Ok(_) => {}
+                Err(orion_services::store::StoreError::NotFound(id)) => {
+                    return Err(HandleError::Drop(format!("task {id} is not stored")));
+                }
+                Err(e) => return Err(HandleError::Unavailable(e.to_string())),
+            }
+        }
         ctx.report(&assignment, "started", Outcome::Started).await?;
         let agent = ctx.agent.as_str();
         let in_flight = InFlight::start(agent);
         let started = std::time::Instant::now();
         // A task that reached the bus without a gateway is checked here all the same.
         let outcome = match ctx.repos.check(&assignment.task.spec.repo) {
-            Ok(()) => self.work.step(&assignment, ctx).await,
+            Ok(()) => match self.work.ledger() {
+                // While the step runs, the leases of the claims it holds are renewed: a claim
+                // past its lease belongs to a lost run.
+                Some(ledger) => {
+                    let renewing = renew_claims(ledger, assignment.task.id, run, claim_lease(ctx));
+                    tokio::select! {
+                        outcome = self.work.step(&assignment, ctx) => outcome,
+                        never = renewing => match never {},
+                    }
+                }
+                None => self.work.step(&assignment, ctx).await,
+            },
             Err(refused) => Err(TaskFailure::new(
                 codes::REPO_NOT_ALLOWED,
                 refused.to_string(),

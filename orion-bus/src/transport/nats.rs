@@ -337,8 +337,10 @@ impl Acker for NatsAcker {
     }
 
     async fn in_progress(&self) -> Result<(), BusError> {
+        // Confirmed by the server: a plain publish succeeds while the connection is down, and
+        // a node must know when the bus may have given its message to another.
         self.message
-            .ack_with(AckKind::Progress)
+            .double_ack_with(AckKind::Progress)
             .await
             .map_err(|e| BusError::unavailable("extending", e))
     }

@@ -27,8 +27,9 @@ pub struct Fence {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Claim {
     /// The run holds the claim: it acts, then records the outcome. `orphaned` when a run
-    /// that is gone left the claim pending: the effect may have happened, so the outside
-    /// world is asked first. `tries` counts the runs that set out to act on it.
+    /// that is gone (or this run, starting over) left the claim pending: the effect may have
+    /// happened, so the outside world is asked first. `tries` counts the times a run set out
+    /// to act on it.
     Held { orphaned: bool, tries: i32 },
     /// It happened; this is its recorded outcome.
     Done(serde_json::Value),
@@ -191,20 +192,17 @@ impl EffectStore for SqlStore {
             if row.state == DONE {
                 return Ok(Claim::Done(row.result));
             }
-            if row.holder == Some(fence.run) {
-                return Ok(Claim::Held {
-                    orphaned: false,
-                    tries: row.tries,
-                });
-            }
             if row.attempt > fence.attempt {
                 return Ok(Claim::Superseded {
                     attempt: row.attempt,
                 });
             }
+            // The same run claiming again starts over after a failure (an outage): whether
+            // its effect happened is as unknown as after a lost run's.
+            let again = row.holder == Some(fence.run);
             let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
             let leased = row.claimed_at.is_some_and(|at| at + lease > Utc::now());
-            if row.attempt == fence.attempt && leased {
+            if !again && row.attempt == fence.attempt && leased {
                 return Ok(Claim::Busy);
             }
             let mut guard = effect::Entity::update_many()
@@ -254,5 +252,16 @@ impl EffectStore for SqlStore {
         }
         // Settled already (the first outcome stands), or the claim passed to another run.
         Ok(self.effect(task, key).await?)
+    }
+
+    async fn renew_claims(&self, task: TaskId, run: Uuid) -> Result<u64, StoreError> {
+        Ok(effect::Entity::update_many()
+            .col_expr(effect::Column::ClaimedAt, Expr::value(Utc::now()))
+            .filter(effect::Column::TaskId.eq(task.as_uuid()))
+            .filter(effect::Column::Holder.eq(run))
+            .filter(effect::Column::State.eq(PENDING))
+            .exec(self.connection())
+            .await?
+            .rows_affected)
     }
 }

@@ -271,6 +271,10 @@ pub trait EffectStore: Send + Sync + 'static {
         fence: Fence,
         result: serde_json::Value,
     ) -> Result<Option<serde_json::Value>, StoreError>;
+
+    /// Starts the leases of the pending claims `run` holds on `task` again (a live run does
+    /// every third of a lease); returns how many it renewed.
+    async fn renew_claims(&self, task: TaskId, run: uuid::Uuid) -> Result<u64, StoreError>;
 }
 
 /// Model usage: every call's tokens and cost, and their sums.

@@ -165,11 +165,16 @@ pub(crate) fn fetch_options() -> git2::FetchOptions<'static> {
     options
 }
 
-/// Options for a push, as [`fetch_options`].
-pub(crate) fn push_options() -> git2::PushOptions<'static> {
+/// Options for a push, as [`fetch_options`]; `refused` hears of each ref the remote did not
+/// update, with its reason.
+pub(crate) fn push_options<'a>(
+    refused: impl FnMut(&str, Option<&str>) -> Result<(), git2::Error> + 'a,
+) -> git2::PushOptions<'a> {
+    let mut callbacks = callbacks();
+    callbacks.push_update_reference(refused);
     let mut options = git2::PushOptions::new();
     options
-        .remote_callbacks(callbacks())
+        .remote_callbacks(callbacks)
         .follow_redirects(git2::RemoteRedirect::None);
     options
 }

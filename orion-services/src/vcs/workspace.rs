@@ -449,8 +449,14 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
         .map_err(|e| git_error("finding origin", e))?;
     let url = origin.url().unwrap_or_default().to_owned();
     // Orion's pushes set refs to given commits, so one tried again changes nothing more.
+    let refused = std::cell::RefCell::new(None::<String>);
     transfer(|| {
-        let mut options = super::credentials::push_options();
+        let mut options = super::credentials::push_options(|name, status| {
+            if let Some(why) = status {
+                *refused.borrow_mut() = Some(format!("{name}: {why}"));
+            }
+            Ok(())
+        });
         origin.push(&[refspec], Some(&mut options))
     })
     .map_err(|e| {
@@ -463,7 +469,13 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
             ));
         }
         VcsError::PushFailed(why)
-    })
+    })?;
+    // A ref the remote refused (not a fast-forward, a protected branch) is a failed push,
+    // though the transfer itself went through.
+    match refused.into_inner() {
+        Some(why) => Err(VcsError::PushFailed(why)),
+        None => Ok(()),
+    }
 }
 
 /// Pushes the task's branch to the remote (forced: the branch is the task's alone).
@@ -618,6 +630,34 @@ pub fn merge(
     }
 }
 
+/// Moves the remote's `target` from `from` to `commit`, only if it is still at `from`: a base
+/// that moved meanwhile (another merge landed) refuses it, as `PushFailed`, and nothing is
+/// lost. A remote server refuses a push that is not a fast-forward by itself. A remote on a
+/// local path is written by libgit2 directly, which would not: the commit is pushed beside
+/// (`refs/orion/landing/…`), then the ref is moved with a compare-and-swap in the remote.
+fn land(repo: &Repository, target: &str, commit: Oid, from: Oid) -> Result<(), VcsError> {
+    let url = repo
+        .find_remote("origin")
+        .map_err(|e| git_error("finding origin", e))?
+        .url()
+        .unwrap_or_default()
+        .to_owned();
+    if super::is_remote(&url) {
+        return push(repo, &format!("{commit}:{target}"));
+    }
+    let landing = format!("refs/orion/landing/{commit}");
+    push(repo, &format!("+{commit}:{landing}"))?;
+    let path = url.strip_prefix("file://").unwrap_or(&url);
+    let remote = Repository::open(path).map_err(|e| git_error("opening the remote", e))?;
+    let moved = remote.reference_matching(target, commit, true, from, "orion: merge");
+    if let Ok(mut staged) = remote.find_reference(&landing) {
+        let _ = staged.delete();
+    }
+    moved
+        .map(|_| ())
+        .map_err(|e| VcsError::PushFailed(format!("{target} moved meanwhile: {}", e.message())))
+}
+
 /// How often a merge is made again on a base that moved meanwhile.
 const MERGE_TRIES: u32 = 5;
 
@@ -644,20 +684,27 @@ fn merge_once(
     let target = format!("refs/heads/{}", workspace.base_branch);
     // Merged already (by a run that was lost before it recorded the merge, or a push that
     // landed though it was reported failed): nothing is pushed again.
-    if base.id() == head.id()
-        || repo
-            .graph_descendant_of(base.id(), head.id())
-            .unwrap_or(false)
-    {
+    let contains = |commit: Oid| {
+        commit == head.id() || repo.graph_descendant_of(commit, head.id()).unwrap_or(false)
+    };
+    if contains(base.id()) {
+        // The merge is the oldest commit of the base's first-parent line that contains the
+        // approved one (later merges of other work came after it).
+        let mut merged = base.clone();
+        while let Ok(parent) = merged.parent(0)
+            && contains(parent.id())
+        {
+            merged = parent;
+        }
         return Ok(MergeOutcome::Contained {
-            head: base.id().to_string(),
+            head: merged.id().to_string(),
         });
     }
     if repo
         .graph_descendant_of(head.id(), base.id())
         .unwrap_or(false)
     {
-        push(repo, &format!("{}:{target}", head.id()))?;
+        land(repo, &target, head.id(), base.id())?;
         return Ok(MergeOutcome::FastForward {
             head: head.id().to_string(),
         });
@@ -702,7 +749,7 @@ fn merge_once(
     let staging = format!("refs/orion/merge/{}", workspace.branch.replace('/', "-"));
     repo.reference(&staging, merged, true, "merge")
         .map_err(|e| git_error("staging the merge", e))?;
-    push(repo, &format!("{staging}:{target}"))?;
+    land(repo, &target, merged, base.id())?;
     Ok(MergeOutcome::MergeCommit {
         head: merged.to_string(),
     })

@@ -13,6 +13,11 @@ command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 # The sandbox repository code runs in (orion_services::sandbox), and what it uses inside.
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+# What the remote tests serve git with: over HTTPS (openssl makes their certificates) and
+# over SSH (an unprivileged sshd of the test's own).
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 # The browser the dashboard's end-to-end test drives (headless, over WebDriver).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -205,6 +205,8 @@ pub fn start_node(
         ),
         None => None,
     };
+    // Remotes over TLS and SSH: the authorities and host keys trusted.
+    orion_services::vcs::set_transport(&settings.vcs).context("while reading [vcs]")?;
     // Private remotes: their credentials, sealed in the store, opened by the VCS service only.
     if let Some(sealer) = settings.sealer()? {
         let cache = orion_services::vcs::CredentialCache::new(

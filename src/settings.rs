@@ -48,6 +48,9 @@ pub struct Settings {
     /// How repository code (tests, their setup) is confined.
     #[serde(default)]
     pub sandbox: orion_services::sandbox::SandboxConfig,
+    /// What remotes over TLS and SSH are trusted (`[vcs]`: `ca_file`, `known_hosts`).
+    #[serde(default)]
+    pub vcs: orion_services::vcs::TransportConfig,
     /// Agent kinds served by external processes (`[plugins.<name>]`); see `docs/agents.md`.
     #[serde(default)]
     pub plugins: std::collections::BTreeMap<String, orion_bus::PluginKind>,

@@ -1,7 +1,8 @@
 # A git smart-HTTP server that demands HTTP basic auth: `git http-backend` behind a check of
-# the Authorization header. Arguments: the project root, the user, the password. Prints its
-# port, then serves until killed. (For the private-remote test in security.rs.)
-import base64, http.server, os, subprocess, sys
+# the Authorization header. Arguments: the project root, the user, the password, and, for
+# HTTPS, the server's certificate and key (PEM). Prints its port, then serves until killed.
+# (For the private-remote test in security.rs and the HTTPS tests in remotes.rs.)
+import base64, http.server, os, ssl, subprocess, sys
 
 root, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
 expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -57,5 +58,9 @@ class Git(http.server.BaseHTTPRequestHandler):
     do_POST = serve
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Git)
+if len(sys.argv) > 5:
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[4], sys.argv[5])
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
 print(server.server_address[1], flush=True)
 server.serve_forever()

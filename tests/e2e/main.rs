@@ -19,6 +19,7 @@ mod faults;
 mod gate;
 mod llm;
 mod plugins;
+mod remotes;
 mod reviews;
 mod runtime;
 mod sandbox;

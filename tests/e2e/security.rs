@@ -12,12 +12,12 @@ use crate::support::{
 };
 
 /// A request's answer: status, problem code (if any), the `WWW-Authenticate` header, body.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     content_type: String,
     www_authenticate: Option<String>,
     retry_after: Option<String>,
-    body: Value,
+    pub(crate) body: Value,
 }
 
 impl Answer {
@@ -26,7 +26,7 @@ impl Answer {
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -71,7 +71,7 @@ async fn call(
     }
 }
 
-fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 

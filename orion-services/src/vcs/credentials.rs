@@ -1,5 +1,6 @@
-//! Credentials for private remotes: given to libgit2 when a remote asks (HTTP basic or
-//! user-and-password over SSH), from the store's sealed records, opened only here.
+//! Credentials for private remotes: given to libgit2 when a remote asks (a token as HTTP
+//! basic over `https://`, a private key over SSH), from the store's sealed records, opened
+//! only here. Certificates and host keys are checked by [`super::transport`].
 //!
 //! A record applies to a remote by the parsed URL, never by text: the same scheme, host and
 //! port, and the record's path a prefix of the remote's on segment boundaries
@@ -30,8 +31,10 @@ struct Entry {
 /// with the same scheme, host and port (the scheme's default when none is written), and the
 /// prefix's path segments begin the remote's. Anything that does not parse applies to nothing.
 pub fn credential_applies(prefix: &str, url: &str) -> bool {
-    let (Ok(prefix), Ok(url)) = (url::Url::parse(prefix.trim()), url::Url::parse(url.trim()))
-    else {
+    let (Ok(prefix), Ok(url)) = (
+        url::Url::parse(&as_url(prefix)),
+        url::Url::parse(&as_url(url)),
+    ) else {
         return false;
     };
     if prefix.scheme() != url.scheme()
@@ -48,6 +51,18 @@ pub fn credential_applies(prefix: &str, url: &str) -> bool {
     };
     let (want, have) = (segments(&prefix), segments(&url));
     have.len() >= want.len() && have[..want.len()] == want[..]
+}
+
+/// A remote as a URL: an scp-like address (`user@host:path`) as the `ssh://` URL it means.
+fn as_url(remote: &str) -> String {
+    let remote = remote.trim();
+    if remote.contains("://") || !super::is_remote(remote) {
+        return remote.to_owned();
+    }
+    match remote.split_once(':') {
+        Some((user_host, path)) => format!("ssh://{user_host}/{}", path.trim_start_matches('/')),
+        None => remote.to_owned(),
+    }
 }
 
 /// The sealed credentials of the store, in memory; opened one at a time when a remote asks.
@@ -115,7 +130,7 @@ impl CredentialCache {
     /// The username and secret for `url`: the record with the longest prefix that applies
     /// ([`credential_applies`]); none over plain HTTP to a host not listed as insecure.
     pub fn lookup(&self, url: &str) -> Option<(String, String)> {
-        let parsed = url::Url::parse(url).ok()?;
+        let parsed = url::Url::parse(&as_url(url)).ok()?;
         if parsed.scheme() == "http" {
             let host = parsed.host_str().unwrap_or_default().to_ascii_lowercase();
             let with_port = parsed.port().map(|p| format!("{host}:{p}"));
@@ -186,7 +201,8 @@ fn callbacks() -> RemoteCallbacks<'static> {
     let mut callbacks = RemoteCallbacks::new();
     let source = SOURCE.read().expect("not poisoned").clone();
     let mut asked = false;
-    callbacks.credentials(move |url, _, allowed| {
+    callbacks.certificate_check(super::transport::check_certificate);
+    callbacks.credentials(move |url, username_from_url, allowed| {
         let found = if asked {
             None
         } else {
@@ -198,8 +214,15 @@ fn callbacks() -> RemoteCallbacks<'static> {
                  (POST /v1/credentials)",
             ));
         };
+        // SSH asks for the user name first where the URL names none; that is not the secret.
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(&user);
+        }
         asked = true;
-        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+        if allowed.contains(CredentialType::SSH_KEY) {
+            // Over SSH the stored secret is a private key (PEM or OpenSSH format).
+            Cred::ssh_key_from_memory(username_from_url.unwrap_or(&user), None, &secret, None)
+        } else if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
             Cred::userpass_plaintext(&user, &secret)
         } else {
             Err(git2::Error::from_str(
@@ -252,5 +275,18 @@ mod tests {
             !credential_applies("/srv/git", "/srv/git/x.git"),
             "paths are no URLs"
         );
+        // An scp-like address is the ssh:// URL it means, port 22 and all.
+        assert!(credential_applies(
+            "ssh://git.corp/team/",
+            "git@git.corp:team/x.git"
+        ));
+        assert!(!credential_applies(
+            "ssh://git.corp:2222/",
+            "git@git.corp:team/x.git"
+        ));
+        assert!(!credential_applies(
+            "ssh://git.corp/",
+            "git@git.corp.evil.net:x.git"
+        ));
     }
 }

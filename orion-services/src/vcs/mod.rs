@@ -6,12 +6,14 @@ mod credentials;
 mod history;
 mod path;
 mod policy;
+mod transport;
 mod workspace;
 
 pub use credentials::{CredentialCache, credential_applies, set_credential_source};
 pub use history::{CommitFiles, History};
 pub use path::{PathError, RelativePath};
 pub use policy::{RepoPolicy, RepoRefused, is_remote, remote_host};
+pub use transport::{TransportConfig, set_transport};
 pub use workspace::{
     DiffStats, MergeOutcome, Workspace, adopt, candidate_ref, checkout, checkout_commit,
     commit_all, delete_remote_ref, diff_stats, merge, messages_since, push_branch, push_head_to,

@@ -208,7 +208,9 @@ fn cached_clone(remote: &str, into: &Path) -> Result<Repository, VcsError> {
                 .bare(true)
                 .fetch_options(options)
                 .clone(remote, &partial)
-                .map_err(|e| VcsError::CloneFailed(format!("{remote}: {}", e.message())))?;
+                .map_err(|e| {
+                    VcsError::CloneFailed(format!("{remote}: {}", transfer_failure(&e)))
+                })?;
             std::fs::rename(&partial, &dir)
                 .map_err(|e| VcsError::Operation(format!("placing the cached clone: {e}")))?;
             Repository::open_bare(&dir).map_err(|e| git_error("opening the cached clone", e))?
@@ -304,7 +306,24 @@ fn fetch(repo: &Repository) -> Result<(), VcsError> {
             None,
         )
     })
-    .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", e.message())))
+    .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", transfer_failure(&e))))
+}
+
+/// What a failed transfer says, with what to do where the remote's certificate was not
+/// trusted.
+fn transfer_failure(e: &git2::Error) -> String {
+    let message = e.message();
+    if let Some(why) = super::transport::refusal() {
+        return format!("{message}: {why}");
+    }
+    if e.class() == git2::ErrorClass::Ssl || e.code() == git2::ErrorCode::Certificate {
+        format!(
+            "{message} (the server's certificate is not signed by an authority Orion trusts: \
+             the system's, or vcs.ca_file's)"
+        )
+    } else {
+        message.to_owned()
+    }
 }
 
 /// Runs a transfer again when it met the remote in the middle of another writer's update (a

@@ -1,0 +1,387 @@
+//! Real remotes: git over HTTPS, through `git http-backend` behind TLS with a certificate
+//! authority made for the test. A develop task clones from and pushes to it with a stored
+//! token when `vcs.ca_file` trusts the authority; a server whose certificate no trusted
+//! authority signed is refused, with a clear error.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::security::{bearer, call};
+use crate::support::{
+    Process, TempDir, TestApp, eventually, first_line, git, git_fixture, git_rev, model_answering,
+    token, with_jwt_auth,
+};
+
+/// Runs `openssl` in `dir`, failing the test if it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+/// In `dir`: a certificate authority (`ca.pem`), a server certificate it signed for
+/// 127.0.0.1 (`server.pem`, `server.key`), and a self-signed one for the same address that no
+/// authority vouches for (`stranger.pem`, `stranger.key`). Returns the authority's file.
+fn certificates(dir: &Path) -> PathBuf {
+    let san = "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n";
+    std::fs::write(dir.join("server.ext"), san).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Orion test authority",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "stranger.key",
+            "-out",
+            "stranger.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+    );
+    dir.join("ca.pem")
+}
+
+/// `git http-backend` over HTTPS for the repositories under `root`, demanding `user` and
+/// `password`, with the certificate `name` of `certs`; returns the server and its port.
+async fn https_git(root: &Path, certs: &Path, name: &str, password: &str) -> (Process, String) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git_http_server.py");
+    let mut server = Process(
+        std::process::Command::new("python3")
+            .arg(script)
+            .arg(root)
+            .args(["bot", password])
+            .arg(certs.join(format!("{name}.pem")))
+            .arg(certs.join(format!("{name}.key")))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let port = first_line(&mut server.0, "the HTTPS git server").await;
+    (server, port.trim().to_owned())
+}
+
+#[actix_rt::test]
+async fn a_develop_task_clones_and_pushes_over_https_and_an_untrusted_server_is_refused() {
+    let root = TempDir::new();
+    let fixture = git_fixture();
+    git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &fixture.path().to_string_lossy(),
+            "private.git",
+        ],
+    );
+    let certs = TempDir::new();
+    let ca = certificates(certs.path());
+    let (_trusted, port) = https_git(root.path(), certs.path(), "server", "token-42").await;
+    let (_stranger, stranger_port) =
+        https_git(root.path(), certs.path(), "stranger", "token-42").await;
+    let model =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 7\n=== END\n").await;
+    let model_url = format!("{}/v1", model.uri());
+    let hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{stranger_port}"),
+    ];
+    let app = TestApp::spawn_with(move |s| {
+        with_jwt_auth(s);
+        s.security.repo_hosts = Some(hosts);
+        s.secrets.credentials_key = Some(
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]).into(),
+        );
+        s.vcs.ca_file = Some(ca);
+        s.llm.base_url = Some(model_url);
+        s.llm.model = "gpt-test".into();
+        s.developer.test_command = Some(vec!["sh".into(), "-c".into(), "true".into()]);
+    })
+    .await;
+    let admin = bearer(&token("admin"));
+    for server in [&port, &stranger_port] {
+        let saved = call(
+            &app,
+            "POST",
+            "/v1/credentials",
+            Some(&admin),
+            Some(json!({ "repo_prefix": format!("https://127.0.0.1:{server}/"), "username": "bot", "secret": "token-42" })),
+        )
+        .await;
+        assert_eq!(saved.status, 201, "{}", saved.body);
+    }
+    let develop = |port: &str| {
+        let app = &app;
+        let admin = admin.clone();
+        let repo = format!("https://127.0.0.1:{port}/private.git");
+        async move {
+            let created = call(
+                app,
+                "POST",
+                "/v1/tasks",
+                Some(&admin),
+                Some(json!({ "kind": "develop", "repo": repo, "prompt": "septuple the helper" })),
+            )
+            .await;
+            assert_eq!(created.status, 202, "{}", created.body);
+            let id = created.body["id"].as_str().unwrap().to_owned();
+            let task: Value = eventually("the task to settle", Duration::from_secs(60), || async {
+                let task = call(app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
+                    .await
+                    .body;
+                matches!(task["status"].as_str()?, "failed" | "awaiting_review").then_some(task)
+            })
+            .await;
+            (id, task)
+        }
+    };
+
+    // Trusted through vcs.ca_file: cloned, developed, tested and pushed over HTTPS.
+    let (id, task) = develop(&port).await;
+    assert_eq!(task["status"], "awaiting_review", "{task}");
+    assert!(
+        git_rev(
+            &root.path().join("private.git"),
+            &format!("refs/heads/orion/{id}")
+        )
+        .is_some(),
+        "the branch was pushed over HTTPS"
+    );
+
+    // The same repository behind a certificate nobody vouches for: refused, saying why.
+    let (id, task) = develop(&stranger_port).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["code"], "repo_unreachable", "{task}");
+    let message = task["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("vcs.ca_file"), "{message}");
+    assert!(
+        git_rev(
+            &root.path().join("private.git"),
+            &format!("refs/heads/orion/{id}")
+        )
+        .is_none(),
+        "nothing reached the untrusted server"
+    );
+}
+
+/// Runs `ssh-keygen` to make a key without a passphrase at `path`; returns its public line.
+fn ssh_key(path: &Path, kind: &[&str]) -> String {
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", ""])
+        .args(kind)
+        .arg("-f")
+        .arg(path)
+        .status()
+        .expect("ssh-keygen is installed (scripts/services.sh)");
+    assert!(status.success());
+    std::fs::read_to_string(path.with_extension("pub")).unwrap()
+}
+
+/// An SSH server of the test's own (Debian's sshd, on a free port, with its own host key),
+/// letting in the holder of `client` (a public key line) as this user; returns the server,
+/// its port and its host key's public line.
+async fn sshd(dir: &Path, client: &str) -> (Process, u16, String) {
+    let host = ssh_key(&dir.join("host_key"), &["-t", "ed25519"]);
+    std::fs::write(dir.join("authorized_keys"), client).unwrap();
+    let port = crate::support::free_port();
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
+         PidFile {dir}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+         AllowUsers {user}\n",
+        dir = dir.display()
+    );
+    std::fs::write(dir.join("sshd_config"), config).unwrap();
+    // Privilege separation wants its directory (made by the service, which does not run here).
+    let _ = std::fs::create_dir_all("/run/sshd");
+    let server = Process(
+        std::process::Command::new("/usr/sbin/sshd")
+            .arg("-f")
+            .arg(dir.join("sshd_config"))
+            .args(["-D", "-e"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sshd is installed (scripts/services.sh)"),
+    );
+    eventually("sshd to listen", Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+    })
+    .await;
+    (server, port, host)
+}
+
+#[actix_rt::test]
+async fn a_develop_task_clones_and_pushes_over_ssh_and_a_changed_host_key_is_refused() {
+    let root = TempDir::new();
+    let fixture = git_fixture();
+    git(
+        root.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            &fixture.path().to_string_lossy(),
+            "private.git",
+        ],
+    );
+    let keys = TempDir::new();
+    let client = ssh_key(
+        &keys.path().join("client"),
+        &["-t", "rsa", "-b", "2048", "-m", "PEM"],
+    );
+    let private_key = std::fs::read_to_string(keys.path().join("client")).unwrap();
+    let (first_dir, second_dir) = (TempDir::new(), TempDir::new());
+    let (_known, port, host_key) = sshd(first_dir.path(), &client).await;
+    // Another server on the same host, with a key of its own: not the one known for it.
+    let (_impostor, impostor_port, _) = sshd(second_dir.path(), &client).await;
+    let known_hosts = keys.path().join("known_hosts");
+    let mut fields = host_key.split_whitespace();
+    let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
+    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {kind} {key}\n")).unwrap();
+
+    let model =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 7\n=== END\n").await;
+    let model_url = format!("{}/v1", model.uri());
+    let hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{impostor_port}"),
+    ];
+    let app = TestApp::spawn_with(move |s| {
+        with_jwt_auth(s);
+        s.security.repo_hosts = Some(hosts);
+        s.secrets.credentials_key = Some(
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [5u8; 32]).into(),
+        );
+        s.vcs.known_hosts = Some(known_hosts);
+        s.llm.base_url = Some(model_url);
+        s.llm.model = "gpt-test".into();
+        s.developer.test_command = Some(vec!["sh".into(), "-c".into(), "true".into()]);
+    })
+    .await;
+    let admin = bearer(&token("admin"));
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    for server in [port, impostor_port] {
+        let saved = call(
+            &app,
+            "POST",
+            "/v1/credentials",
+            Some(&admin),
+            Some(json!({ "repo_prefix": format!("ssh://127.0.0.1:{server}/"), "username": user, "secret": private_key })),
+        )
+        .await;
+        assert_eq!(saved.status, 201, "{}", saved.body);
+    }
+    let repo_path = root.path().join("private.git");
+    let develop = |port: u16| {
+        let (app, admin) = (&app, admin.clone());
+        let repo = format!("ssh://{user}@127.0.0.1:{port}{}", repo_path.display());
+        async move {
+            let created = call(
+                app,
+                "POST",
+                "/v1/tasks",
+                Some(&admin),
+                Some(json!({ "kind": "develop", "repo": repo, "prompt": "septuple the helper" })),
+            )
+            .await;
+            assert_eq!(created.status, 202, "{}", created.body);
+            let id = created.body["id"].as_str().unwrap().to_owned();
+            let task: Value = eventually("the task to settle", Duration::from_secs(60), || async {
+                let task = call(app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
+                    .await
+                    .body;
+                matches!(task["status"].as_str()?, "failed" | "awaiting_review").then_some(task)
+            })
+            .await;
+            (id, task)
+        }
+    };
+
+    // The host key is the one known: cloned, developed, tested and pushed over SSH with the
+    // stored private key.
+    let (id, task) = develop(port).await;
+    assert_eq!(task["status"], "awaiting_review", "{task}");
+    assert!(
+        git_rev(&repo_path, &format!("refs/heads/orion/{id}")).is_some(),
+        "the branch was pushed over SSH"
+    );
+
+    // The same host answers with another key: refused before any credential is offered.
+    let (id, task) = develop(impostor_port).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    assert_eq!(task["error"]["code"], "repo_unreachable", "{task}");
+    let message = task["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("vcs.known_hosts"), "{message}");
+    assert!(git_rev(&repo_path, &format!("refs/heads/orion/{id}")).is_none());
+}

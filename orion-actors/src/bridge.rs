@@ -282,7 +282,16 @@ where
                 return Err(HandleError::Retry("the node is stopping; handed back".into()));
             }
             _ = ticks.tick() => {
-                match delivery.in_progress().await {
+                // An extension the bus does not confirm within a tick counts as missed.
+                let extended = tokio::time::timeout(every, delivery.in_progress())
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(orion_bus::BusError::Timeout {
+                            subject: "the delivery's extension".into(),
+                            after: every,
+                        })
+                    });
+                match extended {
                     Ok(()) => missed = 0,
                     Err(e) => {
                         missed += 1;

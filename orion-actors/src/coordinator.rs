@@ -325,7 +325,25 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
     };
     // A report of an older attempt (its task was reclaimed and assigned again since) moves
     // nothing: the newer attempt's reports decide. The event log says it came.
-    let current = lifecycle.store().task(id).await?.attempts;
+    let stored = lifecycle.store().task(id).await?;
+    let current = stored.attempts;
+    // A task paused for a review or an approval was paused by its attempt's last step: a
+    // later report of that attempt (a copy's, a late duplicate's) would revive it. Only
+    // progress notes are still recorded.
+    if matches!(
+        stored.status,
+        TaskStatus::AwaitingReview | TaskStatus::AwaitingApproval
+    ) && report.attempt == current
+        && !matches!(report.outcome, Outcome::Progress { .. })
+    {
+        tracing::info!(task = %id, attempt = report.attempt, status = %stored.status, "a report to a paused task is ignored");
+        let data = serde_json::json!({
+            "message": format!("a report of attempt {} is ignored: the task is {}", report.attempt, stored.status),
+            "stale_attempt": report.attempt,
+        });
+        lifecycle.note(id, by(data)).await?;
+        return Ok(());
+    }
     if report.attempt < current {
         tracing::info!(task = %id, attempt = report.attempt, current, "a report of an older attempt is ignored");
         let data = serde_json::json!({

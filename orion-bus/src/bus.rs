@@ -107,7 +107,8 @@ pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), BusError>;
     /// Not done: deliver again, after `delay` if given.
     async fn nak(&self, delay: Option<Duration>) -> Result<(), BusError>;
-    /// Still working: restart the ack-wait clock. `Ok` only once the bus confirmed it.
+    /// Still working: restart the ack-wait clock. `Ok` once the server confirmed it received
+    /// the extension (not that the message is still this consumer's: a lost one is not).
     async fn in_progress(&self) -> Result<(), BusError>;
 }
 

@@ -98,8 +98,8 @@ impl ChangeDelivery {
     }
 
     /// Claims an effect for `run` (see [`EffectStore::claim_effect`]): waits while another
-    /// run of the same attempt holds it (for at most the claim's lease), and stops the step
-    /// when a newer attempt holds it.
+    /// live run of the same attempt holds it (it renews its lease while it lives), and stops
+    /// the step when a newer attempt holds it.
     pub(crate) async fn claim(
         &self,
         run: Run<'_>,
@@ -228,10 +228,7 @@ impl ChangeDelivery {
         };
         let key = match &run.assignment.step {
             Step::Merge { pull } => EffectKey::forge_approval(*pull),
-            Step::Revise { pull, .. } => {
-                let reviewed = self.pulls.pull(*pull).await.map_err(store_failure)?;
-                EffectKey::forge_review(&reviewed.head_oid)
-            }
+            Step::Revise { pull, .. } => EffectKey::forge_review(self.revision_round(*pull).await?),
             _ => return Ok(()),
         };
         let mark = post_mark(task.id, &key);
@@ -268,13 +265,32 @@ impl ChangeDelivery {
         Ok(())
     }
 
-    /// The name of a revision round's step: the pull request and the version reviewed (its
-    /// head as stored, which no run of the round moves), so each round asks anew and every
-    /// run of one round is the same round.
+    /// The review a revision round carries out: the latest request for changes of the pull
+    /// request. Neither the round's own publish nor a copy of its step moves it; only the next
+    /// review does, which starts the next round (at a newer attempt).
+    pub(crate) async fn revision_round(&self, pull: Uuid) -> Result<Uuid, TaskFailure> {
+        self.pulls
+            .reviews(pull)
+            .await
+            .map_err(store_failure)?
+            .iter()
+            .rev()
+            .find(|r| r.decision == orion_bus::Decision::RequestChanges)
+            .map(|r| r.id)
+            .ok_or_else(|| {
+                TaskFailure::new(
+                    codes::INTERNAL,
+                    format!("pull request {pull} has no request for changes to carry out"),
+                )
+            })
+    }
+
+    /// The name of a revision round's step: the pull request and the review carried out.
     pub(crate) async fn revision_step(&self, pull: Uuid) -> Result<String, TaskFailure> {
-        let reviewed = self.pulls.pull(pull).await.map_err(store_failure)?;
-        let head = &reviewed.head_oid;
-        Ok(format!("revise-{pull}-{}", &head[..head.len().min(12)]))
+        Ok(format!(
+            "revise-{pull}-{}",
+            self.revision_round(pull).await?
+        ))
     }
 
     pub(crate) async fn workspace(&self, task: &Task) -> Result<Workspace, TaskFailure> {

@@ -30,7 +30,7 @@ use crate::messages::{Ask, CancelTask, PanicVerdict, Panicked};
 use async_trait::async_trait;
 use orion_bus::{
     AgentKind, Assignment, Body, Bus, BusError, Envelope, Outcome, ProtocolError, Queue, Step,
-    Task, TaskFailure, WorkReport,
+    Task, TaskFailure, TaskStatus, WorkReport,
 };
 
 use orion_services::metrics::metrics;
@@ -389,13 +389,17 @@ impl Agent {
             run,
             ..self.context.clone()
         };
-        // A copy of an assignment an older attempt made, or one whose task has ended, is
-        // dropped before an agent that makes effects acts on it: the task moved on, and the
-        // step would act on a state that is past. (Agents without effects may run without a
+        // A copy of an assignment an older attempt made, or one whose task is not at work
+        // (waiting for a review or an approval, or ended), is dropped before an agent that
+        // makes effects acts on it: the task moved on, and the step would act on a state that
+        // is past. (Agents without effects may run without a
         // database: a Testing node has none.)
         if self.work.ledger().is_some() {
             match self.store.task(assignment.task.id).await {
-                Ok(task) if task.attempts > assignment.attempt || task.status.is_terminal() => {
+                Ok(task)
+                    if task.attempts > assignment.attempt
+                        || !matches!(task.status, TaskStatus::Assigned | TaskStatus::Running) =>
+                {
                     return Err(HandleError::Drop(format!(
                         "the task is {} at attempt {}; this assignment is of attempt {}",
                         task.status, task.attempts, assignment.attempt

@@ -71,9 +71,9 @@ impl EffectKey {
     pub fn forge_approval(pull: Uuid) -> Self {
         Self(format!("forge:approve:{pull}"))
     }
-    /// A request for changes mirrored to the forge, per reviewed version (its head).
-    pub fn forge_review(head: &str) -> Self {
-        Self(format!("forge:review:{head}"))
+    /// A request for changes mirrored to the forge, per review.
+    pub fn forge_review(review: Uuid) -> Self {
+        Self(format!("forge:review:{review}"))
     }
     /// A review comment mirrored to the forge.
     pub fn forge_comment(index: usize) -> Self {

@@ -664,17 +664,21 @@ fn land(repo: &Repository, target: &str, commit: Oid, from: Oid) -> Result<(), V
     if super::is_remote(&url) {
         return push(repo, &format!("{commit}:{target}"));
     }
-    let landing = format!("refs/orion/landing/{commit}");
-    push(repo, &format!("+{commit}:{landing}"))?;
     let path = url.strip_prefix("file://").unwrap_or(&url);
     let remote = Repository::open(path).map_err(|e| git_error("opening the remote", e))?;
-    let moved = remote.reference_matching(target, commit, true, from, "orion: merge");
+    let landing = format!("refs/orion/landing/{commit}");
+    let moved = push(repo, &format!("+{commit}:{landing}")).and_then(|()| {
+        remote
+            .reference_matching(target, commit, true, from, "orion: merge")
+            .map(|_| ())
+            .map_err(|e| VcsError::PushFailed(format!("{target} moved meanwhile: {}", e.message())))
+    });
+    // The landing ref goes whatever happened (one a crash left is harmless: outside the
+    // branches, and pushed over by the next landing of the same commit).
     if let Ok(mut staged) = remote.find_reference(&landing) {
         let _ = staged.delete();
     }
     moved
-        .map(|_| ())
-        .map_err(|e| VcsError::PushFailed(format!("{target} moved meanwhile: {}", e.message())))
 }
 
 /// How often a merge is made again on a base that moved meanwhile.
@@ -764,10 +768,6 @@ fn merge_once(
             &[&base, &head],
         )
         .map_err(|e| git_error("committing the merge", e))?;
-    // A temporary ref makes the commit pushable.
-    let staging = format!("refs/orion/merge/{}", workspace.branch.replace('/', "-"));
-    repo.reference(&staging, merged, true, "merge")
-        .map_err(|e| git_error("staging the merge", e))?;
     land(repo, &target, merged, base.id())?;
     Ok(MergeOutcome::MergeCommit {
         head: merged.to_string(),

@@ -46,10 +46,26 @@ fn note_of(text: &str) -> Option<usize> {
         .ok()
 }
 
+/// What a reviewer asks of the tasks it sends back for changes.
+const CHANGES: &str = "say hello too";
+
 /// The fake model: answers task `n`'s call with an edit adding `notes/note-<n>.txt` (so
-/// every change merges cleanly), and counts the calls it was paid for, per task.
+/// every change merges cleanly), or, asked for the reviewer's changes, one that says hello
+/// too; counts the calls it was paid for, per task and kind (`false`: the first version,
+/// `true`: a revision).
 #[derive(Clone, Default)]
-struct CountingModel(Arc<Mutex<BTreeMap<usize, usize>>>);
+struct CountingModel(Arc<Mutex<BTreeMap<(usize, bool), usize>>>);
+
+impl CountingModel {
+    fn paid(&self, n: usize, revision: bool) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .get(&(n, revision))
+            .copied()
+            .unwrap_or(0)
+    }
+}
 
 impl Respond for CountingModel {
     fn respond(&self, request: &Request) -> ResponseTemplate {
@@ -57,8 +73,14 @@ impl Respond for CountingModel {
         let Some(n) = note_of(&body) else {
             return ResponseTemplate::new(400);
         };
-        *self.0.lock().unwrap().entry(n).or_default() += 1;
-        let edit = format!("=== FILE: notes/note-{n}.txt\nnote {n}\n=== END\n");
+        let revision = body.contains(CHANGES);
+        *self.0.lock().unwrap().entry((n, revision)).or_default() += 1;
+        let text = if revision {
+            format!("note {n}\nhello\n")
+        } else {
+            format!("note {n}\n")
+        };
+        let edit = format!("=== FILE: notes/note-{n}.txt\n{text}=== END\n");
         ResponseTemplate::new(200).set_body_json(completion("gpt-test", &edit))
     }
 }
@@ -358,7 +380,9 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
         .collect();
 
     // The reviewer: approves the even-numbered tasks' pull requests and cancels the others,
-    // as each reaches review; done when every task has ended.
+    // as each reaches review, but first asks for changes to every fourth (and approves the
+    // version that answers them); done when every task has ended.
+    let revised: Mutex<HashMap<String, String>> = Mutex::new(HashMap::new());
     let kills = AtomicUsize::new(0);
     let (approved, cancelled) = (Mutex::new(HashSet::new()), Mutex::new(HashSet::new()));
     let review = async {
@@ -385,7 +409,22 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
                 if approved.lock().unwrap().contains(id) || cancelled.lock().unwrap().contains(id) {
                     continue;
                 }
-                if index[id].is_multiple_of(2) {
+                let asked = revised.lock().unwrap().get(id).cloned();
+                if index[id].is_multiple_of(4) && asked.is_none() {
+                    let Ok(response) = client
+                        .post(format!("{base}/v1/pulls/{pull}/reviews"))
+                        .send_json(&json!({ "decision": "request_changes", "comment": CHANGES, "head_oid": head }))
+                        .await
+                    else {
+                        continue;
+                    };
+                    if response.status().is_success() {
+                        revised.lock().unwrap().insert(id.clone(), head.clone());
+                    }
+                } else if index[id].is_multiple_of(2) {
+                    if asked.as_ref() == Some(head) {
+                        continue; // the version sent back, read before its revision began
+                    }
                     let Ok(response) = client
                         .post(format!("{base}/v1/pulls/{pull}/reviews"))
                         .send_json(&json!({ "decision": "approve", "head_oid": head }))
@@ -463,9 +502,15 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
     };
     stop.store(true, Ordering::Relaxed);
     let copies = copier.await.unwrap();
-    let (approved, cancelled) = (
+    let (approved, cancelled, revised) = (
         approved.into_inner().unwrap(),
         cancelled.into_inner().unwrap(),
+        revised.into_inner().unwrap(),
+    );
+    assert_eq!(
+        revised.len(),
+        TASKS.div_ceil(4),
+        "every fourth task was sent back once"
     );
 
     // Every task ended as its reviewer decided: the approved merged, the others cancelled.
@@ -496,18 +541,19 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
         "tasks that did not end as reviewed: {wrong:#?}"
     );
 
-    // Each task's commit was pushed to its branch once, and is its pull request's head.
+    // Each version's commit was pushed to its branch once: the first, then (for a task sent
+    // back) the revision, which is the pull request's head.
     let heads: HashMap<&str, &str> = rows
         .iter()
         .filter_map(|r| Some((r.id.as_str(), r.pull.as_ref()?.1.as_str())))
         .collect();
     for id in &ids {
         let pushes = ref_updates(&remote, &format!("refs/heads/orion/{id}"));
-        assert_eq!(
-            pushes,
-            [heads[id.as_str()]],
-            "the pushes of task {id}'s branch"
-        );
+        let versions: Vec<&str> = match revised.get(id) {
+            Some(first) => vec![first.as_str(), heads[id.as_str()]],
+            None => vec![heads[id.as_str()]],
+        };
+        assert_eq!(pushes, versions, "the pushes of task {id}'s branch");
     }
     // One merge into `main` for each approved task, none for the others.
     let mut merges: BTreeMap<String, usize> = BTreeMap::new();
@@ -548,7 +594,7 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
     }
 
     // The forge: one pull request per task, one approval per approved task, nothing else.
-    let (opened, approvals) = {
+    let (opened, approvals, changes) = {
         let log = forge.0.lock().unwrap();
         let mut opened: BTreeMap<String, usize> = BTreeMap::new();
         for (head, _) in &log.pulls {
@@ -557,6 +603,7 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
         let number_of: HashMap<&str, u64> =
             log.pulls.iter().map(|(h, n)| (h.as_str(), *n)).collect();
         let mut approvals: BTreeMap<String, usize> = BTreeMap::new();
+        let mut changes: BTreeMap<String, usize> = BTreeMap::new();
         for id in &ids {
             let n = number_of[format!("orion/{id}").as_str()];
             let count = log
@@ -567,9 +614,22 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
             if count > 0 {
                 approvals.insert(id.clone(), count);
             }
+            let asked = log
+                .posts
+                .iter()
+                .filter(|(p, k, b)| *p == n && k == "reviews" && b["event"] == "REQUEST_CHANGES")
+                .count();
+            if asked > 0 {
+                changes.insert(id.clone(), asked);
+            }
         }
-        (opened, approvals)
+        (opened, approvals, changes)
     };
+    let sent_back: BTreeMap<String, usize> = revised.keys().map(|id| (id.clone(), 1)).collect();
+    assert_eq!(
+        changes, sent_back,
+        "requests for changes posted on the forge, per task"
+    );
     let every_branch: BTreeMap<String, usize> =
         ids.iter().map(|id| (format!("orion/{id}"), 1)).collect();
     assert_eq!(
@@ -587,18 +647,17 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
     let claims = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),
-            "SELECT task_id::text AS task, tries, state FROM effects WHERE kind = 'model_call'",
+            "SELECT task_id::text AS task, step, tries, state FROM effects WHERE kind = 'model_call'",
         ))
         .await
         .unwrap();
-    let paid = model.0.lock().unwrap().clone();
     let mut tries_total = 0;
     for row in &claims {
         let task: String = row.try_get("", "task").unwrap();
+        let step: String = row.try_get("", "step").unwrap();
         let tries: i32 = row.try_get("", "tries").unwrap();
         let state: String = row.try_get("", "state").unwrap();
-        let n = index[&task];
-        let paid = paid.get(&n).copied().unwrap_or(0);
+        let paid = model.paid(index[&task], step.starts_with("model:revise"));
         assert_eq!(state, "done", "task {task}'s answer is recorded");
         assert!(
             paid >= 1 && paid <= tries as usize,
@@ -609,11 +668,16 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
         }
         tries_total += tries as usize;
     }
-    assert_eq!(claims.len(), TASKS, "one model call recorded per task");
-    let paid_total: usize = paid.values().sum();
+    assert_eq!(
+        claims.len(),
+        TASKS + revised.len(),
+        "one model call recorded per version"
+    );
+    let paid_total: usize = model.0.lock().unwrap().values().sum();
     println!(
-        "chaos: {TASKS} tasks, {} kills, {copies} copied assignments; model calls paid {paid_total}, \
-         tries recorded {tries_total}; {} merges; {} pull requests",
+        "chaos: {TASKS} tasks ({} sent back), {} kills, {copies} copied assignments; model calls paid \
+         {paid_total}, tries recorded {tries_total}; {} merges; {} pull requests",
+        revised.len(),
         kills.load(Ordering::Relaxed),
         merges.values().sum::<usize>(),
         opened.values().sum::<usize>(),
@@ -785,7 +849,7 @@ async fn a_node_killed_between_each_effect_and_its_record_repeats_nothing_but_a_
             .count();
         assert_eq!(approvals, 2, "one approval on the forge per task");
     }
-    let paid = model.0.lock().unwrap().get(&0).copied().unwrap_or(0);
+    let paid = model.paid(0, false);
     let db_conn = Database::connect(&db.url).await.unwrap();
     let tries = db_conn
         .query_one_raw(Statement::from_string(

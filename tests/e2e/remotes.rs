@@ -127,8 +127,8 @@ async fn https_git(root: &Path, certs: &Path, name: &str, password: &str) -> (Pr
     (server, port.trim().to_owned())
 }
 
-#[actix_rt::test]
-async fn a_develop_task_clones_and_pushes_over_https_and_an_untrusted_server_is_refused() {
+/// A bare copy of the git fixture as `private.git` in a directory of its own.
+pub(crate) fn private_repo() -> TempDir {
     let root = TempDir::new();
     let fixture = git_fixture();
     git(
@@ -141,70 +141,91 @@ async fn a_develop_task_clones_and_pushes_over_https_and_an_untrusted_server_is_
             "private.git",
         ],
     );
-    let certs = TempDir::new();
-    let ca = certificates(certs.path());
-    let (_trusted, port) = https_git(root.path(), certs.path(), "server", "token-42").await;
-    let (_stranger, stranger_port) =
-        https_git(root.path(), certs.path(), "stranger", "token-42").await;
+    root
+}
+
+/// An embedded Orion behind JWT auth, with a fake model that edits the fixture's helper, a
+/// test command that passes, credentials sealed, `hosts` allowed, and `vcs` as `adjust` sets
+/// it; with an admin's bearer header.
+async fn remote_app(
+    hosts: Vec<String>,
+    adjust: impl FnOnce(&mut orion::settings::Settings) + 'static,
+) -> (TestApp, String, wiremock::MockServer) {
     let model =
         model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 7\n=== END\n").await;
     let model_url = format!("{}/v1", model.uri());
-    let hosts = vec![
-        format!("127.0.0.1:{port}"),
-        format!("127.0.0.1:{stranger_port}"),
-    ];
     let app = TestApp::spawn_with(move |s| {
         with_jwt_auth(s);
         s.security.repo_hosts = Some(hosts);
         s.secrets.credentials_key = Some(
             base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32]).into(),
         );
-        s.vcs.ca_file = Some(ca);
         s.llm.base_url = Some(model_url);
         s.llm.model = "gpt-test".into();
         s.developer.test_command = Some(vec!["sh".into(), "-c".into(), "true".into()]);
+        adjust(s);
     })
     .await;
-    let admin = bearer(&token("admin"));
+    (app, bearer(&token("admin")), model)
+}
+
+/// Stores the credential `username`/`secret` for remotes under `prefix`.
+async fn store_credential(app: &TestApp, admin: &str, prefix: &str, username: &str, secret: &str) {
+    let saved = call(
+        app,
+        "POST",
+        "/v1/credentials",
+        Some(admin),
+        Some(json!({ "repo_prefix": prefix, "username": username, "secret": secret })),
+    )
+    .await;
+    assert_eq!(saved.status, 201, "{}", saved.body);
+}
+
+/// Submits a develop task on `repo` and waits until it fails or awaits review; returns its id
+/// and the task.
+async fn develop(app: &TestApp, admin: &str, repo: &str) -> (String, Value) {
+    let created = call(
+        app,
+        "POST",
+        "/v1/tasks",
+        Some(admin),
+        Some(json!({ "kind": "develop", "repo": repo, "prompt": "septuple the helper" })),
+    )
+    .await;
+    assert_eq!(created.status, 202, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let task: Value = eventually("the task to settle", Duration::from_secs(60), || async {
+        let task = call(app, "GET", &format!("/v1/tasks/{id}"), Some(admin), None)
+            .await
+            .body;
+        matches!(task["status"].as_str()?, "failed" | "awaiting_review").then_some(task)
+    })
+    .await;
+    (id, task)
+}
+
+#[actix_rt::test]
+async fn a_develop_task_clones_and_pushes_over_https_and_an_untrusted_server_is_refused() {
+    let root = private_repo();
+    let certs = TempDir::new();
+    let ca = certificates(certs.path());
+    let (_trusted, port) = https_git(root.path(), certs.path(), "server", "token-42").await;
+    let (_stranger, stranger_port) =
+        https_git(root.path(), certs.path(), "stranger", "token-42").await;
+    let hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("127.0.0.1:{stranger_port}"),
+    ];
+    let (app, admin, _model) = remote_app(hosts, move |s| s.vcs.ca_file = Some(ca)).await;
     for server in [&port, &stranger_port] {
-        let saved = call(
-            &app,
-            "POST",
-            "/v1/credentials",
-            Some(&admin),
-            Some(json!({ "repo_prefix": format!("https://127.0.0.1:{server}/"), "username": "bot", "secret": "token-42" })),
-        )
-        .await;
-        assert_eq!(saved.status, 201, "{}", saved.body);
+        let prefix = format!("https://127.0.0.1:{server}/");
+        store_credential(&app, &admin, &prefix, "bot", "token-42").await;
     }
-    let develop = |port: &str| {
-        let app = &app;
-        let admin = admin.clone();
-        let repo = format!("https://127.0.0.1:{port}/private.git");
-        async move {
-            let created = call(
-                app,
-                "POST",
-                "/v1/tasks",
-                Some(&admin),
-                Some(json!({ "kind": "develop", "repo": repo, "prompt": "septuple the helper" })),
-            )
-            .await;
-            assert_eq!(created.status, 202, "{}", created.body);
-            let id = created.body["id"].as_str().unwrap().to_owned();
-            let task: Value = eventually("the task to settle", Duration::from_secs(60), || async {
-                let task = call(app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
-                    .await
-                    .body;
-                matches!(task["status"].as_str()?, "failed" | "awaiting_review").then_some(task)
-            })
-            .await;
-            (id, task)
-        }
-    };
+    let repo = |port: &str| format!("https://127.0.0.1:{port}/private.git");
 
     // Trusted through vcs.ca_file: cloned, developed, tested and pushed over HTTPS.
-    let (id, task) = develop(&port).await;
+    let (id, task) = develop(&app, &admin, &repo(&port)).await;
     assert_eq!(task["status"], "awaiting_review", "{task}");
     assert!(
         git_rev(
@@ -216,7 +237,7 @@ async fn a_develop_task_clones_and_pushes_over_https_and_an_untrusted_server_is_
     );
 
     // The same repository behind a certificate nobody vouches for: refused, saying why.
-    let (id, task) = develop(&stranger_port).await;
+    let (id, task) = develop(&app, &admin, &repo(&stranger_port)).await;
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(task["error"]["code"], "repo_unreachable", "{task}");
     let message = task["error"]["message"].as_str().unwrap_or_default();
@@ -283,18 +304,7 @@ async fn sshd(dir: &Path, client: &str) -> (Process, u16, String) {
 
 #[actix_rt::test]
 async fn a_develop_task_clones_and_pushes_over_ssh_and_a_changed_host_key_is_refused() {
-    let root = TempDir::new();
-    let fixture = git_fixture();
-    git(
-        root.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &fixture.path().to_string_lossy(),
-            "private.git",
-        ],
-    );
+    let root = private_repo();
     let keys = TempDir::new();
     let client = ssh_key(
         &keys.path().join("client"),
@@ -310,67 +320,23 @@ async fn a_develop_task_clones_and_pushes_over_ssh_and_a_changed_host_key_is_ref
     let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
     std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {kind} {key}\n")).unwrap();
 
-    let model =
-        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 7\n=== END\n").await;
-    let model_url = format!("{}/v1", model.uri());
     let hosts = vec![
         format!("127.0.0.1:{port}"),
         format!("127.0.0.1:{impostor_port}"),
     ];
-    let app = TestApp::spawn_with(move |s| {
-        with_jwt_auth(s);
-        s.security.repo_hosts = Some(hosts);
-        s.secrets.credentials_key = Some(
-            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [5u8; 32]).into(),
-        );
-        s.vcs.known_hosts = Some(known_hosts);
-        s.llm.base_url = Some(model_url);
-        s.llm.model = "gpt-test".into();
-        s.developer.test_command = Some(vec!["sh".into(), "-c".into(), "true".into()]);
-    })
-    .await;
-    let admin = bearer(&token("admin"));
+    let (app, admin, _model) =
+        remote_app(hosts, move |s| s.vcs.known_hosts = Some(known_hosts)).await;
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     for server in [port, impostor_port] {
-        let saved = call(
-            &app,
-            "POST",
-            "/v1/credentials",
-            Some(&admin),
-            Some(json!({ "repo_prefix": format!("ssh://127.0.0.1:{server}/"), "username": user, "secret": private_key })),
-        )
-        .await;
-        assert_eq!(saved.status, 201, "{}", saved.body);
+        let prefix = format!("ssh://127.0.0.1:{server}/");
+        store_credential(&app, &admin, &prefix, &user, &private_key).await;
     }
     let repo_path = root.path().join("private.git");
-    let develop = |port: u16| {
-        let (app, admin) = (&app, admin.clone());
-        let repo = format!("ssh://{user}@127.0.0.1:{port}{}", repo_path.display());
-        async move {
-            let created = call(
-                app,
-                "POST",
-                "/v1/tasks",
-                Some(&admin),
-                Some(json!({ "kind": "develop", "repo": repo, "prompt": "septuple the helper" })),
-            )
-            .await;
-            assert_eq!(created.status, 202, "{}", created.body);
-            let id = created.body["id"].as_str().unwrap().to_owned();
-            let task: Value = eventually("the task to settle", Duration::from_secs(60), || async {
-                let task = call(app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
-                    .await
-                    .body;
-                matches!(task["status"].as_str()?, "failed" | "awaiting_review").then_some(task)
-            })
-            .await;
-            (id, task)
-        }
-    };
+    let repo = |port: u16| format!("ssh://{user}@127.0.0.1:{port}{}", repo_path.display());
 
     // The host key is the one known: cloned, developed, tested and pushed over SSH with the
     // stored private key.
-    let (id, task) = develop(port).await;
+    let (id, task) = develop(&app, &admin, &repo(port)).await;
     assert_eq!(task["status"], "awaiting_review", "{task}");
     assert!(
         git_rev(&repo_path, &format!("refs/heads/orion/{id}")).is_some(),
@@ -378,7 +344,7 @@ async fn a_develop_task_clones_and_pushes_over_ssh_and_a_changed_host_key_is_ref
     );
 
     // The same host answers with another key: refused before any credential is offered.
-    let (id, task) = develop(impostor_port).await;
+    let (id, task) = develop(&app, &admin, &repo(impostor_port)).await;
     assert_eq!(task["status"], "failed", "{task}");
     assert_eq!(task["error"]["code"], "repo_unreachable", "{task}");
     let message = task["error"]["message"].as_str().unwrap_or_default();

@@ -1329,20 +1329,9 @@ async fn public_key_and_jwks_verification_accept_their_signatures_only() {
 /// opens a pull request with it; the credential never leaves the server.
 #[actix_rt::test]
 async fn a_develop_task_reaches_a_private_remote_with_the_stored_credential() {
-    use crate::support::{TempDir, git, git_fixture, git_rev, model_answering};
+    use crate::support::{git_rev, model_answering};
     use base64::Engine;
-    let root = TempDir::new();
-    let fixture = git_fixture();
-    git(
-        root.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            &fixture.path().to_string_lossy(),
-            "private.git",
-        ],
-    );
+    let root = crate::remotes::private_repo();
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git_http_server.py");
     let mut server = Process(

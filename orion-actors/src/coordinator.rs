@@ -500,10 +500,16 @@ async fn back_to_running(
 
 /// A person raised a paused task's budget: the step that paused runs again.
 async fn resume(lifecycle: Lifecycle, resume: ResumeTask) -> Result<(), HandleError> {
-    // A budget resumes the step that paused; a merge or a revision follows a review only.
+    // A budget resumes the step that paused. A merge or a revision otherwise follows a review
+    // only: one resumes here only where the store says the task is paused at it (a revision
+    // whose model call was over budget), never on the bus's word alone.
     if matches!(resume.step, Step::Merge { .. } | Step::Revise { .. }) {
-        tracing::warn!(task = %resume.task_id, step = resume.step.name(), "a resume of a review step is dropped");
-        return Ok(());
+        let task = lifecycle.store().task(resume.task_id).await?;
+        let paused = lifecycle.paused_step(resume.task_id).await?;
+        if task.status != TaskStatus::AwaitingApproval || paused.as_ref() != Some(&resume.step) {
+            tracing::warn!(task = %resume.task_id, step = resume.step.name(), "a resume of a review step the task is not paused at is dropped");
+            return Ok(());
+        }
     }
     let data = serde_json::json!({ "resumed": resume.reason });
     let Some(task) = back_to_running(&lifecycle, resume.task_id, data).await? else {

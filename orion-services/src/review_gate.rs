@@ -125,17 +125,10 @@ impl Lifecycle {
         Ok((review, task.id))
     }
 
-    /// Sets a task's budget; a task paused for approval resumes the step that paused last.
-    pub async fn raise_budget(&self, id: TaskId, budget: f64) -> Result<BudgetRaised, GateError> {
+    /// The step a task paused at last for approval, as its event log says (the whole log is
+    /// read, a page at a time).
+    pub async fn paused_step(&self, id: TaskId) -> Result<Option<Step>, StoreError> {
         let store = self.store();
-        let task = store.set_budget(id, budget).await?;
-        if task.status != TaskStatus::AwaitingApproval {
-            return Ok(BudgetRaised {
-                task,
-                resumed: false,
-            });
-        }
-        // The step that paused last: the whole log is read, a page at a time.
         let (mut after, mut paused) = (0, None);
         loop {
             let page = store.events(Some(id), after, EVENT_PAGE).await?;
@@ -149,6 +142,20 @@ impl Lifecycle {
                 paused = serde_json::from_value::<Step>(e.data["step"].clone()).ok();
             }
         }
+        Ok(paused)
+    }
+
+    /// Sets a task's budget; a task paused for approval resumes the step that paused last.
+    pub async fn raise_budget(&self, id: TaskId, budget: f64) -> Result<BudgetRaised, GateError> {
+        let store = self.store();
+        let task = store.set_budget(id, budget).await?;
+        if task.status != TaskStatus::AwaitingApproval {
+            return Ok(BudgetRaised {
+                task,
+                resumed: false,
+            });
+        }
+        let paused = self.paused_step(id).await?;
         let resume = ResumeTask {
             task_id: id,
             step: paused.unwrap_or_default(),

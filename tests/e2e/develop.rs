@@ -730,6 +730,17 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
         .expect(1)
         .mount(&server)
         .await;
+    // The revision a reviewer asks for, later.
+    Mock::given(method("POST"))
+        .and(body_string_contains("minus one"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
+            "=== FILE: app/util.py\ndef helper(x):\n    return -x - 1\n=== END\n",
+        )))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
     let app = app_with_model(&server, &["sh", "-c", "true"]).await;
     let (_keep, remote) = bare_remote();
     // $8 per million answer tokens: the 4096-token allowance alone reserves $0.0328.
@@ -800,6 +811,48 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
             "awaiting_review"
         ]
     );
+
+    // A revision whose model call is over budget pauses too, and resumes when the budget is
+    // raised: the review step goes on where the store says the task paused.
+    let spent = usage["totals"]["cost_usd"].as_f64().unwrap();
+    let (status, _, _) = app
+        .post_json(
+            &format!("/v1/tasks/{id}/budget"),
+            &json!({ "budget_usd": spent }),
+        )
+        .await;
+    assert_eq!(
+        status, 200,
+        "a budget set while awaiting review resumes nothing"
+    );
+    let pull = pull_of(&app, &id).await;
+    let first_head = pull["head_oid"].as_str().unwrap().to_owned();
+    let (status, _, _) = app
+        .post_json(
+            &format!("/v1/pulls/{}/reviews", pull["id"].as_str().unwrap()),
+            &json!({ "decision": "request_changes", "comment": "make it minus one" }),
+        )
+        .await;
+    assert!(status < 300, "{status}");
+    app.wait_for(&id, "awaiting_approval").await;
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let pause = events["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(pause["data"]["step"]["step"], "revise", "{pause}");
+    let (status, _, _) = app
+        .post_json(
+            &format!("/v1/tasks/{id}/budget"),
+            &json!({ "budget_usd": 10.0 }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    app.wait_for(&id, "awaiting_review").await;
+    let revised = pull_of(&app, &id).await;
+    assert_ne!(
+        revised["head_oid"],
+        first_head.as_str(),
+        "the revision is up for review"
+    );
+    assert_eq!(revised["state"], "open");
 }
 
 #[actix_rt::test]

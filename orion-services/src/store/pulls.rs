@@ -171,8 +171,14 @@ impl PullStore for SqlStore {
                     });
                 }
             }
-            // The same head again is a redelivered step, not a new round: nothing changes.
-            Some(current) if current.head_oid == version.head_oid => current,
+            // The same head again is a redelivered step, not a new round: nothing changes (but
+            // a revision that changed nothing puts its version up for review again).
+            Some(current)
+                if current.head_oid == version.head_oid
+                    && current.state != PullState::ChangesRequested.as_str() =>
+            {
+                current
+            }
             Some(current) => {
                 // A new version, written only over the version and the state read: a review
                 // decided meanwhile (or another writer) wins, and this writer reads again.
@@ -187,7 +193,11 @@ impl PullStore for SqlStore {
                         diff: Set(version.diff.clone()),
                         tests: Set(version.tests.clone()),
                         state: Set(PullState::Open.as_str().to_owned()),
-                        rounds: Set(current.rounds + 1),
+                        rounds: Set(if current.head_oid == version.head_oid {
+                            current.rounds
+                        } else {
+                            current.rounds + 1
+                        }),
                         updated_at: Set(now),
                         ..Default::default()
                     })

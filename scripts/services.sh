@@ -13,6 +13,9 @@ command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 # The sandbox repository code runs in (orion_services::sandbox), and what it uses inside.
 command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
+# What building libgit2's vendored OpenSSL needs (its Configure is perl, with IPC::Cmd).
+perl -MIPC::Cmd -e1 >/dev/null 2>&1 || missing+=(perl)
+command -v make >/dev/null 2>&1 || missing+=(make)
 # What the remote tests serve git with: over HTTPS (openssl makes their certificates) and
 # over SSH (an unprivileged sshd of the test's own).
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)

@@ -529,3 +529,77 @@ contract!(
     a_request_is_answered_by_one_server_of_its_group,
     a_request_without_server_or_answer_fails_with_its_reason,
 );
+
+/// Whether `subject` is an instance of the AsyncAPI `address` template: a `{name}` segment
+/// stands for one token, and a final `{subject}` for the rest (one token or more).
+fn instance_of(address: &str, subject: &str) -> bool {
+    let (pattern, tokens): (Vec<&str>, Vec<&str>) =
+        (address.split('.').collect(), subject.split('.').collect());
+    for (i, part) in pattern.iter().enumerate() {
+        let Some(token) = tokens.get(i) else {
+            return false;
+        };
+        match *part {
+            "{subject}" if i + 1 == pattern.len() => return tokens.len() > i,
+            p if p.starts_with('{') && p.ends_with('}') => {}
+            p if p != *token => return false,
+            _ => {}
+        }
+    }
+    pattern.len() == tokens.len()
+}
+
+/// `docs/asyncapi.yaml` reads as YAML, and its channels are exactly the subjects Orion
+/// publishes: every subject the code spells is an address of the document, and every address
+/// is one the code spells.
+#[test]
+fn the_asyncapi_document_reads_and_names_every_subject_orion_publishes() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/asyncapi.yaml"),
+    )
+    .unwrap();
+    let docs = yaml_rust2::YamlLoader::load_from_str(&text).expect("the document is YAML");
+    let addresses: Vec<String> = docs[0]["channels"]
+        .as_hash()
+        .expect("channels")
+        .values()
+        .map(|c| c["address"].as_str().expect("an address").to_owned())
+        .collect();
+    let s = Subjects::new("p").unwrap();
+    let mut published = vec![
+        s.tasks_submitted(),
+        s.results(),
+        s.health("n1"),
+        s.control("n1"),
+    ];
+    for agent in orion_bus::AgentKind::WORKERS {
+        published.push(s.rpc(*agent));
+        for priority in orion_bus::Priority::ALL {
+            let work = s.work(*agent, *priority);
+            published.push(s.dead(&work));
+            published.push(work);
+        }
+    }
+    for event in orion_bus::EventType::ALL {
+        published.push(s.event(orion_bus::TaskId::new(), *event));
+    }
+    published.push(s.dead(&s.results()));
+    published.push(s.dead(&s.tasks_submitted()));
+    let as_document = |subject: &str| format!("{{prefix}}{}", &subject[1..]);
+    for subject in &published {
+        assert!(
+            addresses
+                .iter()
+                .any(|a| instance_of(a, &as_document(subject))),
+            "{subject} is in no channel of docs/asyncapi.yaml: {addresses:?}"
+        );
+    }
+    for address in &addresses {
+        assert!(
+            published
+                .iter()
+                .any(|s| instance_of(address, &as_document(s))),
+            "the channel {address} is no subject Orion publishes"
+        );
+    }
+}

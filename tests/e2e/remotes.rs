@@ -265,16 +265,17 @@ fn ssh_key(path: &Path, kind: &[&str]) -> String {
     std::fs::read_to_string(path.with_extension("pub")).unwrap()
 }
 
-/// An SSH server of the test's own (Debian's sshd, on a free port, with its own host key),
-/// letting in the holder of `client` (a public key line) as this user; returns the server,
-/// its port and its host key's public line.
-async fn sshd(dir: &Path, client: &str) -> (Process, u16, String) {
+/// An SSH server of the test's own (Debian's sshd, on a free port, with its own host key,
+/// logging to `sshd.log` in `dir`), letting in the holder of `client` (a public key line) as
+/// this user, with `first` as the first lines of its configuration (sshd takes the first value
+/// of each keyword); returns the server, its port and its host key's public line.
+async fn sshd(dir: &Path, client: &str, first: &str) -> (Process, u16, String) {
     let host = ssh_key(&dir.join("host_key"), &["-t", "ed25519"]);
     std::fs::write(dir.join("authorized_keys"), client).unwrap();
     let port = crate::support::free_port();
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
     let config = format!(
-        "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
+        "{first}LogLevel VERBOSE\nPort {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
          PidFile {dir}/sshd.pid\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n\
          KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
          AllowUsers {user}\n",
@@ -287,7 +288,9 @@ async fn sshd(dir: &Path, client: &str) -> (Process, u16, String) {
         std::process::Command::new("/usr/sbin/sshd")
             .arg("-f")
             .arg(dir.join("sshd_config"))
-            .args(["-D", "-e"])
+            .arg("-D")
+            .arg("-E")
+            .arg(dir.join("sshd.log"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -312,23 +315,46 @@ async fn a_develop_task_clones_and_pushes_over_ssh_and_a_changed_host_key_is_ref
     );
     let private_key = std::fs::read_to_string(keys.path().join("client")).unwrap();
     let (first_dir, second_dir) = (TempDir::new(), TempDir::new());
-    let (_known, port, host_key) = sshd(first_dir.path(), &client).await;
+    let (_known, port, host_key) = sshd(first_dir.path(), &client, "").await;
     // Another server on the same host, with a key of its own: not the one known for it.
-    let (_impostor, impostor_port, _) = sshd(second_dir.path(), &client).await;
+    let (_impostor, impostor_port, _) = sshd(second_dir.path(), &client, "").await;
+    // A server that takes passwords only: it must not be sent the private key as one. (Its
+    // own host key is listed under another name, so that it is checked for itself.)
+    let third_dir = TempDir::new();
+    let (_phisher, phisher_port, phisher_key) = sshd(
+        third_dir.path(),
+        &client,
+        "PubkeyAuthentication no\nPasswordAuthentication yes\nPermitRootLogin yes\n",
+    )
+    .await;
     let known_hosts = keys.path().join("known_hosts");
-    let mut fields = host_key.split_whitespace();
-    let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
-    std::fs::write(&known_hosts, format!("[127.0.0.1]:{port} {kind} {key}\n")).unwrap();
+    let line = |host: &str, public: &str| {
+        let mut fields = public.split_whitespace();
+        format!(
+            "{host} {} {}\n",
+            fields.next().unwrap(),
+            fields.next().unwrap()
+        )
+    };
+    std::fs::write(
+        &known_hosts,
+        line(&format!("[127.0.0.1]:{port}"), &host_key) + &line("localhost", &phisher_key),
+    )
+    .unwrap();
 
     let hosts = vec![
         format!("127.0.0.1:{port}"),
         format!("127.0.0.1:{impostor_port}"),
+        format!("localhost:{phisher_port}"),
     ];
     let (app, admin, _model) =
         remote_app(hosts, move |s| s.vcs.known_hosts = Some(known_hosts)).await;
     let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    for server in [port, impostor_port] {
-        let prefix = format!("ssh://127.0.0.1:{server}/");
+    for prefix in [
+        format!("ssh://127.0.0.1:{port}/"),
+        format!("ssh://127.0.0.1:{impostor_port}/"),
+        format!("ssh://localhost:{phisher_port}/"),
+    ] {
         store_credential(&app, &admin, &prefix, &user, &private_key).await;
     }
     let repo_path = root.path().join("private.git");
@@ -350,4 +376,19 @@ async fn a_develop_task_clones_and_pushes_over_ssh_and_a_changed_host_key_is_ref
     let message = task["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("vcs.known_hosts"), "{message}");
     assert!(git_rev(&repo_path, &format!("refs/heads/orion/{id}")).is_none());
+
+    // A trusted server that asks for a password gets none: the private key goes only as a
+    // key. (sshd logs every password tried.)
+    let phishing = format!(
+        "ssh://{user}@localhost:{phisher_port}{}",
+        repo_path.display()
+    );
+    let (_, task) = develop(&app, &admin, &phishing).await;
+    assert_eq!(task["status"], "failed", "{task}");
+    let log = std::fs::read_to_string(third_dir.path().join("sshd.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("port {phisher_port}")) || log.contains("Connection"),
+        "the server saw the attempt: {log}"
+    );
+    assert!(!log.contains("password for"), "a password was tried: {log}");
 }

@@ -37,10 +37,17 @@ pub fn credential_applies(prefix: &str, url: &str) -> bool {
     ) else {
         return false;
     };
+    // `ssh` is no special scheme to the URL standard: its host is not lowercased and its
+    // default port not known, so both are done here.
+    let host = |u: &url::Url| u.host_str().map(str::to_ascii_lowercase);
+    let port = |u: &url::Url| {
+        u.port_or_known_default()
+            .or((u.scheme() == "ssh").then_some(22))
+    };
     if prefix.scheme() != url.scheme()
-        || prefix.host() != url.host()
+        || host(&prefix) != host(&url)
         || prefix.host().is_none()
-        || prefix.port_or_known_default() != url.port_or_known_default()
+        || port(&prefix) != port(&url)
     {
         return false;
     }
@@ -201,6 +208,8 @@ fn callbacks() -> RemoteCallbacks<'static> {
     let mut callbacks = RemoteCallbacks::new();
     let source = SOURCE.read().expect("not poisoned").clone();
     let mut asked = false;
+    // A refusal noted by an earlier transfer on this thread is not this one's.
+    let _ = super::transport::refusal();
     callbacks.certificate_check(super::transport::check_certificate);
     callbacks.credentials(move |url, username_from_url, allowed| {
         let found = if asked {
@@ -219,10 +228,14 @@ fn callbacks() -> RemoteCallbacks<'static> {
             return Cred::username(&user);
         }
         asked = true;
-        if allowed.contains(CredentialType::SSH_KEY) {
+        // What the secret is follows from the remote's scheme, never from what the server
+        // offers: a private key goes only as a key over SSH (an SSH server that asks for a
+        // password gets nothing), a token only as HTTP basic.
+        let ssh = url::Url::parse(&as_url(url)).is_ok_and(|u| u.scheme() == "ssh");
+        if ssh && allowed.contains(CredentialType::SSH_KEY) {
             // Over SSH the stored secret is a private key (PEM or OpenSSH format).
             Cred::ssh_key_from_memory(username_from_url.unwrap_or(&user), None, &secret, None)
-        } else if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+        } else if !ssh && allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
             Cred::userpass_plaintext(&user, &secret)
         } else {
             Err(git2::Error::from_str(
@@ -287,6 +300,10 @@ mod tests {
         assert!(!credential_applies(
             "ssh://git.corp/",
             "git@git.corp.evil.net:x.git"
+        ));
+        assert!(credential_applies(
+            "ssh://Git.Corp:22/",
+            "git@git.corp:team/x.git"
         ));
     }
 }

@@ -8,9 +8,11 @@
 //! - `ssh://` and `user@host:path`: the server's host key must be one `vcs.known_hosts` (the
 //!   OpenSSH format: `host[,host…] type base64-key`, or `[host]:port`) lists for its host; an
 //!   unknown host is refused, unless `vcs.trust_unknown_hosts` is set (trust on first use, for
-//!   trial set-ups only). Hashed host names (`|1|…`) and `@cert-authority`/`@revoked` lines are
-//!   not read: write the file with `ssh-keyscan` without `-H`. The port is not told apart: an
-//!   entry for `[host]:port` stands for the host on any port.
+//!   trial set-ups only: the first key a host shows is held to for the life of the process).
+//!   Hashed host names (`|1|…`), wildcards and `@cert-authority`/`@revoked` lines are not read
+//!   (their hosts are refused; with trust on first use the file is refused at start): write the
+//!   file with `ssh-keyscan` without `-H`. The port is not told apart: an entry for
+//!   `[host]:port` stands for the host on any port. The file is read at start.
 //!
 //! [`set_transport`] applies the settings once for the process; every clone, fetch and push
 //! checks certificates and host keys through [`check_certificate`].
@@ -70,9 +72,26 @@ pub fn set_transport(config: &TransportConfig) -> Result<(), VcsError> {
         None => Vec::new(),
     };
     let known = match &config.known_hosts {
-        Some(path) => parse_known_hosts(&std::fs::read_to_string(path).map_err(|e| {
-            VcsError::Operation(format!("vcs.known_hosts {}: {e}", path.display()))
-        })?),
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                VcsError::Operation(format!("vcs.known_hosts {}: {e}", path.display()))
+            })?;
+            let unread = unread_lines(&text);
+            // A host listed in a way Orion does not read would count as unknown, and trust on
+            // first use would then take any key for it: refused at start instead.
+            if config.trust_unknown_hosts && unread > 0 {
+                return Err(VcsError::Operation(format!(
+                    "vcs.known_hosts {} has {unread} lines Orion does not read (hashed or \
+                     wildcard names, @revoked or @cert-authority markers); with \
+                     vcs.trust_unknown_hosts their hosts would take any key",
+                    path.display()
+                )));
+            }
+            if unread > 0 {
+                tracing::warn!(path = %path.display(), unread, "lines of vcs.known_hosts that are not read: their hosts are refused");
+            }
+            parse_known_hosts(&text)
+        }
         None => Vec::new(),
     };
     *TRUST.write().unwrap_or_else(|e| e.into_inner()) = Some(Trust {
@@ -132,6 +151,21 @@ fn signed_by(authorities: &[Vec<u8>], der: &[u8], host: &str) -> Result<(), Stri
         .map_err(|e| e.to_string())
 }
 
+/// How many lines of a `known_hosts` file hold an entry Orion does not read: markers, hashed
+/// or wildcard names, or lines that do not parse.
+fn unread_lines(text: &str) -> usize {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| {
+            let hosts = l.split_whitespace().next().unwrap_or_default();
+            l.starts_with('@')
+                || hosts.contains(['|', '*', '?', '!'])
+                || parse_known_hosts(l).is_empty()
+        })
+        .count()
+}
+
 /// The entries of a `known_hosts` file that Orion reads (see the module's documentation).
 fn parse_known_hosts(text: &str) -> Vec<KnownHost> {
     text.lines()
@@ -160,9 +194,18 @@ fn parse_known_hosts(text: &str) -> Vec<KnownHost> {
         .collect()
 }
 
+/// Host keys taken on first use (`vcs.trust_unknown_hosts`), by host: from then on the host is
+/// held to that key, as if it were listed.
+static FIRST_USE: std::sync::Mutex<std::collections::BTreeMap<String, Vec<u8>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 /// Whether the SSH host key `key` of `host` may be trusted.
 fn host_key_trusted(trust: &Trust, host: &str, key: &[u8]) -> Result<(), String> {
-    let host = host.to_ascii_lowercase();
+    // An IPv6 address of an scp-like address comes in brackets.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     let listed: Vec<&KnownHost> = trust
         .known
         .iter()
@@ -171,15 +214,26 @@ fn host_key_trusted(trust: &Trust, host: &str, key: &[u8]) -> Result<(), String>
     if listed.iter().any(|k| k.key == key) {
         return Ok(());
     }
+    let changed = || {
+        format!(
+            "the host key of {host} is not among the keys vcs.known_hosts lists for it: \
+             refused (if the server's key changed, update vcs.known_hosts and restart)"
+        )
+    };
     if !listed.is_empty() {
-        return Err(format!(
-            "the host key of {host} is not the one vcs.known_hosts lists for it: refused \
-             (if the server's key changed, update vcs.known_hosts)"
-        ));
+        return Err(changed());
     }
     if trust.trust_unknown {
-        tracing::warn!(%host, "trusting an SSH host key on first use (vcs.trust_unknown_hosts)");
-        return Ok(());
+        let mut first = FIRST_USE.lock().unwrap_or_else(|e| e.into_inner());
+        return match first.get(&host) {
+            Some(taken) if taken.as_slice() == key => Ok(()),
+            Some(_) => Err(changed()),
+            None => {
+                tracing::warn!(%host, "trusting an SSH host key on first use (vcs.trust_unknown_hosts); it is held to it from now on");
+                first.insert(host, key.to_vec());
+                Ok(())
+            }
+        };
     }
     Err(format!(
         "{host} is not in vcs.known_hosts: its host key cannot be checked, so it is refused \
@@ -273,16 +327,30 @@ mod tests {
         let other = vec![1u8; key.len()];
         let changed = host_key_trusted(&listed, "git.corp", &other).unwrap_err();
         assert!(
-            changed.contains("is not the one vcs.known_hosts lists"),
+            changed.contains("is not among the keys vcs.known_hosts lists"),
             "{changed}"
         );
         for host in ["evil.net", "git.corp.evil.net", "other", "hashed"] {
             let unknown = host_key_trusted(&listed, host, &key).unwrap_err();
             assert!(unknown.contains("is not in vcs.known_hosts"), "{unknown}");
         }
-        // Trust on first use takes an unknown host, never a changed key.
+        // Trust on first use takes an unknown host's key once, and holds the host to it; it
+        // never takes a changed key of a listed host.
         let tofu = trust(&format!("git.corp ssh-ed25519 {KEY}\n"), true);
         assert_eq!(host_key_trusted(&tofu, "new.host", &other), Ok(()));
+        assert_eq!(host_key_trusted(&tofu, "new.host", &other), Ok(()));
+        assert!(
+            host_key_trusted(&tofu, "new.host", &key).is_err(),
+            "a second key"
+        );
         assert!(host_key_trusted(&tofu, "git.corp", &other).is_err());
+        // An IPv6 address comes in brackets from an scp-like address.
+        let v6 = trust(&format!("fd00::5 ssh-ed25519 {KEY}\n"), false);
+        assert_eq!(host_key_trusted(&v6, "[fd00::5]", &key), Ok(()));
+        // Lines not read are counted, so that trust on first use can refuse to start.
+        let unread = format!(
+            "# c\n|1|a|b ssh-ed25519 {KEY}\n*.corp ssh-ed25519 {KEY}\n@revoked x ssh-ed25519 {KEY}\nbroken\ngit.corp ssh-ed25519 {KEY}\n"
+        );
+        assert_eq!(unread_lines(&unread), 4);
     }
 }

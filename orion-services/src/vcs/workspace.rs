@@ -316,7 +316,9 @@ fn transfer_failure(e: &git2::Error) -> String {
     if let Some(why) = super::transport::refusal() {
         return format!("{message}: {why}");
     }
-    if e.class() == git2::ErrorClass::Ssl || e.code() == git2::ErrorCode::Certificate {
+    let certificate = e.code() == git2::ErrorCode::Certificate
+        || (e.class() == git2::ErrorClass::Ssl && message.contains("certificate"));
+    if certificate {
         format!(
             "{message} (the server's certificate is not signed by an authority Orion trusts: \
              the system's, or vcs.ca_file's)"
@@ -479,7 +481,7 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
         origin.push(&[refspec], Some(&mut options))
     })
     .map_err(|e| {
-        let mut why = e.message().to_owned();
+        let mut why = transfer_failure(&e);
         if why.contains("non-bare") {
             // libgit2 pushes to local repositories only when they are bare.
             why.push_str(&format!(

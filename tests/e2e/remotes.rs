@@ -11,80 +11,14 @@ use serde_json::{Value, json};
 use crate::security::{bearer, call};
 use crate::support::{
     Process, TempDir, TestApp, eventually, first_line, git, git_fixture, git_rev, model_answering,
-    token, with_jwt_auth,
+    openssl, test_authority, token, with_jwt_auth,
 };
 
-/// Runs `openssl` in `dir`, failing the test if it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl is installed");
-    assert!(status.success(), "openssl {args:?}");
-}
-
-/// In `dir`: a certificate authority (`ca.pem`), a server certificate it signed for
-/// 127.0.0.1 (`server.pem`, `server.key`), and a self-signed one for the same address that no
-/// authority vouches for (`stranger.pem`, `stranger.key`). Returns the authority's file.
+/// In `dir`: the test's certificate authority and a server certificate it signed
+/// ([`test_authority`]), and a self-signed one for the same address that no authority vouches
+/// for (`stranger.pem`, `stranger.key`). Returns the authority's file.
 fn certificates(dir: &Path) -> PathBuf {
-    let san = "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n";
-    std::fs::write(dir.join("server.ext"), san).unwrap();
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Orion test authority",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-        ],
-    );
+    test_authority(dir);
     openssl(
         dir,
         &[

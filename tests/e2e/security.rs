@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::{
-    JWT_SECRET, Process, TestApp, claims, eventually, fixture_repo, jwt_with, token, with_jwt_auth,
+    JWT_SECRET, Process, TestApp, claims, eventually, fixture_repo, jwt_with, openssl, token,
+    with_jwt_auth,
 };
 
 /// A request's answer: status, problem code (if any), the `WWW-Authenticate` header, body.
@@ -1201,17 +1202,6 @@ async fn the_bus_connects_to_a_nats_server_that_demands_credentials_only_with_th
     );
 }
 
-/// Runs openssl with `args` in `dir`.
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl is installed");
-    assert!(status.success(), "openssl {args:?}");
-}
-
 /// Tokens signed with a private key verify with its public key (PEM, ES256) or a JWKS file
 /// (RS256, picked by `kid`); a token that claims HS256 with the public key as its secret (the
 /// algorithm-confusion attack) is refused.
@@ -1583,64 +1573,7 @@ async fn the_bus_connects_over_tls_to_a_server_whose_ca_it_is_given() {
     use orion_bus::NatsSecurity;
     let dir = crate::support::TempDir::new();
     let d = dir.path();
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=orion-test-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    openssl(
-        d,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(
-        d.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    openssl(
-        d,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.pem",
-        ],
-    );
+    crate::support::test_authority(d);
     let tls = format!(
         "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
         d.join("server.pem").display(),

@@ -22,6 +22,7 @@ use std::sync::RwLock;
 
 use base64::Engine;
 use git2::CertificateCheckStatus;
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 use super::VcsError;
 
@@ -47,8 +48,8 @@ struct KnownHost {
 struct Trust {
     known: Vec<KnownHost>,
     trust_unknown: bool,
-    /// The DER of each certificate of `vcs.ca_file`.
-    authorities: Vec<Vec<u8>>,
+    /// The certificates of `vcs.ca_file`, as trust anchors.
+    authorities: Vec<TrustAnchor<'static>>,
 }
 
 static TRUST: RwLock<Option<Trust>> = RwLock::new(None);
@@ -67,7 +68,15 @@ pub fn set_transport(config: &TransportConfig) -> Result<(), VcsError> {
                     ca.display()
                 )));
             }
+            // Read into trust anchors once, not at every check.
             found
+                .iter()
+                .filter_map(|ca| {
+                    webpki::anchor_from_trusted_cert(&CertificateDer::from(ca.as_slice()))
+                        .ok()
+                        .map(|a| a.to_owned())
+                })
+                .collect()
         }
         None => Vec::new(),
     };
@@ -122,23 +131,15 @@ fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
     found
 }
 
-/// Whether the server certificate `der` was signed by one of `authorities`, is valid now for
+/// Whether the server certificate `der` was signed by one of `anchors`, is valid now for
 /// serving TLS, and names `host`.
-fn signed_by(authorities: &[Vec<u8>], der: &[u8], host: &str) -> Result<(), String> {
-    use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-    let anchors: Vec<_> = authorities
-        .iter()
-        .filter_map(|ca| {
-            webpki::anchor_from_trusted_cert(&CertificateDer::from(ca.as_slice()))
-                .ok()
-                .map(|a| a.to_owned())
-        })
-        .collect();
+fn signed_by(anchors: &[TrustAnchor<'static>], der: &[u8], host: &str) -> Result<(), String> {
+    use rustls_pki_types::{ServerName, UnixTime};
     let der = CertificateDer::from(der);
     let leaf = webpki::EndEntityCert::try_from(&der).map_err(|e| e.to_string())?;
     leaf.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
-        &anchors,
+        anchors,
         &[],
         UnixTime::now(),
         webpki::KeyUsage::server_auth(),

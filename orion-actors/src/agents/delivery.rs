@@ -16,7 +16,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::WorkContext;
-use super::repo::{blocking, remote_url};
+use super::repo::{blocking, landed, remote_url};
 
 /// The failure of a task whose agent works in steps around the review gate, asked to just
 /// perform it.
@@ -315,14 +315,8 @@ impl ChangeDelivery {
         let task = run.task();
         let push_key = EffectKey::push(&head);
         if let Act::Go { orphaned } = self.claim(run, &push_key, "push").await? {
-            let there = match orphaned {
-                true => {
-                    let (ws, branch) = (ws.clone(), format!("refs/heads/{}", ws.branch));
-                    blocking(move || vcs::remote_ref(&ws, &branch)).await?
-                }
-                false => None,
-            };
-            if there.as_deref() != Some(head.as_str()) {
+            let branch = format!("refs/heads/{}", ws.branch);
+            if !landed(ws, orphaned, branch, &head).await? {
                 let pushed = ws.clone();
                 blocking(move || vcs::push_branch(&pushed)).await?;
             }

@@ -26,7 +26,7 @@ use super::delivery::{
     Act, Asked, ChangeDelivery, DeveloperConfig, Run, store_failure, through_the_gate,
 };
 use super::edits::{Edit, edit_request, parse_edits, validate_edits, write_edits};
-use super::repo::{blocking, head_of};
+use super::repo::{blocking, head_of, landed};
 use super::{Work, WorkContext};
 
 /// Where a release's notes go.
@@ -358,14 +358,8 @@ impl DevopsWork {
         if let Act::Go { orphaned } = self.delivery.claim(run, &key, "tag").await? {
             let head = result["head"].as_str().unwrap_or_default().to_owned();
             let ws = self.delivery.workspace(task).await?;
-            let there = match orphaned {
-                true => {
-                    let (ws, tag) = (ws.clone(), format!("refs/tags/{}", plan.tag));
-                    blocking(move || vcs::remote_ref(&ws, &tag)).await?
-                }
-                false => None,
-            };
-            if there.as_deref() != Some(head.as_str()) {
+            let tag = format!("refs/tags/{}", plan.tag);
+            if !landed(&ws, orphaned, tag, &head).await? {
                 let (name, email) = self.delivery.author();
                 let (tag, notes, head) = (
                     plan.tag.clone(),

@@ -66,6 +66,22 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(vcs_failure)
 }
 
+/// Whether a lost run's push of `head` to `refname` (a branch or a tag) landed: asked of the
+/// remote only where the claim was `orphaned`; a claim of this run's own has not pushed yet.
+pub(crate) async fn landed(
+    ws: &Workspace,
+    orphaned: bool,
+    refname: String,
+    head: &str,
+) -> Result<bool, TaskFailure> {
+    if !orphaned {
+        return Ok(false);
+    }
+    let ws = ws.clone();
+    let there = blocking(move || vcs::remote_ref(&ws, &refname)).await?;
+    Ok(there.as_deref() == Some(head))
+}
+
 pub(crate) async fn head_of(ws: &Workspace) -> Result<String, TaskFailure> {
     let path = ws.path.clone();
     blocking(move || vcs::resolve(&path, "HEAD")).await

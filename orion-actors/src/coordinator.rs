@@ -545,10 +545,7 @@ async fn resume_after_review(
         Err(orion_services::store::StoreError::PullNotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let decided = match message.decision {
-        Decision::Approve => orion_services::store::PullState::Approved,
-        Decision::RequestChanges => orion_services::store::PullState::ChangesRequested,
-    };
+    let decided = orion_services::store::PullState::decided_by(message.decision);
     let review = match (stored, pull) {
         (Some(review), Some(pull))
             if pull.task_id == message.task_id

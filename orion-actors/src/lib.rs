@@ -25,6 +25,6 @@ pub use bridge::BusBridge;
 pub use coordinator::Coordinator;
 pub use messages::{
     Ask, CancelTask, Drain, HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived,
-    Stop, StopOnDrop, TaskArrived,
+    Stop, TaskArrived,
 };
 pub use node::{NodeConfig, NodeHandle, NodeServices, start_node};

@@ -74,7 +74,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ("/v1/pulls", vec![get().to(pulls::list)]),
         ("/v1/pulls/{id}", vec![get().to(pulls::get)]),
         ("/v1/pulls/{id}/reviews", vec![post().to(pulls::review)]),
-        ("/v1/stream", vec![get().to(stream::connect)]),
+        (crate::auth::STREAM_ROUTE, vec![get().to(stream::connect)]),
         (
             "/v1/api-keys",
             vec![post().to(access::create_key), get().to(access::list_keys)],

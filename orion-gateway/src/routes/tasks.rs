@@ -137,7 +137,7 @@ fn admit(state: &AppState, caller: &Caller, spec: &TaskSpec) -> Result<(), ApiEr
         .map_err(|refused| ApiError::RepoNotAllowed(refused.to_string()))?;
     if let (Some(asked), Some(limit)) = (spec.budget_usd, state.config.default_budget_usd)
         && asked > limit
-        && caller.role < crate::auth::Role::Operator
+        && !caller.may(crate::auth::Need::Role(crate::auth::Role::Operator))
     {
         return Err(ApiError::BudgetNotAllowed { limit });
     }

@@ -28,6 +28,14 @@ pub enum PullState {
 }
 
 impl PullState {
+    /// The state a review's decision moves an open pull request to.
+    pub fn decided_by(decision: Decision) -> Self {
+        match decision {
+            Decision::Approve => PullState::Approved,
+            Decision::RequestChanges => PullState::ChangesRequested,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PullState::Open => "open",
@@ -337,10 +345,7 @@ impl PullStore for SqlStore {
         comment: &str,
     ) -> Result<Review, StoreError> {
         use sea_orm::TransactionTrait;
-        let next = match decision {
-            Decision::Approve => PullState::Approved,
-            Decision::RequestChanges => PullState::ChangesRequested,
-        };
+        let next = PullState::decided_by(decision);
         let now = Utc::now();
         let txn = self.connection().begin().await?;
         let moved = pull_request::Entity::update_many()

@@ -394,7 +394,8 @@ impl Agent {
         // makes effects acts on it: the task moved on, and the step would act on a state that
         // is past. (Agents without effects may run without a
         // database: a Testing node has none.)
-        if self.work.ledger().is_some() {
+        let ledger = self.work.ledger();
+        if ledger.is_some() {
             match self.store.task(assignment.task.id).await {
                 Ok(task)
                     if task.attempts > assignment.attempt
@@ -418,7 +419,7 @@ impl Agent {
         let started = std::time::Instant::now();
         // A task that reached the bus without a gateway is checked here all the same.
         let outcome = match ctx.repos.check(&assignment.task.spec.repo) {
-            Ok(()) => match self.work.ledger() {
+            Ok(()) => match ledger {
                 // While the step runs, the leases of the claims it holds are renewed: a claim
                 // past its lease belongs to a lost run.
                 Some(ledger) => {
@@ -570,5 +571,40 @@ impl Handler<CancelTask> for AgentActor {
         }
         tracing::info!(task = %msg.0, agent = %self.agent.context.agent, "stopped the work of a cancelled task");
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two steps of one task for one agent kind share a lock, so the second waits while the
+    /// first holds it; another kind or task is not held up; and a lock nobody holds any more is
+    /// forgotten.
+    #[test]
+    fn a_second_step_of_a_task_waits_for_the_first_and_the_lock_is_forgotten_after() {
+        let locks = StepLocks::default();
+        let task = orion_bus::TaskId::new();
+        let first = locks.of(AgentKind::Developer, task);
+        let held = first.try_lock().expect("free at first");
+        let second = locks.of(AgentKind::Developer, task);
+        assert!(Arc::ptr_eq(&first, &second));
+        assert!(second.try_lock().is_err(), "the second step waits");
+        assert!(locks.of(AgentKind::Testing, task).try_lock().is_ok());
+        assert!(
+            locks
+                .of(AgentKind::Developer, orion_bus::TaskId::new())
+                .try_lock()
+                .is_ok()
+        );
+        drop(held);
+        assert!(second.try_lock().is_ok(), "free once the first is done");
+        drop((first, second));
+        let _last = locks.of(AgentKind::Analyzer, orion_bus::TaskId::new());
+        assert_eq!(
+            locks.0.lock().unwrap().len(),
+            1,
+            "only the lock still held is remembered"
+        );
     }
 }

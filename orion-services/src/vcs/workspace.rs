@@ -295,18 +295,30 @@ fn add_worktree(
 }
 
 fn fetch(repo: &Repository) -> Result<(), VcsError> {
+    fetch_spec(
+        repo,
+        "+refs/heads/*:refs/remotes/origin/*",
+        "fetching",
+        false,
+    )
+}
+
+/// Fetches `spec` from origin, tried again as [`transfer`] does; `mirror` fetches a namespace
+/// as the remote has it now (pruned, no tags followed). A failure says `what` was fetched, and
+/// why ([`transfer_failure`]).
+fn fetch_spec(repo: &Repository, spec: &str, what: &str, mirror: bool) -> Result<(), VcsError> {
     let mut origin = repo
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
     transfer(|| {
         let mut options = super::credentials::fetch_options();
-        origin.fetch(
-            &["+refs/heads/*:refs/remotes/origin/*"],
-            Some(&mut options),
-            None,
-        )
+        if mirror {
+            options.prune(git2::FetchPrune::On);
+            options.download_tags(git2::AutotagOption::None);
+        }
+        origin.fetch(&[spec], Some(&mut options), None)
     })
-    .map_err(|e| VcsError::CloneFailed(format!("fetching: {}", transfer_failure(&e))))
+    .map_err(|e| VcsError::CloneFailed(format!("{what}: {}", transfer_failure(&e))))
 }
 
 /// What a failed transfer says, with what to do where the remote's certificate was not
@@ -352,14 +364,8 @@ fn transfer(mut attempt: impl FnMut() -> Result<(), git2::Error>) -> Result<(), 
 
 /// Fetches one ref of origin's under the same name.
 fn fetch_ref(repo: &Repository, refname: &str) -> Result<(), VcsError> {
-    let mut origin = repo
-        .find_remote("origin")
-        .map_err(|e| git_error("finding origin", e))?;
-    transfer(|| {
-        let mut options = super::credentials::fetch_options();
-        origin.fetch(&[format!("+{refname}:{refname}")], Some(&mut options), None)
-    })
-    .map_err(|e| VcsError::CloneFailed(format!("fetching {refname}: {}", e.message())))
+    let spec = format!("+{refname}:{refname}");
+    fetch_spec(repo, &spec, &format!("fetching {refname}"), false)
 }
 
 fn default_branch(repo: &Repository) -> Result<String, VcsError> {
@@ -788,20 +794,8 @@ pub fn remote_ref(workspace: &Workspace, refname: &str) -> Result<Option<String>
         .find_map(|n| refname.strip_prefix(n).map(|rest| (n, rest)))
         .ok_or_else(|| VcsError::Operation(format!("{refname} is not a branch or a tag")))?;
     let mirror = format!("refs/orion/remote/{}", &namespace["refs/".len()..]);
-    let mut origin = repo
-        .find_remote("origin")
-        .map_err(|e| git_error("finding origin", e))?;
-    transfer(|| {
-        let mut options = super::credentials::fetch_options();
-        options.prune(git2::FetchPrune::On);
-        options.download_tags(git2::AutotagOption::None);
-        origin.fetch(
-            &[format!("+{namespace}*:{mirror}*")],
-            Some(&mut options),
-            None,
-        )
-    })
-    .map_err(|e| VcsError::CloneFailed(format!("fetching {namespace}: {}", e.message())))?;
+    let spec = format!("+{namespace}*:{mirror}*");
+    fetch_spec(&repo, &spec, &format!("fetching {namespace}"), true)?;
     match repo.find_reference(&format!("{mirror}{name}")) {
         Ok(found) => found
             .peel_to_commit()
@@ -824,16 +818,7 @@ fn tagged_commit(repo: &Repository, name: &str) -> Result<Oid, VcsError> {
 pub fn tags_on_head(workspace: &Workspace) -> Result<Vec<String>, VcsError> {
     let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
-    {
-        let mut origin = repo
-            .find_remote("origin")
-            .map_err(|e| git_error("finding origin", e))?;
-        transfer(|| {
-            let mut options = super::credentials::fetch_options();
-            origin.fetch(&["+refs/tags/*:refs/tags/*"], Some(&mut options), None)
-        })
-        .map_err(|e| VcsError::CloneFailed(format!("fetching tags: {}", e.message())))?;
-    }
+    fetch_spec(&repo, "+refs/tags/*:refs/tags/*", "fetching tags", false)?;
     let head = repo
         .head()
         .and_then(|h| h.peel_to_commit())

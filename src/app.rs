@@ -12,7 +12,7 @@ use orion_bus::{Bus, InProcessBus, NatsBus, Subjects};
 use orion_gateway::auth::{AuthMode, Authenticator};
 use orion_gateway::{AppState, GatewayConfig};
 use orion_services::code::TreeSitterIntel;
-use orion_services::forge::GitHubForge;
+use orion_services::forge::Forges;
 use orion_services::lifecycle::Lifecycle;
 use orion_services::llm::{ChatModel, MemoryCache, OpenAiChat, RedisCache, ResponseCache};
 use orion_services::store::SqlStore;
@@ -197,14 +197,7 @@ pub fn start_node(
         task_lease: Duration::from_secs(settings.node.task_lease_secs),
         repos: settings.repo_policy(),
     };
-    let forge = match &settings.forge {
-        Some(config) => Some(
-            GitHubForge::new(config.clone())
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .context("while setting up the forge")?,
-        ),
-        None => None,
-    };
+    let forges = forges(settings)?;
     // Remotes over TLS and SSH: the authorities and host keys trusted.
     orion_services::vcs::set_transport(&settings.vcs).context("while reading [vcs]")?;
     // Private remotes: their credentials, sealed in the store, opened by the VCS service only.
@@ -219,7 +212,7 @@ pub fn start_node(
     let node_services = NodeServices {
         code: Arc::new(TreeSitterIntel),
         model: chat_model(settings, AgentKind::Developer)?,
-        forge,
+        forges,
     };
     Ok(orion_actors::start_node(
         services.lifecycle.clone(),
@@ -233,6 +226,13 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// Await it to serve until stopped; `server.handle()` stops it.
     pub server: orion_gateway::Server,
+}
+
+/// A client for each configured forge.
+fn forges(settings: &Settings) -> anyhow::Result<Forges> {
+    Forges::new(&settings.forges)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("while setting up [forges]")
 }
 
 /// Binds the configured address (port 0 picks a free one) and starts serving.
@@ -258,6 +258,7 @@ pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result
         public_metrics: server_settings.public_metrics,
         repos: settings.repo_policy(),
         default_budget_usd: settings.llm.task_budget_usd,
+        forges: forges(settings)?,
     };
     let auth = Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
     let state = AppState::new(services.lifecycle.clone(), config, auth, settings.sealer()?);

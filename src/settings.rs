@@ -32,8 +32,10 @@ pub struct Settings {
     /// The weights of context selection's signals.
     #[serde(default)]
     pub context: orion_services::code::select::SelectWeights,
-    /// A GitHub-compatible API that mirrors pull requests; absent: no mirror.
-    pub forge: Option<orion_services::forge::ForgeConfig>,
+    /// The forges (`[forges.<name>]`) that mirror the pull requests of their repositories
+    /// and send webhooks; see `docs/forges.md`.
+    #[serde(default)]
+    pub forges: std::collections::BTreeMap<String, orion_services::forge::ForgeConfig>,
     /// Per agent kind (`[agents.developer]`): the model settings that differ from `[llm]`.
     #[serde(default)]
     pub agents: std::collections::HashMap<AgentKind, AgentModelSettings>,

@@ -45,7 +45,7 @@ pub struct NodeServices {
     /// `None` where no model is configured: model work then fails with a clear message.
     pub model: Option<Arc<dyn ChatModel>>,
     /// Where pull requests are mirrored, if anywhere.
-    pub forge: Option<orion_services::forge::GitHubForge>,
+    pub forges: orion_services::forge::Forges,
 }
 
 /// The running actors of a node. Dropping it does not stop them; stopping the actix
@@ -79,7 +79,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
                     code.clone(),
                     config.developer.clone(),
                 )
-                .with_forge(services.forge.clone()),
+                .with_forges(services.forges.clone()),
             ),
             AgentKind::Devops => Arc::new(
                 DevopsWork::new(
@@ -87,7 +87,7 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
                     lifecycle.store().clone(),
                     config.developer.clone(),
                 )
-                .with_forge(services.forge.clone()),
+                .with_forges(services.forges.clone()),
             ),
             // The coordinator runs beside the agents, not as one of them.
             AgentKind::Coordinator => continue,

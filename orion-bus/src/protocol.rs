@@ -364,6 +364,31 @@ pub struct TaskSpec {
     /// What a declared (plugin) kind takes, as its `input_schema` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<serde_json::Value>,
+    /// Where on a forge the task was asked for (a webhook), so its outcome is posted there;
+    /// only a verified webhook sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<TaskOrigin>,
+}
+
+/// A forge's issue or pull request a task came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskOrigin {
+    /// The `[forges.<name>]` entry whose webhook asked.
+    pub forge: String,
+    /// The repository's path on the forge.
+    pub repository: String,
+    /// `issue` or `pull`.
+    pub thread: OriginThread,
+    /// The issue's or pull request's number (GitLab's `iid`).
+    pub number: u64,
+}
+
+/// The kind of thread a task came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginThread {
+    Issue,
+    Pull,
 }
 
 impl TaskSpec {
@@ -408,7 +433,14 @@ impl TaskSpec {
             diff: None,
             budget_usd: None,
             input: None,
+            origin: None,
         })
+    }
+
+    /// Records where on a forge the task was asked for.
+    pub fn with_origin(mut self, origin: TaskOrigin) -> Self {
+        self.origin = Some(origin);
+        self
     }
 
     /// Gives the task its `input` (the schema is the gateway's to check; the size is the

@@ -97,6 +97,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A forge whose webhook delivery verified: it may submit tasks, as `forge:<name>`.
+    pub(crate) fn forge(name: &str) -> Self {
+        Self {
+            subject: format!("forge:{name}"),
+            role: Role::Submitter,
+            grants: Vec::new(),
+            expires_at: None,
+            api_key_hash: None,
+        }
+    }
+
     fn anonymous() -> Self {
         Self {
             subject: "anonymous".into(),
@@ -163,6 +174,8 @@ pub fn need(method: &Method, pattern: &str) -> Need {
     let read = method == Method::GET || method == Method::HEAD;
     match pattern {
         "/healthz" | "/readyz" | "/v1/openapi.json" => Need::Nothing,
+        // A forge's webhook: its signature, checked by the route, is its credential.
+        HOOK_ROUTE if method == Method::POST => Need::Nothing,
         // The dashboard's own files; what it shows comes from the API, which checks.
         "/" | "/ui/{file}" if read => Need::Nothing,
         p if p.starts_with("/v1/api-keys")
@@ -575,7 +588,7 @@ impl SubmitLimiter {
     }
 
     /// `Err(seconds to wait)` when `who` has used up its submissions.
-    fn check(&self, who: &str) -> Result<(), u64> {
+    pub(crate) fn check(&self, who: &str) -> Result<(), u64> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
@@ -591,6 +604,9 @@ impl SubmitLimiter {
         })
     }
 }
+
+/// The webhook route, whose deliveries are signed by the forge rather than authenticated.
+pub const HOOK_ROUTE: &str = "/v1/hooks/{forge}";
 
 /// The WebSocket route, whose token may come in the query (browsers cannot set its headers).
 pub const STREAM_ROUTE: &str = "/v1/stream";

@@ -115,6 +115,17 @@ pub enum ApiError {
     IdempotencyKeyReused,
     #[error("a budget above {limit} USD needs an operator")]
     BudgetNotAllowed { limit: f64 },
+    #[error("no forge `{0}` is configured")]
+    ForgeNotFound(String),
+    #[error("{0}")]
+    HookUnverified(orion_services::forge::hooks::HookError),
+    #[error("{0}")]
+    HookMalformed(orion_services::forge::hooks::HookError),
+    #[error("delivery `{delivery}` was received before: it made task {task}")]
+    HookReplayed {
+        delivery: String,
+        task: orion_bus::TaskId,
+    },
     #[error("too many event streams open ({open} of {limit} {scope}); close one first")]
     TooManyStreams {
         open: usize,
@@ -279,6 +290,24 @@ impl ApiError {
                 "budget_not_allowed",
                 StatusCode::FORBIDDEN,
                 "Budget not allowed",
+            ),
+            ApiError::ForgeNotFound(_) => {
+                ("forge_not_found", StatusCode::NOT_FOUND, "Forge not found")
+            }
+            ApiError::HookUnverified(_) => (
+                "hook_unverified",
+                StatusCode::UNAUTHORIZED,
+                "Webhook not verified",
+            ),
+            ApiError::HookMalformed(_) => (
+                "hook_malformed",
+                StatusCode::BAD_REQUEST,
+                "Malformed webhook",
+            ),
+            ApiError::HookReplayed { .. } => (
+                "hook_replayed",
+                StatusCode::CONFLICT,
+                "Webhook delivery replayed",
             ),
             ApiError::TooManyStreams { .. } => (
                 "too_many_streams",

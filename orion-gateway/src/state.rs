@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     /// The budget of a task that sets none (`llm.task_budget_usd`): a submitter may ask for
     /// no more, an operator may.
     pub default_budget_usd: Option<f64>,
+    /// The forges whose webhooks `POST /v1/hooks/{forge}` takes.
+    pub forges: orion_services::forge::Forges,
 }
 
 impl Default for GatewayConfig {
@@ -76,6 +78,7 @@ impl Default for GatewayConfig {
             public_metrics: false,
             repos: Default::default(),
             default_budget_usd: None,
+            forges: Default::default(),
         }
     }
 }

@@ -490,6 +490,7 @@ async fn health_readiness_and_the_openapi_document() {
             "/v1/audit",
             "/v1/credentials",
             "/v1/credentials/{id}",
+            "/v1/hooks/{forge}",
             "/v1/me",
             "/v1/openapi.json",
             "/v1/pulls",

@@ -27,7 +27,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::cluster::{cluster_env, migrate, orion, start_gateway};
 use crate::faults::{Nats, Postgres};
-use crate::support::{Process, TempDir, bare_remote, client_as, completion, eventually, unique};
+use crate::support::{Process, TempDir, client_as, completion, eventually, forge_remote, unique};
 
 const TASKS: usize = 50;
 const NODES: [&str; 3] = ["n1", "n2", "n3"];
@@ -154,7 +154,7 @@ impl Respond for FakeForge {
 
 /// A bare remote that logs every update of every ref; with where its `main` starts.
 fn logged_remote() -> (TempDir, std::path::PathBuf, String) {
-    let (keep, remote) = bare_remote();
+    let (keep, remote) = forge_remote();
     let configured = std::process::Command::new("git")
         .arg("--git-dir")
         .arg(&remote)
@@ -188,16 +188,20 @@ async fn fake_model_and_forge() -> (CountingModel, MockServer, FakeForge, MockSe
 fn fakes_env(
     model: &MockServer,
     forge: &MockServer,
+    remotes: &Path,
     ack_wait_ms: u64,
 ) -> Vec<(&'static str, String)> {
     vec![
         ("ORION__BUS__ACK_WAIT_MS", ack_wait_ms.to_string()),
         ("ORION__LLM__BASE_URL", format!("{}/v1", model.uri())),
         ("ORION__LLM__MODEL", "gpt-test".to_owned()),
-        ("ORION__FORGE__API_URL", forge.uri()),
-        ("ORION__FORGE__TOKEN", "forge-token".to_owned()),
-        ("ORION__FORGE__OWNER", "acme".to_owned()),
-        ("ORION__FORGE__REPO", "widgets".to_owned()),
+        ("ORION__FORGES__FAKE__KIND", "github".to_owned()),
+        ("ORION__FORGES__FAKE__API_URL", forge.uri()),
+        ("ORION__FORGES__FAKE__TOKEN", "forge-token".to_owned()),
+        (
+            "ORION__FORGES__FAKE__REMOTES",
+            format!("[{:?}]", format!("{}/", remotes.display())),
+        ),
         (
             "ORION__DEVELOPER__TEST_COMMAND",
             r#"["sh", "-c", "ls notes"]"#.to_owned(),
@@ -318,7 +322,7 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
     env.retain(|(k, _)| *k != "ORION__BUS__URL");
     env.push(("ORION__BUS__URL", nats.url()));
     // A lost node's messages come back after 3 s, not 30.
-    env.extend(fakes_env(&model_server, &forge_server, 3000));
+    env.extend(fakes_env(&model_server, &forge_server, _keep.path(), 3000));
     migrate(&env);
     let (_gateway, base) = start_gateway(&env).await;
     let data: Vec<TempDir> = NODES.iter().map(|_| TempDir::new()).collect();
@@ -700,7 +704,7 @@ async fn a_node_killed_between_each_effect_and_its_record_repeats_nothing_but_a_
     let marks = TempDir::new();
     let prefix = unique("k");
     let mut env = cluster_env(&db.url, &prefix);
-    env.extend(fakes_env(&model_server, &forge_server, 1000));
+    env.extend(fakes_env(&model_server, &forge_server, _keep.path(), 1000));
     let faults = [
         "model:",
         "candidate:",

@@ -7,12 +7,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use wiremock::matchers::{body_string_contains, header, method, path};
+use wiremock::matchers::{body_string_contains, header, method, path, path_regex};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    TempDir, TestApp, bare_remote, completion, eventually, first_line, get_json, git, git_fixture,
-    git_rev, metric, model_answering, pull_of, show,
+    TempDir, TestApp, bare_remote, completion, eventually, first_line, forge_remote, get_json, git,
+    git_fixture, git_rev, metric, model_answering, pull_of, show,
 };
 
 async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
@@ -23,15 +23,20 @@ async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
 async fn app_with(
     server: &MockServer,
     test_command: &[&str],
-    forge: Option<&MockServer>,
+    forge: Option<(&MockServer, &std::path::Path)>,
 ) -> TestApp {
     let base = format!("{}/v1", server.uri());
     let command: Vec<String> = test_command.iter().map(|s| (*s).to_owned()).collect();
-    let forge = forge.map(|f| orion_services::forge::ForgeConfig {
+    // The forge serves the repositories under `dir` (`<dir>/acme/widgets.git` is
+    // `acme/widgets` on it).
+    let forge = forge.map(|(f, dir)| orion_services::forge::ForgeConfig {
+        kind: orion_services::forge::ForgeKind::Github,
         api_url: f.uri(),
         token: "forge-token".into(),
-        owner: "acme".into(),
-        repo: "widgets".into(),
+        host: None,
+        remotes: vec![format!("{}/", dir.display())],
+        webhook_secret: None,
+        hooks: Default::default(),
     });
     TestApp::spawn_with(move |s| {
         s.llm.base_url = Some(base);
@@ -44,7 +49,7 @@ async fn app_with(
                 output_per_million: 8.0,
             },
         );
-        s.forge = forge;
+        s.forges.extend(forge.map(|f| ("fake".to_owned(), f)));
     })
     .await
 }
@@ -105,18 +110,24 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         .mount(&forge)
         .await;
     Mock::given(method("POST"))
+        .and(path_regex("^/repos/acme/widgets/statuses/[0-9a-f]{40}$"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({ "id": 9 })))
+        .expect(2)
+        .mount(&forge)
+        .await;
+    Mock::given(method("POST"))
         .and(path("/repos/acme/widgets/pulls/7/reviews"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "id": 1 })))
         .expect(2)
         .mount(&forge)
         .await;
+    let (keep, remote) = forge_remote();
     let app = app_with(
         &server,
         &["sh", "-c", "grep -q 'x \\* 2' app/util.py"],
-        Some(&forge),
+        Some((&forge, keep.path())),
     )
     .await;
-    let (_keep, remote) = bare_remote();
     let main_before = git_rev(&remote, "main").unwrap();
 
     let id = app.submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" })).await;
@@ -290,13 +301,36 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
 
     // The forge saw the pull request opened once, the review task's comment, then the request
     // for changes, then the approval.
-    let mirrored: Vec<Value> = forge
+    let (statuses, mirrored): (Vec<_>, Vec<_>) = forge
         .received_requests()
         .await
         .unwrap()
+        .into_iter()
+        .partition(|r| r.url.path().contains("/statuses/"));
+    let mirrored: Vec<Value> = mirrored
         .iter()
         .map(|r| serde_json::from_slice(&r.body).unwrap())
         .collect();
+    // The test verdict as a commit status on each version pushed: the first and the revision.
+    let statuses: Vec<(String, Value)> = statuses
+        .iter()
+        .map(|r| {
+            (
+                r.url.path().to_owned(),
+                serde_json::from_slice(&r.body).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(statuses.len(), 2, "{statuses:?}");
+    assert_eq!(
+        statuses[1].0,
+        format!("/repos/acme/widgets/statuses/{head}"),
+        "the merged head had its status"
+    );
+    for (_, status) in &statuses {
+        assert_eq!(status["state"], "success");
+        assert_eq!(status["context"], "orion/tests");
+    }
     assert_eq!(mirrored[0]["head"], format!("orion/{id}"));
     assert_eq!(mirrored[0]["base"], "main");
     assert_eq!(

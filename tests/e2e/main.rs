@@ -16,6 +16,7 @@ mod deploy;
 mod develop;
 mod devops;
 mod faults;
+mod forges;
 mod gate;
 mod llm;
 mod plugins;

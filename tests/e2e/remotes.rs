@@ -17,7 +17,7 @@ use crate::support::{
 /// In `dir`: the test's certificate authority and a server certificate it signed
 /// ([`test_authority`]), and a self-signed one for the same address that no authority vouches
 /// for (`stranger.pem`, `stranger.key`). Returns the authority's file.
-fn certificates(dir: &Path) -> PathBuf {
+pub(crate) fn certificates(dir: &Path) -> PathBuf {
     test_authority(dir);
     openssl(
         dir,
@@ -44,7 +44,12 @@ fn certificates(dir: &Path) -> PathBuf {
 
 /// `git http-backend` over HTTPS for the repositories under `root`, demanding `user` and
 /// `password`, with the certificate `name` of `certs`; returns the server and its port.
-async fn https_git(root: &Path, certs: &Path, name: &str, password: &str) -> (Process, String) {
+pub(crate) async fn https_git(
+    root: &Path,
+    certs: &Path,
+    name: &str,
+    password: &str,
+) -> (Process, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/git_http_server.py");
     let mut server = Process(
         std::process::Command::new("python3")
@@ -81,7 +86,7 @@ pub(crate) fn private_repo() -> TempDir {
 /// An embedded Orion behind JWT auth, with a fake model that edits the fixture's helper, a
 /// test command that passes, credentials sealed, `hosts` allowed, and `vcs` as `adjust` sets
 /// it; with an admin's bearer header.
-async fn remote_app(
+pub(crate) async fn remote_app(
     hosts: Vec<String>,
     adjust: impl FnOnce(&mut orion::settings::Settings) + 'static,
 ) -> (TestApp, String, wiremock::MockServer) {
@@ -104,7 +109,13 @@ async fn remote_app(
 }
 
 /// Stores the credential `username`/`secret` for remotes under `prefix`.
-async fn store_credential(app: &TestApp, admin: &str, prefix: &str, username: &str, secret: &str) {
+pub(crate) async fn store_credential(
+    app: &TestApp,
+    admin: &str,
+    prefix: &str,
+    username: &str,
+    secret: &str,
+) {
     let saved = call(
         app,
         "POST",

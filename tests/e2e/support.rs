@@ -548,9 +548,25 @@ pub fn bare_remote() -> (TempDir, PathBuf) {
     (dir, bare)
 }
 
+/// A bare copy of the git fixture as `acme/widgets.git` in a directory of its own: a
+/// repository a forge entry serves through its `remotes` prefix (the directory, with a
+/// slash), as `acme/widgets`.
+pub fn forge_remote() -> (TempDir, PathBuf) {
+    let fixture = git_fixture();
+    let dir = TempDir::new();
+    std::fs::create_dir(dir.path().join("acme")).unwrap();
+    let bare = bare_clone_as(&dir, fixture.path(), "acme/widgets.git");
+    (dir, bare)
+}
+
 /// A bare clone of the repository at `work`, as `remote.git` in `dir`.
 pub fn bare_clone(dir: &TempDir, work: &Path) -> PathBuf {
-    let bare = dir.path().join("remote.git");
+    bare_clone_as(dir, work, "remote.git")
+}
+
+/// A bare clone of the repository at `work`, as `name` in `dir`.
+fn bare_clone_as(dir: &TempDir, work: &Path, name: &str) -> PathBuf {
+    let bare = dir.path().join(name);
     git(
         dir.path(),
         &[

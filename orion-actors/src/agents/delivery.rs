@@ -4,7 +4,10 @@
 
 use orion_bus::codes;
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
-use orion_services::forge::{ForgePost, ForgePull, ForgeReviewEvent, GitHubForge, post_mark};
+use orion_services::forge::{
+    CommitStatus, ForgePost, ForgePull, ForgeReviewEvent, ForgeTarget, Forges, StatusState, Thread,
+    post_mark,
+};
 use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{
     Claim, EffectKey, EffectStore, Fence, PullState, PullStore, PullVersion, Store, StoreError,
@@ -72,7 +75,8 @@ pub(crate) struct ChangeDelivery {
     pub(crate) usage: Arc<dyn UsageStore>,
     /// The pull requests it opens and merges.
     pub(crate) pulls: Arc<dyn PullStore>,
-    pub(crate) forge: Option<GitHubForge>,
+    /// The forges that mirror the pull requests of their repositories.
+    pub(crate) forges: Forges,
     pub(crate) config: DeveloperConfig,
 }
 
@@ -84,7 +88,7 @@ impl ChangeDelivery {
             ledger: store.clone(),
             usage: store.clone(),
             pulls: store,
-            forge: None,
+            forges: Forges::default(),
             config,
         }
     }
@@ -155,52 +159,192 @@ impl ChangeDelivery {
             })
     }
 
-    /// Opens the task's pull request on the forge once (claimed in the ledger; a claim a lost
-    /// run left is settled by the forge's pull request for the branch). A forge that fails is
-    /// logged: the review gate is Orion's, the forge only mirrors it.
-    pub(crate) async fn mirror_pull(
+    /// The forge of the task's repository, if one is configured.
+    pub(crate) fn forge_of(&self, task: &Task) -> Option<ForgeTarget> {
+        self.forges.for_repo(&task.spec.repo)
+    }
+
+    /// The thread on the task's forge it came from (a webhook's issue or pull request).
+    pub(crate) fn origin_thread(&self, task: &Task, target: &ForgeTarget) -> Option<Thread> {
+        let origin = task.spec.origin.as_ref()?;
+        (origin.forge == target.name && origin.repository == target.repository).then_some(
+            match origin.thread {
+                orion_bus::OriginThread::Issue => Thread::Issue(origin.number),
+                orion_bus::OriginThread::Pull => Thread::Pull(origin.number),
+            },
+        )
+    }
+
+    /// Sets the test verdict on the pushed head as Orion's commit status, once per head
+    /// (claimed; a status set again replaces itself, so a claim a lost run left just sets it).
+    async fn mirror_status(
         &self,
         run: Run<'_>,
-        ws: &Workspace,
-        stats: &str,
+        target: &ForgeTarget,
+        head: &str,
+        tests: Option<&serde_json::Value>,
     ) -> Result<(), TaskFailure> {
-        let Some(forge) = &self.forge else {
+        let key = EffectKey::forge_status(head);
+        if let Act::Done(_) = self.claim(run, &key, "forge_status").await? {
             return Ok(());
+        }
+        let description = match tests {
+            Some(t) if t.get("skipped").is_some() => {
+                format!(
+                    "tests skipped: {}",
+                    t["skipped"].as_str().unwrap_or_default()
+                )
+            }
+            Some(_) => "the repository's tests passed in Orion's sandbox".to_owned(),
+            None => "no tests ran".to_owned(),
         };
-        let task = run.task();
-        let key = EffectKey::forge_pull();
-        let orphaned = match self.claim(run, &key, "forge_pull").await? {
+        let status = CommitStatus {
+            state: StatusState::Success,
+            description,
+            target_url: None,
+        };
+        match target.forge.status(&target.repository, head, &status).await {
+            Ok(()) => {
+                self.settle(run, &key, serde_json::json!({ "state": status.state }))
+                    .await?;
+            }
+            Err(e) => {
+                tracing::warn!(task = %run.task().id, error = %e, "could not set the commit status on the forge")
+            }
+        }
+        Ok(())
+    }
+
+    /// Posts `body` on a thread of the forge once (claimed as `key`; a claim a lost run left
+    /// is settled by looking for the post's mark in the thread).
+    pub(crate) async fn reply(
+        &self,
+        run: Run<'_>,
+        target: &ForgeTarget,
+        thread: Thread,
+        key: EffectKey,
+        body: &str,
+    ) -> Result<(), TaskFailure> {
+        let orphaned = match self.claim(run, &key, "forge_reply").await? {
             Act::Done(_) => return Ok(()),
             Act::Go { orphaned } => orphaned,
         };
-        let found = match orphaned {
-            true => forge.find_pull(&ws.branch).await,
-            false => Ok(None),
+        let mark = post_mark(run.task().id, &key);
+        let (forge, repository) = (&target.forge, target.repository.as_str());
+        let posted = match orphaned {
+            true => forge.commented(repository, thread, &mark).await,
+            false => Ok(false),
         };
-        let title = task
-            .spec
-            .prompt
-            .as_deref()
-            .and_then(|p| p.lines().next())
-            .unwrap_or("Orion change");
-        let body = format!("Opened by Orion for task {}.\n\n{stats}", task.id);
-        let opened = match found {
-            Ok(Some(pull)) => Ok(pull),
-            Ok(None) => {
+        let done = match posted {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 forge
-                    .open_pull(title, &body, &ws.branch, &ws.base_branch)
+                    .comment(repository, thread, &format!("{body}\n\n{mark}"))
                     .await
             }
             Err(e) => Err(e),
         };
-        match opened {
-            Ok(pull) => {
-                let recorded = serde_json::to_value(&pull).unwrap_or_default();
-                self.settle(run, &key, recorded).await?;
+        match done {
+            Ok(()) => {
+                self.settle(run, &key, serde_json::json!({ "thread": thread }))
+                    .await?;
             }
             Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "could not open the pull request on the forge")
+                tracing::warn!(task = %run.task().id, error = %e, "could not post the task's outcome on the forge")
             }
+        }
+        Ok(())
+    }
+
+    /// Tells the thread the task came from that it failed, once.
+    pub(crate) async fn reply_failure(
+        &self,
+        run: Run<'_>,
+        failure: &TaskFailure,
+    ) -> Result<(), TaskFailure> {
+        let task = run.task();
+        let Some(target) = self.forge_of(task) else {
+            return Ok(());
+        };
+        let Some(thread) = self.origin_thread(task, &target) else {
+            return Ok(());
+        };
+        let body = format!(
+            "Orion could not do this (task {}): `{}`: {}",
+            task.id, failure.code, failure.message
+        );
+        self.reply(
+            run,
+            &target,
+            thread,
+            EffectKey::forge_reply("failed"),
+            &body,
+        )
+        .await
+    }
+
+    /// Opens the task's pull request on the forge once (claimed in the ledger; a claim a lost
+    /// run left is settled by the forge's pull request for the branch), and tells the issue the
+    /// task came from. A forge that fails is logged: the review gate is Orion's, the forge
+    /// only mirrors it.
+    pub(crate) async fn mirror_pull(
+        &self,
+        run: Run<'_>,
+        target: &ForgeTarget,
+        ws: &Workspace,
+        stats: &str,
+    ) -> Result<(), TaskFailure> {
+        let task = run.task();
+        let (forge, repository) = (&target.forge, target.repository.as_str());
+        let key = EffectKey::forge_pull();
+        let opened = match self.claim(run, &key, "forge_pull").await? {
+            Act::Done(recorded) => serde_json::from_value::<ForgePull>(recorded).ok(),
+            Act::Go { orphaned } => {
+                let found = match orphaned {
+                    true => forge.find_pull(repository, &ws.branch).await,
+                    false => Ok(None),
+                };
+                let title = task
+                    .spec
+                    .prompt
+                    .as_deref()
+                    .and_then(|p| p.lines().next())
+                    .unwrap_or("Orion change");
+                let mut body = format!("Opened by Orion for task {}.\n\n{stats}", task.id);
+                if let Some(Thread::Issue(n)) = self.origin_thread(task, target) {
+                    body.push_str(&format!("\n\nFor #{n}."));
+                }
+                let opened = match found {
+                    Ok(Some(pull)) => Ok(pull),
+                    Ok(None) => {
+                        forge
+                            .open_pull(repository, title, &body, &ws.branch, &ws.base_branch)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match opened {
+                    Ok(pull) => {
+                        let recorded = serde_json::to_value(&pull).unwrap_or_default();
+                        let first = self.settle(run, &key, recorded).await?;
+                        serde_json::from_value::<ForgePull>(first).ok()
+                    }
+                    Err(e) => {
+                        tracing::warn!(task = %task.id, error = %e, "could not open the pull request on the forge");
+                        None
+                    }
+                }
+            }
+        };
+        if let (Some(pull), Some(thread @ Thread::Issue(_))) =
+            (opened, self.origin_thread(task, target))
+        {
+            let body = format!(
+                "Orion opened {} for this (task {}).",
+                pull.html_url, task.id
+            );
+            self.reply(run, target, thread, EffectKey::forge_reply("pull"), &body)
+                .await?;
         }
         Ok(())
     }
@@ -214,10 +358,11 @@ impl ChangeDelivery {
         event: ForgeReviewEvent,
         body: &str,
     ) -> Result<(), TaskFailure> {
-        let Some(forge) = &self.forge else {
+        let task = run.task();
+        let Some(target) = self.forge_of(task) else {
             return Ok(());
         };
-        let task = run.task();
+        let (forge, repository) = (&target.forge, target.repository.as_str());
         let mirrored = self
             .ledger
             .effect(task.id, &EffectKey::forge_pull())
@@ -239,7 +384,7 @@ impl ChangeDelivery {
         let posted = match orphaned {
             true => {
                 forge
-                    .posted(forge_pull.number, ForgePost::Review, &mark)
+                    .posted(repository, forge_pull.number, ForgePost::Review, &mark)
                     .await
             }
             false => Ok(false),
@@ -248,7 +393,12 @@ impl ChangeDelivery {
             Ok(true) => Ok(()),
             Ok(false) => {
                 forge
-                    .review(forge_pull.number, event, &format!("{body}\n\n{mark}"))
+                    .review(
+                        repository,
+                        forge_pull.number,
+                        event,
+                        &format!("{body}\n\n{mark}"),
+                    )
                     .await
             }
             Err(e) => Err(e),
@@ -348,7 +498,11 @@ impl ChangeDelivery {
             "{} files changed, +{} -{}",
             pull.files_changed, pull.insertions, pull.deletions
         );
-        self.mirror_pull(run, ws, &summary).await?;
+        if let Some(target) = self.forge_of(task) {
+            self.mirror_status(run, &target, &pull.head_oid, pull.tests.as_ref())
+                .await?;
+            self.mirror_pull(run, &target, ws, &summary).await?;
+        }
         Ok(Outcome::AwaitingReview { pull: pull.id })
     }
 

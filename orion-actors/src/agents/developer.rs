@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::code::CodeIntel;
-use orion_services::forge::{ForgePost, ForgePull, ForgeReviewEvent, GitHubForge, post_mark};
+use orion_services::forge::{ForgePost, ForgePull, ForgeReviewEvent, Forges, Thread, post_mark};
 use orion_services::llm::{ChatMessage, ChatModel, ChatRequest};
 use orion_services::store::{EffectKey, Store};
 use orion_services::vcs::{self, Workspace};
@@ -130,9 +130,9 @@ impl DeveloperWork {
         }
     }
 
-    /// Mirrors pull requests and reviews to a forge.
-    pub fn with_forge(mut self, forge: Option<GitHubForge>) -> Self {
-        self.delivery.forge = forge;
+    /// Mirrors pull requests and reviews to the forges of their repositories.
+    pub fn with_forges(mut self, forges: Forges) -> Self {
+        self.delivery.forges = forges;
         self
     }
 
@@ -369,7 +369,6 @@ impl DeveloperWork {
     ) -> Result<Outcome, TaskFailure> {
         let task = &assignment.task;
         let model = self.model.clone().ok_or_else(model_not_configured)?;
-        let root = local_repository(task)?;
         let (base, head) = task
             .spec
             .diff_range()
@@ -381,6 +380,7 @@ impl DeveloperWork {
                 )
             })?;
         let diff = format!("{base}..{head}");
+        let root = self.reviewed_tree(task, &head).await?;
         let head_oid = {
             let (root, head) = (root.clone(), head.clone());
             blocking(move || vcs::resolve(&root, &head)).await?
@@ -432,11 +432,54 @@ impl DeveloperWork {
         let mirrored = self
             .mirror_comments(Run { assignment, ctx }, &head_oid, &anchored)
             .await?;
+        if vcs::is_remote(&task.spec.repo) {
+            let (remote, into) = (task.spec.repo.clone(), self.review_dir(task));
+            let refname = task.spec.git_ref.clone().unwrap_or_default();
+            if let Err(e) = blocking(move || vcs::remove_checkout(&remote, &into, &refname)).await {
+                tracing::warn!(task = %task.id, error = %e.message, "could not remove the reviewed checkout");
+            }
+        }
         Ok(Outcome::Completed {
             result: serde_json::json!({
                 "diff": diff, "comments": anchored, "rejected": rejected, "metrics": metrics, "mirrored_to": mirrored,
             }),
         })
+    }
+
+    /// Where a review task of a remote repository checks the head out.
+    fn review_dir(&self, task: &Task) -> std::path::PathBuf {
+        self.delivery
+            .config
+            .work_dir
+            .join(format!("{}-review", task.id))
+    }
+
+    /// The tree a review reads: a local repository as it is, or a remote's head (fetched by
+    /// the task's `ref`, the ref that holds it, such as `refs/pull/7/head`) checked out.
+    async fn reviewed_tree(
+        &self,
+        task: &Task,
+        head: &str,
+    ) -> Result<std::path::PathBuf, TaskFailure> {
+        if !vcs::is_remote(&task.spec.repo) {
+            return local_repository(task);
+        }
+        let refname = task.spec.git_ref.clone().ok_or_else(|| {
+            TaskFailure::new(
+                codes::REF_UNSUPPORTED,
+                "a review of a remote repository needs `ref`: the ref that holds the head",
+            )
+        })?;
+        let (remote, into, head) = (
+            task.spec.repo.clone(),
+            self.review_dir(task),
+            head.to_owned(),
+        );
+        blocking(move || {
+            vcs::remove_checkout(&remote, &into, &refname)?;
+            vcs::checkout_commit(&remote, &into, &refname, &head)
+        })
+        .await
     }
 
     /// Where the reviewed head is an Orion pull request mirrored to the forge, its comments
@@ -449,10 +492,63 @@ impl DeveloperWork {
         head_oid: &str,
         comments: &[ReviewComment],
     ) -> Result<Option<String>, TaskFailure> {
-        let Some(forge) = self.delivery.forge.as_ref() else {
+        let task = run.task();
+        let Some(target) = self.delivery.forge_of(task) else {
             return Ok(None);
         };
-        let task = run.task();
+        let (forge, repository) = (&target.forge, target.repository.as_str());
+        // The pull request the task came from, or else Orion's own pull request of the head.
+        let pull = match self.delivery.origin_thread(task, &target) {
+            Some(Thread::Pull(n)) => Some((n, format!("{}:{repository}#{n}", target.name))),
+            _ => self
+                .mirrored_pull(head_oid)
+                .await?
+                .map(|p| (p.number, p.html_url)),
+        };
+        let Some((number, address)) = pull else {
+            return Ok(None);
+        };
+        for (i, c) in comments.iter().enumerate() {
+            let key = EffectKey::forge_comment(i);
+            let orphaned = match self.delivery.claim(run, &key, "forge_comment").await? {
+                Act::Done(_) => continue,
+                Act::Go { orphaned } => orphaned,
+            };
+            let mark = post_mark(task.id, &key);
+            let posted = match orphaned {
+                true => {
+                    forge
+                        .posted(repository, number, ForgePost::LineComment, &mark)
+                        .await
+                }
+                false => Ok(false),
+            };
+            let done = match posted {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    let body = format!("{}\n\n{mark}", c.body);
+                    forge
+                        .line_comment(repository, number, head_oid, &c.path, c.line, &body)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => {
+                    self.delivery
+                        .settle(run, &key, serde_json::json!({ "pull": number }))
+                        .await?;
+                }
+                Err(e) => {
+                    tracing::warn!(task = %task.id, error = %e, "could not mirror a review comment")
+                }
+            }
+        }
+        Ok(Some(address))
+    }
+
+    /// Orion's pull request whose head is `head_oid`, as its forge has it, if it was mirrored.
+    async fn mirrored_pull(&self, head_oid: &str) -> Result<Option<ForgePull>, TaskFailure> {
         let pulls = self
             .delivery
             .pulls
@@ -468,46 +564,7 @@ impl DeveloperWork {
             .effect(pull.task_id, &EffectKey::forge_pull())
             .await
             .map_err(store_failure)?;
-        let Some(Ok(forge_pull)) = mirrored.map(serde_json::from_value::<ForgePull>) else {
-            return Ok(None);
-        };
-        for (i, c) in comments.iter().enumerate() {
-            let key = EffectKey::forge_comment(i);
-            let orphaned = match self.delivery.claim(run, &key, "forge_comment").await? {
-                Act::Done(_) => continue,
-                Act::Go { orphaned } => orphaned,
-            };
-            let mark = post_mark(task.id, &key);
-            let posted = match orphaned {
-                true => {
-                    forge
-                        .posted(forge_pull.number, ForgePost::LineComment, &mark)
-                        .await
-                }
-                false => Ok(false),
-            };
-            let done = match posted {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    let body = format!("{}\n\n{mark}", c.body);
-                    forge
-                        .line_comment(forge_pull.number, head_oid, &c.path, c.line, &body)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match done {
-                Ok(()) => {
-                    self.delivery
-                        .settle(run, &key, serde_json::json!({ "pull": forge_pull.number }))
-                        .await?;
-                }
-                Err(e) => {
-                    tracing::warn!(task = %task.id, error = %e, "could not mirror a review comment")
-                }
-            }
-        }
-        Ok(Some(forge_pull.html_url))
+        Ok(mirrored.and_then(|m| serde_json::from_value::<ForgePull>(m).ok()))
     }
 }
 
@@ -530,10 +587,25 @@ impl Work for DeveloperWork {
         assignment: &Assignment,
         ctx: &WorkContext,
     ) -> Result<Outcome, TaskFailure> {
+        let run = Run { assignment, ctx };
+        let outcome = self.step_of(run).await;
+        // A task that came from a forge's thread hears there that it failed.
+        if let Err(failure) = &outcome
+            && failure.code != codes::STORE_UNAVAILABLE
+            && failure.code != super::SUPERSEDED
+        {
+            self.delivery.reply_failure(run, failure).await?;
+        }
+        outcome
+    }
+}
+
+impl DeveloperWork {
+    async fn step_of(&self, run: Run<'_>) -> Result<Outcome, TaskFailure> {
+        let (assignment, ctx) = (run.assignment, run.ctx);
         if assignment.task.spec.kind == orion_bus::TaskKind::Review {
             return self.review(assignment, ctx).await;
         }
-        let run = Run { assignment, ctx };
         match &assignment.step {
             Step::Work => self.develop(assignment, ctx, None).await,
             Step::Revise { pull, comment } => {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure, TaskKind};
 use orion_services::devops::{self, BuildSystem, ci, release};
-use orion_services::forge::{ForgeReviewEvent, GitHubForge};
+use orion_services::forge::{ForgeReviewEvent, Forges};
 use orion_services::llm::ChatModel;
 use orion_services::store::{EffectKey, Store};
 use orion_services::vcs::{self, Workspace};
@@ -56,9 +56,9 @@ impl DevopsWork {
         }
     }
 
-    /// Mirrors pull requests and reviews to a forge.
-    pub fn with_forge(mut self, forge: Option<GitHubForge>) -> Self {
-        self.delivery.forge = forge;
+    /// Mirrors pull requests and reviews to the forges of their repositories.
+    pub fn with_forges(mut self, forges: Forges) -> Self {
+        self.delivery.forges = forges;
         self
     }
 

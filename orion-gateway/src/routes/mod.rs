@@ -2,6 +2,7 @@
 
 mod access;
 mod health;
+mod hooks;
 mod openapi;
 mod pulls;
 mod repos;
@@ -75,6 +76,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ("/v1/pulls/{id}", vec![get().to(pulls::get)]),
         ("/v1/pulls/{id}/reviews", vec![post().to(pulls::review)]),
         (crate::auth::STREAM_ROUTE, vec![get().to(stream::connect)]),
+        (crate::auth::HOOK_ROUTE, vec![post().to(hooks::receive)]),
         (
             "/v1/api-keys",
             vec![post().to(access::create_key), get().to(access::list_keys)],

@@ -7,7 +7,7 @@ use orion_services::store::{StoreError, TaskQuery, UsageGroup, UsageTotals};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::auth::{Caller, audit};
+use crate::auth::{Caller, Principal, audit};
 use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -129,7 +129,7 @@ pub async fn submit(
 /// What the caller may ask of a task beyond its role: a `repo` the policy allows
 /// (`security.repo_roots`, `security.repo_hosts`), and a budget above the default only as an
 /// operator.
-fn admit(state: &AppState, caller: &Caller, spec: &TaskSpec) -> Result<(), ApiError> {
+pub(super) fn admit(state: &AppState, caller: &Principal, spec: &TaskSpec) -> Result<(), ApiError> {
     state
         .config
         .repos
@@ -144,9 +144,9 @@ fn admit(state: &AppState, caller: &Caller, spec: &TaskSpec) -> Result<(), ApiEr
     Ok(())
 }
 
-async fn audit_submission(
+pub(super) async fn audit_submission(
     state: &AppState,
-    caller: &Caller,
+    caller: &Principal,
     submission: &Submission,
     mut detail: Value,
 ) {

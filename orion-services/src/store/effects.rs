@@ -75,6 +75,14 @@ impl EffectKey {
     pub fn forge_review(review: Uuid) -> Self {
         Self(format!("forge:review:{review}"))
     }
+    /// The test verdict set as a commit status on a pushed head.
+    pub fn forge_status(head: &str) -> Self {
+        Self(format!("forge:status:{head}"))
+    }
+    /// The task's outcome (`what`) posted on the forge's thread it came from.
+    pub fn forge_reply(what: &str) -> Self {
+        Self(format!("forge:reply:{what}"))
+    }
     /// A review comment mirrored to the forge.
     pub fn forge_comment(index: usize) -> Self {
         Self(format!("forge:comment:{index}"))

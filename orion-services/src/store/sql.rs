@@ -86,6 +86,11 @@ fn to_task(m: task::Model) -> Result<Task, StoreError> {
             diff: m.diff,
             budget_usd: m.budget_usd,
             input: m.input,
+            origin: m
+                .origin
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("a task's origin: {e}")))?,
             priority: parse(&m.priority, "priority")?,
         },
         status: parse(&m.status, "status")?,
@@ -184,6 +189,7 @@ impl TaskStore for SqlStore {
             diff: Set(spec.diff),
             budget_usd: Set(spec.budget_usd),
             input: Set(spec.input),
+            origin: Set(spec.origin.map(|o| serde_json::json!(o))),
             priority: Set(spec.priority.as_str().to_owned()),
             status: Set(TaskStatus::Queued.as_str().to_owned()),
             version: Set(1),

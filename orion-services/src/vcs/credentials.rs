@@ -61,7 +61,7 @@ pub fn credential_applies(prefix: &str, url: &str) -> bool {
 }
 
 /// A remote as a URL: an scp-like address (`user@host:path`) as the `ssh://` URL it means.
-fn as_url(remote: &str) -> String {
+pub fn as_url(remote: &str) -> String {
     let remote = remote.trim();
     if remote.contains("://") || !super::is_remote(remote) {
         return remote.to_owned();

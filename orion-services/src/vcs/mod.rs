@@ -9,7 +9,7 @@ mod policy;
 mod transport;
 mod workspace;
 
-pub use credentials::{CredentialCache, credential_applies, set_credential_source};
+pub use credentials::{CredentialCache, as_url, credential_applies, set_credential_source};
 pub use history::{CommitFiles, History};
 pub use path::{PathError, RelativePath};
 pub use policy::{RepoPolicy, RepoRefused, is_remote, remote_host};

@@ -26,6 +26,8 @@ pub struct Model {
     pub budget_usd: Option<f64>,
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub input: Option<Json>,
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub origin: Option<Json>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -1,0 +1,142 @@
+//! Gitea's and Forgejo's API v1: pull requests, reviews (whose comments are the line
+//! comments), issue comments and commit statuses (`/api/swagger` of any Gitea).
+
+use serde_json::json;
+
+use super::github::status_body;
+use super::{
+    CommitStatus, Forge, ForgeError, ForgePost, ForgePull, ForgeReviewEvent, Http, MAX_PAGES,
+    PER_PAGE, Thread, read_pull,
+};
+
+#[derive(Debug)]
+pub(super) struct Gitea(pub(super) Http);
+
+/// A review event as Gitea names it.
+fn event_name(event: ForgeReviewEvent) -> &'static str {
+    match event {
+        ForgeReviewEvent::Approve => "APPROVED",
+        ForgeReviewEvent::RequestChanges => "REQUEST_CHANGES",
+        ForgeReviewEvent::Comment => "COMMENT",
+    }
+}
+
+#[async_trait::async_trait]
+impl Forge for Gitea {
+    async fn find_pull(&self, repo: &str, head: &str) -> Result<Option<ForgePull>, ForgeError> {
+        // Gitea's listing has no `head` filter: its pages are read for the branch.
+        for page in 1..=MAX_PAGES {
+            let listed = self
+                .0
+                .get(&format!(
+                    "repos/{repo}/pulls?state=all&limit={PER_PAGE}&page={page}"
+                ))
+                .await?;
+            let items = listed.as_array().cloned().unwrap_or_default();
+            if let Some(found) = items.iter().find(|p| p["head"]["ref"] == head) {
+                return read_pull(found).map(Some);
+            }
+            if items.len() < PER_PAGE {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn open_pull(
+        &self,
+        repo: &str,
+        title: &str,
+        body: &str,
+        head: &str,
+        base: &str,
+    ) -> Result<ForgePull, ForgeError> {
+        let answer = self
+            .0
+            .post(
+                &format!("repos/{repo}/pulls"),
+                json!({ "title": title, "body": body, "head": head, "base": base }),
+            )
+            .await?;
+        read_pull(&answer)
+    }
+
+    async fn posted(
+        &self,
+        repo: &str,
+        number: u64,
+        _: ForgePost,
+        mark: &str,
+    ) -> Result<bool, ForgeError> {
+        // Line comments are posted as reviews too, their mark in the review's body.
+        self.0
+            .any_contains(
+                &format!("repos/{repo}/pulls/{number}/reviews"),
+                "/body",
+                mark,
+            )
+            .await
+    }
+
+    async fn review(
+        &self,
+        repo: &str,
+        number: u64,
+        event: ForgeReviewEvent,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        self.0
+            .post(
+                &format!("repos/{repo}/pulls/{number}/reviews"),
+                json!({ "event": event_name(event), "body": body }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn line_comment(
+        &self,
+        repo: &str,
+        number: u64,
+        commit: &str,
+        path: &str,
+        line: u32,
+        body: &str,
+    ) -> Result<(), ForgeError> {
+        let review = json!({
+            "event": "COMMENT",
+            "body": body,
+            "commit_id": commit,
+            "comments": [{ "path": path, "body": body, "new_position": line }],
+        });
+        self.0
+            .post(&format!("repos/{repo}/pulls/{number}/reviews"), review)
+            .await?;
+        Ok(())
+    }
+
+    async fn comment(&self, repo: &str, on: Thread, body: &str) -> Result<(), ForgeError> {
+        let (Thread::Issue(n) | Thread::Pull(n)) = on;
+        self.0
+            .post(
+                &format!("repos/{repo}/issues/{n}/comments"),
+                json!({ "body": body }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn commented(&self, repo: &str, on: Thread, mark: &str) -> Result<bool, ForgeError> {
+        let (Thread::Issue(n) | Thread::Pull(n)) = on;
+        self.0
+            .any_contains(&format!("repos/{repo}/issues/{n}/comments"), "/body", mark)
+            .await
+    }
+
+    async fn status(&self, repo: &str, sha: &str, status: &CommitStatus) -> Result<(), ForgeError> {
+        self.0
+            .post(&format!("repos/{repo}/statuses/{sha}"), status_body(status))
+            .await?;
+        Ok(())
+    }
+}

@@ -92,6 +92,8 @@ struct ForgeLog {
     pulls: Vec<(String, u64)>,
     /// Reviews and line comments posted: (pull number, `reviews` or `comments`, body).
     posts: Vec<(u64, String, Value)>,
+    /// Commit statuses set: the commits.
+    statuses: Vec<String>,
 }
 
 /// A GitHub-compatible forge for `acme/widgets` that keeps what it is sent, and answers the
@@ -101,7 +103,12 @@ struct FakeForge(Arc<Mutex<ForgeLog>>);
 
 impl Respond for FakeForge {
     fn respond(&self, request: &Request) -> ResponseTemplate {
-        let Some(rest) = request.url.path().strip_prefix("/repos/acme/widgets/pulls") else {
+        let path = request.url.path();
+        if let Some(commit) = path.strip_prefix("/repos/acme/widgets/statuses/") {
+            self.0.lock().unwrap().statuses.push(commit.to_owned());
+            return ResponseTemplate::new(201).set_body_json(json!({ "state": "success" }));
+        }
+        let Some(rest) = path.strip_prefix("/repos/acme/widgets/pulls") else {
             return ResponseTemplate::new(404);
         };
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
@@ -629,6 +636,24 @@ async fn fifty_develop_tasks_under_kills_restarts_copies_and_a_drain_make_every_
         }
         (opened, approvals, changes)
     };
+    // The test verdict as a commit status: only on commits pushed to a task's branch, and on
+    // every approved head.
+    let statuses: HashSet<String> = forge.0.lock().unwrap().statuses.iter().cloned().collect();
+    let pushed: HashSet<String> = ids
+        .iter()
+        .flat_map(|id| ref_updates(&remote, &format!("refs/heads/orion/{id}")))
+        .collect();
+    assert!(
+        statuses.is_subset(&pushed),
+        "statuses on commits no task pushed: {:?}",
+        statuses.difference(&pushed).collect::<Vec<_>>()
+    );
+    for id in &approved {
+        assert!(
+            statuses.contains(heads[id.as_str()]),
+            "task {id}'s approved head has its status"
+        );
+    }
     let sent_back: BTreeMap<String, usize> = revised.keys().map(|id| (id.clone(), 1)).collect();
     assert_eq!(
         changes, sent_back,

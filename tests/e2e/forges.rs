@@ -49,6 +49,9 @@ struct Received {
 struct FakeForge {
     kind: ForgeKind,
     log: Arc<Mutex<Vec<Received>>>,
+    /// Posts to paths that contain this are refused with 403, as a token without the
+    /// permission is.
+    refuse: Option<&'static str>,
 }
 
 impl FakeForge {
@@ -83,6 +86,10 @@ impl Respond for FakeForge {
         });
         if request.method.as_str() == "GET" {
             return ResponseTemplate::new(200).set_body_json(json!([]));
+        }
+        if self.refuse.is_some_and(|r| path.contains(r)) {
+            return ResponseTemplate::new(403)
+                .set_body_json(json!({ "message": "Resource not accessible by integration" }));
         }
         let answer = |name: &str| fixture(name, &[]);
         let (status, body) = match self.kind {
@@ -198,44 +205,109 @@ async fn tasks_of(app: &crate::support::TestApp, admin: &str) -> Vec<Value> {
     listed.body["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// A forge of `kind` named `work` (the API at `api` on a fake server) serving an HTTPS
+/// remote `acme/widgets.git`, and an Orion that trusts the remote and holds its credential.
+struct Scene {
+    root: TempDir,
+    app: crate::support::TestApp,
+    admin: String,
+    model: MockServer,
+    fake: FakeForge,
+    clone_url: String,
+    _server: MockServer,
+    _git: crate::support::Process,
+    _certs: TempDir,
+}
+
+impl Scene {
+    async fn new(kind: ForgeKind, api: &str, refuse: Option<&'static str>) -> Self {
+        Self::with_repo(forge_repo(), kind, api, refuse).await
+    }
+
+    async fn with_repo(
+        root: TempDir,
+        kind: ForgeKind,
+        api: &str,
+        refuse: Option<&'static str>,
+    ) -> Self {
+        let certs = TempDir::new();
+        let ca = certificates(certs.path());
+        let (git, port) = https_git(root.path(), certs.path(), "server", "token-42").await;
+        let host = format!("127.0.0.1:{port}");
+        let fake = FakeForge {
+            kind,
+            log: Default::default(),
+            refuse,
+        };
+        let server = MockServer::start().await;
+        Mock::given(wiremock::matchers::any())
+            .respond_with(fake.clone())
+            .mount(&server)
+            .await;
+        let forge = ForgeConfig {
+            kind,
+            api_url: format!("{}{api}", server.uri()),
+            token: TOKEN.into(),
+            host: Some(host.clone()),
+            remotes: Vec::new(),
+            webhook_secret: Some(SECRET.into()),
+            hooks: HookRules {
+                allowed_users: vec!["alice".into()],
+                ..HookRules::default()
+            },
+        };
+        let (app, admin, model) = remote_app(vec![host.clone()], move |s| {
+            s.vcs.ca_file = Some(ca);
+            s.forges.insert("work".into(), forge);
+        })
+        .await;
+        store_credential(&app, &admin, &format!("https://{host}/"), "bot", "token-42").await;
+        Self {
+            root,
+            app,
+            admin,
+            model,
+            fake,
+            clone_url: format!("https://{host}/acme/widgets.git"),
+            _server: server,
+            _git: git,
+            _certs: certs,
+        }
+    }
+
+    fn bare(&self) -> std::path::PathBuf {
+        self.root.path().join("acme/widgets.git")
+    }
+
+    async fn task(&self, id: &str) -> Value {
+        call(
+            &self.app,
+            "GET",
+            &format!("/v1/tasks/{id}"),
+            Some(&self.admin),
+            None,
+        )
+        .await
+        .body
+    }
+
+    /// Waits until task `id` is in one of `statuses`; returns it.
+    async fn settled(&self, id: &str, statuses: &[&str]) -> Value {
+        eventually("the task to settle", Duration::from_secs(60), || async {
+            let task = self.task(id).await;
+            statuses.contains(&task["status"].as_str()?).then_some(task)
+        })
+        .await
+    }
+}
+
 /// The whole flow on one forge kind.
 async fn a_labelled_issue_becomes_a_pull_request_that_merges_on_approval(flavour: Flavour) {
-    let root = forge_repo();
-    let certs = TempDir::new();
-    let ca = certificates(certs.path());
-    let (_git, port) = https_git(root.path(), certs.path(), "server", "token-42").await;
-    let host = format!("127.0.0.1:{port}");
-    let clone_url = format!("https://{host}/acme/widgets.git");
+    let scene = Scene::new(flavour.kind, flavour.api, None).await;
+    let (app, admin, fake) = (&scene.app, scene.admin.as_str(), &scene.fake);
+    let clone_url = scene.clone_url.as_str();
 
-    let fake = FakeForge {
-        kind: flavour.kind,
-        log: Default::default(),
-    };
-    let server = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(fake.clone())
-        .mount(&server)
-        .await;
-    let forge = ForgeConfig {
-        kind: flavour.kind,
-        api_url: format!("{}{}", server.uri(), flavour.api),
-        token: TOKEN.into(),
-        host: Some(host.clone()),
-        remotes: Vec::new(),
-        webhook_secret: Some(SECRET.into()),
-        hooks: HookRules {
-            allowed_users: vec!["alice".into()],
-            ..HookRules::default()
-        },
-    };
-    let (app, admin, _model) = remote_app(vec![host.clone()], move |s| {
-        s.vcs.ca_file = Some(ca);
-        s.forges.insert("work".into(), forge);
-    })
-    .await;
-    store_credential(&app, &admin, &format!("https://{host}/"), "bot", "token-42").await;
-
-    let payload = fixture(flavour.labelled, &[("clone_url", &clone_url)]);
+    let payload = fixture(flavour.labelled, &[("clone_url", clone_url)]);
     let body = serde_json::to_vec(&payload).unwrap();
     let headers = |secret: &str, delivery: &str| {
         let mut h = signed(flavour.kind, secret, &body);
@@ -259,13 +331,22 @@ async fn a_labelled_issue_becomes_a_pull_request_that_merges_on_approval(flavour
         let (status, _) = deliver(&app.base, "work", &headers(SECRET, "d-1"), &tampered).await;
         assert_eq!(status, 401, "a body changed after signing");
     }
+    // A delivery without its id is malformed.
+    let mut unnamed = headers(SECRET, "d-1");
+    unnamed.retain(|(name, _)| *name != flavour.delivery_header);
+    let (status, answer) = deliver(&app.base, "work", &unnamed, &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (400, Some("hook_malformed")),
+        "{answer}"
+    );
     // An unknown forge is 404.
     let (status, answer) = deliver(&app.base, "elsewhere", &headers(SECRET, "d-1"), &body).await;
     assert_eq!(
         (status, answer["code"].as_str()),
         (404, Some("forge_not_found"))
     );
-    let before = tasks_of(&app, &admin).await.len();
+    let before = tasks_of(app, admin).await.len();
 
     // The signed delivery: a develop task with the issue's text as its prompt.
     let (status, answer) = deliver(&app.base, "work", &headers(SECRET, "d-2"), &body).await;
@@ -292,25 +373,15 @@ async fn a_labelled_issue_becomes_a_pull_request_that_merges_on_approval(flavour
         "{answer}"
     );
     assert_eq!(
-        tasks_of(&app, &admin).await.len(),
+        tasks_of(app, admin).await.len(),
         before + 1,
         "one task for the delivery"
     );
 
     // Cloned and pushed over HTTPS, then mirrored to the forge.
-    let task: Value = eventually(
-        "the task to await review",
-        Duration::from_secs(60),
-        || async {
-            let task = call(&app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
-                .await
-                .body;
-            matches!(task["status"].as_str()?, "failed" | "awaiting_review").then_some(task)
-        },
-    )
-    .await;
+    let task = scene.settled(&id, &["failed", "awaiting_review"]).await;
     assert_eq!(task["status"], "awaiting_review", "{task}");
-    let bare = root.path().join("acme/widgets.git");
+    let bare = scene.bare();
     let head = git_rev(&bare, &format!("refs/heads/orion/{id}")).expect("the branch was pushed");
     let base = flavour.repo;
     let opened = fake.posts(&format!("{base}{}", flavour.open));
@@ -340,9 +411,7 @@ async fn a_labelled_issue_becomes_a_pull_request_that_merges_on_approval(flavour
     );
 
     // Approved in Orion: the forge gets the approval, and the change lands on main.
-    let pulls = call(&app, "GET", "/v1/pulls", Some(&admin), None)
-        .await
-        .body;
+    let pulls = call(app, "GET", "/v1/pulls", Some(admin), None).await.body;
     let pull = pulls["items"]
         .as_array()
         .unwrap()
@@ -353,21 +422,15 @@ async fn a_labelled_issue_becomes_a_pull_request_that_merges_on_approval(flavour
         .unwrap()
         .to_owned();
     let approved = call(
-        &app,
+        app,
         "POST",
         &format!("/v1/pulls/{pull}/reviews"),
-        Some(&admin),
+        Some(admin),
         Some(json!({ "decision": "approve", "comment": "ship it" })),
     )
     .await;
     assert_eq!(approved.status, 202, "{}", approved.body);
-    eventually("the task to complete", Duration::from_secs(60), || async {
-        let task = call(&app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
-            .await
-            .body;
-        (task["status"] == "completed").then_some(())
-    })
-    .await;
+    scene.settled(&id, &["completed"]).await;
     assert_eq!(
         git_rev(&bare, "main").as_deref(),
         Some(head.as_str()),
@@ -442,22 +505,6 @@ async fn gitea_a_labelled_issue_becomes_a_pull_request_that_merges_on_approval()
     .await;
 }
 
-/// A GitHub forge named `work` for the HTTPS remote at `host`, on the fake server.
-fn github_forge(server: &MockServer, host: &str) -> ForgeConfig {
-    ForgeConfig {
-        kind: ForgeKind::Github,
-        api_url: server.uri(),
-        token: TOKEN.into(),
-        host: Some(host.to_owned()),
-        remotes: Vec::new(),
-        webhook_secret: Some(SECRET.into()),
-        hooks: HookRules {
-            allowed_users: vec!["alice".into()],
-            ..HookRules::default()
-        },
-    }
-}
-
 /// Sends `payload` as GitHub event `event`, signed, as delivery `id`.
 async fn github_delivery(base: &str, event: &str, id: &str, payload: &Value) -> (u16, Value) {
     let body = serde_json::to_vec(payload).unwrap();
@@ -486,27 +533,9 @@ async fn github_a_pull_request_is_reviewed_on_the_forge_and_only_allowed_users_c
     );
     let base_sha = git_rev(&bare, "main").unwrap();
     let head_sha = git_rev(&bare, "refs/pull/5/head").unwrap();
-
-    let certs = TempDir::new();
-    let ca = certificates(certs.path());
-    let (_git, port) = https_git(root.path(), certs.path(), "server", "token-42").await;
-    let host = format!("127.0.0.1:{port}");
-    let clone_url = format!("https://{host}/acme/widgets.git");
-    let fake = FakeForge {
-        kind: ForgeKind::Github,
-        log: Default::default(),
-    };
-    let server = MockServer::start().await;
-    Mock::given(wiremock::matchers::any())
-        .respond_with(fake.clone())
-        .mount(&server)
-        .await;
-    let forge = github_forge(&server, &host);
-    let (app, admin, model) = remote_app(vec![host.clone()], move |s| {
-        s.vcs.ca_file = Some(ca);
-        s.forges.insert("work".into(), forge);
-    })
-    .await;
+    let scene = Scene::with_repo(root, ForgeKind::Github, "", None).await;
+    let (app, admin, fake) = (&scene.app, scene.admin.as_str(), &scene.fake);
+    let clone_url = scene.clone_url.as_str();
     Mock::given(wiremock::matchers::body_string_contains(
         "You review a change",
     ))
@@ -517,15 +546,14 @@ async fn github_a_pull_request_is_reviewed_on_the_forge_and_only_allowed_users_c
         )),
     )
     .with_priority(1)
-    .mount(&model)
+    .mount(&scene.model)
     .await;
-    store_credential(&app, &admin, &format!("https://{host}/"), "bot", "token-42").await;
 
     // Opened: a review task of exactly the pull request's change, fetched by its ref.
     let opened = fixture(
         "github-pull-request-opened.json",
         &[
-            ("clone_url", &clone_url),
+            ("clone_url", clone_url),
             ("base_sha", &base_sha),
             ("head_sha", &head_sha),
         ],
@@ -536,13 +564,7 @@ async fn github_a_pull_request_is_reviewed_on_the_forge_and_only_allowed_users_c
     assert_eq!(answer["task"]["diff"], format!("{base_sha}..{head_sha}"));
     assert_eq!(answer["task"]["ref"], "refs/pull/5/head");
     let id = answer["task"]["id"].as_str().unwrap().to_owned();
-    let task: Value = eventually("the review to finish", Duration::from_secs(60), || async {
-        let task = call(&app, "GET", &format!("/v1/tasks/{id}"), Some(&admin), None)
-            .await
-            .body;
-        matches!(task["status"].as_str()?, "failed" | "completed").then_some(task)
-    })
-    .await;
+    let task = scene.settled(&id, &["failed", "completed"]).await;
     assert_eq!(task["status"], "completed", "{task}");
     let comments = fake.posts("/repos/acme/widgets/pulls/5/comments");
     assert_eq!(comments.len(), 1, "{:?}", fake.received());
@@ -569,21 +591,38 @@ async fn github_a_pull_request_is_reviewed_on_the_forge_and_only_allowed_users_c
         "{answer}"
     );
 
+    // Only a verified delivery sets a task's origin: a submission may not.
+    let forged = call(
+        app,
+        "POST",
+        "/v1/tasks",
+        Some(admin),
+        Some(json!({
+            "kind": "develop", "repo": clone_url, "prompt": "x",
+            "origin": { "forge": "work", "repository": "acme/widgets", "thread": "issue", "number": 1 },
+        })),
+    )
+    .await;
+    assert_eq!(
+        (forged.status, forged.body["code"].as_str()),
+        (422, Some("invalid_field"))
+    );
+
     // A command from someone not allowed makes no task; from an allowed user, it does.
-    let before = tasks_of(&app, &admin).await.len();
-    let mut comment = fixture("github-issue-comment.json", &[("clone_url", &clone_url)]);
+    let before = tasks_of(app, admin).await.len();
+    let mut comment = fixture("github-issue-comment.json", &[("clone_url", clone_url)]);
     let (status, answer) = github_delivery(&app.base, "issue_comment", "c-1", &comment).await;
     assert_eq!(status, 202);
     let ignored = answer["ignored"].as_str().unwrap_or_default();
     assert!(ignored.contains("mallory"), "{answer}");
-    assert_eq!(tasks_of(&app, &admin).await.len(), before);
+    assert_eq!(tasks_of(app, admin).await.len(), before);
     comment["comment"]["user"]["login"] = json!("alice");
     let (status, answer) = github_delivery(&app.base, "issue_comment", "c-2", &comment).await;
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["task"]["kind"], "develop");
     assert_eq!(answer["task"]["prompt"], "septuple the helper");
     assert_eq!(answer["task"]["origin"]["number"], 12);
-    assert_eq!(tasks_of(&app, &admin).await.len(), before + 1);
+    assert_eq!(tasks_of(app, admin).await.len(), before + 1);
     // Its outcome reaches the issue: the pull request it opened.
     eventually(
         "the issue to hear of the pull request",
@@ -602,4 +641,90 @@ async fn github_a_pull_request_is_reviewed_on_the_forge_and_only_allowed_users_c
         },
     )
     .await;
+}
+
+#[actix_rt::test]
+async fn gitea_a_task_that_fails_says_so_on_its_issue_once() {
+    let scene = Scene::new(ForgeKind::Gitea, "/api/v1", None).await;
+    let (app, fake) = (&scene.app, &scene.fake);
+    let clone_url = scene.clone_url.as_str();
+    // A model that answers with no edit at all.
+    Mock::given(wiremock::matchers::any())
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(crate::support::completion(
+                "gpt-test",
+                "I would rather not.",
+            )),
+        )
+        .with_priority(1)
+        .mount(&scene.model)
+        .await;
+    let payload = fixture(
+        "gitea-issue-label-updated.json",
+        &[("clone_url", clone_url)],
+    );
+    let body = serde_json::to_vec(&payload).unwrap();
+    let mut headers = signed(ForgeKind::Gitea, SECRET, &body);
+    headers.push(("X-Gitea-Event", "issues".to_owned()));
+    headers.push(("X-Gitea-Delivery", "f-1".to_owned()));
+    let (status, answer) = deliver(&app.base, "work", &headers, &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let id = answer["task"]["id"].as_str().unwrap().to_owned();
+    let task = scene.settled(&id, &["failed"]).await;
+    let code = task["error"]["code"].as_str().unwrap().to_owned();
+    let replies = fake.posts("/api/v1/repos/acme/widgets/issues/12/comments");
+    assert_eq!(replies.len(), 1, "{:?}", fake.received());
+    let reply = replies[0].body["body"].as_str().unwrap();
+    assert!(
+        reply.contains(&id) && reply.contains(&code),
+        "the issue hears why: {reply}"
+    );
+    assert!(
+        fake.posts("/pulls").is_empty(),
+        "no pull request for a failed task"
+    );
+}
+
+#[actix_rt::test]
+async fn a_forge_that_refuses_a_status_is_not_asked_again_and_the_task_goes_on() {
+    let scene = Scene::new(ForgeKind::Github, "", Some("/statuses/")).await;
+    let created = call(
+        &scene.app,
+        "POST",
+        "/v1/tasks",
+        Some(&scene.admin),
+        Some(
+            json!({ "kind": "develop", "repo": scene.clone_url, "prompt": "septuple the helper" }),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, 202, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let task = scene.settled(&id, &["failed", "awaiting_review"]).await;
+    assert_eq!(task["status"], "awaiting_review", "{task}");
+    let head = git_rev(&scene.bare(), &format!("refs/heads/orion/{id}")).unwrap();
+    // Refused once (403: the token may not set statuses), and the refusal is the effect's
+    // recorded outcome: no later run waits on the claim or asks the forge again.
+    assert_eq!(
+        scene
+            .fake
+            .posts(&format!("/repos/acme/widgets/statuses/{head}"))
+            .len(),
+        1
+    );
+    let recorded = scene
+        .app
+        .services
+        .lifecycle
+        .store()
+        .effect(id.parse().unwrap(), &format!("forge:status:{head}"))
+        .await
+        .unwrap()
+        .expect("the status effect is recorded");
+    assert!(
+        recorded["refused"].as_str().unwrap().contains("403"),
+        "{recorded}"
+    );
+    // The pull request was opened all the same.
+    assert_eq!(scene.fake.posts("/repos/acme/widgets/pulls").len(), 1);
 }

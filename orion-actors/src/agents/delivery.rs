@@ -209,7 +209,8 @@ impl ChangeDelivery {
                     .await?;
             }
             Err(e) => {
-                tracing::warn!(task = %run.task().id, error = %e, "could not set the commit status on the forge")
+                self.forge_failed(run, &key, &e, "set the commit status")
+                    .await?
             }
         }
         Ok(())
@@ -250,8 +251,27 @@ impl ChangeDelivery {
                     .await?;
             }
             Err(e) => {
-                tracing::warn!(task = %run.task().id, error = %e, "could not post the task's outcome on the forge")
+                self.forge_failed(run, &key, &e, "post the task's outcome")
+                    .await?
             }
+        }
+        Ok(())
+    }
+
+    /// A forge that failed to take effect `key`: logged; where asking again cannot help (the
+    /// forge refused the request itself), the refusal is recorded as the effect's outcome, so
+    /// no later run waits on the claim or asks again.
+    pub(crate) async fn forge_failed(
+        &self,
+        run: Run<'_>,
+        key: &EffectKey,
+        e: &orion_services::forge::ForgeError,
+        what: &str,
+    ) -> Result<(), TaskFailure> {
+        tracing::warn!(task = %run.task().id, error = %e, "could not {what} on the forge");
+        if e.is_definitive() {
+            self.settle(run, key, serde_json::json!({ "refused": e.to_string() }))
+                .await?;
         }
         Ok(())
     }
@@ -330,7 +350,8 @@ impl ChangeDelivery {
                         serde_json::from_value::<ForgePull>(first).ok()
                     }
                     Err(e) => {
-                        tracing::warn!(task = %task.id, error = %e, "could not open the pull request on the forge");
+                        self.forge_failed(run, &key, &e, "open the pull request")
+                            .await?;
                         None
                     }
                 }
@@ -408,9 +429,7 @@ impl ChangeDelivery {
                 self.settle(run, &key, serde_json::json!({ "event": event }))
                     .await?;
             }
-            Err(e) => {
-                tracing::warn!(task = %task.id, error = %e, "could not mirror a review to the forge")
-            }
+            Err(e) => self.forge_failed(run, &key, &e, "mirror a review").await?,
         }
         Ok(())
     }

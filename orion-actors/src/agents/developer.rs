@@ -540,7 +540,9 @@ impl DeveloperWork {
                         .await?;
                 }
                 Err(e) => {
-                    tracing::warn!(task = %task.id, error = %e, "could not mirror a review comment")
+                    self.delivery
+                        .forge_failed(run, &key, &e, "mirror a review comment")
+                        .await?
                 }
             }
         }

@@ -384,6 +384,146 @@ mod tests {
         assert_eq!(command("please /orion develop"), None);
     }
 
+    fn gitlab_config() -> ForgeConfig {
+        ForgeConfig {
+            kind: ForgeKind::Gitlab,
+            api_url: "https://gitlab.invalid/api/v4".into(),
+            token: "t".into(),
+            host: None,
+            remotes: Vec::new(),
+            webhook_secret: Some("s3cret".into()),
+            hooks: HookRules {
+                allowed_users: vec!["alice".into()],
+                ..HookRules::default()
+            },
+        }
+    }
+
+    fn gitlab(event: &str, payload: serde_json::Value) -> Result<HookDelivery, HookError> {
+        let body = payload.to_string();
+        let header = |h: &str| match h {
+            "x-gitlab-token" => Some("s3cret"),
+            "x-gitlab-event" => Some(event),
+            "x-gitlab-event-uuid" => Some("u-1"),
+            _ => None,
+        };
+        receive("lab", &gitlab_config(), header, body.as_bytes())
+    }
+
+    fn project() -> serde_json::Value {
+        serde_json::json!({ "path_with_namespace": "g/sub/p", "git_http_url": "https://lab/g/sub/p.git" })
+    }
+
+    #[test]
+    fn gitlab_merge_requests_and_notes_read_as_tasks() {
+        let opened = gitlab(
+            "Merge Request Hook",
+            serde_json::json!({
+                "project": project(),
+                "object_attributes": { "iid": 4, "action": "open", "title": "t", "source_branch": "feature",
+                    "target_branch": "main", "last_commit": { "id": "abc123" } },
+            }),
+        )
+        .unwrap();
+        let task = opened.asks.unwrap();
+        assert_eq!(
+            (
+                task.kind.as_str(),
+                task.diff.as_deref(),
+                task.git_ref.as_deref()
+            ),
+            (
+                "review",
+                Some("origin/main..abc123"),
+                Some("refs/merge-requests/4/head")
+            )
+        );
+        assert_eq!(task.origin.forge, "lab");
+        assert_eq!(task.origin.repository, "g/sub/p");
+        // Closed, or Orion's own branch: no task.
+        for (action, branch) in [("close", "feature"), ("update", "orion/x")] {
+            let d = gitlab(
+                "Merge Request Hook",
+                serde_json::json!({
+                    "project": project(),
+                    "object_attributes": { "iid": 4, "action": action, "source_branch": branch,
+                        "target_branch": "main", "last_commit": { "id": "abc123" } },
+                }),
+            )
+            .unwrap();
+            assert!(d.asks.is_err(), "{action} {branch}");
+        }
+        let note = |user: &str, text: &str| {
+            gitlab(
+                "Note Hook",
+                serde_json::json!({
+                    "project": project(), "user": { "username": user },
+                    "object_attributes": { "note": text, "noteable_type": "Issue" },
+                    "issue": { "iid": 9 },
+                }),
+            )
+            .unwrap()
+            .asks
+        };
+        let asked = note("alice", "/orion design the storage layer").unwrap();
+        assert_eq!(
+            (
+                asked.kind.as_str(),
+                asked.prompt.as_deref(),
+                asked.origin.number
+            ),
+            ("design", Some("the storage layer"), 9)
+        );
+        assert!(note("mallory", "/orion design x").is_err());
+        assert!(
+            note("alice", "/orion review").is_err(),
+            "a review needs a pull request"
+        );
+        assert!(note("alice", "thanks!").is_err());
+        // Labels kept, not added: no task.
+        let kept = gitlab(
+            "Issue Hook",
+            serde_json::json!({
+                "project": project(),
+                "object_attributes": { "iid": 9, "action": "update", "title": "t" },
+                "labels": [{ "title": "orion" }],
+                "changes": { "labels": { "previous": [{ "title": "orion" }], "current": [{ "title": "orion" }] } },
+            }),
+        )
+        .unwrap();
+        assert!(kept.asks.is_err());
+    }
+
+    #[test]
+    fn a_wrong_token_an_absent_secret_and_a_missing_delivery_id_are_refused() {
+        let body = b"{}";
+        let mut config = gitlab_config();
+        let wrong = |h: &str| match h {
+            "x-gitlab-token" => Some("s3creT"),
+            "x-gitlab-event" => Some("Issue Hook"),
+            "x-gitlab-event-uuid" => Some("u-1"),
+            _ => None,
+        };
+        assert_eq!(
+            receive("lab", &config, wrong, body),
+            Err(HookError::BadSignature)
+        );
+        let unnamed = |h: &str| match h {
+            "x-gitlab-token" => Some("s3cret"),
+            "x-gitlab-event" => Some("Issue Hook"),
+            _ => None,
+        };
+        assert!(matches!(
+            receive("lab", &config, unnamed, body),
+            Err(HookError::MissingHeader(_))
+        ));
+        config.webhook_secret = None;
+        assert_eq!(
+            receive("lab", &config, |_| Some("anything"), body),
+            Err(HookError::NoSecret)
+        );
+    }
+
     #[test]
     fn equal_secrets_are_the_same_and_others_are_not() {
         assert!(same(b"s3cret", b"s3cret"));

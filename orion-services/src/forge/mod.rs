@@ -147,6 +147,15 @@ pub enum ForgeError {
     Refused { status: u16, message: String },
 }
 
+impl ForgeError {
+    /// Whether asking again cannot help: the forge refused the request itself (a 4xx other
+    /// than a timeout or a rate limit), as a token without the permission is refused.
+    pub fn is_definitive(&self) -> bool {
+        matches!(self, Self::Refused { status, .. }
+            if (400..500).contains(status) && *status != 408 && *status != 429)
+    }
+}
+
 /// What a forge does for Orion. `repo` is the repository's path on the forge
 /// (`owner/name`, or GitLab's `group/subgroup/project`).
 #[async_trait::async_trait]

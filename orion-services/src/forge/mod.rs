@@ -287,7 +287,16 @@ impl Forges {
                 .trim_matches('/')
                 .trim_end_matches(".git")
                 .trim_matches('/');
-            (!path.is_empty()).then(|| ForgeTarget {
+            // The path goes into the forge's API URLs: only plain names, no `.` or `..`.
+            let plain = |segment: &str| {
+                !segment.is_empty()
+                    && !segment.starts_with('.')
+                    && segment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            };
+            let valid = path.split('/').count() >= 2 && path.split('/').all(plain);
+            valid.then(|| ForgeTarget {
                 name: e.name.clone(),
                 forge: e.forge.clone(),
                 repository: path.to_owned(),
@@ -532,5 +541,10 @@ mod tests {
         assert_eq!(found("https://github.com.evil.net/acme/widgets"), None);
         assert_eq!(found("https://github.com/"), None);
         assert_eq!(found("/home/me/widgets"), None);
+        // A path that would climb out of the repository's API, or is no owner/name: none.
+        assert_eq!(found("/srv/mirrors/../../user/keys"), None);
+        assert_eq!(found("/srv/mirrors/acme/%2e%2e"), None);
+        assert_eq!(found("/srv/mirrors/widgets.git"), None);
+        assert_eq!(found("https://github.com/acme/wid%2F..%2F..%2Fusers"), None);
     }
 }

@@ -458,10 +458,12 @@ impl Authenticator {
             .sub
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| invalid_token("claim `sub` is missing"))?;
-        // `key:…` names API keys (their limits, idempotency keys, audit rows): no token may
-        // take one's place.
-        if subject.starts_with("key:") {
-            return Err(invalid_token("claim `sub` may not start with `key:`"));
+        // `key:…` names API keys and `forge:…` a forge's webhooks (their limits, idempotency
+        // keys, audit rows): no token may take one's place.
+        if let Some(reserved) = ["key:", "forge:"].iter().find(|p| subject.starts_with(**p)) {
+            return Err(invalid_token(format!(
+                "claim `sub` may not start with `{reserved}`"
+            )));
         }
         Ok(Principal {
             subject,

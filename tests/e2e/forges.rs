@@ -253,6 +253,7 @@ impl Scene {
             webhook_secret: Some(SECRET.into()),
             hooks: HookRules {
                 allowed_users: vec!["alice".into()],
+                review_pulls: true,
                 ..HookRules::default()
             },
         };
@@ -365,7 +366,14 @@ async fn a_labelled_issue_becomes_a_pull_request_that_merges_on_approval(flavour
         answer["task"]["origin"],
         json!({ "forge": "work", "repository": "acme/widgets", "thread": "issue", "number": 12 })
     );
-    // The same delivery again: 409, and no second task.
+    // The same delivery again: 409, and no second task; nor under another delivery id (the
+    // id is not signed: the event is what counts).
+    let (status, answer) = deliver(&app.base, "work", &headers(SECRET, "d-3"), &body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (409, Some("hook_replayed")),
+        "{answer}"
+    );
     let (status, answer) = deliver(&app.base, "work", &headers(SECRET, "d-2"), &body).await;
     assert_eq!(
         (status, answer["code"].as_str()),
@@ -581,6 +589,20 @@ async fn github_a_pull_request_is_reviewed_on_the_forge_and_only_allowed_users_c
             .starts_with("Floor division drops the half.")
     );
 
+    // A payload whose clone URL is another repository than the one the event is about makes
+    // no task: the bot's credentials go only where the event is.
+    let mut elsewhere = opened.clone();
+    elsewhere["repository"]["clone_url"] =
+        json!(clone_url.replace("acme/widgets.git", "acme/secrets.git"));
+    let (status, answer) = github_delivery(&app.base, "pull_request", "p-3", &elsewhere).await;
+    assert_eq!(status, 202);
+    assert!(
+        answer["ignored"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("acme/secrets"),
+        "{answer}"
+    );
     // Orion's own pull request is not reviewed again.
     let mut own = opened.clone();
     own["pull_request"]["head"]["ref"] = json!("orion/01a24411-00cf-76e4-812b-69c17cfbc298");

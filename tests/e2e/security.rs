@@ -108,6 +108,9 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
     blank_subject["sub"] = json!(" ");
     let mut key_subject = claims("admin");
     key_subject["sub"] = json!("key:01a24302-2c67-7605-87bd-0a497841f1fd");
+    // A forge's webhooks submit as `forge:<name>`: no token may take that name either.
+    let mut forge_subject = claims("admin");
+    forge_subject["sub"] = json!("forge:github");
     let mut no_issuer = claims("admin");
     no_issuer.as_object_mut().unwrap().remove("iss");
     let mut no_audience = claims("admin");
@@ -153,6 +156,11 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
         (
             "an API key's subject",
             Some(bearer(&jwt_with(JWT_SECRET, &key_subject))),
+            "invalid_token",
+        ),
+        (
+            "a forge's subject",
+            Some(bearer(&jwt_with(JWT_SECRET, &forge_subject))),
             "invalid_token",
         ),
         (

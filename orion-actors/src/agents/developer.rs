@@ -501,7 +501,7 @@ impl DeveloperWork {
         let pull = match self.delivery.origin_thread(task, &target) {
             Some(Thread::Pull(n)) => Some((n, format!("{}:{repository}#{n}", target.name))),
             _ => self
-                .mirrored_pull(head_oid)
+                .mirrored_pull(&target, head_oid)
                 .await?
                 .map(|p| (p.number, p.html_url)),
         };
@@ -549,15 +549,29 @@ impl DeveloperWork {
         Ok(Some(address))
     }
 
-    /// Orion's pull request whose head is `head_oid`, as its forge has it, if it was mirrored.
-    async fn mirrored_pull(&self, head_oid: &str) -> Result<Option<ForgePull>, TaskFailure> {
+    /// Orion's pull request of `target`'s repository whose head is `head_oid`, as the forge
+    /// has it, if it was mirrored.
+    async fn mirrored_pull(
+        &self,
+        target: &orion_services::forge::ForgeTarget,
+        head_oid: &str,
+    ) -> Result<Option<ForgePull>, TaskFailure> {
         let pulls = self
             .delivery
             .pulls
             .list_pulls(None, 500)
             .await
             .map_err(store_failure)?;
-        let Some(pull) = pulls.iter().find(|p| p.head_oid == head_oid) else {
+        let same_repository = |repo: &str| {
+            self.delivery
+                .forges
+                .for_repo(repo)
+                .is_some_and(|t| t.name == target.name && t.repository == target.repository)
+        };
+        let Some(pull) = pulls
+            .iter()
+            .find(|p| p.head_oid == head_oid && same_repository(&p.repo))
+        else {
             return Ok(None);
         };
         let mirrored = self

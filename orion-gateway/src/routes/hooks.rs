@@ -1,6 +1,7 @@
 //! `POST /v1/hooks/{forge}`: webhooks in. A delivery is believed only with the forge's
 //! signature (see `orion_services::forge::hooks`); what it asks for becomes a task, once per
-//! delivery id: the same delivery again is `409 hook_replayed` and makes no task.
+//! event: the same event again (the same delivery, or its body under another delivery id) is
+//! `409 hook_replayed` and makes no task.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
@@ -52,30 +53,43 @@ pub async fn receive(
         HookError::MissingHeader(_) | HookError::Unreadable(_) => ApiError::HookMalformed(e),
     })?;
     let forge = Principal::forge(&name);
-    // A forge sends as fast as its users act; its deliveries count as its submissions.
+    let ignored = |reason: String| {
+        HttpResponse::Accepted()
+            .json(serde_json::json!({ "delivery": delivery.id, "ignored": reason }))
+    };
+    let ask = match delivery.asks {
+        Ok(ask) => ask,
+        Err(reason) => return Ok(ignored(reason)),
+    };
+    // The task works on the repository the event is about, on this forge: a payload may not
+    // point the task (and the bot's credentials) at another repository or forge.
+    let here = state
+        .config
+        .forges
+        .for_repo(&ask.repo)
+        .is_some_and(|t| t.name == name && t.repository == ask.origin.repository);
+    if !here {
+        return Ok(ignored(format!(
+            "the clone URL `{}` is not repository `{}` of forge `{name}`",
+            ask.repo, ask.origin.repository
+        )));
+    }
+    // The deliveries that make tasks count as the forge's submissions.
     state
         .submit_limiter
         .check(&forge.subject)
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
-    let ask = match delivery.asks {
-        Ok(ask) => ask,
-        Err(reason) => {
-            return Ok(HttpResponse::Accepted()
-                .json(serde_json::json!({ "delivery": delivery.id, "ignored": reason })));
-        }
-    };
+    let event = ask.event.clone();
     let spec = match spec_of(ask) {
         Ok(spec) => spec,
         // A comment that names no kind Orion has, or a field out of bounds, makes no task.
-        Err(e) => {
-            return Ok(HttpResponse::Accepted()
-                .json(serde_json::json!({ "delivery": delivery.id, "ignored": e.to_string() })));
-        }
+        Err(e) => return Ok(ignored(e.to_string())),
     };
     state.config.plugins.check(&spec)?;
     super::tasks::admit(&state, &forge, &spec)?;
-    // The delivery id is the submission's idempotency key: a replayed delivery finds its task.
-    let key = format!("{}\u{1f}{}", forge.subject, delivery.id);
+    // The event (not the delivery id, which nothing signs) is the submission's idempotency
+    // key: the same event sent again, under its delivery id or another, finds its task.
+    let key = format!("{}\u{1f}{event}", forge.subject);
     let submission = state.lifecycle.submit(spec, Some(&key)).await?;
     if !submission.created {
         return Err(ApiError::HookReplayed {

@@ -58,6 +58,10 @@ pub struct HookTask {
     /// The ref that holds a pull request's head (fetched to review it).
     pub git_ref: Option<String>,
     pub origin: TaskOrigin,
+    /// What the event is, whatever delivery carries it: an issue's labelling (one task per
+    /// issue), a pull request's head (one review per version), a comment's id. The task's
+    /// idempotency key: a delivery sent again, under its id or another, makes no second task.
+    pub event: String,
 }
 
 /// Verifies a delivery to forge `name` (`header` reads a request header by its lower-case
@@ -68,8 +72,12 @@ pub fn receive<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     body: &[u8],
 ) -> Result<HookDelivery, HookError> {
-    let secret = config.webhook_secret.as_ref().ok_or(HookError::NoSecret)?;
-    let secret = secret.expose_secret().as_bytes();
+    let secret = config
+        .webhook_secret
+        .as_ref()
+        .map(|s| s.expose_secret().as_bytes())
+        .filter(|s| !s.is_empty())
+        .ok_or(HookError::NoSecret)?;
     let (event, id) = match config.kind {
         ForgeKind::Github => {
             let signature = header("x-hub-signature-256")
@@ -171,6 +179,7 @@ fn commented(
     rules: &HookRules,
     author: &str,
     body: &str,
+    comment_id: Option<u64>,
     repo: String,
     origin: TaskOrigin,
 ) -> Result<HookTask, String> {
@@ -183,14 +192,22 @@ fn commented(
     if kind == "review" {
         return Err("a review is asked by opening or updating a pull request".into());
     }
+    let id = comment_id.ok_or("the comment has no id")?;
     Ok(HookTask {
         kind,
         repo,
         prompt: words,
         diff: None,
         git_ref: None,
+        event: format!("comment:{}:{id}", origin.repository),
         origin,
     })
+}
+
+/// An issue's labelling, as one event however often the label comes and goes: one
+/// `develop` task per issue (another is asked with a comment).
+fn labelled_event(origin: &TaskOrigin) -> String {
+    format!("labelled:{}#{}", origin.repository, origin.number)
 }
 
 fn origin(
@@ -234,13 +251,15 @@ fn github_like(
                 return Err(format!("not an issue labelled `{}`", rules.label));
             }
             let issue = &p["issue"];
+            let origin = origin(repository, OriginThread::Issue, issue["number"].as_u64())?;
             Ok(HookTask {
                 kind: "develop".into(),
                 repo,
                 prompt: issue_prompt(&issue["title"], &issue["body"]),
                 diff: None,
                 git_ref: None,
-                origin: origin(repository, OriginThread::Issue, issue["number"].as_u64())?,
+                event: labelled_event(&origin),
+                origin,
             })
         }
         "pull_request" => {
@@ -263,13 +282,15 @@ fn github_like(
             let (Some(base), Some(head), Some(n)) = (base, head, number) else {
                 return Err("the pull request names no base and head commits".into());
             };
+            let origin = origin(repository, OriginThread::Pull, Some(n))?;
             Ok(HookTask {
                 kind: "review".into(),
                 repo,
                 prompt: issue_prompt(&pull["title"], &pull["body"]),
+                event: format!("pull:{}#{n}:{head}", origin.repository),
                 diff: Some(format!("{base}..{head}")),
                 git_ref: Some(format!("refs/pull/{n}/head")),
-                origin: origin(repository, OriginThread::Pull, Some(n))?,
+                origin,
             })
         }
         "issue_comment" if action == "created" => {
@@ -284,6 +305,7 @@ fn github_like(
                 rules,
                 p["comment"]["user"]["login"].as_str().unwrap_or_default(),
                 p["comment"]["body"].as_str().unwrap_or_default(),
+                p["comment"]["id"].as_u64(),
                 repo,
                 origin(repository, thread, issue["number"].as_u64())?,
             )
@@ -314,13 +336,15 @@ fn gitlab(event: &str, p: &Value, rules: &HookRules) -> Result<HookTask, String>
             if !labelled {
                 return Err(format!("not an issue labelled `{}`", rules.label));
             }
+            let origin = origin(repository, OriginThread::Issue, attributes["iid"].as_u64())?;
             Ok(HookTask {
                 kind: "develop".into(),
                 repo,
                 prompt: issue_prompt(&attributes["title"], &attributes["description"]),
                 diff: None,
                 git_ref: None,
-                origin: origin(repository, OriginThread::Issue, attributes["iid"].as_u64())?,
+                event: labelled_event(&origin),
+                origin,
             })
         }
         "Merge Request Hook" => {
@@ -340,14 +364,16 @@ fn gitlab(event: &str, p: &Value, rules: &HookRules) -> Result<HookTask, String>
             let (Some(head), Some(target), Some(n)) = (head, target, n) else {
                 return Err("the merge request names no head commit and target branch".into());
             };
+            let origin = origin(repository, OriginThread::Pull, Some(n))?;
             Ok(HookTask {
                 kind: "review".into(),
                 repo,
                 prompt: issue_prompt(&attributes["title"], &attributes["description"]),
+                event: format!("pull:{}#{n}:{head}", origin.repository),
                 // The target branch as the clone knows it: what the change would merge into.
                 diff: Some(format!("origin/{target}..{head}")),
                 git_ref: Some(format!("refs/merge-requests/{n}/head")),
-                origin: origin(repository, OriginThread::Pull, Some(n))?,
+                origin,
             })
         }
         "Note Hook" => {
@@ -360,6 +386,7 @@ fn gitlab(event: &str, p: &Value, rules: &HookRules) -> Result<HookTask, String>
                 rules,
                 p["user"]["username"].as_str().unwrap_or_default(),
                 attributes["note"].as_str().unwrap_or_default(),
+                attributes["id"].as_u64(),
                 repo,
                 origin(repository, thread, number)?,
             )
@@ -394,6 +421,7 @@ mod tests {
             webhook_secret: Some("s3cret".into()),
             hooks: HookRules {
                 allowed_users: vec!["alice".into()],
+                review_pulls: true,
                 ..HookRules::default()
             },
         }
@@ -440,6 +468,28 @@ mod tests {
         );
         assert_eq!(task.origin.forge, "lab");
         assert_eq!(task.origin.repository, "g/sub/p");
+        assert_eq!(task.event, "pull:g/sub/p#4:abc123");
+        // Off by default: on a public repository anyone opens pull requests.
+        let mut config = gitlab_config();
+        config.hooks = HookRules::default();
+        let body = serde_json::json!({
+            "project": project(),
+            "object_attributes": { "iid": 4, "action": "open", "source_branch": "feature",
+                "target_branch": "main", "last_commit": { "id": "abc123" } },
+        })
+        .to_string();
+        let header = |h: &str| match h {
+            "x-gitlab-token" => Some("s3cret"),
+            "x-gitlab-event" => Some("Merge Request Hook"),
+            "x-gitlab-event-uuid" => Some("u-2"),
+            _ => None,
+        };
+        assert!(
+            receive("lab", &config, header, body.as_bytes())
+                .unwrap()
+                .asks
+                .is_err()
+        );
         // Closed, or Orion's own branch: no task.
         for (action, branch) in [("close", "feature"), ("update", "orion/x")] {
             let d = gitlab(
@@ -458,7 +508,7 @@ mod tests {
                 "Note Hook",
                 serde_json::json!({
                     "project": project(), "user": { "username": user },
-                    "object_attributes": { "note": text, "noteable_type": "Issue" },
+                    "object_attributes": { "id": 77, "note": text, "noteable_type": "Issue" },
                     "issue": { "iid": 9 },
                 }),
             )

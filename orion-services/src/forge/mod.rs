@@ -65,7 +65,8 @@ pub struct ForgeConfig {
 pub struct HookRules {
     /// An issue given this label becomes a `develop` task with the issue's text as prompt.
     pub label: String,
-    /// A pull request opened or updated (by anyone but Orion) becomes a `review` task.
+    /// A pull request opened or updated (by anyone but Orion) becomes a `review` task: off
+    /// unless asked, as on a public repository anyone may open one (and its review costs).
     pub review_pulls: bool,
     /// Who may ask for a task with a comment `/orion <kind> [words]`; nobody when empty.
     pub allowed_users: Vec<String>,
@@ -75,7 +76,7 @@ impl Default for HookRules {
     fn default() -> Self {
         Self {
             label: "orion".into(),
-            review_pulls: true,
+            review_pulls: false,
             allowed_users: Vec::new(),
         }
     }
@@ -139,8 +140,13 @@ pub fn post_mark(task: impl std::fmt::Display, key: &str) -> String {
     format!("<!-- orion:{task}:{key} -->")
 }
 
+/// The shortest webhook secret accepted.
+pub const MIN_SECRET_BYTES: usize = 16;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ForgeError {
+    #[error("{0}")]
+    Config(String),
     #[error("the forge could not be reached: {0}")]
     Unreachable(String),
     #[error("the forge refused ({status}): {message}")]
@@ -148,11 +154,18 @@ pub enum ForgeError {
 }
 
 impl ForgeError {
-    /// Whether asking again cannot help: the forge refused the request itself (a 4xx other
-    /// than a timeout or a rate limit), as a token without the permission is refused.
+    /// Whether asking again cannot help: the forge refused the request itself, as a token
+    /// without the permission or a repository that is not there is refused.
     pub fn is_definitive(&self) -> bool {
-        matches!(self, Self::Refused { status, .. }
-            if (400..500).contains(status) && *status != 408 && *status != 429)
+        match self {
+            // A rate limit (GitHub's secondary one is a 403 that says so) passes; a 409 or 422
+            // may be the forge not seeing a just-pushed commit yet.
+            Self::Refused { status, message } => {
+                matches!(status, 400 | 401 | 403 | 404 | 405 | 410 | 413 | 415)
+                    && !message.to_ascii_lowercase().contains("rate limit")
+            }
+            Self::Config(_) | Self::Unreachable(_) => false,
+        }
     }
 }
 
@@ -243,6 +256,14 @@ impl Forges {
         let entries = configs
             .iter()
             .map(|(name, config)| {
+                if let Some(secret) = &config.webhook_secret
+                    && secret.expose_secret().len() < MIN_SECRET_BYTES
+                {
+                    return Err(ForgeError::Config(format!(
+                        "forges.{name}.webhook_secret must be at least {MIN_SECRET_BYTES} bytes \
+                         (leave it out to refuse the forge's webhooks)"
+                    )));
+                }
                 let http = Http::new(config)?;
                 let forge: Arc<dyn Forge> = match config.kind {
                     ForgeKind::Github => Arc::new(github::GitHub(http)),
@@ -302,22 +323,37 @@ impl Forges {
                 repository: path.to_owned(),
             })
         };
+        // A prefix ends at a path boundary: `/srv/mirrors` is not a prefix of
+        // `/srv/mirrors-evil/…`.
+        let under = |prefix: &str| {
+            let rest = repo.strip_prefix(prefix)?;
+            (prefix.ends_with('/') || rest.starts_with('/')).then_some(rest)
+        };
         let by_prefix = self.entries.iter().find_map(|e| {
             e.config
                 .remotes
                 .iter()
-                .find_map(|p| repo.strip_prefix(p.as_str()))
+                .find_map(|p| under(p))
                 .and_then(|rest| target(e, rest))
         });
         by_prefix.or_else(|| {
-            let (host, port) = crate::vcs::remote_host(repo)?;
-            let path = url::Url::parse(&crate::vcs::as_url(repo))
-                .ok()?
-                .path()
-                .to_owned();
+            let (host, _) = crate::vcs::remote_host(repo)?;
+            let url = url::Url::parse(&crate::vcs::as_url(repo)).ok()?;
+            // The port the remote is reached on, a scheme's default spelled out or not.
+            let port = url.port_or_known_default().or(match url.scheme() {
+                "ssh" => Some(22),
+                "git" => Some(9418),
+                _ => None,
+            });
+            let path = url.path().to_owned();
             self.entries.iter().find_map(|e| {
                 let spec = e.config.host.as_deref().unwrap_or(&e.name);
-                let (want, want_port) = crate::vcs::remote_host(&format!("https://{spec}/"))?;
+                let (want, _) = crate::vcs::remote_host(&format!("https://{spec}/"))?;
+                // A port the entry spells out (`:443` included) must be the remote's.
+                let want_port = spec
+                    .rsplit_once(':')
+                    .filter(|_| !spec.ends_with(']'))
+                    .and_then(|(_, p)| p.parse::<u16>().ok());
                 let port_matches = want_port.is_none() || want_port == port;
                 (want == host && port_matches)
                     .then(|| target(e, &path))
@@ -498,6 +534,29 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_secret_shorter_than_sixteen_bytes_is_refused_at_start() {
+        let mut config = ForgeConfig {
+            kind: ForgeKind::Gitlab,
+            api_url: "https://lab.invalid/api/v4".into(),
+            token: "t".into(),
+            host: None,
+            remotes: Vec::new(),
+            webhook_secret: Some("".into()),
+            hooks: HookRules::default(),
+        };
+        for short in ["", "fifteen-bytes!!"] {
+            config.webhook_secret = Some(short.into());
+            let refused = Forges::new(&[("lab".to_owned(), config.clone())].into()).unwrap_err();
+            assert!(
+                refused.to_string().contains("forges.lab.webhook_secret"),
+                "{refused}"
+            );
+        }
+        config.webhook_secret = Some("sixteen-bytes!!!".into());
+        assert!(Forges::new(&[("lab".to_owned(), config)].into()).is_ok());
+    }
+
+    #[test]
     fn a_repository_url_names_its_forge_and_its_path_on_it() {
         let forges = forges(&[
             ("github.com", ForgeKind::Github, None, &[]),
@@ -541,6 +600,16 @@ mod tests {
         assert_eq!(found("https://github.com.evil.net/acme/widgets"), None);
         assert_eq!(found("https://github.com/"), None);
         assert_eq!(found("/home/me/widgets"), None);
+        // A prefix ends at a path boundary; a default port spelled out is that port only.
+        assert_eq!(found("/srv/mirrors-evil/acme/widgets.git"), None);
+        let corp =
+            super::tests::forges(&[("corp", ForgeKind::Github, Some("git.corp:443"), &["/srv/m"])]);
+        let corp = |repo: &str| corp.for_repo(repo).map(|t| t.repository);
+        assert_eq!(corp("https://git.corp/a/b.git"), Some("a/b".to_owned()));
+        assert_eq!(corp("https://git.corp:443/a/b.git"), Some("a/b".to_owned()));
+        assert_eq!(corp("https://git.corp:8443/a/b.git"), None);
+        assert_eq!(corp("/srv/mx/a/b.git"), None);
+        assert_eq!(corp("/srv/m/a/b.git"), Some("a/b".to_owned()));
         // A path that would climb out of the repository's API, or is no owner/name: none.
         assert_eq!(found("/srv/mirrors/../../user/keys"), None);
         assert_eq!(found("/srv/mirrors/acme/%2e%2e"), None);

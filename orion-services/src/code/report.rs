@@ -146,6 +146,10 @@ pub struct RepoReport {
     /// Follow-up `develop` tasks proposed from the evidence above.
     #[serde(default)]
     pub suggestions: Vec<Suggestion>,
+    /// The functions that are hard to change (over the cognitive or nesting threshold), of
+    /// which [`RepoReport::suggest`] proposes some; not stored.
+    #[serde(skip)]
+    hard_to_change: Vec<ComplexFunction>,
 }
 
 /// A proposed follow-up task and why.
@@ -157,8 +161,15 @@ pub struct Suggestion {
     pub evidence: serde_json::Value,
 }
 
-/// How many suggestions a report proposes at most.
+/// How many suggestions a report proposes at most, and from how many of the functions
+/// hardest to change.
 const SUGGESTIONS: usize = 5;
+const SUGGESTION_POOL: usize = 200;
+
+/// Whether a function is hard to change: over the cognitive or the nesting threshold.
+fn hard_to_change(m: &FunctionMetrics) -> bool {
+    m.cognitive > debt::COGNITIVE_THRESHOLD || m.max_nesting > debt::NESTING_THRESHOLD
+}
 
 impl RepoReport {
     pub fn build(analyses: Vec<FileAnalysis>, skipped: SkipCounts) -> Self {
@@ -220,6 +231,16 @@ impl RepoReport {
             summary.average_cyclomatic =
                 (cyclomatic_sum as f64 / summary.functions as f64 * 100.0).round() / 100.0;
         }
+        let mut hard_to_change: Vec<ComplexFunction> = all_functions
+            .iter()
+            .filter(|f| hard_to_change(&f.function))
+            .cloned()
+            .collect();
+        hard_to_change.sort_by(|a, b| {
+            (b.function.cognitive, b.function.max_nesting)
+                .cmp(&(a.function.cognitive, a.function.max_nesting))
+        });
+        hard_to_change.truncate(SUGGESTION_POOL);
         all_functions.sort_by(|a, b| {
             (b.function.cyclomatic, b.function.cognitive)
                 .cmp(&(a.function.cyclomatic, a.function.cognitive))
@@ -237,12 +258,14 @@ impl RepoReport {
             files_truncated: false,
             skipped,
             suggestions: Vec::new(),
+            hard_to_change,
         }
     }
 
-    /// Proposes refactorings: first the complex functions in hotspots (complex and often
-    /// changed), then the other functions over the debt model's thresholds, most complex
-    /// first. Call after [`RepoReport::add_hotspots`].
+    /// Proposes refactorings of what makes code hard to change: functions over the cognitive
+    /// or nesting threshold (branch count alone is not it: a flat dispatch table of 28 arms is
+    /// easy to read), ranked by cognitive complexity weighted by churn (a hotspot's function
+    /// first), then nesting, then branch count. Call after [`RepoReport::add_hotspots`].
     pub fn suggest(&mut self) {
         let churn_of = |path: &str| {
             self.hotspots
@@ -250,20 +273,15 @@ impl RepoReport {
                 .find(|h| h.path == path)
                 .map(|h| h.churn)
         };
-        let mut candidates: Vec<&ComplexFunction> = self
-            .complex_functions
-            .iter()
-            .filter(|f| {
-                f.function.cyclomatic > debt::CYCLOMATIC_THRESHOLD
-                    || f.function.cognitive > debt::COGNITIVE_THRESHOLD
-                    || f.function.max_nesting > debt::NESTING_THRESHOLD
-            })
-            .collect();
+        let mut candidates: Vec<&ComplexFunction> = self.hard_to_change.iter().collect();
         candidates.sort_by_key(|f| {
-            (
-                churn_of(&f.path).is_none(),
-                std::cmp::Reverse(f.function.cyclomatic),
-            )
+            let churn = churn_of(&f.path).unwrap_or(0);
+            let m = &f.function;
+            std::cmp::Reverse((
+                u64::from(m.cognitive) * (1 + u64::from(churn)),
+                m.max_nesting,
+                m.cyclomatic,
+            ))
         });
         self.suggestions = candidates
             .into_iter()
@@ -323,5 +341,72 @@ impl RepoReport {
     pub fn trim_files(&mut self, keep: usize) {
         self.files_truncated = self.files.len() > keep;
         self.files.truncate(keep);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dispatch table of 28 arms (cyclomatic 28, cognitive 1) and a tangle of loops and
+    /// conditions (cyclomatic under 28, cognitive far over the threshold).
+    const SOURCE: &str = r#"
+fn dispatch(code: u32) -> u32 {
+    match code {
+        0 => 10, 1 => 11, 2 => 12, 3 => 13, 4 => 14, 5 => 15, 6 => 16, 7 => 17, 8 => 18,
+        9 => 19, 10 => 20, 11 => 21, 12 => 22, 13 => 23, 14 => 24, 15 => 25, 16 => 26,
+        17 => 27, 18 => 28, 19 => 29, 20 => 30, 21 => 31, 22 => 32, 23 => 33, 24 => 34,
+        25 => 35, 26 => 36, _ => 0,
+    }
+}
+
+fn tangled(items: &[Vec<u32>], limit: u32) -> u32 {
+    let mut total = 0;
+    for row in items {
+        if row.is_empty() {
+            continue;
+        }
+        for &x in row {
+            if x > limit {
+                if x % 2 == 0 && x % 3 != 0 {
+                    while total < limit {
+                        total += 1;
+                    }
+                } else if x % 5 == 0 || x % 7 == 0 {
+                    total += 2;
+                }
+            }
+        }
+    }
+    total
+}
+"#;
+
+    #[test]
+    fn a_flat_dispatch_table_is_not_suggested_and_a_tangle_is() {
+        let file = super::super::analyze_file("src/lib.rs", Language::Rust, SOURCE.as_bytes());
+        let metric = |name: &str| {
+            file.functions
+                .iter()
+                .find(|f| f.name == name)
+                .cloned()
+                .unwrap()
+        };
+        let (flat, tangle) = (metric("dispatch"), metric("tangled"));
+        assert!(flat.cyclomatic >= 28 && flat.cognitive <= 2, "{flat:?}");
+        assert!(
+            tangle.cyclomatic < flat.cyclomatic && tangle.cognitive > debt::COGNITIVE_THRESHOLD,
+            "{tangle:?}"
+        );
+        let mut report = RepoReport::build(vec![file], SkipCounts::default());
+        // The most branches still lead the complexity list: that is what it lists.
+        assert_eq!(report.complex_functions[0].function.name, "dispatch");
+        report.suggest();
+        let suggested: Vec<&str> = report
+            .suggestions
+            .iter()
+            .map(|s| s.evidence["function"].as_str().unwrap())
+            .collect();
+        assert_eq!(suggested, ["tangled"]);
     }
 }

@@ -170,6 +170,33 @@ pub enum CodeCommand {
         #[arg(long, default_value_t = 1024)]
         tokens: usize,
     },
+    /// Every function's metrics (file, lines, parameters, cyclomatic and cognitive
+    /// complexity, nesting): a table, JSON, CSV (lizard's columns where they overlap) or SARIF
+    /// 2.1.0 (the functions over the thresholds, for code scanning).
+    Metrics {
+        #[arg(default_value = ".")]
+        path: std::path::PathBuf,
+        #[arg(long, value_enum, default_value_t = MetricsFormat::Table)]
+        format: MetricsFormat,
+        /// SARIF: a function is a finding above this cyclomatic complexity.
+        #[arg(long, default_value_t = orion_services::code::export::Thresholds::default().cyclomatic)]
+        cyclomatic: u32,
+        /// SARIF: … above this cognitive complexity.
+        #[arg(long, default_value_t = orion_services::code::export::Thresholds::default().cognitive)]
+        cognitive: u32,
+        /// SARIF: … above this nesting depth.
+        #[arg(long, default_value_t = orion_services::code::export::Thresholds::default().nesting)]
+        nesting: u32,
+    },
+}
+
+/// How `orion code metrics` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsFormat {
+    Table,
+    Json,
+    Csv,
+    Sarif,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,7 +1,7 @@
 //! Code intelligence against a reference: lizard's per-function cyclomatic complexity on a
 //! real body of code, the Python standard library of the machine's `python3`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -164,4 +164,112 @@ fn cyclomatic_complexity_agrees_with_lizard_on_the_python_standard_library() {
         "agreement {:.2}% is under 98%",
         agreement * 100.0
     );
+}
+
+/// `orion code metrics`, the command a user runs: its CSV agrees with lizard on the same
+/// files, and its SARIF names exactly the functions its CSV puts over the thresholds, each at
+/// a line of a file that is there.
+#[test]
+fn orion_code_metrics_agrees_with_lizard_and_its_sarif_names_what_is_over_the_thresholds() {
+    let stdlib = stdlib();
+    let files = python_files(&stdlib);
+    let copy = crate::support::TempDir::new();
+    for f in &files {
+        let to = copy.path().join(f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(stdlib.join(f), &to).unwrap();
+    }
+    let run = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+            .args(["code", "metrics", "--format", format])
+            .arg(copy.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let csv = run("csv");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some(orion_services::code::export::CSV_HEADER));
+    // file,function,start,end,length,PARAM,CCN,cognitive,nesting,language
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert!(
+        rows.iter().all(|r| r.len() == 10),
+        "a row with a quoted comma"
+    );
+    let ours: HashMap<(String, u32), u32> = rows
+        .iter()
+        .map(|r| ((r[0].clone(), r[2].parse().unwrap()), r[6].parse().unwrap()))
+        .collect();
+    let expected = lizard(copy.path(), &files);
+    let matched: Vec<_> = expected
+        .iter()
+        .filter(|(k, _)| ours.contains_key(*k))
+        .collect();
+    let agree = matched.iter().filter(|(k, v)| ours[*k] == **v).count();
+    let coverage = matched.len() as f64 / expected.len() as f64;
+    let agreement = agree as f64 / matched.len() as f64;
+    eprintln!(
+        "lizard {} functions, orion code metrics {} rows; matched {:.1}%, agreement {:.2}%",
+        expected.len(),
+        rows.len(),
+        coverage * 100.0,
+        agreement * 100.0
+    );
+    assert!(
+        expected.len() > 2000 && coverage >= 0.97,
+        "coverage {coverage}"
+    );
+    assert!(agreement >= 0.98, "agreement {agreement}");
+
+    let sarif: serde_json::Value = serde_json::from_str(&run("sarif")).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let run0 = &sarif["runs"][0];
+    let rules: Vec<&str> = run0["tool"]["driver"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        rules,
+        ["orion/cyclomatic", "orion/cognitive", "orion/nesting"]
+    );
+    let mut found = HashSet::new();
+    for result in run0["results"].as_array().unwrap() {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(result["ruleId"], rules[index]);
+        let location = &result["locations"][0]["physicalLocation"];
+        let uri = location["artifactLocation"]["uri"].as_str().unwrap();
+        let line = location["region"]["startLine"].as_u64().unwrap();
+        let text = std::fs::read_to_string(copy.path().join(uri)).unwrap();
+        assert!(
+            line >= 1 && line as usize <= text.lines().count(),
+            "{uri}:{line}"
+        );
+        found.insert((uri.to_owned(), line as u32, rules[index]));
+    }
+    // What the CSV puts over the default thresholds (10, 15, 4), and nothing else.
+    let mut over = HashSet::new();
+    for r in &rows {
+        let at = |rule| (r[0].clone(), r[2].parse::<u32>().unwrap(), rule);
+        let n = |i: usize| r[i].parse::<u32>().unwrap();
+        if n(6) > 10 {
+            over.insert(at("orion/cyclomatic"));
+        }
+        if n(7) > 15 {
+            over.insert(at("orion/cognitive"));
+        }
+        if n(8) > 4 {
+            over.insert(at("orion/nesting"));
+        }
+    }
+    assert!(!over.is_empty());
+    assert_eq!(found, over);
 }

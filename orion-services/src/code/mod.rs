@@ -10,6 +10,7 @@ mod deps;
 mod diff;
 mod engine;
 pub mod eval;
+pub mod export;
 mod file;
 mod function;
 pub mod language;
@@ -161,6 +162,25 @@ fn cochange_of(root: &Path) -> Option<select::CoChange> {
 pub fn analyze_blocking(root: &Path, threads: usize) -> Result<RepoReport, CodeError> {
     let (files, skips) = analyze_root(root, threads)?;
     Ok(RepoReport::build(files, skips))
+}
+
+/// Every function of a directory's files (those an analysis reads), by file and line.
+pub fn function_rows(root: &Path, threads: usize) -> Result<Vec<export::FunctionRow>, CodeError> {
+    let (mut files, _) = analyze_root(root, threads)?;
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files
+        .into_iter()
+        .flat_map(|f| {
+            let (path, language) = (f.path, f.language);
+            f.functions
+                .into_iter()
+                .map(move |function| export::FunctionRow {
+                    path: path.clone(),
+                    language,
+                    function,
+                })
+        })
+        .collect())
 }
 
 /// Every file of a directory the walk rules admit, measured, and what was skipped.

@@ -177,7 +177,7 @@ pub fn need(method: &Method, pattern: &str) -> Need {
         // A forge's webhook: its signature, checked by the route, is its credential.
         HOOK_ROUTE if method == Method::POST => Need::Nothing,
         // The dashboard's own files; what it shows comes from the API, which checks.
-        "/" | "/ui/{file}" if read => Need::Nothing,
+        "/" | "/docs" | "/ui/{file}" if read => Need::Nothing,
         p if p.starts_with("/v1/api-keys")
             || p.starts_with("/v1/credentials")
             || p.starts_with("/v1/audit") =>

@@ -333,3 +333,54 @@ async fn with_auth_on_the_dashboard_asks_for_a_token_and_offers_what_the_role_ma
     );
     browser.call("DELETE", "", None).await;
 }
+
+#[actix_rt::test]
+async fn the_api_page_shows_every_operation_and_tries_one_with_the_callers_token() {
+    let app = TestApp::spawn_with(with_jwt_auth).await;
+    let (_, document) = app.get("/v1/openapi.json").await;
+    let operations: usize = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|methods| methods.as_object().unwrap().len())
+        .sum();
+    let browser = Browser::start().await;
+    browser.go(&format!("{}/docs", app.base)).await;
+    browser.find("section.op").await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('section.op').length")
+            .await,
+        json!(operations),
+        "one section per operation of the served document"
+    );
+    // Without a token, a protected operation is refused, as the API refuses it.
+    let me = browser
+        .eval(
+            "return [...document.querySelectorAll('section.op')].findIndex(s => \
+             s.querySelector('h2').textContent.trim() === 'GET /v1/me')",
+        )
+        .await
+        .as_i64()
+        .unwrap();
+    assert!(me >= 0, "GET /v1/me is on the page");
+    browser
+        .click(&format!("#op-{me} button[type=submit]"))
+        .await;
+    browser
+        .text_when(&format!("#op-{me}-out"), "the refusal", |t| {
+            t.starts_with("401")
+        })
+        .await;
+    // With one, it answers the caller.
+    browser.type_into("#token", &token("viewer")).await;
+    browser
+        .click(&format!("#op-{me} button[type=submit]"))
+        .await;
+    let answer = browser
+        .text_when(&format!("#op-{me}-out"), "the answer", |t| {
+            t.starts_with("200")
+        })
+        .await;
+    assert!(answer.contains("\"role\": \"viewer\""), "{answer}");
+}

@@ -12,7 +12,14 @@ use crate::cluster::{cluster_env, migrate, start_gateway, tear_down};
 use crate::support::{PgDatabase, token, unique};
 
 /// The routes anyone may call (`auth::need`); their spellings may answer 200.
-const PUBLIC: &[&str] = &["/healthz", "/readyz", "/v1/openapi.json", "/", "/ui/{file}"];
+const PUBLIC: &[&str] = &[
+    "/healthz",
+    "/readyz",
+    "/v1/openapi.json",
+    "/",
+    "/docs",
+    "/ui/{file}",
+];
 const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 
 /// A concrete path for a route pattern: each `{parameter}` filled with a plausible value.

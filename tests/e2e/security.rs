@@ -232,7 +232,15 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
     .await;
     assert_eq!((answer.status, answer.code()), (403, "no_role"));
     // Probes and the API's description stay open; metrics need a viewer unless configured.
-    for path in ["/healthz", "/readyz", "/v1/openapi.json", "/", "/ui/app.js"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/v1/openapi.json",
+        "/",
+        "/docs",
+        "/ui/app.js",
+        "/ui/docs.js",
+    ] {
         assert_eq!(
             call(&app, "GET", path, None, None).await.status,
             200,

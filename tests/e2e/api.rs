@@ -470,6 +470,14 @@ async fn health_readiness_and_the_openapi_document() {
     let (status, doc) = app.get("/v1/openapi.json").await;
     assert_eq!(status, 200);
     assert_eq!(doc["openapi"], "3.1.0");
+    let file: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc, file, "the served document is docs/openapi.json");
     let mut paths: Vec<&str> = doc["paths"]
         .as_object()
         .unwrap()

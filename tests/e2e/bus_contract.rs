@@ -549,6 +549,47 @@ fn instance_of(address: &str, subject: &str) -> bool {
     pattern.len() == tokens.len()
 }
 
+/// The AsyncAPI CLI's verdict on a document: whether it passed (`--fail-severity error`), and
+/// what it said.
+fn asyncapi_validate(document: &std::path::Path) -> (bool, String) {
+    // The CLI reads a `config/` directory of the working directory (node-config): not ours.
+    let cwd = crate::support::TempDir::new();
+    let out =
+        std::process::Command::new(crate::deploy::tool("asyncapi/node_modules/.bin/asyncapi"))
+            .args(["validate", "--fail-severity", "error"])
+            .arg(document)
+            .current_dir(cwd.path())
+            .env("SUPPRESS_NO_CONFIG_WARNING", "1")
+            .env("ASYNCAPI_METRICS", "false")
+            .output()
+            .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
+/// The AsyncAPI CLI finds no error in `docs/asyncapi.yaml`, and does find one in a copy that
+/// claims a version of AsyncAPI that does not exist (so the check can fail).
+#[test]
+fn the_asyncapi_cli_validates_the_document() {
+    let document = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/asyncapi.yaml");
+    let (valid, said) = asyncapi_validate(&document);
+    assert!(valid && said.contains("is valid"), "{said}");
+    let broken = crate::support::TempDir::new();
+    let copy = broken.path().join("asyncapi.yaml");
+    let text = std::fs::read_to_string(&document).unwrap();
+    std::fs::write(
+        &copy,
+        text.replacen("asyncapi: 3.0.0", "asyncapi: 9.9.9", 1),
+    )
+    .unwrap();
+    let (valid, said) = asyncapi_validate(&copy);
+    assert!(!valid, "a broken copy passed: {said}");
+}
+
 /// `docs/asyncapi.yaml` reads as YAML, and its channels are exactly the subjects Orion
 /// publishes: every subject the code spells is an address of the document, and every address
 /// is one the code spells.

@@ -10,15 +10,27 @@ use serde_json::Value;
 use crate::support::TempDir;
 
 fn tools() -> PathBuf {
+    tool("bin/helm")
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A tool `scripts/tools.sh` installs (`ORION_TOOLS`, by default `/var/tmp/orion-tools`), by
+/// its path there.
+pub(crate) fn tool(path: &str) -> PathBuf {
     let dir = PathBuf::from(
         std::env::var("ORION_TOOLS").unwrap_or_else(|_| "/var/tmp/orion-tools".into()),
     );
+    let tool = dir.join(path);
     assert!(
-        dir.join("bin/helm").exists(),
-        "helm is missing from {}: run scripts/tools.sh (scripts/test.sh does)",
+        tool.exists(),
+        "{path} is missing from {}: run scripts/tools.sh (scripts/test.sh does)",
         dir.display()
     );
-    dir
+    tool
 }
 
 /// `helm template` of the chart with `args`: the manifests as JSON, or helm's error.

@@ -222,6 +222,41 @@ fn set_overrides_change_pools_secrets_and_ingress_and_bad_values_are_refused() {
     let ingress = find(&manifests, "Ingress", "orion").expect("the ingress");
     assert_eq!(ingress["spec"]["rules"][0]["host"], "agents.example.org");
 
+    // A forge's token and webhook secret: in the chart's secret, and given to the gateway (which
+    // checks webhooks) and to the nodes (which call the forge).
+    let forges = render(&[
+        "--set",
+        "secrets.forges.github.token=ghp-test,secrets.forges.github.webhookSecret=0123456789abcdef",
+    ])
+    .expect("a forge's secrets render");
+    let secret = find(&forges, "Secret", "orion-secrets").expect("the secret");
+    assert_eq!(secret["stringData"]["forge-github-token"], "ghp-test");
+    assert_eq!(
+        secret["stringData"]["forge-github-webhook-secret"],
+        "0123456789abcdef"
+    );
+    for deployment in ["orion-gateway", "orion-node-workers"] {
+        let container = container(find(&forges, "Deployment", deployment).expect(deployment));
+        for (var, key) in [
+            ("ORION__FORGES__GITHUB__TOKEN", "forge-github-token"),
+            (
+                "ORION__FORGES__GITHUB__WEBHOOK_SECRET",
+                "forge-github-webhook-secret",
+            ),
+        ] {
+            assert_eq!(
+                secret_ref(container, var),
+                Some(("orion-secrets".into(), key.into())),
+                "{deployment} {var}"
+            );
+        }
+    }
+    let refused = render(&["--set", "secrets.forges.github.webhookSecret=short"]).unwrap_err();
+    assert!(
+        refused.contains("values don't meet the specifications of the schema"),
+        "{refused}"
+    );
+
     let refused = render(&["--set", "nodePools[0].agents={wizard}"]).unwrap_err();
     assert!(
         refused.contains("values don't meet the specifications of the schema"),

@@ -68,11 +68,19 @@ bus. Secrets are wired per process in the helpers below: each gets only those it
 {{- end -}}
 
 {{/* The key that seals and opens repository credentials: the gateway (which seals them) and
-the agents that clone and push private remotes. */}}
+the agents that clone and push private remotes; and each forge's token and webhook secret. */}}
 {{- define "orion.env.credentials" -}}
 - name: ORION__SECRETS__CREDENTIALS_KEY
   valueFrom:
     secretKeyRef: { name: {{ include "orion.secretName" . }}, key: credentials-key, optional: true }
+{{- range $name, $forge := .Values.secrets.forges }}
+- name: ORION__FORGES__{{ upper $name }}__TOKEN
+  valueFrom:
+    secretKeyRef: { name: {{ include "orion.secretName" $ }}, key: forge-{{ $name }}-token, optional: true }
+- name: ORION__FORGES__{{ upper $name }}__WEBHOOK_SECRET
+  valueFrom:
+    secretKeyRef: { name: {{ include "orion.secretName" $ }}, key: forge-{{ $name }}-webhook-secret, optional: true }
+{{- end }}
 {{- end -}}
 
 {{/* Token verification: the gateway only. */}}

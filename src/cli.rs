@@ -51,6 +51,9 @@ pub enum Command {
     /// Navigate a repository: go to definition, a file's outline, the ranked repository map.
     #[command(subcommand)]
     Code(CodeCommand),
+    /// Serve Orion's tools over the Model Context Protocol on stdio, for an editor or another
+    /// agent: on `--server`, or on an Orion embedded for the session.
+    Mcp(McpArgs),
     /// Measure Orion's speed against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -110,6 +113,13 @@ pub struct PullsArgs {
     #[arg(long)]
     pub state: Option<String>,
     /// The gateway's URL (default: client.url).
+    #[arg(long)]
+    pub server: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// A gateway's URL (its token: client.token); absent: an embedded Orion.
     #[arg(long)]
     pub server: Option<String>,
 }
@@ -323,7 +333,11 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let quiet = matches!(
         cli.command,
-        Command::Run(_) | Command::Submit(_) | Command::Watch(_) | Command::Token(_)
+        Command::Run(_)
+            | Command::Submit(_)
+            | Command::Watch(_)
+            | Command::Token(_)
+            | Command::Mcp(_)
     );
     let service = format!("orion-{}", cli.command.name());
     let result = Settings::load(cli.config.as_deref()).and_then(|settings| {
@@ -361,6 +375,7 @@ impl Command {
             Command::Usage(_) => "usage",
             Command::Token(_) => "token",
             Command::Code(_) => "code",
+            Command::Mcp(_) => "mcp",
             Command::Bench(_) => "bench",
             Command::Eval(_) => "eval",
             Command::Model(_) => "model",

@@ -3,6 +3,7 @@
 mod client;
 mod code;
 mod eval;
+mod mcp;
 mod model;
 mod run;
 mod serve;
@@ -37,6 +38,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             orion_bench::cluster::nats_echo(args, &mut std::io::stdout()).await
         }
         Command::Code(command) => code::run(command).await,
+        Command::Mcp(args) => mcp::serve(args, settings).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),
         Command::Model(crate::cli::ModelCommand::Fetch(args)) => {
             model::fetch(args, settings).map(|()| ExitCode::SUCCESS)

@@ -19,6 +19,7 @@ mod faults;
 mod forges;
 mod gate;
 mod llm;
+mod mcp;
 mod plugins;
 mod remotes;
 mod reviews;

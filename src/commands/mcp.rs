@@ -1,0 +1,393 @@
+//! `orion mcp`: Orion as a Model Context Protocol server over stdio, for editors and other
+//! agents. Every tool is a call of the REST API (so a gateway's authentication and roles apply
+//! as they do to any client), on `--server` or on an embedded Orion started for the session;
+//! the code tools read a local directory.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use orion_services::secrets::ExposeSecret;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{
+    CallToolResult, ContentBlock, Implementation, InitializeResult, ProgressNotificationParam,
+    RequestMetaObject, ServerCapabilities,
+};
+use rmcp::{
+    ErrorData, Peer, RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler,
+    tool_router,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::cli::McpArgs;
+use crate::settings::Settings;
+
+/// The states a task rests in: done, or waiting for a person.
+const RESTING: &[&str] = &[
+    "completed",
+    "failed",
+    "cancelled",
+    "awaiting_review",
+    "awaiting_approval",
+];
+
+#[derive(Clone)]
+struct Orion {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct SubmitTask {
+    /// `analyze`, `design`, `develop`, `review`, `test`, `ci`, `release`, or a declared kind.
+    kind: String,
+    /// A local path or a git URL.
+    repo: String,
+    /// What to do (develop, review).
+    prompt: Option<String>,
+    /// The branch, tag or commit to work from.
+    #[serde(rename = "ref")]
+    git_ref: Option<String>,
+    /// `<base>..<head>`: only what changed between two revisions.
+    diff: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct TaskId {
+    /// The task's id.
+    id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct WaitTask {
+    /// The task's id.
+    id: String,
+    /// How long to wait at most, in seconds (default 300).
+    timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct PullId {
+    /// The pull request's id.
+    id: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct Review {
+    /// The pull request's id.
+    id: String,
+    /// `approve` (merges) or `request_changes` (a revision).
+    decision: String,
+    /// Why (required to request changes).
+    comment: Option<String>,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct CodePath {
+    /// A local directory.
+    path: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct Outline {
+    /// A local repository.
+    repo: String,
+    /// A file of it, relative to it.
+    file: String,
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct Definition {
+    /// A local repository.
+    repo: String,
+    /// The name to find.
+    name: String,
+}
+
+/// A tool's answer: the JSON, as text, or the API's refusal as an error result.
+fn answer(result: Result<Value, String>) -> Result<CallToolResult, ErrorData> {
+    Ok(match result {
+        Ok(value) => CallToolResult::success(vec![ContentBlock::text(
+            serde_json::to_string_pretty(&value).unwrap_or_default(),
+        )]),
+        Err(why) => CallToolResult::error(vec![ContentBlock::text(why)]),
+    })
+}
+
+impl Orion {
+    /// Calls the API; `Err` is its problem (code and detail) or why it could not be reached.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("the gateway could not be reached: {e}"))?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(value)
+        } else {
+            Err(format!(
+                "{} {}: {}",
+                status.as_u16(),
+                value["code"].as_str().unwrap_or("error"),
+                value["detail"].as_str().unwrap_or_default()
+            ))
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, String> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+#[tool_router]
+impl Orion {
+    #[tool(
+        description = "Submit a task to Orion (analyze, design, develop, review, test, ci, release); returns the task"
+    )]
+    async fn submit_task(
+        &self,
+        Parameters(t): Parameters<SubmitTask>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let mut body = json!({ "kind": t.kind, "repo": t.repo });
+        for (field, value) in [("prompt", t.prompt), ("ref", t.git_ref), ("diff", t.diff)] {
+            if let Some(v) = value {
+                body[field] = v.into();
+            }
+        }
+        answer(
+            self.call(reqwest::Method::POST, "/v1/tasks", Some(body))
+                .await,
+        )
+    }
+
+    #[tool(description = "A task: its status, result (the report) or error, and usage")]
+    async fn get_task(
+        &self,
+        Parameters(t): Parameters<TaskId>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(self.get(&format!("/v1/tasks/{}", t.id)).await)
+    }
+
+    #[tool(
+        description = "Wait until a task completes, fails, is cancelled or waits for review; its events arrive as progress notifications"
+    )]
+    async fn wait_task(
+        &self,
+        Parameters(t): Parameters<WaitTask>,
+        meta: RequestMetaObject,
+        peer: Peer<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let progress = meta.get_progress_token();
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(t.timeout_secs.unwrap_or(300));
+        let mut seen = 0u64;
+        loop {
+            let events = self
+                .get(&format!("/v1/tasks/{}/events?after={seen}", t.id))
+                .await;
+            if let (Ok(events), Some(token)) = (&events, &progress) {
+                for e in events["items"].as_array().into_iter().flatten() {
+                    seen = seen.max(e["seq"].as_u64().unwrap_or(seen));
+                    let message = e["message"]
+                        .as_str()
+                        .or(e["type"].as_str())
+                        .unwrap_or("event");
+                    let _ = peer
+                        .notify_progress(
+                            ProgressNotificationParam::new(token.clone(), seen as f64)
+                                .with_message(message),
+                        )
+                        .await;
+                }
+            }
+            let task = match self.get(&format!("/v1/tasks/{}", t.id)).await {
+                Ok(task) => task,
+                Err(e) => return answer(Err(e)),
+            };
+            if task["status"]
+                .as_str()
+                .is_some_and(|s| RESTING.contains(&s))
+            {
+                return answer(Ok(task));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return answer(Err(format!(
+                    "task {} is still {} after the wait",
+                    t.id, task["status"]
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    #[tool(description = "Cancel a task")]
+    async fn cancel_task(
+        &self,
+        Parameters(t): Parameters<TaskId>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(
+            self.call(
+                reqwest::Method::POST,
+                &format!("/v1/tasks/{}/cancel", t.id),
+                Some(json!({})),
+            )
+            .await,
+        )
+    }
+
+    #[tool(description = "The pull requests Orion opened, newest first")]
+    async fn list_pulls(&self) -> Result<CallToolResult, ErrorData> {
+        answer(self.get("/v1/pulls").await)
+    }
+
+    #[tool(description = "A pull request: its diff, test verdict and reviews")]
+    async fn get_pull(
+        &self,
+        Parameters(p): Parameters<PullId>,
+    ) -> Result<CallToolResult, ErrorData> {
+        answer(self.get(&format!("/v1/pulls/{}", p.id)).await)
+    }
+
+    #[tool(
+        description = "Review a pull request: approve (merges it) or request_changes (with a comment)"
+    )]
+    async fn review_pull(
+        &self,
+        Parameters(r): Parameters<Review>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let mut body = json!({ "decision": r.decision });
+        if let Some(c) = r.comment {
+            body["comment"] = c.into();
+        }
+        answer(
+            self.call(
+                reqwest::Method::POST,
+                &format!("/v1/pulls/{}/reviews", r.id),
+                Some(body),
+            )
+            .await,
+        )
+    }
+
+    #[tool(description = "Model usage and cost, by model")]
+    async fn usage(&self) -> Result<CallToolResult, ErrorData> {
+        answer(self.get("/v1/usage?group_by=model").await)
+    }
+
+    #[tool(
+        description = "Every function of a local directory's code with its lines, parameters, cyclomatic and cognitive complexity and nesting"
+    )]
+    async fn code_metrics(
+        &self,
+        Parameters(c): Parameters<CodePath>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let rows = tokio::task::spawn_blocking(move || {
+            orion_services::code::function_rows(std::path::Path::new(&c.path), 2)
+        })
+        .await
+        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+        answer(rows.map(|r| json!(r)).map_err(|e| e.to_string()))
+    }
+
+    #[tool(description = "The definitions of one file of a local repository")]
+    async fn code_outline(
+        &self,
+        Parameters(o): Parameters<Outline>,
+    ) -> Result<CallToolResult, ErrorData> {
+        use orion_services::code::CodeIntel;
+        let index = orion_services::code::TreeSitterIntel
+            .symbols(std::path::Path::new(&o.repo))
+            .await;
+        answer(
+            index
+                .map(|i| {
+                    json!(
+                        i.outline(&o.file)
+                            .iter()
+                            .map(|t| json!({ "line": t.line, "kind": t.kind, "name": t.name }))
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    #[tool(description = "Where a name is defined in a local repository")]
+    async fn code_definition(
+        &self,
+        Parameters(d): Parameters<Definition>,
+    ) -> Result<CallToolResult, ErrorData> {
+        use orion_services::code::CodeIntel;
+        let index = orion_services::code::TreeSitterIntel
+            .symbols(std::path::Path::new(&d.repo))
+            .await;
+        answer(
+            index
+                .map(|i| {
+                    json!(
+                        i.definition(&d.name)
+                            .iter()
+                            .map(|l| json!({ "path": l.path, "line": l.line, "kind": l.kind }))
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .map_err(|e| e.to_string()),
+        )
+    }
+}
+
+#[tool_handler]
+impl ServerHandler for Orion {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("orion", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Orion: submit software tasks (analyze, design, develop, review, test, ci, release) \
+                 to Orion's agents, wait for them, read and review the pull requests they open; \
+                 measure local code.",
+            )
+    }
+}
+
+pub async fn serve(args: McpArgs, settings: Settings) -> anyhow::Result<ExitCode> {
+    // Without --server, an embedded Orion for the session (SQLite, the in-process bus).
+    let (base, _embedded) = match args.server {
+        Some(server) => (server.trim_end_matches('/').to_owned(), None),
+        None => {
+            let mut settings = settings.clone();
+            settings.server.listen = "127.0.0.1:0".parse().expect("an address");
+            let embedded = crate::app::start_embedded(&settings).await?;
+            (format!("http://{}", embedded.gateway.addr), Some(embedded))
+        }
+    };
+    let orion = Orion {
+        http: reqwest::Client::new(),
+        base,
+        token: settings
+            .client
+            .token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned()),
+    };
+    let service = orion
+        .serve(rmcp::transport::stdio())
+        .await
+        .context("while starting the MCP session")?;
+    service.waiting().await.context("while serving MCP")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,104 @@
+//! `orion mcp`, driven by a client nobody here wrote: the official MCP Python SDK (`mcp` on
+//! PyPI) over stdio, against a gateway with auth on. It lists the tools, submits an analyze
+//! task, waits for it with progress notifications from its events, reads the report, lists
+//! pull requests and measures code; the gateway's roles apply, so a token without one gets
+//! the API's refusal, not the tools' effects.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{TestApp, fixture_repo, token, with_jwt_auth};
+
+/// Runs the Python client against `server` with `token` as the client token; what it saw.
+fn client(server: &str, token: &str, repo: &Path) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/mcp_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(env!("CARGO_BIN_EXE_orion"))
+        .arg(server)
+        .arg(repo)
+        .env("ORION__CLIENT__TOKEN", token)
+        .output()
+        .expect("python3 runs (scripts/test.sh installs the mcp package)");
+    assert!(
+        out.status.success(),
+        "the MCP client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the client prints JSON")
+}
+
+#[actix_rt::test]
+async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
+    let app = TestApp::spawn_with(with_jwt_auth).await;
+    let repo = fixture_repo();
+    let (base, path) = (app.base.clone(), repo.path().to_owned());
+    let submitter = token("submitter");
+    let seen = tokio::task::spawn_blocking(move || client(&base, &submitter, &path))
+        .await
+        .unwrap();
+    assert_eq!(seen["server"], "orion");
+    let tools: Vec<&str> = seen["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    for tool in [
+        "submit_task",
+        "get_task",
+        "wait_task",
+        "cancel_task",
+        "list_pulls",
+        "get_pull",
+        "review_pull",
+        "usage",
+        "code_metrics",
+        "code_outline",
+        "code_definition",
+    ] {
+        assert!(tools.contains(&tool), "{tool} in {tools:?}");
+    }
+    assert_eq!(
+        seen["submit_schema"]["required"],
+        serde_json::json!(["kind", "repo"])
+    );
+    assert_eq!(seen["submitted_error"], false, "{seen}");
+    assert_eq!(seen["waited"]["status"], "completed", "{seen}");
+    assert!(
+        seen["waited"]["result"]["summary"]["files"].as_u64() > Some(0),
+        "the report: {seen}"
+    );
+    assert!(
+        !seen["progress"].as_array().unwrap().is_empty(),
+        "progress notifications from the task's events: {seen}"
+    );
+    assert_eq!(seen["pulls_error"], false, "{seen}");
+    assert!(
+        seen["metrics"].as_array().is_some_and(|m| !m.is_empty()),
+        "{seen}"
+    );
+    assert_eq!(seen["unknown_error"], true);
+
+    // A token the gateway refuses: every API tool answers with the refusal, nothing happens.
+    let (base, path) = (app.base.clone(), repo.path().to_owned());
+    let seen = tokio::task::spawn_blocking(move || client(&base, "not-a-token", &path))
+        .await
+        .unwrap();
+    assert_eq!(seen["submitted_error"], true, "{seen}");
+    assert!(
+        seen["pulls_text"].as_str().unwrap().starts_with("401"),
+        "{seen}"
+    );
+    let admin = crate::security::bearer(&token("admin"));
+    let tasks = crate::security::call(&app, "GET", "/v1/tasks", Some(&admin), None).await;
+    assert_eq!(
+        tasks.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "only the first client's task: {}",
+        tasks.body
+    );
+}

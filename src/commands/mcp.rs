@@ -366,13 +366,22 @@ impl ServerHandler for Orion {
 
 pub async fn serve(args: McpArgs, settings: Settings) -> anyhow::Result<ExitCode> {
     // Without --server, an embedded Orion for the session (SQLite, the in-process bus).
-    let (base, _embedded) = match args.server {
+    let (base, embedded) = match args.server {
         Some(server) => (server.trim_end_matches('/').to_owned(), None),
         None => {
             let mut settings = settings.clone();
             settings.server.listen = "127.0.0.1:0".parse().expect("an address");
-            let embedded = crate::app::start_embedded(&settings).await?;
-            (format!("http://{}", embedded.gateway.addr), Some(embedded))
+            let crate::app::Embedded {
+                services,
+                node,
+                gateway,
+            } = crate::app::start_embedded(&settings).await?;
+            let server = gateway.server.handle();
+            actix_rt::spawn(gateway.server);
+            (
+                format!("http://{}", gateway.addr),
+                Some((services, node, server)),
+            )
         }
     };
     let orion = Orion {
@@ -389,5 +398,9 @@ pub async fn serve(args: McpArgs, settings: Settings) -> anyhow::Result<ExitCode
         .await
         .context("while starting the MCP session")?;
     service.waiting().await.context("while serving MCP")?;
+    // The session is over: the embedded Orion's server finishes what it answers, and stops.
+    if let Some((_services, _node, server)) = embedded {
+        server.stop(true).await;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use crate::support::{TestApp, fixture_repo, token, with_jwt_auth};
 
-/// Runs the Python client against `server` with `token` as the client token; what it saw.
-fn client(server: &str, token: &str, repo: &Path) -> Value {
+/// Runs the Python client against `server` (empty: `orion mcp` embeds an Orion with its data
+/// in `data`) with `token` as the client token; what it saw.
+fn client(server: &str, token: &str, repo: &Path, data: &Path) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/mcp_client.py");
     let out = Command::new("python3")
         .arg(script)
@@ -20,6 +21,7 @@ fn client(server: &str, token: &str, repo: &Path) -> Value {
         .arg(server)
         .arg(repo)
         .env("ORION__CLIENT__TOKEN", token)
+        .env("ORION__DATA_DIR", data)
         .output()
         .expect("python3 runs (scripts/test.sh installs the mcp package)");
     assert!(
@@ -37,7 +39,8 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
     let repo = fixture_repo();
     let (base, path) = (app.base.clone(), repo.path().to_owned());
     let submitter = token("submitter");
-    let seen = tokio::task::spawn_blocking(move || client(&base, &submitter, &path))
+    let data = app.data.path().to_owned();
+    let seen = tokio::task::spawn_blocking(move || client(&base, &submitter, &path, &data))
         .await
         .unwrap();
     assert_eq!(seen["server"], "orion");
@@ -85,7 +88,8 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
 
     // A token the gateway refuses: every API tool answers with the refusal, nothing happens.
     let (base, path) = (app.base.clone(), repo.path().to_owned());
-    let seen = tokio::task::spawn_blocking(move || client(&base, "not-a-token", &path))
+    let data = app.data.path().to_owned();
+    let seen = tokio::task::spawn_blocking(move || client(&base, "not-a-token", &path, &data))
         .await
         .unwrap();
     assert_eq!(seen["submitted_error"], true, "{seen}");
@@ -100,5 +104,22 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
         Some(1),
         "only the first client's task: {}",
         tasks.body
+    );
+}
+
+#[test]
+fn without_a_server_orion_mcp_embeds_an_orion_for_the_session() {
+    let repo = fixture_repo();
+    let data = crate::support::TempDir::new();
+    let seen = client("", "", repo.path(), data.path());
+    assert_eq!(seen["waited"]["status"], "completed", "{seen}");
+    assert!(
+        seen["waited"]["result"]["summary"]["files"].as_u64() > Some(0),
+        "{seen}"
+    );
+    assert!(
+        data.path().join("orion.db").exists()
+            || std::fs::read_dir(data.path()).unwrap().next().is_some(),
+        "the embedded Orion kept its store in the data directory"
     );
 }

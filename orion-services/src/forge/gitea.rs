@@ -3,7 +3,6 @@
 
 use serde_json::json;
 
-use super::github::status_body;
 use super::{
     CommitStatus, Forge, ForgeError, ForgePost, ForgePull, ForgeReviewEvent, Http, MAX_PAGES,
     PER_PAGE, Thread, read_pull,
@@ -51,14 +50,7 @@ impl Forge for Gitea {
         head: &str,
         base: &str,
     ) -> Result<ForgePull, ForgeError> {
-        let answer = self
-            .0
-            .post(
-                &format!("repos/{repo}/pulls"),
-                json!({ "title": title, "body": body, "head": head, "base": base }),
-            )
-            .await?;
-        read_pull(&answer)
+        super::github::open_pull(&self.0, repo, [title, body, head, base]).await
     }
 
     async fn posted(
@@ -116,27 +108,15 @@ impl Forge for Gitea {
     }
 
     async fn comment(&self, repo: &str, on: Thread, body: &str) -> Result<(), ForgeError> {
-        let (Thread::Issue(n) | Thread::Pull(n)) = on;
-        self.0
-            .post(
-                &format!("repos/{repo}/issues/{n}/comments"),
-                json!({ "body": body }),
-            )
-            .await?;
-        Ok(())
+        // A pull request's thread is its issue's.
+        super::github::comment(&self.0, repo, on, body).await
     }
 
     async fn commented(&self, repo: &str, on: Thread, mark: &str) -> Result<bool, ForgeError> {
-        let (Thread::Issue(n) | Thread::Pull(n)) = on;
-        self.0
-            .any_contains(&format!("repos/{repo}/issues/{n}/comments"), "/body", mark)
-            .await
+        super::github::commented(&self.0, repo, on, mark).await
     }
 
     async fn status(&self, repo: &str, sha: &str, status: &CommitStatus) -> Result<(), ForgeError> {
-        self.0
-            .post(&format!("repos/{repo}/statuses/{sha}"), status_body(status))
-            .await?;
-        Ok(())
+        super::github::status(&self.0, repo, sha, status).await
     }
 }

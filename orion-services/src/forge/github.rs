@@ -35,6 +35,59 @@ pub(super) fn status_body(status: &CommitStatus) -> serde_json::Value {
     body
 }
 
+/// Opens a pull request where GitHub and Gitea take it (`repos/{repo}/pulls`).
+pub(super) async fn open_pull(
+    http: &Http,
+    repo: &str,
+    pull: [&str; 4],
+) -> Result<ForgePull, ForgeError> {
+    let [title, body, head, base] = pull;
+    let answer = http
+        .post(
+            &format!("repos/{repo}/pulls"),
+            json!({ "title": title, "body": body, "head": head, "base": base }),
+        )
+        .await?;
+    read_pull(&answer)
+}
+
+/// The comments of an issue's thread, which is also its pull request's, on GitHub and Gitea.
+fn comments(repo: &str, on: Thread) -> String {
+    let (Thread::Issue(n) | Thread::Pull(n)) = on;
+    format!("repos/{repo}/issues/{n}/comments")
+}
+
+pub(super) async fn comment(
+    http: &Http,
+    repo: &str,
+    on: Thread,
+    body: &str,
+) -> Result<(), ForgeError> {
+    http.post(&comments(repo, on), json!({ "body": body }))
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn commented(
+    http: &Http,
+    repo: &str,
+    on: Thread,
+    mark: &str,
+) -> Result<bool, ForgeError> {
+    http.any_contains(&comments(repo, on), "/body", mark).await
+}
+
+pub(super) async fn status(
+    http: &Http,
+    repo: &str,
+    sha: &str,
+    status: &CommitStatus,
+) -> Result<(), ForgeError> {
+    http.post(&format!("repos/{repo}/statuses/{sha}"), status_body(status))
+        .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl Forge for GitHub {
     async fn find_pull(&self, repo: &str, head: &str) -> Result<Option<ForgePull>, ForgeError> {
@@ -54,14 +107,7 @@ impl Forge for GitHub {
         head: &str,
         base: &str,
     ) -> Result<ForgePull, ForgeError> {
-        let answer = self
-            .0
-            .post(
-                &format!("repos/{repo}/pulls"),
-                json!({ "title": title, "body": body, "head": head, "base": base }),
-            )
-            .await?;
-        read_pull(&answer)
+        self::open_pull(&self.0, repo, [title, body, head, base]).await
     }
 
     async fn posted(
@@ -118,27 +164,14 @@ impl Forge for GitHub {
 
     async fn comment(&self, repo: &str, on: Thread, body: &str) -> Result<(), ForgeError> {
         // A pull request's thread is its issue's.
-        let (Thread::Issue(n) | Thread::Pull(n)) = on;
-        self.0
-            .post(
-                &format!("repos/{repo}/issues/{n}/comments"),
-                json!({ "body": body }),
-            )
-            .await?;
-        Ok(())
+        self::comment(&self.0, repo, on, body).await
     }
 
     async fn commented(&self, repo: &str, on: Thread, mark: &str) -> Result<bool, ForgeError> {
-        let (Thread::Issue(n) | Thread::Pull(n)) = on;
-        self.0
-            .any_contains(&format!("repos/{repo}/issues/{n}/comments"), "/body", mark)
-            .await
+        self::commented(&self.0, repo, on, mark).await
     }
 
     async fn status(&self, repo: &str, sha: &str, status: &CommitStatus) -> Result<(), ForgeError> {
-        self.0
-            .post(&format!("repos/{repo}/statuses/{sha}"), status_body(status))
-            .await?;
-        Ok(())
+        self::status(&self.0, repo, sha, status).await
     }
 }

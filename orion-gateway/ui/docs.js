@@ -43,8 +43,8 @@ function operation(doc, path, method, op, index) {
   const media = op.requestBody && op.requestBody.content && op.requestBody.content["application/json"];
   const body = media ? $("textarea", { id: `${id}-body` }) : null;
   if (body) body.value = JSON.stringify(skeleton(media.schema, doc), null, 2);
-  const out = $("pre", { id: `${id}-out`, "aria-label": "Answer" });
-  const send = $("button", { type: "submit" }, "Send");
+  const out = $("pre", { id: `${id}-out`, role: "status", "aria-label": `Answer to ${method.toUpperCase()} ${path}` });
+  const send = $("button", { type: "submit", "aria-label": `Send ${method.toUpperCase()} ${path}` }, "Send");
   const form = $("form", {}, ...inputs.flat());
   if (body) form.append($("label", { for: `${id}-body` }, "Body (JSON)"), body);
   form.append(send, out);
@@ -53,7 +53,13 @@ function operation(doc, path, method, op, index) {
     let url = path;
     const query = new URLSearchParams();
     for (const input of form.querySelectorAll("input[data-in]")) {
-      if (!input.value) continue;
+      if (!input.value) {
+        if (input.dataset.in === "path") {
+          out.textContent = `${input.name} is required`;
+          return;
+        }
+        continue;
+      }
       if (input.dataset.in === "path") url = url.replace(`{${input.name}}`, encodeURIComponent(input.value));
       else query.set(input.name, input.value);
     }

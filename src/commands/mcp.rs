@@ -106,6 +106,19 @@ struct Definition {
     name: String,
 }
 
+/// An id a tool puts into a path: a UUID, or the reason it is not one (so no id can reach
+/// another route).
+fn id(raw: &str, what: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(raw.trim()).map_err(|_| format!("`{raw}` is not {what} id"))
+}
+
+/// How long `wait_task` waits at most, and by default.
+const MAX_WAIT_SECS: u64 = 3600;
+const DEFAULT_WAIT_SECS: u64 = 300;
+
+/// How long one call of the API may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A tool's answer: the JSON, as text, or the API's refusal as an error result.
 fn answer(result: Result<Value, String>) -> Result<CallToolResult, ErrorData> {
     Ok(match result {
@@ -136,7 +149,19 @@ impl Orion {
             .await
             .map_err(|e| format!("the gateway could not be reached: {e}"))?;
         let status = response.status();
-        let value: Value = response.json().await.unwrap_or(Value::Null);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| format!("the gateway's answer did not arrive: {e}"))?;
+        let value: Value = match serde_json::from_str(&text) {
+            Ok(value) => value,
+            Err(_) if status.is_success() => {
+                return Err(format!(
+                    "the gateway answered {status} with a body that is not JSON"
+                ));
+            }
+            Err(_) => Value::Null,
+        };
         if status.is_success() {
             Ok(value)
         } else {
@@ -151,6 +176,41 @@ impl Orion {
 
     async fn get(&self, path: &str) -> Result<Value, String> {
         self.call(reqwest::Method::GET, path, None).await
+    }
+
+    /// Sends the task's events after `seen` as progress notifications, where the client asked
+    /// for them (a progress token); returns the last event's `seq`.
+    async fn notify(
+        &self,
+        task: uuid::Uuid,
+        seen: u64,
+        progress: Option<&rmcp::model::ProgressToken>,
+        peer: &Peer<RoleServer>,
+    ) -> u64 {
+        let Some(token) = progress else {
+            return seen;
+        };
+        let Ok(events) = self
+            .get(&format!("/v1/tasks/{task}/events?after={seen}"))
+            .await
+        else {
+            return seen;
+        };
+        let mut last = seen;
+        for e in events["items"].as_array().into_iter().flatten() {
+            last = last.max(e["seq"].as_u64().unwrap_or(last));
+            let message = e["message"]
+                .as_str()
+                .or(e["type"].as_str())
+                .unwrap_or("event");
+            let _ = peer
+                .notify_progress(
+                    ProgressNotificationParam::new(token.clone(), last as f64)
+                        .with_message(message),
+                )
+                .await;
+        }
+        last
     }
 }
 
@@ -180,7 +240,10 @@ impl Orion {
         &self,
         Parameters(t): Parameters<TaskId>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(self.get(&format!("/v1/tasks/{}", t.id)).await)
+        match id(&t.id, "a task") {
+            Ok(task) => answer(self.get(&format!("/v1/tasks/{task}")).await),
+            Err(why) => answer(Err(why)),
+        }
     }
 
     #[tool(
@@ -192,30 +255,20 @@ impl Orion {
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let task_id = match id(&t.id, "a task") {
+            Ok(task) => task,
+            Err(why) => return answer(Err(why)),
+        };
         let progress = meta.get_progress_token();
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_secs(t.timeout_secs.unwrap_or(300));
+        let wait = t
+            .timeout_secs
+            .unwrap_or(DEFAULT_WAIT_SECS)
+            .min(MAX_WAIT_SECS);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         let mut seen = 0u64;
         loop {
-            let events = self
-                .get(&format!("/v1/tasks/{}/events?after={seen}", t.id))
-                .await;
-            if let (Ok(events), Some(token)) = (&events, &progress) {
-                for e in events["items"].as_array().into_iter().flatten() {
-                    seen = seen.max(e["seq"].as_u64().unwrap_or(seen));
-                    let message = e["message"]
-                        .as_str()
-                        .or(e["type"].as_str())
-                        .unwrap_or("event");
-                    let _ = peer
-                        .notify_progress(
-                            ProgressNotificationParam::new(token.clone(), seen as f64)
-                                .with_message(message),
-                        )
-                        .await;
-                }
-            }
-            let task = match self.get(&format!("/v1/tasks/{}", t.id)).await {
+            seen = self.notify(task_id, seen, progress.as_ref(), &peer).await;
+            let task = match self.get(&format!("/v1/tasks/{task_id}")).await {
                 Ok(task) => task,
                 Err(e) => return answer(Err(e)),
             };
@@ -223,12 +276,14 @@ impl Orion {
                 .as_str()
                 .is_some_and(|s| RESTING.contains(&s))
             {
+                // The events logged between the last look and the status that ends the wait.
+                self.notify(task_id, seen, progress.as_ref(), &peer).await;
                 return answer(Ok(task));
             }
             if tokio::time::Instant::now() >= deadline {
                 return answer(Err(format!(
-                    "task {} is still {} after the wait",
-                    t.id, task["status"]
+                    "task {task_id} is still {} after {wait} s",
+                    task["status"]
                 )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -240,10 +295,14 @@ impl Orion {
         &self,
         Parameters(t): Parameters<TaskId>,
     ) -> Result<CallToolResult, ErrorData> {
+        let task = match id(&t.id, "a task") {
+            Ok(task) => task,
+            Err(why) => return answer(Err(why)),
+        };
         answer(
             self.call(
                 reqwest::Method::POST,
-                &format!("/v1/tasks/{}/cancel", t.id),
+                &format!("/v1/tasks/{task}/cancel"),
                 Some(json!({})),
             )
             .await,
@@ -260,7 +319,10 @@ impl Orion {
         &self,
         Parameters(p): Parameters<PullId>,
     ) -> Result<CallToolResult, ErrorData> {
-        answer(self.get(&format!("/v1/pulls/{}", p.id)).await)
+        match id(&p.id, "a pull request") {
+            Ok(pull) => answer(self.get(&format!("/v1/pulls/{pull}")).await),
+            Err(why) => answer(Err(why)),
+        }
     }
 
     #[tool(
@@ -270,6 +332,10 @@ impl Orion {
         &self,
         Parameters(r): Parameters<Review>,
     ) -> Result<CallToolResult, ErrorData> {
+        let pull = match id(&r.id, "a pull request") {
+            Ok(pull) => pull,
+            Err(why) => return answer(Err(why)),
+        };
         let mut body = json!({ "decision": r.decision });
         if let Some(c) = r.comment {
             body["comment"] = c.into();
@@ -277,7 +343,7 @@ impl Orion {
         answer(
             self.call(
                 reqwest::Method::POST,
-                &format!("/v1/pulls/{}/reviews", r.id),
+                &format!("/v1/pulls/{pull}/reviews"),
                 Some(body),
             )
             .await,
@@ -385,7 +451,10 @@ pub async fn serve(args: McpArgs, settings: Settings) -> anyhow::Result<ExitCode
         }
     };
     let orion = Orion {
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .build()
+            .context("while making the HTTP client")?,
         base,
         token: settings
             .client

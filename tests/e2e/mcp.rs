@@ -85,6 +85,15 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
         "{seen}"
     );
     assert_eq!(seen["unknown_error"], true);
+    // An id is an id: one that would climb to another route is refused before any call.
+    assert_eq!(seen["climbing_error"], true, "{seen}");
+    assert!(
+        seen["climbing_text"]
+            .as_str()
+            .unwrap()
+            .contains("is not a task id"),
+        "{seen}"
+    );
 
     // A token the gateway refuses: every API tool answers with the refusal, nothing happens.
     let (base, path) = (app.base.clone(), repo.path().to_owned());

@@ -42,6 +42,9 @@ async def main():
             seen["pulls_text"] = text(pulls)
             metrics = await session.call_tool("code_metrics", {"path": repo})
             seen["metrics"] = json.loads(text(metrics)) if not metrics.is_error else text(metrics)
+            climbing = await session.call_tool("cancel_task", {"id": "../agents/node-a/drain?"})
+            seen["climbing_error"] = climbing.is_error
+            seen["climbing_text"] = text(climbing)
             unknown = await session.call_tool("get_task", {"id": "not-a-task"})
             seen["unknown_error"] = unknown.is_error
             seen["unknown_text"] = text(unknown)

@@ -41,13 +41,38 @@ impl Default for Thresholds {
 /// `function`, `start`, `end`), then Orion's own.
 pub const CSV_HEADER: &str = "file,function,start,end,length,PARAM,CCN,cognitive,nesting,language";
 
-/// A CSV field, quoted where it must be (RFC 4180).
+/// A CSV field, quoted where it must be (RFC 4180). A field a spreadsheet would read as a
+/// formula (`=`, `+`, `-`, `@`, a tab or a carriage return first) gets a `'` in front.
 fn field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
     if text.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", text.replace('"', "\"\""))
     } else {
-        text.to_owned()
+        text
     }
+}
+
+/// A relative path as a URI reference (SARIF §3.10): each segment percent-encoded but for
+/// the characters a path segment may hold as they are.
+fn uri(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            segment
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The rows as CSV, with [`CSV_HEADER`].
@@ -130,7 +155,7 @@ pub fn sarif(rows: &[FunctionRow], thresholds: Thresholds) -> serde_json::Value 
                 "message": { "text": format!("`{}` has {what} {value} (over {limit}).", f.name) },
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": { "uri": r.path, "uriBaseId": "SRCROOT" },
+                        "artifactLocation": { "uri": uri(&r.path), "uriBaseId": "SRCROOT" },
                         "region": { "startLine": f.start_line.max(1), "endLine": f.end_line.max(f.start_line).max(1) },
                     },
                     "logicalLocations": [{ "name": f.name, "kind": "function" }],
@@ -176,11 +201,16 @@ mod tests {
 
     #[test]
     fn csv_quotes_what_needs_it_and_sarif_names_what_is_over_a_threshold() {
-        let rows = [row("a, b.py", "f", 3, 1), row("c.py", "g", 12, 20)];
+        let rows = [
+            row("a, b.py", "f", 3, 1),
+            row("c.py", "g", 12, 20),
+            row("=cmd.py", "h", 1, 1),
+        ];
         let text = csv(&rows);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], CSV_HEADER);
         assert_eq!(lines[1], "\"a, b.py\",f,3,9,7,2,3,1,1,python");
+        assert!(lines[3].starts_with("'=cmd.py,h,"), "{}", lines[3]);
         let log = sarif(&rows, Thresholds::default());
         let results = log["runs"][0]["results"].as_array().unwrap();
         let ids: Vec<&str> = results
@@ -192,6 +222,7 @@ mod tests {
             results[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
             "c.py"
         );
+        assert_eq!(uri("src/my file#1.py"), "src/my%20file%231.py");
         let strict = Thresholds {
             cyclomatic: 50,
             cognitive: 50,

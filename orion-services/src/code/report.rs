@@ -150,6 +150,9 @@ pub struct RepoReport {
     /// which [`RepoReport::suggest`] proposes some; not stored.
     #[serde(skip)]
     hard_to_change: Vec<ComplexFunction>,
+    /// Commits per path ([`RepoReport::add_hotspots`]); not stored.
+    #[serde(skip)]
+    churn: HashMap<String, u32>,
 }
 
 /// A proposed follow-up task and why.
@@ -161,10 +164,8 @@ pub struct Suggestion {
     pub evidence: serde_json::Value,
 }
 
-/// How many suggestions a report proposes at most, and from how many of the functions
-/// hardest to change.
+/// How many suggestions a report proposes at most.
 const SUGGESTIONS: usize = 5;
-const SUGGESTION_POOL: usize = 200;
 
 /// Whether a function is hard to change: over the cognitive or the nesting threshold.
 fn hard_to_change(m: &FunctionMetrics) -> bool {
@@ -231,16 +232,11 @@ impl RepoReport {
             summary.average_cyclomatic =
                 (cyclomatic_sum as f64 / summary.functions as f64 * 100.0).round() / 100.0;
         }
-        let mut hard_to_change: Vec<ComplexFunction> = all_functions
+        let hard_to_change: Vec<ComplexFunction> = all_functions
             .iter()
             .filter(|f| hard_to_change(&f.function))
             .cloned()
             .collect();
-        hard_to_change.sort_by(|a, b| {
-            (b.function.cognitive, b.function.max_nesting)
-                .cmp(&(a.function.cognitive, a.function.max_nesting))
-        });
-        hard_to_change.truncate(SUGGESTION_POOL);
         all_functions.sort_by(|a, b| {
             (b.function.cyclomatic, b.function.cognitive)
                 .cmp(&(a.function.cyclomatic, a.function.cognitive))
@@ -259,6 +255,7 @@ impl RepoReport {
             skipped,
             suggestions: Vec::new(),
             hard_to_change,
+            churn: HashMap::new(),
         }
     }
 
@@ -267,21 +264,22 @@ impl RepoReport {
     /// easy to read), ranked by cognitive complexity weighted by churn (a hotspot's function
     /// first), then nesting, then branch count. Call after [`RepoReport::add_hotspots`].
     pub fn suggest(&mut self) {
-        let churn_of = |path: &str| {
-            self.hotspots
-                .iter()
-                .find(|h| h.path == path)
-                .map(|h| h.churn)
-        };
+        let churn_of = |path: &str| self.churn.get(path).copied().filter(|c| *c > 0);
         let mut candidates: Vec<&ComplexFunction> = self.hard_to_change.iter().collect();
-        candidates.sort_by_key(|f| {
-            let churn = churn_of(&f.path).unwrap_or(0);
-            let m = &f.function;
-            std::cmp::Reverse((
-                u64::from(m.cognitive) * (1 + u64::from(churn)),
-                m.max_nesting,
-                m.cyclomatic,
-            ))
+        candidates.sort_by(|a, b| {
+            let score = |f: &ComplexFunction| {
+                let m = &f.function;
+                let churn = churn_of(&f.path).unwrap_or(0);
+                (
+                    u64::from(m.cognitive) * (1 + u64::from(churn)),
+                    m.max_nesting,
+                    m.cyclomatic,
+                )
+            };
+            score(b)
+                .cmp(&score(a))
+                .then_with(|| a.path.cmp(&b.path))
+                .then_with(|| a.function.start_line.cmp(&b.function.start_line))
         });
         self.suggestions = candidates
             .into_iter()
@@ -290,7 +288,7 @@ impl RepoReport {
                 let m = &f.function;
                 let churn = churn_of(&f.path);
                 let why = match churn {
-                    Some(c) => format!(" It is in a hotspot: {} changed in {c} commits.", f.path),
+                    Some(c) => format!(" It changes often: {} changed in {c} commits.", f.path),
                     None => String::new(),
                 };
                 Suggestion {
@@ -318,6 +316,7 @@ impl RepoReport {
 
     /// Ranks files by complexity × churn (commits per path, from version control).
     pub fn add_hotspots(&mut self, churn: &HashMap<String, u32>) {
+        self.churn = churn.clone();
         let mut hotspots: Vec<Hotspot> = self
             .files
             .iter()
@@ -408,5 +407,22 @@ fn tangled(items: &[Vec<u32>], limit: u32) -> u32 {
             .map(|s| s.evidence["function"].as_str().unwrap())
             .collect();
         assert_eq!(suggested, ["tangled"]);
+    }
+
+    #[test]
+    fn churn_weighs_a_suggestion_and_ties_go_by_path() {
+        let file = |path: &str| super::super::analyze_file(path, Language::Rust, SOURCE.as_bytes());
+        let build = || RepoReport::build(vec![file("a.rs"), file("b.rs")], SkipCounts::default());
+        let first = |report: &RepoReport| report.suggestions[0].evidence["path"].clone();
+        // The same function twice: the path decides, whatever the order it came in.
+        let mut report = build();
+        report.suggest();
+        assert_eq!(first(&report), "a.rs");
+        // The one in the file that changes: first, with its churn as evidence.
+        let mut report = build();
+        report.add_hotspots(&HashMap::from([("b.rs".to_owned(), 40)]));
+        report.suggest();
+        assert_eq!(first(&report), "b.rs");
+        assert_eq!(report.suggestions[0].evidence["churn"], 40);
     }
 }

@@ -200,6 +200,10 @@ fn fakes_env(
 ) -> Vec<(&'static str, String)> {
     vec![
         ("ORION__BUS__ACK_WAIT_MS", ack_wait_ms.to_string()),
+        // A node is killed every 2.5 s: a message can be in flight on the killed node more
+        // often than the default 5 deliveries allow before it is dead-lettered (which the
+        // bus contract tests cover). Here every kill must be survived, so the bound is higher.
+        ("ORION__BUS__MAX_DELIVER", "20".to_owned()),
         ("ORION__LLM__BASE_URL", format!("{}/v1", model.uri())),
         ("ORION__LLM__MODEL", "gpt-test".to_owned()),
         ("ORION__FORGES__FAKE__KIND", "github".to_owned()),

@@ -10,9 +10,12 @@ use anyhow::Context;
 use orion_services::secrets::ExposeSecret;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, InitializeResult, ProgressNotificationParam,
-    RequestMetaObject, ServerCapabilities,
+    CallToolResult, ContentBlock, Implementation, InitializeResult, ListResourceTemplatesResult,
+    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, RequestMetaObject, ResourceContents,
+    ResourceTemplate, ServerCapabilities,
 };
+use rmcp::service::RequestContext;
 use rmcp::{
     ErrorData, Peer, RoleServer, ServerHandler, ServiceExt, schemars, tool, tool_handler,
     tool_router,
@@ -417,16 +420,75 @@ impl Orion {
     }
 }
 
+/// The resources: a task's report, a pull request's diff.
+const TASK_RESOURCE: &str = "orion://tasks/";
+const PULL_RESOURCE: &str = "orion://pulls/";
+
 #[tool_handler]
 impl ServerHandler for Orion {
+    async fn list_resource_templates(
+        &self,
+        _: Option<PaginatedRequestParams>,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(format!("{TASK_RESOURCE}{{id}}"), "task")
+                .with_description("A task: its status and its report (result) or error, as JSON")
+                .with_mime_type("application/json"),
+            ResourceTemplate::new(format!("{PULL_RESOURCE}{{id}}/diff"), "pull request diff")
+                .with_description("The diff of one of Orion's pull requests")
+                .with_mime_type("text/x-diff"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let uri = request.uri;
+        let not_found = |why: String| ErrorData::resource_not_found(why, None);
+        let contents = if let Some(task) = uri.strip_prefix(TASK_RESOURCE) {
+            let task = id(task, "a task").map_err(not_found)?;
+            let body = self
+                .get(&format!("/v1/tasks/{task}"))
+                .await
+                .map_err(not_found)?;
+            ResourceContents::text(
+                serde_json::to_string_pretty(&body).unwrap_or_default(),
+                &uri,
+            )
+            .with_mime_type("application/json")
+        } else if let Some(pull) = uri
+            .strip_prefix(PULL_RESOURCE)
+            .and_then(|rest| rest.strip_suffix("/diff"))
+        {
+            let pull = id(pull, "a pull request").map_err(not_found)?;
+            let body = self
+                .get(&format!("/v1/pulls/{pull}"))
+                .await
+                .map_err(not_found)?;
+            ResourceContents::text(body["diff"].as_str().unwrap_or_default(), &uri)
+                .with_mime_type("text/x-diff")
+        } else {
+            return Err(not_found(format!("`{uri}` is no resource of Orion's")));
+        };
+        Ok(ReadResourceResult::new(vec![contents]).into())
+    }
+
     fn get_info(&self) -> InitializeResult {
-        InitializeResult::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new("orion", env!("CARGO_PKG_VERSION")))
-            .with_instructions(
-                "Orion: submit software tasks (analyze, design, develop, review, test, ci, release) \
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("orion", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Orion: submit software tasks (analyze, design, develop, review, test, ci, release) \
                  to Orion's agents, wait for them, read and review the pull requests they open; \
                  measure local code.",
-            )
+        )
     }
 }
 

@@ -9,17 +9,18 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{TestApp, fixture_repo, token, with_jwt_auth};
+use crate::support::{TestApp, bare_remote, fixture_repo, model_answering, token, with_jwt_auth};
 
 /// Runs the Python client against `server` (empty: `orion mcp` embeds an Orion with its data
 /// in `data`) with `token` as the client token; what it saw.
-fn client(server: &str, token: &str, repo: &Path, data: &Path) -> Value {
+fn client(server: &str, token: &str, repo: &Path, data: &Path, remote: Option<&Path>) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/mcp_client.py");
     let out = Command::new("python3")
         .arg(script)
         .arg(env!("CARGO_BIN_EXE_orion"))
         .arg(server)
         .arg(repo)
+        .args(remote)
         .env("ORION__CLIENT__TOKEN", token)
         .env("ORION__DATA_DIR", data)
         .output()
@@ -34,15 +35,26 @@ fn client(server: &str, token: &str, repo: &Path, data: &Path) -> Value {
 }
 
 #[actix_rt::test]
-async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
-    let app = TestApp::spawn_with(with_jwt_auth).await;
+async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report_and_a_diff() {
+    let model =
+        model_answering("=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n").await;
+    let model_url = format!("{}/v1", model.uri());
+    let app = TestApp::spawn_with(move |s| {
+        with_jwt_auth(s);
+        s.llm.base_url = Some(model_url);
+        s.llm.model = "gpt-test".into();
+        s.developer.test_command = Some(vec!["sh".into(), "-c".into(), "true".into()]);
+    })
+    .await;
+    let (_keep, remote) = bare_remote();
     let repo = fixture_repo();
     let (base, path) = (app.base.clone(), repo.path().to_owned());
     let submitter = token("submitter");
     let data = app.data.path().to_owned();
-    let seen = tokio::task::spawn_blocking(move || client(&base, &submitter, &path, &data))
-        .await
-        .unwrap();
+    let seen =
+        tokio::task::spawn_blocking(move || client(&base, &submitter, &path, &data, Some(&remote)))
+            .await
+            .unwrap();
     assert_eq!(seen["server"], "orion");
     let tools: Vec<&str> = seen["tools"]
         .as_array()
@@ -85,6 +97,19 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
         "{seen}"
     );
     assert_eq!(seen["unknown_error"], true);
+    // Resources: the task's report, and the pull request's diff.
+    assert_eq!(
+        seen["templates"],
+        serde_json::json!(["orion://pulls/{id}/diff", "orion://tasks/{id}"])
+    );
+    assert_eq!(seen["report_resource"]["status"], "completed", "{seen}");
+    assert!(
+        seen["elsewhere_read"].as_str().is_some(),
+        "an unknown resource is an error: {seen}"
+    );
+    assert_eq!(seen["developed"], "awaiting_review", "{seen}");
+    let diff = seen["diff"].as_str().unwrap();
+    assert!(diff.contains("+    return x * 2"), "{diff}");
     // An id is an id: one that would climb to another route is refused before any call.
     assert_eq!(seen["climbing_error"], true, "{seen}");
     assert!(
@@ -98,9 +123,10 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
     // A token the gateway refuses: every API tool answers with the refusal, nothing happens.
     let (base, path) = (app.base.clone(), repo.path().to_owned());
     let data = app.data.path().to_owned();
-    let seen = tokio::task::spawn_blocking(move || client(&base, "not-a-token", &path, &data))
-        .await
-        .unwrap();
+    let seen =
+        tokio::task::spawn_blocking(move || client(&base, "not-a-token", &path, &data, None))
+            .await
+            .unwrap();
     assert_eq!(seen["submitted_error"], true, "{seen}");
     assert!(
         seen["pulls_text"].as_str().unwrap().starts_with("401"),
@@ -110,8 +136,8 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
     let tasks = crate::security::call(&app, "GET", "/v1/tasks", Some(&admin), None).await;
     assert_eq!(
         tasks.body["items"].as_array().map(Vec::len),
-        Some(1),
-        "only the first client's task: {}",
+        Some(2),
+        "only the first client's two tasks: {}",
         tasks.body
     );
 }
@@ -120,7 +146,7 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report() {
 fn without_a_server_orion_mcp_embeds_an_orion_for_the_session() {
     let repo = fixture_repo();
     let data = crate::support::TempDir::new();
-    let seen = client("", "", repo.path(), data.path());
+    let seen = client("", "", repo.path(), data.path(), None);
     assert_eq!(seen["waited"]["status"], "completed", "{seen}");
     assert!(
         seen["waited"]["result"]["summary"]["files"].as_u64() > Some(0),

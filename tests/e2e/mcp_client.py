@@ -1,5 +1,6 @@
 # An MCP client nobody here wrote (the official Python SDK, `mcp` on PyPI) driving `orion mcp`
-# over stdio. Arguments: the orion binary, the gateway's URL, a repository to analyze.
+# over stdio. Arguments: the orion binary, the gateway's URL (empty: embedded), a repository
+# to analyze, and optionally a remote to develop on (its pull request's diff is read back).
 # Prints what it saw as one JSON object. (For tests/e2e/mcp.rs.)
 import asyncio, json, os, sys
 
@@ -13,6 +14,7 @@ def text(result):
 
 async def main():
     orion, server, repo = sys.argv[1], sys.argv[2], sys.argv[3]
+    remote = sys.argv[4] if len(sys.argv) > 4 else None
     args = ["mcp"] + (["--server", server] if server else [])
     params = StdioServerParameters(command=orion, args=args, env=dict(os.environ))
     seen = {}
@@ -45,6 +47,26 @@ async def main():
             climbing = await session.call_tool("cancel_task", {"id": "../agents/node-a/drain?"})
             seen["climbing_error"] = climbing.is_error
             seen["climbing_text"] = text(climbing)
+            templates = await session.list_resource_templates()
+            seen["templates"] = sorted(t.uri_template for t in templates.resource_templates)
+            if task.get("id"):
+                report = await session.read_resource(f"orion://tasks/{task['id']}")
+                seen["report_resource"] = json.loads(report.contents[0].text)
+            try:
+                await session.read_resource("orion://elsewhere/1")
+                seen["elsewhere_read"] = True
+            except Exception as e:  # the server's error, as the SDK raises it
+                seen["elsewhere_read"] = str(e)
+            if remote:
+                developed = await session.call_tool(
+                    "submit_task", {"kind": "develop", "repo": remote, "prompt": "double the helper"})
+                dev = json.loads(text(developed))
+                waited = await session.call_tool("wait_task", {"id": dev["id"], "timeout_secs": 60})
+                seen["developed"] = json.loads(text(waited))["status"]
+                listed = json.loads(text(await session.call_tool("list_pulls", {})))
+                pull = next(p for p in listed["items"] if p["task_id"] == dev["id"])
+                diff = await session.read_resource(f"orion://pulls/{pull['id']}/diff")
+                seen["diff"] = diff.contents[0].text
             unknown = await session.call_tool("get_task", {"id": "not-a-task"})
             seen["unknown_error"] = unknown.is_error
             seen["unknown_text"] = text(unknown)

@@ -176,6 +176,7 @@ pub fn need(method: &Method, pattern: &str) -> Need {
         "/healthz" | "/readyz" | "/v1/openapi.json" => Need::Nothing,
         // A forge's webhook: its signature, checked by the route, is its credential.
         HOOK_ROUTE if method == Method::POST => Need::Nothing,
+        MCP_ROUTE => Need::Role(Role::Viewer),
         // The dashboard's own files; what it shows comes from the API, which checks.
         "/" | "/docs" | "/ui/{file}" if read => Need::Nothing,
         p if p.starts_with("/v1/api-keys")
@@ -606,6 +607,10 @@ impl SubmitLimiter {
         })
     }
 }
+
+/// The MCP server: any role may reach it; each tool is an API call with the caller's own
+/// credential, which the route it calls checks.
+pub const MCP_ROUTE: &str = "/mcp";
 
 /// The webhook route, whose deliveries are signed by the forge rather than authenticated.
 pub const HOOK_ROUTE: &str = "/v1/hooks/{forge}";

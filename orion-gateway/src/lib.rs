@@ -9,6 +9,7 @@
 pub mod auth;
 mod body;
 mod error;
+pub mod mcp;
 pub mod nodes;
 mod routes;
 mod startup;

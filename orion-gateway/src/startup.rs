@@ -27,8 +27,15 @@ fn json_error(
 }
 
 /// Starts serving on `listener`; the returned server runs until stopped.
-pub fn run(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+pub fn run(listener: TcpListener, mut state: AppState) -> std::io::Result<Server> {
     let limit = state.config.max_body_bytes;
+    // The MCP tools call this gateway's own API, on the address it listens on.
+    let own = listener.local_addr()?;
+    let own = match own.ip().is_unspecified() {
+        true => std::net::SocketAddr::from(([127, 0, 0, 1], own.port())),
+        false => own,
+    };
+    state.mcp = Some(crate::mcp::http_service(format!("http://{own}")));
     let workers = state.config.workers.max(1);
     state.nodes.watch(state.lifecycle.bus().clone());
     let data = web::Data::new(state);

@@ -102,6 +102,8 @@ pub struct AppState {
     pub sealer: Option<Sealer>,
     /// The event streams open now, by caller.
     pub streams: Arc<crate::routes::StreamCounts>,
+    /// The MCP server at `/mcp`, once the gateway knows its own address.
+    pub mcp: Option<crate::mcp::HttpService>,
 }
 
 impl AppState {
@@ -124,6 +126,7 @@ impl AppState {
             auth: Arc::new(auth),
             sealer,
             streams: Default::default(),
+            mcp: None,
         }
     }
 }

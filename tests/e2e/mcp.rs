@@ -14,10 +14,30 @@ use crate::support::{TestApp, bare_remote, fixture_repo, model_answering, token,
 /// Runs the Python client against `server` (empty: `orion mcp` embeds an Orion with its data
 /// in `data`) with `token` as the client token; what it saw.
 fn client(server: &str, token: &str, repo: &Path, data: &Path, remote: Option<&Path>) -> Value {
+    client_over(
+        env!("CARGO_BIN_EXE_orion"),
+        server,
+        token,
+        repo,
+        data,
+        remote,
+    )
+}
+
+/// The Python client over `transport`: the orion binary (stdio), or `--http` (the gateway's
+/// `/mcp`).
+fn client_over(
+    transport: &str,
+    server: &str,
+    token: &str,
+    repo: &Path,
+    data: &Path,
+    remote: Option<&Path>,
+) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/mcp_client.py");
     let out = Command::new("python3")
         .arg(script)
-        .arg(env!("CARGO_BIN_EXE_orion"))
+        .arg(transport)
         .arg(server)
         .arg(repo)
         .args(remote)
@@ -156,5 +176,56 @@ fn without_a_server_orion_mcp_embeds_an_orion_for_the_session() {
         data.path().join("orion.db").exists()
             || std::fs::read_dir(data.path()).unwrap().next().is_some(),
         "the embedded Orion kept its store in the data directory"
+    );
+}
+
+#[actix_rt::test]
+async fn the_gateway_serves_mcp_at_slash_mcp_with_the_callers_own_role() {
+    let app = TestApp::spawn_with(with_jwt_auth).await;
+    let repo = fixture_repo();
+    let (base, path, data) = (
+        app.base.clone(),
+        repo.path().to_owned(),
+        app.data.path().to_owned(),
+    );
+    let submitter = token("submitter");
+    let seen = tokio::task::spawn_blocking(move || {
+        client_over("--http", &base, &submitter, &path, &data, None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen["server"], "orion");
+    assert!(seen["tools"].as_array().unwrap().len() >= 11, "{seen}");
+    assert_eq!(seen["waited"]["status"], "completed", "{seen}");
+    assert!(!seen["progress"].as_array().unwrap().is_empty(), "{seen}");
+    assert_eq!(seen["report_resource"]["status"], "completed", "{seen}");
+
+    // A viewer reaches /mcp, but submitting is the API's to refuse: 403, and no task.
+    let (base, path, data) = (
+        app.base.clone(),
+        repo.path().to_owned(),
+        app.data.path().to_owned(),
+    );
+    let viewer = token("viewer");
+    let seen = tokio::task::spawn_blocking(move || {
+        client_over("--http", &base, &viewer, &path, &data, None)
+    })
+    .await
+    .unwrap();
+    assert_eq!(seen["submitted_error"], true, "{seen}");
+    assert_eq!(seen["pulls_error"], false, "a viewer may read: {seen}");
+
+    // Without credentials, /mcp itself is refused, whatever the method.
+    for method in ["GET", "POST", "DELETE"] {
+        let answer = crate::security::call(&app, method, "/mcp", None, None).await;
+        assert_eq!(answer.status, 401, "{method} /mcp");
+    }
+    let admin = crate::security::bearer(&token("admin"));
+    let tasks = crate::security::call(&app, "GET", "/v1/tasks", Some(&admin), None).await;
+    assert_eq!(
+        tasks.body["items"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        tasks.body
     );
 }

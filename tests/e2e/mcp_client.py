@@ -1,11 +1,14 @@
 # An MCP client nobody here wrote (the official Python SDK, `mcp` on PyPI) driving `orion mcp`
-# over stdio. Arguments: the orion binary, the gateway's URL (empty: embedded), a repository
-# to analyze, and optionally a remote to develop on (its pull request's diff is read back).
+# over stdio, or the gateway's /mcp over Streamable HTTP. Arguments: the orion binary (or
+# `--http` for the gateway's /mcp), the gateway's URL (empty: embedded), a repository to
+# analyze, and optionally a remote to develop on (its pull request's diff is read back). The
+# token is ORION__CLIENT__TOKEN.
 # Prints what it saw as one JSON object. (For tests/e2e/mcp.rs.)
 import asyncio, json, os, sys
 
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
 
 
 def text(result):
@@ -18,7 +21,14 @@ async def main():
     args = ["mcp"] + (["--server", server] if server else [])
     params = StdioServerParameters(command=orion, args=args, env=dict(os.environ))
     seen = {}
-    async with stdio_client(params) as (read, write):
+    if orion == "--http":
+        token = os.environ.get("ORION__CLIENT__TOKEN", "")
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        transport = streamable_http_client(f"{server}/mcp", http_client=http)
+    else:
+        transport = stdio_client(params)
+    async with transport as streams:
+        read, write = streams[0], streams[1]
         async with ClientSession(read, write) as session:
             init = await session.initialize()
             seen["server"] = init.server_info.name

@@ -79,6 +79,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         (crate::auth::STREAM_ROUTE, vec![get().to(stream::connect)]),
         (crate::auth::HOOK_ROUTE, vec![post().to(hooks::receive)]),
         (
+            crate::auth::MCP_ROUTE,
+            vec![
+                get().to(crate::mcp::serve),
+                post().to(crate::mcp::serve),
+                delete().to(crate::mcp::serve),
+            ],
+        ),
+        (
             "/v1/api-keys",
             vec![post().to(access::create_key), get().to(access::list_keys)],
         ),

@@ -115,6 +115,17 @@ const DEFAULT_WAIT_SECS: u64 = 300;
 /// How long one call of the API may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The code tools read the files of the machine the server runs on: the caller's own over
+/// stdio, the gateway's over HTTP, where they are refused (an analyze task reads a repository
+/// the task policy allows).
+fn local_only() -> Option<String> {
+    CALLER.try_with(|_| ()).is_ok().then(|| {
+        "the code tools read local files: use them through `orion mcp` on your machine, or \
+         submit an analyze task"
+            .to_owned()
+    })
+}
+
 /// A tool's answer: the JSON, as text, or the API's refusal as an error result.
 fn answer(result: Result<Value, String>) -> Result<CallToolResult, ErrorData> {
     Ok(match result {
@@ -441,6 +452,9 @@ impl Orion {
         &self,
         Parameters(c): Parameters<CodePath>,
     ) -> Result<CallToolResult, ErrorData> {
+        if let Some(refused) = local_only() {
+            return answer(Err(refused));
+        }
         let rows = tokio::task::spawn_blocking(move || {
             orion_services::code::function_rows(std::path::Path::new(&c.path), 2)
         })
@@ -455,6 +469,9 @@ impl Orion {
         Parameters(o): Parameters<Outline>,
     ) -> Result<CallToolResult, ErrorData> {
         use orion_services::code::CodeIntel;
+        if let Some(refused) = local_only() {
+            return answer(Err(refused));
+        }
         let index = orion_services::code::TreeSitterIntel
             .symbols(std::path::Path::new(&o.repo))
             .await;
@@ -478,6 +495,9 @@ impl Orion {
         Parameters(d): Parameters<Definition>,
     ) -> Result<CallToolResult, ErrorData> {
         use orion_services::code::CodeIntel;
+        if let Some(refused) = local_only() {
+            return answer(Err(refused));
+        }
         let index = orion_services::code::TreeSitterIntel
             .symbols(std::path::Path::new(&d.repo))
             .await;

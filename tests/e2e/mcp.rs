@@ -199,6 +199,13 @@ async fn the_gateway_serves_mcp_at_slash_mcp_with_the_callers_own_role() {
     assert_eq!(seen["waited"]["status"], "completed", "{seen}");
     assert!(!seen["progress"].as_array().unwrap().is_empty(), "{seen}");
     assert_eq!(seen["report_resource"]["status"], "completed", "{seen}");
+    // The code tools would read the gateway's own files: refused over HTTP.
+    assert!(
+        seen["metrics"]
+            .as_str()
+            .is_some_and(|m| m.contains("read local files")),
+        "{seen}"
+    );
 
     // A viewer reaches /mcp, but submitting is the API's to refuse: 403, and no task.
     let (base, path, data) = (

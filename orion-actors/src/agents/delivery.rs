@@ -5,8 +5,8 @@
 use orion_bus::codes;
 use orion_bus::{AgentKind, Assignment, Outcome, Step, Task, TaskFailure};
 use orion_services::forge::{
-    CommitStatus, ForgePost, ForgePull, ForgeReviewEvent, ForgeTarget, Forges, StatusState, Thread,
-    post_mark,
+    CommitStatus, ForgeError, ForgePost, ForgePull, ForgeReviewEvent, ForgeTarget, Forges,
+    StatusState, Thread, post_mark,
 };
 use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{
@@ -226,34 +226,61 @@ impl ChangeDelivery {
         key: EffectKey,
         body: &str,
     ) -> Result<(), TaskFailure> {
-        let orphaned = match self.claim(run, &key, "forge_reply").await? {
+        let (forge, repository) = (&target.forge, target.repository.as_str());
+        self.post_once(
+            run,
+            &key,
+            "forge_reply",
+            "post the task's outcome",
+            serde_json::json!({ "thread": thread }),
+            |mark| async move { forge.commented(repository, thread, &mark).await },
+            |mark| async move {
+                forge
+                    .comment(repository, thread, &format!("{body}\n\n{mark}"))
+                    .await
+            },
+        )
+        .await
+    }
+
+    /// One post on a forge, once: claimed as `key` (`kind` names it in the ledger); a claim a
+    /// lost run left is settled by `posted` (does the forge carry the post's mark?), else
+    /// `post` makes it with the mark. The outcome is `record`, or the forge's failure
+    /// ([`Self::forge_failed`], `what` saying what failed).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn post_once<P, Q>(
+        &self,
+        run: Run<'_>,
+        key: &EffectKey,
+        kind: &str,
+        what: &str,
+        record: serde_json::Value,
+        posted: impl FnOnce(String) -> P,
+        post: impl FnOnce(String) -> Q,
+    ) -> Result<(), TaskFailure>
+    where
+        P: std::future::Future<Output = Result<bool, ForgeError>>,
+        Q: std::future::Future<Output = Result<(), ForgeError>>,
+    {
+        let orphaned = match self.claim(run, key, kind).await? {
             Act::Done(_) => return Ok(()),
             Act::Go { orphaned } => orphaned,
         };
-        let mark = post_mark(run.task().id, &key);
-        let (forge, repository) = (&target.forge, target.repository.as_str());
+        let mark = post_mark(run.task().id, key);
         let posted = match orphaned {
-            true => forge.commented(repository, thread, &mark).await,
+            true => posted(mark.clone()).await,
             false => Ok(false),
         };
         let done = match posted {
             Ok(true) => Ok(()),
-            Ok(false) => {
-                forge
-                    .comment(repository, thread, &format!("{body}\n\n{mark}"))
-                    .await
-            }
+            Ok(false) => post(mark).await,
             Err(e) => Err(e),
         };
         match done {
             Ok(()) => {
-                self.settle(run, &key, serde_json::json!({ "thread": thread }))
-                    .await?;
+                self.settle(run, key, record).await?;
             }
-            Err(e) => {
-                self.forge_failed(run, &key, &e, "post the task's outcome")
-                    .await?
-            }
+            Err(e) => self.forge_failed(run, key, &e, what).await?,
         }
         Ok(())
     }
@@ -397,41 +424,25 @@ impl ChangeDelivery {
             Step::Revise { pull, .. } => EffectKey::forge_review(self.revision_round(*pull).await?),
             _ => return Ok(()),
         };
-        let mark = post_mark(task.id, &key);
-        let orphaned = match self.claim(run, &key, "forge_review").await? {
-            Act::Done(_) => return Ok(()),
-            Act::Go { orphaned } => orphaned,
-        };
-        let posted = match orphaned {
-            true => {
+        let number = forge_pull.number;
+        self.post_once(
+            run,
+            &key,
+            "forge_review",
+            "mirror a review",
+            serde_json::json!({ "event": event }),
+            |mark| async move {
                 forge
-                    .posted(repository, forge_pull.number, ForgePost::Review, &mark)
+                    .posted(repository, number, ForgePost::Review, &mark)
                     .await
-            }
-            false => Ok(false),
-        };
-        let done = match posted {
-            Ok(true) => Ok(()),
-            Ok(false) => {
+            },
+            |mark| async move {
                 forge
-                    .review(
-                        repository,
-                        forge_pull.number,
-                        event,
-                        &format!("{body}\n\n{mark}"),
-                    )
+                    .review(repository, number, event, &format!("{body}\n\n{mark}"))
                     .await
-            }
-            Err(e) => Err(e),
-        };
-        match done {
-            Ok(()) => {
-                self.settle(run, &key, serde_json::json!({ "event": event }))
-                    .await?;
-            }
-            Err(e) => self.forge_failed(run, &key, &e, "mirror a review").await?,
-        }
-        Ok(())
+            },
+        )
+        .await
     }
 
     /// The review a revision round carries out: the latest request for changes of the pull

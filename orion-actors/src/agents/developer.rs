@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use orion_bus::{AgentKind, Assignment, Candidate, Outcome, Step, Task, TaskFailure, TestVerdict};
 use orion_services::code::CodeIntel;
-use orion_services::forge::{ForgePost, ForgePull, ForgeReviewEvent, Forges, Thread, post_mark};
+use orion_services::forge::{ForgePost, ForgePull, ForgeReviewEvent, Forges, Thread};
 use orion_services::llm::{ChatMessage, ChatModel, ChatRequest};
 use orion_services::store::{EffectKey, Store};
 use orion_services::vcs::{self, Workspace};
@@ -509,42 +509,26 @@ impl DeveloperWork {
             return Ok(None);
         };
         for (i, c) in comments.iter().enumerate() {
-            let key = EffectKey::forge_comment(i);
-            let orphaned = match self.delivery.claim(run, &key, "forge_comment").await? {
-                Act::Done(_) => continue,
-                Act::Go { orphaned } => orphaned,
-            };
-            let mark = post_mark(task.id, &key);
-            let posted = match orphaned {
-                true => {
-                    forge
-                        .posted(repository, number, ForgePost::LineComment, &mark)
-                        .await
-                }
-                false => Ok(false),
-            };
-            let done = match posted {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    let body = format!("{}\n\n{mark}", c.body);
-                    forge
-                        .line_comment(repository, number, head_oid, &c.path, c.line, &body)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match done {
-                Ok(()) => {
-                    self.delivery
-                        .settle(run, &key, serde_json::json!({ "pull": number }))
-                        .await?;
-                }
-                Err(e) => {
-                    self.delivery
-                        .forge_failed(run, &key, &e, "mirror a review comment")
-                        .await?
-                }
-            }
+            self.delivery
+                .post_once(
+                    run,
+                    &EffectKey::forge_comment(i),
+                    "forge_comment",
+                    "mirror a review comment",
+                    serde_json::json!({ "pull": number }),
+                    |mark| async move {
+                        forge
+                            .posted(repository, number, ForgePost::LineComment, &mark)
+                            .await
+                    },
+                    |mark| async move {
+                        let body = format!("{}\n\n{mark}", c.body);
+                        forge
+                            .line_comment(repository, number, head_oid, &c.path, c.line, &body)
+                            .await
+                    },
+                )
+                .await?;
         }
         Ok(Some(address))
     }

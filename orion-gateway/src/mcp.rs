@@ -105,7 +105,7 @@ struct Definition {
 /// An id a tool puts into a path: a UUID, or the reason it is not one (so no id can reach
 /// another route).
 fn id(raw: &str, what: &str) -> Result<uuid::Uuid, String> {
-    uuid::Uuid::parse_str(raw.trim()).map_err(|_| format!("`{raw}` is not {what} id"))
+    crate::routes::path_id(raw.trim(), &format!("{what} id")).map_err(|e| e.to_string())
 }
 
 /// How long `wait_task` waits at most, and by default.

@@ -15,7 +15,7 @@ use actix_web::web;
 use crate::error::ApiError;
 
 /// The UUID a path's `{id}` holds, or `invalid_parameter` saying it is not `what`.
-fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
+pub(crate) fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw).map_err(|_| ApiError::InvalidParameter {
         name: "id".into(),
         reason: format!("`{raw}` is not {what}"),

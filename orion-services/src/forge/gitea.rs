@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::{
-    CommitStatus, Forge, ForgeError, ForgePost, ForgePull, ForgeReviewEvent, Http, MAX_PAGES,
-    PER_PAGE, Thread, read_pull,
+    CommitStatus, Forge, ForgeError, ForgePost, ForgePull, ForgeReviewEvent, Http, Thread,
+    read_pull,
 };
 
 #[derive(Debug)]
@@ -24,22 +24,13 @@ fn event_name(event: ForgeReviewEvent) -> &'static str {
 impl Forge for Gitea {
     async fn find_pull(&self, repo: &str, head: &str) -> Result<Option<ForgePull>, ForgeError> {
         // Gitea's listing has no `head` filter: its pages are read for the branch.
-        for page in 1..=MAX_PAGES {
-            let listed = self
-                .0
-                .get(&format!(
-                    "repos/{repo}/pulls?state=all&limit={PER_PAGE}&page={page}"
-                ))
-                .await?;
-            let items = listed.as_array().cloned().unwrap_or_default();
-            if let Some(found) = items.iter().find(|p| p["head"]["ref"] == head) {
-                return read_pull(found).map(Some);
-            }
-            if items.len() < PER_PAGE {
-                break;
-            }
-        }
-        Ok(None)
+        self.0
+            .find_listed(&format!("repos/{repo}/pulls?state=all"), |p| {
+                p["head"]["ref"] == head
+            })
+            .await?
+            .map(|found| read_pull(&found))
+            .transpose()
     }
 
     async fn open_pull(

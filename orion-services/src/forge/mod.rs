@@ -463,6 +463,21 @@ impl Http {
     /// Whether an item of the listing at `path` (paged, `per_page` and `page` appended) has a
     /// `field` (a JSON pointer) that contains `mark`.
     async fn any_contains(&self, path: &str, field: &str, mark: &str) -> Result<bool, ForgeError> {
+        let carries = |i: &serde_json::Value| {
+            i.pointer(field)
+                .and_then(|b| b.as_str())
+                .is_some_and(|b| b.contains(mark))
+        };
+        Ok(self.find_listed(path, carries).await?.is_some())
+    }
+
+    /// The first item of the listing at `path` (paged, the page size and number appended as
+    /// the forge names them) for which `wanted` holds.
+    async fn find_listed(
+        &self,
+        path: &str,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> Result<Option<serde_json::Value>, ForgeError> {
         let join = if path.contains('?') { '&' } else { '?' };
         let size = match self.kind {
             ForgeKind::Gitea => "limit",
@@ -473,18 +488,14 @@ impl Http {
                 .get(&format!("{path}{join}{size}={PER_PAGE}&page={page}"))
                 .await?;
             let items = listed.as_array().cloned().unwrap_or_default();
-            if items.iter().any(|i| {
-                i.pointer(field)
-                    .and_then(|b| b.as_str())
-                    .is_some_and(|b| b.contains(mark))
-            }) {
-                return Ok(true);
+            if let Some(found) = items.iter().find(|i| wanted(i)) {
+                return Ok(Some(found.clone()));
             }
             if items.len() < PER_PAGE {
                 break;
             }
         }
-        Ok(false)
+        Ok(None)
     }
 }
 

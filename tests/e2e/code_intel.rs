@@ -180,17 +180,11 @@ fn orion_code_metrics_agrees_with_lizard_and_its_sarif_names_what_is_over_the_th
         std::fs::copy(stdlib.join(f), &to).unwrap();
     }
     let run = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-            .args(["code", "metrics", "--format", format])
-            .arg(copy.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::support::stdout_of(
+            Command::new(env!("CARGO_BIN_EXE_orion"))
+                .args(["code", "metrics", "--format", format])
+                .arg(copy.path()),
+        )
     };
     let csv = run("csv");
     let mut lines = csv.lines();
@@ -228,7 +222,18 @@ fn orion_code_metrics_agrees_with_lizard_and_its_sarif_names_what_is_over_the_th
     );
     assert!(agreement >= 0.98, "agreement {agreement}");
 
-    let sarif: serde_json::Value = serde_json::from_str(&run("sarif")).unwrap();
+    let sarif_text = run("sarif");
+    // The official schema finds nothing wrong with it, and the same check rejects a log that
+    // breaks it (so the check is not vacuous).
+    assert_eq!(sarif_schema_errors(&sarif_text), Vec::<String>::new());
+    let broken = sarif_text.replacen("\"level\": \"warning\"", "\"level\": \"severe\"", 1);
+    assert_ne!(broken, sarif_text, "no result has level warning");
+    let errors = sarif_schema_errors(&broken);
+    assert!(
+        errors.len() == 1 && errors[0].contains("'severe' is not one of"),
+        "{errors:?}"
+    );
+    let sarif: serde_json::Value = serde_json::from_str(&sarif_text).unwrap();
     assert_eq!(sarif["version"], "2.1.0");
     let run0 = &sarif["runs"][0];
     let rules: Vec<&str> = run0["tool"]["driver"]["rules"]
@@ -273,3 +278,29 @@ fn orion_code_metrics_agrees_with_lizard_and_its_sarif_names_what_is_over_the_th
     assert!(!over.is_empty());
     assert_eq!(found, over);
 }
+
+/// What the SARIF 2.1.0 JSON schema (as the SARIF SDK ships it, fetched by scripts/tools.sh)
+/// finds wrong with a log, by the `jsonschema` package's Draft 2020-12 validator.
+fn sarif_schema_errors(log: &str) -> Vec<String> {
+    let dir = crate::support::TempDir::new();
+    let file = dir.path().join("log.sarif");
+    std::fs::write(&file, log).unwrap();
+    crate::support::stdout_of(
+        Command::new(crate::deploy::tool("venv/bin/python"))
+            .args(["-c", SARIF_CHECK])
+            .arg(crate::deploy::tool("sarif/sarif-2.1.0.json"))
+            .arg(&file),
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+const SARIF_CHECK: &str = r#"
+import json, sys
+import jsonschema
+schema = json.load(open(sys.argv[1]))
+jsonschema.Draft202012Validator.check_schema(schema)
+for error in jsonschema.Draft202012Validator(schema).iter_errors(json.load(open(sys.argv[2]))):
+    print("/".join(map(str, error.absolute_path)) + ": " + error.message.replace("\n", " "))
+"#;

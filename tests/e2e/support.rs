@@ -680,3 +680,14 @@ pub fn test_authority(dir: &Path) {
         ],
     );
 }
+
+/// Runs `command` to its end and returns what it printed; its error output when it failed.
+pub fn stdout_of(command: &mut std::process::Command) -> String {
+    let out = command.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}

@@ -15,6 +15,7 @@ mod m20261125_000006_access;
 mod m20261126_000007_task_input;
 mod m20261204_000008_effect_claims;
 mod m20261205_000009_task_origin;
+mod m20261205_000010_task_functions;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000007_task_input::Migration),
             Box::new(m20261204_000008_effect_claims::Migration),
             Box::new(m20261205_000009_task_origin::Migration),
+            Box::new(m20261205_000010_task_functions::Migration),
         ]
     }
 }

@@ -69,7 +69,9 @@ pub fn start_node(lifecycle: Lifecycle, services: NodeServices, config: NodeConf
     let mut agents = HashMap::new();
     for &kind in &config.agents {
         let work: Arc<dyn Work> = match kind {
-            AgentKind::Analyzer => Arc::new(AnalyzerWork::new(code.clone())),
+            AgentKind::Analyzer => {
+                Arc::new(AnalyzerWork::new(code.clone(), lifecycle.store().clone()))
+            }
             AgentKind::Architect => Arc::new(ArchitectWork::new(code.clone())),
             AgentKind::Testing => Arc::new(TestingWork::new(config.testing.clone())),
             AgentKind::Developer => Arc::new(

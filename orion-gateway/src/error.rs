@@ -68,6 +68,10 @@ pub enum ApiError {
     InvalidTaskId(String),
     #[error("task {0} does not exist")]
     TaskNotFound(TaskId),
+    #[error(
+        "task {0} ({1}) has no function list: only a completed analyze task of a whole repository has one"
+    )]
+    NoFunctionList(TaskId, TaskStatus),
     #[error("task {task} has no suggestion {index}")]
     SuggestionNotFound { task: TaskId, index: usize },
     #[error("pull request {0} does not exist")]
@@ -209,6 +213,11 @@ impl ApiError {
             ApiError::TaskNotFound(_) => {
                 ("task_not_found", StatusCode::NOT_FOUND, "Task not found")
             }
+            ApiError::NoFunctionList(..) => (
+                "no_function_list",
+                StatusCode::NOT_FOUND,
+                "No function list",
+            ),
             ApiError::SuggestionNotFound { .. } => (
                 "suggestion_not_found",
                 StatusCode::NOT_FOUND,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use orion_services::lifecycle::Lifecycle;
 use orion_services::secrets::Sealer;
-use orion_services::store::{AccessStore, PullStore, TaskStore, UsageStore};
+use orion_services::store::{AccessStore, AnalysisStore, PullStore, TaskStore, UsageStore};
 
 use crate::auth::{Authenticator, SubmitLimiter};
 
@@ -84,7 +84,7 @@ impl Default for GatewayConfig {
 }
 
 /// What every handler shares. Handlers reach the store through the one aggregate they use
-/// (`tasks`, `pulls`, `usage`, `access`); what moves a task goes through `lifecycle`.
+/// (`tasks`, `pulls`, `usage`, `access`, `analysis`); what moves a task goes through `lifecycle`.
 #[derive(Clone)]
 pub struct AppState {
     pub lifecycle: Lifecycle,
@@ -92,6 +92,7 @@ pub struct AppState {
     pub pulls: Arc<dyn PullStore>,
     pub usage: Arc<dyn UsageStore>,
     pub access: Arc<dyn AccessStore>,
+    pub analysis: Arc<dyn AnalysisStore>,
     pub config: GatewayConfig,
     /// The nodes' heartbeats, kept by [`run`].
     pub nodes: crate::nodes::NodeView,
@@ -118,6 +119,7 @@ impl AppState {
             tasks: store.clone(),
             pulls: store.clone(),
             usage: store.clone(),
+            analysis: store.clone(),
             access: store,
             lifecycle,
             submit_limiter: Arc::new(SubmitLimiter::per_minute(config.submissions_per_minute)),

@@ -132,6 +132,97 @@ async fn a_second_analysis_shows_the_trend() {
     );
 }
 
+/// Every function an analysis measured is stored with its report and read back through the
+/// API a page at a time: exactly the rows `orion code metrics` gives for the same tree, in
+/// its order, numbered without a gap. Bad paging parameters, and tasks that have no list,
+/// get their own errors.
+#[actix_rt::test]
+async fn an_analysis_stores_every_function_and_the_api_pages_through_them() {
+    let app = TestApp::spawn().await;
+    let root = env!("CARGO_MANIFEST_DIR");
+    let id = app.submit(json!({ "kind": "analyze", "repo": root })).await;
+    let task = app.wait_for(&id, "completed").await;
+    let report = &task["result"];
+    let count = report["function_list"]["count"].as_u64().unwrap();
+    assert_eq!(Some(count), report["summary"]["functions"].as_u64());
+    assert!(count > 1000, "{count} functions");
+
+    const PAGE: u64 = 997;
+    let (mut items, mut after, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let (status, page) = app
+            .get(&format!("/v1/tasks/{id}/functions?limit={PAGE}{after}"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(page["count"], count);
+        items.extend(page["items"].as_array().unwrap().iter().cloned());
+        pages += 1;
+        match page["next_cursor"].as_u64() {
+            Some(cursor) => after = format!("&after={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(pages, count.div_ceil(PAGE));
+    let expected: Vec<Value> = orion_services::code::function_rows(std::path::Path::new(root), 2)
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(seq, row)| {
+            let mut item = serde_json::to_value(row).unwrap();
+            item["seq"] = seq.into();
+            item
+        })
+        .collect();
+    assert_eq!(items.len(), expected.len());
+    assert!(
+        items == expected,
+        "the pages differ from `orion code metrics`"
+    );
+
+    let problem = |status: u16, code: &str| (status, Some(code.to_owned()));
+    for (query, expected) in [
+        ("?limit=0", problem(400, "invalid_parameter")),
+        ("?limit=2001", problem(400, "invalid_parameter")),
+        ("?after=-1", problem(400, "invalid_parameter")),
+        ("?after=4294967296", problem(400, "invalid_parameter")),
+        ("?after=ten", problem(400, "invalid_parameter")),
+    ] {
+        let (status, answer) = app.get(&format!("/v1/tasks/{id}/functions{query}")).await;
+        let code = answer["code"].as_str().map(str::to_owned);
+        assert_eq!((status, code), expected, "{query}: {answer}");
+    }
+    let (status, past) = app
+        .get(&format!("/v1/tasks/{id}/functions?after={count}"))
+        .await;
+    assert_eq!(
+        (
+            status,
+            past["items"].as_array().map(Vec::len),
+            &past["next_cursor"]
+        ),
+        (200, Some(0), &Value::Null),
+        "past the end: an empty last page"
+    );
+    let repo = git_fixture();
+    let diff = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path(), "diff": "HEAD~1..HEAD" }))
+        .await;
+    app.wait_for(&diff, "completed").await;
+    let unknown = uuid::Uuid::now_v7();
+    for (task, expected) in [
+        (diff.as_str(), problem(404, "no_function_list")),
+        (&unknown.to_string(), problem(404, "task_not_found")),
+        ("not-a-task", problem(400, "invalid_task_id")),
+    ] {
+        let (status, answer) = app.get(&format!("/v1/tasks/{task}/functions")).await;
+        let code = answer["code"].as_str().map(str::to_owned);
+        assert_eq!((status, code), expected, "{task}: {answer}");
+    }
+    // The report itself still reads as it did.
+    let (_, again) = app.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(&again["result"], report);
+}
+
 #[actix_rt::test]
 async fn a_diff_analysis_scores_only_the_change() {
     let app = TestApp::spawn().await;

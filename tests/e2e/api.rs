@@ -511,6 +511,7 @@ async fn health_readiness_and_the_openapi_document() {
             "/v1/tasks/{id}/budget",
             "/v1/tasks/{id}/cancel",
             "/v1/tasks/{id}/events",
+            "/v1/tasks/{id}/functions",
             "/v1/tasks/{id}/suggestions/{n}/submit",
             "/v1/tasks/{id}/usage",
             "/v1/usage"

@@ -9,6 +9,9 @@ use orion_services::store::{
     AgentSnapshot, Claim, Fence, SqlStore, StoreError, TaskQuery, Transition,
 };
 
+use orion_services::code::export::FunctionRow;
+use orion_services::code::{FunctionMetrics, Language};
+
 use crate::support::{PgDatabase, TempDir};
 
 struct Harness {
@@ -559,6 +562,82 @@ async fn a_claim_passes_on_when_its_lease_runs_out_and_only_once(h: Harness) {
     h.finish().await;
 }
 
+fn function_rows(n: usize, tag: &str) -> Vec<FunctionRow> {
+    (0..n)
+        .map(|i| FunctionRow {
+            path: format!("src/{tag}/m{}.rs", i / 10),
+            language: Language::Rust,
+            function: FunctionMetrics {
+                name: format!("{tag}_{i}"),
+                start_line: 1 + i as u32 % 10 * 7,
+                end_line: 6 + i as u32 % 10 * 7,
+                parameters: i as u32 % 4,
+                cyclomatic: 1 + i as u32 % 13,
+                cognitive: i as u32 % 17,
+                max_nesting: i as u32 % 5,
+            },
+        })
+        .collect()
+}
+
+/// Every function of a run, read back a page at a time.
+async fn read_all(h: &Harness, task: orion_bus::TaskId, run: uuid::Uuid) -> Vec<FunctionRow> {
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let page = h.store.functions(task, run, after, 700).await.unwrap();
+        let Some((last, _)) = page.last() else {
+            return rows;
+        };
+        after = Some(*last);
+        for (seq, row) in page {
+            assert_eq!(seq as usize, rows.len(), "numbered from 0 without a gap");
+            rows.push(row);
+        }
+    }
+}
+
+/// Two runs of one analyze task store their functions at the same moment (more than one
+/// insert statement each): each reads back exactly its own; a run storing again replaces
+/// its own rows; a store that fails part-way keeps nothing of it and loses nothing stored.
+async fn functions_are_kept_per_run_whole_and_read_a_page_at_a_time(h: Harness) {
+    let task = stored_task(&h).await;
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let (rows_a, rows_b) = (function_rows(2500, "a"), function_rows(1200, "b"));
+    let (saved_a, saved_b) = tokio::join!(
+        h.store.save_functions(task, a, &rows_a),
+        h.store.save_functions(task, b, &rows_b)
+    );
+    saved_a.unwrap();
+    saved_b.unwrap();
+    assert_eq!(read_all(&h, task, a).await, rows_a);
+    assert_eq!(read_all(&h, task, b).await, rows_b);
+    let other = stored_task(&h).await;
+    assert!(read_all(&h, other, a).await.is_empty(), "by task and run");
+
+    let again = function_rows(10, "again");
+    h.store.save_functions(task, a, &again).await.unwrap();
+    assert_eq!(read_all(&h, task, a).await, again);
+    assert_eq!(read_all(&h, task, b).await, rows_b);
+
+    // A text with a NUL byte, in the second insert statement: Postgres refuses it, and the
+    // whole store with it; SQLite keeps it as it is.
+    let mut broken = function_rows(1500, "broken");
+    broken[1400].function.name = "nul\0name".into();
+    let result = h.store.save_functions(task, a, &broken).await;
+    if h.pg.is_some() {
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert_eq!(read_all(&h, task, a).await, again, "nothing stored is lost");
+    } else {
+        result.unwrap();
+        assert_eq!(read_all(&h, task, a).await, broken);
+    }
+    h.finish().await;
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -583,4 +662,5 @@ on_both_databases!(
     of_runs_claiming_one_effect_at_once_exactly_one_acts,
     a_newer_attempt_fences_out_an_older_one,
     a_claim_passes_on_when_its_lease_runs_out_and_only_once,
+    functions_are_kept_per_run_whole_and_read_a_page_at_a_time,
 );

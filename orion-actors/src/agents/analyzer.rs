@@ -6,20 +6,24 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use orion_bus::{Task, TaskFailure};
-use orion_services::code::{CodeIntel, MAX_LISTED_FILES, score_change};
+use orion_services::code::{CodeIntel, FunctionList, MAX_LISTED_FILES, score_change};
+use orion_services::store::AnalysisStore;
 use orion_services::vcs;
 
+use super::delivery::store_failure;
 use super::repo::{code_failure, local_repository};
 use super::{Work, WorkContext};
 
-/// `analyze` tasks: a report with totals, the most complex functions, hotspots and debt.
+/// `analyze` tasks: a report with totals, the most complex functions, hotspots and debt;
+/// every function's metrics are stored beside it, under the run that measured them.
 pub struct AnalyzerWork {
     code: Arc<dyn CodeIntel>,
+    store: Arc<dyn AnalysisStore>,
 }
 
 impl AnalyzerWork {
-    pub fn new(code: Arc<dyn CodeIntel>) -> Self {
-        Self { code }
+    pub fn new(code: Arc<dyn CodeIntel>, store: Arc<dyn AnalysisStore>) -> Self {
+        Self { code, store }
     }
 }
 
@@ -28,7 +32,7 @@ impl Work for AnalyzerWork {
     async fn perform(
         &self,
         task: &Task,
-        _: &WorkContext,
+        ctx: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure> {
         let root = local_repository(task)?;
         if let Some((base, head)) = task.spec.diff_range() {
@@ -45,6 +49,17 @@ impl Work for AnalyzerWork {
         }
         report.suggest();
         report.trim_files(MAX_LISTED_FILES);
+        // Every function, as rows of this run's own: a report that wins names them, and a
+        // redelivery's run writes its own beside them.
+        let functions = report.take_functions();
+        self.store
+            .save_functions(task.id, ctx.run, &functions)
+            .await
+            .map_err(store_failure)?;
+        report.function_list = Some(FunctionList {
+            run: ctx.run,
+            count: functions.len() as u64,
+        });
         serde_json::to_value(report).map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
     }
 }

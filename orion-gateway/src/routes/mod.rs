@@ -3,7 +3,7 @@
 mod access;
 mod health;
 mod hooks;
-mod openapi;
+pub(crate) mod openapi;
 mod pulls;
 mod repos;
 mod stream;
@@ -62,6 +62,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         ),
         ("/v1/tasks/{id}", vec![get().to(tasks::get)]),
         ("/v1/tasks/{id}/events", vec![get().to(tasks::events)]),
+        ("/v1/tasks/{id}/functions", vec![get().to(tasks::functions)]),
         ("/v1/tasks/{id}/cancel", vec![post().to(tasks::cancel)]),
         ("/v1/tasks/{id}/usage", vec![get().to(tasks::usage)]),
         ("/v1/tasks/{id}/budget", vec![post().to(tasks::budget)]),

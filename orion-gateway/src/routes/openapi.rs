@@ -2,7 +2,7 @@
 
 use actix_web::HttpResponse;
 
-const DOCUMENT: &str = include_str!("../../../docs/openapi.json");
+pub(crate) const DOCUMENT: &str = include_str!("../../../docs/openapi.json");
 
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok()

@@ -2,6 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use orion_bus::{Priority, TaskId, TaskKind, TaskSpec, TaskStatus};
+use orion_services::code::FunctionList;
 use orion_services::lifecycle::{Change, LifecycleError, Submission};
 use orion_services::store::{StoreError, TaskQuery, UsageGroup, UsageTotals};
 use serde::Deserialize;
@@ -306,6 +307,61 @@ pub async fn events(
         .events(Some(id), params.after.unwrap_or(0), limit)
         .await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FunctionParams {
+    after: Option<u32>,
+    limit: Option<u64>,
+}
+
+/// Functions answered per page: by default, and at most.
+const FUNCTION_PAGE: u64 = 200;
+const MAX_FUNCTION_PAGE: u64 = 2000;
+
+/// `GET /v1/tasks/{id}/functions?after&limit`: every function an analyze task measured (the
+/// rows its stored report names), by path and then in file order, a page at a time;
+/// `next_cursor` continues.
+pub async fn functions(
+    path: web::Path<String>,
+    params: web::Query<FunctionParams>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = task_id(&path)?;
+    let limit = params.limit.unwrap_or(FUNCTION_PAGE);
+    if limit == 0 || limit > MAX_FUNCTION_PAGE {
+        return Err(ApiError::InvalidParameter {
+            name: "limit".into(),
+            reason: format!("must be 1 to {MAX_FUNCTION_PAGE}"),
+        });
+    }
+    let task = state.tasks.task(id).await?;
+    let list = match task.result.as_ref().and_then(|r| r.get("function_list")) {
+        Some(list) => serde_json::from_value::<FunctionList>(list.clone())
+            .map_err(|e| ApiError::internal(format!("task {id}'s function list: {e}")))?,
+        None => return Err(ApiError::NoFunctionList(id, task.status)),
+    };
+    let rows = state
+        .analysis
+        .functions(id, list.run, params.after, limit)
+        .await?;
+    let next_cursor = rows
+        .last()
+        .map(|(seq, _)| *seq)
+        .filter(|seq| u64::from(*seq) + 1 < list.count);
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|(seq, row)| {
+            let mut item = serde_json::to_value(row).map_err(ApiError::internal)?;
+            item["seq"] = seq.into();
+            Ok(item)
+        })
+        .collect::<Result<_, ApiError>>()?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "count": list.count,
+        "items": items,
+        "next_cursor": next_cursor,
+    })))
 }
 
 /// `POST /v1/tasks/{id}/cancel`: 200 with the cancelled task; 409 when it already ended.

@@ -1,7 +1,7 @@
 //! Every function's metrics, for other tools: JSON, CSV (lizard's columns where they overlap)
 //! and SARIF 2.1.0 (the functions over the thresholds, as code scanning reads them).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::function::FunctionMetrics;
@@ -9,7 +9,7 @@ use super::language::Language;
 use super::report::debt;
 
 /// One function and where it is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionRow {
     /// Relative to the analysed root, with `/` separators.
     pub path: String,

@@ -36,8 +36,8 @@ pub use file::FileAnalysis;
 pub use function::FunctionMetrics;
 pub use language::Language;
 pub use report::{
-    ComplexFunction, FileSummary, Hotspot, LanguageTotals, MAX_LISTED_FILES, RepoReport,
-    SkipCounts, Summary,
+    ComplexFunction, FileSummary, FunctionList, Hotspot, LanguageTotals, MAX_LISTED_FILES,
+    RepoReport, SkipCounts, Summary,
 };
 pub use symbols::{Location, RepoMap, SymbolIndex, Tag, tags};
 pub use walk::{MAX_FILE_BYTES, Skip};
@@ -166,21 +166,7 @@ pub fn analyze_blocking(root: &Path, threads: usize) -> Result<RepoReport, CodeE
 
 /// Every function of a directory's files (those an analysis reads), by file and line.
 pub fn function_rows(root: &Path, threads: usize) -> Result<Vec<export::FunctionRow>, CodeError> {
-    let (mut files, _) = analyze_root(root, threads)?;
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files
-        .into_iter()
-        .flat_map(|f| {
-            let (path, language) = (f.path, f.language);
-            f.functions
-                .into_iter()
-                .map(move |function| export::FunctionRow {
-                    path: path.clone(),
-                    language,
-                    function,
-                })
-        })
-        .collect())
+    Ok(analyze_blocking(root, threads)?.take_functions())
 }
 
 /// Every file of a directory the walk rules admit, measured, and what was skipped.

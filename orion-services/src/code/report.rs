@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::export::FunctionRow;
 use super::file::FileAnalysis;
 use super::function::FunctionMetrics;
 use super::language::Language;
@@ -153,6 +154,21 @@ pub struct RepoReport {
     /// Commits per path ([`RepoReport::add_hotspots`]); not stored.
     #[serde(skip)]
     churn: HashMap<String, u32>,
+    /// Where every function is listed: the rows a run stored, read a page at a time
+    /// (`GET /v1/tasks/{id}/functions`). Absent where nothing was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_list: Option<FunctionList>,
+    /// Every function, by path and then in the order of its file ([`RepoReport::functions`]);
+    /// not stored here (they are rows of their own).
+    #[serde(skip)]
+    functions: Vec<FunctionRow>,
+}
+
+/// Where an analyze task's functions are stored: `count` rows under `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunctionList {
+    pub run: uuid::Uuid,
+    pub count: u64,
 }
 
 /// A proposed follow-up task and why.
@@ -176,7 +192,7 @@ impl RepoReport {
     pub fn build(analyses: Vec<FileAnalysis>, skipped: SkipCounts) -> Self {
         let mut totals = BTreeMap::<Language, LanguageTotals>::new();
         let mut summary = Summary::default();
-        let mut all_functions: Vec<ComplexFunction> = Vec::new();
+        let mut functions: Vec<FunctionRow> = Vec::new();
         let mut cyclomatic_sum = 0u64;
         let mut files = Vec::with_capacity(analyses.len());
         for f in analyses {
@@ -223,32 +239,44 @@ impl RepoReport {
                 max_cyclomatic: file_max,
                 syntax_errors: f.syntax_errors,
             });
-            all_functions.extend(f.functions.into_iter().map(|function| ComplexFunction {
+            functions.extend(f.functions.into_iter().map(|function| FunctionRow {
                 path: f.path.clone(),
+                language: f.language,
                 function,
             }));
         }
+        // By path; a stable sort keeps each file's own order.
+        functions.sort_by(|a, b| a.path.cmp(&b.path));
         if summary.functions > 0 {
             summary.average_cyclomatic =
                 (cyclomatic_sum as f64 / summary.functions as f64 * 100.0).round() / 100.0;
         }
-        let hard_to_change: Vec<ComplexFunction> = all_functions
+        let complex = |row: &FunctionRow| ComplexFunction {
+            path: row.path.clone(),
+            function: row.function.clone(),
+        };
+        let hard_to_change: Vec<ComplexFunction> = functions
             .iter()
             .filter(|f| hard_to_change(&f.function))
-            .cloned()
+            .map(complex)
             .collect();
-        all_functions.sort_by(|a, b| {
+        let mut ranked: Vec<&FunctionRow> = functions.iter().collect();
+        ranked.sort_by(|a, b| {
             (b.function.cyclomatic, b.function.cognitive)
                 .cmp(&(a.function.cyclomatic, a.function.cognitive))
                 .then_with(|| a.path.cmp(&b.path))
                 .then_with(|| a.function.start_line.cmp(&b.function.start_line))
         });
-        all_functions.truncate(COMPLEX_FUNCTIONS);
+        let complex_functions = ranked
+            .into_iter()
+            .take(COMPLEX_FUNCTIONS)
+            .map(complex)
+            .collect();
         files.sort_by(|a, b| b.lines.cmp(&a.lines).then_with(|| a.path.cmp(&b.path)));
         RepoReport {
             summary,
             totals,
-            complex_functions: all_functions,
+            complex_functions,
             hotspots: Vec::new(),
             files,
             files_truncated: false,
@@ -256,7 +284,14 @@ impl RepoReport {
             suggestions: Vec::new(),
             hard_to_change,
             churn: HashMap::new(),
+            function_list: None,
+            functions,
         }
+    }
+
+    /// Every function measured, taken out of the report (by path, then in file order).
+    pub fn take_functions(&mut self) -> Vec<FunctionRow> {
+        std::mem::take(&mut self.functions)
     }
 
     /// Proposes refactorings of what makes code hard to change: functions over the cognitive

@@ -6,6 +6,7 @@
 //! so two coordinators can never both move one task and the log never misses a change.
 
 mod access;
+mod analysis;
 mod effects;
 mod entity;
 mod pulls;
@@ -293,6 +294,30 @@ pub trait UsageStore: Send + Sync + 'static {
     ) -> Result<Vec<UsageSum>, StoreError>;
 }
 
+/// Every function an analyze task measured, under the run that measured it (a redelivered
+/// task's runs never mix: the stored report names the run whose rows it counts).
+#[async_trait]
+pub trait AnalysisStore: Send + Sync + 'static {
+    /// Stores `rows` as `run`'s functions of `task`, numbered from 0 in their order, in one
+    /// transaction: all of them or none, replacing what the same run stored before.
+    async fn save_functions(
+        &self,
+        task: TaskId,
+        run: uuid::Uuid,
+        rows: &[crate::code::export::FunctionRow],
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` of `run`'s functions of `task`, in order, with their numbers: from the
+    /// first, or from the one after number `after`.
+    async fn functions(
+        &self,
+        task: TaskId,
+        run: uuid::Uuid,
+        after: Option<u32>,
+        limit: u64,
+    ) -> Result<Vec<(u32, crate::code::export::FunctionRow)>, StoreError>;
+}
+
 /// Who may call: API keys, the audit log, sealed repository credentials.
 #[async_trait]
 pub trait AccessStore: Send + Sync + 'static {
@@ -331,12 +356,20 @@ pub trait AccessStore: Send + Sync + 'static {
 
 /// Durable state: every aggregate's trait, as one object for whoever needs several. Each is
 /// implemented by [`SqlStore`] in its own file, with no forwarding between them.
-pub trait Store: TaskStore + PullStore + EffectStore + UsageStore + AccessStore {}
+pub trait Store:
+    TaskStore + PullStore + EffectStore + UsageStore + AccessStore + AnalysisStore
+{
+}
 
-impl<T: TaskStore + PullStore + EffectStore + UsageStore + AccessStore> Store for T {}
+impl<T: TaskStore + PullStore + EffectStore + UsageStore + AccessStore + AnalysisStore> Store
+    for T
+{
+}
 
 /// The aggregate traits, for `use orion_services::store::traits::*` where a `dyn Store`'s
 /// methods are called.
 pub mod traits {
-    pub use super::{AccessStore, EffectStore, PullStore, Store, TaskStore, UsageStore};
+    pub use super::{
+        AccessStore, AnalysisStore, EffectStore, PullStore, Store, TaskStore, UsageStore,
+    };
 }

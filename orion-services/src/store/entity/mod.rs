@@ -10,3 +10,4 @@ pub mod repo_credential;
 pub mod review;
 pub mod task;
 pub mod task_event;
+pub mod task_function;

@@ -84,7 +84,9 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report_and_a_di
         .collect();
     for tool in [
         "submit_task",
+        "list_tasks",
         "get_task",
+        "task_functions",
         "wait_task",
         "cancel_task",
         "list_pulls",
@@ -97,9 +99,41 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report_and_a_di
     ] {
         assert!(tools.contains(&tool), "{tool} in {tools:?}");
     }
+    // The API tools take what the API takes: their schemas are the OpenAPI document's.
+    let document: Value = serde_json::from_str(include_str!("../../docs/openapi.json")).unwrap();
+    let schemas = &document["components"]["schemas"];
+    let submit = &seen["schemas"]["submit_task"];
+    assert_eq!(submit["required"], serde_json::json!(["kind", "repo"]));
+    let keys = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
     assert_eq!(
-        seen["submit_schema"]["required"],
-        serde_json::json!(["kind", "repo"])
+        keys(&submit["properties"]),
+        keys(&schemas["TaskSubmission"]["properties"])
+    );
+    assert_eq!(
+        submit["properties"]["kind"]["enum"],
+        schemas["TaskKind"]["enum"]
+    );
+    let functions = &seen["schemas"]["task_functions"]["properties"];
+    assert_eq!(
+        (&functions["id"]["format"], &functions["limit"]["maximum"]),
+        (&Value::from("uuid"), &Value::from(2000))
+    );
+    assert_eq!(
+        seen["schemas"]["review_pull"]["properties"]["decision"]["enum"],
+        serde_json::json!(["approve", "request_changes"])
+    );
+    // And the API's own check answers what it does not take.
+    assert_eq!(seen["juggle"][0], true, "{seen}");
+    assert!(
+        seen["juggle"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("422 unknown_task_kind"),
+        "{seen}"
     );
     assert_eq!(seen["submitted_error"], false, "{seen}");
     assert_eq!(seen["waited"]["status"], "completed", "{seen}");
@@ -110,6 +144,14 @@ async fn an_mcp_client_submits_waits_with_progress_and_reads_the_report_and_a_di
     assert!(
         !seen["progress"].as_array().unwrap().is_empty(),
         "progress notifications from the task's events: {seen}"
+    );
+    assert_eq!(
+        (
+            &seen["functions"]["count"],
+            seen["functions"]["items"].as_array().map(Vec::len)
+        ),
+        (&seen["waited"]["result"]["summary"]["functions"], Some(3)),
+        "{seen}"
     );
     assert_eq!(seen["pulls_error"], false, "{seen}");
     assert!(

@@ -34,7 +34,7 @@ async def main():
             seen["server"] = init.server_info.name
             tools = await session.list_tools()
             seen["tools"] = sorted(t.name for t in tools.tools)
-            seen["submit_schema"] = next(t.input_schema for t in tools.tools if t.name == "submit_task")
+            seen["schemas"] = {t.name: t.input_schema for t in tools.tools}
             submitted = await session.call_tool("submit_task", {"kind": "analyze", "repo": repo})
             seen["submitted_error"] = submitted.is_error
             task = json.loads(text(submitted)) if not submitted.is_error else {}
@@ -49,6 +49,10 @@ async def main():
             )
             seen["waited"] = json.loads(text(waited)) if not waited.is_error else text(waited)
             seen["progress"] = progress
+            functions = await session.call_tool("task_functions", {"id": task.get("id", ""), "limit": 3})
+            seen["functions"] = json.loads(text(functions)) if not functions.is_error else text(functions)
+            juggle = await session.call_tool("submit_task", {"kind": "juggle", "repo": repo})
+            seen["juggle"] = [juggle.is_error, text(juggle)]
             pulls = await session.call_tool("list_pulls", {})
             seen["pulls_error"] = pulls.is_error
             seen["pulls_text"] = text(pulls)

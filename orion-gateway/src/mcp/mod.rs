@@ -1,17 +1,20 @@
 //! Orion as a Model Context Protocol server, for editors and other agents: over stdio
-//! (`orion mcp`) and over Streamable HTTP at `/mcp` on the gateway. Every tool is a call of
-//! the REST API with the caller's credential (the client's token on stdio, the request's own
-//! `Authorization` or `X-Api-Key` over HTTP), so the gate's roles apply as they do to any
-//! client; the code tools read a local directory.
+//! (`orion mcp`) and over Streamable HTTP at `/mcp` on the gateway. Every API tool is a call
+//! of one REST operation with the caller's credential (the client's token on stdio, the
+//! request's own `Authorization` or `X-Api-Key` over HTTP), so the gate's roles apply as they
+//! do to any client, and its input schema is that operation's, from the OpenAPI document
+//! ([`api`]); the code tools read a local directory.
+
+mod api;
 
 use std::time::Duration;
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, InitializeResult, ListResourceTemplatesResult,
-    PaginatedRequestParams, ProgressNotificationParam, ReadResourceRequestParams,
-    ReadResourceResponse, ReadResourceResult, RequestMetaObject, ResourceContents,
-    ResourceTemplate, ServerCapabilities,
+    CallToolResult, ContentBlock, Implementation, InitializeResult, JsonObject,
+    ListResourceTemplatesResult, PaginatedRequestParams, ProgressNotificationParam,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, RequestMetaObject,
+    ResourceContents, ResourceTemplate, ServerCapabilities,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, Peer, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
@@ -33,51 +36,6 @@ pub struct Orion {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct SubmitTask {
-    /// `analyze`, `design`, `develop`, `review`, `test`, `ci`, `release`, or a declared kind.
-    kind: String,
-    /// A local path or a git URL.
-    repo: String,
-    /// What to do (develop, review).
-    prompt: Option<String>,
-    /// The branch, tag or commit to work from.
-    #[serde(rename = "ref")]
-    git_ref: Option<String>,
-    /// `<base>..<head>`: only what changed between two revisions.
-    diff: Option<String>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct TaskId {
-    /// The task's id.
-    id: String,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct WaitTask {
-    /// The task's id.
-    id: String,
-    /// How long to wait at most, in seconds (default 300).
-    timeout_secs: Option<u64>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct PullId {
-    /// The pull request's id.
-    id: String,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct Review {
-    /// The pull request's id.
-    id: String,
-    /// `approve` (merges) or `request_changes` (a revision).
-    decision: String,
-    /// Why (required to request changes).
-    comment: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -268,11 +226,18 @@ impl Orion {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    /// Sends the task's events after `seen` as progress notifications, where the client asked
+    /// Calls the API's operation `id` with a tool's arguments.
+    async fn operate(&self, id: &str, arguments: JsonObject) -> Result<Value, String> {
+        let operation = api::operation(id);
+        let (path, body) = operation.request(arguments)?;
+        self.call(operation.method.clone(), &path, body).await
+    }
+
+    /// Sends the events of the task at `task` (its path) after `seen` as progress notifications, where the client asked
     /// for them (a progress token); returns the last event's `seq`.
     async fn notify(
         &self,
-        task: uuid::Uuid,
+        task: &str,
         seen: u64,
         progress: Option<&rmcp::model::ProgressToken>,
         peer: &Peer<RoleServer>,
@@ -280,10 +245,7 @@ impl Orion {
         let Some(token) = progress else {
             return seen;
         };
-        let Ok(events) = self
-            .get(&format!("/v1/tasks/{task}/events?after={seen}"))
-            .await
-        else {
+        let Ok(events) = self.get(&format!("{task}/events?after={seen}")).await else {
             return seen;
         };
         let mut last = seen;
@@ -307,142 +269,131 @@ impl Orion {
 #[tool_router]
 impl Orion {
     #[tool(
-        description = "Submit a task to Orion (analyze, design, develop, review, test, ci, release); returns the task"
+        description = "Submit a task to Orion (analyze, design, develop, review, test, ci, release, or a declared kind); returns the task",
+        input_schema = api::input_schema("submitTask", &[])
     )]
-    async fn submit_task(
-        &self,
-        Parameters(t): Parameters<SubmitTask>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let mut body = json!({ "kind": t.kind, "repo": t.repo });
-        for (field, value) in [("prompt", t.prompt), ("ref", t.git_ref), ("diff", t.diff)] {
-            if let Some(v) = value {
-                body[field] = v.into();
-            }
-        }
-        answer(
-            self.call(reqwest::Method::POST, "/v1/tasks", Some(body))
-                .await,
-        )
-    }
-
-    #[tool(description = "A task: its status, result (the report) or error, and usage")]
-    async fn get_task(
-        &self,
-        Parameters(t): Parameters<TaskId>,
-    ) -> Result<CallToolResult, ErrorData> {
-        match id(&t.id, "a task") {
-            Ok(task) => answer(self.get(&format!("/v1/tasks/{task}")).await),
-            Err(why) => answer(Err(why)),
-        }
+    async fn submit_task(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("submitTask", arguments).await)
     }
 
     #[tool(
-        description = "Wait until a task completes, fails, is cancelled or waits for review; its events arrive as progress notifications"
+        description = "Tasks, newest first, by status, kind or repository",
+        input_schema = api::input_schema("listTasks", &[])
+    )]
+    async fn list_tasks(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("listTasks", arguments).await)
+    }
+
+    #[tool(
+        description = "A task: its status, result (the report) or error",
+        input_schema = api::input_schema("getTask", &[])
+    )]
+    async fn get_task(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("getTask", arguments).await)
+    }
+
+    #[tool(
+        description = "Wait until a task completes, fails, is cancelled or waits for a person; its events arrive as progress notifications",
+        input_schema = api::input_schema("getTask", &[(
+            "timeout_secs",
+            json!({
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_WAIT_SECS,
+                "description": "How long to wait at most, in seconds (default 300)",
+            }),
+        )])
     )]
     async fn wait_task(
         &self,
-        Parameters(t): Parameters<WaitTask>,
+        mut arguments: JsonObject,
         meta: RequestMetaObject,
         peer: Peer<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let task_id = match id(&t.id, "a task") {
-            Ok(task) => task,
+        let wait = match arguments.remove("timeout_secs") {
+            None | Some(Value::Null) => DEFAULT_WAIT_SECS,
+            Some(v) => match v.as_u64() {
+                Some(secs) => secs.clamp(1, MAX_WAIT_SECS),
+                None => return answer(Err("`timeout_secs` must be a whole number".into())),
+            },
+        };
+        let task = match api::operation("getTask").request(arguments) {
+            Ok((path, _)) => path,
             Err(why) => return answer(Err(why)),
         };
         let progress = meta.get_progress_token();
-        let wait = t
-            .timeout_secs
-            .unwrap_or(DEFAULT_WAIT_SECS)
-            .min(MAX_WAIT_SECS);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
         let mut seen = 0u64;
         loop {
-            seen = self.notify(task_id, seen, progress.as_ref(), &peer).await;
-            let task = match self.get(&format!("/v1/tasks/{task_id}")).await {
-                Ok(task) => task,
+            seen = self.notify(&task, seen, progress.as_ref(), &peer).await;
+            let state = match self.get(&task).await {
+                Ok(state) => state,
                 Err(e) => return answer(Err(e)),
             };
-            if task["status"]
+            if state["status"]
                 .as_str()
                 .is_some_and(|s| RESTING.contains(&s))
             {
                 // The events logged between the last look and the status that ends the wait.
-                self.notify(task_id, seen, progress.as_ref(), &peer).await;
-                return answer(Ok(task));
+                self.notify(&task, seen, progress.as_ref(), &peer).await;
+                return answer(Ok(state));
             }
             if tokio::time::Instant::now() >= deadline {
                 return answer(Err(format!(
-                    "task {task_id} is still {} after {wait} s",
-                    task["status"]
+                    "task {} is still {} after {wait} s",
+                    state["id"], state["status"]
                 )));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
-    #[tool(description = "Cancel a task")]
-    async fn cancel_task(
-        &self,
-        Parameters(t): Parameters<TaskId>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let task = match id(&t.id, "a task") {
-            Ok(task) => task,
-            Err(why) => return answer(Err(why)),
-        };
-        answer(
-            self.call(
-                reqwest::Method::POST,
-                &format!("/v1/tasks/{task}/cancel"),
-                Some(json!({})),
-            )
-            .await,
-        )
-    }
-
-    #[tool(description = "The pull requests Orion opened, newest first")]
-    async fn list_pulls(&self) -> Result<CallToolResult, ErrorData> {
-        answer(self.get("/v1/pulls").await)
-    }
-
-    #[tool(description = "A pull request: its diff, test verdict and reviews")]
-    async fn get_pull(
-        &self,
-        Parameters(p): Parameters<PullId>,
-    ) -> Result<CallToolResult, ErrorData> {
-        match id(&p.id, "a pull request") {
-            Ok(pull) => answer(self.get(&format!("/v1/pulls/{pull}")).await),
-            Err(why) => answer(Err(why)),
-        }
+    #[tool(
+        description = "Every function an analyze task measured (file, lines, parameters, cyclomatic and cognitive complexity, nesting), a page at a time",
+        input_schema = api::input_schema("taskFunctions", &[])
+    )]
+    async fn task_functions(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("taskFunctions", arguments).await)
     }
 
     #[tool(
-        description = "Review a pull request: approve (merges it) or request_changes (with a comment)"
+        description = "Cancel a task",
+        input_schema = api::input_schema("cancelTask", &[])
     )]
-    async fn review_pull(
-        &self,
-        Parameters(r): Parameters<Review>,
-    ) -> Result<CallToolResult, ErrorData> {
-        let pull = match id(&r.id, "a pull request") {
-            Ok(pull) => pull,
-            Err(why) => return answer(Err(why)),
-        };
-        let mut body = json!({ "decision": r.decision });
-        if let Some(c) = r.comment {
-            body["comment"] = c.into();
-        }
-        answer(
-            self.call(
-                reqwest::Method::POST,
-                &format!("/v1/pulls/{pull}/reviews"),
-                Some(body),
-            )
-            .await,
-        )
+    async fn cancel_task(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("cancelTask", arguments).await)
     }
 
-    #[tool(description = "Model usage and cost, by model")]
-    async fn usage(&self) -> Result<CallToolResult, ErrorData> {
-        answer(self.get("/v1/usage?group_by=model").await)
+    #[tool(
+        description = "The pull requests Orion opened, newest first",
+        input_schema = api::input_schema("listPulls", &[])
+    )]
+    async fn list_pulls(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("listPulls", arguments).await)
+    }
+
+    #[tool(
+        description = "A pull request: its diff, test verdict and reviews",
+        input_schema = api::input_schema("getPull", &[])
+    )]
+    async fn get_pull(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("getPull", arguments).await)
+    }
+
+    #[tool(
+        description = "Review a pull request: approve (merges it) or request_changes (with a comment)",
+        input_schema = api::input_schema("reviewPull", &[])
+    )]
+    async fn review_pull(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("reviewPull", arguments).await)
+    }
+
+    #[tool(
+        description = "Model usage and cost, summed by task, agent, model or day",
+        input_schema = api::input_schema("usage", &[])
+    )]
+    async fn usage(&self, arguments: JsonObject) -> Result<CallToolResult, ErrorData> {
+        answer(self.operate("usage", arguments).await)
     }
 
     #[tool(

@@ -10,7 +10,7 @@ pub struct Migration;
 enum TaskFunctions {
     Table,
     TaskId,
-    Run,
+    ListId,
     Seq,
     Path,
     Language,
@@ -34,7 +34,7 @@ impl MigrationTrait for Migration {
                     .table(F::Table)
                     .if_not_exists()
                     .col(ColumnDef::new(F::TaskId).uuid().not_null())
-                    .col(ColumnDef::new(F::Run).uuid().not_null())
+                    .col(ColumnDef::new(F::ListId).uuid().not_null())
                     .col(int(F::Seq))
                     .col(ColumnDef::new(F::Path).text().not_null())
                     .col(ColumnDef::new(F::Language).string_len(32).not_null())
@@ -45,7 +45,7 @@ impl MigrationTrait for Migration {
                     .col(int(F::Cyclomatic))
                     .col(int(F::Cognitive))
                     .col(int(F::MaxNesting))
-                    .primary_key(Index::create().col(F::TaskId).col(F::Run).col(F::Seq))
+                    .primary_key(Index::create().col(F::TaskId).col(F::ListId).col(F::Seq))
                     .to_owned(),
             )
             .await

@@ -11,6 +11,7 @@ use orion_services::store::{
 
 use orion_services::code::export::FunctionRow;
 use orion_services::code::{FunctionMetrics, Language};
+use sea_orm::ConnectionTrait;
 
 use crate::support::{PgDatabase, TempDir};
 
@@ -597,10 +598,12 @@ async fn read_all(h: &Harness, task: orion_bus::TaskId, run: uuid::Uuid) -> Vec<
     }
 }
 
-/// Two runs of one analyze task store their functions at the same moment (more than one
-/// insert statement each): each reads back exactly its own; a run storing again replaces
-/// its own rows; a store that fails part-way keeps nothing of it and loses nothing stored.
-async fn functions_are_kept_per_run_whole_and_read_a_page_at_a_time(h: Harness) {
+/// Two measurements of one analyze task store their functions at the same moment (more than
+/// one insert statement each): each list reads back exactly as stored; storing a list again
+/// replaces it; a store that fails part-way keeps nothing of it and loses nothing stored; a
+/// NUL, which Postgres text cannot hold, is kept as U+FFFD; the transition that ends the task
+/// keeps only the list its report names, and no list is stored after it.
+async fn function_lists_are_whole_apart_and_end_with_their_task(h: Harness) {
     let task = stored_task(&h).await;
     let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
     let (rows_a, rows_b) = (function_rows(2500, "a"), function_rows(1200, "b"));
@@ -613,28 +616,59 @@ async fn functions_are_kept_per_run_whole_and_read_a_page_at_a_time(h: Harness) 
     assert_eq!(read_all(&h, task, a).await, rows_a);
     assert_eq!(read_all(&h, task, b).await, rows_b);
     let other = stored_task(&h).await;
-    assert!(read_all(&h, other, a).await.is_empty(), "by task and run");
+    assert!(read_all(&h, other, a).await.is_empty(), "by task and list");
 
     let again = function_rows(10, "again");
     h.store.save_functions(task, a, &again).await.unwrap();
     assert_eq!(read_all(&h, task, a).await, again);
-    assert_eq!(read_all(&h, task, b).await, rows_b);
 
-    // A text with a NUL byte, in the second insert statement: Postgres refuses it, and the
-    // whole store with it; SQLite keeps it as it is.
-    let mut broken = function_rows(1500, "broken");
-    broken[1400].function.name = "nul\0name".into();
-    let result = h.store.save_functions(task, a, &broken).await;
-    if h.pg.is_some() {
-        assert!(
-            matches!(result, Err(StoreError::Unavailable(_))),
-            "{result:?}"
-        );
-        assert_eq!(read_all(&h, task, a).await, again, "nothing stored is lost");
+    // The database refuses one row of the second insert statement: nothing of the list is
+    // kept, and the list stored before under the same id is still whole.
+    let refuse = if h.pg.is_some() {
+        "CREATE FUNCTION refuse() RETURNS trigger AS $$ BEGIN \
+           IF NEW.name = 'refused' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; \
+         END $$ LANGUAGE plpgsql; \
+         CREATE TRIGGER refuse BEFORE INSERT ON task_functions \
+           FOR EACH ROW EXECUTE FUNCTION refuse();"
     } else {
-        result.unwrap();
-        assert_eq!(read_all(&h, task, a).await, broken);
-    }
+        "CREATE TRIGGER refuse BEFORE INSERT ON task_functions WHEN NEW.name = 'refused' \
+         BEGIN SELECT RAISE(ABORT, 'refused'); END;"
+    };
+    h.store
+        .connection()
+        .execute_unprepared(refuse)
+        .await
+        .unwrap();
+    let mut broken = function_rows(1500, "broken");
+    broken[1400].function.name = "refused".into();
+    let result = h.store.save_functions(task, a, &broken).await;
+    assert!(result.is_err(), "{result:?}");
+    assert_eq!(read_all(&h, task, a).await, again, "nothing stored is lost");
+
+    let mut nul = function_rows(3, "nul");
+    nul[1].function.name = "key\0name".into();
+    nul[2].path = "src/\0.rs".into();
+    let c = uuid::Uuid::now_v7();
+    h.store.save_functions(task, c, &nul).await.unwrap();
+    nul[1].function.name = "key\u{FFFD}name".into();
+    nul[2].path = "src/\u{FFFD}.rs".into();
+    assert_eq!(read_all(&h, task, c).await, nul);
+
+    // The task ends with a report that names list b: a and c go, b stays, and no list can be
+    // stored any more.
+    let current = h.store.task(task).await.unwrap();
+    let mut change = Transition::new(&current, TaskStatus::Cancelled);
+    change.result = Some(serde_json::json!({ "function_list": { "id": b, "count": 1200 } }));
+    h.store.transition(change).await.unwrap();
+    assert!(read_all(&h, task, a).await.is_empty());
+    assert!(read_all(&h, task, c).await.is_empty());
+    assert_eq!(read_all(&h, task, b).await, rows_b);
+    let late = h.store.save_functions(task, a, &rows_a).await;
+    assert!(
+        matches!(late, Err(StoreError::TaskEnded(_, TaskStatus::Cancelled))),
+        "{late:?}"
+    );
+    assert!(read_all(&h, task, a).await.is_empty());
     h.finish().await;
 }
 
@@ -662,5 +696,5 @@ on_both_databases!(
     of_runs_claiming_one_effect_at_once_exactly_one_acts,
     a_newer_attempt_fences_out_an_older_one,
     a_claim_passes_on_when_its_lease_runs_out_and_only_once,
-    functions_are_kept_per_run_whole_and_read_a_page_at_a_time,
+    function_lists_are_whole_apart_and_end_with_their_task,
 );

@@ -15,7 +15,7 @@ use super::repo::{code_failure, local_repository};
 use super::{Work, WorkContext};
 
 /// `analyze` tasks: a report with totals, the most complex functions, hotspots and debt;
-/// every function's metrics are stored beside it, under the run that measured them.
+/// every function's metrics are stored beside it, as a list the report names.
 pub struct AnalyzerWork {
     code: Arc<dyn CodeIntel>,
     store: Arc<dyn AnalysisStore>,
@@ -32,7 +32,7 @@ impl Work for AnalyzerWork {
     async fn perform(
         &self,
         task: &Task,
-        ctx: &WorkContext,
+        _: &WorkContext,
     ) -> Result<serde_json::Value, TaskFailure> {
         let root = local_repository(task)?;
         if let Some((base, head)) = task.spec.diff_range() {
@@ -49,15 +49,16 @@ impl Work for AnalyzerWork {
         }
         report.suggest();
         report.trim_files(MAX_LISTED_FILES);
-        // Every function, as rows of this run's own: a report that wins names them, and a
-        // redelivery's run writes its own beside them.
+        // Every function, as a list of this measurement's own (a retry of the step, or a
+        // redelivery, measures anew under another id): the report that is stored names it.
         let functions = report.take_functions();
+        let list = uuid::Uuid::now_v7();
         self.store
-            .save_functions(task.id, ctx.run, &functions)
+            .save_functions(task.id, list, &functions)
             .await
             .map_err(store_failure)?;
         report.function_list = Some(FunctionList {
-            run: ctx.run,
+            id: list,
             count: functions.len() as u64,
         });
         serde_json::to_value(report).map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))

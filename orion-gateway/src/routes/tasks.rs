@@ -336,14 +336,15 @@ pub async fn functions(
         });
     }
     let task = state.tasks.task(id).await?;
-    let list = match task.result.as_ref().and_then(|r| r.get("function_list")) {
-        Some(list) => serde_json::from_value::<FunctionList>(list.clone())
-            .map_err(|e| ApiError::internal(format!("task {id}'s function list: {e}")))?,
-        None => return Err(ApiError::NoFunctionList(id, task.status)),
-    };
+    // Only an analyze task of a whole repository has one, once its report is stored.
+    let list = (task.spec.kind == TaskKind::Analyze && task.spec.diff.is_none())
+        .then(|| task.result.as_ref()?.get("function_list").cloned())
+        .flatten()
+        .and_then(|list| serde_json::from_value::<FunctionList>(list).ok())
+        .ok_or(ApiError::NoFunctionList(id, task.status))?;
     let rows = state
         .analysis
-        .functions(id, list.run, params.after, limit)
+        .functions(id, list.id, params.after, limit)
         .await?;
     let next_cursor = rows
         .last()

@@ -154,7 +154,7 @@ pub struct RepoReport {
     /// Commits per path ([`RepoReport::add_hotspots`]); not stored.
     #[serde(skip)]
     churn: HashMap<String, u32>,
-    /// Where every function is listed: the rows a run stored, read a page at a time
+    /// Where every function is listed: the list the measurement stored, read a page at a time
     /// (`GET /v1/tasks/{id}/functions`). Absent where nothing was stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function_list: Option<FunctionList>,
@@ -164,10 +164,10 @@ pub struct RepoReport {
     functions: Vec<FunctionRow>,
 }
 
-/// Where an analyze task's functions are stored: `count` rows under `run`.
+/// Where an analyze task's functions are stored: list `id`, of `count` rows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FunctionList {
-    pub run: uuid::Uuid,
+    pub id: uuid::Uuid,
     pub count: u64,
 }
 

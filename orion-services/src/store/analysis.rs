@@ -5,13 +5,18 @@ use orion_bus::TaskId;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use uuid::Uuid;
 
-use super::entity::task_function;
+use super::entity::{task, task_function};
 use super::{AnalysisStore, SqlStore, StoreError};
 use crate::code::export::FunctionRow;
 
 /// Rows per insert statement: 12 columns each, well under the 32,766 bound parameters
 /// SQLite and the 65,535 Postgres allow in one statement.
 const INSERT_CHUNK: usize = 1000;
+
+/// Text as Postgres can hold it: NUL, which no text column takes, becomes U+FFFD.
+fn text(value: &str) -> String {
+    value.replace('\0', "\u{FFFD}")
+}
 
 fn column(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
@@ -47,14 +52,25 @@ impl AnalysisStore for SqlStore {
     async fn save_functions(
         &self,
         task: TaskId,
-        run: Uuid,
+        list: Uuid,
         rows: &[FunctionRow],
     ) -> Result<(), StoreError> {
         use sea_orm::TransactionTrait;
         let txn = self.connection().begin().await?;
+        // The task's row, locked (on Postgres; SQLite runs one transaction at a time) so that
+        // the transition storing its report waits, or is waited for.
+        let current = task::Entity::find_by_id(task.as_uuid())
+            .lock_exclusive()
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::NotFound(task))?;
+        let status: orion_bus::TaskStatus = super::sql::parse(&current.status, "status")?;
+        if status.is_terminal() {
+            return Err(StoreError::TaskEnded(task, status));
+        }
         task_function::Entity::delete_many()
             .filter(task_function::Column::TaskId.eq(task.as_uuid()))
-            .filter(task_function::Column::Run.eq(run))
+            .filter(task_function::Column::ListId.eq(list))
             .exec(&txn)
             .await?;
         for (chunk_index, chunk) in rows.chunks(INSERT_CHUNK).enumerate() {
@@ -62,11 +78,11 @@ impl AnalysisStore for SqlStore {
                 let f = &row.function;
                 task_function::ActiveModel {
                     task_id: Set(task.as_uuid()),
-                    run: Set(run),
+                    list_id: Set(list),
                     seq: Set(column((chunk_index * INSERT_CHUNK + i) as u32)),
-                    path: Set(row.path.clone()),
+                    path: Set(text(&row.path)),
                     language: Set(row.language.name().to_owned()),
-                    name: Set(f.name.clone()),
+                    name: Set(text(&f.name)),
                     start_line: Set(column(f.start_line)),
                     end_line: Set(column(f.end_line)),
                     parameters: Set(column(f.parameters)),
@@ -86,13 +102,13 @@ impl AnalysisStore for SqlStore {
     async fn functions(
         &self,
         task: TaskId,
-        run: Uuid,
+        list: Uuid,
         after: Option<u32>,
         limit: u64,
     ) -> Result<Vec<(u32, FunctionRow)>, StoreError> {
         let mut query = task_function::Entity::find()
             .filter(task_function::Column::TaskId.eq(task.as_uuid()))
-            .filter(task_function::Column::Run.eq(run));
+            .filter(task_function::Column::ListId.eq(list));
         if let Some(after) = after {
             query = query.filter(task_function::Column::Seq.gt(column(after)));
         }

@@ -54,6 +54,8 @@ pub enum StoreError {
     Unavailable(#[source] sea_orm::DbErr),
     #[error("stored data is not valid: {0}")]
     Corrupt(String),
+    #[error("task {0} has ended ({1}): what it stored is final")]
+    TaskEnded(TaskId, TaskStatus),
 }
 
 impl From<sea_orm::DbErr> for StoreError {
@@ -294,25 +296,28 @@ pub trait UsageStore: Send + Sync + 'static {
     ) -> Result<Vec<UsageSum>, StoreError>;
 }
 
-/// Every function an analyze task measured, under the run that measured it (a redelivered
-/// task's runs never mix: the stored report names the run whose rows it counts).
+/// Every function an analyze task measured, as lists: one per measurement, under an id of its
+/// own, so measurements of one task (a redelivery, a retry) never mix; the stored report
+/// names its list, and storing that report deletes the task's other lists.
 #[async_trait]
 pub trait AnalysisStore: Send + Sync + 'static {
-    /// Stores `rows` as `run`'s functions of `task`, numbered from 0 in their order, in one
-    /// transaction: all of them or none, replacing what the same run stored before.
+    /// Stores `rows` as list `list` of `task`, numbered from 0 in their order, in one
+    /// transaction: all of them or none, replacing a list of the same id. A NUL, which
+    /// Postgres text cannot hold, is stored as U+FFFD. Refused (`TaskEnded`) once the task
+    /// has ended: its report, and the list it names, are final.
     async fn save_functions(
         &self,
         task: TaskId,
-        run: uuid::Uuid,
+        list: uuid::Uuid,
         rows: &[crate::code::export::FunctionRow],
     ) -> Result<(), StoreError>;
 
-    /// Up to `limit` of `run`'s functions of `task`, in order, with their numbers: from the
+    /// Up to `limit` of list `list`'s functions, in order, with their numbers: from the
     /// first, or from the one after number `after`.
     async fn functions(
         &self,
         task: TaskId,
-        run: uuid::Uuid,
+        list: uuid::Uuid,
         after: Option<u32>,
         limit: u64,
     ) -> Result<Vec<(u32, crate::code::export::FunctionRow)>, StoreError>;

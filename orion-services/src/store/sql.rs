@@ -13,7 +13,7 @@ use sea_orm::{
     TransactionTrait,
 };
 
-use super::entity::{agent_snapshot, task, task_event};
+use super::entity::{agent_snapshot, task, task_event, task_function};
 use super::{AgentSnapshot, StoreError, TaskPage, TaskQuery, TaskStore, Transition};
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
@@ -48,7 +48,7 @@ impl SqlStore {
     }
 }
 
-fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn parse<T: FromStr>(value: &str, what: &str) -> Result<T, StoreError> {
     value
         .parse()
         .map_err(|_| StoreError::Corrupt(format!("unknown {what} `{value}`")))
@@ -284,6 +284,13 @@ impl TaskStore for SqlStore {
         let from: TaskStatus = parse(&current.status, "status")?;
         from.check(change.to)?;
         let attempts = current.attempts + i32::from(change.count_attempt);
+        let named_list = change.result.as_ref().and_then(|r| {
+            r.get("function_list")?
+                .get("id")?
+                .as_str()?
+                .parse::<uuid::Uuid>()
+                .ok()
+        });
         let mut active = current.into_active_model();
         active.status = Set(change.to.as_str().to_owned());
         active.version = Set(change.expected_version + 1);
@@ -319,6 +326,18 @@ impl TaskStore for SqlStore {
             .one(&txn)
             .await?
             .ok_or(StoreError::NotFound(change.task))?;
+        // A task that ends keeps only the function list its report names (an analyze task's):
+        // those of its other measurements (a redelivery, a retry, a failed run) go with it.
+        // Saving a list locks the task's row and is refused once it has ended, so none comes
+        // after.
+        if change.to.is_terminal() {
+            let mut others =
+                task_function::Entity::delete_many().filter(task_function::Column::TaskId.eq(id));
+            if let Some(list) = named_list {
+                others = others.filter(task_function::Column::ListId.ne(list));
+            }
+            others.exec(&txn).await?;
+        }
         let event = insert_event(
             &txn,
             change.task,

@@ -6,7 +6,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub task_id: Uuid,
     #[sea_orm(primary_key, auto_increment = false)]
-    pub run: Uuid,
+    pub list_id: Uuid,
     #[sea_orm(primary_key, auto_increment = false)]
     pub seq: i32,
     pub path: String,

@@ -61,10 +61,10 @@ pub async fn connect(settings: &Settings, node: &str) -> anyhow::Result<Services
     let store = open_store(&url).await?;
     let subjects =
         Subjects::new(settings.bus.prefix.clone()).context("while reading bus.prefix")?;
-    let bus: Arc<dyn Bus> = match &settings.bus.url {
+    let bus: Arc<dyn Bus> = match settings.bus_servers() {
         Some(url) => Arc::new(
             NatsBus::connect_with(
-                url,
+                &url,
                 subjects,
                 settings.bus_config(),
                 &settings.nats_security(),
@@ -157,7 +157,7 @@ pub fn start_node(
     // call the API as an admin.
     anyhow::ensure!(
         !(settings.sandbox.setup_network
-            && settings.bus.url.is_none()
+            && settings.bus_servers().is_none()
             && settings.auth.mode == orion_gateway::auth::AuthMode::None),
         "sandbox.setup_network = true lets a repository's setup step reach this machine's \
          network, where this process serves the API without auth: turn auth on \

@@ -166,7 +166,13 @@ pub struct DatabaseSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct BusSettings {
+    /// One server (`nats://host:port`), or several separated by commas.
     pub url: Option<String>,
+    /// More servers of the same cluster, to fail over between (with or instead of `url`).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Copies of every stream the JetStream cluster keeps (3 to survive a server's loss).
+    pub replicas: usize,
     pub prefix: String,
     pub ack_wait_ms: u64,
     pub max_deliver: u32,
@@ -262,7 +268,7 @@ impl Settings {
     /// Where a task's `repo` may point: the configured roots and hosts (in a cluster, none
     /// until configured; embedded, any), never inside this process's data directory.
     pub fn repo_policy(&self) -> orion_services::vcs::RepoPolicy {
-        let cluster = self.bus.url.is_some();
+        let cluster = self.bus_servers().is_some();
         let security = &self.security;
         let data_dir = self.data_dir_absolute();
         orion_services::vcs::RepoPolicy {
@@ -336,12 +342,27 @@ impl Settings {
         }
     }
 
+    /// The NATS servers to connect to, comma-separated (`bus.url`, then `bus.servers`);
+    /// `None`: the in-process bus.
+    pub fn bus_servers(&self) -> Option<String> {
+        let servers: Vec<&str> = self
+            .bus
+            .url
+            .iter()
+            .chain(&self.bus.servers)
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        (!servers.is_empty()).then(|| servers.join(","))
+    }
+
     pub fn bus_config(&self) -> BusConfig {
         BusConfig {
             ack_wait: Duration::from_millis(self.bus.ack_wait_ms),
             max_deliver: self.bus.max_deliver,
             max_message_bytes: self.bus.max_message_bytes,
             prefetch: self.node.concurrency,
+            replicas: self.bus.replicas,
             ..BusConfig::default()
         }
     }

@@ -86,6 +86,10 @@ pub struct BusConfig {
     /// handled concurrently: a prefetched message waiting in the client still runs down its
     /// ack wait, and would be redelivered elsewhere if it waited longer.
     pub prefetch: usize,
+    /// Copies of every stream a JetStream cluster keeps (1, or 3 to survive a server's loss):
+    /// applied to the streams created, and to existing ones that differ, when a process
+    /// connects.
+    pub replicas: usize,
 }
 
 impl Default for BusConfig {
@@ -96,6 +100,7 @@ impl Default for BusConfig {
             max_message_bytes: 1024 * 1024,
             duplicate_window: Duration::from_secs(120),
             prefetch: 8,
+            replicas: 1,
         }
     }
 }

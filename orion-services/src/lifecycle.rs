@@ -2,8 +2,10 @@
 //!
 //! The store is the source of truth; the bus carries the news. A change is committed first
 //! (checked transition, version guard, event appended in one transaction) and then
-//! published on `<p>.events.<task>.<type>`. A publication that fails is logged, not
-//! retried: the event is in the log, and every reader of the stream can replay from it.
+//! published on `<p>.events.<task>.<type>`. A publication that fails (the bus is failing
+//! over to another server, say) is made again in the background: the bus carries every event
+//! at least once, named by its `seq`; the event is in the log either way, and every reader
+//! can replay from it.
 
 use std::sync::Arc;
 
@@ -236,9 +238,35 @@ impl Lifecycle {
     }
 
     async fn announce(&self, event: TaskEvent) {
-        let envelope = Envelope::new(self.node.clone(), Body::Event(event));
+        let envelope = Envelope::new(self.node.clone(), Body::Event(event.clone()));
         if let Err(e) = self.bus.publish_event(&envelope).await {
-            tracing::warn!(error = %e, "could not publish an event; it stays in the task log");
+            tracing::info!(error = %e, task = %event.task_id, seq = event.seq, "could not publish an event yet; trying again");
+            tokio::spawn(republish(self.bus.clone(), self.node.clone(), event));
+        }
+    }
+}
+
+/// How long an event that could not be published is tried again.
+const REPUBLISH_FOR: std::time::Duration = std::time::Duration::from_secs(90);
+
+/// Publishes `event` until the bus takes it, with a growing pause, for at most
+/// [`REPUBLISH_FOR`]; then it is left to the task log. Each try is a message of its own: a
+/// failed one may have arrived all the same, and a server that failed over may answer for a
+/// message id it no longer holds, so the events stream carries an event at least once, named
+/// by its `seq` (readers that count pass copies over).
+async fn republish(bus: Arc<dyn Bus>, node: String, event: TaskEvent) {
+    let give_up = tokio::time::Instant::now() + REPUBLISH_FOR;
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        tokio::time::sleep(pause).await;
+        let envelope = Envelope::new(node.clone(), Body::Event(event.clone()));
+        match bus.publish_event(&envelope).await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() + pause >= give_up => {
+                tracing::warn!(error = %e, task = %event.task_id, seq = event.seq, "could not publish an event; it stays in the task log");
+                return;
+            }
+            Err(_) => pause = (pause * 2).min(std::time::Duration::from_secs(5)),
         }
     }
 }

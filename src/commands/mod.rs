@@ -31,7 +31,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             orion_bench::analysis::analyze(args, &mut std::io::stdout())
         }
         Command::Bench(crate::cli::BenchCommand::Cluster(args)) => {
-            orion_bench::cluster::cluster(args, settings.bus.url.clone(), &mut std::io::stdout())
+            orion_bench::cluster::cluster(args, settings.bus_servers(), &mut std::io::stdout())
                 .await
         }
         Command::Bench(crate::cli::BenchCommand::NatsEcho(args)) => {

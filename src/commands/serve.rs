@@ -21,8 +21,8 @@ fn apply_data_dir(settings: &mut Settings, data: DataArgs) {
 /// Cluster processes share state, so they refuse to start on the embedded defaults.
 fn require_cluster(settings: &Settings, what: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
-        settings.bus.url.is_some() && settings.database.url.is_some(),
-        "`orion {what}` is a cluster process: set bus.url and database.url \
+        settings.bus_servers().is_some() && settings.database.url.is_some(),
+        "`orion {what}` is a cluster process: set bus.url (or bus.servers) and database.url \
          (ORION__BUS__URL, ORION__DATABASE__URL or --config config/cluster.toml); \
          for everything in one process use `orion up`"
     );
@@ -63,7 +63,7 @@ pub async fn up(args: UpArgs, mut settings: Settings) -> anyhow::Result<ExitCode
     }
     let embedded = app::start_embedded(&settings).await?;
     let addr = embedded.gateway.addr;
-    let bus = if settings.bus.url.is_some() {
+    let bus = if settings.bus_servers().is_some() {
         "NATS"
     } else {
         "in-process bus"
@@ -179,7 +179,7 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
             .agents
             .iter()
             .all(|a| *a == AgentKind::Testing);
-    if tests_only && settings.bus.url.is_some() {
+    if tests_only && settings.bus_servers().is_some() {
         tracing::info!("a testing-only node: no database, its snapshots stay in data_dir");
     } else {
         require_cluster(&settings, "node")?;

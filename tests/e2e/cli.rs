@@ -129,7 +129,7 @@ fn bad_arguments_are_refused_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("cluster process: set bus.url and database.url")
+            .contains("cluster process: set bus.url (or bus.servers) and database.url")
     );
     let out = Command::new(env!("CARGO_BIN_EXE_orion"))
         .args(["run", "analyze", "--repo", "."])

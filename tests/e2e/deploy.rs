@@ -267,4 +267,42 @@ fn set_overrides_change_pools_secrets_and_ingress_and_bad_values_are_refused() {
         refused.contains("secrets.databaseUrl (or existingSecret) is required"),
         "{refused}"
     );
+    let refused = render(&["--set", "nats.replicas=0"]).unwrap_err();
+    assert!(
+        refused.contains("values don't meet the specifications of the schema"),
+        "{refused}"
+    );
+
+    // Streams on one server by default; on three in the production values.
+    for (args, replicas) in [
+        (&[][..], "1"),
+        (
+            &["--values", "helm/orion/ci/production-values.yaml"][..],
+            "3",
+        ),
+    ] {
+        let manifests = render(args).expect("the values render");
+        let deployments: Vec<&Value> = manifests
+            .iter()
+            .filter(|m| m["kind"] == "Deployment")
+            .collect();
+        assert!(deployments.len() >= 3);
+        for deployment in deployments {
+            assert_eq!(
+                env_value(container(deployment), "ORION__BUS__REPLICAS"),
+                Some(replicas),
+                "{}",
+                deployment["metadata"]["name"]
+            );
+        }
+    }
+}
+
+/// The literal value of an environment variable of a container.
+fn env_value<'a>(container: &'a Value, var: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == var)?["value"]
+        .as_str()
 }

@@ -117,3 +117,34 @@ async fn a_bad_filter_is_refused_before_the_upgrade() {
         (400, Some("invalid_parameter"))
     );
 }
+
+/// The bus carries an event at least once (a publication that failed is made again as a
+/// message of its own): copies of an event, as its `seq` names it, reach a client once.
+#[actix_rt::test]
+async fn copies_of_an_event_on_the_bus_reach_a_client_once() {
+    let app = TestApp::spawn().await;
+    let repo = fixture_repo();
+    let mut frames = open(&app, "").await;
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let events = events_until(&mut frames, &id, "completed").await;
+    let completed: orion_bus::TaskEvent = serde_json::from_value(events[3].clone()).unwrap();
+    let lifecycle = &app.services.lifecycle;
+    for _ in 0..2 {
+        let copy = orion_bus::Envelope::new("a-retry", orion_bus::Body::Event(completed.clone()));
+        lifecycle.bus().publish_event(&copy).await.unwrap();
+    }
+    // A new event after the copies: what arrives before it is what the copies made.
+    let task_id: orion_bus::TaskId = id.parse().unwrap();
+    let note = lifecycle
+        .note(task_id, json!({ "after": "the copies" }))
+        .await
+        .unwrap();
+    let next = next_event(&mut frames).await;
+    assert_eq!(
+        (next["type"].as_str(), next["seq"].as_i64()),
+        (Some("progress"), Some(note.seq)),
+        "a copy of `completed` reached the client again: {next}"
+    );
+}

@@ -45,6 +45,8 @@ bus. Secrets are wired per process in the helpers below: each gets only those it
   value: /var/lib/orion
 - name: ORION__BUS__PREFIX
   value: {{ .Values.nats.prefix | quote }}
+- name: ORION__BUS__REPLICAS
+  value: {{ .Values.nats.replicas | default 1 | quote }}
 - name: ORION__BUS__URL
   valueFrom:
     secretKeyRef: { name: {{ include "orion.secretName" . }}, key: nats-url }

@@ -34,6 +34,38 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// Pause after a consumer error before asking the server again.
 const CONSUMER_ERROR_BACKOFF: Duration = Duration::from_millis(200);
+/// Consecutive consumer errors (missed heartbeats, mostly) after which the consumer is
+/// looked up and pulled from anew: its server may be gone, or its leader moved.
+const CONSUMER_ERRORS_BEFORE_RENEWAL: u32 = 3;
+/// The pause before a consumer that could not be reached is tried again.
+const CONSUMER_RETRY: Duration = Duration::from_secs(1);
+
+/// Where a durable pull consumer's messages come from, to pull from it again.
+struct PullSource {
+    stream: jetstream::stream::Stream,
+    config: pull::Config,
+    batch: Option<usize>,
+}
+
+impl PullSource {
+    /// The consumer (created where missing) and a fresh pull of its messages.
+    async fn messages(&self) -> Result<pull::Stream, BusError> {
+        let name = self.config.durable_name.clone().unwrap_or_default();
+        let consumer = self
+            .stream
+            .get_or_create_consumer(&name, self.config.clone())
+            .await
+            .map_err(|e| BusError::unavailable("creating a consumer", e))?;
+        let mut messages = consumer.stream().heartbeat(PULL_HEARTBEAT);
+        if let Some(batch) = self.batch {
+            messages = messages.max_messages_per_batch(batch);
+        }
+        messages
+            .messages()
+            .await
+            .map_err(|e| BusError::unavailable("pulling messages", e))
+    }
+}
 
 const FAMILIES: [StreamFamily; 5] = [
     StreamFamily::Tasks,
@@ -155,18 +187,25 @@ impl NatsBus {
         Self::connect_with(url, subjects, config, &NatsSecurity::default()).await
     }
 
-    /// Connects with credentials and TLS settings.
+    /// Connects with credentials and TLS settings. `url` names one server, or several
+    /// separated by commas (a cluster: the client fails over between them, and learns the
+    /// others the servers announce).
     pub async fn connect_with(
         url: &str,
         subjects: Subjects,
         config: BusConfig,
         security: &NatsSecurity,
     ) -> Result<Self, BusError> {
+        let servers: Vec<&str> = url
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .collect();
         let client = security
             .options()
             .await?
             .name("orion")
-            .connect(url)
+            .connect(servers.as_slice())
             .await
             .map_err(|e| BusError::unavailable("connecting to NATS", e))?;
         let js = jetstream::new(client.clone());
@@ -177,12 +216,39 @@ impl NatsBus {
             config,
         };
         for family in FAMILIES {
-            bus.js
-                .get_or_create_stream(bus.stream_config(family))
-                .await
-                .map_err(|e| BusError::unavailable("creating a JetStream stream", e))?;
+            bus.ensure_stream(family).await?;
         }
         Ok(bus)
+    }
+
+    /// Creates `family`'s stream where it is missing; where it exists with another number of
+    /// replicas, changes that (and only that) to the configured one.
+    async fn ensure_stream(&self, family: StreamFamily) -> Result<(), BusError> {
+        let wanted = self.stream_config(family);
+        let mut stream = self
+            .js
+            .get_or_create_stream(wanted.clone())
+            .await
+            .map_err(|e| BusError::unavailable("creating a JetStream stream", e))?;
+        let info = stream
+            .info()
+            .await
+            .map_err(|e| BusError::unavailable("reading a JetStream stream", e))?;
+        if info.config.num_replicas != wanted.num_replicas {
+            tracing::warn!(
+                stream = %wanted.name,
+                from = info.config.num_replicas,
+                to = wanted.num_replicas,
+                "the stream has another number of replicas than bus.replicas; changing it"
+            );
+            let mut changed = info.config.clone();
+            changed.num_replicas = wanted.num_replicas;
+            self.js
+                .update_stream(changed)
+                .await
+                .map_err(|e| BusError::unavailable("changing a stream's replicas", e))?;
+        }
+        Ok(())
     }
 
     fn stream_config(&self, family: StreamFamily) -> stream::Config {
@@ -199,6 +265,7 @@ impl NatsBus {
             retention,
             max_age,
             duplicate_window: self.config.duplicate_window,
+            num_replicas: self.config.replicas.max(1),
             ..Default::default()
         }
     }
@@ -234,7 +301,9 @@ impl NatsBus {
 
     /// The messages of the durable pull consumer `name` on `stream` (created where missing:
     /// explicit acks, the configured ack wait, no delivery limit of its own), `batch` at a
-    /// time where given; a consumer error is logged and, after a pause, passed over.
+    /// time where given. The stream does not end while the process lives: a consumer error
+    /// is logged and passed over, and where the server's side goes quiet or ends (its server
+    /// was lost, its leader moved to another) the consumer is looked up and pulled from again.
     async fn pull(
         &self,
         stream: &jetstream::stream::Stream,
@@ -242,40 +311,54 @@ impl NatsBus {
         filter_subject: String,
         batch: Option<usize>,
     ) -> Result<futures_util::stream::BoxStream<'static, jetstream::Message>, BusError> {
-        let consumer = stream
-            .get_or_create_consumer(
-                name,
-                pull::Config {
-                    durable_name: Some(name.to_owned()),
-                    filter_subject,
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.config.ack_wait,
-                    max_deliver: -1,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(|e| BusError::unavailable("creating a consumer", e))?;
-        let mut messages = consumer.stream().heartbeat(PULL_HEARTBEAT);
-        if let Some(batch) = batch {
-            messages = messages.max_messages_per_batch(batch);
-        }
-        let messages = messages
-            .messages()
-            .await
-            .map_err(|e| BusError::unavailable("pulling messages", e))?;
-        Ok(messages
-            .filter_map(|next| async move {
-                match next {
-                    Ok(message) => Some(message),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "consumer error; continuing");
-                        tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
-                        None
+        let source = PullSource {
+            stream: stream.clone(),
+            config: pull::Config {
+                durable_name: Some(name.to_owned()),
+                filter_subject,
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: self.config.ack_wait,
+                max_deliver: -1,
+                ..Default::default()
+            },
+            batch,
+        };
+        let first = source.messages().await?;
+        let state = (source, Some(first), 0u32);
+        Ok(futures_util::stream::unfold(
+            state,
+            |(source, mut messages, mut errors)| async move {
+                loop {
+                    let Some(current) = messages.as_mut() else {
+                        match source.messages().await {
+                            Ok(fresh) => messages = Some(fresh),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot pull from a consumer; trying again");
+                                tokio::time::sleep(CONSUMER_RETRY).await;
+                            }
+                        }
+                        continue;
+                    };
+                    match current.next().await {
+                        Some(Ok(message)) => return Some((message, (source, messages, 0))),
+                        Some(Err(e)) if errors + 1 < CONSUMER_ERRORS_BEFORE_RENEWAL => {
+                            errors += 1;
+                            tracing::warn!(error = %e, "consumer error; continuing");
+                            tokio::time::sleep(CONSUMER_ERROR_BACKOFF).await;
+                        }
+                        ended => {
+                            tracing::warn!(
+                                consumer = source.config.durable_name.as_deref().unwrap_or_default(),
+                                error = ?ended.and_then(Result::err).map(|e| e.to_string()),
+                                "the consumer's messages stopped; pulling from it anew"
+                            );
+                            (messages, errors) = (None, 0);
+                        }
                     }
                 }
-            })
-            .boxed())
+            },
+        )
+        .boxed())
     }
 
     async fn publish_durable(

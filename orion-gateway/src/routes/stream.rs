@@ -207,10 +207,16 @@ fn buffered(mut live: EnvelopeStream, capacity: usize) -> Live {
     let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = overflowed.clone();
     actix_web::rt::spawn(async move {
+        // The bus carries an event at least once (a publication that failed over is made
+        // again); its `seq` names it, so a copy is passed over.
+        let mut recent = Recent::default();
         while let Some((_, envelope)) = live.next().await {
             let Body::Event(event) = envelope.body else {
                 continue;
             };
+            if !recent.first_time(event.seq) {
+                continue;
+            }
             match tx.try_send(event) {
                 Ok(()) => {}
                 Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
@@ -222,6 +228,31 @@ fn buffered(mut live: EnvelopeStream, capacity: usize) -> Live {
         }
     });
     Live { events, overflowed }
+}
+
+/// The `seq`s of the last [`Recent::KEPT`] events passed on.
+#[derive(Default)]
+struct Recent {
+    order: std::collections::VecDeque<i64>,
+    seen: std::collections::HashSet<i64>,
+}
+
+impl Recent {
+    const KEPT: usize = 4096;
+
+    /// Whether `seq` is new here (and remembers it).
+    fn first_time(&mut self, seq: i64) -> bool {
+        if !self.seen.insert(seq) {
+            return false;
+        }
+        self.order.push_back(seq);
+        if self.order.len() > Self::KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.seen.remove(&oldest);
+        }
+        true
+    }
 }
 
 /// Why a session ended.

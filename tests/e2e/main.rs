@@ -22,6 +22,7 @@ mod llm;
 mod mcp;
 mod plugins;
 mod remotes;
+mod replication;
 mod reviews;
 mod runtime;
 mod sandbox;

@@ -218,6 +218,58 @@ async fn an_analysis_stores_every_function_and_the_api_pages_through_them() {
         let code = answer["code"].as_str().map(str::to_owned);
         assert_eq!((status, code), expected, "{task}: {answer}");
     }
+    // A task of another kind whose result says it has a list, and an analyze task whose list
+    // does not read: neither has one to page.
+    let lifecycle = &app.services.lifecycle;
+    for (kind, result) in [
+        (
+            orion_bus::TaskKind::Review,
+            json!({ "function_list": { "id": uuid::Uuid::now_v7(), "count": 3 } }),
+        ),
+        (
+            orion_bus::TaskKind::Analyze,
+            json!({ "function_list": "every one" }),
+        ),
+    ] {
+        let spec = orion_bus::TaskSpec::new(
+            kind,
+            root,
+            Some("x".into()),
+            None,
+            orion_bus::Priority::Normal,
+        )
+        .unwrap();
+        let task = lifecycle
+            .store()
+            .create_task(spec, None, Some("test"))
+            .await
+            .unwrap()
+            .0;
+        for to in [
+            orion_bus::TaskStatus::Assigned,
+            orion_bus::TaskStatus::Running,
+        ] {
+            lifecycle
+                .advance(task.id, to, orion_services::lifecycle::Change::default())
+                .await
+                .unwrap();
+        }
+        lifecycle
+            .advance(
+                task.id,
+                orion_bus::TaskStatus::Completed,
+                orion_services::lifecycle::Change::completed(result),
+            )
+            .await
+            .unwrap();
+        let (status, answer) = app.get(&format!("/v1/tasks/{}/functions", task.id)).await;
+        let code = answer["code"].as_str().map(str::to_owned);
+        assert_eq!(
+            (status, code),
+            problem(404, "no_function_list"),
+            "{kind:?}: {answer}"
+        );
+    }
     // The report itself still reads as it did.
     let (_, again) = app.get(&format!("/v1/tasks/{id}")).await;
     assert_eq!(&again["result"], report);

@@ -304,3 +304,21 @@ jsonschema.Draft202012Validator.check_schema(schema)
 for error in jsonschema.Draft202012Validator(schema).iter_errors(json.load(open(sys.argv[2]))):
     print("/".join(map(str, error.absolute_path)) + ": " + error.message.replace("\n", " "))
 "#;
+
+/// A name is source text: a NUL in it (past the first 8 KiB, where a file is not taken for
+/// binary) comes out as U+FFFD, which any database holds.
+#[test]
+fn a_nul_in_a_function_name_is_replaced() {
+    let mut text = format!("// {}\n", "x".repeat(9000)).into_bytes();
+    text.extend_from_slice(b"const o = { \"a\0b\": function () { return 1; } };\n");
+    let files = analyze_sources(
+        &[Source {
+            path: "o.js".into(),
+            language: Language::JavaScript,
+            bytes: text,
+        }],
+        1,
+    );
+    let names: Vec<&str> = files[0].functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["\"a\u{FFFD}b\""]);
+}

@@ -622,6 +622,15 @@ async fn function_lists_are_whole_apart_and_end_with_their_task(h: Harness) {
     h.store.save_functions(task, a, &again).await.unwrap();
     assert_eq!(read_all(&h, task, a).await, again);
 
+    // A change that does not end the task (as a report's `running` before `completed`) keeps
+    // every list.
+    let current = h.store.task(task).await.unwrap();
+    let mut change = Transition::new(&current, TaskStatus::Assigned);
+    change.result = Some(serde_json::json!({ "function_list": { "id": b, "count": 1200 } }));
+    h.store.transition(change).await.unwrap();
+    assert_eq!(read_all(&h, task, a).await, again);
+    assert_eq!(read_all(&h, task, b).await, rows_b);
+
     // The database refuses one row of the second insert statement: nothing of the list is
     // kept, and the list stored before under the same id is still whole.
     let refuse = if h.pg.is_some() {
@@ -654,12 +663,13 @@ async fn function_lists_are_whole_apart_and_end_with_their_task(h: Harness) {
     nul[2].path = "src/\u{FFFD}.rs".into();
     assert_eq!(read_all(&h, task, c).await, nul);
 
-    // The task ends with a report that names list b: a and c go, b stays, and no list can be
+    // The task ends, its stored result naming list b: a and c go, b stays, and no list can be
     // stored any more.
     let current = h.store.task(task).await.unwrap();
-    let mut change = Transition::new(&current, TaskStatus::Cancelled);
-    change.result = Some(serde_json::json!({ "function_list": { "id": b, "count": 1200 } }));
-    h.store.transition(change).await.unwrap();
+    h.store
+        .transition(Transition::new(&current, TaskStatus::Cancelled))
+        .await
+        .unwrap();
     assert!(read_all(&h, task, a).await.is_empty());
     assert!(read_all(&h, task, c).await.is_empty());
     assert_eq!(read_all(&h, task, b).await, rows_b);

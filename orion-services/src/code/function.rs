@@ -46,7 +46,8 @@ pub fn measure<'t>(
         walker.visit(child, 0, 0);
     }
     FunctionMetrics {
-        name: function_name(node, source),
+        // A name is source text, which may hold a NUL that no database text takes.
+        name: function_name(node, source).replace('\0', "\u{FFFD}"),
         start_line: node.start_position().row as u32 + 1,
         end_line: node.end_position().row as u32 + 1,
         parameters: parameters(language, node),

@@ -57,10 +57,11 @@ impl AnalysisStore for SqlStore {
     ) -> Result<(), StoreError> {
         use sea_orm::TransactionTrait;
         let txn = self.connection().begin().await?;
-        // The task's row, locked (on Postgres; SQLite runs one transaction at a time) so that
-        // the transition storing its report waits, or is waited for.
+        // The task's row, share-locked (on Postgres; SQLite runs one transaction at a time):
+        // the transition that ends the task waits for the save, or the save for it, while
+        // the task's other writes (its events) go on.
         let current = task::Entity::find_by_id(task.as_uuid())
-            .lock_exclusive()
+            .lock_shared()
             .one(&txn)
             .await?
             .ok_or(StoreError::NotFound(task))?;

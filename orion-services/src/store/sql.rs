@@ -284,13 +284,6 @@ impl TaskStore for SqlStore {
         let from: TaskStatus = parse(&current.status, "status")?;
         from.check(change.to)?;
         let attempts = current.attempts + i32::from(change.count_attempt);
-        let named_list = change.result.as_ref().and_then(|r| {
-            r.get("function_list")?
-                .get("id")?
-                .as_str()?
-                .parse::<uuid::Uuid>()
-                .ok()
-        });
         let mut active = current.into_active_model();
         active.status = Set(change.to.as_str().to_owned());
         active.version = Set(change.expected_version + 1);
@@ -331,6 +324,13 @@ impl TaskStore for SqlStore {
         // Saving a list locks the task's row and is refused once it has ended, so none comes
         // after.
         if change.to.is_terminal() {
+            let named_list = updated.result.as_ref().and_then(|r| {
+                r.get("function_list")?
+                    .get("id")?
+                    .as_str()?
+                    .parse::<uuid::Uuid>()
+                    .ok()
+            });
             let mut others =
                 task_function::Entity::delete_many().filter(task_function::Column::TaskId.eq(id));
             if let Some(list) = named_list {

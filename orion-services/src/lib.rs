@@ -24,4 +24,5 @@ pub mod sandbox;
 pub mod secrets;
 pub mod store;
 pub mod telemetry;
+pub mod uri;
 pub mod vcs;

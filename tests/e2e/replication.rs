@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::cluster::{cluster_env, migrate, orion, start_gateway};
 use crate::support::{
-    PgDatabase, Process, TempDir, client_as, eventually, free_port, git_fixture, unique,
+    PgDatabase, Process, TempDir, client_as, eventually, free_port, git_fixture, listening, unique,
 };
 
 /// Three `nats-server`s clustered on loopback, each with a store directory of its own.
@@ -62,37 +62,22 @@ impl NatsCluster {
             .collect();
         let store = self.store.path().join(Self::name(i));
         let log = self.store.path().join(format!("{}.log", Self::name(i)));
-        let mut child = Process(
-            std::process::Command::new("nats-server")
-                .args(["-a", "127.0.0.1", "-p", &client.to_string(), "-n"])
-                .arg(Self::name(i))
-                .arg("-js")
-                .arg("-sd")
-                .arg(&store)
-                .arg("-l")
-                .arg(&log)
-                .args(["--cluster_name", "orion-test", "--cluster"])
-                .arg(format!("nats://127.0.0.1:{route}"))
-                .arg("--routes")
-                .arg(routes.join(","))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("nats-server is installed (scripts/services.sh)"),
-        );
-        let until = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::time::Instant::now() < until {
-            if tokio::net::TcpStream::connect(("127.0.0.1", client))
-                .await
-                .is_ok()
-            {
-                self.servers[i] = Some(child);
-                return true;
-            }
-            if child.0.try_wait().unwrap().is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        let mut command = std::process::Command::new("nats-server");
+        command
+            .args(["-a", "127.0.0.1", "-p", &client.to_string(), "-n"])
+            .arg(Self::name(i))
+            .arg("-js")
+            .arg("-sd")
+            .arg(&store)
+            .arg("-l")
+            .arg(&log)
+            .args(["--cluster_name", "orion-test", "--cluster"])
+            .arg(format!("nats://127.0.0.1:{route}"))
+            .arg("--routes")
+            .arg(routes.join(","));
+        if let Some(server) = listening(command, client, Duration::from_secs(10)).await {
+            self.servers[i] = Some(server);
+            return true;
         }
         eprintln!(
             "nats-server {} did not listen on {client}: {}",

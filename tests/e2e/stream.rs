@@ -56,15 +56,22 @@ fn types(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
 
-#[actix_rt::test]
-async fn live_events_arrive_as_the_task_moves() {
-    let app = TestApp::spawn().await;
+/// A live stream opened before an analysis of a fixture repository: the stream, the task's id
+/// and its events up to `completed`.
+async fn live_analysis(app: &TestApp) -> (Frames, String, Vec<Value>) {
     let repo = fixture_repo();
-    let mut frames = open(&app, "").await;
+    let mut frames = open(app, "").await;
     let id = app
         .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
         .await;
     let events = events_until(&mut frames, &id, "completed").await;
+    (frames, id, events)
+}
+
+#[actix_rt::test]
+async fn live_events_arrive_as_the_task_moves() {
+    let app = TestApp::spawn().await;
+    let (_, _, events) = live_analysis(&app).await;
     assert_eq!(
         types(&events),
         ["queued", "assigned", "running", "completed"]
@@ -123,12 +130,7 @@ async fn a_bad_filter_is_refused_before_the_upgrade() {
 #[actix_rt::test]
 async fn copies_of_an_event_on_the_bus_reach_a_client_once() {
     let app = TestApp::spawn().await;
-    let repo = fixture_repo();
-    let mut frames = open(&app, "").await;
-    let id = app
-        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
-        .await;
-    let events = events_until(&mut frames, &id, "completed").await;
+    let (mut frames, id, events) = live_analysis(&app).await;
     let completed: orion_bus::TaskEvent = serde_json::from_value(events[3].clone()).unwrap();
     let lifecycle = &app.services.lifecycle;
     for _ in 0..2 {

@@ -182,22 +182,41 @@ pub fn free_port() -> u16 {
 
 /// Starts a `nats-server` of the test's own with `args`, once it listens on `port`.
 pub async fn nats_server(port: u16, args: &[&std::ffi::OsStr]) -> Process {
-    let process = Process(
-        std::process::Command::new("nats-server")
-            .args(args)
+    let mut command = std::process::Command::new("nats-server");
+    command.args(args);
+    listening(command, port, Duration::from_secs(10))
+        .await
+        .expect("nats-server to listen (it is installed by scripts/services.sh)")
+}
+
+/// Starts `command` (its output discarded) and waits until it listens on `port` on
+/// loopback; `None` if it exits or does not listen `within`.
+pub async fn listening(
+    mut command: std::process::Command,
+    port: u16,
+    within: Duration,
+) -> Option<Process> {
+    let mut process = Process(
+        command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("nats-server is installed (scripts/services.sh)"),
+            .ok()?,
     );
-    eventually("nats-server to listen", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
+    let until = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < until {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    process
+            .is_ok()
+        {
+            return Some(process);
+        }
+        if process.0.try_wait().ok()?.is_some() {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
 }
 
 /// Writes `orion.toml` in `dir` for an Orion process of a test: a gateway on a free loopback

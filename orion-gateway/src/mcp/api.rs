@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use orion_services::uri::encode_component as encode;
 use rmcp::model::JsonObject;
 use serde_json::{Map, Value, json};
 
@@ -184,18 +185,6 @@ fn operations(document: &Value) -> HashMap<String, Operation> {
         }
     }
     all
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// An argument that goes into a path or a query, as text.

@@ -60,17 +60,7 @@ fn field(text: &str) -> String {
 /// the characters a path segment may hold as they are.
 fn uri(path: &str) -> String {
     path.split('/')
-        .map(|segment| {
-            segment
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        })
+        .map(crate::uri::encode_component)
         .collect::<Vec<_>>()
         .join("/")
 }

@@ -15,6 +15,7 @@ pub mod code;
 pub mod devops;
 pub mod digest;
 pub mod forge;
+pub mod jitter;
 pub mod lifecycle;
 pub mod llm;
 pub mod metrics;

@@ -680,3 +680,162 @@ async fn an_actor_asks_an_agent_on_another_node_and_gets_typed_errors() {
     );
     tear_down(prefix, db).await;
 }
+
+/// The `seq` of every event the database logged, in order.
+async fn logged_seqs(db_url: &str) -> Vec<i64> {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(db_url).await.unwrap();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT seq FROM task_events ORDER BY seq",
+        ))
+        .await
+        .unwrap();
+    let _ = db.close().await;
+    rows.iter()
+        .map(|r| r.try_get::<i64>("", "seq").unwrap())
+        .collect()
+}
+
+/// A WebSocket client of `/v1/stream` on `base`, resuming after `since`.
+async fn stream_from(base: &str, since: i64) -> Option<crate::stream::Frames> {
+    let url = format!(
+        "{}/v1/stream?since={since}&access_token={}",
+        base.replacen("http", "ws", 1),
+        crate::support::token("viewer")
+    );
+    let (_, frames) = awc::Client::new().ws(url).connect().await.ok()?;
+    Some(frames)
+}
+
+/// Two gateways on one bus and one database, tasks running all the while: a WebSocket client
+/// whose gateway is killed with SIGKILL reconnects to the other with `since` set to the last
+/// `seq` it received, and in the end has received every event the database logged, each
+/// once, in `seq` order (no gap at the switch, no repeat).
+#[actix_rt::test]
+async fn a_stream_client_that_loses_its_gateway_resumes_on_another_with_no_gap_and_no_repeat() {
+    use awc::ws::Frame;
+
+    const TASKS: usize = 60;
+    let db = PgDatabase::create().await;
+    let prefix = unique("gw2");
+    let env = cluster_env(&db.url, &prefix);
+    migrate(&env);
+    let _node = Process(
+        orion(
+            &env,
+            &[
+                "node",
+                "--name",
+                "node-a",
+                "--agents",
+                "coordinator,analyzer",
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let (first, first_base) = start_gateway(&env).await;
+    let (_second, second_base) = start_gateway(&env).await;
+
+    // Tasks submitted through the second gateway while the client watches the first.
+    let repo = git_fixture();
+    let repo_path = repo.path().to_string_lossy().into_owned();
+    let submitter = actix_rt::spawn({
+        let base = second_base.clone();
+        async move {
+            let client = client_as("submitter");
+            for i in 0..TASKS {
+                let mut response = client
+                    .post(format!("{base}/v1/tasks"))
+                    .send_json(&json!({ "kind": "analyze", "repo": repo_path }))
+                    .await
+                    .unwrap();
+                assert_eq!(response.status().as_u16(), 202, "task {i}");
+                let _ = response.body().await;
+            }
+        }
+    });
+
+    let mut received: Vec<i64> = Vec::new();
+    let mut first = Some(first);
+    let mut base = first_base.clone();
+    let mut frames = stream_from(&base, 0)
+        .await
+        .expect("a stream on the first gateway");
+    let mut switches = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the client has {} events ({switches} switches), the log {}",
+            received.len(),
+            logged_seqs(&db.url).await.len()
+        );
+        // A third of the way through, the client's gateway is lost.
+        if first.is_some() && received.len() >= TASKS * 4 / 3 {
+            drop(first.take());
+        }
+        let frame = tokio::time::timeout(Duration::from_secs(2), frames.next()).await;
+        let lost = match frame {
+            Err(_) => {
+                // Nothing new for a while: done when every task has completed and the client
+                // has the log's last event.
+                if completions_of(&db.url).await == TASKS {
+                    let logged = logged_seqs(&db.url).await;
+                    if received.last() == logged.last() {
+                        assert_eq!(received, logged, "every event logged, each once, in order");
+                        break;
+                    }
+                }
+                false
+            }
+            Ok(Some(Ok(Frame::Text(text)))) => {
+                let event: Value = serde_json::from_slice(&text).unwrap();
+                received.push(event["seq"].as_i64().unwrap());
+                false
+            }
+            Ok(Some(Ok(Frame::Close(_)) | Err(_)) | None) => true,
+            Ok(Some(Ok(_))) => false,
+        };
+        if lost {
+            assert!(first.is_none(), "only the killed gateway's stream ends");
+            base = second_base.clone();
+            let since = received.last().copied().unwrap_or(0);
+            frames = stream_from(&base, since)
+                .await
+                .expect("a stream on the other gateway");
+            switches += 1;
+        }
+    }
+    assert_eq!(
+        switches, 1,
+        "the client moved once, to the gateway that lives"
+    );
+    assert!(
+        received.windows(2).all(|w| w[0] < w[1]),
+        "in seq order, no repeat"
+    );
+    submitter.await.unwrap();
+    tear_down(prefix, db).await;
+}
+
+/// How many tasks the database has `completed`.
+async fn completions_of(db_url: &str) -> usize {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+    let db = Database::connect(db_url).await.unwrap();
+    let n = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT count(*) AS n FROM tasks WHERE status = 'completed'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    let _ = db.close().await;
+    n as usize
+}

@@ -6,7 +6,8 @@ use std::time::Duration;
 use orion_bus::{EventType, Priority, TaskFailure, TaskKind, TaskSpec, TaskStatus};
 use orion_services::store::traits::*;
 use orion_services::store::{
-    AgentSnapshot, Claim, Fence, SqlStore, StoreError, TaskQuery, Transition,
+    AgentSnapshot, Claim, Fence, PullState, PullVersion, SqlStore, StoreError, TaskQuery,
+    Transition,
 };
 
 use orion_services::code::export::FunctionRow;
@@ -682,6 +683,197 @@ async fn function_lists_are_whole_apart_and_end_with_their_task(h: Harness) {
     h.finish().await;
 }
 
+/// Moves `task` to `to`, counting an attempt when `count`.
+async fn move_task(h: &Harness, task: orion_bus::TaskId, to: TaskStatus, count: bool) {
+    let current = h.store.task(task).await.unwrap();
+    let mut change = Transition::new(&current, to);
+    change.count_attempt = count;
+    h.store.transition(change).await.unwrap();
+}
+
+fn pull_version(task: orion_bus::TaskId, head: &str, attempt: i32) -> PullVersion {
+    PullVersion {
+        task_id: task,
+        repo: "file:///repo".into(),
+        branch: format!("orion/{task}"),
+        base: "main".into(),
+        base_oid: "0".repeat(40),
+        head_oid: head.into(),
+        files_changed: 1,
+        insertions: 1,
+        deletions: 0,
+        diff: format!("diff of {head}"),
+        tests: None,
+        attempt,
+    }
+}
+
+/// A copy of a publish step that runs late, after a review sent its version back and the
+/// revision put up a newer one, must not put the old version back up for review (a reviewer
+/// would then be shown the version it sent back, and the task would wait on it forever): a
+/// version from a run of an older attempt, or of a task no longer at work, is refused and
+/// changes nothing; copies of the current attempt's version at once make one version.
+async fn a_pull_version_of_an_older_attempt_writes_nothing(h: Harness) {
+    let task = stored_task(&h).await;
+    move_task(&h, task, TaskStatus::Assigned, true).await;
+    move_task(&h, task, TaskStatus::Running, false).await;
+    let first = h
+        .store
+        .upsert_pull(pull_version(task, "h1", 1))
+        .await
+        .unwrap();
+    assert_eq!((first.state, first.rounds), (PullState::Open, 0));
+    move_task(&h, task, TaskStatus::AwaitingReview, false).await;
+    let late = h.store.upsert_pull(pull_version(task, "h1", 1)).await;
+    assert!(
+        matches!(
+            late,
+            Err(StoreError::Superseded {
+                current: 1,
+                status: TaskStatus::AwaitingReview,
+                ..
+            })
+        ),
+        "{late:?}"
+    );
+    h.store
+        .review_pull(first.id, "h1", orion_bus::Decision::RequestChanges, "more")
+        .await
+        .unwrap();
+    move_task(&h, task, TaskStatus::Running, true).await;
+
+    let stale = h.store.upsert_pull(pull_version(task, "h1", 1)).await;
+    assert!(
+        matches!(
+            stale,
+            Err(StoreError::Superseded {
+                attempt: 1,
+                current: 2,
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    let pull = h.store.pull(first.id).await.unwrap();
+    assert_eq!(
+        (pull.state, pull.head_oid.as_str(), pull.rounds),
+        (PullState::ChangesRequested, "h1", 0),
+        "the version sent back stays sent back"
+    );
+
+    let store = &h.store;
+    let (a, b) = tokio::join!(
+        store.upsert_pull(pull_version(task, "h2", 2)),
+        store.upsert_pull(pull_version(task, "h2", 2))
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        (a.id, a.rounds, b.rounds),
+        (first.id, 1, 1),
+        "one new round"
+    );
+    let stale = h.store.upsert_pull(pull_version(task, "h1", 1)).await;
+    assert!(
+        matches!(stale, Err(StoreError::Superseded { .. })),
+        "{stale:?}"
+    );
+    let pull = h.store.pull(first.id).await.unwrap();
+    assert_eq!(
+        (
+            pull.state,
+            pull.head_oid.as_str(),
+            pull.rounds,
+            pull.diff.as_str()
+        ),
+        (PullState::Open, "h2", 1, "diff of h2")
+    );
+
+    move_task(&h, task, TaskStatus::Cancelled, false).await;
+    let ended = h.store.upsert_pull(pull_version(task, "h3", 2)).await;
+    assert!(
+        matches!(
+            ended,
+            Err(StoreError::Superseded {
+                status: TaskStatus::Cancelled,
+                ..
+            })
+        ),
+        "{ended:?}"
+    );
+    assert_eq!(h.store.pull(first.id).await.unwrap().head_oid, "h2");
+    h.finish().await;
+}
+
+/// The log's `seq` is in commit order: a reader that reads after its cursor again and again
+/// while sixteen writers append at once (transitions and plain events) ends with every event
+/// logged, each once: none committed behind its cursor.
+async fn a_reader_after_a_cursor_misses_no_event_of_concurrent_writers(h: Harness) {
+    const WRITERS: usize = 16;
+    const EACH: usize = 25;
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (store, done) = (h.store.clone(), done.clone());
+        writers.push(tokio::spawn(async move {
+            let (task, _) = store
+                .create_task(spec(TaskKind::Analyze), None, None)
+                .await
+                .unwrap();
+            for i in 0..EACH {
+                if w % 2 == 0 {
+                    store
+                        .append_event(
+                            task.id,
+                            EventType::Progress,
+                            serde_json::json!({ "i": i }),
+                            None,
+                        )
+                        .await
+                        .unwrap();
+                } else {
+                    let current = store.task(task.id).await.unwrap();
+                    let to = match current.status {
+                        TaskStatus::Running => TaskStatus::Queued,
+                        TaskStatus::Queued => TaskStatus::Assigned,
+                        _ => TaskStatus::Running,
+                    };
+                    store
+                        .transition(Transition::new(&current, to))
+                        .await
+                        .unwrap();
+                }
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    let (mut cursor, mut read) = (0, Vec::new());
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == WRITERS;
+        let batch = h.store.events(None, cursor, 1000).await.unwrap();
+        if let Some(last) = batch.last() {
+            cursor = last.seq;
+        }
+        read.extend(batch.iter().map(|e| e.seq));
+        if finished && batch.is_empty() {
+            break;
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let all: Vec<i64> = h
+        .store
+        .events(None, 0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(all.len(), WRITERS * (EACH + 1));
+    assert_eq!(read, all, "the reader missed or repeated an event");
+    h.finish().await;
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -694,6 +886,8 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    a_reader_after_a_cursor_misses_no_event_of_concurrent_writers,
+    a_pull_version_of_an_older_attempt_writes_nothing,
     a_task_is_stored_with_its_first_event,
     an_idempotency_key_returns_the_first_task,
     a_transition_moves_the_version_and_logs_an_event,

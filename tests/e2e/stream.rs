@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::support::{TestApp, fixture_repo};
 
-type Frames = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
+pub(crate) type Frames = actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>;
 
 async fn open(app: &TestApp, query: &str) -> Frames {
     let url = format!("{}/v1/stream{query}", app.base.replacen("http", "ws", 1));
@@ -149,4 +149,35 @@ async fn copies_of_an_event_on_the_bus_reach_a_client_once() {
         (Some("progress"), Some(note.seq)),
         "a copy of `completed` reached the client again: {next}"
     );
+}
+
+/// The log is the stream's source, the bus only its wake-up: an event stored but never
+/// published (its publication lost) reaches the client all the same, before a later one that
+/// was published, in `seq` order.
+#[actix_rt::test]
+async fn an_event_whose_publication_was_lost_reaches_the_client_in_order() {
+    let app = TestApp::spawn().await;
+    let (mut frames, id, _) = live_analysis(&app).await;
+    let task_id: orion_bus::TaskId = id.parse().unwrap();
+    let lifecycle = &app.services.lifecycle;
+    let unpublished = lifecycle
+        .store()
+        .append_event(
+            task_id,
+            orion_bus::EventType::Progress,
+            json!({ "published": false }),
+            None,
+        )
+        .await
+        .unwrap();
+    let published = lifecycle
+        .note(task_id, json!({ "published": true }))
+        .await
+        .unwrap();
+    let (a, b) = (next_event(&mut frames).await, next_event(&mut frames).await);
+    assert_eq!(
+        (a["seq"].as_i64(), b["seq"].as_i64()),
+        (Some(unpublished.seq), Some(published.seq))
+    );
+    assert_eq!(a["data"]["published"], false);
 }

@@ -46,6 +46,8 @@ pub(crate) enum Asked {
 pub(crate) fn store_failure(e: StoreError) -> TaskFailure {
     match e {
         StoreError::Unavailable(_) => TaskFailure::new(codes::STORE_UNAVAILABLE, e.to_string()),
+        // A newer attempt (or a review) moved the task on: this run leaves without a word.
+        StoreError::Superseded { .. } => TaskFailure::new(super::SUPERSEDED, e.to_string()),
         other => TaskFailure::new(codes::INTERNAL, other.to_string()),
     }
 }
@@ -521,6 +523,7 @@ impl ChangeDelivery {
                 deletions: stats.deletions,
                 diff: stats.patch,
                 tests,
+                attempt: run.assignment.attempt,
             })
             .await
             .map_err(store_failure)?;

@@ -2,9 +2,16 @@
 //!
 //! Query: `task` (one task's events only), `types` (comma-separated event types), `since`
 //! (an event `seq`: events after it are replayed from the store before live ones follow).
-//! The live subscription is opened before the replay is read, and live events at or below
-//! the last replayed `seq` are skipped, so nothing falls between replay and live and nothing
-//! is sent twice. A client that cannot keep up is closed with code 1008 ("slow consumer").
+//!
+//! The store's event log is the source: a stream sends the events after its cursor (`since`,
+//! or the log's last `seq` when the stream opened) in `seq` order, each once, and moves its
+//! cursor to the last one read. An event on the bus only wakes the stream to read the log
+//! after its cursor (every few seconds it reads unasked, for an event whose publication was
+//! lost). The log's `seq` is in commit order, so an event read later never has a smaller
+//! `seq` than one sent: a client that resumes with `since` set to the last `seq` it received,
+//! from this gateway or another, misses nothing and receives nothing twice. The live
+//! subscription is opened before the cursor is read, so nothing committed after it goes
+//! unannounced. A client that cannot keep up is closed with code 1008 ("slow consumer").
 //!
 //! Limits: a caller may hold `server.ws_max_per_caller` streams and the gateway
 //! `server.ws_max` (beyond them: 429 `too_many_streams`); one connection reads at most
@@ -89,6 +96,8 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 /// Events read from the store per replay query.
 const REPLAY_BATCH: u64 = 500;
+/// How often a stream reads the log unasked (for an event whose publication was lost).
+const CATCH_UP_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 pub struct StreamParams {
@@ -207,16 +216,10 @@ fn buffered(mut live: EnvelopeStream, capacity: usize) -> Live {
     let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = overflowed.clone();
     actix_web::rt::spawn(async move {
-        // The bus carries an event at least once (a publication that failed over is made
-        // again); its `seq` names it, so a copy is passed over.
-        let mut recent = Recent::default();
         while let Some((_, envelope)) = live.next().await {
             let Body::Event(event) = envelope.body else {
                 continue;
             };
-            if !recent.first_time(event.seq) {
-                continue;
-            }
             match tx.try_send(event) {
                 Ok(()) => {}
                 Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
@@ -230,31 +233,6 @@ fn buffered(mut live: EnvelopeStream, capacity: usize) -> Live {
     Live { events, overflowed }
 }
 
-/// The `seq`s of the last [`Recent::KEPT`] events passed on.
-#[derive(Default)]
-struct Recent {
-    order: std::collections::VecDeque<i64>,
-    seen: std::collections::HashSet<i64>,
-}
-
-impl Recent {
-    const KEPT: usize = 4096;
-
-    /// Whether `seq` is new here (and remembers it).
-    fn first_time(&mut self, seq: i64) -> bool {
-        if !self.seen.insert(seq) {
-            return false;
-        }
-        self.order.push_back(seq);
-        if self.order.len() > Self::KEPT
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.seen.remove(&oldest);
-        }
-        true
-    }
-}
-
 /// Why a session ended.
 enum End {
     ClientGone,
@@ -264,6 +242,8 @@ enum End {
     ReplayLimit(i64),
     /// The caller's token expired, or its API key was revoked or expired.
     CredentialEnded,
+    /// The store could not be read.
+    StoreFailed(String),
     Failed(String),
 }
 
@@ -276,34 +256,53 @@ async fn send(session: &mut Session, event: &TaskEvent) -> Result<(), End> {
     }
 }
 
+/// Sends the events after `cursor` that the filter admits, in `seq` order, reading at most
+/// `max` from the store, and moves `cursor` to the last one read.
 async fn replay(
     session: &mut Session,
     store: &dyn TaskStore,
     filter: &Filter,
-    since: i64,
+    cursor: &mut i64,
     max: usize,
-) -> Result<i64, End> {
+) -> Result<(), End> {
     // Every stored event read counts, sent or filtered out: a filter that admits little
     // does not make a replay read the whole log.
-    let (mut last, mut read) = (since, 0usize);
+    let mut read = 0usize;
     loop {
         let batch = store
-            .events(filter.task, last, REPLAY_BATCH)
+            .events(filter.task, *cursor, REPLAY_BATCH)
             .await
-            .map_err(|e| End::Failed(e.to_string()))?;
+            .map_err(|e| End::StoreFailed(e.to_string()))?;
         if batch.is_empty() {
-            return Ok(last);
+            return Ok(());
         }
         for event in &batch {
             if read == max {
-                return Err(End::ReplayLimit(last));
+                return Err(End::ReplayLimit(*cursor));
             }
             read += 1;
             if filter.admits(event) {
                 send(session, event).await?;
             }
-            last = event.seq;
+            *cursor = event.seq;
         }
+    }
+}
+
+/// Sends what the log has after `cursor` (see [`replay`]); a store that fails is read again
+/// at the next event or tick, the stream staying open.
+async fn catch_up(
+    session: &mut Session,
+    store: &dyn TaskStore,
+    filter: &Filter,
+    cursor: &mut i64,
+) -> Result<(), End> {
+    match replay(session, store, filter, cursor, usize::MAX).await {
+        Err(End::StoreFailed(why)) => {
+            tracing::warn!(%why, cursor = *cursor, "an event stream cannot read the log now");
+            Ok(())
+        }
+        other => other,
     }
 }
 
@@ -330,13 +329,18 @@ async fn serve(
             }
         };
         tokio::pin!(expired);
-        let replayed_up_to = match since {
-            Some(since) => {
-                replay(&mut session, store.as_ref(), &filter, since, limits.max_replay).await?
-            }
-            None => i64::MIN,
+        let mut cursor = match since {
+            Some(since) => since,
+            None => store
+                .last_event_seq()
+                .await
+                .map_err(|e| End::StoreFailed(e.to_string()))?,
         };
+        if since.is_some() {
+            replay(&mut session, store.as_ref(), &filter, &mut cursor, limits.max_replay).await?;
+        }
         let mut ping = tokio::time::interval(PING_INTERVAL);
+        let mut unasked = tokio::time::interval(CATCH_UP_INTERVAL);
         let mut recheck = tokio::time::interval(limits.recheck);
         loop {
             tokio::select! {
@@ -355,9 +359,12 @@ async fn serve(
                             End::Failed("event subscription ended".into())
                         });
                     };
-                    if event.seq > replayed_up_to && filter.admits(&event) {
-                        send(&mut session, &event).await?;
+                    if event.seq > cursor {
+                        catch_up(&mut session, store.as_ref(), &filter, &mut cursor).await?;
                     }
+                }
+                _ = unasked.tick() => {
+                    catch_up(&mut session, store.as_ref(), &filter, &mut cursor).await?;
                 }
                 message = incoming.next() => match message {
                     Some(Ok(Message::Ping(bytes))) => session.pong(&bytes).await.map_err(|_| End::ClientGone)?,
@@ -388,7 +395,7 @@ async fn serve(
             code: CloseCode::Policy,
             description: Some("credential expired or revoked".into()),
         }),
-        Err(End::Failed(why)) => {
+        Err(End::Failed(why) | End::StoreFailed(why)) => {
             tracing::warn!(%why, "closing an event stream");
             Some(CloseReason {
                 code: CloseCode::Error,

@@ -109,17 +109,6 @@ fn per_minute(n: u32) -> Quota {
     )
 }
 
-/// A uniformly random duration in `[0, ceiling]` ("full jitter").
-fn jitter(ceiling: Duration) -> Duration {
-    let random = u64::from_le_bytes(
-        uuid::Uuid::new_v4().as_bytes()[..8]
-            .try_into()
-            .unwrap_or_default(),
-    );
-    let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
-    ceiling.mul_f64(fraction)
-}
-
 /// The most tokens a request can use: its prompt (4 characters a token) and its whole answer
 /// allowance. The rate limiter waits for it and the budget reserves it.
 fn estimate_usage(request: &ChatRequest) -> Usage {
@@ -326,7 +315,7 @@ impl OpenAiChat {
                     .base_backoff
                     .saturating_mul(1 << (attempt - 1).min(16))
                     .min(self.config.max_backoff);
-                tokio::time::sleep(jitter(ceiling)).await;
+                tokio::time::sleep(crate::jitter::jitter(ceiling)).await;
             }
             self.admit(request).await;
             *requests += 1;

@@ -56,6 +56,15 @@ pub enum StoreError {
     Corrupt(String),
     #[error("task {0} has ended ({1}): what it stored is final")]
     TaskEnded(TaskId, TaskStatus),
+    #[error(
+        "task {task} is {status} at attempt {current}: a run of attempt {attempt} writes nothing"
+    )]
+    Superseded {
+        task: TaskId,
+        attempt: i32,
+        current: i32,
+        status: TaskStatus,
+    },
 }
 
 impl From<sea_orm::DbErr> for StoreError {
@@ -157,6 +166,10 @@ pub trait TaskStore: Send + Sync + 'static {
         data: serde_json::Value,
         node: Option<&str>,
     ) -> Result<TaskEvent, StoreError>;
+
+    /// The `seq` of the last event committed (0 when there is none). The log's `seq` is in
+    /// commit order: no event committed later has a smaller one.
+    async fn last_event_seq(&self) -> Result<i64, StoreError>;
 
     /// Events after `after_seq`, oldest first, of one task or of all.
     async fn events(

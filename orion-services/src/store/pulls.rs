@@ -2,14 +2,14 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use orion_bus::{Decision, TaskId};
+use orion_bus::{Decision, TaskId, TaskStatus};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::entity::{pull_request, review};
+use super::entity::{pull_request, review, task};
 use super::{PullStore, SqlStore, StoreError};
 
 /// Where a pull request is in review.
@@ -110,6 +110,9 @@ pub struct PullVersion {
     pub deletions: u64,
     pub diff: String,
     pub tests: Option<serde_json::Value>,
+    /// The attempt of the run that made the version: only the task's current attempt may
+    /// write it.
+    pub attempt: i32,
 }
 
 /// A reviewer's verdict.
@@ -145,6 +148,104 @@ fn to_pull(m: pull_request::Model) -> Result<PullRequest, StoreError> {
     })
 }
 
+/// Writes `version` over the task's pull request (or opens it) in `txn`; `None` when another
+/// writer moved the pull request between the read and the write.
+async fn write_version(
+    txn: &sea_orm::DatabaseTransaction,
+    version: &PullVersion,
+) -> Result<Option<pull_request::Model>, StoreError> {
+    let now = Utc::now();
+    let existing = pull_request::Entity::find()
+        .filter(pull_request::Column::TaskId.eq(version.task_id.as_uuid()))
+        .one(txn)
+        .await?;
+    let model = match existing {
+        // A decided pull request (approved, merged, in conflict) is not opened again: the
+        // same head is a redelivered step, another one has no place.
+        Some(current)
+            if !matches!(
+                PullState::parse(&current.state),
+                Some(PullState::Open | PullState::ChangesRequested)
+            ) =>
+        {
+            if current.head_oid == version.head_oid {
+                current
+            } else {
+                return Err(StoreError::PullNotOpen {
+                    pull: current.id,
+                    state: current.state,
+                });
+            }
+        }
+        // The same head again is a redelivered step, not a new round: nothing changes (but
+        // a revision that changed nothing puts its version up for review again).
+        Some(current)
+            if current.head_oid == version.head_oid
+                && current.state != PullState::ChangesRequested.as_str() =>
+        {
+            current
+        }
+        Some(current) => {
+            // A new version, written only over the version and the state read: a review
+            // decided meanwhile (or another writer) wins, and this writer reads again.
+            let (id, state, head) = (current.id, current.state.clone(), current.head_oid.clone());
+            let moved = pull_request::Entity::update_many()
+                .set(pull_request::ActiveModel {
+                    head_oid: Set(version.head_oid.clone()),
+                    files_changed: Set(version.files_changed as i64),
+                    insertions: Set(version.insertions as i64),
+                    deletions: Set(version.deletions as i64),
+                    diff: Set(version.diff.clone()),
+                    tests: Set(version.tests.clone()),
+                    state: Set(PullState::Open.as_str().to_owned()),
+                    rounds: Set(if current.head_oid == version.head_oid {
+                        current.rounds
+                    } else {
+                        current.rounds + 1
+                    }),
+                    updated_at: Set(now),
+                    ..Default::default()
+                })
+                .filter(pull_request::Column::Id.eq(id))
+                .filter(pull_request::Column::State.eq(state))
+                .filter(pull_request::Column::HeadOid.eq(head))
+                .exec(txn)
+                .await?;
+            if moved.rows_affected != 1 {
+                return Ok(None);
+            }
+            pull_request::Entity::find_by_id(id)
+                .one(txn)
+                .await?
+                .ok_or(StoreError::PullNotFound(id))?
+        }
+        None => {
+            pull_request::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                task_id: Set(version.task_id.as_uuid()),
+                repo: Set(version.repo.clone()),
+                branch: Set(version.branch.clone()),
+                base: Set(version.base.clone()),
+                base_oid: Set(version.base_oid.clone()),
+                head_oid: Set(version.head_oid.clone()),
+                files_changed: Set(version.files_changed as i64),
+                insertions: Set(version.insertions as i64),
+                deletions: Set(version.deletions as i64),
+                diff: Set(version.diff.clone()),
+                tests: Set(version.tests.clone()),
+                state: Set(PullState::Open.as_str().to_owned()),
+                rounds: Set(0),
+                merge_commit: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(txn)
+            .await?
+        }
+    };
+    Ok(Some(model))
+}
+
 fn decision_str(d: Decision) -> &'static str {
     match d {
         Decision::Approve => "approve",
@@ -154,99 +255,38 @@ fn decision_str(d: Decision) -> &'static str {
 
 #[async_trait]
 impl PullStore for SqlStore {
-    /// Opens the task's pull request, or records its next version (one more round).
+    /// Opens the task's pull request, or records its next version (one more round), for the
+    /// run of attempt `version.attempt`: only while that attempt is the task's own and the task
+    /// is at work. The task's row is share-locked meanwhile (on Postgres; SQLite runs one
+    /// transaction at a time), so a review's move of the task to a newer attempt waits for the
+    /// write or the write sees it; a run of an older attempt (a copy of its step that ran
+    /// late) is [`StoreError::Superseded`] and changes nothing.
     async fn upsert_pull(&self, version: PullVersion) -> Result<PullRequest, StoreError> {
-        let now = Utc::now();
-        let existing = pull_request::Entity::find()
-            .filter(pull_request::Column::TaskId.eq(version.task_id.as_uuid()))
-            .one(self.connection())
-            .await?;
-        let model = match existing {
-            // A decided pull request (approved, merged, in conflict) is not opened again: the
-            // same head is a redelivered step, another one has no place.
-            Some(current)
-                if !matches!(
-                    PullState::parse(&current.state),
-                    Some(PullState::Open | PullState::ChangesRequested)
-                ) =>
-            {
-                if current.head_oid == version.head_oid {
-                    current
-                } else {
-                    return Err(StoreError::PullNotOpen {
-                        pull: current.id,
-                        state: current.state,
-                    });
-                }
-            }
-            // The same head again is a redelivered step, not a new round: nothing changes (but
-            // a revision that changed nothing puts its version up for review again).
-            Some(current)
-                if current.head_oid == version.head_oid
-                    && current.state != PullState::ChangesRequested.as_str() =>
-            {
-                current
-            }
-            Some(current) => {
-                // A new version, written only over the version and the state read: a review
-                // decided meanwhile (or another writer) wins, and this writer reads again.
-                let (id, state, head) =
-                    (current.id, current.state.clone(), current.head_oid.clone());
-                let moved = pull_request::Entity::update_many()
-                    .set(pull_request::ActiveModel {
-                        head_oid: Set(version.head_oid.clone()),
-                        files_changed: Set(version.files_changed as i64),
-                        insertions: Set(version.insertions as i64),
-                        deletions: Set(version.deletions as i64),
-                        diff: Set(version.diff.clone()),
-                        tests: Set(version.tests.clone()),
-                        state: Set(PullState::Open.as_str().to_owned()),
-                        rounds: Set(if current.head_oid == version.head_oid {
-                            current.rounds
-                        } else {
-                            current.rounds + 1
-                        }),
-                        updated_at: Set(now),
-                        ..Default::default()
-                    })
-                    .filter(pull_request::Column::Id.eq(id))
-                    .filter(pull_request::Column::State.eq(state))
-                    .filter(pull_request::Column::HeadOid.eq(head))
-                    .exec(self.connection())
-                    .await?;
-                if moved.rows_affected != 1 {
-                    return self.upsert_pull(version).await;
-                }
-                pull_request::Entity::find_by_id(id)
-                    .one(self.connection())
-                    .await?
-                    .ok_or(StoreError::PullNotFound(id))?
-            }
-            None => {
-                pull_request::ActiveModel {
-                    id: Set(Uuid::now_v7()),
-                    task_id: Set(version.task_id.as_uuid()),
-                    repo: Set(version.repo),
-                    branch: Set(version.branch),
-                    base: Set(version.base),
-                    base_oid: Set(version.base_oid),
-                    head_oid: Set(version.head_oid),
-                    files_changed: Set(version.files_changed as i64),
-                    insertions: Set(version.insertions as i64),
-                    deletions: Set(version.deletions as i64),
-                    diff: Set(version.diff),
-                    tests: Set(version.tests),
-                    state: Set(PullState::Open.as_str().to_owned()),
-                    rounds: Set(0),
-                    merge_commit: Set(None),
-                    created_at: Set(now),
-                    updated_at: Set(now),
-                }
-                .insert(self.connection())
+        use sea_orm::TransactionTrait;
+        loop {
+            let txn = self.connection().begin().await?;
+            let task = task::Entity::find_by_id(version.task_id.as_uuid())
+                .lock_shared()
+                .one(&txn)
                 .await?
+                .ok_or(StoreError::NotFound(version.task_id))?;
+            let status: TaskStatus = super::sql::parse(&task.status, "status")?;
+            if task.attempts > version.attempt
+                || !matches!(status, TaskStatus::Assigned | TaskStatus::Running)
+            {
+                return Err(StoreError::Superseded {
+                    task: version.task_id,
+                    attempt: version.attempt,
+                    current: task.attempts,
+                    status,
+                });
             }
-        };
-        to_pull(model)
+            if let Some(model) = write_version(&txn, &version).await? {
+                txn.commit().await?;
+                return to_pull(model);
+            }
+            // Another writer moved the pull request meanwhile: read it again.
+        }
     }
 
     async fn pull(&self, id: Uuid) -> Result<PullRequest, StoreError> {

@@ -133,6 +133,18 @@ fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
     })
 }
 
+/// The advisory lock that orders the event log on Postgres (`orion` in ASCII).
+const EVENT_LOG_LOCK: i64 = 0x006f_7269_6f6e;
+
+/// Appends an event to the log, as the last write of the transaction `db` (which commits
+/// right after it).
+///
+/// The event log's `seq` is in commit order: an event with a greater `seq` commits after
+/// every event with a smaller one, so a reader that has read up to a `seq` will never see
+/// a smaller one appear later, and a cursor (a WebSocket stream's `since`) skips nothing.
+/// A sequence alone does not give this on Postgres (two transactions can take their values
+/// in one order and commit in the other); the transaction takes the log's advisory lock
+/// first, which it holds until it commits. SQLite runs one writing transaction at a time.
 async fn insert_event(
     db: &impl ConnectionTrait,
     task: TaskId,
@@ -141,6 +153,14 @@ async fn insert_event(
     data: serde_json::Value,
     node: Option<&str>,
 ) -> Result<TaskEvent, StoreError> {
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [EVENT_LOG_LOCK.into()],
+        ))
+        .await?;
+    }
     let model = task_event::ActiveModel {
         seq: NotSet,
         task_id: Set(task.as_uuid()),
@@ -365,7 +385,18 @@ impl TaskStore for SqlStore {
         {
             return Err(StoreError::NotFound(task));
         }
-        insert_event(&self.db, task, event_type, None, data, node).await
+        let txn = self.db.begin().await?;
+        let event = insert_event(&txn, task, event_type, None, data, node).await?;
+        txn.commit().await?;
+        Ok(event)
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, StoreError> {
+        let last = task_event::Entity::find()
+            .order_by_desc(task_event::Column::Seq)
+            .one(&self.db)
+            .await?;
+        Ok(last.map_or(0, |e| e.seq))
     }
 
     async fn events(

@@ -8,6 +8,7 @@
 //! (a redelivered step finds the clone, the branch and the commits it left).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use git2::{BranchType, IndexAddOption, Oid, Repository, Signature};
 use serde::{Deserialize, Serialize};
@@ -647,9 +648,12 @@ pub fn merge(
     loop {
         match merge_once(&repo, workspace, author, approved) {
             // The base moved between the fetch and the push (another merge landed): the push
-            // is refused, as it is not forced, and the merge is made again on the new base.
+            // is refused, as it is not forced, and the merge is made again on the new base,
+            // after a random pause that grows with the tries (merges that lost together to
+            // one that landed do not all try again at the same moment).
             Err(VcsError::PushFailed(why)) if tries < MERGE_TRIES => {
                 tracing::info!(%why, tries, "the base moved while merging; merging again");
+                std::thread::sleep(crate::jitter::jitter(MERGE_PAUSE * tries));
                 tries += 1;
             }
             other => return other,
@@ -689,8 +693,12 @@ fn land(repo: &Repository, target: &str, commit: Oid, from: Oid) -> Result<(), V
     moved
 }
 
-/// How often a merge is made again on a base that moved meanwhile.
-const MERGE_TRIES: u32 = 5;
+/// How often a merge is made on a base that moves meanwhile, before it fails: many merges
+/// at once into one base (25 approvals within a second across three nodes, in the chaos test)
+/// lost five tries in a row.
+const MERGE_TRIES: u32 = 12;
+/// The longest pause before the second try; the n-th waits up to n − 1 times it.
+const MERGE_PAUSE: Duration = Duration::from_millis(100);
 
 fn merge_once(
     repo: &Repository,

@@ -13,7 +13,8 @@ use crate::auth::{Authenticator, SubmitLimiter};
 pub struct StreamLimits {
     /// The largest WebSocket frame a client may send.
     pub ws_max_frame_bytes: usize,
-    /// Events buffered for a subscriber before it is closed as too slow.
+    /// Events a live stream reads from the log at once, before it looks at its client and
+    /// credential again (and then reads on).
     pub ws_buffer_events: usize,
     /// Streams open at once, per caller and in all.
     pub ws_max_per_caller: usize,

@@ -123,6 +123,21 @@ async fn a_bad_filter_is_refused_before_the_upgrade() {
         (status, problem["code"].as_str()),
         (400, Some("invalid_parameter"))
     );
+    // A cursor past the log's end (another deployment's, or one from before a restore) would
+    // skip the events that take its place: refused, saying where the log ends.
+    app.submit(json!({ "kind": "ci", "repo": "/x" })).await;
+    let (status, problem) = app.get("/v1/stream?since=1000000").await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_parameter"))
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("past the last event"),
+        "{problem}"
+    );
 }
 
 /// The bus carries an event at least once (a publication that failed is made again as a
@@ -180,4 +195,18 @@ async fn an_event_whose_publication_was_lost_reaches_the_client_in_order() {
         (Some(unpublished.seq), Some(published.seq))
     );
     assert_eq!(a["data"]["published"], false);
+    // The last event unpublished, nothing after it to wake the stream: the stream reads the
+    // log unasked and sends it all the same.
+    let last = lifecycle
+        .store()
+        .append_event(
+            task_id,
+            orion_bus::EventType::Progress,
+            json!({ "published": false, "last": true }),
+            None,
+        )
+        .await
+        .unwrap();
+    let c = next_event(&mut frames).await;
+    assert_eq!(c["seq"].as_i64(), Some(last.seq));
 }

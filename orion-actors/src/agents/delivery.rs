@@ -11,7 +11,7 @@ use orion_services::forge::{
 use orion_services::llm::{CallContext, ChatModel, ChatRequest, ChatResponse};
 use orion_services::store::{
     Claim, EffectKey, EffectStore, Fence, PullState, PullStore, PullVersion, Store, StoreError,
-    UsageRecord, UsageStore,
+    TaskStore, UsageRecord, UsageStore,
 };
 use orion_services::vcs::{self, MergeOutcome, Workspace};
 use std::path::PathBuf;
@@ -77,6 +77,8 @@ pub(crate) struct ChangeDelivery {
     pub(crate) usage: Arc<dyn UsageStore>,
     /// The pull requests it opens and merges.
     pub(crate) pulls: Arc<dyn PullStore>,
+    /// The tasks, read to fence a run before it pushes.
+    pub(crate) tasks: Arc<dyn TaskStore>,
     /// The forges that mirror the pull requests of their repositories.
     pub(crate) forges: Forges,
     pub(crate) config: DeveloperConfig,
@@ -89,6 +91,7 @@ impl ChangeDelivery {
             agent,
             ledger: store.clone(),
             usage: store.clone(),
+            tasks: store.clone(),
             pulls: store,
             forges: Forges::default(),
             config,
@@ -495,6 +498,25 @@ impl ChangeDelivery {
         tests: Option<serde_json::Value>,
     ) -> Result<Outcome, TaskFailure> {
         let task = run.task();
+        // A run that is no longer the task's (a late copy of an older attempt's step, or of a
+        // task gone on to review) pushes nothing over the branch: its version is not the
+        // one under review. (The pull request's version is fenced in the store; this read
+        // only narrows the window for the push.)
+        let current = self.tasks.task(task.id).await.map_err(store_failure)?;
+        if current.attempts > run.assignment.attempt
+            || !matches!(
+                current.status,
+                orion_bus::TaskStatus::Assigned | orion_bus::TaskStatus::Running
+            )
+        {
+            return Err(TaskFailure::new(
+                super::SUPERSEDED,
+                format!(
+                    "the task is {} at attempt {}: a run of attempt {} pushes nothing",
+                    current.status, current.attempts, run.assignment.attempt
+                ),
+            ));
+        }
         let push_key = EffectKey::push(&head);
         if let Act::Go { orphaned } = self.claim(run, &push_key, "push").await? {
             let branch = format!("refs/heads/{}", ws.branch);

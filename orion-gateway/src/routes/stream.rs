@@ -164,6 +164,20 @@ pub async fn connect(
         tracing::warn!(error = %e, "cannot subscribe to events");
         ApiError::Unavailable("message bus")
     })?;
+    // The log's last event, read once subscribed and before the client may act: what is
+    // committed after it is announced on the subscription, and a stream without `since`
+    // starts from it.
+    let last = state.tasks.last_event_seq().await?;
+    if let Some(since) = params.since
+        && since > last
+    {
+        return Err(ApiError::InvalidParameter {
+            name: "since".into(),
+            reason: format!(
+                "{since} is past the last event of this deployment's log ({last}): a cursor of another deployment, or of a log restored from before it"
+            ),
+        });
+    }
     let (response, session, incoming) =
         actix_ws::handle(&req, payload).map_err(|e| ApiError::InvalidParameter {
             name: "upgrade".into(),
@@ -171,21 +185,25 @@ pub async fn connect(
         })?;
     let (store, access) = (state.tasks.clone(), state.access.clone());
     let incoming = incoming.max_frame_size(state.config.streams.ws_max_frame_bytes);
-    let live = buffered(live, state.config.streams.ws_buffer_events);
     let limits = Limits {
         caller: caller.into_inner(),
         access,
         max_replay: config.streams.ws_max_replay,
+        at_once: config.streams.ws_buffer_events.max(1),
         recheck: Duration::from_secs(config.streams.ws_recheck_secs.max(1)),
+    };
+    let start = match params.since {
+        Some(since) => Start::Replay(since),
+        None => Start::After(last),
     };
     actix_web::rt::spawn(async move {
         serve(
             session,
             incoming,
-            live,
+            announced(live),
             store,
             Filter { task, types },
-            params.since,
+            start,
             limits,
         )
         .await;
@@ -199,38 +217,43 @@ struct Limits {
     caller: Principal,
     /// Where the caller's credential is checked again.
     access: std::sync::Arc<dyn AccessStore>,
+    /// Events read from the log for the replay of `since`, before the stream closes.
     max_replay: usize,
+    /// Events read from the log at once while live, before the stream looks at its client and
+    /// credential again (and then reads on).
+    at_once: usize,
     recheck: Duration,
 }
 
-/// Live events, at most `capacity` of them waiting for a slow client; `None` from the
-/// receiver with the flag set means the client fell that far behind.
-struct Live {
-    events: tokio::sync::mpsc::Receiver<TaskEvent>,
-    overflowed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+/// Where a stream's cursor starts.
+enum Start {
+    /// After the client's `since`: the log from there is replayed first.
+    Replay(i64),
+    /// After the log's last event when the stream opened.
+    After(i64),
 }
 
-fn buffered(mut live: EnvelopeStream, capacity: usize) -> Live {
-    use std::sync::atomic::Ordering;
-    let (tx, events) = tokio::sync::mpsc::channel(capacity.max(1));
-    let overflowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = overflowed.clone();
+/// The highest `seq` the bus has announced so far; the sender goes when the subscription ends.
+fn announced(mut live: EnvelopeStream) -> tokio::sync::watch::Receiver<i64> {
+    let (tx, rx) = tokio::sync::watch::channel(i64::MIN);
     actix_web::rt::spawn(async move {
         while let Some((_, envelope)) = live.next().await {
             let Body::Event(event) = envelope.body else {
                 continue;
             };
-            match tx.try_send(event) {
-                Ok(()) => {}
-                Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-                    flag.store(true, Ordering::SeqCst);
-                    return;
+            tx.send_if_modified(|highest| {
+                let newer = event.seq > *highest;
+                if newer {
+                    *highest = event.seq;
                 }
-                Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                newer
+            });
+            if tx.is_closed() {
+                return;
             }
         }
     });
-    Live { events, overflowed }
+    rx
 }
 
 /// Why a session ended.
@@ -256,15 +279,24 @@ async fn send(session: &mut Session, event: &TaskEvent) -> Result<(), End> {
     }
 }
 
-/// Sends the events after `cursor` that the filter admits, in `seq` order, reading at most
-/// `max` from the store, and moves `cursor` to the last one read.
+/// What a read of the log does once it has read its most.
+#[derive(Clone, Copy)]
+enum AtMost {
+    /// Closes the stream, saying where to resume (the replay of `since`).
+    Close(usize),
+    /// Stops, to read on later (live).
+    Pause(usize),
+}
+
+/// Sends the events after `cursor` that the filter admits, in `seq` order, and moves `cursor`
+/// to the last one read; whether it stopped at its most with more to read.
 async fn replay(
     session: &mut Session,
     store: &dyn TaskStore,
     filter: &Filter,
     cursor: &mut i64,
-    max: usize,
-) -> Result<(), End> {
+    at_most: AtMost,
+) -> Result<bool, End> {
     // Every stored event read counts, sent or filtered out: a filter that admits little
     // does not make a replay read the whole log.
     let mut read = 0usize;
@@ -274,11 +306,13 @@ async fn replay(
             .await
             .map_err(|e| End::StoreFailed(e.to_string()))?;
         if batch.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         for event in &batch {
-            if read == max {
-                return Err(End::ReplayLimit(*cursor));
+            match at_most {
+                AtMost::Close(max) if read == max => return Err(End::ReplayLimit(*cursor)),
+                AtMost::Pause(max) if read == max => return Ok(true),
+                _ => {}
             }
             read += 1;
             if filter.admits(event) {
@@ -289,18 +323,20 @@ async fn replay(
     }
 }
 
-/// Sends what the log has after `cursor` (see [`replay`]); a store that fails is read again
-/// at the next event or tick, the stream staying open.
+/// Sends what the log has after `cursor`, at most `at_once` events (see [`replay`]); whether
+/// more are left. A store that fails is read again at the next event or tick, the stream
+/// staying open.
 async fn catch_up(
     session: &mut Session,
     store: &dyn TaskStore,
     filter: &Filter,
     cursor: &mut i64,
-) -> Result<(), End> {
-    match replay(session, store, filter, cursor, usize::MAX).await {
+    at_once: usize,
+) -> Result<bool, End> {
+    match replay(session, store, filter, cursor, AtMost::Pause(at_once)).await {
         Err(End::StoreFailed(why)) => {
             tracing::warn!(%why, cursor = *cursor, "an event stream cannot read the log now");
-            Ok(())
+            Ok(false)
         }
         other => other,
     }
@@ -309,10 +345,10 @@ async fn catch_up(
 async fn serve(
     mut session: Session,
     mut incoming: actix_ws::MessageStream,
-    mut live: Live,
+    mut announced: tokio::sync::watch::Receiver<i64>,
     store: std::sync::Arc<dyn TaskStore>,
     filter: Filter,
-    since: Option<i64>,
+    start: Start,
     limits: Limits,
 ) {
     let _subscribed = orion_services::metrics::ws_subscriber();
@@ -329,16 +365,17 @@ async fn serve(
             }
         };
         tokio::pin!(expired);
-        let mut cursor = match since {
-            Some(since) => since,
-            None => store
-                .last_event_seq()
-                .await
-                .map_err(|e| End::StoreFailed(e.to_string()))?,
+        let store = store.as_ref();
+        let mut cursor = match start {
+            Start::Replay(since) => {
+                let mut cursor = since;
+                replay(&mut session, store, &filter, &mut cursor, AtMost::Close(limits.max_replay)).await?;
+                cursor
+            }
+            Start::After(last) => last,
         };
-        if since.is_some() {
-            replay(&mut session, store.as_ref(), &filter, &mut cursor, limits.max_replay).await?;
-        }
+        // The last read stopped at its most: the stream reads on when nothing else is due.
+        let mut behind = false;
         let mut ping = tokio::time::interval(PING_INTERVAL);
         let mut unasked = tokio::time::interval(CATCH_UP_INTERVAL);
         let mut recheck = tokio::time::interval(limits.recheck);
@@ -351,20 +388,19 @@ async fn serve(
                         return Err(End::CredentialEnded);
                     }
                 }
-                next = live.events.recv() => {
-                    let Some(event) = next else {
-                        return Err(if live.overflowed.load(std::sync::atomic::Ordering::SeqCst) {
-                            End::TooSlow
-                        } else {
-                            End::Failed("event subscription ended".into())
-                        });
-                    };
-                    if event.seq > cursor {
-                        catch_up(&mut session, store.as_ref(), &filter, &mut cursor).await?;
+                changed = announced.changed() => {
+                    if changed.is_err() {
+                        return Err(End::Failed("event subscription ended".into()));
+                    }
+                    if *announced.borrow_and_update() > cursor {
+                        behind = catch_up(&mut session, store, &filter, &mut cursor, limits.at_once).await?;
                     }
                 }
                 _ = unasked.tick() => {
-                    catch_up(&mut session, store.as_ref(), &filter, &mut cursor).await?;
+                    behind = catch_up(&mut session, store, &filter, &mut cursor, limits.at_once).await?;
+                }
+                () = std::future::ready(()), if behind => {
+                    behind = catch_up(&mut session, store, &filter, &mut cursor, limits.at_once).await?;
                 }
                 message = incoming.next() => match message {
                     Some(Ok(Message::Ping(bytes))) => session.pong(&bytes).await.map_err(|_| End::ClientGone)?,
@@ -411,12 +447,13 @@ mod tests {
     use super::*;
     use orion_bus::{Envelope, EventType, TaskId};
 
-    fn events(n: usize) -> EnvelopeStream {
+    fn events(seqs: &[i64]) -> EnvelopeStream {
         let task = TaskId::new();
-        let items: Vec<(String, Envelope)> = (0..n)
+        let items: Vec<(String, Envelope)> = seqs
+            .iter()
             .map(|seq| {
                 let event = TaskEvent {
-                    seq: seq as i64,
+                    seq: *seq,
                     task_id: task,
                     event_type: EventType::Progress,
                     status: None,
@@ -431,28 +468,17 @@ mod tests {
     }
 
     #[actix_web::test]
-    async fn a_subscriber_that_falls_too_far_behind_is_told_so_and_one_that_keeps_up_is_not() {
-        // Nobody reads while 10 events arrive for a buffer of 4: the buffer keeps 4, then the
-        // stream ends with the overflow flag set.
-        let mut slow = buffered(events(10), 4);
-        let mut kept = 0;
-        while tokio::time::timeout(Duration::from_secs(5), slow.events.recv())
-            .await
-            .expect("the buffer drains")
-            .is_some()
-        {
-            kept += 1;
+    async fn the_bus_only_announces_the_highest_seq_so_a_slow_reader_is_never_behind_a_buffer() {
+        // Many events while nobody reads, a copy of an older one among them: the reader sees
+        // the highest seq, whenever it looks, then the end of the subscription.
+        let seqs: Vec<i64> = (1..=5000).chain([17]).collect();
+        let mut announced = announced(events(&seqs));
+        let mut last = i64::MIN;
+        while announced.changed().await.is_ok() {
+            let seen = *announced.borrow_and_update();
+            assert!(seen > last, "the announced seq only grows");
+            last = seen;
         }
-        assert_eq!(kept, 4);
-        assert!(slow.overflowed.load(std::sync::atomic::Ordering::SeqCst));
-
-        // Within the buffer: every event, and no overflow.
-        let mut fine = buffered(events(4), 4);
-        let mut seen = Vec::new();
-        while let Some(event) = fine.events.recv().await {
-            seen.push(event.seq);
-        }
-        assert_eq!(seen, [0, 1, 2, 3]);
-        assert!(!fine.overflowed.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(*announced.borrow(), 5000);
     }
 }

@@ -9,8 +9,8 @@ use orion_bus::{EventType, Task, TaskEvent, TaskFailure, TaskId, TaskSpec, TaskS
 use orion_migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::NotSet, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set,
-    TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 
 use super::entity::{agent_snapshot, task, task_event, task_function};
@@ -133,10 +133,16 @@ fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
     })
 }
 
-/// The advisory lock that orders the event log on Postgres (`orion` in ASCII).
-const EVENT_LOG_LOCK: i64 = 0x006f_7269_6f6e;
+/// Takes the lock that orders the event log on Postgres (an advisory lock, `orion` in ASCII)
+/// for the rest of the transaction, waiting at most [`EVENT_LOG_WAIT`] for it; the
+/// transaction, once it holds the lock, may sit idle at most as long before Postgres ends it
+/// (a writer frozen or cut off between its insert and its commit would otherwise stop every
+/// other writer's events until its connection is found dead).
+const TAKE_EVENT_LOG_LOCK: &str = "SET LOCAL lock_timeout = '10s'; \
+     SET LOCAL idle_in_transaction_session_timeout = '10s'; \
+     SELECT pg_advisory_xact_lock(478660882286)";
 
-/// Appends an event to the log, as the last write of the transaction `db` (which commits
+/// Appends an event to the log, as the last write of the transaction `txn` (which commits
 /// right after it).
 ///
 /// The event log's `seq` is in commit order: an event with a greater `seq` commits after
@@ -144,22 +150,19 @@ const EVENT_LOG_LOCK: i64 = 0x006f_7269_6f6e;
 /// a smaller one appear later, and a cursor (a WebSocket stream's `since`) skips nothing.
 /// A sequence alone does not give this on Postgres (two transactions can take their values
 /// in one order and commit in the other); the transaction takes the log's advisory lock
-/// first, which it holds until it commits. SQLite runs one writing transaction at a time.
+/// first, which it holds until it commits, so appends to the log commit one at a time (the
+/// cost is measured in docs/scaling.md). A writer that cannot take the lock in time fails
+/// as an outage does, and is tried again. SQLite runs one writing transaction at a time.
 async fn insert_event(
-    db: &impl ConnectionTrait,
+    txn: &DatabaseTransaction,
     task: TaskId,
     event_type: EventType,
     status: Option<TaskStatus>,
     data: serde_json::Value,
     node: Option<&str>,
 ) -> Result<TaskEvent, StoreError> {
-    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        db.execute_raw(sea_orm::Statement::from_sql_and_values(
-            sea_orm::DatabaseBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [EVENT_LOG_LOCK.into()],
-        ))
-        .await?;
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        txn.execute_unprepared(TAKE_EVENT_LOG_LOCK).await?;
     }
     let model = task_event::ActiveModel {
         seq: NotSet,
@@ -170,7 +173,7 @@ async fn insert_event(
         node: Set(node.map(str::to_owned)),
         at: Set(Utc::now()),
     }
-    .insert(db)
+    .insert(txn)
     .await?;
     to_event(model)
 }

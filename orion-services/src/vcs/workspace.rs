@@ -642,11 +642,16 @@ pub fn merge(
     author: (&str, &str),
     approved: &str,
 ) -> Result<MergeOutcome, VcsError> {
-    let _one_at_a_time = CacheGuard::of(&workspace.path);
-    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     let mut tries = 1;
     loop {
-        match merge_once(&repo, workspace, author, approved) {
+        // The clone is held for one try at a time, not over the pause between tries.
+        let tried = {
+            let _one_at_a_time = CacheGuard::of(&workspace.path);
+            let repo =
+                Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+            merge_once(&repo, workspace, author, approved)
+        };
+        match tried {
             // The base moved between the fetch and the push (another merge landed): the push
             // is refused, as it is not forced, and the merge is made again on the new base,
             // after a random pause that grows with the tries (merges that lost together to

@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::ClusterArgs;
 
 /// A child process, killed when dropped.
-struct Child(std::process::Child);
+pub(crate) struct Child(pub(crate) std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -157,6 +157,16 @@ pub async fn cluster(
         .postgres
         .clone()
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432".into());
+    if !args.nodes.is_empty() {
+        let counts: Vec<usize> = args.nodes.iter().map(|n| usize::from(*n)).collect();
+        let steps = crate::scaling::scaling(&nats, &postgres, &counts, args.tasks).await?;
+        if args.json {
+            say!(out, "{}", serde_json::to_string_pretty(&steps)?);
+        } else {
+            crate::scaling::print(&steps, out)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let run = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("bench{}", &run[..12]);
     let database = format!("orion_bench_{}", &run[..12]);

@@ -5,6 +5,8 @@
 //! - [`analysis`]: lines per second of the full analysis against a bare tree-sitter parse
 //!   (and lizard, where installed).
 //! - [`cluster`]: the cluster runtime against bare NATS and JetStream on the same server.
+//! - [`scaling`] (`--nodes`): a gateway and N node processes, tasks/s and each part's CPU per
+//!   task as nodes are added, against one node.
 //! - [`model`] (feature `local-model`): the in-process model's token rates, against its
 //!   weights as shipped.
 
@@ -12,6 +14,7 @@ pub mod analysis;
 pub mod cluster;
 #[cfg(feature = "local-model")]
 pub mod model;
+pub mod scaling;
 
 use clap::Args;
 
@@ -51,6 +54,10 @@ pub struct ClusterArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Instead: a gateway process and this many node processes for each count (e.g. 1,2,4),
+    /// with tasks/s and each part's CPU per task; `--tasks` tasks each.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: Vec<u16>,
 }
 
 #[derive(Debug, Args)]

@@ -307,6 +307,53 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
     assert!(f["idle_node_rss_mb"].as_f64().unwrap() > 1.0, "{f}");
 }
 
+/// `--nodes`: a gateway and N node processes per count, each part's CPU per task read from
+/// `/proc`; every task completes (the rate is over all of them) and the nodes, the gateway and
+/// Postgres each spent CPU on them.
+#[test]
+fn the_cluster_benchmark_scales_nodes_and_reports_each_parts_cpu() {
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args([
+            "bench", "cluster", "--nodes", "1,2", "--tasks", "60", "--json",
+        ])
+        .args(["--nats", &crate::support::nats_url()])
+        .args(["--postgres", &crate::support::postgres_server()])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = steps.as_array().unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|s| s["nodes"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [1, 2]
+    );
+    for step in steps {
+        assert_eq!(step["tasks"], 60);
+        assert!(step["tasks_per_s"].as_f64().unwrap() > 0.0, "{step}");
+        for part in ["gateway", "nodes", "postgres"] {
+            assert!(
+                step["cpu_ms_per_task"][part].as_f64().unwrap() > 0.0,
+                "{part}: {step}"
+            );
+        }
+    }
+    let refused = orion(&["bench", "cluster", "--nodes", "0"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("--nodes"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
 #[test]
 fn the_analysis_benchmark_runs_and_reports_its_baseline() {
     let repo = fixture_repo();

@@ -25,10 +25,32 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** Appends `children` to `parent`, skipping the absent ones (`null`, `false`). */
+/** The children that are present (not `undefined`, `null` or `false`): the DOM would show an
+ * absent one as the text "null". */
+const present = (children) => children.flat().filter((c) => c !== undefined && c !== null && c !== false);
+
+/** Appends `children` to `parent`, skipping the absent ones. */
 function put(parent, ...children) {
-  parent.append(...children.flat().filter((c) => c !== undefined && c !== null && c !== false));
+  parent.append(...present(children));
 }
+
+/** Replaces `parent`'s children with `children`, skipping the absent ones. */
+function replace(parent, ...children) {
+  parent.replaceChildren(...present(children));
+}
+
+/** Short ids for the UUIDv7s shown together: the random tail, not the head (the head is the
+ * time, the same for ids made in the same minute), as long as needed to tell them apart. */
+function shortIds(ids) {
+  const unique = [...new Set(ids)];
+  for (let n = 8; n < 32; n += 4) {
+    const tails = unique.map((id) => id.replaceAll("-", "").slice(-n));
+    if (new Set(tails).size === unique.length) return new Map(unique.map((id, i) => [id, tails[i]]));
+  }
+  return new Map(unique.map((id) => [id, id]));
+}
+
+const shortId = (id) => shortIds([id]).get(id);
 
 function say(text) {
   const status = document.getElementById("status");
@@ -179,10 +201,11 @@ async function tasksPage(main, params) {
   const list = h("section", { "aria-label": "Task list", "aria-live": "polite" });
   const refresh = async () => {
     const page = await api(`/v1/tasks?${query}`);
-    list.replaceChildren(page.items.length === 0
+    const short = shortIds(page.items.map((t) => t.id));
+    replace(list, page.items.length === 0
       ? h("p", { class: "muted" }, "No tasks.")
       : table([
-        ["Task", (t) => h("a", { href: `#/tasks/${t.id}` }, t.id.slice(0, 8))],
+        ["Task", (t) => h("a", { href: `#/tasks/${t.id}`, title: t.id }, short.get(t.id))],
         ["Kind", (t) => t.kind],
         ["Status", (t) => badge(t.status)],
         ["Repository", (t) => t.repo],
@@ -262,14 +285,14 @@ async function taskPage(main, id) {
   const timeline = h("ol", { class: "timeline", "aria-label": "Events", "aria-live": "polite" });
   const result = h("section", { "aria-label": "Result" });
   const draw = (task) => {
-    head.replaceChildren(
+    replace(head,
       h("h1", {}, `${task.kind} task `, badge(task.status)),
       h("p", { class: "muted" }, `${task.repo} · ${task.priority} · attempts ${task.attempts} · created ${when(task.created_at)}`),
       task.prompt ? h("p", {}, task.prompt) : null,
       session.me.may.operate && !TERMINAL.includes(task.status)
         ? h("button", { class: "secondary", type: "button", onclick: () => cancel(task.id) }, "Cancel task") : null,
       usageLine(task.usage));
-    result.replaceChildren(...renderResult(task));
+    replace(result, ...renderResult(task));
   };
   draw(task);
   events.items.forEach((e) => timeline.append(eventItem(e)));
@@ -374,12 +397,13 @@ function drawGraph(edges) {
 
 async function pullsPage(main) {
   const page = await api("/v1/pulls");
+  const short = shortIds(page.items.map((p) => p.task_id));
   put(main, h("h1", {}, "Pull requests"), page.items.length === 0 ? h("p", { class: "muted" }, "No pull requests.") : table([
     ["Pull request", (p) => h("a", { href: `#/pulls/${p.id}` }, p.branch)],
     ["State", (p) => badge(p.state)],
     ["Repository", (p) => p.repo],
     ["Change", (p) => `${p.files_changed} files, +${p.insertions} −${p.deletions}`],
-    ["Task", (p) => h("a", { href: `#/tasks/${p.task_id}` }, p.task_id.slice(0, 8))],
+    ["Task", (p) => h("a", { href: `#/tasks/${p.task_id}`, title: p.task_id }, short.get(p.task_id))],
   ], page.items));
 }
 
@@ -433,7 +457,7 @@ async function pullPage(main, id) {
   const verdict = tests.passed === true ? "passed" : tests.passed === false ? "failed" : tests.skipped ? `skipped: ${tests.skipped}` : "no test run";
   put(main, 
     h("h1", {}, `Pull request ${pull.branch} → ${pull.base} `, badge(pull.state)),
-    h("p", { class: "muted" }, `${pull.repo} · task `, h("a", { href: `#/tasks/${pull.task_id}` }, pull.task_id.slice(0, 8)), ` · ${pull.rounds} revision rounds`),
+    h("p", { class: "muted" }, `${pull.repo} · task `, h("a", { href: `#/tasks/${pull.task_id}`, title: pull.task_id }, shortId(pull.task_id)), ` · ${pull.rounds} revision rounds`),
     h("div", { class: "cards" },
       h("div", { class: "card" }, h("strong", {}, "Tests"), h("p", { "data-testid": "verdict" }, verdict)),
       h("div", { class: "card" }, h("strong", {}, "Change"), h("p", {}, `${pull.files_changed} files, +${pull.insertions} −${pull.deletions}`))),

@@ -234,6 +234,17 @@ async fn the_dashboard_submits_watches_live_and_approves_a_pull_request() {
         .await;
     let (_, task) = app.get(&format!("/v1/tasks/{analyze}")).await;
     assert_eq!(task["status"], "completed");
+    // An ended task with no prompt and no model usage: nothing absent shows as "null".
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('main').innerText.includes('null')")
+            .await,
+        false,
+        "{}",
+        browser
+            .eval("return document.querySelector('main').innerText")
+            .await
+    );
 
     // A develop task: the page, loaded while the model thinks, receives the rest live.
     browser.go(&format!("{}/#/tasks", app.base)).await;
@@ -284,6 +295,26 @@ async fn the_dashboard_submits_watches_live_and_approves_a_pull_request() {
         git_rev(&remote, "main").unwrap().as_str()
     );
     assert!(show(&remote, "main:app/util.py").contains("x * 2"));
+
+    // The list names the two tasks, made within the same minute, apart: by the random tail
+    // of each id, not the time at its head.
+    browser.go(&format!("{}/#/tasks", app.base)).await;
+    browser
+        .text_when("main table", "the task list", |t| t.contains("develop"))
+        .await;
+    let links = browser
+        .eval("return [...document.querySelectorAll('main table a[href^=\"#/tasks/\"]')].map((a) => [a.getAttribute('href').slice(8), a.textContent])")
+        .await;
+    let links = links.as_array().unwrap();
+    assert_eq!(links.len(), 2, "{links:?}");
+    for link in links {
+        let (id, shown) = (link[0].as_str().unwrap(), link[1].as_str().unwrap());
+        assert!(
+            shown.len() >= 8 && id.replace('-', "").ends_with(shown),
+            "{id} shown as {shown}"
+        );
+    }
+    assert_ne!(links[0][1], links[1][1], "two tasks, two short ids");
     browser.call("DELETE", "", None).await;
 }
 

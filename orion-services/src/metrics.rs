@@ -44,6 +44,10 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     /// Open WebSocket subscriptions.
     pub ws_subscribers: IntGauge,
+    /// Look-ups of a cache, by cache and outcome (hit, miss).
+    pub cache_lookups: IntCounterVec,
+    /// Entries a cache dropped to make room, by cache.
+    pub cache_evictions: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -125,6 +129,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ws_subscribers: register_int_gauge!(
             "orion_ws_subscribers",
             "Open WebSocket subscriptions"
+        )?,
+        cache_lookups: register_int_counter_vec!(
+            "orion_cache_lookups_total",
+            "Cache look-ups by cache and outcome (hit, miss)",
+            &["cache", "outcome"]
+        )?,
+        cache_evictions: register_int_counter_vec!(
+            "orion_cache_evictions_total",
+            "Entries a cache dropped to make room, by cache",
+            &["cache"]
         )?,
     })
 }

@@ -277,6 +277,39 @@ async fn a_repeated_step_is_answered_from_the_cache() {
     // Another attempt of the step is another question.
     assert!(!model.chat(&step(2), &ask("hi")).await.unwrap().cached);
     assert_eq!(model.cache_stats(), (1, 2));
+    // The same counts on /metrics (each test is a process of its own).
+    let text = orion_services::metrics::render();
+    let lookups = |outcome| {
+        crate::support::metric(
+            &text,
+            "orion_cache_lookups_total",
+            &[("cache", "model_responses"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!((lookups("hit"), lookups("miss")), (Some(1.0), Some(2.0)));
+}
+
+/// A full in-memory cache makes room by dropping what it holds, and counts what it dropped.
+#[tokio::test]
+async fn a_full_cache_counts_what_it_drops() {
+    use orion_services::llm::ResponseCache;
+    let cache = MemoryCache::new(3);
+    for key in ["a", "b", "c"] {
+        cache.put(key, "answer").await;
+    }
+    cache.put("a", "again").await; // a key it holds: no room needed
+    assert_eq!(cache.get("a").await.as_deref(), Some("again"));
+    cache.put("d", "answer").await;
+    assert_eq!(
+        (cache.get("b").await, cache.get("d").await.as_deref()),
+        (None, Some("answer"))
+    );
+    let evicted = crate::support::metric(
+        &orion_services::metrics::render(),
+        "orion_cache_evictions_total",
+        &[("cache", "model_responses")],
+    );
+    assert_eq!(evicted, Some(3.0));
 }
 
 #[tokio::test]

@@ -6,6 +6,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use deadpool_redis::redis;
 
+/// The name of the model response cache in `orion_cache_*` metrics.
+pub const MODEL_RESPONSES: &str = "model_responses";
+
 /// A cache of model answers by key. A cache that fails is a miss, never an error: the
 /// call is then simply made.
 #[async_trait]
@@ -42,7 +45,11 @@ impl ResponseCache for MemoryCache {
 
     async fn put(&self, key: &str, value: &str) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= self.capacity {
+        if entries.len() >= self.capacity && !entries.contains_key(key) {
+            crate::metrics::metrics()
+                .cache_evictions
+                .with_label_values(&[MODEL_RESPONSES])
+                .inc_by(entries.len() as u64);
             entries.clear();
         }
         entries.insert(key.to_owned(), value.to_owned());

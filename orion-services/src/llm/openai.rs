@@ -369,6 +369,10 @@ impl ChatModel for OpenAiChat {
             && let Ok(mut answer) = serde_json::from_str::<ChatResponse>(&cached)
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
+            metrics()
+                .cache_lookups
+                .with_label_values(&[super::cache::MODEL_RESPONSES, "hit"])
+                .inc();
             answer.cached = true;
             answer.requests = 0;
             metrics()
@@ -378,6 +382,10 @@ impl ChatModel for OpenAiChat {
             return Ok(answer);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        metrics()
+            .cache_lookups
+            .with_label_values(&[super::cache::MODEL_RESPONSES, "miss"])
+            .inc();
         let mut requests = 0;
         let answered = match self
             .with_retries(&self.config.model, request, &mut requests)

@@ -44,15 +44,14 @@ impl PartCosts {
     }
 }
 
-/// The CPU time (user and system) process `pid` has spent, in clock ticks; `None` once it is
-/// gone.
+/// The CPU time (user and system) process `pid` has spent, with that of its children it has
+/// reaped (a Postgres server's ended backends, a node's git processes), in clock ticks; `None`
+/// once it is gone.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command may hold spaces and parentheses: the fields start after the last `)`.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let user: u64 = fields.get(11)?.parse().ok()?;
-    let system: u64 = fields.get(12)?.parse().ok()?;
-    Some(user + system)
+    (11..=14).map(|i| fields.get(i)?.parse::<u64>().ok()).sum()
 }
 
 /// The processes of this machine whose command name is `name` (or starts with it).
@@ -80,41 +79,48 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-/// The CPU ticks of each part now: gateway, nodes, NATS, Postgres. Postgres backends come
-/// and go: those alive at either reading are summed at both, a backend that ended between
-/// them counting what it had at the first.
+/// The CPU ticks of each process of a part, by pid.
+type Ticks = std::collections::HashMap<u32, u64>;
+
+/// The CPU ticks of each part now: gateway, nodes, NATS, Postgres.
 struct Reading {
-    gateway: u64,
-    nodes: u64,
-    nats: u64,
-    postgres: std::collections::HashMap<u32, u64>,
+    gateway: Ticks,
+    nodes: Ticks,
+    nats: Ticks,
+    postgres: Ticks,
 }
 
 fn read_parts(gateway: u32, nodes: &[u32]) -> Reading {
-    let sum = |pids: &[u32]| pids.iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>();
+    let ticks = |pids: &[u32]| -> Ticks {
+        pids.iter()
+            .filter_map(|p| Some((*p, cpu_ticks(*p)?)))
+            .collect()
+    };
     Reading {
-        gateway: cpu_ticks(gateway).unwrap_or(0),
-        nodes: sum(nodes),
-        nats: sum(&processes_named("nats-server")),
-        postgres: processes_named("postgres")
-            .into_iter()
-            .filter_map(|p| Some((p, cpu_ticks(p)?)))
-            .collect(),
+        gateway: ticks(&[gateway]),
+        nodes: ticks(nodes),
+        nats: ticks(&processes_named("nats-server")),
+        postgres: ticks(&processes_named("postgres")),
     }
+}
+
+/// What the processes alive at the second reading spent since the first (the whole life of
+/// one that started in between). A Postgres backend that ended in between is counted in its
+/// server's reaped children.
+fn delta(before: &Ticks, after: &Ticks) -> u64 {
+    after
+        .iter()
+        .map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0)))
+        .sum()
 }
 
 fn spent(before: &Reading, after: &Reading, tasks: usize, tick: f64) -> PartCosts {
     let per_task = |ticks: u64| ticks as f64 * 1000.0 / tick / tasks.max(1) as f64;
-    let postgres: u64 = after
-        .postgres
-        .iter()
-        .map(|(pid, t)| t.saturating_sub(before.postgres.get(pid).copied().unwrap_or(0)))
-        .sum();
     PartCosts {
-        gateway: per_task(after.gateway.saturating_sub(before.gateway)),
-        nodes: per_task(after.nodes.saturating_sub(before.nodes)),
-        nats: per_task(after.nats.saturating_sub(before.nats)),
-        postgres: per_task(postgres),
+        gateway: per_task(delta(&before.gateway, &after.gateway)),
+        nodes: per_task(delta(&before.nodes, &after.nodes)),
+        nats: per_task(delta(&before.nats, &after.nats)),
+        postgres: per_task(delta(&before.postgres, &after.postgres)),
     }
 }
 
@@ -197,10 +203,13 @@ fn small_repository(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf
     Ok(repo)
 }
 
-/// Waits until `n` distinct tasks have a `completed` event on `completed` (an event may come
-/// twice on the bus).
-async fn count(completed: &mut async_nats::Subscriber, n: usize) -> anyhow::Result<()> {
-    let mut seen = HashSet::new();
+/// Waits until `seen` holds `n` distinct tasks with a `completed` event on `completed` (an
+/// event may come twice on the bus, and a warm-up task's copy late).
+async fn count(
+    completed: &mut async_nats::Subscriber,
+    seen: &mut HashSet<String>,
+    n: usize,
+) -> anyhow::Result<()> {
     while seen.len() < n {
         let message = completed.next().await.context("the bus ended")?;
         let envelope: serde_json::Value = serde_json::from_slice(&message.payload)?;
@@ -234,11 +243,15 @@ async fn step(setup: &Setup<'_>, repo: &str, nodes: usize, tasks: usize) -> anyh
         .context("while starting the gateway")?;
     let stdout = gateway.stdout.take().context("the gateway's output")?;
     let gateway = Child(gateway);
-    let line = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        std::io::BufReader::new(stdout).lines().next()
-    })
-    .await?
+    let line = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout).lines().next()
+        }),
+    )
+    .await
+    .context("the gateway did not start within 30 s")??
     .context("the gateway did not start")??;
     let base = line
         .trim()
@@ -261,7 +274,8 @@ async fn step(setup: &Setup<'_>, repo: &str, nodes: usize, tasks: usize) -> anyh
         .timeout(Duration::from_secs(30))
         .bearer_auth(String::from_utf8_lossy(&token.stdout).trim())
         .finish();
-    // Every node takes work before the clock starts: one task per node, waited for.
+    // Four tasks per node, waited for, before the clock starts: the processes have connected,
+    // migrated and taken work once.
     let submit = |http: awc::Client| {
         let url = format!("{base}/v1/tasks");
         async move {
@@ -279,8 +293,9 @@ async fn step(setup: &Setup<'_>, repo: &str, nodes: usize, tasks: usize) -> anyh
         }
     };
     let warm = futures_util::future::try_join_all((0..nodes * 4).map(|_| submit(http.clone())));
+    let mut seen = HashSet::new();
     let (warmed, counted) = tokio::time::timeout(Duration::from_secs(120), async {
-        futures_util::join!(warm, count(&mut completed, nodes * 4))
+        futures_util::join!(warm, count(&mut completed, &mut seen, nodes * 4))
     })
     .await
     .context("the warm-up tasks did not complete within 2 minutes")?;
@@ -301,7 +316,10 @@ async fn step(setup: &Setup<'_>, repo: &str, nodes: usize, tasks: usize) -> anyh
             .collect::<anyhow::Result<Vec<()>>>()
     };
     let (submitted, counted) = tokio::time::timeout(Duration::from_secs(600), async {
-        futures_util::join!(submitting, count(&mut completed, tasks))
+        futures_util::join!(
+            submitting,
+            count(&mut completed, &mut seen, nodes * 4 + tasks)
+        )
     })
     .await
     .context("the tasks did not complete within 10 minutes")?;

@@ -681,20 +681,26 @@ async fn an_actor_asks_an_agent_on_another_node_and_gets_typed_errors() {
     tear_down(prefix, db).await;
 }
 
-/// The `seq` of every event the database logged, in order.
-async fn logged_seqs(db_url: &str) -> Vec<i64> {
+/// Every event the database logged, as (seq, task, type), in `seq` order.
+async fn logged_events(db_url: &str) -> Vec<(i64, String, String)> {
     use sea_orm::{ConnectionTrait, Database, Statement};
     let db = Database::connect(db_url).await.unwrap();
     let rows = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),
-            "SELECT seq FROM task_events ORDER BY seq",
+            "SELECT seq, task_id::text AS task, event_type FROM task_events ORDER BY seq",
         ))
         .await
         .unwrap();
     let _ = db.close().await;
     rows.iter()
-        .map(|r| r.try_get::<i64>("", "seq").unwrap())
+        .map(|r| {
+            (
+                r.try_get("", "seq").unwrap(),
+                r.try_get("", "task").unwrap(),
+                r.try_get("", "event_type").unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -709,73 +715,86 @@ async fn stream_from(base: &str, since: i64) -> Option<crate::stream::Frames> {
     Some(frames)
 }
 
-/// Two gateways on one bus and one database, tasks running all the while: a WebSocket client
-/// whose gateway is killed with SIGKILL reconnects to the other with `since` set to the last
-/// `seq` it received, and in the end has received every event the database logged, each
-/// once, in `seq` order (no gap at the switch, no repeat).
+/// Submits `n` analyze tasks of `repo` through `base`, eight at a time.
+async fn submit_analyses(base: String, repo: String, n: usize) {
+    let client = client_as("submitter");
+    let answers: Vec<u16> = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let (client, base, repo) = (client.clone(), base.clone(), repo.clone());
+            async move {
+                let mut response = client
+                    .post(format!("{base}/v1/tasks"))
+                    .send_json(&json!({ "kind": "analyze", "repo": repo }))
+                    .await
+                    .unwrap();
+                let _ = response.body().await;
+                response.status().as_u16()
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(answers.iter().all(|s| *s == 202), "{answers:?}");
+}
+
+/// Two gateways and two nodes on one bus and one database, tasks submitted eight at a time
+/// all the while: a WebSocket client whose gateway is killed with SIGKILL reconnects to the
+/// other with `since` set to the last `seq` it received; tasks go on after the switch. In the
+/// end it has received every event the database logged (seq, task and type), each once, in
+/// `seq` order: no gap at the switch, no repeat.
 #[actix_rt::test]
 async fn a_stream_client_that_loses_its_gateway_resumes_on_another_with_no_gap_and_no_repeat() {
     use awc::ws::Frame;
 
-    const TASKS: usize = 60;
+    const HALF: usize = 40;
     let db = PgDatabase::create().await;
     let prefix = unique("gw2");
     let env = cluster_env(&db.url, &prefix);
     migrate(&env);
-    let _node = Process(
-        orion(
-            &env,
-            &[
-                "node",
-                "--name",
-                "node-a",
-                "--agents",
-                "coordinator,analyzer",
-            ],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let _nodes: Vec<Process> = ["node-a", "node-b"]
+        .into_iter()
+        .map(|name| {
+            Process(
+                orion(
+                    &env,
+                    &["node", "--name", name, "--agents", "coordinator,analyzer"],
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+            )
+        })
+        .collect();
     let (first, first_base) = start_gateway(&env).await;
     let (_second, second_base) = start_gateway(&env).await;
 
-    // Tasks submitted through the second gateway while the client watches the first.
+    // Half the tasks submitted through the second gateway while the client watches the first,
+    // the other half once it has moved.
     let repo = git_fixture();
     let repo_path = repo.path().to_string_lossy().into_owned();
-    let submitter = actix_rt::spawn({
-        let base = second_base.clone();
-        async move {
-            let client = client_as("submitter");
-            for i in 0..TASKS {
-                let mut response = client
-                    .post(format!("{base}/v1/tasks"))
-                    .send_json(&json!({ "kind": "analyze", "repo": repo_path }))
-                    .await
-                    .unwrap();
-                assert_eq!(response.status().as_u16(), 202, "task {i}");
-                let _ = response.body().await;
-            }
-        }
-    });
+    let first_half = actix_rt::spawn(submit_analyses(
+        second_base.clone(),
+        repo_path.clone(),
+        HALF,
+    ));
+    let mut second_half = None;
 
-    let mut received: Vec<i64> = Vec::new();
+    let mut received: Vec<(i64, String, String)> = Vec::new();
     let mut first = Some(first);
-    let mut base = first_base.clone();
-    let mut frames = stream_from(&base, 0)
+    let mut frames = stream_from(&first_base, 0)
         .await
         .expect("a stream on the first gateway");
-    let mut switches = 0;
+    let mut switched_at = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "the client has {} events ({switches} switches), the log {}",
+            "the client has {} events, the log {}",
             received.len(),
-            logged_seqs(&db.url).await.len()
+            logged_events(&db.url).await.len()
         );
-        // A third of the way through, the client's gateway is lost.
-        if first.is_some() && received.len() >= TASKS * 4 / 3 {
+        // A third of the way through the first half, the client's gateway is lost.
+        if first.is_some() && received.len() >= HALF * 4 / 3 {
             drop(first.take());
         }
         let frame = tokio::time::timeout(Duration::from_secs(2), frames.next()).await;
@@ -783,9 +802,9 @@ async fn a_stream_client_that_loses_its_gateway_resumes_on_another_with_no_gap_a
             Err(_) => {
                 // Nothing new for a while: done when every task has completed and the client
                 // has the log's last event.
-                if completions_of(&db.url).await == TASKS {
-                    let logged = logged_seqs(&db.url).await;
-                    if received.last() == logged.last() {
+                if second_half.is_some() && completions_of(&db.url).await == 2 * HALF {
+                    let logged = logged_events(&db.url).await;
+                    if received.last().map(|e| e.0) == logged.last().map(|e| e.0) {
                         assert_eq!(received, logged, "every event logged, each once, in order");
                         break;
                     }
@@ -794,31 +813,44 @@ async fn a_stream_client_that_loses_its_gateway_resumes_on_another_with_no_gap_a
             }
             Ok(Some(Ok(Frame::Text(text)))) => {
                 let event: Value = serde_json::from_slice(&text).unwrap();
-                received.push(event["seq"].as_i64().unwrap());
+                received.push((
+                    event["seq"].as_i64().unwrap(),
+                    event["task_id"].as_str().unwrap().to_owned(),
+                    event["type"].as_str().unwrap().to_owned(),
+                ));
                 false
             }
             Ok(Some(Ok(Frame::Close(_)) | Err(_)) | None) => true,
             Ok(Some(Ok(_))) => false,
         };
         if lost {
-            assert!(first.is_none(), "only the killed gateway's stream ends");
-            base = second_base.clone();
-            let since = received.last().copied().unwrap_or(0);
-            frames = stream_from(&base, since)
+            assert!(
+                first.is_none() && switched_at.is_none(),
+                "only the killed gateway's stream ends"
+            );
+            let since = received.last().map_or(0, |e| e.0);
+            frames = stream_from(&second_base, since)
                 .await
                 .expect("a stream on the other gateway");
-            switches += 1;
+            switched_at = logged_events(&db.url).await.last().map(|e| e.0);
+            second_half = Some(actix_rt::spawn(submit_analyses(
+                second_base.clone(),
+                repo_path.clone(),
+                HALF,
+            )));
         }
     }
-    assert_eq!(
-        switches, 1,
-        "the client moved once, to the gateway that lives"
+    let switched_at = switched_at.expect("the client moved to the gateway that lives");
+    assert!(
+        received.last().unwrap().0 > switched_at,
+        "events committed after the switch reached the client live"
     );
     assert!(
-        received.windows(2).all(|w| w[0] < w[1]),
+        received.windows(2).all(|w| w[0].0 < w[1].0),
         "in seq order, no repeat"
     );
-    submitter.await.unwrap();
+    first_half.await.unwrap();
+    second_half.unwrap().await.unwrap();
     tear_down(prefix, db).await;
 }
 

@@ -902,3 +902,47 @@ on_both_databases!(
     a_claim_passes_on_when_its_lease_runs_out_and_only_once,
     function_lists_are_whole_apart_and_end_with_their_task,
 );
+
+/// A writer that holds the event log's lock and does not commit (frozen, or cut off from the
+/// database) stops other writers' events for at most 10 s: they fail as in an outage, to be
+/// tried again, and write nothing; once the lock is free, they write.
+#[tokio::test]
+async fn a_held_event_log_lock_makes_writers_fail_in_time_not_wait_forever() {
+    let h = Harness::postgres().await;
+    let task = stored_task(&h).await;
+    let before = h.store.events(Some(task), 0, 100).await.unwrap().len();
+    let url = h.pg.as_ref().unwrap().url.clone();
+    let holder = sea_orm::Database::connect(&url).await.unwrap();
+    holder
+        .execute_unprepared("SELECT pg_advisory_lock(478660882286)")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let blocked = h
+        .store
+        .append_event(task, EventType::Progress, serde_json::json!({}), None)
+        .await;
+    assert!(
+        matches!(blocked, Err(StoreError::Unavailable(_))),
+        "{blocked:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        h.store.events(Some(task), 0, 100).await.unwrap().len(),
+        before
+    );
+    holder.close().await.unwrap();
+    h.store
+        .append_event(task, EventType::Progress, serde_json::json!({}), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.store.events(Some(task), 0, 100).await.unwrap().len(),
+        before + 1
+    );
+    h.finish().await;
+}

@@ -503,12 +503,11 @@ impl ChangeDelivery {
         // one under review. (The pull request's version is fenced in the store; this read
         // only narrows the window for the push.)
         let current = self.tasks.task(task.id).await.map_err(store_failure)?;
-        if current.attempts > run.assignment.attempt
-            || !matches!(
-                current.status,
-                orion_bus::TaskStatus::Assigned | orion_bus::TaskStatus::Running
-            )
-        {
+        if !orion_services::store::run_is_current(
+            current.status,
+            current.attempts,
+            run.assignment.attempt,
+        ) {
             return Err(TaskFailure::new(
                 super::SUPERSEDED,
                 format!(

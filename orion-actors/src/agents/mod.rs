@@ -30,7 +30,7 @@ use crate::messages::{Ask, CancelTask, PanicVerdict, Panicked};
 use async_trait::async_trait;
 use orion_bus::{
     AgentKind, Assignment, Body, Bus, BusError, Envelope, Outcome, ProtocolError, Queue, Step,
-    Task, TaskFailure, TaskStatus, WorkReport,
+    Task, TaskFailure, WorkReport,
 };
 
 use orion_services::metrics::metrics;
@@ -398,8 +398,11 @@ impl Agent {
         if ledger.is_some() {
             match self.store.task(assignment.task.id).await {
                 Ok(task)
-                    if task.attempts > assignment.attempt
-                        || !matches!(task.status, TaskStatus::Assigned | TaskStatus::Running) =>
+                    if !orion_services::store::run_is_current(
+                        task.status,
+                        task.attempts,
+                        assignment.attempt,
+                    ) =>
                 {
                     return Err(HandleError::Drop(format!(
                         "the task is {} at attempt {}; this assignment is of attempt {}",

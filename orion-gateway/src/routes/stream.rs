@@ -237,7 +237,16 @@ enum Start {
 fn announced(mut live: EnvelopeStream) -> tokio::sync::watch::Receiver<i64> {
     let (tx, rx) = tokio::sync::watch::channel(i64::MIN);
     actix_web::rt::spawn(async move {
-        while let Some((_, envelope)) = live.next().await {
+        loop {
+            // The stream's end drops the subscription at once, not at the next event (a task's
+            // stream may never see another).
+            let next = tokio::select! {
+                () = tx.closed() => return,
+                next = live.next() => next,
+            };
+            let Some((_, envelope)) = next else {
+                return;
+            };
             let Body::Event(event) = envelope.body else {
                 continue;
             };
@@ -248,9 +257,6 @@ fn announced(mut live: EnvelopeStream) -> tokio::sync::watch::Receiver<i64> {
                 }
                 newer
             });
-            if tx.is_closed() {
-                return;
-            }
         }
     });
     rx
@@ -298,27 +304,33 @@ async fn replay(
     at_most: AtMost,
 ) -> Result<bool, End> {
     // Every stored event read counts, sent or filtered out: a filter that admits little
-    // does not make a replay read the whole log.
+    // does not make a replay read the whole log. A query asks for one more than may still be
+    // read, to tell "more" from "all".
+    let max = match at_most {
+        AtMost::Close(max) | AtMost::Pause(max) => max,
+    };
     let mut read = 0usize;
     loop {
+        let limit = REPLAY_BATCH.min((max - read).saturating_add(1) as u64);
         let batch = store
-            .events(filter.task, *cursor, REPLAY_BATCH)
+            .events(filter.task, *cursor, limit)
             .await
             .map_err(|e| End::StoreFailed(e.to_string()))?;
-        if batch.is_empty() {
-            return Ok(false);
-        }
         for event in &batch {
-            match at_most {
-                AtMost::Close(max) if read == max => return Err(End::ReplayLimit(*cursor)),
-                AtMost::Pause(max) if read == max => return Ok(true),
-                _ => {}
+            if read == max {
+                return match at_most {
+                    AtMost::Close(_) => Err(End::ReplayLimit(*cursor)),
+                    AtMost::Pause(_) => Ok(true),
+                };
             }
             read += 1;
             if filter.admits(event) {
                 send(session, event).await?;
             }
             *cursor = event.seq;
+        }
+        if (batch.len() as u64) < limit {
+            return Ok(false);
         }
     }
 }
@@ -376,9 +388,15 @@ async fn serve(
         };
         // The last read stopped at its most: the stream reads on when nothing else is due.
         let mut behind = false;
-        let mut ping = tokio::time::interval(PING_INTERVAL);
-        let mut unasked = tokio::time::interval(CATCH_UP_INTERVAL);
-        let mut recheck = tokio::time::interval(limits.recheck);
+        // A tick missed while the stream was busy sending is not made up in a burst.
+        let interval = |period| {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks
+        };
+        let mut ping = interval(PING_INTERVAL);
+        let mut unasked = interval(CATCH_UP_INTERVAL);
+        let mut recheck = interval(limits.recheck);
         loop {
             tokio::select! {
                 () = &mut expired => return Err(End::CredentialEnded),

@@ -67,6 +67,13 @@ pub enum StoreError {
     },
 }
 
+/// Whether a run of attempt `attempt` is still its task's own: the task is at work (assigned
+/// or running) at no newer attempt. A run that is not acts on a state that is past, and
+/// writes nothing of its step.
+pub fn run_is_current(status: TaskStatus, attempts: i32, attempt: i32) -> bool {
+    attempts <= attempt && matches!(status, TaskStatus::Assigned | TaskStatus::Running)
+}
+
 impl From<sea_orm::DbErr> for StoreError {
     fn from(e: sea_orm::DbErr) -> Self {
         StoreError::Unavailable(e)

@@ -271,9 +271,7 @@ impl PullStore for SqlStore {
                 .await?
                 .ok_or(StoreError::NotFound(version.task_id))?;
             let status: TaskStatus = super::sql::parse(&task.status, "status")?;
-            if task.attempts > version.attempt
-                || !matches!(status, TaskStatus::Assigned | TaskStatus::Running)
-            {
+            if !super::run_is_current(status, task.attempts, version.attempt) {
                 return Err(StoreError::Superseded {
                     task: version.task_id,
                     attempt: version.attempt,

@@ -134,8 +134,8 @@ fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
 }
 
 /// Takes the lock that orders the event log on Postgres (an advisory lock, `orion` in ASCII)
-/// for the rest of the transaction, waiting at most [`EVENT_LOG_WAIT`] for it; the
-/// transaction, once it holds the lock, may sit idle at most as long before Postgres ends it
+/// for the rest of the transaction, waiting at most 10 s for it; the transaction, once it
+/// holds the lock, may sit idle at most as long before Postgres ends it
 /// (a writer frozen or cut off between its insert and its commit would otherwise stop every
 /// other writer's events until its connection is found dead).
 const TAKE_EVENT_LOG_LOCK: &str = "SET LOCAL lock_timeout = '10s'; \

@@ -307,6 +307,40 @@ async fn assign(lifecycle: Lifecycle, plugins: Plugins, task: Task) -> Result<()
     assign_step(&lifecycle, &task, agent, Step::Work, id).await
 }
 
+/// The start an outcome implies, recorded where the task is still `assigned` (its start
+/// report has not come, or came to another coordinator that has not applied it yet); a task
+/// already running is left as it is, with no transition tried. `None`: the task is where it
+/// cannot start from.
+async fn start_implied(
+    lifecycle: &Lifecycle,
+    stored: Task,
+    started: Change,
+) -> Result<Option<Task>, HandleError> {
+    if stored.status != TaskStatus::Assigned {
+        return Ok((stored.status == TaskStatus::Running).then_some(stored));
+    }
+    Ok(lifecycle
+        .advance_from(stored, TaskStatus::Running, started)
+        .await?)
+}
+
+/// Ends the step a report is the outcome of: the task goes to `to`, from `stored` (as read for
+/// the report) after the start it implies; read again only where a race was lost.
+async fn end_step(
+    lifecycle: &Lifecycle,
+    stored: Task,
+    started: Change,
+    to: TaskStatus,
+    change: Change,
+) -> Result<(), HandleError> {
+    let id = stored.id;
+    match start_implied(lifecycle, stored, started).await? {
+        Some(running) => lifecycle.advance_from(running, to, change).await?,
+        None => lifecycle.advance(id, to, change).await?,
+    };
+    Ok(())
+}
+
 async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), HandleError> {
     let ReportArrived { report, node, .. } = msg;
     let id = report.task_id;
@@ -356,7 +390,7 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
     match report.outcome {
         Outcome::Started => {
             lifecycle
-                .advance(id, TaskStatus::Running, started())
+                .advance_from(stored, TaskStatus::Running, started())
                 .await?;
         }
         Outcome::Progress { message, detail } => {
@@ -369,26 +403,25 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             lifecycle.note(id, by(data)).await?;
         }
         Outcome::Completed { result } => {
-            lifecycle
-                .advance(id, TaskStatus::Running, started())
-                .await?;
             let change = Change {
                 data: by(serde_json::json!({})),
                 ..Change::completed(result)
             };
-            lifecycle.advance(id, TaskStatus::Completed, change).await?;
+            end_step(&lifecycle, stored, started(), TaskStatus::Completed, change).await?;
         }
         Outcome::AwaitingReview { pull } => {
-            lifecycle
-                .advance(id, TaskStatus::Running, started())
-                .await?;
             let change = Change {
                 data: by(serde_json::json!({ "pull": pull })),
                 ..Change::default()
             };
-            lifecycle
-                .advance(id, TaskStatus::AwaitingReview, change)
-                .await?;
+            end_step(
+                &lifecycle,
+                stored,
+                started(),
+                TaskStatus::AwaitingReview,
+                change,
+            )
+            .await?;
         }
         Outcome::AwaitingApproval {
             step,
@@ -396,25 +429,24 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             spent_usd,
             budget_usd,
         } => {
-            lifecycle
-                .advance(id, TaskStatus::Running, started())
-                .await?;
             let data = serde_json::json!({ "step": step, "needed_usd": needed_usd, "spent_usd": spent_usd, "budget_usd": budget_usd });
             let change = Change {
                 data: by(data),
                 ..Change::default()
             };
-            lifecycle
-                .advance(id, TaskStatus::AwaitingApproval, change)
-                .await?;
+            end_step(
+                &lifecycle,
+                stored,
+                started(),
+                TaskStatus::AwaitingApproval,
+                change,
+            )
+            .await?;
         }
         Outcome::Failed { failure } => {
-            lifecycle
-                .advance(id, TaskStatus::Running, started())
-                .await?;
             let mut change = Change::failed(failure);
             change.data = by(change.data);
-            lifecycle.advance(id, TaskStatus::Failed, change).await?;
+            end_step(&lifecycle, stored, started(), TaskStatus::Failed, change).await?;
         }
         Outcome::Handoff { agent, step } => {
             // Merges and revisions follow a person's review only (`resume_after_review`),
@@ -425,10 +457,7 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             }
             // The task stays running; its next step goes to another agent's pool, unless
             // the task was cancelled meanwhile.
-            let task = match lifecycle
-                .advance(id, TaskStatus::Running, started())
-                .await?
-            {
+            let task = match start_implied(&lifecycle, stored, started()).await? {
                 Some(task) => task,
                 None => lifecycle.store().task(id).await?,
             };

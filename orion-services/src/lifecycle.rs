@@ -173,7 +173,19 @@ impl Lifecycle {
         to: TaskStatus,
         change: Change,
     ) -> Result<Option<Task>, LifecycleError> {
-        let mut task = self.store.task(id).await?;
+        let task = self.store.task(id).await?;
+        self.advance_from(task, to, change).await
+    }
+
+    /// [`Lifecycle::advance`] from `task` as the caller has just read it: the task is read
+    /// again only after a lost race.
+    pub async fn advance_from(
+        &self,
+        task: Task,
+        to: TaskStatus,
+        change: Change,
+    ) -> Result<Option<Task>, LifecycleError> {
+        let (id, mut task) = (task.id, task);
         for _ in 0..CONFLICT_RETRIES {
             if task.status.check(to).is_err() {
                 tracing::info!(task = %id, from = %task.status, %to, "transition no longer applies");

@@ -265,18 +265,11 @@ async fn submit_and_watch_talk_to_a_running_gateway() {
 
 /// `orion bench cluster` on the tests' NATS and Postgres, small: every figure and its
 /// baseline are printed, positive, and the ratios are the quotients of the figures.
-#[test]
-fn the_cluster_benchmark_runs_and_reports_its_baselines() {
+/// `orion bench cluster <args> --json` on the tests' NATS and Postgres: its figures.
+fn bench_cluster(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args([
-            "bench",
-            "cluster",
-            "--tasks",
-            "30",
-            "--requests",
-            "50",
-            "--json",
-        ])
+        .args(["bench", "cluster", "--json"])
+        .args(args)
         .args(["--nats", &crate::support::nats_url()])
         .args(["--postgres", &crate::support::postgres_server()])
         .env("RUST_LOG", "error")
@@ -287,7 +280,12 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let f: Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_cluster_benchmark_runs_and_reports_its_baselines() {
+    let f = bench_cluster(&["--tasks", "30", "--requests", "50"]);
     for key in ["p50_us", "p99_us", "per_s_1", "per_s_32"] {
         for side in ["agent_request", "raw_nats_request"] {
             assert!(f[side][key].as_f64().unwrap() > 0.0, "{side}.{key}: {f}");
@@ -312,21 +310,7 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
 /// Postgres each spent CPU on them.
 #[test]
 fn the_cluster_benchmark_scales_nodes_and_reports_each_parts_cpu() {
-    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args([
-            "bench", "cluster", "--nodes", "1,2", "--tasks", "60", "--json",
-        ])
-        .args(["--nats", &crate::support::nats_url()])
-        .args(["--postgres", &crate::support::postgres_server()])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let steps: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = bench_cluster(&["--nodes", "1,2", "--tasks", "60"]);
     let steps = steps.as_array().unwrap();
     assert_eq!(
         steps

@@ -114,6 +114,24 @@ pub(crate) async fn test_bus(prefix: &str) -> NatsBus {
     .unwrap()
 }
 
+/// `orion node` processes with a coordinator and an analyzer each, by name.
+pub(crate) fn analyzer_nodes(env: &[(&str, String)], names: &[&str]) -> Vec<Process> {
+    names
+        .iter()
+        .map(|name| {
+            Process(
+                orion(
+                    env,
+                    &["node", "--name", name, "--agents", "coordinator,analyzer"],
+                )
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Deletes the test's streams and database.
 pub(crate) async fn tear_down(prefix: String, db: PgDatabase) {
     delete_streams(prefix).await;
@@ -751,20 +769,7 @@ async fn a_stream_client_that_loses_its_gateway_resumes_on_another_with_no_gap_a
     let prefix = unique("gw2");
     let env = cluster_env(&db.url, &prefix);
     migrate(&env);
-    let _nodes: Vec<Process> = ["node-a", "node-b"]
-        .into_iter()
-        .map(|name| {
-            Process(
-                orion(
-                    &env,
-                    &["node", "--name", name, "--agents", "coordinator,analyzer"],
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-            )
-        })
-        .collect();
+    let _nodes = analyzer_nodes(&env, &["node-a", "node-b"]);
     let (first, first_base) = start_gateway(&env).await;
     let (_second, second_base) = start_gateway(&env).await;
 

@@ -4,7 +4,6 @@
 //! Orion process is restarted.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use orion_bus::{BusConfig, NatsBus, StreamFamily, Subjects};
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
-use crate::cluster::{cluster_env, migrate, orion, start_gateway};
+use crate::cluster::{analyzer_nodes, cluster_env, migrate, start_gateway};
 use crate::support::{
     PgDatabase, Process, TempDir, client_as, eventually, free_port, git_fixture, listening, unique,
 };
@@ -257,20 +256,7 @@ async fn on_three_nats_servers_losing_the_work_queue_leader_twice_loses_and_repe
         ("ORION__NODE__TASK_LEASE_SECS", "10".to_owned()),
     ]);
     migrate(&env);
-    let mut nodes: Vec<Process> = ["node-a", "node-b"]
-        .into_iter()
-        .map(|name| {
-            Process(
-                orion(
-                    &env,
-                    &["node", "--name", name, "--agents", "coordinator,analyzer"],
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-            )
-        })
-        .collect();
+    let mut nodes = analyzer_nodes(&env, &["node-a", "node-b"]);
     let (mut gateway, base) = start_gateway(&env).await;
 
     // Submitted from another task, each with its key, again until the gateway takes it.

@@ -307,37 +307,59 @@ async fn assign(lifecycle: Lifecycle, plugins: Plugins, task: Task) -> Result<()
     assign_step(&lifecycle, &task, agent, Step::Work, id).await
 }
 
-/// The start an outcome implies, recorded where the task is still `assigned` (its start
-/// report has not come, or came to another coordinator that has not applied it yet); a task
-/// already running is left as it is, with no transition tried. `None`: the task is where it
-/// cannot start from.
+/// The start an outcome of attempt `attempt` implies, recorded where the task is still
+/// `assigned` at that attempt (its start report has not come, or came to another coordinator
+/// that has not applied it yet); a task already running at it is left as it is, with no
+/// transition tried. `None`: the task is elsewhere (paused, ended, reclaimed).
 async fn start_implied(
     lifecycle: &Lifecycle,
     stored: Task,
+    attempt: i32,
     started: Change,
 ) -> Result<Option<Task>, HandleError> {
     if stored.status != TaskStatus::Assigned {
-        return Ok((stored.status == TaskStatus::Running).then_some(stored));
+        let running = stored.status == TaskStatus::Running && stored.attempts == attempt;
+        return Ok(running.then_some(stored));
     }
+    let assigned = |t: &Task| t.status == TaskStatus::Assigned && t.attempts == attempt;
     Ok(lifecycle
-        .advance_from(stored, TaskStatus::Running, started)
+        .advance_from_if(stored, TaskStatus::Running, started, assigned)
         .await?)
 }
 
-/// Ends the step a report is the outcome of: the task goes to `to`, from `stored` (as read for
-/// the report) after the start it implies; read again only where a race was lost.
+/// The task, running at `attempt`, as read now (after a race lost to another coordinator).
+async fn running_now(
+    lifecycle: &Lifecycle,
+    id: orion_bus::TaskId,
+    attempt: i32,
+) -> Result<Option<Task>, HandleError> {
+    let task = lifecycle.store().task(id).await?;
+    Ok((task.status == TaskStatus::Running && task.attempts == attempt).then_some(task))
+}
+
+/// Ends the step a report of attempt `attempt` is the outcome of: the task goes to `to`, from
+/// `stored` (as read for the report) after the start it implies, only while it runs at that
+/// attempt (checked again at every read: a task that paused or was reclaimed meanwhile is not
+/// moved by this report).
 async fn end_step(
     lifecycle: &Lifecycle,
     stored: Task,
+    attempt: i32,
     started: Change,
     to: TaskStatus,
     change: Change,
 ) -> Result<(), HandleError> {
     let id = stored.id;
-    match start_implied(lifecycle, stored, started).await? {
-        Some(running) => lifecycle.advance_from(running, to, change).await?,
-        None => lifecycle.advance(id, to, change).await?,
+    let running = match start_implied(lifecycle, stored, attempt, started).await? {
+        Some(running) => Some(running),
+        None => running_now(lifecycle, id, attempt).await?,
     };
+    if let Some(running) = running {
+        let at_work = |t: &Task| t.status == TaskStatus::Running && t.attempts == attempt;
+        lifecycle
+            .advance_from_if(running, to, change, at_work)
+            .await?;
+    }
     Ok(())
 }
 
@@ -389,9 +411,7 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
     }
     match report.outcome {
         Outcome::Started => {
-            lifecycle
-                .advance_from(stored, TaskStatus::Running, started())
-                .await?;
+            start_implied(&lifecycle, stored, report.attempt, started()).await?;
         }
         Outcome::Progress { message, detail } => {
             let mut data = serde_json::json!({ "message": message });
@@ -407,7 +427,15 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
                 data: by(serde_json::json!({})),
                 ..Change::completed(result)
             };
-            end_step(&lifecycle, stored, started(), TaskStatus::Completed, change).await?;
+            end_step(
+                &lifecycle,
+                stored,
+                report.attempt,
+                started(),
+                TaskStatus::Completed,
+                change,
+            )
+            .await?;
         }
         Outcome::AwaitingReview { pull } => {
             let change = Change {
@@ -417,6 +445,7 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             end_step(
                 &lifecycle,
                 stored,
+                report.attempt,
                 started(),
                 TaskStatus::AwaitingReview,
                 change,
@@ -437,6 +466,7 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             end_step(
                 &lifecycle,
                 stored,
+                report.attempt,
                 started(),
                 TaskStatus::AwaitingApproval,
                 change,
@@ -446,7 +476,15 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
         Outcome::Failed { failure } => {
             let mut change = Change::failed(failure);
             change.data = by(change.data);
-            end_step(&lifecycle, stored, started(), TaskStatus::Failed, change).await?;
+            end_step(
+                &lifecycle,
+                stored,
+                report.attempt,
+                started(),
+                TaskStatus::Failed,
+                change,
+            )
+            .await?;
         }
         Outcome::Handoff { agent, step } => {
             // Merges and revisions follow a person's review only (`resume_after_review`),
@@ -457,14 +495,13 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             }
             // The task stays running; its next step goes to another agent's pool, unless
             // the task was cancelled meanwhile.
-            let task = match start_implied(&lifecycle, stored, started()).await? {
-                Some(task) => task,
-                None => lifecycle.store().task(id).await?,
-            };
-            if task.status != TaskStatus::Running {
-                tracing::info!(task = %id, status = %task.status, "hand-off no longer applies");
+            // Read fresh after the start: a cancel or a reclaim since the report's read gets
+            // no next step.
+            start_implied(&lifecycle, stored, report.attempt, started()).await?;
+            let Some(task) = running_now(&lifecycle, id, report.attempt).await? else {
+                tracing::info!(task = %id, "hand-off no longer applies");
                 return Ok(());
-            }
+            };
             let data = serde_json::json!({ "handoff": agent, "step": step.name() });
             lifecycle.note(id, by(data)).await?;
             let message = MessageId::handoff(id, report.attempt, &step);

@@ -185,10 +185,23 @@ impl Lifecycle {
         to: TaskStatus,
         change: Change,
     ) -> Result<Option<Task>, LifecycleError> {
+        self.advance_from_if(task, to, change, |_| true).await
+    }
+
+    /// [`Lifecycle::advance_from`], only while the task is as `still` wants it: the caller's
+    /// reasons to move it are checked again against every read, not the first only (a race
+    /// lost to another writer may have paused, reclaimed or moved the task meanwhile).
+    pub async fn advance_from_if(
+        &self,
+        task: Task,
+        to: TaskStatus,
+        change: Change,
+        still: impl Fn(&Task) -> bool,
+    ) -> Result<Option<Task>, LifecycleError> {
         let (id, mut task) = (task.id, task);
         for _ in 0..CONFLICT_RETRIES {
-            if task.status.check(to).is_err() {
-                tracing::info!(task = %id, from = %task.status, %to, "transition no longer applies");
+            if task.status.check(to).is_err() || !still(&task) {
+                tracing::debug!(task = %id, from = %task.status, %to, "transition no longer applies");
                 return Ok(None);
             }
             let mut transition = Transition::new(&task, to);

@@ -493,3 +493,78 @@ async fn cancelling_a_task_stops_the_work_in_progress_on_its_node() {
         "nothing happens to the task after its cancellation"
     );
 }
+
+/// Reports may overtake each other: an outcome that comes before its step's start records
+/// the start it implies, and the start that comes after it moves nothing; the story reads
+/// queued, assigned, running, completed, with one `running`.
+#[actix_rt::test]
+async fn a_start_report_that_comes_after_its_outcome_moves_nothing() {
+    let app = TestApp::spawn_with(|s| s.node.agents = vec![AgentKind::Coordinator]).await;
+    let lifecycle = app.services.lifecycle.clone();
+    let mut work = lifecycle
+        .bus()
+        .consume(orion_bus::Queue::Work(
+            AgentKind::Analyzer,
+            orion_bus::Priority::Normal,
+        ))
+        .await
+        .unwrap();
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let assignment = next_assignment(&mut work, &id).await;
+    let attempt = attempt_of(&assignment);
+    assignment.ack().await.unwrap();
+    let task_id: TaskId = id.parse().unwrap();
+    let report = |outcome: orion_bus::Outcome, state: &'static str| {
+        let bus = lifecycle.bus().clone();
+        async move {
+            let envelope = orion_bus::Envelope::new(
+                "a-node",
+                orion_bus::Body::Report(orion_bus::WorkReport {
+                    task_id,
+                    agent: AgentKind::Analyzer,
+                    attempt,
+                    outcome,
+                }),
+            );
+            let message =
+                orion_bus::MessageId::report(task_id, attempt, &orion_bus::Step::Work, state);
+            bus.enqueue_as(orion_bus::Queue::Results, &message, &envelope)
+                .await
+                .unwrap();
+        }
+    };
+    report(
+        orion_bus::Outcome::Completed {
+            result: json!({ "overtook": true }),
+        },
+        "completed",
+    )
+    .await;
+    app.wait_for(&id, "completed").await;
+    report(orion_bus::Outcome::Started, "started").await;
+    eventually(
+        "the late start report to be settled",
+        Duration::from_secs(10),
+        || async {
+            let held = lifecycle.bus().held(orion_bus::Queue::Results).await.ok()?;
+            (held == 0).then_some(())
+        },
+    )
+    .await;
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let story: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(story, ["queued", "assigned", "running", "completed"]);
+    let task = lifecycle.store().task(task_id).await.unwrap();
+    assert_eq!(
+        (task.status.as_str(), task.result),
+        ("completed", Some(json!({ "overtook": true })))
+    );
+}

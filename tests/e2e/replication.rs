@@ -210,6 +210,71 @@ async fn replicas(url: &str, prefix: &str) -> Vec<usize> {
     counts
 }
 
+/// How many tasks are in each status.
+async fn statuses(db_url: &str) -> Vec<(String, i64)> {
+    let Ok(db) = Database::connect(db_url).await else {
+        return Vec::new();
+    };
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT status, count(*) AS n FROM tasks GROUP BY status ORDER BY status",
+        ))
+        .await
+        .unwrap_or_default();
+    let _ = db.close().await;
+    rows.iter()
+        .filter_map(|r| Some((r.try_get("", "status").ok()?, r.try_get("", "n").ok()?)))
+        .collect()
+}
+
+/// Each of `prefix`'s streams: its messages and, per consumer, what waits and what is
+/// delivered but unacknowledged.
+async fn stream_states(url: &str, prefix: &str) -> Vec<String> {
+    let Ok(client) = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice()).await
+    else {
+        return vec!["no server answers".into()];
+    };
+    let js = async_nats::jetstream::new(client);
+    let subjects = Subjects::new(prefix.to_owned()).unwrap();
+    let mut states = Vec::new();
+    for family in [
+        StreamFamily::Tasks,
+        StreamFamily::Work,
+        StreamFamily::Results,
+    ] {
+        let name = subjects.stream(family);
+        let Ok(mut stream) = js.get_stream(&name).await else {
+            states.push(format!("{name}: not found"));
+            continue;
+        };
+        let messages = stream
+            .info()
+            .await
+            .map(|i| i.state.messages)
+            .unwrap_or(u64::MAX);
+        let mut consumers = Vec::new();
+        let mut names = stream.consumer_names();
+        while let Some(Ok(consumer)) = names.next().await {
+            if let Ok(mut c) = stream
+                .get_consumer::<async_nats::jetstream::consumer::pull::Config>(&consumer)
+                .await
+                && let Ok(info) = c.info().await
+            {
+                consumers.push(format!(
+                    "{consumer}: {} waiting, {} unacknowledged",
+                    info.num_pending, info.num_ack_pending
+                ));
+            }
+        }
+        states.push(format!(
+            "{name}: {messages} messages; {}",
+            consumers.join("; ")
+        ));
+    }
+    states
+}
+
 const TASKS: usize = 500;
 
 #[actix_rt::test]
@@ -340,15 +405,21 @@ async fn on_three_nats_servers_losing_the_work_queue_leader_twice_loses_and_repe
 
     let ids = submitter.await.unwrap();
     assert_eq!(ids.len(), TASKS);
-    let (_, events) = eventually(
-        "every task to complete",
-        Duration::from_secs(240),
-        || async {
-            let (done, events) = completions(&db.url).await?;
-            (done == TASKS).then_some((done, events))
-        },
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(240);
+    let events = loop {
+        if let Some((TASKS, events)) = completions(&db.url).await {
+            break events;
+        }
+        if tokio::time::Instant::now() > deadline {
+            // What is left, and where: the tasks by status, and what each stream holds.
+            panic!(
+                "not every task completed within 240 s: tasks by status {:?}; streams {:?}",
+                statuses(&db.url).await,
+                stream_states(&url, &prefix).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     // Exactly once: one `completed` in the task log of each, and in the replicated stream.
     assert_eq!(events.len(), TASKS);
     assert!(events.values().all(|n| *n == 1), "{events:?}");

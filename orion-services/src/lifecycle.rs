@@ -174,21 +174,11 @@ impl Lifecycle {
         change: Change,
     ) -> Result<Option<Task>, LifecycleError> {
         let task = self.store.task(id).await?;
-        self.advance_from(task, to, change).await
-    }
-
-    /// [`Lifecycle::advance`] from `task` as the caller has just read it: the task is read
-    /// again only after a lost race.
-    pub async fn advance_from(
-        &self,
-        task: Task,
-        to: TaskStatus,
-        change: Change,
-    ) -> Result<Option<Task>, LifecycleError> {
         self.advance_from_if(task, to, change, |_| true).await
     }
 
-    /// [`Lifecycle::advance_from`], only while the task is as `still` wants it: the caller's
+    /// [`Lifecycle::advance`] from `task` as the caller has just read it (read again only
+    /// after a lost race), and only while the task is as `still` wants it: the caller's
     /// reasons to move it are checked again against every read, not the first only (a race
     /// lost to another writer may have paused, reclaimed or moved the task meanwhile).
     pub async fn advance_from_if(

@@ -114,22 +114,22 @@ pub(crate) async fn test_bus(prefix: &str) -> NatsBus {
     .unwrap()
 }
 
+/// An `orion node` process with a coordinator and an analyzer, named `name`.
+pub(crate) fn analyzer_node(env: &[(&str, String)], name: &str) -> Process {
+    Process(
+        orion(
+            env,
+            &["node", "--name", name, "--agents", "coordinator,analyzer"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    )
+}
+
 /// `orion node` processes with a coordinator and an analyzer each, by name.
 pub(crate) fn analyzer_nodes(env: &[(&str, String)], names: &[&str]) -> Vec<Process> {
-    names
-        .iter()
-        .map(|name| {
-            Process(
-                orion(
-                    env,
-                    &["node", "--name", name, "--agents", "coordinator,analyzer"],
-                )
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-            )
-        })
-        .collect()
+    names.iter().map(|name| analyzer_node(env, name)).collect()
 }
 
 /// Deletes the test's streams and database.

@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 use sea_orm::{ConnectionTrait, Database, Statement};
 use serde_json::{Value, json};
 
-use crate::cluster::{cluster_env, delete_streams, migrate, orion, start_gateway, tear_down};
+use crate::cluster::{
+    analyzer_nodes, cluster_env, delete_streams, migrate, start_gateway, tear_down,
+};
 use crate::support::{PgDatabase, Process, client_as, eventually, fixture_repo, unique};
 
 /// How many tasks each fault test keeps in flight.
@@ -65,18 +67,6 @@ async fn tally(db_url: &str) -> Option<(i64, i64)> {
     Some((done, stored))
 }
 
-fn node(env: &[(&str, String)], name: &str) -> Process {
-    Process(
-        orion(
-            env,
-            &["node", "--name", name, "--agents", "coordinator,analyzer"],
-        )
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap(),
-    )
-}
-
 /// Waits until at least `n` tasks completed; returns how many had.
 async fn completed_at_least(db_url: &str, n: usize) -> usize {
     eventually("tasks to complete", Duration::from_secs(60), || async {
@@ -109,7 +99,7 @@ async fn two_nodes_and_a_gateway(
     env: &[(&str, String)],
     names: [&str; 2],
 ) -> (Vec<Process>, String) {
-    let nodes = names.iter().map(|name| node(env, name)).collect();
+    let nodes = analyzer_nodes(env, &names);
     let (gateway, base) = start_gateway(env).await;
     let mut processes: Vec<Process> = nodes;
     processes.push(gateway);

@@ -219,6 +219,39 @@ async fn next_assignment(work: &mut orion_bus::Deliveries, id: &str) -> orion_bu
     delivery
 }
 
+/// The analyzer's work queue, consumed by the test in the agent's place.
+async fn analyzer_work(lifecycle: &orion_services::lifecycle::Lifecycle) -> orion_bus::Deliveries {
+    lifecycle
+        .bus()
+        .consume(orion_bus::Queue::Work(
+            AgentKind::Analyzer,
+            orion_bus::Priority::Normal,
+        ))
+        .await
+        .unwrap()
+}
+
+/// An analyzer's report of `outcome` for attempt `attempt` of the task's work step, with the
+/// message id its `state` gives it.
+fn analyzer_report(
+    task_id: TaskId,
+    attempt: i32,
+    outcome: orion_bus::Outcome,
+    state: &str,
+) -> (orion_bus::MessageId, orion_bus::Envelope) {
+    let envelope = orion_bus::Envelope::new(
+        "a-node",
+        orion_bus::Body::Report(orion_bus::WorkReport {
+            task_id,
+            agent: AgentKind::Analyzer,
+            attempt,
+            outcome,
+        }),
+    );
+    let id = orion_bus::MessageId::report(task_id, attempt, &orion_bus::Step::Work, state);
+    (id, envelope)
+}
+
 fn attempt_of(delivery: &orion_bus::Delivery) -> i32 {
     match &delivery.envelope.body {
         orion_bus::Body::Assignment(a) => a.attempt,
@@ -238,14 +271,7 @@ async fn a_task_whose_messages_are_lost_is_queued_again_after_its_lease() {
     })
     .await;
     let lifecycle = app.services.lifecycle.clone();
-    let mut work = lifecycle
-        .bus()
-        .consume(orion_bus::Queue::Work(
-            AgentKind::Analyzer,
-            orion_bus::Priority::Normal,
-        ))
-        .await
-        .unwrap();
+    let mut work = analyzer_work(&lifecycle).await;
     let repo = fixture_repo();
     let id = app
         .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
@@ -277,19 +303,7 @@ async fn a_task_whose_messages_are_lost_is_queued_again_after_its_lease() {
     // The first attempt's agent reports late that it completed: the report moves nothing,
     // and the log says it came. The current attempt's report does move the task.
     let task_id: orion_bus::TaskId = id.parse().unwrap();
-    let report = |attempt: i32, outcome: orion_bus::Outcome, state: &str| {
-        let envelope = orion_bus::Envelope::new(
-            "a-late-node",
-            orion_bus::Body::Report(orion_bus::WorkReport {
-                task_id,
-                agent: AgentKind::Analyzer,
-                attempt,
-                outcome,
-            }),
-        );
-        let id = orion_bus::MessageId::report(task_id, attempt, &orion_bus::Step::Work, state);
-        (id, envelope)
-    };
+    let report = |attempt, outcome, state| analyzer_report(task_id, attempt, outcome, state);
     let (late, stale) = report(
         1,
         orion_bus::Outcome::Completed {
@@ -501,14 +515,7 @@ async fn cancelling_a_task_stops_the_work_in_progress_on_its_node() {
 async fn a_start_report_that_comes_after_its_outcome_moves_nothing() {
     let app = TestApp::spawn_with(|s| s.node.agents = vec![AgentKind::Coordinator]).await;
     let lifecycle = app.services.lifecycle.clone();
-    let mut work = lifecycle
-        .bus()
-        .consume(orion_bus::Queue::Work(
-            AgentKind::Analyzer,
-            orion_bus::Priority::Normal,
-        ))
-        .await
-        .unwrap();
+    let mut work = analyzer_work(&lifecycle).await;
     let repo = fixture_repo();
     let id = app
         .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
@@ -517,20 +524,10 @@ async fn a_start_report_that_comes_after_its_outcome_moves_nothing() {
     let attempt = attempt_of(&assignment);
     assignment.ack().await.unwrap();
     let task_id: TaskId = id.parse().unwrap();
-    let report = |outcome: orion_bus::Outcome, state: &'static str| {
+    let report = |outcome, state| {
         let bus = lifecycle.bus().clone();
+        let (message, envelope) = analyzer_report(task_id, attempt, outcome, state);
         async move {
-            let envelope = orion_bus::Envelope::new(
-                "a-node",
-                orion_bus::Body::Report(orion_bus::WorkReport {
-                    task_id,
-                    agent: AgentKind::Analyzer,
-                    attempt,
-                    outcome,
-                }),
-            );
-            let message =
-                orion_bus::MessageId::report(task_id, attempt, &orion_bus::Step::Work, state);
             bus.enqueue_as(orion_bus::Queue::Results, &message, &envelope)
                 .await
                 .unwrap();

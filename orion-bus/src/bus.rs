@@ -346,7 +346,8 @@ pub trait Bus: Send + Sync + 'static {
 
     /// How many messages of `queue` the transport holds (waiting, or delivered and not yet
     /// acknowledged), whether or not anything consumes the queue: 0 means that no message
-    /// of it exists anywhere.
+    /// of it will be delivered again (none is stored, or the queue's consumer has passed
+    /// every one that is).
     async fn held(&self, queue: Queue) -> Result<u64, BusError>;
 }
 

@@ -14,7 +14,8 @@ use orion_gateway::{AppState, GatewayConfig};
 use orion_services::code::TreeSitterIntel;
 use orion_services::forge::Forges;
 use orion_services::lifecycle::Lifecycle;
-use orion_services::llm::{ChatModel, MemoryCache, OpenAiChat, RedisCache, ResponseCache};
+use orion_services::llm::limits::RedisRateLimiter;
+use orion_services::llm::{ChatModel, MemoryCache, OpenAiChat, RedisCache};
 use orion_services::store::SqlStore;
 
 use crate::settings::{LlmProvider, Settings};
@@ -99,16 +100,20 @@ pub fn chat_model(
             None
         });
     };
-    let cache: Arc<dyn ResponseCache> = match &settings.redis.url {
-        Some(url) => Arc::new(
-            RedisCache::connect(url, &settings.bus.prefix, CACHE_TTL_SECS)
-                .map_err(anyhow::Error::msg)?,
-        ),
-        None => Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)),
+    let model = match &settings.redis.url {
+        Some(url) => {
+            let cache = RedisCache::connect(url, &settings.bus.prefix, CACHE_TTL_SECS)
+                .map_err(anyhow::Error::msg)?;
+            let limiter =
+                RedisRateLimiter::connect(url, &settings.bus.prefix).map_err(anyhow::Error::msg)?;
+            OpenAiChat::new(config, Arc::new(cache))
+                .context("while setting up the model client")?
+                .with_limiter(Arc::new(limiter))
+        }
+        None => OpenAiChat::new(config, Arc::new(MemoryCache::new(MEMORY_CACHE_ENTRIES)))
+            .context("while setting up the model client")?,
     };
-    Ok(Some(Arc::new(
-        OpenAiChat::new(config, cache).context("while setting up the model client")?,
-    )))
+    Ok(Some(Arc::new(model)))
 }
 
 /// The local model at `path`, loaded once per process and shared by every agent.
@@ -179,6 +184,7 @@ pub fn start_node(
             author_name: d.author_name.clone(),
             author_email: d.author_email.clone(),
             default_budget_usd: settings.llm.task_budget_usd,
+            spending_caps: settings.llm.budgets.clone(),
             context: settings.context.clone(),
         },
         testing: TestingConfig {
@@ -259,6 +265,7 @@ pub fn start_gateway(services: &Services, settings: &Settings) -> anyhow::Result
         repos: settings.repo_policy(),
         default_budget_usd: settings.llm.task_budget_usd,
         forges: forges(settings)?,
+        spending_caps: settings.llm.budgets.clone(),
     };
     let auth = Authenticator::new(&settings.auth).map_err(anyhow::Error::msg)?;
     let state = AppState::new(services.lifecycle.clone(), config, auth, settings.sealer()?);

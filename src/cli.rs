@@ -218,6 +218,10 @@ pub enum BenchCommand {
     /// and throughput, tasks per second through REST with an instant agent and Postgres
     /// against JetStream publish and pull rates, and an idle node's memory.
     Cluster(orion_bench::ClusterArgs),
+    /// Node processes making model calls at once against a provider's rate limits: the
+    /// sustained rate as a share of the limits and the 429s, with the limits shared through
+    /// Redis and (the baseline) kept by each process.
+    Llm(orion_bench::LlmArgs),
     /// The local model: prompt and generation tokens per second on one thread and on all
     /// cores, and the memory the loaded model takes.
     Model(orion_bench::ModelArgs),

@@ -110,8 +110,15 @@ pub struct LlmSettings {
     pub max_attempts: u32,
     pub requests_per_minute: u32,
     pub tokens_per_minute: u32,
+    /// The longest a model call waits for its turn under those limits before its step fails
+    /// with `rate_limited`.
+    #[serde(default = "default_max_queue_wait_secs")]
+    pub max_queue_wait_secs: u64,
     /// The budget of a task that sets none, in dollars; unlimited when absent.
     pub task_budget_usd: Option<f64>,
+    /// Spending caps across tasks, per UTC day or month (`[[llm.budgets]]`).
+    #[serde(default)]
+    pub budgets: Vec<orion_services::budgets::SpendingCap>,
     #[serde(default)]
     pub prices: std::collections::HashMap<String, orion_services::llm::Price>,
     /// The GGUF file of `provider = "local"` (default `<data_dir>/models/` and the default
@@ -125,6 +132,10 @@ pub struct LlmSettings {
     /// The most tokens a local model's answer may have (it never exceeds 1,024).
     #[serde(default)]
     pub local_max_tokens: Option<u32>,
+}
+
+fn default_max_queue_wait_secs() -> u64 {
+    120
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -251,6 +262,7 @@ impl Settings {
             .context("while reading the configuration")?;
         // The declared kinds are known to this process before any message is decoded.
         settings.plugins()?;
+        orion_services::budgets::check_caps(&settings.llm.budgets).map_err(anyhow::Error::msg)?;
         Ok(settings)
     }
 
@@ -383,6 +395,7 @@ impl Settings {
         config.max_attempts = llm.max_attempts;
         config.requests_per_minute = llm.requests_per_minute;
         config.tokens_per_minute = llm.tokens_per_minute;
+        config.max_queue_wait = std::time::Duration::from_secs(llm.max_queue_wait_secs);
         config.prices = llm.prices.clone();
         Some(config)
     }

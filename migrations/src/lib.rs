@@ -16,6 +16,7 @@ mod m20261126_000007_task_input;
 mod m20261204_000008_effect_claims;
 mod m20261205_000009_task_origin;
 mod m20261205_000010_task_functions;
+mod m20261205_000011_spending_caps;
 
 /// The ordered list of Orion's migrations.
 #[derive(Debug)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000008_effect_claims::Migration),
             Box::new(m20261205_000009_task_origin::Migration),
             Box::new(m20261205_000010_task_functions::Migration),
+            Box::new(m20261205_000011_spending_caps::Migration),
         ]
     }
 }

@@ -18,6 +18,8 @@ use crate::messages::{HandleError, ReportArrived, ResumeArrived, ReviewArrived, 
 
 /// How many tasks one reconciliation looks at, at most.
 const RECONCILE_BATCH: u64 = 1000;
+/// The least time a sweep for orphaned tasks is given before it is given up on.
+const SWEEP_DEADLINE: Duration = Duration::from_secs(60);
 /// The lease of a coordinator that is given none.
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
 
@@ -88,11 +90,22 @@ impl Actor for Coordinator {
                 return;
             }
             this.sweeping = true;
-            ctx.spawn(
-                reclaim_orphans(this.lifecycle.clone(), this.lease)
-                    .into_actor(this)
-                    .map(|(), this, _| this.sweeping = false),
+            // A sweep that hangs (a server that takes a request and never answers) would
+            // keep every later one from starting: it is given up on after its deadline.
+            let deadline = this.lease.max(SWEEP_DEADLINE);
+            let sweep = tokio::time::timeout(
+                deadline,
+                reclaim_orphans(this.lifecycle.clone(), this.lease),
             );
+            ctx.spawn(sweep.into_actor(this).map(move |done, this, _| {
+                if done.is_err() {
+                    tracing::warn!(
+                        after_secs = deadline.as_secs(),
+                        "a sweep for orphaned tasks did not finish: given up on, the next starts afresh"
+                    );
+                }
+                this.sweeping = false;
+            }));
         });
     }
 }
@@ -100,8 +113,9 @@ impl Actor for Coordinator {
 /// Tasks that have not moved for a lease and whose messages are all gone are put back on
 /// the bus: a queued one's submission again, an assigned or running one queued again,
 /// counting an attempt. Gone means that no queue that could hold a
-/// message about the task holds any message at all (waiting or unacknowledged): not the
-/// submissions, not the results, not its priority's work queue of any agent. That happens
+/// message about the task holds any message at all (waiting or unacknowledged, see
+/// [`orion_bus::Bus::held`]): not the submissions, not the results, not its priority's work
+/// queue of any agent. That happens
 /// when the bus lost them (a stream was purged, a server lost its disk), never to a task
 /// that waits behind a backlog or whose agent is still working (an unacknowledged
 /// assignment is held), so nothing is done twice. Every coordinator sweeps; the store's
@@ -457,8 +471,12 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             needed_usd,
             spent_usd,
             budget_usd,
+            cap,
         } => {
-            let data = serde_json::json!({ "step": step, "needed_usd": needed_usd, "spent_usd": spent_usd, "budget_usd": budget_usd });
+            let mut data = serde_json::json!({ "step": step, "needed_usd": needed_usd, "spent_usd": spent_usd, "budget_usd": budget_usd });
+            if let Some(cap) = cap {
+                data["cap"] = cap.into();
+            }
             let change = Change {
                 data: by(data),
                 ..Change::default()

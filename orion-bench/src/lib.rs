@@ -7,11 +7,14 @@
 //! - [`cluster`]: the cluster runtime against bare NATS and JetStream on the same server.
 //! - [`scaling`] (`--nodes`): a gateway and N node processes, tasks/s and each part's CPU per
 //!   task as nodes are added, against one node.
+//! - [`llm`]: node processes making model calls against a provider's rate limits, kept in
+//!   Redis for the cluster, against each process keeping its own.
 //! - [`model`] (feature `local-model`): the in-process model's token rates, against its
 //!   weights as shipped.
 
 pub mod analysis;
 pub mod cluster;
+pub mod llm;
 #[cfg(feature = "local-model")]
 pub mod model;
 pub mod scaling;
@@ -58,6 +61,43 @@ pub struct ClusterArgs {
     /// with tasks/s and each part's CPU per task; `--tasks` tasks each.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: Vec<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct LlmArgs {
+    /// Node processes making calls.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
+    /// Calls each node makes at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds each round lasts.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(6..=3600))]
+    pub seconds: u64,
+    /// The provider's limit of requests a minute.
+    #[arg(long, default_value_t = 3000)]
+    pub requests_per_minute: u32,
+    /// The provider's limit of tokens a minute.
+    #[arg(long, default_value_t = 300_000)]
+    pub tokens_per_minute: u32,
+    /// The Redis server (default: redis.url, else redis://127.0.0.1:6379).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Instead: be one node, calling the provider at this address.
+    #[arg(long, hide = true)]
+    pub node: Option<String>,
+    /// A node's limiter: `shared` or `per_process`.
+    #[arg(long, hide = true, default_value = "shared")]
+    pub limiter: String,
+    /// A node's calls: `requests` (small) or `tokens` (large).
+    #[arg(long, hide = true, default_value = "requests")]
+    pub bound_by: String,
+    /// A node's account prefix in Redis.
+    #[arg(long, hide = true)]
+    pub account: Option<String>,
 }
 
 #[derive(Debug, Args)]

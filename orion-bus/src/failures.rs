@@ -26,6 +26,7 @@ pub mod codes {
     pub const NOT_A_REPOSITORY: &str = "not_a_repository";
     pub const NOT_A_REQUEST: &str = "not_a_request";
     pub const PUSH_REFUSED: &str = "push_refused";
+    pub const RATE_LIMITED: &str = "rate_limited";
     pub const REF_UNSUPPORTED: &str = "ref_unsupported";
     pub const REPO_NOT_ALLOWED: &str = "repo_not_allowed";
     pub const REPO_NOT_FOUND: &str = "repo_not_found";
@@ -71,6 +72,7 @@ pub mod codes {
         NOT_A_REPOSITORY,
         NOT_A_REQUEST,
         PUSH_REFUSED,
+        RATE_LIMITED,
         REF_UNSUPPORTED,
         REPO_NOT_ALLOWED,
         REPO_NOT_FOUND,

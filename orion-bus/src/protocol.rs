@@ -368,6 +368,10 @@ pub struct TaskSpec {
     /// only a verified webhook sets it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<TaskOrigin>,
+    /// Who submitted it (a token's subject, `key:<id>` for an API key): set by the gateway
+    /// from the credential, never from a body; spending caps per caller count its calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<String>,
 }
 
 /// A forge's issue or pull request a task came from.
@@ -434,7 +438,14 @@ impl TaskSpec {
             budget_usd: None,
             input: None,
             origin: None,
+            submitted_by: None,
         })
+    }
+
+    /// Records who submitted it.
+    pub fn submitted_by(mut self, caller: impl Into<String>) -> Self {
+        self.submitted_by = Some(caller.into());
+        self
     }
 
     /// Records where on a forge the task was asked for.
@@ -665,13 +676,16 @@ pub enum Outcome {
     AwaitingReview {
         pull: Uuid,
     },
-    /// The next model call would exceed the task's budget: a person raises it (the `step`
-    /// then resumes) or cancels the task.
+    /// The next model call would exceed the task's budget, or the spending cap `cap` (of a
+    /// day or a month, across tasks): a person raises it (the `step` then resumes) or
+    /// cancels the task.
     AwaitingApproval {
         step: Step,
         needed_usd: f64,
         spent_usd: f64,
         budget_usd: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cap: Option<String>,
     },
     Failed {
         failure: TaskFailure,

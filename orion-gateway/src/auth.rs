@@ -188,9 +188,10 @@ pub fn need(method: &Method, pattern: &str) -> Need {
         _ if read => Need::Role(Role::Viewer),
         "/v1/tasks" | "/v1/tasks/{id}/suggestions/{n}/submit" => Need::Role(Role::Submitter),
         "/v1/pulls/{id}/reviews" => Need::Review,
-        "/v1/tasks/{id}/cancel" | "/v1/tasks/{id}/budget" | "/v1/agents/{node}/drain" => {
-            Need::Role(Role::Operator)
-        }
+        "/v1/tasks/{id}/cancel"
+        | "/v1/tasks/{id}/budget"
+        | "/v1/usage/budgets/{name}"
+        | "/v1/agents/{node}/drain" => Need::Role(Role::Operator),
         _ => Need::Role(Role::Admin),
     }
 }

@@ -121,6 +121,8 @@ pub enum ApiError {
     BudgetNotAllowed { limit: f64 },
     #[error("no forge `{0}` is configured")]
     ForgeNotFound(String),
+    #[error("no spending cap `{0}` is configured (llm.budgets)")]
+    CapNotFound(String),
     #[error("{0}")]
     HookUnverified(orion_services::forge::hooks::HookError),
     #[error("{0}")]
@@ -303,6 +305,11 @@ impl ApiError {
             ApiError::ForgeNotFound(_) => {
                 ("forge_not_found", StatusCode::NOT_FOUND, "Forge not found")
             }
+            ApiError::CapNotFound(_) => (
+                "budget_not_found",
+                StatusCode::NOT_FOUND,
+                "Spending cap not found",
+            ),
             ApiError::HookUnverified(_) => (
                 "hook_unverified",
                 StatusCode::UNAUTHORIZED,

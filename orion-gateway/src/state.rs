@@ -65,6 +65,8 @@ pub struct GatewayConfig {
     pub default_budget_usd: Option<f64>,
     /// The forges whose webhooks `POST /v1/hooks/{forge}` takes.
     pub forges: orion_services::forge::Forges,
+    /// Spending caps across tasks (`llm.budgets`), for `/v1/usage/budgets`.
+    pub spending_caps: Vec<orion_services::budgets::SpendingCap>,
 }
 
 impl Default for GatewayConfig {
@@ -80,6 +82,7 @@ impl Default for GatewayConfig {
             repos: Default::default(),
             default_budget_usd: None,
             forges: Default::default(),
+            spending_caps: Vec::new(),
         }
     }
 }

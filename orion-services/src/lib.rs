@@ -11,6 +11,7 @@
 //!
 //! This crate knows the protocol types of `orion-bus` but no actors and no HTTP.
 
+pub mod budgets;
 pub mod code;
 pub mod devops;
 pub mod digest;

@@ -7,6 +7,8 @@
 //!   told on the submissions queue, and they act only on what the store confirms.
 //! - [`Lifecycle::raise_budget`]: a task's budget set again; a task paused for approval
 //!   resumes the step that paused last.
+//! - [`Lifecycle::raise_cap`]: a spending cap raised for its current period; every task it
+//!   paused resumes the step that paused.
 
 use orion_bus::{
     Body, Decision, Envelope, EventType, MessageId, Queue, ResumeTask, ReviewSubmitted, Step, Task,
@@ -21,6 +23,8 @@ use crate::store::{PullState, Review, StoreError};
 pub const MAX_REVISION_ROUNDS: i32 = 3;
 /// Events read per page while looking for the step that paused.
 const EVENT_PAGE: u64 = 500;
+/// Paused tasks a cap's raise looks at, at most.
+const RESUME_BATCH: u64 = 1000;
 
 /// Why a person's decision is not taken.
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +132,14 @@ impl Lifecycle {
     /// The step a task paused at last for approval, as its event log says (the whole log is
     /// read, a page at a time).
     pub async fn paused_step(&self, id: TaskId) -> Result<Option<Step>, StoreError> {
+        Ok(self
+            .last_pause(id)
+            .await?
+            .and_then(|data| serde_json::from_value::<Step>(data["step"].clone()).ok()))
+    }
+
+    /// The data of the task's last pause for approval: the step, and the cap where one paused it.
+    async fn last_pause(&self, id: TaskId) -> Result<Option<serde_json::Value>, StoreError> {
         let store = self.store();
         let (mut after, mut paused) = (0, None);
         loop {
@@ -139,10 +151,57 @@ impl Lifecycle {
                 .rev()
                 .find(|e| e.event_type == EventType::AwaitingApproval)
             {
-                paused = serde_json::from_value::<Step>(e.data["step"].clone()).ok();
+                paused = Some(e.data.clone());
             }
         }
         Ok(paused)
+    }
+
+    /// Tells the coordinators to resume `task`'s paused `step`.
+    async fn resume(&self, task: &Task, step: Step, reason: String) -> Result<(), GateError> {
+        let resume = ResumeTask {
+            task_id: task.id,
+            step,
+            reason,
+        };
+        let envelope = Envelope::new(self.node(), Body::Resume(resume));
+        self.bus()
+            .enqueue_as(
+                Queue::Coordinators,
+                &MessageId::resume(task.id, task.attempts),
+                &envelope,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Raises spending cap `cap` to `usd` for its current period, and resumes every task it
+    /// paused (each checks its caps again before its next call). The tasks resumed.
+    pub async fn raise_cap(
+        &self,
+        cap: &crate::budgets::SpendingCap,
+        usd: f64,
+    ) -> Result<Vec<TaskId>, GateError> {
+        let period = cap.period.key(chrono::Utc::now());
+        self.store().raise_cap(&cap.name, &period, usd).await?;
+        let mut resumed = Vec::new();
+        let paused = self
+            .store()
+            .tasks_in(&[TaskStatus::AwaitingApproval], None, RESUME_BATCH)
+            .await?;
+        for task in paused {
+            let Some(pause) = self.last_pause(task.id).await? else {
+                continue;
+            };
+            if pause["cap"].as_str() != Some(cap.name.as_str()) {
+                continue;
+            }
+            let step = serde_json::from_value::<Step>(pause["step"].clone()).unwrap_or_default();
+            let reason = format!("spending cap {} raised to ${usd} for {period}", cap.name);
+            self.resume(&task, step, reason).await?;
+            resumed.push(task.id);
+        }
+        Ok(resumed)
     }
 
     /// Sets a task's budget; a task paused for approval resumes the step that paused last.
@@ -156,19 +215,12 @@ impl Lifecycle {
             });
         }
         let paused = self.paused_step(id).await?;
-        let resume = ResumeTask {
-            task_id: id,
-            step: paused.unwrap_or_default(),
-            reason: format!("budget raised to ${budget}"),
-        };
-        let envelope = Envelope::new(self.node(), Body::Resume(resume));
-        self.bus()
-            .enqueue_as(
-                Queue::Coordinators,
-                &MessageId::resume(id, task.attempts),
-                &envelope,
-            )
-            .await?;
+        self.resume(
+            &task,
+            paused.unwrap_or_default(),
+            format!("budget raised to ${budget}"),
+        )
+        .await?;
         Ok(BudgetRaised {
             task,
             resumed: true,

@@ -84,9 +84,92 @@ pub fn random_token(bytes: usize) -> String {
     URL_SAFE_NO_PAD.encode(buf)
 }
 
+/// What stands in for a secret [`redact`] removed.
+pub const REDACTED: &str = "[REDACTED]";
+
+/// `text` with what looks like a credential replaced by [`REDACTED`]: private key blocks,
+/// the tokens of well-known services (GitHub, GitLab, OpenAI and Anthropic keys, AWS access
+/// keys, Slack, Stripe, Google API keys), JSON Web Tokens, the password of a URL, and the
+/// value given to a name that says it is secret (`password = …`, `API_TOKEN: …`). A
+/// pattern list, not a proof: text that hides a secret in another shape keeps it.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::sync::LazyLock;
+    static PATTERNS: LazyLock<Vec<(regex::Regex, &'static str)>> = LazyLock::new(|| {
+        let replace_all = [
+            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+            r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,})",
+            r"\b(?:sk|rk|pk)-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_-]{16,}",
+            r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+            r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
+            r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",
+            r"\bAIza[0-9A-Za-z_-]{35}\b",
+            r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+        ];
+        let mut patterns: Vec<(regex::Regex, &'static str)> = replace_all
+            .iter()
+            .filter_map(|p| regex::Regex::new(p).ok().map(|r| (r, REDACTED)))
+            .collect();
+        // The password of a URL: `scheme://user:password@host`.
+        if let Ok(r) = regex::Regex::new(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@")
+        {
+            patterns.push((r, "${keep}[REDACTED]@"));
+        }
+        // A value given to a secret-sounding name, quoted or not.
+        if let Ok(r) = regex::Regex::new(
+            r#"(?i)(?P<keep>\b[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)[A-Za-z0-9_.-]*["']?\s*[:=]\s*["']?)[^\s"',;]{4,}"#,
+        ) {
+            patterns.push((r, "${keep}[REDACTED]"));
+        }
+        patterns
+    });
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for (pattern, with) in PATTERNS.iter() {
+        if pattern.is_match(&out) {
+            out = std::borrow::Cow::Owned(pattern.replace_all(&out, *with).into_owned());
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_are_redacted_and_code_is_kept() {
+        let text = "\
+API_TOKEN = \"ghp_abcdefghijklmnopqrstuvwxyz0123456789\"
+openai = 'sk-proj-abcdefghijklmnopqrstuvwx1234'
+aws_key = AKIAABCDEFGHIJKLMNOP
+db_password: hunter2-is-long
+url = \"https://deploy:s3cr3tpass@git.example.com/repo.git\"
+-----BEGIN OPENSSH PRIVATE KEY-----
+b3BlbnNzaC1rZXktdjEAAAAA
+-----END OPENSSH PRIVATE KEY-----
+def helper(x):
+    return x * 2
+";
+        let out = redact(text);
+        for secret in [
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "sk-proj-abcdefghijklmnopqrstuvwx1234",
+            "AKIAABCDEFGHIJKLMNOP",
+            "hunter2-is-long",
+            "s3cr3tpass",
+            "b3BlbnNzaC1rZXktdjEAAAAA",
+        ] {
+            assert!(!out.contains(secret), "{secret} kept in:\n{out}");
+        }
+        assert!(out.contains("def helper(x):\n    return x * 2"), "{out}");
+        assert!(
+            out.contains("https://deploy:[REDACTED]@git.example.com/repo.git"),
+            "{out}"
+        );
+        assert!(matches!(
+            redact("def f(): pass"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     fn key(byte: u8) -> SecretString {
         STANDARD.encode([byte; 32]).into()

@@ -34,6 +34,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             orion_bench::cluster::cluster(args, settings.bus_servers(), &mut std::io::stdout())
                 .await
         }
+        Command::Bench(crate::cli::BenchCommand::Llm(args)) => {
+            orion_bench::llm::llm(args, settings.redis.url.clone(), &mut std::io::stdout()).await
+        }
         Command::Bench(crate::cli::BenchCommand::NatsEcho(args)) => {
             orion_bench::cluster::nats_echo(args, &mut std::io::stdout()).await
         }

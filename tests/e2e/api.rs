@@ -514,7 +514,9 @@ async fn health_readiness_and_the_openapi_document() {
             "/v1/tasks/{id}/functions",
             "/v1/tasks/{id}/suggestions/{n}/submit",
             "/v1/tasks/{id}/usage",
-            "/v1/usage"
+            "/v1/usage",
+            "/v1/usage/budgets",
+            "/v1/usage/budgets/{name}"
         ],
         "every route is documented"
     );

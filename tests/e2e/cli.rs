@@ -263,8 +263,6 @@ async fn submit_and_watch_talk_to_a_running_gateway() {
     assert_eq!(types, ["queued", "assigned", "running", "completed"]);
 }
 
-/// `orion bench cluster` on the tests' NATS and Postgres, small: every figure and its
-/// baseline are printed, positive, and the ratios are the quotients of the figures.
 /// `orion bench cluster <args> --json` on the tests' NATS and Postgres: its figures.
 fn bench_cluster(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_orion"))
@@ -283,6 +281,8 @@ fn bench_cluster(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `orion bench cluster` on the tests' NATS and Postgres, small: every figure and its
+/// baseline are printed, positive, and the ratios are the quotients of the figures.
 #[test]
 fn the_cluster_benchmark_runs_and_reports_its_baselines() {
     let f = bench_cluster(&["--tasks", "30", "--requests", "50"]);
@@ -303,6 +303,39 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
     assert!((f["p50_ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
     assert_eq!(f["tasks"], 30);
     assert!(f["idle_node_rss_mb"].as_f64().unwrap() > 1.0, "{f}");
+}
+
+/// `orion bench llm`: node processes of their own, sharing the provider's limits through
+/// Redis, are answered no 429 and fail no call, for requests and for tokens; each process
+/// keeping its own account (the baseline) sends past the limits and is answered 429s.
+#[test]
+fn node_processes_share_the_model_limits_through_redis() {
+    let redis =
+        std::env::var("ORION_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["bench", "llm", "--json", "--nodes", "2", "--seconds", "6"])
+        .args(["--concurrency", "8", "--requests-per-minute", "1200"])
+        .args(["--tokens-per-minute", "120000", "--redis", &redis])
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rounds: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rounds.len(), 4, "{rounds:?}");
+    for round in &rounds {
+        assert!(round["calls_admitted"].as_u64().unwrap() > 0, "{round}");
+        match round["limiter"].as_str().unwrap() {
+            "shared" => {
+                assert_eq!(round["responses_429"], 0, "{round}");
+                assert_eq!(round["calls_failed"], 0, "{round}");
+            }
+            _ => assert!(round["responses_429"].as_u64().unwrap() > 0, "{round}"),
+        }
+    }
 }
 
 /// `--nodes`: a gateway and N node processes per count, each part's CPU per task read from

@@ -25,6 +25,16 @@ async fn app_with(
     test_command: &[&str],
     forge: Option<(&MockServer, &std::path::Path)>,
 ) -> TestApp {
+    app_adjusted(server, test_command, forge, |_| {}).await
+}
+
+/// [`app_with`], its settings then adjusted by `adjust`.
+async fn app_adjusted(
+    server: &MockServer,
+    test_command: &[&str],
+    forge: Option<(&MockServer, &std::path::Path)>,
+    adjust: impl FnOnce(&mut orion::settings::Settings),
+) -> TestApp {
     let base = format!("{}/v1", server.uri());
     let command: Vec<String> = test_command.iter().map(|s| (*s).to_owned()).collect();
     // The forge serves the repositories under `dir` (`<dir>/acme/widgets.git` is
@@ -50,6 +60,7 @@ async fn app_with(
             },
         );
         s.forges.extend(forge.map(|f| ("fake".to_owned(), f)));
+        adjust(s);
     })
     .await
 }
@@ -887,6 +898,142 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
         "the revision is up for review"
     );
     assert_eq!(revised["state"], "open");
+}
+
+/// Spending caps across tasks: a task whose next call would cross the deployment's daily cap
+/// pauses in `awaiting_approval` naming it (caps of another caller and another model do not
+/// apply to it), `GET /v1/usage/budgets` shows each cap's spend and headroom, bad raises are
+/// refused with their codes and change nothing, and an operator's raise resumes the task.
+#[actix_rt::test]
+async fn a_daily_cap_pauses_a_task_until_an_operator_raises_it() {
+    use orion_services::budgets::{Period, SpendingCap};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
+            "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n",
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let cap = |name: &str, usd: f64, caller: Option<&str>, model: Option<&str>| SpendingCap {
+        name: name.into(),
+        period: Period::Day,
+        usd,
+        caller: caller.map(Into::into),
+        model: model.map(Into::into),
+    };
+    let caps = vec![
+        cap("bobs", 1e-6, Some("bob"), None),
+        cap("other-model", 1e-6, None, Some("gpt-other")),
+        // $8 per million answer tokens: the 4096-token allowance alone reserves $0.0328.
+        cap("daily", 0.01, None, None),
+    ];
+    let app = app_adjusted(&server, &["sh", "-c", "true"], None, |s| {
+        s.llm.budgets = caps;
+    })
+    .await;
+    let (_keep, remote) = bare_remote();
+    let id = app
+        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "negate the helper" }))
+        .await;
+    let paused = app.wait_for(&id, "awaiting_approval").await;
+    assert_eq!(paused["submitted_by"], "anonymous", "{paused}");
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let pause = events["items"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(pause["data"]["cap"], "daily", "{pause}");
+    assert_eq!(pause["data"]["budget_usd"], 0.01, "{pause}");
+    assert!(
+        pause["data"]["needed_usd"].as_f64().unwrap() > 0.01,
+        "{pause}"
+    );
+
+    let (status, caps) = app.get("/v1/usage/budgets").await;
+    assert_eq!(status, 200, "{caps}");
+    let daily = caps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "daily")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            &daily["usd"],
+            &daily["spent_usd"],
+            &daily["remaining_usd"],
+            &daily["raised"]
+        ),
+        (&json!(0.01), &json!(0.0), &json!(0.01), &json!(false)),
+        "{daily}"
+    );
+    assert_eq!(
+        daily["current_period"],
+        chrono::Utc::now().format("%Y-%m-%d").to_string()
+    );
+
+    // Bad raises: named, refused, and nothing moves.
+    for (path, body, want) in [
+        (
+            "/v1/usage/budgets/nope",
+            json!({ "usd": 1.0 }),
+            (404, "budget_not_found"),
+        ),
+        (
+            "/v1/usage/budgets/daily",
+            json!({ "usd": -1 }),
+            (422, "invalid_field"),
+        ),
+        (
+            "/v1/usage/budgets/daily",
+            json!({ "usd": "lots" }),
+            (422, "invalid_field"),
+        ),
+        ("/v1/usage/budgets/daily", json!({}), (422, "missing_field")),
+    ] {
+        let (status, _, problem) = app.post_json(path, &body).await;
+        assert_eq!(
+            (status, problem["code"].as_str().unwrap()),
+            want,
+            "{path} {body}"
+        );
+    }
+    let (_, task) = app.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(task["status"], "awaiting_approval");
+    let (_, unchanged) = app.get("/v1/usage/budgets").await;
+    assert_eq!(unchanged, caps, "a refused raise changed a cap");
+
+    let (status, _, raised) = app
+        .post_json("/v1/usage/budgets/daily", &json!({ "usd": 1.0 }))
+        .await;
+    assert_eq!(status, 200, "{raised}");
+    assert_eq!(raised["resumed"], json!([id]), "{raised}");
+    assert_eq!(
+        (&raised["cap"]["usd"], &raised["cap"]["raised"]),
+        (&json!(1.0), &json!(true))
+    );
+    app.wait_for(&id, "awaiting_review").await;
+    let (_, usage) = app.get(&format!("/v1/tasks/{id}/usage")).await;
+    let spent = usage["totals"]["cost_usd"].as_f64().unwrap();
+    assert!(spent > 0.0, "{usage}");
+    let (_, caps) = app.get("/v1/usage/budgets").await;
+    let daily = caps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "daily")
+        .unwrap()
+        .clone();
+    assert_eq!(daily["spent_usd"].as_f64(), Some(spent), "{daily}");
+    assert!((daily["remaining_usd"].as_f64().unwrap() - (1.0 - spent)).abs() < 1e-9);
+    // Another caller's cap counts none of this caller's spend.
+    let bobs = caps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "bobs")
+        .unwrap();
+    assert_eq!(bobs["spent_usd"], 0.0, "{bobs}");
 }
 
 #[actix_rt::test]

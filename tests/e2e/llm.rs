@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use orion_services::llm::limits::RedisRateLimiter;
 use orion_services::llm::{
     CallContext, ChatMessage, ChatModel, ChatRequest, LlmError, MemoryCache, OpenAiChat,
     OpenAiConfig, Price, RedisCache, ResponseCache,
 };
 use serde_json::json;
-use wiremock::matchers::{body_partial_json, header, method, path};
+use wiremock::matchers::{body_partial_json, body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{completion, unique};
@@ -321,10 +322,8 @@ async fn the_redis_cache_is_shared_between_processes() {
         .mount(&server)
         .await;
     let prefix = unique("t");
-    let redis_url =
-        std::env::var("ORION_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let cache = || -> Arc<dyn ResponseCache> {
-        Arc::new(RedisCache::connect(&redis_url, &prefix, 60).unwrap())
+        Arc::new(RedisCache::connect(&redis_url(), &prefix, 60).unwrap())
     };
     let node_a = OpenAiChat::new(config(&server), cache()).unwrap();
     let node_b = OpenAiChat::new(config(&server), cache()).unwrap();
@@ -345,18 +344,146 @@ async fn the_rate_limiter_spaces_requests() {
         .mount(&server)
         .await;
     let mut config = config(&server);
-    // 60 a minute: bursts of 6, then one a second.
+    // 60 a minute: bursts of 3 (a twentieth), then one a second.
     config.requests_per_minute = 60;
     let model = model(config);
     let start = Instant::now();
-    for attempt in 0..8 {
+    for attempt in 0..5 {
         model.chat(&step(attempt), &ask("hi")).await.unwrap();
     }
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(1900),
-        "8 requests at 60/min with bursts of 6 took only {took:?}"
+        "5 requests at 60/min with bursts of 3 took only {took:?}"
     );
+}
+
+fn redis_url() -> String {
+    std::env::var("ORION_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A node of a cluster whose limits are kept in Redis under `prefix`: its own client and its
+/// own connections, sharing nothing with another but the Redis account.
+fn shared_node(config: OpenAiConfig, prefix: &str) -> OpenAiChat {
+    let limiter = RedisRateLimiter::connect(&redis_url(), prefix).unwrap();
+    model(config).with_limiter(Arc::new(limiter))
+}
+
+/// Two nodes, one account: the second node's calls wait for the turns the first one took.
+#[tokio::test]
+async fn nodes_take_turns_in_one_account() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "ok")))
+        .mount(&server)
+        .await;
+    let prefix = unique("t");
+    let mut limited = config(&server);
+    // 40 a minute: bursts of 2, then one each 1.5 s.
+    limited.requests_per_minute = 40;
+    limited.max_queue_wait = Duration::from_secs(2);
+    let node_a = shared_node(limited.clone(), &prefix);
+    let node_b = shared_node(limited.clone(), &prefix);
+    // The burst, spent by the first node.
+    node_a.chat(&step(1), &ask("one")).await.unwrap();
+    node_a.chat(&step(2), &ask("two")).await.unwrap();
+    // The other node's turn is 1.5 s away: it waits for it.
+    let start = Instant::now();
+    node_b.chat(&step(3), &ask("three")).await.unwrap();
+    assert!(
+        start.elapsed() >= Duration::from_millis(1200),
+        "the second node did not wait for the turns the first took: {:?}",
+        start.elapsed()
+    );
+}
+
+/// A call whose turn is further away than the longest wait fails with `rate_limited` at once,
+/// and is not sent: here one node's large call holds half a minute's worth of tokens while it is
+/// answered, and the other node's next turn is half a minute away.
+#[tokio::test]
+async fn a_turn_past_the_longest_wait_fails_rate_limited_unsent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("large"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(completion("gpt-test", "ok"))
+                .set_delay(Duration::from_secs(2)),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "ok")))
+        .mount(&server)
+        .await;
+    let prefix = unique("t");
+    let mut limited = config(&server);
+    // 6,000 tokens a minute: 100 a second.
+    limited.tokens_per_minute = 6_000;
+    limited.max_queue_wait = Duration::from_secs(2);
+    let node_a = shared_node(limited.clone(), &prefix);
+    let node_b = shared_node(limited, &prefix);
+    let large = ChatRequest {
+        max_tokens: Some(3_000),
+        ..ask("large")
+    };
+    // An idle account lets it go at once; it holds its ~30 s of tokens until it is answered.
+    let held = tokio::spawn(async move { node_a.chat(&step(1), &large).await });
+    eventually_received(&server, 1).await;
+    let err = node_b
+        .chat(&step(1), &ask("small"))
+        .await
+        .expect_err("a turn past the longest wait");
+    assert!(matches!(err, LlmError::RateLimited { .. }), "{err}");
+    assert_eq!(err.code(), "rate_limited");
+    held.await.unwrap().unwrap();
+    let sent = server.received_requests().await.unwrap();
+    assert_eq!(sent.len(), 1, "the refused call was not sent");
+}
+
+/// Waits until `server` has received at least `n` requests.
+async fn eventually_received(server: &MockServer, n: usize) {
+    crate::support::eventually("requests received", Duration::from_secs(15), || async {
+        let count = server.received_requests().await?.len();
+        (count >= n).then_some(())
+    })
+    .await
+}
+
+/// A provider's `Retry-After`, answered to one node, holds the calls of every node of the
+/// account until it has passed: the other node's call is not sent into the known 429.
+#[tokio::test]
+async fn a_retry_after_seen_by_one_node_pauses_the_other() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("retry-after", "2")
+                .set_body_string("slow down"),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "ok")))
+        .mount(&server)
+        .await;
+    let prefix = unique("t");
+    let mut once = config(&server);
+    once.max_attempts = 1;
+    let node_a = shared_node(once.clone(), &prefix);
+    let node_b = shared_node(once, &prefix);
+    let refused = Instant::now();
+    let err = node_a.chat(&step(1), &ask("first")).await.unwrap_err();
+    assert_eq!(err.code(), "model_unavailable", "{err}");
+    let answer = node_b.chat(&step(1), &ask("second")).await.unwrap();
+    assert_eq!(answer.content, "ok");
+    assert!(
+        refused.elapsed() >= Duration::from_millis(1800),
+        "the other node sent within the pause: {:?}",
+        refused.elapsed()
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), 2);
 }
 
 /// The local model the suite runs: `scripts/test.sh` fetches it (`orion model fetch`) into

@@ -61,6 +61,8 @@ pub struct DeveloperConfig {
     pub author_email: String,
     /// The budget of a task that sets none; unlimited when absent.
     pub default_budget_usd: Option<f64>,
+    /// Spending caps across tasks (`llm.budgets`).
+    pub spending_caps: Vec<orion_services::budgets::SpendingCap>,
     /// The weights of context selection's signals.
     pub context: orion_services::code::select::SelectWeights,
 }
@@ -590,7 +592,9 @@ impl ChangeDelivery {
                     )
                 });
         }
-        // The call's most expensive outcome is reserved against the budget before it is made.
+        // The call's most expensive outcome is reserved against the budget before it is made,
+        // and against every spending cap that applies to it.
+        let needed = model.estimate_cost(request);
         if let Some(budget) = task.spec.budget_usd.or(self.config.default_budget_usd) {
             let spent: f64 = self
                 .usage
@@ -600,15 +604,34 @@ impl ChangeDelivery {
                 .iter()
                 .map(|u| u.cost_usd)
                 .sum();
-            let needed = model.estimate_cost(request);
             if spent + needed > budget {
                 return Ok(Asked::OverBudget(Outcome::AwaitingApproval {
                     step: assignment.step.clone(),
                     needed_usd: needed,
                     spent_usd: spent,
                     budget_usd: budget,
+                    cap: None,
                 }));
             }
+        }
+        if let Some(cap) = orion_services::budgets::crossed(
+            &self.config.spending_caps,
+            &*self.usage,
+            task.spec.submitted_by.as_deref(),
+            model.model_name(),
+            needed,
+            chrono::Utc::now(),
+        )
+        .await
+        .map_err(store_failure)?
+        {
+            return Ok(Asked::OverBudget(Outcome::AwaitingApproval {
+                step: assignment.step.clone(),
+                needed_usd: needed,
+                spent_usd: cap.spent_usd,
+                budget_usd: cap.usd,
+                cap: Some(cap.name),
+            }));
         }
         // What a streaming model writes reaches the task's events as it goes.
         let (sink, mut pieces) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -645,22 +668,34 @@ impl ChangeDelivery {
         };
         let (answer, ()) = tokio::join!(model.chat_streaming(context, request, sink), forward);
         let answer = answer.map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
-        if !answer.cached {
-            let usage = UsageRecord {
-                task_id: context.task,
-                agent: context.agent.clone(),
-                model: answer.model.clone(),
-                prompt_tokens: answer.usage.prompt_tokens,
-                completion_tokens: answer.usage.completion_tokens,
-                cost_usd: answer.cost_usd,
-            };
-            self.usage
-                .record_usage(&usage)
-                .await
-                .map_err(store_failure)?;
-        }
-        let recorded = serde_json::to_value(&answer)
+        // A cache hit is recorded too (costing nothing), for the cache's hit ratio.
+        let usage = UsageRecord {
+            task_id: context.task,
+            agent: context.agent.clone(),
+            model: answer.model.clone(),
+            prompt_tokens: if answer.cached {
+                0
+            } else {
+                answer.usage.prompt_tokens
+            },
+            completion_tokens: if answer.cached {
+                0
+            } else {
+                answer.usage.completion_tokens
+            },
+            cost_usd: if answer.cached { 0.0 } else { answer.cost_usd },
+            caller: task.spec.submitted_by.clone(),
+            cached: answer.cached,
+        };
+        self.usage
+            .record_usage(&usage)
+            .await
+            .map_err(store_failure)?;
+        let mut recorded = serde_json::to_value(&answer)
             .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
+        // What was asked beside the answer: a reviewed change's prompt and answer are what
+        // `orion dataset export` makes training examples of.
+        recorded["request"] = serde_json::json!(request.messages);
         let first = self.settle(run, &key, recorded).await?;
         serde_json::from_value(first)
             .map(Asked::Answer)

@@ -86,7 +86,7 @@ pub async fn receive(
         Err(e) => return Ok(ignored(e.to_string())),
     };
     state.config.plugins.check(&spec)?;
-    super::tasks::admit(&state, &forge, &spec)?;
+    let spec = super::tasks::admit(&state, &forge, spec)?;
     // The event (not the delivery id, which nothing signs) is the submission's idempotency
     // key: the same event sent again, under its delivery id or another, finds its task.
     let key = format!("{}\u{1f}{event}", forge.subject);

@@ -1,6 +1,7 @@
 //! Routes, one module per resource.
 
 mod access;
+mod budgets;
 mod health;
 mod hooks;
 pub(crate) mod openapi;
@@ -71,6 +72,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             vec![post().to(tasks::submit_suggestion)],
         ),
         ("/v1/usage", vec![get().to(tasks::usage_summary)]),
+        ("/v1/usage/budgets", vec![get().to(budgets::list)]),
+        ("/v1/usage/budgets/{name}", vec![post().to(budgets::raise)]),
         ("/v1/agents", vec![get().to(health::agents)]),
         ("/v1/agents/{node}/drain", vec![post().to(health::drain)]),
         ("/v1/repos/{repo}/trend", vec![get().to(repos::trend)]),

@@ -115,7 +115,7 @@ pub async fn submit(
     let key = idempotency_key(&req)?;
     let spec = parse_submission(body)?;
     state.config.plugins.check(&spec)?;
-    admit(&state, &caller, &spec)?;
+    let spec = admit(&state, &caller, spec)?;
     // A key is its caller's: the same key from another caller is another request.
     let key = key.map(|k| format!("{}\u{1f}{k}", caller.subject));
     let lifecycle = &state.lifecycle;
@@ -129,8 +129,12 @@ pub async fn submit(
 
 /// What the caller may ask of a task beyond its role: a `repo` the policy allows
 /// (`security.repo_roots`, `security.repo_hosts`), and a budget above the default only as an
-/// operator.
-pub(super) fn admit(state: &AppState, caller: &Principal, spec: &TaskSpec) -> Result<(), ApiError> {
+/// operator. The task admitted, as submitted by the caller (whose spending caps count it).
+pub(super) fn admit(
+    state: &AppState,
+    caller: &Principal,
+    spec: TaskSpec,
+) -> Result<TaskSpec, ApiError> {
     state
         .config
         .repos
@@ -142,7 +146,7 @@ pub(super) fn admit(state: &AppState, caller: &Principal, spec: &TaskSpec) -> Re
     {
         return Err(ApiError::BudgetNotAllowed { limit });
     }
-    Ok(())
+    Ok(spec.submitted_by(caller.subject.clone()))
 }
 
 pub(super) async fn audit_submission(
@@ -435,7 +439,7 @@ pub async fn submit_suggestion(
         None,
         Priority::Normal,
     )?;
-    admit(&state, &caller, &spec)?;
+    let spec = admit(&state, &caller, spec)?;
     let submission = lifecycle
         .submit(spec, Some(&format!("suggestion-{id}-{n}")))
         .await?;

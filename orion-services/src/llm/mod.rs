@@ -5,8 +5,8 @@
 //! types, and sends them with reqwest (the client openai-api-rs itself uses) so that the
 //! status and the `Retry-After` header of a refusal are visible: openai-api-rs 10 folds both
 //! into an error string. Around each call: a response cache (per request and call context,
-//! so a redelivered step gets the answer it had), a rate limiter in requests and tokens per
-//! minute, retries with exponential backoff and full jitter on 429, 5xx and timeouts that
+//! so a redelivered step gets the answer it had), turns under the provider's limits in
+//! requests and tokens per minute, shared by the cluster through Redis ([`limits`]), retries with exponential backoff and full jitter on 429, 5xx and timeouts that
 //! honour `Retry-After`, a fallback model, and the call's token usage and cost.
 //!
 //! [`local::LocalChat`] (feature `local-model`) runs a GGUF model in-process on the CPU, and
@@ -14,6 +14,7 @@
 
 mod cache;
 pub mod frame;
+pub mod limits;
 #[cfg(feature = "local-model")]
 pub mod local;
 mod openai;
@@ -129,6 +130,10 @@ pub enum LlmError {
     Rejected { status: u16, message: String },
     #[error("the model service answered something that is not a chat completion: {0}")]
     Malformed(String),
+    #[error(
+        "the next turn under the model's rate limits is {turn_secs} s away, past the longest wait of {max_wait_secs} s (llm.max_queue_wait_secs)"
+    )]
+    RateLimited { turn_secs: u64, max_wait_secs: u64 },
 }
 
 impl LlmError {
@@ -138,6 +143,7 @@ impl LlmError {
             LlmError::Unavailable { .. } => orion_bus::codes::MODEL_UNAVAILABLE,
             LlmError::Rejected { .. } => orion_bus::codes::MODEL_REJECTED,
             LlmError::Malformed(_) => orion_bus::codes::MODEL_MALFORMED_RESPONSE,
+            LlmError::RateLimited { .. } => orion_bus::codes::RATE_LIMITED,
         }
     }
 }
@@ -164,6 +170,11 @@ pub trait ChatModel: Send + Sync + 'static {
     ) -> Result<ChatResponse, LlmError> {
         drop(sink);
         self.chat(context, request).await
+    }
+
+    /// The model it asks first, as configured: what a spending cap `model` names.
+    fn model_name(&self) -> &str {
+        ""
     }
 
     /// The most a request may cost, in dollars, reserved against a task's budget before the

@@ -1,22 +1,19 @@
 //! [`ChatModel`] for OpenAI-compatible endpoints (OpenAI, Ollama, llama.cpp server, vLLM).
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::metrics::metrics;
 use async_trait::async_trait;
-use governor::clock::DefaultClock;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use openai_api_rs::v1::chat_completion::chat_completion::{
     ChatCompletionRequest, ChatCompletionResponse,
 };
 use openai_api_rs::v1::chat_completion::{ChatCompletionMessage, Content, MessageRole};
 use serde::{Deserialize, Serialize};
 
+use super::limits::{Limits, LocalRateLimiter, RateLimiter, Refusal};
 use super::{
     CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, ResponseCache, Role, ToolCall,
     Usage,
@@ -48,6 +45,9 @@ pub struct OpenAiConfig {
     pub max_backoff: Duration,
     pub requests_per_minute: u32,
     pub tokens_per_minute: u32,
+    /// The longest a call waits for its turn under the rate limits before its step fails
+    /// with `rate_limited`.
+    pub max_queue_wait: Duration,
     /// Prices by model name.
     pub prices: HashMap<String, Price>,
 }
@@ -65,12 +65,11 @@ impl OpenAiConfig {
             max_backoff: Duration::from_secs(30),
             requests_per_minute: 500,
             tokens_per_minute: 200_000,
+            max_queue_wait: Duration::from_secs(120),
             prices: HashMap::new(),
         }
     }
 }
-
-type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
 
 /// The answer allowance assumed for a request that sets none.
 const DEFAULT_ANSWER_TOKENS: u32 = 256;
@@ -80,8 +79,12 @@ pub struct OpenAiChat {
     http: reqwest::Client,
     config: OpenAiConfig,
     cache: Arc<dyn ResponseCache>,
-    requests: Limiter,
-    tokens: Limiter,
+    /// Where calls take their turns under the provider's limits (this process's own account
+    /// unless one shared by the cluster is given).
+    limiter: Arc<dyn RateLimiter>,
+    /// This process's own account: the limiter when none is shared, and where calls take
+    /// their turns while the shared one is out of reach.
+    local: Arc<LocalRateLimiter>,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -95,18 +98,6 @@ enum Attempt {
         after: Option<Duration>,
     },
     Fail(LlmError),
-}
-
-/// `n` per minute, replenished evenly, in bursts of at most a tenth of the minute's
-/// allowance (so a quota is not spent in its first second and then starved).
-fn per_minute(n: u32) -> Quota {
-    let n = n.max(1);
-    let burst = NonZeroU32::new((n / 10).max(1)).unwrap_or(NonZeroU32::MIN);
-    let period = Duration::from_secs(60) / n;
-    Quota::with_period(period.max(Duration::from_nanos(1))).map_or_else(
-        || Quota::per_second(NonZeroU32::MIN),
-        |q| q.allow_burst(burst),
-    )
 }
 
 /// The most tokens a request can use: its prompt (4 characters a token) and its whole answer
@@ -139,15 +130,45 @@ impl OpenAiChat {
                 requests: 0,
                 last: e.to_string(),
             })?;
+        let local = Arc::new(LocalRateLimiter::new());
         Ok(Self {
-            requests: RateLimiter::direct(per_minute(config.requests_per_minute)),
-            tokens: RateLimiter::direct(per_minute(config.tokens_per_minute)),
+            limiter: local.clone(),
+            local,
             http,
             config,
             cache,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
+    }
+
+    /// Takes turns under the provider's limits in `limiter` (one shared by every node).
+    pub fn with_limiter(mut self, limiter: Arc<dyn RateLimiter>) -> Self {
+        self.limiter = limiter;
+        self
+    }
+
+    /// The account of `model`'s limits: the provider (its address and key) and the model,
+    /// the key by its digest only.
+    fn account(&self, model: &str) -> String {
+        let key = self
+            .config
+            .api_key
+            .as_ref()
+            .map(|k| crate::secrets::ExposeSecret::expose_secret(k).to_owned())
+            .unwrap_or_default();
+        let provider = crate::digest::sha256_hex(&[
+            self.config.base_url.trim_end_matches('/').as_bytes(),
+            key.as_bytes(),
+        ]);
+        format!("{}:{model}", &provider[..16])
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            requests_per_minute: self.config.requests_per_minute,
+            tokens_per_minute: self.config.tokens_per_minute,
+        }
     }
 
     /// Cache hits and misses since start.
@@ -195,21 +216,46 @@ impl OpenAiChat {
             / 1_000_000.0
     }
 
-    /// Waits for the rate limiter: one request, and an estimate of its tokens (4 characters a
-    /// token, plus the answer's allowance).
-    async fn admit(&self, request: &ChatRequest) {
-        self.requests.until_ready().await;
+    /// Waits for `model`'s turn under the rate limits: one request, and an estimate of its
+    /// tokens (4 characters a token, plus the answer's allowance), which it returns.
+    async fn admit(&self, model: &str, request: &ChatRequest) -> Result<u64, LlmError> {
         let usage = estimate_usage(request);
-        let estimate =
-            u32::try_from(usage.prompt_tokens + usage.completion_tokens).unwrap_or(u32::MAX);
-        let capacity = (self.config.tokens_per_minute / 10).max(1);
-        let n = NonZeroU32::new(estimate.clamp(1, capacity)).unwrap_or(NonZeroU32::MIN);
-        if self.tokens.until_n_ready(n).await.is_err() {
-            tracing::warn!(
+        let estimate = usage.prompt_tokens + usage.completion_tokens;
+        let account = self.account(model);
+        let too_far = |turn: Duration| LlmError::RateLimited {
+            turn_secs: turn.as_secs(),
+            max_wait_secs: self.config.max_queue_wait.as_secs(),
+        };
+        match self
+            .limiter
+            .admit(
+                &account,
+                self.limits(),
                 estimate,
-                capacity,
-                "a request larger than the token rate limit"
-            );
+                self.config.max_queue_wait,
+            )
+            .await
+        {
+            Ok(()) => Ok(estimate),
+            Err(Refusal::TooFar(turn)) => Err(too_far(turn)),
+            Err(Refusal::Unavailable(e)) => {
+                // The shared account is out of reach: this process's own keeps the call from
+                // running unmetered (a cluster may then exceed the limit, and retries on 429).
+                tracing::warn!(error = %e, "the shared rate limiter is unavailable; limiting in this process");
+                match self
+                    .local
+                    .admit(
+                        &account,
+                        self.limits(),
+                        estimate,
+                        self.config.max_queue_wait,
+                    )
+                    .await
+                {
+                    Err(Refusal::TooFar(turn)) => Err(too_far(turn)),
+                    _ => Ok(estimate),
+                }
+            }
         }
     }
 
@@ -291,7 +337,9 @@ impl OpenAiChat {
         Attempt::Answer(ChatResponse {
             content: choice.message.content.unwrap_or_default(),
             tool_calls,
-            model: parsed.model,
+            // The model as asked for and configured (prices, usage and spending caps are kept
+            // by that name), not the provider's name for it (often a dated version).
+            model: model.to_owned(),
             cost_usd: self.cost(model, usage),
             usage,
             cached: false,
@@ -317,15 +365,25 @@ impl OpenAiChat {
                     .min(self.config.max_backoff);
                 tokio::time::sleep(crate::jitter::jitter(ceiling)).await;
             }
-            self.admit(request).await;
+            let reserved = self.admit(model, request).await?;
             *requests += 1;
             match self.attempt(model, request).await {
-                Attempt::Answer(answer) => return Ok(answer),
+                Attempt::Answer(answer) => {
+                    let used = answer.usage.prompt_tokens + answer.usage.completion_tokens;
+                    let delta = used as i64 - reserved as i64;
+                    if delta != 0 {
+                        self.limiter
+                            .correct(&self.account(model), self.limits(), delta)
+                            .await;
+                    }
+                    return Ok(answer);
+                }
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry { reason, after } => {
                     tracing::warn!(model, attempt = attempt + 1, %reason, "model call failed; retrying");
                     if let Some(after) = after {
-                        tokio::time::sleep(after.min(self.config.max_backoff)).await;
+                        // Every caller of the account waits it out, not only this one.
+                        self.limiter.pause(&self.account(model), after).await;
                     }
                     last = reason;
                 }
@@ -340,6 +398,10 @@ impl OpenAiChat {
 
 #[async_trait]
 impl ChatModel for OpenAiChat {
+    fn model_name(&self) -> &str {
+        &self.config.model
+    }
+
     fn estimate_cost(&self, request: &ChatRequest) -> f64 {
         self.cost(&self.config.model, estimate_usage(request))
     }

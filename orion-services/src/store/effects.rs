@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use orion_bus::TaskId;
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use uuid::Uuid;
 
 use super::entity::effect;
@@ -118,6 +118,24 @@ impl EffectStore for SqlStore {
                 .await?
                 .map(|m| m.result),
         )
+    }
+
+    async fn effects_of_kind(
+        &self,
+        task: TaskId,
+        kind: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        Ok(effect::Entity::find()
+            .filter(effect::Column::TaskId.eq(task.as_uuid()))
+            .filter(effect::Column::Kind.eq(kind))
+            .filter(effect::Column::State.eq(DONE))
+            .order_by_asc(effect::Column::CreatedAt)
+            .order_by_asc(effect::Column::Step)
+            .all(self.connection())
+            .await?
+            .into_iter()
+            .map(|m| (m.step, m.result))
+            .collect())
     }
 
     async fn record_effect(

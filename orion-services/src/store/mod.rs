@@ -262,6 +262,14 @@ pub trait EffectStore: Send + Sync + 'static {
         step: &str,
     ) -> Result<Option<serde_json::Value>, StoreError>;
 
+    /// The recorded outcomes of `task`'s effects of `kind` (e.g. `model_call`), by key, in
+    /// the order they were claimed.
+    async fn effects_of_kind(
+        &self,
+        task: TaskId,
+        kind: &str,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+
     /// Records what (task, step) did, with no claim before (a value fixed once, such as a
     /// release's plan); if it was recorded already, the first record stands and is returned.
     async fn record_effect(
@@ -306,6 +314,21 @@ pub trait UsageStore: Send + Sync + 'static {
     async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError>;
 
     async fn task_usage(&self, task: TaskId) -> Result<Vec<UsageRecord>, StoreError>;
+
+    /// The cost of the calls made since `from` (cache hits cost nothing), of tasks `caller`
+    /// submitted and of `model` where given.
+    async fn spent(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        caller: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<f64, StoreError>;
+
+    /// Sets spending cap `name` to `usd` for `period` (`YYYY-MM-DD` or `YYYY-MM`).
+    async fn raise_cap(&self, name: &str, period: &str, usd: f64) -> Result<(), StoreError>;
+
+    /// What cap `name` was raised to for `period`, if it was.
+    async fn cap_raise(&self, name: &str, period: &str) -> Result<Option<f64>, StoreError>;
 
     /// Model calls made in `[from, to)`, summed by `group`, in key order.
     async fn usage(

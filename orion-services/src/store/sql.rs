@@ -91,6 +91,7 @@ fn to_task(m: task::Model) -> Result<Task, StoreError> {
                 .map(serde_json::from_value)
                 .transpose()
                 .map_err(|e| StoreError::Corrupt(format!("a task's origin: {e}")))?,
+            submitted_by: m.submitted_by,
             priority: parse(&m.priority, "priority")?,
         },
         status: parse(&m.status, "status")?,
@@ -213,6 +214,7 @@ impl TaskStore for SqlStore {
             budget_usd: Set(spec.budget_usd),
             input: Set(spec.input),
             origin: Set(spec.origin.map(|o| serde_json::json!(o))),
+            submitted_by: Set(spec.submitted_by),
             priority: Set(spec.priority.as_str().to_owned()),
             status: Set(TaskStatus::Queued.as_str().to_owned()),
             version: Set(1),

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use orion_bus::TaskId;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::entity::model_usage;
+use super::entity::{cap_raise, model_usage};
 use super::{SqlStore, StoreError, UsageStore};
 
 /// One model call's tokens and cost.
@@ -23,6 +24,13 @@ pub struct UsageRecord {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost_usd: f64,
+    /// Who submitted the task the call served, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// Answered from the response cache: no tokens were spent (the usage is the answer's
+    /// first cost, not counted again).
+    #[serde(default)]
+    pub cached: bool,
 }
 
 /// Model-usage rows read per query when summing.
@@ -39,29 +47,59 @@ pub enum UsageGroup {
     Day,
 }
 
-/// Model calls summed: how many, their tokens and their cost.
+/// Model calls summed: how many, their tokens and their cost; and the calls the response
+/// cache answered instead, with the share of all calls they were.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct UsageTotals {
     pub calls: u64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cost_usd: f64,
+    #[serde(default)]
+    pub cache_hits: u64,
+    /// `cache_hits / (calls + cache_hits)`; 0 with neither.
+    #[serde(default)]
+    pub cache_hit_ratio: f64,
 }
 
 impl UsageTotals {
+    /// Counts one recorded call: a cache hit, or a call with its tokens and cost.
+    pub fn add(&mut self, record: &UsageRecord) {
+        if record.cached {
+            self.cache_hits += 1;
+            self.ratio();
+        } else {
+            self.add_call(
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.cost_usd,
+            );
+        }
+    }
+
+    fn ratio(&mut self) {
+        let all = self.calls + self.cache_hits;
+        self.cache_hit_ratio = if all == 0 {
+            0.0
+        } else {
+            self.cache_hits as f64 / all as f64
+        };
+    }
+
     /// Counts one call.
     pub fn add_call(&mut self, prompt_tokens: u64, completion_tokens: u64, cost_usd: f64) {
         self.calls += 1;
         self.prompt_tokens += prompt_tokens;
         self.completion_tokens += completion_tokens;
         self.cost_usd += cost_usd;
+        self.ratio();
     }
 
     /// The sum of recorded calls.
     pub fn of_calls<'a>(calls: impl IntoIterator<Item = &'a UsageRecord>) -> Self {
         let mut totals = Self::default();
         for c in calls {
-            totals.add_call(c.prompt_tokens, c.completion_tokens, c.cost_usd);
+            totals.add(c);
         }
         totals
     }
@@ -74,7 +112,9 @@ impl UsageTotals {
             totals.prompt_tokens += s.totals.prompt_tokens;
             totals.completion_tokens += s.totals.completion_tokens;
             totals.cost_usd += s.totals.cost_usd;
+            totals.cache_hits += s.totals.cache_hits;
         }
+        totals.ratio();
         totals
     }
 }
@@ -110,24 +150,76 @@ impl UsageStore for SqlStore {
             .paginate(self.connection(), USAGE_PAGE);
         while let Some(page) = pages.fetch_and_next().await? {
             for row in page {
+                let day = row.created_at.format("%Y-%m-%d").to_string();
+                let record = to_record(row);
                 let key = match group {
-                    UsageGroup::Task => row.task_id.map(|t| t.to_string()),
-                    UsageGroup::Agent => Some(row.agent),
-                    UsageGroup::Model => Some(row.model),
-                    UsageGroup::Day => Some(row.created_at.format("%Y-%m-%d").to_string()),
+                    UsageGroup::Task => record.task_id.map(|t| t.to_string()),
+                    UsageGroup::Agent => Some(record.agent.clone()),
+                    UsageGroup::Model => Some(record.model.clone()),
+                    UsageGroup::Day => Some(day),
                 };
                 let sum = sums.entry(key.clone()).or_insert(UsageSum {
                     key,
                     totals: UsageTotals::default(),
                 });
-                sum.totals.add_call(
-                    row.prompt_tokens.max(0) as u64,
-                    row.completion_tokens.max(0) as u64,
-                    row.cost_usd,
-                );
+                sum.totals.add(&record);
             }
         }
         Ok(sums.into_values().collect())
+    }
+
+    async fn spent(
+        &self,
+        from: DateTime<Utc>,
+        caller: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<f64, StoreError> {
+        use sea_orm::sea_query::{Expr, Func};
+        let mut query = model_usage::Entity::find()
+            .select_only()
+            .column_as(
+                sea_orm::sea_query::SimpleExpr::from(Func::sum(Expr::col(
+                    model_usage::Column::CostUsd,
+                ))),
+                "spent",
+            )
+            .filter(model_usage::Column::CreatedAt.gte(from))
+            .filter(model_usage::Column::Cached.eq(false));
+        if let Some(caller) = caller {
+            query = query.filter(model_usage::Column::Caller.eq(caller));
+        }
+        if let Some(model) = model {
+            query = query.filter(model_usage::Column::Model.eq(model));
+        }
+        let spent: Option<Option<f64>> = query.into_tuple().one(self.connection()).await?;
+        Ok(spent.flatten().unwrap_or(0.0))
+    }
+
+    async fn raise_cap(&self, name: &str, period: &str, usd: f64) -> Result<(), StoreError> {
+        use sea_orm::sea_query::OnConflict;
+        cap_raise::Entity::insert(cap_raise::ActiveModel {
+            name: Set(name.to_owned()),
+            period: Set(period.to_owned()),
+            usd: Set(usd),
+            raised_at: Set(Utc::now()),
+        })
+        .on_conflict(
+            OnConflict::columns([cap_raise::Column::Name, cap_raise::Column::Period])
+                .update_columns([cap_raise::Column::Usd, cap_raise::Column::RaisedAt])
+                .to_owned(),
+        )
+        .exec(self.connection())
+        .await?;
+        Ok(())
+    }
+
+    async fn cap_raise(&self, name: &str, period: &str) -> Result<Option<f64>, StoreError> {
+        Ok(
+            cap_raise::Entity::find_by_id((name.to_owned(), period.to_owned()))
+                .one(self.connection())
+                .await?
+                .map(|m| m.usd),
+        )
     }
 
     async fn record_usage(&self, usage: &UsageRecord) -> Result<(), StoreError> {
@@ -140,6 +232,8 @@ impl UsageStore for SqlStore {
             completion_tokens: Set(usage.completion_tokens as i64),
             cost_usd: Set(usage.cost_usd),
             created_at: Set(Utc::now()),
+            caller: Set(usage.caller.clone()),
+            cached: Set(usage.cached),
         }
         .insert(self.connection())
         .await?;
@@ -153,14 +247,20 @@ impl UsageStore for SqlStore {
             .all(self.connection())
             .await?
             .into_iter()
-            .map(|m| UsageRecord {
-                task_id: m.task_id.map(TaskId::from_uuid),
-                agent: m.agent,
-                model: m.model,
-                prompt_tokens: m.prompt_tokens.max(0) as u64,
-                completion_tokens: m.completion_tokens.max(0) as u64,
-                cost_usd: m.cost_usd,
-            })
+            .map(to_record)
             .collect())
+    }
+}
+
+fn to_record(m: model_usage::Model) -> UsageRecord {
+    UsageRecord {
+        task_id: m.task_id.map(TaskId::from_uuid),
+        agent: m.agent,
+        model: m.model,
+        prompt_tokens: m.prompt_tokens.max(0) as u64,
+        completion_tokens: m.completion_tokens.max(0) as u64,
+        cost_usd: m.cost_usd,
+        caller: m.caller,
+        cached: m.cached,
     }
 }

@@ -3,6 +3,7 @@
 pub mod agent_snapshot;
 pub mod api_key;
 pub mod audit_log;
+pub mod cap_raise;
 pub mod effect;
 pub mod model_usage;
 pub mod pull_request;

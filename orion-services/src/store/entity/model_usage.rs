@@ -13,6 +13,10 @@ pub struct Model {
     #[sea_orm(column_type = "Double")]
     pub cost_usd: f64,
     pub created_at: DateTimeUtc,
+    /// Who submitted the task the call served.
+    pub caller: Option<String>,
+    /// Answered from the response cache: no tokens were spent.
+    pub cached: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -28,6 +28,7 @@ pub struct Model {
     pub input: Option<Json>,
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub origin: Option<Json>,
+    pub submitted_by: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

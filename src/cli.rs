@@ -63,6 +63,41 @@ pub enum Command {
     /// The in-process model: fetch it.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Training data from reviewed pull requests.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetCommand {
+    /// Write the pull requests approved in a window as JSON lines for fine-tuning: `chat`,
+    /// the request that wrote the approved version and its answer (OpenAI's chat format), or
+    /// `preference`, the approved answer preferred over each version sent back. Credentials
+    /// are redacted.
+    Export(DatasetExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DatasetExportArgs {
+    #[arg(long, value_enum, default_value = "chat")]
+    pub format: DatasetFormat,
+    /// Approved at or after this time (RFC 3339, or a UTC day `YYYY-MM-DD`).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Approved before this time (RFC 3339, or a UTC day `YYYY-MM-DD`).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Where to write the lines (default: standard output).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DatasetFormat {
+    Chat,
+    Preference,
 }
 
 #[derive(Debug, Subcommand)]
@@ -342,6 +377,7 @@ pub fn main() -> std::process::ExitCode {
             | Command::Watch(_)
             | Command::Token(_)
             | Command::Mcp(_)
+            | Command::Dataset(_)
     );
     let service = format!("orion-{}", cli.command.name());
     let result = Settings::load(cli.config.as_deref()).and_then(|settings| {
@@ -383,6 +419,7 @@ impl Command {
             Command::Bench(_) => "bench",
             Command::Eval(_) => "eval",
             Command::Model(_) => "model",
+            Command::Dataset(_) => "dataset",
         }
     }
 }

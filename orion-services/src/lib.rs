@@ -13,6 +13,7 @@
 
 pub mod budgets;
 pub mod code;
+pub mod dataset;
 pub mod devops;
 pub mod digest;
 pub mod forge;

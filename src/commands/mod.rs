@@ -2,6 +2,7 @@
 
 mod client;
 mod code;
+mod dataset;
 mod eval;
 mod mcp;
 mod model;
@@ -45,6 +46,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),
         Command::Model(crate::cli::ModelCommand::Fetch(args)) => {
             model::fetch(args, settings).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Dataset(crate::cli::DatasetCommand::Export(args)) => {
+            dataset::export(args, settings).await
         }
         Command::Bench(crate::cli::BenchCommand::Model(args)) => {
             model::bench(args, settings).map(|()| ExitCode::SUCCESS)

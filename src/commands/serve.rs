@@ -12,7 +12,7 @@ use crate::app;
 use crate::cli::{DataArgs, NodeArgs, UpArgs};
 use crate::settings::Settings;
 
-fn apply_data_dir(settings: &mut Settings, data: DataArgs) {
+pub(super) fn apply_data_dir(settings: &mut Settings, data: DataArgs) {
     if let Some(dir) = data.data_dir {
         settings.data_dir = dir;
     }

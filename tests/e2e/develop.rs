@@ -900,6 +900,154 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
     assert_eq!(revised["state"], "open");
 }
 
+/// `orion dataset export` on a task whose pull request was sent back once and then approved:
+/// `chat` is one line, the request that wrote the approved version and its answer;
+/// `preference` is one line, the approved answer preferred over the sent-back one, on the
+/// first request. Credentials in the repository, the task's words, the reviewer's comment
+/// and the model's answer appear in neither file.
+#[actix_rt::test]
+async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_credentials() {
+    const SECRETS: [&str; 4] = [
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+        "AKIAABCDEFGHIJKLMNOP",
+        "hunter2hunter2",
+        "sk-proj-abcdefghijklmnopqrstuvwx1234",
+    ];
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
+            "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n",
+        )))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_string_contains("A reviewer asked for changes"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
+            "=== FILE: app/util.py\nKEY = 'sk-proj-abcdefghijklmnopqrstuvwx1234'\ndef helper(x):\n    return -x - 1\n=== END\n",
+        )))
+        .with_priority(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    let fixture = crate::support::git_fixture();
+    std::fs::write(
+        fixture.path().join("app/util.py"),
+        "DEPLOY = \"ghp_abcdefghijklmnopqrstuvwxyz0123456789\"\ndef helper(x):\n    return x\n",
+    )
+    .unwrap();
+    git(fixture.path(), &["commit", "-qam", "a token in the code"]);
+    let dir = TempDir::new();
+    let remote = crate::support::bare_clone(&dir, fixture.path());
+    let app = app_with_model(&server, &["sh", "-c", "true"]).await;
+    let id = app
+        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "negate the helper (aws: AKIAABCDEFGHIJKLMNOP)" }))
+        .await;
+    app.wait_for(&id, "awaiting_review").await;
+    let pull = pull_of(&app, &id).await;
+    let reviews = format!("/v1/pulls/{}/reviews", pull["id"].as_str().unwrap());
+    let (status, _, _) = app
+        .post_json(
+            &reviews,
+            &json!({ "decision": "request_changes", "comment": "minus one more; db password=hunter2hunter2" }),
+        )
+        .await;
+    assert_eq!(status, 202);
+    eventually("the revision", Duration::from_secs(30), || async {
+        let (_, p) = app
+            .get(&format!("/v1/pulls/{}", pull["id"].as_str().unwrap()))
+            .await;
+        (p["rounds"] == 1 && p["state"] == "open").then_some(())
+    })
+    .await;
+    app.wait_for(&id, "awaiting_review").await;
+    let (status, _, _) = app
+        .post_json(&reviews, &json!({ "decision": "approve", "comment": "ok" }))
+        .await;
+    assert_eq!(status, 202);
+    app.wait_for(&id, "completed").await;
+
+    let export = |format: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+            .args(["dataset", "export", "--format", format, "--data-dir"])
+            .arg(app.data.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        for secret in SECRETS {
+            assert!(
+                !text.contains(secret),
+                "{secret} in the {format} export:\n{text}"
+            );
+        }
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let chat = export("chat");
+    assert_eq!(chat.len(), 1, "{chat:?}");
+    let messages = chat[0]["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "user", "assistant"]);
+    let asked = messages[1]["content"].as_str().unwrap();
+    assert!(
+        asked.contains("A reviewer asked for changes"),
+        "the approved version's request"
+    );
+    assert!(
+        asked.contains("def helper(x):"),
+        "the code it was shown stays: {asked}"
+    );
+    assert!(asked.contains("[REDACTED]"), "{asked}");
+    let approved = messages[2]["content"].as_str().unwrap();
+    assert!(approved.contains("return -x - 1"), "{approved}");
+
+    let preference = export("preference");
+    assert_eq!(preference.len(), 1, "{preference:?}");
+    let pair = &preference[0];
+    let input = pair["input"]["messages"][1]["content"].as_str().unwrap();
+    assert!(input.contains("negate the helper"), "{input}");
+    assert!(
+        !input.contains("A reviewer asked"),
+        "the first request: {input}"
+    );
+    assert!(
+        pair["preferred_output"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("return -x - 1")
+    );
+    let rejected = pair["non_preferred_output"][0]["content"].as_str().unwrap();
+    assert!(rejected.contains("return -x\n"), "{rejected}");
+
+    // A window that ends before the approval holds nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["dataset", "export", "--to", "2000-01-01", "--data-dir"])
+        .arg(app.data.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty());
+    // A bad time is named.
+    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
+        .args(["dataset", "export", "--from", "yesterday", "--data-dir"])
+        .arg(app.data.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--from \"yesterday\""));
+}
+
 /// Spending caps across tasks: a task whose next call would cross the deployment's daily cap
 /// pauses in `awaiting_approval` naming it (caps of another caller and another model do not
 /// apply to it), `GET /v1/usage/budgets` shows each cap's spend and headroom, bad raises are

@@ -338,6 +338,31 @@ impl Settings {
             .transpose()
     }
 
+    /// Every secret this configuration holds (model and forge keys, webhook, JWT and
+    /// credential keys, NATS and client tokens, the database URL): what an export of data
+    /// must never carry, whatever its shape.
+    pub fn configured_secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<&SecretString> = Vec::new();
+        secrets.extend(&self.llm.api_key);
+        secrets.extend(self.agents.values().filter_map(|a| a.api_key.as_ref()));
+        for forge in self.forges.values() {
+            secrets.push(&forge.token);
+            secrets.extend(&forge.webhook_secret);
+        }
+        secrets.extend(&self.auth.jwt.secret);
+        secrets.extend(&self.secrets.credentials_key);
+        secrets.extend(&self.bus.password);
+        secrets.extend(&self.bus.token);
+        secrets.extend(&self.client.token);
+        secrets.extend(&self.database.url);
+        secrets
+            .into_iter()
+            .map(|s| s.expose_secret().to_owned())
+            // Too short to be told from ordinary words.
+            .filter(|s| s.len() >= 6)
+            .collect()
+    }
+
     /// How to authenticate to NATS and check its server.
     pub fn nats_security(&self) -> orion_bus::NatsSecurity {
         let b = &self.bus;

@@ -185,7 +185,14 @@ async fn reclaim_orphans(lifecycle: Lifecycle, lease: Duration) {
             }),
             ..Change::default()
         };
-        match lifecycle.advance(task.id, TaskStatus::Queued, change).await {
+        // Only the task as the sweep found it: one another coordinator reclaimed (or that
+        // moved on) since is left alone.
+        let version = task.version;
+        let found = task.clone();
+        match lifecycle
+            .advance_from_if(found, TaskStatus::Queued, change, |t| t.version == version)
+            .await
+        {
             Ok(Some(queued)) => {
                 tracing::warn!(task = %queued.id, from = %task.status, "an orphaned task is queued again");
                 if let Err(e) = lifecycle.enqueue_submitted(&queued).await {
@@ -599,7 +606,7 @@ async fn resume(lifecycle: Lifecycle, resume: ResumeTask) -> Result<(), HandleEr
     let Some(task) = back_to_running(&lifecycle, resume.task_id, data).await? else {
         return Ok(());
     };
-    let id = MessageId::resume(task.id, task.attempts);
+    let id = MessageId::resume(task.id, task.version);
     // Only model calls pause, and they are the kind's own agent's.
     assign_step(&lifecycle, &task, task.spec.kind.agent(), resume.step, id).await
 }

@@ -27,9 +27,12 @@ impl MessageId {
         Self(format!("handoff-{task}-{attempt}-{}", step.name()))
     }
 
-    /// A paused task resumed (its budget raised), once per attempt.
-    pub fn resume(task: TaskId, attempt: i32) -> Self {
-        Self(format!("resume-{task}-{attempt}"))
+    /// A paused task resumed (its budget or a cap raised), once per pause: `mark` is the
+    /// pause's event sequence number (the resume's order), or the task's version once it runs
+    /// again (the step's assignment). Within one attempt a task may pause and resume again
+    /// and again; each resume is a message of its own.
+    pub fn resume(task: TaskId, mark: i64) -> Self {
+        Self(format!("resume-{task}-{mark}"))
     }
 
     /// A review, on its way to the coordinators.

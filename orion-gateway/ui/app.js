@@ -513,11 +513,23 @@ async function agentsPage(main) {
 }
 
 async function usagePage(main) {
-  const [days, models] = await Promise.all([api("/v1/usage?group_by=day"), api("/v1/usage?group_by=model")]);
-  put(main, h("h1", {}, "Usage"), h("h2", {}, "Cost by day"), barChart(days.groups),
+  const [days, models, caps] = await Promise.all([api("/v1/usage?group_by=day"), api("/v1/usage?group_by=model"), api("/v1/usage/budgets")]);
+  const percent = (ratio) => `${Math.round(ratio * 1000) / 10}%`;
+  put(main, h("h1", {}, "Usage"),
+    h("h2", {}, "Spending caps"),
+    caps.items.length === 0 ? h("p", { class: "muted" }, "No spending caps are configured (llm.budgets).") : table([
+      ["Cap", (c) => c.name],
+      ["Applies to", (c) => [c.caller ? `caller ${c.caller}` : "", c.model ? `model ${c.model}` : ""].filter(Boolean).join(", ") || "everything"],
+      ["Period", (c) => `${c.period} ${c.current_period}`],
+      ["Spent", (c) => dollars(c.spent_usd)],
+      ["Cap", (c) => `${dollars(c.usd)}${c.raised ? " (raised)" : ""}`],
+      ["Left", (c) => dollars(c.remaining_usd)],
+      ["Resets", (c) => when(c.resets_at)],
+    ], caps.items),
+    h("h2", {}, "Cost by day"), barChart(days.groups),
     table([["Day", (g) => g.key], ["Calls", (g) => g.calls], ["Tokens", (g) => g.prompt_tokens + g.completion_tokens], ["Cost", (g) => dollars(g.cost_usd)]], days.groups),
     h("h2", {}, "By model"),
-    table([["Model", (g) => g.key], ["Calls", (g) => g.calls], ["Prompt tokens", (g) => g.prompt_tokens], ["Completion tokens", (g) => g.completion_tokens], ["Cost", (g) => dollars(g.cost_usd)]], models.groups));
+    table([["Model", (g) => g.key], ["Calls", (g) => g.calls], ["Prompt tokens", (g) => g.prompt_tokens], ["Completion tokens", (g) => g.completion_tokens], ["Cost", (g) => dollars(g.cost_usd)], ["Cache hits", (g) => `${g.cache_hits} (${percent(g.cache_hit_ratio)})`]], models.groups));
 }
 
 function barChart(groups) {

@@ -71,9 +71,14 @@ pub struct SpendingCap {
 }
 
 impl SpendingCap {
-    fn applies(&self, caller: Option<&str>, model: &str) -> bool {
+    /// Whether it applies to a call for a task `caller` submitted that any of `models` may
+    /// answer.
+    fn applies(&self, caller: Option<&str>, models: &[String]) -> bool {
         self.caller.as_deref().is_none_or(|c| Some(c) == caller)
-            && self.model.as_deref().is_none_or(|m| m == model)
+            && self
+                .model
+                .as_deref()
+                .is_none_or(|m| models.iter().any(|n| n == m))
     }
 }
 
@@ -157,19 +162,19 @@ pub async fn status(
     Ok(out)
 }
 
-/// The first cap a call of `model` for a task `caller` submitted would cross, costing at most
-/// `needed`; `None` when it crosses none.
+/// The first cap a call for a task `caller` submitted, answered by any of `models` and costing
+/// at most `needed`, would cross; `None` when it crosses none.
 pub async fn crossed(
     caps: &[SpendingCap],
     store: &dyn UsageStore,
     caller: Option<&str>,
-    model: &str,
+    models: &[String],
     needed: f64,
     now: DateTime<Utc>,
 ) -> Result<Option<CapStatus>, StoreError> {
     let applying: Vec<SpendingCap> = caps
         .iter()
-        .filter(|c| c.applies(caller, model))
+        .filter(|c| c.applies(caller, models))
         .cloned()
         .collect();
     Ok(status(&applying, store, now)
@@ -214,12 +219,15 @@ mod tests {
             caller: caller.map(Into::into),
             model: model.map(Into::into),
         };
-        assert!(cap(None, None).applies(None, "m"));
-        assert!(cap(Some("alice"), None).applies(Some("alice"), "m"));
-        assert!(!cap(Some("alice"), None).applies(Some("bob"), "m"));
-        assert!(!cap(Some("alice"), None).applies(None, "m"));
-        assert!(cap(None, Some("m")).applies(Some("bob"), "m"));
-        assert!(!cap(None, Some("m")).applies(Some("bob"), "m-mini"));
+        let m = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert!(cap(None, None).applies(None, &m(&["m"])));
+        assert!(cap(Some("alice"), None).applies(Some("alice"), &m(&["m"])));
+        assert!(!cap(Some("alice"), None).applies(Some("bob"), &m(&["m"])));
+        assert!(!cap(Some("alice"), None).applies(None, &m(&["m"])));
+        assert!(cap(None, Some("m")).applies(Some("bob"), &m(&["m"])));
+        assert!(!cap(None, Some("m")).applies(Some("bob"), &m(&["m-mini"])));
+        // A fallback that may answer is a model of the call.
+        assert!(cap(None, Some("small")).applies(None, &m(&["big", "small"])));
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! - `preference` (OpenAI's preference format): one line per version sent back, the first
 //!   call's messages as the input, the approved answer preferred over the sent-back one.
 //!
-//! Every text passes through [`crate::secrets::redact`] first: credentials the repository's
-//! files or the task's words carried do not reach the file.
+//! Every text passes through [`crate::secrets::redact_known`] first: the deployment's own
+//! secrets, and credentials the repository's files or the task's words carried, do not reach
+//! the file.
 
 use std::io::Write;
 
@@ -56,18 +57,19 @@ struct Call {
     answer: String,
 }
 
-fn call_of(recorded: &Value) -> Option<Call> {
+fn call_of(recorded: &Value, known: &[String]) -> Option<Call> {
+    let redact = |text: &str| crate::secrets::redact_known(text, known).into_owned();
     let messages = recorded["request"]
         .as_array()?
         .iter()
         .map(|m| {
             Some(json!({
                 "role": m["role"].as_str()?,
-                "content": crate::secrets::redact(m["content"].as_str()?),
+                "content": redact(m["content"].as_str()?),
             }))
         })
         .collect::<Option<Vec<_>>>()?;
-    let answer = crate::secrets::redact(recorded["content"].as_str()?).into_owned();
+    let answer = redact(recorded["content"].as_str()?);
     Some(Call { messages, answer })
 }
 
@@ -76,9 +78,11 @@ fn assistant(content: &str) -> Value {
 }
 
 /// Writes the examples of the pull requests approved in `[from, to)` to `out`, one JSON
-/// object a line.
+/// object a line, with each of `known` (the secrets the deployment holds in clear) and every
+/// credential [`crate::secrets::redact`] finds redacted.
 pub async fn export(
     store: &dyn Store,
+    known: &[String],
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     format: Format,
@@ -102,7 +106,7 @@ pub async fn export(
             .effects_of_kind(pull.task_id, "model_call")
             .await?
             .iter()
-            .filter_map(|(_, recorded)| call_of(recorded))
+            .filter_map(|(_, recorded)| call_of(recorded, known))
             .collect();
         let (Some(first), Some(approved)) = (calls.first(), calls.last()) else {
             exported.skipped += 1;

@@ -135,11 +135,12 @@ impl Lifecycle {
         Ok(self
             .last_pause(id)
             .await?
-            .and_then(|data| serde_json::from_value::<Step>(data["step"].clone()).ok()))
+            .and_then(|(_, data)| serde_json::from_value::<Step>(data["step"].clone()).ok()))
     }
 
-    /// The data of the task's last pause for approval: the step, and the cap where one paused it.
-    async fn last_pause(&self, id: TaskId) -> Result<Option<serde_json::Value>, StoreError> {
+    /// The task's last pause for approval: its event's sequence number, and its data (the
+    /// step, and the cap where one paused it).
+    async fn last_pause(&self, id: TaskId) -> Result<Option<(i64, serde_json::Value)>, StoreError> {
         let store = self.store();
         let (mut after, mut paused) = (0, None);
         loop {
@@ -151,14 +152,21 @@ impl Lifecycle {
                 .rev()
                 .find(|e| e.event_type == EventType::AwaitingApproval)
             {
-                paused = Some(e.data.clone());
+                paused = Some((e.seq, e.data.clone()));
             }
         }
         Ok(paused)
     }
 
-    /// Tells the coordinators to resume `task`'s paused `step`.
-    async fn resume(&self, task: &Task, step: Step, reason: String) -> Result<(), GateError> {
+    /// Tells the coordinators to resume `task`'s `step`, paused by the event `pause` (once
+    /// per pause: a raise repeated before the task ran sends nothing more).
+    async fn resume(
+        &self,
+        task: &Task,
+        pause: i64,
+        step: Step,
+        reason: String,
+    ) -> Result<(), GateError> {
         let resume = ResumeTask {
             task_id: task.id,
             step,
@@ -168,7 +176,7 @@ impl Lifecycle {
         self.bus()
             .enqueue_as(
                 Queue::Coordinators,
-                &MessageId::resume(task.id, task.attempts),
+                &MessageId::resume(task.id, pause),
                 &envelope,
             )
             .await?;
@@ -190,7 +198,7 @@ impl Lifecycle {
             .tasks_in(&[TaskStatus::AwaitingApproval], None, RESUME_BATCH)
             .await?;
         for task in paused {
-            let Some(pause) = self.last_pause(task.id).await? else {
+            let Some((seq, pause)) = self.last_pause(task.id).await? else {
                 continue;
             };
             if pause["cap"].as_str() != Some(cap.name.as_str()) {
@@ -198,7 +206,7 @@ impl Lifecycle {
             }
             let step = serde_json::from_value::<Step>(pause["step"].clone()).unwrap_or_default();
             let reason = format!("spending cap {} raised to ${usd} for {period}", cap.name);
-            self.resume(&task, step, reason).await?;
+            self.resume(&task, seq, step, reason).await?;
             resumed.push(task.id);
         }
         Ok(resumed)
@@ -214,13 +222,10 @@ impl Lifecycle {
                 resumed: false,
             });
         }
-        let paused = self.paused_step(id).await?;
-        self.resume(
-            &task,
-            paused.unwrap_or_default(),
-            format!("budget raised to ${budget}"),
-        )
-        .await?;
+        let (seq, pause) = self.last_pause(id).await?.unwrap_or_default();
+        let paused = serde_json::from_value::<Step>(pause["step"].clone()).unwrap_or_default();
+        self.resume(&task, seq, paused, format!("budget raised to ${budget}"))
+            .await?;
         Ok(BudgetRaised {
             task,
             resumed: true,

@@ -87,6 +87,21 @@ pub fn random_token(bytes: usize) -> String {
 /// What stands in for a secret [`redact`] removed.
 pub const REDACTED: &str = "[REDACTED]";
 
+/// `text` with each of `known` (secrets held in clear, such as a configuration's) and then
+/// whatever [`redact`] finds replaced by [`REDACTED`].
+pub fn redact_known<'a>(text: &'a str, known: &[String]) -> std::borrow::Cow<'a, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for secret in known.iter().filter(|s| !s.is_empty()) {
+        if out.contains(secret.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(secret.as_str(), REDACTED));
+        }
+    }
+    match redact(&out) {
+        std::borrow::Cow::Borrowed(_) => out,
+        std::borrow::Cow::Owned(redacted) => std::borrow::Cow::Owned(redacted),
+    }
+}
+
 /// `text` with what looks like a credential replaced by [`REDACTED`]: private key blocks,
 /// the tokens of well-known services (GitHub, GitLab, OpenAI and Anthropic keys, AWS access
 /// keys, Slack, Stripe, Google API keys), JSON Web Tokens, the password of a URL, and the
@@ -96,8 +111,12 @@ pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
     use std::sync::LazyLock;
     static PATTERNS: LazyLock<Vec<(regex::Regex, &'static str)>> = LazyLock::new(|| {
         let replace_all = [
-            r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----",
+            // A key block to its end, or to the end of the text where it was cut off.
+            r"-----BEGIN [A-Z ]*PRIVATE KEY(?: BLOCK)?-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY(?: BLOCK)?-----|\z)",
             r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,})",
+            r"\b(?:hf|gsk)_[A-Za-z0-9]{20,}",
+            r"https://hooks\.slack\.com/services/[A-Za-z0-9/]+",
+            r"https://(?:discord|discordapp)\.com/api/webhooks/[A-Za-z0-9/_-]+",
             r"\b(?:sk|rk|pk)-(?:[A-Za-z0-9]+-)*[A-Za-z0-9_-]{16,}",
             r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
             r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
@@ -109,10 +128,24 @@ pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
             .iter()
             .filter_map(|p| regex::Regex::new(p).ok().map(|r| (r, REDACTED)))
             .collect();
-        // The password of a URL: `scheme://user:password@host`.
+        // The password of a URL: `scheme://user:password@host`; a long user alone is a token.
         if let Ok(r) = regex::Regex::new(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]+:)[^@\s/]+@")
         {
             patterns.push((r, "${keep}[REDACTED]@"));
+        }
+        if let Ok(r) =
+            regex::Regex::new(r"(?P<keep>[A-Za-z][A-Za-z0-9+.-]*://)[A-Za-z0-9_.~-]{20,}@")
+        {
+            patterns.push((r, "${keep}[REDACTED]@"));
+        }
+        // An HTTP credential: `Authorization: Basic …`, `Bearer …`.
+        if let Ok(r) = regex::Regex::new(
+            r"(?i)(?P<keep>\bauthorization\s*:\s*(?:bearer|basic|token)\s+)[^\s\x22']{8,}",
+        ) {
+            patterns.push((r, "${keep}[REDACTED]"));
+        }
+        if let Ok(r) = regex::Regex::new(r"(?P<keep>\bBearer\s+)[A-Za-z0-9._~+/=-]{20,}") {
+            patterns.push((r, "${keep}[REDACTED]"));
         }
         // A value given to a secret-sounding name, quoted or not.
         if let Ok(r) = regex::Regex::new(
@@ -165,6 +198,21 @@ def helper(x):
             out.contains("https://deploy:[REDACTED]@git.example.com/repo.git"),
             "{out}"
         );
+        // Cut off before its end, a key block is redacted to the end of the text.
+        let cut = redact("key:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nabc");
+        assert!(!cut.contains("MIIEowIBAAKCAQEA"), "{cut}");
+        let more = redact(
+            "curl -H 'Authorization: Bearer abcdefghijklmnop1234' https://ghp0123456789abcdefghij0123@host/x hf_abcdefghijklmnopqrstuvwx",
+        );
+        for secret in [
+            "abcdefghijklmnop1234",
+            "ghp0123456789abcdefghij0123",
+            "hf_abcdefghijklmnopqrstuvwx",
+        ] {
+            assert!(!more.contains(secret), "{secret} kept in {more}");
+        }
+        let known = redact_known("the key is Zq9-weird.shape!", &["Zq9-weird.shape!".into()]);
+        assert_eq!(known, "the key is [REDACTED]");
         assert!(matches!(
             redact("def f(): pass"),
             std::borrow::Cow::Borrowed(_)

@@ -41,7 +41,8 @@ pub async fn export(args: DatasetExportArgs, mut settings: Settings) -> anyhow::
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let exported = write_examples(&store, from, to, format, &mut out).await?;
+    let known = settings.configured_secrets();
+    let exported = write_examples(&store, &known, from, to, format, &mut out).await?;
     eprintln!(
         "{} examples from {} approved pull requests ({} skipped: made before requests were recorded)",
         exported.examples, exported.pulls, exported.skipped

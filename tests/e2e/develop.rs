@@ -907,11 +907,13 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
 /// and the model's answer appear in neither file.
 #[actix_rt::test]
 async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_credentials() {
-    const SECRETS: [&str; 4] = [
+    const CONFIGURED_KEY: &str = "Zq9-weird.shape!key";
+    const SECRETS: [&str; 5] = [
         "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
         "AKIAABCDEFGHIJKLMNOP",
         "hunter2hunter2",
         "sk-proj-abcdefghijklmnopqrstuvwx1234",
+        CONFIGURED_KEY,
     ];
     let server = MockServer::start().await;
     Mock::given(method("POST"))
@@ -943,7 +945,7 @@ async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_crede
     let remote = crate::support::bare_clone(&dir, fixture.path());
     let app = app_with_model(&server, &["sh", "-c", "true"]).await;
     let id = app
-        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "negate the helper (aws: AKIAABCDEFGHIJKLMNOP)" }))
+        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "negate the helper (aws: AKIAABCDEFGHIJKLMNOP, model key Zq9-weird.shape!key)" }))
         .await;
     app.wait_for(&id, "awaiting_review").await;
     let pull = pull_of(&app, &id).await;
@@ -973,6 +975,8 @@ async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_crede
         let out = Command::new(env!("CARGO_BIN_EXE_orion"))
             .args(["dataset", "export", "--format", format, "--data-dir"])
             .arg(app.data.path())
+            // The deployment's own key, in whatever shape: redacted wherever it appears.
+            .env("ORION__LLM__API_KEY", CONFIGURED_KEY)
             .output()
             .unwrap();
         assert!(
@@ -1082,6 +1086,19 @@ async fn a_daily_cap_pauses_a_task_until_an_operator_raises_it() {
     })
     .await;
     let (_keep, remote) = bare_remote();
+    // Who submitted a task is the credential's to say, never the body's: a caller cannot
+    // spend under another caller's cap (or escape its own).
+    let (status, _, problem) = app
+        .post_json(
+            "/v1/tasks",
+            &json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "x", "submitted_by": "bob" }),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (422, Some("invalid_field")),
+        "{problem}"
+    );
     let id = app
         .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "negate the helper" }))
         .await;

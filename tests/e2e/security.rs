@@ -334,6 +334,29 @@ async fn each_role_may_do_what_the_matrix_says_and_the_audit_log_names_who_did_i
             .status,
         403
     );
+    // Spending caps: anyone reads them; a submitter may not raise one.
+    assert_eq!(
+        call(
+            &app,
+            "GET",
+            "/v1/usage/budgets",
+            Some(&as_role("viewer")),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    let raise = json!({ "usd": 100.0 });
+    let refused = call(
+        &app,
+        "POST",
+        "/v1/usage/budgets/daily",
+        Some(&as_role("submitter")),
+        Some(raise.clone()),
+    )
+    .await;
+    assert_eq!((refused.status, refused.code()), (403, "forbidden"));
     let review = format!("/v1/pulls/{}/reviews", uuid::Uuid::new_v4());
     let approve = json!({ "decision": "approve" });
     let refused = call(
@@ -374,6 +397,16 @@ async fn each_role_may_do_what_the_matrix_says_and_the_audit_log_names_who_did_i
     )
     .await;
     assert_eq!(answer.code(), "pull_not_found");
+    // Past the gate: no such cap is configured.
+    let answer = call(
+        &app,
+        "POST",
+        "/v1/usage/budgets/daily",
+        Some(&as_role("operator")),
+        Some(raise),
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (404, "budget_not_found"));
     let cancelled = call(&app, "POST", &cancel, Some(&as_role("operator")), None).await;
     assert_eq!(
         cancelled.status, 200,

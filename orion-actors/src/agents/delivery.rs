@@ -618,7 +618,7 @@ impl ChangeDelivery {
             &self.config.spending_caps,
             &*self.usage,
             task.spec.submitted_by.as_deref(),
-            model.model_name(),
+            &model.model_names(),
             needed,
             chrono::Utc::now(),
         )

@@ -63,8 +63,33 @@ pub trait RateLimiter: Send + Sync + 'static {
     /// Corrects the last reservation by the tokens really used (`used - reserved`).
     async fn correct(&self, account: &str, limits: Limits, delta_tokens: i64);
 
-    /// No call of `account` goes before `pause` from now (a provider's `Retry-After`).
-    async fn pause(&self, account: &str, pause: Duration);
+    /// No call of `account` goes before `pause` from now (a provider's `Retry-After`), not
+    /// even one whose turn was given before; `false` when the pause could not be kept.
+    async fn pause(&self, account: &str, pause: Duration) -> bool;
+}
+
+/// Sleeps until the turn `wait` away, then for as long as the account is paused (a pause set
+/// while the call waited for its turn holds it too); refused when a pause outlasts `max_wait`.
+async fn wait_for_turn<F, Fut>(
+    wait: Duration,
+    max_wait: Duration,
+    pause_left: F,
+) -> Result<(), Refusal>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Duration>,
+{
+    tokio::time::sleep(wait).await;
+    loop {
+        let left = pause_left().await;
+        if left.is_zero() {
+            return Ok(());
+        }
+        if left > max_wait {
+            return Err(Refusal::TooFar(left));
+        }
+        tokio::time::sleep(left).await;
+    }
 }
 
 /// One account's cells: the theoretical arrival times of requests and tokens, and the end of
@@ -140,9 +165,9 @@ impl RateLimiter for LocalRateLimiter {
         max_wait: Duration,
     ) -> Result<(), Refusal> {
         let now = epoch_micros();
-        let max_wait = max_wait.as_micros() as f64;
+        let longest = max_wait.as_micros() as f64;
         let start = self.with(account, |cells| {
-            let (start, next) = reserve(*cells, now, limits, tokens, max_wait)?;
+            let (start, next) = reserve(*cells, now, limits, tokens, longest)?;
             *cells = next;
             Some(start)
         });
@@ -154,8 +179,12 @@ impl RateLimiter for LocalRateLimiter {
                 .unwrap_or_default();
             return Err(Refusal::TooFar(Duration::from_micros((start - now) as u64)));
         };
-        tokio::time::sleep(Duration::from_micros((start - now).max(0.0) as u64)).await;
-        Ok(())
+        let wait = Duration::from_micros((start - now).max(0.0) as u64);
+        wait_for_turn(wait, max_wait, || async {
+            let until = self.with(account, |cells| cells.paused_until);
+            Duration::from_micros((until - epoch_micros()).max(0.0) as u64)
+        })
+        .await
     }
 
     async fn correct(&self, account: &str, limits: Limits, delta_tokens: i64) {
@@ -165,11 +194,12 @@ impl RateLimiter for LocalRateLimiter {
         });
     }
 
-    async fn pause(&self, account: &str, pause: Duration) {
+    async fn pause(&self, account: &str, pause: Duration) -> bool {
         let until = epoch_micros() + pause.as_micros() as f64;
         self.with(account, |cells| {
             cells.paused_until = cells.paused_until.max(until)
         });
+        true
     }
 }
 
@@ -211,14 +241,26 @@ keep(KEYS[2], math.max(ttat, start) + tokens * ti)
 return {0, string.format('%.0f', wait)}
 ";
 
-/// KEYS: tokens. ARGV: the correction in µs.
+/// KEYS: tokens. ARGV: the correction in µs. The key lives a minute past its new `tat`.
 const CORRECT: &str = r"
 local tat = tonumber(redis.call('GET', KEYS[1]) or 0)
 if tat == 0 then return 0 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 1 then ttl = 60000 end
-redis.call('SET', KEYS[1], string.format('%.0f', tat + tonumber(ARGV[1])), 'PX', ttl)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local moved = tat + tonumber(ARGV[1])
+local ttl = math.ceil((moved - now) / 1000) + 60000
+if ttl < 60000 then ttl = 60000 end
+redis.call('SET', KEYS[1], string.format('%.0f', moved), 'PX', ttl)
 return 1
+";
+
+/// KEYS: pause. Returns the µs the pause has left (0 when none).
+const PAUSE_LEFT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local paused = tonumber(redis.call('GET', KEYS[1]) or 0)
+if paused <= now then return '0' end
+return string.format('%.0f', paused - now)
 ";
 
 /// KEYS: pause. ARGV: the pause in µs.
@@ -300,8 +342,16 @@ impl RateLimiter for RedisRateLimiter {
         if refused < 0 {
             return Err(Refusal::TooFar(wait));
         }
-        tokio::time::sleep(wait).await;
-        Ok(())
+        let pause = self.key(account, "pause");
+        wait_for_turn(wait, max_wait, || async {
+            // A pause that cannot be read holds nothing more: the turn was given.
+            let left: String = self
+                .eval(PAUSE_LEFT, std::slice::from_ref(&pause), &[])
+                .await
+                .unwrap_or_else(|_| "0".into());
+            Duration::from_micros(left.parse::<f64>().unwrap_or(0.0).max(0.0) as u64)
+        })
+        .await
     }
 
     async fn correct(&self, account: &str, limits: Limits, delta_tokens: i64) {
@@ -315,13 +365,17 @@ impl RateLimiter for RedisRateLimiter {
         }
     }
 
-    async fn pause(&self, account: &str, pause: Duration) {
+    async fn pause(&self, account: &str, pause: Duration) -> bool {
         let micros = pause.as_micros().to_string();
-        if let Err(e) = self
+        match self
             .eval::<i64>(PAUSE, &[self.key(account, "pause")], &[micros])
             .await
         {
-            tracing::warn!(error = %e, "could not share a provider's pause");
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not share a provider's pause");
+                false
+            }
         }
     }
 }

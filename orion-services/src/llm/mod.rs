@@ -172,9 +172,10 @@ pub trait ChatModel: Send + Sync + 'static {
         self.chat(context, request).await
     }
 
-    /// The model it asks first, as configured: what a spending cap `model` names.
-    fn model_name(&self) -> &str {
-        ""
+    /// The models a call may be answered by, as configured (the primary, then a fallback):
+    /// what a spending cap's `model` names.
+    fn model_names(&self) -> Vec<String> {
+        Vec::new()
     }
 
     /// The most a request may cost, in dollars, reserved against a task's budget before the

@@ -110,15 +110,21 @@ fn estimate_usage(request: &ChatRequest) -> Usage {
     }
 }
 
-/// `Retry-After` in seconds (the form model APIs send).
+/// The longest `Retry-After` taken as given: a longer one (or `inf`) is read as this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After` in seconds (the form model APIs send), at most [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|s| *s >= 0.0)
-        .map(Duration::from_secs_f64)
+    let seconds = value.trim().parse::<f64>().ok().filter(|s| *s >= 0.0)?;
+    Some(Duration::try_from_secs_f64(seconds).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
+}
+
+/// A call's turn under the rate limits: where it was taken, and what it reserved.
+struct Turn<'a> {
+    limiter: &'a dyn RateLimiter,
+    account: String,
+    reserved: u64,
 }
 
 impl OpenAiChat {
@@ -217,8 +223,10 @@ impl OpenAiChat {
     }
 
     /// Waits for `model`'s turn under the rate limits: one request, and an estimate of its
-    /// tokens (4 characters a token, plus the answer's allowance), which it returns.
-    async fn admit(&self, model: &str, request: &ChatRequest) -> Result<u64, LlmError> {
+    /// tokens (4 characters a token, plus the answer's allowance). The turn: the tokens it
+    /// reserved, and the account that gave it (the shared one, or this process's own while the
+    /// shared one is out of reach), which the answer's usage then corrects.
+    async fn admit(&self, model: &str, request: &ChatRequest) -> Result<Turn<'_>, LlmError> {
         let usage = estimate_usage(request);
         let estimate = usage.prompt_tokens + usage.completion_tokens;
         let account = self.account(model);
@@ -226,36 +234,44 @@ impl OpenAiChat {
             turn_secs: turn.as_secs(),
             max_wait_secs: self.config.max_queue_wait.as_secs(),
         };
-        match self
+        let max_wait = self.config.max_queue_wait;
+        let shared = self
             .limiter
-            .admit(
-                &account,
-                self.limits(),
-                estimate,
-                self.config.max_queue_wait,
-            )
-            .await
-        {
-            Ok(()) => Ok(estimate),
-            Err(Refusal::TooFar(turn)) => Err(too_far(turn)),
+            .admit(&account, self.limits(), estimate, max_wait)
+            .await;
+        let limiter: &dyn RateLimiter = match shared {
+            Ok(()) => self.limiter.as_ref(),
+            Err(Refusal::TooFar(turn)) => return Err(too_far(turn)),
             Err(Refusal::Unavailable(e)) => {
                 // The shared account is out of reach: this process's own keeps the call from
                 // running unmetered (a cluster may then exceed the limit, and retries on 429).
                 tracing::warn!(error = %e, "the shared rate limiter is unavailable; limiting in this process");
                 match self
                     .local
-                    .admit(
-                        &account,
-                        self.limits(),
-                        estimate,
-                        self.config.max_queue_wait,
-                    )
+                    .admit(&account, self.limits(), estimate, max_wait)
                     .await
                 {
-                    Err(Refusal::TooFar(turn)) => Err(too_far(turn)),
-                    _ => Ok(estimate),
+                    Err(Refusal::TooFar(turn)) => return Err(too_far(turn)),
+                    _ => self.local.as_ref(),
                 }
             }
+        };
+        Ok(Turn {
+            limiter,
+            account,
+            reserved: estimate,
+        })
+    }
+
+    /// A `Retry-After` of `after`: every caller of `model`'s account waits it out. Kept in
+    /// this process's account as well, so that it holds while the shared one is out of reach;
+    /// where neither could keep it, this call waits it out itself.
+    async fn pause(&self, model: &str, after: Duration) {
+        let account = self.account(model);
+        let local = self.local.pause(&account, after).await;
+        let shared = self.limiter.pause(&account, after).await;
+        if !(local || shared) {
+            tokio::time::sleep(after).await;
         }
     }
 
@@ -365,15 +381,15 @@ impl OpenAiChat {
                     .min(self.config.max_backoff);
                 tokio::time::sleep(crate::jitter::jitter(ceiling)).await;
             }
-            let reserved = self.admit(model, request).await?;
+            let turn = self.admit(model, request).await?;
             *requests += 1;
             match self.attempt(model, request).await {
                 Attempt::Answer(answer) => {
                     let used = answer.usage.prompt_tokens + answer.usage.completion_tokens;
-                    let delta = used as i64 - reserved as i64;
+                    let delta = used as i64 - turn.reserved as i64;
                     if delta != 0 {
-                        self.limiter
-                            .correct(&self.account(model), self.limits(), delta)
+                        turn.limiter
+                            .correct(&turn.account, self.limits(), delta)
                             .await;
                     }
                     return Ok(answer);
@@ -383,7 +399,7 @@ impl OpenAiChat {
                     tracing::warn!(model, attempt = attempt + 1, %reason, "model call failed; retrying");
                     if let Some(after) = after {
                         // Every caller of the account waits it out, not only this one.
-                        self.limiter.pause(&self.account(model), after).await;
+                        self.pause(model, after).await;
                     }
                     last = reason;
                 }
@@ -398,12 +414,18 @@ impl OpenAiChat {
 
 #[async_trait]
 impl ChatModel for OpenAiChat {
-    fn model_name(&self) -> &str {
-        &self.config.model
+    fn model_names(&self) -> Vec<String> {
+        std::iter::once(self.config.model.clone())
+            .chain(self.config.fallback_model.clone())
+            .collect()
     }
 
+    /// At the dearer of the primary and the fallback model's prices: either may answer.
     fn estimate_cost(&self, request: &ChatRequest) -> f64 {
-        self.cost(&self.config.model, estimate_usage(request))
+        self.model_names()
+            .iter()
+            .map(|model| self.cost(model, estimate_usage(request)))
+            .fold(0.0, f64::max)
     }
 
     #[tracing::instrument(

@@ -79,3 +79,16 @@ if [ ! -s "$TOOLS/sarif/sarif-2.1.0.json" ]; then
   mv "$download/package/sarif-2.1.0.json" "$TOOLS/sarif/sarif-2.1.0.json"
   rm -rf "$download"
 fi
+
+# axe-core, the accessibility engine the dashboard's test runs in headless Chromium
+# (tests/e2e/dashboard.rs); only its browser build is kept.
+AXE_CORE="axe-core@4.10.3"
+if [ ! -s "$TOOLS/axe/axe.min.js" ]; then
+  echo "fetching $AXE_CORE into $TOOLS/axe"
+  download="$(mktemp -d)"
+  (cd "$download" && npm pack --silent --loglevel=error "$AXE_CORE" >/dev/null)
+  mkdir -p "$TOOLS/axe"
+  tar -xzf "$download"/*.tgz -C "$download" package/axe.min.js
+  mv "$download/package/axe.min.js" "$TOOLS/axe/axe.min.js"
+  rm -rf "$download"
+fi

@@ -1,6 +1,8 @@
 // Orion's dashboard: plain JavaScript over the REST API and the WebSocket stream, no build
 // step. Every value from the server is put into the page as text, never as HTML.
 
+import { barChart, dependencyGraph, histogram, lineChart, timeline as stepChart } from "/ui/charts.js";
+
 const TERMINAL = ["completed", "failed", "cancelled"];
 const BUILTIN_KINDS = ["analyze", "develop", "review", "test", "design", "ci", "release", "auto"];
 const PRIORITIES = ["normal", "low", "high", "urgent"];
@@ -89,8 +91,11 @@ const badge = (text) => h("span", { class: `badge ${text}` }, text);
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "");
 const dollars = (n) => `$${Number(n || 0).toFixed(4)}`;
 
+/** A table in a region that scrolls sideways on a narrow screen, and that a keyboard can
+ * reach to scroll it. */
 function table(columns, rows, caption) {
-  return h("div", { class: "scroll" },
+  const name = caption || `Table of ${columns.map(([title]) => title).filter(Boolean).join(", ")}`;
+  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": name },
     h("table", {},
       caption ? h("caption", { class: "muted" }, caption) : null,
       h("thead", {}, h("tr", {}, columns.map(([title]) => h("th", { scope: "col" }, title)))),
@@ -284,6 +289,8 @@ async function taskPage(main, id) {
   const head = h("div");
   const timeline = h("ol", { class: "timeline", "aria-label": "Events", "aria-live": "polite" });
   const result = h("section", { "aria-label": "Result" });
+  const charts = h("section", { "aria-label": "Charts" });
+  const seen = [...events.items];
   const draw = (task) => {
     replace(head,
       h("h1", {}, `${task.kind} task `, badge(task.status)),
@@ -296,12 +303,53 @@ async function taskPage(main, id) {
   };
   draw(task);
   events.items.forEach((e) => timeline.append(eventItem(e)));
-  put(main, head, h("h2", {}, "Events"), timeline, result);
+  put(main, head, h("h2", {}, "Events"), timeline, charts, result);
+  drawCharts(charts, task, seen).catch(() => {});
   const last = events.items.length ? events.items[events.items.length - 1].seq : 0;
   leave = follow(id, last, async (event) => {
     timeline.append(eventItem(event));
-    draw(await api(`/v1/tasks/${id}`));
+    seen.push(event);
+    const now = await api(`/v1/tasks/${id}`);
+    draw(now);
+    if (event.status) drawCharts(charts, now, seen).catch(() => {});
   });
+}
+
+/** The time a task spent in each status, from its events: [{ name, start, end }]. */
+function stepsOf(task, events) {
+  const changes = events.filter((e) => e.status).map((e) => ({ status: e.status, at: new Date(e.at).getTime() }));
+  const end = TERMINAL.includes(task.status) ? null : Date.now();
+  const steps = [];
+  changes.forEach((c, i) => {
+    if (TERMINAL.includes(c.status)) return;
+    const until = i + 1 < changes.length ? changes[i + 1].at : end;
+    if (until !== null) steps.push({ name: c.status.replace("_", " "), start: c.at, end: until });
+  });
+  return steps;
+}
+
+/** The task's charts: its timeline; for a whole-repository analysis, the repository's trend
+ * and the histogram of its functions' complexity. */
+async function drawCharts(section, task, events) {
+  const parts = [];
+  const steps = stepsOf(task, events);
+  if (steps.length) parts.push(h("h2", {}, "Timeline"), stepChart({ label: "Time in each status", steps }));
+  if (task.kind === "analyze" && task.status === "completed" && task.result?.totals && !task.diff) {
+    const [trend, functions] = await Promise.all([
+      api(`/v1/repos/${encodeURIComponent(task.repo)}/trend`),
+      api(`/v1/tasks/${task.id}/functions?limit=2000`).catch(() => ({ items: [], count: 0 })),
+    ]);
+    const points = (trend.points || []).map((p) => ({ at: p.at, values: { debt: p.summary.debt_minutes, "average cyclomatic": p.summary.average_cyclomatic, "max cyclomatic": p.summary.max_cyclomatic } }));
+    parts.push(h("h2", {}, "Trend of this repository"),
+      lineChart({ label: "Technical debt over time", unit: "minutes", points, names: ["debt"] }),
+      lineChart({ label: "Complexity over time", unit: "cyclomatic", points, names: ["average cyclomatic", "max cyclomatic"], format: (v) => String(+v.toFixed(2)) }));
+    if (functions.items.length) {
+      parts.push(h("h2", {}, "Function complexity"),
+        histogram({ label: "Functions by cyclomatic complexity", unit: "cyclomatic complexity", values: functions.items.map((f) => f.cyclomatic), edges: [1, 2, 3, 5, 8, 11, 21, 51] }));
+      if (functions.count > functions.items.length) parts.push(h("p", { class: "muted" }, `The first ${functions.items.length} of ${functions.count} functions.`));
+    }
+  }
+  replace(section, ...parts);
 }
 
 async function cancel(id) {
@@ -346,7 +394,7 @@ function renderResult(task) {
     }
   } else if (r.languages) {
     for (const [lang, graph] of Object.entries(r.languages)) {
-      parts.push(h("h2", {}, `Dependencies (${lang})`), drawGraph(graph.edges || []));
+      parts.push(h("h2", {}, `Dependencies (${lang})`), dependencyGraph(lang, graph));
       if (graph.cycles?.length) parts.push(h("p", { class: "error" }, `Cycles: ${graph.cycles.map((c) => c.join(" → ")).join("; ")}`));
     }
   }
@@ -354,43 +402,6 @@ function renderResult(task) {
   if (typeof output === "string") parts.push(h("h2", {}, r.passed === false ? "Test output (failed)" : "Test output"), h("pre", {}, output));
   parts.push(h("details", {}, h("summary", {}, "Raw result"), h("pre", {}, JSON.stringify(r, null, 2))));
   return parts;
-}
-
-/** The dependency graph as an SVG: nodes on a circle, edges as arrows. */
-function drawGraph(edges) {
-  const names = [...new Set(edges.flat())];
-  if (names.length === 0) return h("p", { class: "muted" }, "No dependencies between modules.");
-  const size = Math.max(240, Math.min(640, names.length * 40));
-  const c = size / 2;
-  const radius = c - 60;
-  const at = new Map(names.map((n, i) => {
-    const a = (2 * Math.PI * i) / names.length;
-    return [n, [c + radius * Math.cos(a), c + radius * Math.sin(a)]];
-  }));
-  const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `Dependency graph: ${edges.map(([a, b]) => `${a} imports ${b}`).join(", ")}`);
-  svg.style.maxWidth = `${size}px`;
-  const add = (tag, attrs, text) => {
-    const el = document.createElementNS(ns, tag);
-    for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
-    if (text) el.textContent = text;
-    svg.append(el);
-  };
-  add("defs", {});
-  svg.lastChild.innerHTML = '<marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="6" markerHeight="6" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#5c6570"/></marker>';
-  for (const [from, to] of edges) {
-    const [x1, y1] = at.get(from);
-    const [x2, y2] = at.get(to);
-    add("line", { x1, y1, x2: x1 + (x2 - x1) * 0.9, y2: y1 + (y2 - y1) * 0.9, stroke: "#5c6570", "marker-end": "url(#arrow)" });
-  }
-  for (const [name, [x, y]] of at) {
-    add("circle", { cx: x, cy: y, r: 5, fill: "#1f5fbf" });
-    add("text", { x: x + 7, y: y - 7 }, name);
-  }
-  return svg;
 }
 
 // ---- pull requests ---------------------------------------------------------------------
@@ -513,7 +524,7 @@ async function agentsPage(main) {
 }
 
 async function usagePage(main) {
-  const [days, models, caps] = await Promise.all([api("/v1/usage?group_by=day"), api("/v1/usage?group_by=model"), api("/v1/usage/budgets")]);
+  const [days, models, caps, tasks] = await Promise.all([api("/v1/usage?group_by=day"), api("/v1/usage?group_by=model"), api("/v1/usage/budgets"), api("/v1/tasks?limit=500")]);
   const percent = (ratio) => `${Math.round(ratio * 1000) / 10}%`;
   put(main, h("h1", {}, "Usage"),
     h("h2", {}, "Spending caps"),
@@ -526,33 +537,23 @@ async function usagePage(main) {
       ["Left", (c) => dollars(c.remaining_usd)],
       ["Resets", (c) => when(c.resets_at)],
     ], caps.items),
-    h("h2", {}, "Cost by day"), barChart(days.groups),
+    h("h2", {}, "Cost by day"),
+    days.groups.length ? barChart({ label: "Model spend by day", unit: "dollars", categories: days.groups.map((g) => g.key), series: [{ name: "cost", values: days.groups.map((g) => g.cost_usd) }], format: (v) => String(+v.toFixed(4)) }) : h("p", { class: "muted" }, "No model calls yet."),
     table([["Day", (g) => g.key], ["Calls", (g) => g.calls], ["Tokens", (g) => g.prompt_tokens + g.completion_tokens], ["Cost", (g) => dollars(g.cost_usd)]], days.groups),
+    h("h2", {}, "Tokens by model"),
+    models.groups.length ? barChart({ label: "Tokens by model", unit: "tokens", categories: models.groups.map((g) => g.key), series: [{ name: "prompt", values: models.groups.map((g) => g.prompt_tokens) }, { name: "completion", values: models.groups.map((g) => g.completion_tokens) }] }) : null,
+    h("h2", {}, "Tasks by status"), tasksByDay(tasks.items),
     h("h2", {}, "By model"),
     table([["Model", (g) => g.key], ["Calls", (g) => g.calls], ["Prompt tokens", (g) => g.prompt_tokens], ["Completion tokens", (g) => g.completion_tokens], ["Cost", (g) => dollars(g.cost_usd)], ["Cache hits", (g) => `${g.cache_hits} (${percent(g.cache_hit_ratio)})`]], models.groups));
 }
 
-function barChart(groups) {
-  if (!groups.length) return h("p", { class: "muted" }, "No model calls yet.");
-  const ns = "http://www.w3.org/2000/svg";
-  const width = Math.max(240, groups.length * 48);
-  const height = 160;
-  const max = Math.max(...groups.map((g) => g.cost_usd), 1e-9);
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${width} ${height + 30}`);
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", `Cost by day: ${groups.map((g) => `${g.key} ${dollars(g.cost_usd)}`).join(", ")}`);
-  svg.style.maxWidth = `${width}px`;
-  groups.forEach((g, i) => {
-    const bar = document.createElementNS(ns, "rect");
-    const barHeight = (g.cost_usd / max) * height;
-    Object.entries({ x: i * 48 + 8, y: height - barHeight, width: 32, height: barHeight, fill: "#1f5fbf" }).forEach(([k, v]) => bar.setAttribute(k, v));
-    const label = document.createElementNS(ns, "text");
-    Object.entries({ x: i * 48 + 4, y: height + 16 }).forEach(([k, v]) => label.setAttribute(k, v));
-    label.textContent = String(g.key).slice(5, 10);
-    svg.append(bar, label);
-  });
-  return svg;
+/** The latest tasks by the day they were submitted, one bar per status they are in now. */
+function tasksByDay(tasks) {
+  if (!tasks.length) return h("p", { class: "muted" }, "No tasks yet.");
+  const days = [...new Set(tasks.map((t) => t.created_at.slice(0, 10)))].sort();
+  const statuses = STATUSES.filter((s) => tasks.some((t) => t.status === s));
+  const series = statuses.map((s) => ({ name: s, values: days.map((d) => tasks.filter((t) => t.status === s && t.created_at.startsWith(d)).length) }));
+  return barChart({ label: `The latest ${tasks.length} tasks by day of submission and status`, unit: "tasks", categories: days, series });
 }
 
 // ---- routing -----------------------------------------------------------------------------

@@ -415,3 +415,300 @@ async fn the_api_page_shows_every_operation_and_tries_one_with_the_callers_token
         .await;
     assert!(answer.contains("\"role\": \"viewer\""), "{answer}");
 }
+
+/// A repository of `dirs` folders of `per_dir` Python modules each: every module imports the
+/// next one in its folder, and the first of each folder the first of the next, the last
+/// folder's the first folder's (a cycle through every folder).
+fn module_repository(dirs: usize, per_dir: usize) -> crate::support::TempDir {
+    let repo = crate::support::TempDir::new();
+    for d in 0..dirs {
+        let dir = repo.path().join(format!("pkg{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("__init__.py"), "").unwrap();
+        for m in 0..per_dir {
+            let mut text = String::new();
+            if m + 1 < per_dir {
+                text.push_str(&format!("from pkg{d} import m{}\n", m + 1));
+            }
+            if m == 0 {
+                text.push_str(&format!("from pkg{} import m0\n", (d + 1) % dirs));
+            }
+            text.push_str(&format!("\ndef f{m}(x):\n    return x + {m}\n"));
+            std::fs::write(dir.join(format!("m{m}.py")), text).unwrap();
+        }
+    }
+    crate::support::git(repo.path(), &["init", "-q", "-b", "main"]);
+    crate::support::git(repo.path(), &["add", "."]);
+    crate::support::git(repo.path(), &["commit", "-q", "-m", "modules"]);
+    repo
+}
+
+impl Browser {
+    /// The page at `hash`, once `ready` (a CSS selector) is on it.
+    async fn page(&self, base: &str, hash: &str, ready: &str) {
+        self.go(&format!("{base}/{hash}")).await;
+        self.find(ready).await;
+    }
+
+    /// The number in attribute `attr` of the first element matching `css`.
+    async fn number(&self, css: &str, attr: &str) -> u64 {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? Number(e.getAttribute({})) : null;",
+            json!(css),
+            json!(attr)
+        );
+        self.eval(&script)
+            .await
+            .as_u64()
+            .unwrap_or_else(|| panic!("{css} [{attr}]"))
+    }
+
+    /// axe-core's serious and critical violations on the page as it is now (rule, impact,
+    /// how many elements), and how many rules it checked.
+    async fn axe(&self, axe: &str) -> (Vec<Value>, u64) {
+        self.eval(axe).await;
+        let out = self
+            .call(
+                "POST",
+                "/execute/async",
+                Some(json!({ "script": "const done = arguments[arguments.length - 1]; axe.run(document, { resultTypes: ['violations'] }).then((r) => done({ violations: r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.length, target: v.nodes[0] && v.nodes[0].target })), rules: r.passes.length + r.violations.length + r.incomplete.length + r.inapplicable.length }), (e) => done({ error: String(e) }));", "args": [] })),
+            )
+            .await;
+        assert!(out["error"].is_null(), "{out}");
+        let serious = out["violations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["impact"] == "serious" || v["impact"] == "critical")
+            .cloned()
+            .collect();
+        (serious, out["rules"].as_u64().unwrap_or(0))
+    }
+
+    async fn resize(&self, width: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": 1000 })),
+        )
+        .await;
+    }
+}
+
+/// Every page of the dashboard, with data from real tasks (two analyses, a design of a small
+/// repository with a cycle and of one of 1,000 modules, a develop task with the fake model and
+/// its pull request): the dependency graph and the charts are drawn with the numbers the API
+/// gives, and axe-core finds no serious or critical violation on any page, at 1280 and at 390
+/// pixels wide (screenshots of each where `ORION_SCREENSHOTS` points).
+#[actix_rt::test]
+async fn every_page_draws_its_charts_and_passes_axe() {
+    let axe = std::fs::read_to_string(crate::deploy::tool("axe/axe.min.js")).unwrap();
+    let model = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
+            "gpt-test",
+            "=== FILE: app/util.py\ndef helper(x):\n    return x * 2\n=== END\n",
+        )))
+        .mount(&model)
+        .await;
+    let base_url = format!("{}/v1", model.uri());
+    let app = TestApp::spawn_with(move |s| {
+        s.llm.base_url = Some(base_url);
+        s.llm.model = "gpt-test".into();
+        s.developer.test_command = Some(vec!["true".into()]);
+        s.llm.prices.insert(
+            "gpt-test".into(),
+            orion_services::llm::Price {
+                input_per_million: 2.0,
+                output_per_million: 8.0,
+            },
+        );
+    })
+    .await;
+    let repo = crate::support::git_fixture();
+    std::fs::write(
+        repo.path().join("app/util.py"),
+        "from app import core\n\ndef helper(x):\n    return x\n",
+    )
+    .unwrap();
+    crate::support::git(repo.path(), &["commit", "-q", "-am", "cycle"]);
+    let repo_path = repo.path().to_string_lossy().into_owned();
+    let first = app
+        .submit(json!({ "kind": "analyze", "repo": repo_path }))
+        .await;
+    app.wait_for(&first, "completed").await;
+    let analyze = app
+        .submit(json!({ "kind": "analyze", "repo": repo_path }))
+        .await;
+    let analyzed = app.wait_for(&analyze, "completed").await;
+    let design = app
+        .submit(json!({ "kind": "design", "repo": repo_path }))
+        .await;
+    let designed = app.wait_for(&design, "completed").await;
+    let big = module_repository(20, 50);
+    let big_design = app
+        .submit(json!({ "kind": "design", "repo": big.path().to_string_lossy() }))
+        .await;
+    let big_designed = app.wait_for(&big_design, "completed").await;
+    let (_keep, remote) = bare_remote();
+    let develop = app
+        .submit(json!({ "kind": "develop", "repo": remote.to_string_lossy(), "prompt": "double the helper" }))
+        .await;
+    app.wait_for(&develop, "awaiting_review").await;
+    let pull = crate::support::pull_of(&app, &develop).await;
+    let pull_id = pull["id"].as_str().unwrap().to_owned();
+
+    let browser = Browser::start().await;
+    let base = app.base.clone();
+    let pages = [
+        ("tasks", "#/tasks".to_owned(), "main table"),
+        (
+            "analysis",
+            format!("#/tasks/{analyze}"),
+            "figure[data-points]",
+        ),
+        ("design", format!("#/tasks/{design}"), "section.graph svg"),
+        (
+            "design-1000",
+            format!("#/tasks/{big_design}"),
+            "section.graph svg",
+        ),
+        ("develop", format!("#/tasks/{develop}"), "figure[data-bars]"),
+        ("pulls", "#/pulls".to_owned(), "main table"),
+        ("pull", format!("#/pulls/{pull_id}"), "pre.diff"),
+        ("agents", "#/agents".to_owned(), "main table"),
+        ("usage", "#/usage".to_owned(), "figure[data-bars]"),
+    ];
+    let mut report = Vec::new();
+    for width in [1280, 390] {
+        browser.resize(width).await;
+        for (name, hash, ready) in &pages {
+            browser.page(&base, hash, ready).await;
+            let (serious, rules) = browser.axe(&axe).await;
+            assert!(
+                serious.is_empty(),
+                "{name} at {width} px: {}",
+                serde_json::to_string_pretty(&serious).unwrap()
+            );
+            assert!(rules > 20, "axe ran its rules on {name}: {rules}");
+            report.push(format!(
+                "{name}@{width}: 0 serious or critical of {rules} rules"
+            ));
+            // The part the page is about in view: its chart, graph or table.
+            browser
+                .eval(&format!(
+                    "document.querySelector({}).scrollIntoView()",
+                    json!(ready)
+                ))
+                .await;
+            browser.screenshot(&format!("{name}-{width}.png")).await;
+        }
+    }
+
+    // The analysis: two analyses on the trend (one point each for debt, two lines of
+    // complexity), the histogram's eight buckets, and the time in queued, assigned, running.
+    browser
+        .page(&base, &format!("#/tasks/{analyze}"), "figure[data-points]")
+        .await;
+    let trend: Vec<u64> = serde_json::from_value(
+        browser
+            .eval("return [...document.querySelectorAll('figure[data-points]')].map((f) => Number(f.dataset.points))")
+            .await,
+    )
+    .unwrap();
+    assert_eq!(trend, [2, 4], "debt: 2 points; complexity: 2 lines of 2");
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('figure[data-points] circle.point').length")
+            .await,
+        6
+    );
+    let functions = analyzed["result"]["summary"]["functions"].as_u64().unwrap();
+    let histogram = browser
+        .eval("const f = [...document.querySelectorAll('figure')].find((f) => f.textContent.includes('functions by cyclomatic')); return f ? [Number(f.dataset.bars), f.querySelectorAll('rect.bar').length] : null")
+        .await;
+    assert_eq!(
+        histogram,
+        json!([8, 8]),
+        "eight buckets of {functions} functions"
+    );
+    let steps = browser
+        .eval("return [...document.querySelectorAll('svg.steps rect.bar')].map((r) => r.querySelector('title').textContent.split(':')[0])")
+        .await;
+    assert_eq!(steps, json!(["queued", "assigned", "running"]));
+
+    // The small design: every module a node, both imports of the cycle in red.
+    browser
+        .page(&base, &format!("#/tasks/{design}"), "section.graph svg")
+        .await;
+    let graph = &designed["result"]["languages"]["python"];
+    let nodes = graph["nodes"].as_array().unwrap().len() as u64;
+    assert_eq!(browser.number("section.graph", "data-nodes").await, nodes);
+    assert_eq!(browser.number("section.graph", "data-cycle-edges").await, 2);
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('section.graph path.edge.cycle').length")
+            .await,
+        2
+    );
+    assert!(
+        browser
+            .text_when("details.graph-text", "the graph as text", |t| t
+                .contains("app/util.py imports app/core.py"))
+            .await
+            .contains("app/core.py imports app/util.py")
+    );
+
+    // 1,000 modules: one node per folder until a folder is opened (by keyboard), then all.
+    browser
+        .page(&base, &format!("#/tasks/{big_design}"), "section.graph svg")
+        .await;
+    let modules = big_designed["result"]["languages"]["python"]["nodes"]
+        .as_array()
+        .unwrap()
+        .len() as u64;
+    assert!(modules >= 1000, "{modules}");
+    assert_eq!(browser.number("section.graph", "data-nodes").await, 20);
+    assert_eq!(
+        browser.number("section.graph", "data-cycle-edges").await,
+        20,
+        "the cycle through every folder"
+    );
+    browser
+        .eval("const g = document.querySelector('section.graph g.node.group'); g.focus(); g.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter', bubbles: true }));")
+        .await;
+    let opened = browser.number("section.graph", "data-nodes").await;
+    let per_folder = modules / 20;
+    assert_eq!(
+        opened,
+        19 + per_folder,
+        "one folder opened: its modules, and 19 folders"
+    );
+    browser
+        .eval("[...document.querySelectorAll('.graph-controls button')].find((b) => b.textContent === 'Expand all').click()")
+        .await;
+    assert_eq!(browser.number("section.graph", "data-nodes").await, modules);
+    let layers = browser.number("section.graph", "data-layers").await;
+    assert!(layers >= 2, "{layers}");
+    let (serious, _) = browser.axe(&axe).await;
+    assert!(serious.is_empty(), "1,000 modules expanded: {serious:?}");
+
+    // Usage: spend by day, tokens by model (prompt and completion), tasks by status.
+    browser.page(&base, "#/usage", "figure[data-bars]").await;
+    let bars = browser
+        .eval("return [...document.querySelectorAll('figure[data-bars]')].map((f) => Number(f.dataset.bars))")
+        .await;
+    assert_eq!(bars[0], 1, "one day of spend: {bars}");
+    assert_eq!(bars[1], 2, "one model, prompt and completion: {bars}");
+    // Tasks by status: one day, as many bars as statuses the tasks are in.
+    let (_, tasks) = app.get("/v1/tasks?limit=500").await;
+    let statuses: std::collections::HashSet<&str> = tasks["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(bars[2], statuses.len() as u64, "{bars}");
+    eprintln!("{}", report.join("\n"));
+}

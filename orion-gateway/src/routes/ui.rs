@@ -8,6 +8,7 @@ use crate::error::ApiError;
 
 const INDEX: &str = include_str!("../../ui/index.html");
 const SCRIPT: &str = include_str!("../../ui/app.js");
+const CHARTS: &str = include_str!("../../ui/charts.js");
 const STYLE: &str = include_str!("../../ui/app.css");
 const DOCS: &str = include_str!("../../ui/docs.html");
 const DOCS_SCRIPT: &str = include_str!("../../ui/docs.js");
@@ -40,6 +41,7 @@ pub async fn docs() -> HttpResponse {
 pub async fn asset(path: web::Path<String>) -> Result<HttpResponse, ApiError> {
     match path.as_str() {
         "app.js" => Ok(file("text/javascript; charset=utf-8", SCRIPT)),
+        "charts.js" => Ok(file("text/javascript; charset=utf-8", CHARTS)),
         "app.css" => Ok(file("text/css; charset=utf-8", STYLE)),
         "docs.js" => Ok(file("text/javascript; charset=utf-8", DOCS_SCRIPT)),
         "docs.css" => Ok(file("text/css; charset=utf-8", DOCS_STYLE)),

@@ -423,6 +423,45 @@ mod tests {
         assert_eq!(start - now, 4_000_000.0);
     }
 
+    /// A pause set while a call waited for its turn holds it too; one past the longest wait
+    /// refuses it.
+    #[test]
+    fn a_pause_set_during_the_wait_holds_a_turn_already_given() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let limiter = LocalRateLimiter::new();
+            let limits = Limits {
+                requests_per_minute: 6_000,
+                tokens_per_minute: 1_000_000,
+            };
+            let max = Duration::from_secs(5);
+            // The window's turns, then one 10 ms away.
+            for _ in 0..300 {
+                limiter.admit("a", limits, 1, max).await.unwrap();
+            }
+            let start = std::time::Instant::now();
+            let (turn, ()) = tokio::join!(limiter.admit("a", limits, 1, max), async {
+                limiter.pause("a", Duration::from_millis(300)).await;
+            });
+            turn.unwrap();
+            assert!(
+                start.elapsed() >= Duration::from_millis(280),
+                "{:?}",
+                start.elapsed()
+            );
+            limiter.pause("a", Duration::from_secs(60)).await;
+            assert!(
+                matches!(limiter.admit("b", limits, 1, max).await, Ok(())),
+                "another account is not paused"
+            );
+            let refused = limiter.admit("a", limits, 1, max).await;
+            assert!(matches!(refused, Err(Refusal::TooFar(_))), "{refused:?}");
+        });
+    }
+
     #[test]
     fn a_pause_holds_every_turn() {
         let now = 1e15;

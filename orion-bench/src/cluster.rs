@@ -86,6 +86,12 @@ struct Figures {
     jetstream_pull_ack_per_s: f64,
     /// tasks/s ÷ JetStream async publishes/s (target ≥ 0.04).
     tasks_vs_publish: f64,
+    /// CPU of Orion's gateway and node (this process) per task through REST.
+    orion_cpu_ms_per_task: f64,
+    /// The same tasks through Celery, where it is installed.
+    celery: Option<CeleryFigures>,
+    /// Orion's tasks/s ÷ Celery's (target ≥ 2).
+    tasks_vs_celery: Option<f64>,
     idle_node_rss_mb: Option<f64>,
 }
 
@@ -146,6 +152,7 @@ fn agent(bus: Arc<dyn Bus>, store: Arc<dyn orion_services::store::Store>, node: 
 pub async fn cluster(
     args: ClusterArgs,
     bus_url: Option<String>,
+    redis_url: Option<String>,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
     let nats = args
@@ -182,7 +189,19 @@ pub async fn cluster(
             "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
         ))
         .await?;
-    let figures = result?;
+    let mut figures = result?;
+    if !args.no_celery {
+        let redis = args
+            .redis
+            .clone()
+            .or(redis_url)
+            .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+        figures.celery = celery_baseline(&redis, args.tasks).await?;
+        figures.tasks_vs_celery = figures
+            .celery
+            .as_ref()
+            .map(|c| figures.tasks_per_s / c.tasks_per_s);
+    }
     if args.json {
         say!(out, "{}", serde_json::to_string_pretty(&figures)?);
     } else {
@@ -344,6 +363,7 @@ async fn run_all(
     actix_rt::spawn(orion_gateway::run(listener, state)?);
     let http = awc::Client::new();
     let base = format!("http://{addr}");
+    let cpu_before = crate::scaling::cpu_ticks(std::process::id());
     let started = Instant::now();
     let counting = async {
         let mut done = 0;
@@ -389,6 +409,14 @@ async fn run_all(
     counted?;
     submitted?;
     let tasks_per_s = *tasks as f64 / started.elapsed().as_secs_f64();
+    // This process is Orion's gateway and node (and the bench's client, a small part).
+    let orion_cpu_ms_per_task = match (cpu_before, crate::scaling::cpu_ticks(std::process::id())) {
+        (Some(a), Some(b)) => {
+            (b.saturating_sub(a)) as f64 / crate::scaling::ticks_per_second() * 1000.0
+                / *tasks as f64
+        }
+        _ => 0.0,
+    };
     node_thread.stop();
 
     let (jetstream_publish_per_s, jetstream_pull_ack_per_s) =
@@ -405,8 +433,67 @@ async fn run_all(
         jetstream_publish_per_s,
         jetstream_pull_ack_per_s,
         tasks_vs_publish: tasks_per_s / jetstream_publish_per_s,
+        orion_cpu_ms_per_task,
+        celery: None,
+        tasks_vs_celery: None,
         idle_node_rss_mb,
     })
+}
+
+/// The Celery baseline's figures.
+#[derive(Debug, serde::Deserialize, Serialize)]
+struct CeleryFigures {
+    celery: String,
+    tasks: usize,
+    tasks_per_s: f64,
+}
+
+/// The same number of empty tasks through Celery (Redis broker, acks late, 8 threads, Redis
+/// results), where Celery is installed for `python3`; `None` where it is not.
+async fn celery_baseline(redis: &str, tasks: usize) -> anyhow::Result<Option<CeleryFigures>> {
+    let installed = std::process::Command::new("python3")
+        .args(["-c", "import celery, redis"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        return Ok(None);
+    }
+    let dir = std::env::temp_dir().join(format!(
+        "orion-bench-celery-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("celery_baseline.py"),
+        include_str!("celery_baseline.py"),
+    )?;
+    let queue = format!("orion-bench-{}", uuid::Uuid::new_v4().simple());
+    let dir_for_run = dir.clone();
+    let redis = redis.to_owned();
+    let output = actix_rt::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("celery_baseline.py")
+            .arg(tasks.to_string())
+            .current_dir(&dir_for_run)
+            .env("ORION_BENCH_BROKER", redis)
+            .env("ORION_BENCH_QUEUE", queue)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+    })
+    .await??;
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(
+        output.status.success(),
+        "the Celery baseline failed: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    Ok(Some(serde_json::from_str(line).with_context(|| {
+        format!("the Celery baseline said {text}")
+    })?))
 }
 
 /// Publishes in flight at once in the bare JetStream measurement.
@@ -530,10 +617,23 @@ fn print(f: &Figures, out: &mut dyn Write) -> anyhow::Result<()> {
     );
     say!(
         out,
-        "tasks through REST     {:>8.0} tasks/s ({} tasks, instant agent, Postgres)",
+        "tasks through REST     {:>8.0} tasks/s ({} tasks, instant agent, Postgres), {:.2} ms of CPU per task in Orion's gateway and node",
         f.tasks_per_s,
-        f.tasks
+        f.tasks,
+        f.orion_cpu_ms_per_task
     );
+    match (&f.celery, f.tasks_vs_celery) {
+        (Some(c), Some(ratio)) => say!(
+            out,
+            "Celery {:<15} {:>8.0} tasks/s (Redis broker, acks late, 8 threads, Redis results; not durable)\n  Orion ÷ Celery {ratio:.2} (target ≥ 2)",
+            c.celery,
+            c.tasks_per_s
+        ),
+        _ => say!(
+            out,
+            "Celery                 (not installed for python3: pip install 'celery[redis]==5.7.0'; or --no-celery)"
+        ),
+    }
     say!(
         out,
         "raw JetStream          {:>8.0} async publishes/s   {:>8.0} pulls+acks/s",

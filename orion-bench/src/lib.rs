@@ -57,6 +57,13 @@ pub struct ClusterArgs {
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,
+    /// The Redis server of the Celery baseline (default: redis.url, else
+    /// redis://127.0.0.1:6379).
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Skip the Celery baseline even where Celery is installed.
+    #[arg(long)]
+    pub no_celery: bool,
     /// Instead: a gateway process and this many node processes for each count (e.g. 1,2,4),
     /// with tasks/s and each part's CPU per task; `--tasks` tasks each.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=64))]

@@ -47,7 +47,7 @@ impl PartCosts {
 /// The CPU time (user and system) process `pid` has spent, with that of its children it has
 /// reaped (a Postgres server's ended backends, a node's git processes), in clock ticks; `None`
 /// once it is gone.
-fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command may hold spaces and parentheses: the fields start after the last `)`.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -70,7 +70,7 @@ fn processes_named(name: &str) -> Vec<u32> {
 }
 
 /// Clock ticks per second, as `/proc` counts them.
-fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

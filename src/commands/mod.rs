@@ -32,8 +32,13 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
             orion_bench::analysis::analyze(args, &mut std::io::stdout())
         }
         Command::Bench(crate::cli::BenchCommand::Cluster(args)) => {
-            orion_bench::cluster::cluster(args, settings.bus_servers(), &mut std::io::stdout())
-                .await
+            orion_bench::cluster::cluster(
+                args,
+                settings.bus_servers(),
+                settings.redis.url.clone(),
+                &mut std::io::stdout(),
+            )
+            .await
         }
         Command::Bench(crate::cli::BenchCommand::Llm(args)) => {
             orion_bench::llm::llm(args, settings.redis.url.clone(), &mut std::io::stdout()).await

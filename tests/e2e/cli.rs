@@ -303,6 +303,14 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
     assert!((f["p50_ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
     assert_eq!(f["tasks"], 30);
     assert!(f["idle_node_rss_mb"].as_f64().unwrap() > 1.0, "{f}");
+    assert!(f["orion_cpu_ms_per_task"].as_f64().unwrap() > 0.0, "{f}");
+    // The Celery baseline (scripts/test.sh installs Celery): the same 30 tasks, its rate and
+    // Orion's against it.
+    assert_eq!(f["celery"]["tasks"], 30, "{f}");
+    let celery = f["celery"]["tasks_per_s"].as_f64().unwrap();
+    assert!(celery > 0.0);
+    let ratio = f["tasks_per_s"].as_f64().unwrap() / celery;
+    assert!((f["tasks_vs_celery"].as_f64().unwrap() - ratio).abs() < 1e-9);
 }
 
 /// `orion bench llm`: node processes of their own, sharing the provider's limits through

@@ -63,12 +63,18 @@ pub struct RedisCache {
     ttl_secs: u64,
 }
 
+/// A connection pool on the Redis at `url` (`redis://host:port`): the model layer's one way
+/// to Redis (the response cache, the rate limits).
+pub(crate) fn redis_pool(url: &str) -> Result<deadpool_redis::Pool, String> {
+    deadpool_redis::Config::from_url(url)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| e.to_string())
+}
+
 impl RedisCache {
     /// A pool on `url` (`redis://host:port`); keys are `<prefix>:llm:<key>`.
     pub fn connect(url: &str, prefix: &str, ttl_secs: u64) -> Result<Self, String> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| e.to_string())?;
+        let pool = redis_pool(url)?;
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),

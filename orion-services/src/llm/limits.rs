@@ -278,9 +278,7 @@ return 1
 impl RedisRateLimiter {
     /// A pool on `url` (`redis://host:port`); keys are `<prefix>:llm:limit:{<account>}:…`.
     pub fn connect(url: &str, prefix: &str) -> Result<Self, String> {
-        let pool = deadpool_redis::Config::from_url(url)
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| e.to_string())?;
+        let pool = super::cache::redis_pool(url)?;
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),

@@ -85,6 +85,9 @@ impl From<sea_orm::DbErr> for StoreError {
 pub struct Transition {
     pub task: TaskId,
     pub expected_version: i64,
+    /// The task's status at `expected_version` (what the caller read): the version guard
+    /// makes it the stored one whenever the change applies.
+    pub from: TaskStatus,
     pub to: TaskStatus,
     /// Stored as the task's result (on completion).
     pub result: Option<serde_json::Value>,
@@ -104,6 +107,7 @@ impl Transition {
         Self {
             task: task.id,
             expected_version: task.version,
+            from: task.status,
             to,
             result: None,
             error: None,

@@ -294,56 +294,59 @@ impl TaskStore for SqlStore {
     }
 
     async fn transition(&self, change: Transition) -> Result<(Task, TaskEvent), StoreError> {
+        use sea_orm::sea_query::{Expr, ExprTrait};
+        // One statement moves the task: an update guarded by the version the caller read
+        // (whose status is then `change.from`), returning the row where the database can.
+        change.from.check(change.to)?;
+        let id = change.task.as_uuid();
+        let mut update = task::Entity::update_many()
+            .col_expr(task::Column::Status, Expr::value(change.to.as_str()))
+            .col_expr(
+                task::Column::Version,
+                Expr::value(change.expected_version + 1),
+            )
+            .col_expr(
+                task::Column::Attempts,
+                Expr::col(task::Column::Attempts).add(i32::from(change.count_attempt)),
+            )
+            .col_expr(task::Column::UpdatedAt, Expr::value(Utc::now()));
+        if let Some(result) = change.result {
+            update = update.col_expr(task::Column::Result, Expr::value(result));
+        }
+        if let Some(kind) = change.kind {
+            update = update.col_expr(task::Column::Kind, Expr::value(kind.as_str()));
+        }
+        if let Some(error) = change.error {
+            update = update
+                .col_expr(task::Column::ErrorCode, Expr::value(error.code))
+                .col_expr(task::Column::ErrorMessage, Expr::value(error.message));
+        }
+        // The version guard in the WHERE clause is the referee between concurrent writers:
+        // the row lock makes a second writer re-read the row and find the version moved on.
+        let update = update
+            .filter(task::Column::Id.eq(id))
+            .filter(task::Column::Version.eq(change.expected_version));
         let txn = self.db.begin().await?;
-        let current = task::Entity::find_by_id(change.task.as_uuid())
-            .one(&txn)
-            .await?
-            .ok_or(StoreError::NotFound(change.task))?;
-        if current.version != change.expected_version {
+        let updated = if self.db.support_returning() {
+            update.exec_with_returning(&txn).await?.into_iter().next()
+        } else {
+            match update.exec(&txn).await?.rows_affected {
+                1 => task::Entity::find_by_id(id).one(&txn).await?,
+                _ => None,
+            }
+        };
+        let Some(updated) = updated else {
+            // Not moved: the task is gone, or another writer moved it first.
+            let current = task::Entity::find_by_id(id)
+                .one(&txn)
+                .await?
+                .ok_or(StoreError::NotFound(change.task))?;
             return Err(StoreError::Conflict {
                 task: change.task,
                 expected: change.expected_version,
                 actual: current.version,
             });
-        }
-        let from: TaskStatus = parse(&current.status, "status")?;
-        from.check(change.to)?;
-        let attempts = current.attempts + i32::from(change.count_attempt);
-        let mut active = current.into_active_model();
-        active.status = Set(change.to.as_str().to_owned());
-        active.version = Set(change.expected_version + 1);
-        active.attempts = Set(attempts);
-        active.updated_at = Set(Utc::now());
-        if let Some(result) = change.result {
-            active.result = Set(Some(result));
-        }
-        if let Some(kind) = change.kind {
-            active.kind = Set(kind.as_str().to_owned());
-        }
-        if let Some(error) = change.error {
-            active.error_code = Set(Some(error.code));
-            active.error_message = Set(Some(error.message));
-        }
-        // The version guard in the WHERE clause is the referee between concurrent writers:
-        // the row lock makes a second writer re-read the row and find the version moved on.
-        let id = change.task.as_uuid();
-        let outcome = task::Entity::update_many()
-            .set(active)
-            .filter(task::Column::Id.eq(id))
-            .filter(task::Column::Version.eq(change.expected_version))
-            .exec(&txn)
-            .await?;
-        if outcome.rows_affected != 1 {
-            return Err(StoreError::Conflict {
-                task: change.task,
-                expected: change.expected_version,
-                actual: change.expected_version + 1,
-            });
-        }
-        let updated = task::Entity::find_by_id(id)
-            .one(&txn)
-            .await?
-            .ok_or(StoreError::NotFound(change.task))?;
+        };
         // A task that ends keeps only the function list its report names (an analyze task's):
         // those of its other measurements (a redelivery, a retry, a failed run) go with it.
         // Saving a list locks the task's row and is refused once it has ended, so none comes

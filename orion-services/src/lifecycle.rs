@@ -136,16 +136,25 @@ impl Lifecycle {
             .create_task(spec, idempotency_key, Some(&self.node))
             .await?;
         let created = event.is_some();
-        if let Some(event) = event {
+        if created {
             count(&task);
-            self.announce(event).await;
         }
-        // Queued again on a repeated submission: the bus de-duplicates by task id, and a
-        // task whose first queueing failed gets a second chance.
-        let queue_error = match task.status {
-            TaskStatus::Queued => self.enqueue_submitted(&task).await.err(),
-            _ => None,
+        // The event and the submission go out together, their acknowledgements awaited at
+        // once: neither waits on the other. Queued again on a repeated submission: the bus
+        // de-duplicates by task id, and a task whose first queueing failed gets a second
+        // chance.
+        let announced = async {
+            if let Some(event) = event {
+                self.announce(event).await;
+            }
         };
+        let queued = async {
+            match task.status {
+                TaskStatus::Queued => self.enqueue_submitted(&task).await.err(),
+                _ => None,
+            }
+        };
+        let ((), queue_error) = tokio::join!(announced, queued);
         Ok(Submission {
             task,
             created,

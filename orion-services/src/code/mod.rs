@@ -136,7 +136,7 @@ impl CodeIntel for TreeSitterIntel {
                 &query,
                 map_tokens,
                 engine::all_cores(),
-                cochange.as_ref(),
+                cochange.as_deref(),
                 &weights,
             ))
         })
@@ -144,16 +144,40 @@ impl CodeIntel for TreeSitterIntel {
     }
 }
 
+/// Co-change histories kept in this process, by the commit they end at (and the folder
+/// read): a prompt on a repository at a commit an earlier prompt read (another task on the
+/// same base, a step run again) reads none of its commits again.
+const COCHANGE_KEPT: usize = 16;
+
 /// Which files changed together over the last [`crate::vcs::CHURN_COMMITS`] commits of the
-/// repository at `root`; `None` outside a git repository.
-fn cochange_of(root: &Path) -> Option<select::CoChange> {
-    let commits = crate::vcs::History::open(root)
-        .ok()?
-        .commits(crate::vcs::CHURN_COMMITS)
-        .ok()?;
+/// repository at `root`; `None` outside a git repository. Read once per HEAD commit while it
+/// is among the last [`COCHANGE_KEPT`] read.
+fn cochange_of(root: &Path) -> Option<std::sync::Arc<select::CoChange>> {
+    use std::sync::{Arc, Mutex};
+    static KEPT: Mutex<Vec<(String, Arc<select::CoChange>)>> = Mutex::new(Vec::new());
+    let history = crate::vcs::History::open(root).ok()?;
+    let key = history.key();
+    if let Some(key) = &key {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(at) = kept.iter().position(|(k, _)| k == key) {
+            let hit = kept.remove(at);
+            let cochange = hit.1.clone();
+            kept.push(hit);
+            return Some(cochange);
+        }
+    }
+    let commits = history.commits(crate::vcs::CHURN_COMMITS).ok()?;
     let mut cochange = select::CoChange::default();
     for commit in &commits {
         cochange.add_commit(&commit.files);
+    }
+    let cochange = Arc::new(cochange);
+    if let Some(key) = key {
+        let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= COCHANGE_KEPT {
+            kept.remove(0);
+        }
+        kept.push((key, cochange.clone()));
     }
     Some(cochange)
 }

@@ -632,3 +632,48 @@ fn the_prompt_shows_the_selected_files_cut_to_size_with_the_reasons() {
         context.map.text
     );
 }
+
+/// A repository of its own in the system's temporary folder, with one commit of `files`.
+fn repository_with(files: &[(&str, &str)]) -> std::path::PathBuf {
+    let root =
+        std::env::temp_dir().join(format!("orion-cochange-{}", uuid::Uuid::new_v4().simple()));
+    git2::Repository::init(&root).unwrap();
+    commit_files(&root, files);
+    root
+}
+
+/// One more commit of `files` on the repository at `root`.
+fn commit_files(root: &std::path::Path, files: &[(&str, &str)]) {
+    let repo = git2::Repository::open(root).unwrap();
+    let signature = git2::Signature::now("test", "test@orion.invalid").unwrap();
+    for (path, text) in files {
+        std::fs::write(root.join(path), text).unwrap();
+    }
+    let mut index = repo.index().unwrap();
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .unwrap();
+    index.write().unwrap();
+    let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+    let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+    let parents: Vec<&git2::Commit> = parent.iter().collect();
+    repo.commit(Some("HEAD"), &signature, &signature, "c", &tree, &parents)
+        .unwrap();
+}
+
+/// A second prompt on a repository at the same commit reads none of its history again (the
+/// same history comes back); a new commit is read anew.
+#[test]
+fn the_co_change_history_is_read_once_per_head_commit() {
+    let root = repository_with(&[("a.py", "x = 1\n"), ("b.py", "y = 1\n")]);
+    let first = super::cochange_of(&root).unwrap();
+    let again = super::cochange_of(&root).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again), "read again");
+    commit_files(&root, &[("a.py", "x = 2\n")]);
+    let moved = super::cochange_of(&root).unwrap();
+    assert!(
+        !std::sync::Arc::ptr_eq(&first, &moved),
+        "a new HEAD is read"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}

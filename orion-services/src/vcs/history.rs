@@ -31,6 +31,13 @@ impl History {
         Ok(Self { repo, prefix })
     }
 
+    /// What names the history [`History::commits`] reads: the HEAD commit, and the folder of
+    /// the repository it is read under; `None` before the first commit.
+    pub fn key(&self) -> Option<String> {
+        let head = self.repo.head().ok()?.peel_to_commit().ok()?.id();
+        Some(format!("{head}:{}", self.prefix))
+    }
+
     /// Up to `max` non-merge commits reachable from HEAD, newest first, with the files each
     /// changed under the root.
     pub fn commits(&self, max: usize) -> Result<Vec<CommitFiles>, VcsError> {

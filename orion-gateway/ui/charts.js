@@ -35,6 +35,15 @@ function ticks(max) {
   return [0, 1, 2, 3, 4].map((i) => +(i * step).toPrecision(6));
 }
 
+/** The y axis of a chart: a grid line and a figure at each of `scale`, and the unit beside. */
+function yAxis(svg, { scale, y, left, right, top, plot, unit, format }) {
+  for (const t of scale) {
+    svg.append(el("line", { x1: left, x2: right, y1: y(t), y2: y(t), stroke: "#d0d5da" }));
+    svg.append(el("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end", fill: MUTED, "font-size": 11 }, format(t)));
+  }
+  svg.append(el("text", { x: 12, y: top + plot / 2, transform: `rotate(-90 12 ${top + plot / 2})`, "text-anchor": "middle", fill: MUTED, "font-size": 11 }, unit));
+}
+
 function figure(label, svg, summary, attrs) {
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", `${label}. ${summary}`);
@@ -55,12 +64,7 @@ export function barChart({ label, unit, categories, series, format = (v) => Stri
   const plot = height - bottom - top;
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, class: "bars" });
   svg.style.maxWidth = `${width}px`;
-  for (const t of scale) {
-    const y = top + plot - (t / span) * plot;
-    svg.append(el("line", { x1: left, x2: width - 4, y1: y, y2: y, stroke: "#d0d5da" }));
-    svg.append(el("text", { x: left - 6, y: y + 4, "text-anchor": "end", fill: MUTED, "font-size": 11 }, format(t)));
-  }
-  svg.append(el("text", { x: 12, y: top + plot / 2, transform: `rotate(-90 12 ${top + plot / 2})`, "text-anchor": "middle", fill: MUTED, "font-size": 11 }, unit));
+  yAxis(svg, { scale, y: (v) => top + plot - (v / span) * plot, left, right: width - 4, top, plot, unit, format });
   const group = series.length * 18 + 16;
   categories.forEach((category, i) => {
     series.forEach((s, j) => {
@@ -98,11 +102,7 @@ export function lineChart({ label, unit, points, names, format = (v) => String(v
   const y = (v) => top + plot - (v / span) * plot;
   const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, class: "lines" });
   svg.style.maxWidth = `${width}px`;
-  for (const t of scale) {
-    svg.append(el("line", { x1: left, x2: width - right, y1: y(t), y2: y(t), stroke: "#d0d5da" }));
-    svg.append(el("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end", fill: MUTED, "font-size": 11 }, format(t)));
-  }
-  svg.append(el("text", { x: 12, y: top + plot / 2, transform: `rotate(-90 12 ${top + plot / 2})`, "text-anchor": "middle", fill: MUTED, "font-size": 11 }, unit));
+  yAxis(svg, { scale, y, left, right: width - right, top, plot, unit, format });
   if (points.length) {
     svg.append(el("text", { x: left, y: height - bottom + 16, fill: INK, "font-size": 11 }, new Date(t0).toLocaleDateString()));
     svg.append(el("text", { x: width - right, y: height - bottom + 16, "text-anchor": "end", fill: INK, "font-size": 11 }, new Date(t1).toLocaleDateString()));

@@ -265,11 +265,20 @@ async fn submit_and_watch_talk_to_a_running_gateway() {
 
 /// `orion bench cluster <args> --json` on the tests' NATS and Postgres: its figures.
 fn bench_cluster(args: &[&str]) -> Value {
+    let nats = crate::support::nats_url();
+    let postgres = crate::support::postgres_server();
+    let mut all = vec!["cluster"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--nats", &nats, "--postgres", &postgres]);
+    bench_json(&all)
+}
+
+/// `orion bench <args> --json`, which must succeed: its figures.
+fn bench_json(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args(["bench", "cluster", "--json"])
+        .arg("bench")
         .args(args)
-        .args(["--nats", &crate::support::nats_url()])
-        .args(["--postgres", &crate::support::postgres_server()])
+        .arg("--json")
         .env("RUST_LOG", "error")
         .output()
         .unwrap();
@@ -318,23 +327,25 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
 /// keeping its own account (the baseline) sends past the limits and is answered 429s.
 #[test]
 fn node_processes_share_the_model_limits_through_redis() {
-    let redis =
-        std::env::var("ORION_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args(["bench", "llm", "--json", "--nodes", "2", "--seconds", "6"])
-        .args(["--concurrency", "8", "--requests-per-minute", "1200"])
-        .args(["--tokens-per-minute", "120000", "--redis", &redis])
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rounds: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let redis = crate::support::redis_url();
+    let rounds = bench_json(&[
+        "llm",
+        "--nodes",
+        "2",
+        "--seconds",
+        "6",
+        "--concurrency",
+        "8",
+        "--requests-per-minute",
+        "1200",
+        "--tokens-per-minute",
+        "120000",
+        "--redis",
+        &redis,
+    ]);
+    let rounds = rounds.as_array().unwrap();
     assert_eq!(rounds.len(), 4, "{rounds:?}");
-    for round in &rounds {
+    for round in rounds {
         assert!(round["calls_admitted"].as_u64().unwrap() > 0, "{round}");
         match round["limiter"].as_str().unwrap() {
             "shared" => {

@@ -764,28 +764,41 @@ async fn the_review_gate_survives_a_killed_process_and_approval_merges_afterward
     assert!(show(&remote, "main:app/util.py").contains("return x * 3"));
 }
 
-#[actix_rt::test]
-async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
+/// The model's answer that negates the fixture's helper.
+const NEGATED: &str = "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n";
+
+/// A fake model asked exactly once for `first`, and, where given, exactly once more for a
+/// request that contains `revision.0`, answered with `revision.1`.
+async fn editing_model(first: &str, revision: Option<(&str, &str)>) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
-            "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n",
-        )))
+        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", first)))
         .expect(1)
         .mount(&server)
         .await;
+    if let Some((marker, answer)) = revision {
+        Mock::given(method("POST"))
+            .and(body_string_contains(marker))
+            .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", answer)))
+            .with_priority(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    server
+}
+
+#[actix_rt::test]
+async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
     // The revision a reviewer asks for, later.
-    Mock::given(method("POST"))
-        .and(body_string_contains("minus one"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
+    let server = editing_model(
+        NEGATED,
+        Some((
+            "minus one",
             "=== FILE: app/util.py\ndef helper(x):\n    return -x - 1\n=== END\n",
-        )))
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
+        )),
+    )
+    .await;
     let app = app_with_model(&server, &["sh", "-c", "true"]).await;
     let (_keep, remote) = bare_remote();
     // $8 per million answer tokens: the 4096-token allowance alone reserves $0.0328.
@@ -915,25 +928,14 @@ async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_crede
         "sk-proj-abcdefghijklmnopqrstuvwx1234",
         CONFIGURED_KEY,
     ];
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
-            "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n",
-        )))
-        .expect(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(body_string_contains("A reviewer asked for changes"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
+    let server = editing_model(
+        NEGATED,
+        Some((
+            "A reviewer asked for changes",
             "=== FILE: app/util.py\nKEY = 'sk-proj-abcdefghijklmnopqrstuvwx1234'\ndef helper(x):\n    return -x - 1\n=== END\n",
-        )))
-        .with_priority(1)
-        .expect(1)
-        .mount(&server)
-        .await;
+        )),
+    )
+    .await;
     let fixture = crate::support::git_fixture();
     std::fs::write(
         fixture.path().join("app/util.py"),
@@ -971,14 +973,20 @@ async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_crede
     assert_eq!(status, 202);
     app.wait_for(&id, "completed").await;
 
-    let export = |format: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-            .args(["dataset", "export", "--format", format, "--data-dir"])
+    // `orion dataset export <args>` on the app's database, as a deployment that holds
+    // CONFIGURED_KEY (in whatever shape: redacted wherever it appears).
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_orion"))
+            .args(["dataset", "export"])
+            .args(args)
+            .arg("--data-dir")
             .arg(app.data.path())
-            // The deployment's own key, in whatever shape: redacted wherever it appears.
             .env("ORION__LLM__API_KEY", CONFIGURED_KEY)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let export = |format: &str| {
+        let out = run(&["--format", format]);
         assert!(
             out.status.success(),
             "{}",
@@ -1035,19 +1043,11 @@ async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_crede
     assert!(rejected.contains("return -x\n"), "{rejected}");
 
     // A window that ends before the approval holds nothing.
-    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args(["dataset", "export", "--to", "2000-01-01", "--data-dir"])
-        .arg(app.data.path())
-        .output()
-        .unwrap();
+    let out = run(&["--to", "2000-01-01"]);
     assert!(out.status.success());
     assert!(out.stdout.is_empty());
     // A bad time is named.
-    let out = Command::new(env!("CARGO_BIN_EXE_orion"))
-        .args(["dataset", "export", "--from", "yesterday", "--data-dir"])
-        .arg(app.data.path())
-        .output()
-        .unwrap();
+    let out = run(&["--from", "yesterday"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from \"yesterday\""));
 }
@@ -1059,15 +1059,7 @@ async fn reviewed_pull_requests_export_as_chat_and_preference_data_without_crede
 #[actix_rt::test]
 async fn a_daily_cap_pauses_a_task_until_an_operator_raises_it() {
     use orion_services::budgets::{Period, SpendingCap};
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion(
-            "gpt-test",
-            "=== FILE: app/util.py\ndef helper(x):\n    return -x\n=== END\n",
-        )))
-        .expect(1)
-        .mount(&server)
-        .await;
+    let server = editing_model(NEGATED, None).await;
     let cap = |name: &str, usd: f64, caller: Option<&str>, model: Option<&str>| SpendingCap {
         name: name.into(),
         period: Period::Day,

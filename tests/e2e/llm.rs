@@ -14,7 +14,7 @@ use serde_json::json;
 use wiremock::matchers::{body_partial_json, body_string_contains, header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::support::{completion, unique};
+use crate::support::{completion, redis_url, unique};
 
 fn config(server: &MockServer) -> OpenAiConfig {
     let mut config = OpenAiConfig::new(format!("{}/v1", server.uri()), "gpt-test");
@@ -120,13 +120,14 @@ async fn tool_calls_are_read() {
     );
 }
 
-#[tokio::test]
-async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+/// A provider that answers its first request 429 with `Retry-After: retry_after`, and every
+/// later one "ok".
+async fn refusing_once(retry_after: &str) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
             ResponseTemplate::new(429)
-                .insert_header("retry-after", "1")
+                .insert_header("retry-after", retry_after)
                 .set_body_string("slow down"),
         )
         .up_to_n_times(1)
@@ -136,6 +137,12 @@ async fn a_429_is_retried_no_sooner_than_its_retry_after() {
         .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "ok")))
         .mount(&server)
         .await;
+    server
+}
+
+#[tokio::test]
+async fn a_429_is_retried_no_sooner_than_its_retry_after() {
+    let server = refusing_once("1").await;
     let start = Instant::now();
     let answer = model(config(&server))
         .chat(&step(1), &ask("hi"))
@@ -358,10 +365,6 @@ async fn the_rate_limiter_spaces_requests() {
     );
 }
 
-fn redis_url() -> String {
-    std::env::var("ORION_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
 /// A node of a cluster whose limits are kept in Redis under `prefix`: its own client and its
 /// own connections, sharing nothing with another but the Redis account.
 fn shared_node(config: OpenAiConfig, prefix: &str) -> OpenAiChat {
@@ -454,20 +457,7 @@ async fn eventually_received(server: &MockServer, n: usize) {
 /// account until it has passed: the other node's call is not sent into the known 429.
 #[tokio::test]
 async fn a_retry_after_seen_by_one_node_pauses_the_other() {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("retry-after", "2")
-                .set_body_string("slow down"),
-        )
-        .up_to_n_times(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(completion("gpt-test", "ok")))
-        .mount(&server)
-        .await;
+    let server = refusing_once("2").await;
     let prefix = unique("t");
     let mut once = config(&server);
     once.max_attempts = 1;

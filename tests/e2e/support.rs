@@ -15,6 +15,11 @@ pub fn nats_url() -> String {
     std::env::var("ORION_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// The Redis the tests use (`ORION_TEST_REDIS_URL` overrides).
+pub fn redis_url() -> String {
+    std::env::var("ORION_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 /// The Postgres server the tests use, without a database (`ORION_TEST_POSTGRES_URL` overrides).
 pub fn postgres_server() -> String {
     std::env::var("ORION_TEST_POSTGRES_URL")

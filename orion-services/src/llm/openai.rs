@@ -85,6 +85,8 @@ pub struct OpenAiChat {
     /// This process's own account: the limiter when none is shared, and where calls take
     /// their turns while the shared one is out of reach.
     local: Arc<LocalRateLimiter>,
+    /// The provider's part of its rate-limit accounts (see [`OpenAiChat::account`]).
+    provider: String,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -137,9 +139,21 @@ impl OpenAiChat {
                 last: e.to_string(),
             })?;
         let local = Arc::new(LocalRateLimiter::new());
+        // The provider, by its address and key, the key by its digest only.
+        let key = config
+            .api_key
+            .as_ref()
+            .map(|k| crate::secrets::ExposeSecret::expose_secret(k).to_owned())
+            .unwrap_or_default();
+        let provider = crate::digest::sha256_hex(&[
+            config.base_url.trim_end_matches('/').as_bytes(),
+            key.as_bytes(),
+        ])[..16]
+            .to_owned();
         Ok(Self {
             limiter: local.clone(),
             local,
+            provider,
             http,
             config,
             cache,
@@ -154,20 +168,9 @@ impl OpenAiChat {
         self
     }
 
-    /// The account of `model`'s limits: the provider (its address and key) and the model,
-    /// the key by its digest only.
+    /// The account of `model`'s limits: the provider and the model.
     fn account(&self, model: &str) -> String {
-        let key = self
-            .config
-            .api_key
-            .as_ref()
-            .map(|k| crate::secrets::ExposeSecret::expose_secret(k).to_owned())
-            .unwrap_or_default();
-        let provider = crate::digest::sha256_hex(&[
-            self.config.base_url.trim_end_matches('/').as_bytes(),
-            key.as_bytes(),
-        ]);
-        format!("{}:{model}", &provider[..16])
+        format!("{}:{model}", self.provider)
     }
 
     fn limits(&self) -> Limits {

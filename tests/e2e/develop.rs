@@ -808,7 +808,15 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
     let paused = app.wait_for(&id, "awaiting_approval").await;
     assert_eq!(paused["budget_usd"], 0.01);
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let pause = events["items"].as_array().unwrap().last().unwrap().clone();
+    // The pause is the last change of status (a progress line the step sent just before may
+    // be stored after it: progress is not ordered with status changes).
+    let pause = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| e["type"] != "progress")
+        .unwrap()
+        .clone();
     assert_eq!(
         (
             pause["type"].as_str(),

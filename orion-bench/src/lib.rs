@@ -137,8 +137,11 @@ pub struct ModelArgs {
     /// Runs to take the median of.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
-    /// Measure one weight layout (`fast` or `shipped`) in this process and print its figures
-    /// as JSON: what the benchmark runs each of its measurements in.
+    /// Print the figures as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Measure Orion on this many threads in this process and print its figures as JSON:
+    /// what the benchmark runs each of its measurements in.
     #[arg(long, hide = true)]
-    pub layout: Option<String>,
+    pub threads: Option<usize>,
 }

@@ -1,10 +1,11 @@
-//! `orion bench model`: the in-process model's prompt and generation rates, in the layout
-//! Orion runs and, as the baseline, with the weights as shipped; each measurement in a child
-//! process (`orion bench model --layout …`) of its own.
+//! `orion bench model`: the in-process model's prompt and generation rates on one thread and
+//! on every core, each measured in a child process of its own (`orion bench model --threads
+//! N`), beside llama.cpp's on the same file, prompt and threads, in the same run, where
+//! llama-cpp-python is installed (the way `orion bench analyze` runs lizard).
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
@@ -18,13 +19,16 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// The figures of one layout at one thread count, measured in a process of its own (candle
-/// sizes its thread pools once per process, from `CANDLE_NUM_THREADS`).
+/// The figures of one engine at one thread count, measured in a process of its own.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Figures {
     loaded_bytes: u64,
+    prompt_tokens: usize,
     prompt_tokens_per_s: f64,
     generation_tokens_per_s: f64,
+    /// Orion: its kernels and weights; llama.cpp: llama-cpp-python's version.
+    #[serde(default, alias = "version")]
+    about: String,
 }
 
 /// The request every run answers: a prompt of a few dozen tokens, an answer of `tokens`.
@@ -43,79 +47,156 @@ fn bench_request(tokens: u32) -> orion_services::llm::ChatRequest {
     }
 }
 
-/// Loads the model in `layout` and takes the median rates of `runs` answers.
-fn measure(
-    path: &Path,
-    layout: orion_services::llm::local::Layout,
-    tokens: u32,
-    runs: usize,
-) -> anyhow::Result<Figures> {
-    use orion_services::llm::local::LoadedModel;
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Loads the model on `threads` threads and takes the median rates of `runs` answers.
+fn measure(path: &Path, threads: usize, tokens: u32, runs: usize) -> anyhow::Result<Figures> {
+    use orion_services::llm::local::{Layout, LoadedModel};
     let before = rss_bytes();
-    let mut model = LoadedModel::load_as(path, layout).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut model =
+        LoadedModel::load_as(path, Layout::Shipped, threads).map_err(|e| anyhow::anyhow!("{e}"))?;
     let loaded_bytes = rss_bytes().saturating_sub(before);
     let request = bench_request(tokens);
-    let (mut prompt, mut generation) = (Vec::new(), Vec::new());
+    let (mut prompt, mut generation, mut prompt_tokens) = (Vec::new(), Vec::new(), 0);
     for _ in 0..runs {
         let generated = model.generate(&request, |_| {})?;
+        prompt_tokens = generated.prompt_tokens;
         prompt.push(generated.prompt_tokens as f64 / generated.prompt_secs);
         generation.push(generated.completion_tokens as f64 / generated.generation_secs);
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     Ok(Figures {
         loaded_bytes,
+        prompt_tokens,
         prompt_tokens_per_s: median(&mut prompt),
         generation_tokens_per_s: median(&mut generation),
+        about: model.describe(),
     })
 }
 
-/// Runs one measurement in a child process with `threads` inference threads.
-fn measure_in_child(
-    path: &Path,
-    layout: &str,
-    threads: usize,
-    args: &ModelArgs,
-) -> anyhow::Result<Figures> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(["bench", "model", "--layout", layout, "--model"])
-        .arg(path)
-        .args(["--tokens", &args.tokens.to_string()])
-        .args(["--runs", &args.runs.max(1).to_string()])
-        .env("CANDLE_NUM_THREADS", threads.to_string())
-        .output()?;
+/// Runs `command` and reads the JSON line it prints last.
+fn figures_of(mut command: Command, what: &str, stdin: &str) -> anyhow::Result<Figures> {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("the {what} measurement did not start"))?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin.as_bytes())?;
+    let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!(
-            "the {layout} measurement failed: {}",
+            "the {what} measurement failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("the {layout} measurement printed {line:?}"))
+    serde_json::from_str(line).with_context(|| format!("the {what} measurement printed {line:?}"))
 }
 
-/// `orion bench model`: the local model's prompt and generation rates on one thread and on
-/// every core, in the layout Orion runs and, as the baseline, with the weights as shipped;
-/// each measurement in a fresh process, so that its memory figure is its own.
-/// `default_model` is the configured local model, measured where `--model` names none.
+/// Orion on `threads` threads, in a child process.
+fn orion_in_child(path: &Path, threads: usize, args: &ModelArgs) -> anyhow::Result<Figures> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args([
+            "bench",
+            "model",
+            "--threads",
+            &threads.to_string(),
+            "--model",
+        ])
+        .arg(path)
+        .args(["--tokens", &args.tokens.to_string()])
+        .args(["--runs", &args.runs.max(1).to_string()]);
+    figures_of(command, "Orion", "")
+}
+
+/// Whether llama-cpp-python can be imported here.
+fn llama_cpp_installed() -> bool {
+    Command::new("python3")
+        .args(["-c", "import llama_cpp, numpy"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// llama.cpp (llama-cpp-python) on `threads` threads, on the same prompt text.
+fn llama_cpp(path: &Path, threads: usize, args: &ModelArgs) -> anyhow::Result<Figures> {
+    let prompt = orion_services::llm::local::chat_prompt(&bench_request(args.tokens));
+    let mut command = Command::new("python3");
+    command
+        .args(["-c", include_str!("llama_cpp_baseline.py")])
+        .arg(path)
+        .args([
+            threads.to_string(),
+            args.tokens.to_string(),
+            args.runs.max(1).to_string(),
+        ]);
+    figures_of(command, "llama.cpp", &prompt)
+}
+
+/// The CPU's model name, for the record.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
+}
+
+/// One thread count's figures, Orion's beside llama.cpp's where it is installed.
+#[derive(serde::Serialize)]
+struct Row {
+    threads: usize,
+    orion: Figures,
+    llama_cpp: Option<Figures>,
+    /// Orion's rates over llama.cpp's.
+    generation_vs_llama_cpp: Option<f64>,
+    prompt_vs_llama_cpp: Option<f64>,
+}
+
+/// What `orion bench model --json` prints.
+#[derive(serde::Serialize)]
+struct Report {
+    cpu: String,
+    model: std::path::PathBuf,
+    tokens: u32,
+    runs: usize,
+    rows: Vec<Row>,
+    /// Every target met: loaded model <= 300 MB, generation >= 0.8x and prompt >= 0.5x
+    /// llama.cpp's on every thread count (never met without the baseline).
+    targets_met: bool,
+}
+
+/// `orion bench model`: Orion's prompt and generation rates on one thread and on every core,
+/// each in a fresh process so that its memory figure is its own, beside llama.cpp's in the
+/// same run. `default_model` is the configured local model, measured where `--model` names
+/// none.
 pub fn bench(
     args: ModelArgs,
     default_model: std::path::PathBuf,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    use orion_services::llm::local::Layout;
     let path: std::path::PathBuf = args.model.clone().unwrap_or(default_model);
     let runs = args.runs.max(1);
-    if let Some(layout) = &args.layout {
-        let layout = match layout.as_str() {
-            "fast" => Layout::Fast,
-            "shipped" => Layout::AsShipped,
-            other => bail!("unknown layout {other:?}: fast or shipped"),
-        };
-        let figures = measure(&path, layout, args.tokens, runs)?;
+    if let Some(threads) = args.threads {
+        let figures = measure(&path, threads, args.tokens, runs)?;
         say!(out, "{}", serde_json::to_string(&figures)?);
         return Ok(());
     }
@@ -124,54 +205,107 @@ pub fn bench(
         "no model at {}: run `orion model fetch`",
         path.display()
     );
-    say!(
-        out,
-        "model {}, {} tokens a run, median of {runs} runs, each row in a fresh process",
-        path.display(),
-        args.tokens
-    );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut one_thread = Vec::new();
-    let mut orion_memory = 0;
-    for (name, layout) in [
-        ("orion (Q4_1 held as Q8_0)", "fast"),
-        ("baseline (weights as shipped)", "shipped"),
-    ] {
-        for threads in [1, cores] {
-            let f = measure_in_child(&path, layout, threads, &args)?;
+    let baseline = llama_cpp_installed();
+    let text = !args.json;
+    if text {
+        say!(
+            out,
+            "model {}, {} tokens a run, median of {runs} runs, each row in a fresh process, on {} ({cores} cores)",
+            path.display(),
+            args.tokens,
+            cpu_name()
+        );
+        if !baseline {
             say!(
                 out,
-                "{name}, {threads} thread(s): prompt {:.0} tokens/s, generation {:.1} tokens/s, {:.1} MB resident once loaded",
-                f.prompt_tokens_per_s,
-                f.generation_tokens_per_s,
-                f.loaded_bytes as f64 / 1e6
+                "llama-cpp-python is not installed: no baseline (python3 -m pip install llama-cpp-python)"
             );
-            if threads == 1 {
-                one_thread.push(f.generation_tokens_per_s);
-                if layout == "fast" {
-                    orion_memory = f.loaded_bytes;
-                }
-            }
         }
     }
-    say!(
-        out,
-        "generation on one thread: {:.2}x the baseline",
-        one_thread[0] / one_thread[1]
-    );
-    say!(
-        out,
-        "targets: generation on one thread >= 25 tokens/s ({}), loaded model <= 300 MB ({})",
-        if one_thread[0] >= 25.0 {
-            "met"
+    let mut counts = vec![1];
+    if cores > 1 {
+        counts.push(cores);
+    }
+    let mut rows = Vec::new();
+    for t in counts {
+        let orion = orion_in_child(&path, t, &args)?;
+        if text {
+            say!(
+                out,
+                "orion, {t} thread(s): prompt {:.0} tokens/s ({} tokens), generation {:.1} tokens/s, {:.1} MB resident once loaded ({})",
+                orion.prompt_tokens_per_s,
+                orion.prompt_tokens,
+                orion.generation_tokens_per_s,
+                orion.loaded_bytes as f64 / 1e6,
+                orion.about
+            );
+        }
+        let llama = if baseline {
+            Some(llama_cpp(&path, t, &args)?)
         } else {
-            "NOT met"
-        },
-        if orion_memory <= 300_000_000 {
-            "met"
-        } else {
-            "NOT met"
-        },
-    );
+            None
+        };
+        let generation = llama
+            .as_ref()
+            .map(|l| orion.generation_tokens_per_s / l.generation_tokens_per_s);
+        let prompt = llama
+            .as_ref()
+            .map(|l| orion.prompt_tokens_per_s / l.prompt_tokens_per_s);
+        if let (Some(llama), Some(generation), Some(prompt), true) =
+            (&llama, generation, prompt, text)
+        {
+            say!(
+                out,
+                "llama.cpp (llama-cpp-python {}), {t} thread(s): prompt {:.0} tokens/s ({} tokens), generation {:.1} tokens/s, {:.1} MB resident once loaded",
+                llama.about,
+                llama.prompt_tokens_per_s,
+                llama.prompt_tokens,
+                llama.generation_tokens_per_s,
+                llama.loaded_bytes as f64 / 1e6
+            );
+            say!(
+                out,
+                "{t} thread(s): generation {generation:.2}x llama.cpp (target >= 0.8: {}), prompt {prompt:.2}x (target >= 0.5: {})",
+                verdict(generation >= 0.8),
+                verdict(prompt >= 0.5)
+            );
+        }
+        rows.push(Row {
+            threads: t,
+            orion,
+            llama_cpp: llama,
+            generation_vs_llama_cpp: generation,
+            prompt_vs_llama_cpp: prompt,
+        });
+    }
+    let targets_met = baseline
+        && rows.iter().all(|r| {
+            r.orion.loaded_bytes <= 300_000_000
+                && r.generation_vs_llama_cpp.is_none_or(|g| g >= 0.8)
+                && r.prompt_vs_llama_cpp.is_none_or(|p| p >= 0.5)
+        });
+    if text {
+        say!(
+            out,
+            "targets: {} (loaded model <= 300 MB{})",
+            verdict(targets_met),
+            if baseline {
+                ", generation >= 0.8x and prompt >= 0.5x llama.cpp on every thread count"
+            } else {
+                "; the rates need the baseline"
+            }
+        );
+    } else {
+        let report = Report {
+            cpu: cpu_name(),
+            model: path,
+            tokens: args.tokens,
+            runs,
+            rows,
+            targets_met,
+        };
+        say!(out, "{}", serde_json::to_string_pretty(&report)?);
+    }
     Ok(())
 }

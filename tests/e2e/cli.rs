@@ -290,6 +290,45 @@ fn bench_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `orion bench model`, short: Orion's rates on one thread and on every core, each beside
+/// llama.cpp's on the same file and prompt in the same run (`scripts/test.sh` installs
+/// llama-cpp-python); both read the prompt as the same tokens; the ratios are the quotients.
+#[test]
+fn the_model_benchmark_runs_beside_llama_cpp() {
+    let model = crate::llm::local_model_file();
+    let f = bench_json(&[
+        "model",
+        "--model",
+        model.to_str().unwrap(),
+        "--tokens",
+        "16",
+        "--runs",
+        "1",
+    ]);
+    let rows = f["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["threads"], 1, "{f}");
+    for row in rows {
+        let (orion, llama) = (&row["orion"], &row["llama_cpp"]);
+        for side in [orion, llama] {
+            for key in ["prompt_tokens_per_s", "generation_tokens_per_s"] {
+                assert!(side[key].as_f64().unwrap() > 0.0, "{key}: {row}");
+            }
+        }
+        assert_eq!(
+            orion["prompt_tokens"], llama["prompt_tokens"],
+            "the same prompt, tokenized alike: {row}"
+        );
+        let rate = |side: &Value, key: &str| side[key].as_f64().unwrap();
+        let generation =
+            rate(orion, "generation_tokens_per_s") / rate(llama, "generation_tokens_per_s");
+        assert!((row["generation_vs_llama_cpp"].as_f64().unwrap() - generation).abs() < 1e-9);
+        let prompt = rate(orion, "prompt_tokens_per_s") / rate(llama, "prompt_tokens_per_s");
+        assert!((row["prompt_vs_llama_cpp"].as_f64().unwrap() - prompt).abs() < 1e-9);
+        let loaded = orion["loaded_bytes"].as_u64().unwrap();
+        assert!(loaded > 50_000_000 && loaded < 300_000_000, "{row}");
+    }
+}
+
 /// `orion bench cluster` on the tests' NATS and Postgres, small: every figure and its
 /// baseline are printed, positive, and the ratios are the quotients of the figures.
 #[test]

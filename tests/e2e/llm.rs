@@ -526,6 +526,57 @@ fn the_local_model_reads_its_tokenizer_from_the_file_and_answers_the_same_way_tw
     assert!(first.completion_tokens > 0 && first.completion_tokens <= 24);
 }
 
+/// The quantized kernels against the float reference (every weight dequantized to f32,
+/// activations unquantized, portable code): the reference answers a question right, so the
+/// network is wired right; the kernels' logits point the same way and their answer is the
+/// reference's; and more threads split the rows, not the sums, so they answer the same.
+#[test]
+fn the_quantized_model_follows_its_float_reference_on_any_thread_count() {
+    use orion_services::llm::local::{Layout, LoadedModel};
+    let path = local_model_file();
+    let request = ChatRequest {
+        messages: vec![ChatMessage::user(
+            "What is the capital of France? Answer with the city's name.",
+        )],
+        max_tokens: Some(8),
+        temperature: None,
+        frame: None,
+    };
+    let mut reference = LoadedModel::load_as(&path, Layout::Reference, 2).expect("the GGUF loads");
+    let truth = reference.generate(&request, |_| {}).unwrap();
+    assert!(
+        truth.text.contains("Paris"),
+        "the reference says {:?}",
+        truth.text
+    );
+    let exact = reference.first_logits(&request).unwrap();
+    drop(reference);
+    let mut one = LoadedModel::load_as(&path, Layout::Shipped, 1).unwrap();
+    let quantized = one.first_logits(&request).unwrap();
+    let cosine = {
+        let dot: f64 = exact
+            .iter()
+            .zip(&quantized)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        dot / norm(&exact) / norm(&quantized)
+    };
+    assert!(cosine > 0.999, "the logits' cosine is {cosine}");
+    let answer = one.generate(&request, |_| {}).unwrap();
+    assert_eq!(
+        answer.text, truth.text,
+        "the quantized model answers as the reference"
+    );
+    let mut two = LoadedModel::load_as(&path, Layout::Shipped, 2).unwrap();
+    assert_eq!(
+        two.first_logits(&request).unwrap(),
+        quantized,
+        "bit for bit on two threads"
+    );
+    assert_eq!(two.generate(&request, |_| {}).unwrap().text, answer.text);
+}
+
 /// Orion writes the edit frame around what the local model says, so the answer is edit
 /// blocks of the files asked for whatever tokens this CPU's kernels make the model pick;
 /// and the same framed request twice gives the same answer on one machine.

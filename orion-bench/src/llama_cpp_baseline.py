@@ -1,0 +1,66 @@
+"""The llama.cpp baseline of `orion bench model`: what a user who runs a model without a
+server would compare Orion with, on the same file and the same machine.
+
+`python3 -c "$(this file)" MODEL THREADS TOKENS RUNS < PROMPT` loads MODEL with
+llama-cpp-python (llama.cpp's own kernels), then RUNS times: reads the prompt (ChatML text,
+control tokens included) in one batch, then generates TOKENS tokens greedily (the likeliest
+each time, end tokens included, so every run is as long). It prints one JSON line: the median
+prompt and generation rates, measured the way Orion's are (generation from the first token
+sampled to the last), and the resident memory the loaded model added.
+"""
+
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+from llama_cpp import Llama
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def main():
+    path, threads, tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    prompt = sys.stdin.read()
+    before = rss_bytes()
+    llm = Llama(
+        model_path=path,
+        n_ctx=2048,
+        n_batch=512,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
+    loaded = rss_bytes() - before
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    prompt_rates, generation_rates = [], []
+    for _ in range(runs):
+        llm.reset()
+        started = time.perf_counter()
+        llm.eval(ids)
+        read = time.perf_counter()
+        for n in range(1, tokens + 1):
+            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            if n < tokens:
+                llm.eval([token])
+        done = time.perf_counter()
+        prompt_rates.append(len(ids) / (read - started))
+        generation_rates.append(tokens / (done - read))
+    print(
+        json.dumps(
+            {
+                "loaded_bytes": loaded,
+                "prompt_tokens": len(ids),
+                "prompt_tokens_per_s": statistics.median(prompt_rates),
+                "generation_tokens_per_s": statistics.median(generation_rates),
+                "version": __import__("llama_cpp").__version__,
+            }
+        )
+    )
+
+
+main()

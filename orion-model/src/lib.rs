@@ -126,6 +126,8 @@ fn f16(bits: u16) -> f32 {
 struct Reader<'a, R> {
     content: &'a gguf_file::Content,
     file: &'a mut R,
+    /// The file's length: no tensor may claim bytes past it.
+    length: u64,
     layout: Layout,
 }
 
@@ -141,6 +143,7 @@ impl<R: Read + Seek> Reader<'_, R> {
         self.content.tensor_infos.contains_key(name)
     }
 
+    /// The `bytes` bytes of tensor `name` (which [`Reader::bytes`] has checked).
     fn raw(&mut self, name: &str, bytes: usize) -> Result<Vec<u8>, Error> {
         let offset = self.content.tensor_data_offset + self.info(name)?.offset;
         self.file.seek(SeekFrom::Start(offset)).map_err(error)?;
@@ -149,13 +152,57 @@ impl<R: Read + Seek> Reader<'_, R> {
         Ok(out)
     }
 
+    /// The bytes tensor `name` takes in the file, which must hold them where the file says
+    /// they are: checked before anything is allocated for it.
+    fn bytes(&self, name: &str) -> Result<usize, Error> {
+        let info = self.info(name)?;
+        let dtype = info.ggml_dtype;
+        let bytes = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(*d))
+            .filter(|v| v % dtype.block_size() == 0)
+            .and_then(|v| (v / dtype.block_size()).checked_mul(dtype.type_size()))
+            .filter(|b| {
+                self.content
+                    .tensor_data_offset
+                    .checked_add(info.offset)
+                    .and_then(|start| start.checked_add(*b as u64))
+                    .is_some_and(|end| end <= self.length)
+            });
+        bytes.ok_or_else(|| {
+            error(format!(
+                "`{name}` ({:?}, {dtype:?}) does not fit in the file",
+                info.shape.dims()
+            ))
+        })
+    }
+
+    /// Tensor `name`, which must have the shape `dims` (in rows, then columns).
+    fn expect(&self, name: &str, dims: &[usize]) -> Result<(), Error> {
+        let found = self.info(name)?.shape.dims();
+        if found != dims {
+            return Err(error(format!(
+                "`{name}` is {found:?}; the file's llama.* metadata makes it {dims:?}"
+            )));
+        }
+        self.bytes(name).map(|_| ())
+    }
+
+    /// A vector of `len` values as f32.
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
+        self.expect(name, &[len])?;
+        self.floats(name)
+    }
+
     /// Every value of a tensor as f32, whatever its layout.
     fn floats(&mut self, name: &str) -> Result<Vec<f32>, Error> {
+        let bytes = self.bytes(name)?;
         let info = self.info(name)?;
         if info.ggml_dtype == GgmlDType::F32 {
-            let n = info.shape.elem_count();
             return Ok(self
-                .raw(name, n * 4)?
+                .raw(name, bytes)?
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect());
@@ -170,20 +217,19 @@ impl<R: Read + Seek> Reader<'_, R> {
             .map_err(error)
     }
 
-    /// A matrix, `rows × cols`, in the layout the kernels run.
-    fn matrix(&mut self, name: &str) -> Result<Matrix, Error> {
+    /// A matrix of `rows × cols` (any rows where `rows` is `None`), in the layout the kernels
+    /// run.
+    fn matrix(&mut self, name: &str, rows: Option<usize>, cols: usize) -> Result<Matrix, Error> {
         let info = self.info(name)?;
-        let dims = info.shape.dims().to_vec();
-        let [rows, cols] = dims[..] else {
-            return Err(error(format!("`{name}` is not a matrix: {dims:?}")));
-        };
-        if !cols.is_multiple_of(BLOCK) {
+        let rows = rows.unwrap_or(info.shape.dims().first().copied().unwrap_or(0));
+        self.expect(name, &[rows, cols])?;
+        if rows == 0 || cols == 0 || !cols.is_multiple_of(BLOCK) {
             return Err(error(format!(
-                "`{name}` has {cols} columns, not a multiple of {BLOCK}"
+                "`{name}` has {rows} rows of {cols} columns, not a positive multiple of {BLOCK}"
             )));
         }
         let blocks = rows * cols / BLOCK;
-        let dtype = info.ggml_dtype;
+        let dtype = self.info(name)?.ggml_dtype;
         let weights = match (self.layout, dtype) {
             (Layout::Shipped, GgmlDType::Q4_1) => Weights::Q4(
                 self.raw(name, blocks * 20)?
@@ -279,19 +325,36 @@ impl Model {
                 "architecture `{arch}` is not one Orion runs (llama)"
             )));
         }
-        let number = |key: &str| -> Result<usize, Error> {
-            Ok(meta(&format!("llama.{key}"))?.to_u32().map_err(error)? as usize)
+        // A value that is there must be of its type; one that is not takes its default.
+        let optional = |key: &str| content.metadata.get(&format!("llama.{key}"));
+        let number = |key: &str| -> Result<Option<usize>, Error> {
+            optional(key)
+                .map(|v| {
+                    v.to_u32()
+                        .map(|n| n as usize)
+                        .map_err(|e| error(format!("llama.{key}: {e}")))
+                })
+                .transpose()
         };
-        let float = |key: &str, default: f32| -> f32 {
-            content
-                .metadata
-                .get(&format!("llama.{key}"))
-                .and_then(|v| v.to_f32().ok())
-                .unwrap_or(default)
+        let required =
+            |key: &str| number(key)?.ok_or_else(|| error(format!("no `llama.{key}` in the file")));
+        let float = |key: &str, default: f32| -> Result<f32, Error> {
+            optional(key)
+                .map(|v| v.to_f32().map_err(|e| error(format!("llama.{key}: {e}"))))
+                .transpose()
+                .map(|v| v.unwrap_or(default))
         };
-        let dim = number("embedding_length")?;
-        let heads = number("attention.head_count")?;
-        let kv_heads = number("attention.head_count_kv").unwrap_or(heads);
+        let scaled = optional("rope.scaling.type")
+            .and_then(|v| v.to_string().ok())
+            .is_some_and(|t| t != "none");
+        if scaled || content.tensor_infos.contains_key("rope_freqs.weight") {
+            return Err(error(
+                "the file scales its rotary positions (rope scaling), which Orion does not run",
+            ));
+        }
+        let dim = required("embedding_length")?;
+        let heads = required("attention.head_count")?;
+        let kv_heads = number("attention.head_count_kv")?.unwrap_or(heads);
         if heads == 0
             || kv_heads == 0
             || !dim.is_multiple_of(heads)
@@ -303,48 +366,60 @@ impl Model {
             )));
         }
         let config = Config {
-            layers: number("block_count")?,
+            layers: required("block_count")?,
             dim,
-            ffn: number("feed_forward_length")?,
+            ffn: required("feed_forward_length")?,
             heads,
             kv_heads,
             head_dim: dim / heads,
-            eps: float("attention.layer_norm_rms_epsilon", 1e-5),
-            rope_base: float("rope.freq_base", 10_000.0),
+            eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
+            rope_base: float("rope.freq_base", 10_000.0)?,
             vocab: 0,
-            context: number("context_length").unwrap_or(2048),
+            context: number("context_length")?.unwrap_or(2048),
         };
+        if config.layers == 0 || config.ffn == 0 || config.context == 0 {
+            return Err(error(
+                "the file's llama.* metadata has no layers, feed-forward or context",
+            ));
+        }
+        let length = file.seek(SeekFrom::End(0)).map_err(error)?;
         let mut reader = Reader {
             content,
             file,
+            length,
             layout,
         };
-        let embed = reader.matrix("token_embd.weight")?;
+        // Every tensor's shape is checked against the metadata before it is read, and its
+        // bytes against the file's length: a hostile file gets an error, not a huge
+        // allocation or an index out of bounds later.
+        let embed = reader.matrix("token_embd.weight", None, dim)?;
         let output = if reader.has("output.weight") {
-            Some(reader.matrix("output.weight")?)
+            Some(reader.matrix("output.weight", None, dim)?)
         } else {
             None
         };
-        let out_norm = reader.floats("output_norm.weight")?;
-        let mut layers = Vec::with_capacity(config.layers);
+        let out_norm = reader.vector("output_norm.weight", dim)?;
+        let (ffn, kv_dim) = (config.ffn, config.kv_dim());
+        let mut layers = Vec::new();
         for i in 0..config.layers {
-            let m = |reader: &mut Reader<'_, R>, what: &str| {
-                reader.matrix(&format!("blk.{i}.{what}.weight"))
-            };
+            let name = |what: &str| format!("blk.{i}.{what}.weight");
+            let mut m =
+                |what: &str, rows: usize, cols: usize| reader.matrix(&name(what), Some(rows), cols);
+            let qkv = Matrix::stack(vec![
+                m("attn_q", dim, dim)?,
+                m("attn_k", kv_dim, dim)?,
+                m("attn_v", kv_dim, dim)?,
+            ]);
+            let wo = m("attn_output", dim, dim)?;
+            let gate_up = Matrix::stack(vec![m("ffn_gate", ffn, dim)?, m("ffn_up", ffn, dim)?]);
+            let down = m("ffn_down", dim, ffn)?;
             layers.push(Layer {
-                attn_norm: reader.floats(&format!("blk.{i}.attn_norm.weight"))?,
-                qkv: Matrix::stack(vec![
-                    m(&mut reader, "attn_q")?,
-                    m(&mut reader, "attn_k")?,
-                    m(&mut reader, "attn_v")?,
-                ]),
-                wo: m(&mut reader, "attn_output")?,
-                ffn_norm: reader.floats(&format!("blk.{i}.ffn_norm.weight"))?,
-                gate_up: Matrix::stack(vec![
-                    m(&mut reader, "ffn_gate")?,
-                    m(&mut reader, "ffn_up")?,
-                ]),
-                down: m(&mut reader, "ffn_down")?,
+                attn_norm: reader.vector(&name("attn_norm"), dim)?,
+                qkv,
+                wo,
+                ffn_norm: reader.vector(&name("ffn_norm"), dim)?,
+                gate_up,
+                down,
                 keys: Vec::new(),
                 values: Vec::new(),
             });
@@ -353,18 +428,6 @@ impl Model {
             vocab: output.as_ref().unwrap_or(&embed).rows,
             ..config
         };
-        let shapes_agree = embed.cols == dim
-            && layers.iter().all(|l| {
-                l.qkv.rows == dim + 2 * config.kv_dim()
-                    && l.gate_up.rows == 2 * config.ffn
-                    && l.down.cols == config.ffn
-                    && l.wo.rows == dim
-            });
-        if !shapes_agree {
-            return Err(error(
-                "the tensors' shapes do not agree with the file's llama.* metadata",
-            ));
-        }
         let half = config.head_dim / 2;
         let inv_freq = (0..half)
             .map(|i| {
@@ -437,6 +500,14 @@ impl Model {
     pub fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, Error> {
         if tokens.is_empty() {
             return Err(error("nothing to read"));
+        }
+        if self.position + tokens.len() > self.config.context {
+            return Err(error(format!(
+                "{} tokens after {} pass the model's context of {}",
+                tokens.len(),
+                self.position,
+                self.config.context
+            )));
         }
         if let Some(bad) = tokens.iter().find(|t| **t as usize >= self.embed.rows) {
             return Err(error(format!("token {bad} is outside the vocabulary")));
@@ -577,7 +648,13 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use super::f16;
+    use std::io::Cursor;
+
+    use candle_core::quantized::{GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::gguf_file::Value;
+    use super::{Layout, Model, f16};
 
     #[test]
     fn half_precision_bits_widen_exactly() {
@@ -587,5 +664,213 @@ mod tests {
         assert_eq!(f16(0x7bff), 65504.0);
         assert_eq!(f16(0x3555), 0.333_251_95);
         assert!(f16(0x7c00).is_infinite() && f16(0x7e00).is_nan());
+    }
+
+    /// A small llama (64 wide, 2 heads sharing 1 key-value head, 2 layers, 40 tokens) of
+    /// seeded weights, as a GGUF file in memory; `edit` changes its metadata and tensors
+    /// before it is written.
+    fn tiny(edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>)) -> Vec<u8> {
+        let mut seed = 7u64;
+        let mut tensor = |dims: &[usize], dtype: GgmlDType| {
+            let n: usize = dims.iter().product();
+            let values: Vec<f32> = (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.5
+                })
+                .collect();
+            let t = Tensor::from_vec(values, dims, &Device::Cpu).unwrap();
+            QTensor::quantize(&t, dtype).unwrap()
+        };
+        let ones = |n: usize| {
+            QTensor::quantize(
+                &Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap(),
+                GgmlDType::F32,
+            )
+            .unwrap()
+        };
+        let mut metadata: Vec<(String, Value)> = vec![
+            ("general.architecture".into(), Value::String("llama".into())),
+            ("llama.block_count".into(), Value::U32(2)),
+            ("llama.embedding_length".into(), Value::U32(64)),
+            ("llama.feed_forward_length".into(), Value::U32(96)),
+            ("llama.attention.head_count".into(), Value::U32(2)),
+            ("llama.attention.head_count_kv".into(), Value::U32(1)),
+            ("llama.context_length".into(), Value::U32(32)),
+        ];
+        let mut tensors = vec![
+            (
+                "token_embd.weight".to_owned(),
+                tensor(&[40, 64], GgmlDType::Q8_0),
+            ),
+            ("output_norm.weight".to_owned(), ones(64)),
+        ];
+        for i in 0..2 {
+            let name = |what: &str| format!("blk.{i}.{what}.weight");
+            tensors.extend([
+                (name("attn_norm"), ones(64)),
+                (name("ffn_norm"), ones(64)),
+                (name("attn_q"), tensor(&[64, 64], GgmlDType::Q4_1)),
+                (name("attn_k"), tensor(&[32, 64], GgmlDType::Q4_1)),
+                (name("attn_v"), tensor(&[32, 64], GgmlDType::Q4_1)),
+                (name("attn_output"), tensor(&[64, 64], GgmlDType::Q4_1)),
+                (name("ffn_gate"), tensor(&[96, 64], GgmlDType::Q4_1)),
+                (name("ffn_up"), tensor(&[96, 64], GgmlDType::Q4_1)),
+                // A layout the kernels do not take as it is: requantized to Q8_0.
+                (name("ffn_down"), tensor(&[64, 96], GgmlDType::F16)),
+            ]);
+        }
+        edit(&mut metadata, &mut tensors);
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut out = Cursor::new(Vec::new());
+        super::gguf_file::write(&mut out, &metadata, &tensors).unwrap();
+        out.into_inner()
+    }
+
+    fn load(bytes: &[u8], layout: Layout) -> Result<Model, super::Error> {
+        let mut file = Cursor::new(bytes);
+        let content = super::gguf_file::Content::read(&mut file).map_err(super::error)?;
+        Model::from_gguf(&content, &mut file, layout, 2)
+    }
+
+    fn cosine(a: &[f32], b: &[f32]) -> f64 {
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        dot / norm(a) / norm(b)
+    }
+
+    #[test]
+    fn a_prompt_read_at_once_or_token_by_token_gives_the_same_logits() {
+        let file = tiny(|_, _| {});
+        let prompt = [1, 5, 9, 13, 17, 21, 25];
+        let mut model = load(&file, Layout::Shipped).unwrap();
+        assert_eq!(model.config.vocab, 40);
+        let at_once = model.forward(&prompt).unwrap();
+        model.clear();
+        let mut one_by_one = Vec::new();
+        for t in prompt {
+            one_by_one = model.forward(&[t]).unwrap();
+        }
+        assert_eq!(at_once, one_by_one, "the cache holds what a batch sees");
+        model.clear();
+        model.forward(&prompt[..3]).unwrap();
+        assert_eq!(
+            model.forward(&prompt[3..]).unwrap(),
+            at_once,
+            "in two pieces too"
+        );
+        let mut reference = load(&file, Layout::Reference).unwrap();
+        let exact = reference.forward(&prompt).unwrap();
+        assert!(
+            cosine(&exact, &at_once) > 0.99,
+            "{}",
+            cosine(&exact, &at_once)
+        );
+    }
+
+    #[test]
+    fn tokens_outside_the_vocabulary_or_past_the_context_are_refused() {
+        let mut model = load(&tiny(|_, _| {}), Layout::Shipped).unwrap();
+        let err = model.forward(&[40]).unwrap_err();
+        assert!(err.0.contains("outside the vocabulary"), "{err}");
+        assert!(model.forward(&[]).is_err());
+        model.forward(&[1; 30]).unwrap();
+        let err = model.forward(&[1, 2, 3]).unwrap_err();
+        assert!(err.0.contains("context of 32"), "{err}");
+        assert_eq!(
+            model.position(),
+            30,
+            "a refused read leaves the context as it was"
+        );
+    }
+
+    /// A hostile or broken file is refused with a reason, before anything large is
+    /// allocated: nothing panics.
+    #[test]
+    fn a_malformed_file_is_refused_with_its_reason() {
+        let meta = |key: &'static str, value: Value| {
+            move |m: &mut Vec<(String, Value)>, _: &mut Vec<(String, QTensor)>| {
+                m.retain(|(k, _)| k != key);
+                m.push((key.to_owned(), value));
+            }
+        };
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (
+                tiny(meta("general.architecture", Value::String("gpt2".into()))),
+                "architecture `gpt2`",
+            ),
+            (
+                tiny(meta("llama.attention.head_count", Value::U32(0))),
+                "do not divide",
+            ),
+            (
+                tiny(meta("llama.attention.head_count_kv", Value::U32(3))),
+                "do not divide",
+            ),
+            (
+                tiny(meta(
+                    "llama.attention.head_count_kv",
+                    Value::String("1".into()),
+                )),
+                "head_count_kv",
+            ),
+            (
+                tiny(meta("llama.block_count", Value::U32(u32::MAX))),
+                "no tensor `blk.2.attn_q.weight`",
+            ),
+            (
+                tiny(meta("llama.embedding_length", Value::U32(1 << 30))),
+                "token_embd.weight",
+            ),
+            (
+                tiny(meta(
+                    "llama.rope.scaling.type",
+                    Value::String("yarn".into()),
+                )),
+                "rope scaling",
+            ),
+            (
+                tiny(|_, t| t.retain(|(k, _)| k != "blk.1.ffn_up.weight")),
+                "no tensor `blk.1.ffn_up.weight`",
+            ),
+            (
+                tiny(|_, t| {
+                    let k = t
+                        .iter()
+                        .position(|(k, _)| k == "blk.0.attn_k.weight")
+                        .unwrap();
+                    let wrong =
+                        Tensor::zeros((32, 96), candle_core::DType::F32, &Device::Cpu).unwrap();
+                    t[k].1 = QTensor::quantize(&wrong, GgmlDType::Q4_1).unwrap();
+                }),
+                "`blk.0.attn_k.weight` is [32, 96]",
+            ),
+            (
+                tiny(|_, t| {
+                    let k = t
+                        .iter()
+                        .position(|(k, _)| k == "output_norm.weight")
+                        .unwrap();
+                    let short = Tensor::ones(8, candle_core::DType::F32, &Device::Cpu).unwrap();
+                    t[k].1 = QTensor::quantize(&short, GgmlDType::F32).unwrap();
+                }),
+                "`output_norm.weight` is [8]",
+            ),
+        ];
+        for (file, reason) in cases {
+            let err = load(&file, Layout::Shipped).map(|_| ()).unwrap_err();
+            assert!(err.0.contains(reason), "{reason:?}: {err}");
+        }
+        let mut cut = tiny(|_, _| {});
+        cut.truncate(cut.len() - 100);
+        let err = load(&cut, Layout::Shipped).map(|_| ()).unwrap_err();
+        assert!(err.0.contains("does not fit in the file"), "{err}");
     }
 }

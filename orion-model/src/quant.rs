@@ -40,15 +40,26 @@ pub struct ActBlock {
     pub qs: [i8; 32],
 }
 
+/// The step `d` of a block of 8-bit values and its inverse: values in ±127 steps, never
+/// -128 (which the AVX2 kernel's sign trick could not negate), and a block of zeros (or of
+/// values too small for an f32 inverse) all zeros.
+fn scales(x: &[f32]) -> (f32, f32) {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = 127.0 / amax;
+    if amax > 0.0 && inv.is_finite() {
+        (amax / 127.0, inv)
+    } else {
+        (0.0, 0.0)
+    }
+}
+
 /// Quantizes `x` (a multiple of [`BLOCK`] long) to activation blocks.
 pub fn quantize_acts(x: &[f32], out: &mut [ActBlock]) {
     for (x, out) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let (d, inv) = scales(x);
         let mut sum = 0i32;
         for (q, v) in out.qs.iter_mut().zip(x) {
-            *q = (v * inv).round() as i8;
+            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
             sum += i32::from(*q);
         }
         out.d = d;
@@ -79,12 +90,10 @@ impl Matrix {
         let blocks = values
             .chunks_exact(BLOCK)
             .map(|x| {
-                let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-                let d = amax / 127.0;
-                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                let (d, inv) = scales(x);
                 let mut qs = [0i8; 32];
                 for (q, v) in qs.iter_mut().zip(x) {
-                    *q = (v * inv).round() as i8;
+                    *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
                 }
                 Q8Block { d, qs }
             })
@@ -362,7 +371,8 @@ mod x86 {
     }
 
     /// `acc + scale · Σ u·x` over 32 bytes: unsigned `u` times signed `x`, summed in pairs
-    /// (`vpmaddubsw`, which cannot saturate here: at most 2·127·127 < 2^15), then in fours
+    /// (`vpmaddubsw`, which cannot saturate here: at most 2·128·127 < 2^15, a Q8_0 weight of
+    /// −128 read as the magnitude 128), then in fours
     /// (`vpmaddwd`), then once per block in floats.
     #[inline(always)]
     fn mul_add(simd: V3, u: __m256i, x: __m256i, scale: f32, acc: __m256) -> __m256 {

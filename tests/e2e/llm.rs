@@ -508,6 +508,16 @@ fn the_local_model_reads_its_tokenizer_from_the_file_and_answers_the_same_way_tw
         model.tokenizer.id("<|im_start|>").unwrap(),
         "control tokens match whole"
     );
+    // A word 20,000 letters long and 2,000 control tokens: merged in pieces and found in
+    // one pass (the merge was quadratic in a word's length, and the search in the tokens).
+    let end = model.tokenizer.id("<|im_end|>").unwrap();
+    let long = format!("{}{}", "ab".repeat(10_000), "<|im_end|>x".repeat(2_000));
+    let ids = model.tokenizer.encode(&long);
+    assert_eq!(ids.iter().filter(|i| **i == end).count(), 2_000);
+    assert_eq!(
+        model.tokenizer.decode(&ids),
+        format!("{}{}", "ab".repeat(10_000), "x".repeat(2_000))
+    );
     let request = ChatRequest {
         messages: vec![orion_services::llm::ChatMessage::user(
             "What is the capital of France? Answer with the city's name.",

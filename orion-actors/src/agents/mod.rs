@@ -332,15 +332,6 @@ impl Handler<Panicked> for AgentActor {
     }
 }
 
-/// The text of a panic's payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
-
 /// Counts a step in flight for as long as it lives, however it ends (an aborted step too).
 struct InFlight(&'static str);
 
@@ -483,7 +474,7 @@ async fn supervised(
     let work = std::panic::AssertUnwindSafe(agent.clone().run(assignment.clone(), run));
     let panic = match futures_util::FutureExt::catch_unwind(work).await {
         Ok(result) => return result,
-        Err(panic) => panic_text(panic.as_ref()),
+        Err(panic) => orion_services::panic_text(panic.as_ref()),
     };
     tracing::error!(%step, cause = %panic, "the agent's work panicked");
     match actor.send(Panicked { step }).await {

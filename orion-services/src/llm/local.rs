@@ -46,6 +46,10 @@ fn stopped() -> LlmError {
     }
 }
 
+/// The longest piece of text merged at once: merging is quadratic in a piece's length, and
+/// a piece this long (a run of letters with no space, such as base64) is no word anyway.
+const LONGEST_PIECE: usize = 256;
+
 /// Byte-level BPE over the GGUF file's vocabulary.
 pub struct Tokenizer {
     tokens: Vec<String>,
@@ -122,7 +126,7 @@ impl Tokenizer {
             .iter()
             .enumerate()
             .filter(|(_, t)| **t == 3 || **t == 4)
-            .map(|(i, _)| (tokens[i].clone(), i as u32))
+            .filter_map(|(i, _)| Some((tokens.get(i)?.clone(), i as u32)))
             .filter(|(t, _)| !t.is_empty())
             .collect();
         specials.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
@@ -190,27 +194,43 @@ impl Tokenizer {
         }
     }
 
-    /// The token ids of `text`, control tokens included.
+    /// The token ids of `text`, control tokens included. Linear in the text: each control
+    /// token's next place is looked for again only once the text has passed it, and a word
+    /// is merged in pieces of at most [`LONGEST_PIECE`] bytes.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let next = self
-                .specials
+        let find = |s: &str, from: usize| text[from..].find(s).map(|at| from + at);
+        let mut next: Vec<Option<usize>> = self.specials.iter().map(|(s, _)| find(s, 0)).collect();
+        let mut at = 0;
+        while at < text.len() {
+            for (place, (s, _)) in next.iter_mut().zip(&self.specials) {
+                if place.is_some_and(|p| p < at) {
+                    *place = find(s, at);
+                }
+            }
+            // The earliest control token, the longest where several start there.
+            let special = next
                 .iter()
-                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
-                .min_by_key(|(at, len, _)| (*at, std::cmp::Reverse(*len)));
-            let (plain, special) = match next {
-                Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
-                None => (rest, None),
-            };
-            for piece in self.pattern.find_iter(plain).flatten() {
-                self.bpe(piece.as_str(), &mut out);
+                .zip(&self.specials)
+                .filter_map(|(place, (s, id))| place.map(|p| (p, s.len(), *id)))
+                .min_by_key(|(p, len, _)| (*p, std::cmp::Reverse(*len)));
+            let end = special.map_or(text.len(), |(p, _, _)| p);
+            for piece in self.pattern.find_iter(&text[at..end]).flatten() {
+                let mut piece = piece.as_str();
+                while piece.len() > LONGEST_PIECE {
+                    let mut cut = LONGEST_PIECE;
+                    while !piece.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    self.bpe(&piece[..cut], &mut out);
+                    piece = &piece[cut..];
+                }
+                self.bpe(piece, &mut out);
             }
             match special {
-                Some((id, end)) => {
+                Some((p, len, id)) => {
                     out.push(id);
-                    rest = &rest[end..];
+                    at = p + len;
                 }
                 None => break,
             }
@@ -605,13 +625,17 @@ impl LocalChat {
             .spawn(move || {
                 for job in queue {
                     let sink = job.sink;
-                    let answer = model
-                        .generate(&job.request, |piece| {
+                    // A panic fails this request only: the next one starts from a cleared
+                    // context, and the thread goes on answering.
+                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        model.generate(&job.request, |piece| {
                             if let Some(sink) = &sink {
                                 let _ = sink.send(piece.to_owned());
                             }
                         })
-                        .map_err(|e| e.to_string());
+                    }))
+                    .map_err(|panic| format!("it panicked: {}", crate::panic_text(panic.as_ref())))
+                    .and_then(|answer| answer.map_err(|e| e.to_string()));
                     drop(sink);
                     let _ = job.reply.send(answer);
                 }

@@ -1,12 +1,13 @@
 """The llama.cpp baseline of `orion bench model`: what a user who runs a model without a
 server would compare Orion with, on the same file and the same machine.
 
-`python3 -c "$(this file)" MODEL THREADS TOKENS RUNS < PROMPT` loads MODEL with
-llama-cpp-python (llama.cpp's own kernels), then RUNS times: reads the prompt (ChatML text,
-control tokens included) in one batch, then generates TOKENS tokens greedily (the likeliest
-each time, end tokens included, so every run is as long). It prints one JSON line: the median
-prompt and generation rates, measured the way Orion's are (generation from the first token
-sampled to the last), and the resident memory the loaded model added.
+`python3 -c "$(this file)" MODEL THREADS TOKENS RUNS < PROMPTS` loads MODEL with
+llama-cpp-python (llama.cpp's own kernels); PROMPTS is JSON: `prompt` and `long` (ChatML
+text, control tokens included). RUNS times it reads the prompt in one batch, then generates
+TOKENS tokens greedily (the likeliest each time, end tokens included, so every run is as long),
+then reads the long prompt in one batch. It prints one JSON line: the median rates, measured
+the way Orion's are (generation from the first token sampled to the last), the resident
+memory the loaded model added, and llama.cpp's version and the CPU features it was built for.
 """
 
 import json
@@ -14,6 +15,7 @@ import statistics
 import sys
 import time
 
+import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
@@ -25,7 +27,7 @@ def rss_bytes():
 
 def main():
     path, threads, tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    prompt = sys.stdin.read()
+    prompts = json.load(sys.stdin)
     before = rss_bytes()
     llm = Llama(
         model_path=path,
@@ -36,8 +38,9 @@ def main():
         verbose=False,
     )
     loaded = rss_bytes() - before
-    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-    prompt_rates, generation_rates = [], []
+    ids = llm.tokenize(prompts["prompt"].encode(), add_bos=False, special=True)
+    long_ids = llm.tokenize(prompts["long"].encode(), add_bos=False, special=True)
+    prompt_rates, generation_rates, long_rates = [], [], []
     for _ in range(runs):
         llm.reset()
         started = time.perf_counter()
@@ -50,6 +53,10 @@ def main():
         done = time.perf_counter()
         prompt_rates.append(len(ids) / (read - started))
         generation_rates.append(tokens / (done - read))
+        llm.reset()
+        started = time.perf_counter()
+        llm.eval(long_ids)
+        long_rates.append(len(long_ids) / (time.perf_counter() - started))
     print(
         json.dumps(
             {
@@ -57,7 +64,10 @@ def main():
                 "prompt_tokens": len(ids),
                 "prompt_tokens_per_s": statistics.median(prompt_rates),
                 "generation_tokens_per_s": statistics.median(generation_rates),
-                "version": __import__("llama_cpp").__version__,
+                "long_prompt_tokens": len(long_ids),
+                "long_prompt_tokens_per_s": statistics.median(long_rates),
+                "about": "%s; %s"
+                % (llama_cpp.__version__, llama_cpp.llama_print_system_info().decode().strip(" |")),
             }
         )
     )

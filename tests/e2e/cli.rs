@@ -310,20 +310,30 @@ fn the_model_benchmark_runs_beside_llama_cpp() {
     for row in rows {
         let (orion, llama) = (&row["orion"], &row["llama_cpp"]);
         for side in [orion, llama] {
-            for key in ["prompt_tokens_per_s", "generation_tokens_per_s"] {
+            for key in [
+                "prompt_tokens_per_s",
+                "long_prompt_tokens_per_s",
+                "generation_tokens_per_s",
+            ] {
                 assert!(side[key].as_f64().unwrap() > 0.0, "{key}: {row}");
             }
         }
-        assert_eq!(
-            orion["prompt_tokens"], llama["prompt_tokens"],
-            "the same prompt, tokenized alike: {row}"
-        );
+        for key in ["prompt_tokens", "long_prompt_tokens"] {
+            assert_eq!(
+                orion[key], llama[key],
+                "the same prompt, tokenized alike: {row}"
+            );
+        }
+        assert!(orion["long_prompt_tokens"].as_u64().unwrap() > 400, "{row}");
         let rate = |side: &Value, key: &str| side[key].as_f64().unwrap();
         let generation =
             rate(orion, "generation_tokens_per_s") / rate(llama, "generation_tokens_per_s");
         assert!((row["generation_vs_llama_cpp"].as_f64().unwrap() - generation).abs() < 1e-9);
         let prompt = rate(orion, "prompt_tokens_per_s") / rate(llama, "prompt_tokens_per_s");
         assert!((row["prompt_vs_llama_cpp"].as_f64().unwrap() - prompt).abs() < 1e-9);
+        let long =
+            rate(orion, "long_prompt_tokens_per_s") / rate(llama, "long_prompt_tokens_per_s");
+        assert!((row["long_prompt_vs_llama_cpp"].as_f64().unwrap() - long).abs() < 1e-9);
         let loaded = orion["loaded_bytes"].as_u64().unwrap();
         assert!(loaded > 50_000_000 && loaded < 300_000_000, "{row}");
     }

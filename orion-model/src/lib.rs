@@ -692,10 +692,13 @@ mod tests {
         assert!(f16(0x7c00).is_infinite() && f16(0x7e00).is_nan());
     }
 
+    type Metadata = Vec<(String, Value)>;
+    type Tensors = Vec<(String, QTensor)>;
+
     /// A small llama (64 wide, 2 heads sharing 1 key-value head, 2 layers, 40 tokens) of
     /// seeded weights, as a GGUF file in memory; `edit` changes its metadata and tensors
     /// before it is written.
-    fn tiny(edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<(String, QTensor)>)) -> Vec<u8> {
+    fn tiny(edit: impl FnOnce(&mut Metadata, &mut Tensors)) -> Vec<u8> {
         let mut seed = 7u64;
         let mut tensor = |dims: &[usize], dtype: GgmlDType| {
             let n: usize = dims.iter().product();
@@ -817,12 +820,25 @@ mod tests {
         );
     }
 
+    /// An edit of [`tiny`] that gives tensor `name` the shape `dims`.
+    fn reshaped(
+        name: &'static str,
+        dims: &'static [usize],
+        dtype: GgmlDType,
+    ) -> impl FnOnce(&mut Metadata, &mut Tensors) {
+        move |_, tensors| {
+            let at = tensors.iter().position(|(k, _)| k == name).unwrap();
+            let zeros = Tensor::zeros(dims, candle_core::DType::F32, &Device::Cpu).unwrap();
+            tensors[at].1 = QTensor::quantize(&zeros, dtype).unwrap();
+        }
+    }
+
     /// A hostile or broken file is refused with a reason, before anything large is
     /// allocated: nothing panics.
     #[test]
     fn a_malformed_file_is_refused_with_its_reason() {
         let meta = |key: &'static str, value: Value| {
-            move |m: &mut Vec<(String, Value)>, _: &mut Vec<(String, QTensor)>| {
+            move |m: &mut Metadata, _: &mut Tensors| {
                 m.retain(|(k, _)| k != key);
                 m.push((key.to_owned(), value));
             }
@@ -867,26 +883,11 @@ mod tests {
                 "no tensor `blk.1.ffn_up.weight`",
             ),
             (
-                tiny(|_, t| {
-                    let k = t
-                        .iter()
-                        .position(|(k, _)| k == "blk.0.attn_k.weight")
-                        .unwrap();
-                    let wrong =
-                        Tensor::zeros((32, 96), candle_core::DType::F32, &Device::Cpu).unwrap();
-                    t[k].1 = QTensor::quantize(&wrong, GgmlDType::Q4_1).unwrap();
-                }),
+                tiny(reshaped("blk.0.attn_k.weight", &[32, 96], GgmlDType::Q4_1)),
                 "`blk.0.attn_k.weight` is [32, 96]",
             ),
             (
-                tiny(|_, t| {
-                    let k = t
-                        .iter()
-                        .position(|(k, _)| k == "output_norm.weight")
-                        .unwrap();
-                    let short = Tensor::ones(8, candle_core::DType::F32, &Device::Cpu).unwrap();
-                    t[k].1 = QTensor::quantize(&short, GgmlDType::F32).unwrap();
-                }),
+                tiny(reshaped("output_norm.weight", &[8], GgmlDType::F32)),
                 "`output_norm.weight` is [8]",
             ),
         ];

@@ -264,6 +264,8 @@ impl Block for Q4Block {
         self.d * a.d * sum as f32 + self.m * a.s
     }
 
+    /// The nibbles are spread to 32 bytes (the low ones, then the high ones: the values'
+    /// order); the minimum's term is kept apart.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn dot_avx2(
@@ -272,7 +274,14 @@ impl Block for Q4Block {
         a: &ActBlock,
         acc: std::arch::x86_64::__m256,
     ) -> (std::arch::x86_64::__m256, f32) {
-        x86::q4_block(simd, self, a, acc)
+        let packed: std::arch::x86_64::__m128i = pulp::cast(self.qs);
+        let high = simd.sse2._mm_srli_epi16::<4>(packed);
+        let q = simd.avx2._mm256_and_si256(
+            simd.avx._mm256_set_m128i(high, packed),
+            simd.avx._mm256_set1_epi8(15),
+        );
+        let sum = x86::mul_add(simd, q, pulp::cast(a.qs), self.d * a.d, acc);
+        (sum, self.m * a.s)
     }
 }
 
@@ -288,6 +297,8 @@ impl Block for Q8Block {
         self.d * a.d * sum as f32
     }
 
+    /// The weights' signs are moved onto the activations so that the unsigned-by-signed
+    /// multiply applies.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn dot_avx2(
@@ -296,7 +307,13 @@ impl Block for Q8Block {
         a: &ActBlock,
         acc: std::arch::x86_64::__m256,
     ) -> (std::arch::x86_64::__m256, f32) {
-        x86::q8_block(simd, self, a, acc)
+        let q: std::arch::x86_64::__m256i = pulp::cast(self.qs);
+        let magnitudes = simd.avx2._mm256_sign_epi8(q, q);
+        let signed = simd.avx2._mm256_sign_epi8(pulp::cast(a.qs), q);
+        (
+            x86::mul_add(simd, magnitudes, signed, self.d * a.d, acc),
+            0.0,
+        )
     }
 }
 
@@ -356,11 +373,11 @@ impl Kernels {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use std::arch::x86_64::{__m128i, __m256, __m256i};
+    use std::arch::x86_64::{__m256, __m256i};
 
     use pulp::x86::V3;
 
-    use super::{ActBlock, Block, Q4Block, Q8Block};
+    use super::{ActBlock, Block};
 
     /// The sum of the eight lanes.
     #[inline(always)]
@@ -375,7 +392,7 @@ mod x86 {
     /// −128 read as the magnitude 128), then in fours
     /// (`vpmaddwd`), then once per block in floats.
     #[inline(always)]
-    fn mul_add(simd: V3, u: __m256i, x: __m256i, scale: f32, acc: __m256) -> __m256 {
+    pub fn mul_add(simd: V3, u: __m256i, x: __m256i, scale: f32, acc: __m256) -> __m256 {
         let pairs = simd.avx2._mm256_maddubs_epi16(u, x);
         let fours = simd
             .avx2
@@ -385,31 +402,6 @@ mod x86 {
             simd.avx._mm256_cvtepi32_ps(fours),
             acc,
         )
-    }
-
-    /// A Q4_1 block times an activation block: its nibbles spread to 32 bytes (the low
-    /// ones, then the high ones, the order of the values); the minimum's term apart.
-    #[inline(always)]
-    pub fn q4_block(simd: V3, w: &Q4Block, a: &ActBlock, acc: __m256) -> (__m256, f32) {
-        let packed: __m128i = pulp::cast(w.qs);
-        let high = simd.sse2._mm_srli_epi16::<4>(packed);
-        let q = simd.avx2._mm256_and_si256(
-            simd.avx._mm256_set_m128i(high, packed),
-            simd.avx._mm256_set1_epi8(15),
-        );
-        let x: __m256i = pulp::cast(a.qs);
-        (mul_add(simd, q, x, w.d * a.d, acc), w.m * a.s)
-    }
-
-    /// A Q8_0 block times an activation block: the weights' signs are moved onto the
-    /// activations so that the unsigned-by-signed multiply applies.
-    #[inline(always)]
-    pub fn q8_block(simd: V3, w: &Q8Block, a: &ActBlock, acc: __m256) -> (__m256, f32) {
-        let q: __m256i = pulp::cast(w.qs);
-        let x: __m256i = pulp::cast(a.qs);
-        let magnitudes = simd.avx2._mm256_sign_epi8(q, q);
-        let signed = simd.avx2._mm256_sign_epi8(x, q);
-        (mul_add(simd, magnitudes, signed, w.d * a.d, acc), 0.0)
     }
 
     /// Four dot products at once, so that four chains of additions run side by side (one

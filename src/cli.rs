@@ -258,8 +258,12 @@ pub enum BenchCommand {
     /// Redis and (the baseline) kept by each process.
     Llm(orion_bench::LlmArgs),
     /// The local model: prompt and generation tokens per second on one thread and on all
-    /// cores, and the memory the loaded model takes.
+    /// cores, and the memory the loaded model takes, beside llama.cpp's on the same file
+    /// (where llama-cpp-python is installed).
     Model(orion_bench::ModelArgs),
+    /// A prompt's context selection on a repository, with its co-change history kept per
+    /// HEAD commit, against reading the history for every prompt.
+    Context(orion_bench::ContextArgs),
     /// A bare NATS responder that echoes each request: the baseline `bench cluster` runs in a
     /// process of its own, as it runs the agent's node.
     #[command(hide = true)]

@@ -4,16 +4,19 @@
 //!
 //! - [`analysis`]: lines per second of the full analysis against a bare tree-sitter parse
 //!   (and lizard, where installed).
+//! - [`context`]: a prompt's context selection with the co-change history kept per HEAD
+//!   commit, against reading it for every prompt.
 //! - [`cluster`]: the cluster runtime against bare NATS and JetStream on the same server.
 //! - [`scaling`] (`--nodes`): a gateway and N node processes, tasks/s and each part's CPU per
 //!   task as nodes are added, against one node.
 //! - [`llm`]: node processes making model calls against a provider's rate limits, kept in
 //!   Redis for the cluster, against each process keeping its own.
-//! - [`model`] (feature `local-model`): the in-process model's token rates, against its
-//!   weights as shipped.
+//! - [`model`] (feature `local-model`): the in-process model's token rates, against llama.cpp
+//!   on the same file, prompts and threads (where llama-cpp-python is installed).
 
 pub mod analysis;
 pub mod cluster;
+pub mod context;
 pub mod llm;
 #[cfg(feature = "local-model")]
 pub mod model;
@@ -121,6 +124,19 @@ pub struct AnalyzeArgs {
     /// Skip the comparison with lizard even where it is installed.
     #[arg(long)]
     pub no_lizard: bool,
+    /// Print the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ContextArgs {
+    /// The git repository whose prompts are measured.
+    #[arg(long)]
+    pub repo: std::path::PathBuf,
+    /// Prompts per measurement; medians are reported.
+    #[arg(long, default_value_t = 10)]
+    pub prompts: usize,
     /// Print the figures as JSON.
     #[arg(long)]
     pub json: bool,

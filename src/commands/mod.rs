@@ -43,6 +43,9 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Bench(crate::cli::BenchCommand::Llm(args)) => {
             orion_bench::llm::llm(args, settings.redis.url.clone(), &mut std::io::stdout()).await
         }
+        Command::Bench(crate::cli::BenchCommand::Context(args)) => {
+            orion_bench::context::context(args, &mut std::io::stdout())
+        }
         Command::Bench(crate::cli::BenchCommand::NatsEcho(args)) => {
             orion_bench::cluster::nats_echo(args, &mut std::io::stdout()).await
         }

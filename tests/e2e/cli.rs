@@ -290,6 +290,37 @@ fn bench_json(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `orion bench context` on a repository with history: every figure is there and positive,
+/// the prompts are counted, and the history read is the repository's (three commits).
+#[test]
+fn the_context_benchmark_times_prompts_with_and_without_the_kept_history() {
+    let repo = crate::support::git_fixture();
+    let f = bench_json(&[
+        "context",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "--prompts",
+        "3",
+    ]);
+    assert_eq!(f["commits_read"], 3, "{f}");
+    assert_eq!(f["prompts"], 3, "{f}");
+    for key in [
+        "history_read_ms",
+        "per_prompt_reading_ms",
+        "first_prompt_kept_ms",
+        "per_prompt_kept_ms",
+    ] {
+        assert!(f[key].as_f64().unwrap() > 0.0, "{key}: {f}");
+    }
+    let refused = orion(&["bench", "context", "--repo", "/nonexistent/repository"]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not a git repository"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
 /// `orion bench model`, short: Orion's rates on one thread and on every core, each beside
 /// llama.cpp's on the same file and prompt in the same run (`scripts/test.sh` installs
 /// llama-cpp-python); both read the prompt as the same tokens; the ratios are the quotients.

@@ -150,9 +150,24 @@ impl CodeIntel for TreeSitterIntel {
 const COCHANGE_KEPT: usize = 16;
 
 /// Which files changed together over the last [`crate::vcs::CHURN_COMMITS`] commits of the
+/// repository at `root`, read from its history every time (what [`cochange_of`] keeps);
+/// `None` outside a git repository.
+pub fn read_cochange(root: &Path) -> Option<select::CoChange> {
+    let commits = crate::vcs::History::open(root)
+        .ok()?
+        .commits(crate::vcs::CHURN_COMMITS)
+        .ok()?;
+    let mut cochange = select::CoChange::default();
+    for commit in &commits {
+        cochange.add_commit(&commit.files);
+    }
+    Some(cochange)
+}
+
+/// Which files changed together over the last [`crate::vcs::CHURN_COMMITS`] commits of the
 /// repository at `root`; `None` outside a git repository. Read once per HEAD commit while it
 /// is among the last [`COCHANGE_KEPT`] read.
-fn cochange_of(root: &Path) -> Option<std::sync::Arc<select::CoChange>> {
+pub fn cochange_of(root: &Path) -> Option<std::sync::Arc<select::CoChange>> {
     use std::sync::{Arc, Mutex};
     static KEPT: Mutex<Vec<(String, Arc<select::CoChange>)>> = Mutex::new(Vec::new());
     let history = crate::vcs::History::open(root).ok()?;
@@ -166,12 +181,7 @@ fn cochange_of(root: &Path) -> Option<std::sync::Arc<select::CoChange>> {
             return Some(cochange);
         }
     }
-    let commits = history.commits(crate::vcs::CHURN_COMMITS).ok()?;
-    let mut cochange = select::CoChange::default();
-    for commit in &commits {
-        cochange.add_commit(&commit.files);
-    }
-    let cochange = Arc::new(cochange);
+    let cochange = Arc::new(read_cochange(root)?);
     if let Some(key) = key {
         let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= COCHANGE_KEPT {

@@ -64,6 +64,7 @@ def main():
                 "prompt_tokens": len(ids),
                 "prompt_tokens_per_s": statistics.median(prompt_rates),
                 "generation_tokens_per_s": statistics.median(generation_rates),
+                "generated_tokens": tokens,
                 "long_prompt_tokens": len(long_ids),
                 "long_prompt_tokens_per_s": statistics.median(long_rates),
                 "about": "%s; %s"

@@ -26,6 +26,9 @@ struct Figures {
     prompt_tokens: usize,
     prompt_tokens_per_s: f64,
     generation_tokens_per_s: f64,
+    /// Tokens generated in the last run (Orion stops early at an end token; llama.cpp's
+    /// baseline never does).
+    generated_tokens: usize,
     /// The long prompt (a file to edit, as a develop task sends): its tokens and rate.
     long_prompt_tokens: usize,
     long_prompt_tokens_per_s: f64,
@@ -83,10 +86,11 @@ fn measure(path: &Path, threads: usize, tokens: u32, runs: usize) -> anyhow::Res
     let loaded_bytes = rss_bytes().saturating_sub(before);
     let request = bench_request(tokens);
     let (mut prompt, mut generation, mut prompt_tokens) = (Vec::new(), Vec::new(), 0);
-    let (mut long, mut long_tokens) = (Vec::new(), 0);
+    let (mut long, mut long_tokens, mut generated_tokens) = (Vec::new(), 0, 0);
     for _ in 0..runs {
         let generated = model.generate(&request, |_| {})?;
         prompt_tokens = generated.prompt_tokens;
+        generated_tokens = generated.completion_tokens;
         prompt.push(generated.prompt_tokens as f64 / generated.prompt_secs);
         generation.push(generated.completion_tokens as f64 / generated.generation_secs);
         let read = model.generate(&long_request(), |_| {})?;
@@ -98,6 +102,7 @@ fn measure(path: &Path, threads: usize, tokens: u32, runs: usize) -> anyhow::Res
         prompt_tokens,
         prompt_tokens_per_s: median(&mut prompt),
         generation_tokens_per_s: median(&mut generation),
+        generated_tokens,
         long_prompt_tokens: long_tokens,
         long_prompt_tokens_per_s: median(&mut long),
         about: model.describe(),
@@ -266,12 +271,13 @@ pub fn bench(
         if text {
             say!(
                 out,
-                "orion, {t} thread(s): prompt {:.0} tokens/s ({} tokens), long prompt {:.0} tokens/s ({} tokens), generation {:.1} tokens/s, {:.1} MB resident once loaded ({})",
+                "orion, {t} thread(s): prompt {:.0} tokens/s ({} tokens), long prompt {:.0} tokens/s ({} tokens), generation {:.1} tokens/s ({} tokens), {:.1} MB resident once loaded ({})",
                 orion.prompt_tokens_per_s,
                 orion.prompt_tokens,
                 orion.long_prompt_tokens_per_s,
                 orion.long_prompt_tokens,
                 orion.generation_tokens_per_s,
+                orion.generated_tokens,
                 orion.loaded_bytes as f64 / 1e6,
                 orion.about
             );
@@ -295,13 +301,14 @@ pub fn bench(
         {
             say!(
                 out,
-                "llama.cpp ({}), {t} thread(s): prompt {:.0} tokens/s ({} tokens), long prompt {:.0} tokens/s ({} tokens), generation {:.1} tokens/s, {:.1} MB resident once loaded",
+                "llama.cpp ({}), {t} thread(s): prompt {:.0} tokens/s ({} tokens), long prompt {:.0} tokens/s ({} tokens), generation {:.1} tokens/s ({} tokens), {:.1} MB resident once loaded",
                 llama.about,
                 llama.prompt_tokens_per_s,
                 llama.prompt_tokens,
                 llama.long_prompt_tokens_per_s,
                 llama.long_prompt_tokens,
                 llama.generation_tokens_per_s,
+                llama.generated_tokens,
                 llama.loaded_bytes as f64 / 1e6
             );
             say!(

@@ -356,6 +356,11 @@ fn the_model_benchmark_runs_beside_llama_cpp() {
             );
         }
         assert!(orion["long_prompt_tokens"].as_u64().unwrap() > 400, "{row}");
+        assert_eq!(llama["generated_tokens"], 16, "{row}");
+        assert!(
+            (1..=16).contains(&orion["generated_tokens"].as_u64().unwrap()),
+            "{row}"
+        );
         let rate = |side: &Value, key: &str| side[key].as_f64().unwrap();
         let generation =
             rate(orion, "generation_tokens_per_s") / rate(llama, "generation_tokens_per_s");

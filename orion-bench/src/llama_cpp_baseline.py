@@ -11,6 +11,7 @@ memory the loaded model added, and llama.cpp's version and the CPU features it w
 """
 
 import json
+import os
 import statistics
 import sys
 import time
@@ -29,14 +30,21 @@ def main():
     path, threads, tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     prompts = json.load(sys.stdin)
     before = rss_bytes()
+    flash = os.environ.get("ORION_BENCH_FLASH_ATTN", "1") == "1"
+    # A context just long enough for both prompts and the answer (llama.cpp allocates its
+    # key-value cache for all of it at load), and batches as long, so that the long prompt is
+    # read in one batch.
     llm = Llama(
         model_path=path,
-        n_ctx=2048,
-        n_batch=512,
+        n_ctx=1024,
+        n_batch=1024,
+        n_ubatch=1024,
         n_threads=threads,
         n_threads_batch=threads,
+        flash_attn=flash,
         verbose=False,
     )
+    vocab = llm.n_vocab()
     loaded = rss_bytes() - before
     ids = llm.tokenize(prompts["prompt"].encode(), add_bos=False, special=True)
     long_ids = llm.tokenize(prompts["long"].encode(), add_bos=False, special=True)
@@ -47,7 +55,8 @@ def main():
         llm.eval(ids)
         read = time.perf_counter()
         for n in range(1, tokens + 1):
-            token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(vocab,))
+            token = int(np.argmax(logits))
             if n < tokens:
                 llm.eval([token])
         done = time.perf_counter()
@@ -66,9 +75,15 @@ def main():
                 "generation_tokens_per_s": statistics.median(generation_rates),
                 "generated_tokens": tokens,
                 "long_prompt_tokens": len(long_ids),
+                "prompt_ids": ids,
+                "long_prompt_ids": long_ids,
                 "long_prompt_tokens_per_s": statistics.median(long_rates),
-                "about": "%s; %s"
-                % (llama_cpp.__version__, llama_cpp.llama_print_system_info().decode().strip(" |")),
+                "about": "%s, flash attention %s; %s"
+                % (
+                    llama_cpp.__version__,
+                    "on" if flash else "off",
+                    llama_cpp.llama_print_system_info().decode().strip(" |"),
+                ),
             }
         )
     )

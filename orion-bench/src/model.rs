@@ -32,6 +32,9 @@ struct Figures {
     /// The long prompt (a file to edit, as a develop task sends): its tokens and rate.
     long_prompt_tokens: usize,
     long_prompt_tokens_per_s: f64,
+    /// The token ids each engine read the two prompts as (they must agree).
+    prompt_ids: Vec<u32>,
+    long_prompt_ids: Vec<u32>,
     /// Orion: its kernels, threads and weights; llama.cpp: its version and the CPU features
     /// it was built for.
     about: String,
@@ -72,14 +75,20 @@ fn long_request() -> orion_services::llm::ChatRequest {
     }
 }
 
+/// The median: the middle value, or the mean of the two middle values.
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    let half = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[half - 1] + v[half]) / 2.0
+    } else {
+        v[half]
+    }
 }
 
 /// Loads the model on `threads` threads and takes the median rates of `runs` answers.
 fn measure(path: &Path, threads: usize, tokens: u32, runs: usize) -> anyhow::Result<Figures> {
-    use orion_services::llm::local::{Layout, LoadedModel};
+    use orion_services::llm::local::{Layout, LoadedModel, chat_prompt};
     let before = rss_bytes();
     let mut model =
         LoadedModel::load_as(path, Layout::Shipped, threads).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -105,6 +114,8 @@ fn measure(path: &Path, threads: usize, tokens: u32, runs: usize) -> anyhow::Res
         generated_tokens,
         long_prompt_tokens: long_tokens,
         long_prompt_tokens_per_s: median(&mut long),
+        prompt_ids: model.tokenizer.encode(&chat_prompt(&request)),
+        long_prompt_ids: model.tokenizer.encode(&chat_prompt(&long_request())),
         about: model.describe(),
     })
 }

@@ -349,12 +349,14 @@ fn the_model_benchmark_runs_beside_llama_cpp() {
                 assert!(side[key].as_f64().unwrap() > 0.0, "{key}: {row}");
             }
         }
-        for key in ["prompt_tokens", "long_prompt_tokens"] {
+        for key in ["prompt_ids", "long_prompt_ids"] {
             assert_eq!(
                 orion[key], llama[key],
                 "the same prompt, tokenized alike: {row}"
             );
         }
+        let ids = orion["long_prompt_ids"].as_array().unwrap().len();
+        assert_eq!(orion["long_prompt_tokens"], ids, "{row}");
         assert!(orion["long_prompt_tokens"].as_u64().unwrap() > 400, "{row}");
         assert_eq!(llama["generated_tokens"], 16, "{row}");
         assert!(

@@ -35,19 +35,29 @@ pub fn context(args: EvalContextArgs, settings: Settings) -> anyhow::Result<Exit
         report.files,
         report.seconds
     );
-    let mut header = format!("{:<10}", "method");
-    for k in &options.ks {
-        header.push_str(&format!(" {:>10}", format!("recall@{k}")));
-    }
-    header.push_str(&format!(" {:>8}", "MRR"));
-    say!("{header}");
-    for method in &report.methods {
-        let mut line = format!("{:<10}", method.method);
+    let table = |methods: &[orion_services::code::eval::MethodScore]| -> anyhow::Result<()> {
+        let mut header = format!("{:<10}", "method");
         for k in &options.ks {
-            line.push_str(&format!(" {:>10.3}", method.recall[k]));
+            header.push_str(&format!(" {:>10}", format!("recall@{k}")));
         }
-        line.push_str(&format!(" {:>8.3}", method.mrr));
-        say!("{line}");
-    }
+        header.push_str(&format!(" {:>8}", "MRR"));
+        say!("{header}");
+        for method in methods {
+            let mut line = format!("{:<10}", method.method);
+            for k in &options.ks {
+                line.push_str(&format!(" {:>10.3}", method.recall[k]));
+            }
+            line.push_str(&format!(" {:>8.3}", method.mrr));
+            say!("{line}");
+        }
+        Ok(())
+    };
+    say!("files:");
+    table(&report.methods)?;
+    say!(
+        "functions ({} of the commits changed a function of the parent):",
+        report.function_commits
+    );
+    table(&report.function_methods)?;
     Ok(ExitCode::SUCCESS)
 }

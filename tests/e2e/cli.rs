@@ -652,6 +652,20 @@ fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commi
         serde_json::json!([null, 1]),
         "login.py has nothing of the task, and no earlier commit changed it with strings.py"
     );
+    // The second answer: the functions each commit changed, found in the parent by the
+    // analyzer's spans, and ranked among every function of the state.
+    assert_eq!(
+        invoice["functions"],
+        serde_json::json!(["billing/invoice.py::compute_total:1"])
+    );
+    assert_eq!(invoice["function_ranks"]["orion"], serde_json::json!([1]));
+    assert_eq!(
+        slugify["functions"],
+        serde_json::json!(["auth/login.py::login_user:1", "util/strings.py::slugify:1"])
+    );
+    assert_eq!(slugify["function_ranks"]["orion"][1], 1, "{slugify}");
+    assert_eq!(report["function_commits"], 3, "{report}");
+    assert_eq!(report["function_methods"][0]["method"], "orion");
     let orion_scores = &report["methods"][0];
     assert_eq!(orion_scores["method"], "orion");
     // 1 + 1 + 1/2 over three commits.
@@ -670,6 +684,7 @@ fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commi
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(table.contains("recall@3"), "{table}");
+    assert!(table.contains("functions (3 of the commits"), "{table}");
     for method in ["orion", "bm25", "repo_map"] {
         assert!(table.lines().any(|l| l.starts_with(method)), "{table}");
     }

@@ -3,8 +3,14 @@
 //!
 //! Nothing of a commit leaks into its own evaluation: the state is the parent's tree, read
 //! from git's objects, and co-change counts come only from commits older than it.
+//!
+//! A second answer is the functions the commit changed: those of the parent's files (by the
+//! analyzer's spans) that hold a line the commit's diff touches (the innermost where they
+//! nest). Each method ranks every function of the state: BM25 over the functions' text, the
+//! repository map's file order, and Orion's file ranking with the function's own match to the
+//! task added.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -65,6 +71,12 @@ pub struct CommitEval {
     pub files: Vec<String>,
     /// Each method's rank (1-based) of each answer file, `None` where unranked.
     pub ranks: BTreeMap<String, Vec<Option<usize>>>,
+    /// The functions it changed, as `path::name:line` (in the parent): the second answer.
+    #[serde(default)]
+    pub functions: Vec<String>,
+    /// Each method's rank of each answer function among all of the state's functions.
+    #[serde(default)]
+    pub function_ranks: BTreeMap<String, Vec<Option<usize>>>,
 }
 
 /// The evaluation's result.
@@ -74,6 +86,12 @@ pub struct EvalReport {
     /// Source files in the newest evaluated state.
     pub files: usize,
     pub methods: Vec<MethodScore>,
+    /// Commits that changed at least one function of the parent, and each method's scores on
+    /// them at the function level.
+    #[serde(default)]
+    pub function_commits: usize,
+    #[serde(default)]
+    pub function_methods: Vec<MethodScore>,
     pub seconds: f64,
     pub commits: Vec<CommitEval>,
 }
@@ -100,7 +118,7 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
         .collect();
 
     let mut cochange = CoChange::default();
-    let mut cache: HashMap<(String, String), Option<Arc<FileDoc>>> = HashMap::new();
+    let mut cache: HashMap<(String, String), Option<Arc<Doc>>> = HashMap::new();
     let mut evaluated = Vec::new();
     let mut newest_files = 0;
     for commit in commits.iter().rev() {
@@ -109,16 +127,35 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
         {
             let docs = state(&history, parent, &mut cache, options.threads)?;
             newest_files = docs.len();
-            let present: HashSet<&str> = docs.iter().map(|d| d.path.as_str()).collect();
+            let present: HashMap<&str, &(String, Arc<Doc>)> =
+                docs.iter().map(|d| (d.1.file.path.as_str(), d)).collect();
             let answer: Vec<String> = commit
                 .files
                 .iter()
-                .filter(|f| present.contains(f.as_str()))
+                .filter(|f| present.contains_key(f.as_str()))
                 .cloned()
                 .collect();
             if !answer.is_empty() {
-                let refs: Vec<&FileDoc> = docs.iter().map(|d| d.as_ref()).collect();
-                evaluated.push(rank_all(commit, &refs, answer, &cochange, &options.weights));
+                let after: HashMap<String, String> =
+                    history.files_at(&commit.id)?.into_iter().collect();
+                let mut functions = BTreeSet::new();
+                for file in &answer {
+                    let (blob, doc) = present[file.as_str()];
+                    let hunks = match after.get(file) {
+                        Some(new) => history.changed_lines(blob, new)?,
+                        None => vec![(1, u32::MAX)], // deleted: every line
+                    };
+                    functions.extend(changed_functions(&doc.functions, &hunks));
+                }
+                let docs: Vec<&Doc> = docs.iter().map(|d| d.1.as_ref()).collect();
+                evaluated.push(rank_all(
+                    commit,
+                    &docs,
+                    answer,
+                    functions.into_iter().collect(),
+                    &cochange,
+                    &options.weights,
+                ));
             }
         }
         cochange.add_commit(&commit.files);
@@ -126,15 +163,113 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
     evaluated.reverse(); // newest first, as history reads
     let methods = METHODS
         .iter()
-        .map(|m| score(m, &evaluated, &options.ks))
+        .map(|m| {
+            let ranks: Vec<&[Option<usize>]> =
+                evaluated.iter().map(|c| c.ranks[*m].as_slice()).collect();
+            score(m, &ranks, &options.ks)
+        })
+        .collect();
+    let with_functions: Vec<&CommitEval> = evaluated
+        .iter()
+        .filter(|c| !c.functions.is_empty())
+        .collect();
+    let function_methods = METHODS
+        .iter()
+        .map(|m| {
+            let ranks: Vec<&[Option<usize>]> = with_functions
+                .iter()
+                .map(|c| c.function_ranks[*m].as_slice())
+                .collect();
+            score(m, &ranks, &options.ks)
+        })
         .collect();
     Ok(EvalReport {
         commits_evaluated: evaluated.len(),
         files: newest_files,
         methods,
+        function_commits: with_functions.len(),
+        function_methods,
         seconds: started.elapsed().as_secs_f64(),
         commits: evaluated,
     })
+}
+
+/// One file of a state: its document, and its functions as documents of their own.
+struct Doc {
+    file: FileDoc,
+    functions: Vec<FunctionDoc>,
+}
+
+/// One function of a file, as a document to rank: the words of its lines, and (as its "path")
+/// the words of its name.
+struct FunctionDoc {
+    /// `path::name:line`.
+    id: String,
+    start: u32,
+    end: u32,
+    doc: FileDoc,
+}
+
+/// The functions of a file (the analyzer's spans), each as a document.
+fn functions_of(source: &Source) -> Vec<FunctionDoc> {
+    let analysis = super::analyze_file(&source.path, source.language, &source.bytes);
+    let text = String::from_utf8_lossy(&source.bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    analysis
+        .functions
+        .iter()
+        .map(|f| {
+            let first = (f.start_line.max(1) as usize - 1).min(lines.len());
+            let last = (f.end_line as usize).clamp(first, lines.len());
+            let mut terms = HashMap::new();
+            let mut length = 0;
+            for word in select::words(&lines[first..last].join("\n")) {
+                *terms.entry(word).or_insert(0) += 1;
+                length += 1;
+            }
+            let id = format!("{}::{}:{}", source.path, f.name, f.start_line);
+            FunctionDoc {
+                start: f.start_line,
+                end: f.end_line,
+                doc: FileDoc {
+                    path: id.clone(),
+                    terms,
+                    length,
+                    path_terms: select::words(&f.name).collect(),
+                    ..FileDoc::default()
+                },
+                id,
+            }
+        })
+        .collect()
+}
+
+/// The functions that hold a line of `hunks` (old side: first line and count, a count of 0
+/// an insertion after that line), the innermost where they nest.
+fn changed_functions(functions: &[FunctionDoc], hunks: &[(u32, u32)]) -> BTreeSet<String> {
+    let mut changed = BTreeSet::new();
+    for &(start, count) in hunks {
+        let lines = if count == 0 {
+            start..start.saturating_add(1)
+        } else {
+            start..start.saturating_add(count)
+        };
+        for line in lines {
+            let inner = functions
+                .iter()
+                .filter(|f| f.start <= line && line <= f.end && (count > 0 || line < f.end))
+                .min_by_key(|f| f.end - f.start);
+            match inner {
+                Some(f) => {
+                    changed.insert(f.id.clone());
+                }
+                // Past the last function: the rest of the hunk holds none.
+                None if functions.iter().all(|f| f.end < line) => break,
+                None => {}
+            }
+        }
+    }
+    changed
 }
 
 /// The source files of a commit's tree as documents, each blob read and parsed once over
@@ -142,9 +277,9 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
 fn state(
     history: &History,
     commit: &str,
-    cache: &mut HashMap<(String, String), Option<Arc<FileDoc>>>,
+    cache: &mut HashMap<(String, String), Option<Arc<Doc>>>,
     threads: usize,
-) -> Result<Vec<Arc<FileDoc>>, VcsError> {
+) -> Result<Vec<(String, Arc<Doc>)>, VcsError> {
     let files: Vec<(String, String)> = history
         .files_at(commit)?
         .into_iter()
@@ -172,77 +307,131 @@ fn state(
         }
     }
     let sources: Vec<&Source> = missing.iter().map(|(_, s)| s).collect();
-    let built = parallel(&sources, threads, |parser, s| FileDoc::build(parser, s));
+    let built = parallel(&sources, threads, |parser, s| Doc {
+        file: FileDoc::build(parser, s),
+        functions: functions_of(s),
+    });
     for ((key, _), doc) in missing.into_iter().zip(built) {
         cache.insert(key, Some(Arc::new(doc)));
     }
     Ok(files
         .into_iter()
-        .filter_map(|key| cache.get(&key).cloned().flatten())
+        .filter_map(|key| Some((key.1.clone(), cache.get(&key).cloned().flatten()?)))
         .collect())
 }
 
-/// Every method's ranks of the answer files for one commit.
+/// Where each of `answer` stands in `ranking` (1-based), `None` where it is not ranked.
+fn ranks_in(ranking: &[String], answer: &[String]) -> Vec<Option<usize>> {
+    let position: HashMap<&str, usize> = ranking
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.as_str(), i + 1))
+        .collect();
+    answer
+        .iter()
+        .map(|f| position.get(f.as_str()).copied())
+        .collect()
+}
+
+/// Every method's ranks of the answer files, and of the answer functions, for one commit.
 fn rank_all(
     commit: &crate::vcs::CommitFiles,
-    docs: &[&FileDoc],
+    docs: &[&Doc],
     answer: Vec<String>,
+    functions: Vec<String>,
     cochange: &CoChange,
     weights: &SelectWeights,
 ) -> CommitEval {
     let query = commit.message.as_str();
-    let orion: Vec<String> = select::select(docs, query, Some(cochange), weights)
-        .into_iter()
-        .map(|r| r.path)
-        .collect();
+    let files: Vec<&FileDoc> = docs.iter().map(|d| &d.file).collect();
+    let selected = select::select(&files, query, Some(cochange), weights);
     let terms: Vec<String> = select::words(query).collect();
     let by = |scores: Vec<f64>| -> Vec<String> {
         select::order_by(&scores)
             .into_iter()
-            .map(|i| docs[i].path.clone())
+            .map(|i| files[i].path.clone())
             .collect()
     };
+    let map = select::map_rank(&files);
     let rankings = [
-        orion,
-        by(select::bm25(docs, &terms, false)),
-        by(select::map_rank(docs)),
+        selected.iter().map(|r| r.path.clone()).collect(),
+        by(select::bm25(&files, &terms, false)),
+        by(map.clone()),
     ];
     let ranks = METHODS
         .iter()
         .zip(rankings)
-        .map(|(method, ranking)| {
-            let position: HashMap<&str, usize> = ranking
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p.as_str(), i + 1))
-                .collect();
-            let ranks = answer
-                .iter()
-                .map(|f| position.get(f.as_str()).copied())
-                .collect();
-            ((*method).to_owned(), ranks)
+        .map(|(method, ranking)| ((*method).to_owned(), ranks_in(&ranking, &answer)))
+        .collect();
+
+    // The functions: every one of the state's, ranked by each method.
+    let owned: Vec<(usize, &FunctionDoc)> = docs
+        .iter()
+        .enumerate()
+        .flat_map(|(file, d)| d.functions.iter().map(move |f| (file, f)))
+        .collect();
+    let function_docs: Vec<&FileDoc> = owned.iter().map(|(_, f)| &f.doc).collect();
+    let by_function = |scores: Vec<f64>| -> Vec<String> {
+        select::order_by(&scores)
+            .into_iter()
+            .map(|i| owned[i].1.id.clone())
+            .collect()
+    };
+    // Orion: its file's score (as a share of the best file's) plus the function's own match
+    // to the task, its name counted (as a share of the best function's).
+    let best_file = selected
+        .first()
+        .map_or(1.0, |r| r.score.max(f64::MIN_POSITIVE));
+    let file_score: HashMap<&str, f64> = selected
+        .iter()
+        .map(|r| (r.path.as_str(), r.score / best_file))
+        .collect();
+    let lexical = select::bm25(&function_docs, &terms, true);
+    let best_lexical = lexical.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+    let orion_functions: Vec<f64> = owned
+        .iter()
+        .zip(&lexical)
+        .map(|((file, _), lex)| {
+            file_score
+                .get(files[*file].path.as_str())
+                .copied()
+                .unwrap_or(0.0)
+                + lex / best_lexical
         })
+        .collect();
+    let function_rankings = [
+        by_function(orion_functions),
+        by_function(select::bm25(&function_docs, &terms, false)),
+        // The map ranks files; their functions follow in the file's order.
+        by_function(owned.iter().map(|(file, _)| map[*file]).collect()),
+    ];
+    let function_ranks = METHODS
+        .iter()
+        .zip(function_rankings)
+        .map(|(method, ranking)| ((*method).to_owned(), ranks_in(&ranking, &functions)))
         .collect();
     CommitEval {
         commit: commit.id.clone(),
         subject: commit.message.lines().next().unwrap_or("").to_owned(),
         files: answer,
         ranks,
+        functions,
+        function_ranks,
     }
 }
 
-/// A method's recall@k and MRR over the evaluated commits.
-fn score(method: &str, evaluated: &[CommitEval], ks: &[usize]) -> MethodScore {
+/// A method's recall@k and MRR over the evaluated commits, given its ranks of each commit's
+/// answer.
+fn score(method: &str, evaluated: &[&[Option<usize>]], ks: &[usize]) -> MethodScore {
     let n = evaluated.len().max(1) as f64;
     let recall = ks
         .iter()
         .map(|&k| {
             let sum: f64 = evaluated
                 .iter()
-                .map(|c| {
-                    let ranks = &c.ranks[method];
+                .map(|ranks| {
                     let hits = ranks.iter().filter(|r| r.is_some_and(|r| r <= k)).count();
-                    hits as f64 / ranks.len() as f64
+                    hits as f64 / ranks.len().max(1) as f64
                 })
                 .sum();
             (k, sum / n)
@@ -250,8 +439,8 @@ fn score(method: &str, evaluated: &[CommitEval], ks: &[usize]) -> MethodScore {
         .collect();
     let mrr = evaluated
         .iter()
-        .map(|c| {
-            c.ranks[method]
+        .map(|ranks| {
+            ranks
                 .iter()
                 .flatten()
                 .min()
@@ -263,5 +452,43 @@ fn score(method: &str, evaluated: &[CommitEval], ks: &[usize]) -> MethodScore {
         method: method.to_owned(),
         recall,
         mrr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FunctionDoc, changed_functions};
+
+    fn function(id: &str, start: u32, end: u32) -> FunctionDoc {
+        FunctionDoc {
+            id: id.to_owned(),
+            start,
+            end,
+            doc: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_change_belongs_to_the_innermost_function_holding_its_lines() {
+        let functions = [
+            function("outer", 1, 10),
+            function("inner", 3, 5),
+            function("other", 12, 15),
+        ];
+        let changed = |hunks: &[(u32, u32)]| -> Vec<String> {
+            changed_functions(&functions, hunks).into_iter().collect()
+        };
+        assert_eq!(changed(&[(4, 1)]), ["inner"]);
+        assert_eq!(
+            changed(&[(8, 0)]),
+            ["outer"],
+            "an insertion inside the body"
+        );
+        assert!(
+            changed(&[(10, 0)]).is_empty(),
+            "an insertion after the last line"
+        );
+        assert!(changed(&[(0, 0), (11, 1), (20, 3)]).is_empty());
+        assert_eq!(changed(&[(5, 8)]), ["inner", "other", "outer"]);
     }
 }

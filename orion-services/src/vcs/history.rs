@@ -108,6 +108,34 @@ impl History {
         Ok(files)
     }
 
+    /// The lines of blob `old` that a change to blob `new` touches: each hunk's first line
+    /// and count on the old side (a count of 0 is an insertion after that line).
+    pub fn changed_lines(&self, old: &str, new: &str) -> Result<Vec<(u32, u32)>, VcsError> {
+        let blob = |id: &str| {
+            let oid = Oid::from_str(id).map_err(|_| VcsError::UnknownRevision(id.into()))?;
+            Ok::<_, VcsError>(self.repo.find_blob(oid)?)
+        };
+        let (old, new) = (blob(old)?, blob(new)?);
+        let mut options = DiffOptions::new();
+        options.context_lines(0);
+        let mut hunks = Vec::new();
+        self.repo.diff_blobs(
+            Some(&old),
+            None,
+            Some(&new),
+            None,
+            Some(&mut options),
+            None,
+            None,
+            Some(&mut |_, hunk| {
+                hunks.push((hunk.old_start(), hunk.old_lines()));
+                true
+            }),
+            None,
+        )?;
+        Ok(hunks)
+    }
+
     /// A blob's bytes.
     pub fn blob(&self, id: &str) -> Result<Vec<u8>, VcsError> {
         let oid = Oid::from_str(id).map_err(|_| VcsError::UnknownRevision(id.into()))?;

@@ -66,29 +66,28 @@ if [ ! -x "$TOOLS/asyncapi/node_modules/.bin/asyncapi" ]; then
   npm install --prefix "$TOOLS/asyncapi" --no-audit --no-fund --loglevel=error "$ASYNCAPI_CLI" >/dev/null
 fi
 
+# Keeps one file of an npm package (npm_member PACKAGE FILE DIR), fetched once: the package is
+# packed, the file taken out of it into DIR, the rest thrown away.
+npm_member() {
+  if [ ! -s "$3/$2" ]; then
+    echo "fetching $2 of $1 into $3"
+    local download
+    download="$(mktemp -d)"
+    (cd "$download" && npm pack --silent --loglevel=error "$1" >/dev/null)
+    mkdir -p "$3"
+    tar -xzf "$download"/*.tgz -C "$download" "package/$2"
+    mv "$download/package/$2" "$3/$2"
+    rm -rf "$download"
+  fi
+}
+
 # The SARIF 2.1.0 JSON schema that `orion code metrics --format sarif` is validated against
 # (tests/e2e/code_intel.rs), as Microsoft's SARIF SDK ships it in its npm package; only the
 # schema is kept.
 SARIF_SDK="@microsoft/sarif-multitool-linux@5.7.0"
-if [ ! -s "$TOOLS/sarif/sarif-2.1.0.json" ]; then
-  echo "fetching the SARIF 2.1.0 schema from $SARIF_SDK into $TOOLS/sarif"
-  download="$(mktemp -d)"
-  (cd "$download" && npm pack --silent --loglevel=error "$SARIF_SDK" >/dev/null)
-  mkdir -p "$TOOLS/sarif"
-  tar -xzf "$download"/*.tgz -C "$download" package/sarif-2.1.0.json
-  mv "$download/package/sarif-2.1.0.json" "$TOOLS/sarif/sarif-2.1.0.json"
-  rm -rf "$download"
-fi
+npm_member "$SARIF_SDK" sarif-2.1.0.json "$TOOLS/sarif"
 
 # axe-core, the accessibility engine the dashboard's test runs in headless Chromium
 # (tests/e2e/dashboard.rs); only its browser build is kept.
 AXE_CORE="axe-core@4.10.3"
-if [ ! -s "$TOOLS/axe/axe.min.js" ]; then
-  echo "fetching $AXE_CORE into $TOOLS/axe"
-  download="$(mktemp -d)"
-  (cd "$download" && npm pack --silent --loglevel=error "$AXE_CORE" >/dev/null)
-  mkdir -p "$TOOLS/axe"
-  tar -xzf "$download"/*.tgz -C "$download" package/axe.min.js
-  mv "$download/package/axe.min.js" "$TOOLS/axe/axe.min.js"
-  rm -rf "$download"
-fi
+npm_member "$AXE_CORE" axe.min.js "$TOOLS/axe"

@@ -33,35 +33,28 @@ enum CapRaises {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // One column per statement: SQLite alters a table one column at a time.
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(Tasks::Table)
-                    .add_column(ColumnDef::new(Tasks::SubmittedBy).string().null())
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(ModelUsage::Table)
-                    .add_column(ColumnDef::new(ModelUsage::Caller).string().null())
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .alter_table(
-                Table::alter()
-                    .table(ModelUsage::Table)
-                    .add_column(
-                        ColumnDef::new(ModelUsage::Cached)
-                            .boolean()
-                            .not_null()
-                            .default(false),
-                    )
-                    .to_owned(),
-            )
-            .await?;
+        let columns = [
+            Table::alter()
+                .table(Tasks::Table)
+                .add_column(ColumnDef::new(Tasks::SubmittedBy).string().null())
+                .to_owned(),
+            Table::alter()
+                .table(ModelUsage::Table)
+                .add_column(ColumnDef::new(ModelUsage::Caller).string().null())
+                .to_owned(),
+            Table::alter()
+                .table(ModelUsage::Table)
+                .add_column(
+                    ColumnDef::new(ModelUsage::Cached)
+                        .boolean()
+                        .not_null()
+                        .default(false),
+                )
+                .to_owned(),
+        ];
+        for column in columns {
+            manager.alter_table(column).await?;
+        }
         // A cap's spend is the sum of a period's calls.
         manager
             .create_index(

@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::Context;
 use orion_services::code::{self, select::SelectWeights};
 
-use crate::{ContextArgs, say};
+use crate::{ContextArgs, median, say};
 
 /// The map budget the Developer gives a prompt.
 const MAP_TOKENS: usize = 1200;
@@ -30,11 +30,6 @@ pub struct Figures {
     /// The first prompt with the history kept (it reads it), then the median of the rest.
     pub first_prompt_kept_ms: f64,
     pub per_prompt_kept_ms: f64,
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// One prompt's context as the Developer chooses it, with `cochange` giving the history.
@@ -84,10 +79,10 @@ pub fn measure(root: &Path, prompts: usize) -> anyhow::Result<Figures> {
         repo: root.to_owned(),
         commits_read,
         prompts: kept.len(),
-        history_read_ms: median(reads),
-        per_prompt_reading_ms: median(reading),
+        history_read_ms: median(&mut reads),
+        per_prompt_reading_ms: median(&mut reading),
         first_prompt_kept_ms: kept[0],
-        per_prompt_kept_ms: median(kept[1..].to_vec()),
+        per_prompt_kept_ms: median(&mut kept[1..]),
     })
 }
 

@@ -35,6 +35,17 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// The median of `v` (sorted in place): the middle value, or the mean of the two middle ones.
+pub(crate) fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let half = v.len() / 2;
+    if v.len().is_multiple_of(2) {
+        (v[half - 1] + v[half]) / 2.0
+    } else {
+        v[half]
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct NatsEchoArgs {
     #[arg(long)]

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
 
-use crate::{ModelArgs, say};
+use crate::{ModelArgs, median, say};
 
 /// The resident memory of this process, in bytes.
 fn rss_bytes() -> u64 {
@@ -72,17 +72,6 @@ fn long_request() -> orion_services::llm::ChatRequest {
         max_tokens: Some(1),
         temperature: None,
         frame: None,
-    }
-}
-
-/// The median: the middle value, or the mean of the two middle values.
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let half = v.len() / 2;
-    if v.len().is_multiple_of(2) {
-        (v[half - 1] + v[half]) / 2.0
-    } else {
-        v[half]
     }
 }
 

@@ -12,12 +12,11 @@
 //! - The keys and values read so far are cached, growing with the context.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
 pub use candle_core::quantized::gguf_file;
 
-pub mod quant;
+mod quant;
 
 use quant::{ActBlock, BLOCK, Kernels, Matrix, Q4Block, Q8Block, Weights};
 use rayon::prelude::*;
@@ -59,7 +58,6 @@ pub struct Config {
     pub head_dim: usize,
     pub eps: f32,
     pub rope_base: f32,
-    pub vocab: usize,
     /// The longest context the model was trained on.
     pub context: usize,
 }
@@ -110,17 +108,9 @@ impl std::fmt::Debug for Model {
     }
 }
 
-/// f16 bits to f32.
-fn f16(bits: u16) -> f32 {
-    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exponent = i32::from((bits >> 10) & 0x1f);
-    let fraction = f32::from(bits & 0x3ff);
-    sign * match exponent {
-        0 => fraction * 2f32.powi(-24),
-        31 if fraction == 0.0 => f32::INFINITY,
-        31 => f32::NAN,
-        e => (1.0 + fraction / 1024.0) * 2f32.powi(e - 15),
-    }
+/// The f32 value of little-endian f16 bytes.
+fn f16(bytes: &[u8]) -> f32 {
+    half::f16::from_le_bytes([bytes[0], bytes[1]]).to_f32()
 }
 
 /// Reads the tensors of a GGUF file.
@@ -236,8 +226,8 @@ impl<R: Read + Seek> Reader<'_, R> {
                 self.raw(name, blocks * 20)?
                     .chunks_exact(20)
                     .map(|b| Q4Block {
-                        d: f16(u16::from_le_bytes([b[0], b[1]])),
-                        m: f16(u16::from_le_bytes([b[2], b[3]])),
+                        d: f16(&b[0..2]),
+                        m: f16(&b[2..4]),
                         qs: b[4..20].try_into().expect("16 bytes"),
                     })
                     .collect(),
@@ -246,7 +236,7 @@ impl<R: Read + Seek> Reader<'_, R> {
                 self.raw(name, blocks * 34)?
                     .chunks_exact(34)
                     .map(|b| Q8Block {
-                        d: f16(u16::from_le_bytes([b[0], b[1]])),
+                        d: f16(&b[0..2]),
                         qs: std::array::from_fn(|i| b[2 + i] as i8),
                     })
                     .collect(),
@@ -305,6 +295,16 @@ fn rope(x: &mut [f32], head_dim: usize, position: usize, inv_freq: &[f32]) {
     }
 }
 
+/// Adds `from` (`rows × n`, as the matrix products write) to `to` (`n × rows`): a residual.
+fn add_transposed(from: &[f32], n: usize, to: &mut [f32]) {
+    let rows = from.len() / n;
+    for r in 0..rows {
+        for t in 0..n {
+            to[t * rows + r] += from[r * n + t];
+        }
+    }
+}
+
 /// Row-major `rows × n` (as the matrix products write) to `n × rows`.
 fn transpose(from: &[f32], rows: usize, n: usize, to: &mut [f32]) {
     for r in 0..rows {
@@ -315,15 +315,8 @@ fn transpose(from: &[f32], rows: usize, n: usize, to: &mut [f32]) {
 }
 
 impl Model {
-    /// Loads a llama-architecture GGUF file, with `threads` inference threads (0: one per
-    /// core the process may use).
-    pub fn load(path: &Path, layout: Layout, threads: usize) -> Result<Self, Error> {
-        let mut file = std::fs::File::open(path).map_err(error)?;
-        let content = gguf_file::Content::read(&mut file).map_err(error)?;
-        Self::from_gguf(&content, &mut file, layout, threads)
-    }
-
-    /// Loads the model `content` describes from `file`.
+    /// Loads the model `content` (a llama-architecture GGUF file's header) describes from
+    /// `file`, with `threads` inference threads (0: one per core the process may use).
     pub fn from_gguf<R: Read + Seek>(
         content: &gguf_file::Content,
         file: &mut R,
@@ -394,7 +387,6 @@ impl Model {
             head_dim: dim / heads,
             eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
             rope_base: float("rope.freq_base", 10_000.0)?,
-            vocab: 0,
             context: number("context_length")?.unwrap_or(2048),
         };
         if config.layers == 0 || config.ffn == 0 || config.context == 0 {
@@ -444,10 +436,6 @@ impl Model {
                 values: Vec::new(),
             });
         }
-        let config = Config {
-            vocab: output.as_ref().unwrap_or(&embed).rows,
-            ..config
-        };
         let half = config.head_dim / 2;
         let inv_freq = (0..half)
             .map(|i| {
@@ -490,8 +478,13 @@ impl Model {
         )
     }
 
+    /// The tokens it has logits for: the output matrix's rows.
+    pub fn vocab(&self) -> usize {
+        self.output.as_ref().unwrap_or(&self.embed).rows
+    }
+
     /// The bytes its weights take.
-    pub fn weight_bytes(&self) -> usize {
+    fn weight_bytes(&self) -> usize {
         self.embed.bytes()
             + self.output.as_ref().map_or(0, Matrix::bytes)
             + self
@@ -620,11 +613,7 @@ impl Model {
             layer
                 .wo
                 .matmul(kernels, &attended, &acts, n, &mut product[..dim * n]);
-            for r in 0..dim {
-                for t in 0..n {
-                    x[t * dim + r] += product[r * n + t];
-                }
-            }
+            add_transposed(&product[..dim * n], n, &mut x);
             // Feed-forward: down(silu(gate) · up).
             for (x, out) in x.chunks_exact(dim).zip(normed.chunks_exact_mut(dim)) {
                 rms_norm(x, &layer.ffn_norm, c.eps, out);
@@ -653,11 +642,7 @@ impl Model {
                 n,
                 &mut product[..dim * n],
             );
-            for r in 0..dim {
-                for t in 0..n {
-                    x[t * dim + r] += product[r * n + t];
-                }
-            }
+            add_transposed(&product[..dim * n], n, &mut x);
         }
         self.position += n;
         // The logits of the last token only.
@@ -680,17 +665,7 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::gguf_file::Value;
-    use super::{Layout, Model, f16};
-
-    #[test]
-    fn half_precision_bits_widen_exactly() {
-        assert_eq!(f16(0x3c00), 1.0);
-        assert_eq!(f16(0xc000), -2.0);
-        assert_eq!(f16(0x0001), 2f32.powi(-24));
-        assert_eq!(f16(0x7bff), 65504.0);
-        assert_eq!(f16(0x3555), 0.333_251_95);
-        assert!(f16(0x7c00).is_infinite() && f16(0x7e00).is_nan());
-    }
+    use super::{Layout, Model};
 
     type Metadata = Vec<(String, Value)>;
     type Tensors = Vec<(String, QTensor)>;
@@ -780,7 +755,7 @@ mod tests {
         let file = tiny(|_, _| {});
         let prompt = [1, 5, 9, 13, 17, 21, 25];
         let mut model = load(&file, Layout::Shipped).unwrap();
-        assert_eq!(model.config.vocab, 40);
+        assert_eq!(model.vocab(), 40);
         let at_once = model.forward(&prompt).unwrap();
         model.clear();
         let mut one_by_one = Vec::new();
@@ -802,6 +777,22 @@ mod tests {
             "{}",
             cosine(&exact, &at_once)
         );
+    }
+
+    /// A file with its own output matrix: the logits are its rows; the tokens read are the
+    /// embedding's.
+    #[test]
+    fn a_separate_output_matrix_sets_the_logits_and_the_embedding_the_tokens() {
+        let file = tiny(|_, tensors| {
+            let rows = Tensor::zeros((48, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+            let output = QTensor::quantize(&rows, GgmlDType::Q8_0).unwrap();
+            tensors.push(("output.weight".to_owned(), output));
+        });
+        let mut model = load(&file, Layout::Shipped).unwrap();
+        assert_eq!(model.vocab(), 48);
+        assert_eq!(model.forward(&[1]).unwrap().len(), 48);
+        let err = model.forward(&[45]).unwrap_err();
+        assert!(err.0.contains("outside the vocabulary"), "{err}");
     }
 
     #[test]

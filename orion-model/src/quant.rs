@@ -53,17 +53,26 @@ fn scales(x: &[f32]) -> (f32, f32) {
     }
 }
 
+/// 32 values as 8-bit steps: the step and the values in steps.
+fn q8(x: &[f32]) -> (f32, [i8; 32]) {
+    let (d, inv) = scales(x);
+    let mut qs = [0i8; 32];
+    for (q, v) in qs.iter_mut().zip(x) {
+        *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    (d, qs)
+}
+
 /// Quantizes `x` (a multiple of [`BLOCK`] long) to activation blocks.
 pub fn quantize_acts(x: &[f32], out: &mut [ActBlock]) {
     for (x, out) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let (d, inv) = scales(x);
-        let mut sum = 0i32;
-        for (q, v) in out.qs.iter_mut().zip(x) {
-            *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
-            sum += i32::from(*q);
-        }
-        out.d = d;
-        out.s = d * sum as f32;
+        let (d, qs) = q8(x);
+        let sum: i32 = qs.iter().map(|q| i32::from(*q)).sum();
+        *out = ActBlock {
+            d,
+            s: d * sum as f32,
+            qs,
+        };
     }
 }
 
@@ -90,11 +99,7 @@ impl Matrix {
         let blocks = values
             .chunks_exact(BLOCK)
             .map(|x| {
-                let (d, inv) = scales(x);
-                let mut qs = [0i8; 32];
-                for (q, v) in qs.iter_mut().zip(x) {
-                    *q = (v * inv).round().clamp(-127.0, 127.0) as i8;
-                }
+                let (d, qs) = q8(x);
                 Q8Block { d, qs }
             })
             .collect();
@@ -364,6 +369,7 @@ impl Kernels {
     }
 
     /// One row · one activation row (for tests of the kernels against each other).
+    #[cfg(test)]
     pub fn dot<B: Block>(self, w: &[B], a: &[ActBlock]) -> f32 {
         let mut out = [0f32];
         self.rows(w, w.len(), a, 1, &mut out);

@@ -575,6 +575,33 @@ fn pass_on(fresh: &[u8], on_token: &mut impl FnMut(&str)) -> usize {
     used
 }
 
+/// Answers the jobs of `queue` one at a time with `generate`, passing each piece of text to
+/// the job's sink. A panic fails its own job only: the next one starts from a cleared
+/// context, and the thread goes on answering.
+fn serve(
+    queue: mpsc::Receiver<Job>,
+    mut generate: impl FnMut(&ChatRequest, &mut dyn FnMut(&str)) -> Result<Generated, String>,
+) {
+    for job in queue {
+        let sink = job.sink;
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            generate(&job.request, &mut |piece| {
+                if let Some(sink) = &sink {
+                    let _ = sink.send(piece.to_owned());
+                }
+            })
+        }))
+        .unwrap_or_else(|panic| {
+            Err(format!(
+                "it panicked: {}",
+                crate::panic_text(panic.as_ref())
+            ))
+        });
+        drop(sink);
+        let _ = job.reply.send(answer);
+    }
+}
+
 /// One request for the inference thread.
 struct Job {
     request: ChatRequest,
@@ -623,22 +650,9 @@ impl LocalChat {
         std::thread::Builder::new()
             .name("orion-model".into())
             .spawn(move || {
-                for job in queue {
-                    let sink = job.sink;
-                    // A panic fails this request only: the next one starts from a cleared
-                    // context, and the thread goes on answering.
-                    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        model.generate(&job.request, |piece| {
-                            if let Some(sink) = &sink {
-                                let _ = sink.send(piece.to_owned());
-                            }
-                        })
-                    }))
-                    .map_err(|panic| format!("it panicked: {}", crate::panic_text(panic.as_ref())))
-                    .and_then(|answer| answer.map_err(|e| e.to_string()));
-                    drop(sink);
-                    let _ = job.reply.send(answer);
-                }
+                serve(queue, |request, on_token| {
+                    model.generate(request, on_token).map_err(|e| e.to_string())
+                })
             })
             .map_err(|e| unusable(path, e))?;
         let name = path
@@ -712,7 +726,61 @@ impl ChatModel for LocalChat {
 
 #[cfg(test)]
 mod tests {
-    use super::pass_on;
+    use super::{Generated, Job, pass_on, serve};
+    use crate::llm::{ChatMessage, ChatRequest};
+
+    /// A request that asks for `text`.
+    fn job(
+        text: &str,
+    ) -> (
+        Job,
+        tokio::sync::oneshot::Receiver<Result<Generated, String>>,
+    ) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = ChatRequest {
+            messages: vec![ChatMessage::user(text)],
+            max_tokens: None,
+            temperature: None,
+            frame: None,
+        };
+        let job = Job {
+            request,
+            sink: None,
+            reply,
+        };
+        (job, answer)
+    }
+
+    #[test]
+    fn a_panic_fails_its_own_request_and_the_next_is_answered() {
+        let (jobs, queue) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            serve(queue, |request, on_token| {
+                let text = &request.messages[0].content;
+                assert!(text != "boom", "the model broke on {text}");
+                on_token(text);
+                Ok(Generated {
+                    text: text.clone(),
+                    prompt_tokens: 1,
+                    completion_tokens: 1,
+                    prompt_secs: 0.0,
+                    generation_secs: 0.0,
+                })
+            })
+        });
+        let (first, failed) = job("boom");
+        let (second, answered) = job("after");
+        jobs.send(first).unwrap();
+        jobs.send(second).unwrap();
+        drop(jobs);
+        let err = failed.blocking_recv().unwrap().unwrap_err();
+        assert!(
+            err.contains("it panicked: the model broke on boom"),
+            "{err}"
+        );
+        assert_eq!(answered.blocking_recv().unwrap().unwrap().text, "after");
+        thread.join().expect("the thread outlives the panic");
+    }
 
     /// Feeds `chunks` as tokens would arrive and returns what was passed on, piece by piece.
     fn stream(chunks: &[&[u8]]) -> Vec<String> {

@@ -210,9 +210,11 @@ struct FunctionDoc {
     doc: FileDoc,
 }
 
-/// The functions of a file (the analyzer's spans), each as a document.
-fn functions_of(source: &Source) -> Vec<FunctionDoc> {
-    let analysis = super::analyze_file(&source.path, source.language, &source.bytes);
+/// The functions of a file (the analyzer's spans), each as a document; `parser` is the
+/// thread's own.
+fn functions_of(parser: &mut tree_sitter::Parser, source: &Source) -> Vec<FunctionDoc> {
+    let analysis =
+        super::file::analyze(parser, source.path.clone(), source.language, &source.bytes);
     let text = String::from_utf8_lossy(&source.bytes);
     let lines: Vec<&str> = text.lines().collect();
     analysis
@@ -309,7 +311,7 @@ fn state(
     let sources: Vec<&Source> = missing.iter().map(|(_, s)| s).collect();
     let built = parallel(&sources, threads, |parser, s| Doc {
         file: FileDoc::build(parser, s),
-        functions: functions_of(s),
+        functions: functions_of(parser, s),
     });
     for ((key, _), doc) in missing.into_iter().zip(built) {
         cache.insert(key, Some(Arc::new(doc)));

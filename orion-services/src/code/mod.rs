@@ -153,10 +153,13 @@ const COCHANGE_KEPT: usize = 16;
 /// repository at `root`, read from its history every time (what [`cochange_of`] keeps);
 /// `None` outside a git repository.
 pub fn read_cochange(root: &Path) -> Option<select::CoChange> {
-    let commits = crate::vcs::History::open(root)
-        .ok()?
-        .commits(crate::vcs::CHURN_COMMITS)
-        .ok()?;
+    cochange_from(&crate::vcs::History::open(root).ok()?)
+}
+
+/// Which files changed together over the last [`crate::vcs::CHURN_COMMITS`] commits of
+/// `history`.
+fn cochange_from(history: &crate::vcs::History) -> Option<select::CoChange> {
+    let commits = history.commits(crate::vcs::CHURN_COMMITS).ok()?;
     let mut cochange = select::CoChange::default();
     for commit in &commits {
         cochange.add_commit(&commit.files);
@@ -181,7 +184,7 @@ pub fn cochange_of(root: &Path) -> Option<std::sync::Arc<select::CoChange>> {
             return Some(cochange);
         }
     }
-    let cochange = Arc::new(read_cochange(root)?);
+    let cochange = Arc::new(cochange_from(&history)?);
     if let Some(key) = key {
         let mut kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
         if kept.len() >= COCHANGE_KEPT {

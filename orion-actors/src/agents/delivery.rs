@@ -669,21 +669,18 @@ impl ChangeDelivery {
         let (answer, ()) = tokio::join!(model.chat_streaming(context, request, sink), forward);
         let answer = answer.map_err(|e| TaskFailure::new(e.code(), e.to_string()))?;
         // A cache hit is recorded too (costing nothing), for the cache's hit ratio.
+        let (used, cost_usd) = if answer.cached {
+            (Default::default(), 0.0)
+        } else {
+            (answer.usage, answer.cost_usd)
+        };
         let usage = UsageRecord {
             task_id: context.task,
             agent: context.agent.clone(),
             model: answer.model.clone(),
-            prompt_tokens: if answer.cached {
-                0
-            } else {
-                answer.usage.prompt_tokens
-            },
-            completion_tokens: if answer.cached {
-                0
-            } else {
-                answer.usage.completion_tokens
-            },
-            cost_usd: if answer.cached { 0.0 } else { answer.cost_usd },
+            prompt_tokens: used.prompt_tokens,
+            completion_tokens: used.completion_tokens,
+            cost_usd,
             caller: task.spec.submitted_by.clone(),
             cached: answer.cached,
         };

@@ -48,9 +48,6 @@ pub enum DatasetError {
     Write(#[from] std::io::Error),
 }
 
-/// The most pull requests an export reads.
-const MAX_PULLS: u64 = 1_000_000;
-
 /// One recorded model call: its messages (redacted) and its answer (redacted).
 struct Call {
     messages: Vec<Value>,
@@ -89,7 +86,16 @@ pub async fn export(
     out: &mut dyn Write,
 ) -> Result<Exported, DatasetError> {
     let mut exported = Exported::default();
-    let pulls = PullStore::list_pulls(store, None, MAX_PULLS).await?;
+    // Every pull request, a page at a time.
+    let mut pulls = Vec::new();
+    loop {
+        let before = pulls.last().map(|p: &crate::store::PullRequest| p.id);
+        let page = PullStore::list_pulls(store, None, before, crate::store::MAX_PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        pulls.extend(page);
+    }
     // Oldest first: a file written twice over the same window reads the same.
     for pull in pulls.into_iter().rev() {
         let reviews = store.reviews(pull.id).await?;

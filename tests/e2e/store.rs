@@ -708,6 +708,39 @@ fn pull_version(task: orion_bus::TaskId, head: &str, attempt: i32) -> PullVersio
     }
 }
 
+/// Pull requests read a page at a time, each page going on from the last one read, come out
+/// newest first, every one once (the dataset export reads them all so, past one page).
+async fn pulls_page_on_from_the_last_one_read_and_lose_none(h: Harness) {
+    let mut ours = Vec::new();
+    for head in ["p1", "p2", "p3"] {
+        let task = stored_task(&h).await;
+        move_task(&h, task, TaskStatus::Assigned, true).await;
+        move_task(&h, task, TaskStatus::Running, false).await;
+        ours.push(
+            h.store
+                .upsert_pull(pull_version(task, head, 1))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let (mut read, mut before) = (Vec::new(), None);
+    loop {
+        let page = h.store.list_pulls(None, before, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        before = Some(last.id);
+        read.extend(page.iter().map(|p| p.id));
+    }
+    let mut sorted = read.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(read, sorted, "newest first, none twice");
+    for id in ours {
+        assert!(read.contains(&id), "{id} was lost between pages");
+    }
+}
+
 /// A copy of a publish step that runs late, after a review sent its version back and the
 /// revision put up a newer one, must not put the old version back up for review (a reviewer
 /// would then be shown the version it sent back, and the task would wait on it forever): a
@@ -888,6 +921,7 @@ macro_rules! on_both_databases {
 on_both_databases!(
     a_reader_after_a_cursor_misses_no_event_of_concurrent_writers,
     a_pull_version_of_an_older_attempt_writes_nothing,
+    pulls_page_on_from_the_last_one_read_and_lose_none,
     a_task_is_stored_with_its_first_event,
     an_idempotency_key_returns_the_first_task,
     a_transition_moves_the_version_and_logs_an_event,

@@ -543,7 +543,7 @@ impl DeveloperWork {
         let pulls = self
             .delivery
             .pulls
-            .list_pulls(None, 500)
+            .list_pulls(None, None, 500)
             .await
             .map_err(store_failure)?;
         let same_repository = |repo: &str| {

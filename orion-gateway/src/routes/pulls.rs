@@ -37,7 +37,7 @@ pub async fn list(
         .transpose()?;
     let items = state
         .pulls
-        .list_pulls(filter, params.limit.unwrap_or(50))
+        .list_pulls(filter, None, params.limit.unwrap_or(50))
         .await?;
     Ok(HttpResponse::Ok().json(json!({ "items": items })))
 }

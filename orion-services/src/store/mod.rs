@@ -16,7 +16,7 @@ mod usage;
 pub use access::{ApiKey, AuditEntry, NewApiKey, NewAudit, RepoCredential};
 pub use effects::{Claim, EffectKey, Fence};
 pub use pulls::{PullRequest, PullState, PullVersion, Review};
-pub use sql::SqlStore;
+pub use sql::{MAX_PAGE, SqlStore};
 pub use usage::{UsageGroup, UsageRecord, UsageSum, UsageTotals};
 
 use async_trait::async_trait;
@@ -222,10 +222,12 @@ pub trait PullStore: Send + Sync + 'static {
 
     async fn pull(&self, id: uuid::Uuid) -> Result<PullRequest, StoreError>;
 
-    /// Newest first, without their diffs.
+    /// Newest first, without their diffs; `before` pages on from the id of the last one read
+    /// (a page holds at most [`MAX_PAGE`]).
     async fn list_pulls(
         &self,
         state: Option<PullState>,
+        before: Option<uuid::Uuid>,
         limit: u64,
     ) -> Result<Vec<PullRequest>, StoreError>;
 

@@ -297,11 +297,15 @@ impl PullStore for SqlStore {
     async fn list_pulls(
         &self,
         state: Option<PullState>,
+        before: Option<uuid::Uuid>,
         limit: u64,
     ) -> Result<Vec<PullRequest>, StoreError> {
         let mut select = pull_request::Entity::find();
         if let Some(state) = state {
             select = select.filter(pull_request::Column::State.eq(state.as_str()));
+        }
+        if let Some(before) = before {
+            select = select.filter(pull_request::Column::Id.lt(before));
         }
         select
             .order_by_desc(pull_request::Column::Id)

@@ -99,7 +99,7 @@ pub fn check_caps(caps: &[SpendingCap]) -> Result<(), String> {
         if !names.insert(name) {
             return Err(format!("llm.budgets: {name:?} is named twice"));
         }
-        if !(cap.usd.is_finite() && cap.usd > 0.0) {
+        if orion_bus::check_budget(cap.usd).is_err() {
             return Err(format!("llm.budgets.{name}: usd must be a positive amount"));
         }
     }

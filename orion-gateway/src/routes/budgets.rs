@@ -40,7 +40,7 @@ pub async fn raise(
         None | Some(Value::Null) => return Err(ApiError::MissingField("usd")),
         Some(v) => v
             .as_f64()
-            .filter(|usd| usd.is_finite() && *usd > 0.0)
+            .filter(|usd| orion_bus::check_budget(*usd).is_ok())
             .ok_or(ApiError::InvalidField {
                 field: "usd".into(),
                 reason: "must be a positive number of dollars".into(),

@@ -150,13 +150,14 @@ impl UsageStore for SqlStore {
             .paginate(self.connection(), USAGE_PAGE);
         while let Some(page) = pages.fetch_and_next().await? {
             for row in page {
-                let day = row.created_at.format("%Y-%m-%d").to_string();
+                let day = (group == UsageGroup::Day)
+                    .then(|| row.created_at.format("%Y-%m-%d").to_string());
                 let record = to_record(row);
                 let key = match group {
                     UsageGroup::Task => record.task_id.map(|t| t.to_string()),
                     UsageGroup::Agent => Some(record.agent.clone()),
                     UsageGroup::Model => Some(record.model.clone()),
-                    UsageGroup::Day => Some(day),
+                    UsageGroup::Day => day,
                 };
                 let sum = sums.entry(key.clone()).or_insert(UsageSum {
                     key,

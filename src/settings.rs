@@ -358,9 +358,17 @@ impl Settings {
         secrets.extend(&self.bus.token);
         secrets.extend(&self.client.token);
         secrets.extend(&self.database.url);
+        // Redis's address is plain text; where it carries a password, that and the address
+        // are secrets too.
+        let redis = self.redis.url.as_deref().and_then(|url| {
+            let (credentials, _) = url.split_once("://")?.1.split_once('@')?;
+            let password = credentials.rsplit(':').next()?;
+            Some([url.to_owned(), password.to_owned()])
+        });
         secrets
             .into_iter()
             .map(|s| s.expose_secret().to_owned())
+            .chain(redis.into_iter().flatten())
             // Too short to be told from ordinary words.
             .filter(|s| s.len() >= 6)
             .collect()
@@ -444,6 +452,27 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redis_password_is_a_configured_secret_and_a_bare_address_is_not() {
+        let mut settings = Settings::load(Some(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/test.toml"),
+        ))
+        .unwrap();
+        settings.redis.url = Some("redis://:cachepass1@cache.internal:6379/0".into());
+        let known = settings.configured_secrets();
+        assert!(known.contains(&"cachepass1".to_owned()), "{known:?}");
+        let text = "REDIS_URL=redis://:cachepass1@cache.internal:6379/0 and cachepass1 alone";
+        let redacted = orion_services::secrets::redact_known(text, &known);
+        assert!(!redacted.contains("cachepass1"), "{redacted}");
+        settings.redis.url = Some("redis://127.0.0.1:6379".into());
+        assert!(
+            !settings
+                .configured_secrets()
+                .iter()
+                .any(|s| s.contains("127.0.0.1"))
+        );
+    }
 
     #[test]
     fn every_shipped_config_file_loads() {

@@ -451,26 +451,17 @@ struct CeleryFigures {
 /// The same number of empty tasks through Celery (Redis broker, acks late, 8 threads, Redis
 /// results), where Celery is installed for `python3`; `None` where it is not.
 async fn celery_baseline(redis: &str, tasks: usize) -> anyhow::Result<Option<CeleryFigures>> {
-    let installed = std::process::Command::new("python3")
-        .args(["-c", "import celery, redis"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !installed {
+    if !crate::python_imports("celery, redis") {
         return Ok(None);
     }
-    let dir = std::env::temp_dir().join(format!(
-        "orion-bench-celery-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::create_dir_all(&dir)?;
+    // Removed when dropped, however the run ends.
+    let dir = crate::TempDir::new()?;
     std::fs::write(
-        dir.join("celery_baseline.py"),
+        dir.path().join("celery_baseline.py"),
         include_str!("celery_baseline.py"),
     )?;
     let queue = format!("orion-bench-{}", uuid::Uuid::new_v4().simple());
-    let dir_for_run = dir.clone();
+    let dir_for_run = dir.path().to_owned();
     let redis = redis.to_owned();
     let output = actix_rt::task::spawn_blocking(move || {
         std::process::Command::new("python3")
@@ -483,17 +474,13 @@ async fn celery_baseline(redis: &str, tasks: usize) -> anyhow::Result<Option<Cel
             .output()
     })
     .await??;
-    let _ = std::fs::remove_dir_all(&dir);
     anyhow::ensure!(
         output.status.success(),
         "the Celery baseline failed: {}",
         String::from_utf8_lossy(&output.stdout)
     );
     let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    Ok(Some(serde_json::from_str(line).with_context(|| {
-        format!("the Celery baseline said {text}")
-    })?))
+    Ok(Some(crate::last_json_line(&text, "the Celery baseline")?))
 }
 
 /// Publishes in flight at once in the bare JetStream measurement.

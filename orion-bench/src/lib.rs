@@ -35,6 +35,48 @@ macro_rules! say {
 }
 pub(crate) use say;
 
+/// The figures a child process printed: the JSON of its output's last line.
+pub(crate) fn last_json_line<T: serde::de::DeserializeOwned>(
+    stdout: &str,
+    what: &str,
+) -> anyhow::Result<T> {
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line)
+        .map_err(|e| anyhow::anyhow!("{what} printed {line:?}, not its figures: {e}"))
+}
+
+/// Whether `python3` can import `modules` (comma-separated): a baseline runs where it can.
+pub(crate) fn python_imports(modules: &str) -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A directory of the bench's own, removed when dropped.
+pub(crate) struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub(crate) fn new() -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("orion-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The median of `v` (sorted in place): the middle value, or the mean of the two middle ones.
 pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -129,9 +129,10 @@ fn figures_of(mut command: Command, what: &str, stdin: &str) -> anyhow::Result<F
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).with_context(|| format!("the {what} measurement printed {line:?}"))
+    crate::last_json_line(
+        &String::from_utf8_lossy(&out.stdout),
+        &format!("the {what} measurement"),
+    )
 }
 
 /// Orion on `threads` threads, in a child process.
@@ -149,16 +150,6 @@ fn orion_in_child(path: &Path, threads: usize, args: &ModelArgs) -> anyhow::Resu
         .args(["--tokens", &args.tokens.to_string()])
         .args(["--runs", &args.runs.max(1).to_string()]);
     figures_of(command, "Orion", "")
-}
-
-/// Whether llama-cpp-python can be imported here.
-fn llama_cpp_installed() -> bool {
-    Command::new("python3")
-        .args(["-c", "import llama_cpp, numpy"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// llama.cpp (llama-cpp-python) on `threads` threads, on the same prompt text.
@@ -244,7 +235,7 @@ pub fn bench(
         path.display()
     );
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let baseline = llama_cpp_installed();
+    let baseline = crate::python_imports("llama_cpp, numpy");
     let text = !args.json;
     if text {
         say!(

@@ -346,7 +346,7 @@ pub async fn scaling(
     tasks: usize,
 ) -> anyhow::Result<Vec<Step>> {
     use sea_orm::{ConnectionTrait, Database};
-    let dir = tempfile_dir()?;
+    let dir = crate::TempDir::new()?;
     let repo = small_repository(dir.path())?;
     let repo = repo.to_string_lossy().into_owned();
     let admin = Database::connect(format!("{postgres}/postgres"))
@@ -385,27 +385,6 @@ pub async fn scaling(
         steps.push(result.with_context(|| format!("with {nodes} nodes"))?);
     }
     Ok(steps)
-}
-
-/// A directory of the bench's own, removed when dropped.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn path(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> anyhow::Result<TempDir> {
-    let dir = std::env::temp_dir().join(format!("orion-bench-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(TempDir(dir))
 }
 
 pub fn print(steps: &[Step], out: &mut dyn Write) -> anyhow::Result<()> {

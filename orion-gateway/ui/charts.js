@@ -325,6 +325,8 @@ export function dependencyGraph(language, graph) {
   const container = html("section", { class: "graph", "aria-label": `Dependencies (${language})` });
   let zoom = 1;
   let pan = [0, 0];
+  // Moves the drawn graph to `pan` and `zoom` without laying it out again (set by render).
+  let place = () => {};
   const render = () => {
     // A redraw keeps the keyboard where it was: on the graph.
     const focused = container.contains(document.activeElement);
@@ -360,7 +362,9 @@ export function dependencyGraph(language, graph) {
       defs.append(marker);
     }
     svg.append(defs);
-    const view = el("g", { transform: `translate(${pan[0]} ${pan[1]}) scale(${zoom})` });
+    const view = el("g", {});
+    place = () => view.setAttribute("transform", `translate(${pan[0]} ${pan[1]}) scale(${zoom})`);
+    place();
     svg.append(view);
     for (const [a, b] of edges) {
       const [x1, y1] = at.get(a);
@@ -392,11 +396,11 @@ export function dependencyGraph(language, graph) {
     svg.addEventListener("wheel", (e) => { e.preventDefault(); zoomBy(e.deltaY < 0 ? 1.2 : 1 / 1.2); }, { passive: false });
     let drag = null;
     svg.addEventListener("pointerdown", (e) => { drag = [e.clientX - pan[0], e.clientY - pan[1]]; });
-    svg.addEventListener("pointermove", (e) => { if (drag) { pan = [e.clientX - drag[0], e.clientY - drag[1]]; view.setAttribute("transform", `translate(${pan[0]} ${pan[1]}) scale(${zoom})`); } });
+    svg.addEventListener("pointermove", (e) => { if (drag) { pan = [e.clientX - drag[0], e.clientY - drag[1]]; place(); } });
     svg.addEventListener("pointerup", () => { drag = null; });
     svg.addEventListener("keydown", (e) => {
       const moves = { ArrowLeft: [40, 0], ArrowRight: [-40, 0], ArrowUp: [0, 40], ArrowDown: [0, -40] };
-      if (moves[e.key]) { e.preventDefault(); pan = [pan[0] + moves[e.key][0], pan[1] + moves[e.key][1]]; render(); }
+      if (moves[e.key]) { e.preventDefault(); pan = [pan[0] + moves[e.key][0], pan[1] + moves[e.key][1]]; place(); }
       else if (e.key === "+" || e.key === "=") zoomBy(1.2);
       else if (e.key === "-") zoomBy(1 / 1.2);
     });
@@ -414,7 +418,7 @@ export function dependencyGraph(language, graph) {
     const controls = html("div", { class: "graph-controls", role: "group", "aria-label": "Graph view" },
       html("button", { type: "button", class: "secondary", onclick: () => zoomBy(1.2) }, "Zoom in"),
       html("button", { type: "button", class: "secondary", onclick: () => zoomBy(1 / 1.2) }, "Zoom out"),
-      html("button", { type: "button", class: "secondary", onclick: () => { zoom = 1; pan = [0, 0]; render(); } }, "Reset view"),
+      html("button", { type: "button", class: "secondary", onclick: () => { zoom = 1; pan = [0, 0]; place(); } }, "Reset view"),
       html("button", { type: "button", class: "secondary", onclick: () => { groups.forEach((g) => collapsed.add(g)); render(); } }, "Collapse folders"),
       html("button", { type: "button", class: "secondary", onclick: () => { collapsed.clear(); render(); } }, "Expand all"));
     const summary = html("p", { class: "muted" },
@@ -422,7 +426,7 @@ export function dependencyGraph(language, graph) {
     container.replaceChildren(controls, svg, summary, text);
     if (focused && !controls.contains(document.activeElement)) svg.focus();
   };
-  const zoomBy = (factor) => { zoom = Math.min(4, Math.max(0.25, zoom * factor)); render(); };
+  const zoomBy = (factor) => { zoom = Math.min(4, Math.max(0.25, zoom * factor)); place(); };
   render();
   return container;
 }

@@ -691,6 +691,16 @@ async fn every_page_draws_its_charts_and_passes_axe() {
     assert_eq!(browser.number("section.graph", "data-nodes").await, modules);
     let layers = browser.number("section.graph", "data-layers").await;
     assert!(layers >= 2, "{layers}");
+    // Zoom and pan move the drawing; they do not lay the graph out again (a marked node
+    // stays the same element).
+    let moved = browser
+        .eval("const svg = document.querySelector('section.graph svg'); const node = svg.querySelector('g.node'); node.dataset.mark = 'kept'; [...document.querySelectorAll('.graph-controls button')].find((b) => b.textContent === 'Zoom in').click(); svg.dispatchEvent(new KeyboardEvent('keydown', { key: 'ArrowLeft', bubbles: true })); return [svg.querySelector('g').getAttribute('transform'), svg.querySelector('g.node').dataset.mark || null]")
+        .await;
+    assert_eq!(
+        moved,
+        serde_json::json!(["translate(40 0) scale(1.2)", "kept"]),
+        "{moved}"
+    );
     let (serious, _) = browser.axe(&axe).await;
     assert!(serious.is_empty(), "1,000 modules expanded: {serious:?}");
 

@@ -64,8 +64,8 @@ pub trait RateLimiter: Send + Sync + 'static {
     async fn correct(&self, account: &str, limits: Limits, delta_tokens: i64);
 
     /// No call of `account` goes before `pause` from now (a provider's `Retry-After`), not
-    /// even one whose turn was given before; `false` when the pause could not be kept.
-    async fn pause(&self, account: &str, pause: Duration) -> bool;
+    /// even one whose turn was given before (a pause that cannot be shared is logged).
+    async fn pause(&self, account: &str, pause: Duration);
 }
 
 /// Sleeps until the turn `wait` away, then for as long as the account is paused (a pause set
@@ -194,12 +194,11 @@ impl RateLimiter for LocalRateLimiter {
         });
     }
 
-    async fn pause(&self, account: &str, pause: Duration) -> bool {
+    async fn pause(&self, account: &str, pause: Duration) {
         let until = epoch_micros() + pause.as_micros() as f64;
         self.with(account, |cells| {
             cells.paused_until = cells.paused_until.max(until)
         });
-        true
     }
 }
 
@@ -363,17 +362,13 @@ impl RateLimiter for RedisRateLimiter {
         }
     }
 
-    async fn pause(&self, account: &str, pause: Duration) -> bool {
+    async fn pause(&self, account: &str, pause: Duration) {
         let micros = pause.as_micros().to_string();
-        match self
+        if let Err(e) = self
             .eval::<i64>(PAUSE, &[self.key(account, "pause")], &[micros])
             .await
         {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not share a provider's pause");
-                false
-            }
+            tracing::warn!(error = %e, "could not share a provider's pause");
         }
     }
 }

@@ -267,15 +267,12 @@ impl OpenAiChat {
     }
 
     /// A `Retry-After` of `after`: every caller of `model`'s account waits it out. Kept in
-    /// this process's account as well, so that it holds while the shared one is out of reach;
-    /// where neither could keep it, this call waits it out itself.
+    /// this process's account as well (which always keeps it), so that it holds while the
+    /// shared one is out of reach.
     async fn pause(&self, model: &str, after: Duration) {
         let account = self.account(model);
-        let local = self.local.pause(&account, after).await;
-        let shared = self.limiter.pause(&account, after).await;
-        if !(local || shared) {
-            tokio::time::sleep(after).await;
-        }
+        self.local.pause(&account, after).await;
+        self.limiter.pause(&account, after).await;
     }
 
     async fn attempt(&self, model: &str, request: &ChatRequest) -> Attempt {

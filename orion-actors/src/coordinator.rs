@@ -120,7 +120,7 @@ impl Actor for Coordinator {
 /// that waits behind a backlog or whose agent is still working (an unacknowledged
 /// assignment is held), so nothing is done twice. Every coordinator sweeps; the store's
 /// version guard lets one of them move each task.
-async fn reclaim_orphans(lifecycle: Lifecycle, lease: Duration) {
+pub async fn reclaim_orphans(lifecycle: Lifecycle, lease: Duration) {
     let Ok(since) = chrono::Duration::from_std(lease).map(|lease| chrono::Utc::now() - lease)
     else {
         return;

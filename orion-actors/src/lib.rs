@@ -22,7 +22,7 @@ pub use agents::{
 };
 pub use ask::{AskError, ask};
 pub use bridge::BusBridge;
-pub use coordinator::Coordinator;
+pub use coordinator::{Coordinator, reclaim_orphans};
 pub use messages::{
     Ask, CancelTask, Drain, HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived,
     Stop, TaskArrived,

@@ -259,6 +259,42 @@ fn attempt_of(delivery: &orion_bus::Delivery) -> i32 {
     }
 }
 
+/// Eight sweeps at once over one orphaned task (as eight coordinators would run them): the
+/// task is queued again once, with one more attempt, not once per sweep.
+#[actix_rt::test]
+async fn of_sweeps_racing_over_one_orphaned_task_exactly_one_reclaims_it() {
+    let app = TestApp::spawn_with(|s| {
+        s.node.agents = vec![AgentKind::Coordinator];
+        // The app's own coordinator never finds it stale: only the racing sweeps do.
+        s.node.task_lease_secs = 3600;
+    })
+    .await;
+    let lifecycle = app.services.lifecycle.clone();
+    let mut work = analyzer_work(&lifecycle).await;
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    // Taken and acknowledged, never reported: no message about the task is left.
+    next_assignment(&mut work, &id).await.ack().await.unwrap();
+    let sweeps = (0..8).map(|_| orion_actors::reclaim_orphans(lifecycle.clone(), Duration::ZERO));
+    futures_util::future::join_all(sweeps).await;
+    let again = next_assignment(&mut work, &id).await;
+    assert_eq!(
+        attempt_of(&again),
+        3,
+        "one reclaim's attempt, then the assignment's"
+    );
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let reclaims = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["data"]["reclaimed"].is_string())
+        .count();
+    assert_eq!(reclaims, 1, "{events}");
+}
+
 /// An assignment taken and acknowledged by something that never reported (as if the bus had
 /// lost it) leaves its task with no message anywhere: after its lease a coordinator queues
 /// it again, with a new attempt. An assignment that is held (its agent still at work) keeps

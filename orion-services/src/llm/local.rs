@@ -409,25 +409,15 @@ impl LoadedModel {
 /// from a generator seeded the same way for every answer (so a sampled answer repeats too).
 struct Sampler {
     temperature: Option<f32>,
-    state: u64,
+    random: crate::jitter::SplitMix64,
 }
 
 impl Sampler {
     fn new(temperature: Option<f32>) -> Self {
         Self {
             temperature: temperature.filter(|t| *t > 0.0),
-            state: SEED,
+            random: crate::jitter::SplitMix64::new(SEED),
         }
-    }
-
-    /// A uniform number in [0, 1) (splitmix64).
-    fn unit(&mut self) -> f64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn sample(&mut self, logits: &[f32]) -> u32 {
@@ -444,7 +434,7 @@ impl Sampler {
             .iter()
             .map(|l| f64::from((l - max) / t).exp())
             .collect();
-        let mut left = self.unit() * weights.iter().sum::<f64>();
+        let mut left = self.random.unit() * weights.iter().sum::<f64>();
         for (i, w) in weights.iter().enumerate() {
             if left < *w {
                 return i as u32;

@@ -121,6 +121,35 @@ pub enum EvalCommand {
     /// task, its parent the state, the files it changed the answer; recall@k and MRR for
     /// Orion's selection and for two baselines (BM25 over contents, the repository map).
     Context(EvalContextArgs),
+    /// Context selection on a corpus of repositories (docs/context-corpus.toml): split by a
+    /// fixed rule into a tuning set and a held-out set, weights chosen on the tuning set only
+    /// (a seeded search), every repository reported with them, per language and in all.
+    Corpus(EvalCorpusArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalCorpusArgs {
+    /// The corpus file.
+    #[arg(long, default_value = "docs/context-corpus.toml")]
+    pub corpus: PathBuf,
+    /// Where the clones are: `<repos>/<owner>/<name>` (scripts/fetch-corpus.sh makes them).
+    #[arg(long)]
+    pub repos: PathBuf,
+    /// Qualifying commits per repository, newest first from its pinned commit.
+    #[arg(long, default_value_t = 200)]
+    pub commits: usize,
+    /// Random weight settings tried on the tuning set beside the configured ones.
+    #[arg(long, default_value_t = 40)]
+    pub trials: usize,
+    /// The search's seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Threads for parsing (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -52,6 +52,7 @@ pub async fn dispatch(command: Command, settings: Settings) -> anyhow::Result<Ex
         Command::Code(command) => code::run(command).await,
         Command::Mcp(args) => mcp::serve(args, settings).await,
         Command::Eval(crate::cli::EvalCommand::Context(args)) => eval::context(args, settings),
+        Command::Eval(crate::cli::EvalCommand::Corpus(args)) => eval::corpus(args, settings),
         Command::Model(crate::cli::ModelCommand::Fetch(args)) => {
             model::fetch(args, settings).map(|()| ExitCode::SUCCESS)
         }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Source, parallel};
-use super::select::{self, CoChange, FileDoc, SelectWeights};
+use super::select::{self, CoChange, FileDoc, FunctionDoc, SelectWeights, Signals};
 use super::walk::{self, MAX_FILE_BYTES};
 use crate::vcs::{History, VcsError};
 
@@ -35,6 +35,11 @@ pub struct EvalOptions {
     /// How many commits of history are read (for co-change and to find qualifying ones).
     pub history: usize,
     pub weights: SelectWeights,
+    /// Other weights whose file ranking is scored on the same commits in the same pass (the
+    /// corpus evaluation's search): [`EvalReport::candidates`].
+    pub candidates: Vec<SelectWeights>,
+    /// Where history is read from (a commit id or a name git resolves); HEAD when `None`.
+    pub rev: Option<String>,
     pub threads: usize,
 }
 
@@ -47,6 +52,8 @@ impl Default for EvalOptions {
             max_files: 5,
             history: 5000,
             weights: SelectWeights::default(),
+            candidates: Vec::new(),
+            rev: None,
             threads: super::engine::all_cores(),
         }
     }
@@ -92,6 +99,9 @@ pub struct EvalReport {
     pub function_commits: usize,
     #[serde(default)]
     pub function_methods: Vec<MethodScore>,
+    /// Orion's file scores with each of [`EvalOptions::candidates`], in order.
+    #[serde(default)]
+    pub candidates: Vec<MethodScore>,
     pub seconds: f64,
     pub commits: Vec<CommitEval>,
 }
@@ -103,7 +113,7 @@ pub const METHODS: [&str; 3] = ["orion", "bm25", "repo_map"];
 pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsError> {
     let started = Instant::now();
     let history = History::open(root)?;
-    let commits = history.commits(options.history)?;
+    let commits = history.commits_from(options.rev.as_deref(), options.history)?;
     let is_source = |f: &String| walk::admits(f).is_some();
     // The newest qualifying commits; the rest only feed co-change.
     let chosen: HashSet<&str> = commits
@@ -120,6 +130,8 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
     let mut cochange = CoChange::default();
     let mut cache: HashMap<(String, String), Option<Arc<Doc>>> = HashMap::new();
     let mut evaluated = Vec::new();
+    let mut candidate_ranks: Vec<Vec<Vec<Option<usize>>>> =
+        vec![Vec::new(); options.candidates.len()];
     let mut newest_files = 0;
     for commit in commits.iter().rev() {
         if chosen.contains(commit.id.as_str())
@@ -148,14 +160,19 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
                     functions.extend(changed_functions(&doc.functions, &hunks));
                 }
                 let docs: Vec<&Doc> = docs.iter().map(|d| d.1.as_ref()).collect();
-                evaluated.push(rank_all(
+                let (eval, candidates) = rank_all(
                     commit,
                     &docs,
                     answer,
                     functions.into_iter().collect(),
                     &cochange,
                     &options.weights,
-                ));
+                    &options.candidates,
+                );
+                evaluated.push(eval);
+                for (all, ranks) in candidate_ranks.iter_mut().zip(candidates) {
+                    all.push(ranks);
+                }
             }
         }
         cochange.add_commit(&commit.files);
@@ -183,12 +200,21 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
             score(m, &ranks, &options.ks)
         })
         .collect();
+    let candidates = candidate_ranks
+        .iter()
+        .enumerate()
+        .map(|(i, ranks)| {
+            let ranks: Vec<&[Option<usize>]> = ranks.iter().map(Vec::as_slice).collect();
+            score(&format!("candidate {i}"), &ranks, &options.ks)
+        })
+        .collect();
     Ok(EvalReport {
         commits_evaluated: evaluated.len(),
         files: newest_files,
         methods,
         function_commits: with_functions.len(),
         function_methods,
+        candidates,
         seconds: started.elapsed().as_secs_f64(),
         commits: evaluated,
     })
@@ -198,52 +224,6 @@ pub fn evaluate(root: &Path, options: &EvalOptions) -> Result<EvalReport, VcsErr
 struct Doc {
     file: FileDoc,
     functions: Vec<FunctionDoc>,
-}
-
-/// One function of a file, as a document to rank: the words of its lines, and (as its "path")
-/// the words of its name.
-struct FunctionDoc {
-    /// `path::name:line`.
-    id: String,
-    start: u32,
-    end: u32,
-    doc: FileDoc,
-}
-
-/// The functions of a file (the analyzer's spans), each as a document; `parser` is the
-/// thread's own.
-fn functions_of(parser: &mut tree_sitter::Parser, source: &Source) -> Vec<FunctionDoc> {
-    let analysis =
-        super::file::analyze(parser, source.path.clone(), source.language, &source.bytes);
-    let text = String::from_utf8_lossy(&source.bytes);
-    let lines: Vec<&str> = text.lines().collect();
-    analysis
-        .functions
-        .iter()
-        .map(|f| {
-            let first = (f.start_line.max(1) as usize - 1).min(lines.len());
-            let last = (f.end_line as usize).clamp(first, lines.len());
-            let mut terms = HashMap::new();
-            let mut length = 0;
-            for word in select::words(&lines[first..last].join("\n")) {
-                *terms.entry(word).or_insert(0) += 1;
-                length += 1;
-            }
-            let id = format!("{}::{}:{}", source.path, f.name, f.start_line);
-            FunctionDoc {
-                start: f.start_line,
-                end: f.end_line,
-                doc: FileDoc {
-                    path: id.clone(),
-                    terms,
-                    length,
-                    path_terms: select::words(&f.name).collect(),
-                    ..FileDoc::default()
-                },
-                id,
-            }
-        })
-        .collect()
 }
 
 /// The functions that hold a line of `hunks` (old side: first line and count, a count of 0
@@ -311,7 +291,7 @@ fn state(
     let sources: Vec<&Source> = missing.iter().map(|(_, s)| s).collect();
     let built = parallel(&sources, threads, |parser, s| Doc {
         file: FileDoc::build(parser, s),
-        functions: functions_of(parser, s),
+        functions: FunctionDoc::of(parser, s),
     });
     for ((key, _), doc) in missing.into_iter().zip(built) {
         cache.insert(key, Some(Arc::new(doc)));
@@ -335,7 +315,8 @@ fn ranks_in(ranking: &[String], answer: &[String]) -> Vec<Option<usize>> {
         .collect()
 }
 
-/// Every method's ranks of the answer files, and of the answer functions, for one commit.
+/// Every method's ranks of the answer files, and of the answer functions, for one commit; and
+/// Orion's ranks of the answer files with each of `candidates`.
 fn rank_all(
     commit: &crate::vcs::CommitFiles,
     docs: &[&Doc],
@@ -343,10 +324,19 @@ fn rank_all(
     functions: Vec<String>,
     cochange: &CoChange,
     weights: &SelectWeights,
-) -> CommitEval {
+    candidates: &[SelectWeights],
+) -> (CommitEval, Vec<Vec<Option<usize>>>) {
     let query = commit.message.as_str();
     let files: Vec<&FileDoc> = docs.iter().map(|d| &d.file).collect();
-    let selected = select::select(&files, query, Some(cochange), weights);
+    let signals = Signals::new(&files, query, Some(cochange));
+    let selected = signals.rank(weights);
+    let paths = |ranked: Vec<select::Ranked>| -> Vec<String> {
+        ranked.into_iter().map(|r| r.path).collect()
+    };
+    let candidate_ranks = candidates
+        .iter()
+        .map(|w| ranks_in(&paths(signals.rank(w)), &answer))
+        .collect();
     let terms: Vec<String> = select::words(query).collect();
     let by = |scores: Vec<f64>| -> Vec<String> {
         select::order_by(&scores)
@@ -356,7 +346,7 @@ fn rank_all(
     };
     let map = select::map_rank(&files);
     let rankings = [
-        selected.iter().map(|r| r.path.clone()).collect(),
+        paths(selected.clone()),
         by(select::bm25(&files, &terms, false)),
         by(map.clone()),
     ];
@@ -372,6 +362,7 @@ fn rank_all(
         .enumerate()
         .flat_map(|(file, d)| d.functions.iter().map(move |f| (file, f)))
         .collect();
+    let function_refs: Vec<&FunctionDoc> = owned.iter().map(|(_, f)| *f).collect();
     let function_docs: Vec<&FileDoc> = owned.iter().map(|(_, f)| &f.doc).collect();
     let by_function = |scores: Vec<f64>| -> Vec<String> {
         select::order_by(&scores)
@@ -379,30 +370,8 @@ fn rank_all(
             .map(|i| owned[i].1.id.clone())
             .collect()
     };
-    // Orion: its file's score (as a share of the best file's) plus the function's own match
-    // to the task, its name counted (as a share of the best function's).
-    let best_file = selected
-        .first()
-        .map_or(1.0, |r| r.score.max(f64::MIN_POSITIVE));
-    let file_score: HashMap<&str, f64> = selected
-        .iter()
-        .map(|r| (r.path.as_str(), r.score / best_file))
-        .collect();
-    let lexical = select::bm25(&function_docs, &terms, true);
-    let best_lexical = lexical.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
-    let orion_functions: Vec<f64> = owned
-        .iter()
-        .zip(&lexical)
-        .map(|((file, _), lex)| {
-            file_score
-                .get(files[*file].path.as_str())
-                .copied()
-                .unwrap_or(0.0)
-                + lex / best_lexical
-        })
-        .collect();
     let function_rankings = [
-        by_function(orion_functions),
+        by_function(select::function_scores(&selected, &function_refs, query)),
         by_function(select::bm25(&function_docs, &terms, false)),
         // The map ranks files; their functions follow in the file's order.
         by_function(owned.iter().map(|(file, _)| map[*file]).collect()),
@@ -412,14 +381,15 @@ fn rank_all(
         .zip(function_rankings)
         .map(|(method, ranking)| ((*method).to_owned(), ranks_in(&ranking, &functions)))
         .collect();
-    CommitEval {
+    let eval = CommitEval {
         commit: commit.id.clone(),
         subject: commit.message.lines().next().unwrap_or("").to_owned(),
         files: answer,
         ranks,
         functions,
         function_ranks,
-    }
+    };
+    (eval, candidate_ranks)
 }
 
 /// A method's recall@k and MRR over the evaluated commits, given its ranks of each commit's
@@ -466,7 +436,7 @@ mod tests {
             id: id.to_owned(),
             start,
             end,
-            doc: Default::default(),
+            ..FunctionDoc::default()
         }
     }
 

@@ -6,6 +6,7 @@
 //! hold up a whole chunk). The counting rules per language are in [`language`].
 
 mod context;
+pub mod corpus;
 mod deps;
 mod diff;
 mod engine;
@@ -31,7 +32,7 @@ pub use context::{
 };
 pub use deps::{DependencyGraph, LanguageGraph, dependency_graph};
 pub use diff::{ChangedFunction, DiffReport, DiffScore, score as score_change};
-pub use engine::{Source, analyze_sources, load_sources, parse_only};
+pub use engine::{Source, all_cores, analyze_sources, load_sources, parse_only};
 pub use file::FileAnalysis;
 pub use function::FunctionMetrics;
 pub use language::Language;

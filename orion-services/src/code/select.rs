@@ -103,6 +103,82 @@ impl FileDoc {
     }
 }
 
+/// One function of a file (the analyzer's span), as a document to rank: the words of its
+/// lines, and (as its path) the words of its name.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FunctionDoc {
+    /// `path::name:line`.
+    pub id: String,
+    /// The file's path.
+    pub file: String,
+    /// First and last line (1-based, inclusive).
+    pub start: u32,
+    pub end: u32,
+    pub doc: FileDoc,
+}
+
+impl FunctionDoc {
+    /// The functions of a file, each as a document (one parse; `parser` is the thread's own).
+    pub fn of(parser: &mut tree_sitter::Parser, source: &Source) -> Vec<Self> {
+        let analysis =
+            super::file::analyze(parser, source.path.clone(), source.language, &source.bytes);
+        let text = String::from_utf8_lossy(&source.bytes);
+        let lines: Vec<&str> = text.lines().collect();
+        analysis
+            .functions
+            .iter()
+            .map(|f| {
+                let first = (f.start_line.max(1) as usize - 1).min(lines.len());
+                let last = (f.end_line as usize).clamp(first, lines.len());
+                let mut terms = HashMap::new();
+                let mut length = 0;
+                for word in words(&lines[first..last].join("\n")) {
+                    *terms.entry(word).or_insert(0) += 1;
+                    length += 1;
+                }
+                let id = format!("{}::{}:{}", source.path, f.name, f.start_line);
+                Self {
+                    file: source.path.clone(),
+                    start: f.start_line,
+                    end: f.end_line,
+                    doc: FileDoc {
+                        path: id.clone(),
+                        terms,
+                        length,
+                        path_terms: words(&f.name).collect(),
+                        ..FileDoc::default()
+                    },
+                    id,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Orion's ranking of functions for a query: each function's file score from `selected` (as a
+/// share of the best file's) plus the function's own BM25 match to the query, its name
+/// counted (as a share of the best function's).
+pub fn function_scores(selected: &[Ranked], functions: &[&FunctionDoc], query: &str) -> Vec<f64> {
+    let best_file = selected
+        .first()
+        .map_or(1.0, |r| r.score.max(f64::MIN_POSITIVE));
+    let file_score: HashMap<&str, f64> = selected
+        .iter()
+        .map(|r| (r.path.as_str(), r.score / best_file))
+        .collect();
+    let terms: Vec<String> = words(query).collect();
+    let docs: Vec<&FileDoc> = functions.iter().map(|f| &f.doc).collect();
+    let lexical = bm25(&docs, &terms, true);
+    let best_lexical = lexical.iter().copied().fold(f64::MIN_POSITIVE, f64::max);
+    functions
+        .iter()
+        .zip(&lexical)
+        .map(|(f, lex)| {
+            file_score.get(f.file.as_str()).copied().unwrap_or(0.0) + lex / best_lexical
+        })
+        .collect()
+}
+
 /// Files that changed together, counted over commits.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CoChange {
@@ -304,66 +380,230 @@ pub fn map_rank(docs: &[&FileDoc]) -> Vec<f64> {
         .collect()
 }
 
-/// Personalised PageRank over the reference graph, restarting at `seed`.
-fn graph_rank(docs: &[&FileDoc], seed: &[f64]) -> Vec<f64> {
-    let mut definers: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, doc) in docs.iter().enumerate() {
-        for tag in doc.tags.iter().filter(|t| t.definition) {
-            definers.entry(tag.name.as_str()).or_default().push(i);
+/// The files' reference graph: a file that uses a name another defines is linked to it
+/// (undirected, weighted by how many names link the two).
+struct Graph {
+    edges: Vec<HashMap<usize, f64>>,
+    out: Vec<f64>,
+}
+
+impl Graph {
+    fn new(docs: &[&FileDoc]) -> Self {
+        let mut definers: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, doc) in docs.iter().enumerate() {
+            for tag in doc.tags.iter().filter(|t| t.definition) {
+                definers.entry(tag.name.as_str()).or_default().push(i);
+            }
         }
+        let mut edges: Vec<HashMap<usize, f64>> = vec![HashMap::new(); docs.len()];
+        for (i, doc) in docs.iter().enumerate() {
+            let referenced: HashSet<&str> = doc
+                .tags
+                .iter()
+                .filter(|t| !t.definition)
+                .map(|t| t.name.as_str())
+                .collect();
+            for name in referenced {
+                let Some(targets) = definers.get(name) else {
+                    continue;
+                };
+                // A name defined everywhere (`new`, `run`) links nothing in particular.
+                if targets.len() > 5 {
+                    continue;
+                }
+                let w = 1.0 / targets.len() as f64;
+                for &j in targets.iter().filter(|&&j| j != i) {
+                    *edges[i].entry(j).or_insert(0.0) += w;
+                    *edges[j].entry(i).or_insert(0.0) += w;
+                }
+            }
+        }
+        let out = edges.iter().map(|e| e.values().sum()).collect();
+        Self { edges, out }
     }
-    // Undirected edges, weighted by how many names link the two files.
-    let mut edges: Vec<HashMap<usize, f64>> = vec![HashMap::new(); docs.len()];
-    for (i, doc) in docs.iter().enumerate() {
-        let referenced: HashSet<&str> = doc
-            .tags
+
+    /// Personalised PageRank restarting at `seed`: what the graph adds beyond the seed itself.
+    fn rank(&self, seed: &[f64]) -> Vec<f64> {
+        let total: f64 = seed.iter().sum();
+        if total <= 0.0 {
+            return vec![0.0; seed.len()];
+        }
+        let restart: Vec<f64> = seed.iter().map(|s| s / total).collect();
+        let mut rank = restart.clone();
+        for _ in 0..PAGERANK_ROUNDS {
+            let mut next: Vec<f64> = restart
+                .iter()
+                .map(|r| (1.0 - PAGERANK_DAMPING) * r)
+                .collect();
+            for (i, e) in self.edges.iter().enumerate() {
+                if self.out[i] == 0.0 {
+                    next[i] += PAGERANK_DAMPING * rank[i];
+                    continue;
+                }
+                for (&j, w) in e {
+                    next[j] += PAGERANK_DAMPING * rank[i] * w / self.out[i];
+                }
+            }
+            rank = next;
+        }
+        rank.iter()
+            .zip(&restart)
+            .map(|(r, s)| (r - (1.0 - PAGERANK_DAMPING) * s).max(0.0))
+            .collect()
+    }
+}
+
+/// What ranking the files for one query needs that no weight changes: the lexical signals,
+/// each scaled to 0..1 over the repository, and (built when first asked) the reference graph.
+/// One `Signals` ranks for any number of weight settings: the evaluation's search tries many
+/// on the same commit.
+pub struct Signals<'a> {
+    docs: &'a [&'a FileDoc],
+    cochange: Option<&'a CoChange>,
+    bm25: Vec<f64>,
+    path: Vec<f64>,
+    symbols: Vec<f64>,
+    mentioned: Vec<f64>,
+    graph: std::cell::OnceCell<Graph>,
+}
+
+impl<'a> Signals<'a> {
+    /// Reads the query's lexical signals over `docs`; `cochange` is the history older than
+    /// the state, where there is one.
+    pub fn new(docs: &'a [&'a FileDoc], query: &str, cochange: Option<&'a CoChange>) -> Self {
+        let terms: Vec<String> = words(query).collect();
+        let unique_terms: HashSet<&String> = terms.iter().collect();
+        let mut lexical_bm25 = bm25(docs, &terms, true);
+        normalise(&mut lexical_bm25);
+
+        let mut path: Vec<f64> = docs
             .iter()
-            .filter(|t| !t.definition)
-            .map(|t| t.name.as_str())
+            .map(|d| {
+                let hits = unique_terms
+                    .iter()
+                    .filter(|t| d.path_terms.contains(t))
+                    .count()
+                    + unique_terms
+                        .iter()
+                        .filter(|t| d.name_terms.contains(t))
+                        .count();
+                hits as f64 / unique_terms.len().max(1) as f64
+            })
             .collect();
-        for name in referenced {
-            let Some(targets) = definers.get(name) else {
-                continue;
-            };
-            // A name defined everywhere (`new`, `run`) links nothing in particular.
-            if targets.len() > 5 {
-                continue;
-            }
-            let w = 1.0 / targets.len() as f64;
-            for &j in targets.iter().filter(|&&j| j != i) {
-                *edges[i].entry(j).or_insert(0.0) += w;
-                *edges[j].entry(i).or_insert(0.0) += w;
-            }
-        }
-    }
-    let total: f64 = seed.iter().sum();
-    if total <= 0.0 {
-        return vec![0.0; docs.len()];
-    }
-    let restart: Vec<f64> = seed.iter().map(|s| s / total).collect();
-    let out: Vec<f64> = edges.iter().map(|e| e.values().sum()).collect();
-    let mut rank = restart.clone();
-    for _ in 0..PAGERANK_ROUNDS {
-        let mut next: Vec<f64> = restart
+        normalise(&mut path);
+
+        let mut symbols: Vec<f64> = docs
             .iter()
-            .map(|r| (1.0 - PAGERANK_DAMPING) * r)
+            .map(|d| {
+                unique_terms
+                    .iter()
+                    .filter(|t| d.defined_terms.contains(t.as_str()))
+                    .count() as f64
+            })
             .collect();
-        for (i, e) in edges.iter().enumerate() {
-            if out[i] == 0.0 {
-                next[i] += PAGERANK_DAMPING * rank[i];
-                continue;
-            }
-            for (&j, w) in e {
-                next[j] += PAGERANK_DAMPING * rank[i] * w / out[i];
+        normalise(&mut symbols);
+
+        let spelled = mentions(query);
+        let mut mentioned: Vec<f64> = docs
+            .iter()
+            .map(|d| {
+                let by_path = spelled.iter().any(|m| {
+                    d.path == *m
+                        || d.path.ends_with(&format!("/{m}"))
+                        || m.ends_with(&format!("/{}", d.path))
+                });
+                let by_name = d
+                    .tags
+                    .iter()
+                    .filter(|t| t.definition && spelled.contains(&t.name))
+                    .count();
+                (if by_path { 2.0 } else { 0.0 }) + by_name as f64
+            })
+            .collect();
+        normalise(&mut mentioned);
+        Self {
+            docs,
+            cochange,
+            bm25: lexical_bm25,
+            path,
+            symbols,
+            mentioned,
+            graph: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The files ranked by `weights`, best first (files with no signal at all are left out).
+    pub fn rank(&self, weights: &SelectWeights) -> Vec<Ranked> {
+        let docs = self.docs;
+        let lexical: Vec<f64> = (0..docs.len())
+            .map(|i| {
+                weights.bm25 * self.bm25[i]
+                    + weights.path * self.path[i]
+                    + weights.symbols * self.symbols[i]
+                    + weights.mentions * self.mentioned[i]
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..docs.len()).filter(|&i| lexical[i] > 0.0).collect();
+        order.sort_by(|&a, &b| lexical[b].total_cmp(&lexical[a]));
+        order.truncate(SEEDS);
+        let mut seed = vec![0.0; docs.len()];
+        for &i in &order {
+            seed[i] = lexical[i];
+        }
+
+        let mut graph = if weights.graph > 0.0 {
+            self.graph.get_or_init(|| Graph::new(docs)).rank(&seed)
+        } else {
+            vec![0.0; docs.len()]
+        };
+        normalise(&mut graph);
+
+        let mut together = vec![0.0; docs.len()];
+        if let Some(history) = self.cochange.filter(|_| weights.cochange > 0.0) {
+            let index: HashMap<&str, usize> = docs
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (d.path.as_str(), i))
+                .collect();
+            for &s in &order {
+                for (file, share) in history.neighbours(&docs[s].path) {
+                    if let Some(&j) = index.get(file.as_str()) {
+                        together[j] += seed[s] * share;
+                    }
+                }
             }
         }
-        rank = next;
+        normalise(&mut together);
+
+        let mut ranked: Vec<Ranked> = (0..docs.len())
+            .filter_map(|i| {
+                let signals = [
+                    ("bm25", self.bm25[i]),
+                    ("path", self.path[i]),
+                    ("symbols", self.symbols[i]),
+                    ("mentions", self.mentioned[i]),
+                    ("graph", graph[i]),
+                    ("cochange", together[i]),
+                ];
+                let score = lexical[i] + weights.graph * graph[i] + weights.cochange * together[i];
+                (score > 0.0).then(|| Ranked {
+                    path: docs[i].path.clone(),
+                    score,
+                    signals: signals
+                        .iter()
+                        .filter(|(_, v)| *v > 0.0)
+                        .map(|(k, v)| ((*k).to_owned(), (v * 1000.0).round() / 1000.0))
+                        .collect(),
+                })
+            })
+            .collect();
+        ranked.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        ranked
     }
-    // What the graph adds beyond the seed itself.
-    rank.iter()
-        .zip(&restart)
-        .map(|(r, s)| (r - (1.0 - PAGERANK_DAMPING) * s).max(0.0))
-        .collect()
 }
 
 /// Ranks `docs` for `query`, best first (files with no signal at all are left out).
@@ -373,125 +613,7 @@ pub fn select(
     cochange: Option<&CoChange>,
     weights: &SelectWeights,
 ) -> Vec<Ranked> {
-    let terms: Vec<String> = words(query).collect();
-    let unique_terms: HashSet<&String> = terms.iter().collect();
-    let mut lexical_bm25 = bm25(docs, &terms, true);
-    normalise(&mut lexical_bm25);
-
-    let mut path: Vec<f64> = docs
-        .iter()
-        .map(|d| {
-            let hits = unique_terms
-                .iter()
-                .filter(|t| d.path_terms.contains(t))
-                .count()
-                + unique_terms
-                    .iter()
-                    .filter(|t| d.name_terms.contains(t))
-                    .count();
-            hits as f64 / unique_terms.len().max(1) as f64
-        })
-        .collect();
-    normalise(&mut path);
-
-    let mut symbols: Vec<f64> = docs
-        .iter()
-        .map(|d| {
-            unique_terms
-                .iter()
-                .filter(|t| d.defined_terms.contains(t.as_str()))
-                .count() as f64
-        })
-        .collect();
-    normalise(&mut symbols);
-
-    let spelled = mentions(query);
-    let mut mentioned: Vec<f64> = docs
-        .iter()
-        .map(|d| {
-            let by_path = spelled.iter().any(|m| {
-                d.path == *m
-                    || d.path.ends_with(&format!("/{m}"))
-                    || m.ends_with(&format!("/{}", d.path))
-            });
-            let by_name = d
-                .tags
-                .iter()
-                .filter(|t| t.definition && spelled.contains(&t.name))
-                .count();
-            (if by_path { 2.0 } else { 0.0 }) + by_name as f64
-        })
-        .collect();
-    normalise(&mut mentioned);
-
-    let lexical: Vec<f64> = (0..docs.len())
-        .map(|i| {
-            weights.bm25 * lexical_bm25[i]
-                + weights.path * path[i]
-                + weights.symbols * symbols[i]
-                + weights.mentions * mentioned[i]
-        })
-        .collect();
-    let mut order: Vec<usize> = (0..docs.len()).filter(|&i| lexical[i] > 0.0).collect();
-    order.sort_by(|&a, &b| lexical[b].total_cmp(&lexical[a]));
-    order.truncate(SEEDS);
-    let mut seed = vec![0.0; docs.len()];
-    for &i in &order {
-        seed[i] = lexical[i];
-    }
-
-    let mut graph = if weights.graph > 0.0 {
-        graph_rank(docs, &seed)
-    } else {
-        vec![0.0; docs.len()]
-    };
-    normalise(&mut graph);
-
-    let mut together = vec![0.0; docs.len()];
-    if let Some(history) = cochange.filter(|_| weights.cochange > 0.0) {
-        let index: HashMap<&str, usize> = docs
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.path.as_str(), i))
-            .collect();
-        for &s in &order {
-            for (file, share) in history.neighbours(&docs[s].path) {
-                if let Some(&j) = index.get(file.as_str()) {
-                    together[j] += seed[s] * share;
-                }
-            }
-        }
-    }
-    normalise(&mut together);
-
-    let mut ranked: Vec<Ranked> = (0..docs.len())
-        .filter_map(|i| {
-            let signals = [
-                ("bm25", lexical_bm25[i]),
-                ("path", path[i]),
-                ("symbols", symbols[i]),
-                ("mentions", mentioned[i]),
-                ("graph", graph[i]),
-                ("cochange", together[i]),
-            ];
-            let score = lexical[i] + weights.graph * graph[i] + weights.cochange * together[i];
-            (score > 0.0).then(|| Ranked {
-                path: docs[i].path.clone(),
-                score,
-                signals: signals
-                    .iter()
-                    .filter(|(_, v)| *v > 0.0)
-                    .map(|(k, v)| ((*k).to_owned(), (v * 1000.0).round() / 1000.0))
-                    .collect(),
-            })
-        })
-        .collect();
-    ranked.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.path.cmp(&b.path))
-    });
-    ranked
+    Signals::new(docs, query, cochange).rank(weights)
 }
 
 /// Indices of `scores` from best to worst (ties by position), for the baselines.

@@ -41,9 +41,26 @@ impl History {
     /// Up to `max` non-merge commits reachable from HEAD, newest first, with the files each
     /// changed under the root.
     pub fn commits(&self, max: usize) -> Result<Vec<CommitFiles>, VcsError> {
+        self.commits_from(None, max)
+    }
+
+    /// As [`History::commits`], from `rev` (a commit id or a name git resolves) where given.
+    pub fn commits_from(
+        &self,
+        rev: Option<&str>,
+        max: usize,
+    ) -> Result<Vec<CommitFiles>, VcsError> {
         let mut walk = self.repo.revwalk()?;
-        if walk.push_head().is_err() {
-            return Ok(Vec::new()); // no commits yet
+        match rev {
+            Some(rev) => {
+                let commit = self.repo.revparse_single(rev)?.peel_to_commit()?;
+                walk.push(commit.id())?;
+            }
+            None => {
+                if walk.push_head().is_err() {
+                    return Ok(Vec::new()); // no commits yet
+                }
+            }
         }
         walk.set_sorting(Sort::TIME)?;
         let mut options = DiffOptions::new();

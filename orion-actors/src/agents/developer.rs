@@ -24,7 +24,8 @@ use super::delivery::{
     Act, Asked, ChangeDelivery, DeveloperConfig, Run, store_failure, through_the_gate,
 };
 use super::edits::{
-    edit_request, named_files, parse_edits, single_block_edit, validate_edits, write_edits,
+    edit_request, named_files, parse_edits, refuse_partial_rewrites, single_block_edit,
+    validate_edits, write_edits,
 };
 use super::repo::{blocking, head_of, local_repository};
 use super::{Work, WorkContext};
@@ -142,7 +143,7 @@ impl DeveloperWork {
         ctx: &WorkContext,
         ws: &Workspace,
         revision: Option<&str>,
-    ) -> Result<(ChatRequest, Vec<String>), TaskFailure> {
+    ) -> Result<(ChatRequest, Vec<String>, Vec<String>), TaskFailure> {
         let task = &assignment.task;
         let ask = task
             .spec
@@ -155,7 +156,7 @@ impl DeveloperWork {
                     "a develop task needs a `prompt` saying what to change",
                 )
             })?;
-        let (map, files) = match self
+        let (map, files, excerpts, partial) = match self
             .code
             .context(&ws.path, &ask, MAP_TOKENS, &self.delivery.config.context)
             .await
@@ -173,25 +174,56 @@ impl DeveloperWork {
                             .collect::<Vec<_>>()
                             .join(", ")
                     ),
-                    serde_json::json!({ "context": context.selection }),
+                    serde_json::json!({
+                        "context": context.selection,
+                        "excerpts": context
+                            .excerpts
+                            .iter()
+                            .map(|e| format!("{}:{}-{}", e.path, e.start, e.end))
+                            .collect::<Vec<_>>(),
+                    }),
                 )
                 .await;
-                (context.map.text, context.files)
+                let partial = context.seen_in_part();
+                (context.map.text, context.files, context.excerpts, partial)
             }
-            Err(e) => (format!("(no repository map: {e})"), Vec::new()),
+            Err(e) => (
+                format!("(no repository map: {e})"),
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            ),
         };
         let mut user = format!("Task: {ask}\n\nRepository map (definitions by file):\n{map}\n");
         let shown: Vec<String> = files.iter().map(|(p, _)| p.to_string()).collect();
         for (path, text) in files {
             user.push_str(&format!("\n=== FILE: {path}\n{text}=== END\n"));
         }
+        if !excerpts.is_empty() {
+            user.push_str(
+                "\nFunctions that may matter, not shown above in full (excerpts, for reading: \
+                 do not write a file you have seen only part of):\n",
+            );
+            for e in &excerpts {
+                user.push_str(&format!(
+                    "\n--- {} lines {}-{} ({})\n{}--- end\n",
+                    e.path, e.start, e.end, e.name, e.text
+                ));
+            }
+        }
         if let Some(comment) = revision {
             user.push_str(&format!(
                 "\nA reviewer asked for changes to your previous version: {comment}\n"
             ));
         }
-        let files = named_files(&ask, &shown);
-        Ok((edit_request(user, files), shown))
+        // A model that writes the frame itself writes only files it was shown whole.
+        let whole: Vec<String> = shown
+            .iter()
+            .filter(|p| !partial.contains(p))
+            .cloned()
+            .collect();
+        let files = named_files(&ask, &whole);
+        Ok((edit_request(user, files), shown, partial))
     }
 
     async fn develop(
@@ -229,7 +261,7 @@ impl DeveloperWork {
         if orphaned {
             tracing::info!(task = %task.id, %step, "a lost run left this step's commit unrecorded: it is made again");
         }
-        let (request, shown) = self
+        let (request, shown, partial) = self
             .prompt(assignment, ctx, &ws, revision.map(|(_, c)| c))
             .await?;
         let answer = match self
@@ -267,6 +299,7 @@ impl DeveloperWork {
             }
         };
         let validated = validate_edits(&ws.path, &edits)?;
+        refuse_partial_rewrites(&validated, &partial)?;
         let paths: Vec<&str> = edits.iter().map(|e| e.path.as_str()).collect();
         ctx.progress(
             assignment,

@@ -102,6 +102,27 @@ pub fn validate_edits(
         .collect()
 }
 
+/// Refuses a whole-file edit of an existing file the model was shown only part of (cut to
+/// size, or only functions of it): writing it would drop what the model did not see. Paths
+/// are compared as validated, so `./a.py` or `src//a.py` is the file `a.py` or `src/a.py`.
+pub fn refuse_partial_rewrites(
+    edits: &[(RelativePath, String)],
+    partial: &[String],
+) -> Result<(), TaskFailure> {
+    for (path, _) in edits {
+        if partial.iter().any(|p| Path::new(p) == path.relative()) && path.full().exists() {
+            return Err(TaskFailure::new(
+                codes::UNSAFE_EDIT,
+                format!(
+                    "`{}` was shown to the model only in part: a whole-file edit of it would drop the rest",
+                    path.relative().display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Writes validated edits into the working tree (blocking file I/O).
 pub(crate) fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFailure> {
     for (path, content) in edits {
@@ -118,6 +139,46 @@ pub(crate) fn write_edits(edits: &[(RelativePath, String)]) -> Result<(), TaskFa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_seen_only_in_part_is_not_rewritten_whole_however_its_path_is_spelled() {
+        let root = std::env::temp_dir().join(format!("orion-partial-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::write(root.join("src/big.py"), "x = 1\n").unwrap();
+        let partial = vec!["src/big.py".to_owned()];
+        for spelling in ["src/big.py", "./src/big.py", "src//big.py", "src/./big.py"] {
+            let edits = validate_edits(
+                &root,
+                &[Edit {
+                    path: spelling.into(),
+                    content: "y = 2\n".into(),
+                }],
+            )
+            .unwrap();
+            let refused = refuse_partial_rewrites(&edits, &partial).unwrap_err();
+            assert_eq!(refused.code, codes::UNSAFE_EDIT, "{spelling}");
+        }
+        let other = validate_edits(
+            &root,
+            &[Edit {
+                path: "src/new.py".into(),
+                content: "z = 3\n".into(),
+            }],
+        )
+        .unwrap();
+        refuse_partial_rewrites(&other, &partial).expect("another file is written");
+        let gone = validate_edits(
+            &root,
+            &[Edit {
+                path: "src/big.py".into(),
+                content: "z = 3\n".into(),
+            }],
+        )
+        .unwrap();
+        std::fs::remove_file(root.join("src/big.py")).unwrap();
+        refuse_partial_rewrites(&gone, &partial).expect("a file no longer there is new");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn one_code_block_is_the_new_content_of_the_file_the_prompt_names() {

@@ -1,18 +1,39 @@
-//! What a model is shown of a repository for a task: the repository map and the files that
-//! context selection ranks first ([`super::select`]), from one reading and one parse of the
-//! repository.
+//! What a model is shown of a repository for a task: the repository map, the files that
+//! context selection ranks first ([`super::select`]), and the functions it ranks first of what
+//! those files do not already show (functions of the next-ranked files, or past a shown
+//! file's cut), from one reading and one parse of the repository.
+
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::engine::{Source, parallel};
-use super::select::{self, CoChange, FileDoc, Ranked, SelectWeights};
+use super::select::{self, CoChange, FileDoc, FunctionDoc, Ranked, SelectWeights};
 use super::symbols::{RepoMap, SymbolIndex};
 
 /// How many files are shown whole, and how much of each.
 pub const RELEVANT_FILES: usize = 3;
 pub const RELEVANT_FILE_BYTES: usize = 8 * 1024;
-/// How many ranked files a context keeps, to explain the choice.
+/// How many ranked files a context keeps, to explain the choice (their functions are the ones
+/// excerpts are chosen from).
 pub const EXPLAINED_FILES: usize = 10;
+/// The excerpts' share of the prompt, and how many at most.
+pub const EXCERPT_BYTES: usize = 6 * 1024;
+pub const EXCERPTS: usize = 8;
+
+/// What ends a shown file's text where it was cut.
+pub const CUT_MARK: &str = "\n… (cut)\n";
+
+/// A function shown on its own: where it is and its text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Excerpt {
+    pub path: String,
+    pub name: String,
+    /// First and last line (1-based, inclusive) in the file as it is.
+    pub start: u32,
+    pub end: u32,
+    pub text: String,
+}
 
 /// The repository as a prompt sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -22,10 +43,34 @@ pub struct PromptContext {
     pub files: Vec<(String, String)>,
     /// The best-ranked files with their signals (the first [`RELEVANT_FILES`] are shown).
     pub selection: Vec<Ranked>,
+    /// Functions of the selection not in what `files` shows, best first, within
+    /// [`EXCERPT_BYTES`].
+    #[serde(default)]
+    pub excerpts: Vec<Excerpt>,
 }
 
-/// A file's text for a prompt, cut to [`RELEVANT_FILE_BYTES`].
-fn excerpt(source: &Source) -> String {
+impl PromptContext {
+    /// The files the prompt shows only part of: those cut to size, and those it shows only
+    /// functions of. A whole-file edit of one would drop what the model did not see.
+    pub fn seen_in_part(&self) -> Vec<String> {
+        let mut partial: Vec<String> = self
+            .files
+            .iter()
+            .filter(|(_, text)| text.ends_with(CUT_MARK))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for e in &self.excerpts {
+            if !self.files.iter().any(|(p, _)| *p == e.path) && !partial.contains(&e.path) {
+                partial.push(e.path.clone());
+            }
+        }
+        partial
+    }
+}
+
+/// A file's text for a prompt, cut to [`RELEVANT_FILE_BYTES`], and how many of its lines are
+/// shown whole.
+fn excerpt(source: &Source) -> (String, usize) {
     let mut text = String::from_utf8_lossy(&source.bytes).into_owned();
     if text.len() > RELEVANT_FILE_BYTES {
         let mut cut = RELEVANT_FILE_BYTES;
@@ -33,13 +78,15 @@ fn excerpt(source: &Source) -> String {
             cut -= 1;
         }
         text.truncate(cut);
-        text.push_str("\n… (cut)\n");
+        let whole = text.matches('\n').count();
+        text.push_str(CUT_MARK);
+        return (text, whole);
     }
-    text
+    (text, usize::MAX)
 }
 
-/// The map within `map_tokens` and the selected files, from sources read once and parsed
-/// once; `cochange` is the repository's history, where it has one.
+/// The map within `map_tokens`, the selected files and the function excerpts, from sources
+/// read once and parsed once; `cochange` is the repository's history, where it has one.
 pub fn prompt_context(
     sources: &[Source],
     query: &str,
@@ -52,16 +99,91 @@ pub fn prompt_context(
     let refs: Vec<&FileDoc> = docs.iter().collect();
     let mut selection = select::select(&refs, query, cochange, weights);
     selection.truncate(EXPLAINED_FILES);
-    let files = selection
+    let selected: Vec<&Source> = selection
         .iter()
-        .take(RELEVANT_FILES)
         .filter_map(|r| sources.iter().find(|s| s.path == r.path))
-        .map(|s| (s.path.clone(), excerpt(s)))
         .collect();
+    let mut files = Vec::new();
+    // How many lines of each shown file the prompt holds whole.
+    let mut visible: HashMap<&str, usize> = HashMap::new();
+    for source in selected.iter().take(RELEVANT_FILES) {
+        let (text, lines) = excerpt(source);
+        visible.insert(&source.path, lines);
+        files.push((source.path.clone(), text));
+    }
+    let excerpts = excerpts(&selected, &selection, &visible, query, threads);
     let index = SymbolIndex::from_tags(docs.into_iter().map(|d| (d.path, d.tags)));
     PromptContext {
         map: index.repo_map(map_tokens),
         files,
         selection,
+        excerpts,
     }
+}
+
+/// The functions of the selected files that the prompt does not already show, ranked as the
+/// evaluation ranks them ([`select::function_scores`]); each must share a word with the task,
+/// and they are taken best first while they fit [`EXCERPT_BYTES`] (none overlapping another).
+fn excerpts(
+    selected: &[&Source],
+    selection: &[Ranked],
+    visible: &HashMap<&str, usize>,
+    query: &str,
+    threads: usize,
+) -> Vec<Excerpt> {
+    let functions: Vec<FunctionDoc> =
+        parallel(selected, threads, |parser, s| FunctionDoc::of(parser, s))
+            .into_iter()
+            .flatten()
+            .collect();
+    let refs: Vec<&FunctionDoc> = functions.iter().collect();
+    let scores = select::function_scores(selection, &refs, query);
+    let terms: HashSet<String> = select::words(query).collect();
+    let mut chosen: Vec<Excerpt> = Vec::new();
+    let mut bytes = 0;
+    for i in select::order_by(&scores) {
+        let f = refs[i];
+        let shown_whole = visible
+            .get(f.file.as_str())
+            .is_some_and(|lines| f.end as usize <= *lines);
+        let on_task = f
+            .doc
+            .terms
+            .keys()
+            .chain(&f.doc.path_terms)
+            .any(|w| terms.contains(w));
+        let overlaps = chosen
+            .iter()
+            .any(|c| c.path == f.file && c.start <= f.end && f.start <= c.end);
+        if shown_whole || !on_task || overlaps {
+            continue;
+        }
+        let Some(source) = selected.iter().find(|s| s.path == f.file) else {
+            continue;
+        };
+        let text: String = String::from_utf8_lossy(&source.bytes)
+            .lines()
+            .skip(f.start.max(1) as usize - 1)
+            .take((f.end + 1).saturating_sub(f.start.max(1)) as usize)
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        if bytes + text.len() > EXCERPT_BYTES {
+            continue;
+        }
+        bytes += text.len();
+        let name =
+            f.id.rsplit_once(':')
+                .map_or(f.id.as_str(), |(left, _)| left);
+        chosen.push(Excerpt {
+            path: f.file.clone(),
+            name: name.rsplit("::").next().unwrap_or(name).to_owned(),
+            start: f.start,
+            end: f.end,
+            text,
+        });
+        if chosen.len() == EXCERPTS {
+            break;
+        }
+    }
+    chosen
 }

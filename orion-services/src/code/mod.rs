@@ -28,7 +28,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 pub use context::{
-    EXPLAINED_FILES, PromptContext, RELEVANT_FILE_BYTES, RELEVANT_FILES, prompt_context,
+    CUT_MARK, EXCERPT_BYTES, EXCERPTS, EXPLAINED_FILES, Excerpt, PromptContext,
+    RELEVANT_FILE_BYTES, RELEVANT_FILES, prompt_context,
 };
 pub use deps::{DependencyGraph, LanguageGraph, dependency_graph};
 pub use diff::{ChangedFunction, DiffReport, DiffScore, score as score_change};

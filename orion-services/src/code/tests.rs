@@ -633,6 +633,93 @@ fn the_prompt_shows_the_selected_files_cut_to_size_with_the_reasons() {
     );
 }
 
+#[test]
+fn the_prompt_adds_the_functions_its_files_do_not_show_and_knows_what_it_showed_in_part() {
+    // The function the task is about lies past the cut of a shown file; another of its
+    // words lies in a file ranked below the three shown whole.
+    let filler: String = (0..400)
+        .map(|i| format!("def filler_{i}():\n    return {i}\n"))
+        .collect();
+    let sources = vec![
+        py(
+            "billing/invoice.py",
+            &format!(
+                "{filler}def apply_discount(invoice, rate):\n    return invoice.total * rate\n"
+            ),
+        ),
+        py(
+            "billing/tax.py",
+            "def invoice_tax(invoice):\n    return invoice.total / 5\n",
+        ),
+        py(
+            "billing/print.py",
+            "def print_invoice(invoice):\n    return str(invoice)\n",
+        ),
+        py(
+            "billing/notes.py",
+            "def invoice_notes(invoice):\n    return invoice.notes\n",
+        ),
+        py(
+            "shop/cart.py",
+            "def discount_rate(cart):\n    return 0.1\n\ndef unrelated():\n    return 2\n",
+        ),
+    ];
+    let context = super::prompt_context(
+        &sources,
+        "the invoice discount is applied twice",
+        200,
+        1,
+        None,
+        &select::SelectWeights::default(),
+    );
+    assert_eq!(context.files.len(), super::RELEVANT_FILES);
+    let shown: Vec<&str> = context.files.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(shown[0], "billing/invoice.py", "{shown:?}");
+    assert!(context.files[0].1.ends_with(super::CUT_MARK));
+    let excerpts: Vec<(&str, &str)> = context
+        .excerpts
+        .iter()
+        .map(|e| (e.path.as_str(), e.name.as_str()))
+        .collect();
+    assert!(
+        excerpts.contains(&("billing/invoice.py", "apply_discount")),
+        "the function past the cut: {excerpts:?}"
+    );
+    let past_cut = &context.excerpts[excerpts
+        .iter()
+        .position(|e| e.1 == "apply_discount")
+        .unwrap()];
+    assert_eq!(
+        past_cut.text,
+        "def apply_discount(invoice, rate):\n    return invoice.total * rate\n"
+    );
+    assert_eq!((past_cut.start, past_cut.end), (801, 802));
+    assert!(
+        excerpts
+            .iter()
+            .all(|(_, name)| !name.starts_with("filler") && *name != "unrelated"),
+        "only functions with a word of the task: {excerpts:?}"
+    );
+    assert!(
+        excerpts
+            .iter()
+            .all(|(path, _)| *path == "billing/invoice.py" || !shown.contains(path)),
+        "nothing a whole shown file already holds: {excerpts:?}"
+    );
+    let bytes: usize = context.excerpts.iter().map(|e| e.text.len()).sum();
+    assert!(bytes <= super::EXCERPT_BYTES && context.excerpts.len() <= super::EXCERPTS);
+    let mut partial = context.seen_in_part();
+    partial.sort();
+    let mut expected: Vec<&str> = excerpts
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| *p == "billing/invoice.py" || !shown.contains(p))
+        .collect();
+    expected.sort();
+    expected.dedup();
+    assert_eq!(partial, expected);
+}
+
 /// A repository of its own in the system's temporary folder, with one commit of `files`.
 fn repository_with(files: &[(&str, &str)]) -> std::path::PathBuf {
     let root =

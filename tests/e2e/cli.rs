@@ -532,10 +532,9 @@ fn commit(root: &std::path::Path, message: &str, files: &[(&str, &str)]) {
     crate::support::git(root, &["commit", "-q", "-m", message]);
 }
 
-#[test]
-fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commit_into_itself() {
-    let repo = TempDir::new();
-    let root = repo.path();
+/// A small shop's history whose answers are known: the commits `eval context` evaluates and
+/// what each changed.
+fn shop_history(root: &std::path::Path) {
     crate::support::git(root, &["init", "-q", "-b", "main"]);
     let filler: Vec<(String, String)> = (1..=6)
         .map(|i| (format!("gen/g{i}.py"), format!("def g{i}():\n    pass\n")))
@@ -611,6 +610,13 @@ fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commi
             ),
         ],
     );
+}
+
+#[test]
+fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commit_into_itself() {
+    let repo = TempDir::new();
+    let root = repo.path();
+    shop_history(root);
 
     let out = orion(&[
         "eval",
@@ -691,6 +697,115 @@ fn eval_context_scores_a_history_whose_answers_are_known_without_leaking_a_commi
     let out = orion(&["eval", "context", "--repo", "/no/such/repo"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not inside a git repository"));
+}
+
+#[test]
+fn eval_corpus_holds_out_one_repository_of_each_pair_and_refuses_a_corpus_that_points_elsewhere() {
+    let dir = TempDir::new();
+    let base = dir.path();
+    let mut corpus = String::new();
+    for name in ["shop/one", "shop/two", "shop/three"] {
+        let root = base.join("repos").join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        shop_history(&root);
+        let head = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&root)
+            .output()
+            .unwrap();
+        corpus.push_str(&format!(
+            "[[repo]]\nname = \"{name}\"\nlanguage = \"Python\"\ncommit = \"{}\"\n\n",
+            String::from_utf8_lossy(&head.stdout).trim()
+        ));
+    }
+    let corpus_file = base.join("corpus.toml");
+    std::fs::write(&corpus_file, &corpus).unwrap();
+    let repos = base.join("repos");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = [
+            "eval",
+            "corpus",
+            "--corpus",
+            &corpus_file.to_string_lossy(),
+            "--repos",
+            &repos.to_string_lossy(),
+            "--trials",
+            "3",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        all.extend(extra.iter().map(|s| s.to_string()));
+        all
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        orion(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let out = run(&["--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("--json prints the report");
+    let splits: Vec<&str> = report["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["split"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        splits.iter().filter(|s| **s == "held_out").count(),
+        1,
+        "three of a language: tuning, held out, tuning: {splits:?}"
+    );
+    assert_eq!(report["search"].as_array().unwrap().len(), 4);
+    let held = report["repos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["split"] == "held_out")
+        .unwrap();
+    assert_eq!(held["commits_evaluated"], 3, "{held}");
+    assert!(
+        report["summary"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["split"] == "held_out" && g["group"] == "Python" && g["repos"] == 1),
+        "{report}"
+    );
+    // The table names the sets and the lead.
+    let out = run(&[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        table.contains("held_out") && table.contains("lead over BM25"),
+        "{table}"
+    );
+
+    // A name that climbs out of the repositories' folder, and a clone that is not there.
+    std::fs::write(
+        &corpus_file,
+        "[[repo]]\nname = \"../etc\"\nlanguage = \"Python\"\ncommit = \"0123456\"\n",
+    )
+    .unwrap();
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not an `owner/name`"));
+    std::fs::write(
+        &corpus_file,
+        "[[repo]]\nname = \"shop/four\"\nlanguage = \"Python\"\ncommit = \"0123456\"\n",
+    )
+    .unwrap();
+    let out = run(&[]);
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        error.contains("shop/four") && error.contains("git clone"),
+        "{error}"
+    );
 }
 
 /// A secret can come from a file named by `ORION__SECTION__KEY__FILE`: `orion token` signs

@@ -81,12 +81,8 @@ pub fn corpus(args: EvalCorpusArgs, settings: Settings) -> anyhow::Result<ExitCo
             .threads
             .map_or_else(orion_services::code::all_cores, |t| t.max(1)),
     };
-    let quiet = args.json;
-    let report = corpus::run(&corpus, &options, |line| {
-        if !quiet {
-            eprintln!("{line}");
-        }
-    })?;
+    // Progress goes to standard error, so that `--json` output stays one document.
+    let report = corpus::run(&corpus, &options, |line| eprintln!("{line}"))?;
     if args.json {
         say!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);

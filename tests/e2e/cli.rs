@@ -796,7 +796,7 @@ fn eval_corpus_holds_out_one_repository_of_each_pair_and_refuses_a_corpus_that_p
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an `owner/name`"));
     std::fs::write(
         &corpus_file,
-        "[[repo]]\nname = \"shop/four\"\nlanguage = \"Python\"\ncommit = \"0123456\"\n",
+        "[[repo]]\nname = \"shop/four\"\nlanguage = \"Python\"\ncommit = \"0123456789abcdef0123456789abcdef01234567\"\n",
     )
     .unwrap();
     let out = run(&[]);

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use super::eval::{EvalOptions, EvalReport, MethodScore, evaluate};
 use super::select::SelectWeights;
 use crate::jitter::SplitMix64;
-use crate::vcs::History;
 
 /// The recall cut-off the search maximises and the summary reports.
 pub const OBJECTIVE_K: usize = 5;
@@ -31,7 +30,8 @@ pub struct CorpusRepo {
     /// `owner/name` on GitHub; the clone is looked for at `<repos>/<owner>/<name>`.
     pub name: String,
     pub language: String,
-    /// The commit measured (history is read from it, not from the clone's HEAD).
+    /// The commit measured, its whole id (history is read from it, not from the clone's
+    /// HEAD).
     pub commit: String,
 }
 
@@ -62,6 +62,10 @@ pub enum CorpusError {
         path: PathBuf,
         commit: String,
     },
+    #[error(
+        "{name}: the clone at {path} is shallow (its oldest commits look parentless); clone it whole"
+    )]
+    Shallow { name: String, path: PathBuf },
     #[error("{name}: {why}")]
     Eval { name: String, why: String },
 }
@@ -70,7 +74,11 @@ impl Corpus {
     /// Reads a corpus file's text, refusing anything that could point outside the repositories'
     /// folder or be measured twice.
     pub fn parse(text: &str) -> Result<Self, CorpusError> {
-        let corpus: Self = toml::from_str(text).map_err(|e| CorpusError::Invalid(e.to_string()))?;
+        let mut corpus: Self =
+            toml::from_str(text).map_err(|e| CorpusError::Invalid(e.to_string()))?;
+        for repo in &mut corpus.repos {
+            repo.language = repo.language.trim().to_owned();
+        }
         if corpus.repos.is_empty() {
             return Err(CorpusError::Invalid("it lists no `[[repo]]`".into()));
         }
@@ -102,11 +110,10 @@ impl Corpus {
                     repo.name
                 )));
             }
-            if !(7..=40).contains(&repo.commit.len())
-                || !repo.commit.chars().all(|c| c.is_ascii_hexdigit())
-            {
+            // A whole id: a shorter one could be taken for a branch or tag of that name.
+            if repo.commit.len() != 40 || !repo.commit.chars().all(|c| c.is_ascii_hexdigit()) {
                 return Err(CorpusError::Invalid(format!(
-                    "`{}`: `{}` is not a commit id (7 to 40 hex digits)",
+                    "`{}`: `{}` is not a whole commit id (40 hex digits)",
                     repo.name, repo.commit
                 )));
             }
@@ -132,6 +139,11 @@ impl Split {
     }
 }
 
+/// How languages meet: `Go`, `go` and ` Go ` are one.
+fn language_key(language: &str) -> String {
+    language.trim().to_lowercase()
+}
+
 /// FNV-1a of a name: a fixed order no one chose.
 fn name_hash(name: &str) -> u64 {
     name.to_ascii_lowercase()
@@ -147,7 +159,7 @@ pub fn split(repos: &[CorpusRepo]) -> Vec<Split> {
     let mut by_language: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, repo) in repos.iter().enumerate() {
         by_language
-            .entry(repo.language.to_ascii_lowercase())
+            .entry(language_key(&repo.language))
             .or_default()
             .push(i);
     }
@@ -274,24 +286,35 @@ pub fn clone_path(repos: &Path, repo: &CorpusRepo) -> PathBuf {
     repos.join(&repo.name)
 }
 
-/// Checks every clone holds its commit, before anything is measured.
+/// Checks every clone is a whole git repository of its own (not one found around its folder)
+/// holding its commit, before anything is measured.
 fn check_clones(corpus: &Corpus, repos: &Path) -> Result<(), CorpusError> {
     for repo in &corpus.repos {
         let path = clone_path(repos, repo);
-        // Checked first: a missing clone must not be taken for a repository around it.
-        if !path.is_dir() {
-            return Err(CorpusError::Missing {
-                name: repo.name.clone(),
-                path,
-                why: "no such folder".into(),
-            });
-        }
-        let history = History::open(&path).map_err(|e| CorpusError::Missing {
+        let missing = |why: String| CorpusError::Missing {
             name: repo.name.clone(),
             path: path.clone(),
-            why: e.to_string(),
-        })?;
-        if history.commits_from(Some(&repo.commit), 1).is_err() {
+            why,
+        };
+        if !path.is_dir() {
+            return Err(missing("no such folder".into()));
+        }
+        let git = git2::Repository::open_ext(
+            &path,
+            git2::RepositoryOpenFlags::NO_SEARCH,
+            std::iter::empty::<&std::ffi::OsStr>(),
+        )
+        .map_err(|e| missing(format!("not a git repository: {}", e.message())))?;
+        if git.is_shallow() {
+            return Err(CorpusError::Shallow {
+                name: repo.name.clone(),
+                path,
+            });
+        }
+        let found = git2::Oid::from_str(&repo.commit)
+            .ok()
+            .and_then(|id| git.find_commit(id).ok());
+        if found.is_none() {
             return Err(CorpusError::NoCommit {
                 name: repo.name.clone(),
                 path,
@@ -323,10 +346,23 @@ pub fn run(
             threads: options.threads,
             ..EvalOptions::default()
         };
-        evaluate(&clone_path(&options.repos, repo), &eval_options).map_err(|e| CorpusError::Eval {
-            name: repo.name.clone(),
-            why: e.to_string(),
-        })
+        let report = evaluate(&clone_path(&options.repos, repo), &eval_options).map_err(|e| {
+            CorpusError::Eval {
+                name: repo.name.clone(),
+                why: e.to_string(),
+            }
+        })?;
+        // A repository with nothing to measure would count as a recall of 0.
+        if report.commits_evaluated == 0 {
+            return Err(CorpusError::Eval {
+                name: repo.name.clone(),
+                why: format!(
+                    "no commit qualifies (non-merge, changing 1 to 5 source files that existed in its parent) in the history of {}",
+                    repo.commit
+                ),
+            });
+        }
+        Ok(report)
     };
 
     // The search: every candidate on every tuning repository, in one pass over each.
@@ -398,20 +434,23 @@ pub fn run(
 
 /// Per set: all of it, then each language.
 pub fn summarise(repos: &[RepoResult]) -> Vec<GroupSummary> {
-    let mut groups: BTreeMap<(Split, String), Vec<&RepoResult>> = BTreeMap::new();
+    // `None` is the whole set; it sorts first.
+    let mut groups: BTreeMap<(Split, Option<String>), Vec<&RepoResult>> = BTreeMap::new();
     for repo in repos {
+        groups.entry((repo.split, None)).or_default().push(repo);
         groups
-            .entry((repo.split, "all".to_owned()))
-            .or_default()
-            .push(repo);
-        groups
-            .entry((repo.split, repo.language.clone()))
+            .entry((repo.split, Some(language_key(&repo.language))))
             .or_default()
             .push(repo);
     }
-    let mut summary: Vec<GroupSummary> = groups
+    groups
         .into_iter()
-        .map(|((split, group), members)| {
+        .map(|((split, key), members)| {
+            // A language is named as the corpus spells it (its first repository's spelling).
+            let group = match key {
+                None => "all".to_owned(),
+                Some(_) => members[0].language.clone(),
+            };
             let n = members.len() as f64;
             let mean_of =
                 |f: &dyn Fn(&RepoResult) -> f64| members.iter().map(|r| f(r)).sum::<f64>() / n;
@@ -441,16 +480,7 @@ pub fn summarise(repos: &[RepoResult]) -> Vec<GroupSummary> {
                 function_recall,
             }
         })
-        .collect();
-    // Each set's `all` first.
-    summary.sort_by(|a, b| {
-        (a.split, a.group != "all", a.group.clone()).cmp(&(
-            b.split,
-            b.group != "all",
-            b.group.clone(),
-        ))
-    });
-    summary
+        .collect()
 }
 
 #[cfg(test)]
@@ -531,6 +561,7 @@ mod tests {
             "HEAD",
             "main",
             "abc",
+            "0123456",
             "0123456789abcdef0123456789abcdef012345678",
         ] {
             assert!(Corpus::parse(&entry("a/b", commit)).is_err(), "{commit}");
@@ -599,6 +630,16 @@ mod tests {
             );
         }
         last.unwrap().to_string()
+    }
+
+    /// The root commit of the repository at `root`.
+    fn first_commit(root: &Path) -> String {
+        let repo = git2::Repository::open(root).unwrap();
+        let mut walk = repo.revwalk().unwrap();
+        walk.push_head().unwrap();
+        walk.set_sorting(git2::Sort::TIME | git2::Sort::REVERSE)
+            .unwrap();
+        walk.next().unwrap().unwrap().to_string()
     }
 
     #[test]
@@ -684,6 +725,49 @@ mod tests {
         moved.repos[1].commit = "0123456789abcdef0123456789abcdef01234567".into();
         let error = run(&moved, &options, |_| {}).unwrap_err().to_string();
         assert!(error.contains("does not have commit"), "{error}");
+        // An empty folder inside a repository is no clone, though git would find the
+        // repository around it; a shallow clone is refused; so is a history with nothing to
+        // measure (it would count as a recall of 0).
+        let outer = base.join("outer");
+        let inner_name = "o/empty";
+        git2::Repository::init(&outer).unwrap();
+        std::fs::create_dir_all(outer.join(inner_name)).unwrap();
+        let mut inside = corpus.clone();
+        inside.repos[0].name = inner_name.into();
+        let error = run(
+            &inside,
+            &CorpusOptions {
+                repos: outer.clone(),
+                ..options.clone()
+            },
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("not a git repository"), "{error}");
+        let shallow = base.join("shallow");
+        let status = std::process::Command::new("git")
+            .args(["clone", "-q", "--bare", "--depth", "3"])
+            .arg(format!("file://{}", base.join("first/o/alpha").display()))
+            .arg(shallow.join("o/alpha"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let error = run(
+            &corpus,
+            &CorpusOptions {
+                repos: shallow,
+                ..options.clone()
+            },
+            |_| {},
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("shallow"), "{error}");
+        let mut nothing = corpus.clone();
+        nothing.repos[2].commit = first_commit(&base.join("first").join(&corpus.repos[2].name));
+        let error = run(&nothing, &options, |_| {}).unwrap_err().to_string();
+        assert!(error.contains("no commit qualifies"), "{error}");
         std::fs::remove_dir_all(&base).unwrap();
     }
 }

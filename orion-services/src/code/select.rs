@@ -16,7 +16,7 @@
 //! Weights come from configuration ([`SelectWeights`]); each ranked file carries its signals, so
 //! the choice can be explained.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -338,7 +338,8 @@ pub fn bm25(docs: &[&FileDoc], query: &[String], with_paths: bool) -> Vec<f64> {
         }
         tf
     };
-    let unique: HashSet<&String> = query.iter().collect();
+    // In a fixed order, so that the sums (and ties) are the same on every run.
+    let unique: BTreeSet<&String> = query.iter().collect();
     let mut scores = vec![0.0; docs.len()];
     for term in unique {
         let df = docs.iter().filter(|d| count(d, term) > 0.0).count() as f64;
@@ -383,7 +384,8 @@ pub fn map_rank(docs: &[&FileDoc]) -> Vec<f64> {
 /// The files' reference graph: a file that uses a name another defines is linked to it
 /// (undirected, weighted by how many names link the two).
 struct Graph {
-    edges: Vec<HashMap<usize, f64>>,
+    /// Ordered, as the names that weigh each edge are: every run sums in the same order.
+    edges: Vec<BTreeMap<usize, f64>>,
     out: Vec<f64>,
 }
 
@@ -395,9 +397,9 @@ impl Graph {
                 definers.entry(tag.name.as_str()).or_default().push(i);
             }
         }
-        let mut edges: Vec<HashMap<usize, f64>> = vec![HashMap::new(); docs.len()];
+        let mut edges: Vec<BTreeMap<usize, f64>> = vec![BTreeMap::new(); docs.len()];
         for (i, doc) in docs.iter().enumerate() {
-            let referenced: HashSet<&str> = doc
+            let referenced: BTreeSet<&str> = doc
                 .tags
                 .iter()
                 .filter(|t| !t.definition)

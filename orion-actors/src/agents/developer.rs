@@ -156,7 +156,7 @@ impl DeveloperWork {
                     "a develop task needs a `prompt` saying what to change",
                 )
             })?;
-        let (map, files, excerpts, partial) = match self
+        let (map, files, excerpts, whole, partial) = match self
             .code
             .context(&ws.path, &ask, MAP_TOKENS, &self.delivery.config.context)
             .await
@@ -185,10 +185,17 @@ impl DeveloperWork {
                 )
                 .await;
                 let partial = context.seen_in_part();
-                (context.map.text, context.files, context.excerpts, partial)
+                (
+                    context.map.text,
+                    context.files,
+                    context.excerpts,
+                    context.whole,
+                    partial,
+                )
             }
             Err(e) => (
                 format!("(no repository map: {e})"),
+                Vec::new(),
                 Vec::new(),
                 Vec::new(),
                 Vec::new(),
@@ -216,13 +223,12 @@ impl DeveloperWork {
                 "\nA reviewer asked for changes to your previous version: {comment}\n"
             ));
         }
-        // A model that writes the frame itself writes only files it was shown whole.
-        let whole: Vec<String> = shown
-            .iter()
-            .filter(|p| !partial.contains(p))
-            .cloned()
+        // A model that writes the frame itself writes only files it was shown whole: of the
+        // files the task names (else the best), those; none where the named one was cut.
+        let files: Vec<String> = named_files(&ask, &shown)
+            .into_iter()
+            .filter(|p| whole.contains(p))
             .collect();
-        let files = named_files(&ask, &whole);
         Ok((edit_request(user, files), shown, partial))
     }
 
@@ -299,7 +305,7 @@ impl DeveloperWork {
             }
         };
         let validated = validate_edits(&ws.path, &edits)?;
-        refuse_partial_rewrites(&validated, &partial)?;
+        refuse_partial_rewrites(&ws.path, &validated, &partial)?;
         let paths: Vec<&str> = edits.iter().map(|e| e.path.as_str()).collect();
         ctx.progress(
             assignment,

@@ -103,18 +103,27 @@ pub fn validate_edits(
 }
 
 /// Refuses a whole-file edit of an existing file the model was shown only part of (cut to
-/// size, or only functions of it): writing it would drop what the model did not see. Paths
-/// are compared as validated, so `./a.py` or `src//a.py` is the file `a.py` or `src/a.py`.
+/// size, or only functions of it): writing it would replace what the model did not see. A
+/// file is matched by its identity on disk (device and inode), not by how its path is
+/// spelled, so `./a.py`, `src//a.py`, a hard link, or another case of the name on a
+/// case-insensitive file system is the same file.
 pub fn refuse_partial_rewrites(
+    root: &Path,
     edits: &[(RelativePath, String)],
     partial: &[String],
 ) -> Result<(), TaskFailure> {
+    use std::os::unix::fs::MetadataExt;
+    let identity = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let partly_seen: Vec<(u64, u64)> = partial
+        .iter()
+        .filter_map(|p| identity(&root.join(p)))
+        .collect();
     for (path, _) in edits {
-        if partial.iter().any(|p| Path::new(p) == path.relative()) && path.full().exists() {
+        if identity(path.full()).is_some_and(|id| partly_seen.contains(&id)) {
             return Err(TaskFailure::new(
                 codes::UNSAFE_EDIT,
                 format!(
-                    "`{}` was shown to the model only in part: a whole-file edit of it would drop the rest",
+                    "`{}` was shown to the model only in part: a whole-file edit of it would replace what the model did not see",
                     path.relative().display()
                 ),
             ));
@@ -145,38 +154,41 @@ mod tests {
         let root = std::env::temp_dir().join(format!("orion-partial-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(root.join("src")).unwrap();
         std::fs::write(root.join("src/big.py"), "x = 1\n").unwrap();
+        std::fs::write(root.join("src/other.py"), "y = 1\n").unwrap();
+        std::fs::hard_link(root.join("src/big.py"), root.join("src/alias.py")).unwrap();
         let partial = vec!["src/big.py".to_owned()];
-        for spelling in ["src/big.py", "./src/big.py", "src//big.py", "src/./big.py"] {
+        let check = |path: &str| {
             let edits = validate_edits(
                 &root,
                 &[Edit {
-                    path: spelling.into(),
-                    content: "y = 2\n".into(),
+                    path: path.into(),
+                    content: "w = 2\n".into(),
                 }],
             )
             .unwrap();
-            let refused = refuse_partial_rewrites(&edits, &partial).unwrap_err();
+            refuse_partial_rewrites(&root, &edits, &partial)
+        };
+        for spelling in [
+            "src/big.py",
+            "./src/big.py",
+            "src//big.py",
+            "src/./big.py",
+            "src/alias.py",
+        ] {
+            let refused = check(spelling).unwrap_err();
             assert_eq!(refused.code, codes::UNSAFE_EDIT, "{spelling}");
         }
-        let other = validate_edits(
-            &root,
-            &[Edit {
-                path: "src/new.py".into(),
-                content: "z = 3\n".into(),
-            }],
-        )
-        .unwrap();
-        refuse_partial_rewrites(&other, &partial).expect("another file is written");
-        let gone = validate_edits(
-            &root,
-            &[Edit {
-                path: "src/big.py".into(),
-                content: "z = 3\n".into(),
-            }],
-        )
-        .unwrap();
+        for allowed in [
+            "src/other.py",
+            "./src//other.py",
+            "src/new.py",
+            "new/dir/file.py",
+        ] {
+            check(allowed).unwrap_or_else(|e| panic!("{allowed}: {e:?}"));
+        }
+        std::fs::remove_file(root.join("src/alias.py")).unwrap();
         std::fs::remove_file(root.join("src/big.py")).unwrap();
-        refuse_partial_rewrites(&gone, &partial).expect("a file no longer there is new");
+        check("src/big.py").expect("a file no longer there is new");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

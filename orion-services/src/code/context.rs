@@ -47,21 +47,26 @@ pub struct PromptContext {
     /// [`EXCERPT_BYTES`].
     #[serde(default)]
     pub excerpts: Vec<Excerpt>,
+    /// The files of `files` shown whole: not cut to size, and text as they are (valid
+    /// UTF-8).
+    #[serde(default)]
+    pub whole: Vec<String>,
 }
 
 impl PromptContext {
-    /// The files the prompt shows only part of: those cut to size, and those it shows only
-    /// functions of. A whole-file edit of one would drop what the model did not see.
+    /// The files the prompt shows only part of: those of `files` not shown whole, and those
+    /// it shows only functions of. A whole-file edit of one would replace what the model did
+    /// not see.
     pub fn seen_in_part(&self) -> Vec<String> {
-        let mut partial: Vec<String> = self
+        let mut partial: Vec<String> = Vec::new();
+        let paths = self
             .files
             .iter()
-            .filter(|(_, text)| text.ends_with(CUT_MARK))
-            .map(|(path, _)| path.clone())
-            .collect();
-        for e in &self.excerpts {
-            if !self.files.iter().any(|(p, _)| *p == e.path) && !partial.contains(&e.path) {
-                partial.push(e.path.clone());
+            .map(|(p, _)| p)
+            .chain(self.excerpts.iter().map(|e| &e.path));
+        for path in paths {
+            if !self.whole.contains(path) && !partial.contains(path) {
+                partial.push(path.clone());
             }
         }
         partial
@@ -104,11 +109,15 @@ pub fn prompt_context(
         .filter_map(|r| sources.iter().find(|s| s.path == r.path))
         .collect();
     let mut files = Vec::new();
+    let mut whole = Vec::new();
     // How many lines of each shown file the prompt holds whole.
     let mut visible: HashMap<&str, usize> = HashMap::new();
     for source in selected.iter().take(RELEVANT_FILES) {
         let (text, lines) = excerpt(source);
         visible.insert(&source.path, lines);
+        if lines == usize::MAX && std::str::from_utf8(&source.bytes).is_ok() {
+            whole.push(source.path.clone());
+        }
         files.push((source.path.clone(), text));
     }
     let excerpts = excerpts(&selected, &selection, &visible, query, threads);
@@ -118,6 +127,7 @@ pub fn prompt_context(
         files,
         selection,
         excerpts,
+        whole,
     }
 }
 

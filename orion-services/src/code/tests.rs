@@ -634,7 +634,7 @@ fn the_prompt_shows_the_selected_files_cut_to_size_with_the_reasons() {
 }
 
 #[test]
-fn the_prompt_adds_the_functions_its_files_do_not_show_and_knows_what_it_showed_in_part() {
+fn the_prompt_adds_the_functions_its_files_do_not_show_and_knows_what_it_showed_whole() {
     // The function the task is about lies past the cut of a shown file; another of its
     // words lies in a file ranked below the three shown whole.
     let filler: String = (0..400)
@@ -708,6 +708,11 @@ fn the_prompt_adds_the_functions_its_files_do_not_show_and_knows_what_it_showed_
     );
     let bytes: usize = context.excerpts.iter().map(|e| e.text.len()).sum();
     assert!(bytes <= super::EXCERPT_BYTES && context.excerpts.len() <= super::EXCERPTS);
+    assert_eq!(
+        context.whole,
+        shown[1..].iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        "the cut file is not shown whole"
+    );
     let mut partial = context.seen_in_part();
     partial.sort();
     let mut expected: Vec<&str> = excerpts
@@ -717,7 +722,10 @@ fn the_prompt_adds_the_functions_its_files_do_not_show_and_knows_what_it_showed_
         .collect();
     expected.sort();
     expected.dedup();
-    assert_eq!(partial, expected);
+    assert_eq!(
+        partial, expected,
+        "the cut file and the files only excerpted"
+    );
 }
 
 /// A repository of its own in the system's temporary folder, with one commit of `files`.

@@ -35,15 +35,17 @@ pub struct SelectWeights {
     pub cochange: f64,
 }
 
+/// Chosen by `orion eval corpus` on its tuning set (docs/context.md), as in
+/// config/default.toml.
 impl Default for SelectWeights {
     fn default() -> Self {
         Self {
             bm25: 1.0,
-            path: 1.0,
-            symbols: 0.6,
-            mentions: 1.0,
-            graph: 0.1,
-            cochange: 0.8,
+            path: 0.7,
+            symbols: 0.5,
+            mentions: 0.3,
+            graph: 0.5,
+            cochange: 0.5,
         }
     }
 }

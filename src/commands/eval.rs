@@ -100,7 +100,7 @@ pub fn corpus(args: EvalCorpusArgs, settings: Settings) -> anyhow::Result<ExitCo
         report.start_objective
     );
     say!(
-        "{:<24} {:<11} {:<8} {:>7} {:>6} | files R@{k}: {:>6} {:>6} {:>6} | functions R@{k}: {:>6} {:>6} {:>6}",
+        "{:<24} {:<11} {:<8} {:>7} {:>6} | files R@{k}: {:>6} {:>6} {:>6} MRR: {:>6} {:>6} | functions R@{k}: {:>6} {:>6} {:>6} MRR: {:>6} {:>6}",
         "repository",
         "language",
         "set",
@@ -111,11 +111,15 @@ pub fn corpus(args: EvalCorpusArgs, settings: Settings) -> anyhow::Result<ExitCo
         "map",
         "orion",
         "bm25",
-        "map"
+        "orion",
+        "bm25",
+        "map",
+        "orion",
+        "bm25"
     );
     for r in &report.repos {
         say!(
-            "{:<24} {:<11} {:<8} {:>7} {:>6} |             {:>6.3} {:>6.3} {:>6.3} |                 {:>6.3} {:>6.3} {:>6.3}",
+            "{:<24} {:<11} {:<8} {:>7} {:>6} |             {:>6.3} {:>6.3} {:>6.3}      {:>6.3} {:>6.3} |                 {:>6.3} {:>6.3} {:>6.3}      {:>6.3} {:>6.3}",
             r.name,
             r.language,
             r.split.as_str(),
@@ -124,9 +128,13 @@ pub fn corpus(args: EvalCorpusArgs, settings: Settings) -> anyhow::Result<ExitCo
             r.file_recall("orion"),
             r.file_recall("bm25"),
             r.file_recall("repo_map"),
+            r.file_mrr("orion"),
+            r.file_mrr("bm25"),
             r.function_recall("orion"),
             r.function_recall("bm25"),
             r.function_recall("repo_map"),
+            r.function_mrr("orion"),
+            r.function_mrr("bm25"),
         );
     }
     say!(

@@ -794,6 +794,18 @@ fn eval_corpus_holds_out_one_repository_of_each_pair_and_refuses_a_corpus_that_p
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not an `owner/name`"));
+    // The script that fetches a corpus refuses it too, before it clones anything.
+    let fetched = base.join("fetched");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-corpus.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg(&fetched)
+        .arg(&corpus_file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an owner/name"));
+    assert!(!fetched.exists() && !base.join("etc").exists());
     std::fs::write(
         &corpus_file,
         "[[repo]]\nname = \"shop/four\"\nlanguage = \"Python\"\ncommit = \"0123456789abcdef0123456789abcdef01234567\"\n",

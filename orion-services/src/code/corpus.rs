@@ -243,6 +243,23 @@ impl RepoResult {
     pub fn function_recall(&self, method: &str) -> f64 {
         Self::recall(&self.function_methods, method)
     }
+
+    fn mrr(methods: &[MethodScore], method: &str) -> f64 {
+        methods
+            .iter()
+            .find(|m| m.method == method)
+            .map_or(0.0, |m| m.mrr)
+    }
+
+    /// File MRR of a method.
+    pub fn file_mrr(&self, method: &str) -> f64 {
+        Self::mrr(&self.methods, method)
+    }
+
+    /// Function MRR of a method.
+    pub fn function_mrr(&self, method: &str) -> f64 {
+        Self::mrr(&self.function_methods, method)
+    }
 }
 
 /// Means over a group of repositories (a set, or one language of a set).
@@ -258,7 +275,8 @@ pub struct GroupSummary {
     pub lead_mean: f64,
     pub lead_sd: f64,
     pub lead_min: f64,
-    /// Mean function recall@5 by method.
+    /// Mean function recall@5 by method, over the repositories with a commit that changed a
+    /// function.
     pub function_recall: BTreeMap<String, f64>,
 }
 
@@ -365,15 +383,19 @@ pub fn run(
         Ok(report)
     };
 
-    // The search: every candidate on every tuning repository, in one pass over each.
+    // The search: every candidate on every tuning repository, in one pass over each, summed
+    // in the order of their names (so that listing them otherwise changes no sum).
     let mut sums = vec![0.0; tried.len()];
     let mut tuning = 0;
-    for (repo, _) in corpus
+    let mut tuning_repos: Vec<&CorpusRepo> = corpus
         .repos
         .iter()
         .zip(&splits)
         .filter(|(_, s)| **s == Split::Tuning)
-    {
+        .map(|(r, _)| r)
+        .collect();
+    tuning_repos.sort_by(|a, b| a.name.cmp(&b.name));
+    for repo in tuning_repos {
         progress(&format!(
             "tuning: {} ({} weight settings)",
             repo.name,
@@ -459,9 +481,16 @@ pub fn summarise(repos: &[RepoResult]) -> Vec<GroupSummary> {
                 .iter()
                 .map(|m| ((*m).to_owned(), mean_of(&|r| r.file_recall(m))))
                 .collect();
+            // Over the repositories with a commit that changed a function (none would count
+            // as a recall of 0).
+            let with_functions: Vec<&&RepoResult> =
+                members.iter().filter(|r| r.function_commits > 0).collect();
             let function_recall = methods
                 .iter()
-                .map(|m| ((*m).to_owned(), mean_of(&|r| r.function_recall(m))))
+                .map(|m| {
+                    let sum: f64 = with_functions.iter().map(|r| r.function_recall(m)).sum();
+                    ((*m).to_owned(), sum / with_functions.len().max(1) as f64)
+                })
                 .collect();
             let leads: Vec<f64> = members
                 .iter()

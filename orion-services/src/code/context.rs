@@ -1,7 +1,8 @@
 //! What a model is shown of a repository for a task: the repository map, the files that
 //! context selection ranks first ([`super::select`]), and the functions it ranks first of what
 //! those files do not already show (functions of the next-ranked files, or past a shown
-//! file's cut), from one reading and one parse of the repository.
+//! file's cut), from one reading and one parse of the repository (and a second of the
+//! selected files not shown whole, for their functions).
 
 use std::collections::{HashMap, HashSet};
 
@@ -91,7 +92,8 @@ fn excerpt(source: &Source) -> (String, usize) {
 }
 
 /// The map within `map_tokens`, the selected files and the function excerpts, from sources
-/// read once and parsed once; `cochange` is the repository's history, where it has one.
+/// read once and parsed once (the selected files not shown whole once more, for their
+/// functions); `cochange` is the repository's history, where it has one.
 pub fn prompt_context(
     sources: &[Source],
     query: &str,
@@ -141,8 +143,15 @@ fn excerpts(
     query: &str,
     threads: usize,
 ) -> Vec<Excerpt> {
+    // A file shown whole and uncut shows every function of it: only the others are parsed
+    // for their functions.
+    let partly: Vec<&Source> = selected
+        .iter()
+        .filter(|s| visible.get(s.path.as_str()) != Some(&usize::MAX))
+        .copied()
+        .collect();
     let functions: Vec<FunctionDoc> =
-        parallel(selected, threads, |parser, s| FunctionDoc::of(parser, s))
+        parallel(&partly, threads, |parser, s| FunctionDoc::of(parser, s))
             .into_iter()
             .flatten()
             .collect();

@@ -127,6 +127,45 @@ pub fn analyze(
     }
 }
 
+/// One function of a file, where it is: as [`analyze`] finds it, without its metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSpan {
+    pub name: String,
+    /// First and last line, 1-based.
+    pub start_line: u32,
+    pub end_line: u32,
+}
+
+/// The functions [`analyze`] measures (nested ones too, in the order of their starts), found
+/// by one parse and a walk: for what needs only where they are (context selection).
+pub fn function_spans(parser: &mut Parser, language: Language, source: &[u8]) -> Vec<FunctionSpan> {
+    let Some(tree) = parser
+        .set_language(&language.grammar())
+        .ok()
+        .and_then(|()| parser.parse(source, None))
+    else {
+        return Vec::new();
+    };
+    let classes = language.classes();
+    let mut spans = Vec::new();
+    visit(tree.root_node(), &mut |node| {
+        if class_of(classes, node).function {
+            spans.push((
+                node.start_byte(),
+                FunctionSpan {
+                    // As `function::measure` names it.
+                    name: function::function_name(node, source).replace('\0', "\u{FFFD}"),
+                    start_line: node.start_position().row as u32 + 1,
+                    end_line: node.end_position().row as u32 + 1,
+                },
+            ));
+        }
+        true
+    });
+    spans.sort_by_key(|(start, _)| *start);
+    spans.into_iter().map(|(_, span)| span).collect()
+}
+
 /// Pre-order walk with a cursor (no recursion, so deep trees are safe); `f` returns whether
 /// to descend into the node.
 pub fn visit<'t>(root: Node<'t>, f: &mut impl FnMut(Node<'t>) -> bool) {

@@ -146,7 +146,7 @@ fn plain_else(language: Language, node: Node<'_>) -> u32 {
     count
 }
 
-fn function_name(node: Node<'_>, source: &[u8]) -> String {
+pub(super) fn function_name(node: Node<'_>, source: &[u8]) -> String {
     if let Some(name) = node.child_by_field_name("name") {
         return node_text(name, source).to_owned();
     }

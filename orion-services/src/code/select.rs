@@ -122,12 +122,10 @@ pub struct FunctionDoc {
 impl FunctionDoc {
     /// The functions of a file, each as a document (one parse; `parser` is the thread's own).
     pub fn of(parser: &mut tree_sitter::Parser, source: &Source) -> Vec<Self> {
-        let analysis =
-            super::file::analyze(parser, source.path.clone(), source.language, &source.bytes);
+        let spans = super::file::function_spans(parser, source.language, &source.bytes);
         let text = String::from_utf8_lossy(&source.bytes);
         let lines: Vec<&str> = text.lines().collect();
-        analysis
-            .functions
+        spans
             .iter()
             .map(|f| {
                 let first = (f.start_line.max(1) as usize - 1).min(lines.len());

@@ -772,3 +772,57 @@ fn the_co_change_history_is_read_once_per_head_commit() {
     );
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Context selection finds a file's functions by a walk of its own (no metrics): the same
+/// functions, names and lines as the analysis, on all of Orion's sources and on nested and
+/// anonymous functions of the languages Orion has none of.
+#[test]
+fn function_spans_find_what_the_analysis_measures() {
+    let mut parser = tree_sitter::Parser::new();
+    let mut check = |path: &str, language: Language, bytes: &[u8]| {
+        let analysis = super::file::analyze(&mut parser, path.to_owned(), language, bytes);
+        let measured: Vec<(String, u32, u32)> = analysis
+            .functions
+            .iter()
+            .map(|f| (f.name.clone(), f.start_line, f.end_line))
+            .collect();
+        let spans: Vec<(String, u32, u32)> =
+            super::file::function_spans(&mut parser, language, bytes)
+                .into_iter()
+                .map(|s| (s.name, s.start_line, s.end_line))
+                .collect();
+        assert_eq!(spans, measured, "{path}");
+        measured.len()
+    };
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut functions = 0;
+    for source in super::load_sources(&root).unwrap() {
+        functions += check(&source.path, source.language, &source.bytes);
+    }
+    assert!(functions > 1000, "{functions} functions in Orion's sources");
+    let snippets = [
+        (
+            "a.go",
+            Language::Go,
+            "package m\nfunc f() func() int {\n\tg := func() int { return 1 }\n\treturn g\n}\ntype T struct{}\nfunc (t T) M() {}\n",
+        ),
+        (
+            "A.java",
+            Language::Java,
+            "class A {\n  A() {}\n  void m() {\n    Runnable r = () -> {};\n    new Object() { public String toString() { return \"\"; } };\n  }\n}\n",
+        ),
+        (
+            "a.ts",
+            Language::TypeScript,
+            "export const f = (x: number) => x;\nclass C { m() { return function inner() {}; } }\nconst o = { k: () => 1, v() {} };\n",
+        ),
+        (
+            "a.py",
+            Language::Python,
+            "def f():\n    def g():\n        return lambda x: x\n    return g\nclass C:\n    def m(self):\n        pass\n",
+        ),
+    ];
+    for (path, language, text) in snippets {
+        assert!(check(path, language, text.as_bytes()) >= 3, "{path}");
+    }
+}

@@ -609,7 +609,7 @@ mod tests {
     /// A small Python repository whose commits each change a file or two, their messages
     /// naming words of what they change (and of what they do not), drawn from `seed`.
     fn synthetic(root: &Path, seed: u64) -> String {
-        let repo = git2::Repository::init(root).unwrap();
+        git2::Repository::init(root).unwrap();
         let topics = [
             "parser", "network", "storage", "render", "config", "logging",
         ];
@@ -636,27 +636,11 @@ mod tests {
                 topics[(random.next_u64() % topics.len() as u64) as usize]
             };
             let message = format!("Tidy the {named} step {n}");
-            let mut index = repo.index().unwrap();
-            index
-                .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-                .unwrap();
-            index.write().unwrap();
-            let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
-            let when = git2::Time::new(1_700_000_000 + 60 * n as i64, 0);
-            let signature = git2::Signature::new("test", "test@orion.invalid", &when).unwrap();
-            let parent = last.map(|id| repo.find_commit(id).unwrap());
-            let parents: Vec<&git2::Commit> = parent.iter().collect();
-            last = Some(
-                repo.commit(
-                    Some("HEAD"),
-                    &signature,
-                    &signature,
-                    &message,
-                    &tree,
-                    &parents,
-                )
-                .unwrap(),
-            );
+            last = Some(crate::code::tests::commit_all(
+                root,
+                &message,
+                Some(1_700_000_000 + 60 * n as i64),
+            ));
         }
         last.unwrap().to_string()
     }

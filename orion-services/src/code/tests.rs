@@ -739,11 +739,23 @@ fn repository_with(files: &[(&str, &str)]) -> std::path::PathBuf {
 
 /// One more commit of `files` on the repository at `root`.
 fn commit_files(root: &std::path::Path, files: &[(&str, &str)]) {
-    let repo = git2::Repository::open(root).unwrap();
-    let signature = git2::Signature::now("test", "test@orion.invalid").unwrap();
     for (path, text) in files {
         std::fs::write(root.join(path), text).unwrap();
     }
+    commit_all(root, "c", None);
+}
+
+/// Commits everything in the working tree of the repository at `root` on HEAD, dated `when`
+/// (seconds since 1970) or now.
+pub(super) fn commit_all(root: &std::path::Path, message: &str, when: Option<i64>) -> git2::Oid {
+    let repo = git2::Repository::open(root).unwrap();
+    let signature = match when {
+        Some(seconds) => {
+            git2::Signature::new("test", "test@orion.invalid", &git2::Time::new(seconds, 0))
+        }
+        None => git2::Signature::now("test", "test@orion.invalid"),
+    }
+    .unwrap();
     let mut index = repo.index().unwrap();
     index
         .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
@@ -752,8 +764,15 @@ fn commit_files(root: &std::path::Path, files: &[(&str, &str)]) {
     let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
     let parent = repo.head().ok().and_then(|h| h.peel_to_commit().ok());
     let parents: Vec<&git2::Commit> = parent.iter().collect();
-    repo.commit(Some("HEAD"), &signature, &signature, "c", &tree, &parents)
-        .unwrap();
+    repo.commit(
+        Some("HEAD"),
+        &signature,
+        &signature,
+        message,
+        &tree,
+        &parents,
+    )
+    .unwrap()
 }
 
 /// A second prompt on a repository at the same commit reads none of its history again (the

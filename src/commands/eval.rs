@@ -119,7 +119,7 @@ pub fn corpus(args: EvalCorpusArgs, settings: Settings) -> anyhow::Result<ExitCo
     );
     for r in &report.repos {
         say!(
-            "{:<24} {:<11} {:<8} {:>7} {:>6} |             {:>6.3} {:>6.3} {:>6.3}      {:>6.3} {:>6.3} |                 {:>6.3} {:>6.3} {:>6.3}      {:>6.3} {:>6.3}",
+            "{:<24} {:<11} {:<8} {:>7} {:>6} |            {:>6.3} {:>6.3} {:>6.3}      {:>6.3} {:>6.3} |                {:>6.3} {:>6.3} {:>6.3}      {:>6.3} {:>6.3}",
             r.name,
             r.language,
             r.split.as_str(),
@@ -153,7 +153,7 @@ pub fn corpus(args: EvalCorpusArgs, settings: Settings) -> anyhow::Result<ExitCo
     );
     for g in &report.summary {
         say!(
-            "{:<8} {:<11} {:>5} |             {:>6.3} {:>6.3} |                          {:>6.1} {:>5.1} {:>6.1} |                 {:>6.3} {:>6.3} {:>6.3}",
+            "{:<8} {:<11} {:>5} |            {:>6.3} {:>6.3} |                          {:>6.1} {:>5.1} {:>6.1} |                {:>6.3} {:>6.3} {:>6.3}",
             g.split.as_str(),
             g.group,
             g.repos,

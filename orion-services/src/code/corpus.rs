@@ -353,6 +353,11 @@ pub fn run(
     let started = std::time::Instant::now();
     check_clones(corpus, &options.repos)?;
     let splits = split(&corpus.repos);
+    if !splits.contains(&Split::HeldOut) {
+        progress(
+            "no repository is held out (each language has one): the figures are all in-sample",
+        );
+    }
     let tried = candidates(&options.weights, options.trials, options.seed);
     let eval = |repo: &CorpusRepo, weights: &SelectWeights, candidates: Vec<SelectWeights>| {
         let eval_options = EvalOptions {

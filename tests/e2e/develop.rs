@@ -522,8 +522,13 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
     );
     let work = seed.path().join("w");
     std::os::unix::fs::symlink("/tmp", work.join("outside")).unwrap();
-    git(&work, &["add", "outside"]);
-    git(&work, &["commit", "-q", "-m", "a link"]);
+    // And a file over the 8 KB a prompt shows of one: the model sees it only in part.
+    let table: String = (0..400)
+        .map(|i| format!("def helper_step_{i}(x):\n    return x + {i}\n"))
+        .collect();
+    std::fs::write(work.join("app/helper_table.py"), &table).unwrap();
+    git(&work, &["add", "outside", "app/helper_table.py"]);
+    git(&work, &["commit", "-q", "-m", "a link and a long file"]);
     git(&work, &["push", "-q", "origin", "main"]);
     let main_before = git_rev(&remote, "main").unwrap();
 
@@ -551,6 +556,12 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
             "=== FILE: outside/evil.txt\nx\n=== END\n",
             "unsafe_edit",
             "`outside/evil.txt` goes through a symbolic link",
+        ),
+        (
+            "a file seen in part, however spelled",
+            "=== FILE: ./app//helper_table.py\ndef helper_step_0(x):\n    return x * 2\n=== END\n",
+            "unsafe_edit",
+            "`app/helper_table.py` was shown to the model only in part: a whole-file edit of it would replace what the model did not see",
         ),
         (
             "prose",

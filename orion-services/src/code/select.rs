@@ -41,11 +41,11 @@ impl Default for SelectWeights {
     fn default() -> Self {
         Self {
             bm25: 1.0,
-            path: 0.7,
-            symbols: 0.5,
+            path: 0.6,
+            symbols: 0.7,
             mentions: 0.3,
-            graph: 0.5,
-            cochange: 0.5,
+            graph: 0.2,
+            cochange: 0.1,
         }
     }
 }

@@ -92,8 +92,7 @@ fn excerpt(source: &Source) -> (String, usize) {
 }
 
 /// The map within `map_tokens`, the selected files and the function excerpts, from sources
-/// read once and parsed once (the selected files not shown whole once more, for their
-/// functions); `cochange` is the repository's history, where it has one.
+/// read once and parsed once; `cochange` is the repository's history, where it has one.
 pub fn prompt_context(
     sources: &[Source],
     query: &str,
@@ -106,15 +105,19 @@ pub fn prompt_context(
     let refs: Vec<&FileDoc> = docs.iter().collect();
     let mut selection = select::select(&refs, query, cochange, weights);
     selection.truncate(EXPLAINED_FILES);
-    let selected: Vec<&Source> = selection
+    // Each selected file with its document (sources and docs are in the same order).
+    let selected: Vec<(&Source, &FileDoc)> = selection
         .iter()
-        .filter_map(|r| sources.iter().find(|s| s.path == r.path))
+        .filter_map(|r| {
+            let i = sources.iter().position(|s| s.path == r.path)?;
+            Some((&sources[i], &docs[i]))
+        })
         .collect();
     let mut files = Vec::new();
     let mut whole = Vec::new();
     // How many lines of each shown file the prompt holds whole.
     let mut visible: HashMap<&str, usize> = HashMap::new();
-    for source in selected.iter().take(RELEVANT_FILES) {
+    for (source, _) in selected.iter().take(RELEVANT_FILES) {
         let (text, lines) = excerpt(source);
         visible.insert(&source.path, lines);
         if lines == usize::MAX && std::str::from_utf8(&source.bytes).is_ok() {
@@ -122,7 +125,7 @@ pub fn prompt_context(
         }
         files.push((source.path.clone(), text));
     }
-    let excerpts = excerpts(&selected, &selection, &visible, query, threads);
+    let excerpts = excerpts(&selected, &selection, &visible, query);
     let index = SymbolIndex::from_tags(docs.into_iter().map(|d| (d.path, d.tags)));
     PromptContext {
         map: index.repo_map(map_tokens),
@@ -137,24 +140,18 @@ pub fn prompt_context(
 /// evaluation ranks them ([`select::function_scores`]); each must share a word with the task,
 /// and they are taken best first while they fit [`EXCERPT_BYTES`] (none overlapping another).
 fn excerpts(
-    selected: &[&Source],
+    selected: &[(&Source, &FileDoc)],
     selection: &[Ranked],
     visible: &HashMap<&str, usize>,
     query: &str,
-    threads: usize,
 ) -> Vec<Excerpt> {
-    // A file shown whole and uncut shows every function of it: only the others are parsed
-    // for their functions.
-    let partly: Vec<&Source> = selected
+    // A file shown whole and uncut shows every function of it: only the others' functions
+    // are candidates (found by the parse that read the file's tags).
+    let functions: Vec<FunctionDoc> = selected
         .iter()
-        .filter(|s| visible.get(s.path.as_str()) != Some(&usize::MAX))
-        .copied()
+        .filter(|(s, _)| visible.get(s.path.as_str()) != Some(&usize::MAX))
+        .flat_map(|(s, doc)| FunctionDoc::of(s, doc))
         .collect();
-    let functions: Vec<FunctionDoc> =
-        parallel(&partly, threads, |parser, s| FunctionDoc::of(parser, s))
-            .into_iter()
-            .flatten()
-            .collect();
     let refs: Vec<&FunctionDoc> = functions.iter().collect();
     let scores = select::function_scores(selection, &refs, query);
     let terms: HashSet<String> = select::words(query).collect();
@@ -177,7 +174,7 @@ fn excerpts(
         if shown_whole || !on_task || overlaps {
             continue;
         }
-        let Some(source) = selected.iter().find(|s| s.path == f.file) else {
+        let Some((source, _)) = selected.iter().find(|(s, _)| s.path == f.file) else {
             continue;
         };
         let text: String = String::from_utf8_lossy(&source.bytes)

@@ -289,9 +289,10 @@ fn state(
         }
     }
     let sources: Vec<&Source> = missing.iter().map(|(_, s)| s).collect();
-    let built = parallel(&sources, threads, |parser, s| Doc {
-        file: FileDoc::build(parser, s),
-        functions: FunctionDoc::of(parser, s),
+    let built = parallel(&sources, threads, |parser, s| {
+        let file = FileDoc::build(parser, s);
+        let functions = FunctionDoc::of(s, &file);
+        Doc { file, functions }
     });
     for ((key, _), doc) in missing.into_iter().zip(built) {
         cache.insert(key, Some(Arc::new(doc)));

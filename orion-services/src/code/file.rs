@@ -136,16 +136,13 @@ pub struct FunctionSpan {
     pub end_line: u32,
 }
 
-/// The functions [`analyze`] measures (nested ones too, in the order of their starts), found
-/// by one parse and a walk: for what needs only where they are (context selection).
-pub fn function_spans(parser: &mut Parser, language: Language, source: &[u8]) -> Vec<FunctionSpan> {
-    let Some(tree) = parser
-        .set_language(&language.grammar())
-        .ok()
-        .and_then(|()| parser.parse(source, None))
-    else {
-        return Vec::new();
-    };
+/// The functions [`analyze`] measures (nested ones too, in the order of their starts), read
+/// from a parsed tree by a walk: for what needs only where they are (context selection).
+pub fn function_spans(
+    tree: &tree_sitter::Tree,
+    language: Language,
+    source: &[u8],
+) -> Vec<FunctionSpan> {
     let classes = language.classes();
     let mut spans = Vec::new();
     visit(tree.root_node(), &mut |node| {

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::engine::Source;
-use super::symbols::{Tag, tags};
+use super::symbols::{Tag, tags_and_spans};
 
 /// The weight of each signal in a file's score.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -74,6 +74,8 @@ pub struct FileDoc {
     /// Words of the names the file defines (read once, asked for every query).
     pub defined_terms: HashSet<String>,
     pub tags: Vec<Tag>,
+    /// Where its functions are (from the same parse as the tags).
+    pub functions: Vec<super::file::FunctionSpan>,
 }
 
 impl FileDoc {
@@ -88,7 +90,8 @@ impl FileDoc {
         }
         let name = source.path.rsplit('/').next().unwrap_or(&source.path);
         let stem = name.split('.').next().unwrap_or(name);
-        let file_tags = tags(parser, source.language, &source.path, &source.bytes);
+        let (file_tags, functions) =
+            tags_and_spans(parser, source.language, &source.path, &source.bytes);
         Self {
             path: source.path.clone(),
             terms,
@@ -101,6 +104,7 @@ impl FileDoc {
                 .flat_map(|t| words(&t.name))
                 .collect(),
             tags: file_tags,
+            functions,
         }
     }
 }
@@ -120,9 +124,10 @@ pub struct FunctionDoc {
 }
 
 impl FunctionDoc {
-    /// The functions of a file, each as a document (one parse; `parser` is the thread's own).
-    pub fn of(parser: &mut tree_sitter::Parser, source: &Source) -> Vec<Self> {
-        let spans = super::file::function_spans(parser, source.language, &source.bytes);
+    /// The functions of a file, each as a document: `file` is its [`FileDoc`] (whose parse
+    /// found where they are).
+    pub fn of(source: &Source, file: &FileDoc) -> Vec<Self> {
+        let spans = &file.functions;
         let text = String::from_utf8_lossy(&source.bytes);
         let lines: Vec<&str> = text.lines().collect();
         spans

@@ -47,17 +47,40 @@ fn queries() -> &'static Vec<Option<Query>> {
 
 /// The tags of one file.
 pub fn tags(parser: &mut Parser, language: Language, path: &str, source: &[u8]) -> Vec<Tag> {
+    match parse(parser, language, source) {
+        Some(tree) => tags_in(&tree, language, path, source),
+        None => Vec::new(),
+    }
+}
+
+/// [`tags`] and the file's functions ([`super::file::function_spans`]) from one parse.
+pub fn tags_and_spans(
+    parser: &mut Parser,
+    language: Language,
+    path: &str,
+    source: &[u8],
+) -> (Vec<Tag>, Vec<super::file::FunctionSpan>) {
+    match parse(parser, language, source) {
+        Some(tree) => (
+            tags_in(&tree, language, path, source),
+            super::file::function_spans(&tree, language, source),
+        ),
+        None => (Vec::new(), Vec::new()),
+    }
+}
+
+fn parse(parser: &mut Parser, language: Language, source: &[u8]) -> Option<tree_sitter::Tree> {
+    parser.set_language(&language.grammar()).ok()?;
+    parser.parse(source, None)
+}
+
+/// The tags of a parsed file.
+fn tags_in(tree: &tree_sitter::Tree, language: Language, path: &str, source: &[u8]) -> Vec<Tag> {
     let index = Language::ALL
         .iter()
         .position(|l| *l == language)
         .unwrap_or(0);
     let Some(query) = queries()[index].as_ref() else {
-        return Vec::new();
-    };
-    if parser.set_language(&language.grammar()).is_err() {
-        return Vec::new();
-    }
-    let Some(tree) = parser.parse(source, None) else {
         return Vec::new();
     };
     let names = query.capture_names();

@@ -792,9 +792,9 @@ fn the_co_change_history_is_read_once_per_head_commit() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
-/// Context selection finds a file's functions by a walk of its own (no metrics): the same
-/// functions, names and lines as the analysis, on all of Orion's sources and on nested and
-/// anonymous functions of the languages Orion has none of.
+/// Context selection finds a file's functions by a walk of the tree its tags are read from
+/// (no metrics): the same functions, names and lines as the analysis, on all of Orion's
+/// sources and on nested and anonymous functions of the languages Orion has none of.
 #[test]
 fn function_spans_find_what_the_analysis_measures() {
     let mut parser = tree_sitter::Parser::new();
@@ -805,11 +805,16 @@ fn function_spans_find_what_the_analysis_measures() {
             .iter()
             .map(|f| (f.name.clone(), f.start_line, f.end_line))
             .collect();
-        let spans: Vec<(String, u32, u32)> =
-            super::file::function_spans(&mut parser, language, bytes)
-                .into_iter()
-                .map(|s| (s.name, s.start_line, s.end_line))
-                .collect();
+        let source = super::Source {
+            path: path.to_owned(),
+            language,
+            bytes: bytes.to_vec(),
+        };
+        let spans: Vec<(String, u32, u32)> = select::FileDoc::build(&mut parser, &source)
+            .functions
+            .into_iter()
+            .map(|s| (s.name, s.start_line, s.end_line))
+            .collect();
         assert_eq!(spans, measured, "{path}");
         measured.len()
     };

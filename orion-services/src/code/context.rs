@@ -1,8 +1,8 @@
 //! What a model is shown of a repository for a task: the repository map, the files that
 //! context selection ranks first ([`super::select`]), and the functions it ranks first of what
 //! those files do not already show (functions of the next-ranked files, or past a shown
-//! file's cut), from one reading and one parse of the repository (and a second of the
-//! selected files not shown whole, for their functions).
+//! file's cut), from one reading and one parse of the repository (the functions' spans come
+//! from the tree the tags are read from).
 
 use std::collections::{HashMap, HashSet};
 

@@ -648,3 +648,25 @@ fn the_asyncapi_document_reads_and_names_every_subject_orion_publishes() {
         );
     }
 }
+
+/// Processes that start together (a gateway and its nodes) all set up the same streams at
+/// once: every one of them connects. Eight connections race on each of twenty fresh prefixes.
+#[tokio::test]
+async fn processes_that_start_together_all_find_their_streams() {
+    let url = nats_url();
+    for _ in 0..20 {
+        let subjects = Subjects::new(unique("race")).unwrap();
+        let connects = (0..8).map(|_| NatsBus::connect(&url, subjects.clone(), config()));
+        let buses = futures_util::future::join_all(connects).await;
+        let mut first = None;
+        for bus in buses {
+            let bus = bus.expect("every process that starts together connects");
+            first.get_or_insert(bus);
+        }
+        first
+            .unwrap()
+            .delete_streams()
+            .await
+            .expect("delete test streams");
+    }
+}

@@ -225,11 +225,28 @@ impl NatsBus {
     /// replicas, changes that (and only that) to the configured one.
     async fn ensure_stream(&self, family: StreamFamily) -> Result<(), BusError> {
         let wanted = self.stream_config(family);
-        let mut stream = self
-            .js
-            .get_or_create_stream(wanted.clone())
-            .await
-            .map_err(|e| BusError::unavailable("creating a JetStream stream", e))?;
+        let mut stream = match self.js.get_or_create_stream(wanted.clone()).await {
+            Ok(stream) => stream,
+            // Processes that start together (a gateway and its nodes) all find no stream and
+            // all create it: the server may refuse the later ones ("subjects overlap with an
+            // existing stream") while the first is being made. The stream is there for them
+            // then, or soon.
+            Err(refused) => {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                loop {
+                    if let Ok(stream) = self.js.get_stream(&wanted.name).await {
+                        break stream;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(BusError::unavailable(
+                            "creating a JetStream stream",
+                            refused,
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
         let info = stream
             .info()
             .await

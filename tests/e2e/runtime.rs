@@ -220,6 +220,37 @@ async fn next_assignment(work: &mut orion_bus::Deliveries, id: &str) -> orion_bu
 }
 
 /// The analyzer's work queue, consumed by the test in the agent's place.
+/// An app whose only agent is a coordinator (with `lease_secs` as its task lease, where
+/// given), the analyzer's queue read by the test in the analyzer's place, and an analyze task
+/// submitted after the queue is read.
+struct AnalyzeTask {
+    app: TestApp,
+    work: orion_bus::Deliveries,
+    id: String,
+    _repo: crate::support::TempDir,
+}
+
+async fn coordinator_with_an_analyze_task(lease_secs: Option<u64>) -> AnalyzeTask {
+    let app = TestApp::spawn_with(|s| {
+        s.node.agents = vec![AgentKind::Coordinator];
+        if let Some(lease) = lease_secs {
+            s.node.task_lease_secs = lease;
+        }
+    })
+    .await;
+    let work = analyzer_work(&app.services.lifecycle).await;
+    let repo = fixture_repo();
+    let id = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    AnalyzeTask {
+        app,
+        work,
+        id,
+        _repo: repo,
+    }
+}
+
 async fn analyzer_work(lifecycle: &orion_services::lifecycle::Lifecycle) -> orion_bus::Deliveries {
     lifecycle
         .bus()
@@ -263,18 +294,14 @@ fn attempt_of(delivery: &orion_bus::Delivery) -> i32 {
 /// task is queued again once, with one more attempt, not once per sweep.
 #[actix_rt::test]
 async fn of_sweeps_racing_over_one_orphaned_task_exactly_one_reclaims_it() {
-    let app = TestApp::spawn_with(|s| {
-        s.node.agents = vec![AgentKind::Coordinator];
-        // The app's own coordinator never finds it stale: only the racing sweeps do.
-        s.node.task_lease_secs = 3600;
-    })
-    .await;
+    // The app's own coordinator never finds it stale: only the racing sweeps do.
+    let AnalyzeTask {
+        app,
+        mut work,
+        id,
+        _repo,
+    } = coordinator_with_an_analyze_task(Some(3600)).await;
     let lifecycle = app.services.lifecycle.clone();
-    let mut work = analyzer_work(&lifecycle).await;
-    let repo = fixture_repo();
-    let id = app
-        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
-        .await;
     // Taken and acknowledged, never reported: no message about the task is left.
     next_assignment(&mut work, &id).await.ack().await.unwrap();
     let sweeps = (0..8).map(|_| orion_actors::reclaim_orphans(lifecycle.clone(), Duration::ZERO));
@@ -301,17 +328,13 @@ async fn of_sweeps_racing_over_one_orphaned_task_exactly_one_reclaims_it() {
 /// its task from being taken again, however long it takes.
 #[actix_rt::test]
 async fn a_task_whose_messages_are_lost_is_queued_again_after_its_lease() {
-    let app = TestApp::spawn_with(|s| {
-        s.node.agents = vec![AgentKind::Coordinator];
-        s.node.task_lease_secs = 1;
-    })
-    .await;
+    let AnalyzeTask {
+        app,
+        mut work,
+        id,
+        _repo,
+    } = coordinator_with_an_analyze_task(Some(1)).await;
     let lifecycle = app.services.lifecycle.clone();
-    let mut work = analyzer_work(&lifecycle).await;
-    let repo = fixture_repo();
-    let id = app
-        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
-        .await;
     let first = next_assignment(&mut work, &id).await;
     assert_eq!(attempt_of(&first), 1);
     first.ack().await.unwrap();
@@ -549,13 +572,13 @@ async fn cancelling_a_task_stops_the_work_in_progress_on_its_node() {
 /// queued, assigned, running, completed, with one `running`.
 #[actix_rt::test]
 async fn a_start_report_that_comes_after_its_outcome_moves_nothing() {
-    let app = TestApp::spawn_with(|s| s.node.agents = vec![AgentKind::Coordinator]).await;
+    let AnalyzeTask {
+        app,
+        mut work,
+        id,
+        _repo,
+    } = coordinator_with_an_analyze_task(None).await;
     let lifecycle = app.services.lifecycle.clone();
-    let mut work = analyzer_work(&lifecycle).await;
-    let repo = fixture_repo();
-    let id = app
-        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
-        .await;
     let assignment = next_assignment(&mut work, &id).await;
     let attempt = attempt_of(&assignment);
     assignment.ack().await.unwrap();

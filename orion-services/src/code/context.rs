@@ -187,12 +187,9 @@ fn excerpts(
             continue;
         }
         bytes += text.len();
-        let name =
-            f.id.rsplit_once(':')
-                .map_or(f.id.as_str(), |(left, _)| left);
         chosen.push(Excerpt {
             path: f.file.clone(),
-            name: name.rsplit("::").next().unwrap_or(name).to_owned(),
+            name: f.name.clone(),
             start: f.start,
             end: f.end,
             text,

@@ -115,8 +115,9 @@ impl FileDoc {
 pub struct FunctionDoc {
     /// `path::name:line`.
     pub id: String,
-    /// The file's path.
+    /// The file's path, and the function's name.
     pub file: String,
+    pub name: String,
     /// First and last line (1-based, inclusive).
     pub start: u32,
     pub end: u32,
@@ -144,6 +145,7 @@ impl FunctionDoc {
                 let id = format!("{}::{}:{}", source.path, f.name, f.start_line);
                 Self {
                     file: source.path.clone(),
+                    name: f.name.clone(),
                     start: f.start_line,
                     end: f.end_line,
                     doc: FileDoc {

@@ -55,15 +55,12 @@ fn lizard(
     threads: usize,
     rounds: usize,
 ) -> Option<f64> {
-    let probe = Command::new("python3")
-        .args(["-m", "lizard", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
+    if !crate::python_imports("lizard") {
         return None;
     }
-    let list = std::env::temp_dir().join(format!("orion-bench-files-{}", std::process::id()));
+    // The file list lives in a folder removed however this returns.
+    let dir = crate::TempDir::new().ok()?;
+    let list = dir.path().join("files");
     let mut file = std::fs::File::create(&list).ok()?;
     for s in sources {
         writeln!(file, "{}", s.path).ok()?;
@@ -78,7 +75,6 @@ fn lizard(
             .stderr(Stdio::null())
             .status();
     });
-    let _ = std::fs::remove_file(&list);
     Some(per_second(lines, took))
 }
 

@@ -581,9 +581,11 @@ impl Model {
             attended
                 .par_chunks_mut(dim)
                 .enumerate()
-                .for_each(|(t, out)| {
+                // One score buffer per thread, not one per token.
+                .for_each_init(Vec::new, |scores, (t, out)| {
                     let seen = start + t + 1;
-                    let mut scores = vec![0f32; seen];
+                    scores.clear();
+                    scores.resize(seen, 0f32);
                     let q = &rows[t * width..t * width + dim];
                     for (h, out) in out.chunks_exact_mut(c.head_dim).enumerate() {
                         let at = (h / group) * c.head_dim;
@@ -594,7 +596,7 @@ impl Model {
                             max = max.max(*s);
                         }
                         let mut total = 0.0;
-                        for s in &mut scores {
+                        for s in scores.iter_mut() {
                             *s = (*s - max).exp();
                             total += *s;
                         }

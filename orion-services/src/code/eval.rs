@@ -230,6 +230,7 @@ struct Doc {
 /// an insertion after that line), the innermost where they nest.
 fn changed_functions(functions: &[FunctionDoc], hunks: &[(u32, u32)]) -> BTreeSet<String> {
     let mut changed = BTreeSet::new();
+    let last_end = functions.iter().map(|f| f.end).max().unwrap_or(0);
     for &(start, count) in hunks {
         let lines = if count == 0 {
             start..start.saturating_add(1)
@@ -246,7 +247,7 @@ fn changed_functions(functions: &[FunctionDoc], hunks: &[(u32, u32)]) -> BTreeSe
                     changed.insert(f.id.clone());
                 }
                 // Past the last function: the rest of the hunk holds none.
-                None if functions.iter().all(|f| f.end < line) => break,
+                None if last_end < line => break,
                 None => {}
             }
         }

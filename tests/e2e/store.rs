@@ -980,3 +980,183 @@ async fn a_held_event_log_lock_makes_writers_fail_in_time_not_wait_forever() {
     );
     h.finish().await;
 }
+
+/// Postgres commits the task log's writes in groups. Writes made together (on this
+/// single-threaded runtime, all of them reach the writer before it runs, so they share a
+/// transaction): two changes of each task from the same version, notes, new tasks and a
+/// change of a task that does not exist. Of each task's two changes exactly one moves it and
+/// the other fails alone as a conflict; the rest of the group is stored, each write with its
+/// own event, in the order the log gives them.
+#[tokio::test]
+async fn writes_committed_together_fail_only_where_their_own_row_does() {
+    let h = Harness::postgres().await;
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        tasks.push(
+            h.store
+                .create_task(spec(TaskKind::Analyze), None, None)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    let store = &h.store;
+    let moves = tasks.iter().flat_map(|task| {
+        [1, 2].map(|n| {
+            let mut change = Transition::new(task, TaskStatus::Assigned);
+            change.count_attempt = true;
+            change.data = serde_json::json!({ "by": n });
+            store.transition(change)
+        })
+    });
+    let notes = tasks.iter().map(|task| {
+        store.append_event(
+            task.id,
+            EventType::Progress,
+            serde_json::json!({ "note": 1 }),
+            None,
+        )
+    });
+    let news = (0..10).map(|_| store.create_task(spec(TaskKind::Develop), None, Some("n2")));
+    let missing = orion_bus::TaskId::new();
+    let ghost = {
+        let mut ghost = tasks[0].clone();
+        ghost.id = missing;
+        store.transition(Transition::new(&ghost, TaskStatus::Assigned))
+    };
+    let (moved, noted, created, ghost) = tokio::join!(
+        futures_util::future::join_all(moves),
+        futures_util::future::join_all(notes),
+        futures_util::future::join_all(news),
+        ghost
+    );
+    assert!(
+        matches!(ghost, Err(StoreError::NotFound(id)) if id == missing),
+        "{ghost:?}"
+    );
+    for (task, pair) in tasks.iter().zip(moved.chunks(2)) {
+        let won: Vec<_> = pair.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "{pair:?}");
+        let lost = pair.iter().find_map(|r| r.as_ref().err()).expect("a loser");
+        assert!(
+            matches!(lost, StoreError::Conflict { task: t, expected: 1, actual: 2 } if *t == task.id),
+            "{lost:?}"
+        );
+        let (moved, event) = won[0];
+        assert_eq!(
+            (moved.status, moved.version, moved.attempts),
+            (TaskStatus::Assigned, 2, 1)
+        );
+        let stored = h.store.events(Some(task.id), 0, 100).await.unwrap();
+        let kinds: Vec<_> = stored.iter().map(|e| e.event_type).collect();
+        assert_eq!(
+            kinds.iter().filter(|k| **k == EventType::Assigned).count(),
+            1,
+            "{kinds:?}"
+        );
+        assert!(
+            stored.contains(event),
+            "the answered event is the stored one"
+        );
+        assert_eq!(h.store.task(task.id).await.unwrap(), *moved);
+    }
+    for note in noted {
+        let note = note.unwrap();
+        assert_eq!((note.event_type, note.status), (EventType::Progress, None));
+    }
+    for new in created {
+        let (task, event) = new.unwrap();
+        let event = event.expect("its queued event");
+        assert_eq!(
+            (event.task_id, event.node.as_deref()),
+            (task.id, Some("n2"))
+        );
+        assert_eq!(h.store.task(task.id).await.unwrap(), task);
+    }
+    // The log: every event once, in commit order.
+    let log = h.store.events(None, 0, 1000).await.unwrap();
+    assert_eq!(log.len(), 30 + 30 + 30 + 10);
+    assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
+    h.finish().await;
+}
+
+/// A write of a group that the database refuses for its data (an error code longer than its
+/// column) fails alone; the others of its group are stored.
+#[tokio::test]
+async fn a_write_refused_for_its_data_fails_alone_in_its_group() {
+    let h = Harness::postgres().await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        tasks.push(
+            h.store
+                .create_task(spec(TaskKind::Analyze), None, None)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    let changes = tasks.iter().enumerate().map(|(i, task)| {
+        let mut change = Transition::new(task, TaskStatus::Failed);
+        let code = if i == 3 {
+            "x".repeat(100)
+        } else {
+            "boom".into()
+        };
+        change.error = Some(TaskFailure::new(code, "it failed"));
+        h.store.transition(change)
+    });
+    let outcomes = futures_util::future::join_all(changes).await;
+    for (i, (task, outcome)) in tasks.iter().zip(&outcomes).enumerate() {
+        let stored = h.store.task(task.id).await.unwrap();
+        let events = h.store.events(Some(task.id), 0, 100).await.unwrap().len();
+        if i == 3 {
+            assert!(
+                matches!(outcome, Err(StoreError::Unavailable(_))),
+                "{outcome:?}"
+            );
+            assert_eq!(
+                (stored.status, stored.version, events),
+                (TaskStatus::Queued, 1, 1)
+            );
+        } else {
+            assert!(outcome.is_ok(), "{outcome:?}");
+            assert_eq!(
+                (stored.status, stored.version, events),
+                (TaskStatus::Failed, 2, 2)
+            );
+        }
+    }
+    h.finish().await;
+}
+
+/// Submissions with one idempotency key, made together (in one group), store one task: every
+/// one of them is answered with it, and one only as its creator.
+#[tokio::test]
+async fn one_idempotency_key_in_one_group_stores_one_task() {
+    let h = Harness::postgres().await;
+    let submissions = (0..6).map(|_| {
+        h.store
+            .create_task(spec(TaskKind::Analyze), Some("same-key"), None)
+    });
+    let answers: Vec<_> = futures_util::future::join_all(submissions)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        answers.iter().filter(|(_, event)| event.is_some()).count(),
+        1
+    );
+    assert!(answers.iter().all(|(task, _)| task.id == answers[0].0.id));
+    let page = h
+        .store
+        .list_tasks(&TaskQuery {
+            limit: 10,
+            ..TaskQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(h.store.events(None, 0, 100).await.unwrap().len(), 1);
+    h.finish().await;
+}

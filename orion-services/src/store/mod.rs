@@ -9,6 +9,7 @@ mod access;
 mod analysis;
 mod effects;
 mod entity;
+mod group;
 mod pulls;
 mod sql;
 mod usage;

@@ -1,6 +1,7 @@
 //! [`Store`] on sea-orm, for Postgres and SQLite alike.
 
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +15,7 @@ use sea_orm::{
 };
 
 use super::entity::{agent_snapshot, task, task_event, task_function};
+use super::group;
 use super::{AgentSnapshot, StoreError, TaskPage, TaskQuery, TaskStore, Transition};
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
@@ -21,10 +23,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest page a listing returns, whatever was asked.
 pub const MAX_PAGE: u64 = 500;
 
-/// The sea-orm store. Cheap to clone: it shares one connection pool.
+/// The sea-orm store. Cheap to clone: it shares one connection pool, and on Postgres one
+/// writer that commits the task log's writes in groups (see [`super::group`]).
 #[derive(Clone, Debug)]
 pub struct SqlStore {
     db: DatabaseConnection,
+    /// The queue to the group writer (Postgres only; `None` in the writer's own copy). It is
+    /// started on first use, on the caller's runtime, and again if that runtime has ended.
+    writer: Option<Arc<Mutex<Option<group::Queue>>>>,
 }
 
 impl SqlStore {
@@ -40,7 +46,27 @@ impl SqlStore {
         }
         let db = Database::connect(options).await?;
         Migrator::up(&db, None).await?;
-        Ok(Self { db })
+        let writer = (db.get_database_backend() == sea_orm::DatabaseBackend::Postgres)
+            .then(|| Arc::new(Mutex::new(None)));
+        Ok(Self { db, writer })
+    }
+
+    /// Hands `write` to the group writer; gives it back where there is none (SQLite, or the
+    /// writer itself), for the caller to make alone.
+    fn to_writer(&self, write: group::Write) -> Option<group::Write> {
+        let Some(writer) = &self.writer else {
+            return Some(write);
+        };
+        let mut queue = writer.lock().unwrap_or_else(|e| e.into_inner());
+        let live = queue.as_ref().filter(|q| !q.is_closed());
+        let queue = match live {
+            Some(queue) => queue,
+            None => queue.insert(group::start(Self {
+                db: self.db.clone(),
+                writer: None,
+            })),
+        };
+        queue.send(write).err().map(|e| e.0)
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -68,7 +94,7 @@ fn parse_kind<T: FromStr>(
     })
 }
 
-fn to_task(m: task::Model) -> Result<Task, StoreError> {
+pub(super) fn to_task(m: task::Model) -> Result<Task, StoreError> {
     let error = match (m.error_code, m.error_message) {
         (Some(code), message) => Some(TaskFailure {
             code,
@@ -118,7 +144,7 @@ fn to_snapshot(m: agent_snapshot::Model) -> Result<AgentSnapshot, StoreError> {
     })
 }
 
-fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
+pub(super) fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
     Ok(TaskEvent {
         seq: m.seq,
         task_id: TaskId::from_uuid(m.task_id),
@@ -139,7 +165,7 @@ fn to_event(m: task_event::Model) -> Result<TaskEvent, StoreError> {
 /// holds the lock, may sit idle at most as long before Postgres ends it
 /// (a writer frozen or cut off between its insert and its commit would otherwise stop every
 /// other writer's events until its connection is found dead).
-const TAKE_EVENT_LOG_LOCK: &str = "SET LOCAL lock_timeout = '10s'; \
+pub(super) const TAKE_EVENT_LOG_LOCK: &str = "SET LOCAL lock_timeout = '10s'; \
      SET LOCAL idle_in_transaction_session_timeout = '10s'; \
      SELECT pg_advisory_xact_lock(478660882286)";
 
@@ -179,20 +205,17 @@ async fn insert_event(
     to_event(model)
 }
 
-impl SqlStore {
-    async fn find_by_key(&self, key: &str) -> Result<Option<Task>, StoreError> {
-        task::Entity::find()
-            .filter(task::Column::IdempotencyKey.eq(key))
-            .one(&self.db)
-            .await?
-            .map(to_task)
-            .transpose()
-    }
+/// The group writer ended before it answered (its runtime shut down): the write may or may
+/// not have been stored, as when a connection drops before a commit's answer.
+fn writer_gone(_: tokio::sync::oneshot::error::RecvError) -> StoreError {
+    StoreError::Unavailable(sea_orm::DbErr::Custom(
+        "the store's writer stopped before it answered".into(),
+    ))
 }
 
-#[async_trait]
-impl TaskStore for SqlStore {
-    async fn create_task(
+impl SqlStore {
+    /// [`TaskStore::create_task`] in a transaction of its own.
+    pub(super) async fn create_one(
         &self,
         spec: TaskSpec,
         idempotency_key: Option<&str>,
@@ -254,46 +277,11 @@ impl TaskStore for SqlStore {
         Ok((task, Some(event)))
     }
 
-    async fn task(&self, id: TaskId) -> Result<Task, StoreError> {
-        let model = task::Entity::find_by_id(id.as_uuid()).one(&self.db).await?;
-        to_task(model.ok_or(StoreError::NotFound(id))?)
-    }
-
-    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
-        let limit = query.limit.clamp(1, MAX_PAGE);
-        let mut select = task::Entity::find();
-        if let Some(status) = query.status {
-            select = select.filter(task::Column::Status.eq(status.as_str()));
-        }
-        if let Some(kind) = query.kind {
-            select = select.filter(task::Column::Kind.eq(kind.as_str()));
-        }
-        if let Some(repo) = &query.repo {
-            select = select.filter(task::Column::Repo.eq(repo.as_str()));
-        }
-        if let Some(before) = query.before {
-            select = select.filter(task::Column::Id.lt(before.as_uuid()));
-        }
-        let mut rows = select
-            .order_by_desc(task::Column::Id)
-            .limit(limit + 1)
-            .all(&self.db)
-            .await?;
-        let more = rows.len() as u64 > limit;
-        rows.truncate(limit as usize);
-        let items = rows
-            .into_iter()
-            .map(to_task)
-            .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if more {
-            items.last().map(|t| t.id)
-        } else {
-            None
-        };
-        Ok(TaskPage { items, next_cursor })
-    }
-
-    async fn transition(&self, change: Transition) -> Result<(Task, TaskEvent), StoreError> {
+    /// [`TaskStore::transition`] in a transaction of its own.
+    pub(super) async fn transition_one(
+        &self,
+        change: Transition,
+    ) -> Result<(Task, TaskEvent), StoreError> {
         use sea_orm::sea_query::{Expr, ExprTrait};
         // One statement moves the task: an update guarded by the version the caller read
         // (whose status is then `change.from`), returning the row where the database can.
@@ -379,7 +367,8 @@ impl TaskStore for SqlStore {
         Ok((to_task(updated)?, event))
     }
 
-    async fn append_event(
+    /// [`TaskStore::append_event`] in a transaction of its own.
+    pub(super) async fn append_one(
         &self,
         task: TaskId,
         event_type: EventType,
@@ -397,6 +386,129 @@ impl TaskStore for SqlStore {
         let event = insert_event(&txn, task, event_type, None, data, node).await?;
         txn.commit().await?;
         Ok(event)
+    }
+
+    async fn find_by_key(&self, key: &str) -> Result<Option<Task>, StoreError> {
+        task::Entity::find()
+            .filter(task::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+            .map(to_task)
+            .transpose()
+    }
+}
+
+#[async_trait]
+impl TaskStore for SqlStore {
+    async fn create_task(
+        &self,
+        spec: TaskSpec,
+        idempotency_key: Option<&str>,
+        node: Option<&str>,
+    ) -> Result<(Task, Option<TaskEvent>), StoreError> {
+        if let Some(key) = idempotency_key
+            && let Some(existing) = self.find_by_key(key).await?
+        {
+            return Ok((existing, None));
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let new = group::NewTask {
+            spec,
+            key: idempotency_key.map(str::to_owned),
+            node: node.map(str::to_owned),
+        };
+        match self.to_writer(group::Write::Create(new, tx)) {
+            None => match rx.await.map_err(writer_gone)?? {
+                group::Created::Stored(stored) => Ok((stored.0, Some(stored.1))),
+                // A concurrent submission with the same key was stored first.
+                group::Created::KeyTaken => {
+                    let key = idempotency_key.unwrap_or_default();
+                    match self.find_by_key(key).await? {
+                        Some(existing) => Ok((existing, None)),
+                        None => Err(StoreError::Corrupt(format!(
+                            "idempotency key `{key}` was taken by no stored task"
+                        ))),
+                    }
+                }
+            },
+            Some(group::Write::Create(new, _)) => {
+                self.create_one(new.spec, new.key.as_deref(), new.node.as_deref())
+                    .await
+            }
+            Some(_) => unreachable!("the write given back is the one given"),
+        }
+    }
+
+    async fn task(&self, id: TaskId) -> Result<Task, StoreError> {
+        let model = task::Entity::find_by_id(id.as_uuid()).one(&self.db).await?;
+        to_task(model.ok_or(StoreError::NotFound(id))?)
+    }
+
+    async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError> {
+        let limit = query.limit.clamp(1, MAX_PAGE);
+        let mut select = task::Entity::find();
+        if let Some(status) = query.status {
+            select = select.filter(task::Column::Status.eq(status.as_str()));
+        }
+        if let Some(kind) = query.kind {
+            select = select.filter(task::Column::Kind.eq(kind.as_str()));
+        }
+        if let Some(repo) = &query.repo {
+            select = select.filter(task::Column::Repo.eq(repo.as_str()));
+        }
+        if let Some(before) = query.before {
+            select = select.filter(task::Column::Id.lt(before.as_uuid()));
+        }
+        let mut rows = select
+            .order_by_desc(task::Column::Id)
+            .limit(limit + 1)
+            .all(&self.db)
+            .await?;
+        let more = rows.len() as u64 > limit;
+        rows.truncate(limit as usize);
+        let items = rows
+            .into_iter()
+            .map(to_task)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if more {
+            items.last().map(|t| t.id)
+        } else {
+            None
+        };
+        Ok(TaskPage { items, next_cursor })
+    }
+
+    async fn transition(&self, change: Transition) -> Result<(Task, TaskEvent), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.to_writer(group::Write::Move(change, tx)) {
+            None => rx.await.map_err(writer_gone)?,
+            Some(group::Write::Move(change, _)) => self.transition_one(change).await,
+            Some(_) => unreachable!("the write given back is the one given"),
+        }
+    }
+
+    async fn append_event(
+        &self,
+        task: TaskId,
+        event_type: EventType,
+        data: serde_json::Value,
+        node: Option<&str>,
+    ) -> Result<TaskEvent, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let note = group::Note {
+            task,
+            event_type,
+            data,
+            node: node.map(str::to_owned),
+        };
+        match self.to_writer(group::Write::Note(note, tx)) {
+            None => rx.await.map_err(writer_gone)?,
+            Some(group::Write::Note(note, _)) => {
+                self.append_one(note.task, note.event_type, note.data, note.node.as_deref())
+                    .await
+            }
+            Some(_) => unreachable!("the write given back is the one given"),
+        }
     }
 
     async fn last_event_seq(&self) -> Result<i64, StoreError> {

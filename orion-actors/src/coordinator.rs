@@ -536,12 +536,30 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
     Ok(())
 }
 
+/// Handles a message with its events' confirmations awaited together at the end, before the
+/// bridge acknowledges the message.
+async fn confirming(
+    lifecycle: Lifecycle,
+    handling: impl std::future::Future<Output = Result<(), HandleError>>,
+) -> Result<(), HandleError> {
+    let result = handling.await;
+    lifecycle.confirmed().await;
+    result
+}
+
 impl Handler<TaskArrived> for Coordinator {
     type Result = ResponseFuture<Result<(), HandleError>>;
 
     fn handle(&mut self, msg: TaskArrived, _: &mut Self::Context) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.1, "coordinator.assign", task = %msg.0.id);
-        Box::pin(assign(self.lifecycle.clone(), self.plugins.clone(), msg.0).instrument(span))
+        let lifecycle = self.lifecycle.deferring();
+        Box::pin(
+            confirming(
+                lifecycle.clone(),
+                assign(lifecycle.clone(), self.plugins.clone(), msg.0),
+            )
+            .instrument(span),
+        )
     }
 }
 
@@ -550,7 +568,10 @@ impl Handler<ReportArrived> for Coordinator {
 
     fn handle(&mut self, msg: ReportArrived, _: &mut Self::Context) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.span, "coordinator.report", task = %msg.report.task_id);
-        Box::pin(apply_report(self.lifecycle.clone(), msg).instrument(span))
+        let lifecycle = self.lifecycle.deferring();
+        Box::pin(
+            confirming(lifecycle.clone(), apply_report(lifecycle.clone(), msg)).instrument(span),
+        )
     }
 }
 
@@ -616,7 +637,8 @@ impl Handler<ResumeArrived> for Coordinator {
 
     fn handle(&mut self, msg: ResumeArrived, _: &mut Self::Context) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.1, "coordinator.resume", task = %msg.0.task_id);
-        Box::pin(resume(self.lifecycle.clone(), msg.0).instrument(span))
+        let lifecycle = self.lifecycle.deferring();
+        Box::pin(confirming(lifecycle.clone(), resume(lifecycle.clone(), msg.0)).instrument(span))
     }
 }
 
@@ -686,6 +708,13 @@ impl Handler<ReviewArrived> for Coordinator {
 
     fn handle(&mut self, msg: ReviewArrived, _: &mut Self::Context) -> Self::Result {
         let span = tracing::info_span!(parent: &msg.1, "coordinator.review", task = %msg.0.task_id);
-        Box::pin(resume_after_review(self.lifecycle.clone(), msg.0).instrument(span))
+        let lifecycle = self.lifecycle.deferring();
+        Box::pin(
+            confirming(
+                lifecycle.clone(),
+                resume_after_review(lifecycle.clone(), msg.0),
+            )
+            .instrument(span),
+        )
     }
 }

@@ -346,8 +346,10 @@ async fn run_all(
     let lifecycle = Lifecycle::new(store.clone(), node_bus.clone(), "bench-gateway");
 
     // (b) tasks through REST, the coordinator, the instant agent and Postgres.
+    // Only the completions are counted (decoding every event would load this process, which
+    // is Orion's gateway and node, with the client's work).
     let mut events = node_bus
-        .subscribe(&node_bus.subjects().events_all())
+        .subscribe(&node_bus.subjects().events_of_type(EventType::Completed))
         .await?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;

@@ -189,6 +189,8 @@ pub struct RawMessage {
 }
 
 pub type Deliveries = BoxStream<'static, Delivery>;
+/// A publication handed to the transport, not yet confirmed by it.
+pub type Confirmation = futures_util::future::BoxFuture<'static, Result<(), BusError>>;
 pub type Requests = BoxStream<'static, Request>;
 
 /// A request received by a server, with the way back to its sender.
@@ -302,6 +304,14 @@ pub trait Bus: Send + Sync + 'static {
     /// Publishes a task event on `<p>.events.<task>.<type>`, durably where the transport
     /// keeps events.
     async fn publish_event(&self, envelope: &Envelope) -> Result<(), BusError>;
+
+    /// [`Bus::publish_event`] without waiting for the transport's acknowledgement: the event
+    /// is handed over in call order, and the returned future resolves once it is confirmed
+    /// (so that many events' confirmations are awaited together, not each in turn).
+    async fn send_event(&self, envelope: &Envelope) -> Result<Confirmation, BusError> {
+        self.publish_event(envelope).await?;
+        Ok(Box::pin(futures_util::future::ready(Ok(()))))
+    }
 
     /// Publishes to live subscribers only (health, control).
     async fn publish(&self, subject: &str, envelope: &Envelope) -> Result<(), BusError>;

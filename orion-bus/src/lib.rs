@@ -22,8 +22,8 @@ mod subjects;
 mod transport;
 
 pub use bus::{
-    Acker, Bus, BusConfig, DeadLetter, DeadLetterBody, DeadLetters, Deliveries, Delivery,
-    EnvelopeStream, Queue, QueueDepth, RawMessage, RawStream, Replier, Request, Requests,
+    Acker, Bus, BusConfig, Confirmation, DeadLetter, DeadLetterBody, DeadLetters, Deliveries,
+    Delivery, EnvelopeStream, Queue, QueueDepth, RawMessage, RawStream, Replier, Request, Requests,
     dead_letter_body,
 };
 pub use envelope::{Body, Envelope, SCHEMA_VERSION, set_trace_source};

@@ -69,6 +69,11 @@ impl Subjects {
         format!("{}.events.>", self.prefix)
     }
 
+    /// `<p>.events.*.<type>`: every event of one type, of every task.
+    pub fn events_of_type(&self, event: EventType) -> String {
+        format!("{}.events.*.{event}", self.prefix)
+    }
+
     /// `<p>.events.<task>.*`: every event of one task.
     pub fn events_of(&self, task: TaskId) -> String {
         format!("{}.events.{task}.*", self.prefix)

@@ -67,12 +67,17 @@ pub struct Submission {
     pub queue_error: Option<LifecycleError>,
 }
 
+/// Events sent and not yet confirmed by the bus.
+type Outbox = Arc<std::sync::Mutex<Vec<futures_util::future::BoxFuture<'static, ()>>>>;
+
 /// Submits, moves and annotates tasks for one node.
 #[derive(Clone)]
 pub struct Lifecycle {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
     node: String,
+    /// Where events' confirmations wait, in a [`Lifecycle::deferring`] copy.
+    outbox: Option<Outbox>,
 }
 
 impl Lifecycle {
@@ -81,7 +86,29 @@ impl Lifecycle {
             store,
             bus,
             node: node.into(),
+            outbox: None,
         }
+    }
+
+    /// A copy whose events are sent without each awaiting its confirmation in turn: the
+    /// confirmations are awaited together by [`Lifecycle::confirmed`], which the caller calls
+    /// before it acknowledges the message that caused them. Events are still sent in the
+    /// order they are stored.
+    pub fn deferring(&self) -> Self {
+        Self {
+            outbox: Some(Outbox::default()),
+            ..self.clone()
+        }
+    }
+
+    /// Waits for the confirmations of every event this copy sent; one that fails is sent
+    /// again in the background, as a failed publication always is.
+    pub async fn confirmed(&self) {
+        let Some(outbox) = &self.outbox else {
+            return;
+        };
+        let pending = std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner()));
+        futures_util::future::join_all(pending).await;
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -263,11 +290,34 @@ impl Lifecycle {
 
     async fn announce(&self, event: TaskEvent) {
         let envelope = Envelope::new(self.node.clone(), Body::Event(event.clone()));
-        if let Err(e) = self.bus.publish_event(&envelope).await {
-            tracing::info!(error = %e, task = %event.task_id, seq = event.seq, "could not publish an event yet; trying again");
-            tokio::spawn(republish(self.bus.clone(), self.node.clone(), event));
+        let Some(outbox) = &self.outbox else {
+            if let Err(e) = self.bus.publish_event(&envelope).await {
+                publish_failed(&self.bus, &self.node, e, event);
+            }
+            return;
+        };
+        match self.bus.send_event(&envelope).await {
+            Ok(confirmation) => {
+                let (bus, node) = (self.bus.clone(), self.node.clone());
+                let confirmed = Box::pin(async move {
+                    if let Err(e) = confirmation.await {
+                        publish_failed(&bus, &node, e, event);
+                    }
+                });
+                outbox
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(confirmed);
+            }
+            Err(e) => publish_failed(&self.bus, &self.node, e, event),
         }
     }
+}
+
+/// An event the bus did not take is published again in the background.
+fn publish_failed(bus: &Arc<dyn Bus>, node: &str, error: BusError, event: TaskEvent) {
+    tracing::info!(%error, task = %event.task_id, seq = event.seq, "could not publish an event yet; trying again");
+    tokio::spawn(republish(bus.clone(), node.to_owned(), event));
 }
 
 /// How long an event that could not be published is tried again.

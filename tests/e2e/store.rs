@@ -1024,11 +1024,34 @@ async fn writes_committed_together_fail_only_where_their_own_row_does() {
         ghost.id = missing;
         store.transition(Transition::new(&ghost, TaskStatus::Assigned))
     };
-    let (moved, noted, created, ghost) = tokio::join!(
+    let audits = (0..5).map(|n| {
+        store.record_audit(orion_services::store::NewAudit {
+            actor: format!("someone-{n}"),
+            role: "submitter".into(),
+            action: "task.submit",
+            target: None,
+            detail: serde_json::json!({ "n": n }),
+        })
+    });
+    let (moved, noted, created, ghost, audited) = tokio::join!(
         futures_util::future::join_all(moves),
         futures_util::future::join_all(notes),
         futures_util::future::join_all(news),
-        ghost
+        ghost,
+        futures_util::future::join_all(audits)
+    );
+    let audited: Vec<_> = audited.into_iter().map(Result::unwrap).collect();
+    let log = h.store.audit(0, 100).await.unwrap();
+    assert_eq!(
+        log, audited,
+        "the audit entries answered are the ones stored"
+    );
+    assert!(
+        audited
+            .iter()
+            .enumerate()
+            .all(|(n, e)| e.actor == format!("someone-{n}") && e.detail["n"] == n),
+        "{audited:?}"
     );
     assert!(
         matches!(ghost, Err(StoreError::NotFound(id)) if id == missing),

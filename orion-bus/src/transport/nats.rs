@@ -17,8 +17,8 @@ use futures_util::StreamExt;
 
 use super::{Triage, triage};
 use crate::bus::{
-    Acker, Bus, BusConfig, DeadLetter, DeadLetters, Deliveries, Delivery, Queue, QueueDepth,
-    RawMessage, RawStream, Replier, Request, Requests, dead_letter_body,
+    Acker, Bus, BusConfig, Confirmation, DeadLetter, DeadLetters, Deliveries, Delivery, Queue,
+    QueueDepth, RawMessage, RawStream, Replier, Request, Requests, dead_letter_body,
 };
 use crate::envelope::{Body, Envelope};
 use crate::error::{BusError, ProtocolError};
@@ -385,18 +385,34 @@ impl NatsBus {
         payload: Bytes,
         traceparent: Option<&str>,
     ) -> Result<(), BusError> {
+        self.send_durable(subject, message_id, payload, traceparent)
+            .await?
+            .await
+    }
+
+    /// Hands a message to JetStream; the future it returns is the server's acknowledgement.
+    async fn send_durable(
+        &self,
+        subject: String,
+        message_id: &str,
+        payload: Bytes,
+        traceparent: Option<&str>,
+    ) -> Result<Confirmation, BusError> {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
         if let Some(traceparent) = traceparent {
             headers.insert(TRACEPARENT, traceparent);
         }
-        self.js
+        let ack = self
+            .js
             .publish_with_headers(subject, headers, payload)
             .await
-            .map_err(|e| BusError::unavailable("publishing to JetStream", e))?
-            .await
-            .map_err(|e| BusError::unavailable("awaiting a JetStream acknowledgement", e))?;
-        Ok(())
+            .map_err(|e| BusError::unavailable("publishing to JetStream", e))?;
+        Ok(Box::pin(async move {
+            ack.await
+                .map(drop)
+                .map_err(|e| BusError::unavailable("awaiting a JetStream acknowledgement", e))
+        }))
     }
 }
 
@@ -553,12 +569,16 @@ impl Bus for NatsBus {
     }
 
     async fn publish_event(&self, envelope: &Envelope) -> Result<(), BusError> {
+        self.send_event(envelope).await?.await
+    }
+
+    async fn send_event(&self, envelope: &Envelope) -> Result<Confirmation, BusError> {
         let Body::Event(event) = &envelope.body else {
             return Err(ProtocolError::Malformed("publish_event takes a task.event".into()).into());
         };
         let subject = self.subjects.event(event.task_id, event.event_type);
         let payload = envelope.encode(self.config.max_message_bytes)?;
-        self.publish_durable(
+        self.send_durable(
             subject,
             &envelope.id.to_string(),
             payload,

@@ -92,7 +92,7 @@ fn to_key(m: api_key::Model) -> Result<ApiKey, StoreError> {
     })
 }
 
-fn to_audit(m: audit_log::Model) -> AuditEntry {
+pub(super) fn to_audit(m: audit_log::Model) -> AuditEntry {
     AuditEntry {
         seq: m.seq,
         at: m.at,
@@ -111,6 +111,24 @@ fn to_credential(m: &repo_credential::Model) -> RepoCredential {
         username: m.username.clone(),
         created_by: m.created_by.clone(),
         created_at: m.created_at,
+    }
+}
+
+impl SqlStore {
+    /// [`AccessStore::record_audit`] as a statement of its own.
+    pub(super) async fn audit_one(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
+        let model = audit_log::ActiveModel {
+            seq: sea_orm::NotSet,
+            at: Set(Utc::now()),
+            actor: Set(entry.actor),
+            role: Set(entry.role),
+            action: Set(entry.action.to_owned()),
+            target: Set(entry.target),
+            detail: Set(entry.detail),
+        }
+        .insert(self.connection())
+        .await?;
+        Ok(to_audit(model))
     }
 }
 
@@ -167,18 +185,12 @@ impl AccessStore for SqlStore {
     }
 
     async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
-        let model = audit_log::ActiveModel {
-            seq: sea_orm::NotSet,
-            at: Set(Utc::now()),
-            actor: Set(entry.actor),
-            role: Set(entry.role),
-            action: Set(entry.action.to_owned()),
-            target: Set(entry.target),
-            detail: Set(entry.detail),
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        match self.to_writer(super::group::Write::Audit(entry, tx)) {
+            None => rx.await.map_err(super::sql::writer_gone)?,
+            Some(super::group::Write::Audit(entry, _)) => self.audit_one(entry).await,
+            Some(_) => unreachable!("the write given back is the one given"),
         }
-        .insert(self.connection())
-        .await?;
-        Ok(to_audit(model))
     }
 
     async fn audit(&self, after_seq: i64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {

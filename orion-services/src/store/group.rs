@@ -14,7 +14,8 @@
 //!    meanwhile (or is gone) updates nothing and fails alone, as [`StoreError::Conflict`]
 //!    (or [`StoreError::NotFound`]), and the rest of the batch goes on;
 //! 4. the function lists of tasks that end, as a one-at-a-time change removes them;
-//! 5. the log's advisory lock, once, and every event of the batch in one `INSERT`, in the
+//! 5. audit entries (a submission's), in one `INSERT`;
+//! 6. the log's advisory lock, once, and every event of the batch in one `INSERT`, in the
 //!    batch's order.
 //!
 //! A caller is answered only after the batch commits, so what it acknowledges or publishes
@@ -31,9 +32,10 @@ use sea_orm::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use super::entity::{task, task_event};
+use super::access::to_audit;
+use super::entity::{audit_log, task, task_event};
 use super::sql::{SqlStore, TAKE_EVENT_LOG_LOCK, to_event, to_task};
-use super::{StoreError, Transition};
+use super::{AuditEntry, NewAudit, StoreError, Transition};
 
 /// The most writes one transaction carries.
 pub(super) const MAX_BATCH: usize = 256;
@@ -68,6 +70,8 @@ pub(super) enum Write {
         oneshot::Sender<Result<(Task, TaskEvent), StoreError>>,
     ),
     Note(Note, oneshot::Sender<Result<TaskEvent, StoreError>>),
+    /// An entry of the audit log (a submission's, beside its task).
+    Audit(NewAudit, oneshot::Sender<Result<AuditEntry, StoreError>>),
 }
 
 /// The queue to a store's writer; the writer runs while a sender is held.
@@ -98,6 +102,7 @@ enum Outcome {
     Created(Result<Created, StoreError>),
     Moved(Result<Box<(Task, TaskEvent)>, StoreError>),
     Noted(Result<TaskEvent, StoreError>),
+    Audited(Result<AuditEntry, StoreError>),
 }
 
 async fn write_batch(store: &SqlStore, batch: Vec<Write>) {
@@ -151,6 +156,7 @@ async fn write_batch(store: &SqlStore, batch: Vec<Write>) {
             (Write::Create(_, tx), Outcome::Created(r)) => drop(tx.send(r)),
             (Write::Move(_, tx), Outcome::Moved(r)) => drop(tx.send(r.map(|moved| *moved))),
             (Write::Note(_, tx), Outcome::Noted(r)) => drop(tx.send(r)),
+            (Write::Audit(_, tx), Outcome::Audited(r)) => drop(tx.send(r)),
             _ => unreachable!("outcomes are made in the batch's order"),
         }
     }
@@ -178,6 +184,7 @@ fn answer_all(batch: Vec<Write>, error: impl Fn() -> StoreError) {
             Write::Create(_, tx) => drop(tx.send(Err(error()))),
             Write::Move(_, tx) => drop(tx.send(Err(error()))),
             Write::Note(_, tx) => drop(tx.send(Err(error()))),
+            Write::Audit(_, tx) => drop(tx.send(Err(error()))),
         }
     }
 }
@@ -202,6 +209,7 @@ async fn one_at_a_time(store: &SqlStore, batch: Vec<Write>) {
                     .await;
                 drop(tx.send(r));
             }
+            Write::Audit(entry, tx) => drop(tx.send(store.audit_one(entry).await)),
         }
     }
 }
@@ -271,6 +279,13 @@ const INSERT_EVENTS: &str = "INSERT INTO task_events (task_id, event_type, statu
      FROM jsonb_to_recordset($1::jsonb) AS e(ord int, task_id uuid, event_type text, \
      status text, data text, node text, at timestamptz) \
      ORDER BY e.ord \
+     RETURNING *";
+
+const INSERT_AUDIT: &str = "INSERT INTO audit_log (at, actor, role, action, target, detail) \
+     SELECT a.at, a.actor, a.role, a.action, a.target, a.detail::jsonb \
+     FROM jsonb_to_recordset($1::jsonb) AS a(ord int, at timestamptz, actor text, role text, \
+     action text, target text, detail text) \
+     ORDER BY a.ord \
      RETURNING *";
 
 async fn in_transaction(
@@ -457,7 +472,39 @@ async fn in_transaction(
         }
     }
 
-    // 5. The events, under the log's lock, in the batch's order.
+    // Audit entries, in the batch's order.
+    let audit_rows: Vec<Value> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| match w {
+            Write::Audit(entry, _) => Some(json!({
+                "ord": i,
+                "at": now,
+                "actor": entry.actor,
+                "role": entry.role,
+                "action": entry.action,
+                "target": entry.target,
+                "detail": entry.detail.to_string(),
+            })),
+            _ => None,
+        })
+        .collect();
+    if !audit_rows.is_empty() {
+        let mut stored = audit_log::Entity::find()
+            .from_raw_sql(statement(INSERT_AUDIT, &audit_rows))
+            .all(txn)
+            .await?;
+        stored.sort_by_key(|m| m.seq);
+        if stored.len() != audit_rows.len() {
+            return Err(StoreError::Corrupt("an audit entry was not written".into()));
+        }
+        for (row, model) in audit_rows.iter().zip(stored) {
+            let i = row["ord"].as_u64().unwrap_or_default() as usize;
+            outcomes[i] = Some(Outcome::Audited(Ok(to_audit(model))));
+        }
+    }
+
+    // 6. The events, under the log's lock, in the batch's order.
     if !events.is_empty() {
         events.sort_by_key(|e| e.write);
         let rows: Vec<Value> = events
@@ -507,6 +554,7 @@ async fn in_transaction(
                     stored_event,
                 )))),
                 Write::Note(..) => Outcome::Noted(Ok(stored_event)),
+                Write::Audit(..) => unreachable!("an audit entry has no event"),
             });
         }
     }
@@ -521,5 +569,6 @@ fn node_of(write: &Write) -> Option<String> {
         Write::Create(new, _) => new.node.clone(),
         Write::Move(change, _) => change.node.clone(),
         Write::Note(note, _) => note.node.clone(),
+        Write::Audit(..) => None,
     }
 }

@@ -53,7 +53,7 @@ impl SqlStore {
 
     /// Hands `write` to the group writer; gives it back where there is none (SQLite, or the
     /// writer itself), for the caller to make alone.
-    fn to_writer(&self, write: group::Write) -> Option<group::Write> {
+    pub(super) fn to_writer(&self, write: group::Write) -> Option<group::Write> {
         let Some(writer) = &self.writer else {
             return Some(write);
         };
@@ -207,7 +207,7 @@ async fn insert_event(
 
 /// The group writer ended before it answered (its runtime shut down): the write may or may
 /// not have been stored, as when a connection drops before a commit's answer.
-fn writer_gone(_: tokio::sync::oneshot::error::RecvError) -> StoreError {
+pub(super) fn writer_gone(_: tokio::sync::oneshot::error::RecvError) -> StoreError {
     StoreError::Unavailable(sea_orm::DbErr::Custom(
         "the store's writer stopped before it answered".into(),
     ))

@@ -1083,20 +1083,40 @@ async fn writes_committed_together_fail_only_where_their_own_row_does() {
         );
         assert_eq!(h.store.task(task.id).await.unwrap(), *moved);
     }
-    for note in noted {
-        let note = note.unwrap();
+    for note in &noted {
+        let note = note.as_ref().unwrap();
         assert_eq!((note.event_type, note.status), (EventType::Progress, None));
     }
-    for new in created {
-        let (task, event) = new.unwrap();
-        let event = event.expect("its queued event");
+    for new in &created {
+        let (task, event) = new.as_ref().unwrap();
+        let event = event.as_ref().expect("its queued event");
         assert_eq!(
             (event.task_id, event.node.as_deref()),
             (task.id, Some("n2"))
         );
-        assert_eq!(h.store.task(task.id).await.unwrap(), task);
+        assert_eq!(h.store.task(task.id).await.unwrap(), *task);
     }
-    // The log: every event once, in commit order.
+    // One group: its events were written together, in the order the writes were made
+    // (the winning changes, the notes, the new tasks), with consecutive `seq`s and one time.
+    let group: Vec<orion_bus::TaskEvent> = moved
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(_, e)| e.clone()))
+        .chain(noted.iter().map(|r| r.as_ref().unwrap().clone()))
+        .chain(
+            created
+                .iter()
+                .map(|r| r.as_ref().unwrap().1.clone().unwrap()),
+        )
+        .collect();
+    assert_eq!(group.len(), 70);
+    assert!(
+        group
+            .windows(2)
+            .all(|w| w[1].seq == w[0].seq + 1 && w[1].at == w[0].at),
+        "{:?}",
+        group.iter().map(|e| (e.seq, e.at)).collect::<Vec<_>>()
+    );
+    // The log: every event once.
     let log = h.store.events(None, 0, 1000).await.unwrap();
     assert_eq!(log.len(), 30 + 30 + 30 + 10);
     assert!(log.windows(2).all(|w| w[0].seq < w[1].seq));
@@ -1182,4 +1202,87 @@ async fn one_idempotency_key_in_one_group_stores_one_task() {
     assert_eq!(page.items.len(), 1);
     assert_eq!(h.store.events(None, 0, 100).await.unwrap().len(), 1);
     h.finish().await;
+}
+
+/// Two processes' groups (two stores, each with its writer) that move the same tasks and
+/// submit with the same idempotency keys, made in opposite orders at once: rows are locked in
+/// id order and new tasks inserted in key order, so neither group waits on the other in a
+/// cycle. Every write lands or loses a race (a conflict); none fails as a deadlock would, and
+/// each key stores one task that every submission with it is answered with.
+#[tokio::test]
+async fn two_processes_groups_over_the_same_rows_and_keys_in_opposite_orders_all_land() {
+    let h = Harness::postgres().await;
+    let other = SqlStore::connect(&h.pg.as_ref().unwrap().url)
+        .await
+        .expect("a second process's store");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        tasks.push(
+            h.store
+                .create_task(spec(TaskKind::Analyze), None, None)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    let keys: Vec<String> = (0..50).map(|k| format!("key-{k:02}")).collect();
+    let ((moves_a, news_a), (moves_b, news_b)) = tokio::join!(
+        opposite_group(&h.store, &tasks, &keys, false),
+        opposite_group(&other, &tasks, &keys, true)
+    );
+    let mut won = std::collections::HashMap::new();
+    for outcome in moves_a.iter().chain(&moves_b) {
+        match outcome {
+            Ok((task, _)) => *won.entry(task.id).or_insert(0) += 1,
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => panic!("a write failed instead of landing or losing a race: {e}"),
+        }
+    }
+    assert_eq!(won.len(), tasks.len());
+    assert!(won.values().all(|n| *n == 1), "{won:?}");
+    let mut by_key = std::collections::HashMap::new();
+    let mut created = 0;
+    for (k, outcome) in (0..keys.len())
+        .chain((0..keys.len()).rev())
+        .zip(news_a.iter().chain(&news_b))
+    {
+        let (task, event) = match outcome {
+            Ok(answer) => answer,
+            Err(e) => panic!("a submission failed: {e}"),
+        };
+        created += usize::from(event.is_some());
+        assert_eq!(*by_key.entry(k).or_insert(task.id), task.id, "key {k}");
+    }
+    assert_eq!(created, keys.len());
+    other.connection().clone().close().await.expect("close");
+    h.finish().await;
+}
+
+type Moved = Result<(orion_bus::Task, orion_bus::TaskEvent), StoreError>;
+type Created = Result<(orion_bus::Task, Option<orion_bus::TaskEvent>), StoreError>;
+
+/// Moves every task from its version and submits with every key, made together, in order or
+/// in reverse.
+async fn opposite_group(
+    store: &SqlStore,
+    tasks: &[orion_bus::Task],
+    keys: &[String],
+    reverse: bool,
+) -> (Vec<Moved>, Vec<Created>) {
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    let mut key_order: Vec<usize> = (0..keys.len()).collect();
+    if reverse {
+        order.reverse();
+        key_order.reverse();
+    }
+    let moves = order
+        .into_iter()
+        .map(|i| store.transition(Transition::new(&tasks[i], TaskStatus::Assigned)));
+    let news = key_order
+        .into_iter()
+        .map(|k| store.create_task(spec(TaskKind::Develop), Some(keys[k].as_str()), None));
+    tokio::join!(
+        futures_util::future::join_all(moves),
+        futures_util::future::join_all(news)
+    )
 }

@@ -6,8 +6,9 @@
 //! Here a single writer per store takes what has queued up while it was busy, up to
 //! [`MAX_BATCH`] writes, and commits them in one transaction of a few multi-row statements:
 //!
-//! 1. new tasks, one `INSERT … ON CONFLICT DO NOTHING` (a repeated idempotency key inserts
-//!    nothing, and the caller is given the task stored first);
+//! 1. new tasks, one `INSERT … ON CONFLICT DO NOTHING` in idempotency-key order (a repeated
+//!    key inserts nothing, and the caller is given the task stored first; two groups with the
+//!    same keys wait for each other in one order, not in a cycle);
 //! 2. the rows of the tasks to move, locked in id order (`FOR NO KEY UPDATE`), so that two
 //!    writers' batches cannot deadlock;
 //! 3. the status changes, one version-guarded `UPDATE … FROM`: a change whose task moved
@@ -23,7 +24,7 @@
 //! time, so that a write the database refuses fails only itself; a failed commit fails the
 //! whole batch (it may or may not have been stored, as a lone commit's failure).
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use orion_bus::{EventType, Task, TaskEvent, TaskId, TaskSpec, TaskStatus};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, FromQueryResult, Statement,
@@ -106,6 +107,17 @@ enum Outcome {
 }
 
 async fn write_batch(store: &SqlStore, batch: Vec<Write>) {
+    let started = std::time::Instant::now();
+    let writes = batch.len();
+    write_group(store, batch).await;
+    tracing::debug!(
+        writes,
+        took_us = started.elapsed().as_micros() as u64,
+        "a group committed"
+    );
+}
+
+async fn write_group(store: &SqlStore, batch: Vec<Write>) {
     let outcomes = match store.connection().begin().await {
         Ok(txn) => match in_transaction(&txn, &batch).await {
             Ok(outcomes) => match txn.commit().await {
@@ -234,8 +246,11 @@ struct NewEvent {
     status: Option<TaskStatus>,
     data: Value,
     node: Option<String>,
-    at: DateTime<Utc>,
 }
+
+/// The bounds of a group's waits (see [`super::sql::TAKE_EVENT_LOG_LOCK`]).
+const GROUP_TIMEOUTS: &str = "SET LOCAL lock_timeout = '10s'; \
+     SET LOCAL idle_in_transaction_session_timeout = '10s'";
 
 const INSERT_TASKS: &str = "INSERT INTO tasks (id, kind, repo, prompt, git_ref, diff, budget_usd, \
      input, origin, submitted_by, priority, status, version, attempts, idempotency_key, \
@@ -245,7 +260,7 @@ const INSERT_TASKS: &str = "INSERT INTO tasks (id, kind, repo, prompt, git_ref, 
      FROM jsonb_to_recordset($1::jsonb) AS i(ord int, id uuid, kind text, repo text, \
      prompt text, git_ref text, diff text, budget_usd double precision, input text, \
      origin text, submitted_by text, priority text, key text, at timestamptz) \
-     ORDER BY i.ord \
+     ORDER BY i.key, i.ord \
      ON CONFLICT DO NOTHING \
      RETURNING *";
 
@@ -292,6 +307,10 @@ async fn in_transaction(
     txn: &DatabaseTransaction,
     batch: &[Write],
 ) -> Result<Vec<Outcome>, StoreError> {
+    // Every wait of the group is bounded, not only the log's lock: a row held by a frozen
+    // writer fails the group as an outage (its writes are tried again), and does not stop
+    // the writer, and every write queued behind it, for good.
+    txn.execute_unprepared(GROUP_TIMEOUTS).await?;
     let now = Utc::now();
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut events: Vec<NewEvent> = Vec::new();
@@ -341,7 +360,6 @@ async fn in_transaction(
                         status: Some(TaskStatus::Queued),
                         data: Value::Null,
                         node: node_of(&batch[i]),
-                        at: now,
                     });
                     tasks[i] = Some(task);
                 }
@@ -410,7 +428,6 @@ async fn in_transaction(
                 status: Some(change.to),
                 data: change.data.clone(),
                 node: change.node.clone(),
-                at: now,
             });
             tasks[i] = Some(to_task(model)?);
         }
@@ -463,7 +480,6 @@ async fn in_transaction(
                         status: None,
                         data: note.data.clone(),
                         node: note.node.clone(),
-                        at: now,
                     });
                 } else {
                     outcomes[i] = Some(Outcome::Noted(Err(StoreError::NotFound(note.task))));
@@ -499,6 +515,11 @@ async fn in_transaction(
             return Err(StoreError::Corrupt("an audit entry was not written".into()));
         }
         for (row, model) in audit_rows.iter().zip(stored) {
+            if row["actor"].as_str() != Some(model.actor.as_str()) {
+                return Err(StoreError::Corrupt(
+                    "the audit entries came back in another order".into(),
+                ));
+            }
             let i = row["ord"].as_u64().unwrap_or_default() as usize;
             outcomes[i] = Some(Outcome::Audited(Ok(to_audit(model))));
         }
@@ -507,7 +528,7 @@ async fn in_transaction(
     // 6. The events, under the log's lock, in the batch's order.
     if !events.is_empty() {
         events.sort_by_key(|e| e.write);
-        let rows: Vec<Value> = events
+        let mut rows: Vec<Value> = events
             .iter()
             .enumerate()
             .map(|(ord, e)| {
@@ -518,11 +539,15 @@ async fn in_transaction(
                     "status": e.status.map(|s| s.as_str()),
                     "data": e.data.to_string(),
                     "node": e.node,
-                    "at": e.at,
                 })
             })
             .collect();
         txn.execute_unprepared(TAKE_EVENT_LOG_LOCK).await?;
+        // The events' time is taken once the lock is held, as one write alone takes it.
+        let at = Utc::now();
+        for row in &mut rows {
+            row["at"] = json!(at);
+        }
         let mut stored = task_event::Entity::find()
             .from_raw_sql(statement(INSERT_EVENTS, &rows))
             .all(txn)

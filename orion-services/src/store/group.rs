@@ -9,20 +9,22 @@
 //! 1. new tasks, one `INSERT … ON CONFLICT DO NOTHING` in idempotency-key order (a repeated
 //!    key inserts nothing, and the caller is given the task stored first; two groups with the
 //!    same keys wait for each other in one order, not in a cycle);
-//! 2. the rows of the tasks to move, locked in id order (`FOR NO KEY UPDATE`), so that two
-//!    writers' batches cannot deadlock;
-//! 3. the status changes, one version-guarded `UPDATE … FROM`: a change whose task moved
-//!    meanwhile (or is gone) updates nothing and fails alone, as [`StoreError::Conflict`]
-//!    (or [`StoreError::NotFound`]), and the rest of the batch goes on;
-//! 4. the function lists of tasks that end, as a one-at-a-time change removes them;
-//! 5. audit entries (a submission's), in one `INSERT`;
-//! 6. the log's advisory lock, once, and every event of the batch in one `INSERT`, in the
-//!    batch's order.
+//! 2. the status changes, one version-guarded `UPDATE … FROM` that first locks their rows in
+//!    id order (`FOR NO KEY UPDATE`), so that two writers' groups cannot deadlock: a change
+//!    whose task moved meanwhile (or is gone) updates nothing and fails alone, as
+//!    [`StoreError::Conflict`] (or [`StoreError::NotFound`]), and the rest of the batch goes
+//!    on;
+//! 3. the function lists of tasks that end, as a one-at-a-time change removes them;
+//! 4. audit entries (a submission's), in one `INSERT`;
+//! 5. every event of the batch in one `INSERT`, in the batch's order, under the log's
+//!    advisory lock, taken once.
 //!
+//! Every wait of a group is bounded (10 s for a lock, 10 s idle in the transaction).
 //! A caller is answered only after the batch commits, so what it acknowledges or publishes
-//! next is stored. A batch that fails before its commit is written again one write at a
-//! time, so that a write the database refuses fails only itself; a failed commit fails the
-//! whole batch (it may or may not have been stored, as a lone commit's failure).
+//! next is stored. A batch the database refuses for one write's data is written again one
+//! write at a time, so that only that write fails; any other failure (a lock not had in
+//! time, a lost connection, a failed commit) fails the whole batch as an outage, to be tried
+//! again (after a failed commit it may or may not have been stored, as a lone commit's).
 
 use chrono::Utc;
 use orion_bus::{EventType, Task, TaskEvent, TaskId, TaskSpec, TaskStatus};
@@ -35,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::access::to_audit;
 use super::entity::{audit_log, task, task_event};
-use super::sql::{SqlStore, TAKE_EVENT_LOG_LOCK, to_event, to_task};
+use super::sql::{SqlStore, to_event, to_task};
 use super::{AuditEntry, NewAudit, StoreError, Transition};
 
 /// The most writes one transaction carries.
@@ -248,7 +250,8 @@ struct NewEvent {
     node: Option<String>,
 }
 
-/// The bounds of a group's waits (see [`super::sql::TAKE_EVENT_LOG_LOCK`]).
+/// The bounds of a group's waits, the log's lock's too (as
+/// [`super::sql::TAKE_EVENT_LOG_LOCK`] bounds one write's).
 const GROUP_TIMEOUTS: &str = "SET LOCAL lock_timeout = '10s'; \
      SET LOCAL idle_in_transaction_session_timeout = '10s'";
 
@@ -264,11 +267,13 @@ const INSERT_TASKS: &str = "INSERT INTO tasks (id, kind, repo, prompt, git_ref, 
      ON CONFLICT DO NOTHING \
      RETURNING *";
 
-/// Locks the rows to move in id order, and says which exist at which version.
-const LOCK_TASKS: &str = "SELECT id, version FROM tasks \
-     WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb)) \
-     ORDER BY id FOR NO KEY UPDATE";
+/// Which of the tasks exist, at which version (read for the changes that moved nothing).
+const TASK_VERSIONS: &str = "SELECT id, version FROM tasks \
+     WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb))";
 
+/// The version-guarded changes. The rows are locked first, in id order (`l`): the update
+/// can only join a row once `l` has locked it, so any wait for another writer's row comes in
+/// id order, and two groups cannot wait for each other in a cycle.
 const MOVE_TASKS: &str = "UPDATE tasks t SET status = i.status, version = i.expected + 1, \
      attempts = t.attempts + i.add_attempt, updated_at = i.at, \
      result = CASE WHEN i.set_result THEN i.result::jsonb ELSE t.result END, \
@@ -277,8 +282,11 @@ const MOVE_TASKS: &str = "UPDATE tasks t SET status = i.status, version = i.expe
      error_message = CASE WHEN i.set_error THEN i.error_message ELSE t.error_message END \
      FROM jsonb_to_recordset($1::jsonb) AS i(ord int, id uuid, expected bigint, status text, \
      add_attempt int, set_result bool, result text, kind text, set_error bool, \
-     error_code text, error_message text, at timestamptz) \
-     WHERE t.id = i.id AND t.version = i.expected \
+     error_code text, error_message text, at timestamptz), \
+     (SELECT id FROM tasks WHERE id IN \
+     (SELECT (x->>'id')::uuid FROM jsonb_array_elements($1::jsonb) x) \
+     ORDER BY id FOR NO KEY UPDATE) l \
+     WHERE t.id = i.id AND t.id = l.id AND t.version = i.expected \
      RETURNING t.*, i.ord AS batch_ord";
 
 /// A task that ends keeps only the function list its result names.
@@ -289,10 +297,15 @@ const DROP_FUNCTIONS: &str = "DELETE FROM task_functions f \
 const EXISTING_TASKS: &str = "SELECT id FROM tasks \
      WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb))";
 
-const INSERT_EVENTS: &str = "INSERT INTO task_events (task_id, event_type, status, data, node, at) \
-     SELECT e.task_id, e.event_type, e.status, e.data::jsonb, e.node, e.at \
+/// The events, under the log's lock (taken once, before any row is inserted and so before
+/// any `seq` is drawn: the sort needs every row of the join with `l` first), stamped with
+/// the time the lock was had. The group's first statement bounds the wait for the lock.
+const INSERT_EVENTS: &str = "WITH l AS MATERIALIZED \
+     (SELECT pg_advisory_xact_lock(478660882286) AS locked, clock_timestamp() AS at) \
+     INSERT INTO task_events (task_id, event_type, status, data, node, at) \
+     SELECT e.task_id, e.event_type, e.status, e.data::jsonb, e.node, l.at \
      FROM jsonb_to_recordset($1::jsonb) AS e(ord int, task_id uuid, event_type text, \
-     status text, data text, node text, at timestamptz) \
+     status text, data text, node text), l \
      ORDER BY e.ord \
      RETURNING *";
 
@@ -368,16 +381,14 @@ async fn in_transaction(
         }
     }
 
-    // 2–4. Status changes.
+    // 2–3. Status changes, and the function lists of tasks that end.
     let mut move_rows = Vec::new();
-    let mut move_ids = Vec::new();
     for (i, write) in batch.iter().enumerate() {
         if let Write::Move(change, _) = write {
             if let Err(e) = change.from.check(change.to) {
                 outcomes[i] = Some(Outcome::Moved(Err(e.into())));
                 continue;
             }
-            move_ids.push(json!(change.task.as_uuid()));
             move_rows.push(json!({
                 "ord": i,
                 "id": change.task.as_uuid(),
@@ -395,13 +406,6 @@ async fn in_transaction(
         }
     }
     if !move_rows.is_empty() {
-        let locked = txn.query_all_raw(statement(LOCK_TASKS, &move_ids)).await?;
-        let mut versions = std::collections::HashMap::new();
-        for row in locked {
-            let id: uuid::Uuid = row.try_get("", "id")?;
-            let version: i64 = row.try_get("", "version")?;
-            versions.insert(id, version);
-        }
         let moved = txn.query_all_raw(statement(MOVE_TASKS, &move_rows)).await?;
         let mut ending = Vec::new();
         for row in moved {
@@ -436,6 +440,25 @@ async fn in_transaction(
         }
         // The changes that moved nothing: their task moved first (or another change of it
         // in this batch did), or is gone.
+        let unmoved: Vec<Value> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, write)| match (write, &tasks[i], &outcomes[i]) {
+                (Write::Move(change, _), None, None) => Some(json!(change.task.as_uuid())),
+                _ => None,
+            })
+            .collect();
+        let mut versions = std::collections::HashMap::new();
+        if !unmoved.is_empty() {
+            for row in txn
+                .query_all_raw(statement(TASK_VERSIONS, &unmoved))
+                .await?
+            {
+                let id: uuid::Uuid = row.try_get("", "id")?;
+                let version: i64 = row.try_get("", "version")?;
+                versions.insert(id, version);
+            }
+        }
         for (i, write) in batch.iter().enumerate() {
             if let (Write::Move(change, _), None, None) = (write, &tasks[i], &outcomes[i]) {
                 let error = match versions.get(&change.task.as_uuid()) {
@@ -525,10 +548,10 @@ async fn in_transaction(
         }
     }
 
-    // 6. The events, under the log's lock, in the batch's order.
+    // 5. The events, under the log's lock, in the batch's order.
     if !events.is_empty() {
         events.sort_by_key(|e| e.write);
-        let mut rows: Vec<Value> = events
+        let rows: Vec<Value> = events
             .iter()
             .enumerate()
             .map(|(ord, e)| {
@@ -542,12 +565,6 @@ async fn in_transaction(
                 })
             })
             .collect();
-        txn.execute_unprepared(TAKE_EVENT_LOG_LOCK).await?;
-        // The events' time is taken once the lock is held, as one write alone takes it.
-        let at = Utc::now();
-        for row in &mut rows {
-            row["at"] = json!(at);
-        }
         let mut stored = task_event::Entity::find()
             .from_raw_sql(statement(INSERT_EVENTS, &rows))
             .all(txn)

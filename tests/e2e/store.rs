@@ -376,6 +376,20 @@ fn fence(attempt: i32) -> Fence {
 
 const LEASE: Duration = Duration::from_secs(60);
 
+/// `n` new analyze tasks, queued.
+async fn queued_tasks(h: &Harness, n: usize) -> Vec<orion_bus::Task> {
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (task, _) = h
+            .store
+            .create_task(spec(TaskKind::Analyze), None, None)
+            .await
+            .unwrap();
+        tasks.push(task);
+    }
+    tasks
+}
+
 async fn stored_task(h: &Harness) -> orion_bus::TaskId {
     h.store
         .create_task(spec(TaskKind::Develop), None, Some("n1"))
@@ -990,16 +1004,7 @@ async fn a_held_event_log_lock_makes_writers_fail_in_time_not_wait_forever() {
 #[tokio::test]
 async fn writes_committed_together_fail_only_where_their_own_row_does() {
     let h = Harness::postgres().await;
-    let mut tasks = Vec::new();
-    for _ in 0..30 {
-        tasks.push(
-            h.store
-                .create_task(spec(TaskKind::Analyze), None, None)
-                .await
-                .unwrap()
-                .0,
-        );
-    }
+    let tasks = queued_tasks(&h, 30).await;
     let store = &h.store;
     let moves = tasks.iter().flat_map(|task| {
         [1, 2].map(|n| {
@@ -1128,16 +1133,7 @@ async fn writes_committed_together_fail_only_where_their_own_row_does() {
 #[tokio::test]
 async fn a_write_refused_for_its_data_fails_alone_in_its_group() {
     let h = Harness::postgres().await;
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        tasks.push(
-            h.store
-                .create_task(spec(TaskKind::Analyze), None, None)
-                .await
-                .unwrap()
-                .0,
-        );
-    }
+    let tasks = queued_tasks(&h, 8).await;
     let changes = tasks.iter().enumerate().map(|(i, task)| {
         let mut change = Transition::new(task, TaskStatus::Failed);
         let code = if i == 3 {
@@ -1215,16 +1211,7 @@ async fn two_processes_groups_over_the_same_rows_and_keys_in_opposite_orders_all
     let other = SqlStore::connect(&h.pg.as_ref().unwrap().url)
         .await
         .expect("a second process's store");
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
-        tasks.push(
-            h.store
-                .create_task(spec(TaskKind::Analyze), None, None)
-                .await
-                .unwrap()
-                .0,
-        );
-    }
+    let tasks = queued_tasks(&h, 20).await;
     let keys: Vec<String> = (0..50).map(|k| format!("key-{k:02}")).collect();
     let ((moves_a, news_a), (moves_b, news_b)) = tokio::join!(
         opposite_group(&h.store, &tasks, &keys, false),

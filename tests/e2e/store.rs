@@ -101,15 +101,7 @@ async fn an_idempotency_key_returns_the_first_task(h: Harness) {
         .unwrap();
     assert!(created.is_none());
     assert_eq!(again, first);
-    let page = h
-        .store
-        .list_tasks(&TaskQuery {
-            limit: 10,
-            ..TaskQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(page.items.len(), 1);
+    assert_eq!(tasks_stored(&h).await, 1);
     h.finish().await;
 }
 
@@ -375,6 +367,15 @@ fn fence(attempt: i32) -> Fence {
 }
 
 const LEASE: Duration = Duration::from_secs(60);
+
+/// How many tasks the store holds (at most 10 are counted).
+async fn tasks_stored(h: &Harness) -> usize {
+    let query = TaskQuery {
+        limit: 10,
+        ..TaskQuery::default()
+    };
+    h.store.list_tasks(&query).await.unwrap().items.len()
+}
 
 /// `n` new analyze tasks, queued.
 async fn queued_tasks(h: &Harness, n: usize) -> Vec<orion_bus::Task> {
@@ -1187,15 +1188,7 @@ async fn one_idempotency_key_in_one_group_stores_one_task() {
         1
     );
     assert!(answers.iter().all(|(task, _)| task.id == answers[0].0.id));
-    let page = h
-        .store
-        .list_tasks(&TaskQuery {
-            limit: 10,
-            ..TaskQuery::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(page.items.len(), 1);
+    assert_eq!(tasks_stored(&h).await, 1);
     assert_eq!(h.store.events(None, 0, 100).await.unwrap().len(), 1);
     h.finish().await;
 }

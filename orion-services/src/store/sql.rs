@@ -214,18 +214,14 @@ pub(super) fn writer_gone(_: tokio::sync::oneshot::error::RecvError) -> StoreErr
 }
 
 impl SqlStore {
-    /// [`TaskStore::create_task`] in a transaction of its own.
+    /// [`TaskStore::create_task`] in a transaction of its own, after the caller looked for the
+    /// key's task: a key stored since is found when the insert fails on it.
     pub(super) async fn create_one(
         &self,
         spec: TaskSpec,
         idempotency_key: Option<&str>,
         node: Option<&str>,
     ) -> Result<(Task, Option<TaskEvent>), StoreError> {
-        if let Some(key) = idempotency_key
-            && let Some(existing) = self.find_by_key(key).await?
-        {
-            return Ok((existing, None));
-        }
         let now = Utc::now();
         let model = task::ActiveModel {
             id: Set(TaskId::new().as_uuid()),

@@ -13,6 +13,7 @@ memory the loaded model added, and llama.cpp's version and the CPU features it w
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -26,9 +27,49 @@ def rss_bytes():
         return int(f.read().split()[1]) * 4096
 
 
+# Reads two tokens in one batch with llama.cpp's extra buffer types (weight repacking, AMX
+# among them) on, in a process of its own.
+PROBE = """
+import sys
+from llama_cpp import Llama
+llm = Llama(model_path=sys.argv[1], n_ctx=64, n_threads=1, verbose=False)
+llm.eval(llm.tokenize(b"hello there", add_bos=False))
+"""
+
+
+def extra_buffers_work(path):
+    """Whether llama.cpp's extra buffer types run on this machine: some virtual machines list
+    AMX among the CPU's features without enabling it, and llama.cpp's AMX kernels then fault
+    on the first batch of more than one token. Where they do not run they are turned off, and
+    the figures say so."""
+    probe = subprocess.run(
+        [sys.executable, "-c", PROBE, path],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+def without_extra_buffers():
+    # `Llama` takes its model's parameters from the bindings' defaults.
+    bindings = llama_cpp.llama_cpp
+    defaults = bindings.llama_model_default_params
+
+    def params():
+        p = defaults()
+        p.use_extra_bufts = False
+        return p
+
+    bindings.llama_model_default_params = params
+
+
 def main():
     path, threads, tokens, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     prompts = json.load(sys.stdin)
+    extra = extra_buffers_work(path)
+    if not extra:
+        without_extra_buffers()
     before = rss_bytes()
     flash = os.environ.get("ORION_BENCH_FLASH_ATTN", "1") == "1"
     # A context just long enough for both prompts and the answer (llama.cpp allocates its
@@ -78,10 +119,11 @@ def main():
                 "prompt_ids": ids,
                 "long_prompt_ids": long_ids,
                 "long_prompt_tokens_per_s": statistics.median(long_rates),
-                "about": "%s, flash attention %s; %s"
+                "about": "%s, flash attention %s%s; %s"
                 % (
                     llama_cpp.__version__,
                     "on" if flash else "off",
+                    "" if extra else ", extra buffer types off (they fault here)",
                     llama_cpp.llama_print_system_info().decode().strip(" |"),
                 ),
             }

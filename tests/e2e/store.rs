@@ -922,6 +922,102 @@ async fn a_reader_after_a_cursor_misses_no_event_of_concurrent_writers(h: Harnes
     h.finish().await;
 }
 
+/// A chain of changes of one task from where a message found it (its start, then its end),
+/// given to the store at once: each step applies only where the task is at the status and
+/// version the step before it leaves. Where the first step fails, the second moves a task
+/// that another writer put at its status and version, and never one that is at that version
+/// under another status (cancelled meanwhile); a single change that names the version a task
+/// is at with a status it is not at moves nothing.
+async fn a_chain_of_changes_moves_a_task_only_through_the_states_it_names(h: Harness) {
+    let tasks = queued_tasks(&h, 3).await;
+    let mut assigned = Vec::new();
+    for task in &tasks {
+        let (moved, _) = h
+            .store
+            .transition(Transition::new(task, TaskStatus::Assigned))
+            .await
+            .unwrap();
+        assigned.push(moved);
+    }
+    // The second task is cancelled, the third started by another writer, after the message
+    // that found them assigned.
+    h.store
+        .transition(Transition::new(&assigned[1], TaskStatus::Cancelled))
+        .await
+        .unwrap();
+    h.store
+        .transition(Transition::new(&assigned[2], TaskStatus::Running))
+        .await
+        .unwrap();
+    let chain = |task: &orion_bus::Task| {
+        let start = Transition::new(task, TaskStatus::Running);
+        let mut end = Transition::new(task, TaskStatus::Completed);
+        end.from = TaskStatus::Running;
+        end.expected_version = task.version + 1;
+        end.result = Some(serde_json::json!({ "done": true }));
+        vec![start, end]
+    };
+    let (first, second, third) = tokio::join!(
+        h.store.transitions(chain(&assigned[0])),
+        h.store.transitions(chain(&assigned[1])),
+        h.store.transitions(chain(&assigned[2])),
+    );
+    let story = |outcomes: &[Result<(orion_bus::Task, orion_bus::TaskEvent), StoreError>]| {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Ok((task, event)) => Ok((task.status, task.version, event.event_type)),
+                Err(StoreError::Conflict { .. }) => Err("conflict"),
+                Err(e) => panic!("unexpected error {e}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        story(&first),
+        [
+            Ok((TaskStatus::Running, 3, EventType::Running)),
+            Ok((TaskStatus::Completed, 4, EventType::Completed)),
+        ]
+    );
+    assert_eq!(story(&second), [Err("conflict"), Err("conflict")]);
+    assert_eq!(
+        story(&third),
+        [
+            Err("conflict"),
+            Ok((TaskStatus::Completed, 4, EventType::Completed)),
+        ]
+    );
+    let (Ok((_, running)), Ok((_, completed))) = (&first[0], &first[1]) else {
+        unreachable!()
+    };
+    assert!(running.seq < completed.seq, "the start is logged first");
+    let cancelled = h.store.task(assigned[1].id).await.unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.version, cancelled.result.clone()),
+        (TaskStatus::Cancelled, 3, None)
+    );
+    let types: Vec<EventType> = h
+        .store
+        .events(Some(assigned[1].id), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        [EventType::Queued, EventType::Assigned, EventType::Cancelled]
+    );
+    // The version it is at, a status it is not at.
+    let mut forged = Transition::new(&cancelled, TaskStatus::Completed);
+    forged.from = TaskStatus::Running;
+    let err = h.store.transition(forged).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    let still = h.store.task(assigned[1].id).await.unwrap();
+    assert_eq!((still.status, still.version), (TaskStatus::Cancelled, 3));
+    h.finish().await;
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -934,6 +1030,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    a_chain_of_changes_moves_a_task_only_through_the_states_it_names,
     a_reader_after_a_cursor_misses_no_event_of_concurrent_writers,
     a_pull_version_of_an_older_attempt_writes_nothing,
     pulls_page_on_from_the_last_one_read_and_lose_none,

@@ -9,11 +9,13 @@
 //! 1. new tasks, one `INSERT … ON CONFLICT DO NOTHING` in idempotency-key order (a repeated
 //!    key inserts nothing, and the caller is given the task stored first; two groups with the
 //!    same keys wait for each other in one order, not in a cycle);
-//! 2. the status changes, one version-guarded `UPDATE … FROM` that first locks their rows in
-//!    id order (`FOR NO KEY UPDATE`), so that two writers' groups cannot deadlock: a change
-//!    whose task moved meanwhile (or is gone) updates nothing and fails alone, as
-//!    [`StoreError::Conflict`] (or [`StoreError::NotFound`]), and the rest of the batch goes
-//!    on;
+//! 2. the status changes, one `UPDATE … FROM` guarded by version and status that first
+//!    locks their rows in id order (`FOR NO KEY UPDATE`), so that two writers' groups cannot
+//!    deadlock: a change whose task moved meanwhile (or is gone) updates nothing and fails
+//!    alone, as [`StoreError::Conflict`] (or [`StoreError::NotFound`]), and the rest of the
+//!    batch goes on. A second change of a task in the batch (the next step of a chain, see
+//!    [`super::TaskStore::transitions`]) is made by a second statement, after the first, on
+//!    rows the group holds already;
 //! 3. the function lists of tasks that end, as a one-at-a-time change removes them;
 //! 4. audit entries (a submission's), in one `INSERT`;
 //! 5. every event of the batch in one `INSERT`, in the batch's order, under the log's
@@ -280,13 +282,14 @@ const MOVE_TASKS: &str = "UPDATE tasks t SET status = i.status, version = i.expe
      kind = COALESCE(i.kind, t.kind), \
      error_code = CASE WHEN i.set_error THEN i.error_code ELSE t.error_code END, \
      error_message = CASE WHEN i.set_error THEN i.error_message ELSE t.error_message END \
-     FROM jsonb_to_recordset($1::jsonb) AS i(ord int, id uuid, expected bigint, status text, \
-     add_attempt int, set_result bool, result text, kind text, set_error bool, \
+     FROM jsonb_to_recordset($1::jsonb) AS i(ord int, id uuid, expected bigint, \
+     from_status text, status text, add_attempt int, set_result bool, result text, kind text, set_error bool, \
      error_code text, error_message text, at timestamptz), \
      (SELECT id FROM tasks WHERE id IN \
      (SELECT (x->>'id')::uuid FROM jsonb_array_elements($1::jsonb) x) \
      ORDER BY id FOR NO KEY UPDATE) l \
      WHERE t.id = i.id AND t.id = l.id AND t.version = i.expected \
+     AND t.status = i.from_status \
      RETURNING t.*, i.ord AS batch_ord";
 
 /// A task that ends keeps only the function list its result names.
@@ -382,58 +385,74 @@ async fn in_transaction(
     }
 
     // 2–3. Status changes, and the function lists of tasks that end.
-    let mut move_rows = Vec::new();
+    let mut move_rows: Vec<(TaskId, Value)> = Vec::new();
     for (i, write) in batch.iter().enumerate() {
         if let Write::Move(change, _) = write {
             if let Err(e) = change.from.check(change.to) {
                 outcomes[i] = Some(Outcome::Moved(Err(e.into())));
                 continue;
             }
-            move_rows.push(json!({
-                "ord": i,
-                "id": change.task.as_uuid(),
-                "expected": change.expected_version,
-                "status": change.to.as_str(),
-                "add_attempt": i32::from(change.count_attempt),
-                "set_result": change.result.is_some(),
-                "result": text(&change.result),
-                "kind": change.kind.map(|k| k.as_str().to_owned()),
-                "set_error": change.error.is_some(),
-                "error_code": change.error.as_ref().map(|e| e.code.clone()),
-                "error_message": change.error.as_ref().map(|e| e.message.clone()),
-                "at": now,
-            }));
+            move_rows.push((
+                change.task,
+                json!({
+                    "ord": i,
+                    "id": change.task.as_uuid(),
+                    "expected": change.expected_version,
+                    "from_status": change.from.as_str(),
+                    "status": change.to.as_str(),
+                    "add_attempt": i32::from(change.count_attempt),
+                    "set_result": change.result.is_some(),
+                    "result": text(&change.result),
+                    "kind": change.kind.map(|k| k.as_str().to_owned()),
+                    "set_error": change.error.is_some(),
+                    "error_code": change.error.as_ref().map(|e| e.code.clone()),
+                    "error_message": change.error.as_ref().map(|e| e.message.clone()),
+                    "at": now,
+                }),
+            ));
         }
     }
     if !move_rows.is_empty() {
-        let moved = txn.query_all_raw(statement(MOVE_TASKS, &move_rows)).await?;
         let mut ending = Vec::new();
-        for row in moved {
-            let i: i32 = row.try_get("", "batch_ord")?;
-            let i = i as usize;
-            let model = task::Model::from_query_result(&row, "")?;
-            let Some(Write::Move(change, _)) = batch.get(i) else {
-                return Err(StoreError::Corrupt("a moved task outside the batch".into()));
-            };
-            if change.to.is_terminal() {
-                let keep = model.result.as_ref().and_then(|r| {
-                    r.get("function_list")?
-                        .get("id")?
-                        .as_str()?
-                        .parse::<uuid::Uuid>()
-                        .ok()
+        // One statement per round, a task's changes in rounds of their own in the batch's
+        // order: a chain of changes of one task (each from the version the one before it
+        // leaves) applies step by step, in one transaction.
+        let mut rest = move_rows;
+        while !rest.is_empty() {
+            let mut in_round = std::collections::HashSet::new();
+            let (round, later): (Vec<_>, Vec<_>) = rest
+                .into_iter()
+                .partition(|(task, _)| in_round.insert(*task));
+            rest = later;
+            let rows: Vec<Value> = round.into_iter().map(|(_, row)| row).collect();
+            let moved = txn.query_all_raw(statement(MOVE_TASKS, &rows)).await?;
+            for row in moved {
+                let i: i32 = row.try_get("", "batch_ord")?;
+                let i = i as usize;
+                let model = task::Model::from_query_result(&row, "")?;
+                let Some(Write::Move(change, _)) = batch.get(i) else {
+                    return Err(StoreError::Corrupt("a moved task outside the batch".into()));
+                };
+                if change.to.is_terminal() {
+                    let keep = model.result.as_ref().and_then(|r| {
+                        r.get("function_list")?
+                            .get("id")?
+                            .as_str()?
+                            .parse::<uuid::Uuid>()
+                            .ok()
+                    });
+                    ending.push(json!({ "task_id": model.id, "keep": keep }));
+                }
+                events.push(NewEvent {
+                    write: i,
+                    task: change.task,
+                    event_type: change.to.event(),
+                    status: Some(change.to),
+                    data: change.data.clone(),
+                    node: change.node.clone(),
                 });
-                ending.push(json!({ "task_id": model.id, "keep": keep }));
+                tasks[i] = Some(to_task(model)?);
             }
-            events.push(NewEvent {
-                write: i,
-                task: change.task,
-                event_type: change.to.event(),
-                status: Some(change.to),
-                data: change.data.clone(),
-                node: change.node.clone(),
-            });
-            tasks[i] = Some(to_task(model)?);
         }
         if !ending.is_empty() {
             txn.execute_raw(statement(DROP_FUNCTIONS, &ending)).await?;

@@ -167,8 +167,25 @@ pub trait TaskStore: Send + Sync + 'static {
 
     async fn list_tasks(&self, query: &TaskQuery) -> Result<TaskPage, StoreError>;
 
-    /// Applies a checked, version-guarded status change and appends its event.
+    /// Applies a checked, version-guarded status change and appends its event. The change
+    /// applies only where the task is at `expected_version` and, there, at `from`.
     async fn transition(&self, change: Transition) -> Result<(Task, TaskEvent), StoreError>;
+
+    /// A chain of changes of one task, each from the version and status the one before it
+    /// leaves, written together where the store can; one outcome per change, in order. Each
+    /// is guarded on its own, so a step whose step before it failed applies only where the
+    /// task is at that step's `from` and version all the same (moved there by another
+    /// writer).
+    async fn transitions(
+        &self,
+        chain: Vec<Transition>,
+    ) -> Vec<Result<(Task, TaskEvent), StoreError>> {
+        let mut outcomes = Vec::with_capacity(chain.len());
+        for change in chain {
+            outcomes.push(self.transition(change).await);
+        }
+        outcomes
+    }
 
     /// Appends an event that changes no status (progress notes).
     async fn append_event(

@@ -307,9 +307,12 @@ impl SqlStore {
         }
         // The version guard in the WHERE clause is the referee between concurrent writers:
         // the row lock makes a second writer re-read the row and find the version moved on.
+        // The status is checked too: a change made from a status the caller did not read
+        // (a step of a chain whose step before it failed) moves nothing.
         let update = update
             .filter(task::Column::Id.eq(id))
-            .filter(task::Column::Version.eq(change.expected_version));
+            .filter(task::Column::Version.eq(change.expected_version))
+            .filter(task::Column::Status.eq(change.from.as_str()));
         let txn = self.db.begin().await?;
         let updated = if self.db.support_returning() {
             update.exec_with_returning(&txn).await?.into_iter().next()
@@ -481,6 +484,30 @@ impl TaskStore for SqlStore {
             Some(group::Write::Move(change, _)) => self.transition_one(change).await,
             Some(_) => unreachable!("the write given back is the one given"),
         }
+    }
+
+    async fn transitions(
+        &self,
+        chain: Vec<Transition>,
+    ) -> Vec<Result<(Task, TaskEvent), StoreError>> {
+        // Queued to the writer together, so that they commit in one group where they fit.
+        let mut answers = Vec::with_capacity(chain.len());
+        for change in chain {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            answers.push(match self.to_writer(group::Write::Move(change, tx)) {
+                None => Ok(rx),
+                Some(group::Write::Move(change, _)) => Err(change),
+                Some(_) => unreachable!("the write given back is the one given"),
+            });
+        }
+        let mut outcomes = Vec::with_capacity(answers.len());
+        for answer in answers {
+            outcomes.push(match answer {
+                Ok(rx) => rx.await.map_err(writer_gone).and_then(|r| r),
+                Err(change) => self.transition_one(change).await,
+            });
+        }
+        outcomes
     }
 
     async fn append_event(

@@ -318,8 +318,9 @@ async fn assign(lifecycle: Lifecycle, plugins: Plugins, task: Task) -> Result<()
     }
     let agent = kind.agent();
     change.data["agent"] = serde_json::json!(agent);
+    // From the submission's copy of the task: it is read only where it moved since.
     let Some(task) = lifecycle
-        .advance_or_find(task.id, TaskStatus::Assigned, change)
+        .advance_or_find_from(task, TaskStatus::Assigned, change)
         .await?
     else {
         return Ok(());
@@ -400,18 +401,32 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
         data: by(serde_json::json!({})),
         ..Change::default()
     };
+    // Where the task is still as its assignment left it, the report's changes are made from
+    // there, with no read (a quick step sends no `started` report: its outcome's start is
+    // written with it).
+    if let Some(steps) = steps_from_assignment(&report, started(), by)
+        && let Some(assigned) = report.assigned
+        && lifecycle
+            .advance_known(id, assigned.status, assigned.version, &steps)
+            .await?
+            .is_some()
+    {
+        return Ok(());
+    }
     // A report of an older attempt (its task was reclaimed and assigned again since) moves
     // nothing: the newer attempt's reports decide. The event log says it came.
     let stored = lifecycle.store().task(id).await?;
     let current = stored.attempts;
     // A task paused for a review or an approval was paused by its attempt's last step: a
     // later report of that attempt (a copy's, a late duplicate's) would revive it. Only
-    // progress notes are still recorded.
+    // progress notes are still recorded. A start report moves only an assigned task (below),
+    // and one that comes after its step's outcome is expected (it is sent while the step
+    // runs on), so it is not noted.
     if matches!(
         stored.status,
         TaskStatus::AwaitingReview | TaskStatus::AwaitingApproval
     ) && report.attempt == current
-        && !matches!(report.outcome, Outcome::Progress { .. })
+        && !matches!(report.outcome, Outcome::Progress { .. } | Outcome::Started)
     {
         tracing::info!(task = %id, attempt = report.attempt, status = %stored.status, "a report to a paused task is ignored");
         let data = serde_json::json!({
@@ -430,6 +445,9 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
         lifecycle.note(id, by(data)).await?;
         return Ok(());
     }
+    if let Some((to, change)) = step_end(&report.outcome, by) {
+        return end_step(&lifecycle, stored, report.attempt, started(), to, change).await;
+    }
     match report.outcome {
         Outcome::Started => {
             start_implied(&lifecycle, stored, report.attempt, started()).await?;
@@ -443,74 +461,10 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
             }
             lifecycle.note(id, by(data)).await?;
         }
-        Outcome::Completed { result } => {
-            let change = Change {
-                data: by(serde_json::json!({})),
-                ..Change::completed(result)
-            };
-            end_step(
-                &lifecycle,
-                stored,
-                report.attempt,
-                started(),
-                TaskStatus::Completed,
-                change,
-            )
-            .await?;
-        }
-        Outcome::AwaitingReview { pull } => {
-            let change = Change {
-                data: by(serde_json::json!({ "pull": pull })),
-                ..Change::default()
-            };
-            end_step(
-                &lifecycle,
-                stored,
-                report.attempt,
-                started(),
-                TaskStatus::AwaitingReview,
-                change,
-            )
-            .await?;
-        }
-        Outcome::AwaitingApproval {
-            step,
-            needed_usd,
-            spent_usd,
-            budget_usd,
-            cap,
-        } => {
-            let mut data = serde_json::json!({ "step": step, "needed_usd": needed_usd, "spent_usd": spent_usd, "budget_usd": budget_usd });
-            if let Some(cap) = cap {
-                data["cap"] = cap.into();
-            }
-            let change = Change {
-                data: by(data),
-                ..Change::default()
-            };
-            end_step(
-                &lifecycle,
-                stored,
-                report.attempt,
-                started(),
-                TaskStatus::AwaitingApproval,
-                change,
-            )
-            .await?;
-        }
-        Outcome::Failed { failure } => {
-            let mut change = Change::failed(failure);
-            change.data = by(change.data);
-            end_step(
-                &lifecycle,
-                stored,
-                report.attempt,
-                started(),
-                TaskStatus::Failed,
-                change,
-            )
-            .await?;
-        }
+        Outcome::Completed { .. }
+        | Outcome::AwaitingReview { .. }
+        | Outcome::AwaitingApproval { .. }
+        | Outcome::Failed { .. } => unreachable!("the end of a step is handled above"),
         Outcome::Handoff { agent, step } => {
             // Merges and revisions follow a person's review only (`resume_after_review`),
             // never an agent's word.
@@ -534,6 +488,74 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
         }
     }
     Ok(())
+}
+
+/// Where the outcome of a step takes its task, and what is recorded with it; `None` for an
+/// outcome that ends no step.
+fn step_end(
+    outcome: &Outcome,
+    by: impl Fn(serde_json::Value) -> serde_json::Value,
+) -> Option<(TaskStatus, Change)> {
+    let with = |data| Change {
+        data: by(data),
+        ..Change::default()
+    };
+    Some(match outcome {
+        Outcome::Completed { result } => (
+            TaskStatus::Completed,
+            Change {
+                data: by(serde_json::json!({})),
+                ..Change::completed(result.clone())
+            },
+        ),
+        Outcome::AwaitingReview { pull } => (
+            TaskStatus::AwaitingReview,
+            with(serde_json::json!({ "pull": pull })),
+        ),
+        Outcome::AwaitingApproval {
+            step,
+            needed_usd,
+            spent_usd,
+            budget_usd,
+            cap,
+        } => {
+            let mut data = serde_json::json!({ "step": step, "needed_usd": needed_usd, "spent_usd": spent_usd, "budget_usd": budget_usd });
+            if let Some(cap) = cap {
+                data["cap"] = cap.clone().into();
+            }
+            (TaskStatus::AwaitingApproval, with(data))
+        }
+        Outcome::Failed { failure } => {
+            let mut change = Change::failed(failure.clone());
+            change.data = by(change.data);
+            (TaskStatus::Failed, change)
+        }
+        Outcome::Started | Outcome::Progress { .. } | Outcome::Handoff { .. } => return None,
+    })
+}
+
+/// The changes a report makes to a task that is still as its assignment left it (assigned,
+/// or running for a later step): its start where the task is assigned, then the end of the
+/// step where its outcome ends one. `None` for a report with no assignment named, and for
+/// outcomes that need the task read (progress notes, hand-offs).
+fn steps_from_assignment(
+    report: &orion_bus::WorkReport,
+    started: Change,
+    by: impl Fn(serde_json::Value) -> serde_json::Value,
+) -> Option<Vec<(TaskStatus, Change)>> {
+    let assigned = report.assigned?;
+    let end = step_end(&report.outcome, by);
+    if end.is_none() && !matches!(report.outcome, Outcome::Started) {
+        return None;
+    }
+    let mut steps = Vec::with_capacity(2);
+    match assigned.status {
+        TaskStatus::Assigned => steps.push((TaskStatus::Running, started)),
+        TaskStatus::Running if end.is_some() => {}
+        _ => return None,
+    }
+    steps.extend(end);
+    Some(steps)
 }
 
 /// Handles a message with its events' confirmations awaited together at the end, before the

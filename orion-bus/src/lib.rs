@@ -33,10 +33,11 @@ pub use follow::follow;
 pub use ids::MessageId;
 pub use plugins::{PluginKind, Plugins, check_schema};
 pub use protocol::{
-    AgentKind, AgentReply, AgentRequest, Assignment, Candidate, ControlCommand, CustomKind,
-    Decision, EventType, HEARTBEAT_INTERVAL, Heartbeat, IllegalTransition, OriginThread, Outcome,
-    Priority, ResumeTask, ReviewSubmitted, Step, Task, TaskEvent, TaskFailure, TaskId, TaskKind,
-    TaskOrigin, TaskSpec, TaskStatus, TestVerdict, WorkReport, check_budget,
+    AgentKind, AgentReply, AgentRequest, AssignedAt, Assignment, Candidate, ControlCommand,
+    CustomKind, Decision, EventType, HEARTBEAT_INTERVAL, Heartbeat, IllegalTransition,
+    OriginThread, Outcome, Priority, ResumeTask, ReviewSubmitted, Step, Task, TaskEvent,
+    TaskFailure, TaskId, TaskKind, TaskOrigin, TaskSpec, TaskStatus, TestVerdict, WorkReport,
+    check_budget,
 };
 pub use subjects::{StreamFamily, Subjects, subject_matches};
 pub use transport::{InProcessBus, NatsBus, NatsSecurity};

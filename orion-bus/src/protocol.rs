@@ -704,6 +704,28 @@ pub struct WorkReport {
     pub agent: AgentKind,
     pub attempt: i32,
     pub outcome: Outcome,
+    /// The task as its assignment carried it: a coordinator moves it from there without
+    /// reading it first, and reads it only where it has moved since. Absent in a report
+    /// that is not about an assignment it can name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assigned: Option<AssignedAt>,
+}
+
+/// A task's status and version as an assignment found them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedAt {
+    pub status: TaskStatus,
+    pub version: i64,
+}
+
+impl AssignedAt {
+    /// Where `task` is now.
+    pub fn of(task: &Task) -> Self {
+        Self {
+            status: task.status,
+            version: task.version,
+        }
+    }
 }
 
 /// How often a node publishes its heartbeat on `<prefix>.health.<node>`.

@@ -230,13 +230,7 @@ impl Lifecycle {
                 tracing::debug!(task = %id, from = %task.status, %to, "transition no longer applies");
                 return Ok(None);
             }
-            let mut transition = Transition::new(&task, to);
-            transition.result = change.result.clone();
-            transition.error = change.error.clone();
-            transition.count_attempt = change.count_attempt;
-            transition.kind = change.kind;
-            transition.data = change.data.clone();
-            transition.node = Some(self.node.clone());
+            let transition = self.transition(task.id, task.status, task.version, to, &change);
             match self.store.transition(transition).await {
                 Ok((moved, event)) => {
                     count(&moved);
@@ -257,6 +251,72 @@ impl Lifecycle {
         .into())
     }
 
+    /// The store's change of task `id` from `from` at `version` to `to`, as this node's.
+    fn transition(
+        &self,
+        id: TaskId,
+        from: TaskStatus,
+        version: i64,
+        to: TaskStatus,
+        change: &Change,
+    ) -> Transition {
+        Transition {
+            task: id,
+            expected_version: version,
+            from,
+            to,
+            result: change.result.clone(),
+            error: change.error.clone(),
+            count_attempt: change.count_attempt,
+            kind: change.kind,
+            data: change.data.clone(),
+            node: Some(self.node.clone()),
+        }
+    }
+
+    /// Moves task `id` from `from` at `version`, as a message about it said it was, through
+    /// `steps` in order, written together where the store can, without reading the task:
+    /// each step applies only where the task is at the status and version the step before
+    /// it leaves. Returns the task after the last step, where it applied (the steps before
+    /// it applied too, or another writer made them: the last step's guard says the task was
+    /// where they lead); `None` when it did not (the task moved since the message, or is
+    /// gone), for the caller to read the task and decide. The steps that applied are recorded
+    /// and announced either way.
+    pub async fn advance_known(
+        &self,
+        id: TaskId,
+        from: TaskStatus,
+        version: i64,
+        steps: &[(TaskStatus, Change)],
+    ) -> Result<Option<Task>, LifecycleError> {
+        let mut chain = Vec::with_capacity(steps.len());
+        let mut at = from;
+        for (offset, (to, change)) in (0..).zip(steps) {
+            if at.check(*to).is_err() {
+                return Ok(None);
+            }
+            chain.push(self.transition(id, at, version + offset, *to, change));
+            at = *to;
+        }
+        let mut last = None;
+        for outcome in self.store.transitions(chain).await {
+            last = match outcome {
+                Ok((moved, event)) => {
+                    count(&moved);
+                    self.announce(event).await;
+                    Some(moved)
+                }
+                Err(
+                    StoreError::Conflict { .. }
+                    | StoreError::IllegalTransition(_)
+                    | StoreError::NotFound(_),
+                ) => None,
+                Err(e) => return Err(e.into()),
+            };
+        }
+        Ok(last)
+    }
+
     /// Moves a task to `to`, or finds it there already: a coordinator that crashed between
     /// moving a task and queueing its next step, or lost the race to another, queues the step
     /// again (its message id makes that harmless). `None`: the task is elsewhere, and the
@@ -267,7 +327,20 @@ impl Lifecycle {
         to: TaskStatus,
         change: Change,
     ) -> Result<Option<Task>, LifecycleError> {
-        if let Some(task) = self.advance(id, to, change).await? {
+        let task = self.store.task(id).await?;
+        self.advance_or_find_from(task, to, change).await
+    }
+
+    /// [`Lifecycle::advance_or_find`] from `task` as the caller has it (a message's copy,
+    /// say): read again only where it moved since.
+    pub async fn advance_or_find_from(
+        &self,
+        task: Task,
+        to: TaskStatus,
+        change: Change,
+    ) -> Result<Option<Task>, LifecycleError> {
+        let id = task.id;
+        if let Some(task) = self.advance_from_if(task, to, change, |_| true).await? {
             return Ok(Some(task));
         }
         let current = self.store.task(id).await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures_util::StreamExt;
-use orion_bus::{Body, Task, TaskSpec, TaskStatus};
+use orion_bus::{Task, TaskSpec, TaskStatus};
 use orion_services::code::RepoReport;
 
 use crate::app;
@@ -51,20 +51,30 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
         submission.task.spec.kind, submission.task.spec.repo
     );
 
+    // The bus only wakes the loop: what is shown is read from the task log, after the last
+    // event shown, so that events committed together (a start and its outcome) are all shown,
+    // in order, before the task's end is.
     let mut poll = tokio::time::interval(POLL_INTERVAL);
+    let (mut shown, mut bus_ended) = (0, false);
     let task = loop {
         tokio::select! {
-            next = events.next() => {
-                if let Some((_, envelope)) = next
-                    && let Body::Event(event) = envelope.body
-                        && event.task_id == id {
-                            let detail = if event.data.is_null() { String::new() } else { format!(" {}", event.data) };
-                            eprintln!("  {} {}{detail}", event.at.format("%H:%M:%S%.3f"), event.event_type);
-                        }
-            }
+            next = events.next(), if !bus_ended => bus_ended = next.is_none(),
             _ = poll.tick() => {}
         }
         let task = lifecycle.store().task(id).await?;
+        for event in lifecycle.store().events(Some(id), shown, 500).await? {
+            let detail = if event.data.is_null() {
+                String::new()
+            } else {
+                format!(" {}", event.data)
+            };
+            eprintln!(
+                "  {} {}{detail}",
+                event.at.format("%H:%M:%S%.3f"),
+                event.event_type
+            );
+            shown = event.seq;
+        }
         if task.status.is_terminal() || task.status == TaskStatus::AwaitingReview {
             break task;
         }

@@ -799,6 +799,18 @@ async fn editing_model(first: &str, revision: Option<(&str, &str)>) -> MockServe
     server
 }
 
+/// The last change of status in a page of events (a progress line a step sent just before
+/// it may be stored after it: progress is not ordered with status changes).
+fn last_status_change(events: &Value) -> Value {
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|e| e["type"] != "progress")
+        .unwrap()
+        .clone()
+}
+
 #[actix_rt::test]
 async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
     // The revision a reviewer asks for, later.
@@ -819,15 +831,7 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
     let paused = app.wait_for(&id, "awaiting_approval").await;
     assert_eq!(paused["budget_usd"], 0.01);
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    // The pause is the last change of status (a progress line the step sent just before may
-    // be stored after it: progress is not ordered with status changes).
-    let pause = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rfind(|e| e["type"] != "progress")
-        .unwrap()
-        .clone();
+    let pause = last_status_change(&events);
     assert_eq!(
         (
             pause["type"].as_str(),
@@ -913,7 +917,7 @@ async fn a_call_over_budget_pauses_the_task_until_a_person_raises_the_budget() {
     assert!(status < 300, "{status}");
     app.wait_for(&id, "awaiting_approval").await;
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let pause = events["items"].as_array().unwrap().last().unwrap().clone();
+    let pause = last_status_change(&events);
     assert_eq!(pause["data"]["step"]["step"], "revise", "{pause}");
     let (status, _, _) = app
         .post_json(
@@ -1116,7 +1120,7 @@ async fn a_daily_cap_pauses_a_task_until_an_operator_raises_it() {
     let paused = app.wait_for(&id, "awaiting_approval").await;
     assert_eq!(paused["submitted_by"], "anonymous", "{paused}");
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let pause = events["items"].as_array().unwrap().last().unwrap().clone();
+    let pause = last_status_change(&events);
     assert_eq!(pause["data"]["cap"], "daily", "{pause}");
     assert_eq!(pause["data"]["budget_usd"], 0.01, "{pause}");
     assert!(

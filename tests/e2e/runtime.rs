@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use orion_bus::{AgentKind, EventType, TaskId};
+use orion_bus::{AgentKind, EventType, TaskId, TaskStatus};
 use serde_json::json;
 
 use crate::support::{TestApp, eventually, fixture_repo, test_settings};
@@ -270,6 +270,17 @@ fn analyzer_report(
     outcome: orion_bus::Outcome,
     state: &str,
 ) -> (orion_bus::MessageId, orion_bus::Envelope) {
+    analyzer_report_from(task_id, attempt, outcome, state, None)
+}
+
+/// [`analyzer_report`] naming the task as its assignment found it (`assigned`).
+fn analyzer_report_from(
+    task_id: TaskId,
+    attempt: i32,
+    outcome: orion_bus::Outcome,
+    state: &str,
+    assigned: Option<orion_bus::AssignedAt>,
+) -> (orion_bus::MessageId, orion_bus::Envelope) {
     let envelope = orion_bus::Envelope::new(
         "a-node",
         orion_bus::Body::Report(orion_bus::WorkReport {
@@ -277,6 +288,7 @@ fn analyzer_report(
             agent: AgentKind::Analyzer,
             attempt,
             outcome,
+            assigned,
         }),
     );
     let id = orion_bus::MessageId::report(task_id, attempt, &orion_bus::Step::Work, state);
@@ -622,5 +634,144 @@ async fn a_start_report_that_comes_after_its_outcome_moves_nothing() {
     assert_eq!(
         (task.status.as_str(), task.result),
         ("completed", Some(json!({ "overtook": true })))
+    );
+}
+
+/// A report names the task as its assignment found it, and a coordinator moves the task from
+/// there without reading it: an outcome with no `started` report before it is written with
+/// the start it implies. A report whose task moved since (cancelled while its agent worked),
+/// and reports that name the version the task is at now with a status it is not at, move
+/// nothing: the store checks version and status both.
+#[actix_rt::test]
+async fn a_report_moves_its_task_only_from_where_its_assignment_found_it() {
+    let AnalyzeTask {
+        app,
+        mut work,
+        id,
+        _repo,
+    } = coordinator_with_an_analyze_task(None).await;
+    let lifecycle = app.services.lifecycle.clone();
+    let task_id: TaskId = id.parse().unwrap();
+    let send = |(message, envelope): (orion_bus::MessageId, orion_bus::Envelope)| {
+        let bus = lifecycle.bus().clone();
+        async move {
+            bus.enqueue_as(orion_bus::Queue::Results, &message, &envelope)
+                .await
+                .unwrap();
+        }
+    };
+    let delivery = next_assignment(&mut work, &id).await;
+    let orion_bus::Body::Assignment(assignment) = &delivery.envelope.body else {
+        unreachable!()
+    };
+    let (attempt, found) = (
+        assignment.attempt,
+        orion_bus::AssignedAt::of(&assignment.task),
+    );
+    assert_eq!(found.status, TaskStatus::Assigned);
+    delivery.ack().await.unwrap();
+    let (status, _, _) = app
+        .post_json(&format!("/v1/tasks/{id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let cancelled = lifecycle.store().task(task_id).await.unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.version),
+        (TaskStatus::Cancelled, found.version + 1)
+    );
+    let completed = |n: i32| orion_bus::Outcome::Completed {
+        result: json!({ "report": n }),
+    };
+    // As the assignment found it (moved since), then as it is now under statuses it is not
+    // at, with the version it is at.
+    let claims = [
+        found,
+        orion_bus::AssignedAt {
+            status: TaskStatus::Running,
+            version: cancelled.version,
+        },
+        orion_bus::AssignedAt {
+            status: TaskStatus::Assigned,
+            version: cancelled.version,
+        },
+    ];
+    for (n, claim) in (0..).zip(claims) {
+        let state = format!("completed-{n}");
+        send(analyzer_report_from(
+            task_id,
+            attempt,
+            completed(n),
+            &state,
+            Some(claim),
+        ))
+        .await;
+    }
+    eventually(
+        "the reports to be settled",
+        Duration::from_secs(10),
+        || async {
+            let held = lifecycle.bus().held(orion_bus::Queue::Results).await.ok()?;
+            (held == 0).then_some(())
+        },
+    )
+    .await;
+    let after = lifecycle.store().task(task_id).await.unwrap();
+    assert_eq!(
+        (after.status, after.version, after.result),
+        (TaskStatus::Cancelled, cancelled.version, None)
+    );
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    let story: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(story, ["queued", "assigned", "cancelled"]);
+
+    // An honest report of a quick step, with no `started` before it: one write from where
+    // the assignment found the task, with the start it implies.
+    let repo = fixture_repo();
+    let second = app
+        .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
+        .await;
+    let delivery = next_assignment(&mut work, &second).await;
+    let orion_bus::Body::Assignment(assignment) = &delivery.envelope.body else {
+        unreachable!()
+    };
+    let found = orion_bus::AssignedAt::of(&assignment.task);
+    let second_id: TaskId = second.parse().unwrap();
+    send(analyzer_report_from(
+        second_id,
+        assignment.attempt,
+        completed(9),
+        "completed",
+        Some(found),
+    ))
+    .await;
+    delivery.ack().await.unwrap();
+    app.wait_for(&second, "completed").await;
+    let done = lifecycle.store().task(second_id).await.unwrap();
+    assert_eq!(
+        (done.version, done.result),
+        (found.version + 2, Some(json!({ "report": 9 })))
+    );
+    let events = lifecycle
+        .store()
+        .events(Some(second_id), 0, 100)
+        .await
+        .unwrap();
+    let story: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.event_type.as_str(), e.data["agent"].as_str()))
+        .collect();
+    assert_eq!(
+        story,
+        [
+            ("queued", None),
+            ("assigned", Some("analyzer")),
+            ("running", Some("analyzer")),
+            ("completed", Some("analyzer")),
+        ]
     );
 }

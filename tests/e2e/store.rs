@@ -993,7 +993,11 @@ async fn a_chain_of_changes_moves_a_task_only_through_the_states_it_names(h: Har
     assert!(running.seq < completed.seq, "the start is logged first");
     let cancelled = h.store.task(assigned[1].id).await.unwrap();
     assert_eq!(
-        (cancelled.status, cancelled.version, cancelled.result.clone()),
+        (
+            cancelled.status,
+            cancelled.version,
+            cancelled.result.clone()
+        ),
         (TaskStatus::Cancelled, 3, None)
     );
     let types: Vec<EventType> = h

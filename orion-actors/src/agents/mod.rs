@@ -102,6 +102,7 @@ impl WorkContext {
                 agent: self.agent,
                 attempt,
                 outcome,
+                assigned: Some(orion_bus::AssignedAt::of(&assignment.task)),
             };
             Envelope::new(self.node.clone(), Body::Report(report))
         };
@@ -332,6 +333,9 @@ impl Handler<Panicked> for AgentActor {
     }
 }
 
+/// How long a step runs before its agent reports that it started.
+pub const START_REPORT_AFTER: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Counts a step in flight for as long as it lives, however it ends (an aborted step too).
 struct InFlight(&'static str);
 
@@ -407,28 +411,48 @@ impl Agent {
                 Err(e) => return Err(HandleError::Unavailable(e.to_string())),
             }
         }
-        ctx.report(&assignment, "started", Outcome::Started).await?;
         let agent = ctx.agent.as_str();
         let in_flight = InFlight::start(agent);
         let started = std::time::Instant::now();
         // A task that reached the bus without a gateway is checked here all the same.
-        let outcome = match ctx.repos.check(&assignment.task.spec.repo) {
-            Ok(()) => match ledger {
-                // While the step runs, the leases of the claims it holds are renewed: a claim
-                // past its lease belongs to a lost run.
-                Some(ledger) => {
-                    let renewing = renew_claims(ledger, assignment.task.id, run, claim_lease(ctx));
-                    tokio::select! {
-                        outcome = self.work.step(&assignment, ctx) => outcome,
-                        never = renewing => match never {},
+        let work = async {
+            match ctx.repos.check(&assignment.task.spec.repo) {
+                Ok(()) => match ledger {
+                    // While the step runs, the leases of the claims it holds are renewed: a claim
+                    // past its lease belongs to a lost run.
+                    Some(ledger) => {
+                        let renewing =
+                            renew_claims(ledger, assignment.task.id, run, claim_lease(ctx));
+                        tokio::select! {
+                            outcome = self.work.step(&assignment, ctx) => outcome,
+                            never = renewing => match never {},
+                        }
                     }
+                    None => self.work.step(&assignment, ctx).await,
+                },
+                Err(refused) => Err(TaskFailure::new(
+                    codes::REPO_NOT_ALLOWED,
+                    refused.to_string(),
+                )),
+            }
+        };
+        // A step that takes a while says that it started; a quicker one's outcome implies
+        // its start, which the coordinator records with it.
+        let outcome = {
+            let mut work = std::pin::pin!(work);
+            tokio::select! {
+                biased;
+                outcome = &mut work => outcome,
+                () = tokio::time::sleep(START_REPORT_AFTER) => {
+                    let report = ctx.report(&assignment, "started", Outcome::Started);
+                    let (outcome, reported) = tokio::join!(work, report);
+                    if let Err(e) = reported {
+                        // The outcome's report implies the start all the same.
+                        tracing::warn!(task = %assignment.task.id, error = %e, "could not report a step's start");
+                    }
+                    outcome
                 }
-                None => self.work.step(&assignment, ctx).await,
-            },
-            Err(refused) => Err(TaskFailure::new(
-                codes::REPO_NOT_ALLOWED,
-                refused.to_string(),
-            )),
+            }
         }
         .or_else(|failure| match failure.code.as_str() {
             // An outage is waited out and the step tried again, never the task's failure.

@@ -298,7 +298,9 @@ impl Lifecycle {
             chain.push(self.transition(id, at, version + offset, *to, change));
             at = *to;
         }
-        let mut last = None;
+        // Every step that applied is announced, even after one that failed for an outage:
+        // the chain's steps may have committed in different groups.
+        let (mut last, mut outage) = (None, None);
         for outcome in self.store.transitions(chain).await {
             last = match outcome {
                 Ok((moved, event)) => {
@@ -311,10 +313,16 @@ impl Lifecycle {
                     | StoreError::IllegalTransition(_)
                     | StoreError::NotFound(_),
                 ) => None,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    outage.get_or_insert(e);
+                    None
+                }
             };
         }
-        Ok(last)
+        match outage {
+            Some(e) => Err(e.into()),
+            None => Ok(last),
+        }
     }
 
     /// Moves a task to `to`, or finds it there already: a coordinator that crashed between

@@ -62,18 +62,24 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
             _ = poll.tick() => {}
         }
         let task = lifecycle.store().task(id).await?;
-        for event in lifecycle.store().events(Some(id), shown, 500).await? {
-            let detail = if event.data.is_null() {
-                String::new()
-            } else {
-                format!(" {}", event.data)
-            };
-            eprintln!(
-                "  {} {}{detail}",
-                event.at.format("%H:%M:%S%.3f"),
-                event.event_type
-            );
-            shown = event.seq;
+        loop {
+            let page = lifecycle.store().events(Some(id), shown, 500).await?;
+            for event in &page {
+                let detail = if event.data.is_null() {
+                    String::new()
+                } else {
+                    format!(" {}", event.data)
+                };
+                eprintln!(
+                    "  {} {}{detail}",
+                    event.at.format("%H:%M:%S%.3f"),
+                    event.event_type
+                );
+                shown = event.seq;
+            }
+            if page.len() < 500 {
+                break;
+            }
         }
         if task.status.is_terminal() || task.status == TaskStatus::AwaitingReview {
             break task;

@@ -262,6 +262,29 @@ async fn analyzer_work(lifecycle: &orion_services::lifecycle::Lifecycle) -> orio
         .unwrap()
 }
 
+/// Waits until no report is left on the results queue (each was handled and acknowledged).
+async fn results_settled(lifecycle: &orion_services::lifecycle::Lifecycle) {
+    eventually(
+        "the reports to be settled",
+        Duration::from_secs(10),
+        || async {
+            let held = lifecycle.bus().held(orion_bus::Queue::Results).await.ok()?;
+            (held == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// The types of a page of events from the API, in order.
+fn story_of(events: &serde_json::Value) -> Vec<&str> {
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect()
+}
+
 /// An analyzer's report of `outcome` for attempt `attempt` of the task's work step, with the
 /// message id its `state` gives it.
 fn analyzer_report(
@@ -613,22 +636,9 @@ async fn a_start_report_that_comes_after_its_outcome_moves_nothing() {
     .await;
     app.wait_for(&id, "completed").await;
     report(orion_bus::Outcome::Started, "started").await;
-    eventually(
-        "the late start report to be settled",
-        Duration::from_secs(10),
-        || async {
-            let held = lifecycle.bus().held(orion_bus::Queue::Results).await.ok()?;
-            (held == 0).then_some(())
-        },
-    )
-    .await;
+    results_settled(&lifecycle).await;
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let story: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let story = story_of(&events);
     assert_eq!(story, ["queued", "assigned", "running", "completed"]);
     let task = lifecycle.store().task(task_id).await.unwrap();
     assert_eq!(
@@ -706,27 +716,14 @@ async fn a_report_moves_its_task_only_from_where_its_assignment_found_it() {
         ))
         .await;
     }
-    eventually(
-        "the reports to be settled",
-        Duration::from_secs(10),
-        || async {
-            let held = lifecycle.bus().held(orion_bus::Queue::Results).await.ok()?;
-            (held == 0).then_some(())
-        },
-    )
-    .await;
+    results_settled(&lifecycle).await;
     let after = lifecycle.store().task(task_id).await.unwrap();
     assert_eq!(
         (after.status, after.version, after.result),
         (TaskStatus::Cancelled, cancelled.version, None)
     );
     let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
-    let story: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["type"].as_str().unwrap())
-        .collect();
+    let story = story_of(&events);
     assert_eq!(story, ["queued", "assigned", "cancelled"]);
 
     // An honest report of a quick step, with no `started` before it: one write from where

@@ -130,16 +130,8 @@ async fn a_transition_moves_the_version_and_logs_an_event(h: Harness) {
     fail.error = Some(TaskFailure::new("boom", "it broke"));
     let (failed, _) = h.store.transition(fail).await.unwrap();
     assert_eq!(failed.error, Some(TaskFailure::new("boom", "it broke")));
-    let types: Vec<_> = h
-        .store
-        .events(Some(task.id), 0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect();
     assert_eq!(
-        types,
+        event_types(&h, task.id).await,
         [
             EventType::Queued,
             EventType::Assigned,
@@ -375,6 +367,12 @@ async fn tasks_stored(h: &Harness) -> usize {
         ..TaskQuery::default()
     };
     h.store.list_tasks(&query).await.unwrap().items.len()
+}
+
+/// The types of a task's events, in the log's order.
+async fn event_types(h: &Harness, task: orion_bus::TaskId) -> Vec<EventType> {
+    let events = h.store.events(Some(task), 0, 100).await.unwrap();
+    events.into_iter().map(|e| e.event_type).collect()
 }
 
 /// `n` new analyze tasks, queued.
@@ -1000,16 +998,8 @@ async fn a_chain_of_changes_moves_a_task_only_through_the_states_it_names(h: Har
         ),
         (TaskStatus::Cancelled, 3, None)
     );
-    let types: Vec<EventType> = h
-        .store
-        .events(Some(assigned[1].id), 0, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event_type)
-        .collect();
     assert_eq!(
-        types,
+        event_types(&h, assigned[1].id).await,
         [EventType::Queued, EventType::Assigned, EventType::Cancelled]
     );
     // The version it is at, a status it is not at.

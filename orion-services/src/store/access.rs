@@ -186,11 +186,8 @@ impl AccessStore for SqlStore {
 
     async fn record_audit(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.to_writer(super::group::Write::Audit(entry, tx)) {
-            None => rx.await.map_err(super::sql::writer_gone)?,
-            Some(super::group::Write::Audit(entry, _)) => self.audit_one(entry).await,
-            Some(_) => unreachable!("the write given back is the one given"),
-        }
+        self.write(super::group::Write::Audit(entry, tx)).await;
+        rx.await.map_err(super::sql::writer_gone)?
     }
 
     async fn audit(&self, after_seq: i64, limit: u64) -> Result<Vec<AuditEntry>, StoreError> {

@@ -205,7 +205,7 @@ fn answer_all(batch: Vec<Write>, error: impl Fn() -> StoreError) {
     }
 }
 
-async fn one_at_a_time(store: &SqlStore, batch: Vec<Write>) {
+pub(super) async fn one_at_a_time(store: &SqlStore, batch: Vec<Write>) {
     for write in batch {
         match write {
             Write::Create(new, tx) => {

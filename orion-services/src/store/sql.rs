@@ -51,9 +51,17 @@ impl SqlStore {
         Ok(Self { db, writer })
     }
 
-    /// Hands `write` to the group writer; gives it back where there is none (SQLite, or the
-    /// writer itself), for the caller to make alone.
-    pub(super) fn to_writer(&self, write: group::Write) -> Option<group::Write> {
+    /// Hands `write` to the group writer, or makes it alone where there is none (SQLite, or
+    /// the writer itself); its outcome goes to the write's own answer either way. Awaits
+    /// nothing when the writer takes it, so writes handed over in turn reach it together.
+    pub(super) async fn write(&self, write: group::Write) {
+        if let Some(write) = self.to_writer(write) {
+            group::one_at_a_time(self, vec![write]).await;
+        }
+    }
+
+    /// Hands `write` to the group writer; gives it back where there is none.
+    fn to_writer(&self, write: group::Write) -> Option<group::Write> {
         let Some(writer) = &self.writer else {
             return Some(write);
         };
@@ -416,25 +424,19 @@ impl TaskStore for SqlStore {
             key: idempotency_key.map(str::to_owned),
             node: node.map(str::to_owned),
         };
-        match self.to_writer(group::Write::Create(new, tx)) {
-            None => match rx.await.map_err(writer_gone)?? {
-                group::Created::Stored(stored) => Ok((stored.0, Some(stored.1))),
-                // A concurrent submission with the same key was stored first.
-                group::Created::KeyTaken => {
-                    let key = idempotency_key.unwrap_or_default();
-                    match self.find_by_key(key).await? {
-                        Some(existing) => Ok((existing, None)),
-                        None => Err(StoreError::Corrupt(format!(
-                            "idempotency key `{key}` was taken by no stored task"
-                        ))),
-                    }
+        self.write(group::Write::Create(new, tx)).await;
+        match rx.await.map_err(writer_gone)?? {
+            group::Created::Stored(stored) => Ok((stored.0, Some(stored.1))),
+            // A concurrent submission with the same key was stored first.
+            group::Created::KeyTaken => {
+                let key = idempotency_key.unwrap_or_default();
+                match self.find_by_key(key).await? {
+                    Some(existing) => Ok((existing, None)),
+                    None => Err(StoreError::Corrupt(format!(
+                        "idempotency key `{key}` was taken by no stored task"
+                    ))),
                 }
-            },
-            Some(group::Write::Create(new, _)) => {
-                self.create_one(new.spec, new.key.as_deref(), new.node.as_deref())
-                    .await
             }
-            Some(_) => unreachable!("the write given back is the one given"),
         }
     }
 
@@ -479,11 +481,8 @@ impl TaskStore for SqlStore {
 
     async fn transition(&self, change: Transition) -> Result<(Task, TaskEvent), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        match self.to_writer(group::Write::Move(change, tx)) {
-            None => rx.await.map_err(writer_gone)?,
-            Some(group::Write::Move(change, _)) => self.transition_one(change).await,
-            Some(_) => unreachable!("the write given back is the one given"),
-        }
+        self.write(group::Write::Move(change, tx)).await;
+        rx.await.map_err(writer_gone)?
     }
 
     async fn transitions(
@@ -494,18 +493,12 @@ impl TaskStore for SqlStore {
         let mut answers = Vec::with_capacity(chain.len());
         for change in chain {
             let (tx, rx) = tokio::sync::oneshot::channel();
-            answers.push(match self.to_writer(group::Write::Move(change, tx)) {
-                None => Ok(rx),
-                Some(group::Write::Move(change, _)) => Err(change),
-                Some(_) => unreachable!("the write given back is the one given"),
-            });
+            self.write(group::Write::Move(change, tx)).await;
+            answers.push(rx);
         }
         let mut outcomes = Vec::with_capacity(answers.len());
         for answer in answers {
-            outcomes.push(match answer {
-                Ok(rx) => rx.await.map_err(writer_gone).and_then(|r| r),
-                Err(change) => self.transition_one(change).await,
-            });
+            outcomes.push(answer.await.map_err(writer_gone).and_then(|r| r));
         }
         outcomes
     }
@@ -524,14 +517,8 @@ impl TaskStore for SqlStore {
             data,
             node: node.map(str::to_owned),
         };
-        match self.to_writer(group::Write::Note(note, tx)) {
-            None => rx.await.map_err(writer_gone)?,
-            Some(group::Write::Note(note, _)) => {
-                self.append_one(note.task, note.event_type, note.data, note.node.as_deref())
-                    .await
-            }
-            Some(_) => unreachable!("the write given back is the one given"),
-        }
+        self.write(group::Write::Note(note, tx)).await;
+        rx.await.map_err(writer_gone)?
     }
 
     async fn last_event_seq(&self) -> Result<i64, StoreError> {

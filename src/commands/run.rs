@@ -16,6 +16,8 @@ use crate::settings::Settings;
 
 /// How often the store is read while waiting, besides the events.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How many of the task's new events are read at once.
+const EVENTS_PAGE: u64 = 500;
 
 pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.data.data_dir {
@@ -25,8 +27,6 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
     let services = app::connect(&settings, &name).await?;
     let _node = app::start_node(&services, &settings, &name)?;
     let lifecycle = &services.lifecycle;
-    let bus = lifecycle.bus();
-    let mut events = bus.subscribe(&bus.subjects().events_all()).await?;
 
     // A local path is made absolute, so any node can find it whatever its working directory.
     let repo = match Path::new(&args.task.repo).canonicalize() {
@@ -51,9 +51,12 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
         submission.task.spec.kind, submission.task.spec.repo
     );
 
-    // The bus only wakes the loop: what is shown is read from the task log, after the last
+    // The bus only wakes the loop, on this task's events (one missed before the subscription
+    // is read at the first tick): what is shown is read from the task log, after the last
     // event shown, so that events committed together (a start and its outcome) are all shown,
     // in order, before the task's end is.
+    let bus = lifecycle.bus();
+    let mut events = bus.subscribe(&bus.subjects().events_of(id)).await?;
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     let (mut shown, mut bus_ended) = (0, false);
     let task = loop {
@@ -63,7 +66,10 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
         }
         let task = lifecycle.store().task(id).await?;
         loop {
-            let page = lifecycle.store().events(Some(id), shown, 500).await?;
+            let page = lifecycle
+                .store()
+                .events(Some(id), shown, EVENTS_PAGE)
+                .await?;
             for event in &page {
                 let detail = if event.data.is_null() {
                     String::new()
@@ -77,7 +83,7 @@ pub async fn run(args: RunArgs, mut settings: Settings) -> anyhow::Result<ExitCo
                 );
                 shown = event.seq;
             }
-            if page.len() < 500 {
+            if page.len() < EVENTS_PAGE as usize {
                 break;
             }
         }

@@ -404,8 +404,7 @@ async fn apply_report(lifecycle: Lifecycle, msg: ReportArrived) -> Result<(), Ha
     // Where the task is still as its assignment left it, the report's changes are made from
     // there, with no read (a quick step sends no `started` report: its outcome's start is
     // written with it).
-    if let Some(steps) = steps_from_assignment(&report, started(), by)
-        && let Some(assigned) = report.assigned
+    if let Some((assigned, steps)) = steps_from_assignment(&report, started(), by)
         && lifecycle
             .advance_known(id, assigned.status, assigned.version, &steps)
             .await?
@@ -536,13 +535,14 @@ fn step_end(
 
 /// The changes a report makes to a task that is still as its assignment left it (assigned,
 /// or running for a later step): its start where the task is assigned, then the end of the
-/// step where its outcome ends one. `None` for a report with no assignment named, and for
-/// outcomes that need the task read (progress notes, hand-offs).
+/// step where its outcome ends one, with where the assignment found the task. `None` for a
+/// report with no assignment named, and for outcomes that need the task read (progress
+/// notes, hand-offs).
 fn steps_from_assignment(
     report: &orion_bus::WorkReport,
     started: Change,
     by: impl Fn(serde_json::Value) -> serde_json::Value,
-) -> Option<Vec<(TaskStatus, Change)>> {
+) -> Option<(orion_bus::AssignedAt, Vec<(TaskStatus, Change)>)> {
     let assigned = report.assigned?;
     let end = step_end(&report.outcome, by);
     if end.is_none() && !matches!(report.outcome, Outcome::Started) {
@@ -555,7 +555,7 @@ fn steps_from_assignment(
         _ => return None,
     }
     steps.extend(end);
-    Some(steps)
+    Some((assigned, steps))
 }
 
 /// Handles a message with its events' confirmations awaited together at the end, before the

@@ -772,3 +772,54 @@ async fn a_report_moves_its_task_only_from_where_its_assignment_found_it() {
         ]
     );
 }
+
+/// Two copies of one quick step's report (the bus's de-duplication window passed, or an
+/// agent sent it twice), handled at once: the task completes once, with one start and one
+/// end in its story, whichever copy takes the path with no read.
+#[actix_rt::test]
+async fn the_same_report_twice_at_once_completes_its_task_once() {
+    let AnalyzeTask {
+        app,
+        mut work,
+        id,
+        _repo,
+    } = coordinator_with_an_analyze_task(None).await;
+    let lifecycle = app.services.lifecycle.clone();
+    let task_id: TaskId = id.parse().unwrap();
+    let delivery = next_assignment(&mut work, &id).await;
+    let orion_bus::Body::Assignment(assignment) = &delivery.envelope.body else {
+        unreachable!()
+    };
+    let found = orion_bus::AssignedAt::of(&assignment.task);
+    let copy = |state: &str| {
+        let bus = lifecycle.bus().clone();
+        let (message, envelope) = analyzer_report_from(
+            task_id,
+            assignment.attempt,
+            orion_bus::Outcome::Completed {
+                result: json!({ "once": true }),
+            },
+            state,
+            Some(found),
+        );
+        async move {
+            bus.enqueue_as(orion_bus::Queue::Results, &message, &envelope)
+                .await
+                .unwrap();
+        }
+    };
+    futures_util::join!(copy("completed"), copy("completed-copy"));
+    delivery.ack().await.unwrap();
+    app.wait_for(&id, "completed").await;
+    results_settled(&lifecycle).await;
+    let (_, events) = app.get(&format!("/v1/tasks/{id}/events")).await;
+    assert_eq!(
+        story_of(&events),
+        ["queued", "assigned", "running", "completed"]
+    );
+    let task = lifecycle.store().task(task_id).await.unwrap();
+    assert_eq!(
+        (task.version, task.result),
+        (found.version + 2, Some(json!({ "once": true })))
+    );
+}

@@ -1012,6 +1012,51 @@ async fn a_chain_of_changes_moves_a_task_only_through_the_states_it_names(h: Har
     h.finish().await;
 }
 
+/// The same chain (a report's start and outcome) given to the store twice at once, as two
+/// coordinators would with two copies of one report: one moves the task through both
+/// steps, the other moves nothing and fails as conflicts, and the log has each event once.
+async fn the_same_chain_twice_at_once_moves_its_task_once(h: Harness) {
+    let task = queued_tasks(&h, 1).await.remove(0);
+    let (assigned, _) = h
+        .store
+        .transition(Transition::new(&task, TaskStatus::Assigned))
+        .await
+        .unwrap();
+    let chain = || {
+        let start = Transition::new(&assigned, TaskStatus::Running);
+        let mut end = Transition::new(&assigned, TaskStatus::Completed);
+        end.from = TaskStatus::Running;
+        end.expected_version = assigned.version + 1;
+        vec![start, end]
+    };
+    let (first, second) = tokio::join!(h.store.transitions(chain()), h.store.transitions(chain()));
+    let applied = |outcomes: &[Result<_, StoreError>]| {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(_) => true,
+                Err(StoreError::Conflict { .. }) => false,
+                Err(e) => panic!("unexpected error {e}"),
+            })
+            .collect::<Vec<bool>>()
+    };
+    let mut both = [applied(&first), applied(&second)];
+    both.sort();
+    assert_eq!(both, [vec![false, false], vec![true, true]]);
+    let stored = h.store.task(task.id).await.unwrap();
+    assert_eq!((stored.status, stored.version), (TaskStatus::Completed, 4));
+    assert_eq!(
+        event_types(&h, task.id).await,
+        [
+            EventType::Queued,
+            EventType::Assigned,
+            EventType::Running,
+            EventType::Completed
+        ]
+    );
+    h.finish().await;
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -1024,6 +1069,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    the_same_chain_twice_at_once_moves_its_task_once,
     a_chain_of_changes_moves_a_task_only_through_the_states_it_names,
     a_reader_after_a_cursor_misses_no_event_of_concurrent_writers,
     a_pull_version_of_an_older_attempt_writes_nothing,

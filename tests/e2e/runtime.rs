@@ -325,6 +325,26 @@ fn attempt_of(delivery: &orion_bus::Delivery) -> i32 {
     }
 }
 
+/// Where a delivered assignment found its task.
+fn found_by(delivery: &orion_bus::Delivery) -> orion_bus::AssignedAt {
+    match &delivery.envelope.body {
+        orion_bus::Body::Assignment(a) => orion_bus::AssignedAt::of(&a.task),
+        _ => unreachable!(),
+    }
+}
+
+/// Puts a report on the results queue, in an agent's place.
+async fn send_report(
+    lifecycle: &orion_services::lifecycle::Lifecycle,
+    (message, envelope): (orion_bus::MessageId, orion_bus::Envelope),
+) {
+    lifecycle
+        .bus()
+        .enqueue_as(orion_bus::Queue::Results, &message, &envelope)
+        .await
+        .unwrap();
+}
+
 /// Eight sweeps at once over one orphaned task (as eight coordinators would run them): the
 /// task is queued again once, with one more attempt, not once per sweep.
 #[actix_rt::test]
@@ -619,13 +639,10 @@ async fn a_start_report_that_comes_after_its_outcome_moves_nothing() {
     assignment.ack().await.unwrap();
     let task_id: TaskId = id.parse().unwrap();
     let report = |outcome, state| {
-        let bus = lifecycle.bus().clone();
-        let (message, envelope) = analyzer_report(task_id, attempt, outcome, state);
-        async move {
-            bus.enqueue_as(orion_bus::Queue::Results, &message, &envelope)
-                .await
-                .unwrap();
-        }
+        send_report(
+            &lifecycle,
+            analyzer_report(task_id, attempt, outcome, state),
+        )
     };
     report(
         orion_bus::Outcome::Completed {
@@ -662,22 +679,9 @@ async fn a_report_moves_its_task_only_from_where_its_assignment_found_it() {
     } = coordinator_with_an_analyze_task(None).await;
     let lifecycle = app.services.lifecycle.clone();
     let task_id: TaskId = id.parse().unwrap();
-    let send = |(message, envelope): (orion_bus::MessageId, orion_bus::Envelope)| {
-        let bus = lifecycle.bus().clone();
-        async move {
-            bus.enqueue_as(orion_bus::Queue::Results, &message, &envelope)
-                .await
-                .unwrap();
-        }
-    };
+    let send = |report| send_report(&lifecycle, report);
     let delivery = next_assignment(&mut work, &id).await;
-    let orion_bus::Body::Assignment(assignment) = &delivery.envelope.body else {
-        unreachable!()
-    };
-    let (attempt, found) = (
-        assignment.attempt,
-        orion_bus::AssignedAt::of(&assignment.task),
-    );
+    let (attempt, found) = (attempt_of(&delivery), found_by(&delivery));
     assert_eq!(found.status, TaskStatus::Assigned);
     delivery.ack().await.unwrap();
     let (status, _, _) = app
@@ -733,14 +737,11 @@ async fn a_report_moves_its_task_only_from_where_its_assignment_found_it() {
         .submit(json!({ "kind": "analyze", "repo": repo.path().to_string_lossy() }))
         .await;
     let delivery = next_assignment(&mut work, &second).await;
-    let orion_bus::Body::Assignment(assignment) = &delivery.envelope.body else {
-        unreachable!()
-    };
-    let found = orion_bus::AssignedAt::of(&assignment.task);
+    let found = found_by(&delivery);
     let second_id: TaskId = second.parse().unwrap();
     send(analyzer_report_from(
         second_id,
-        assignment.attempt,
+        attempt_of(&delivery),
         completed(9),
         "completed",
         Some(found),
@@ -787,26 +788,13 @@ async fn the_same_report_twice_at_once_completes_its_task_once() {
     let lifecycle = app.services.lifecycle.clone();
     let task_id: TaskId = id.parse().unwrap();
     let delivery = next_assignment(&mut work, &id).await;
-    let orion_bus::Body::Assignment(assignment) = &delivery.envelope.body else {
-        unreachable!()
-    };
-    let found = orion_bus::AssignedAt::of(&assignment.task);
+    let (attempt, found) = (attempt_of(&delivery), found_by(&delivery));
     let copy = |state: &str| {
-        let bus = lifecycle.bus().clone();
-        let (message, envelope) = analyzer_report_from(
-            task_id,
-            assignment.attempt,
-            orion_bus::Outcome::Completed {
-                result: json!({ "once": true }),
-            },
-            state,
-            Some(found),
-        );
-        async move {
-            bus.enqueue_as(orion_bus::Queue::Results, &message, &envelope)
-                .await
-                .unwrap();
-        }
+        let outcome = orion_bus::Outcome::Completed {
+            result: json!({ "once": true }),
+        };
+        let report = analyzer_report_from(task_id, attempt, outcome, state, Some(found));
+        send_report(&lifecycle, report)
     };
     futures_util::join!(copy("completed"), copy("completed-copy"));
     delivery.ack().await.unwrap();

@@ -2,7 +2,9 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::error::ProtocolError;
@@ -14,68 +16,83 @@ use crate::protocol::{
 /// The schema version this build writes and accepts.
 pub const SCHEMA_VERSION: u64 = 1;
 
-/// What a message says; the `type` field on the wire names the variant.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "payload")]
-pub enum Body {
-    #[serde(rename = "task.submitted")]
-    TaskSubmitted(Task),
-    #[serde(rename = "work.assignment")]
-    Assignment(Assignment),
-    #[serde(rename = "work.report")]
-    Report(WorkReport),
-    #[serde(rename = "task.event")]
-    Event(TaskEvent),
-    #[serde(rename = "node.heartbeat")]
-    Heartbeat(Heartbeat),
-    #[serde(rename = "node.control")]
-    Control(ControlCommand),
-    #[serde(rename = "review.submitted")]
-    Review(ReviewSubmitted),
-    #[serde(rename = "task.resume")]
-    Resume(ResumeTask),
-    #[serde(rename = "agent.request")]
-    Request(AgentRequest),
-    #[serde(rename = "agent.reply")]
-    Reply(AgentReply),
+/// Declares [`Body`] from one list of its variants, their payload types and their wire names,
+/// with what the envelope's (de)serialisation needs of it: the names, and the payload of each.
+macro_rules! bodies {
+    ($($variant:ident($payload:ty) = $name:literal,)+) => {
+        /// What a message says; the `type` field on the wire names the variant, and `payload`
+        /// holds it.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum Body {
+            $($variant($payload),)+
+        }
+
+        impl Body {
+            /// Every `type` this build understands.
+            pub const TYPES: &'static [&'static str] = &[$($name,)+];
+
+            /// The wire name of the variant.
+            pub fn type_name(&self) -> &'static str {
+                match self {
+                    $(Body::$variant(_) => $name,)+
+                }
+            }
+
+            fn serialize_payload<S: SerializeStruct>(&self, fields: &mut S) -> Result<(), S::Error> {
+                match self {
+                    $(Body::$variant(payload) => fields.serialize_field("payload", payload),)+
+                }
+            }
+
+            /// Reads the payload of a message of type `type_name` (one of [`Body::TYPES`]).
+            fn deserialize_payload<'de, D: Deserializer<'de>>(
+                type_name: &str,
+                payload: D,
+            ) -> Result<Body, D::Error> {
+                match type_name {
+                    $($name => <$payload>::deserialize(payload).map(Body::$variant),)+
+                    other => Err(de::Error::unknown_variant(other, Self::TYPES)),
+                }
+            }
+        }
+    };
 }
 
-impl Body {
-    /// Every `type` this build understands.
-    pub const TYPES: &'static [&'static str] = &[
-        "task.submitted",
-        "work.assignment",
-        "work.report",
-        "task.event",
-        "node.heartbeat",
-        "node.control",
-        "review.submitted",
-        "task.resume",
-        "agent.request",
-        "agent.reply",
-    ];
+bodies! {
+    TaskSubmitted(Task) = "task.submitted",
+    Assignment(Assignment) = "work.assignment",
+    Report(WorkReport) = "work.report",
+    Event(TaskEvent) = "task.event",
+    Heartbeat(Heartbeat) = "node.heartbeat",
+    Control(ControlCommand) = "node.control",
+    Review(ReviewSubmitted) = "review.submitted",
+    Resume(ResumeTask) = "task.resume",
+    Request(AgentRequest) = "agent.request",
+    Reply(AgentReply) = "agent.reply",
 }
 
 /// A message with its routing and causality metadata.
 ///
 /// `correlation_id` is shared by every message about one task (it is the task id when there
 /// is one); `causation_id` names the message that caused this one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// On the wire it is one JSON object: `v`, `id`, `task_id` (where there is one),
+/// `correlation_id`, `causation_id` (where there is one), `node`, `sent_at`, then the body as
+/// `type` and `payload`. It is (de)serialised by hand, not derived with the body flattened:
+/// a flattened body makes serde buffer every message's fields before reading them, which was
+/// most of what decoding an envelope cost.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Envelope {
     pub v: u64,
     pub id: Uuid,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_id: Option<TaskId>,
     pub correlation_id: Uuid,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
     pub node: String,
     pub sent_at: DateTime<Utc>,
-    #[serde(flatten)]
     pub body: Body,
     /// The W3C trace context of the code that made this message; it travels in the
     /// transport's headers (`traceparent` on NATS), not in the JSON.
-    #[serde(skip)]
     pub traceparent: Option<String>,
 }
 
@@ -126,18 +143,7 @@ impl Envelope {
 
     /// The wire type name of the body.
     pub fn type_name(&self) -> &'static str {
-        match &self.body {
-            Body::TaskSubmitted(_) => "task.submitted",
-            Body::Assignment(_) => "work.assignment",
-            Body::Report(_) => "work.report",
-            Body::Event(_) => "task.event",
-            Body::Heartbeat(_) => "node.heartbeat",
-            Body::Control(_) => "node.control",
-            Body::Review(_) => "review.submitted",
-            Body::Resume(_) => "task.resume",
-            Body::Request(_) => "agent.request",
-            Body::Reply(_) => "agent.reply",
-        }
+        self.body.type_name()
     }
 
     /// Serialises, refusing a message larger than `limit` bytes.
@@ -164,12 +170,15 @@ impl Envelope {
         }
         // Every well-formed message takes one parse; only a rejected one is parsed again,
         // generically, to say precisely why.
-        if let Ok(envelope) = serde_json::from_slice::<Envelope>(bytes) {
-            return match envelope.v {
-                SCHEMA_VERSION => Ok(envelope),
-                other => Err(ProtocolError::UnsupportedVersion(other)),
-            };
-        }
+        let refused = match serde_json::from_slice::<Envelope>(bytes) {
+            Ok(envelope) => {
+                return match envelope.v {
+                    SCHEMA_VERSION => Ok(envelope),
+                    other => Err(ProtocolError::UnsupportedVersion(other)),
+                };
+            }
+            Err(refused) => refused,
+        };
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         let version = value
@@ -186,7 +195,195 @@ impl Envelope {
         if !Body::TYPES.contains(&type_name) {
             return Err(ProtocolError::UnknownType(type_name.to_owned()));
         }
-        serde_json::from_value(value).map_err(|e| ProtocolError::Malformed(e.to_string()))
+        // A generic parse keeps the last of a repeated field: the first parse's reason stands.
+        Err(ProtocolError::Malformed(refused.to_string()))
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let optional =
+            usize::from(self.task_id.is_some()) + usize::from(self.causation_id.is_some());
+        let mut fields = serializer.serialize_struct("Envelope", 7 + optional)?;
+        fields.serialize_field("v", &self.v)?;
+        fields.serialize_field("id", &self.id)?;
+        match &self.task_id {
+            Some(task_id) => fields.serialize_field("task_id", task_id)?,
+            None => fields.skip_field("task_id")?,
+        }
+        fields.serialize_field("correlation_id", &self.correlation_id)?;
+        match &self.causation_id {
+            Some(causation_id) => fields.serialize_field("causation_id", causation_id)?,
+            None => fields.skip_field("causation_id")?,
+        }
+        fields.serialize_field("node", &self.node)?;
+        fields.serialize_field("sent_at", &self.sent_at)?;
+        fields.serialize_field("type", self.body.type_name())?;
+        self.body.serialize_payload(&mut fields)?;
+        fields.end()
+    }
+}
+
+/// The fields of an envelope; any other is skipped (a newer sender may add fields).
+enum Field {
+    V,
+    Id,
+    TaskId,
+    CorrelationId,
+    CausationId,
+    Node,
+    SentAt,
+    Type,
+    Payload,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl Visitor<'_> for Names {
+            type Value = Field;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
+                Ok(match name {
+                    "v" => Field::V,
+                    "id" => Field::Id,
+                    "task_id" => Field::TaskId,
+                    "correlation_id" => Field::CorrelationId,
+                    "causation_id" => Field::CausationId,
+                    "node" => Field::Node,
+                    "sent_at" => Field::SentAt,
+                    "type" => Field::Type,
+                    "payload" => Field::Payload,
+                    _ => Field::Other,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(Names)
+    }
+}
+
+/// A `type` this build understands, as its entry of [`Body::TYPES`].
+struct TypeName(&'static str);
+
+impl<'de> Deserialize<'de> for TypeName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl Visitor<'_> for Names {
+            type Value = TypeName;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a message type")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<TypeName, E> {
+                Body::TYPES
+                    .iter()
+                    .find(|known| **known == name)
+                    .map(|known| TypeName(known))
+                    .ok_or_else(|| E::unknown_variant(name, Body::TYPES))
+            }
+        }
+        deserializer.deserialize_str(Names)
+    }
+}
+
+/// Reads a payload whose type is already known straight into its variant.
+struct Payload(&'static str);
+
+impl<'de> de::DeserializeSeed<'de> for Payload {
+    type Value = Body;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Body, D::Error> {
+        Body::deserialize_payload(self.0, deserializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Envelope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = Envelope;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an envelope")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Envelope, A::Error> {
+                fn once<T, E: de::Error>(
+                    slot: &mut Option<T>,
+                    name: &'static str,
+                    value: T,
+                ) -> Result<(), E> {
+                    match slot.replace(value) {
+                        Some(_) => Err(E::duplicate_field(name)),
+                        None => Ok(()),
+                    }
+                }
+                let (mut v, mut id, mut task_id, mut correlation_id, mut causation_id) =
+                    (None, None, None, None, None);
+                let (mut node, mut sent_at, mut type_name) = (None, None, None);
+                let mut body: Option<Body> = None;
+                // A payload that came before its `type` (our senders write `type` first).
+                let mut early: Option<serde_json::Value> = None;
+                while let Some(field) = map.next_key::<Field>()? {
+                    match field {
+                        Field::V => once(&mut v, "v", map.next_value::<u64>()?)?,
+                        Field::Id => once(&mut id, "id", map.next_value::<Uuid>()?)?,
+                        Field::TaskId => {
+                            once(&mut task_id, "task_id", map.next_value::<Option<TaskId>>()?)?
+                        }
+                        Field::CorrelationId => once(
+                            &mut correlation_id,
+                            "correlation_id",
+                            map.next_value::<Uuid>()?,
+                        )?,
+                        Field::CausationId => once(
+                            &mut causation_id,
+                            "causation_id",
+                            map.next_value::<Option<Uuid>>()?,
+                        )?,
+                        Field::Node => once(&mut node, "node", map.next_value::<String>()?)?,
+                        Field::SentAt => {
+                            once(&mut sent_at, "sent_at", map.next_value::<DateTime<Utc>>()?)?
+                        }
+                        Field::Type => {
+                            once(&mut type_name, "type", map.next_value::<TypeName>()?.0)?
+                        }
+                        Field::Payload => {
+                            if body.is_some() || early.is_some() {
+                                return Err(de::Error::duplicate_field("payload"));
+                            }
+                            match type_name {
+                                Some(known) => body = Some(map.next_value_seed(Payload(known))?),
+                                None => early = Some(map.next_value()?),
+                            }
+                        }
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                let type_name = type_name.ok_or_else(|| de::Error::missing_field("type"))?;
+                let body = match (body, early) {
+                    (Some(body), _) => body,
+                    (None, Some(payload)) => {
+                        Body::deserialize_payload(type_name, payload).map_err(de::Error::custom)?
+                    }
+                    (None, None) => return Err(de::Error::missing_field("payload")),
+                };
+                Ok(Envelope {
+                    v: v.ok_or_else(|| de::Error::missing_field("v"))?,
+                    id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+                    task_id: task_id.flatten(),
+                    correlation_id: correlation_id
+                        .ok_or_else(|| de::Error::missing_field("correlation_id"))?,
+                    causation_id: causation_id.flatten(),
+                    node: node.ok_or_else(|| de::Error::missing_field("node"))?,
+                    sent_at: sent_at.ok_or_else(|| de::Error::missing_field("sent_at"))?,
+                    body,
+                    traceparent: None,
+                })
+            }
+        }
+        deserializer.deserialize_map(Fields)
     }
 }
 
@@ -210,6 +407,53 @@ mod tests {
         assert_eq!(json["type"], "node.control");
         assert_eq!(json["payload"]["command"], "cancel");
         assert_eq!(Envelope::decode(&bytes, LIMIT).unwrap(), env);
+    }
+
+    #[test]
+    fn a_payload_before_its_type_and_fields_this_build_does_not_know_are_read() {
+        let task_id = TaskId::new();
+        let env = Envelope::new("n1", Body::Control(ControlCommand::Cancel { task_id }));
+        let bytes = env.encode(LIMIT).unwrap();
+        let ours = std::str::from_utf8(&bytes).unwrap();
+        assert!(ours.find(r#""type""#).unwrap() < ours.find(r#""payload""#).unwrap());
+        // Another sender's spelling of the same message: payload first, a field added.
+        let theirs = format!(
+            r#"{{"payload":{{"command":"cancel","task_id":"{task_id}"}},"added":[1,{{"a":null}}],"v":1,"id":"{}","task_id":"{task_id}","correlation_id":"{}","node":"n1","sent_at":{},"type":"node.control"}}"#,
+            env.id,
+            env.correlation_id,
+            serde_json::to_string(&env.sent_at).unwrap(),
+        );
+        assert_eq!(Envelope::decode(theirs.as_bytes(), LIMIT).unwrap(), env);
+        // Without the optional fields, or with them null, they are absent.
+        let bare = Envelope::new("n1", Body::Control(ControlCommand::Drain));
+        let mut json: serde_json::Value = serde_json::to_value(&bare).unwrap();
+        assert!(json.get("task_id").is_none() && json.get("causation_id").is_none());
+        json["task_id"] = serde_json::Value::Null;
+        json["causation_id"] = serde_json::Value::Null;
+        let read = Envelope::decode(&serde_json::to_vec(&json).unwrap(), LIMIT).unwrap();
+        assert_eq!(read, bare);
+    }
+
+    #[test]
+    fn a_field_twice_or_a_part_missing_is_malformed() {
+        let env = Envelope::new("n1", Body::Control(ControlCommand::Drain));
+        let ours = String::from_utf8(env.encode(LIMIT).unwrap().to_vec()).unwrap();
+        let end = ours.len() - 1;
+        for spelling in [
+            format!(r#"{},"payload":{{"command":"drain"}}}}"#, &ours[..end]),
+            format!(r#"{},"node":"n2"}}"#, &ours[..end]),
+            format!(r#"{},"type":"node.control"}}"#, &ours[..end]),
+            ours.replace(r#","payload":{"command":"drain"}"#, ""),
+            ours.replace(r#""node":"n1","#, ""),
+        ] {
+            assert!(
+                matches!(
+                    Envelope::decode(spelling.as_bytes(), LIMIT),
+                    Err(ProtocolError::Malformed(_))
+                ),
+                "{spelling} was read"
+            );
+        }
     }
 
     #[test]

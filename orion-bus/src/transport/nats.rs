@@ -671,7 +671,11 @@ impl Bus for NatsBus {
             subject: subject.to_owned(),
             after: timeout,
         };
-        let request = self.client.request(subject.to_owned(), payload);
+        // One timer: this one, over the whole request (the client's own is turned off).
+        let request = self.client.send_request(
+            subject.to_owned(),
+            async_nats::Request::new().payload(payload).timeout(None),
+        );
         let answer = match tokio::time::timeout(timeout, request).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) => {

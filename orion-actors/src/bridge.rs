@@ -37,8 +37,12 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 const OUTAGE_PATIENCE: Duration = Duration::from_secs(300);
 /// The longest pause between those retries; they start at `RETRY_DELAY` and double.
 const OUTAGE_BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Requests answered at once per agent kind, per unit of `concurrency` (answers are short).
-const REQUESTS_PER_SLOT: usize = 8;
+/// Bursts of requests answered at once per agent kind, per unit of `concurrency` (answers
+/// are short).
+const BURSTS_PER_SLOT: usize = 8;
+/// The most requests handed to an agent in one message: those that arrived together, up to
+/// this many, are answered in one pass of the actor and their replies written together.
+const REQUESTS_PER_BURST: usize = 32;
 /// Extensions of a delivery missed in a row (one every third of the ack wait) after which
 /// the message is taken for lost and its work stopped.
 const LOST_AFTER_MISSED: u32 = 2;
@@ -504,11 +508,12 @@ impl Actor for BusBridge {
 
 impl BusBridge {
     /// Serves `<p>.rpc.<kind>` with the node's agent of that kind, in the queue group of the
-    /// kind, so each request is answered by one agent on one node.
+    /// kind, so each request is answered by one agent on one node. Requests that arrived
+    /// together go to the agent as one burst.
     fn answer_requests(&self, ctx: &mut Context<Self>, kind: AgentKind, agent: Addr<AgentActor>) {
         let bus = self.bus.clone();
         let node = self.node.clone();
-        let concurrency = self.concurrency.max(1) * REQUESTS_PER_SLOT;
+        let concurrency = self.concurrency.max(1) * BURSTS_PER_SLOT;
         let served = async move {
             let subject = bus.subjects().rpc(kind);
             let group = format!("agents-{kind}");
@@ -518,10 +523,12 @@ impl BusBridge {
                 || bus.serve(&subject, &group),
                 |requests| {
                     let (agent, node) = (agent.clone(), node.clone());
-                    requests.for_each_concurrent(concurrency, move |request| {
-                        let (agent, node) = (agent.clone(), node.clone());
-                        async move { answer(agent, &node, request).await }
-                    })
+                    requests
+                        .ready_chunks(REQUESTS_PER_BURST)
+                        .for_each_concurrent(concurrency, move |burst| {
+                            let (agent, node) = (agent.clone(), node.clone());
+                            async move { answer(agent, &node, burst).await }
+                        })
                 },
             )
             .await
@@ -576,29 +583,48 @@ impl Handler<Cancel> for BusBridge {
     }
 }
 
-/// Hands a request to the agent and sends back its answer.
-async fn answer(agent: Addr<AgentActor>, node: &str, request: Request) {
-    let reply = match request.envelope.body {
-        Body::Request(asked) => match agent.send(Ask(asked)).await {
-            Ok(reply) => reply,
-            Err(e) => AgentReply::Refused {
-                failure: TaskFailure::new(
-                    codes::AGENT_UNAVAILABLE,
-                    format!("actor unavailable: {e}"),
-                ),
-            },
-        },
-        _ => AgentReply::Refused {
-            failure: TaskFailure::new(
-                codes::NOT_A_REQUEST,
-                format!("`{}` is not a request", request.envelope.type_name()),
-            ),
-        },
+/// Hands a burst of requests to the agent in one message and sends back its answers.
+async fn answer(agent: Addr<AgentActor>, node: &str, burst: Vec<Request>) {
+    let mut asked = Vec::with_capacity(burst.len());
+    let mut answered = Vec::with_capacity(burst.len());
+    for request in burst {
+        let cause = request.envelope.id;
+        match request.envelope.body {
+            Body::Request(question) => {
+                asked.push(question);
+                answered.push((cause, request.reply, None));
+            }
+            other => {
+                let refusal = AgentReply::Refused {
+                    failure: TaskFailure::new(
+                        codes::NOT_A_REQUEST,
+                        format!("`{}` is not a request", other.type_name()),
+                    ),
+                };
+                answered.push((cause, request.reply, Some(refusal)));
+            }
+        }
+    }
+    let unavailable = |why: String| AgentReply::Refused {
+        failure: TaskFailure::new(codes::AGENT_UNAVAILABLE, why),
     };
-    let mut envelope = Envelope::new(node.to_owned(), Body::Reply(reply));
-    envelope.causation_id = Some(request.envelope.id);
-    if let Err(e) = request.reply.reply(&envelope).await {
-        tracing::warn!(error = %e, "could not answer a request");
+    let mut replies = match asked.len() {
+        0 => Vec::new(),
+        n => match agent.send(Ask(asked)).await {
+            Ok(replies) => replies,
+            Err(e) => vec![unavailable(format!("actor unavailable: {e}")); n],
+        },
+    }
+    .into_iter();
+    for (cause, replier, refusal) in answered {
+        let reply = refusal
+            .or_else(|| replies.next())
+            .unwrap_or_else(|| unavailable("the agent gave no answer".into()));
+        let mut envelope = Envelope::new(node.to_owned(), Body::Reply(reply));
+        envelope.causation_id = Some(cause);
+        if let Err(e) = replier.reply(&envelope).await {
+            tracing::warn!(error = %e, "could not answer a request");
+        }
     }
 }
 

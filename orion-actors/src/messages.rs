@@ -133,10 +133,11 @@ pub struct Drain {
 #[rtype(result = "()")]
 pub(crate) struct Cancel(pub(crate) orion_bus::TaskId);
 
-/// A request for the agent to answer (`<p>.rpc.<agent>`).
+/// Requests for the agent to answer (`<p>.rpc.<agent>`), those that arrived together; the
+/// answers come back together, one per request in their order.
 #[derive(Debug, Message)]
-#[rtype(result = "orion_bus::AgentReply")]
-pub struct Ask(pub orion_bus::AgentRequest);
+#[rtype(result = "Vec<orion_bus::AgentReply>")]
+pub struct Ask(pub Vec<orion_bus::AgentRequest>);
 
 /// A task was cancelled: the step this agent is working on for it (if any) stops at its next
 /// await, reports nothing more, and its assignment is acknowledged.

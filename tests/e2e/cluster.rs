@@ -696,6 +696,58 @@ async fn an_actor_asks_an_agent_on_another_node_and_gets_typed_errors() {
         matches!(nobody, AskError::NoAgent(orion_bus::AgentKind::Devops)),
         "{nobody}"
     );
+
+    // Many at once, so that the node answers them in bursts: every request gets its own
+    // answer (a refusal names the operation that earned it), and a message that is no
+    // request, sent among them, is refused on its own.
+    let asks = (0..200).map(|i| {
+        let bus = &bus;
+        async move {
+            let op = match i % 2 {
+                0 => "ping".to_owned(),
+                _ => format!("op-{i}"),
+            };
+            let answer = ask(
+                bus,
+                "asker",
+                orion_bus::AgentKind::Analyzer,
+                &op,
+                Value::Null,
+                Duration::from_secs(10),
+            )
+            .await;
+            (op, answer)
+        }
+    });
+    let stray = orion_bus::Envelope::new(
+        "asker",
+        orion_bus::Body::Control(orion_bus::ControlCommand::Drain),
+    );
+    let rpc = orion_bus::Bus::subjects(&bus).rpc(orion_bus::AgentKind::Analyzer);
+    let (answers, refused_stray) = futures_util::join!(
+        futures_util::future::join_all(asks),
+        orion_bus::Bus::request(&bus, &rpc, &stray, Duration::from_secs(10)),
+    );
+    for (op, answer) in answers {
+        match (op.as_str(), answer) {
+            ("ping", Ok(value)) => assert_eq!(value, pong),
+            (op, Err(AskError::Refused { failure, .. })) => assert!(
+                failure.code == "unknown_operation" && failure.message.contains(&format!("`{op}`")),
+                "{op} was refused with {failure:?}"
+            ),
+            (op, other) => panic!("{op} was answered with {other:?}"),
+        }
+    }
+    let refused_stray = refused_stray.unwrap();
+    assert_eq!(refused_stray.causation_id, Some(stray.id));
+    assert!(
+        matches!(
+            &refused_stray.body,
+            orion_bus::Body::Reply(orion_bus::AgentReply::Refused { failure })
+                if failure.code == "not_a_request"
+        ),
+        "{refused_stray:?}"
+    );
     tear_down(prefix, db).await;
 }
 

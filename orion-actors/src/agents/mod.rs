@@ -522,20 +522,27 @@ async fn supervised(
 }
 
 impl Handler<Ask> for AgentActor {
-    type Result = ResponseFuture<orion_bus::AgentReply>;
+    type Result = ResponseFuture<Vec<orion_bus::AgentReply>>;
 
+    /// Answers a burst at once: each request is answered concurrently, and the replies go
+    /// back together (a slow answer holds the others of its burst).
     fn handle(&mut self, ask: Ask, _: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
         Box::pin(async move {
-            let request = ask.0;
-            match agent
-                .work
-                .answer(&request.op, &request.args, &agent.context)
-                .await
-            {
-                Ok(value) => orion_bus::AgentReply::Answer { value },
-                Err(failure) => orion_bus::AgentReply::Refused { failure },
-            }
+            let answers = ask.0.iter().map(|request| {
+                let agent = &agent;
+                async move {
+                    match agent
+                        .work
+                        .answer(&request.op, &request.args, &agent.context)
+                        .await
+                    {
+                        Ok(value) => orion_bus::AgentReply::Answer { value },
+                        Err(failure) => orion_bus::AgentReply::Refused { failure },
+                    }
+                }
+            });
+            futures_util::future::join_all(answers).await
         })
     }
 }

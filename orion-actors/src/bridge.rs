@@ -175,7 +175,31 @@ impl BusBridge {
                 })
                 .await;
         };
-        ctx.spawn(fut.into_actor(self));
+        ctx.spawn(own_task(fut).into_actor(self));
+    }
+}
+
+/// Runs `work` as a task of its own on this thread, and gives back a future that ends with it
+/// (a panic in it goes on from there) and stops it when dropped: when the bridge stops or
+/// restarts, its futures are dropped. Each stream the bridge follows runs so, because an
+/// actor polls every future of its context whenever any one of them wakes: at thousands of
+/// requests a second that polled every queue consumer of the node each time.
+fn own_task(work: impl Future<Output = ()> + 'static) -> impl Future<Output = ()> + 'static {
+    struct StopOnDrop(tokio::task::AbortHandle);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let task = tokio::task::spawn_local(work);
+    let stop = StopOnDrop(task.abort_handle());
+    async move {
+        let _stop = stop;
+        if let Err(e) = task.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
 }
 
@@ -533,7 +557,7 @@ impl BusBridge {
             )
             .await
         };
-        ctx.spawn(served.into_actor(self));
+        ctx.spawn(own_task(served).into_actor(self));
     }
 
     /// Follows `<p>.control.<node>`: a `drain` order stops the node taking work; a `cancel`
@@ -569,7 +593,7 @@ impl BusBridge {
             )
             .await
         };
-        ctx.spawn(orders.into_actor(self));
+        ctx.spawn(own_task(orders).into_actor(self));
     }
 }
 

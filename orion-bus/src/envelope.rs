@@ -1,7 +1,7 @@
 //! The versioned envelope every message travels in.
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use serde::de::{self, IgnoredAny, MapAccess, Visitor};
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -15,6 +15,9 @@ use crate::protocol::{
 
 /// The schema version this build writes and accepts.
 pub const SCHEMA_VERSION: u64 = 1;
+
+/// Bytes reserved for an envelope before it is written.
+const ENCODE_CAPACITY: usize = 384;
 
 /// Declares [`Body`] from one list of its variants, their payload types and their wire names,
 /// with what the envelope's (de)serialisation needs of it: the names, and the payload of each.
@@ -148,8 +151,10 @@ impl Envelope {
 
     /// Serialises, refusing a message larger than `limit` bytes.
     pub fn encode(&self, limit: usize) -> Result<Bytes, ProtocolError> {
-        let bytes =
-            serde_json::to_vec(self).map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+        // Room for a small message (a request, a reply, a report) without growing.
+        let mut bytes = Vec::with_capacity(ENCODE_CAPACITY);
+        serde_json::to_writer(&mut bytes, self)
+            .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
         if bytes.len() > limit {
             return Err(ProtocolError::TooLarge {
                 size: bytes.len(),
@@ -217,7 +222,12 @@ impl Serialize for Envelope {
             None => fields.skip_field("causation_id")?,
         }
         fields.serialize_field("node", &self.node)?;
-        fields.serialize_field("sent_at", &self.sent_at)?;
+        // As chrono's own serde writes it, in one piece (its serde writes it a part at a time
+        // through the escaping writer).
+        fields.serialize_field(
+            "sent_at",
+            &self.sent_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        )?;
         fields.serialize_field("type", self.body.type_name())?;
         self.body.serialize_payload(&mut fields)?;
         fields.end()
@@ -288,6 +298,29 @@ impl<'de> Deserialize<'de> for TypeName {
     }
 }
 
+/// When a message was sent: RFC 3339 as Orion writes it, read with chrono's strict parser,
+/// or any spelling chrono's serde reads (its relaxed parser, several times slower).
+struct SentAt(DateTime<Utc>);
+
+impl<'de> Deserialize<'de> for SentAt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Time;
+        impl Visitor<'_> for Time {
+            type Value = SentAt;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an RFC 3339 date and time")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<SentAt, E> {
+                DateTime::parse_from_rfc3339(text)
+                    .or_else(|_| text.parse::<DateTime<FixedOffset>>())
+                    .map(|time| SentAt(time.with_timezone(&Utc)))
+                    .map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Time)
+    }
+}
+
 /// Reads a payload whose type is already known straight into its variant.
 struct Payload(&'static str);
 
@@ -342,7 +375,7 @@ impl<'de> Deserialize<'de> for Envelope {
                         )?,
                         Field::Node => once(&mut node, "node", map.next_value::<String>()?)?,
                         Field::SentAt => {
-                            once(&mut sent_at, "sent_at", map.next_value::<DateTime<Utc>>()?)?
+                            once(&mut sent_at, "sent_at", map.next_value::<SentAt>()?.0)?
                         }
                         Field::Type => {
                             once(&mut type_name, "type", map.next_value::<TypeName>()?.0)?
@@ -432,6 +465,40 @@ mod tests {
         json["causation_id"] = serde_json::Value::Null;
         let read = Envelope::decode(&serde_json::to_vec(&json).unwrap(), LIMIT).unwrap();
         assert_eq!(read, bare);
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them_and_read_in_any_spelling_it_reads() {
+        let mut env = Envelope::new("n1", Body::Control(ControlCommand::Drain));
+        for nanos in [0, 120_000_000, 123_456_000, 123_456_789] {
+            env.sent_at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2026, 12, 5, 23, 1, 2).unwrap()
+                + chrono::Duration::nanoseconds(nanos);
+            let json: serde_json::Value =
+                serde_json::from_slice(&env.encode(LIMIT).unwrap()).unwrap();
+            assert_eq!(json["sent_at"], serde_json::to_value(env.sent_at).unwrap());
+            assert_eq!(
+                Envelope::decode(&serde_json::to_vec(&json).unwrap(), LIMIT).unwrap(),
+                env
+            );
+        }
+        let mut json = serde_json::to_value(&env).unwrap();
+        for (spelling, read) in [
+            ("2026-12-05T23:01:02+01:00", "2026-12-05T22:01:02Z"),
+            ("2026-12-05 23:01:02Z", "2026-12-05T23:01:02Z"),
+            ("2026-12-05t23:01:02.5z", "2026-12-05T23:01:02.500Z"),
+        ] {
+            json["sent_at"] = spelling.into();
+            let decoded = Envelope::decode(&serde_json::to_vec(&json).unwrap(), LIMIT).unwrap();
+            assert_eq!(
+                decoded.sent_at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                read
+            );
+        }
+        json["sent_at"] = "yesterday".into();
+        assert!(matches!(
+            Envelope::decode(&serde_json::to_vec(&json).unwrap(), LIMIT),
+            Err(ProtocolError::Malformed(_))
+        ));
     }
 
     #[test]

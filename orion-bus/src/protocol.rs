@@ -754,12 +754,71 @@ pub struct AgentRequest {
     pub args: serde_json::Value,
 }
 
-/// An agent's answer to an [`AgentRequest`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An agent's answer to an [`AgentRequest`]: `{"outcome": "answer", "value": …}` or
+/// `{"outcome": "refused", "failure": …}`.
+///
+/// Read by hand, field by field in any order: the variants' fields differ, so nothing waits
+/// for `outcome` (serde's derive for a tagged enum buffers the whole object first).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum AgentReply {
     Answer { value: serde_json::Value },
     Refused { failure: TaskFailure },
+}
+
+impl<'de> Deserialize<'de> for AgentReply {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, IgnoredAny, MapAccess, Visitor};
+        #[derive(Deserialize)]
+        #[serde(field_identifier, rename_all = "snake_case")]
+        enum Field {
+            Outcome,
+            Value,
+            Failure,
+            #[serde(other)]
+            Other,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum Outcome {
+            Answer,
+            Refused,
+        }
+        struct Fields;
+        impl<'de> Visitor<'de> for Fields {
+            type Value = AgentReply;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an agent's reply")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AgentReply, A::Error> {
+                let (mut outcome, mut value, mut failure) = (None, None, None);
+                while let Some(field) = map.next_key::<Field>()? {
+                    let duplicate = match field {
+                        Field::Outcome => outcome.replace(map.next_value::<Outcome>()?).is_some(),
+                        Field::Value => value.replace(map.next_value()?).is_some(),
+                        Field::Failure => failure.replace(map.next_value()?).is_some(),
+                        Field::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                            false
+                        }
+                    };
+                    if duplicate {
+                        return Err(A::Error::custom("a field of the reply is given twice"));
+                    }
+                }
+                match outcome {
+                    Some(Outcome::Answer) => Ok(AgentReply::Answer {
+                        value: value.ok_or_else(|| A::Error::missing_field("value"))?,
+                    }),
+                    Some(Outcome::Refused) => Ok(AgentReply::Refused {
+                        failure: failure.ok_or_else(|| A::Error::missing_field("failure"))?,
+                    }),
+                    None => Err(A::Error::missing_field("outcome")),
+                }
+            }
+        }
+        deserializer.deserialize_map(Fields)
+    }
 }
 
 /// An order to a node.
@@ -773,6 +832,56 @@ pub enum ControlCommand {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_is_read_in_any_order_and_a_wrong_one_is_refused() {
+        let failure = TaskFailure::new("unknown_operation", "no");
+        for reply in [
+            AgentReply::Answer {
+                value: serde_json::json!({ "node": "n", "nested": [1, { "outcome": "refused" }] }),
+            },
+            AgentReply::Refused { failure },
+        ] {
+            let written = serde_json::to_value(&reply).unwrap();
+            assert_eq!(
+                serde_json::from_value::<AgentReply>(written.clone()).unwrap(),
+                reply
+            );
+            // The outcome last, and a field this build does not know.
+            let mut fields: Vec<(String, serde_json::Value)> =
+                written.as_object().unwrap().clone().into_iter().collect();
+            fields.sort_by_key(|(name, _)| name == "outcome");
+            fields.insert(
+                0,
+                ("later".into(), serde_json::json!({ "outcome": "answer" })),
+            );
+            let text = format!(
+                "{{{}}}",
+                fields
+                    .iter()
+                    .map(|(name, value)| format!("{name:?}:{value}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            assert!(
+                text.ends_with(&format!("{}}}", written["outcome"])),
+                "{text}"
+            );
+            assert_eq!(serde_json::from_str::<AgentReply>(&text).unwrap(), reply);
+        }
+        for wrong in [
+            r#"{"outcome":"answer"}"#,
+            r#"{"outcome":"refused","value":1}"#,
+            r#"{"outcome":"shrug","value":1}"#,
+            r#"{"value":1}"#,
+            r#"{"outcome":"answer","value":1,"value":2}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<AgentReply>(wrong).is_err(),
+                "{wrong} was read"
+            );
+        }
+    }
 
     #[test]
     fn every_name_round_trips() {

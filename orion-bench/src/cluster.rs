@@ -259,7 +259,9 @@ async fn run_all(
             "the agent never answered"
         );
     }
-    let agent_request = measure(n, n32, asked).await?;
+    let agent_request = measure(n, n32, asked)
+        .await
+        .context("while asking the agent")?;
     drop(answerer);
 
     let raw = async_nats::connect(nats).await?;
@@ -301,7 +303,9 @@ async fn run_all(
             .map(|_| ())
             .map_err(anyhow::Error::from)
     };
-    let raw_nats_request = measure(n, n32, raw_request).await?;
+    let raw_nats_request = measure(n, n32, raw_request)
+        .await
+        .context("while asking the bare responder")?;
     drop(echo);
 
     // The node of (b), a coordinator and the instant agent, on a thread of its own with its
@@ -422,9 +426,14 @@ async fn run_all(
     node_thread.stop();
 
     let (jetstream_publish_per_s, jetstream_pull_ack_per_s) =
-        jetstream_rates(nats, &format!("{prefix}_raw"), n32, payload.len()).await?;
+        jetstream_rates(nats, &format!("{prefix}_raw"), n32, payload.len())
+            .await
+            .context("while measuring bare JetStream")?;
     let idle_node_rss_mb = idle_node_rss(nats, db_url, prefix).await;
-    client_bus.delete_streams().await?;
+    client_bus
+        .delete_streams()
+        .await
+        .context("while deleting the bench's streams")?;
     Ok(Figures {
         p50_ratio: agent_request.p50_us / raw_nats_request.p50_us,
         throughput_32_ratio: agent_request.per_s_32 / raw_nats_request.per_s_32,
@@ -513,10 +522,14 @@ async fn jetstream_rates(
     for _ in 0..n.div_ceil(PUBLISH_WINDOW) {
         let mut acks = Vec::with_capacity(PUBLISH_WINDOW);
         for _ in 0..PUBLISH_WINDOW {
-            acks.push(js.publish(subject.clone(), payload.clone()).await?);
+            acks.push(
+                js.publish(subject.clone(), payload.clone())
+                    .await
+                    .context("publishing")?,
+            );
         }
         for ack in acks {
-            ack.await?;
+            ack.await.context("waiting for a publish's ack")?;
         }
     }
     let n = n.div_ceil(PUBLISH_WINDOW) * PUBLISH_WINDOW;

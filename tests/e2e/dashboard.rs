@@ -1,6 +1,7 @@
 //! The web dashboard in a real browser: Debian's headless Chromium, driven over the W3C
 //! WebDriver protocol by `chromedriver` (a few HTTP calls, below), against the embedded app.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -19,16 +20,26 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A browser session on a chromedriver of its own.
 struct Browser {
-    _driver: Process,
+    driver: Process,
     client: awc::Client,
     session: String,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.driver.0.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    }
 }
 
 impl Browser {
     async fn start() -> Self {
         let port = free_port();
+        // In a process group of its own, which the browsers it starts join: dropping the
+        // session ends them all, whether or not the test got to close its session.
         let driver = Process(
             Command::new("chromedriver")
+                .process_group(0)
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -67,7 +78,7 @@ impl Browser {
             .unwrap_or_else(|| panic!("no session: {created}"))
             .to_owned();
         Self {
-            _driver: driver,
+            driver,
             client,
             session: format!("{base}/session/{session}"),
         }

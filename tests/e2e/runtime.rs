@@ -76,7 +76,8 @@ async fn under_a_backlog_urgent_work_goes_first_and_low_work_is_not_starved() {
     );
 }
 
-/// Analyzer work that panics the first `panics` times it is asked, then answers.
+/// Analyzer work that panics the first `panics` times it is asked, then answers; asked
+/// `boom`, its answer panics every time.
 struct Panicky {
     panics: std::sync::atomic::AtomicU32,
 }
@@ -97,6 +98,73 @@ impl orion_actors::Work for Panicky {
             panic!("boom in the analyzer");
         }
         Ok(json!({ "survived": true }))
+    }
+
+    async fn answer(
+        &self,
+        op: &str,
+        _: &serde_json::Value,
+        _: &orion_actors::WorkContext,
+    ) -> Result<serde_json::Value, orion_bus::TaskFailure> {
+        match op {
+            "boom" => panic!("boom in an answer"),
+            other => Ok(json!({ "op": other })),
+        }
+    }
+}
+
+/// Requests asked at once reach the agent together; one whose answer panics is refused on
+/// its own, and every other request of its burst gets its own answer.
+#[actix_rt::test]
+async fn an_answer_that_panics_refuses_its_own_request_only() {
+    let (app, _bridge) = panicky_node(0).await;
+    let bus = app.services.lifecycle.bus().clone();
+    // The bridge serves requests once it has subscribed.
+    crate::support::eventually(
+        "the agent to answer",
+        std::time::Duration::from_secs(10),
+        || async {
+            orion_actors::ask(
+                bus.as_ref(),
+                "asker",
+                AgentKind::Analyzer,
+                "ping",
+                serde_json::Value::Null,
+                std::time::Duration::from_secs(1),
+            )
+            .await
+            .ok()
+        },
+    )
+    .await;
+    let asked = (0..40).map(|i| {
+        let bus = bus.clone();
+        async move {
+            let op = match i {
+                13 => "boom".to_owned(),
+                _ => format!("op-{i}"),
+            };
+            let answer = orion_actors::ask(
+                bus.as_ref(),
+                "asker",
+                AgentKind::Analyzer,
+                &op,
+                serde_json::Value::Null,
+                std::time::Duration::from_secs(10),
+            )
+            .await;
+            (op, answer)
+        }
+    });
+    for (op, answer) in futures_util::future::join_all(asked).await {
+        match (op.as_str(), answer) {
+            ("boom", Err(orion_actors::AskError::Refused { failure, .. })) => {
+                assert_eq!(failure.code, "agent_panicked", "{failure:?}");
+                assert!(failure.message.contains("boom in an answer"), "{failure:?}");
+            }
+            (op, Ok(value)) if op != "boom" => assert_eq!(value, json!({ "op": op })),
+            (op, other) => panic!("{op} was answered with {other:?}"),
+        }
     }
 }
 

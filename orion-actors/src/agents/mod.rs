@@ -525,20 +525,37 @@ impl Handler<Ask> for AgentActor {
     type Result = ResponseFuture<Vec<orion_bus::AgentReply>>;
 
     /// Answers a burst at once: each request is answered concurrently, and the replies go
-    /// back together (a slow answer holds the others of its burst).
+    /// back once all are answered (a slow answer holds the others of its burst). An answer
+    /// that panics refuses its own request only (`agent_panicked`).
     fn handle(&mut self, ask: Ask, _: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
         Box::pin(async move {
             let answers = ask.0.iter().map(|request| {
                 let agent = &agent;
                 async move {
-                    match agent
+                    let answer = agent
                         .work
-                        .answer(&request.op, &request.args, &agent.context)
-                        .await
+                        .answer(&request.op, &request.args, &agent.context);
+                    match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                        answer,
+                    ))
+                    .await
                     {
-                        Ok(value) => orion_bus::AgentReply::Answer { value },
-                        Err(failure) => orion_bus::AgentReply::Refused { failure },
+                        Ok(Ok(value)) => orion_bus::AgentReply::Answer { value },
+                        Ok(Err(failure)) => orion_bus::AgentReply::Refused { failure },
+                        Err(panic) => {
+                            let panic = orion_services::panic_text(panic.as_ref());
+                            tracing::error!(op = %request.op, cause = %panic, "an answer panicked");
+                            orion_bus::AgentReply::Refused {
+                                failure: TaskFailure::new(
+                                    codes::AGENT_PANICKED,
+                                    format!(
+                                        "the {} agent panicked answering `{}`: {panic}",
+                                        agent.context.agent, request.op
+                                    ),
+                                ),
+                            }
+                        }
                     }
                 }
             });

@@ -757,8 +757,9 @@ pub struct AgentRequest {
 /// An agent's answer to an [`AgentRequest`]: `{"outcome": "answer", "value": …}` or
 /// `{"outcome": "refused", "failure": …}`.
 ///
-/// Read by hand, field by field in any order: the variants' fields differ, so nothing waits
-/// for `outcome` (serde's derive for a tagged enum buffers the whole object first).
+/// Read by hand, in one pass with the fields in any order (serde's derive for a tagged enum
+/// buffers the whole object first). As with the derive, a field the outcome does not name is
+/// skipped, however it is spelled and however often it comes.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum AgentReply {
@@ -778,7 +779,7 @@ impl<'de> Deserialize<'de> for AgentReply {
             #[serde(other)]
             Other,
         }
-        #[derive(Deserialize)]
+        #[derive(Clone, Copy, Deserialize)]
         #[serde(rename_all = "snake_case")]
         enum Outcome {
             Answer,
@@ -791,28 +792,57 @@ impl<'de> Deserialize<'de> for AgentReply {
                 f.write_str("an agent's reply")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AgentReply, A::Error> {
-                let (mut outcome, mut value, mut failure) = (None, None, None);
+                let mut outcome: Option<Outcome> = None;
+                // Before `outcome`, a value or a failure is kept as JSON: which of them the
+                // reply names is not known yet.
+                let (mut value, mut failure): (
+                    Option<serde_json::Value>,
+                    Option<serde_json::Value>,
+                ) = (None, None);
+                let mut read_failure: Option<TaskFailure> = None;
+                // A field given twice is refused only if the outcome names it.
+                let (mut value_twice, mut failure_twice) = (false, false);
                 while let Some(field) = map.next_key::<Field>()? {
-                    let duplicate = match field {
-                        Field::Outcome => outcome.replace(map.next_value::<Outcome>()?).is_some(),
-                        Field::Value => value.replace(map.next_value()?).is_some(),
-                        Field::Failure => failure.replace(map.next_value()?).is_some(),
-                        Field::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                            false
+                    match (field, outcome) {
+                        (Field::Outcome, None) => outcome = Some(map.next_value()?),
+                        (Field::Outcome, Some(_)) => {
+                            return Err(A::Error::duplicate_field("outcome"));
                         }
-                    };
-                    if duplicate {
-                        return Err(A::Error::custom("a field of the reply is given twice"));
+                        (Field::Value, None | Some(Outcome::Answer)) => {
+                            value_twice |= value.replace(map.next_value()?).is_some();
+                        }
+                        (Field::Failure, None) => {
+                            failure_twice |= failure.replace(map.next_value()?).is_some();
+                        }
+                        (Field::Failure, Some(Outcome::Refused)) => {
+                            failure_twice |= failure.is_some() || read_failure.is_some();
+                            read_failure = Some(map.next_value()?);
+                        }
+                        (Field::Value, Some(Outcome::Refused))
+                        | (Field::Failure, Some(Outcome::Answer))
+                        | (Field::Other, _) => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
                     }
                 }
                 match outcome {
+                    Some(Outcome::Answer) if value_twice => Err(A::Error::duplicate_field("value")),
+                    Some(Outcome::Refused) if failure_twice => {
+                        Err(A::Error::duplicate_field("failure"))
+                    }
                     Some(Outcome::Answer) => Ok(AgentReply::Answer {
                         value: value.ok_or_else(|| A::Error::missing_field("value"))?,
                     }),
-                    Some(Outcome::Refused) => Ok(AgentReply::Refused {
-                        failure: failure.ok_or_else(|| A::Error::missing_field("failure"))?,
-                    }),
+                    Some(Outcome::Refused) => {
+                        let failure = match (read_failure, failure) {
+                            (Some(failure), _) => failure,
+                            (None, Some(early)) => {
+                                TaskFailure::deserialize(early).map_err(A::Error::custom)?
+                            }
+                            (None, None) => return Err(A::Error::missing_field("failure")),
+                        };
+                        Ok(AgentReply::Refused { failure })
+                    }
                     None => Err(A::Error::missing_field("outcome")),
                 }
             }
@@ -869,12 +899,38 @@ mod tests {
             );
             assert_eq!(serde_json::from_str::<AgentReply>(&text).unwrap(), reply);
         }
+        // A field the outcome does not name is skipped, as serde's derive skips it.
+        for (lenient, read) in [
+            (
+                r#"{"outcome":"answer","value":1,"failure":null}"#,
+                AgentReply::Answer { value: 1.into() },
+            ),
+            (
+                r#"{"failure":"not one","value":1,"failure":2,"outcome":"answer"}"#,
+                AgentReply::Answer { value: 1.into() },
+            ),
+            (
+                r#"{"value":1,"value":[],"outcome":"refused","value":2,"failure":{"code":"c","message":"m"}}"#,
+                AgentReply::Refused {
+                    failure: TaskFailure::new("c", "m"),
+                },
+            ),
+        ] {
+            assert_eq!(
+                serde_json::from_str::<AgentReply>(lenient).unwrap(),
+                read,
+                "{lenient}"
+            );
+        }
         for wrong in [
             r#"{"outcome":"answer"}"#,
             r#"{"outcome":"refused","value":1}"#,
             r#"{"outcome":"shrug","value":1}"#,
             r#"{"value":1}"#,
             r#"{"outcome":"answer","value":1,"value":2}"#,
+            r#"{"value":1,"value":2,"outcome":"answer"}"#,
+            r#"{"failure":{"code":"c","message":"m"},"outcome":"refused","failure":{"code":"c","message":"m"}}"#,
+            r#"{"failure":"not one","outcome":"refused"}"#,
         ] {
             assert!(
                 serde_json::from_str::<AgentReply>(wrong).is_err(),

@@ -389,19 +389,7 @@ async fn run_all(
     };
     let submitting = async {
         let answers: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..*tasks)
-            .map(|_| {
-                let http = http.clone();
-                let url = format!("{base}/v1/tasks");
-                async move {
-                    let response = http
-                        .post(url)
-                        .send_json(&serde_json::json!({ "kind": "analyze", "repo": "/bench" }))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    anyhow::ensure!(response.status().as_u16() == 202, "submission refused");
-                    Ok(())
-                }
-            })
+            .map(|_| crate::submit_analyze(&http, &base, "/bench"))
             .buffer_unordered(32)
             .collect()
             .await;

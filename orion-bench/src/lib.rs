@@ -45,6 +45,28 @@ pub(crate) fn last_json_line<T: serde::de::DeserializeOwned>(
         .map_err(|e| anyhow::anyhow!("{what} printed {line:?}, not its figures: {e}"))
 }
 
+/// Submits an analyze task of `repo` to the gateway at `base` and reads the answer to its
+/// end, so that the connection goes back to the client's pool (as a client that keeps its
+/// connections does) instead of being closed and another opened for the next task.
+pub(crate) async fn submit_analyze(
+    http: &awc::Client,
+    base: &str,
+    repo: &str,
+) -> anyhow::Result<()> {
+    let mut response = http
+        .post(format!("{base}/v1/tasks"))
+        .send_json(&serde_json::json!({ "kind": "analyze", "repo": repo }))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        response.status().as_u16() == 202,
+        "submission refused: {}",
+        response.status()
+    );
+    response.body().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
 /// Whether `python3` can import `modules` (comma-separated): a baseline runs where it can.
 pub(crate) fn python_imports(modules: &str) -> bool {
     std::process::Command::new("python3")

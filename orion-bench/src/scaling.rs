@@ -276,23 +276,8 @@ async fn step(setup: &Setup<'_>, repo: &str, nodes: usize, tasks: usize) -> anyh
         .finish();
     // Four tasks per node, waited for, before the clock starts: the processes have connected,
     // migrated and taken work once.
-    let submit = |http: awc::Client| {
-        let url = format!("{base}/v1/tasks");
-        async move {
-            let response = http
-                .post(url)
-                .send_json(&serde_json::json!({ "kind": "analyze", "repo": repo }))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            anyhow::ensure!(
-                response.status().as_u16() == 202,
-                "submission refused: {}",
-                response.status()
-            );
-            anyhow::Ok(())
-        }
-    };
-    let warm = futures_util::future::try_join_all((0..nodes * 4).map(|_| submit(http.clone())));
+    let submit = || crate::submit_analyze(&http, &base, repo);
+    let warm = futures_util::future::try_join_all((0..nodes * 4).map(|_| submit()));
     let mut seen = HashSet::new();
     let (warmed, counted) = tokio::time::timeout(Duration::from_secs(120), async {
         futures_util::join!(warm, count(&mut completed, &mut seen, nodes * 4))
@@ -308,7 +293,7 @@ async fn step(setup: &Setup<'_>, repo: &str, nodes: usize, tasks: usize) -> anyh
     let started = Instant::now();
     let submitting = async {
         futures_util::stream::iter(0..tasks)
-            .map(|_| submit(http.clone()))
+            .map(|_| submit())
             .buffer_unordered(32)
             .collect::<Vec<_>>()
             .await

@@ -235,6 +235,8 @@ impl Serialize for Envelope {
 }
 
 /// The fields of an envelope; any other is skipped (a newer sender may add fields).
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
 enum Field {
     V,
     Id,
@@ -245,33 +247,23 @@ enum Field {
     SentAt,
     Type,
     Payload,
+    #[serde(other)]
     Other,
 }
 
-impl<'de> Deserialize<'de> for Field {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Names;
-        impl Visitor<'_> for Names {
-            type Value = Field;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<Field, E> {
-                Ok(match name {
-                    "v" => Field::V,
-                    "id" => Field::Id,
-                    "task_id" => Field::TaskId,
-                    "correlation_id" => Field::CorrelationId,
-                    "causation_id" => Field::CausationId,
-                    "node" => Field::Node,
-                    "sent_at" => Field::SentAt,
-                    "type" => Field::Type,
-                    "payload" => Field::Payload,
-                    _ => Field::Other,
-                })
-            }
-        }
-        deserializer.deserialize_identifier(Names)
+/// Reads a value from a string with `read`; `expecting` says what the string is.
+struct Text<T> {
+    expecting: &'static str,
+    read: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Visitor<'_> for Text<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<T, E> {
+        (self.read)(text).map_err(E::custom)
     }
 }
 
@@ -280,21 +272,16 @@ struct TypeName(&'static str);
 
 impl<'de> Deserialize<'de> for TypeName {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Names;
-        impl Visitor<'_> for Names {
-            type Value = TypeName;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a message type")
-            }
-            fn visit_str<E: de::Error>(self, name: &str) -> Result<TypeName, E> {
+        deserializer.deserialize_str(Text {
+            expecting: "a message type",
+            read: |name| {
                 Body::TYPES
                     .iter()
                     .find(|known| **known == name)
                     .map(|known| TypeName(known))
-                    .ok_or_else(|| E::unknown_variant(name, Body::TYPES))
-            }
-        }
-        deserializer.deserialize_str(Names)
+                    .ok_or_else(|| format!("unknown message type `{name}`"))
+            },
+        })
     }
 }
 
@@ -304,20 +291,15 @@ struct SentAt(DateTime<Utc>);
 
 impl<'de> Deserialize<'de> for SentAt {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Time;
-        impl Visitor<'_> for Time {
-            type Value = SentAt;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an RFC 3339 date and time")
-            }
-            fn visit_str<E: de::Error>(self, text: &str) -> Result<SentAt, E> {
+        deserializer.deserialize_str(Text {
+            expecting: "an RFC 3339 date and time",
+            read: |text| {
                 DateTime::parse_from_rfc3339(text)
                     .or_else(|_| text.parse::<DateTime<FixedOffset>>())
                     .map(|time| SentAt(time.with_timezone(&Utc)))
-                    .map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Time)
+                    .map_err(|e| e.to_string())
+            },
+        })
     }
 }
 

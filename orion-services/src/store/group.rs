@@ -434,13 +434,7 @@ async fn in_transaction(
                     return Err(StoreError::Corrupt("a moved task outside the batch".into()));
                 };
                 if change.to.is_terminal() {
-                    let keep = model.result.as_ref().and_then(|r| {
-                        r.get("function_list")?
-                            .get("id")?
-                            .as_str()?
-                            .parse::<uuid::Uuid>()
-                            .ok()
-                    });
+                    let keep = super::sql::kept_function_list(model.result.as_ref());
                     ending.push(json!({ "task_id": model.id, "keep": keep }));
                 }
                 events.push(NewEvent {

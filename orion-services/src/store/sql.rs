@@ -213,6 +213,16 @@ async fn insert_event(
     to_event(model)
 }
 
+/// The function list a task that ends keeps: the one its result names (an analyze task's).
+pub(super) fn kept_function_list(result: Option<&serde_json::Value>) -> Option<uuid::Uuid> {
+    result?
+        .get("function_list")?
+        .get("id")?
+        .as_str()?
+        .parse()
+        .ok()
+}
+
 /// The group writer ended before it answered (its runtime shut down): the write may or may
 /// not have been stored, as when a connection drops before a commit's answer.
 pub(super) fn writer_gone(_: tokio::sync::oneshot::error::RecvError) -> StoreError {
@@ -347,13 +357,7 @@ impl SqlStore {
         // Saving a list locks the task's row and is refused once it has ended, so none comes
         // after.
         if change.to.is_terminal() {
-            let named_list = updated.result.as_ref().and_then(|r| {
-                r.get("function_list")?
-                    .get("id")?
-                    .as_str()?
-                    .parse::<uuid::Uuid>()
-                    .ok()
-            });
+            let named_list = kept_function_list(updated.result.as_ref());
             let mut others =
                 task_function::Entity::delete_many().filter(task_function::Column::TaskId.eq(id));
             if let Some(list) = named_list {

@@ -377,6 +377,26 @@ impl StepLocks {
 static STEP_LOCKS: std::sync::LazyLock<StepLocks> = std::sync::LazyLock::new(StepLocks::default);
 
 impl Agent {
+    /// Answers one request; an answer that panics refuses its request (`agent_panicked`).
+    async fn answer(&self, request: &orion_bus::AgentRequest) -> orion_bus::AgentReply {
+        let answer = self.work.answer(&request.op, &request.args, &self.context);
+        let panic =
+            match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(answer)).await
+            {
+                Ok(Ok(value)) => return orion_bus::AgentReply::Answer { value },
+                Ok(Err(failure)) => return orion_bus::AgentReply::Refused { failure },
+                Err(panic) => orion_services::panic_text(panic.as_ref()),
+            };
+        tracing::error!(op = %request.op, cause = %panic, "an answer panicked");
+        let message = format!(
+            "the {} agent panicked answering `{}`: {panic}",
+            self.context.agent, request.op
+        );
+        orion_bus::AgentReply::Refused {
+            failure: TaskFailure::new(codes::AGENT_PANICKED, message),
+        }
+    }
+
     async fn run(self, assignment: Assignment, run: uuid::Uuid) -> Result<(), HandleError> {
         let step_lock = STEP_LOCKS.of(self.context.agent, assignment.task.id);
         let _one_step_at_a_time = step_lock.lock().await;
@@ -530,36 +550,7 @@ impl Handler<Ask> for AgentActor {
     fn handle(&mut self, ask: Ask, _: &mut Self::Context) -> Self::Result {
         let agent = self.agent.clone();
         Box::pin(async move {
-            let answers = ask.0.iter().map(|request| {
-                let agent = &agent;
-                async move {
-                    let answer = agent
-                        .work
-                        .answer(&request.op, &request.args, &agent.context);
-                    match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-                        answer,
-                    ))
-                    .await
-                    {
-                        Ok(Ok(value)) => orion_bus::AgentReply::Answer { value },
-                        Ok(Err(failure)) => orion_bus::AgentReply::Refused { failure },
-                        Err(panic) => {
-                            let panic = orion_services::panic_text(panic.as_ref());
-                            tracing::error!(op = %request.op, cause = %panic, "an answer panicked");
-                            orion_bus::AgentReply::Refused {
-                                failure: TaskFailure::new(
-                                    codes::AGENT_PANICKED,
-                                    format!(
-                                        "the {} agent panicked answering `{}`: {panic}",
-                                        agent.context.agent, request.op
-                                    ),
-                                ),
-                            }
-                        }
-                    }
-                }
-            });
-            futures_util::future::join_all(answers).await
+            futures_util::future::join_all(ask.0.iter().map(|request| agent.answer(request))).await
         })
     }
 }

@@ -185,16 +185,13 @@ impl BusBridge {
 /// actor polls every future of its context whenever any one of them wakes: at thousands of
 /// requests a second that polled every queue consumer of the node each time.
 fn own_task(work: impl Future<Output = ()> + 'static) -> impl Future<Output = ()> + 'static {
-    struct StopOnDrop(tokio::task::AbortHandle);
-    impl Drop for StopOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let task = tokio::task::spawn_local(work);
-    let stop = StopOnDrop(task.abort_handle());
+    let (stop, on_drop) = Stop::new();
+    let task = tokio::task::spawn_local(futures_util::future::Abortable::new(
+        work,
+        stop.registration,
+    ));
     async move {
-        let _stop = stop;
+        let _stop = on_drop;
         if let Err(e) = task.await
             && e.is_panic()
         {
@@ -691,5 +688,49 @@ impl Handler<Drain> for BusBridge {
                 let _ = tokio::time::timeout(HAND_BACK, idle(&in_flight, &settled)).await;
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What runs on a task of its own stops when the future that stands for it is dropped,
+    /// and a panic in it reaches whoever awaits that future.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_on_its_own_task_stops_with_its_future_and_its_panic_goes_on() {
+        let local = tokio::task::LocalSet::new();
+        local
+            .run_until(async {
+                let ticks = Arc::new(AtomicU32::new(0));
+                let counting = {
+                    let ticks = ticks.clone();
+                    async move {
+                        loop {
+                            ticks.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                };
+                let running = own_task(counting);
+                while ticks.load(Ordering::SeqCst) < 3 {
+                    tokio::task::yield_now().await;
+                }
+                drop(running);
+                tokio::task::yield_now().await;
+                let stopped_at = ticks.load(Ordering::SeqCst);
+                for _ in 0..10 {
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(ticks.load(Ordering::SeqCst), stopped_at, "it ran on");
+
+                let panicking = own_task(async { panic!("boom in a stream") });
+                let panicked = tokio::task::spawn_local(panicking).await.unwrap_err();
+                assert_eq!(
+                    orion_services::panic_text(panicked.into_panic().as_ref()),
+                    "boom in a stream"
+                );
+            })
+            .await;
     }
 }

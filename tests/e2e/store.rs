@@ -1330,6 +1330,108 @@ async fn one_idempotency_key_in_one_group_stores_one_task() {
     h.finish().await;
 }
 
+/// A table's counters in Postgres's statistics: sequential scans, rows inserted, updated and
+/// deleted. A backend reports them when it goes idle after a commit, within a second or so.
+async fn table_counters(h: &Harness, table: &str) -> [i64; 4] {
+    let row = h
+        .store
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT seq_scan, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables \
+             WHERE relname = $1",
+            [table.into()],
+        ))
+        .await
+        .unwrap()
+        .expect("a table of the store");
+    ["seq_scan", "n_tup_ins", "n_tup_upd", "n_tup_del"].map(|c| row.try_get("", c).unwrap())
+}
+
+/// Waits until `table`'s rows inserted, updated and deleted are `rows` (so that what the
+/// transactions that wrote them read is counted too), and answers its sequential scans.
+async fn scans_once_counted(h: &Harness, table: &str, rows: [i64; 3]) -> i64 {
+    crate::support::eventually(
+        &format!("{table}'s statistics to count {rows:?}"),
+        Duration::from_secs(20),
+        || async {
+            let [seq_scan, ins, upd, del] = table_counters(h, table).await;
+            ([ins, upd, del] == rows).then_some(seq_scan)
+        },
+    )
+    .await
+}
+
+/// A group finds its rows by their key, not by scanning the table, on a table Postgres has
+/// not analyzed (a new database's: here autovacuum is kept off it). With 5,000 other tasks
+/// and 25,000 function rows stored, groups that move tasks (one change of each pair losing
+/// as a conflict), note on them and end them (dropping their function lists) add no
+/// sequential scan of `tasks` or `task_functions`.
+#[tokio::test]
+async fn a_group_reads_its_rows_by_key_not_by_scanning_an_unanalyzed_table() {
+    let h = Harness::postgres().await;
+    h.store
+        .connection()
+        .execute_unprepared(
+            "ALTER TABLE tasks SET (autovacuum_enabled = false); \
+             ALTER TABLE task_functions SET (autovacuum_enabled = false); \
+             INSERT INTO tasks (id, kind, repo, priority, status, version, attempts, \
+               created_at, updated_at) \
+             SELECT gen_random_uuid(), 'analyze', '.', 'normal', 'completed', 4, 1, now(), now() \
+             FROM generate_series(1, 5000); \
+             INSERT INTO task_functions SELECT t.id, t.id, g, 'a.rs', 'rust', 'f', 1, 2, 0, 1, \
+               1, 1 FROM tasks t, generate_series(1, 5) g;",
+        )
+        .await
+        .unwrap();
+    let tasks = queued_tasks(&h, 40).await;
+    for task in &tasks {
+        let rows = function_rows(3, "kept");
+        h.store
+            .save_functions(task.id, uuid::Uuid::now_v7(), &rows)
+            .await
+            .unwrap();
+    }
+    let tasks_scanned = scans_once_counted(&h, "tasks", [5040, 0, 0]).await;
+    let functions_scanned = scans_once_counted(&h, "task_functions", [25120, 0, 0]).await;
+
+    let store = &h.store;
+    let moves = tasks.iter().flat_map(|task| {
+        [1, 2].map(|n| {
+            let mut change = Transition::new(task, TaskStatus::Assigned);
+            change.data = serde_json::json!({ "by": n });
+            store.transition(change)
+        })
+    });
+    let moved = futures_util::future::join_all(moves).await;
+    assert_eq!(moved.iter().filter(|r| r.is_ok()).count(), 40, "{moved:?}");
+    let notes = tasks
+        .iter()
+        .map(|task| store.append_event(task.id, EventType::Progress, serde_json::json!({}), None));
+    for noted in futures_util::future::join_all(notes).await {
+        noted.unwrap();
+    }
+    let ends = moved
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(task, _)| store.transition(Transition::new(task, TaskStatus::Cancelled)));
+    for ended in futures_util::future::join_all(ends).await {
+        ended.unwrap();
+    }
+
+    assert_eq!(
+        scans_once_counted(&h, "tasks", [5040, 80, 0]).await,
+        tasks_scanned,
+        "no sequential scan of tasks"
+    );
+    assert_eq!(
+        scans_once_counted(&h, "task_functions", [25120, 0, 120]).await,
+        functions_scanned,
+        "no sequential scan of task_functions"
+    );
+    h.finish().await;
+}
+
 /// Two processes' groups (two stores, each with its writer) that move the same tasks and
 /// submit with the same idempotency keys, made in opposite orders at once: rows are locked in
 /// id order and new tasks inserted in key order, so neither group waits on the other in a

@@ -21,6 +21,11 @@
 //! 5. every event of the batch in one `INSERT`, in the batch's order, under the log's
 //!    advisory lock, taken once.
 //!
+//! Every statement finds the rows it reads, locks, changes or deletes by their key, through
+//! `= ANY(ARRAY(…))` over the batch's ids: Postgres reuses one generic plan per statement,
+//! and the plain join it would plan for a table it has not analyzed yet (a new database's,
+//! say) scans the whole table on every group, a cost that grows with the table.
+//!
 //! Every wait of a group is bounded (10 s for a lock, 10 s idle in the transaction).
 //! A caller is answered only after the batch commits, so what it acknowledges or publishes
 //! next is stored. A batch the database refuses for one write's data is written again one
@@ -234,7 +239,9 @@ fn statement(sql: &str, rows: &[Value]) -> Statement {
     Statement::from_sql_and_values(
         DbBackend::Postgres,
         sql,
-        [Value::Array(rows.to_vec()).to_string().into()],
+        [serde_json::to_string(rows)
+            .expect("JSON values serialize")
+            .into()],
     )
 }
 
@@ -271,7 +278,7 @@ const INSERT_TASKS: &str = "INSERT INTO tasks (id, kind, repo, prompt, git_ref, 
 
 /// Which of the tasks exist, at which version (read for the changes that moved nothing).
 const TASK_VERSIONS: &str = "SELECT id, version FROM tasks \
-     WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb))";
+     WHERE id = ANY(ARRAY(SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb)))";
 
 /// The version-guarded changes. The rows are locked first, in id order (`l`): the update
 /// can only join a row once `l` has locked it, so any wait for another writer's row comes in
@@ -285,8 +292,8 @@ const MOVE_TASKS: &str = "UPDATE tasks t SET status = i.status, version = i.expe
      FROM jsonb_to_recordset($1::jsonb) AS i(ord int, id uuid, expected bigint, \
      from_status text, status text, add_attempt int, set_result bool, result text, kind text, set_error bool, \
      error_code text, error_message text, at timestamptz), \
-     (SELECT id FROM tasks WHERE id IN \
-     (SELECT (x->>'id')::uuid FROM jsonb_array_elements($1::jsonb) x) \
+     (SELECT id FROM tasks WHERE id = \
+     ANY(ARRAY(SELECT (x->>'id')::uuid FROM jsonb_array_elements($1::jsonb) x)) \
      ORDER BY id FOR NO KEY UPDATE) l \
      WHERE t.id = i.id AND t.id = l.id AND t.version = i.expected \
      AND t.status = i.from_status \
@@ -295,10 +302,12 @@ const MOVE_TASKS: &str = "UPDATE tasks t SET status = i.status, version = i.expe
 /// A task that ends keeps only the function list its result names.
 const DROP_FUNCTIONS: &str = "DELETE FROM task_functions f \
      USING jsonb_to_recordset($1::jsonb) AS k(task_id uuid, keep uuid) \
-     WHERE f.task_id = k.task_id AND (k.keep IS NULL OR f.list_id <> k.keep)";
+     WHERE f.task_id = ANY(ARRAY(SELECT (x->>'task_id')::uuid \
+     FROM jsonb_array_elements($1::jsonb) x)) \
+     AND f.task_id = k.task_id AND (k.keep IS NULL OR f.list_id <> k.keep)";
 
 const EXISTING_TASKS: &str = "SELECT id FROM tasks \
-     WHERE id IN (SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb))";
+     WHERE id = ANY(ARRAY(SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb)))";
 
 /// The events, under the log's lock (taken once, before any row is inserted and so before
 /// any `seq` is drawn: the sort needs every row of the join with `l` first), stamped with

@@ -22,9 +22,11 @@
 //!    advisory lock, taken once.
 //!
 //! Every statement finds the rows it reads, locks, changes or deletes by their key, through
-//! `= ANY(ARRAY(…))` over the batch's ids: Postgres reuses one generic plan per statement,
-//! and the plain join it would plan for a table it has not analyzed yet (a new database's,
-//! say) scans the whole table on every group, a cost that grows with the table.
+//! `= ANY(ARRAY(…))` over the batch's ids, and is planned with sequential scans off. A
+//! connection plans a statement once for good after its first few runs (a generic plan), for
+//! the table as it was then: a plain join, planned for a table Postgres has not analyzed yet
+//! (a new database's, say), and any plan made while the table was small, scanned the whole
+//! table in every group, a cost that grew with the table.
 //!
 //! Every wait of a group is bounded (10 s for a lock, 10 s idle in the transaction).
 //! A caller is answered only after the batch commits, so what it acknowledges or publishes
@@ -260,9 +262,11 @@ struct NewEvent {
 }
 
 /// The bounds of a group's waits, the log's lock's too (as
-/// [`super::sql::TAKE_EVENT_LOG_LOCK`] bounds one write's).
-const GROUP_TIMEOUTS: &str = "SET LOCAL lock_timeout = '10s'; \
-     SET LOCAL idle_in_transaction_session_timeout = '10s'";
+/// [`super::sql::TAKE_EVENT_LOG_LOCK`] bounds one write's); and no sequential scan in the
+/// plans of the group's statements (see the module's documentation).
+const GROUP_SETTINGS: &str = "SET LOCAL lock_timeout = '10s'; \
+     SET LOCAL idle_in_transaction_session_timeout = '10s'; \
+     SET LOCAL enable_seqscan = off";
 
 const INSERT_TASKS: &str = "INSERT INTO tasks (id, kind, repo, prompt, git_ref, diff, budget_usd, \
      input, origin, submitted_by, priority, status, version, attempts, idempotency_key, \
@@ -335,7 +339,7 @@ async fn in_transaction(
     // Every wait of the group is bounded, not only the log's lock: a row held by a frozen
     // writer fails the group as an outage (its writes are tried again), and does not stop
     // the writer, and every write queued behind it, for good.
-    txn.execute_unprepared(GROUP_TIMEOUTS).await?;
+    txn.execute_unprepared(GROUP_SETTINGS).await?;
     let now = Utc::now();
     let mut outcomes: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
     let mut events: Vec<NewEvent> = Vec::new();

@@ -1330,33 +1330,43 @@ async fn one_idempotency_key_in_one_group_stores_one_task() {
     h.finish().await;
 }
 
-/// A table's counters in Postgres's statistics: sequential scans, rows inserted, updated and
-/// deleted. A backend reports them when it goes idle after a commit, within a second or so.
-async fn table_counters(h: &Harness, table: &str) -> [i64; 4] {
+/// A table's counters in Postgres's statistics: sequential scans, index entries read, rows
+/// inserted, updated and deleted. A backend reports them when it goes idle after a commit,
+/// within a second or so (a minute at most).
+async fn table_counters(h: &Harness, table: &str) -> [i64; 5] {
     let row = h
         .store
         .connection()
         .query_one_raw(sea_orm::Statement::from_sql_and_values(
             sea_orm::DbBackend::Postgres,
-            "SELECT seq_scan, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables \
-             WHERE relname = $1",
+            "SELECT seq_scan, (SELECT COALESCE(sum(idx_tup_read), 0)::bigint \
+             FROM pg_stat_user_indexes i WHERE i.relid = t.relid) AS idx_tup_read, \
+             n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables t WHERE relname = $1",
             [table.into()],
         ))
         .await
         .unwrap()
         .expect("a table of the store");
-    ["seq_scan", "n_tup_ins", "n_tup_upd", "n_tup_del"].map(|c| row.try_get("", c).unwrap())
+    [
+        "seq_scan",
+        "idx_tup_read",
+        "n_tup_ins",
+        "n_tup_upd",
+        "n_tup_del",
+    ]
+    .map(|c| row.try_get("", c).unwrap())
 }
 
 /// Waits until `table`'s rows inserted, updated and deleted are `rows` (so that what the
-/// transactions that wrote them read is counted too), and answers its sequential scans.
-async fn scans_once_counted(h: &Harness, table: &str, rows: [i64; 3]) -> i64 {
+/// transactions that wrote them read is counted too), and answers its sequential scans and
+/// index entries read.
+async fn reads_once_counted(h: &Harness, table: &str, rows: [i64; 3]) -> [i64; 2] {
     crate::support::eventually(
         &format!("{table}'s statistics to count {rows:?}"),
-        Duration::from_secs(20),
+        Duration::from_secs(70),
         || async {
-            let [seq_scan, ins, upd, del] = table_counters(h, table).await;
-            ([ins, upd, del] == rows).then_some(seq_scan)
+            let [seq_scan, index_read, ins, upd, del] = table_counters(h, table).await;
+            ([ins, upd, del] == rows).then_some([seq_scan, index_read])
         },
     )
     .await
@@ -1394,15 +1404,31 @@ async fn move_note_and_end(h: &Harness, tasks: &[orion_bus::Task]) {
     }
 }
 
-/// A group finds its rows by their key, not by scanning the table, however small the table
-/// was when Postgres planned the group's statements, and though it has never analyzed it (a
-/// new database's: here autovacuum is kept off it). Groups run first on a table of a few
-/// tasks, enough times for each connection to keep a generic plan; then, with 5,000 other
-/// tasks and 25,000 function rows stored, groups that move tasks, note on them and end them
-/// (dropping their function lists) add no sequential scan of `tasks` or `task_functions`.
+/// A group finds its rows by their key, not by scanning the table or an index of it, however
+/// small the table was when Postgres planned the group's statements, and though it has never
+/// analyzed it (a new database's: here autovacuum is kept off it). Every statement is planned
+/// once for good on its first run (`force_generic_plan`), in groups on a table of a few
+/// tasks; then, with a backlog of 10,000 other tasks, queued and assigned as the group's own
+/// are, and 50,000 function rows stored, groups that move tasks, note on them and end them
+/// (dropping their function lists) scan neither `tasks` nor `task_functions` and read a few
+/// index entries per write, not the backlog's.
 #[tokio::test]
 async fn a_group_reads_its_rows_by_key_not_by_scanning_the_table() {
-    let h = Harness::postgres().await;
+    let pg = PgDatabase::create().await;
+    let admin = sea_orm::Database::connect(&pg.url).await.unwrap();
+    admin
+        .execute_unprepared(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET plan_cache_mode = \
+             force_generic_plan', current_database()); END $$",
+        )
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let h = Harness {
+        store: Arc::new(SqlStore::connect(&pg.url).await.expect("migrate Postgres")),
+        pg: Some(pg),
+        _dir: None,
+    };
     h.store
         .connection()
         .execute_unprepared(
@@ -1415,13 +1441,16 @@ async fn a_group_reads_its_rows_by_key_not_by_scanning_the_table() {
         let few = queued_tasks(&h, 3).await;
         move_note_and_end(&h, &few).await;
     }
+    // The backlog's ids sort before the tasks' own (time-ordered) ones, so that a walk of the
+    // key's index up to them would read it all.
     h.store
         .connection()
         .execute_unprepared(
             "INSERT INTO tasks (id, kind, repo, priority, status, version, attempts, \
                created_at, updated_at) \
-             SELECT gen_random_uuid(), 'analyze', '.', 'normal', 'completed', 4, 1, now(), now() \
-             FROM generate_series(1, 5000); \
+             SELECT overlay(md5(g::text) placing '00' from 1)::uuid, 'analyze', '.', 'normal', \
+               CASE WHEN g % 2 = 0 THEN 'queued' ELSE 'assigned' END, 1, 0, now(), now() \
+             FROM generate_series(1, 10000) g; \
              INSERT INTO task_functions SELECT t.id, t.id, g, 'a.rs', 'rust', 'f', 1, 2, 0, 1, \
                1, 1 FROM tasks t, generate_series(1, 5) g;",
         )
@@ -1436,21 +1465,29 @@ async fn a_group_reads_its_rows_by_key_not_by_scanning_the_table() {
             .unwrap();
     }
     // The warm-up's 36 tasks were moved twice each; their function rows, none.
-    let (inserted, functions) = (36 + 5000 + 40, (36 + 5000) * 5 + 120);
-    let tasks_scanned = scans_once_counted(&h, "tasks", [inserted, 72, 0]).await;
-    let functions_scanned = scans_once_counted(&h, "task_functions", [functions, 0, 0]).await;
+    let (inserted, functions) = (36 + 10_000 + 40, (36 + 10_000) * 5 + 120);
+    let [tasks_scanned, tasks_read] = reads_once_counted(&h, "tasks", [inserted, 72, 0]).await;
+    let [functions_scanned, functions_read] =
+        reads_once_counted(&h, "task_functions", [functions, 0, 0]).await;
 
     move_note_and_end(&h, &tasks).await;
 
-    assert_eq!(
-        scans_once_counted(&h, "tasks", [inserted, 72 + 80, 0]).await,
-        tasks_scanned,
-        "no sequential scan of tasks"
+    let [scanned, read] = reads_once_counted(&h, "tasks", [inserted, 72 + 80, 0]).await;
+    assert_eq!(scanned, tasks_scanned, "no sequential scan of tasks");
+    assert!(
+        read - tasks_read < 2_000,
+        "{} index entries of tasks read for 40 tasks' groups",
+        read - tasks_read
     );
+    let [scanned, read] = reads_once_counted(&h, "task_functions", [functions, 0, 120]).await;
     assert_eq!(
-        scans_once_counted(&h, "task_functions", [functions, 0, 120]).await,
-        functions_scanned,
+        scanned, functions_scanned,
         "no sequential scan of task_functions"
+    );
+    assert!(
+        read - functions_read < 2_000,
+        "{} index entries of task_functions read for 40 tasks' groups",
+        read - functions_read
     );
     h.finish().await;
 }

@@ -286,7 +286,10 @@ const TASK_VERSIONS: &str = "SELECT id, version FROM tasks \
 
 /// The version-guarded changes. The rows are locked first, in id order (`l`): the update
 /// can only join a row once `l` has locked it, so any wait for another writer's row comes in
-/// id order, and two groups cannot wait for each other in a cycle.
+/// id order, and two groups cannot wait for each other in a cycle. The guard reads the row
+/// as `l` locked it (its latest version), and `t` is joined by its key alone: a condition on
+/// `t.status` would let Postgres reach `t` through the index on status, reading every task
+/// of that status.
 const MOVE_TASKS: &str = "UPDATE tasks t SET status = i.status, version = i.expected + 1, \
      attempts = t.attempts + i.add_attempt, updated_at = i.at, \
      result = CASE WHEN i.set_result THEN i.result::jsonb ELSE t.result END, \
@@ -296,11 +299,11 @@ const MOVE_TASKS: &str = "UPDATE tasks t SET status = i.status, version = i.expe
      FROM jsonb_to_recordset($1::jsonb) AS i(ord int, id uuid, expected bigint, \
      from_status text, status text, add_attempt int, set_result bool, result text, kind text, set_error bool, \
      error_code text, error_message text, at timestamptz), \
-     (SELECT id FROM tasks WHERE id = \
+     (SELECT id, version, status FROM tasks WHERE id = \
      ANY(ARRAY(SELECT (x->>'id')::uuid FROM jsonb_array_elements($1::jsonb) x)) \
      ORDER BY id FOR NO KEY UPDATE) l \
-     WHERE t.id = i.id AND t.id = l.id AND t.version = i.expected \
-     AND t.status = i.from_status \
+     WHERE t.id = i.id AND t.id = l.id AND l.version = i.expected \
+     AND l.status = i.from_status \
      RETURNING t.*, i.ord AS batch_ord";
 
 /// A task that ends keeps only the function list its result names.

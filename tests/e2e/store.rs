@@ -24,7 +24,11 @@ struct Harness {
 
 impl Harness {
     async fn postgres() -> Self {
-        let pg = PgDatabase::create().await;
+        Self::on_postgres(PgDatabase::create().await).await
+    }
+
+    /// A store on `pg`, connected (and migrated) now.
+    async fn on_postgres(pg: PgDatabase) -> Self {
         let store = SqlStore::connect(&pg.url).await.expect("migrate Postgres");
         Self {
             store: Arc::new(store),
@@ -1424,11 +1428,8 @@ async fn a_group_reads_its_rows_by_key_not_by_scanning_the_table() {
         .await
         .unwrap();
     admin.close().await.unwrap();
-    let h = Harness {
-        store: Arc::new(SqlStore::connect(&pg.url).await.expect("migrate Postgres")),
-        pg: Some(pg),
-        _dir: None,
-    };
+    // Connected after the setting, so every connection of the store has it.
+    let h = Harness::on_postgres(pg).await;
     h.store
         .connection()
         .execute_unprepared(

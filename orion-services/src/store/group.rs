@@ -23,10 +23,10 @@
 //!
 //! Every statement finds the rows it reads, locks, changes or deletes by their key, through
 //! `= ANY(ARRAY(…))` over the batch's ids, and is planned with sequential scans off. A
-//! connection plans a statement once for good after its first few runs (a generic plan), for
-//! the table as it was then: a plain join, planned for a table Postgres has not analyzed yet
-//! (a new database's, say), and any plan made while the table was small, scanned the whole
-//! table in every group, a cost that grew with the table.
+//! connection keeps one plan per statement after its first few runs (a generic plan), made
+//! for the table as it was then. Made for a small table, or one Postgres had not analyzed
+//! yet (a new database's), a plain join's plan scanned the whole table in every group, a
+//! cost that grew with the table.
 //!
 //! Every wait of a group is bounded (10 s for a lock, 10 s idle in the transaction).
 //! A caller is answered only after the batch commits, so what it acknowledges or publishes

@@ -145,7 +145,9 @@ impl BusBridge {
             deliveries
                 .take_until(drained)
                 .for_each_concurrent(concurrency, |delivery| async move {
-                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    // Counted until this delivery is settled or its work is dropped (when the
+                    // bridge stops or restarts), whichever comes first.
+                    let _counted = InFlight::count(in_flight, settled);
                     if delivery.attempt > 1 {
                         metrics().bus_redeliveries.with_label_values(&[label]).inc();
                     }
@@ -170,8 +172,6 @@ impl BusBridge {
                     })
                     .await;
                     settle(&delivery, label, outcome).await;
-                    in_flight.fetch_sub(1, Ordering::Relaxed);
-                    settled.notify_waiters();
                 })
                 .await;
         };
@@ -649,6 +649,27 @@ async fn answer(agent: Addr<AgentActor>, node: &str, burst: Vec<Request>) {
     }
 }
 
+/// One delivery in flight: counted while it lives; dropping it, however its work ended,
+/// uncounts it and wakes whoever waits for the node to settle.
+struct InFlight<'a> {
+    count: &'a AtomicU32,
+    settled: &'a Notify,
+}
+
+impl<'a> InFlight<'a> {
+    fn count(count: &'a AtomicU32, settled: &'a Notify) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self { count, settled }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        self.settled.notify_waiters();
+    }
+}
+
 /// Resolves once nothing is in flight.
 async fn idle(in_flight: &AtomicU32, settled: &Notify) {
     loop {
@@ -732,5 +753,30 @@ mod tests {
                 );
             })
             .await;
+    }
+
+    /// A delivery whose work is dropped before it is settled, as when the bridge stops or
+    /// restarts, is no longer counted in flight, and a drain waiting for the node to settle
+    /// wakes.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_delivery_dropped_mid_work_is_no_longer_in_flight() {
+        use futures_util::FutureExt;
+        let (count, settled) = (AtomicU32::new(0), Notify::new());
+        let mut work = Box::pin(async {
+            let _counted = InFlight::count(&count, &settled);
+            std::future::pending::<()>().await
+        });
+        assert!(work.as_mut().now_or_never().is_none());
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        let mut drained = Box::pin(idle(&count, &settled));
+        assert!(
+            drained.as_mut().now_or_never().is_none(),
+            "one is in flight"
+        );
+        drop(work);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        tokio::time::timeout(Duration::from_secs(5), drained)
+            .await
+            .expect("the drain saw the node settle");
     }
 }

@@ -205,7 +205,7 @@ pub async fn cluster(
     if args.json {
         say!(out, "{}", serde_json::to_string_pretty(&figures)?);
     } else {
-        print(&figures, out)?;
+        print(&figures, args.no_celery, out)?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -585,7 +585,7 @@ async fn idle_node_rss(nats: &str, db_url: &str, prefix: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn print(f: &Figures, out: &mut dyn Write) -> anyhow::Result<()> {
+fn print(f: &Figures, celery_skipped: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut row = |name: &str, l: &Latency| -> anyhow::Result<()> {
         say!(
             out,
@@ -619,6 +619,7 @@ fn print(f: &Figures, out: &mut dyn Write) -> anyhow::Result<()> {
             c.celery,
             c.tasks_per_s
         ),
+        _ if celery_skipped => say!(out, "Celery                 (skipped: --no-celery)"),
         _ => say!(
             out,
             "Celery                 (not installed for python3: pip install 'celery[redis]==5.7.0'; or --no-celery)"

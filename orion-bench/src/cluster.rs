@@ -4,7 +4,8 @@
 //! (a) An agent request (`orion_actors::ask` → an `orion node` process's bridge → its agent
 //!     actor → the reply) against a bare NATS request to a bare responder in a process of its
 //!     own, with a payload of the same size: latency p50/p99 one at a time, and throughput
-//!     with 1 and 32 in flight.
+//!     with 1 and 32 in flight. Both responders run throughout, and the two sides take turns
+//!     in five rounds, so that a change in the machine's load falls on both alike.
 //! (b) Tasks per second through REST, the coordinator, an instant agent and Postgres, against
 //!     bare JetStream: async publishes per second, and pulls with acknowledgement per second.
 //! (c) The resident memory of an idle `orion node` process.
@@ -80,6 +81,8 @@ struct Figures {
     p50_ratio: f64,
     /// agent ÷ raw throughput with 32 in flight (target ≥ 0.6).
     throughput_32_ratio: f64,
+    /// The same ratio in each round.
+    rounds_32_ratio: Vec<f64>,
     tasks: usize,
     tasks_per_s: f64,
     jetstream_publish_per_s: f64,
@@ -100,37 +103,112 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-/// Times `n` calls one at a time, then `n32` calls 32 at a time.
-async fn measure<F, Fut>(n: usize, n32: usize, call: F) -> anyhow::Result<Latency>
+/// Rounds in which the agent and the bare responder take turns, so that a change in the
+/// machine's load during the run falls on both sides alike; the side that goes first
+/// alternates.
+const ROUNDS: usize = 5;
+
+/// One side's timings, summed over the rounds.
+#[derive(Default)]
+struct Timings {
+    took: Vec<Duration>,
+    one: Duration,
+    thirty_two: Duration,
+}
+
+impl Timings {
+    fn latency(mut self, n: usize, n32: usize) -> Latency {
+        self.took.sort();
+        Latency {
+            p50_us: quantile(&self.took, 0.5),
+            p99_us: quantile(&self.took, 0.99),
+            per_s_1: n as f64 / self.one.as_secs_f64(),
+            per_s_32: n32 as f64 / self.thirty_two.as_secs_f64(),
+        }
+    }
+}
+
+/// Times `n` calls one at a time; adds their latencies to `took`.
+async fn one_at_a_time<F, Fut>(
+    n: usize,
+    call: &F,
+    took: &mut Vec<Duration>,
+) -> anyhow::Result<Duration>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    for _ in 0..n / 10 {
-        call().await?;
-    }
-    let mut took = Vec::with_capacity(n);
     let start = Instant::now();
     for _ in 0..n {
         let one = Instant::now();
         call().await?;
         took.push(one.elapsed());
     }
-    let per_s_1 = n as f64 / start.elapsed().as_secs_f64();
-    took.sort();
+    Ok(start.elapsed())
+}
+
+/// Times `n` calls 32 at a time.
+async fn thirty_two_at_a_time<F, Fut>(n: usize, call: &F) -> anyhow::Result<Duration>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let start = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..n32)
+    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..n)
         .map(|_| call())
         .buffer_unordered(32)
         .collect()
         .await;
     results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(Latency {
-        p50_us: quantile(&took, 0.5),
-        p99_us: quantile(&took, 0.99),
-        per_s_1,
-        per_s_32: n32 as f64 / start.elapsed().as_secs_f64(),
-    })
+    Ok(start.elapsed())
+}
+
+/// Times `n` calls of each of `agent` and `raw` one at a time, then `n32` of each 32 at a
+/// time, in [`ROUNDS`] rounds; gives both sides' figures and each round's 32-in-flight
+/// ratio (agent ÷ raw).
+async fn measure<A, AFut, R, RFut>(
+    n: usize,
+    n32: usize,
+    agent: A,
+    raw: R,
+) -> anyhow::Result<(Latency, Latency, Vec<f64>)>
+where
+    A: Fn() -> AFut,
+    AFut: std::future::Future<Output = anyhow::Result<()>>,
+    R: Fn() -> RFut,
+    RFut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    for _ in 0..n / 10 {
+        agent().await.context("while asking the agent")?;
+        raw().await.context("while asking the bare responder")?;
+    }
+    let (n, n32) = (n.div_ceil(ROUNDS), n32.div_ceil(ROUNDS));
+    let (mut a, mut r) = (Timings::default(), Timings::default());
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    for round in 0..ROUNDS {
+        let (one_a, one_r, many_a, many_r) = if round % 2 == 0 {
+            let one_a = one_at_a_time(n, &agent, &mut a.took).await?;
+            let one_r = one_at_a_time(n, &raw, &mut r.took).await?;
+            let many_a = thirty_two_at_a_time(n32, &agent).await?;
+            (one_a, one_r, many_a, thirty_two_at_a_time(n32, &raw).await?)
+        } else {
+            let one_r = one_at_a_time(n, &raw, &mut r.took).await?;
+            let one_a = one_at_a_time(n, &agent, &mut a.took).await?;
+            let many_r = thirty_two_at_a_time(n32, &raw).await?;
+            (
+                one_a,
+                one_r,
+                thirty_two_at_a_time(n32, &agent).await?,
+                many_r,
+            )
+        };
+        // Rates of the same count: agent ÷ raw is raw's time ÷ the agent's.
+        ratios.push(many_r.as_secs_f64() / many_a.as_secs_f64());
+        (a.one, r.one) = (a.one + one_a, r.one + one_r);
+        (a.thirty_two, r.thirty_two) = (a.thirty_two + many_a, r.thirty_two + many_r);
+    }
+    let (n, n32) = (n * ROUNDS, n32 * ROUNDS);
+    Ok((a.latency(n, n32), r.latency(n, n32), ratios))
 }
 
 fn agent(bus: Arc<dyn Bus>, store: Arc<dyn orion_services::store::Store>, node: &str) -> Agent {
@@ -259,10 +337,6 @@ async fn run_all(
             "the agent never answered"
         );
     }
-    let agent_request = measure(n, n32, asked)
-        .await
-        .context("while asking the agent")?;
-    drop(answerer);
 
     let raw = async_nats::connect(nats).await?;
     let raw_subject = format!("{prefix}.raw");
@@ -303,10 +377,9 @@ async fn run_all(
             .map(|_| ())
             .map_err(anyhow::Error::from)
     };
-    let raw_nats_request = measure(n, n32, raw_request)
-        .await
-        .context("while asking the bare responder")?;
-    drop(echo);
+    let (agent_request, raw_nats_request, rounds_32_ratio) =
+        measure(n, n32, asked, raw_request).await?;
+    drop((answerer, echo));
 
     // The node of (b), a coordinator and the instant agent, on a thread of its own with its
     // own connections, as a node is a process of its own beside the gateway.
@@ -425,6 +498,7 @@ async fn run_all(
     Ok(Figures {
         p50_ratio: agent_request.p50_us / raw_nats_request.p50_us,
         throughput_32_ratio: agent_request.per_s_32 / raw_nats_request.per_s_32,
+        rounds_32_ratio,
         agent_request,
         raw_nats_request,
         tasks: *tasks,
@@ -599,11 +673,13 @@ fn print(f: &Figures, celery_skipped: bool, out: &mut dyn Write) -> anyhow::Resu
     };
     row("agent request", &f.agent_request)?;
     row("raw NATS request", &f.raw_nats_request)?;
+    let rounds = f.rounds_32_ratio.iter().map(|r| format!("{r:.2}"));
     say!(
         out,
-        "  p50 ratio {:.2} (target ≤ 1.5); 32-in-flight throughput ratio {:.2} (target ≥ 0.6)",
+        "  p50 ratio {:.2} (target ≤ 1.5); 32-in-flight throughput ratio {:.2} (target ≥ 0.6; by round {})",
         f.p50_ratio,
-        f.throughput_32_ratio
+        f.throughput_32_ratio,
+        rounds.collect::<Vec<_>>().join(" ")
     );
     say!(
         out,

@@ -397,6 +397,22 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
     let ratio = f["agent_request"]["p50_us"].as_f64().unwrap()
         / f["raw_nats_request"]["p50_us"].as_f64().unwrap();
     assert!((f["p50_ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    // The 32-in-flight ratio is of the sums over the rounds: it lies between the rounds' own.
+    let rounds: Vec<f64> = f["rounds_32_ratio"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_f64().unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 5, "{f}");
+    let whole = f["throughput_32_ratio"].as_f64().unwrap();
+    let (low, high) = rounds
+        .iter()
+        .fold((f64::MAX, 0.0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+    assert!(
+        low > 0.0 && low - 1e-9 <= whole && whole <= high + 1e-9,
+        "{f}"
+    );
     assert_eq!(f["tasks"], 30);
     assert!(f["idle_node_rss_mb"].as_f64().unwrap() > 1.0, "{f}");
     assert!(f["orion_cpu_ms_per_task"].as_f64().unwrap() > 0.0, "{f}");

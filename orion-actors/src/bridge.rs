@@ -449,7 +449,7 @@ impl Actor for BusBridge {
                     async move {
                         match envelope.body {
                             Body::TaskSubmitted(task) => coordinator
-                                .send(TaskArrived(task, span))
+                                .send(TaskArrived(*task, span))
                                 .await
                                 .map_err(mailbox)?,
                             Body::Review(review) => coordinator
@@ -506,7 +506,7 @@ impl Actor for BusBridge {
                                 // stops the step's work.
                                 let (stop, _stops_the_work) = Stop::new();
                                 agent
-                                    .send(Perform(assignment, span, stop, run))
+                                    .send(Perform(*assignment, span, stop, run))
                                     .await
                                     .map_err(mailbox)?
                             }

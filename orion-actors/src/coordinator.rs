@@ -611,7 +611,7 @@ async fn assign_step(
         step,
         task: task.clone(),
     };
-    let envelope = Envelope::new(lifecycle.node(), Body::Assignment(assignment));
+    let envelope = Envelope::new(lifecycle.node(), Body::Assignment(Box::new(assignment)));
     let queue = Queue::Work(agent, task.spec.priority);
     Ok(lifecycle.bus().enqueue_as(queue, &id, &envelope).await?)
 }

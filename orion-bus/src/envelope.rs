@@ -62,8 +62,8 @@ macro_rules! bodies {
 }
 
 bodies! {
-    TaskSubmitted(Task) = "task.submitted",
-    Assignment(Assignment) = "work.assignment",
+    TaskSubmitted(Box<Task>) = "task.submitted",
+    Assignment(Box<Assignment>) = "work.assignment",
     Report(WorkReport) = "work.report",
     Event(TaskEvent) = "task.event",
     Heartbeat(Heartbeat) = "node.heartbeat",

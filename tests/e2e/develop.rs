@@ -490,7 +490,7 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
         },
     };
     let bus = app.services.lifecycle.bus();
-    let envelope = orion_bus::Envelope::new("test", orion_bus::Body::Assignment(again));
+    let envelope = orion_bus::Envelope::new("test", orion_bus::Body::Assignment(Box::new(again)));
     let queue =
         orion_bus::Queue::Work(orion_bus::AgentKind::Developer, orion_bus::Priority::Normal);
     bus.enqueue(queue, &envelope).await.unwrap();

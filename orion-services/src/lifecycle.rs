@@ -192,7 +192,10 @@ impl Lifecycle {
     /// Puts a queued task on the coordinators' queue; the message id is the task id and
     /// attempt, so repeating this is harmless.
     pub async fn enqueue_submitted(&self, task: &Task) -> Result<(), LifecycleError> {
-        let envelope = Envelope::new(self.node.clone(), Body::TaskSubmitted(Box::new(task.clone())));
+        let envelope = Envelope::new(
+            self.node.clone(),
+            Body::TaskSubmitted(Box::new(task.clone())),
+        );
         let id = orion_bus::MessageId::submission(task.id, task.attempts);
         self.bus
             .enqueue_as(Queue::Coordinators, &id, &envelope)

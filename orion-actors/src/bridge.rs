@@ -63,7 +63,7 @@ pub struct BusBridge {
     draining: watch::Sender<bool>,
     /// Set when a drain's deadline passes: what is in flight is handed back.
     abandon: watch::Sender<bool>,
-    /// Woken whenever a delivery is settled.
+    /// Woken whenever a delivery is settled, or its work dropped unsettled.
     settled: Arc<Notify>,
     /// Its restarts, against the node's restart rate.
     restarts: crate::supervision::RestartLimit,

@@ -5,7 +5,7 @@
 //!     actor → the reply) against a bare NATS request to a bare responder in a process of its
 //!     own, with a payload of the same size: latency p50/p99 one at a time, and throughput
 //!     with 1 and 32 in flight. Both responders run throughout, and the two sides take turns
-//!     in five rounds, so that a change in the machine's load falls on both alike.
+//!     in six rounds, so that a change in the machine's load falls on both alike.
 //! (b) Tasks per second through REST, the coordinator, an instant agent and Postgres, against
 //!     bare JetStream: async publishes per second, and pulls with acknowledgement per second.
 //! (c) The resident memory of an idle `orion node` process.
@@ -104,9 +104,10 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
 }
 
 /// Rounds in which the agent and the bare responder take turns, so that a change in the
-/// machine's load during the run falls on both sides alike; the side that goes first
-/// alternates.
-const ROUNDS: usize = 5;
+/// machine's load during the run falls on both sides alike. The side that goes first
+/// alternates, and the count is even: each side's 32-in-flight phase follows a phase one at
+/// a time as often as it follows the other side's 32 in flight.
+const ROUNDS: usize = 6;
 
 /// One side's timings, summed over the rounds.
 #[derive(Default)]
@@ -163,9 +164,9 @@ where
     Ok(start.elapsed())
 }
 
-/// Times `n` calls of each of `agent` and `raw` one at a time, then `n32` of each 32 at a
-/// time, in [`ROUNDS`] rounds; gives both sides' figures and each round's 32-in-flight
-/// ratio (agent ÷ raw).
+/// Times, for each of `agent` and `raw`, `n` calls one at a time and `n32` calls 32 at a
+/// time, both split over [`ROUNDS`] rounds (each count rounded up to a multiple of them);
+/// gives both sides' figures and each round's 32-in-flight ratio (agent ÷ raw).
 async fn measure<A, AFut, R, RFut>(
     n: usize,
     n32: usize,
@@ -186,21 +187,23 @@ where
     let (mut a, mut r) = (Timings::default(), Timings::default());
     let mut ratios = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
+        let (on_agent, on_raw) = ("while asking the agent", "while asking the bare responder");
         let (one_a, one_r, many_a, many_r) = if round % 2 == 0 {
-            let one_a = one_at_a_time(n, &agent, &mut a.took).await?;
-            let one_r = one_at_a_time(n, &raw, &mut r.took).await?;
-            let many_a = thirty_two_at_a_time(n32, &agent).await?;
-            (one_a, one_r, many_a, thirty_two_at_a_time(n32, &raw).await?)
+            let one_a = one_at_a_time(n, &agent, &mut a.took)
+                .await
+                .context(on_agent)?;
+            let one_r = one_at_a_time(n, &raw, &mut r.took).await.context(on_raw)?;
+            let many_a = thirty_two_at_a_time(n32, &agent).await.context(on_agent)?;
+            let many_r = thirty_two_at_a_time(n32, &raw).await.context(on_raw)?;
+            (one_a, one_r, many_a, many_r)
         } else {
-            let one_r = one_at_a_time(n, &raw, &mut r.took).await?;
-            let one_a = one_at_a_time(n, &agent, &mut a.took).await?;
-            let many_r = thirty_two_at_a_time(n32, &raw).await?;
-            (
-                one_a,
-                one_r,
-                thirty_two_at_a_time(n32, &agent).await?,
-                many_r,
-            )
+            let one_r = one_at_a_time(n, &raw, &mut r.took).await.context(on_raw)?;
+            let one_a = one_at_a_time(n, &agent, &mut a.took)
+                .await
+                .context(on_agent)?;
+            let many_r = thirty_two_at_a_time(n32, &raw).await.context(on_raw)?;
+            let many_a = thirty_two_at_a_time(n32, &agent).await.context(on_agent)?;
+            (one_a, one_r, many_a, many_r)
         };
         // Rates of the same count: agent ÷ raw is raw's time ÷ the agent's.
         ratios.push(many_r.as_secs_f64() / many_a.as_secs_f64());

@@ -129,7 +129,8 @@ pub struct ClusterArgs {
     /// How many tasks go through REST.
     #[arg(long, default_value_t = 2000)]
     pub tasks: usize,
-    /// Requests timed one at a time; ten times as many go 32 at a time.
+    /// Requests timed one at a time; ten times as many go 32 at a time (each count rounded
+    /// up to a multiple of the six rounds in which the agent and bare NATS take turns).
     #[arg(long, default_value_t = 2000)]
     pub requests: usize,
     /// Print the figures as JSON.

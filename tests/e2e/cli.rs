@@ -397,6 +397,9 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
     let ratio = f["agent_request"]["p50_us"].as_f64().unwrap()
         / f["raw_nats_request"]["p50_us"].as_f64().unwrap();
     assert!((f["p50_ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
+    let ratio = f["agent_request"]["per_s_32"].as_f64().unwrap()
+        / f["raw_nats_request"]["per_s_32"].as_f64().unwrap();
+    assert!((f["throughput_32_ratio"].as_f64().unwrap() - ratio).abs() < 1e-9);
     // The 32-in-flight ratio is of the sums over the rounds: it lies between the rounds' own.
     let rounds: Vec<f64> = f["rounds_32_ratio"]
         .as_array()
@@ -404,7 +407,7 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
         .iter()
         .map(|r| r.as_f64().unwrap())
         .collect();
-    assert_eq!(rounds.len(), 5, "{f}");
+    assert_eq!(rounds.len(), 6, "{f}");
     let whole = f["throughput_32_ratio"].as_f64().unwrap();
     let (low, high) = rounds
         .iter()

@@ -112,56 +112,59 @@ const ROUNDS: usize = 6;
 /// One side's timings, summed over the rounds.
 #[derive(Default)]
 struct Timings {
+    /// Each call's latency, one at a time.
     took: Vec<Duration>,
+    /// The time of the calls one at a time.
     one: Duration,
+    /// The calls made 32 at a time, and their time.
+    many: usize,
     thirty_two: Duration,
 }
 
 impl Timings {
-    fn latency(mut self, n: usize, n32: usize) -> Latency {
+    /// Times `n` calls one at a time.
+    async fn one_at_a_time<F, Fut>(&mut self, n: usize, call: &F) -> anyhow::Result<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let start = Instant::now();
+        for _ in 0..n {
+            let one = Instant::now();
+            call().await?;
+            self.took.push(one.elapsed());
+        }
+        self.one += start.elapsed();
+        Ok(())
+    }
+
+    /// Times `n` calls 32 at a time; answers their time.
+    async fn thirty_two_at_a_time<F, Fut>(&mut self, n: usize, call: &F) -> anyhow::Result<Duration>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<()>>,
+    {
+        let start = Instant::now();
+        let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..n)
+            .map(|_| call())
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
+        let took = start.elapsed();
+        (self.many, self.thirty_two) = (self.many + n, self.thirty_two + took);
+        Ok(took)
+    }
+
+    fn latency(mut self) -> Latency {
         self.took.sort();
         Latency {
             p50_us: quantile(&self.took, 0.5),
             p99_us: quantile(&self.took, 0.99),
-            per_s_1: n as f64 / self.one.as_secs_f64(),
-            per_s_32: n32 as f64 / self.thirty_two.as_secs_f64(),
+            per_s_1: self.took.len() as f64 / self.one.as_secs_f64(),
+            per_s_32: self.many as f64 / self.thirty_two.as_secs_f64(),
         }
     }
-}
-
-/// Times `n` calls one at a time; adds their latencies to `took`.
-async fn one_at_a_time<F, Fut>(
-    n: usize,
-    call: &F,
-    took: &mut Vec<Duration>,
-) -> anyhow::Result<Duration>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let start = Instant::now();
-    for _ in 0..n {
-        let one = Instant::now();
-        call().await?;
-        took.push(one.elapsed());
-    }
-    Ok(start.elapsed())
-}
-
-/// Times `n` calls 32 at a time.
-async fn thirty_two_at_a_time<F, Fut>(n: usize, call: &F) -> anyhow::Result<Duration>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let start = Instant::now();
-    let results: Vec<anyhow::Result<()>> = futures_util::stream::iter(0..n)
-        .map(|_| call())
-        .buffer_unordered(32)
-        .collect()
-        .await;
-    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
-    Ok(start.elapsed())
 }
 
 /// Times, for each of `agent` and `raw`, `n` calls one at a time and `n32` calls 32 at a
@@ -179,39 +182,40 @@ where
     R: Fn() -> RFut,
     RFut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    const ON_AGENT: &str = "while asking the agent";
+    const ON_RAW: &str = "while asking the bare responder";
     for _ in 0..n / 10 {
-        agent().await.context("while asking the agent")?;
-        raw().await.context("while asking the bare responder")?;
+        agent().await.context(ON_AGENT)?;
+        raw().await.context(ON_RAW)?;
     }
     let (n, n32) = (n.div_ceil(ROUNDS), n32.div_ceil(ROUNDS));
     let (mut a, mut r) = (Timings::default(), Timings::default());
     let mut ratios = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
-        let (on_agent, on_raw) = ("while asking the agent", "while asking the bare responder");
-        let (one_a, one_r, many_a, many_r) = if round % 2 == 0 {
-            let one_a = one_at_a_time(n, &agent, &mut a.took)
-                .await
-                .context(on_agent)?;
-            let one_r = one_at_a_time(n, &raw, &mut r.took).await.context(on_raw)?;
-            let many_a = thirty_two_at_a_time(n32, &agent).await.context(on_agent)?;
-            let many_r = thirty_two_at_a_time(n32, &raw).await.context(on_raw)?;
-            (one_a, one_r, many_a, many_r)
-        } else {
-            let one_r = one_at_a_time(n, &raw, &mut r.took).await.context(on_raw)?;
-            let one_a = one_at_a_time(n, &agent, &mut a.took)
-                .await
-                .context(on_agent)?;
-            let many_r = thirty_two_at_a_time(n32, &raw).await.context(on_raw)?;
-            let many_a = thirty_two_at_a_time(n32, &agent).await.context(on_agent)?;
-            (one_a, one_r, many_a, many_r)
-        };
+        // Whether the agent takes each turn: it goes first in even rounds.
+        let turns = [round % 2 == 0, round % 2 == 1];
+        for agent_turn in turns {
+            match agent_turn {
+                true => a.one_at_a_time(n, &agent).await.context(ON_AGENT)?,
+                false => r.one_at_a_time(n, &raw).await.context(ON_RAW)?,
+            }
+        }
+        let (mut many_a, mut many_r) = (Duration::ZERO, Duration::ZERO);
+        for agent_turn in turns {
+            match agent_turn {
+                true => {
+                    many_a = a
+                        .thirty_two_at_a_time(n32, &agent)
+                        .await
+                        .context(ON_AGENT)?
+                }
+                false => many_r = r.thirty_two_at_a_time(n32, &raw).await.context(ON_RAW)?,
+            }
+        }
         // Rates of the same count: agent ÷ raw is raw's time ÷ the agent's.
         ratios.push(many_r.as_secs_f64() / many_a.as_secs_f64());
-        (a.one, r.one) = (a.one + one_a, r.one + one_r);
-        (a.thirty_two, r.thirty_two) = (a.thirty_two + many_a, r.thirty_two + many_r);
     }
-    let (n, n32) = (n * ROUNDS, n32 * ROUNDS);
-    Ok((a.latency(n, n32), r.latency(n, n32), ratios))
+    Ok((a.latency(), r.latency(), ratios))
 }
 
 fn agent(bus: Arc<dyn Bus>, store: Arc<dyn orion_services::store::Store>, node: &str) -> Agent {

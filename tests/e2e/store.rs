@@ -1139,10 +1139,11 @@ async fn a_held_event_log_lock_makes_writers_fail_in_time_not_wait_forever() {
 
 /// Postgres commits the task log's writes in groups. Writes made together (on this
 /// single-threaded runtime, all of them reach the writer before it runs, so they share a
-/// transaction): two changes of each task from the same version, notes, new tasks and a
-/// change of a task that does not exist. Of each task's two changes exactly one moves it and
-/// the other fails alone as a conflict; the rest of the group is stored, each write with its
-/// own event, in the order the log gives them.
+/// transaction): two changes of each task from the same version, notes, new tasks, and a
+/// change of and a note on a task that does not exist. Of each task's two changes exactly one
+/// moves it and the other fails alone as a conflict; the writes on the missing task fail as
+/// not found; the rest of the group is stored, each write with its own event, in the order
+/// the log gives them.
 #[tokio::test]
 async fn writes_committed_together_fail_only_where_their_own_row_does() {
     let h = Harness::postgres().await;
@@ -1171,6 +1172,7 @@ async fn writes_committed_together_fail_only_where_their_own_row_does() {
         ghost.id = missing;
         store.transition(Transition::new(&ghost, TaskStatus::Assigned))
     };
+    let ghost_note = store.append_event(missing, EventType::Progress, serde_json::json!({}), None);
     let audits = (0..5).map(|n| {
         store.record_audit(orion_services::store::NewAudit {
             actor: format!("someone-{n}"),
@@ -1180,11 +1182,11 @@ async fn writes_committed_together_fail_only_where_their_own_row_does() {
             detail: serde_json::json!({ "n": n }),
         })
     });
-    let (moved, noted, created, ghost, audited) = tokio::join!(
+    let (moved, noted, created, (ghost, ghost_note), audited) = tokio::join!(
         futures_util::future::join_all(moves),
         futures_util::future::join_all(notes),
         futures_util::future::join_all(news),
-        ghost,
+        async { tokio::join!(ghost, ghost_note) },
         futures_util::future::join_all(audits)
     );
     let audited: Vec<_> = audited.into_iter().map(Result::unwrap).collect();
@@ -1203,6 +1205,10 @@ async fn writes_committed_together_fail_only_where_their_own_row_does() {
     assert!(
         matches!(ghost, Err(StoreError::NotFound(id)) if id == missing),
         "{ghost:?}"
+    );
+    assert!(
+        matches!(ghost_note, Err(StoreError::NotFound(id)) if id == missing),
+        "{ghost_note:?}"
     );
     for (task, pair) in tasks.iter().zip(moved.chunks(2)) {
         let won: Vec<_> = pair.iter().filter_map(|r| r.as_ref().ok()).collect();

@@ -280,7 +280,8 @@ const INSERT_TASKS: &str = "INSERT INTO tasks (id, kind, repo, prompt, git_ref, 
      ON CONFLICT DO NOTHING \
      RETURNING *";
 
-/// Which of the tasks exist, at which version (read for the changes that moved nothing).
+/// Which of the tasks exist, at which version (read for the changes that moved nothing, and
+/// for the notes).
 const TASK_VERSIONS: &str = "SELECT id, version FROM tasks \
      WHERE id = ANY(ARRAY(SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb)))";
 
@@ -312,9 +313,6 @@ const DROP_FUNCTIONS: &str = "DELETE FROM task_functions f \
      WHERE f.task_id = ANY(ARRAY(SELECT (x->>'task_id')::uuid \
      FROM jsonb_array_elements($1::jsonb) x)) \
      AND f.task_id = k.task_id AND (k.keep IS NULL OR f.list_id <> k.keep)";
-
-const EXISTING_TASKS: &str = "SELECT id FROM tasks \
-     WHERE id = ANY(ARRAY(SELECT value::uuid FROM jsonb_array_elements_text($1::jsonb)))";
 
 /// The events, under the log's lock (taken once, before any row is inserted and so before
 /// any `seq` is drawn: the sort needs every row of the join with `l` first), stamped with
@@ -517,7 +515,7 @@ async fn in_transaction(
         .collect();
     if !note_ids.is_empty() {
         let existing: std::collections::HashSet<uuid::Uuid> = txn
-            .query_all_raw(statement(EXISTING_TASKS, &note_ids))
+            .query_all_raw(statement(TASK_VERSIONS, &note_ids))
             .await?
             .into_iter()
             .map(|row| row.try_get("", "id"))

@@ -696,6 +696,22 @@ pub type Caller = web::ReqData<Principal>;
 
 /// Records who did what in the audit log. The action has happened; a failure to record it is
 /// logged, not returned, so the client's answer matches what was done.
+/// The audit entry of `who` doing `action`.
+pub fn audit_entry(
+    who: &Principal,
+    action: &'static str,
+    target: Option<String>,
+    detail: serde_json::Value,
+) -> orion_services::store::NewAudit {
+    orion_services::store::NewAudit {
+        actor: who.subject.clone(),
+        role: who.role.as_str().to_owned(),
+        action,
+        target,
+        detail,
+    }
+}
+
 pub async fn audit(
     state: &AppState,
     who: &Principal,
@@ -703,13 +719,7 @@ pub async fn audit(
     target: Option<String>,
     detail: serde_json::Value,
 ) {
-    let entry = orion_services::store::NewAudit {
-        actor: who.subject.clone(),
-        role: who.role.as_str().to_owned(),
-        action,
-        target,
-        detail,
-    };
+    let entry = audit_entry(who, action, target, detail);
     if let Err(e) = state.access.record_audit(entry).await {
         tracing::warn!(error = %e, action, "could not record an audit entry");
     }

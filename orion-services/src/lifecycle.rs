@@ -14,7 +14,7 @@ use orion_bus::{
     TaskSpec, TaskStatus,
 };
 
-use crate::store::{Store, StoreError, Transition};
+use crate::store::{NewAudit, Store, StoreError, Transition};
 
 /// How many times a change is re-read and retried after losing a version race.
 const CONFLICT_RETRIES: usize = 5;
@@ -158,9 +158,20 @@ impl Lifecycle {
         spec: TaskSpec,
         idempotency_key: Option<&str>,
     ) -> Result<Submission, StoreError> {
+        self.submit_audited(spec, idempotency_key, None).await
+    }
+
+    /// [`Lifecycle::submit`], with the submission's audit entry stored in the task's own
+    /// transaction (see [`crate::store::TaskStore::create_audited_task`]).
+    pub async fn submit_audited(
+        &self,
+        spec: TaskSpec,
+        idempotency_key: Option<&str>,
+        audit: Option<NewAudit>,
+    ) -> Result<Submission, StoreError> {
         let (task, event) = self
             .store
-            .create_task(spec, idempotency_key, Some(&self.node))
+            .create_audited_task(spec, idempotency_key, Some(&self.node), audit)
             .await?;
         let created = event.is_some();
         if created {

@@ -1061,6 +1061,62 @@ async fn the_same_chain_twice_at_once_moves_its_task_once(h: Harness) {
     h.finish().await;
 }
 
+fn submit_audit(actor: &str, role: &str) -> orion_services::store::NewAudit {
+    orion_services::store::NewAudit {
+        actor: actor.into(),
+        role: role.into(),
+        action: "task.submit",
+        target: None,
+        detail: serde_json::json!({ "by": actor }),
+    }
+}
+
+/// A submission's audit entry is stored with its task, made together with others (in one
+/// group on Postgres): each new task has exactly one entry, naming it; submissions with a key
+/// used before (here six at once with one key) store no second task and no second entry.
+async fn a_new_task_is_stored_with_its_audit_entry_and_a_repeated_key_audits_nothing(h: Harness) {
+    let store = &h.store;
+    let alone = (0..4).map(|n| {
+        let actor = format!("alone-{n}");
+        async move {
+            let audit = submit_audit(&actor, "submitter");
+            let created = store
+                .create_audited_task(spec(TaskKind::Analyze), None, None, Some(audit))
+                .await;
+            (actor, created.unwrap())
+        }
+    });
+    let keyed = (0..6).map(|n| {
+        let audit = submit_audit(&format!("keyed-{n}"), "submitter");
+        h.store
+            .create_audited_task(spec(TaskKind::Analyze), Some("same-key"), None, Some(audit))
+    });
+    let (alone, keyed) = tokio::join!(
+        futures_util::future::join_all(alone),
+        futures_util::future::join_all(keyed)
+    );
+    let keyed: Vec<_> = keyed.into_iter().map(Result::unwrap).collect();
+    assert_eq!(keyed.iter().filter(|(_, event)| event.is_some()).count(), 1);
+    assert_eq!(tasks_stored(&h).await, 5);
+    let log = h.store.audit(0, 100).await.unwrap();
+    assert_eq!(log.len(), 5, "{log:?}");
+    for (actor, (task, _)) in &alone {
+        let entries: Vec<_> = log.iter().filter(|e| &e.actor == actor).collect();
+        assert_eq!(entries.len(), 1, "{actor}: {log:?}");
+        assert_eq!(entries[0].target, Some(task.id.to_string()));
+        assert_eq!(entries[0].action, "task.submit");
+        assert_eq!(entries[0].detail, serde_json::json!({ "by": actor }));
+    }
+    let keyed_task = keyed[0].0.id.to_string();
+    let keyed_entries: Vec<_> = log
+        .iter()
+        .filter(|e| e.actor.starts_with("keyed-"))
+        .collect();
+    assert_eq!(keyed_entries.len(), 1, "{log:?}");
+    assert_eq!(keyed_entries[0].target, Some(keyed_task));
+    h.finish().await;
+}
+
 macro_rules! on_both_databases {
     ($($case:ident),+ $(,)?) => {
         mod postgres {
@@ -1073,6 +1129,7 @@ macro_rules! on_both_databases {
 }
 
 on_both_databases!(
+    a_new_task_is_stored_with_its_audit_entry_and_a_repeated_key_audits_nothing,
     the_same_chain_twice_at_once_moves_its_task_once,
     a_chain_of_changes_moves_a_task_only_through_the_states_it_names,
     a_reader_after_a_cursor_misses_no_event_of_concurrent_writers,
@@ -1313,6 +1370,49 @@ async fn a_write_refused_for_its_data_fails_alone_in_its_group() {
             );
         }
     }
+    h.finish().await;
+}
+
+/// A new task whose audit entry the database refuses (a role longer than its column) is not
+/// stored either, though it was sent with others in one group: it fails alone, with no task,
+/// event or entry left of it, and the others are stored with their entries.
+#[tokio::test]
+async fn a_task_whose_audit_entry_is_refused_is_not_stored_and_fails_alone() {
+    let h = Harness::postgres().await;
+    let submissions = (0..6).map(|n| {
+        let role = if n == 2 {
+            "r".repeat(40)
+        } else {
+            "submitter".into()
+        };
+        let audit = submit_audit(&format!("actor-{n}"), &role);
+        h.store
+            .create_audited_task(spec(TaskKind::Analyze), None, None, Some(audit))
+    });
+    let answers = futures_util::future::join_all(submissions).await;
+    for (n, answer) in answers.iter().enumerate() {
+        if n == 2 {
+            assert!(
+                matches!(answer, Err(StoreError::Unavailable(_))),
+                "{answer:?}"
+            );
+        } else {
+            assert!(answer.is_ok(), "{answer:?}");
+        }
+    }
+    assert_eq!(tasks_stored(&h).await, 5);
+    assert_eq!(h.store.events(None, 0, 100).await.unwrap().len(), 5);
+    let log = h.store.audit(0, 100).await.unwrap();
+    let mut targets: Vec<_> = log.iter().filter_map(|e| e.target.clone()).collect();
+    let mut stored: Vec<_> = answers
+        .iter()
+        .filter_map(|a| a.as_ref().ok())
+        .map(|(task, _)| task.id.to_string())
+        .collect();
+    targets.sort();
+    stored.sort();
+    assert_eq!(targets, stored);
+    assert!(log.iter().all(|e| e.actor != "actor-2"), "{log:?}");
     h.finish().await;
 }
 

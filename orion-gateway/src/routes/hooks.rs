@@ -90,20 +90,14 @@ pub async fn receive(
     // The event (not the delivery id, which nothing signs) is the submission's idempotency
     // key: the same event sent again, under its delivery id or another, finds its task.
     let key = format!("{}\u{1f}{event}", forge.subject);
-    let submission = state.lifecycle.submit(spec, Some(&key)).await?;
+    let detail = serde_json::json!({ "delivery": delivery.id });
+    let submission = super::tasks::submit_audited(&state, &forge, spec, Some(&key), detail).await?;
     if !submission.created {
         return Err(ApiError::HookReplayed {
             delivery: delivery.id,
             task: submission.task.id,
         });
     }
-    super::tasks::audit_submission(
-        &state,
-        &forge,
-        &submission,
-        serde_json::json!({ "delivery": delivery.id }),
-    )
-    .await;
     if let Some(e) = submission.queue_error {
         tracing::warn!(task = %submission.task.id, error = %e, "task stored but not queued");
         return Err(ApiError::NotQueued(submission.task.id));

@@ -118,12 +118,17 @@ pub async fn submit(
     let spec = admit(&state, &caller, spec)?;
     // A key is its caller's: the same key from another caller is another request.
     let key = key.map(|k| format!("{}\u{1f}{k}", caller.subject));
-    let lifecycle = &state.lifecycle;
-    let submission = lifecycle.submit(spec.clone(), key.as_deref()).await?;
+    let submission = submit_audited(
+        &state,
+        &caller,
+        spec.clone(),
+        key.as_deref(),
+        serde_json::json!({}),
+    )
+    .await?;
     if !submission.created && submission.task.spec != spec {
         return Err(ApiError::IdempotencyKeyReused);
     }
-    audit_submission(&state, &caller, &submission, serde_json::json!({})).await;
     submitted(submission)
 }
 
@@ -149,25 +154,23 @@ pub(super) fn admit(
     Ok(spec.submitted_by(caller.subject.clone()))
 }
 
-pub(super) async fn audit_submission(
+/// Submits `spec` as `caller`, its audit entry (`task.submit`, `detail` with the task's kind
+/// and repository) stored in the task's own transaction: a stored task has its entry. A
+/// repeated idempotency key audits nothing.
+pub(super) async fn submit_audited(
     state: &AppState,
     caller: &Principal,
-    submission: &Submission,
+    spec: TaskSpec,
+    key: Option<&str>,
     mut detail: Value,
-) {
-    if submission.created {
-        let task = &submission.task;
-        detail["kind"] = task.spec.kind.as_str().into();
-        detail["repo"] = task.spec.repo.clone().into();
-        audit(
-            state,
-            caller,
-            "task.submit",
-            Some(task.id.to_string()),
-            detail,
-        )
-        .await;
-    }
+) -> Result<Submission, ApiError> {
+    detail["kind"] = spec.kind.as_str().into();
+    detail["repo"] = spec.repo.clone().into();
+    let audit = crate::auth::audit_entry(caller, "task.submit", None, detail);
+    Ok(state
+        .lifecycle
+        .submit_audited(spec, key, Some(audit))
+        .await?)
 }
 
 /// The answer to a submission: 202 for a new task, 200 for the one an idempotency key names,
@@ -421,7 +424,6 @@ pub async fn submit_suggestion(
 ) -> Result<HttpResponse, ApiError> {
     let (raw, n) = path.into_inner();
     let id = task_id(&raw)?;
-    let lifecycle = &state.lifecycle;
     let analysis = state.tasks.task(id).await?;
     // The analysis's report, read as the type the Analyzer wrote.
     let report = analysis
@@ -440,11 +442,9 @@ pub async fn submit_suggestion(
         Priority::Normal,
     )?;
     let spec = admit(&state, &caller, spec)?;
-    let submission = lifecycle
-        .submit(spec, Some(&format!("suggestion-{id}-{n}")))
-        .await?;
+    let key = format!("suggestion-{id}-{n}");
     let detail = serde_json::json!({ "from_analysis": id, "suggestion": n });
-    audit_submission(&state, &caller, &submission, detail).await;
+    let submission = submit_audited(&state, &caller, spec, Some(&key), detail).await?;
     submitted(submission)
 }
 

@@ -117,19 +117,27 @@ fn to_credential(m: &repo_credential::Model) -> RepoCredential {
 impl SqlStore {
     /// [`AccessStore::record_audit`] as a statement of its own.
     pub(super) async fn audit_one(&self, entry: NewAudit) -> Result<AuditEntry, StoreError> {
-        let model = audit_log::ActiveModel {
-            seq: sea_orm::NotSet,
-            at: Set(Utc::now()),
-            actor: Set(entry.actor),
-            role: Set(entry.role),
-            action: Set(entry.action.to_owned()),
-            target: Set(entry.target),
-            detail: Set(entry.detail),
-        }
-        .insert(self.connection())
-        .await?;
-        Ok(to_audit(model))
+        insert_audit(self.connection(), entry).await
     }
+}
+
+/// Appends `entry` to the audit log through `db` (a transaction, where it belongs to one).
+pub(super) async fn insert_audit(
+    db: &impl sea_orm::ConnectionTrait,
+    entry: NewAudit,
+) -> Result<AuditEntry, StoreError> {
+    let model = audit_log::ActiveModel {
+        seq: sea_orm::NotSet,
+        at: Set(Utc::now()),
+        actor: Set(entry.actor),
+        role: Set(entry.role),
+        action: Set(entry.action.to_owned()),
+        target: Set(entry.target),
+        detail: Set(entry.detail),
+    }
+    .insert(db)
+    .await?;
+    Ok(to_audit(model))
 }
 
 #[async_trait]

@@ -52,11 +52,13 @@ use super::{AuditEntry, NewAudit, StoreError, Transition};
 /// The most writes one transaction carries.
 pub(super) const MAX_BATCH: usize = 256;
 
-/// A new task to store, with its first event.
+/// A new task to store, with its first event and, where given, its audit entry (whose
+/// target becomes the task's id).
 pub(super) struct NewTask {
     pub spec: TaskSpec,
     pub key: Option<String>,
     pub node: Option<String>,
+    pub audit: Option<NewAudit>,
 }
 
 /// What a new task's write came to.
@@ -76,7 +78,7 @@ pub(super) struct Note {
 
 /// One write, and where its outcome goes.
 pub(super) enum Write {
-    Create(NewTask, oneshot::Sender<Result<Created, StoreError>>),
+    Create(Box<NewTask>, oneshot::Sender<Result<Created, StoreError>>),
     Move(
         Transition,
         oneshot::Sender<Result<(Task, TaskEvent), StoreError>>,
@@ -217,7 +219,7 @@ pub(super) async fn one_at_a_time(store: &SqlStore, batch: Vec<Write>) {
         match write {
             Write::Create(new, tx) => {
                 let r = store
-                    .create_one(new.spec, new.key.as_deref(), new.node.as_deref())
+                    .create_one(new.spec, new.key.as_deref(), new.node.as_deref(), new.audit)
                     .await
                     .map(|(task, event)| match event {
                         Some(event) => Created::Stored(Box::new((task, event))),
@@ -538,21 +540,28 @@ async fn in_transaction(
         }
     }
 
-    // Audit entries, in the batch's order.
+    // Audit entries, in the batch's order: those written alone, and those of the new tasks
+    // stored above (none for a key that was taken), whose target is the new task.
     let audit_rows: Vec<Value> = batch
         .iter()
         .enumerate()
-        .filter_map(|(i, w)| match w {
-            Write::Audit(entry, _) => Some(json!({
+        .filter_map(|(i, w)| {
+            let (entry, target) = match w {
+                Write::Audit(entry, _) => (entry, entry.target.clone()),
+                Write::Create(new, _) => {
+                    (new.audit.as_ref()?, Some(tasks[i].as_ref()?.id.to_string()))
+                }
+                _ => return None,
+            };
+            Some(json!({
                 "ord": i,
                 "at": now,
                 "actor": entry.actor,
                 "role": entry.role,
                 "action": entry.action,
-                "target": entry.target,
+                "target": target,
                 "detail": entry.detail.to_string(),
-            })),
-            _ => None,
+            }))
         })
         .collect();
     if !audit_rows.is_empty() {
@@ -571,7 +580,10 @@ async fn in_transaction(
                 ));
             }
             let i = row["ord"].as_u64().unwrap_or_default() as usize;
-            outcomes[i] = Some(Outcome::Audited(Ok(to_audit(model))));
+            // A new task's entry is part of its creation, whose outcome comes with its event.
+            if let Write::Audit(..) = batch[i] {
+                outcomes[i] = Some(Outcome::Audited(Ok(to_audit(model))));
+            }
         }
     }
 

@@ -161,6 +161,20 @@ pub trait TaskStore: Send + Sync + 'static {
         spec: TaskSpec,
         idempotency_key: Option<&str>,
         node: Option<&str>,
+    ) -> Result<(Task, Option<TaskEvent>), StoreError> {
+        self.create_audited_task(spec, idempotency_key, node, None)
+            .await
+    }
+
+    /// [`TaskStore::create_task`], and `audit` (its target set to the new task's id) in the
+    /// same transaction: a task is stored with its audit entry or not at all. Nothing is
+    /// audited for a repeated idempotency key.
+    async fn create_audited_task(
+        &self,
+        spec: TaskSpec,
+        idempotency_key: Option<&str>,
+        node: Option<&str>,
+        audit: Option<NewAudit>,
     ) -> Result<(Task, Option<TaskEvent>), StoreError>;
 
     async fn task(&self, id: TaskId) -> Result<Task, StoreError>;

@@ -16,7 +16,7 @@ use sea_orm::{
 
 use super::entity::{agent_snapshot, task, task_event, task_function};
 use super::group;
-use super::{AgentSnapshot, StoreError, TaskPage, TaskQuery, TaskStore, Transition};
+use super::{AgentSnapshot, NewAudit, StoreError, TaskPage, TaskQuery, TaskStore, Transition};
 
 /// How long a request waits for a pooled connection before the store reports unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -232,13 +232,14 @@ pub(super) fn writer_gone(_: tokio::sync::oneshot::error::RecvError) -> StoreErr
 }
 
 impl SqlStore {
-    /// [`TaskStore::create_task`] in a transaction of its own, after the caller looked for the
-    /// key's task: a key stored since is found when the insert fails on it.
+    /// [`TaskStore::create_audited_task`] in a transaction of its own, after the caller looked
+    /// for the key's task: a key stored since is found when the insert fails on it.
     pub(super) async fn create_one(
         &self,
         spec: TaskSpec,
         idempotency_key: Option<&str>,
         node: Option<&str>,
+        audit: Option<NewAudit>,
     ) -> Result<(Task, Option<TaskEvent>), StoreError> {
         let now = Utc::now();
         let model = task::ActiveModel {
@@ -287,6 +288,10 @@ impl SqlStore {
             node,
         )
         .await?;
+        if let Some(audit) = audit {
+            let target = Some(task.id.to_string());
+            super::access::insert_audit(&txn, NewAudit { target, ..audit }).await?;
+        }
         txn.commit().await?;
         Ok((task, Some(event)))
     }
@@ -411,11 +416,12 @@ impl SqlStore {
 
 #[async_trait]
 impl TaskStore for SqlStore {
-    async fn create_task(
+    async fn create_audited_task(
         &self,
         spec: TaskSpec,
         idempotency_key: Option<&str>,
         node: Option<&str>,
+        audit: Option<NewAudit>,
     ) -> Result<(Task, Option<TaskEvent>), StoreError> {
         if let Some(key) = idempotency_key
             && let Some(existing) = self.find_by_key(key).await?
@@ -427,8 +433,9 @@ impl TaskStore for SqlStore {
             spec,
             key: idempotency_key.map(str::to_owned),
             node: node.map(str::to_owned),
+            audit,
         };
-        self.write(group::Write::Create(new, tx)).await;
+        self.write(group::Write::Create(Box::new(new), tx)).await;
         match rx.await.map_err(writer_gone)?? {
             group::Created::Stored(stored) => Ok((stored.0, Some(stored.1))),
             // A concurrent submission with the same key was stored first.

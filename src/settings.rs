@@ -209,7 +209,8 @@ pub struct NodeSettings {
     pub name: Option<String>,
     pub agents: Vec<AgentKind>,
     pub concurrency: usize,
-    /// Per agent kind, deliveries handled at once where it differs (`[node.kind_concurrency]`).
+    /// Per agent kind, deliveries handled at once where it differs (`[node.kind_concurrency]`);
+    /// a coordinator's queues take at least `COORDINATOR_CONCURRENCY` where it is not named.
     #[serde(default)]
     pub kind_concurrency: std::collections::HashMap<AgentKind, usize>,
     /// Where a node serves `/healthz` and `/metrics`; absent: nowhere.

@@ -46,21 +46,25 @@ const REQUESTS_PER_BURST: usize = 32;
 /// Extensions of a delivery missed in a row (one every third of the ack wait) after which
 /// the message is taken for lost and its work stopped.
 const LOST_AFTER_MISSED: u32 = 2;
-/// The least number of deliveries a coordinator handles at once per queue where
-/// `[node.kind_concurrency]` names no number for it: its handlings are short bookkeeping that
-/// mostly waits on the store's group commits and the bus's acknowledgements, so few at once
-/// would leave the node idle while its queues fill.
+/// Deliveries a coordinator on Postgres handles at once per queue, at least, where
+/// `[node.kind_concurrency]` names no number for it (the settings apply it): its handlings
+/// are short bookkeeping that mostly waits on the store's group commits and the bus's
+/// acknowledgements, so few at once would leave the node idle while its queues fill.
 pub const COORDINATOR_CONCURRENCY: usize = 64;
 /// How long handing back the work in flight may take once a drain's deadline has passed.
 const HAND_BACK: Duration = Duration::from_secs(5);
 
-/// Deliveries a coordinator handles at once per queue: `[node.kind_concurrency]`'s number for
-/// it, else the larger of `concurrency` and [`COORDINATOR_CONCURRENCY`].
-fn coordinating(concurrency: usize, kind_concurrency: &HashMap<AgentKind, usize>) -> usize {
+/// Deliveries handled at once per queue by `kind` (the coordinator too): its number in
+/// `kind_concurrency`, else `concurrency`; at least one.
+fn concurrency_of(
+    kind: AgentKind,
+    concurrency: usize,
+    kind_concurrency: &HashMap<AgentKind, usize>,
+) -> usize {
     kind_concurrency
-        .get(&AgentKind::Coordinator)
+        .get(&kind)
         .copied()
-        .unwrap_or(concurrency.max(COORDINATOR_CONCURRENCY))
+        .unwrap_or(concurrency)
         .max(1)
 }
 
@@ -71,8 +75,8 @@ pub struct BusBridge {
     coordinator: Option<Addr<Coordinator>>,
     agents: HashMap<AgentKind, Addr<AgentActor>>,
     concurrency: usize,
-    /// Per agent kind, deliveries handled at once where it differs from `concurrency` (for the
-    /// coordinator, from the larger of it and [`COORDINATOR_CONCURRENCY`]).
+    /// Per agent kind (the coordinator too), deliveries handled at once where it differs from
+    /// `concurrency`.
     kind_concurrency: HashMap<AgentKind, usize>,
     in_flight: Arc<AtomicU32>,
     /// Set once the node takes no new deliveries.
@@ -456,7 +460,11 @@ impl Actor for BusBridge {
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Some(coordinator) = self.coordinator.clone() {
             let to_coordinator = coordinator.clone();
-            let coordinating = coordinating(self.concurrency, &self.kind_concurrency);
+            let coordinating = concurrency_of(
+                AgentKind::Coordinator,
+                self.concurrency,
+                &self.kind_concurrency,
+            );
             self.pump(
                 ctx,
                 vec![Queue::Coordinators],
@@ -505,11 +513,7 @@ impl Actor for BusBridge {
             );
         }
         for (kind, agent) in self.agents.clone() {
-            let concurrency = self
-                .kind_concurrency
-                .get(&kind)
-                .copied()
-                .unwrap_or(self.concurrency);
+            let concurrency = concurrency_of(kind, self.concurrency, &self.kind_concurrency);
             self.pump(
                 ctx,
                 Queue::work_by_priority(kind).to_vec(),
@@ -732,17 +736,6 @@ impl Handler<Drain> for BusBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_coordinator_takes_its_own_number_else_at_least_its_floor() {
-        let none = HashMap::new();
-        assert_eq!(coordinating(4, &none), COORDINATOR_CONCURRENCY);
-        assert_eq!(coordinating(200, &none), 200);
-        let named = HashMap::from([(AgentKind::Coordinator, 8), (AgentKind::Developer, 1)]);
-        assert_eq!(coordinating(4, &named), 8);
-        let zero = HashMap::from([(AgentKind::Coordinator, 0)]);
-        assert_eq!(coordinating(4, &zero), 1);
-    }
 
     /// What runs on a task of its own stops when the future that stands for it is dropped,
     /// and a panic in it reaches whoever awaits that future.

@@ -460,6 +460,10 @@ impl Authenticator {
             .sub
             .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| invalid_token("claim `sub` is missing"))?;
+        // The audit log names the caller by it, in a column of 255 characters.
+        if subject.chars().count() > 255 {
+            return Err(invalid_token("claim `sub` is longer than 255 characters"));
+        }
         // `key:…` names API keys and `forge:…` a forge's webhooks (their limits, idempotency
         // keys, audit rows): no token may take one's place.
         if let Some(reserved) = ["key:", "forge:"].iter().find(|p| subject.starts_with(**p)) {
@@ -694,8 +698,6 @@ fn invalid_token(why: impl Into<String>) -> ApiError {
 /// The caller as the handlers see it.
 pub type Caller = web::ReqData<Principal>;
 
-/// Records who did what in the audit log. The action has happened; a failure to record it is
-/// logged, not returned, so the client's answer matches what was done.
 /// The audit entry of `who` doing `action`.
 pub fn audit_entry(
     who: &Principal,
@@ -712,6 +714,8 @@ pub fn audit_entry(
     }
 }
 
+/// Records who did what in the audit log. The action has happened; a failure to record it is
+/// logged, not returned, so the client's answer matches what was done.
 pub async fn audit(
     state: &AppState,
     who: &Principal,

@@ -111,6 +111,9 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
     // A forge's webhooks submit as `forge:<name>`: no token may take that name either.
     let mut forge_subject = claims("admin");
     forge_subject["sub"] = json!("forge:github");
+    // The audit log names a caller by `sub`, in a column of 255 characters.
+    let mut long_subject = claims("admin");
+    long_subject["sub"] = json!("s".repeat(256));
     let mut no_issuer = claims("admin");
     no_issuer.as_object_mut().unwrap().remove("iss");
     let mut no_audience = claims("admin");
@@ -146,6 +149,11 @@ async fn every_authentication_failure_is_a_401_problem_with_its_own_code() {
         (
             "no sub",
             Some(bearer(&jwt_with(JWT_SECRET, &no_subject))),
+            "invalid_token",
+        ),
+        (
+            "sub of 256 characters",
+            Some(bearer(&jwt_with(JWT_SECRET, &long_subject))),
             "invalid_token",
         ),
         (

@@ -17,7 +17,7 @@
 //!    [`super::TaskStore::transitions`]) is made by a second statement, after the first, on
 //!    rows the group holds already;
 //! 3. the function lists of tasks that end, as a one-at-a-time change removes them;
-//! 4. audit entries (a submission's), in one `INSERT`;
+//! 4. audit entries (new tasks' submissions', and those written alone), in one `INSERT`;
 //! 5. every event of the batch in one `INSERT`, in the batch's order, under the log's
 //!    advisory lock, taken once.
 //!
@@ -84,7 +84,7 @@ pub(super) enum Write {
         oneshot::Sender<Result<(Task, TaskEvent), StoreError>>,
     ),
     Note(Note, oneshot::Sender<Result<TaskEvent, StoreError>>),
-    /// An entry of the audit log (a submission's, beside its task).
+    /// An entry of the audit log written alone (a submission's travels with its task).
     Audit(NewAudit, oneshot::Sender<Result<AuditEntry, StoreError>>),
 }
 

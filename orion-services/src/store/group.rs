@@ -574,7 +574,10 @@ async fn in_transaction(
             return Err(StoreError::Corrupt("an audit entry was not written".into()));
         }
         for (row, model) in audit_rows.iter().zip(stored) {
-            if row["actor"].as_str() != Some(model.actor.as_str()) {
+            let same = row["actor"].as_str() == Some(model.actor.as_str())
+                && row["action"].as_str() == Some(model.action.as_str())
+                && row["target"].as_str() == model.target.as_deref();
+            if !same {
                 return Err(StoreError::Corrupt(
                     "the audit entries came back in another order".into(),
                 ));

@@ -421,12 +421,7 @@ async fn run_all(
             Some(coordinator),
             [(AgentKind::Analyzer, analyzer)].into(),
             32,
-            // As `orion node` on Postgres sets it.
-            [(
-                AgentKind::Coordinator,
-                orion_actors::COORDINATOR_CONCURRENCY,
-            )]
-            .into(),
+            Default::default(),
         )
         .start();
         let _ = started.send(Ok(()));

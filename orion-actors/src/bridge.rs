@@ -50,17 +50,13 @@ const LOST_AFTER_MISSED: u32 = 2;
 const HAND_BACK: Duration = Duration::from_secs(5);
 
 /// Deliveries handled at once per queue by `kind` (the coordinator too): its number in
-/// `kind_concurrency`, else `concurrency`; at least one.
+/// `kind_concurrency`, else `concurrency` (`pump` makes it at least one).
 fn concurrency_of(
     kind: AgentKind,
     concurrency: usize,
     kind_concurrency: &HashMap<AgentKind, usize>,
 ) -> usize {
-    kind_concurrency
-        .get(&kind)
-        .copied()
-        .unwrap_or(concurrency)
-        .max(1)
+    kind_concurrency.get(&kind).copied().unwrap_or(concurrency)
 }
 
 /// Feeds the queues this node serves to its actors and publishes its heartbeat.
@@ -731,6 +727,18 @@ impl Handler<Drain> for BusBridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_named_in_kind_concurrency_takes_its_number_the_coordinator_too() {
+        let kinds = HashMap::from([(AgentKind::Coordinator, 16), (AgentKind::Developer, 1)]);
+        assert_eq!(concurrency_of(AgentKind::Coordinator, 4, &kinds), 16);
+        assert_eq!(concurrency_of(AgentKind::Developer, 4, &kinds), 1);
+        assert_eq!(concurrency_of(AgentKind::Analyzer, 4, &kinds), 4);
+        assert_eq!(
+            concurrency_of(AgentKind::Coordinator, 4, &HashMap::new()),
+            4
+        );
+    }
 
     /// What runs on a task of its own stops when the future that stands for it is dropped,
     /// and a panic in it reaches whoever awaits that future.

@@ -102,6 +102,36 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// Waits until the servers have found one another: the cluster can place a stream on all
+    /// three. A meta leader alone (two servers routed) already takes a stream of one replica,
+    /// but not yet a change to three ("no suitable peers for placement").
+    async fn formed(&self) {
+        let url = self.url();
+        let probe = unique("r3-probe");
+        eventually(
+            "the JetStream cluster to place three replicas",
+            Duration::from_secs(60),
+            || async {
+                let client = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice())
+                    .await
+                    .ok()?;
+                let js = async_nats::jetstream::new(client);
+                js.create_stream(async_nats::jetstream::stream::Config {
+                    name: probe.clone(),
+                    subjects: vec![format!("{probe}.>")],
+                    num_replicas: 3,
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+                js.delete_stream(&probe).await.ok()?;
+                Some(())
+            },
+        )
+        .await;
+    }
+
     /// Which server leads `family`'s stream of `prefix` now, asked of any server that runs.
     async fn leader(&self, prefix: &str, family: StreamFamily) -> Option<usize> {
         let url = self
@@ -282,6 +312,7 @@ async fn on_three_nats_servers_losing_the_work_queue_leader_twice_loses_and_repe
     let mut nats = NatsCluster::start().await;
     let url = nats.url();
     let prefix = unique("r3");
+    nats.formed().await;
     // Streams made with one replica (as by an earlier release) once the servers have found
     // one another; a process configured for three changes them when it connects.
     eventually(

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use orion_services::vcs::{self, MergeOutcome, VcsError};
 
@@ -68,6 +69,84 @@ fn a_task_branch_is_committed_pushed_and_fast_forwarded() {
         }
     );
     assert_eq!(rev(Path::new(&remote), "main"), commit);
+}
+
+/// A push that finds its ref locked in a remote on a local path: a lock a killed process left
+/// (older than any update holds one) is removed and the push goes through; a writer's that
+/// is still at work is waited for and never taken; one held past the wait fails the push with
+/// the reason, and stays.
+#[test]
+fn a_push_waits_out_a_writers_ref_lock_and_clears_one_a_killed_process_left() {
+    let (_keep, work, remote) = remote();
+    let remote_path = Path::new(&remote);
+    let ws = vcs::checkout(&remote, &work.path().join("t9"), "orion/t9", None).unwrap();
+    let lock = remote_path.join("refs/heads/orion/t9.lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let commit = |text: &str| {
+        std::fs::write(ws.path.join("NEW.md"), text).unwrap();
+        vcs::commit_all(&ws, text, AUTHOR)
+            .unwrap()
+            .expect("a commit")
+    };
+    let aged = |lock: &Path, age: Duration| {
+        std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    };
+
+    // Left ten seconds ago by a process killed in the middle of its push.
+    let first = commit("one\n");
+    aged(&lock, Duration::from_secs(10));
+    vcs::push_branch(&ws).unwrap();
+    assert_eq!(rev(remote_path, "orion/t9"), first);
+    assert!(!lock.exists(), "the lost lock is removed");
+
+    // Held by a writer that is done 300 ms later: the push waits, and the writer removes its
+    // own lock (it would fail to, had the push taken it).
+    let second = commit("two\n");
+    aged(&lock, Duration::ZERO);
+    let writer = std::thread::spawn({
+        let lock = lock.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::remove_file(&lock)
+        }
+    });
+    vcs::push_branch(&ws).unwrap();
+    writer
+        .join()
+        .unwrap()
+        .expect("the writer's lock was still its own");
+    assert_eq!(rev(remote_path, "orion/t9"), second);
+
+    // Held throughout by a writer still at work: the push fails and says why; the lock stays.
+    let third = commit("three\n");
+    aged(&lock, Duration::ZERO);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = std::thread::spawn({
+        let (lock, done) = (lock.clone(), done.clone());
+        move || {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                aged(&lock, Duration::ZERO);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    });
+    let refused = vcs::push_branch(&ws).unwrap_err();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        matches!(&refused, VcsError::PushFailed(why) if why.contains("t9.lock")),
+        "{refused}"
+    );
+    assert!(lock.exists(), "a writer's lock is never taken");
+    assert_ne!(rev(remote_path, "orion/t9"), third);
+    assert_eq!(rev(remote_path, "orion/t9"), second);
 }
 
 /// The commit a workspace's branch points at, as a review would have approved it.

@@ -476,18 +476,44 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
     let url = origin.url().unwrap_or_default().to_owned();
+    // A remote on a local path is written by this process itself: a ref lock there is
+    // another node's update under way, or one a killed process left.
+    let local_remote = (!super::is_remote(&url))
+        .then(|| PathBuf::from(url.strip_prefix("file://").unwrap_or(&url)));
+    let destination = refspec.rsplit(':').next().unwrap_or(refspec);
     // Orion's pushes set refs to given commits, so one tried again changes nothing more.
     let refused = std::cell::RefCell::new(None::<String>);
-    transfer(|| {
+    let mut attempt = || {
+        refused.replace(None);
         let mut options = super::credentials::push_options(|name, status| {
             if let Some(why) = status {
                 *refused.borrow_mut() = Some(format!("{name}: {why}"));
             }
             Ok(())
         });
-        origin.push(&[refspec], Some(&mut options))
-    })
-    .map_err(|e| {
+        origin.push(&[refspec], Some(&mut options))?;
+        // A ref the remote could not lock (libgit2 writing a local path, or git on a server)
+        // is tried again, as a lock met in the transfer is.
+        match refused.borrow().as_deref() {
+            Some(why) if why.contains("failed to lock") || why.contains("cannot lock ref") => Err(
+                git2::Error::new(git2::ErrorCode::Locked, git2::ErrorClass::Reference, why),
+            ),
+            _ => Ok(()),
+        }
+    };
+    let until = std::time::Instant::now() + LOST_LOCK_AGE + LOST_LOCK_AGE / 2;
+    let pushed = loop {
+        match transfer(&mut attempt) {
+            Err(e) if e.code() == git2::ErrorCode::Locked && std::time::Instant::now() < until => {
+                if let Some(remote) = &local_remote {
+                    remove_lost_ref_locks(remote, destination);
+                }
+                std::thread::sleep(LOST_LOCK_AGE / 8);
+            }
+            other => break other,
+        }
+    };
+    pushed.map_err(|e| {
         let mut why = transfer_failure(&e);
         if why.contains("non-bare") {
             // libgit2 pushes to local repositories only when they are bare.
@@ -503,6 +529,31 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
     match refused.into_inner() {
         Some(why) => Err(VcsError::PushFailed(why)),
         None => Ok(()),
+    }
+}
+
+/// How old a ref's lock file in a remote on a local path must be to be taken for one a
+/// killed process left: an update holds it while it writes one line and renames it.
+const LOST_LOCK_AGE: Duration = Duration::from_secs(2);
+
+/// Removes the lock of `refname` (and of `packed-refs`) in the bare repository at `remote`
+/// where it is older than [`LOST_LOCK_AGE`]: a process killed in the middle of a push left
+/// it, and every later push of the ref would fail on it. A younger lock is left to its
+/// writer.
+fn remove_lost_ref_locks(remote: &Path, refname: &str) {
+    let mut locks = vec![remote.join("packed-refs.lock")];
+    if refname.starts_with("refs/") && git2::Reference::is_valid_name(refname) {
+        locks.push(remote.join(format!("{refname}.lock")));
+    }
+    for lock in locks {
+        let age = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok());
+        if age.is_some_and(|age| age >= LOST_LOCK_AGE) {
+            tracing::warn!(lock = %lock.display(), "removing a ref lock of the remote's that a lost process left");
+            let _ = std::fs::remove_file(&lock);
+        }
     }
 }
 
@@ -688,7 +739,13 @@ fn land(repo: &Repository, target: &str, commit: Oid, from: Oid) -> Result<(), V
         remote
             .reference_matching(target, commit, true, from, "orion: merge")
             .map(|_| ())
-            .map_err(|e| VcsError::PushFailed(format!("{target} moved meanwhile: {}", e.message())))
+            .map_err(|e| {
+                // A lock a killed process left would refuse every later try.
+                if e.code() == git2::ErrorCode::Locked {
+                    remove_lost_ref_locks(Path::new(path), target);
+                }
+                VcsError::PushFailed(format!("{target} moved meanwhile: {}", e.message()))
+            })
     });
     // The landing ref goes whatever happened (one a crash left is harmless: outside the
     // branches, and pushed over by the next landing of the same commit).

@@ -72,9 +72,9 @@ fn a_task_branch_is_committed_pushed_and_fast_forwarded() {
 }
 
 /// A push that finds its ref locked in a remote on a local path: a lock a killed process left
-/// (older than any update holds one) is removed and the push goes through; a writer's that
-/// is still at work is waited for and never taken; one held past the wait fails the push with
-/// the reason, and stays.
+/// (the same file, unchanged, for longer than any update holds one) is removed and the push
+/// goes through; a writer's that is still at work is waited for and never taken; one that a
+/// writer keeps changing past the wait fails the push with the reason, and stays.
 #[test]
 fn a_push_waits_out_a_writers_ref_lock_and_clears_one_a_killed_process_left() {
     let (_keep, work, remote) = remote();
@@ -88,32 +88,33 @@ fn a_push_waits_out_a_writers_ref_lock_and_clears_one_a_killed_process_left() {
             .unwrap()
             .expect("a commit")
     };
-    let aged = |lock: &Path, age: Duration| {
+    // Touches a lock that must still be there (its writer would notice it taken).
+    let touch = |lock: &Path| {
         std::fs::File::options()
-            .create(true)
-            .truncate(false)
             .write(true)
-            .open(lock)
-            .unwrap()
-            .set_modified(SystemTime::now() - age)
-            .unwrap();
+            .open(lock)?
+            .set_modified(SystemTime::now())
     };
 
     // Left ten seconds ago by a process killed in the middle of its push.
     let first = commit("one\n");
-    aged(&lock, Duration::from_secs(10));
+    std::fs::File::create(&lock)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(10))
+        .unwrap();
     vcs::push_branch(&ws).unwrap();
     assert_eq!(rev(remote_path, "orion/t9"), first);
     assert!(!lock.exists(), "the lost lock is removed");
 
-    // Held by a writer that is done 300 ms later: the push waits, and the writer removes its
-    // own lock (it would fail to, had the push taken it).
+    // Held by a writer for a second (past the push's first tries, short of a lost lock's
+    // two seconds): the push waits, and the writer removes its own lock (it would fail to,
+    // had the push taken it).
     let second = commit("two\n");
-    aged(&lock, Duration::ZERO);
+    std::fs::File::create(&lock).unwrap();
     let writer = std::thread::spawn({
         let lock = lock.clone();
         move || {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_secs(1));
             std::fs::remove_file(&lock)
         }
     });
@@ -124,27 +125,32 @@ fn a_push_waits_out_a_writers_ref_lock_and_clears_one_a_killed_process_left() {
         .expect("the writer's lock was still its own");
     assert_eq!(rev(remote_path, "orion/t9"), second);
 
-    // Held throughout by a writer still at work: the push fails and says why; the lock stays.
+    // Held throughout by a writer still at work on it: the push fails and says why; the
+    // writer finds its lock there every time.
     let third = commit("three\n");
-    aged(&lock, Duration::ZERO);
+    std::fs::File::create(&lock).unwrap();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = std::thread::spawn({
         let (lock, done) = (lock.clone(), done.clone());
-        move || {
+        move || -> std::io::Result<()> {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                aged(&lock, Duration::ZERO);
+                touch(&lock)?;
                 std::thread::sleep(Duration::from_millis(100));
             }
+            Ok(())
         }
     });
     let refused = vcs::push_branch(&ws).unwrap_err();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.join().unwrap();
+    writer
+        .join()
+        .unwrap()
+        .expect("the writer's lock was never taken");
     assert!(
         matches!(&refused, VcsError::PushFailed(why) if why.contains("t9.lock")),
         "{refused}"
     );
-    assert!(lock.exists(), "a writer's lock is never taken");
+    assert!(lock.exists());
     assert_ne!(rev(remote_path, "orion/t9"), third);
     assert_eq!(rev(remote_path, "orion/t9"), second);
 }

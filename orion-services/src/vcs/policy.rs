@@ -165,7 +165,7 @@ fn unambiguous(repo: &str) -> Result<(), String> {
 
 /// The local path a `repo` names: a path as written, or a `file://` URL (no host but
 /// `localhost`, no percent-encoding, which git would decode and this check would not).
-fn local_path(repo: &str) -> Result<PathBuf, String> {
+pub(crate) fn local_path(repo: &str) -> Result<PathBuf, String> {
     let repo = repo.trim();
     if !repo
         .get(..5)

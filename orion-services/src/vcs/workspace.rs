@@ -476,10 +476,6 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
         .find_remote("origin")
         .map_err(|e| git_error("finding origin", e))?;
     let url = origin.url().unwrap_or_default().to_owned();
-    // A remote on a local path is written by this process itself: a ref lock there is
-    // another node's update under way, or one a killed process left.
-    let local_remote = (!super::is_remote(&url))
-        .then(|| PathBuf::from(url.strip_prefix("file://").unwrap_or(&url)));
     let destination = refspec.rsplit(':').next().unwrap_or(refspec);
     // Orion's pushes set refs to given commits, so one tried again changes nothing more.
     let refused = std::cell::RefCell::new(None::<String>);
@@ -492,21 +488,24 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
             Ok(())
         });
         origin.push(&[refspec], Some(&mut options))?;
-        // A ref the remote could not lock (libgit2 writing a local path, or git on a server)
-        // is tried again, as a lock met in the transfer is.
+        // A ref that libgit2 could not lock in a remote on a local path is tried again, as a
+        // lock met in the transfer is.
         match refused.borrow().as_deref() {
-            Some(why) if why.contains("failed to lock") || why.contains("cannot lock ref") => Err(
-                git2::Error::new(git2::ErrorCode::Locked, git2::ErrorClass::Reference, why),
-            ),
+            Some(why) if why.contains("failed to lock") => Err(git2::Error::new(
+                git2::ErrorCode::Locked,
+                git2::ErrorClass::Reference,
+                why,
+            )),
             _ => Ok(()),
         }
     };
-    let until = std::time::Instant::now() + LOST_LOCK_AGE + LOST_LOCK_AGE / 2;
+    let until = std::time::Instant::now() + 2 * LOST_LOCK_AGE;
     let pushed = loop {
         match transfer(&mut attempt) {
             Err(e) if e.code() == git2::ErrorCode::Locked && std::time::Instant::now() < until => {
-                if let Some(remote) = &local_remote {
-                    remove_lost_ref_locks(remote, destination);
+                // The remote on a local path is written by the nodes themselves.
+                if let Some(remote) = local_remote_dir(&url) {
+                    remove_lost_ref_locks(&remote, destination);
                 }
                 std::thread::sleep(LOST_LOCK_AGE / 8);
             }
@@ -532,27 +531,59 @@ fn push(repo: &Repository, refspec: &str) -> Result<(), VcsError> {
     }
 }
 
-/// How old a ref's lock file in a remote on a local path must be to be taken for one a
-/// killed process left: an update holds it while it writes one line and renames it.
+/// How long a ref's lock file in a remote on a local path must be seen unchanged to be taken
+/// for one a killed process left: an update holds it while it writes one line and renames it.
 const LOST_LOCK_AGE: Duration = Duration::from_secs(2);
 
-/// Removes the lock of `refname` (and of `packed-refs`) in the bare repository at `remote`
-/// where it is older than [`LOST_LOCK_AGE`]: a process killed in the middle of a push left
-/// it, and every later push of the ref would fail on it. A younger lock is left to its
-/// writer.
+/// The directory of the repository a remote on a local path names, as libgit2 opens it;
+/// `None` for a remote reached over the network (its server keeps its own locks).
+fn local_remote_dir(url: &str) -> Option<PathBuf> {
+    if super::is_remote(url) {
+        return None;
+    }
+    let path = super::policy::local_path(url).ok()?;
+    Some(Repository::open(path).ok()?.path().to_owned())
+}
+
+/// A lock file as first seen: which file it is (a new lock at the same path is another) and
+/// when, by this process's clock.
+type SeenLocks =
+    std::collections::BTreeMap<PathBuf, ((u64, u64, std::time::SystemTime), std::time::Instant)>;
+
+static SEEN_LOCKS: std::sync::Mutex<SeenLocks> = std::sync::Mutex::new(SeenLocks::new());
+
+/// Removes the lock of `refname` (and of `packed-refs`) in the repository at `remote` once
+/// this process has seen the same lock file there, unchanged, for [`LOST_LOCK_AGE`]: a
+/// process killed in the middle of an update left it, and every later update of the ref
+/// would fail on it. A lock that is younger, or that changed, is left to its writer; the
+/// file's own times are not trusted (another machine's clock may have written them).
 fn remove_lost_ref_locks(remote: &Path, refname: &str) {
     let mut locks = vec![remote.join("packed-refs.lock")];
     if refname.starts_with("refs/") && git2::Reference::is_valid_name(refname) {
         locks.push(remote.join(format!("{refname}.lock")));
     }
+    let mut seen = SEEN_LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    seen.retain(|_, (_, first)| first.elapsed() < 30 * LOST_LOCK_AGE);
     for lock in locks {
-        let age = std::fs::metadata(&lock)
-            .and_then(|m| m.modified())
+        use std::os::unix::fs::MetadataExt;
+        let Some(which) = std::fs::symlink_metadata(&lock)
             .ok()
-            .and_then(|t| t.elapsed().ok());
-        if age.is_some_and(|age| age >= LOST_LOCK_AGE) {
-            tracing::warn!(lock = %lock.display(), "removing a ref lock of the remote's that a lost process left");
-            let _ = std::fs::remove_file(&lock);
+            .and_then(|m| Some((m.dev(), m.ino(), m.modified().ok()?)))
+        else {
+            seen.remove(&lock);
+            continue;
+        };
+        match seen.get(&lock) {
+            Some((same, first)) if *same == which => {
+                if first.elapsed() >= LOST_LOCK_AGE {
+                    tracing::warn!(lock = %lock.display(), "removing a ref lock of the remote's that a lost process left");
+                    let _ = std::fs::remove_file(&lock);
+                    seen.remove(&lock);
+                }
+            }
+            _ => {
+                seen.insert(lock, (which, std::time::Instant::now()));
+            }
         }
     }
 }
@@ -740,11 +771,13 @@ fn land(repo: &Repository, target: &str, commit: Oid, from: Oid) -> Result<(), V
             .reference_matching(target, commit, true, from, "orion: merge")
             .map(|_| ())
             .map_err(|e| {
-                // A lock a killed process left would refuse every later try.
                 if e.code() == git2::ErrorCode::Locked {
-                    remove_lost_ref_locks(Path::new(path), target);
+                    // A lock a killed process left would refuse every later try.
+                    remove_lost_ref_locks(remote.path(), target);
+                    VcsError::PushFailed(format!("{target} is locked: {}", e.message()))
+                } else {
+                    VcsError::PushFailed(format!("{target} moved meanwhile: {}", e.message()))
                 }
-                VcsError::PushFailed(format!("{target} moved meanwhile: {}", e.message()))
             })
     });
     // The landing ref goes whatever happened (one a crash left is harmless: outside the

@@ -71,6 +71,38 @@ fn a_task_branch_is_committed_pushed_and_fast_forwarded() {
     assert_eq!(rev(Path::new(&remote), "main"), commit);
 }
 
+/// A task's worktree that a killed process left half made (its `.git` file written, the
+/// cached clone's entry for it missing or without its HEAD) is made again by the next
+/// checkout, not taken for the task's worktree; the task then commits and pushes as usual.
+#[test]
+fn a_worktree_a_killed_process_left_half_made_is_made_again() {
+    let (_keep, work, remote) = remote();
+    let into = work.path().join("t8");
+    let first = vcs::checkout(&remote, &into, "orion/t8", None).unwrap();
+    let link = std::fs::read_to_string(into.join(".git")).unwrap();
+    let entry = std::path::PathBuf::from(link.trim().strip_prefix("gitdir:").unwrap().trim());
+    assert!(entry.join("HEAD").exists(), "{}", entry.display());
+
+    // Killed after the `.git` file, before the entry; then after the entry, before its HEAD.
+    for half_made in [&entry, &entry.join("HEAD")] {
+        if half_made.is_dir() {
+            std::fs::remove_dir_all(half_made).unwrap();
+        } else {
+            std::fs::remove_file(half_made).unwrap();
+        }
+        let again = vcs::checkout(&remote, &into, "orion/t8", None).unwrap();
+        assert_eq!(again.base_oid, first.base_oid);
+        assert!(entry.join("HEAD").exists(), "the entry is whole again");
+    }
+    let ws = vcs::checkout(&remote, &into, "orion/t8", None).unwrap();
+    std::fs::write(ws.path.join("NEW.md"), "after the crash\n").unwrap();
+    let commit = vcs::commit_all(&ws, "after the crash", AUTHOR)
+        .unwrap()
+        .expect("a commit");
+    vcs::push_branch(&ws).unwrap();
+    assert_eq!(rev(Path::new(&remote), "orion/t8"), commit);
+}
+
 /// A push that finds its ref locked in a remote on a local path: a lock a killed process left
 /// (the same file, unchanged, for longer than any update holds one) is removed and the push
 /// goes through; a writer's that is still at work is waited for and never taken; one that a

@@ -249,7 +249,7 @@ pub fn checkout(
             .map_err(|e| git_error("reading the branch", e))?,
         Err(_) => base_commit.clone(),
     };
-    if !into.join(".git").exists() {
+    if !whole_worktree(into) {
         let name = into
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -278,6 +278,13 @@ pub fn checkout(
         base_branch,
         base_oid,
     })
+}
+
+/// Whether the worktree at `into` opens: its `.git` file names an entry of the cached clone
+/// that is there. A process killed while adding it can leave the `.git` file before the
+/// entry is whole (found in the chaos test); such a worktree is forgotten and added again.
+fn whole_worktree(into: &Path) -> bool {
+    Repository::open(into).is_ok()
 }
 
 /// Adds worktree `name` at `into` to the cached clone, on `branch`.
@@ -667,7 +674,7 @@ pub fn checkout_commit(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| oid.to_owned());
     let branch = format!("orion-test/{name}");
-    if !into.join(".git").exists() {
+    if !whole_worktree(into) {
         // A worktree whose directory is gone, or half made (a crash mid-run), is forgotten
         // first.
         forget_worktree(&cache, &name, into)?;

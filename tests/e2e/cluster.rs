@@ -10,8 +10,8 @@ use orion_bus::{BusConfig, NatsBus, Subjects};
 use serde_json::{Value, json};
 
 use crate::support::{
-    PgDatabase, Process, TempDir, auth_env, bare_remote, client_as, eventually, first_line,
-    get_json, git_fixture, git_rev, metric, model_answering, nats_url, unique,
+    PgDatabase, Process, TempDir, auth_env, bare_remote, candidate_refs, client_as, eventually,
+    first_line, get_json, git_fixture, git_rev, metric, model_answering, nats_url, unique,
 };
 
 pub(crate) fn orion(env: &[(&str, String)], args: &[&str]) -> Command {
@@ -424,8 +424,8 @@ async fn a_develop_task_hands_its_commit_from_the_developer_node_to_the_testing_
         "the tested commit is the pushed branch"
     );
     assert_eq!(
-        git_rev(&remote, &format!("refs/orion/candidates/{id}")),
-        None
+        candidate_refs(&remote, &id.to_string()),
+        Vec::<String>::new()
     );
     assert_eq!(git_rev(&remote, "main").unwrap(), main_before);
     // The Testing node worked in its own directory and cleaned it up.

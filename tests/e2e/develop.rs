@@ -11,8 +11,8 @@ use wiremock::matchers::{body_string_contains, header, method, path, path_regex}
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    TempDir, TestApp, bare_remote, completion, eventually, first_line, forge_remote, get_json, git,
-    git_fixture, git_rev, metric, model_answering, pull_of, show,
+    TempDir, TestApp, bare_remote, candidate_refs, completion, eventually, first_line,
+    forge_remote, get_json, git, git_fixture, git_rev, metric, model_answering, pull_of, show,
 };
 
 async fn app_with_model(server: &MockServer, test_command: &[&str]) -> TestApp {
@@ -278,8 +278,8 @@ async fn a_develop_task_goes_through_review_revision_and_merge() {
     expected.extend(["running", "completed"]);
     assert_eq!(story, expected);
     assert_eq!(
-        git_rev(&remote, &format!("refs/orion/candidates/{id}")),
-        None,
+        candidate_refs(&remote, &id.to_string()),
+        Vec::<String>::new(),
         "no candidate ref stays on the remote"
     );
     let (status, _, late) = app
@@ -612,8 +612,8 @@ async fn unsafe_or_unusable_model_output_and_failing_tests_leave_the_remote_unto
             "{what}: no branch was pushed"
         );
         assert_eq!(
-            git_rev(&remote, &format!("refs/orion/candidates/{id}")),
-            None,
+            candidate_refs(&remote, &id.to_string()),
+            Vec::<String>::new(),
             "{what}: no candidate ref stays on the remote"
         );
         assert!(!Path::new("/tmp/evil.txt").exists() && !Path::new("/etc/evil").exists());

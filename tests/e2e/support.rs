@@ -564,6 +564,26 @@ pub fn git_rev(remote: &Path, name: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// The candidate refs of task `id` on `remote` (`refs/orion/candidates/<id>-<commit>`).
+pub fn candidate_refs(remote: &Path, id: &str) -> Vec<String> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(remote)
+        .args([
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/orion/candidates/",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git for-each-ref");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|r| r.starts_with(&format!("refs/orion/candidates/{id}")))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A bare remote cloned from [`git_fixture`], in a directory kept alive by the first value.
 pub fn bare_remote() -> (TempDir, PathBuf) {
     let fixture = git_fixture();

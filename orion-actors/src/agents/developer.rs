@@ -342,19 +342,32 @@ impl DeveloperWork {
         }
         // The Testing agent tests the commit where any node can fetch it, outside the
         // branches; the branch itself is pushed only once the tests pass.
-        let git_ref = vcs::candidate_ref(task.id);
+        let git_ref = vcs::candidate_ref(task.id, &head);
         {
             let (ws, git_ref) = (ws.clone(), git_ref.clone());
             blocking(move || vcs::push_head_to(&ws, &git_ref)).await?;
         }
-        let candidate = Candidate { git_ref, head };
-        let recorded = serde_json::to_value(&candidate)
+        let mine = Candidate { git_ref, head };
+        let recorded = serde_json::to_value(&mine)
             .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
-        // The first run to record its candidate wins; the candidate ref names its commit
-        // until then, and a later run's push replaces it only while nothing is recorded.
-        let candidate: Candidate =
-            serde_json::from_value(self.delivery.settle(run, &candidate_key, recorded).await?)
-                .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
+        // The first run to record its candidate wins. Each run's commit has a ref of its own,
+        // so a run that loses (its claim passed to another while it went on) leaves the
+        // winner's in place, and removes its own.
+        let settled = self.delivery.settle(run, &candidate_key, recorded).await;
+        let candidate = settled.and_then(|value| {
+            serde_json::from_value::<Candidate>(value)
+                .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
+        });
+        if candidate
+            .as_ref()
+            .map_or(true, |c| c.git_ref != mine.git_ref)
+        {
+            let (ws, git_ref) = (ws.clone(), mine.git_ref.clone());
+            if let Err(e) = blocking(move || vcs::delete_remote_ref(&ws, &git_ref)).await {
+                tracing::warn!(task = %task.id, git_ref = %mine.git_ref, error = %e.message, "could not delete a candidate ref that lost the record");
+            }
+        }
+        let candidate = candidate?;
         Ok(Outcome::Handoff {
             agent: AgentKind::Testing,
             step: Step::Test { candidate },

@@ -62,10 +62,13 @@ pub fn task_branch(task: impl std::fmt::Display) -> String {
     format!("orion/{task}")
 }
 
-/// Where a task's commit waits for its tests on the remote: outside `refs/heads`, so no
-/// branch appears before the tests pass, and deleted once they have run.
-pub fn candidate_ref(task: impl std::fmt::Display) -> String {
-    format!("refs/orion/candidates/{task}")
+/// Where a task's commit `head` waits for its tests on the remote: outside `refs/heads`, so
+/// no branch appears before the tests pass, and deleted once they have run. Named by the
+/// commit too: two runs of one step (one taken for lost, still going) push each its own
+/// commit, and the one that loses the record cannot move the winner's ref away from the
+/// commit under test.
+pub fn candidate_ref(task: impl std::fmt::Display, head: &str) -> String {
+    format!("refs/orion/candidates/{task}-{head}")
 }
 
 /// Git work on one cached clone (and on the worktrees of it) runs one operation at a time in

@@ -179,7 +179,7 @@ pub fn start_node(
         name: name.to_owned(),
         agents: settings.node.agents.clone(),
         concurrency: settings.node.concurrency,
-        kind_concurrency: settings.node.kind_concurrency.clone(),
+        kind_concurrency: settings.kind_concurrency(),
         developer: DeveloperConfig {
             work_dir: settings.data_dir.join("work"),
             author_name: d.author_name.clone(),

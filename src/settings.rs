@@ -209,8 +209,8 @@ pub struct NodeSettings {
     pub name: Option<String>,
     pub agents: Vec<AgentKind>,
     pub concurrency: usize,
-    /// Per agent kind (the coordinator too), deliveries handled at once where it differs
-    /// (`[node.kind_concurrency]`).
+    /// Per agent kind, deliveries handled at once where it differs (`[node.kind_concurrency]`);
+    /// read through [`Settings::kind_concurrency`].
     #[serde(default)]
     pub kind_concurrency: std::collections::HashMap<AgentKind, usize>,
     /// Where a node serves `/healthz` and `/metrics`; absent: nowhere.
@@ -310,6 +310,27 @@ impl Settings {
     /// The kinds of `[plugins]`, declared in this process (a repeat is harmless).
     pub fn plugins(&self) -> anyhow::Result<orion_bus::Plugins> {
         orion_bus::Plugins::declare(&self.plugins).context("while declaring `[plugins]`")
+    }
+
+    /// `[node.kind_concurrency]`, where on Postgres a coordinator not named there handles at
+    /// least [`orion_actors::COORDINATOR_CONCURRENCY`] deliveries at once per queue (its
+    /// handlings mostly wait on group commits and acknowledgements). On SQLite, one
+    /// connection, it takes `node.concurrency` like any agent.
+    pub fn kind_concurrency(&self) -> std::collections::HashMap<AgentKind, usize> {
+        let mut kinds = self.node.kind_concurrency.clone();
+        let postgres = self
+            .database
+            .url
+            .as_ref()
+            .is_some_and(|url| url.expose_secret().starts_with("postgres"));
+        if postgres {
+            kinds.entry(AgentKind::Coordinator).or_insert(
+                self.node
+                    .concurrency
+                    .max(orion_actors::COORDINATOR_CONCURRENCY),
+            );
+        }
+        kinds
     }
 
     /// The database URL: the configured one, or SQLite in the data directory.
@@ -472,6 +493,43 @@ mod tests {
                 .configured_secrets()
                 .iter()
                 .any(|s| s.contains("127.0.0.1"))
+        );
+    }
+
+    #[test]
+    fn a_coordinator_on_postgres_takes_at_least_its_floor_unless_named_and_on_sqlite_the_node_bound()
+     {
+        let mut settings = Settings::load(Some(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("config/test.toml"),
+        ))
+        .unwrap();
+        let floor = orion_actors::COORDINATOR_CONCURRENCY;
+        settings.node.concurrency = 4;
+        settings.node.kind_concurrency = [(AgentKind::Developer, 1)].into();
+        settings.database.url = None;
+        let sqlite = settings.kind_concurrency();
+        assert_eq!(sqlite.get(&AgentKind::Coordinator), None);
+        settings.database.url = Some("sqlite:///tmp/orion.db".into());
+        assert_eq!(
+            settings.kind_concurrency().get(&AgentKind::Coordinator),
+            None
+        );
+        settings.database.url = Some("postgres://postgres@127.0.0.1:5432/orion".into());
+        let postgres = settings.kind_concurrency();
+        assert_eq!(postgres.get(&AgentKind::Coordinator), Some(&floor));
+        assert_eq!(postgres.get(&AgentKind::Developer), Some(&1));
+        settings.node.concurrency = floor + 10;
+        assert_eq!(
+            settings.kind_concurrency().get(&AgentKind::Coordinator),
+            Some(&(floor + 10))
+        );
+        settings
+            .node
+            .kind_concurrency
+            .insert(AgentKind::Coordinator, 8);
+        assert_eq!(
+            settings.kind_concurrency().get(&AgentKind::Coordinator),
+            Some(&8)
         );
     }
 

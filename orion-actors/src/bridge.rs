@@ -46,6 +46,11 @@ const REQUESTS_PER_BURST: usize = 32;
 /// Extensions of a delivery missed in a row (one every third of the ack wait) after which
 /// the message is taken for lost and its work stopped.
 const LOST_AFTER_MISSED: u32 = 2;
+/// Deliveries a coordinator on Postgres handles at once per queue, at least, where
+/// `[node.kind_concurrency]` names no number for it (the settings apply it): its handlings
+/// are short bookkeeping that mostly waits on the store's group commits and the bus's
+/// acknowledgements, so few at once would leave the node idle while its queues fill.
+pub const COORDINATOR_CONCURRENCY: usize = 64;
 /// How long handing back the work in flight may take once a drain's deadline has passed.
 const HAND_BACK: Duration = Duration::from_secs(5);
 

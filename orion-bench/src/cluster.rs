@@ -421,7 +421,12 @@ async fn run_all(
             Some(coordinator),
             [(AgentKind::Analyzer, analyzer)].into(),
             32,
-            Default::default(),
+            // As `orion node` on Postgres sets it.
+            [(
+                AgentKind::Coordinator,
+                orion_actors::COORDINATOR_CONCURRENCY,
+            )]
+            .into(),
         )
         .start();
         let _ = started.send(Ok(()));

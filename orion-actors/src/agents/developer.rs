@@ -351,23 +351,18 @@ impl DeveloperWork {
         let recorded = serde_json::to_value(&mine)
             .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
         // The first run to record its candidate wins. Each run's commit has a ref of its own,
-        // so a run that loses (its claim passed to another while it went on) leaves the
-        // winner's in place, and removes its own.
-        let settled = self.delivery.settle(run, &candidate_key, recorded).await;
-        let candidate = settled.and_then(|value| {
-            serde_json::from_value::<Candidate>(value)
-                .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))
-        });
-        if candidate
-            .as_ref()
-            .map_or(true, |c| c.git_ref != mine.git_ref)
-        {
+        // so a run that loses leaves the winner's in place; one that sees another candidate
+        // recorded removes its own. (A run stopped before it sees the record leaves its ref,
+        // outside the branches: two runs can make the very same commit, and then share it.)
+        let candidate: Candidate =
+            serde_json::from_value(self.delivery.settle(run, &candidate_key, recorded).await?)
+                .map_err(|e| TaskFailure::new(codes::INTERNAL, e.to_string()))?;
+        if candidate.git_ref != mine.git_ref {
             let (ws, git_ref) = (ws.clone(), mine.git_ref.clone());
             if let Err(e) = blocking(move || vcs::delete_remote_ref(&ws, &git_ref)).await {
                 tracing::warn!(task = %task.id, git_ref = %mine.git_ref, error = %e.message, "could not delete a candidate ref that lost the record");
             }
         }
-        let candidate = candidate?;
         Ok(Outcome::Handoff {
             agent: AgentKind::Testing,
             step: Step::Test { candidate },

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use orion_services::vcs::{self, MergeOutcome, VcsError};
 
-use crate::support::{TempDir, bare_remote};
+use crate::support::{TempDir, bare_remote, git_rev};
 
 const AUTHOR: (&str, &str) = ("Orion", "orion@orion.invalid");
 
@@ -101,6 +101,44 @@ fn a_worktree_a_killed_process_left_half_made_is_made_again() {
         .expect("a commit");
     vcs::push_branch(&ws).unwrap();
     assert_eq!(rev(Path::new(&remote), "orion/t8"), commit);
+}
+
+/// A task's candidate refs (every run's, as lost runs leave them) are deleted together, and
+/// no other task's: not one whose id the first's starts like, nor a branch.
+#[test]
+fn a_tasks_candidate_refs_go_together_and_no_other_tasks() {
+    let (_keep, work, remote) = remote();
+    let remote_path = Path::new(&remote);
+    let ws = vcs::checkout(&remote, &work.path().join("t6"), "orion/t6", None).unwrap();
+    std::fs::write(ws.path.join("NEW.md"), "x\n").unwrap();
+    let head = vcs::commit_all(&ws, "x", AUTHOR)
+        .unwrap()
+        .expect("a commit");
+    let refs = [
+        vcs::candidate_ref("t6", &head),
+        vcs::candidate_ref("t6", "lost-run"),
+        vcs::candidate_ref("t66", &head),
+        vcs::candidate_ref("u6", &head),
+    ];
+    for refname in &refs {
+        vcs::push_head_to(&ws, refname).unwrap();
+    }
+    vcs::push_branch(&ws).unwrap();
+    let mut deleted = vcs::delete_remote_refs_under(&ws, &vcs::candidate_prefix("t6")).unwrap();
+    deleted.sort();
+    let mut expected = vec![refs[0].clone(), refs[1].clone()];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    for (refname, stays) in refs.iter().zip([false, false, true, true]) {
+        assert_eq!(git_rev(remote_path, refname).is_some(), stays, "{refname}");
+    }
+    assert_eq!(rev(remote_path, "orion/t6"), head, "the branch stays");
+    // Again: nothing left to delete, and that is no error.
+    assert!(
+        vcs::delete_remote_refs_under(&ws, &vcs::candidate_prefix("t6"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A push that finds its ref locked in a remote on a local path: a lock a killed process left

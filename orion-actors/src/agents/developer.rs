@@ -379,12 +379,21 @@ impl DeveloperWork {
     ) -> Result<Outcome, TaskFailure> {
         let task = run.task();
         let ws = self.delivery.workspace(task).await?;
-        // The candidate ref goes either way; a remote that refuses the deletion leaves a ref
-        // outside the branches, which is logged and does not change the task's outcome.
+        // The candidate refs go either way: the tested one, and any a run that lost the
+        // record or was stopped left (each run's commit has its own). A remote that refuses
+        // the deletion leaves refs outside the branches, which is logged and does not change
+        // the task's outcome.
         let forget = || async {
             let (remote_ws, git_ref) = (ws.clone(), candidate.git_ref.clone());
-            if let Err(e) = blocking(move || vcs::delete_remote_ref(&remote_ws, &git_ref)).await {
-                tracing::warn!(task = %task.id, git_ref = %candidate.git_ref, error = %e.message, "could not delete the candidate ref");
+            let prefix = vcs::candidate_prefix(task.id);
+            let deleted = blocking(move || {
+                vcs::delete_remote_refs_under(&remote_ws, &prefix)?;
+                // One recorded before candidate refs were named by their commit.
+                vcs::delete_remote_ref(&remote_ws, &git_ref)
+            })
+            .await;
+            if let Err(e) = deleted {
+                tracing::warn!(task = %task.id, git_ref = %candidate.git_ref, error = %e.message, "could not delete the candidate refs");
             }
         };
         let tests = match verdict {

@@ -15,9 +15,10 @@ pub use path::{PathError, RelativePath};
 pub use policy::{RepoPolicy, RepoRefused, is_remote, remote_host};
 pub use transport::{TransportConfig, set_transport};
 pub use workspace::{
-    DiffStats, MergeOutcome, Workspace, adopt, candidate_ref, checkout, checkout_commit,
-    commit_all, delete_remote_ref, diff_stats, merge, messages_since, push_branch, push_head_to,
-    remote_ref, remove_checkout, tag_and_push, tags_on_head, task_branch,
+    DiffStats, MergeOutcome, Workspace, adopt, candidate_prefix, candidate_ref, checkout,
+    checkout_commit, commit_all, delete_remote_ref, delete_remote_refs_under, diff_stats, merge,
+    messages_since, push_branch, push_head_to, remote_ref, remove_checkout, tag_and_push,
+    tags_on_head, task_branch,
 };
 
 use std::collections::HashMap;

@@ -68,7 +68,12 @@ pub fn task_branch(task: impl std::fmt::Display) -> String {
 /// commit, and the one that loses the record cannot move the winner's ref away from the
 /// commit under test.
 pub fn candidate_ref(task: impl std::fmt::Display, head: &str) -> String {
-    format!("refs/orion/candidates/{task}-{head}")
+    format!("{}{head}", candidate_prefix(task))
+}
+
+/// What the names of a task's candidate refs start with: every run's, any round's.
+pub fn candidate_prefix(task: impl std::fmt::Display) -> String {
+    format!("refs/orion/candidates/{task}-")
 }
 
 /// Git work on one cached clone (and on the worktrees of it) runs one operation at a time in
@@ -656,6 +661,39 @@ pub fn delete_remote_ref(workspace: &Workspace, refname: &str) -> Result<(), Vcs
     let _one_at_a_time = CacheGuard::of(&workspace.path);
     let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
     push(&repo, &format!(":{refname}"))
+}
+
+/// Deletes every ref of the remote whose name starts with `prefix` (whose namespace ends at
+/// its last `/`, as `refs/orion/candidates/<task>-`); the refs it deleted.
+pub fn delete_remote_refs_under(
+    workspace: &Workspace,
+    prefix: &str,
+) -> Result<Vec<String>, VcsError> {
+    let _one_at_a_time = CacheGuard::of(&workspace.path);
+    let repo = Repository::open(&workspace.path).map_err(|e| git_error("opening the clone", e))?;
+    let (namespace, leaf) = prefix
+        .rsplit_once('/')
+        .filter(|(namespace, _)| namespace.starts_with("refs/") && !namespace.contains('*'))
+        .ok_or_else(|| VcsError::Operation(format!("{prefix} is not under refs/")))?;
+    let mirror = format!("refs/orion/remote/{}/", &namespace["refs/".len()..]);
+    let spec = format!("+{namespace}/*:{mirror}*");
+    fetch_spec(&repo, &spec, &format!("fetching {namespace}/"), true)?;
+    let mut found = Vec::new();
+    for reference in repo
+        .references_glob(&format!("{mirror}*"))
+        .map_err(|e| git_error("listing the remote's refs", e))?
+        .flatten()
+    {
+        if let Some(name) = reference.name().ok().and_then(|n| n.strip_prefix(&mirror))
+            && name.starts_with(leaf)
+        {
+            found.push(format!("{namespace}/{name}"));
+        }
+    }
+    for refname in &found {
+        push(&repo, &format!(":{refname}"))?;
+    }
+    Ok(found)
 }
 
 /// Checks out commit `oid`, fetched from `refname` on `remote`, in a worktree at `into`

@@ -257,21 +257,26 @@ pub fn checkout(
             .map_err(|e| git_error("reading the branch", e))?,
         Err(_) => base_commit.clone(),
     };
-    if !whole_worktree(into) {
-        let name = into
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| branch.replace('/', "-"));
-        forget_worktree(&cache, &name, into)?;
-        let local = match cache.find_branch(branch, BranchType::Local) {
-            Ok(b) => b,
-            Err(_) => cache
-                .branch(branch, &start, false)
-                .map_err(|e| git_error("creating the branch", e))?,
-        };
-        add_worktree(&cache, &name, into, &local)?;
-    }
-    let repo = Repository::open(into).map_err(|e| git_error("opening the task's worktree", e))?;
+    // A worktree that does not open (gone, or half made: a process killed while adding it
+    // can leave the `.git` file before the clone's entry is whole) is forgotten and added
+    // again.
+    let repo = match Repository::open(into) {
+        Ok(repo) => repo,
+        Err(_) => {
+            let name = into
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| branch.replace('/', "-"));
+            forget_worktree(&cache, &name, into)?;
+            let local = match cache.find_branch(branch, BranchType::Local) {
+                Ok(b) => b,
+                Err(_) => cache
+                    .branch(branch, &start, false)
+                    .map_err(|e| git_error("creating the branch", e))?,
+            };
+            add_worktree(&cache, &name, into, &local)?
+        }
+    };
     repo.set_head(&format!("refs/heads/{branch}"))
         .map_err(|e| git_error("switching to the branch", e))?;
     repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
@@ -288,26 +293,19 @@ pub fn checkout(
     })
 }
 
-/// Whether the worktree at `into` opens: its `.git` file names an entry of the cached clone
-/// that is there. A process killed while adding it can leave the `.git` file before the
-/// entry is whole (found in the chaos test); such a worktree is forgotten and added again.
-fn whole_worktree(into: &Path) -> bool {
-    Repository::open(into).is_ok()
-}
-
-/// Adds worktree `name` at `into` to the cached clone, on `branch`.
+/// Adds worktree `name` at `into` to the cached clone, on `branch`, and opens it.
 fn add_worktree(
     cache: &Repository,
     name: &str,
     into: &Path,
     branch: &git2::Branch<'_>,
-) -> Result<(), VcsError> {
+) -> Result<Repository, VcsError> {
     let mut options = git2::WorktreeAddOptions::new();
     options.reference(Some(branch.get()));
-    cache
+    let worktree = cache
         .worktree(name, into, Some(&options))
-        .map(|_| ())
-        .map_err(|e| git_error("adding a worktree", e))
+        .map_err(|e| git_error("adding a worktree", e))?;
+    Repository::open_from_worktree(&worktree).map_err(|e| git_error("opening the worktree", e))
 }
 
 fn fetch(repo: &Repository) -> Result<(), VcsError> {
@@ -715,16 +713,18 @@ pub fn checkout_commit(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| oid.to_owned());
     let branch = format!("orion-test/{name}");
-    if !whole_worktree(into) {
-        // A worktree whose directory is gone, or half made (a crash mid-run), is forgotten
-        // first.
-        forget_worktree(&cache, &name, into)?;
-        let local = cache
-            .branch(&branch, &commit, true)
-            .map_err(|e| git_error("creating the test branch", e))?;
-        add_worktree(&cache, &name, into, &local)?;
-    }
-    let repo = Repository::open(into).map_err(|e| git_error("opening the test worktree", e))?;
+    // A worktree that does not open (gone, or half made by a crash mid-run) is forgotten
+    // and added again.
+    let repo = match Repository::open(into) {
+        Ok(repo) => repo,
+        Err(_) => {
+            forget_worktree(&cache, &name, into)?;
+            let local = cache
+                .branch(&branch, &commit, true)
+                .map_err(|e| git_error("creating the test branch", e))?;
+            add_worktree(&cache, &name, into, &local)?
+        }
+    };
     repo.set_head_detached(commit.id())
         .map_err(|e| git_error("switching to the candidate", e))?;
     repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))

@@ -554,8 +554,13 @@ fn local_remote_dir(url: &str) -> Option<PathBuf> {
     if super::is_remote(url) {
         return None;
     }
-    let path = super::policy::local_path(url).ok()?;
-    Some(Repository::open(path).ok()?.path().to_owned())
+    Some(open_local_remote(url).ok()?.path().to_owned())
+}
+
+/// The repository a remote on a local path (a path, or a `file://` URL) names.
+fn open_local_remote(url: &str) -> Result<Repository, VcsError> {
+    let path = super::policy::local_path(url).map_err(VcsError::Operation)?;
+    Repository::open(path).map_err(|e| git_error("opening the remote", e))
 }
 
 /// A lock file as first seen: which file it is (a new lock at the same path is another) and
@@ -661,6 +666,16 @@ pub fn delete_remote_ref(workspace: &Workspace, refname: &str) -> Result<(), Vcs
     push(&repo, &format!(":{refname}"))
 }
 
+/// Fetches the remote's refs under `namespace` (`refs/heads/`, say: it ends in `/`) into a
+/// mirror in the clone, `refs/orion/remote/…`, as the remote has them now (pruned); the
+/// mirror's prefix.
+fn mirrored(repo: &Repository, namespace: &str) -> Result<String, VcsError> {
+    let mirror = format!("refs/orion/remote/{}", &namespace["refs/".len()..]);
+    let spec = format!("+{namespace}*:{mirror}*");
+    fetch_spec(repo, &spec, &format!("fetching {namespace}"), true)?;
+    Ok(mirror)
+}
+
 /// Deletes every ref of the remote whose name starts with `prefix` (whose namespace ends at
 /// its last `/`, as `refs/orion/candidates/<task>-`); the refs it deleted.
 pub fn delete_remote_refs_under(
@@ -673,9 +688,7 @@ pub fn delete_remote_refs_under(
         .rsplit_once('/')
         .filter(|(namespace, _)| namespace.starts_with("refs/") && !namespace.contains('*'))
         .ok_or_else(|| VcsError::Operation(format!("{prefix} is not under refs/")))?;
-    let mirror = format!("refs/orion/remote/{}/", &namespace["refs/".len()..]);
-    let spec = format!("+{namespace}/*:{mirror}*");
-    fetch_spec(&repo, &spec, &format!("fetching {namespace}/"), true)?;
+    let mirror = mirrored(&repo, &format!("{namespace}/"))?;
     let mut found = Vec::new();
     for reference in repo
         .references_glob(&format!("{mirror}*"))
@@ -811,8 +824,7 @@ fn land(repo: &Repository, target: &str, commit: Oid, from: Oid) -> Result<(), V
     if super::is_remote(&url) {
         return push(repo, &format!("{commit}:{target}"));
     }
-    let path = url.strip_prefix("file://").unwrap_or(&url);
-    let remote = Repository::open(path).map_err(|e| git_error("opening the remote", e))?;
+    let remote = open_local_remote(&url)?;
     let landing = format!("refs/orion/landing/{commit}");
     let moved = push(repo, &format!("+{commit}:{landing}")).and_then(|()| {
         remote
@@ -944,9 +956,7 @@ pub fn remote_ref(workspace: &Workspace, refname: &str) -> Result<Option<String>
         .into_iter()
         .find_map(|n| refname.strip_prefix(n).map(|rest| (n, rest)))
         .ok_or_else(|| VcsError::Operation(format!("{refname} is not a branch or a tag")))?;
-    let mirror = format!("refs/orion/remote/{}", &namespace["refs/".len()..]);
-    let spec = format!("+{namespace}*:{mirror}*");
-    fetch_spec(&repo, &spec, &format!("fetching {namespace}"), true)?;
+    let mirror = mirrored(&repo, namespace)?;
     match repo.find_reference(&format!("{mirror}{name}")) {
         Ok(found) => found
             .peel_to_commit()

@@ -112,10 +112,7 @@ impl NatsCluster {
             "the JetStream cluster to place three replicas",
             Duration::from_secs(60),
             || async {
-                let client = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice())
-                    .await
-                    .ok()?;
-                let js = async_nats::jetstream::new(client);
+                let js = jetstream_of(&url).await.ok()?;
                 js.create_stream(async_nats::jetstream::stream::Config {
                     name: probe.clone(),
                     subjects: vec![format!("{probe}.>")],
@@ -219,12 +216,17 @@ impl Monitor {
     }
 }
 
+/// JetStream through any of the servers of `url` (comma-separated client URLs).
+async fn jetstream_of(
+    url: &str,
+) -> Result<async_nats::jetstream::Context, async_nats::ConnectError> {
+    let client = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice()).await?;
+    Ok(async_nats::jetstream::new(client))
+}
+
 /// The number of replicas of each of `prefix`'s streams.
 async fn replicas(url: &str, prefix: &str) -> Vec<usize> {
-    let client = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice())
-        .await
-        .unwrap();
-    let js = async_nats::jetstream::new(client);
+    let js = jetstream_of(url).await.unwrap();
     let subjects = Subjects::new(prefix.to_owned()).unwrap();
     let mut counts = Vec::new();
     for family in [
@@ -261,11 +263,9 @@ async fn statuses(db_url: &str) -> Vec<(String, i64)> {
 /// Each of `prefix`'s streams: its messages and, per consumer, what waits and what is
 /// delivered but unacknowledged.
 async fn stream_states(url: &str, prefix: &str) -> Vec<String> {
-    let Ok(client) = async_nats::connect(url.split(',').collect::<Vec<_>>().as_slice()).await
-    else {
+    let Ok(js) = jetstream_of(url).await else {
         return vec!["no server answers".into()];
     };
-    let js = async_nats::jetstream::new(client);
     let subjects = Subjects::new(prefix.to_owned()).unwrap();
     let mut states = Vec::new();
     for family in [

@@ -579,7 +579,7 @@ pub fn candidate_refs(remote: &Path, id: &str) -> Vec<String> {
     assert!(out.status.success(), "git for-each-ref");
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .filter(|r| r.starts_with(&format!("refs/orion/candidates/{id}")))
+        .filter(|r| r.starts_with(&orion_services::vcs::candidate_prefix(id)))
         .map(str::to_owned)
         .collect()
 }

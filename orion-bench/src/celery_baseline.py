@@ -2,8 +2,9 @@
 
 Celery with a Redis broker (tasks acknowledged late, after they ran) and Redis results, a
 worker of 8 threads; `python3 celery_baseline.py BROKER TASKS` starts the worker, waits for it,
-sends TASKS empty tasks at once and waits for every result; prints one JSON line. Nothing of it
-is durable the way Orion's tasks are (no database, no event log).
+sends TASKS empty tasks at once and waits for every result; prints one JSON line, with the CPU
+each part (this client, the worker, the machine's Redis server) spent per task meanwhile.
+Nothing of it is durable the way Orion's tasks are (no database, no event log).
 """
 
 import json
@@ -27,6 +28,33 @@ app.conf.update(
 )
 
 
+def cpu_seconds(pid):
+    """The CPU time (user and system) process `pid` has spent, in seconds."""
+    with open(f"/proc/{pid}/stat") as stat:
+        # The command may hold spaces and parentheses: the fields start after the last `)`.
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_pids():
+    """The processes of this machine named redis-server."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/comm") as comm:
+                if comm.read().startswith("redis-server"):
+                    pids.append(int(entry))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def parts(worker):
+    """CPU seconds so far of the client, the worker and Redis."""
+    return (time.process_time(), cpu_seconds(worker),
+            sum(cpu_seconds(pid) for pid in redis_pids()))
+
+
 @app.task(name="orion_bench_noop")
 def noop():
     return None
@@ -44,13 +72,16 @@ def main():
     try:
         # Ready when it answers a task.
         noop.apply_async().get(timeout=60)
-        started = time.time()
+        before = parts(worker.pid)
+        started = time.perf_counter()
         results = [noop.apply_async() for _ in range(tasks)]
         for result in results:
             result.get(timeout=600)
-        elapsed = time.time() - started
+        elapsed = time.perf_counter() - started
+        spent = [(b - a) * 1000 / tasks for a, b in zip(before, parts(worker.pid))]
         print(json.dumps({"tasks": tasks, "seconds": elapsed, "tasks_per_s": tasks / elapsed,
-                          "celery": __import__("celery").__version__}))
+                          "celery": __import__("celery").__version__,
+                          "cpu_ms_per_task": dict(zip(["client", "worker", "redis"], spent))}))
     finally:
         worker.terminate()
         worker.wait(timeout=30)

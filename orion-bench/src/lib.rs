@@ -22,6 +22,7 @@ pub mod llm;
 pub mod model;
 pub mod scaling;
 
+use anyhow::Context;
 use clap::Args;
 
 /// Writes a line to the bench's output; a failed write ends the bench with the error.
@@ -65,6 +66,63 @@ pub(crate) async fn submit_analyze(
     );
     response.body().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(())
+}
+
+/// The JWT issuer and audience of the bench's gateways and tokens.
+const BENCH_JWT_PARTY: &str = "orion-bench";
+
+/// The JWT auth a bench's gateway runs with, as a gateway of a cluster must (it does not
+/// start without auth), and the bench's token for it.
+pub(crate) struct BenchAuth {
+    secret: String,
+}
+
+impl BenchAuth {
+    /// A new HS256 secret, for one bench run.
+    pub(crate) fn new() -> Self {
+        let part = || uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            secret: format!("{}{}", part(), part()),
+        }
+    }
+
+    /// The environment that turns this auth on in an `orion` process.
+    pub(crate) fn env(&self) -> [(&'static str, &str); 4] {
+        [
+            ("ORION__AUTH__MODE", "jwt"),
+            ("ORION__AUTH__JWT__SECRET", &self.secret),
+            ("ORION__AUTH__JWT__ISSUER", BENCH_JWT_PARTY),
+            ("ORION__AUTH__JWT__AUDIENCE", BENCH_JWT_PARTY),
+        ]
+    }
+
+    /// The same auth for a gateway in this process.
+    pub(crate) fn authenticator(&self) -> anyhow::Result<orion_gateway::auth::Authenticator> {
+        use orion_gateway::auth::{AuthMode, AuthSettings, Authenticator, JwtSettings};
+        Authenticator::new(&AuthSettings {
+            mode: AuthMode::Jwt,
+            jwt: JwtSettings {
+                secret: Some(self.secret.clone().into()),
+                issuer: Some(BENCH_JWT_PARTY.into()),
+                audience: Some(BENCH_JWT_PARTY.into()),
+                ..Default::default()
+            },
+        })
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// A submitter's token, minted by `orion token` (this binary) as an operator would.
+    pub(crate) fn submitter_token(&self) -> anyhow::Result<String> {
+        let token = std::process::Command::new(std::env::current_exe()?)
+            .args(["token", "--role", "submitter", "--subject", "bench"])
+            .envs(self.env())
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .context("while minting the bench's token")?;
+        anyhow::ensure!(token.status.success(), "orion token failed");
+        Ok(String::from_utf8_lossy(&token.stdout).trim().to_owned())
+    }
 }
 
 /// Whether `python3` can import `modules` (comma-separated): a baseline runs where it can.
@@ -143,6 +201,12 @@ pub struct ClusterArgs {
     /// Skip the Celery baseline even where Celery is installed.
     #[arg(long)]
     pub no_celery: bool,
+    /// The nodes' `node.concurrency`, applied as `orion node` applies it: the agent answers and
+    /// handles this many at once, and every consumer prefetches this many (the coordinator
+    /// handles its own number, as on Postgres). The shipped default is 4; quick agents are
+    /// run with more.
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
     /// Instead: a gateway process and this many node processes for each count (e.g. 1,2,4),
     /// with tasks/s and each part's CPU per task; `--tasks` tasks each.
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..=64))]

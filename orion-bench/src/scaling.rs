@@ -83,14 +83,14 @@ pub(crate) fn ticks_per_second() -> f64 {
 type Ticks = std::collections::HashMap<u32, u64>;
 
 /// The CPU ticks of each part now: gateway, nodes, NATS, Postgres.
-struct Reading {
+pub(crate) struct Reading {
     gateway: Ticks,
     nodes: Ticks,
     nats: Ticks,
     postgres: Ticks,
 }
 
-fn read_parts(gateway: u32, nodes: &[u32]) -> Reading {
+pub(crate) fn read_parts(gateway: u32, nodes: &[u32]) -> Reading {
     let ticks = |pids: &[u32]| -> Ticks {
         pids.iter()
             .filter_map(|p| Some((*p, cpu_ticks(*p)?)))
@@ -114,7 +114,7 @@ fn delta(before: &Ticks, after: &Ticks) -> u64 {
         .sum()
 }
 
-fn spent(before: &Reading, after: &Reading, tasks: usize, tick: f64) -> PartCosts {
+pub(crate) fn spent(before: &Reading, after: &Reading, tasks: usize, tick: f64) -> PartCosts {
     let per_task = |ticks: u64| ticks as f64 * 1000.0 / tick / tasks.max(1) as f64;
     PartCosts {
         gateway: per_task(delta(&before.gateway, &after.gateway)),
@@ -130,9 +130,8 @@ struct Setup<'a> {
     db_url: String,
     prefix: String,
     repo_root: std::path::PathBuf,
-    /// The JWT secret the gateway verifies the bench's token with (a gateway of a cluster
-    /// does not start without auth).
-    secret: String,
+    /// The auth the gateway verifies the bench's token with.
+    auth: crate::BenchAuth,
 }
 
 impl Setup<'_> {
@@ -145,10 +144,7 @@ impl Setup<'_> {
             .env("ORION__DATABASE__URL", &self.db_url)
             .env("ORION__SERVER__LISTEN", "127.0.0.1:0")
             .env("ORION__SERVER__SUBMISSIONS_PER_MINUTE", "0")
-            .env("ORION__AUTH__MODE", "jwt")
-            .env("ORION__AUTH__JWT__SECRET", &self.secret)
-            .env("ORION__AUTH__JWT__ISSUER", "orion-bench")
-            .env("ORION__AUTH__JWT__AUDIENCE", "orion-bench")
+            .envs(self.auth.env())
             .env(
                 "ORION__SECURITY__REPO_ROOTS",
                 format!("[{:?}]", self.repo_root),
@@ -265,14 +261,9 @@ async fn step(setup: &Setup<'_>, repo: &str, nodes: usize, tasks: usize) -> anyh
         .subscribe(format!("{}.events.*.completed", setup.prefix))
         .await?;
     client.flush().await?;
-    let token = setup
-        .orion(&["token", "--role", "submitter", "--subject", "bench"])?
-        .output()
-        .context("while minting the bench's token")?;
-    anyhow::ensure!(token.status.success(), "orion token failed");
     let http = awc::Client::builder()
         .timeout(Duration::from_secs(30))
-        .bearer_auth(String::from_utf8_lossy(&token.stdout).trim())
+        .bearer_auth(setup.auth.submitter_token()?)
         .finish();
     // Four tasks per node, waited for, before the clock starts: the processes have connected,
     // migrated and taken work once.
@@ -349,11 +340,7 @@ pub async fn scaling(
             db_url: format!("{postgres}/{database}"),
             prefix: format!("bench{}", &run[..12]),
             repo_root: dir.path().canonicalize()?,
-            secret: format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            ),
+            auth: crate::BenchAuth::new(),
         };
         let result = step(&setup, &repo, nodes, tasks).await;
         let subjects = orion_bus::Subjects::new(setup.prefix.clone())?;

@@ -324,11 +324,9 @@ impl Settings {
             .as_ref()
             .is_some_and(|url| url.expose_secret().starts_with("postgres"));
         if postgres {
-            kinds.entry(AgentKind::Coordinator).or_insert(
-                self.node
-                    .concurrency
-                    .max(orion_actors::COORDINATOR_CONCURRENCY),
-            );
+            kinds
+                .entry(AgentKind::Coordinator)
+                .or_insert(orion_actors::coordinator_concurrency(self.node.concurrency));
         }
         kinds
     }

@@ -54,14 +54,24 @@ pub const COORDINATOR_CONCURRENCY: usize = 64;
 /// How long handing back the work in flight may take once a drain's deadline has passed.
 const HAND_BACK: Duration = Duration::from_secs(5);
 
+/// What a coordinator on Postgres handles at once per queue where its kind is not named in
+/// `kind_concurrency`: the node's `concurrency`, and at least [`COORDINATOR_CONCURRENCY`].
+pub fn coordinator_concurrency(concurrency: usize) -> usize {
+    concurrency.max(COORDINATOR_CONCURRENCY)
+}
+
 /// Deliveries handled at once per queue by `kind` (the coordinator too): its number in
-/// `kind_concurrency`, else `concurrency` (`pump` makes it at least one).
-fn concurrency_of(
+/// `kind_concurrency`, else `concurrency`; at least one.
+pub fn concurrency_of(
     kind: AgentKind,
     concurrency: usize,
     kind_concurrency: &HashMap<AgentKind, usize>,
 ) -> usize {
-    kind_concurrency.get(&kind).copied().unwrap_or(concurrency)
+    kind_concurrency
+        .get(&kind)
+        .copied()
+        .unwrap_or(concurrency)
+        .max(1)
 }
 
 /// Feeds the queues this node serves to its actors and publishes its heartbeat.
@@ -743,6 +753,8 @@ mod tests {
             concurrency_of(AgentKind::Coordinator, 4, &HashMap::new()),
             4
         );
+        // Never none at all, whatever the settings say.
+        assert_eq!(concurrency_of(AgentKind::Analyzer, 0, &HashMap::new()), 1);
     }
 
     /// What runs on a task of its own stops when the future that stands for it is dropped,

@@ -21,7 +21,7 @@ pub use agents::{
     EDIT_FORMAT, Edit, TestingConfig, TestingWork, Work, WorkContext, parse_edits, validate_edits,
 };
 pub use ask::{AskError, ask};
-pub use bridge::{BusBridge, COORDINATOR_CONCURRENCY};
+pub use bridge::{BusBridge, COORDINATOR_CONCURRENCY, concurrency_of, coordinator_concurrency};
 pub use coordinator::{Coordinator, reclaim_orphans};
 pub use messages::{
     Ask, CancelTask, Drain, HandleError, Perform, ReportArrived, ResumeArrived, ReviewArrived,

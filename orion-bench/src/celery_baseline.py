@@ -36,23 +36,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def redis_pids():
-    """The processes of this machine named redis-server."""
-    pids = []
+def redis_cpu():
+    """The CPU seconds so far of each process of this machine named redis-server, by pid."""
+    spent = {}
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/comm") as comm:
                 if comm.read().startswith("redis-server"):
-                    pids.append(int(entry))
-        except (OSError, ValueError):
-            pass
-    return pids
+                    spent[entry] = cpu_seconds(entry)
+        except (OSError, ValueError, IndexError):
+            pass  # gone meanwhile
+    return spent
 
 
 def parts(worker):
-    """CPU seconds so far of the client, the worker and Redis."""
-    return (time.process_time(), cpu_seconds(worker),
-            sum(cpu_seconds(pid) for pid in redis_pids()))
+    """CPU seconds so far of the client and the worker, and of each Redis process."""
+    return time.process_time(), cpu_seconds(worker), redis_cpu()
 
 
 @app.task(name="orion_bench_noop")
@@ -78,7 +77,12 @@ def main():
         for result in results:
             result.get(timeout=600)
         elapsed = time.perf_counter() - started
-        spent = [(b - a) * 1000 / tasks for a, b in zip(before, parts(worker.pid))]
+        after = parts(worker.pid)
+        # A Redis process alive at the end counts from the start, or from its own start.
+        redis = sum(t - before[2].get(pid, 0.0) for pid, t in after[2].items())
+        per_task = 1000 / max(tasks, 1)
+        spent = [(after[0] - before[0]) * per_task, (after[1] - before[1]) * per_task,
+                 redis * per_task]
         print(json.dumps({"tasks": tasks, "seconds": elapsed, "tasks_per_s": tasks / elapsed,
                           "celery": __import__("celery").__version__,
                           "cpu_ms_per_task": dict(zip(["client", "worker", "redis"], spent))}))

@@ -272,15 +272,6 @@ pub async fn cluster(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let prefix = format!("bench{}", &run[..12]);
-    let database = format!("orion_bench_{}", &run[..12]);
-    let admin = Database::connect(format!("{postgres}/postgres"))
-        .await
-        .context("while connecting to Postgres (--postgres)")?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{database}\""))
-        .await?;
     // Celery runs before Orion and after it, and Orion is compared with the faster of the two:
     // neither side has the machine in a state the other left it in.
     let redis = args
@@ -292,6 +283,15 @@ pub async fn cluster(
     if !args.no_celery {
         celery.extend(celery_baseline(&redis, args.tasks).await?);
     }
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let prefix = format!("bench{}", &run[..12]);
+    let database = format!("orion_bench_{}", &run[..12]);
+    let admin = Database::connect(format!("{postgres}/postgres"))
+        .await
+        .context("while connecting to Postgres (--postgres)")?;
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{database}\""))
+        .await?;
     let result = run_all(&args, &nats, &format!("{postgres}/{database}"), &prefix).await;
     admin
         .execute_unprepared(&format!(
@@ -448,7 +448,7 @@ async fn run_all(
             // As `orion node` on Postgres sets it.
             [(
                 AgentKind::Coordinator,
-                orion_actors::COORDINATOR_CONCURRENCY,
+                orion_actors::coordinator_concurrency(concurrency),
             )]
             .into(),
         )
@@ -723,11 +723,6 @@ async fn idle_node_rss(nats: &str, db_url: &str, prefix: &str) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Whether a target is met, judged on the unrounded figure.
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "MISSED" }
-}
-
 /// How many tasks the bench's database holds, and how many of them are completed.
 async fn store_counts(db_url: &str) -> anyhow::Result<(usize, usize)> {
     let db = Database::connect(db_url).await?;
@@ -764,9 +759,9 @@ fn print(f: &Figures, celery_skipped: bool, out: &mut dyn Write) -> anyhow::Resu
         out,
         "  p50 ratio {:.3} (target ≤ 1.5: {}); 32-in-flight throughput ratio {:.3} (target ≥ 0.6: {}; by round {})",
         f.p50_ratio,
-        verdict(f.p50_ratio <= 1.5),
+        crate::verdict(f.p50_ratio <= 1.5),
         f.throughput_32_ratio,
-        verdict(f.throughput_32_ratio >= 0.6),
+        crate::verdict(f.throughput_32_ratio >= 0.6),
         rounds.collect::<Vec<_>>().join(" ")
     );
     say!(
@@ -795,7 +790,7 @@ fn print(f: &Figures, celery_skipped: bool, out: &mut dyn Write) -> anyhow::Resu
             say!(
                 out,
                 "  Orion ÷ Celery's faster run {ratio:.3} (target ≥ 2: {}; {} tasks each)",
-                verdict(ratio >= 2.0),
+                crate::verdict(ratio >= 2.0),
                 first.tasks
             );
         }
@@ -813,13 +808,15 @@ fn print(f: &Figures, celery_skipped: bool, out: &mut dyn Write) -> anyhow::Resu
     );
     say!(
         out,
-        "  tasks/s ÷ publishes/s {:.3} (target ≥ 0.04)",
-        f.tasks_vs_publish
+        "  tasks/s ÷ publishes/s {:.3} (target ≥ 0.04: {})",
+        f.tasks_vs_publish,
+        crate::verdict(f.tasks_vs_publish >= 0.04)
     );
     match f.idle_node_rss_mb {
         Some(mb) => say!(
             out,
-            "idle node              {mb:>8.1} MB resident (target ≤ 30)"
+            "idle node              {mb:>8.1} MB resident (target ≤ 30: {})",
+            crate::verdict(mb <= 30.0)
         ),
         None => say!(
             out,

@@ -86,14 +86,22 @@ impl BenchAuth {
         }
     }
 
-    /// The environment that turns this auth on in an `orion` process.
-    pub(crate) fn env(&self) -> [(&'static str, &str); 4] {
-        [
-            ("ORION__AUTH__MODE", "jwt"),
-            ("ORION__AUTH__JWT__SECRET", &self.secret),
-            ("ORION__AUTH__JWT__ISSUER", BENCH_JWT_PARTY),
-            ("ORION__AUTH__JWT__AUDIENCE", BENCH_JWT_PARTY),
-        ]
+    /// Turns this auth on in an `orion` process: whatever auth settings the bench's own
+    /// environment holds (a secret file, a public key) are not passed on.
+    pub(crate) fn apply<'a>(
+        &self,
+        command: &'a mut std::process::Command,
+    ) -> &'a mut std::process::Command {
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ORION__AUTH__") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("ORION__AUTH__MODE", "jwt")
+            .env("ORION__AUTH__JWT__SECRET", &self.secret)
+            .env("ORION__AUTH__JWT__ISSUER", BENCH_JWT_PARTY)
+            .env("ORION__AUTH__JWT__AUDIENCE", BENCH_JWT_PARTY)
     }
 
     /// The same auth for a gateway in this process.
@@ -113,9 +121,10 @@ impl BenchAuth {
 
     /// A submitter's token, minted by `orion token` (this binary) as an operator would.
     pub(crate) fn submitter_token(&self) -> anyhow::Result<String> {
-        let token = std::process::Command::new(std::env::current_exe()?)
+        let mut command = std::process::Command::new(std::env::current_exe()?);
+        let token = self
+            .apply(&mut command)
             .args(["token", "--role", "submitter", "--subject", "bench"])
-            .envs(self.env())
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -123,6 +132,11 @@ impl BenchAuth {
         anyhow::ensure!(token.status.success(), "orion token failed");
         Ok(String::from_utf8_lossy(&token.stdout).trim().to_owned())
     }
+}
+
+/// Whether a target is met, judged on the unrounded figure, as the benches print it.
+pub(crate) fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "NOT met" }
 }
 
 /// Whether `python3` can import `modules` (comma-separated): a baseline runs where it can.
@@ -201,10 +215,10 @@ pub struct ClusterArgs {
     /// Skip the Celery baseline even where Celery is installed.
     #[arg(long)]
     pub no_celery: bool,
-    /// The nodes' `node.concurrency`, applied as `orion node` applies it: the agent answers and
-    /// handles this many at once, and every consumer prefetches this many (the coordinator
-    /// handles its own number, as on Postgres). The shipped default is 4; quick agents are
-    /// run with more.
+    /// The nodes' `node.concurrency`, applied as `orion node` on Postgres applies it: the agent
+    /// answers and handles this many at once, every consumer prefetches this many, and the
+    /// coordinator handles this many and at least 64. The shipped default is 4; quick agents
+    /// are run with more.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
     /// Instead: a gateway process and this many node processes for each count (e.g. 1,2,4),

@@ -184,10 +184,6 @@ fn cpu_name() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
 }
 
-fn verdict(met: bool) -> &'static str {
-    if met { "met" } else { "NOT met" }
-}
-
 /// One thread count's figures, Orion's beside llama.cpp's where it is installed.
 #[derive(serde::Serialize)]
 struct Row {
@@ -305,8 +301,8 @@ pub fn bench(
             say!(
                 out,
                 "{t} thread(s): generation {generation:.2}x llama.cpp (target >= 0.8: {}), prompt {prompt:.2}x and long prompt {long:.2}x (target >= 0.5: {})",
-                verdict(generation >= 0.8),
-                verdict(prompt >= 0.5 && long >= 0.5)
+                crate::verdict(generation >= 0.8),
+                crate::verdict(prompt >= 0.5 && long >= 0.5)
             );
         }
         rows.push(Row {
@@ -329,7 +325,7 @@ pub fn bench(
         say!(
             out,
             "targets: {} (loaded model <= 300 MB{})",
-            verdict(targets_met),
+            crate::verdict(targets_met),
             if baseline {
                 ", generation >= 0.8x and both prompts >= 0.5x llama.cpp on every thread count"
             } else {

@@ -144,7 +144,6 @@ impl Setup<'_> {
             .env("ORION__DATABASE__URL", &self.db_url)
             .env("ORION__SERVER__LISTEN", "127.0.0.1:0")
             .env("ORION__SERVER__SUBMISSIONS_PER_MINUTE", "0")
-            .envs(self.auth.env())
             .env(
                 "ORION__SECURITY__REPO_ROOTS",
                 format!("[{:?}]", self.repo_root),
@@ -153,6 +152,7 @@ impl Setup<'_> {
             .env("RUST_LOG", "error")
             .stdin(Stdio::null())
             .stderr(Stdio::inherit());
+        self.auth.apply(&mut command);
         Ok(command)
     }
 }

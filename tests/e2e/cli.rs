@@ -418,12 +418,10 @@ fn the_cluster_benchmark_runs_and_reports_its_baselines() {
     );
     assert_eq!(f["tasks"], 30);
     assert!(f["idle_node_rss_mb"].as_f64().unwrap() > 1.0, "{f}");
-    for part in [
-        "orion_cpu_ms_per_task",
-        "nats_cpu_ms_per_task",
-        "postgres_cpu_ms_per_task",
-    ] {
-        assert!(f[part].as_f64().unwrap() > 0.0, "{part}: {f}");
+    // 30 tasks may cost NATS or Postgres less than a clock tick; Orion's process not.
+    assert!(f["orion_cpu_ms_per_task"].as_f64().unwrap() > 0.0, "{f}");
+    for part in ["nats_cpu_ms_per_task", "postgres_cpu_ms_per_task"] {
+        assert!(f[part].as_f64().unwrap() >= 0.0, "{part}: {f}");
     }
     // The Celery baseline (scripts/test.sh installs Celery), run before Orion and after it:
     // the same 30 tasks each time, their rate and CPU, and Orion's rate against the faster.

@@ -197,7 +197,18 @@ pub async fn node(args: NodeArgs, mut settings: Settings) -> anyhow::Result<Exit
         actix_rt::spawn(orion_gateway::run_metrics(listener)?);
         say!("node {name} serves metrics on http://{bound}/metrics");
     }
-    say!("node {name} running {:?}", settings.node.agents);
+    // What the node runs, and how many deliveries of each kind it handles at once.
+    let kinds = settings.kind_concurrency();
+    let running: Vec<String> = settings
+        .node
+        .agents
+        .iter()
+        .map(|&kind| {
+            let at_once = orion_actors::concurrency_of(kind, settings.node.concurrency, &kinds);
+            format!("{kind} ({at_once} at once)")
+        })
+        .collect();
+    say!("node {name} running {}", running.join(", "));
     serve_until_signal(signals, None, Some(&node), &settings, &name).await
 }
 

@@ -306,3 +306,83 @@ fn env_value<'a>(container: &'a Value, var: &str) -> Option<&'a str> {
         .find(|e| e["name"] == var)?["value"]
         .as_str()
 }
+
+/// A pool's `kindConcurrency` reaches its node: the chart renders it as the environment
+/// `orion node` reads, and a node started with the rendered environment handles that many of
+/// the kind at once (and the pool's `concurrency` of the others); without it, a coordinator on
+/// Postgres takes its floor. Kinds the node does not know, and fewer than one, are refused.
+#[actix_rt::test]
+async fn a_pools_concurrency_per_kind_reaches_its_node() {
+    use crate::cluster::{cluster_env, migrate, orion};
+    use crate::support::{PgDatabase, Process, first_line, unique};
+
+    let db = PgDatabase::create().await;
+    let prefix = unique("kc");
+    let env = cluster_env(&db.url, &prefix);
+    migrate(&env);
+    let floor = orion_actors::COORDINATOR_CONCURRENCY;
+    // `--set` on a list's element replaces the element: the pool is given whole.
+    let pool = |kinds: &str| {
+        format!(
+            "nodePools[0].name=coordinators,nodePools[0].agents={{coordinator}},\
+             nodePools[0].replicas=1,nodePools[0].concurrency=4{kinds}"
+        )
+    };
+    for (kinds, coordinator) in [
+        (",nodePools[0].kindConcurrency.coordinator=16", 16),
+        ("", floor),
+    ] {
+        let manifests = render(&["--set", &pool(kinds)]).expect("the values render");
+        let pool = container(find(&manifests, "Deployment", "orion-node-coordinators").unwrap());
+        // The node's settings as the chart gives them.
+        let mut node_env = env.clone();
+        for var in [
+            "ORION__NODE__CONCURRENCY",
+            "ORION__NODE__KIND_CONCURRENCY__COORDINATOR",
+        ] {
+            if let Some(value) = env_value(pool, var) {
+                node_env.push((var, value.to_owned()));
+            }
+        }
+        assert_eq!(
+            env_value(pool, "ORION__NODE__KIND_CONCURRENCY__COORDINATOR").is_some(),
+            !kinds.is_empty(),
+            "{kinds}"
+        );
+        let mut node = Process(
+            orion(
+                &node_env,
+                &[
+                    "node",
+                    "--name",
+                    "kc-node",
+                    "--agents",
+                    "coordinator,analyzer",
+                ],
+            )
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+        );
+        let line = first_line(&mut node.0, "the node").await;
+        assert_eq!(
+            line,
+            format!(
+                "node kc-node running coordinator ({coordinator} at once), analyzer (4 at once)"
+            ),
+            "{kinds}"
+        );
+    }
+    for bad in [
+        ",nodePools[0].kindConcurrency.wizard=2",
+        ",nodePools[0].kindConcurrency.developer=0",
+    ] {
+        let refused = render(&["--set", &pool(bad)]).unwrap_err();
+        assert!(
+            refused.contains("values don't meet the specifications of the schema")
+                && refused.contains("kindConcurrency"),
+            "{bad}: {refused}"
+        );
+    }
+    crate::cluster::tear_down(prefix, db).await;
+}

@@ -94,7 +94,8 @@ struct Figures {
     tasks_per_s: f64,
     jetstream_publish_per_s: f64,
     jetstream_pull_ack_per_s: f64,
-    /// tasks/s ÷ JetStream async publishes/s (target ≥ 0.04).
+    /// tasks/s ÷ JetStream async publishes/s: context, not a target (bare publishes store no
+    /// task's state; Celery's rate is the yardstick).
     tasks_vs_publish: f64,
     /// CPU of Orion's gateway and node (this process, with the bench's client) per task
     /// through REST.
@@ -808,9 +809,8 @@ fn print(f: &Figures, celery_skipped: bool, out: &mut dyn Write) -> anyhow::Resu
     );
     say!(
         out,
-        "  tasks/s ÷ publishes/s {:.3} (target ≥ 0.04: {})",
-        f.tasks_vs_publish,
-        crate::verdict(f.tasks_vs_publish >= 0.04)
+        "  tasks/s ÷ publishes/s {:.3} (context, not a target: bare publishes store no task's state)",
+        f.tasks_vs_publish
     );
     match f.idle_node_rss_mb {
         Some(mb) => say!(

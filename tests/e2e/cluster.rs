@@ -81,6 +81,18 @@ pub(crate) fn cluster_env(db_url: &str, prefix: &str) -> Vec<(&'static str, Stri
     env
 }
 
+/// A cluster's shared environment with a fresh, migrated database and a fresh prefix named
+/// after `stem`.
+pub(crate) async fn migrated_cluster(
+    stem: &str,
+) -> (PgDatabase, String, Vec<(&'static str, String)>) {
+    let db = PgDatabase::create().await;
+    let prefix = unique(stem);
+    let env = cluster_env(&db.url, &prefix);
+    migrate(&env);
+    (db, prefix, env)
+}
+
 /// A cluster's shared environment with a fresh database and prefix, and a fake model that
 /// answers every call with an edit doubling the fixture's helper.
 pub(crate) async fn model_cluster(
@@ -151,11 +163,7 @@ pub(crate) async fn delete_streams(prefix: String) {
 
 #[actix_rt::test]
 async fn a_gateway_and_two_nodes_complete_tasks_seen_by_a_plain_nats_subscriber() {
-    let db = PgDatabase::create().await;
-    let prefix = unique("c");
-    let env = cluster_env(&db.url, &prefix);
-
-    migrate(&env);
+    let (db, prefix, env) = migrated_cluster("c").await;
     // The monitor subscribes before anything happens.
     let monitor = async_nats::connect(nats_url())
         .await
@@ -640,10 +648,7 @@ async fn a_node_stopped_by_sigterm_hands_back_its_unfinished_assignment_and_anot
 #[actix_rt::test]
 async fn an_actor_asks_an_agent_on_another_node_and_gets_typed_errors() {
     use orion_actors::{AskError, ask};
-    let db = PgDatabase::create().await;
-    let prefix = unique("r");
-    let env = cluster_env(&db.url, &prefix);
-    migrate(&env);
+    let (db, prefix, env) = migrated_cluster("r").await;
     let _node = Process(
         orion(
             &env,
@@ -817,10 +822,7 @@ async fn a_stream_client_that_loses_its_gateway_resumes_on_another_with_no_gap_a
     use awc::ws::Frame;
 
     const HALF: usize = 40;
-    let db = PgDatabase::create().await;
-    let prefix = unique("gw2");
-    let env = cluster_env(&db.url, &prefix);
-    migrate(&env);
+    let (db, prefix, env) = migrated_cluster("gw2").await;
     let _nodes = analyzer_nodes(&env, &["node-a", "node-b"]);
     let (first, first_base) = start_gateway(&env).await;
     let (_second, second_base) = start_gateway(&env).await;

@@ -313,13 +313,10 @@ fn env_value<'a>(container: &'a Value, var: &str) -> Option<&'a str> {
 /// Postgres takes its floor. Kinds the node does not know, and fewer than one, are refused.
 #[actix_rt::test]
 async fn a_pools_concurrency_per_kind_reaches_its_node() {
-    use crate::cluster::{cluster_env, migrate, orion};
-    use crate::support::{PgDatabase, Process, first_line, unique};
+    use crate::cluster::orion;
+    use crate::support::{Process, first_line};
 
-    let db = PgDatabase::create().await;
-    let prefix = unique("kc");
-    let env = cluster_env(&db.url, &prefix);
-    migrate(&env);
+    let (db, prefix, env) = crate::cluster::migrated_cluster("kc").await;
     let floor = orion_actors::COORDINATOR_CONCURRENCY;
     // `--set` on a list's element replaces the element: the pool is given whole.
     let pool = |kinds: &str| {

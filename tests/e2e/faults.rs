@@ -108,10 +108,7 @@ async fn two_nodes_and_a_gateway(
 
 #[actix_rt::test]
 async fn five_hundred_tasks_complete_once_each_when_a_node_and_its_coordinator_are_killed() {
-    let db = PgDatabase::create().await;
-    let prefix = unique("f");
-    let env = cluster_env(&db.url, &prefix);
-    migrate(&env);
+    let (db, prefix, env) = crate::cluster::migrated_cluster("f").await;
     let (mut processes, base) = two_nodes_and_a_gateway(&env, ["victim", "survivor"]).await;
     let client = client_as("admin");
     let repo = fixture_repo();

@@ -8,8 +8,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cluster::{cluster_env, migrate, start_gateway, tear_down};
-use crate::support::{PgDatabase, token, unique};
+use crate::cluster::{start_gateway, tear_down};
+use crate::support::token;
 
 /// The routes anyone may call (`auth::need`); their spellings may answer 200.
 const PUBLIC: &[&str] = &[
@@ -165,10 +165,7 @@ async fn status_of(addr: &str, method: &str, path: &str, auth: Option<&str>) -> 
 
 #[actix_rt::test]
 async fn no_spelling_of_any_route_gets_past_the_gate_without_credentials() {
-    let db = PgDatabase::create().await;
-    let prefix = unique("gate");
-    let env = cluster_env(&db.url, &prefix);
-    migrate(&env);
+    let (db, prefix, env) = crate::cluster::migrated_cluster("gate").await;
     let (gateway, base) = start_gateway(&env).await;
     let addr = base.trim_start_matches("http://").to_owned();
     let mut response = awc::Client::new()

@@ -257,26 +257,18 @@ pub fn checkout(
             .map_err(|e| git_error("reading the branch", e))?,
         Err(_) => base_commit.clone(),
     };
-    // A worktree that does not open (gone, or half made: a process killed while adding it
-    // can leave the `.git` file before the clone's entry is whole) is forgotten and added
-    // again.
-    let repo = match Repository::open(into) {
-        Ok(repo) => repo,
-        Err(_) => {
-            let name = into
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| branch.replace('/', "-"));
-            forget_worktree(&cache, &name, into)?;
-            let local = match cache.find_branch(branch, BranchType::Local) {
-                Ok(b) => b,
-                Err(_) => cache
-                    .branch(branch, &start, false)
-                    .map_err(|e| git_error("creating the branch", e))?,
-            };
-            add_worktree(&cache, &name, into, &local)?
+    let name = into
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| branch.replace('/', "-"));
+    let repo = open_or_add_worktree(&cache, &name, into, || {
+        match cache.find_branch(branch, BranchType::Local) {
+            Ok(b) => Ok(b),
+            Err(_) => cache
+                .branch(branch, &start, false)
+                .map_err(|e| git_error("creating the branch", e)),
         }
-    };
+    })?;
     repo.set_head(&format!("refs/heads/{branch}"))
         .map_err(|e| git_error("switching to the branch", e))?;
     repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))
@@ -291,6 +283,24 @@ pub fn checkout(
         base_branch,
         base_oid,
     })
+}
+
+/// Opens the worktree at `into`. One that does not open (gone, or half made: a process
+/// killed while adding it can leave the `.git` file before the clone's entry is whole) is
+/// forgotten and added again as `name`, on the branch `branch` gives.
+fn open_or_add_worktree<'r>(
+    cache: &'r Repository,
+    name: &str,
+    into: &Path,
+    branch: impl FnOnce() -> Result<git2::Branch<'r>, VcsError>,
+) -> Result<Repository, VcsError> {
+    match Repository::open(into) {
+        Ok(repo) => Ok(repo),
+        Err(_) => {
+            forget_worktree(cache, name, into)?;
+            add_worktree(cache, name, into, &branch()?)
+        }
+    }
 }
 
 /// Adds worktree `name` at `into` to the cached clone, on `branch`, and opens it.
@@ -726,18 +736,11 @@ pub fn checkout_commit(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| oid.to_owned());
     let branch = format!("orion-test/{name}");
-    // A worktree that does not open (gone, or half made by a crash mid-run) is forgotten
-    // and added again.
-    let repo = match Repository::open(into) {
-        Ok(repo) => repo,
-        Err(_) => {
-            forget_worktree(&cache, &name, into)?;
-            let local = cache
-                .branch(&branch, &commit, true)
-                .map_err(|e| git_error("creating the test branch", e))?;
-            add_worktree(&cache, &name, into, &local)?
-        }
-    };
+    let repo = open_or_add_worktree(&cache, &name, into, || {
+        cache
+            .branch(&branch, &commit, true)
+            .map_err(|e| git_error("creating the test branch", e))
+    })?;
     repo.set_head_detached(commit.id())
         .map_err(|e| git_error("switching to the candidate", e))?;
     repo.checkout_head(Some(git2::build::CheckoutBuilder::new().force()))

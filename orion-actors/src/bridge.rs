@@ -126,7 +126,7 @@ impl BusBridge {
     }
 
     /// Consumes `queues` (most urgent first; see [`prioritized`]) and hands each delivery to
-    /// `route`, at most `concurrency` at once.
+    /// `route`, at most `concurrency` at once (at least one, as [`concurrency_of`] gives it).
     fn pump<F, Fut>(
         &self,
         ctx: &mut Context<Self>,
@@ -139,7 +139,6 @@ impl BusBridge {
     {
         let bus = self.bus.clone();
         let in_flight = self.in_flight.clone();
-        let concurrency = concurrency.max(1);
         let progress_every = bus.config().ack_wait / 3;
         let mut draining = self.draining.subscribe();
         let abandon = self.abandon.subscribe();
